@@ -1,0 +1,51 @@
+"""Per-profile budgets for `ptspec verify`: the one table every check reads through `ctx.budget`.
+
+A profile trades time for coverage:
+
+- ``quick``: seconds in total, for an edit-compile-check loop;
+- ``default``: about a minute in total, for every CI run;
+- ``deep``: long, for nightly runs and before a release.
+
+Budgets are caps, not targets: a check stops early when it has covered its space (an exhaustive
+exploration that finishes, a z3 query that is proved). When a check needs a new knob, add the key to
+every profile here (a test keeps the profiles' keys identical) rather than hard-coding a number in the
+check.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Mapping
+
+PROFILE_NAMES: tuple[str, ...] = ("quick", "default", "deep")
+DEFAULT_PROFILE = "default"
+
+# key -> (quick, default, deep), with what the key means.
+_TABLE: dict[str, tuple[tuple[float | int, float | int, float | int], str]] = {
+    "check_seconds": ((10, 30, 900), "wall-clock budget of one check (ctx.deadline is start + this)"),
+    "grace_seconds": ((2, 5, 60), "after the deadline, a check that did not return is stopped"),
+    "hypothesis_examples": ((30, 300, 5000), "examples per hypothesis test (max_examples)"),
+    "steps": ((12, 30, 80), "operations per random sequence (stateful step count)"),
+    "exhaustive_depth": ((2, 3, 5), "operations per sequence in bounded exhaustive exploration"),
+    "exhaustive_window_pages": ((4, 8, 16), "pages in the IPA window that exhaustive exploration uses"),
+    "z3_timeout_ms": ((5_000, 20_000, 300_000), "z3 per-query timeout (solver 'timeout' parameter)"),
+    "z3_rlimit": ((5_000_000, 50_000_000, 1_000_000_000), "z3 per-query resource limit ('rlimit')"),
+    "crosshair_per_condition_timeout": ((3, 15, 300), "CrossHair seconds per contract / diff pair"),
+    "crosshair_per_path_timeout": ((1, 3, 30), "CrossHair seconds per explored path"),
+    "mutant_examples": ((20, 100, 1000), "hypothesis examples spent trying to kill one mutant"),
+}
+
+_INDEX = {name: i for i, name in enumerate(PROFILE_NAMES)}
+
+
+def budget(profile: str) -> Mapping[str, float | int]:
+    """The budget of `profile` as a read-only mapping (checks must not change the shared table)."""
+    if profile not in _INDEX:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}")
+    i = _INDEX[profile]
+    return MappingProxyType({key: values[i] for key, (values, _) in _TABLE.items()})
+
+
+def describe() -> list[tuple[str, tuple[float | int, ...], str]]:
+    """Every budget key with its value per profile (in PROFILE_NAMES order) and its meaning."""
+    return [(key, values, meaning) for key, (values, meaning) in _TABLE.items()]
