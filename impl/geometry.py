@@ -67,6 +67,7 @@ class Granule:
     shift: tuple = field(init=False)       # kvm_granule_shift(level), levels 0..3
     size: tuple = field(init=False)        # kvm_granule_size(level)
     pa_bits: int = field(init=False)
+    block_ok: tuple = field(init=False)    # kvm_level_supports_block_mapping(level), levels 0..3
 
     def __post_init__(self):
         if self.page_shift not in PAGE_SHIFTS:
@@ -79,6 +80,8 @@ class Granule:
         object.__setattr__(self, "shift", shifts)
         object.__setattr__(self, "size", tuple(1 << s for s in shifts))
         object.__setattr__(self, "pa_bits", parange_max_bits(ps))
+        object.__setattr__(self, "block_ok", tuple(
+            not (lvl == 0 or (ps != 12 and lvl == 1)) for lvl in range(4)))
 
     def kvm_granule_shift(self, level: int) -> int:
         return arm64_hw_pgtable_level_shift(self.page_shift, level)
@@ -88,7 +91,7 @@ class Granule:
 
     def kvm_level_supports_block_mapping(self, level: int) -> bool:
         """No level-0 blocks, and no level-1 blocks (64G/4T) unless the granule is 4K."""
-        return not (level == 0 or (self.page_size != 4096 and level == 1))
+        return self.block_ok[level]
 
 
 def _kvm_pgd_page_idx(gran: Granule, ia_bits: int, start_level: int, addr: int) -> int:

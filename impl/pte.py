@@ -85,9 +85,12 @@ MT_NORMAL = 0
 MT_DEVICE_nGnRE = 4
 
 
+_ADDR_MASK = {ps: GENMASK(47, ps) for ps in (12, 14, 16)}
+
+
 def kvm_pte_addr_mask(page_shift: int) -> int:
     """KVM_PTE_ADDR_MASK: GENMASK(47, PAGE_SHIFT)."""
-    return GENMASK(47, page_shift)
+    return _ADDR_MASK[page_shift]
 
 
 def kvm_pte_valid(pte) -> bool:

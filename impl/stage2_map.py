@@ -64,7 +64,7 @@ def stage2_put_pte(pgt, tbl: list, ptp: int, idx: int, addr: int, level: int):
 
 class Stage2MapData:
     __slots__ = ("pgt", "phys", "attr", "owner_id", "anchor", "childp", "memcache", "force_pte",
-                 "ret")
+                 "ret", "has_fwb")
 
     def __init__(self, pgt, phys: int, memcache, owner_id: int = 0, force_pte: bool = False):
         self.pgt = pgt
@@ -76,6 +76,7 @@ class Stage2MapData:
         self.memcache = memcache
         self.force_pte = force_pte
         self.ret = 0
+        self.has_fwb = pgt.has_fwb()      # stage2_has_fwb(): fixed for the table's lifetime
 
     def walk(self, addr, end, level, tbl, ptp, idx, flag):
         """stage2_map_walker: dispatch on the walk flag."""
@@ -122,8 +123,7 @@ def stage2_map_walker_try_leaf(addr, end, level, tbl, ptp, idx, data: Stage2MapD
             stage2_put_pte(pgt, tbl, ptp, idx, addr, level)
 
     if not skipped:
-        has_fwb = pgt.has_fwb()
-        if mm_ops.dcache_clean_inval_poc and stage2_pte_cacheable(new, has_fwb):
+        if mm_ops.dcache_clean_inval_poc and stage2_pte_cacheable(new, data.has_fwb):
             mm_ops.dcache_clean_inval_poc(kvm_pte_to_phys(new, pgt.gran.page_shift), granule)
         if mm_ops.icache_inval_pou and stage2_pte_executable(new):
             mm_ops.icache_inval_pou(kvm_pte_to_phys(new, pgt.gran.page_shift), granule)

@@ -56,8 +56,10 @@ def stage2_unmap_walker(pgt, addr, end, level, tbl, ptp, idx, flag) -> int:
         childp = kvm_pte_to_phys(pte, pgt.gran.page_shift)
         if mm_ops.page_count(childp) != 1:
             return 0
-    elif stage2_pte_cacheable(pte, pgt.has_fwb()):
-        need_flush = not pgt.has_fwb()
+    else:
+        has_fwb = pgt.has_fwb()
+        if stage2_pte_cacheable(pte, has_fwb):
+            need_flush = not has_fwb
 
     # Like map: the whole block goes, and what lies outside the range is faulted back lazily.
     stage2_put_pte(pgt, tbl, ptp, idx, addr, level)

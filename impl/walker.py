@@ -45,7 +45,8 @@ class KvmPgtableWalker:
 class WalkData:
     """struct kvm_pgtable_walk_data: the walk's cursor and its end."""
 
-    __slots__ = ("pgt", "walker", "addr", "end", "pages", "shift", "size", "ptrs", "page_shift")
+    __slots__ = ("pgt", "walker", "addr", "end", "pages", "shift", "size", "ptrs", "page_shift",
+                 "cb", "flags")
 
     def __init__(self, pgt, walker: KvmPgtableWalker, addr: int, end: int):
         self.pgt = pgt
@@ -58,6 +59,8 @@ class WalkData:
         self.size = gran.size
         self.ptrs = gran.ptrs_per_pte
         self.page_shift = gran.page_shift
+        self.cb = walker.cb
+        self.flags = walker.flags
 
 
 def kvm_pgtable_walk(pgt, addr: int, size: int, walker: KvmPgtableWalker) -> int:
@@ -102,25 +105,23 @@ def __kvm_pgtable_walk(data: WalkData, ptp: int, level: int) -> int:
     return ret
 
 
-def _is_table(pte: int, level: int) -> bool:
-    return level != 3 and (pte & (KVM_PTE_VALID | KVM_PTE_TYPE)) == (KVM_PTE_VALID | KVM_PTE_TYPE)
+_TABLE_BITS = KVM_PTE_VALID | KVM_PTE_TYPE
 
 
 def __kvm_pgtable_visit(data: WalkData, tbl: list, ptp: int, idx: int, level: int) -> int:
     ret = 0
     addr = data.addr
     pte = tbl[idx]
-    table = _is_table(pte, level)
-    walker = data.walker
-    flags = walker.flags
+    table = level != 3 and (pte & _TABLE_BITS) == _TABLE_BITS      # kvm_pte_table()
+    flags = data.flags
 
     if table and flags & KVM_PGTABLE_WALK_TABLE_PRE:
-        ret = walker.cb(addr, data.end, level, tbl, ptp, idx, KVM_PGTABLE_WALK_TABLE_PRE)
+        ret = data.cb(addr, data.end, level, tbl, ptp, idx, KVM_PGTABLE_WALK_TABLE_PRE)
 
     if not table and flags & KVM_PGTABLE_WALK_LEAF:
-        ret = walker.cb(addr, data.end, level, tbl, ptp, idx, KVM_PGTABLE_WALK_LEAF)
+        ret = data.cb(addr, data.end, level, tbl, ptp, idx, KVM_PGTABLE_WALK_LEAF)
         pte = tbl[idx]
-        table = _is_table(pte, level)
+        table = level != 3 and (pte & _TABLE_BITS) == _TABLE_BITS
 
     if ret:
         return ret
@@ -136,5 +137,5 @@ def __kvm_pgtable_visit(data: WalkData, tbl: list, ptp: int, idx: int, level: in
         return ret
 
     if flags & KVM_PGTABLE_WALK_TABLE_POST:
-        ret = walker.cb(addr, data.end, level, tbl, ptp, idx, KVM_PGTABLE_WALK_TABLE_POST)
+        ret = data.cb(addr, data.end, level, tbl, ptp, idx, KVM_PGTABLE_WALK_TABLE_POST)
     return ret
