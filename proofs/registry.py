@@ -50,7 +50,7 @@ STATUSES = ("passed", "proved", "refuted", "unknown", "error")
 PASSING = ("passed", "proved")
 
 # Check modules, in run order (cheap first). List only modules that exist.
-CHECK_MODULES: list[str] = []
+CHECK_MODULES: list[str] = ["proofs.checks_stage2"]
 
 
 @dataclass

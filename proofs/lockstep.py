@@ -1,0 +1,173 @@
+"""Hypothesis lock-step check: impl and the spec contracts, every invariant after every step.
+
+``make_machine(geometry)`` builds a ``RuleBasedStateMachine`` whose rules are the stage-2
+operations with arguments from ``proofs.strategies``, including bad arguments (beyond the IPA space,
+zero and wrapping sizes, out-of-range owner ids) and injected allocation failures. Each rule runs
+through ``Stage2Harness.step``, which checks S2-RC, S2-OWN, S2-BA, S2-TREE, S2-LEAK on the new
+state and S2-BBM plus the operation's contract on the transition. A violation raises
+``StepViolation`` carrying the pasteable program, the tables and the violations; hypothesis then
+shrinks the run to a short one.
+
+``run_lockstep`` runs one machine with a budget and a seed and turns the outcome into a result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, Phase, seed as hyp_seed, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
+
+from impl.geometry import Stage2Geometry
+from impl.pte import OWNER_FIELD_5_15, OWNER_FIELD_SEED
+
+from . import strategies as S
+from .harness import Stage2Harness
+
+# name -> (page_shift, ia_bits, owner_field); the issue's four required shapes, plus the 5.15
+# owner-field position on one of them.
+GEOMETRIES = {
+    "4k-39": (12, 39, OWNER_FIELD_SEED),     # 3 levels, one root page
+    "4k-48": (12, 48, OWNER_FIELD_SEED),     # 4 levels
+    "4k-34": (12, 34, OWNER_FIELD_5_15),     # 2 levels, 16 concatenated roots, owner bits 9:2
+    "16k-47": (14, 47, OWNER_FIELD_SEED),    # 3 levels from level 1
+    "64k-44": (16, 44, OWNER_FIELD_SEED),    # 2 levels from level 2, 4 concatenated roots
+}
+
+
+class StepViolation(AssertionError):
+    """A step broke an invariant or a contract."""
+
+    def __init__(self, harness: Stage2Harness, violations: list):
+        self.program = harness.ops_source
+        self.violations = [str(v) for v in violations]
+        self.raw_state = harness.raw_state()
+        super().__init__("\n".join(self.violations[:8]) + "\n\n" + self.program)
+
+
+def make_machine(name: str, harness_factory=Stage2Harness):
+    page_shift, ia_bits, owner_field = GEOMETRIES[name]
+    geom = Stage2Geometry.from_ipa(page_shift, ia_bits)
+    addr = S.addresses(geom)
+    size = S.sizes(geom)
+
+    class Stage2Lockstep(RuleBasedStateMachine):
+        def __init__(self):
+            super().__init__()
+            self.h = harness_factory(page_shift, ia_bits, owner_field=owner_field,
+                                     arena_pages=512 if page_shift == 12 else 128)
+            self._check(self.h.violations)
+
+        def _check(self, found):
+            if found:
+                raise StepViolation(self.h, found)
+
+        def _step(self, op, **args):
+            _, found = self.h.step(op, **args)
+            self._check(found)
+
+        @rule(a=addr, s=size, d=S.phys_offsets(geom), prot=S.prots())
+        def map(self, a, s, d, prot):
+            self._step("map", addr=a, size=s, phys=a + d, prot=prot)
+
+        @rule(a=addr, s=size, p=S.physes(geom), prot=S.prots())
+        def map_anywhere(self, a, s, p, prot):
+            self._step("map", addr=a, size=s, phys=p, prot=prot)
+
+        @rule(a=addr, d=S.phys_offsets(geom), prot=S.prots(), lvl=st.sampled_from([2, 3]))
+        def map_aligned(self, a, d, prot, lvl):
+            g = geom.gran.size[lvl]
+            a &= ~(g - 1)
+            self._step("map", addr=a, size=g, phys=(a + d) & ~(g - 1), prot=prot)
+
+        @rule(a=addr, s=size, o=S.owner_ids(1))
+        def set_owner(self, a, s, o):
+            self._step("set_owner", addr=a, size=s, owner_id=o)
+
+        @rule(a=addr, s=size)
+        def unmap(self, a, s):
+            self._step("unmap", addr=a, size=s)
+
+        @rule(a=addr, s=size)
+        def wrprotect(self, a, s):
+            self._step("wrprotect", addr=a, size=s)
+
+        @rule(a=addr, op=st.sampled_from(["mkyoung", "mkold", "is_young", "get_leaf"]))
+        def leaf_op(self, a, op):
+            self._step(op, addr=a)
+
+        @rule(a=addr, prot=S.prots())
+        def relax_perms(self, a, prot):
+            self._step("relax_perms", addr=a, prot=prot)
+
+        @rule(a=addr, s=size)
+        def flush(self, a, s):
+            self._step("flush", addr=a, size=s)
+
+        @rule(a=S.bad_addresses(geom), s=size,
+              op=st.sampled_from(["unmap", "wrprotect", "flush", "map", "set_owner"]))
+        def beyond_ipa(self, a, s, op):
+            args = {"addr": a, "size": s}
+            if op == "map":
+                args.update(phys=1 << 32, prot=S.PROT_BASE[1])
+            if op == "set_owner":
+                args["owner_id"] = 1
+            self._step(op, **args)
+
+        @rule(k=st.integers(0, 3))
+        def fail_allocation(self, k):
+            """The k-th page-table allocation from now on fails (fault injection)."""
+            mm = self.h.pgt.mm_ops
+            mm.fail_at = {mm.nr_allocs + k}
+            self.h.lines.append(f"pgt.mm_ops.fail_at = {{pgt.mm_ops.nr_allocs + {k}}}")
+
+        @precondition(lambda self: not self.h.destroyed)
+        @rule()
+        def destroy(self):
+            self._step("destroy")
+
+    Stage2Lockstep.__name__ = f"Stage2Lockstep_{name.replace('-', '_')}"
+    return Stage2Lockstep
+
+
+@dataclass
+class LockstepOutcome:
+    status: str                 # "passed" or "refuted"
+    examples: int
+    steps: int
+    seconds: float
+    failure: StepViolation | None = None
+
+
+def run_lockstep(name: str, *, examples: int, steps: int, seed: int = 0,
+                 harness_factory=Stage2Harness) -> LockstepOutcome:
+    """Run the machine for ``examples`` runs of up to ``steps`` steps, seeded and without a
+    database, and report whether it found a violation (the shrunk one if so)."""
+    machine = make_machine(name, harness_factory)
+    counter = {"runs": 0, "steps": 0}
+    base_init = machine.__init__
+
+    def counting_init(self):
+        counter["runs"] += 1
+        base_init(self)
+    machine.__init__ = counting_init
+    orig_step = machine._step
+
+    def counting_step(self, op, **args):
+        counter["steps"] += 1
+        orig_step(self, op, **args)
+    machine._step = counting_step
+
+    cfg = settings(max_examples=examples, stateful_step_count=steps, database=None,
+                   deadline=None, print_blob=False, report_multiple_bugs=False,
+                   suppress_health_check=list(HealthCheck),
+                   phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
+    t0 = time.perf_counter()
+    try:
+        run_state_machine_as_test(hyp_seed(seed)(machine), settings=cfg)
+    except StepViolation as exc:
+        return LockstepOutcome("refuted", counter["runs"], counter["steps"],
+                               time.perf_counter() - t0, exc)
+    return LockstepOutcome("passed", counter["runs"], counter["steps"], time.perf_counter() - t0)

@@ -1,0 +1,185 @@
+"""VMSAv8-64 stage-2 descriptor format, as KVM/arm64 (5.12-5.15) writes it.
+
+Models: how a 64-bit descriptor is classified at a given level (invalid, table, block, page, or the
+reserved level-3 encoding 0b01), how the output or next-table address is decoded (bits[47:page_shift],
+plus bits 51:48 held in descriptor bits 15:12 with the 64K granule), the stage-2 leaf attribute
+fields KVM uses, the MemAttr values it writes with and without FWB, the pKVM owner annotation kept
+in invalid descriptors, and the ``enum kvm_pgtable_prot`` bits.
+
+Leaves out: stage-1 attribute meanings (hyp stage-1 tables are checked only for structure), FEAT_LPA2
+address encodings, and architecture features KVM 5.x does not use (the contiguous hint and DBM are
+decoded for display only).
+"""
+
+from collections import namedtuple
+
+VALID = 1 << 0
+TYPE = 1 << 1                      # level < 3: 1 = table, 0 = block; level 3: must be 1 (page)
+MEMATTR_SHIFT, MEMATTR_MASK = 2, 0xF << 2
+S2AP_R = 1 << 6
+S2AP_W = 1 << 7
+SH_SHIFT, SH_MASK = 8, 0x3 << 8
+SH_INNER = 3
+AF = 1 << 10
+DBM = 1 << 51
+CONTIGUOUS = 1 << 52
+XN = 1 << 54
+SW_SHIFT, SW_MASK = 55, 0xF << 55
+TABLE_UPPER_MASK = 0x1F << 59       # NSTable/APTable/XNTable/PXNTable: RES0 at stage 2
+PERMS = S2AP_R | S2AP_W | XN        # what a re-map may differ in and still be "the same mapping"
+LEAF_ATTR_LO = ((1 << 12) - 1) & ~0x3            # bits 11:2
+LEAF_ATTR_HI = ((1 << 64) - 1) & ~((1 << 51) - 1)  # bits 63:51
+
+ADDR_MASK_48 = ((1 << 48) - 1)
+U64 = (1 << 64) - 1
+
+# enum kvm_pgtable_prot
+PROT_X = 1 << 0
+PROT_W = 1 << 1
+PROT_R = 1 << 2
+PROT_DEVICE = 1 << 3
+PROT_SW = 0xF << 55
+
+# MemAttr[3:0] values KVM writes (PAGE_S2_MEMATTR), keyed by has_fwb
+MEMATTR_NORMAL = {False: 0xF, True: 0x6}
+MEMATTR_DEVICE = {False: 0x1, True: 0x1}
+
+SH_NAMES = {0: "NS", 1: "SH?", 2: "OS", 3: "IS"}
+
+# kinds returned by classify()
+INVALID, TABLE, BLOCK, PAGE, RESERVED = "invalid", "table", "block", "page", "reserved"
+
+LeafAttrs = namedtuple("LeafAttrs", "memattr r w sh af xn sw dbm contiguous")
+
+
+def classify(desc, level):
+    """What a descriptor is at `level`: invalid, table, block, page, or reserved (0b01 at level 3)."""
+    if not desc & VALID:
+        return INVALID
+    if level >= 3:
+        return PAGE if desc & TYPE else RESERVED
+    return TABLE if desc & TYPE else BLOCK
+
+
+def is_valid_leaf(desc, level):
+    """True when the hardware walk stops at this descriptor with a translation (block or page)."""
+    if not desc & VALID:
+        return False
+    if level >= 3:
+        return bool(desc & TYPE)
+    return not desc & TYPE
+
+
+def is_table(desc, level):
+    """True when the hardware walk follows this descriptor to a next-level table."""
+    return level < 3 and (desc & 3) == 3
+
+
+def address(desc, page_shift):
+    """Output address (leaf) or next-table address (table) held in a descriptor.
+
+    4K/16K: bits[47:page_shift]. 64K: bits[47:16], with address bits 51:48 taken from descriptor
+    bits 15:12.
+    """
+    addr = desc & ADDR_MASK_48 & ~((1 << page_shift) - 1)
+    if page_shift == 16:
+        addr |= ((desc >> 12) & 0xF) << 48
+    return addr
+
+
+def res0_address_bits(desc, page_shift):
+    """Bits between bit 12 and page_shift - 1 of the address field: RES0 with 16K (bits 13:12).
+
+    With 4K there are none; with 64K bits 15:12 are address bits 51:48.
+    """
+    if page_shift == 14:
+        return desc & (0x3 << 12)
+    return 0
+
+
+def encode_address(addr, page_shift):
+    """The descriptor bits that hold `addr` (inverse of address() for page-aligned addresses)."""
+    bits = addr & ADDR_MASK_48 & ~((1 << page_shift) - 1)
+    if page_shift == 16:
+        bits |= ((addr >> 48) & 0xF) << 12
+    return bits
+
+
+def leaf_attrs(desc):
+    """The stage-2 leaf attribute fields of a descriptor."""
+    return LeafAttrs(
+        memattr=(desc & MEMATTR_MASK) >> MEMATTR_SHIFT,
+        r=bool(desc & S2AP_R), w=bool(desc & S2AP_W),
+        sh=(desc & SH_MASK) >> SH_SHIFT, af=bool(desc & AF), xn=bool(desc & XN),
+        sw=(desc & SW_MASK) >> SW_SHIFT, dbm=bool(desc & DBM), contiguous=bool(desc & CONTIGUOUS))
+
+
+def memattr_name(memattr, has_fwb):
+    """NORMAL, DEVICE_nGnRE, or the raw value, as KVM's encodings name it."""
+    if memattr == MEMATTR_NORMAL[has_fwb]:
+        return "NORMAL"
+    if memattr == MEMATTR_DEVICE[has_fwb]:
+        return "DEVICE_nGnRE"
+    return f"MEMATTR={memattr:#x}"
+
+
+def is_cacheable(desc, has_fwb):
+    """MemAttr is KVM's normal (write-back cacheable) encoding for this FWB setting."""
+    return (desc & MEMATTR_MASK) >> MEMATTR_SHIFT == MEMATTR_NORMAL[has_fwb]
+
+
+def is_executable(desc):
+    """A valid leaf the guest may execute from: XN clear."""
+    return not desc & XN
+
+
+def field_mask(hi, lo):
+    """Mask of bits hi..lo inclusive."""
+    return ((1 << (hi + 1)) - 1) & ~((1 << lo) - 1)
+
+
+def owner_of(desc, owner_field):
+    """Owner id of an invalid descriptor shaped like an annotation, else None.
+
+    Returns 0 for the zero descriptor (the host owns it), the id for a descriptor whose only set bits
+    are in the owner field, and None when other bits are set (or the valid bit is set).
+    """
+    hi, lo = owner_field
+    mask = field_mask(hi, lo)
+    if desc & ~mask:
+        return None
+    return (desc & mask) >> lo
+
+
+def owner_descriptor(owner_id, owner_field):
+    """The invalid descriptor that records `owner_id` (kvm_init_invalid_leaf_owner)."""
+    hi, lo = owner_field
+    return (owner_id << lo) & field_mask(hi, lo)
+
+
+def prot_attrs(prot, has_fwb):
+    """The leaf attribute bits KVM derives from a kvm_pgtable_prot (stage2_set_prot_attr).
+
+    MemAttr normal or device, S2AP R/W from PROT_R/PROT_W, SH inner shareable, AF set, XN unless
+    PROT_X, software bits 58:55 copied from the prot. Returns None for X with DEVICE (-EINVAL).
+    """
+    device = bool(prot & PROT_DEVICE)
+    if device and prot & PROT_X:
+        return None
+    attr = (MEMATTR_DEVICE if device else MEMATTR_NORMAL)[has_fwb] << MEMATTR_SHIFT
+    if not prot & PROT_X:
+        attr |= XN
+    if prot & PROT_R:
+        attr |= S2AP_R
+    if prot & PROT_W:
+        attr |= S2AP_W
+    attr |= SH_INNER << SH_SHIFT
+    attr |= AF
+    attr |= prot & PROT_SW
+    return attr
+
+
+def leaf_descriptor(oa, attrs, level, page_shift):
+    """A valid leaf at `level` mapping `oa` with `attrs` (kvm_init_valid_leaf_pte)."""
+    kind = (VALID | TYPE) if level >= 3 else VALID
+    return encode_address(oa, page_shift) | (attrs & (LEAF_ATTR_LO | LEAF_ATTR_HI)) | kind
