@@ -1,7 +1,7 @@
 """The registry of proof obligations, and the runner that keeps their results honest.
 
 A check module registers obligations when it is imported; `load_all()` imports the modules named in
-`CHECK_MODULES` (one place, imported lazily). Each obligation's `run(ctx)` returns a `Result`; the
+`CHECK_MODULES` (every `proofs/checks_*.py`, found on disk, imported lazily). Each obligation's `run(ctx)` returns a `Result`; the
 runner (`run_obligation`, `run_all`), not the check, enforces the rules of DESIGN.md:
 
 - an exception inside a check is status "error" with the traceback summary;
@@ -15,7 +15,7 @@ runner (`run_obligation`, `run_all`), not the check, enforces the rules of DESIG
   counterexample does not depend on time), unless the check had to be stopped.
 - a check module that fails to import is an "error" result (see `load_errors`), never a silent skip.
 
-A check module (add its name to CHECK_MODULES once it exists):
+A check module (a file `proofs/checks_<area>.py`; it is found by name, nothing to edit elsewhere):
 
     from proofs.registry import Result, obligation
 
@@ -49,8 +49,17 @@ ENGINES = ("z3", "crosshair", "hypothesis", "exhaustive", "unit", "mutant")
 STATUSES = ("passed", "proved", "refuted", "unknown", "error")
 PASSING = ("passed", "proved")
 
-# Check modules, in run order (cheap first). List only modules that exist.
-CHECK_MODULES: list[str] = ["proofs.checks_stage2"]
+
+def _discover_check_modules() -> list[str]:
+    """Every ``proofs/checks_*.py``, in name order: adding a check area is adding a file."""
+    import pkgutil
+    import proofs
+    return sorted(f"proofs.{m.name}" for m in pkgutil.iter_modules(proofs.__path__)
+                  if m.name.startswith("checks_"))
+
+
+# Check modules, in run order.
+CHECK_MODULES: list[str] = _discover_check_modules()
 
 
 @dataclass
