@@ -1,5 +1,9 @@
 """The `ptspec` command: verify, check-state, list, explain, profiles.
 
+`verify` writes the JSON report (--json), JUnit XML (--junit) and KTAP (--ktap, on stdout); it runs
+obligations in worker processes with --jobs N and a deterministic subset with --shard I/N
+(proofs/parallel.py). docs/reports.md describes the formats and options.
+
 Exit codes (DESIGN.md): 0 all passed/proved (or no violation); 1 a counterexample (or a violation);
 2 unknown, error, nothing checked, or input that cannot be read. spec/ is imported lazily, only by the
 subcommands that need it, so `ptspec verify` and `ptspec list` work while spec/ is incomplete.
@@ -8,6 +12,7 @@ subcommands that need it, so `ptspec verify` and `ptspec list` work while spec/ 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import inspect
 import json
@@ -17,11 +22,10 @@ import time
 from typing import Any, Mapping, Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from proofs import __version__, parallel, registry, report, report_junit, report_ktap, report_live
 from proofs import profiles as profile_table
-from proofs import registry, report
 from proofs.registry import Listener, Obligation, Result
 
 HEARTBEAT_SECONDS = 60.0  # without a terminal: a line while a check runs longer than this
@@ -34,73 +38,16 @@ def _console() -> Console:
     return console
 
 
+def _error_console() -> Console:
+    """The human output's console when stdout is reserved for KTAP."""
+    console = Console(highlight=False, stderr=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 120
+    return console
+
+
 def _print_plain(console: Console, text: str) -> None:
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-
-class _Lines(Listener):
-    """No terminal (CI): one line per finished check, a heartbeat for long ones, no bars."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.done, self.total = 0, None
-        self.last = time.monotonic()
-
-    def started(self, ob: Obligation, index: int, count: int) -> None:
-        self.done, self.total, self.last = 0, None, time.monotonic()
-
-    def progressed(self, ob: Obligation, advance: int, total: int | None, note: str | None) -> None:
-        self.done += advance
-        self.total = total if total is not None else self.total
-        now = time.monotonic()
-        if now - self.last >= HEARTBEAT_SECONDS and advance:
-            self.last = now
-            of = f"/{self.total}" if self.total else ""
-            _print_plain(self.console, f"      ... {ob.id}: {self.done}{of}" + (f" {note}" if note else ""))
-
-    def finished(self, ob: Obligation, result: Result, index: int, count: int) -> None:
-        self.console.print(report.result_text(result, index, count))
-        if result.status == "refuted":
-            _print_plain(self.console, report.render_counterexample(result))
-
-
-class _Bars(Listener):
-    """A terminal: an overall bar and one for the running check, throttled to ~10 updates a second."""
-
-    def __init__(self, console: Console, count: int) -> None:
-        self.console = console
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
-        self.overall = self.progress.add_task("checks", total=count)
-        self.task: Any = None
-        self.pending, self.last = 0, 0.0
-
-    def started(self, ob: Obligation, index: int, count: int) -> None:
-        self.task = self.progress.add_task(ob.id, total=None)
-        self.pending, self.last = 0, 0.0
-
-    def progressed(self, ob: Obligation, advance: int, total: int | None, note: str | None) -> None:
-        self.pending += advance
-        now = time.monotonic()
-        if now - self.last < 0.1 and total is None and note is None:
-            return
-        self.last = now
-        kw: dict[str, Any] = {"advance": self.pending}
-        if total is not None:
-            kw["total"] = total
-        if note is not None:
-            kw["description"] = f"{ob.id} {note}"
-        self.progress.update(self.task, **kw)
-        self.pending = 0
-
-    def finished(self, ob: Obligation, result: Result, index: int, count: int) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-            self.task = None
-        self.progress.advance(self.overall)
-        self.console.print(report.result_text(result, index, count))
-        if result.status == "refuted":
-            _print_plain(self.console, report.render_counterexample(result))
+    report_live.print_plain(console, text)
 
 
 def _load() -> list[Result]:
@@ -109,36 +56,80 @@ def _load() -> list[Result]:
                    engine="unit") for module, err in registry.load_all()]
 
 
+def _run(selected: list[Obligation], args: argparse.Namespace, console: Console,
+         extra: Listener | None) -> list[Result]:
+    """Run `selected` in-process (--jobs 1) or in worker processes, with the right display."""
+    def go(listener: Listener) -> list[Result]:
+        listener = report_live.Fanout(listener, extra) if extra else listener
+        if args.jobs > 1:
+            return parallel.run_parallel(selected, args.profile, args.seed, args.jobs, listener,
+                                         quiet_stdout=bool(args.ktap))
+        return registry.run_all(selected, args.profile, args.seed, listener)
+
+    if console.is_terminal:
+        bars = report_live.Bars(console, len(selected))
+        with bars.progress:
+            return go(bars)
+    return go(report_live.Lines(console, HEARTBEAT_SECONDS))
+
+
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
+    started = time.monotonic()
+    stdout = sys.stdout
+    if args.ktap:  # stdout carries KTAP only; everything for humans goes to stderr
+        console = _error_console()
+    shard_text = f"{args.shard[0]}/{args.shard[1]}" if args.shard else None
     pattern = ",".join(args.only) if args.only else None
     load_results = _load()
     for r in load_results:
         _print_plain(console, f"error    {r.id}: {r.detail}")
     results = list(load_results)
     selected = registry.select(pattern, args.profile)
+    why = None
     if not selected:
         why = ("no obligations are registered" if not registry.all_obligations() else
                f"no obligation matches --only {pattern!r} in profile {args.profile!r}" if pattern else
                f"no obligation runs in profile {args.profile!r}")
+    elif args.shard:
+        total = len(selected)
+        selected = parallel.shard(selected, *args.shard)
+        if not selected:
+            why = f"shard {shard_text} is empty ({total} obligation(s) selected, fewer than the shards)"
+    if why:
         print(f"ptspec verify: nothing checked: {why}", file=sys.stderr)
+    stream = None
+    if args.ktap:
+        note = (f"ptspec {__version__} verify: profile {args.profile}, seed {args.seed}"
+                + (f", shard {shard_text}" if shard_text else "") + (f", jobs {args.jobs}" if args.jobs > 1 else ""))
+        stream = report_ktap.KtapStream(stdout, len(load_results) + len(selected), note)
+        for position, r in enumerate(load_results):
+            stream.add(position, r)
     if selected:
-        if console.is_terminal:
-            bars = _Bars(console, len(selected))
-            with bars.progress:
-                results += registry.run_all(selected, args.profile, args.seed, bars)
-        else:
-            results += registry.run_all(selected, args.profile, args.seed, _Lines(console))
+        extra = report_ktap.KtapListener(stream, len(load_results)) if stream else None
+        with contextlib.redirect_stdout(sys.stderr) if args.ktap else contextlib.nullcontext():
+            results += _run(selected, args, console, extra)
+    wall = time.monotonic() - started
     if results:
         console.print(report.summary_table(results))
         _print_plain(console, report.summary_line(results))
     for line in report.problems(results):
         _print_plain(console, line)
-    if args.json:
-        try:
-            report.write_json(report.build_report(results, args.profile, args.seed), args.json)
-        except OSError as exc:
-            print(f"ptspec verify: cannot write {args.json}: {exc}", file=sys.stderr)
-            return 2
+    if stream:
+        stream.close(f"nothing checked: {why}" if why else "")
+    extra_keys = {"shard": shard_text, "jobs": args.jobs, "wall_seconds": wall}
+    unwritten = False
+    for path, write in ((args.json, lambda p: report.write_json(
+                             report.build_report(results, args.profile, args.seed, **extra_keys), p)),
+                        (args.junit, lambda p: report_junit.write_junit(
+                             results, p, args.profile, args.seed, **extra_keys))):
+        if path:
+            try:
+                write(path)
+            except OSError as exc:
+                print(f"ptspec verify: cannot write {path}: {exc}", file=sys.stderr)
+                unwritten = True
+    if unwritten:
+        return 2
     code = report.exit_code(results)
     if code == 2 and results and all(r.status == "unknown" for r in results):
         print("ptspec verify: nothing was proved or passed: every check is unknown", file=sys.stderr)
@@ -293,15 +284,51 @@ def cmd_profiles(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _jobs_arg(text: str) -> int:
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--jobs wants a whole number >= 1, not {text!r}") from None
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"--jobs wants a whole number >= 1, not {jobs}")
+    return jobs
+
+
+def _shard_arg(text: str) -> tuple[int, int]:
+    try:
+        return parallel.parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ptspec", description="Check the page-table impl against its spec.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    v = sub.add_parser("verify", help="run the proof obligations of a profile")
-    v.add_argument("--profile", choices=profile_table.PROFILE_NAMES, default=profile_table.DEFAULT_PROFILE)
+    v = sub.add_parser(
+        "verify", help="run the proof obligations of a profile",
+        description="Run the proof obligations of a profile. Exit status: 0 every check passed or was "
+                    "proved; 1 a check found a counterexample; 2 a check was unknown or an error, "
+                    "nothing was checked, or the command line or an output file was wrong. Report "
+                    "formats: docs/reports.md.")
+    v.add_argument("--profile", choices=profile_table.PROFILE_NAMES, default=profile_table.DEFAULT_PROFILE,
+                   help="budget set (see `ptspec profiles`; default: %(default)s)")
     v.add_argument("--only", action="append", metavar="PATTERN",
                    help="glob or substring of obligation ids (repeatable, or comma-separated)")
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--json", metavar="FILE", help="write the JSON report here")
+    v.add_argument("--seed", type=int, default=0, help="seed of every randomised check (default: 0)")
+    v.add_argument("--json", metavar="FILE",
+                   help="write the JSON report here (per check: id, engine, status, seconds, rlimit, "
+                        "counterexample)")
+    v.add_argument("--junit", metavar="FILE",
+                   help="write JUnit XML here for CI (one testcase per obligation, classname = engine)")
+    v.add_argument("--ktap", action="store_true",
+                   help="print KTAP version 1 (the kernel's KUnit/kselftest format) on stdout; the "
+                        "human output goes to stderr")
+    v.add_argument("--jobs", "-j", type=_jobs_arg, default=1, metavar="N",
+                   help="run obligations in N worker processes (default 1: in this process); results "
+                        "are reported in registry order")
+    v.add_argument("--shard", type=_shard_arg, metavar="I/N",
+                   help="run only shard I of N (1-based) of the selected obligations: sorted by id, "
+                        "every N-th starting at the I-th; the N shards are disjoint and cover all")
     v.set_defaults(func=cmd_verify)
     c = sub.add_parser("check-state", help="check the invariants on a raw state (JSON file, or - for stdin)")
     c.add_argument("file", metavar="FILE.json")

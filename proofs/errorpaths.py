@@ -104,9 +104,7 @@ def run_all(harness_factory=Stage2Harness, progress=None):
             n = count_allocations(base, op, args)
             for i in range(n):
                 h = copy.deepcopy(base)
-                mm = h.pgt.mm_ops
-                mm.fail_at = {mm.nr_allocs + i}
-                h.lines.append(f"pgt.mm_ops.fail_at = {{pgt.mm_ops.nr_allocs + {i}}}")
+                h.fail_allocation(i)
                 _, found = h.step(op, **args)
                 if progress:
                     progress()

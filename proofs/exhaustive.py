@@ -121,9 +121,7 @@ def explore(depth: int = 3, *, harness_factory=Stage2Harness, expired=None, prog
                                       time.perf_counter() - t0)
             child = copy.deepcopy(h)
             if op == "fail_next_alloc":
-                mm = child.pgt.mm_ops
-                mm.fail_at = {mm.nr_allocs}
-                child.lines.append("pgt.mm_ops.fail_at = {pgt.mm_ops.nr_allocs}")
+                child.fail_allocation(0)
                 found = []
             else:
                 _, found = child.step(op, **args)

@@ -71,6 +71,7 @@ class Stage2Harness:
             f"mc = KvmMmuMemoryCache(pool, {mc_capacity})",
         ]
         self.violations: list = []
+        self.trace: list = []           # what was run, replayable: ("op", name, args) / ("fail", k)
         self.steps = 0
         self._last_raw = self.pgt.snapshot()
         self.state = self._load(self._last_raw) if check else None
@@ -128,8 +129,17 @@ class Stage2Harness:
         shown = ERRNO_NAMES.get(ret, fmt(ret)) if isinstance(ret, int) else repr(ret)
         self.lines.append(f"{call}  # -> {shown}")
 
+    def fail_allocation(self, k: int = 0):
+        """Make the k-th page-table allocation from now on fail (fault injection)."""
+        mm = self.pgt.mm_ops
+        mm.fail_at = {mm.nr_allocs + k}
+        self.trace.append(("fail", k))
+        self.lines.append(f"pgt.mm_ops.fail_at = {{pgt.mm_ops.nr_allocs + {k}}}")
+
     def step(self, op: str, **args):
         """Run one operation and check it; returns (ret, violations of this step)."""
+        if op != "init":
+            self.trace.append(("op", op, dict(args)))
         pre_raw = pre = None
         if self.check:
             pre_raw, pre = self._last_raw, self.state

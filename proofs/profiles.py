@@ -24,7 +24,7 @@ DEFAULT_PROFILE = "default"
 _TABLE: dict[str, tuple[tuple[float | int, float | int, float | int], str]] = {
     "check_seconds": ((10, 30, 900), "wall-clock budget of one check (ctx.deadline is start + this)"),
     "grace_seconds": ((2, 5, 60), "after the deadline, a check that did not return is stopped"),
-    "hypothesis_examples": ((30, 300, 5000), "examples per hypothesis test (max_examples)"),
+    "hypothesis_examples": ((20, 200, 3000), "runs per hypothesis state machine (max_examples)"),
     "steps": ((12, 30, 80), "operations per random sequence (stateful step count)"),
     "exhaustive_depth": ((2, 3, 5), "operations per sequence in bounded exhaustive exploration"),
     "exhaustive_window_pages": ((4, 8, 16), "pages in the IPA window that exhaustive exploration uses"),

@@ -210,6 +210,11 @@ def load_all() -> list[tuple[str, str]]:
     return list(_current.load_errors)
 
 
+def check_modules() -> list[str]:
+    """The modules the current registry imports (what a worker process must import to match it)."""
+    return _current.modules()
+
+
 def load_errors() -> list[tuple[str, str]]:
     return list(_current.load_errors)
 

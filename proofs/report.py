@@ -1,9 +1,11 @@
 """Reports of a `ptspec verify` run: the JSON report of DESIGN.md, counterexamples, the summary table.
 
 The JSON keys and meanings are those of DESIGN.md ("Report"); other tools and CI read them. Additions
-(kept optional for readers): per check "examples" and "rlimit" (z3 resource use, or null), and
-"summary.total". A "proved" check keeps "proved" as its status and counts under "passed" in the
-summary.
+(kept optional for readers): per check "examples" and "rlimit" (z3 resource use, or null), top-level
+"shard" ("i/n" or null) and "jobs", "summary.total" and "summary.wall_seconds" (the run's wall-clock
+time; "summary.seconds" stays the sum of the checks' times). A "proved" check keeps "proved" as its
+status and counts under "passed" in the summary. JUnit XML and KTAP are in report_junit.py and
+report_ktap.py; docs/reports.md describes all three.
 """
 
 from __future__ import annotations
@@ -59,10 +61,14 @@ def check_entry(r: Result) -> dict[str, Any]:
             "examples": r.examples, "rlimit": r.rlimit}
 
 
-def build_report(results: list[Result], profile: str, seed: int) -> dict[str, Any]:
-    """The report as a JSON-ready dict."""
-    return {"ptspec": __version__, "profile": profile, "seed": seed,
-            "checks": [check_entry(r) for r in results], "summary": summary_counts(results)}
+def build_report(results: list[Result], profile: str, seed: int, *, shard: str | None = None,
+                 jobs: int = 1, wall_seconds: float | None = None) -> dict[str, Any]:
+    """The report as a JSON-ready dict (`shard` as "i/n" or None for the whole selection)."""
+    summary = summary_counts(results)
+    if wall_seconds is not None:
+        summary["wall_seconds"] = round(wall_seconds, 3)
+    return {"ptspec": __version__, "profile": profile, "seed": seed, "shard": shard, "jobs": jobs,
+            "checks": [check_entry(r) for r in results], "summary": summary}
 
 
 def dumps(report: dict[str, Any]) -> str:

@@ -89,6 +89,18 @@ def prots():
                      st.sampled_from([0, 0, 0, KVM_PGTABLE_PROT_SW0, KVM_PGTABLE_PROT_SW3])).map(sum)
 
 
+def perm_changes():
+    """Permission bits to flip on a re-map (R, W, X; never DEVICE or software bits), 0 included."""
+    return st.sampled_from([0, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X, KVM_PGTABLE_PROT_R,
+                            KVM_PGTABLE_PROT_W | KVM_PGTABLE_PROT_X])
+
+
+def growths(geom: Stage2Geometry):
+    """(bytes added before, bytes added after) a re-mapped range: none, a page, a level-2 block."""
+    page, blk = geom.gran.page_size, geom.gran.size[2]
+    return st.tuples(st.sampled_from([0, 0, page]), st.sampled_from([0, page, 2 * page, blk]))
+
+
 def owner_ids(max_owner_id: int):
     return st.sampled_from(list(range(0, max_owner_id + 2)))
 
@@ -98,3 +110,36 @@ def bad_addresses(geom: Stage2Geometry):
     lim = 1 << geom.ia_bits
     return st.sampled_from([lim, lim + geom.gran.page_size, U64, U64 - geom.gran.page_size + 1,
                             1 << 63])
+
+
+def straddle_levels(geom: Stage2Geometry) -> list[int]:
+    """Levels whose entries span more than a page, where a walk can start inside an entry: from
+    the start level (level 0 entries are never leaves, so at least 1) down to level 2."""
+    return list(range(max(geom.start_level, 1), 3))
+
+
+def straddles(geom: Stage2Geometry):
+    """(addr, size) ranges that start inside one entry and end just inside the next one.
+
+    The entry boundary is at a level from the root down to level 2 (a level-3 entry is one page and
+    a walk starts page aligned). The range starts one page, two pages or half an entry before the
+    boundary and ends one page, two pages or half an entry after it. This is where a walker that
+    advances without aligning to the entry first goes wrong, and where partial block splits and
+    partial unmaps meet neighbouring entries.
+    """
+    gran = geom.gran
+    page = gran.page_size
+    levels = straddle_levels(geom)
+
+    def build(args):
+        level, base, back, ahead = args
+        g = gran.size[level]
+        boundary = (base // g + 1) * g
+        b = {"page": page, "pages": 2 * page, "half": g // 2}[back]
+        a = {"page": page, "pages": 2 * page, "half": g // 2}[ahead]
+        return boundary - b, b + a
+
+    return st.tuples(st.sampled_from(levels), addresses(geom, misaligned=False),
+                     st.sampled_from(["page", "pages", "half"]),
+                     st.sampled_from(["page", "pages", "half"])).map(build).filter(
+        lambda r: r[0] + r[1] <= 1 << geom.ia_bits)

@@ -9,7 +9,8 @@ is covered by at least one bug.
 import pytest
 
 import spec
-from proofs import errorpaths, exhaustive, lockstep
+from proofs import errorpaths, exhaustive, lockstep, profiles
+from proofs.checks_stage2 import lockstep_examples
 from proofs.planted import BUGS, planted
 
 EXHAUSTIVE = {  # bug -> depth needed
@@ -44,10 +45,16 @@ def test_exhaustive_catches(bug_id):
 
 @pytest.mark.parametrize("bug_id", LOCKSTEP)
 def test_lockstep_catches(bug_id):
+    """With the default profile's budget and seed, as `ptspec verify` runs it."""
+    budget = profiles.budget("default")
     with planted(bug_id):
-        out = lockstep.run_lockstep("4k-39", examples=60, steps=20, seed=1)
+        out = lockstep.run_lockstep("4k-39", examples=lockstep_examples("4k-39", budget),
+                                    steps=budget["steps"], seed=0)
     assert out.status == "refuted", bug_id
     assert_caught(bug_id, out.failure.violations)
+    # the counterexample is the minimised replay: short, and it starts from a fresh table
+    ops = [ln for ln in out.failure.program.splitlines() if ln.startswith("pgt.")]
+    assert ops[0].startswith("pgt.init()") and len(ops) <= 12, out.failure.program
 
 
 @pytest.mark.parametrize("bug_id", ERRORPATHS)

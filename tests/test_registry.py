@@ -274,3 +274,9 @@ def test_stop_passes_through_hypothesis_instead_of_becoming_a_counterexample(sho
 
     r = registry.run_obligation(ob(run=run, engine="hypothesis", time_scale=0.01), "quick", 0)
     assert r.status == "unknown" and r.detail.startswith("stopped")
+
+
+def test_check_modules_follow_the_current_registry():
+    assert registry.check_modules() == registry.CHECK_MODULES
+    with registry.isolated(["ptspec_a", "ptspec_b"]):
+        assert registry.check_modules() == ["ptspec_a", "ptspec_b"]
