@@ -87,6 +87,12 @@ _EVENT_ARITY = {"tlbi_ipa": 2, "tlbi_vmid": 0, "dcache": 2, "icache": 2}
 
 
 def _parse_event(event, where):
+    if (type(event) in (list, tuple) and event and _EVENT_ARITY.get(event[0]) == len(event) - 1
+            and all(type(v) is int for v in event[1:])):
+        try:       # the common case, all operands u64 ints: checked at C speed
+            return (event[0], *array("Q", event[1:]).tolist())
+        except (TypeError, OverflowError):
+            pass
     if not isinstance(event, (list, tuple)) or not event or not isinstance(event[0], str):
         raise StateError(f"{where}: expected an event like [\"tlbi_ipa\", ipa, level], got {event!r}")
     name = event[0]
