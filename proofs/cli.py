@@ -342,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_explain)
     p = sub.add_parser("profiles", help="show the budget of each profile")
     p.set_defaults(func=cmd_profiles)
+    from proofs import cli_mutants
+    cli_mutants.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,193 @@
+"""`ptspec mutants`: measure the checkers on the historical corpus and on mechanical mutants.
+
+For each target (a corpus bug from proofs.corpus, or a mutant from proofs.mutate) the target is
+planted into impl, and the registered obligations of a profile are run through the same runner as
+`ptspec verify` (deadlines, honesty rules), the checks of the target's own area first, until one
+refutes. The outcome of a target is:
+
+* ``caught``   a check came back refuted: which check, which invariants its counterexample broke
+  (and whether one of them is what the bug must be caught by), how long it took from the start;
+* ``crashed``  a check ended in error (impl raised): the checks noticed, but without a verdict;
+* ``hung``     a check had to be stopped after its deadline (impl looped): noticed, no verdict;
+* ``survived`` every check passed (or was unknown for other reasons): the checkers missed it.
+
+For the corpus every bug must be caught; crashed or hung counts as missed there (a real bug needs a
+counterexample). For mechanical mutants, caught, crashed and hung all kill the mutant, as usual in
+mutation testing; the score is killed / total per impl module. Obligations of the `mutant` and
+kernel-differential engines are not used (they measure, or need outside sources).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from . import registry
+from .registry import Obligation, Result
+
+AREA_PREFIX = {"s2": ("s2.",), "mmu": ("mmu.",), "lg": ("lg.",)}
+
+
+@dataclass
+class Outcome:
+    target: str                  # corpus bug id or mutant id
+    kind: str                    # "corpus" | "mutant"
+    status: str                  # caught | crashed | hung | survived | error
+    check: str | None = None     # first check that noticed
+    invariants: list = field(default_factory=list)
+    expected: list = field(default_factory=list)
+    expected_hit: bool | None = None
+    seconds: float = 0.0         # from the first check to the one that noticed (or all of them)
+    checks_run: int = 0
+    detail: str = ""
+    counterexample: dict | None = None
+
+    @property
+    def killed(self) -> bool:
+        return self.status in ("caught", "crashed", "hung")
+
+
+ENGINE_ORDER = {"z3": 0, "unit": 1, "exhaustive": 2, "crosshair": 3, "hypothesis": 4}
+
+
+def kill_suite(profile: str, area: str, pattern: str | None = None,
+               allowed: set[str] | None = None) -> list[Obligation]:
+    """The obligations run against a target: its area's first, then the others; within each, the
+    cheap deterministic engines first. `allowed` keeps only the ids that passed on the baseline."""
+    registry.load_all()
+    obs = [ob for ob in registry.select(pattern, profile)
+           if ob.engine != "mutant" and not ob.id.startswith("kdiff.")
+           and (allowed is None or ob.id in allowed)]
+    mine = tuple(AREA_PREFIX.get(area, ()))
+    key = lambda ob: (not ob.id.startswith(mine), ENGINE_ORDER.get(ob.engine, 9))  # noqa: E731
+    return sorted(obs, key=key)      # sorted() is stable: registry order within a group
+
+
+def baseline(profile: str, seed: int, pattern: str | None = None) -> tuple[set[str], list[Result]]:
+    """Run the kill suite on the unmutated impl: only checks that pass there can kill a mutant
+    (a check that fails or errors anyway would count every mutant as killed)."""
+    results = [registry.run_obligation(ob, profile, seed) for ob in kill_suite(profile, "s2", pattern)]
+    return {r.id for r in results if r.status in registry.PASSING}, results
+
+
+def _broken(r: Result) -> list[str]:
+    from .report import broken_invariants
+    return broken_invariants(r)
+
+
+def run_target(kind: str, target_id: str, profile: str, seed: int,
+               pattern: str | None = None, stop_first: bool = True,
+               allowed: set[str] | None = None) -> Outcome:
+    """Plant one target and run the kill suite against it (in this process)."""
+    from . import corpus, mutate
+    if kind == "corpus":
+        bug = {b.id: b for b in corpus.all_bugs()}[target_id]
+        plant, area, expected = bug.plant, bug.area, list(bug.expected)
+    else:
+        m = {mm.id: mm for mm in mutate.enumerate_mutants([_module_of(target_id)])}[target_id]
+        plant = lambda: mutate.applied(m)      # noqa: E731
+        area = "mmu" if m.module.startswith("impl.mmu") else "lg" if ".lguest" in m.module else "s2"
+        expected = []
+    out = Outcome(target_id, kind, "survived", expected=expected)
+    suite = kill_suite(profile, area, pattern, allowed)
+    t0 = time.monotonic()
+    try:
+        with plant():
+            for ob in suite:
+                r = registry.run_obligation(ob, profile, seed)
+                out.checks_run += 1
+                noticed = _classify(r)
+                if noticed and (out.status == "survived" or noticed == "caught"):
+                    out.status, out.check = noticed, ob.id
+                    out.seconds = time.monotonic() - t0
+                    out.detail = r.detail
+                    if noticed == "caught":
+                        out.invariants = _broken(r)
+                        out.counterexample = r.counterexample
+                        if expected:
+                            out.expected_hit = bool(set(out.invariants) & set(expected))
+                    if stop_first and noticed == "caught":
+                        break
+    except Exception as exc:    # planting itself failed: the target is broken, not the checks
+        out.status, out.detail = "error", f"could not plant {target_id}: {exc!r}"
+    if out.status == "survived":
+        out.seconds = time.monotonic() - t0
+    return out
+
+
+def _classify(r: Result) -> str | None:
+    if r.status == "refuted":
+        return "caught"
+    if r.status == "error":
+        return "crashed"
+    if r.status == "unknown" and r.detail.startswith("stopped:"):
+        return "hung"
+    return None
+
+
+def _module_of(mutant_id: str) -> str:
+    mod = mutant_id.split(":", 1)[0]
+    return f"impl.{mod}"
+
+
+def _worker(args) -> dict:
+    kind, target, profile, seed, pattern, allowed = args
+    return asdict(run_target(kind, target, profile, seed, pattern, allowed=allowed))
+
+
+def run_many(targets: list[tuple[str, str]], profile: str, seed: int, jobs: int = 1,
+             pattern: str | None = None, allowed: set[str] | None = None,
+             on_done: Callable[[Outcome, int, int], None] | None = None) -> list[Outcome]:
+    """Run every (kind, id) target; with jobs > 1 in fresh worker processes, one target each."""
+    outcomes: dict[int, Outcome] = {}
+    n = len(targets)
+    if jobs <= 1:
+        for i, (kind, target) in enumerate(targets):
+            outcomes[i] = run_target(kind, target, profile, seed, pattern, allowed=allowed)
+            if on_done:
+                on_done(outcomes[i], len(outcomes), n)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = {pool.submit(_worker, (kind, target, profile, seed, pattern, allowed)): i
+                       for i, (kind, target) in enumerate(targets)}
+            for fut in cf.as_completed(futures):
+                i = futures[fut]
+                kind, target = targets[i]
+                try:
+                    outcomes[i] = Outcome(**fut.result())
+                except Exception as exc:    # a worker that died is an error for its target
+                    outcomes[i] = Outcome(target, kind, "error", detail=f"worker failed: {exc!r}")
+                if on_done:
+                    on_done(outcomes[i], len(outcomes), n)
+    return [outcomes[i] for i in range(n)]
+
+
+def score(outcomes: list[Outcome]) -> dict[str, dict[str, int]]:
+    """Per impl module: total, killed, survived (mutants only)."""
+    table: dict[str, dict[str, int]] = {}
+    for o in outcomes:
+        if o.kind != "mutant":
+            continue
+        row = table.setdefault(_module_of(o.target), {"total": 0, "killed": 0, "survived": 0,
+                                                      "error": 0})
+        row["total"] += 1
+        if o.killed:
+            row["killed"] += 1
+        elif o.status == "error":
+            row["error"] += 1
+        else:
+            row["survived"] += 1
+    return table
+
+
+def sample(mutants: list, count: int, seed: int) -> list:
+    """A fixed, deterministic sample of `count` mutants spread over the modules (for CI)."""
+    import random
+    if count >= len(mutants):
+        return list(mutants)
+    rng = random.Random(seed)
+    return sorted(rng.sample(list(mutants), count), key=lambda m: (m.module, m.line, m.id))

@@ -1,0 +1,107 @@
+"""Mutation testing of impl: the mutator, the runner's verdicts, the corpus, a fixed CI sample."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+import impl.walker
+from proofs import corpus, mutants, mutate
+from proofs.cli import main
+
+FAST = "s2.z3.*,s2.exhaustive*,s2.errorpaths"
+
+
+@pytest.fixture(scope="module")
+def allowed():
+    """The kill suite's checks that pass on the unmutated impl (computed once)."""
+    ok, base = mutants.baseline("quick", 0, FAST)
+    assert ok and all(r.status in ("passed", "proved") for r in base), base
+    return ok
+
+
+def test_mutants_are_deterministic_and_named_uniquely():
+    a = mutate.enumerate_mutants(["impl.walker"])
+    b = mutate.enumerate_mutants(["impl.walker"])
+    assert a == b and len({m.id for m in a}) == len(a) > 50
+    assert {m.operator for m in a} == set(mutate.OPERATORS)
+
+
+def test_applied_swaps_every_reference_and_restores():
+    m = next(m for m in mutate.enumerate_mutants(["impl.pte"])
+             if m.qualname == "kvm_block_mapping_supported" and m.operator == "cmp")
+    import impl.hyp
+    import impl.pte
+    import impl.stage2_map
+    orig = impl.pte.kvm_block_mapping_supported
+    with mutate.applied(m) as new:
+        assert new is not orig
+        assert impl.pte.kvm_block_mapping_supported is new
+        assert impl.stage2_map.kvm_block_mapping_supported is new   # imported by name there
+        assert impl.hyp.kvm_block_mapping_supported is new
+    assert impl.stage2_map.kvm_block_mapping_supported is orig
+    assert impl.hyp.kvm_block_mapping_supported is orig
+
+
+def _advance_mutant():
+    """The mutant that turns the walker's ALIGN_DOWN (addr & ~(granule - 1)) into a `|`."""
+    found = [m for m in mutate.enumerate_mutants(["impl.walker"])
+             if m.qualname == "__kvm_pgtable_visit" and m.what.startswith("`&` -> `|`")
+             and "data.addr | ~(granule - 1)" in mutate.mutated_source(m)]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_mutated_source_shows_the_change():
+    m = _advance_mutant()
+    assert "data.addr & ~(granule - 1)" not in mutate.mutated_source(m)
+
+
+def test_a_real_mutant_is_killed_with_a_counterexample(allowed):
+    # the walker's advance without aligning down: the walk-align bug, found mechanically
+    m = _advance_mutant()
+    out = mutants.run_target("mutant", m.id, "quick", 0, FAST, allowed=allowed)
+    assert out.status in ("caught", "hung"), out
+    assert impl.walker.__kvm_pgtable_visit.__code__.co_filename.endswith("walker.py")  # restored
+
+
+def test_an_equivalent_mutant_survives_and_is_explained(allowed):
+    # the anchor's install cannot fail (its slot was just cleared): `return ret` -> `return 0`
+    target = "stage2_map:stage2_map_walk_table_post:ret0"
+    assert target in {m.id for m in mutate.enumerate_mutants(["impl.stage2_map"])}
+    out = mutants.run_target("mutant", target, "quick", 0, FAST, allowed=allowed)
+    assert out.status == "survived" and out.checks_run == len(allowed)
+    from proofs.cli_mutants import explained_survivors
+    assert target in explained_survivors()
+
+
+def test_only_baseline_passing_checks_can_kill():
+    suite = mutants.kill_suite("quick", "s2", "s2.errorpaths,s2.exhaustive*", {"s2.errorpaths"})
+    assert [ob.id for ob in suite] == ["s2.errorpaths"]
+
+
+def test_corpus_holds_every_bug_of_BUGS_md():
+    bugs_md = Path(__file__).resolve().parents[2] / "shared" / "BUGS.md"
+    if not bugs_md.exists():
+        pytest.skip("../shared/BUGS.md is not beside the checkout")
+    listed = set(re.findall(r"^\| ([a-z0-9-]+) \|", bugs_md.read_text(), re.M)) - {"id", "---"}
+    assert len(listed) >= 11 and listed <= {b.id for b in corpus.all_bugs()}, listed
+
+
+def test_corpus_cli_catches_a_historical_bug(capsys):
+    code = main(["mutants", "--only", "valid-update-ref", "--profile", "quick",
+                 "--checks", FAST])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "valid-update-ref" in out and "caught 1/1" in out
+
+
+def test_ci_sample_of_mutants_is_killed(allowed):
+    """A fixed deterministic sample over the stage-2 modules (the full run is in the README)."""
+    ms = mutants.sample(mutate.enumerate_mutants(
+        ["impl.pte", "impl.walker", "impl.stage2_map", "impl.stage2_walkers"]), 6, seed=0)
+    explained = __import__("proofs.cli_mutants", fromlist=["x"]).explained_survivors()
+    outs = mutants.run_many([("mutant", m.id) for m in ms], "quick", 0, pattern=FAST,
+                            allowed=allowed)
+    for o in outs:
+        assert o.killed or o.target in explained, o
