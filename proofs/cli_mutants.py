@@ -94,6 +94,8 @@ def cmd_mutants(args, console: Console) -> int:
         console.print(f"[{k}/{n}] {what}", markup=False, highlight=False)
 
     allowed, base = mutants.baseline(args.profile, args.seed, args.checks)
+    reached = mutants.reached_functions(args.profile, args.seed, args.checks) \
+        if args.systematic else None
     for r in base:
         if r.status not in ("passed", "proved"):
             console.print(f"baseline: {r.id} is {r.status} on the unmutated impl; it is left out "
@@ -102,7 +104,7 @@ def cmd_mutants(args, console: Console) -> int:
         print("ptspec mutants: no check passes on the unmutated impl; nothing can be measured")
         return 2
     outcomes = mutants.run_many(targets, args.profile, args.seed, args.jobs, pattern=args.checks,
-                                allowed=allowed, on_done=done)
+                                allowed=allowed, reached=reached, on_done=done)
     if args.json:
         Path(args.json).write_text(json.dumps({
             "profile": args.profile, "seed": args.seed,
@@ -149,16 +151,17 @@ def _corpus_report(outcomes, console: Console) -> int:
 
 def _systematic_report(outcomes, console: Console) -> int:
     t = Table(title="mutation score per impl module")
-    for col in ("module", "mutants", "killed", "survived", "error", "score"):
+    for col in ("module", "mutants", "killed", "survived", "unreached", "error", "score"):
         t.add_column(col)
     table = mutants.score(outcomes)
     for module, row in sorted(table.items()):
         t.add_row(module, str(row["total"]), str(row["killed"]), str(row["survived"]),
-                  str(row["error"]), f"{100 * row['killed'] / max(row['total'], 1):.1f}%")
-    total = sum(r["total"] for r in table.values())
-    killed = sum(r["killed"] for r in table.values())
-    t.add_row("all", str(total), str(killed), str(total - killed), "",
-              f"{100 * killed / max(total, 1):.1f}%")
+                  str(row["unreached"]), str(row["error"]),
+                  f"{100 * row['killed'] / max(row['total'], 1):.1f}%")
+    sums = {k: sum(r[k] for r in table.values()) for k in ("total", "killed", "survived",
+                                                            "unreached", "error")}
+    t.add_row("all", *(str(sums[k]) for k in ("total", "killed", "survived", "unreached", "error")),
+              f"{100 * sums['killed'] / max(sums['total'], 1):.1f}%")
     console.print(t)
     explained = explained_survivors()
     unexplained = []

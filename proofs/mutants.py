@@ -9,7 +9,8 @@ refutes. The outcome of a target is:
   (and whether one of them is what the bug must be caught by), how long it took from the start;
 * ``crashed``  a check ended in error (impl raised): the checks noticed, but without a verdict;
 * ``hung``     a check had to be stopped after its deadline (impl looped): noticed, no verdict;
-* ``survived`` every check passed (or was unknown for other reasons): the checkers missed it.
+* ``survived`` every check passed (or was unknown for other reasons): the checkers missed it;
+* ``unreached`` (mutants) no check executes the mutated function at all (dead code, or a gap).
 
 For the corpus every bug must be caught; crashed or hung counts as missed there (a real bug needs a
 counterexample). For mechanical mutants, caught, crashed and hung all kill the mutant, as usual in
@@ -20,7 +21,11 @@ kernel-differential engines are not used (they measure, or need outside sources)
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
+import os
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -73,6 +78,41 @@ def baseline(profile: str, seed: int, pattern: str | None = None) -> tuple[set[s
     return {r.id for r in results if r.status in registry.PASSING}, results
 
 
+def reached_functions(profile: str, seed: int, pattern: str | None = None) -> set[str]:
+    """Every impl function the kill suite executes, as "module:qualname" (nested functions count
+    as their enclosing function). A separate pass: the call recorder slows the checks down, so its
+    results are not used as the baseline."""
+    reached: set[str] = set()
+    with _calls_recorded(reached):
+        for ob in kill_suite(profile, "s2", pattern):
+            registry.run_obligation(ob, profile, seed)
+    return reached
+
+
+@contextlib.contextmanager
+def _calls_recorded(reached: set[str]):
+    import impl
+    root = os.path.dirname(impl.__file__) + os.sep
+    seen: set = set()
+
+    def prof(frame, event, arg):
+        if event == "call":
+            code = frame.f_code
+            if code not in seen:
+                seen.add(code)
+    sys.setprofile(prof)
+    threading.setprofile(prof)
+    try:
+        yield
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)
+        for code in seen:
+            if code.co_filename.startswith(root):
+                rel = code.co_filename[len(root):-3].replace(os.sep, ".")
+                reached.add(f"{rel}:{code.co_qualname.split('.<locals>')[0]}")
+
+
 def _broken(r: Result) -> list[str]:
     from .report import broken_invariants
     return broken_invariants(r)
@@ -80,8 +120,11 @@ def _broken(r: Result) -> list[str]:
 
 def run_target(kind: str, target_id: str, profile: str, seed: int,
                pattern: str | None = None, stop_first: bool = True,
-               allowed: set[str] | None = None) -> Outcome:
-    """Plant one target and run the kill suite against it (in this process)."""
+               allowed: set[str] | None = None, reached: set[str] | None = None) -> Outcome:
+    """Plant one target and run the kill suite against it (in this process).
+
+    A mutant of a function no check executed on the baseline (`reached`) is "unreached" at once:
+    no check can kill it, and the report says so instead of spending the whole suite on it."""
     from . import corpus, mutate
     if kind == "corpus":
         bug = {b.id: b for b in corpus.all_bugs()}[target_id]
@@ -91,6 +134,8 @@ def run_target(kind: str, target_id: str, profile: str, seed: int,
         plant = lambda: mutate.applied(m)      # noqa: E731
         area = "mmu" if m.module.startswith("impl.mmu") else "lg" if ".lguest" in m.module else "s2"
         expected = []
+        if reached is not None and f"{m.module.removeprefix('impl.')}:{m.qualname}" not in reached:
+            return Outcome(target_id, kind, "unreached", detail="no check executes this function")
     out = Outcome(target_id, kind, "survived", expected=expected)
     suite = kill_suite(profile, area, pattern, allowed)
     t0 = time.monotonic()
@@ -134,25 +179,28 @@ def _module_of(mutant_id: str) -> str:
 
 
 def _worker(args) -> dict:
-    kind, target, profile, seed, pattern, allowed = args
-    return asdict(run_target(kind, target, profile, seed, pattern, allowed=allowed))
+    kind, target, profile, seed, pattern, allowed, reached = args
+    return asdict(run_target(kind, target, profile, seed, pattern, allowed=allowed,
+                             reached=reached))
 
 
 def run_many(targets: list[tuple[str, str]], profile: str, seed: int, jobs: int = 1,
              pattern: str | None = None, allowed: set[str] | None = None,
-             on_done: Callable[[Outcome, int, int], None] | None = None) -> list[Outcome]:
+             reached: set[str] | None = None, on_done: Callable[[Outcome, int, int], None] | None = None) -> list[Outcome]:
     """Run every (kind, id) target; with jobs > 1 in fresh worker processes, one target each."""
     outcomes: dict[int, Outcome] = {}
     n = len(targets)
     if jobs <= 1:
         for i, (kind, target) in enumerate(targets):
-            outcomes[i] = run_target(kind, target, profile, seed, pattern, allowed=allowed)
+            outcomes[i] = run_target(kind, target, profile, seed, pattern, allowed=allowed,
+                                     reached=reached)
             if on_done:
                 on_done(outcomes[i], len(outcomes), n)
     else:
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_worker, (kind, target, profile, seed, pattern, allowed)): i
+            futures = {pool.submit(_worker, (kind, target, profile, seed, pattern, allowed,
+                                             reached)): i
                        for i, (kind, target) in enumerate(targets)}
             for fut in cf.as_completed(futures):
                 i = futures[fut]
@@ -173,12 +221,12 @@ def score(outcomes: list[Outcome]) -> dict[str, dict[str, int]]:
         if o.kind != "mutant":
             continue
         row = table.setdefault(_module_of(o.target), {"total": 0, "killed": 0, "survived": 0,
-                                                      "error": 0})
+                                                      "unreached": 0, "error": 0})
         row["total"] += 1
         if o.killed:
             row["killed"] += 1
-        elif o.status == "error":
-            row["error"] += 1
+        elif o.status in ("error", "unreached"):
+            row[o.status] += 1
         else:
             row["survived"] += 1
     return table

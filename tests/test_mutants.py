@@ -105,3 +105,18 @@ def test_ci_sample_of_mutants_is_killed(allowed):
                             allowed=allowed)
     for o in outs:
         assert o.killed or o.target in explained, o
+
+
+def test_mutant_of_a_function_no_check_runs_is_unreached_not_survived():
+    m = next(m for m in mutate.enumerate_mutants(["impl.pte"]) if m.qualname == "kvm_pte_valid")
+    out = mutants.run_target("mutant", m.id, "quick", 0, FAST, allowed={"s2.errorpaths"},
+                             reached={"pte:kvm_pte_table"})
+    assert out.status == "unreached" and not out.killed and out.checks_run == 0
+
+
+def test_reached_functions_records_what_the_checks_execute():
+    reached = mutants.reached_functions("quick", 0, "s2.errorpaths")
+    assert "walker:__kvm_pgtable_visit" in reached
+    assert "stage2_map:stage2_map_walker_try_leaf" in reached
+    assert "stage2_walkers:kvm_pgtable_stage2_unmap" in reached      # nested cb counts here too
+    assert "hyp:HypPgtable.map" not in reached                       # errorpaths is stage 2 only
