@@ -9,6 +9,7 @@ Public API:
     Violation(inv, message, where)
     check_state(state) -> [Violation]          single-state invariants (S2-*, S1-*)
     check_step(pre, step, post) -> [Violation] S2-BBM, the op's contract (C-*), C-CMO, pool balance
+    check_hyp_step(pre, step, post) -> [Violation] hyp stage-1 contracts (C-HYP-*), pool balance
     INVARIANTS: id -> function, CONTRACTS: op -> function, CHECKS: id -> function (invariants and
     contracts), CONTRACT_IDS: every contract id, OP_CONTRACT_ID: op -> its contract id, explain(id)
     leaves(state) -> iterator of Leaf, translate(state, ipa) -> Translation
@@ -19,8 +20,8 @@ from .state import State, StateError, load_state
 from .step import Step, load_step, walked_range
 from .violation import Violation
 from .walk import Leaf, Translation, leaves, translate
-from .check import (CHECKS, CONTRACTS, CONTRACT_IDS, INVARIANTS, OP_CONTRACT_ID, check_state,
-                    check_step, explain)
+from .check import (CHECKS, CONTRACTS, CONTRACT_IDS, HYP_CONTRACT_IDS, INVARIANTS, OP_CONTRACT_ID,
+                    check_hyp_step, check_state, check_step, explain)
 from .geometry import (granule_shift, granule_size, stage2_levels, stage2_start_level, hyp_start_level,
                        root_pages, level_allows_block, level_allows_leaf, ipa_bits_supported,
                        entries_per_table, IPA_RANGE)
@@ -28,8 +29,8 @@ from .geometry import (granule_shift, granule_size, stage2_levels, stage2_start_
 __all__ = [
     "State", "StateError", "load_state", "Step", "load_step", "walked_range", "Violation",
     "Leaf", "Translation", "leaves", "translate",
-    "CHECKS", "CONTRACTS", "CONTRACT_IDS", "OP_CONTRACT_ID", "INVARIANTS", "check_state",
-    "check_step", "explain",
+    "CHECKS", "CONTRACTS", "CONTRACT_IDS", "HYP_CONTRACT_IDS", "OP_CONTRACT_ID", "INVARIANTS",
+    "check_state", "check_step", "check_hyp_step", "explain",
     "granule_shift", "granule_size", "stage2_levels", "stage2_start_level", "hyp_start_level",
     "root_pages", "level_allows_block", "level_allows_leaf", "ipa_bits_supported",
     "entries_per_table", "IPA_RANGE",

@@ -1,0 +1,41 @@
+"""Hyp stage-1 obligations: lock-step runs of kvm_pgtable_hyp_init / _map / _destroy.
+
+Importing this module registers them (see proofs.registry). Each run checks S1-TREE, S1-BA, S1-RC,
+S1-LEAK after every step and every step against its C-HYP-* contract (spec.contracts_hyp).
+"""
+
+from __future__ import annotations
+
+from . import hyp_lockstep
+from .checks_stage2 import counterexample, lockstep_examples
+from .registry import Obligation, Result, register
+
+HYP_IDS = ["S1-TREE", "S1-BA", "S1-RC", "S1-LEAK", "C-HYP-INIT", "C-HYP-MAP", "C-HYP-DESTROY"]
+HYP_FUNCTIONS = ["kvm_pgtable_hyp_init", "kvm_pgtable_hyp_map", "hyp_map_walker",
+                 "hyp_map_walker_try_leaf", "hyp_pte_needs_update", "hyp_set_prot_attr",
+                 "kvm_pgtable_hyp_destroy", "hyp_free_walker"]
+
+
+def _hyp_check(name: str):
+    def run(ctx):
+        out = hyp_lockstep.run_hyp_lockstep(name, examples=lockstep_examples(name, ctx.budget),
+                                            steps=ctx.budget["steps"], seed=ctx.seed)
+        detail = f"{out.examples} runs, {out.steps} steps"
+        if out.status == "refuted":
+            f = out.failure
+            cx = counterexample(f.program, f.violations, f.raw_state)
+            cx["kernel_function"] = "kvm_pgtable_hyp_map"
+            return Result.refuted(cx, detail=detail, examples=out.steps)
+        return Result.passed(out.steps, detail)
+    page_shift, va_bits = hyp_lockstep.HYP_GEOMETRIES[name]
+    run.__doc__ = (f"Random hyp stage-1 mappings on a {1 << (page_shift - 10)}K / {va_bits}-bit VA "
+                   "table (EL2's own): pages, blocks, re-maps (identical, software bits only, "
+                   "conflicting), block splits, refused prot values, addresses beyond the VA "
+                   "range, injected allocation failures, destroy; S1-* after every step and "
+                   "every step against C-HYP-*.")
+    return run
+
+
+for _name in hyp_lockstep.HYP_GEOMETRIES:
+    register(Obligation(f"s2.hyp.lockstep.{_name}", "hypothesis", HYP_IDS, "", _hyp_check(_name),
+                        kernel_functions=HYP_FUNCTIONS))
