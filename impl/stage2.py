@@ -14,7 +14,10 @@ Build-time and per-VM choices are parameters:
   flags; ``cmo`` (whether mm_ops has the cache-maintenance hooks); ``force_pte_cb``;
 * ``eagain_continues``: True (default) applies "KVM: arm64: Continue stage-2 map when re-creating
   mappings" (posted July 2021): a leaf that needs no update is skipped, the walk goes on and map
-  returns -EAGAIN at the end; False is the seed's behaviour, where -EAGAIN stops the walk.
+  returns -EAGAIN at the end; False is the seed's behaviour, where -EAGAIN stops the walk;
+* ``table_tlbi_level0``: a cleared table descriptor is invalidated with level hint 0 (6.1);
+* ``kernel_version``: a named set of the three above (impl/profiles.py: default, seed, 5.15, 6.1);
+  an explicit keyword wins over it.
 
 TLB invalidations (``__kvm_tlb_flush_vmid_ipa``, ``__kvm_tlb_flush_vmid``) and cache maintenance are
 appended to ``log``; ``snapshot()`` drains it into the raw state's ``tlb_log`` (docs/interface.md).
@@ -28,8 +31,8 @@ from __future__ import annotations
 
 from .geometry import Stage2Geometry, U64
 from .pool import MmOps, PagePool
-from .pte import KVM_MAX_OWNER_ID, OWNER_FIELD_SEED, owner_mask
-from . import stage2_map, stage2_walkers
+from .pte import KVM_MAX_OWNER_ID, owner_mask
+from . import profiles, stage2_map, stage2_walkers
 from .stage2_map import KVM_PGTABLE_S2_IDMAP, KVM_PGTABLE_S2_NOFWB
 
 
@@ -45,9 +48,16 @@ class KvmPgtable:
     """struct kvm_pgtable for stage 2, plus the kvm_s2_mmu TLB log."""
 
     def __init__(self, page_shift: int = 12, ia_bits: int = 40, *, pool: PagePool | None = None,
-                 owner_field=OWNER_FIELD_SEED, max_owner_id: int = KVM_MAX_OWNER_ID,
+                 owner_field=None, max_owner_id: int = KVM_MAX_OWNER_ID,
                  fwb: bool = False, flags: int = 0, cmo: bool = True, force_pte_cb=None,
-                 eagain_continues: bool = True):
+                 eagain_continues: bool | None = None, table_tlbi_level0: bool | None = None,
+                 kernel_version: str = "default"):
+        prof = profiles.profile(kernel_version)
+        owner_field = prof["owner_field"] if owner_field is None else owner_field
+        eagain_continues = prof["eagain_continues"] if eagain_continues is None else eagain_continues
+        self.table_tlbi_level0 = (prof["table_tlbi_level0"] if table_tlbi_level0 is None
+                                  else bool(table_tlbi_level0))
+        self.kernel_version = kernel_version
         self.geom = Stage2Geometry.from_ipa(page_shift, ia_bits)
         self.gran = self.geom.gran
         hi, lo = owner_field

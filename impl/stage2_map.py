@@ -24,7 +24,7 @@ import errno
 
 from .pte import (
     KVM_PHYS_INVALID, KVM_PTE_VALID, kvm_block_mapping_supported, kvm_init_invalid_leaf_owner,
-    kvm_init_valid_leaf_pte, kvm_phys_is_valid, kvm_pte_to_phys, kvm_table_pte,
+    kvm_init_valid_leaf_pte, kvm_phys_is_valid, kvm_pte_table, kvm_pte_to_phys, kvm_table_pte,
     stage2_pte_cacheable, stage2_pte_executable, stage2_pte_is_counted, stage2_pte_needs_update,
     stage2_set_prot_attr,
 )
@@ -53,9 +53,15 @@ def kvm_set_table_pte(pgt, tbl: list, idx: int, childp: int):
 
 
 def stage2_put_pte(pgt, tbl: list, ptp: int, idx: int, addr: int, level: int):
-    """Clear a counted entry (with a TLB invalidation if it was valid) and drop its reference."""
-    if tbl[idx] & KVM_PTE_VALID:
+    """Clear a counted entry (with a TLB invalidation if it was valid) and drop its reference.
+
+    The invalidation's level hint is the entry's level; from 6.1 (``table_tlbi_level0``) a table
+    descriptor is invalidated with hint 0, as no leaf of the table's own level is cached for it."""
+    pte = tbl[idx]
+    if pte & KVM_PTE_VALID:
         kvm_clear_pte(tbl, idx)
+        if pgt.table_tlbi_level0 and kvm_pte_table(pte, level):
+            level = 0
         pgt.tlb_flush_vmid_ipa(addr, level)
     pgt.mm_ops.put_page(ptp)
 

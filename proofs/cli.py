@@ -231,11 +231,17 @@ def spec_doc(inv_id: str) -> str:
         spec = importlib.import_module("spec")
     except Exception as exc:
         return f"(spec is not importable: {type(exc).__name__}: {exc})"
+    explain = getattr(spec, "explain", None)
+    if callable(explain):
+        try:
+            return explain(inv_id) or f"({inv_id} has no docstring)"
+        except KeyError:
+            pass
     for table_name in ("INVARIANTS", "CONTRACTS"):
         table = getattr(spec, table_name, None)
         if isinstance(table, Mapping) and inv_id in table:
             return _doc_of(table[inv_id]) or f"(spec.{table_name}[{inv_id!r}] has no docstring)"
-    return "(not in spec.INVARIANTS or spec.CONTRACTS)"
+    return "(not a check id the spec knows)"
 
 
 def _explain_obligation(ob: Obligation, console: Console) -> None:
@@ -252,7 +258,9 @@ def _explain_obligation(ob: Obligation, console: Console) -> None:
 def cmd_explain(args: argparse.Namespace, console: Console) -> int:
     code = _load_warnings()
     ob = registry.get(args.id)
-    candidates = [ob] if ob else registry.select(args.id)
+    # an exact obligation id first, then an invariant/contract id, then a pattern over obligations
+    is_check_id = not ob and not spec_doc(args.id).startswith("(")
+    candidates = [ob] if ob else [] if is_check_id else registry.select(args.id)
     if len(candidates) == 1:
         _explain_obligation(candidates[0], console)
         return code
@@ -344,10 +352,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profiles)
     from proofs import cli_mutants
     cli_mutants.add_parser(sub)
+    d = sub.add_parser("diff-kernel", add_help=False,
+                       help="run Linux 6.1's own pgtable.c side by side with impl (docs/kdiff.md)")
+    d.add_argument("rest", nargs=argparse.REMAINDER)
+    d.set_defaults(func=cmd_diff_kernel)
     return parser
 
 
+def cmd_diff_kernel(args: argparse.Namespace, console: Console) -> int:
+    """`ptspec diff-kernel [--ops N] [--seed S] [--geometry G] [--fetch] ...` (see its --help)."""
+    from proofs.kdiff import differ
+    return differ.main(list(args.rest))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["diff-kernel"]:          # its own argument parser (proofs.kdiff.differ)
+        return cmd_diff_kernel(argparse.Namespace(rest=argv[1:]), _console())
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -5,7 +5,7 @@ An executable specification of arm64 KVM stage-2 page tables (arch/arm64/kvm/hyp
 only raw states and step records, and imports only the Python standard library.
 
 Public API:
-    StateError, load_state(obj) -> State
+    StateError, load_state(obj) -> State (arm64) or LgState (lguest-x86)
     Violation(inv, message, where)
     check_state(state) -> [Violation]          single-state invariants (S2-*, S1-*)
     check_step(pre, step, post) -> [Violation] S2-BBM, the op's contract (C-*), C-CMO, pool balance
@@ -16,7 +16,12 @@ Public API:
     geometry helpers (granule_shift, stage2_levels, stage2_start_level, root_pages, ...)
 """
 
-from .state import State, StateError, load_state
+from .state import State, StateError
+from .state import load_state as _load_arm64_state
+from .lguest_state import LgState, load_lguest_state
+from .lguest_check import LG_IDS, lguest_check_state, lguest_check_step, lguest_explain
+from .mmu_invariants import check_mmu_state
+from .mmu_steps import check_mmu_step
 from .step import Step, load_step, walked_range
 from .violation import Violation
 from .walk import Leaf, Translation, leaves, translate
@@ -26,7 +31,19 @@ from .geometry import (granule_shift, granule_size, stage2_levels, stage2_start_
                        root_pages, level_allows_block, level_allows_leaf, ipa_bits_supported,
                        entries_per_table, IPA_RANGE)
 
+
+
+def load_state(obj):
+    """Validate a raw state of any kind: arm64-stage2 / arm64-hyp-s1 (a State), lguest-x86 (an
+    LgState). Raises StateError saying what is wrong and where."""
+    if isinstance(obj, LgState) or (isinstance(obj, dict) and obj.get("kind") == "lguest-x86"):
+        return load_lguest_state(obj)
+    return _load_arm64_state(obj)
+
+
 __all__ = [
+    "LgState", "load_lguest_state", "LG_IDS", "lguest_check_state", "lguest_check_step",
+    "lguest_explain", "check_mmu_state", "check_mmu_step",
     "State", "StateError", "load_state", "Step", "load_step", "walked_range", "Violation",
     "Leaf", "Translation", "leaves", "translate",
     "CHECKS", "CONTRACTS", "CONTRACT_IDS", "HYP_CONTRACT_IDS", "OP_CONTRACT_ID", "INVARIANTS",

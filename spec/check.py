@@ -16,6 +16,10 @@ from .contracts_hyp import HYP_CONTRACTS
 from .contracts_map import contract_destroy, contract_init, contract_map, contract_set_owner
 from .hyp_s1 import s1_ba, s1_leak, s1_rc, s1_tree
 from .invariants import s2_ba, s2_leak, s2_own, s2_rc, s2_tree
+from .lguest_check import LG_IDS, lguest_check_state, lguest_explain
+from .lguest_state import LgState
+from .mmu_invariants import check_dirty, check_mmu_state, check_ms
+from .mmu_steps import STEP_CHECKS as MMU_STEP_CHECKS
 from .state import StateError, load_state
 from .step import load_step
 from .violation import Violation
@@ -104,21 +108,39 @@ HYP_CONTRACT_IDS = {"init": "C-HYP-INIT", "map": "C-HYP-MAP", "destroy": "C-HYP-
 CHECKS.update({HYP_CONTRACT_IDS[op]: fn for op, fn in HYP_CONTRACTS.items()})
 
 
+# mmu.c: MS and DIRTY judge a stage-2 state with its "mmu" part; the C-MMU-* contracts judge steps
+CHECKS["MS"] = check_ms
+CHECKS["DIRTY"] = check_dirty
+
+
 def explain(check_id):
     """The reviewer's text for an invariant or contract id (its docstring)."""
+    if check_id in LG_IDS:
+        return lguest_explain(check_id)
     fn = CHECKS.get(check_id)
     if fn is None:
-        raise KeyError(f"unknown check {check_id!r} (known: {', '.join(CHECKS)})")
+        raise KeyError(f"unknown check {check_id!r} (known: {', '.join(list(CHECKS) + list(LG_IDS))})")
     return inspect.getdoc(fn)
 
 
+def _is_lguest(state):
+    return isinstance(state, LgState) or (isinstance(state, dict) and state.get("kind") == "lguest-x86")
+
+
 def check_state(state):
-    """Every single-state invariant of a raw state (dict) or State: a list of Violations."""
+    """Every single-state invariant of a raw state (dict) or State: a list of Violations.
+
+    A stage-2 state gets S2-*, and MS and DIRTY too when it carries an "mmu" part (a VM state of
+    spec.mmu_state); a hyp stage-1 state gets S1-*; an "lguest-x86" state gets LG-*."""
+    if _is_lguest(state):
+        return lguest_check_state(state)
     st = load_state(state)
     ids = STAGE2_INVARIANTS if st.kind == "arm64-stage2" else HYP_INVARIANTS
     out = []
     for inv in ids:
         out.extend(INVARIANTS[inv](st))
+    if isinstance(state, dict) and state.get("mmu") is not None and st.kind == "arm64-stage2":
+        out.extend(check_mmu_state(state))
     return out
 
 

@@ -26,6 +26,23 @@ def _v(inv, msg, **where):
 
 
 def check_ms(view: MmuView):
+    """MS: stage 2 maps exactly what the memslots and the host back, at the same offset.
+
+    Statement: memslots lie inside the IPA space and do not overlap; every valid stage-2 leaf lies
+    inside one memslot or inside an I/O region KVM was asked to map; inside a memslot each page of
+    the leaf translates to the host translation of the slot's HVA for it (a block only where the
+    guest and host offsets agree modulo the block size and the host has a huge leaf at least that
+    large behind it, and the block lies inside the slot); writable only over a writable slot and
+    host mapping; device attributes exactly where the host pfn is not RAM; KVM holds no host page
+    reference between operations.
+
+    Why: a stage-2 block is the guest's window onto host memory: one that reaches past the memslot
+    or the host's huge page hands the guest host memory it was never given.
+
+    Constrains: user_mem_abort (vma_shift fall-through, force_pte, fault_supports_stage2_huge_mapping,
+    transparent_hugepage_adjust), kvm_arch_prepare_memory_region (IPA bound, PFNMAP ioremap),
+    kvm_phys_addr_ioremap, the MMU-notifier hooks, kvm_arch_flush_shadow_memslot.
+    """
     out = []
     ps, psize = view.ps, view.psize
     prev = None
@@ -121,6 +138,19 @@ def _check_io_leaf(view, ipa, size, level, d, what):
 
 
 def check_dirty(view: MmuView):
+    """DIRTY: while a memslot logs dirty pages, no guest write escapes the dirty bitmap.
+
+    Statement: in a logging memslot every page the guest wrote is in the dirty bitmap, and every
+    page stage 2 lets the guest write without a fault is too (else a later write goes unlogged);
+    a fault that failed marks nothing dirty (checked per step).
+
+    Why: live migration copies only dirty pages; a lost dirty bit is guest memory silently
+    corrupted on the destination.
+
+    Constrains: user_mem_abort (mark dirty only after a successful map/relax, write faults under
+    logging mapped page by page), kvm_arch_commit_memory_region and the dirty-log write-protect
+    (kvm_mmu_wp_memory_region, kvm_arch_mmu_enable_log_dirty_pt_masked).
+    """
     out = []
     ps = view.ps
     for s in view.slots:

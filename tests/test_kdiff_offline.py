@@ -130,23 +130,23 @@ def test_build_failure_is_skipped_with_the_compiler_output(tmp_path, monkeypatch
     assert out.status == "skipped" and "compiling pgtable.c failed" in out.reason
 
 
-def test_profiles_swap_and_restore_impl():
-    from impl import stage2_map, stage2_walkers
+def test_profiles_are_impl_kernel_versions():
     from proofs.kdiff import kernels
-    orig = (stage2_map.stage2_put_pte, stage2_walkers.stage2_put_pte)
     pgt, mc = kernels.make_impl("6.1", 12, 39, npages=64)
-    assert pgt.owner_field == (9, 2) and pgt.eagain_continues is False
+    assert pgt.owner_field == (9, 2) and pgt.eagain_continues is False and pgt.table_tlbi_level0
     assert pgt.init() == 0 and mc.topup(4) == 0
-    with kernels.active("6.1"):
-        assert stage2_map.stage2_put_pte is kernels._stage2_put_pte_6_1
-        assert pgt.map(0, 0x1000, 1 << 39, 6, mc) == 0
-        pgt.log.clear()
-        assert pgt.unmap(0, 0x200000) == 0
-    assert (stage2_map.stage2_put_pte, stage2_walkers.stage2_put_pte) == orig
+    assert pgt.map(0, 0x1000, 1 << 39, 6, mc) == 0
+    pgt.log.clear()
+    assert pgt.unmap(0, 0x200000) == 0
     tlbis = [e for e in pgt.log if e[0] == "tlbi_ipa"]
+    # the page at its level, then the emptied level-3 and level-2 tables with hint 0 (6.1)
     assert tlbis == [("tlbi_ipa", 0, 3), ("tlbi_ipa", 0, 0), ("tlbi_ipa", 0, 0)]
-    with kernels.active("5.15"):
-        assert stage2_map.stage2_put_pte is orig[0]
+    old, mc = kernels.make_impl("5.15", 12, 39, npages=64)
+    assert old.init() == 0 and mc.topup(4) == 0 and old.map(0, 0x1000, 1 << 39, 6, mc) == 0
+    old.log.clear()
+    assert old.unmap(0, 0x200000) == 0
+    assert [e for e in old.log if e[0] == "tlbi_ipa"] == [("tlbi_ipa", 0, 3), ("tlbi_ipa", 0, 2),
+                                                          ("tlbi_ipa", 0, 1)]
     import pytest
     with pytest.raises(ValueError):
         kernels.make_impl("4.19", 12, 39, npages=64)
