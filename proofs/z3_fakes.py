@@ -105,7 +105,8 @@ class FakePgt:
     """struct kvm_pgtable as the leaf steps see it."""
 
     def __init__(self, page_shift: int, ia_bits: int, *, owner_field=(63, 56), max_owner_id=1,
-                 rc=None, child_rc=None, cmo=True, fwb=False, eagain_continues=True):
+                 rc=None, child_rc=None, cmo=True, fwb=False, eagain_continues=True,
+                 table_tlbi_level0=False):
         self.geom = Stage2Geometry.from_ipa(page_shift, ia_bits)
         self.gran = self.geom.gran
         self.ia_bits = ia_bits
@@ -114,6 +115,7 @@ class FakePgt:
         self.owner_field = owner_field
         self.max_owner_id = max_owner_id
         self.eagain_continues = eagain_continues
+        self.table_tlbi_level0 = table_tlbi_level0      # KvmPgtable's 6.1 TLB-hint parameter
         self.mm_ops = FakeMmOps(rc, child_rc, cmo)
         self.fwb = fwb
         self.log: list = []

@@ -188,13 +188,18 @@ def lemma_unmap_step(rlimit, timeout_ms, deadline=None):
     def cases():
         for ps, ia, levels in _geometries():
             for level in levels:
-                for fwb in ((False, True) if ps == 12 else (False,)):
+                # fwb on 4K only; the 6.1 table TLB hint (tlbi0) on 4K only: both change the
+                # step's maintenance, not its counts, and the 4K runs cover the branch
+                for fwb, tlbi0 in (((False, False), (True, False), (False, True)) if ps == 12
+                                   else ((False, False),)):
                     inputs: dict = {}
                     old, n, c, addr = (sym(k, 64, inputs) for k in ("old", "n", "child_rc",
                                                                      "addr"))
 
-                    def body(ps=ps, ia=ia, level=level, fwb=fwb, old=old, n=n, c=c, addr=addr):
-                        pgt = FakePgt(ps, ia, rc=_count(n, old), child_rc=c, fwb=fwb)
+                    def body(ps=ps, ia=ia, level=level, fwb=fwb, tlbi0=tlbi0, old=old, n=n, c=c,
+                             addr=addr):
+                        pgt = FakePgt(ps, ia, rc=_count(n, old), child_rc=c, fwb=fwb,
+                                      table_tlbi_level0=tlbi0)
                         tbl = [old]
                         table = bool(SD.is_table(old, level))
                         flag = W.KVM_PGTABLE_WALK_TABLE_POST if table else W.KVM_PGTABLE_WALK_LEAF
@@ -216,7 +221,7 @@ def lemma_unmap_step(rlimit, timeout_ms, deadline=None):
                         return ok
                     assume = [own_ok(old, (63, 56), 1), _z(n) < SG.entries_per_table(ps) - 1,
                               _z(c) >= 1, _z(c) <= SG.entries_per_table(ps) + 1]
-                    yield _label(ps, level, f" fwb={fwb}"), body, inputs, assume
+                    yield _label(ps, level, f" fwb={fwb} tlbi0={tlbi0}"), body, inputs, assume
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 

@@ -5,7 +5,7 @@ import pytest
 import spec
 from impl.pte import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_X
 from proofs import hyp_lockstep, profiles
-from proofs.checks_stage2 import lockstep_examples
+from proofs.checks_hyp import hyp_examples
 from proofs.hyp_lockstep import HypHarness
 from proofs.planted_hyp import BUGS, planted_hyp
 
@@ -57,7 +57,7 @@ def test_lockstep_is_clean(geometry):
 def test_planted_bug_is_caught(bug_id):
     budget = profiles.budget("default")
     with planted_hyp(bug_id):
-        out = hyp_lockstep.run_hyp_lockstep("4k-48", examples=lockstep_examples("4k-48", budget),
+        out = hyp_lockstep.run_hyp_lockstep("4k-48", examples=hyp_examples("4k-48", budget),
                                             steps=budget["steps"], seed=0)
     assert out.status == "refuted", bug_id
     assert ids(out.failure.violations) & set(BUGS[bug_id].caught_by), out.failure.violations
