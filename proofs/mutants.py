@@ -129,6 +129,9 @@ def run_target(kind: str, target_id: str, profile: str, seed: int,
     if kind == "corpus":
         bug = {b.id: b for b in corpus.all_bugs()}[target_id]
         plant, area, expected = bug.plant, bug.area, list(bug.expected)
+        if bug.exclude:
+            allowed = (allowed if allowed is not None else
+                       {ob.id for ob in kill_suite(profile, area, pattern)}) - set(bug.exclude)
     else:
         m = {mm.id: mm for mm in mutate.enumerate_mutants([_module_of(target_id)])}[target_id]
         plant = lambda: mutate.applied(m)      # noqa: E731
