@@ -67,3 +67,78 @@ def geometry_all(ctx):
                               detail=f"{len(bad)} mismatch(es) over {n} configurations",
                               examples=n)
     return Result.proved(n, f"{n} configurations, all equal")
+
+
+def constructor_cases():
+    """(description, thunk, expect_error) for the constructors' argument checks, edges included."""
+    from impl.hyp import HypPgtable
+    from impl.pool import KvmMmuMemoryCache, PagePool
+    from impl.stage2 import KvmPgtable
+    cases = [
+        ("PagePool(12, 1) at a page-aligned base", lambda: PagePool(12, 1, 0x1000), False),
+        ("PagePool(12, 1) at a base off by half a page", lambda: PagePool(12, 1, 0x800), True),
+        ("PagePool(16, 1) at a 4K-aligned base", lambda: PagePool(16, 1, 0x1000), True),
+        ("PagePool(12, 0)", lambda: PagePool(12, 0), True),
+        ("memcache of capacity 0", lambda: KvmMmuMemoryCache(PagePool(12, 4), 0), True),
+        ("memcache of capacity 1", lambda: KvmMmuMemoryCache(PagePool(12, 4), 1), False),
+        ("topup beyond capacity", lambda: KvmMmuMemoryCache(PagePool(12, 4), 1).topup(2), True),
+        ("KvmPgtable page_shift 13", lambda: KvmPgtable(13, 40), True),
+        ("KvmPgtable kernel_version 4.19", lambda: KvmPgtable(12, 40, kernel_version="4.19"), True),
+        ("KvmPgtable flags 4", lambda: KvmPgtable(12, 40, flags=4), True),
+        ("KvmPgtable max_owner_id 256", lambda: KvmPgtable(12, 40, owner_field=(63, 48),
+                                                           max_owner_id=256), True),
+        ("KvmPgtable owner field 9:1", lambda: KvmPgtable(12, 40, owner_field=(9, 1)), True),
+        ("KvmPgtable owner field 64:56", lambda: KvmPgtable(12, 40, owner_field=(64, 56)), True),
+        ("KvmPgtable owner field 2:3", lambda: KvmPgtable(12, 40, owner_field=(2, 3)), True),
+        ("KvmPgtable owner field 9:2, id 255", lambda: KvmPgtable(12, 40, owner_field=(9, 2),
+                                                                  max_owner_id=255), False),
+        ("HypPgtable page_shift 13", lambda: HypPgtable(13, 48), True),
+    ]
+    for ps, lo, hi in ((12, 32, 48), (14, 32, 48), (16, 32, 52)):
+        cases += [(f"KvmPgtable({ps}, {lo - 1})", lambda ps=ps, v=lo - 1: KvmPgtable(ps, v), True),
+                  (f"KvmPgtable({ps}, {lo})", lambda ps=ps, v=lo: KvmPgtable(ps, v), False),
+                  (f"KvmPgtable({ps}, {hi})", lambda ps=ps, v=hi: KvmPgtable(ps, v), False),
+                  (f"KvmPgtable({ps}, {hi + 1})", lambda ps=ps, v=hi + 1: KvmPgtable(ps, v), True),
+                  (f"HypPgtable({ps}, 35)", lambda ps=ps: HypPgtable(ps, 35), True),
+                  (f"HypPgtable({ps}, 36)", lambda ps=ps: HypPgtable(ps, 36), False),
+                  (f"HypPgtable({ps}, {hi})", lambda ps=ps, v=hi: HypPgtable(ps, v), False),
+                  (f"HypPgtable({ps}, {hi + 1})", lambda ps=ps, v=hi + 1: HypPgtable(ps, v), True)]
+    return cases
+
+
+@obligation("s2.args.constructors", engine="unit", invariants=["C-ARGS"],
+            kernel_functions=["kvm_arm_setup_stage2", "kvm_pgtable_hyp_init",
+                              "kvm_mmu_topup_memory_cache"])
+def constructors(ctx):
+    """Every constructor refuses what KVM would never configure and accepts its edges: IPA sizes
+    32..48 (52 with 64K) and hyp VA sizes 36..48 (52 with 64K), page sizes 4K/16K/64K, owner fields
+    inside 63..2 with ids that fit, known flags and kernel versions, page-aligned arenas, memcache
+    capacities; refusal is a ValueError. The documented defaults (4K, 40-bit IPA; 4K, 48-bit hyp
+    VA; owner field 63:56) hold."""
+    from impl.hyp import HypPgtable
+    from impl.stage2 import KvmPgtable
+    bad = []
+    cases = constructor_cases()
+    for what, thunk, expect_error in cases:
+        try:
+            thunk()
+            raised = False
+        except ValueError:
+            raised = True
+        if raised != expect_error:
+            bad.append(f"C-ARGS {what}: {'raised ValueError' if raised else 'accepted'}, expected "
+                       f"{'ValueError' if expect_error else 'acceptance'}")
+    s2, hy = KvmPgtable(), HypPgtable()
+    defaults = {"KvmPgtable() page size": (s2.gran.page_size, 4096),
+                "KvmPgtable() IPA bits": (s2.ia_bits, 40),
+                "KvmPgtable() owner field": (s2.owner_field, (63, 56)),
+                "HypPgtable() page size": (hy.gran.page_size, 4096),
+                "HypPgtable() VA bits": (hy.ia_bits, 48)}
+    bad += [f"C-ARGS {k}: {got!r}, documented {want!r}" for k, (got, want) in defaults.items()
+            if got != want]
+    n = len(cases) + len(defaults)
+    if bad:
+        return Result.refuted({"violations": bad[:8], "ops": "# see proofs/checks_geometry.py",
+                               "kernel_function": "(constructors)"}, detail=f"{len(bad)} of {n}",
+                              examples=n)
+    return Result.passed(n, f"{n} constructor cases")

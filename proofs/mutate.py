@@ -69,7 +69,8 @@ def _sites(fn: ast.AST) -> Iterator[tuple[str, ast.AST, object, str]]:
             for k, op in enumerate(node.ops):
                 if type(op) in CMP_FLIPS:
                     yield "cmp", node, k, f"`{_opsym(op)}` -> `{_opsym(CMP_FLIPS[type(op)]())}`"
-            if len(node.ops) == 1:
+            if len(node.ops) == 1 and isinstance(node.ops[0], (ast.Lt, ast.LtE, ast.Gt, ast.GtE)):
+                # only ordering comparisons: swapping the operands of ==, != or is changes nothing
                 yield "swap", node, None, f"operands of `{_opsym(node.ops[0])}` swapped"
         elif isinstance(node, ast.BoolOp):
             other = "or" if isinstance(node.op, ast.And) else "and"

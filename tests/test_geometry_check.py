@@ -32,3 +32,13 @@ def test_planted_levels_bug_is_refuted():
     with levels_off_by_one():
         r = run()
     assert r.status == "refuted" and "start level" in " ".join(r.counterexample["violations"])
+
+
+def test_constructor_check_passes_and_refutes_a_loosened_bound(monkeypatch):
+    from proofs.checks_geometry import constructors
+    assert constructors(registry.Context("default", 0, {})).status == "passed"
+    import impl.stage2 as S
+    monkeypatch.setattr(S.Stage2Geometry, "from_ipa", classmethod(
+        lambda cls, ps, ia: IG.Stage2Geometry(IG.Granule(ps), ia, 1, 1)))   # the bug: no bound
+    r = constructors(registry.Context("default", 0, {}))
+    assert r.status == "refuted" and "KvmPgtable(12, 31)" in " ".join(r.counterexample["violations"])
