@@ -56,6 +56,10 @@ BAD_ARGS = [
     ("map", dict(addr=G1, size=1 << 63, phys=0, prot=KVM_PGTABLE_PROT_RW)),          # huge
     ("map", dict(addr=G1, size=K4, phys=0,
                  prot=KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_X)),                # -EINVAL
+    # no memcache (mc == NULL): -ENOMEM where a table is needed, a block still maps
+    ("map", dict(addr=3 * G1 + K4, size=K4, phys=2 * G1, prot=KVM_PGTABLE_PROT_RW, no_memcache=True)),
+    ("map", dict(addr=3 * G1, size=M2, phys=2 * G1, prot=KVM_PGTABLE_PROT_RW, no_memcache=True)),
+    ("set_owner", dict(addr=3 * G1 + K4, size=K4, owner_id=1, no_memcache=True)),
     ("set_owner", dict(addr=G1, size=K4, owner_id=2)),                               # -EINVAL
     ("set_owner", dict(addr=G1, size=K4, owner_id=255)),
     ("unmap", dict(addr=U64 - K4 + 1, size=K4)),

@@ -90,7 +90,8 @@ class Stage2Harness:
 
     # -- running operations ----------------------------------------------------------------
     def _call(self, op: str, args: dict):
-        pgt, mc = self.pgt, self.mc
+        pgt = self.pgt
+        mc = None if args.get("no_memcache") else self.mc     # a caller without a memcache
         if op == "init":
             return pgt.init(), {}
         if op == "map":
@@ -115,16 +116,17 @@ class Stage2Harness:
             return 0, {}
         raise ValueError(f"unknown stage-2 operation {op!r}")
 
-    def _record(self, op: str, args: dict, ret):
+    def _record(self, op: str, args: dict, ret, no_mc: bool = False):
         if op == "init":
             call = "pgt.init()"
         else:
             names = OP_ARGS[op]
             vals = [fmt(args[n]) for n in names]
+            mc = "None" if no_mc else "mc"
             if op == "map":
-                vals.append("mc")
+                vals.append(mc)
             if op == "set_owner":
-                vals.insert(2, "mc")
+                vals.insert(2, mc)
             call = f"pgt.{op}({', '.join(vals)})"
         shown = ERRNO_NAMES.get(ret, fmt(ret)) if isinstance(ret, int) else repr(ret)
         self.lines.append(f"{call}  # -> {shown}")
@@ -158,11 +160,13 @@ class Stage2Harness:
             self.violations.extend(found)
             return None, found
         self.steps += 1
+        no_mc = bool(args.get("no_memcache"))
+        args = {k: v for k, v in args.items() if k != "no_memcache"}   # not a kernel argument
         if op == "map":
             args = dict(args, force_pte=self.pgt.force_pte(args["addr"], args["size"], args["prot"]))
         if op == "destroy":
             self.destroyed = True
-        self._record(op, {k: v for k, v in args.items() if k != "force_pte"}, ret)
+        self._record(op, {k: v for k, v in args.items() if k != "force_pte"}, ret, no_mc)
         if op in ("init", "map", "set_owner"):
             # Refill the memcache now, as the kernel's callers do before their next map: the
             # post-state then already is the next operation's pre-state.
