@@ -86,9 +86,6 @@ class Granule:
     def kvm_granule_shift(self, level: int) -> int:
         return arm64_hw_pgtable_level_shift(self.page_shift, level)
 
-    def kvm_granule_size(self, level: int) -> int:
-        return 1 << self.kvm_granule_shift(level)
-
     def kvm_level_supports_block_mapping(self, level: int) -> bool:
         """No level-0 blocks, and no level-1 blocks (64G/4T) unless the granule is 4K."""
         return self.block_ok[level]

@@ -93,10 +93,6 @@ def kvm_pte_addr_mask(page_shift: int) -> int:
     return _ADDR_MASK[page_shift]
 
 
-def kvm_pte_valid(pte) -> bool:
-    return (pte & KVM_PTE_VALID) != 0
-
-
 def kvm_pte_table(pte: int, level: int) -> bool:
     """A valid descriptor with the type bit set above the last level is a table."""
     if level == 3:

@@ -172,6 +172,7 @@ class KvmPgtable:
             "owner_field": list(self.owner_field),
             "max_owner_id": self.max_owner_id,
             "has_fwb": self.has_fwb(),
+            "idmap": bool(self.flags & KVM_PGTABLE_S2_IDMAP),
             "cmo": self.cmo,
             "roots": list(self.pgd) if self.pgd is not None else [],
             "pages": pages,

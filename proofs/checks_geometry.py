@@ -18,6 +18,12 @@ from .registry import Result, obligation
 def mismatches():
     """Yields (configuration, what differs) for every disagreement; nothing when all agree."""
     count = 0
+    listed = {(g.gran.page_shift, g.ia_bits) for g in all_stage2_geometries()}
+    wanted = {(ps, ia) for ps, (lo, hi) in SG.IPA_RANGE.items() for ia in range(lo, hi + 1)}
+    for ps, ia in sorted(wanted ^ listed):
+        yield (f"{1 << (ps - 10)}K / {ia}-bit IPA",
+               "the architecture allows it but impl does not list it" if (ps, ia) in wanted
+               else "impl lists it but the architecture does not allow it")
     for geom in all_stage2_geometries():
         ps, ia = geom.gran.page_shift, geom.ia_bits
         count += 1

@@ -23,6 +23,8 @@ from impl.pte import (
     KVM_PGTABLE_PROT_SW1, KVM_PGTABLE_PROT_X,
 )
 
+from impl.stage2_map import KVM_PGTABLE_S2_IDMAP
+
 from .harness import Stage2Harness
 
 K4, M2, G1 = 0x1000, 0x200000, 0x40000000
@@ -45,6 +47,13 @@ TARGETS = [
     ("map", dict(addr=0, size=4 * M2, phys=2 * G1 + K4, prot=KVM_PGTABLE_PROT_R)),
     ("set_owner", dict(addr=G1 + 5 * K4, size=M2, owner_id=1)),
     ("set_owner", dict(addr=G1, size=2 * K4, owner_id=0)),
+]
+
+IDMAP_STEPS = [
+    ("map", dict(addr=G1, size=M2, phys=G1, prot=KVM_PGTABLE_PROT_RW)),              # identity: a block
+    ("map", dict(addr=G1 + M2, size=K4, phys=G1, prot=KVM_PGTABLE_PROT_RW)),         # -EINVAL
+    ("map", dict(addr=G1 + K4, size=K4, phys=G1 + K4, prot=KVM_PGTABLE_PROT_R)),     # splits the block
+    ("set_owner", dict(addr=G1 + 2 * M2, size=K4, owner_id=1)),
 ]
 
 BAD_ARGS = [
@@ -99,6 +108,15 @@ def run_all(harness_factory=Stage2Harness, progress=None):
     """Yields (label, harness, violations) for every injected failure and every bad argument."""
     failing_init = _failing_init(harness_factory)
     yield "init with zalloc_pages_exact failing", failing_init, failing_init.violations
+    # an identity-mapped table (KVM_PGTABLE_S2_IDMAP, the pKVM host): addr != phys is refused
+    for i, (op, args) in enumerate(IDMAP_STEPS):
+        h = harness_factory(12, 39, arena_pages=96, mc_capacity=8, flags=KVM_PGTABLE_S2_IDMAP)
+        found = []
+        for op2, args2 in IDMAP_STEPS[:i + 1]:
+            found += h.step(op2, **args2)[1]
+        if progress:
+            progress()
+        yield f"identity map: {op}({args})", h, found
     for setup in SETUPS:
         base = start(setup, harness_factory)
         if base.violations:

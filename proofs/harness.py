@@ -39,6 +39,15 @@ OP_ARGS = {
 }
 
 
+def _source(v) -> str:
+    """A keyword value as Python a reviewer can paste (a function by its importable name)."""
+    return f"{v.__module__}.{v.__qualname__}" if callable(v) else repr(v)
+
+
+# A WARN the kernel raises for its caller's misuse, not for its own state: the caller's bug.
+CALLER_WARNINGS = ("kvm_pgtable_stage2_map: identity map with addr != phys",)
+
+
 def fmt(v) -> str:
     return hex(v) if isinstance(v, int) and not isinstance(v, bool) and v > 9 else repr(v)
 
@@ -61,8 +70,10 @@ class Stage2Harness:
                               fwb=fwb, cmo=cmo, **pgt_kwargs)
         self.mc = KvmMmuMemoryCache(self.pool, mc_capacity)
         self.check = check
-        extra = "".join(f", {k}={v!r}" for k, v in pgt_kwargs.items())
+        extra = "".join(f", {k}={_source(v)}" for k, v in pgt_kwargs.items())
+        imports = sorted({f"import {v.__module__}" for v in pgt_kwargs.values() if callable(v)})
         self.lines = [
+            *imports,
             "from impl.pool import KvmMmuMemoryCache, PagePool",
             "from impl.stage2 import KvmPgtable",
             f"pool = PagePool({page_shift}, {arena_pages})",
@@ -71,6 +82,7 @@ class Stage2Harness:
             f"mc = KvmMmuMemoryCache(pool, {mc_capacity})",
         ]
         self.violations: list = []
+        self.warned = 0                 # kernel WARNs seen so far (pgt.warnings)
         self.trace: list = []           # what was run, replayable: ("op", name, args) / ("fail", k)
         self.steps = 0
         self._last_raw = self.pgt.snapshot()
@@ -131,6 +143,26 @@ class Stage2Harness:
         shown = ERRNO_NAMES.get(ret, fmt(ret)) if isinstance(ret, int) else repr(ret)
         self.lines.append(f"{call}  # -> {shown}")
 
+    def _kernel_warnings(self, op: str) -> list:
+        """A WARN_ON the kernel code raised during this step: it asserts a state that must never
+        happen (a valid entry overwritten by a table, a walk past the last level, no leaf possible
+        at level 3), so it is reported like a broken invariant."""
+        new = self.pgt.warnings[self.warned:]
+        self.warned = len(self.pgt.warnings)
+        return [spec.Violation("KERNEL-WARN", f"{op}: WARN_ON fired: {w}", {}) for w in new
+                if w not in CALLER_WARNINGS]
+
+    def _configuration(self, raw: dict) -> list:
+        """The raw state reports the configuration the table was built with (checked against the
+        harness's own parameters, not impl's view of them)."""
+        p = self.params
+        want = {"page_shift": p["page_shift"], "ia_bits": p["ia_bits"],
+                "owner_field": list(p["owner_field"]), "cmo": p["cmo"],
+                "has_fwb": bool(p["fwb"]) and not p.get("flags", 0) & 1}     # KVM_PGTABLE_S2_NOFWB
+        return [spec.Violation("C-INIT", f"init: the state reports {k} = {raw.get(k)!r}, the "
+                                         f"table was built with {v!r}", {})
+                for k, v in want.items() if raw.get(k) != v]
+
     def fail_allocation(self, k: int = 0):
         """Make the k-th page-table allocation from now on fail (fault injection)."""
         mm = self.pgt.mm_ops
@@ -179,6 +211,9 @@ class Stage2Harness:
         post = self._load(post_raw)
         step = {"op": op, "args": args, "ret": ret, "out": out}
         found = spec.check_state(post) + spec.check_step(pre, step, post)
+        found += self._kernel_warnings(op)
+        if op == "init":
+            found += self._configuration(post_raw)
         self.state = post
         self.violations.extend(found)
         return ret, found

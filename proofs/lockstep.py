@@ -31,11 +31,27 @@ from .harness import Stage2Harness
 # owner-field position on one of them.
 GEOMETRIES = {
     "4k-39": (12, 39, OWNER_FIELD_SEED),     # 3 levels, one root page
-    "4k-48": (12, 48, OWNER_FIELD_SEED),     # 4 levels
-    "4k-34": (12, 34, OWNER_FIELD_5_15),     # 2 levels, 16 concatenated roots, owner bits 9:2
+    "4k-48": (12, 48, OWNER_FIELD_SEED),     # 4 levels; FEAT_S2FWB on
+    "4k-34": (12, 34, OWNER_FIELD_5_15),     # 2 levels, 16 concatenated roots, owner bits 9:2,
+                                             # a pKVM host-style force_pte_cb
     "16k-47": (14, 47, OWNER_FIELD_SEED),    # 3 levels from level 1
     "64k-44": (16, 44, OWNER_FIELD_SEED),    # 2 levels from level 2, 4 concatenated roots
 }
+
+# Per-geometry table options beyond the shape: FWB on one, a force_pte callback on another.
+HOST_RAM_END = 1 << 33
+
+
+def pkvm_host_force_pte_cb(addr, end, prot):
+    """As pKVM's host stage 2 decides it: pages unless the range is RAM mapped RWX (or MMIO
+    mapped RW device); here RAM is the IPA range below 8G."""
+    from impl.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_RWX
+    if end <= HOST_RAM_END:
+        return prot != KVM_PGTABLE_PROT_RWX
+    return prot != KVM_PGTABLE_PROT_RW | KVM_PGTABLE_PROT_DEVICE
+
+
+OPTIONS = {"4k-48": {"fwb": True}, "4k-34": {"force_pte_cb": pkvm_host_force_pte_cb}}
 
 
 class StepViolation(AssertionError):
@@ -55,7 +71,8 @@ def harness_maker(name: str, harness_factory=Stage2Harness):
 
     def make():
         return harness_factory(page_shift, ia_bits, owner_field=owner_field,
-                               arena_pages=512 if page_shift == 12 else 128)
+                               arena_pages=512 if page_shift == 12 else 128,
+                               **OPTIONS.get(name, {}))
     return make
 
 
@@ -91,8 +108,11 @@ def make_machine(name: str, harness_factory=Stage2Harness):
         def map_anywhere(self, a, s, p, prot):
             self._step("map", addr=a, size=s, phys=p, prot=prot)
 
-        @rule(a=addr, d=S.phys_offsets(geom), prot=S.prots(), lvl=st.sampled_from([2, 3]))
+        @rule(a=addr, d=S.phys_offsets(geom), prot=S.prots(),
+              lvl=st.sampled_from([lv for lv in (1, 2, 3) if geom.gran.block_ok[lv]]))
         def map_aligned(self, a, d, prot, lvl):
+            """A whole aligned entry at a level that takes leaves: blocks, and (over existing
+            tables) the anchor that coalesces a subtree into one block."""
             g = geom.gran.size[lvl]
             a &= ~(g - 1)
             self._step("map", addr=a, size=g, phys=(a + d) & ~(g - 1), prot=prot)
@@ -153,7 +173,7 @@ def make_machine(name: str, harness_factory=Stage2Harness):
         def leaf_op(self, a, op):
             self._step(op, addr=a)
 
-        @rule(a=addr, prot=S.prots())
+        @rule(a=addr, prot=S.perm_sets())
         def relax_perms(self, a, prot):
             self._step("relax_perms", addr=a, prot=prot)
 

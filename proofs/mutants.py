@@ -14,8 +14,8 @@ refutes. The outcome of a target is:
 
 For the corpus every bug must be caught; crashed or hung counts as missed there (a real bug needs a
 counterexample). For mechanical mutants, caught, crashed and hung all kill the mutant, as usual in
-mutation testing; the score is killed / total per impl module. Obligations of the `mutant` and
-kernel-differential engines are not used (they measure, or need outside sources).
+mutation testing; the score is killed / total per impl module. Only checks that pass on the
+unmutated impl take part (the kernel differential check too, where its source is fetched).
 """
 
 from __future__ import annotations
@@ -64,8 +64,7 @@ def kill_suite(profile: str, area: str, pattern: str | None = None,
     cheap deterministic engines first. `allowed` keeps only the ids that passed on the baseline."""
     registry.load_all()
     obs = [ob for ob in registry.select(pattern, profile)
-           if ob.engine != "mutant" and not ob.id.startswith("kdiff.")
-           and (allowed is None or ob.id in allowed)]
+           if ob.engine != "mutant" and (allowed is None or ob.id in allowed)]
     mine = tuple(AREA_PREFIX.get(area, ()))
     key = lambda ob: (not ob.id.startswith(mine), ENGINE_ORDER.get(ob.engine, 9))  # noqa: E731
     return sorted(obs, key=key)      # sorted() is stable: registry order within a group

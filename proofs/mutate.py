@@ -62,9 +62,31 @@ class Mutant:
 
 # -- finding mutation sites -------------------------------------------------------------------------
 
+def _annotation_nodes(fn: ast.AST) -> set:
+    """Every node inside a type annotation of fn (never evaluated: not a mutation site)."""
+    out = set()
+    for node in ast.walk(fn):
+        anns = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            anns.append(node.returns)
+            a = node.args
+            for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
+                if arg is not None:
+                    anns.append(arg.annotation)
+        elif isinstance(node, ast.AnnAssign):
+            anns.append(node.annotation)
+        for ann in anns:
+            if ann is not None:
+                out.update(id(n) for n in ast.walk(ann))
+    return out
+
+
 def _sites(fn: ast.AST) -> Iterator[tuple[str, ast.AST, object, str]]:
     """(operator, node, detail, description) for every site in fn, in a fixed order."""
+    skip = _annotation_nodes(fn)
     for node in ast.walk(fn):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Compare):
             for k, op in enumerate(node.ops):
                 if type(op) in CMP_FLIPS:

@@ -89,6 +89,13 @@ def prots():
                      st.sampled_from([0, 0, 0, KVM_PGTABLE_PROT_SW0, KVM_PGTABLE_PROT_SW3])).map(sum)
 
 
+def perm_sets():
+    """Every subset of R, W, X (what relax_perms may be asked to add), and once with a software
+    bit (refused with -EINVAL)."""
+    r, w, x = KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
+    return st.sampled_from([0, r, w, x, r | w, r | x, w | x, r | w | x, r | KVM_PGTABLE_PROT_SW0])
+
+
 def perm_changes():
     """Permission bits to flip on a re-map (R, W, X; never DEVICE or software bits), 0 included."""
     return st.sampled_from([0, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X, KVM_PGTABLE_PROT_R,

@@ -15,7 +15,7 @@ from .violation import Violation
 from .walk import START, LEVEL, DESC, TABLE, INDEX, OPAQUE
 
 GEOMETRY_FIELDS = ("kind", "page_shift", "ia_bits", "start_level", "pa_bits", "owner_field",
-                   "max_owner_id", "has_fwb", "cmo")
+                   "max_owner_id", "has_fwb", "cmo", "idmap")
 MAX_REPORTS = 16
 
 

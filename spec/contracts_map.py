@@ -139,7 +139,8 @@ def contract_map(pre, step, post):
     """C-MAP: kvm_pgtable_stage2_map installs the largest leaves the range and alignment allow.
 
     Statement (R = [A, E) the walked range, phys_al = phys aligned down to a page):
-    -EINVAL with nothing changed if prot has both X and DEVICE, or the table has no root; -ERANGE
+    -EINVAL with nothing changed if prot has both X and DEVICE, if the table is an identity map
+    (KVM_PGTABLE_S2_IDMAP, the pKVM host) and addr != phys, or the table has no root; -ERANGE
     with nothing changed if A or E is above 2**ia_bits; an empty range returns 0 and changes nothing.
     Otherwise page p of R must map phys_al + (p - A) with MemAttr normal/device (per DEVICE and
     FWB), S2AP R/W from prot, SH inner shareable, AF set, XN unless prot X, software bits 58:55
@@ -168,7 +169,8 @@ def contract_map(pre, step, post):
     a = step.args
     A, E = op_range(pre, step)
     attrs = D.prot_attrs(a["prot"], pre.has_fwb)
-    if early_exit(rep, pre, post, step, A, E, EINVAL if attrs is None else None):
+    refused = attrs is None or (pre.idmap and a["addr"] != a["phys"])
+    if early_exit(rep, pre, post, step, A, E, EINVAL if refused else None):
         return rep.result()
     check_ret(rep, step, (0, EAGAIN, ENOMEM))
     phys_al = a["phys"] & ~((1 << ps) - 1)
