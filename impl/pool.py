@@ -42,7 +42,6 @@ class PagePool:
         if npages <= 0:
             raise ValueError("the arena needs at least one page")
         self.page_shift = page_shift
-        self.page_size = 1 << page_shift
         self.ptrs = 1 << (page_shift - 3)
         self.base_pa = base_pa
         self.npages = npages
