@@ -23,20 +23,8 @@ from impl.stage2 import KvmPgtable
 ERRNO_NAMES = {-getattr(errno, n): f"-errno.{n}" for n in
                ("EINVAL", "ENOMEM", "ERANGE", "EAGAIN", "E2BIG", "ENOEXEC", "EFAULT")}
 
-# Argument order of each operation, as the kernel functions take them.
-OP_ARGS = {
-    "map": ("addr", "size", "phys", "prot"),
-    "set_owner": ("addr", "size", "owner_id"),
-    "unmap": ("addr", "size"),
-    "wrprotect": ("addr", "size"),
-    "mkyoung": ("addr",),
-    "mkold": ("addr",),
-    "is_young": ("addr",),
-    "relax_perms": ("addr", "prot"),
-    "flush": ("addr", "size"),
-    "get_leaf": ("addr",),
-    "destroy": (),
-}
+# Argument order of each operation, as the kernel functions take them (the step record's table).
+OP_ARGS = spec.step.OP_ARGS
 
 
 def _source(v) -> str:

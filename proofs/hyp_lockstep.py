@@ -26,7 +26,7 @@ from impl.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_R, KVM_PGTABLE_PR
 
 from . import minimize
 from . import strategies as S
-from .harness import ERRNO_NAMES, fmt
+from .harness import ERRNO_NAMES, Stage2Harness, fmt
 from .lockstep import StepViolation
 
 # name -> (page_shift, va_bits)
@@ -56,11 +56,7 @@ class HypHarness:
     def raw_state(self) -> dict:
         return self.pgt.snapshot()
 
-    def fail_allocation(self, k: int = 0):
-        mm = self.pgt.mm_ops
-        mm.fail_at = {mm.nr_allocs + k}
-        self.trace.append(("fail", k))
-        self.lines.append(f"pgt.mm_ops.fail_at = {{pgt.mm_ops.nr_allocs + {k}}}")
+    fail_allocation = Stage2Harness.fail_allocation       # same mm_ops, trace and program
 
     def step(self, op: str, **args):
         if op != "init":
