@@ -113,8 +113,10 @@ def _calls_recorded(reached: set[str]):
 
 
 def _broken(r: Result) -> list[str]:
-    from .report import broken_invariants
-    return broken_invariants(r)
+    """Only the ids the counterexample's violations name: whether a bug was caught by the
+    invariant it must be caught by is judged on what was found, never on what a check covers."""
+    from .report import named_invariants
+    return named_invariants(r)
 
 
 def run_target(kind: str, target_id: str, profile: str, seed: int,

@@ -22,7 +22,7 @@ from proofs.registry import PASSING, Result
 
 _STYLE = {"passed": "green", "proved": "bold green", "refuted": "bold red", "unknown": "yellow",
           "error": "bold magenta"}
-_INVARIANT_ID = re.compile(r"^([A-Z][A-Z0-9]*(?:-[A-Z0-9]+)+)\b")
+_INVARIANT_ID = re.compile(r"^([A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*)\b")
 
 
 def summary_counts(results: Iterable[Result]) -> dict[str, Any]:
@@ -81,15 +81,20 @@ def write_json(report: dict[str, Any], path: str) -> None:
         f.write(dumps(report))
 
 
-def broken_invariants(r: Result) -> list[str]:
-    """Invariant ids the violations name (their leading id), else the obligation's invariants."""
+def named_invariants(r: Result) -> list[str]:
+    """Invariant ids the counterexample's violations name (their leading id), in order."""
     cx = r.counterexample or {}
     found: list[str] = []
     for v in cx.get("violations") or []:
         m = _INVARIANT_ID.match(str(v))
         if m and m.group(1) not in found:
             found.append(m.group(1))
-    return found or list(r.invariants)
+    return found
+
+
+def broken_invariants(r: Result) -> list[str]:
+    """Invariant ids the violations name, else (for display) the obligation's invariants."""
+    return named_invariants(r) or list(r.invariants)
 
 
 def render_counterexample(r: Result) -> str:
