@@ -99,6 +99,8 @@ def constructor_cases():
         ("KvmPgtable owner field 9:2, id 255", lambda: KvmPgtable(12, 40, owner_field=(9, 2),
                                                                   max_owner_id=255), False),
         ("HypPgtable page_shift 13", lambda: HypPgtable(13, 48), True),
+        ("KvmPgtable max_owner_id 0 (no owner but the host)",
+         lambda: KvmPgtable(12, 40, max_owner_id=0), False),
     ]
     for ps, lo, hi in ((12, 32, 48), (14, 32, 48), (16, 32, 52)):
         cases += [(f"KvmPgtable({ps}, {lo - 1})", lambda ps=ps, v=lo - 1: KvmPgtable(ps, v), True),
@@ -138,6 +140,8 @@ def constructors(ctx):
     defaults = {"KvmPgtable() page size": (s2.gran.page_size, 4096),
                 "KvmPgtable() IPA bits": (s2.ia_bits, 40),
                 "KvmPgtable() owner field": (s2.owner_field, (63, 56)),
+                "KvmPgtable() cache maintenance": (s2.cmo, True),
+                "KvmPgtable() continues map past -EAGAIN": (s2.eagain_continues, True),
                 "HypPgtable() page size": (hy.gran.page_size, 4096),
                 "HypPgtable() VA bits": (hy.ia_bits, 48)}
     bad += [f"C-ARGS {k}: {got!r}, documented {want!r}" for k, (got, want) in defaults.items()

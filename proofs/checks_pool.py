@@ -57,6 +57,8 @@ def cases():
     out.append(("topup below min refills", (mc.topup(3), mc.nobjs, pool.free_pages()), (0, 4, 0)))
     mc.alloc(), mc.alloc(), mc.alloc()
     out.append(("topup that cannot reach min", mc.topup(2), -errno.ENOMEM))
+    exact = KvmMmuMemoryCache(PagePool(12, 2, B), 4)
+    out.append(("topup that reaches min exactly as the pool runs out", exact.topup(2), 0))
     top = mc.objects[-1]
     out.append(("alloc is LIFO", mc.alloc(), top))
     out.append(("an empty memcache gives NULL", (mc.alloc(), len(pool.warnings) >= 1), (None, True)))
