@@ -300,7 +300,17 @@ def main(argv=None) -> int:
                     help="do not set known 6.1 deviations from the spec's contracts aside")
     ap.add_argument("--fetch", action="store_true",
                     help="download and cache linux-source-6.1 first if needed (~139 MB)")
+    ap.add_argument("--fetch-only", action="store_true",
+                    help="only download and cache linux-source-6.1 if needed, then exit "
+                         "(the setup step of the README)")
     args = ap.parse_args(argv)
+    if args.fetch_only:
+        try:
+            fetch.fetch(progress=lambda m: print(m, file=sys.stderr))
+        except fetch.FetchError as exc:
+            print(f"kdiff: could not fetch the kernel source: {exc}")
+            return 2
+        return 0
     if args.geometry == "all":
         geoms = list(GEOMETRIES)
     else:

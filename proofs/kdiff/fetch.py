@@ -178,6 +178,12 @@ def fetch(progress=print, keep_deb: bool = False) -> Source:
         progress(f"kdiff: apt-get download {PACKAGE} into {cdir} (~139 MB)")
         r = subprocess.run(["apt-get", "download", PACKAGE], cwd=cdir, capture_output=True,
                            text=True)
+        if r.returncode != 0 and hasattr(os, "geteuid") and os.geteuid() == 0:
+            # a fresh machine may have no package lists yet: read them once and try again
+            progress("kdiff: apt-get update (no package lists yet?)")
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
+            r = subprocess.run(["apt-get", "download", PACKAGE], cwd=cdir, capture_output=True,
+                               text=True)
         debs = sorted(glob.glob(str(cdir / f"{PACKAGE}_*.deb")))
         if r.returncode != 0 or not debs:
             raise FetchError(f"apt-get download {PACKAGE} failed (exit {r.returncode}): "
