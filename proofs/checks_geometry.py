@@ -10,7 +10,7 @@ written from the architecture independently of impl.geometry.
 from __future__ import annotations
 
 import spec.geometry as SG
-from impl.geometry import Granule, Stage2Geometry, all_stage2_geometries, arm64_hw_pgtable_levels
+from impl.geometry import Granule, all_stage2_geometries, arm64_hw_pgtable_levels
 
 from .registry import Result, obligation
 

@@ -66,13 +66,14 @@ def _try_leaf_leaking_ref(orig):
     return try_leaf
 
 
-def _unmap_valid_only(orig):
-    """owner-unmap: the unmap walker treats only valid descriptors as counted."""
-    def unmap_walker(pgt, addr, end, level, tbl, ptp, idx, flag):
+def skip_invalid(orig):
+    """A stage-2 walker callback that ignores every invalid descriptor, owner annotations included
+    (the pre-pKVM convention): owner-unmap for the unmap walker, free-valid-only for the free one."""
+    def walker_cb(pgt, addr, end, level, tbl, ptp, idx, flag):
         if not tbl[idx] & P.KVM_PTE_VALID:
             return 0
         return orig(pgt, addr, end, level, tbl, ptp, idx, flag)
-    return unmap_walker
+    return walker_cb
 
 
 def _table_pre_ipa_flush(orig):
@@ -261,7 +262,7 @@ BUGS = {b.id: b for b in [
         ("S2-RC", "S2-LEAK"),
         ((stage2_map, "stage2_map_walker_try_leaf", _try_leaf_leaking_ref),)),
     Bug("owner-unmap", "unmap leaves owner annotations (seed patch)", ("C-UNMAP",),
-        ((stage2_walkers, "stage2_unmap_walker", _unmap_valid_only),)),
+        ((stage2_walkers, "stage2_unmap_walker", skip_invalid),)),
     Bug("eagain-abort", "-EAGAIN stops the map walk (before 'Continue stage-2 map ...')",
         ("C-MAP",), ((stage2_map, "kvm_pgtable_stage2_map", _eagain_aborts),)),
     Bug("coalesce-tlbi", "table-to-block invalidates one IPA, not the VMID (3a0b870e3448)",

@@ -14,7 +14,7 @@ import contextlib
 from dataclasses import dataclass
 
 from impl.lguest import Lguest
-from impl.lguest.x86 import _PAGE_GLOBAL, _PAGE_PRESENT, _PAGE_RW, PAGE_SHIFT
+from impl.lguest.x86 import _PAGE_GLOBAL, _PAGE_RW
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,6 @@ def _set_pte_no_switcher_check(orig):
 
 def _release_pgd_no_free(orig):
     def release_pgd(self, pgdir_pa, idx):
-        saved = self.host.free_page
         self.host.free_page = lambda pa: None
         try:
             return orig(self, pgdir_pa, idx)
@@ -96,7 +95,6 @@ def _set_pgd_no_bound(orig):
 
 def _percpu_not_removed(orig):
     def map_switcher(self, host_cpu):
-        saved = self.remove_switcher_percpu_map
         pd = self.pgdirs[self.cpu.cpu_pgd]
         if pd.last_host_cpu not in (-1, host_cpu):
             self.remove_switcher_percpu_map = lambda i: None
@@ -182,7 +180,6 @@ def _free_keeps_pgdirs(orig):
 
 def _init_no_switcher(orig):
     def init(self):
-        saved = self.allocate_switcher_mapping
         self.allocate_switcher_mapping = lambda: True
         try:
             return orig(self)
@@ -199,7 +196,6 @@ def _gpgd_flags_unchecked(orig):
 
 def _set_pgd_releases_nothing(orig):
     def guest_set_pgd(self, gpgdir, idx):
-        saved = self.release_pgd
         self.release_pgd = lambda pgdir_pa, i: None
         try:
             return orig(self, gpgdir, idx)

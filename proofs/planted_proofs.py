@@ -85,15 +85,6 @@ def _counted_valid_only(orig):
     return is_counted
 
 
-def _free_valid_only(orig):
-    """free-valid-only: the free walker drops no reference for an owner annotation."""
-    def free_walker(pgt, addr, end, level, tbl, ptp, idx, flag):
-        if not tbl[idx] & P.KVM_PTE_VALID:
-            return 0
-        return orig(pgt, addr, end, level, tbl, ptp, idx, flag)
-    return free_walker
-
-
 def _block_end_inclusive(orig):
     """block-end-overrun: a block may end one page past the end of the range."""
     def supported(gran, addr, end, phys, level, pa_bits):
@@ -186,7 +177,7 @@ BUGS = {b.id: b for b in [
     Bug("counted-valid-only", "the map walker does not count owner annotations",
         ("S2-RC", "S2-LEAK"), ((stage2_map, "stage2_pte_is_counted", _counted_valid_only),)),
     Bug("free-valid-only", "destroy drops no reference for owner annotations", ("S2-LEAK",),
-        ((stage2_walkers, "stage2_free_walker", _free_valid_only),)),
+        ((stage2_walkers, "stage2_free_walker", base.skip_invalid),)),
     Bug("block-end-overrun", "a block may end past the end of the range", ("S2-BA", "C-MAP"),
         ((stage2_map, "kvm_block_mapping_supported", _block_end_inclusive),)),
 ]}

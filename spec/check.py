@@ -19,7 +19,6 @@ from .invariants import s2_ba, s2_leak, s2_own, s2_rc, s2_tree
 from .lguest_check import LG_IDS, lguest_check_state, lguest_explain
 from .lguest_state import LgState
 from .mmu_invariants import check_dirty, check_mmu_state, check_ms
-from .mmu_steps import STEP_CHECKS as MMU_STEP_CHECKS
 from .state import StateError, load_state
 from .step import load_step
 from .violation import Violation

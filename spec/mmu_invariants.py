@@ -44,7 +44,6 @@ def check_ms(view: MmuView):
     kvm_phys_addr_ioremap, the MMU-notifier hooks, kvm_arch_flush_shadow_memslot.
     """
     out = []
-    ps, psize = view.ps, view.psize
     prev = None
     for s in view.slots:
         if s.end > view.ipa_limit:
@@ -118,7 +117,7 @@ def _check_leaf(view, ipa, size, level, d):
 
 
 def _check_io_leaf(view, ipa, size, level, d, what):
-    ps, psize = view.ps, view.psize
+    psize = view.psize
     mask = psize - 1
     for r_ipa, r_pa, r_size, r_w in view.ioremap:
         lo = r_ipa & ~mask

@@ -3,19 +3,10 @@ reason) without the package or a C compiler."""
 
 import pytest
 
-from proofs.kdiff import build, catalogue, differ, fetch
+from proofs.kdiff import catalogue, differ
 
 
-def need_kernel(page_shift: int = 12):
-    """Skip (with the reason) where the cached kernel source or a C compiler is missing."""
-    src, why = fetch.locate()
-    if src is None:
-        pytest.skip(f"kdiff: {why}")
-    try:
-        build.library(page_shift, src)
-    except build.BuildError as exc:
-        pytest.skip(f"kdiff: {exc}")
-    return src
+from kdiff_support import need_kernel  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.mark.parametrize("geometry", ["4k-39", "4k-34", "16k-40", "64k-52"])

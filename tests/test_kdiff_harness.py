@@ -7,21 +7,12 @@ import errno
 import pytest
 
 import spec
-from proofs.kdiff import build, cside, fetch
+from proofs.kdiff import build
 from proofs.kdiff.pair import GEOMETRIES, Pair
 from proofs.ptdump import render
 
 
-def need_kernel(page_shift: int = 12):
-    """Skip (with the reason) where the cached kernel source or a C compiler is missing."""
-    src, why = fetch.locate()
-    if src is None:
-        pytest.skip(f"kdiff: {why}")
-    try:
-        build.library(page_shift, src)
-    except build.BuildError as exc:
-        pytest.skip(f"kdiff: {exc}")
-    return src
+from kdiff_support import need_kernel  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.mark.parametrize("name", list(GEOMETRIES))

@@ -4,19 +4,10 @@ undone afterwards. Skipped (with the reason) without the package or a C compiler
 import pytest
 
 from impl import stage2_map, stage2_walkers
-from proofs.kdiff import build, cside, differ, fetch, planted
+from proofs.kdiff import cside, differ, planted
 
 
-def need_kernel(page_shift: int = 12):
-    """Skip (with the reason) where the cached kernel source or a C compiler is missing."""
-    src, why = fetch.locate()
-    if src is None:
-        pytest.skip(f"kdiff: {why}")
-    try:
-        build.library(page_shift, src)
-    except build.BuildError as exc:
-        pytest.skip(f"kdiff: {exc}")
-    return src
+from kdiff_support import need_kernel  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.mark.parametrize("bug_id", list(planted.BUGS))

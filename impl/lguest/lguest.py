@@ -21,7 +21,7 @@ import random
 from .host import Host
 from .pgdirs import PgdirOps
 from .shadow import ShadowOps
-from .x86 import FORMATS, PAGE_SHIFT, PAGE_SIZE, ULONG_MASK
+from .x86 import FORMATS, PAGE_SHIFT, PAGE_SIZE
 
 VARIANTS = ("corrected", "seed-as-written")
 # Places where the seed's code breaks the spec (docs/lguest.md has each counterexample); the

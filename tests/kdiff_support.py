@@ -1,0 +1,17 @@
+"""Shared by the kdiff tests: skip, with the reason, where the kernel source or a compiler is missing."""
+
+import pytest
+
+from proofs.kdiff import build, fetch
+
+
+def need_kernel(page_shift: int = 12):
+    """The cached kernel source, with its library built for this granule; else skip the test."""
+    src, why = fetch.locate()
+    if src is None:
+        pytest.skip(f"kdiff: {why}")
+    try:
+        build.library(page_shift, src)
+    except build.BuildError as exc:
+        pytest.skip(f"kdiff: {exc}")
+    return src
