@@ -318,7 +318,13 @@ assert stage2  # the stage-2 object is patched through the modules it calls
 @contextlib.contextmanager
 def planted(bug_id: str):
     """Swap in the named bug's variants for the duration of the block."""
-    bug = BUGS[bug_id]
+    with applied(BUGS[bug_id]) as bug:
+        yield bug
+
+
+@contextlib.contextmanager
+def applied(bug: Bug):
+    """Apply a bug's patches (object, attribute, factory(original)), restoring them on exit."""
     saved = []
     try:
         for obj, name, factory in bug.patches:

@@ -217,14 +217,5 @@ def get(bug_id: str) -> Bug:
 @contextlib.contextmanager
 def planted(bug_id: str):
     """Swap in the named bug (from this module or proofs/planted.py) for the block."""
-    bug = get(bug_id)
-    saved = []
-    try:
-        for obj, name, factory in bug.patches:
-            orig = getattr(obj, name)
-            saved.append((obj, name, orig))
-            setattr(obj, name, factory(orig))
+    with base.applied(get(bug_id)) as bug:
         yield bug
-    finally:
-        for obj, name, orig in reversed(saved):
-            setattr(obj, name, orig)
