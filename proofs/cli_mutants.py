@@ -94,7 +94,7 @@ def cmd_mutants(args, console: Console) -> int:
         console.print(f"[{k}/{n}] {what}", markup=False, highlight=False)
 
     allowed, base = mutants.baseline(args.profile, args.seed, args.checks)
-    reached = mutants.reached_functions(args.profile, args.seed, args.checks) \
+    reach = mutants.reach_map(args.profile, args.seed, args.checks, allowed) \
         if args.systematic else None
     for r in base:
         if r.status not in ("passed", "proved"):
@@ -104,7 +104,7 @@ def cmd_mutants(args, console: Console) -> int:
         print("ptspec mutants: no check passes on the unmutated impl; nothing can be measured")
         return 2
     outcomes = mutants.run_many(targets, args.profile, args.seed, args.jobs, pattern=args.checks,
-                                allowed=allowed, reached=reached, on_done=done)
+                                allowed=allowed, reach=reach, on_done=done)
     if args.json:
         Path(args.json).write_text(json.dumps({
             "profile": args.profile, "seed": args.seed,

@@ -77,15 +77,33 @@ def baseline(profile: str, seed: int, pattern: str | None = None) -> tuple[set[s
     return {r.id for r in results if r.status in registry.PASSING}, results
 
 
-def reached_functions(profile: str, seed: int, pattern: str | None = None) -> set[str]:
-    """Every impl function the kill suite executes, as "module:qualname" (nested functions count
-    as their enclosing function). A separate pass: the call recorder slows the checks down, so its
-    results are not used as the baseline."""
-    reached: set[str] = set()
-    with _calls_recorded(reached):
-        for ob in kill_suite(profile, "s2", pattern):
+def reach_map(profile: str, seed: int, pattern: str | None = None,
+              allowed: set[str] | None = None) -> dict[str, set[str]]:
+    """For every check of the kill suite, the impl functions it executes on the unmutated impl, as
+    "module:qualname" (nested functions count as their enclosing function).
+
+    A check that never calls a function cannot tell that function's mutant from the original:
+    the checks are deterministic (fixed seeds), so their run is the same step for step. Running
+    only the checks that reach the mutated function is what makes a full run affordable: a
+    survivor costs the checks that could kill it, not the whole suite. A separate pass: the call
+    recorder slows the checks down, so its results are not used as the baseline."""
+    out: dict[str, set[str]] = {}
+    for ob in kill_suite(profile, "s2", pattern, allowed):
+        reached: set[str] = set()
+        with _calls_recorded(reached):
             registry.run_obligation(ob, profile, seed)
-    return reached
+        out[ob.id] = reached
+    return out
+
+
+def reached_functions(profile: str, seed: int, pattern: str | None = None) -> set[str]:
+    """Every impl function the kill suite executes (the union of reach_map)."""
+    return set().union(*reach_map(profile, seed, pattern).values())
+
+
+def checks_reaching(function: str, reach: dict[str, set[str]]) -> set[str]:
+    """The checks that execute `function` ("module:qualname")."""
+    return {check for check, fns in reach.items() if function in fns}
 
 
 @contextlib.contextmanager
@@ -121,11 +139,15 @@ def _broken(r: Result) -> list[str]:
 
 def run_target(kind: str, target_id: str, profile: str, seed: int,
                pattern: str | None = None, stop_first: bool = True,
-               allowed: set[str] | None = None, reached: set[str] | None = None) -> Outcome:
+               allowed: set[str] | None = None,
+               reach: dict[str, set[str]] | None = None) -> Outcome:
     """Plant one target and run the kill suite against it (in this process).
 
-    A mutant of a function no check executed on the baseline (`reached`) is "unreached" at once:
-    no check can kill it, and the report says so instead of spending the whole suite on it."""
+    With `reach` (see reach_map) a mutant meets only the checks that execute its function; one
+    that no check executes is "unreached" at once: no check can kill it, and the report says so
+    instead of spending the whole suite on it. A mutant is killed by the first check that notices
+    it (caught, crashed or hung); a corpus bug needs a counterexample, so a crash does not stop
+    the search for one."""
     from . import corpus, mutate
     if kind == "corpus":
         bug = {b.id: b for b in corpus.all_bugs()}[target_id]
@@ -138,8 +160,10 @@ def run_target(kind: str, target_id: str, profile: str, seed: int,
         plant = lambda: mutate.applied(m)      # noqa: E731
         area = "mmu" if m.module.startswith("impl.mmu") else "lg" if ".lguest" in m.module else "s2"
         expected = []
-        if reached is not None and f"{m.module.removeprefix('impl.')}:{m.qualname}" not in reached:
-            return Outcome(target_id, kind, "unreached", detail="no check executes this function")
+        if reach is not None:
+            allowed = narrowed(target_id, allowed, reach)
+            if not allowed:
+                return Outcome(target_id, kind, "unreached", detail="no check executes this function")
     out = Outcome(target_id, kind, "survived", expected=expected)
     suite = kill_suite(profile, area, pattern, allowed)
     t0 = time.monotonic()
@@ -158,13 +182,24 @@ def run_target(kind: str, target_id: str, profile: str, seed: int,
                         out.counterexample = r.counterexample
                         if expected:
                             out.expected_hit = bool(set(out.invariants) & set(expected))
-                    if stop_first and noticed == "caught":
+                    if stop_first and (noticed == "caught" or kind == "mutant"):
                         break
     except Exception as exc:    # planting itself failed: the target is broken, not the checks
         out.status, out.detail = "error", f"could not plant {target_id}: {exc!r}"
     if out.status == "survived":
         out.seconds = time.monotonic() - t0
     return out
+
+
+def function_of(mutant_id: str) -> str:
+    """ "module:qualname" of a mutant id ("module:qualname:opN"), as reach_map names functions."""
+    return mutant_id.rsplit(":", 1)[0]
+
+
+def narrowed(mutant_id: str, allowed: set[str] | None, reach: dict[str, set[str]]) -> set[str]:
+    """The checks that may kill this mutant: those that execute its function (and are allowed)."""
+    mine = checks_reaching(function_of(mutant_id), reach)
+    return mine if allowed is None else mine & allowed
 
 
 def _classify(r: Result) -> str | None:
@@ -183,29 +218,40 @@ def _module_of(mutant_id: str) -> str:
 
 
 def _worker(args) -> dict:
-    kind, target, profile, seed, pattern, allowed, reached = args
-    return asdict(run_target(kind, target, profile, seed, pattern, allowed=allowed,
-                             reached=reached))
+    kind, target, profile, seed, pattern, allowed = args
+    return asdict(run_target(kind, target, profile, seed, pattern, allowed=allowed))
 
 
 def run_many(targets: list[tuple[str, str]], profile: str, seed: int, jobs: int = 1,
              pattern: str | None = None, allowed: set[str] | None = None,
-             reached: set[str] | None = None, on_done: Callable[[Outcome, int, int], None] | None = None) -> list[Outcome]:
-    """Run every (kind, id) target; with jobs > 1 in fresh worker processes, one target each."""
+             reach: dict[str, set[str]] | None = None,
+             on_done: Callable[[Outcome, int, int], None] | None = None) -> list[Outcome]:
+    """Run every (kind, id) target; with jobs > 1 in fresh worker processes, one target each.
+    With `reach`, each mutant's checks are narrowed here (unreached ones need no worker)."""
     outcomes: dict[int, Outcome] = {}
     n = len(targets)
+    work: list[tuple[int, str, str, set[str] | None]] = []
+    for i, (kind, target) in enumerate(targets):
+        mine = allowed
+        if kind == "mutant" and reach is not None:
+            mine = narrowed(target, allowed, reach)
+            if not mine:
+                outcomes[i] = Outcome(target, kind, "unreached",
+                                      detail="no check executes this function")
+                if on_done:
+                    on_done(outcomes[i], len(outcomes), n)
+                continue
+        work.append((i, kind, target, mine))
     if jobs <= 1:
-        for i, (kind, target) in enumerate(targets):
-            outcomes[i] = run_target(kind, target, profile, seed, pattern, allowed=allowed,
-                                     reached=reached)
+        for i, kind, target, mine in work:
+            outcomes[i] = run_target(kind, target, profile, seed, pattern, allowed=mine)
             if on_done:
                 on_done(outcomes[i], len(outcomes), n)
     else:
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_worker, (kind, target, profile, seed, pattern, allowed,
-                                             reached)): i
-                       for i, (kind, target) in enumerate(targets)}
+            futures = {pool.submit(_worker, (kind, target, profile, seed, pattern, mine)): i
+                       for i, kind, target, mine in work}
             for fut in cf.as_completed(futures):
                 i = futures[fut]
                 kind, target = targets[i]

@@ -109,14 +109,26 @@ def test_ci_sample_of_mutants_is_killed(allowed):
 
 def test_mutant_of_a_function_no_check_runs_is_unreached_not_survived():
     m = next(m for m in mutate.enumerate_mutants(["impl.pte"]) if m.qualname == "kvm_pte_to_phys")
+    reach = {"s2.errorpaths": {"pte:kvm_pte_table"}}     # as if nothing ran kvm_pte_to_phys
     out = mutants.run_target("mutant", m.id, "quick", 0, FAST, allowed={"s2.errorpaths"},
-                             reached={"pte:kvm_pte_table"})    # as if nothing ran kvm_pte_to_phys
+                             reach=reach)
     assert out.status == "unreached" and not out.killed and out.checks_run == 0
+    outs = mutants.run_many([("mutant", m.id)], "quick", 0, pattern=FAST,
+                            allowed={"s2.errorpaths"}, reach=reach)
+    assert outs[0].status == "unreached"
 
 
-def test_reached_functions_records_what_the_checks_execute():
-    reached = mutants.reached_functions("quick", 0, "s2.errorpaths")
-    assert "walker:__kvm_pgtable_visit" in reached
-    assert "stage2_map:stage2_map_walker_try_leaf" in reached
-    assert "stage2_walkers:kvm_pgtable_stage2_unmap" in reached      # nested cb counts here too
-    assert "hyp:HypPgtable.map" not in reached                       # errorpaths is stage 2 only
+def test_reach_map_records_what_each_check_executes():
+    reach = mutants.reach_map("quick", 0, "s2.errorpaths,s2.z3.descriptor-oa,s2.z3.owner")
+    errorpaths = reach["s2.errorpaths"]
+    assert "walker:__kvm_pgtable_visit" in errorpaths
+    assert "stage2_map:stage2_map_walker_try_leaf" in errorpaths
+    assert "stage2_walkers:kvm_pgtable_stage2_unmap" in errorpaths   # nested cb counts here too
+    assert "hyp:HypPgtable.map" not in errorpaths                    # errorpaths is stage 2 only
+    z3_only = {c for c in reach if c.startswith("s2.z3.")}
+    assert z3_only and all("walker:__kvm_pgtable_visit" not in reach[c] for c in z3_only)
+    # a walker mutant meets only the checks that walk; they still kill it
+    m = _advance_mutant()
+    assert mutants.narrowed(m.id, None, reach) == {"s2.errorpaths"}
+    out = mutants.run_target("mutant", m.id, "quick", 0, None, reach=reach)
+    assert out.killed and out.check == "s2.errorpaths" and out.checks_run == 1
