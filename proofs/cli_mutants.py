@@ -48,6 +48,8 @@ def add_parser(sub) -> None:
     m.add_argument("--checks", metavar="PATTERN",
                    help="run only these obligations against each target (as verify --only)")
     m.add_argument("--profile", default="default", choices=("quick", "default", "deep"))
+    m.add_argument("--escalate", metavar="PROFILE", choices=("default", "deep"),
+                   help="(--systematic) run the survivors of --profile again under this profile")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--jobs", type=int, default=1, help="worker processes, one target each")
     m.add_argument("--json", metavar="FILE", help="write every outcome as JSON")
@@ -93,21 +95,23 @@ def cmd_mutants(args, console: Console) -> int:
             what += f"  [{o.check} {','.join(o.invariants)} {o.seconds:.1f}s]"
         console.print(f"[{k}/{n}] {what}", markup=False, highlight=False)
 
-    allowed, base = mutants.baseline(args.profile, args.seed, args.checks)
-    reach = mutants.reach_map(args.profile, args.seed, args.checks, allowed) \
-        if args.systematic else None
-    for r in base:
-        if r.status not in ("passed", "proved"):
-            console.print(f"baseline: {r.id} is {r.status} on the unmutated impl; it is left out "
-                          f"({r.detail[:100]})", markup=False, highlight=False)
-    if not allowed:
-        print("ptspec mutants: no check passes on the unmutated impl; nothing can be measured")
+    outcomes, base = _run(targets, args.profile, args, console, done)
+    if outcomes is None:
         return 2
-    outcomes = mutants.run_many(targets, args.profile, args.seed, args.jobs, pattern=args.checks,
-                                allowed=allowed, reach=reach, on_done=done)
+    if args.systematic and args.escalate:
+        # unreached too: a bigger budget may reach a function (a longer sequence, more examples)
+        again = [i for i, o in enumerate(outcomes) if o.status in ("survived", "unreached")]
+        console.print(f"escalating {len(again)} survivor(s) of the {args.profile} profile to "
+                      f"{args.escalate}", highlight=False)
+        if again:
+            more, _ = _run([targets[i] for i in again], args.escalate, args, console, done)
+            if more is None:
+                return 2
+            for i, o in zip(again, more):
+                outcomes[i] = o
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "profile": args.profile, "seed": args.seed,
+            "profile": args.profile, "escalate": args.escalate, "seed": args.seed,
             "mode": "systematic" if args.systematic else "corpus",
             "baseline": {r.id: r.status for r in base},
             "outcomes": [mutants.asdict(o) for o in outcomes],
@@ -115,6 +119,22 @@ def cmd_mutants(args, console: Console) -> int:
     if args.systematic:
         return _systematic_report(outcomes, console)
     return _corpus_report(outcomes, console)
+
+
+def _run(targets, profile: str, args, console: Console, done):
+    """Baseline, reach map (systematic) and the run of every target under one profile."""
+    allowed, base = mutants.baseline(profile, args.seed, args.checks)
+    for r in base:
+        if r.status not in ("passed", "proved"):
+            console.print(f"baseline: {r.id} is {r.status} on the unmutated impl ({profile}); it is "
+                          f"left out ({r.detail[:100]})", markup=False, highlight=False)
+    if not allowed:
+        print("ptspec mutants: no check passes on the unmutated impl; nothing can be measured")
+        return None, base
+    reach = mutants.reach_map(profile, args.seed, args.checks, allowed) \
+        if args.systematic else None
+    return mutants.run_many(targets, profile, args.seed, args.jobs, pattern=args.checks,
+                            allowed=allowed, reach=reach, on_done=done), base
 
 
 def _corpus_report(outcomes, console: Console) -> int:

@@ -49,6 +49,7 @@ class Outcome:
     checks_run: int = 0
     detail: str = ""
     counterexample: dict | None = None
+    profile: str = ""            # the budget profile of the checks that judged it
 
     @property
     def killed(self) -> bool:
@@ -164,7 +165,7 @@ def run_target(kind: str, target_id: str, profile: str, seed: int,
             allowed = narrowed(target_id, allowed, reach)
             if not allowed:
                 return Outcome(target_id, kind, "unreached", detail="no check executes this function")
-    out = Outcome(target_id, kind, "survived", expected=expected)
+    out = Outcome(target_id, kind, "survived", expected=expected, profile=profile)
     suite = kill_suite(profile, area, pattern, allowed)
     t0 = time.monotonic()
     try:

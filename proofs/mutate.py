@@ -246,8 +246,8 @@ def _compile(m: Mutant):
     """The mutated function object, compiled in its module's namespace (decorators applied)."""
     mod = importlib.import_module(m.module)
     fn = _mutated_def(m)
-    fn.decorator_list = [d for d in fn.decorator_list
-                         if not (isinstance(d, ast.Name) and d.id in ("classmethod", "staticmethod"))]
+    fn.decorator_list = [d for d in fn.decorator_list if not (
+        isinstance(d, ast.Name) and d.id in ("classmethod", "staticmethod", "property"))]
     wrapper = ast.Module(body=[fn], type_ignores=[])
     code = compile(wrapper, f"<mutant {m.id}>", "exec")
     namespace: dict = {}
@@ -267,8 +267,8 @@ def applied(m: Mutant):
         new = classmethod(new)
     elif isinstance(raw, staticmethod):
         new = staticmethod(new)
-    elif isinstance(raw, property):
-        raise LookupError(f"{m.id}: properties are not mutated")
+    elif isinstance(raw, property):     # the getter was mutated (setters are plain methods here)
+        new = property(new, raw.fset, raw.fdel, raw.__doc__)
     orig = raw.__func__ if isinstance(raw, (classmethod, staticmethod)) else raw
     saved = []
     try:

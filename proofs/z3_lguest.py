@@ -24,7 +24,7 @@ from __future__ import annotations
 import z3
 
 from impl.lguest import shadow
-from impl.lguest.x86 import FORMATS, PAGE_SIZE, _PAGE_GLOBAL
+from impl.lguest.x86 import FORMATS, PAGE_SIZE, _PAGE_GLOBAL, X86Format
 
 from .z3_bv import as_bv, sym
 from .z3_stage2 import combine
@@ -94,7 +94,7 @@ def lemma_gpte(rlimit, timeout_ms, deadline=None):
     entry kills the guest."""
     def cases():
         for name in FORMAT_NAMES:
-            fmt = FORMATS[name]
+            fmt = X86Format(name)
             inputs: dict = {}
             pfn_limit, mem_base, host_pfn, assume = _guest_inputs(fmt, inputs)
             gpte = sym("gpte", fmt.entry_bytes * 8, inputs)
@@ -127,7 +127,7 @@ def lemma_table_addr(rlimit, timeout_ms, deadline=None):
     check_gpmd(gpmd) => gpte_addr(gpmd, vaddr) inside guest memory."""
     def cases():
         for name in FORMAT_NAMES:
-            fmt = FORMATS[name]
+            fmt = X86Format(name)
             for level in (("pgd", "pmd") if fmt.pae else ("pgd",)):
                 inputs: dict = {}
                 pfn_limit, mem_base, host_pfn, assume = _guest_inputs(fmt, inputs)
@@ -157,7 +157,7 @@ def lemma_index(rlimit, timeout_ms, deadline=None):
     PTRS_PER_PGD, PTRS_PER_PMD and PTRS_PER_PTE."""
     def cases():
         for name in FORMAT_NAMES:
-            fmt = FORMATS[name]
+            fmt = X86Format(name)
             inputs: dict = {}
             idx, vaddr = sym("idx", 32, inputs), sym("vaddr", 32, inputs)
 

@@ -21,7 +21,7 @@ import random
 from .host import Host
 from .pgdirs import PgdirOps
 from .shadow import ShadowOps
-from .x86 import FORMATS, PAGE_SHIFT, PAGE_SIZE
+from .x86 import FORMATS, PAGE_SHIFT, PAGE_SIZE, X86Format
 
 VARIANTS = ("corrected", "seed-as-written")
 # Places where the seed's code breaks the spec (docs/lguest.md has each counterexample); the
@@ -77,7 +77,7 @@ class Lguest(ShadowOps, PgdirOps):
             raise ValueError(f"fmt must be one of {sorted(FORMATS)}, not {fmt!r}")
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
-        self.fmt = FORMATS[fmt]
+        self.fmt = X86Format(fmt)     # per guest (a handful of attributes): no import-time state
         if switcher_addr is None:
             switcher_addr = 0xFFE0_0000 if self.fmt.pae else 0xFFC0_0000
         _u("switcher_addr", switcher_addr)
