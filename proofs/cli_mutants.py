@@ -8,7 +8,7 @@ Corpus mode prints one row per historical bug (upstream fix, caught or not, the 
 caught it, the invariants its counterexample broke, time to catch) and then each counterexample;
 it exits 1 if a bug survives. Systematic mode plants every mechanical mutant of the selected impl
 modules (proofs.mutate), prints the mutation score per module and every survivor, and exits 1 if a
-survivor is not explained in proofs/survivors.toml (an equivalent mutant, with the reason).
+survivor is not explained in proofs/survivors/*.toml (an equivalent mutant, with the reason).
 """
 
 from __future__ import annotations
@@ -24,15 +24,21 @@ from rich.table import Table
 
 from . import corpus, mutants, mutate
 
-SURVIVORS_FILE = Path(__file__).with_name("survivors.toml")
+SURVIVORS_DIR = Path(__file__).with_name("survivors")
 
 
 def explained_survivors() -> dict[str, str]:
-    """mutant id -> why it is equivalent (or why no check can tell), from proofs/survivors.toml."""
-    if not SURVIVORS_FILE.exists():
-        return {}
-    data = tomllib.loads(SURVIVORS_FILE.read_text())
-    return {k: v["why"] for k, v in data.items()}
+    """mutant id -> why it is equivalent (or why no check can tell it apart), from the files of
+    proofs/survivors/ (one per area). An id explained twice is an error: one reason each."""
+    out: dict[str, str] = {}
+    for f in sorted(SURVIVORS_DIR.glob("*.toml")):
+        for k, v in tomllib.loads(f.read_text()).items():
+            if k in out:
+                raise ValueError(f"{f.name}: {k} is explained twice")
+            if not str(v.get("why", "")).strip():
+                raise ValueError(f"{f.name}: {k} has no reason ('why')")
+            out[k] = v["why"]
+    return out
 
 
 def add_parser(sub) -> None:
@@ -100,7 +106,8 @@ def cmd_mutants(args, console: Console) -> int:
         return 2
     if args.systematic and args.escalate:
         # unreached too: a bigger budget may reach a function (a longer sequence, more examples)
-        again = [i for i, o in enumerate(outcomes) if o.status in ("survived", "unreached")]
+        again = [i for i, o in enumerate(outcomes)
+                 if o.status in ("survived", "unreached", "inconclusive")]
         console.print(f"escalating {len(again)} survivor(s) of the {args.profile} profile to "
                       f"{args.escalate}", highlight=False)
         if again:
@@ -171,16 +178,17 @@ def _corpus_report(outcomes, console: Console) -> int:
 
 def _systematic_report(outcomes, console: Console) -> int:
     t = Table(title="mutation score per impl module")
-    for col in ("module", "mutants", "killed", "survived", "unreached", "error", "score"):
+    for col in ("module", "mutants", "killed", "survived", "unreached", "inconclusive", "error",
+                "score"):
         t.add_column(col)
     table = mutants.score(outcomes)
     for module, row in sorted(table.items()):
         t.add_row(module, str(row["total"]), str(row["killed"]), str(row["survived"]),
-                  str(row["unreached"]), str(row["error"]),
+                  str(row["unreached"]), str(row["inconclusive"]), str(row["error"]),
                   f"{100 * row['killed'] / max(row['total'], 1):.1f}%")
-    sums = {k: sum(r[k] for r in table.values()) for k in ("total", "killed", "survived",
-                                                            "unreached", "error")}
-    t.add_row("all", *(str(sums[k]) for k in ("total", "killed", "survived", "unreached", "error")),
+    cols = ("total", "killed", "survived", "unreached", "inconclusive", "error")
+    sums = {k: sum(r[k] for r in table.values()) for k in cols}
+    t.add_row("all", *(str(sums[k]) for k in cols),
               f"{100 * sums['killed'] / max(sums['total'], 1):.1f}%")
     console.print(t)
     explained = explained_survivors()

@@ -10,7 +10,9 @@ refutes. The outcome of a target is:
 * ``crashed``  a check ended in error (impl raised): the checks noticed, but without a verdict;
 * ``hung``     a check had to be stopped after its deadline (impl looped): noticed, no verdict;
 * ``survived`` every check passed (or was unknown for other reasons): the checkers missed it;
-* ``unreached`` (mutants) no check executes the mutated function at all (dead code, or a gap).
+* ``unreached`` (mutants) no check executes the mutated function at all (dead code, or a gap);
+* ``inconclusive`` (mutants) a check was stopped at its deadline, but the unmutated impl does not
+  finish that check in time either (now, on this machine): neither a kill nor a survivor.
 
 For the corpus every bug must be caught; crashed or hung counts as missed there (a real bug needs a
 counterexample). For mechanical mutants, caught, crashed and hung all kill the mutant, as usual in
@@ -87,19 +89,44 @@ def reach_map(profile: str, seed: int, pattern: str | None = None,
     the checks are deterministic (fixed seeds), so their run is the same step for step. Running
     only the checks that reach the mutated function is what makes a full run affordable: a
     survivor costs the checks that could kill it, not the whole suite. A separate pass: the call
-    recorder slows the checks down, so its results are not used as the baseline."""
+    recorder slows the checks down, so its results are not used as the baseline.
+
+    A check that does not pass under the recorder (it ran out of time: recording slows it down)
+    recorded only part of what it executes; it is taken to reach every function (EVERYTHING), so
+    narrowing never drops a check that might kill."""
     out: dict[str, set[str]] = {}
     for ob in kill_suite(profile, "s2", pattern, allowed):
         reached: set[str] = set()
         with _calls_recorded(reached):
-            registry.run_obligation(ob, profile, seed)
-        out[ob.id] = reached
+            r = registry.run_obligation(ob, profile, seed, slack=RECORDING_SLACK)
+        out[ob.id] = reached if r.status in registry.PASSING else EVERYTHING
     return out
+
+
+RECORDING_SLACK = 10.0     # the recorder makes checks a few times slower; their budget grows so
+TARGET_SLACK = 3.0         # a planted target's checks get 3x their budget before "hung": only a loop
+                           # (or a target that makes a check far slower) gets there
+
+
+class _Everything(frozenset):
+    """The reach of a check whose recording is incomplete: contains every function."""
+
+    def __contains__(self, item) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return "EVERYTHING"
+
+
+EVERYTHING = _Everything()
 
 
 def reached_functions(profile: str, seed: int, pattern: str | None = None) -> set[str]:
     """Every impl function the kill suite executes (the union of reach_map)."""
-    return set().union(*reach_map(profile, seed, pattern).values())
+    reach = reach_map(profile, seed, pattern)
+    if any(fns is EVERYTHING for fns in reach.values()):
+        return EVERYTHING
+    return set().union(*reach.values())
 
 
 def checks_reaching(function: str, reach: dict[str, set[str]]) -> set[str]:
@@ -171,7 +198,7 @@ def run_target(kind: str, target_id: str, profile: str, seed: int,
     try:
         with plant():
             for ob in suite:
-                r = registry.run_obligation(ob, profile, seed)
+                r = registry.run_obligation(ob, profile, seed, slack=TARGET_SLACK)
                 out.checks_run += 1
                 noticed = _classify(r)
                 if noticed and (out.status == "survived" or noticed == "caught"):
@@ -187,6 +214,14 @@ def run_target(kind: str, target_id: str, profile: str, seed: int,
                         break
     except Exception as exc:    # planting itself failed: the target is broken, not the checks
         out.status, out.detail = "error", f"could not plant {target_id}: {exc!r}"
+    if out.status == "hung" and kind == "mutant":
+        # a slow machine must not kill mutants: the same check, unmutated, must finish in time now
+        ob = next(o for o in suite if o.id == out.check)
+        again = registry.run_obligation(ob, profile, seed, slack=TARGET_SLACK)
+        if again.status not in registry.PASSING:
+            out.status = "inconclusive"
+            out.detail = (f"{ob.id} was stopped at its deadline, and on the unmutated impl it is "
+                          f"'{again.status}' now too (a loaded machine?): {again.detail[:200]}")
     if out.status == "survived":
         out.seconds = time.monotonic() - t0
     return out
@@ -272,11 +307,12 @@ def score(outcomes: list[Outcome]) -> dict[str, dict[str, int]]:
         if o.kind != "mutant":
             continue
         row = table.setdefault(_module_of(o.target), {"total": 0, "killed": 0, "survived": 0,
-                                                      "unreached": 0, "error": 0})
+                                                      "unreached": 0, "error": 0,
+                                                      "inconclusive": 0})
         row["total"] += 1
         if o.killed:
             row["killed"] += 1
-        elif o.status in ("error", "unreached"):
+        elif o.status in ("error", "unreached", "inconclusive"):
             row[o.status] += 1
         else:
             row["survived"] += 1

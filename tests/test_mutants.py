@@ -132,3 +132,48 @@ def test_reach_map_records_what_each_check_executes():
     assert mutants.narrowed(m.id, None, reach) == {"s2.errorpaths"}
     out = mutants.run_target("mutant", m.id, "quick", 0, None, reach=reach)
     assert out.killed and out.check == "s2.errorpaths" and out.checks_run == 1
+
+
+def test_every_explained_survivor_is_a_current_mutant():
+    """proofs/survivors/*.toml must not go stale: each id names a mutant the mutator still makes."""
+    from proofs.cli_mutants import explained_survivors
+    explained = explained_survivors()
+    modules = sorted({f"impl.{k.split(':', 1)[0]}" for k in explained})
+    ids = {m.id for m in mutate.enumerate_mutants(modules)}
+    assert explained and not set(explained) - ids, sorted(set(explained) - ids)
+
+
+def test_a_check_that_does_not_pass_under_the_recorder_reaches_everything(monkeypatch):
+    """Recording slows checks; one stopped at its deadline recorded only part of its run, so it
+    must stay in every mutant's suite (narrowing may never drop a check that could kill)."""
+    from proofs import registry
+    real = registry.run_obligation
+
+    def late(ob, profile, seed, *a, **k):
+        r = real(ob, profile, seed, *a, **k)
+        return registry.Result("unknown", "stopped: (simulated)") if ob.id == "s2.pool" else r
+    monkeypatch.setattr(registry, "run_obligation", late)
+    reach = mutants.reach_map("quick", 0, "s2.pool,s2.geometry.all")
+    assert reach["s2.pool"] is mutants.EVERYTHING
+    assert "walker:__kvm_pgtable_visit" not in reach["s2.geometry.all"]
+    assert mutants.narrowed(_advance_mutant().id, None, reach) == {"s2.pool"}
+
+
+def test_a_deadline_is_a_kill_only_if_the_unmutated_impl_meets_it(monkeypatch):
+    """On a loaded machine every check may run out of time: "hung" needs the unmutated check to
+    finish in time right after; otherwise the mutant is inconclusive, neither killed nor survived."""
+    from proofs import registry
+    real = registry.run_obligation
+    m = _advance_mutant()
+    stopped = registry.Result("unknown", "stopped: (simulated deadline)")
+    monkeypatch.setattr(registry, "run_obligation", lambda *a, **k: stopped)
+    out = mutants.run_target("mutant", m.id, "quick", 0, None, allowed={"s2.errorpaths"})
+    assert out.status == "inconclusive" and not out.killed
+    calls = []
+
+    def slow_only_when_mutated(ob, profile, seed, *a, **k):
+        calls.append(ob.id)
+        return stopped if len(calls) == 1 else real(ob, profile, seed, *a, **k)
+    monkeypatch.setattr(registry, "run_obligation", slow_only_when_mutated)
+    out = mutants.run_target("mutant", m.id, "quick", 0, None, allowed={"s2.errorpaths"})
+    assert out.status == "hung" and out.killed and calls == ["s2.errorpaths"] * 2
