@@ -10,7 +10,7 @@ written from the architecture independently of impl.geometry.
 from __future__ import annotations
 
 import spec.geometry as SG
-from impl.geometry import Granule, all_stage2_geometries, arm64_hw_pgtable_levels
+import impl.geometry as IG     # through the module: a function swapped into impl is what runs
 
 from .registry import Result, obligation
 
@@ -18,13 +18,13 @@ from .registry import Result, obligation
 def mismatches():
     """Yields (configuration, what differs) for every disagreement; nothing when all agree."""
     count = 0
-    listed = {(g.gran.page_shift, g.ia_bits) for g in all_stage2_geometries()}
+    listed = {(g.gran.page_shift, g.ia_bits) for g in IG.all_stage2_geometries()}
     wanted = {(ps, ia) for ps, (lo, hi) in SG.IPA_RANGE.items() for ia in range(lo, hi + 1)}
     for ps, ia in sorted(wanted ^ listed):
         yield (f"{1 << (ps - 10)}K / {ia}-bit IPA",
                "the architecture allows it but impl does not list it" if (ps, ia) in wanted
                else "impl lists it but the architecture does not allow it")
-    for geom in all_stage2_geometries():
+    for geom in IG.all_stage2_geometries():
         ps, ia = geom.gran.page_shift, geom.ia_bits
         count += 1
         where = f"{1 << (ps - 10)}K / {ia}-bit IPA"
@@ -46,9 +46,9 @@ def mismatches():
             if geom.pgd_page_idx(addr) != addr // span:
                 yield where, f"root page of {addr:#x}: {geom.pgd_page_idx(addr)}, spec {addr // span}"
     for ps in (12, 14, 16):
-        for va in range(36, Granule(ps).pa_bits + 1):
+        for va in range(36, IG.Granule(ps).pa_bits + 1):
             count += 1
-            levels = arm64_hw_pgtable_levels(ps, va)
+            levels = IG.arm64_hw_pgtable_levels(ps, va)
             if 4 - levels != SG.hyp_start_level(va, ps):
                 yield f"hyp {1 << (ps - 10)}K / {va}-bit VA", (
                     f"start level {4 - levels}, spec {SG.hyp_start_level(va, ps)}")
@@ -84,6 +84,7 @@ def constructor_cases():
         ("PagePool(12, 1) at a page-aligned base", lambda: PagePool(12, 1, 0x1000), False),
         ("PagePool(12, 1) at a base off by half a page", lambda: PagePool(12, 1, 0x800), True),
         ("PagePool(16, 1) at a 4K-aligned base", lambda: PagePool(16, 1, 0x1000), True),
+        ("PagePool(12, 1) at a base one byte past a page", lambda: PagePool(12, 1, 0x1001), True),
         ("PagePool(12, 0)", lambda: PagePool(12, 0), True),
         ("memcache of capacity 0", lambda: KvmMmuMemoryCache(PagePool(12, 4), 0), True),
         ("memcache of capacity 1", lambda: KvmMmuMemoryCache(PagePool(12, 4), 1), False),
@@ -99,6 +100,12 @@ def constructor_cases():
         ("KvmPgtable owner field 9:2, id 255", lambda: KvmPgtable(12, 40, owner_field=(9, 2),
                                                                   max_owner_id=255), False),
         ("HypPgtable page_shift 13", lambda: HypPgtable(13, 48), True),
+        ("KvmPgtable owner field 9:9 (one bit), id 1", lambda: KvmPgtable(12, 40, owner_field=(9, 9),
+                                                                          max_owner_id=1), False),
+        ("KvmPgtable owner field 3:2, id 3", lambda: KvmPgtable(12, 40, owner_field=(3, 2),
+                                                                max_owner_id=3), False),
+        ("KvmPgtable owner field 3:2, id 4", lambda: KvmPgtable(12, 40, owner_field=(3, 2),
+                                                                max_owner_id=4), True),
         ("KvmPgtable max_owner_id 0 (no owner but the host)",
          lambda: KvmPgtable(12, 40, max_owner_id=0), False),
     ]
@@ -122,7 +129,7 @@ def constructors(ctx):
     32..48 (52 with 64K) and hyp VA sizes 36..48 (52 with 64K), page sizes 4K/16K/64K, owner fields
     inside 63..2 with ids that fit, known flags and kernel versions, page-aligned arenas, memcache
     capacities; refusal is a ValueError. The documented defaults (4K, 40-bit IPA; 4K, 48-bit hyp
-    VA; owner field 63:56) hold."""
+    VA; owner field 63:56; no FEAT_S2FWB) hold."""
     from impl.hyp import HypPgtable
     from impl.stage2 import KvmPgtable
     bad = []
@@ -141,6 +148,7 @@ def constructors(ctx):
                 "KvmPgtable() IPA bits": (s2.ia_bits, 40),
                 "KvmPgtable() owner field": (s2.owner_field, (63, 56)),
                 "KvmPgtable() cache maintenance": (s2.cmo, True),
+                "KvmPgtable() without FEAT_S2FWB": (s2.has_fwb(), False),
                 "KvmPgtable() continues map past -EAGAIN": (s2.eagain_continues, True),
                 "HypPgtable() page size": (hy.gran.page_size, 4096),
                 "HypPgtable() VA bits": (hy.ia_bits, 48)}

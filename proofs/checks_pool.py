@@ -38,6 +38,13 @@ def cases():
     out.append(("a freed page is reused first", p.alloc_page(), first))
     p.get_page(first)
     out.append(("get_page counts", p.page_count(first), 2))
+    p = PagePool(12, 8, B)
+    p.alloc_page()
+    out.append(("a 2-page run is aligned to 2 pages", p.alloc_pages_exact(2), [B + 0x2000, B + 0x3000]))
+    out.append(("a 1-page run is any free page", p.alloc_pages_exact(1), [B + 0x1000]))
+    p.get_page(B + 0x7000)
+    out.append(("get_page on a page not allocated is an error", (len(p.errors), p.page_count(B + 0x7000)),
+                (1, 0)))
     q = PagePool(12, 2, B)
     q.put_page(B)
     out.append(("a put on a page not allocated is an error", len(q.errors), 1))
@@ -82,7 +89,7 @@ def cases():
 def pool_semantics(ctx):
     """The page allocator and memcache keep the kernel's semantics at their edges: arena
     exhaustion and exact fits, power-of-two aligned runs, lowest page first, counts and errors
-    (puts below zero, double frees), topup/alloc/free of the memcache, fault injection."""
+    (gets and puts on pages not allocated, double frees), topup/alloc/free of the memcache, fault injection."""
     found = cases()
     bad = [f"S2-LEAK {what}: got {got!r}, expected {want!r}" for what, got, want in found
            if got != want]

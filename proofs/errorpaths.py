@@ -11,7 +11,9 @@ Initialising the table with the root allocation failing is checked the same way.
 Bad arguments -- unaligned, beyond the IPA space, size 0, sizes that wrap, owner ids out of range,
 prot values the kernel refuses, and values that are not u64 at all (negative, too large, wrong type,
 which impl refuses with ValueError before touching anything) -- are run on every scenario's
-starting state.
+starting state. The harness judges the refusal itself (C-ARGS): ValueError for exactly the calls
+whose arguments are not u64 values (an owner id: not a u8), a kernel return value for every other
+call.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ BAD_ARGS = [
     ("unmap", dict(addr=G1, size=-1)),
     ("map", dict(addr=G1, size=K4, phys=1 << 64, prot=KVM_PGTABLE_PROT_RW)),
     ("set_owner", dict(addr=G1, size=K4, owner_id=-1)),
+    ("set_owner", dict(addr=G1, size=K4, owner_id=256)),
+    ("map", dict(addr=G1, size=K4, phys=0, prot=True)),
     ("wrprotect", dict(addr="0x40000000", size=K4)),
     ("mkold", dict(addr=None)),
 ]

@@ -25,6 +25,7 @@ ERRNO_NAMES = {-getattr(errno, n): f"-errno.{n}" for n in
 
 # Argument order of each operation, as the kernel functions take them (the step record's table).
 OP_ARGS = spec.step.OP_ARGS
+U64 = (1 << 64) - 1
 
 
 def _source(v) -> str:
@@ -43,6 +44,17 @@ def fmt(v) -> str:
 def _same_tables(a: dict, b: dict) -> bool:
     keys = ("roots", "pages", "refcount", "memcache", "pool_errors")
     return all(a[k] == b[k] for k in keys) and not b["tlb_log"]
+
+
+def kernel_values(op: str, args: dict) -> bool:
+    """Whether every argument of `op` is a value the kernel function can be called with: a u64
+    (not a bool), an owner id a u8. Anything else is Python misuse, refused with ValueError."""
+    for name in OP_ARGS.get(op, ()):
+        v = args.get(name)
+        top = 0xFF if name == "owner_id" else U64
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top:
+            return False
+    return True
 
 
 class Stage2Harness:
@@ -159,7 +171,8 @@ class Stage2Harness:
         self.lines.append(f"pgt.mm_ops.fail_at = {{pgt.mm_ops.nr_allocs + {k}}}")
 
     def step(self, op: str, **args):
-        """Run one operation and check it; returns (ret, violations of this step)."""
+        """Run one operation and check it; returns (ret, violations of this step). A ValueError
+        must come for exactly the calls whose arguments are not kernel values (C-ARGS)."""
         if op != "init":
             self.trace.append(("op", op, dict(args)))
         pre_raw = pre = None
@@ -175,11 +188,15 @@ class Stage2Harness:
             post_raw = self.pgt.snapshot()
             found = [] if _same_tables(pre_raw, post_raw) else [spec.Violation(
                 "C-ARGS", f"{op} raised ValueError ({exc}) but changed the tables", {})]
+            if kernel_values(op, args):
+                found.append(spec.Violation(
+                    "C-ARGS", f"{op} raised ValueError ({exc}) for arguments the kernel takes", {}))
             self._last_raw, self.state = post_raw, self._load(post_raw)
             found += spec.check_state(self.state)
             self.violations.extend(found)
             return None, found
         self.steps += 1
+        misuse_accepted = not kernel_values(op, args)
         no_mc = bool(args.get("no_memcache"))
         args = {k: v for k, v in args.items() if k != "no_memcache"}   # not a kernel argument
         if op == "map":
@@ -200,6 +217,9 @@ class Stage2Harness:
         step = {"op": op, "args": args, "ret": ret, "out": out}
         found = spec.check_state(post) + spec.check_step(pre, step, post)
         found += self._kernel_warnings(op)
+        if misuse_accepted:
+            found.append(spec.Violation("C-ARGS", f"{op} accepted arguments that are not u64 "
+                                                  f"values (returned {ret!r})", {}))
         if op == "init":
             found += self._configuration(post_raw)
         self.state = post

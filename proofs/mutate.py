@@ -16,8 +16,9 @@ method) of an impl module:
 A mutant is identified by (module, function qualname, operator, index): the index-th site of that
 operator in that function, in source order, so the list is deterministic and a mutant can be named
 on the command line. ``applied(mutant)`` compiles the mutated function in its module's namespace and
-swaps it in for the original in every ``impl`` module (and class) that refers to it, restoring all
-of them on exit. The checkers (spec/, proofs/) are never changed.
+swaps it in for the original in every ``impl`` module (and class) that refers to it, and in every
+loaded ``proofs`` module that imported it by name (a checker calling impl must call the mutant),
+restoring all of them on exit. The checkers' own code (spec/, proofs/) is never changed.
 
 Left out: mutations of module-level constants and class bodies other than methods (they are data,
 checked by the z3 lemmas over the encoders), and mutations inside nested functions that are not
@@ -276,8 +277,7 @@ def applied(m: Mutant):
             saved.append((owner, name, raw))
             setattr(owner, name, new)
         else:
-            for modname in impl_modules():
-                other = importlib.import_module(modname)
+            for other in _holders():
                 for attr, value in list(vars(other).items()):
                     if value is orig:
                         saved.append((other, attr, value))
@@ -286,6 +286,15 @@ def applied(m: Mutant):
     finally:
         for obj, attr, value in reversed(saved):
             setattr(obj, attr, value)
+
+
+def _holders() -> list:
+    """Every module that may hold the function by name: all of impl, and the checkers (a check
+    that did `from impl.pte import kvm_pte_to_phys` calls impl; it must call the mutant)."""
+    import sys
+    mods = [importlib.import_module(name) for name in impl_modules()]
+    return mods + [mod for name, mod in list(sys.modules.items())
+                   if mod is not None and (name == "proofs" or name.startswith("proofs."))]
 
 
 def describe(m: Mutant) -> str:

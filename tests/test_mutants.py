@@ -177,3 +177,18 @@ def test_a_deadline_is_a_kill_only_if_the_unmutated_impl_meets_it(monkeypatch):
     monkeypatch.setattr(registry, "run_obligation", slow_only_when_mutated)
     out = mutants.run_target("mutant", m.id, "quick", 0, None, allowed={"s2.errorpaths"})
     assert out.status == "hung" and out.killed and calls == ["s2.errorpaths"] * 2
+
+
+def test_applied_reaches_checkers_that_imported_the_function_by_name():
+    """A check that did `from impl.x import f` calls impl: under a mutant of f it calls the mutant
+    (proofs.z3_stage2 imports all_stage2_geometries by name)."""
+    import impl.geometry
+    import proofs.z3_stage2 as zs
+    orig = impl.geometry.all_stage2_geometries
+    assert zs.all_stage2_geometries is orig
+    m = next(m for m in mutate.enumerate_mutants(["impl.geometry"])
+             if m.qualname == "all_stage2_geometries" and m.what == "`1` -> `0`")
+    with mutate.applied(m) as new:
+        assert zs.all_stage2_geometries is new is impl.geometry.all_stage2_geometries
+        assert len(list(zs.all_stage2_geometries())) != len(list(orig()))
+    assert zs.all_stage2_geometries is orig
