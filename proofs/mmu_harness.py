@@ -23,7 +23,7 @@ from impl.mmu_kvm import Kvm
 from impl import mmu_stage2
 from impl.mmu_state import mmu_raw_state
 from spec.bbm import check_bbm
-from spec.mmu_invariants import check_mmu_state
+from spec.mmu_invariants import check_mmu_state, check_mmu_warnings
 from spec.mmu_state import MmuView
 from spec.mmu_steps import check_mmu_step
 
@@ -78,7 +78,10 @@ class VmHarness:
         return mmu_raw_state(self.kvm, self.guest, drain_log=False)
 
     def _snapshot(self):
-        return MmuView(mmu_raw_state(self.kvm, self.guest))
+        raw = mmu_raw_state(self.kvm, self.guest)
+        view = MmuView(raw)
+        view.warn_violations = check_mmu_warnings(raw)
+        return view
 
     @property
     def ops_source(self) -> str:
@@ -171,9 +174,11 @@ class VmHarness:
         pre = self._view
         post = self._snapshot()
         self._view = post
-        step = {"op": op, "args": args, "ret": ret, "out": out}
+        step = {"op": op, "args": args, "ret": ret, "out": out, "dic": self.kvm.dic}
         found = (spec.check_state(post.s2) + check_mmu_state(post) + check_mmu_step(pre, step, post)
                  + check_bbm(pre.s2, _VmStep(op), post.s2))
+        if post.warn_violations and not pre.warn_violations:
+            found += post.warn_violations
         self.violations.extend(found)
         return ret, found
 

@@ -179,3 +179,27 @@ def check_mmu_state(raw):
     """MS and DIRTY of one raw VM state."""
     view = raw if isinstance(raw, MmuView) else MmuView(raw)
     return check_ms(view) + check_dirty(view)
+
+
+AGE_WARN = "kvm_age_gfn: range of "
+
+
+def check_mmu_warnings(raw: dict):
+    """MMU-WARN: no WARN_ON / VM_BUG_ON of mmu.c or the notifier glue ever fires.
+
+    Statement: the raw state's ``mmu.warnings`` (every WARN the model of mmu.c and of the generic
+    notifier code recorded, cumulative) is empty.
+
+    Why: each of those WARNs asserts something the kernel takes for granted (a fault IPA inside the
+    IPA space, a known vma_shift, change_pte inside an invalidation, notifier ranges of one page or
+    one block, page-aligned unmaps); a WARN that fires is a broken assumption, not a behaviour.
+    Exempt (a finding, the 5.13 kernel reaches it too): kvm_age_gfn's WARN on a range that is
+    neither a page nor a PMD / PUD. clear_flush_young of a THP or hugetlb PMD hands the notifier the
+    whole huge page, and __kvm_handle_hva_range clips it to the memslot, so a memslot that starts or
+    ends inside a huge page gets a shorter range and the WARN fires.
+    Constrains: user_mem_abort, kvm_handle_guest_abort, __unmap_stage2_range, kvm_set_spte_gfn,
+    kvm_mmu_wp_memory_region, the notifier glue.
+    """
+    warns = [w for w in (raw.get("mmu") or {}).get("warnings", [])
+             if not str(w).startswith(AGE_WARN)]
+    return [_v("MMU-WARN", f"WARN fired: {w}") for w in warns[:4]]

@@ -30,6 +30,12 @@ C-MMU-WP         pages whose dirty bits were harvested (and cleared) are not wri
 C-MMU-IOREMAP    a successful ioremap maps every page of the request as device memory at its pa,
                  writable as asked.
 C-MMU-UNMAP-VM   stage2_unmap_vm unmaps every non-PFNMAP part of every slot and keeps PFNMAP parts.
+C-MMU-CMO        (5.13: mmu.c does the cache maintenance, not pgtable.c) a normal-memory leaf an access
+                 or a KSM merge installs at a new address is cleaned to PoC first unless the CPU has
+                 FWB, a leaf an access makes executable has its I-cache invalidated unless the CPU has
+                 DIC; with FWB an access logs no D-cache clean, with DIC no I-cache invalidation; no
+                 step does cache maintenance outside RAM. The step record carries the CPU's ``dic``
+                 (the raw state has ``has_fwb`` only).
 """
 
 import errno
@@ -39,6 +45,7 @@ from .violation import Violation
 
 FAULT_BOUND = 4
 S2AP_W, AF = 1 << 7, 1 << 10
+XN = 1 << 54
 
 
 def _bits(mask, limit=64):
@@ -313,11 +320,84 @@ STEP_CHECKS = {
 }
 
 
+def _covered(ranges, lo, hi):
+    pos = lo
+    for a, b in sorted(ranges):
+        if a <= pos < b:
+            pos = b
+        if pos >= hi:
+            return True
+    return pos >= hi
+
+
+def check_cmo(pre: MmuView, step, post: MmuView):
+    """C-MMU-CMO: the cache maintenance of user_mem_abort / kvm_set_spte_gfn (5.13 mmu.c).
+
+    Statement: over the step's logged events (post.s2.tlb_log), for ``access`` and ``ksm`` steps:
+    every valid normal-memory leaf of post over IPAs pre left unmapped or translated elsewhere is covered by
+    ["dcache", pa, size] events over its whole output range unless the CPU has FWB; for ``access``
+    steps every valid leaf that is executable in post and was not an executable leaf with the same
+    output in pre is covered by ["icache", pa, size] events unless the CPU has DIC (``step["dic"]``);
+    with FWB an access logs no dcache event and with DIC no icache event. For every step, every
+    dcache / icache event lies in RAM (cache maintenance by VA of a page KVM does not own as memory
+    is not what mmu.c does: device pfns are skipped).
+    Exempt, as 5.13 does it: a permission fault whose mapping size differs from the fault granule
+    maps a block over pages already mapped to the same place (after logging was switched off)
+    without a clean (fault_status is FSC_PERM); a leaf whose IPAs pre already translated to the same
+    addresses is therefore not required to be cleaned again.
+    Why: without FWB the guest may see memory through a non-cacheable alias, so dirty lines must
+    reach PoC before the guest gets the page; without DIC the I-cache may hold stale instructions.
+    """
+    out = []
+    events = [tuple(e) for e in post.s2.tlb_log]
+    dc = [(e[1], e[1] + e[2]) for e in events if e[0] == "dcache"]
+    ic = [(e[1], e[1] + e[2]) for e in events if e[0] == "icache"]
+    ram_lo, ram_hi = post.ram[0] << post.ps, post.ram[1] << post.ps
+    for kind, rng in (("dcache", dc), ("icache", ic)):
+        for a, b in rng:
+            if not (ram_lo <= a and b <= ram_hi):
+                out.append(_v("C-MMU-CMO", f"{step['op']}: {kind} maintenance of [{a:#x}, {b:#x}) "
+                                           f"outside RAM"))
+                break
+    op = step["op"]
+    if op not in ("access", "ksm"):
+        return out
+    fwb, dic = post.s2.has_fwb, bool(step.get("dic", False))
+    if op == "access" and fwb and dc:
+        out.append(_v("C-MMU-CMO", f"access: D-cache clean of [{dc[0][0]:#x}, {dc[0][1]:#x}) "
+                                   f"although the CPU has FWB"))
+    if op == "access" and dic and ic:
+        out.append(_v("C-MMU-CMO", f"access: I-cache invalidation of [{ic[0][0]:#x}, "
+                                   f"{ic[0][1]:#x}) although the CPU has DIC"))
+    unchanged = set(pre.leaves())
+    for ipa, size, level, d in post.leaves():
+        if (ipa, size, level, d) in unchanged or post.is_device(d):
+            continue
+        oa = post.oa(d)
+        olds = pre.leaves_in(ipa, ipa + size)
+        fresh = not olds or any(pre.oa(o[3]) + (max(o[0], ipa) - o[0]) != oa + (max(o[0], ipa) - ipa)
+                                for o in olds)
+        if fresh and not fwb and not _covered(dc, oa, oa + size):
+            out.append(_v("C-MMU-CMO", f"{op}: leaf [{ipa:#x}, {ipa + size:#x}) -> {oa:#x} was "
+                                       f"installed without cleaning it to PoC", ipa=ipa))
+            break
+        if op == "access" and not dic and not d & XN:
+            old = pre.leaf_at(ipa)
+            same = old is not None and old[0] == ipa and old[1] == size and \
+                pre.oa(old[3]) == oa and not old[3] & XN
+            if not same and not _covered(ic, oa, oa + size):
+                out.append(_v("C-MMU-CMO", f"access: leaf [{ipa:#x}, {ipa + size:#x}) -> {oa:#x} "
+                                           f"became executable without an I-cache invalidation",
+                              ipa=ipa))
+                break
+    return out
+
+
 def check_mmu_step(pre, step, post):
     """The two-state checks of one step (pre/post raw states or MmuViews)."""
     pre = pre if isinstance(pre, MmuView) else MmuView(pre)
     post = post if isinstance(post, MmuView) else MmuView(post)
     fn = STEP_CHECKS.get(step["op"])
     if fn is None:
-        return _no_new_dirty(pre, post, step["op"])
-    return fn(pre, step, post)
+        return _no_new_dirty(pre, post, step["op"]) + check_cmo(pre, step, post)
+    return fn(pre, step, post) + check_cmo(pre, step, post)
