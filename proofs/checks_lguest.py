@@ -16,7 +16,8 @@ from .registry import Obligation, Result, obligation, register
 
 LG_INVARIANTS = ["LG-SHADOW", "LG-RC", "LG-SWITCHER", "LG-BND"]
 LG_CONTRACTS = ["LG-C-SET-PTE", "LG-C-SET-PGD", "LG-C-SET-PMD", "LG-C-NEW-PGTABLE", "LG-C-FLUSH",
-                "LG-C-CLEAR-ALL", "LG-C-DEMAND", "LG-C-RUN", "LG-C-INIT", "LG-C-FREE", "LG-C-OTHER"]
+                "LG-C-CLEAR-ALL", "LG-C-DEMAND", "LG-C-RUN", "LG-C-INIT", "LG-C-FREE", "LG-C-OTHER",
+                "LG-C-STACK"]
 KERNEL_FUNCTIONS = ["demand_page", "page_writable", "pin_page", "guest_set_pte", "do_set_pte",
                     "guest_set_pgd", "guest_set_pmd", "find_pgdir", "new_pgdir",
                     "guest_new_pagetable", "flush_user_mappings", "guest_pagetable_flush_user",
@@ -71,7 +72,8 @@ def _exhaustive(fmt: str):
                    "GLOBAL, non-present and bad PTEs (also on the pinned stack and the switcher), "
                    "set_pgd of a user entry, of a non-running pgdir's switcher entry and one past "
                    "PTRS_PER_PGD, new_pagetable with each eviction choice, flush, clear_all, "
-                   "guest_pa, running on each host CPU, injected failures, free; states "
+                   "guest_pa (also at the switcher), set_stack of 2 and 3 pages, pin, running "
+                   "on each host CPU, injected failures, free; states "
                    "deduplicated; every transition checked against every invariant and contract.")
     return run
 

@@ -7,7 +7,8 @@ writing good, dirty-less and out-of-memory PTEs and a read-only PGD into its tab
 telling, set_pte with good and hostile PTEs (including on the pinned stack page), set_pgd of a user
 entry, of the switcher's entry in a pgdir that is not running and one past PTRS_PER_PGD,
 new_pagetable for each pgdir (a third one evicting each slot), flush_user, clear_all,
-running on each host CPU, injected allocation and get_user_pages failures, and free. States are
+running on each host CPU, guest_pa, set_stack (2 pages, 3 pages) and pin, injected allocation and
+get_user_pages failures, and free. States are
 identified by their raw state (plus pending injected failures); a state already seen is not
 expanded again. Every transition is checked against every invariant and its contract, so within the
 bound the check is complete, and the first violation found comes with a shortest sequence.
@@ -59,7 +60,9 @@ def alphabet(fmt: str) -> list[tuple[str, dict]]:
         ("set_pgd", dict(gpgdir=A, idx=n_pgd)),
         ("new_pagetable", dict(pgtable=A, _evict=0)), ("new_pagetable", dict(pgtable=B, _evict=0)),
         ("new_pagetable", dict(pgtable=C, _evict=0)), ("new_pagetable", dict(pgtable=C, _evict=1)),
-        ("flush_user", {}), ("clear_all", {}), ("pa", dict(vaddr=k)), ("run", dict(host_cpu=0)), ("run", dict(host_cpu=1)),
+        ("flush_user", {}), ("clear_all", {}), ("pa", dict(vaddr=k)), ("pa", dict(vaddr=sw)),
+        ("set_stack", dict(esp=L.stack_esp, pages=2)), ("set_stack", dict(esp=L.stack_esp, pages=3)),
+        ("pin", dict(vaddr=u + 0x1000)), ("run", dict(host_cpu=0)), ("run", dict(host_cpu=1)),
         ("fail_next_gup", {}), ("fail_next_alloc", {}), ("free", {}),
     ] + ([("set_pmd", dict(pmdp=L.user_pmd[0], idx=0))] if L.pae else [])
 
@@ -105,11 +108,12 @@ def _apply(node: Node, op: str, args: dict):
         lg.forced_random = [args.pop("_evict")]
         pre_lines.append(f"lg.forced_random = [{lg.forced_random[0]}]")
     method, names = OPS[op]
+    pending = {"fail_alloc": lg.host.fail_next_alloc, "fail_gup": lg.host.fail_next_gup}
     ret = getattr(lg, method)(*(args[n] for n in names))
     lg.forced_random = []
     line = f"lg.{method}({', '.join(_fmt(args[n]) for n in names)})" + \
         (f"  # -> {_fmt(ret)}" if ret is not None else "")
-    return lg, {"op": op, "args": args, "ret": ret, "out": {}}, pre_lines + [line], ret
+    return lg, {"op": op, "args": args, "ret": ret, "out": pending}, pre_lines + [line], ret
 
 
 def explore(depth: int, fmt: str = "2level", *, variant: str = "corrected", npgdirs: int = 2,

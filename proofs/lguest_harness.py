@@ -121,6 +121,7 @@ class LguestHarness:
             raise TypeError(f"{op} takes {names}, got {sorted(args)}")
         call = f"lg.{method}({', '.join(_fmt(args[n]) for n in names)})"
         pre, pre_state = self.raw, self.state
+        pending = {"fail_alloc": self.lg.host.fail_next_alloc, "fail_gup": self.lg.host.fail_next_gup}
         self.log.append(("step", op, dict(args)))
         try:
             ret = getattr(self.lg, method)(*(args[n] for n in names))
@@ -143,7 +144,7 @@ class LguestHarness:
             self.state = load_lguest_state(post)
             coherent = self.coherent and post["dead"] is None and not self.in_transaction
             found = lguest_check_state(self.state, coherent=coherent)
-            found += lguest_check_step(pre_state, {"op": op, "args": dict(args), "ret": ret, "out": {}},
+            found += lguest_check_step(pre_state, {"op": op, "args": dict(args), "ret": ret, "out": pending},
                                        self.state)
             self.violations.extend(found)
         return ret

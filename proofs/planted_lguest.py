@@ -217,6 +217,14 @@ def _guest_pa_faults_in(orig):
     return guest_pa
 
 
+def _set_stack_no_pin(orig):
+    def guest_set_stack(self, esp, pages):
+        if pages > 2:
+            return orig(self, esp, pages)
+        self.esp1, self.stack_pages = esp, pages        # recorded, never pinned
+    return guest_set_stack
+
+
 BUGS = {b.id: b for b in [
     Bug("shadow-release", "demand_page/do_set_pte overwrite a present shadow PTE without releasing "
         "its page reference (BUGS.md)", ("LG-RC",),
@@ -260,6 +268,8 @@ BUGS = {b.id: b for b in [
         (("guest_set_pmd", _set_pmd_noop),)),
     Bug("pa-faults-in", "guest_pa maps the page it looks up", ("LG-C-OTHER",),
         (("guest_pa", _guest_pa_faults_in),)),
+    Bug("stack-not-pinned", "guest_set_stack records the stack but does not pin its pages",
+        ("LG-C-STACK",), (("guest_set_stack", _set_stack_no_pin),)),
     Bug("gpgd-flags-unchecked", "check_gpgd ignores the flags of a guest PGD entry (a 4M page, "
         "cache bits)", ("LG-SHADOW",), (("check_gpgd", _gpgd_flags_unchecked),)),
 ]}

@@ -4,16 +4,21 @@ Models: the lguest counterpart of spec/check.py. ``lguest_check_state(raw, coher
 returns the LG-SHADOW, LG-RC, LG-SWITCHER and LG-BND violations of one "lguest-x86" raw state;
 ``lguest_check_step(pre, step, post)`` returns the per-step LG-SHADOW and the operation's contract
 (LG-C-*). ``lguest_explain(id)`` gives the statement behind an id. Leaves out: nothing of the
-invariants; pin/set_stack steps are judged by the invariants and per-step LG-SHADOW only.
+invariants; the contracts are in spec/lguest_contracts.py and spec/lguest_contracts_ops.py.
 """
 
 import inspect
 
-from .lguest_contracts import LG_CONTRACTS, LG_OP_CONTRACT_ID, per_step_shadow
-from .lguest_contracts import _leaves
+from .lguest_contracts import LG_CONTRACTS as _BASE_CONTRACTS
+from .lguest_contracts import LG_OP_CONTRACT_ID as _BASE_IDS
+from .lguest_contracts import _leaves, per_step_shadow
+from .lguest_contracts_ops import OPS_CONTRACT_ID, OPS_CONTRACTS
 from .lguest_invariants import LG_INVARIANTS
 from .lguest_state import LgState, load_lguest_state
 from .state import StateError
+
+LG_CONTRACTS = {**_BASE_CONTRACTS, **OPS_CONTRACTS}
+LG_OP_CONTRACT_ID = {**_BASE_IDS, **OPS_CONTRACT_ID}
 
 LG_IDS = tuple(LG_INVARIANTS) + tuple(sorted(set(LG_OP_CONTRACT_ID.values())))
 

@@ -14,7 +14,7 @@ runs again. Leaves out: timing, the hypercall batching of the real launcher.
 """
 
 from .lguest_invariants import _translations, justify_leaf
-from .lguest_walk import LAYOUTS, PAGE, guest_allows, guest_walk
+from .lguest_walk import LAYOUTS, P, PAGE, guest_allows, guest_walk
 from .violation import Violation
 
 
@@ -42,6 +42,39 @@ def _unchanged(cid, pre_t, post_t, keep, why):
     a, b = pre_t.get(bad[0]), post_t.get(bad[0])
     return [Violation(cid, f"{why}: slot {i} va {va:#x} changed from {a.leaf if a else 0:#x} to "
                       f"{b.leaf if b else 0:#x} ({len(bad)} page(s) changed)", {"slot": i, "va": va})]
+
+
+def failure_pending(step):
+    """Whether an allocation or get_user_pages failure was pending when the step ran (the step's
+    "out" says so as ``fail_alloc``/``fail_gup`` counts; a step record without them is taken as
+    possibly failing). A pending failure is a reason for the host to kill the guest."""
+    out = step.get("out") or {}
+    if "fail_alloc" not in out or "fail_gup" not in out:
+        return True
+    return bool(out["fail_alloc"] or out["fail_gup"])
+
+
+def newly_dead(pre, post):
+    return pre.dead is None and post.dead is not None
+
+
+def stack_vas(st):
+    """The guest kernel stack pages lguest pins (pin_stack_pages): esp1 - 1 - k * PAGE."""
+    esp, pages = st.stack
+    return [((esp - 1 - k * PAGE) & 0xFFFFFFFF) & ~(PAGE - 1) for k in range(pages)]
+
+
+def stack_unpinned(cid, post, post_t, slot, what):
+    """A violation when a stack page is not writable in slot (the guest still alive)."""
+    if post.dead is not None:
+        return []
+    for va in stack_vas(post):
+        sh = post_t.get((slot, va))
+        if sh is None or not sh.rw:
+            return [Violation(cid, f"{what}: the guest's kernel stack page {va:#x} is not writable in "
+                              f"slot {slot} ({hex(sh.leaf) if sh else 'not mapped'})",
+                              {"slot": slot, "va": va})]
+    return []
 
 
 def per_step_shadow(pre, step, post, pre_t, post_t):
@@ -77,7 +110,10 @@ def per_step_shadow(pre, step, post, pre_t, post_t):
 def c_set_pte(pre, step, post, pre_t, post_t):
     """LG-C-SET-PTE: set_pte(gpgdir, vaddr, gpte) touches only vaddr's page: in every pgdir when
     vaddr is at or above the guest's kernel address, else in the pgdir shadowing gpgdir; there
-    the page ends absent or translated as gpte allows. At or above the switcher: the guest dies."""
+    the page ends translated as gpte allows (the old translation never survives), and absent when
+    gpte is not present or has neither ACCESSED nor DIRTY. At or above the switcher: the guest dies;
+    below it the guest may die only for a PTE lguest refuses (PSE, frame at or over pfn_limit) or a
+    failed allocation."""
     a = step["args"]
     page = a["vaddr"] & ~(PAGE - 1)
     if a["vaddr"] >= pre.switcher_addr:
@@ -94,10 +130,23 @@ def c_set_pte(pre, step, post, pre_t, post_t):
         slots = set(hit[:1])
     out = _unchanged("LG-C-SET-PTE", pre_t, post_t, lambda i, va: not (i in slots and va == page),
                      f"set_pte({a['gpgdir']:#x}, {a['vaddr']:#x}) may change only that page")
+    g = a["gpte"]
+    lay = LAYOUTS[pre.pae]
+    bad_gpte = bool(g & 0x80) or lay.frame(g) >= pre.pfn_limit
+    if newly_dead(pre, post) and not bad_gpte and not failure_pending(step):
+        out.append(Violation("LG-C-SET-PTE", f"set_pte({a['gpgdir']:#x}, {a['vaddr']:#x}, {g:#x}) killed "
+                             "the guest, but the PTE is one lguest accepts and no allocation failed",
+                             {"va": page}))
+    installs = bool(g & (0x20 | 0x40)) and bool(g & P)     # do_set_pte: ACCESSED or DIRTY, present
     for i in sorted(slots):
         sh = post_t.get((i, page))
-        before = pre_t.get((i, page))
-        if sh is None or (before is not None and before.leaf == sh.leaf):
+        if sh is None:
+            continue
+        if not installs:
+            out.append(Violation("LG-C-SET-PTE", f"set_pte({a['gpgdir']:#x}, {a['vaddr']:#x}, {g:#x}): "
+                                 f"slot {i} still maps the page ({sh.leaf:#x}), but a PTE that is not "
+                                 "present or has neither ACCESSED nor DIRTY must leave it unmapped",
+                                 {"slot": i, "va": page, "pte": sh.leaf}))
             continue
         why = justify_leaf(post, sh, a["gpte"])
         if why:
@@ -110,7 +159,8 @@ def c_set_pte(pre, step, post, pre_t, post_t):
 def c_set_pgd(pre, step, post, pre_t, post_t):
     """LG-C-SET-PGD: set_pgd(gpgdir, idx) with idx < PTRS_PER_PGD empties PGD entry idx of the pgdir
     shadowing gpgdir (below the switcher) and changes nothing else below the switcher; an idx at or
-    beyond PTRS_PER_PGD kills the guest and changes nothing (LG-BND)."""
+    beyond PTRS_PER_PGD kills the guest and changes nothing (LG-BND); one in bounds kills it only
+    when an allocation fails."""
     a = step["args"]
     lay = LAYOUTS[pre.pae]
     sw = pre.switcher_addr
@@ -125,6 +175,9 @@ def c_set_pgd(pre, step, post, pre_t, post_t):
     hit = [i for i, pd in enumerate(pre.pgdirs) if pd["pgdir"] and pd["gpgdir"] == a["gpgdir"]]
     slot = hit[0] if hit else None
     span = lay.root_span()
+    if newly_dead(pre, post) and not failure_pending(step):
+        return [Violation("LG-C-SET-PGD", f"set_pgd({a['gpgdir']:#x}, {a['idx']}) killed the guest "
+                          "though the index is in bounds and no allocation failed", {})]
     out = _unchanged("LG-C-SET-PGD", pre_t, post_t,
                      lambda i, va: va < sw and not (i == slot and va // span == a["idx"]),
                      f"set_pgd({a['gpgdir']:#x}, {a['idx']}) may change only that PGD entry")
@@ -149,10 +202,18 @@ def _only_stack(cid, post, post_t, slots, limit, what):
 
 def c_clear_all(pre, step, post, pre_t, post_t):
     """LG-C-CLEAR-ALL (and LG-C-SET-PMD, which is a clear_all): no pgdir keeps a translation below
-    the switcher except the guest's kernel stack, re-pinned in the current one."""
+    the switcher except the guest's kernel stack, re-pinned (writable) in the current one; the guest
+    dies only when an allocation fails or its tables forbid writing a stack page."""
     cid = "LG-C-SET-PMD" if step["op"] == "set_pmd" else "LG-C-CLEAR-ALL"
+    if newly_dead(pre, post) and not failure_pending(step):
+        cur = pre.pgdirs[pre.cpu_pgd]["gpgdir"]
+        if all(va < pre.switcher_addr and guest_allows(guest_walk(pre, cur, va, linear=pre.linear_pages),
+                                                       True, False) for va in stack_vas(pre)):
+            return [Violation(cid, f"{step['op']} killed the guest, but no allocation failed and its "
+                              "tables allow re-pinning the stack", {})]
     return _only_stack(cid, post, post_t, range(len(post.pgdirs)), post.switcher_addr,
-                       f"{step['op']} must drop every translation")
+                       f"{step['op']} must drop every translation") + \
+        stack_unpinned(cid, post, post_t, post.cpu_pgd, f"{step['op']} must re-pin the stack")
 
 
 def c_flush(pre, step, post, pre_t, post_t):
@@ -173,7 +234,8 @@ def c_flush(pre, step, post, pre_t, post_t):
 def c_new_pagetable(pre, step, post, pre_t, post_t):
     """LG-C-NEW-PGTABLE: after new_pagetable(pgtable) the current pgdir shadows pgtable and maps the
     switcher; a cached pgdir keeps its translations; a new one keeps none of its user part except the
-    re-pinned stack; other pgdirs are untouched; the first call (leaving the linear map) drops all."""
+    re-pinned stack (pinned, writable, when the slot's page was freshly allocated); other pgdirs
+    are untouched; the first call (leaving the linear map) drops all."""
     pg = step["args"]["pgtable"]
     cur = post.cpu_pgd
     out = []
@@ -195,6 +257,9 @@ def c_new_pagetable(pre, step, post, pre_t, post_t):
     limit = (pre.kernel_address // lay.root_span()) * lay.root_span()
     out += _unchanged("LG-C-NEW-PGTABLE", pre_t, post_t, lambda i, va: i != cur and va < sw,
                       "a new pgdir must leave the other slots alone")
+    if not pre.pgdirs[cur]["pgdir"]:
+        out += stack_unpinned("LG-C-NEW-PGTABLE", post, post_t, cur,
+                              "a freshly allocated pgdir must get the stack pinned")
     return out + _only_stack("LG-C-NEW-PGTABLE", post, post_t, {cur}, limit,
                              "a new pgdir keeps no user translation")
 
@@ -202,17 +267,27 @@ def c_new_pagetable(pre, step, post, pre_t, post_t):
 def c_demand(pre, step, post, pre_t, post_t):
     """LG-C-DEMAND: a guest page fault at vaddr (errcode bit 1 write, bit 2 user) is fixed exactly
     when the guest's own tables allow the access (all levels): then the shadow allows it, to the
-    right frame, and the guest's PTE gains ACCESSED (and DIRTY for a write); otherwise the fault is
-    the guest's (ret False). Only vaddr's page may change."""
+    right frame, and the guest's PTE gains ACCESSED (and DIRTY for a write, only then); otherwise the fault is
+    the guest's (ret False). Only vaddr's page may change. The guest may be killed only when its
+    walk reads an entry outside its memory or one lguest refuses, or an allocation failed; it must
+    be killed when the walk's PGD (or PAE PMD) entry is outside its memory or refused."""
     a = step["args"]
     va, write, user = a["vaddr"], bool(a["errcode"] & 2), bool(a["errcode"] & 4)
     page = va & ~(PAGE - 1)
     cur = pre.cpu_pgd
     out = _unchanged("LG-C-DEMAND", pre_t, post_t, lambda i, v: not (i == cur and v == page),
                      f"a fault at {va:#x} may change only that page")
+    gw = guest_walk(pre, pre.pgdirs[cur]["gpgdir"], va, linear=pre.linear_pages)
+    if newly_dead(pre, post) and not gw.bad and not failure_pending(step):
+        out.append(Violation("LG-C-DEMAND", f"fault at {va:#x} killed the guest, but every entry its "
+                             "walk reads is in guest memory and one lguest accepts, and no allocation "
+                             "failed", {"va": va}))
     if post.dead is not None:
         return out
-    gw = guest_walk(pre, pre.pgdirs[cur]["gpgdir"], va, linear=pre.linear_pages)
+    if va < pre.switcher_addr and not pre.linear_pages and gw.bad and gw.level in ("pgd", "pmd"):
+        out.append(Violation("LG-C-DEMAND", f"fault at {va:#x}: the guest's walk fails at its "
+                             f"{gw.level} entry ({gw.reason}), which must kill the guest", {"va": va}))
+        return out
     allowed = va < pre.switcher_addr and guest_allows(gw, write, user)
     if bool(step["ret"]) != allowed:
         out.append(Violation("LG-C-DEMAND", f"fault at {va:#x} (write={write}, user={user}) returned "
@@ -232,6 +307,9 @@ def c_demand(pre, step, post, pre_t, post_t):
             if g is None or g & want != want:
                 out.append(Violation("LG-C-DEMAND", f"guest PTE at {gw.pte_addr:#x} lacks ACCESSED"
                                      f"{'/DIRTY' if write else ''} after the fault", {"va": va}))
+            elif not write and g & 0x40 and not gw.pte & 0x40:
+                out.append(Violation("LG-C-DEMAND", f"a read fault at {va:#x} marked the guest PTE at "
+                                     f"{gw.pte_addr:#x} DIRTY", {"va": va}))
     return out
 
 
@@ -254,11 +332,30 @@ def c_run(pre, step, post, pre_t, post_t):
 
 
 def c_init(pre, step, post, pre_t, post_t):
-    """LG-C-INIT: init returns 0 with one pgdir in linear mode mapping the switcher, or -ENOMEM with
-    nothing held."""
+    """LG-C-INIT: init returns 0 with the guest alive, one pgdir (shadowing guest pgdir 0) in linear
+    mode mapping the switcher and no table page but the pgdir and those on the switcher pages'
+    walks; or -ENOMEM with nothing held."""
     if step["ret"] == 0:
-        if not post.linear_pages or not post.pgdirs[post.cpu_pgd]["switcher_mapped"]:
-            return [Violation("LG-C-INIT", "init returned 0 without linear mode and the switcher", {})]
+        cur = post.pgdirs[post.cpu_pgd]
+        if not post.linear_pages or not cur["switcher_mapped"] or post.dead is not None:
+            return [Violation("LG-C-INIT", "init returned 0 without linear mode and the switcher, or "
+                              "with the guest dead", {})]
+        if cur["gpgdir"] != 0:
+            return [Violation("LG-C-INIT", f"init's pgdir shadows {cur['gpgdir']:#x}, not guest pgdir 0",
+                              {})]
+        lay = LAYOUTS[post.pae]
+        sw = post.switcher_addr
+        path = {cur["pgdir"]}
+        for k in range(1 + 2 * post.host_cpus):
+            i, j, _ = lay.indices(sw + k * PAGE)
+            top = post.tables.get(cur["pgdir"], {}).get(i, 0)
+            path.add(lay.frame(top) * PAGE)
+            if post.pae:
+                path.add(lay.frame(post.tables.get(lay.frame(top) * PAGE, {}).get(j, 0)) * PAGE)
+        extra = sorted(set(post.tables) - path)
+        if extra:
+            return [Violation("LG-C-INIT", f"init allocated table page {extra[0]:#x}, which is on no "
+                              "switcher page's walk", {})]
         return []
     return c_free(pre, step, post, pre_t, post_t, cid="LG-C-INIT", keep_roots=True)
 

@@ -49,6 +49,8 @@ def justify_leaf(st, sh, gpte):
         return f"shadow is writable but the guest entry {gpte:#x} is not both RW and DIRTY"
     if sh.leaf & US and not gpte & US:
         return f"shadow is user-accessible but the guest entry {gpte:#x} is not"
+    if gpte & lay.nx and not sh.nx:
+        return f"shadow is executable but the guest entry {gpte:#x} is NX"
     return None
 
 
@@ -62,7 +64,7 @@ def lg_shadow(st, coherent=False):
     With ``coherent``: the guest's current tables for that pgdir (or the linear map before the
     guest's first cr3) translate the page present, to the same frame, with permissions never
     narrower than the shadow's (writable only if the guest's entries are RW and its PTE DIRTY; user
-    only if USER at every level).
+    only if USER at every level; executable only if the guest's PTE is not NX, PAE).
 
     Why: the shadow tables are what the CPU uses while the guest runs; a translation outside guest
     memory hands the guest host memory, a wider one breaks the guest's own protection and its
@@ -175,7 +177,8 @@ def lg_switcher(st):
     switcher code page at ``switcher_addr`` present, read-only, kernel-only and executable, and have
     shadow PTE slots for every switcher page (map_switcher_in_guest fills them without allocating).
     In every pgdir, a present translation at or above ``switcher_addr`` is one of: the code page; a
-    host CPU's regs page (writable, kernel-only) or its read-only page at that CPU's two slots; and
+    host CPU's regs page (writable, kernel-only) or its read-only page at that CPU's two slots
+    (neither global, both NX with PAE: __PAGE_KERNEL and __PAGE_KERNEL_RO carry _PAGE_NX); and
     when the pgdir last ran on host CPU c, only c's slots are mapped.
 
     Why: the switcher is the only way back to the host; a guest-controlled mapping over it, or a
@@ -199,7 +202,9 @@ def lg_switcher(st):
         elif k < total:
             c, second = divmod(k - 1, 2)
             want = st.switcher_pages[2 + 2 * c] if second else st.regs_page
-            bad = sh.hpfn != want or sh.leaf & US or sh.leaf & G or bool(sh.leaf & RW) == bool(second)
+            # __PAGE_KERNEL(_RO) & ~_PAGE_GLOBAL: kernel-only, not global, and NX where NX exists
+            bad = (sh.hpfn != want or sh.leaf & US or sh.leaf & G or bool(sh.leaf & RW) == bool(second)
+                   or (st.pae and not sh.nx))
             if bad:
                 out.append(Violation("LG-SWITCHER", f"slot {i}: host CPU {c}'s switcher slot {va:#x} "
                                      f"holds {sh.leaf:#x}, not its {'read-only' if second else 'regs'} "

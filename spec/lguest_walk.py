@@ -77,6 +77,8 @@ class GuestWalk:
     pte_addr: int = -1
     upper_rw: bool = True
     upper_us: bool = True
+    level: str = ""          # where a bad walk failed: "pgd", "pmd" or "pte" (lguest kills at once
+                             # for "pgd"/"pmd"; a bad PTE only once the access checks pass)
 
 
 def guest_walk(st, gpgdir, va, linear=False):
@@ -90,21 +92,22 @@ def guest_walk(st, gpgdir, va, linear=False):
     eb = lay.entry_bytes
     top = st.read_guest(gpgdir + i * eb, eb)
     if top is None:
-        return GuestWalk(False, f"pgd entry address {gpgdir + i * eb:#x} is outside guest memory", bad=True)
+        return GuestWalk(False, f"pgd entry address {gpgdir + i * eb:#x} is outside guest memory", bad=True,
+                         level="pgd")
     if not top & P:
         return GuestWalk(False, f"pgd entry {top:#x} not present")
     allowed = P if st.pae else TABLE_FLAGS
     if lay.flags(top) & ~allowed or lay.frame(top) >= st.pfn_limit:
-        return GuestWalk(False, f"pgd entry {top:#x} breaks lguest's rules", bad=True)
+        return GuestWalk(False, f"pgd entry {top:#x} breaks lguest's rules", bad=True, level="pgd")
     upper = top
     if st.pae:
         mid = st.read_guest(lay.frame(top) * PAGE + j * eb, eb)
         if mid is None:
-            return GuestWalk(False, "pmd entry outside guest memory", bad=True)
+            return GuestWalk(False, "pmd entry outside guest memory", bad=True, level="pmd")
         if not mid & P:
             return GuestWalk(False, f"pmd entry {mid:#x} not present")
         if lay.flags(mid) & ~TABLE_FLAGS or lay.frame(mid) >= st.pfn_limit:
-            return GuestWalk(False, f"pmd entry {mid:#x} breaks lguest's rules", bad=True)
+            return GuestWalk(False, f"pmd entry {mid:#x} breaks lguest's rules", bad=True, level="pmd")
         upper = mid
     pte_addr = lay.frame(upper) * PAGE + k * eb
     pte = st.read_guest(pte_addr, eb)

@@ -24,7 +24,7 @@ EXHAUSTIVE = {
     "set-pgd-keeps": ("2level", 1, ()), "set-pgd-unbounded": ("pae", 1, ()),
     "set-pmd-noop": ("pae", 1, ()), "set-pte-every-slot": ("pae", 1, ()),
     "set-pte-switcher": ("pae", 1, ()), "shadow-release": ("pae", 1, ()),
-    "switcher-rw": ("2level", 1, ()),
+    "switcher-rw": ("2level", 1, ()), "stack-not-pinned": ("pae", 1, ()),
 }
 # bug -> (format, mode): the lock-step machines must catch these too
 LOCKSTEP = {
@@ -112,8 +112,9 @@ def test_obligations_are_registered_and_the_unit_ones_pass():
     found = {o.id for o in registry.all_obligations() if o.id.startswith("lg.")}
     assert found == {"lg.lockstep.2level-coop", "lg.lockstep.2level-hostile", "lg.lockstep.pae-coop",
                      "lg.lockstep.pae-hostile", "lg.exhaustive.2level", "lg.exhaustive.pae",
-                     "lg.seed-as-written", "lg.args"}
-    for oid in ("lg.args", "lg.seed-as-written", "lg.exhaustive.pae"):
+                     "lg.seed-as-written", "lg.args", "lg.units.scenarios", "lg.units.model"}
+    for oid in ("lg.args", "lg.seed-as-written", "lg.exhaustive.pae", "lg.units.scenarios",
+                "lg.units.model"):
         r = registry.run_obligation(registry.get(oid), "quick", 0)
         assert r.status in ("passed", "proved"), (oid, r.detail)
         assert r.examples > 0
