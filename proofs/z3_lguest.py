@@ -24,7 +24,7 @@ from __future__ import annotations
 import z3
 
 from impl.lguest import shadow
-from impl.lguest.x86 import FORMATS, PAGE_SIZE, _PAGE_GLOBAL, X86Format
+from impl.lguest.x86 import PAGE_SIZE, _PAGE_GLOBAL, X86Format
 
 from .z3_bv import as_bv, sym
 from .z3_stage2 import combine
