@@ -253,9 +253,46 @@ def _module_of(mutant_id: str) -> str:
     return f"impl.{mod}"
 
 
+WORKER_MEMORY = 6 << 30      # bytes of address space per worker: a runaway mutant fails, not the host
+
+
+def _limit_memory() -> None:
+    try:
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY, WORKER_MEMORY))
+    except (ImportError, ValueError, OSError):     # not on this platform: run unlimited
+        pass
+
+
+def _run_alone(item, profile, seed, pattern, ctx) -> Outcome:
+    """One target in a pool of its own: the outcome, or an error if its worker dies."""
+    i, kind, target, mine = item
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_limit_memory) as pool:
+        try:
+            return Outcome(**pool.submit(_worker, (kind, target, profile, seed, pattern,
+                                                   mine)).result())
+        except Exception as exc:
+            return Outcome(target, kind, "error", detail=f"worker died: {exc!r}")
+
+
+_RETIRED = [False]
+
+
 def _worker(args) -> dict:
+    if _RETIRED[0]:
+        # after a MemoryError the interpreter is not to be trusted (half-built objects, caches,
+        # no room for a thread): this worker leaves; run_many runs the target in a fresh one
+        import os
+        os._exit(3)
     kind, target, profile, seed, pattern, allowed = args
-    return asdict(run_target(kind, target, profile, seed, pattern, allowed=allowed))
+    try:
+        out = run_target(kind, target, profile, seed, pattern, allowed=allowed)
+    except MemoryError:
+        out = Outcome(target, kind, "crashed", profile=profile,
+                      detail="MemoryError: the target allocated without bound")
+    if "MemoryError" in out.detail:
+        _RETIRED[0] = True
+    return asdict(out)
 
 
 def run_many(targets: list[tuple[str, str]], profile: str, seed: int, jobs: int = 1,
@@ -285,18 +322,41 @@ def run_many(targets: list[tuple[str, str]], profile: str, seed: int, jobs: int 
                 on_done(outcomes[i], len(outcomes), n)
     else:
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(_worker, (kind, target, profile, seed, pattern, mine)): i
-                       for i, kind, target, mine in work}
-            for fut in cf.as_completed(futures):
-                i = futures[fut]
-                kind, target = targets[i]
-                try:
-                    outcomes[i] = Outcome(**fut.result())
-                except Exception as exc:    # a worker that died is an error for its target
-                    outcomes[i] = Outcome(target, kind, "error", detail=f"worker failed: {exc!r}")
+        pending = list(work)
+        while pending:
+            # A mutant may make a worker die (a runaway allocation past WORKER_MEMORY is a
+            # MemoryError, but the OS may still kill it): its target is an error, the pool is
+            # rebuilt and the targets it had not finished are run again.
+            broken = False
+            with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx,
+                                        initializer=_limit_memory) as pool:
+                futures = {pool.submit(_worker, (kind, target, profile, seed, pattern, mine)):
+                           (i, kind, target, mine) for i, kind, target, mine in pending}
+                for fut in cf.as_completed(futures):
+                    i, kind, target, _ = futures[fut]
+                    try:
+                        outcomes[i] = Outcome(**fut.result())
+                    except cf.process.BrokenProcessPool:
+                        broken = True
+                        continue
+                    except MemoryError:         # its answer could not even be sent back
+                        outcomes[i] = Outcome(target, kind, "crashed", profile=profile, detail=(
+                            "MemoryError: the target allocated without bound"))
+                    except Exception as exc:    # a worker that failed is an error for its target
+                        outcomes[i] = Outcome(target, kind, "error", detail=f"worker failed: {exc!r}")
+                    if on_done:
+                        on_done(outcomes[i], len(outcomes), n)
+            left = [w for w in pending if w[0] not in outcomes]
+            if broken and left:
+                # the pool cannot say which target killed it: run them one at a time in turn
+                # until the culprit is found (it is the one whose own single run breaks)
+                first, rest = left[0], left[1:]
+                out = _run_alone(first, profile, seed, pattern, ctx)
+                outcomes[first[0]] = out
                 if on_done:
-                    on_done(outcomes[i], len(outcomes), n)
+                    on_done(out, len(outcomes), n)
+                left = rest
+            pending = left
     return [outcomes[i] for i in range(n)]
 
 

@@ -192,3 +192,23 @@ def test_applied_reaches_checkers_that_imported_the_function_by_name():
         assert zs.all_stage2_geometries is new is impl.geometry.all_stage2_geometries
         assert len(list(zs.all_stage2_geometries())) != len(list(orig()))
     assert zs.all_stage2_geometries is orig
+
+
+def test_a_target_that_exhausts_memory_is_crashed_and_retires_its_worker(monkeypatch):
+    """A mutant that allocates without bound is a kill (crashed); the worker that saw the
+    MemoryError takes no further target (it exits, and run_many rebuilds the pool)."""
+    import os
+
+    def runaway(*a, **k):
+        raise MemoryError()
+
+    def fake_exit(code):
+        raise SystemExit(code)
+    monkeypatch.setattr(mutants, "run_target", runaway)
+    monkeypatch.setattr(mutants, "_RETIRED", [False])
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    out = mutants._worker(("mutant", "walker:x:cmp0", "quick", 0, None, None))
+    assert out["status"] == "crashed" and "MemoryError" in out["detail"]
+    with pytest.raises(SystemExit) as left:
+        mutants._worker(("mutant", "walker:x:cmp1", "quick", 0, None, None))
+    assert left.value.code == 3
