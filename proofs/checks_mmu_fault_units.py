@@ -1,11 +1,31 @@
-"""``mmu.units.fault.*``: one unit obligation per directed case of proofs/mmu_fault_cases.py (the
-5.13 fault path, the notifier glue, the guest/VMM driver), with the invariants and kernel functions
-each one judges."""
+"""``mmu.units.fault.*``: one unit obligation per directed case (the 5.13 fault path in
+proofs/mmu_fault_cases.py, the guest and its TLB in proofs/mmu_tlb_cases.py, the notifier glue and
+the VM-wide operations in proofs/mmu_vm_cases.py), with the invariants and kernel functions each
+one judges."""
 
 from __future__ import annotations
 
-from .mmu_fault_cases import CASES, run_case
+from .mmu_fault_cases import Expect, case_abort, case_huge, case_routing
+from .mmu_tlb_cases import case_guest, case_tlb, case_tlb_model
+from .mmu_vm_cases import case_io, case_notifier, case_stage2, case_unmap_memslot, case_vmm
 from .registry import Result, obligation
+
+CASES = {"routing": case_routing, "huge": case_huge, "abort": case_abort,
+         "notifier": case_notifier, "tlb": case_tlb, "tlb-model": case_tlb_model,
+         "guest": case_guest, "vmm": case_vmm, "stage2": case_stage2, "io": case_io,
+         "unmap-memslot": case_unmap_memslot}
+
+
+def run_case(name):
+    """(number of expectations checked, failures) of one case; an exception is a failure."""
+    e = Expect(name)
+    try:
+        CASES[name](e)
+    except Exception as exc:           # a crash of the impl under these inputs is a finding too
+        import traceback
+        e.failed.append(f"{name}: raised {type(exc).__name__}: {exc}\n"
+                        + "".join(traceback.format_exc().splitlines(True)[-4:]))
+    return e.n, e.failed
 
 INVARIANTS = {"routing": ["C-MMU-ABORT", "MMU-WARN"], "huge": ["MS", "MMU-WARN"],
               "abort": ["C-MMU-FAULT", "C-MMU-CMO", "DIRTY"], "notifier": ["C-MMU-NOTIFIER", "MMU-WARN"],
@@ -31,7 +51,7 @@ def _register(name):
     def check(ctx):
         n, failed = run_case(name)
         if failed:
-            return Result.refuted({"ops": f"proofs.mmu_fault_cases.run_case({name!r})",
+            return Result.refuted({"ops": f"proofs.checks_mmu_fault_units.run_case({name!r})",
                                    "violations": failed[:12], "tables": "",
                                    "kernel_function": (FUNCTIONS[name] or ["(guest model)"])[0]},
                                   detail=f"{len(failed)} of {n} expectations failed", examples=n)

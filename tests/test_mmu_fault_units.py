@@ -3,8 +3,7 @@ C-MMU-CMO and MMU-WARN of the VM checks) fails on a mutant of the function it pi
 
 import pytest
 
-from proofs import checks_mmu_fault_units  # noqa: F401  (registers the obligations)
-from proofs import mmu_fault_cases as units
+from proofs import checks_mmu_fault_units as units
 from proofs import mmu_scenarios, mutate
 from proofs.mmu_harness import VmHarness
 from proofs.mmu_layouts import make_layout
