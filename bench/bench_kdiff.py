@@ -17,8 +17,9 @@ from __future__ import annotations
 import sys
 import time
 
-from proofs.kdiff import build, fetch
-from proofs.kdiff.pair import Pair
+from ptspec.proofs.kernel import build
+from ptspec.proofs.kernel import fetch
+from ptspec.proofs.kernel.pair import Pair
 
 GIB = 1 << 30
 PAGE = 1 << 12

@@ -15,9 +15,11 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from impl.lguest import Lguest                                   # noqa: E402
-from proofs import lguest_exhaustive, lguest_guest as G, lguest_lockstep   # noqa: E402
-from spec.lguest_check import lguest_check_state                # noqa: E402
+from ptspec.impl.lguest import Lguest  # noqa: E402
+from ptspec.proofs.lguest import exhaustive as lguest_exhaustive
+from ptspec.proofs.lguest import guest as G
+from ptspec.proofs.lguest import lockstep as lguest_lockstep  # noqa: E402
+from ptspec.spec.lguest.check import lguest_check_state  # noqa: E402
 
 
 def booted(fmt):

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import time
 
-from impl.mmu_guest import Guest, Vmm
-from impl.mmu_host import HostMM
-from impl.mmu_kvm import Kvm
+from ptspec.impl.mmu.guest import Guest, Vmm
+from ptspec.impl.mmu.host import HostMM
+from ptspec.impl.mmu.kvm import Kvm
 
 GIB = 1 << 30
 G, HVA = 1 << 32, 1 << 46
@@ -50,7 +50,7 @@ def touch_all(backing: str, write: bool = True, logging: bool = False, size: int
 
 
 def machine_throughput():
-    from proofs.mmu_machine import run_machine
+    from ptspec.proofs.mmu.lockstep import run_machine
     out = run_machine(examples=30, steps=20, seed=0)
     return out.steps / out.seconds, out.status
 

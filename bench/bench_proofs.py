@@ -8,7 +8,7 @@ shared machine). This is where speed is measured; the tests assert none of it.
 import sys
 import time
 
-from proofs import registry
+from ptspec.proofs.runner import registry
 
 
 def main(profile: str = "default", pattern: str = "s2.z3.*,s2.crosshair.*") -> None:

@@ -12,9 +12,9 @@ import argparse
 import random
 import time
 
-from impl.pool import KvmMmuMemoryCache, PagePool
-from impl.pte import KVM_PGTABLE_PROT_RW
-from impl.stage2 import KvmPgtable
+from ptspec.impl.pgtable.pool import KvmMmuMemoryCache, PagePool
+from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_RW
+from ptspec.impl.pgtable.stage2 import KvmPgtable
 
 G1, M2, K4 = 1 << 30, 1 << 21, 1 << 12
 
@@ -49,7 +49,7 @@ def bench_blocks():
 
 
 def bench_lockstep(n_ops=3000, seed=0):
-    from proofs.harness import Stage2Harness
+    from ptspec.proofs.stage2.harness import Stage2Harness
     rng = random.Random(seed)
     h = Stage2Harness(12, 39, arena_pages=256)
     W = G1

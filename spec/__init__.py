@@ -16,20 +16,17 @@ Public API:
     geometry helpers (granule_shift, stage2_levels, stage2_start_level, root_pages, ...)
 """
 
-from .state import State, StateError
-from .state import load_state as _load_arm64_state
-from .lguest_state import LgState, load_lguest_state
-from .lguest_check import LG_IDS, lguest_check_state, lguest_check_step, lguest_explain
-from .mmu_invariants import check_mmu_state
-from .mmu_steps import check_mmu_step
-from .step import Step, load_step, walked_range
-from .violation import Violation
-from .walk import Leaf, Translation, leaves, translate
-from .check import (CHECKS, CONTRACTS, CONTRACT_IDS, HYP_CONTRACT_IDS, INVARIANTS, OP_CONTRACT_ID,
-                    check_hyp_step, check_state, check_step, explain)
-from .geometry import (granule_shift, granule_size, stage2_levels, stage2_start_level, hyp_start_level,
-                       root_pages, level_allows_block, level_allows_leaf, ipa_bits_supported,
-                       entries_per_table, IPA_RANGE)
+from ptspec.spec.stage2.state import State, StateError
+from ptspec.spec.stage2.state import load_state as _load_arm64_state
+from ptspec.spec.lguest.state import LgState, load_lguest_state
+from ptspec.spec.lguest.check import LG_IDS, lguest_check_state, lguest_check_step, lguest_explain
+from ptspec.spec.mmu.invariants import check_mmu_state
+from ptspec.spec.mmu.contracts import check_mmu_step
+from ptspec.spec.stage2.step import Step, load_step, walked_range
+from ptspec.spec.violation import Violation
+from ptspec.spec.arch.walk import Leaf, Translation, leaves, translate
+from ptspec.spec.stage2.check import CHECKS, CONTRACTS, CONTRACT_IDS, HYP_CONTRACT_IDS, INVARIANTS, OP_CONTRACT_ID, check_hyp_step, check_state, check_step, explain
+from ptspec.spec.arch.geometry import granule_shift, granule_size, stage2_levels, stage2_start_level, hyp_start_level, root_pages, level_allows_block, level_allows_leaf, ipa_bits_supported, entries_per_table, IPA_RANGE
 
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from proofs.kdiff import build, fetch
+from ptspec.proofs.kernel import build
+from ptspec.proofs.kernel import fetch
 
 
 def need_kernel(page_shift: int = 12):

@@ -13,8 +13,10 @@ import types
 import pytest
 from rich.console import Console
 
-from proofs import cli, registry, report
-from proofs.registry import Obligation, Result
+from ptspec.proofs.cli import main as cli
+from ptspec.proofs.runner import registry
+from ptspec.proofs.report import results as report
+from ptspec.proofs.runner.registry import Obligation, Result
 
 CX = {"ops": "pgt = KvmPgtable.init(ia_bits=39)\npgt.map(0x200000, 0x1000, 0x40000000, prot=R | W)",
       "tables": "0x0000200000-0x0000201000  4K  L3  R W  owner 0",

@@ -1,4 +1,4 @@
-"""`ptspec verify --jobs N`: obligations run in worker processes (proofs/parallel.py).
+"""`ptspec verify --jobs N`: obligations run in worker processes (proofs/runner/parallel.py).
 
 Workers are fresh interpreters ('spawn') that import the registry's check modules, so the fake
 obligations here live in a check module written to a temporary directory, imported by the parent
@@ -15,8 +15,10 @@ import uuid
 
 import pytest
 
-from proofs import cli, parallel, registry
-from proofs.registry import Listener, Obligation, Result
+from ptspec.proofs.cli import main as cli
+from ptspec.proofs.runner import parallel
+from ptspec.proofs.runner import registry
+from ptspec.proofs.runner.registry import Listener, Obligation, Result
 
 FAKE_CHECKS = textwrap.dedent('''
     """Fake check module for tests/test_cli_jobs.py: one obligation per behaviour a worker must handle."""
@@ -24,7 +26,7 @@ FAKE_CHECKS = textwrap.dedent('''
     import signal
     import time
 
-    from proofs.registry import Result, obligation
+    from ptspec.proofs.runner.registry import Result, obligation
 
     INV = ["S2-RC"]
 
@@ -245,7 +247,7 @@ def test_workers_that_die_while_loading_check_modules_lose_nothing(tmp_path, mon
     (tmp_path / f"{name}.py").write_text(textwrap.dedent('''
         """Fake check module that exits when imported in a worker process."""
         import multiprocessing, os
-        from proofs.registry import Result, obligation
+        from ptspec.proofs.runner.registry import Result, obligation
         if multiprocessing.current_process().name == "ptspec-worker":
             os._exit(3)
         for i in range(3):

@@ -7,8 +7,10 @@ import random
 
 import pytest
 
-from proofs import cli, parallel, registry
-from proofs.registry import Obligation, Result
+from ptspec.proofs.cli import main as cli
+from ptspec.proofs.runner import parallel
+from ptspec.proofs.runner import registry
+from ptspec.proofs.runner.registry import Obligation, Result
 
 
 def ob(id, profiles=None):

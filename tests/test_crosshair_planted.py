@@ -4,9 +4,9 @@ refutes its planted bugs; CrossHair's "not confirmed" / "not exhausted" are unkn
 
 import pytest
 
-from proofs import crosshair_run as R
-from proofs import registry
-from proofs.planted_proofs import CAUGHT_BY, get, planted
+from ptspec.proofs.engines import crosshair as R
+from ptspec.proofs.runner import registry
+from ptspec.proofs.stage2.planted_proofs import CAUGHT_BY, get, planted
 
 registry.load_all()
 

@@ -2,9 +2,9 @@
 
 import contextlib
 
-import impl.geometry as IG
-from proofs import registry
-from proofs.checks_geometry import geometry_all
+from ptspec.impl.pgtable import geometry as IG
+from ptspec.proofs.runner import registry
+from ptspec.proofs.stage2.checks_geometry import geometry_all
 
 
 @contextlib.contextmanager
@@ -35,9 +35,9 @@ def test_planted_levels_bug_is_refuted():
 
 
 def test_constructor_check_passes_and_refutes_a_loosened_bound(monkeypatch):
-    from proofs.checks_geometry import constructors
+    from ptspec.proofs.stage2.checks_geometry import constructors
     assert constructors(registry.Context("default", 0, {})).status == "passed"
-    import impl.stage2 as S
+    from ptspec.impl.pgtable import stage2 as S
     monkeypatch.setattr(S.Stage2Geometry, "from_ipa", classmethod(
         lambda cls, ps, ia: IG.Stage2Geometry(IG.Granule(ps), ia, 1, 1)))   # the bug: no bound
     r = constructors(registry.Context("default", 0, {}))

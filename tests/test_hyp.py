@@ -2,12 +2,13 @@
 
 import pytest
 
-import spec
-from impl.pte import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_X
-from proofs import hyp_lockstep, profiles
-from proofs.checks_hyp import hyp_examples
-from proofs.hyp_lockstep import HypHarness
-from proofs.planted_hyp import BUGS, planted_hyp
+from ptspec import spec
+from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_X
+from ptspec.proofs.hyp import lockstep as hyp_lockstep
+from ptspec.proofs.runner import budgets as profiles
+from ptspec.proofs.hyp.checks import hyp_examples
+from ptspec.proofs.hyp.lockstep import HypHarness
+from ptspec.proofs.hyp.planted import BUGS, planted_hyp
 
 M2, K4 = 0x200000, 0x1000
 

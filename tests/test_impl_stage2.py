@@ -4,14 +4,11 @@ import errno
 
 import pytest
 
-from impl.geometry import Stage2Geometry, all_stage2_geometries
-from impl.hyp import HypPgtable
-from impl.pool import KvmMmuMemoryCache, PagePool
-from impl.pte import (
-    KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_RWX, KVM_PGTABLE_PROT_X,
-    OWNER_FIELD_5_15, kvm_phys_to_pte, kvm_pte_to_phys,
-)
-from impl.stage2 import KvmPgtable
+from ptspec.impl.pgtable.geometry import Stage2Geometry, all_stage2_geometries
+from ptspec.impl.pgtable.hyp import HypPgtable
+from ptspec.impl.pgtable.pool import KvmMmuMemoryCache, PagePool
+from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_RWX, KVM_PGTABLE_PROT_X, OWNER_FIELD_5_15, kvm_phys_to_pte, kvm_pte_to_phys
+from ptspec.impl.pgtable.stage2 import KvmPgtable
 
 M2, K4, G1 = 0x200000, 0x1000, 0x40000000
 XN = 1 << 54

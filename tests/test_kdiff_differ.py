@@ -3,7 +3,8 @@ reason) without the package or a C compiler."""
 
 import pytest
 
-from proofs.kdiff import catalogue, differ
+from ptspec.proofs.kernel import catalogue
+from ptspec.proofs.kernel import differ
 
 
 from kdiff_support import need_kernel  # noqa: E402  (tests/ is on sys.path)

@@ -6,10 +6,10 @@ import errno
 
 import pytest
 
-import spec
-from proofs.kdiff import build
-from proofs.kdiff.pair import GEOMETRIES, Pair
-from proofs.ptdump import render
+from ptspec import spec
+from ptspec.proofs.kernel import build
+from ptspec.proofs.kernel.pair import GEOMETRIES, Pair
+from ptspec.proofs.stage2.ptdump import render
 
 
 from kdiff_support import need_kernel  # noqa: E402  (tests/ is on sys.path)

@@ -5,7 +5,8 @@ import io
 import lzma
 import tarfile
 
-from proofs.kdiff import differ, fetch
+from ptspec.proofs.kernel import differ
+from ptspec.proofs.kernel import fetch
 
 
 def _tar(files: dict, compress=None) -> bytes:
@@ -84,7 +85,7 @@ def test_command_without_source_is_skipped_not_passed(tmp_path, monkeypatch, cap
 def test_obligations_without_source_are_unknown(tmp_path, monkeypatch):
     monkeypatch.setenv("PTSPEC_CACHE", str(tmp_path))
     monkeypatch.delenv("PTSPEC_KDIFF_FETCH", raising=False)
-    from proofs import checks_kdiff
+    from ptspec.proofs.kernel import checks as checks_kdiff
 
     class Ctx:
         budget = {"hypothesis_examples": 30}
@@ -122,7 +123,7 @@ def test_no_compiler_is_skipped_not_passed(tmp_path, monkeypatch):
 
 def test_build_failure_is_skipped_with_the_compiler_output(tmp_path, monkeypatch):
     import pytest
-    from proofs.kdiff import build
+    from ptspec.proofs.kernel import build
     if build.compiler() is None:
         pytest.skip("kdiff: no C compiler to fail with")
     _fake_cache(tmp_path, monkeypatch)
@@ -131,7 +132,7 @@ def test_build_failure_is_skipped_with_the_compiler_output(tmp_path, monkeypatch
 
 
 def test_profiles_are_impl_kernel_versions():
-    from proofs.kdiff import kernels
+    from ptspec.proofs.kernel import kernels
     pgt, mc = kernels.make_impl("6.1", 12, 39, npages=64)
     assert pgt.owner_field == (9, 2) and pgt.eagain_continues is False and pgt.table_tlbi_level0
     assert pgt.init() == 0 and mc.topup(4) == 0

@@ -1,10 +1,13 @@
-"""Every planted bug of proofs.kdiff.planted makes the differ report its named id, and the swap is
+"""Every planted bug of ptspec.proofs.kernel.planted makes the differ report its named id, and the swap is
 undone afterwards. Skipped (with the reason) without the package or a C compiler."""
 
 import pytest
 
-from impl import stage2_map, stage2_walkers
-from proofs.kdiff import cside, differ, planted
+from ptspec.impl.pgtable import stage2_map
+from ptspec.impl.pgtable import stage2_walkers
+from ptspec.proofs.kernel import cside
+from ptspec.proofs.kernel import differ
+from ptspec.proofs.kernel import planted
 
 
 from kdiff_support import need_kernel  # noqa: E402  (tests/ is on sys.path)
@@ -39,7 +42,7 @@ class _Ctx:
                                            ("both-lose-root-ref", "S2-RC")])
 def test_obligations_are_refuted_under_planted_bugs(bug_id, expect):
     need_kernel()
-    from proofs import checks_kdiff
+    from ptspec.proofs.kernel import checks as checks_kdiff
     with planted.planted(bug_id):
         r = checks_kdiff.random_ops(_Ctx())
     assert r.status == "refuted"

@@ -2,15 +2,16 @@
 
 import pytest
 
-from impl.lguest import Lguest
-from proofs import checks_lg_units as U
-from proofs import lguest_guest as G
-from proofs.lguest_harness import LguestHarness
-from proofs.planted_lguest import planted_lguest
+from ptspec.impl.lguest import Lguest
+from ptspec.proofs.lguest import checks_units as U
+from ptspec.proofs.lguest import guest as G
+from ptspec.proofs.lguest.harness import LguestHarness
+from ptspec.proofs.lguest.planted import planted_lguest
 
 
 def _ctx(profile):
-    from proofs import profiles, registry
+    from ptspec.proofs.runner import budgets as profiles
+    from ptspec.proofs.runner import registry
     return registry.Context(profile, 0, profiles.budget(profile))
 
 
@@ -52,12 +53,12 @@ def test_nx_is_justified_only_by_a_non_nx_pte():
                 t[i] = w & ~(1 << 63)
                 hits = True
     assert hits
-    from spec.lguest_check import lguest_check_state
+    from ptspec.spec.lguest.check import lguest_check_state
     assert "LG-SHADOW" in {v.inv for v in lguest_check_state(lg.raw_state(), coherent=True)}
 
 
 def test_switcher_percpu_pages_are_nx_with_pae():
-    from spec.lguest_check import lguest_check_state
+    from ptspec.spec.lguest.check import lguest_check_state
     h = _booted("pae")
     h.step("run", host_cpu=0)
     raw = h.lg.raw_state()
@@ -70,7 +71,7 @@ def test_switcher_percpu_pages_are_nx_with_pae():
 
 
 def test_an_unjustified_kill_is_a_violation():
-    from spec.lguest_check import lguest_check_step
+    from ptspec.spec.lguest.check import lguest_check_step
     h = _booted("2level")
     pre = h.lg.raw_state()
     post = dict(pre, dead="killed for no reason")
@@ -82,7 +83,7 @@ def test_an_unjustified_kill_is_a_violation():
 
 
 def test_guest_pa_answer_is_checked():
-    from spec.lguest_check import lguest_check_step
+    from ptspec.spec.lguest.check import lguest_check_step
     h = _booted("2level")
     pre = h.lg.raw_state()
     want = h.lg.pa(0x1234)

@@ -4,9 +4,9 @@ import errno
 
 import pytest
 
-from impl.lguest import SEED_FINDINGS, Lguest
-from impl.lguest.x86 import FORMATS
-from proofs import lguest_guest as G
+from ptspec.impl.lguest import SEED_FINDINGS, Lguest
+from ptspec.impl.lguest.x86 import FORMATS
+from ptspec.proofs.lguest import guest as G
 
 FMTS = ["2level", "pae"]
 

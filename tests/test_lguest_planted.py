@@ -1,16 +1,18 @@
 """Every lguest checker fails on planted bugs; every lguest invariant and contract catches one.
 
-Each bug of proofs/planted_lguest.py is put into impl.lguest for one test; the checker must come
+Each bug of proofs/lguest/planted.py is put into impl.lguest for one test; the checker must come
 back refuted with a violation whose id is one of the bug's expected ids. The seed's own findings
 (the seed-as-written variant) go through the same checkers.
 """
 
 import pytest
 
-from impl.lguest import SEED_FINDINGS
-from proofs import lguest_exhaustive, lguest_findings, lguest_lockstep
-from proofs.planted_lguest import BUGS, planted_lguest
-from spec.lguest_check import LG_IDS
+from ptspec.impl.lguest import SEED_FINDINGS
+from ptspec.proofs.lguest import exhaustive as lguest_exhaustive
+from ptspec.proofs.lguest import findings as lguest_findings
+from ptspec.proofs.lguest import lockstep as lguest_lockstep
+from ptspec.proofs.lguest.planted import BUGS, planted_lguest
+from ptspec.spec.lguest.check import LG_IDS
 
 # bug -> (format, depth, ops left out of the alphabet)
 EXHAUSTIVE = {
@@ -58,7 +60,7 @@ def test_lockstep_catches(bug_id):
 
 
 def test_planted_bugs_are_restored():
-    from impl.lguest import Lguest
+    from ptspec.impl.lguest import Lguest
     before = dict(Lguest.__dict__)
     with planted_lguest("shadow-release"):
         assert Lguest.__dict__.get("demand_page") is not None
@@ -107,7 +109,7 @@ def test_seed_as_written_variant_is_refuted_by_lockstep():
 
 
 def test_obligations_are_registered_and_the_unit_ones_pass():
-    from proofs import registry
+    from ptspec.proofs.runner import registry
     registry.load_all()
     found = {o.id for o in registry.all_obligations() if o.id.startswith("lg.")}
     assert found == {"lg.lockstep.2level-coop", "lg.lockstep.2level-hostile", "lg.lockstep.pae-coop",
@@ -121,7 +123,7 @@ def test_obligations_are_registered_and_the_unit_ones_pass():
 
 
 def test_lockstep_obligation_reports_a_planted_bug_as_refuted():
-    from proofs import registry
+    from ptspec.proofs.runner import registry
     registry.load_all()
     with planted_lguest("switcher-rw"):
         r = registry.run_obligation(registry.get("lg.lockstep.pae-coop"), "quick", 0)

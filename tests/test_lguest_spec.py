@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from spec.lguest_check import LG_IDS, lguest_check_state, lguest_check_step, lguest_explain
-from spec.lguest_state import load_lguest_state
-from spec.lguest_walk import guest_allows, guest_walk, shadow_translations
-from spec.state import StateError
-from proofs import lguest_guest as G
-from proofs.lguest_harness import LguestHarness
+from ptspec.spec.lguest.check import LG_IDS, lguest_check_state, lguest_check_step, lguest_explain
+from ptspec.spec.lguest.state import load_lguest_state
+from ptspec.spec.lguest.walk import guest_allows, guest_walk, shadow_translations
+from ptspec.spec.stage2.state import StateError
+from ptspec.proofs.lguest import guest as G
+from ptspec.proofs.lguest.harness import LguestHarness
 
 
 def booted(fmt="2level"):

@@ -1,9 +1,9 @@
 """The trace minimiser: shortest replayed sub-sequence that still breaks the same check."""
 
-from impl.pte import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW
-from proofs import minimize
-from proofs.harness import Stage2Harness
-from proofs.planted import planted
+from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW
+from ptspec.proofs.engines import minimize
+from ptspec.proofs.stage2.harness import Stage2Harness
+from ptspec.proofs.stage2.planted import planted
 
 M2, K4 = 0x200000, 0x1000
 

@@ -3,13 +3,14 @@ C-MMU-CMO and MMU-WARN of the VM checks) fails on a mutant of the function it pi
 
 import pytest
 
-from proofs import checks_mmu_fault_units as units
-from proofs import mmu_scenarios, mutate
-from proofs.mmu_harness import VmHarness
-from proofs.mmu_layouts import make_layout
+from ptspec.proofs.mmu import checks_fault_units as units
+from ptspec.proofs.mmu import scenarios as mmu_scenarios
+from ptspec.proofs.mutation import mutate
+from ptspec.proofs.mmu.harness import VmHarness
+from ptspec.proofs.mmu.layouts import make_layout
 
 MUTANTS = {m.id: m for m in mutate.enumerate_mutants(
-    ["impl.mmu_fault", "impl.mmu_guest", "impl.mmu_kvm", "impl.mmu_stage2"])}
+    ["ptspec.impl.mmu.fault", "ptspec.impl.mmu.guest", "ptspec.impl.mmu.kvm", "ptspec.impl.mmu.stage2"])}
 
 
 @pytest.mark.parametrize("name", sorted(units.CASES))
@@ -21,21 +22,21 @@ def test_case_passes_on_the_impl(name):
 
 # (case, mutant): the case must report at least one failed expectation with the mutant planted
 PLANTED = [
-    ("routing", "mmu_fault:kvm_handle_guest_abort:arith4"),      # dabt FAR & instead of |
-    ("routing", "mmu_fault:KvmFault.kvm_vcpu_trap_is_exec_fault:bool0"),
-    ("huge", "mmu_fault:fault_supports_stage2_huge_mapping:cmp3"),
-    ("huge", "mmu_kvm:Kvm.kvm_mmu_cache_min_pages:arith0"),
-    ("abort", "mmu_fault:user_mem_abort:drop11"),                 # no kvm_set_pfn_dirty
-    ("abort", "mmu_kvm:Kvm.mmu_notifier_retry:bool0"),
-    ("notifier", "mmu_kvm:Kvm.change_pte:drop0"),
-    ("notifier", "mmu_kvm:kvm_init_stage2_mmu:ret0"),
-    ("tlb", "mmu_guest:Guest._tlb_sync:drop3"),                   # TLBI by IPA ignored
-    ("tlb-model", "mmu_guest:Guest.translate:drop1"),             # nothing cached
-    ("guest", "mmu_guest:Guest.access:cmp1"),
-    ("vmm", "mmu_guest:Vmm.clear_dirty_log:drop0"),
-    ("stage2", "mmu_stage2:kvm_mmu_write_protect_pt_masked:const4"),
-    ("io", "mmu_stage2:kvm_phys_addr_ioremap:drop3"),             # private memcache leaks
-    ("unmap-memslot", "mmu_stage2:stage2_unmap_memslot:swap2"),
+    ("routing", "mmu.fault:kvm_handle_guest_abort:arith4"),      # dabt FAR & instead of |
+    ("routing", "mmu.fault:KvmFault.kvm_vcpu_trap_is_exec_fault:bool0"),
+    ("huge", "mmu.fault:fault_supports_stage2_huge_mapping:cmp3"),
+    ("huge", "mmu.kvm:Kvm.kvm_mmu_cache_min_pages:arith0"),
+    ("abort", "mmu.fault:user_mem_abort:drop11"),                 # no kvm_set_pfn_dirty
+    ("abort", "mmu.kvm:Kvm.mmu_notifier_retry:bool0"),
+    ("notifier", "mmu.kvm:Kvm.change_pte:drop0"),
+    ("notifier", "mmu.kvm:kvm_init_stage2_mmu:ret0"),
+    ("tlb", "mmu.guest:Guest._tlb_sync:drop3"),                   # TLBI by IPA ignored
+    ("tlb-model", "mmu.guest:Guest.translate:drop1"),             # nothing cached
+    ("guest", "mmu.guest:Guest.access:cmp1"),
+    ("vmm", "mmu.guest:Vmm.clear_dirty_log:drop0"),
+    ("stage2", "mmu.stage2:kvm_mmu_write_protect_pt_masked:const4"),
+    ("io", "mmu.stage2:kvm_phys_addr_ioremap:drop3"),             # private memcache leaks
+    ("unmap-memslot", "mmu.stage2:stage2_unmap_memslot:swap2"),
 ]
 
 
@@ -56,9 +57,9 @@ def _scenario_violations(name):
 
 
 @pytest.mark.parametrize("mid,inv", [
-    ("mmu_fault:user_mem_abort:drop7", "C-MMU-CMO"),          # no D-cache clean before mapping
-    ("mmu_stage2:clean_dcache_guest_page:arith0", "C-MMU-CMO"),
-    ("mmu_fault:user_mem_abort:bool0", "MMU-WARN"),           # WARN on every write fault
+    ("mmu.fault:user_mem_abort:drop7", "C-MMU-CMO"),          # no D-cache clean before mapping
+    ("mmu.stage2:clean_dcache_guest_page:arith0", "C-MMU-CMO"),
+    ("mmu.fault:user_mem_abort:bool0", "MMU-WARN"),           # WARN on every write fault
 ])
 def test_vm_checks_catch(mid, inv):
     with mutate.applied(MUTANTS[mid]):
@@ -73,11 +74,11 @@ def test_vm_checks_quiet_on_impl():
 def test_finding_age_warn_reachable():
     """Finding 4: a memslot starting inside a THP makes clear_flush_young hand kvm_age_gfn a range
     that is neither a page nor a PMD: 5.13's WARN fires; MMU-WARN exempts exactly that WARN."""
-    from spec.mmu_invariants import check_mmu_warnings
-    from impl.mmu_state import mmu_raw_state
-    from impl.mmu_guest import Guest, Vmm
-    from impl.mmu_host import HostMM
-    from impl.mmu_kvm import Kvm
+    from ptspec.spec.mmu.invariants import check_mmu_warnings
+    from ptspec.impl.mmu.state import mmu_raw_state
+    from ptspec.impl.mmu.guest import Guest, Vmm
+    from ptspec.impl.mmu.host import HostMM
+    from ptspec.impl.mmu.kvm import Kvm
     host = HostMM(12)
     host.mmap(0x400000000000, 0x600000, "anon", thp=True)
     kvm = Kvm(12, 40, host=host, arena_pages=512)

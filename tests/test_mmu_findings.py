@@ -6,11 +6,11 @@ These are behaviours of the faithful model, not planted bugs; the random runs st
 
 import errno
 
-from impl import mmu_hyp
-from proofs.mmu_harness import VmHarness
-from proofs.mmu_hypva import z3_wrap_witness
-from proofs.mmu_layouts import make_layout
-from spec.mmu_hyp import check_hyp_private
+from ptspec.impl.mmu import hyp as mmu_hyp
+from ptspec.proofs.mmu.harness import VmHarness
+from ptspec.proofs.mmu.hyp_va import z3_wrap_witness
+from ptspec.proofs.mmu.layouts import make_layout
+from ptspec.spec.mmu.hyp_va import check_hyp_private
 
 
 def test_finding1_read_only_pfnmap_vma_is_mapped_writable_by_prepare():

@@ -1,7 +1,7 @@
 """The checks of mmu.c's environment (host mm, memslots, hyp layout, raw state) pass on the impl and
 fail on named defects.
 
-A defect is a mechanical mutant of impl (proofs.mutate), planted for one test with
+A defect is a mechanical mutant of impl (ptspec.proofs.mutation.mutate), planted for one test with
 ``mutate.applied`` (restored on exit); the registered obligation must come back refuted naming its
 invariant (HOST-MM for the host and memslot checks, C-HYP-VA for the hyp layout)."""
 
@@ -9,35 +9,39 @@ import random
 
 import pytest
 
-from proofs import checks_mmu_host_units as units
-from proofs import mmu_host_cases, mmu_host_contract, mmu_hypva, mutate, registry
+from ptspec.proofs.mmu import checks_host_units as units
+from ptspec.proofs.mmu import host_cases as mmu_host_cases
+from ptspec.proofs.mmu import host_contract as mmu_host_contract
+from ptspec.proofs.mmu import hyp_va as mmu_hypva
+from ptspec.proofs.mutation import mutate
+from ptspec.proofs.runner import registry
 
-MODULES = ["impl.mmu_host", "impl.mmu_memslot", "impl.mmu_hyp", "impl.mmu_state"]
+MODULES = ["ptspec.impl.mmu.host", "ptspec.impl.mmu.memslot", "ptspec.impl.mmu.hyp", "ptspec.impl.mmu.state"]
 
 # mutant -> (obligation that must refute it, what the defect is)
 DEFECTS = {
-    "mmu_host:HostMM.zap:swap6": ("mmu.units.host.mm", "a zap ending inside a THP drops it whole"),
-    "mmu_host:HostMM._fault_in:const14": ("mmu.units.host.mm", "copy-on-write keeps the KSM pfn"),
-    "mmu_host:HostMM.ksm_merge:const7": ("mmu.units.host.mm", "KSM allocates two pages"),
-    "mmu_host:HostMM.host_leaf:const4": ("mmu.units.host.mm", "host_leaf misses THP at odd hva"),
-    "mmu_host:HostMM.kvm_release_pfn_clean:arith0": ("mmu.units.host.mm", "put_page adds a ref"),
-    "mmu_host:HostMM.find_vma_intersection:cmp1": ("mmu.units.host.mm",
+    "mmu.host:HostMM.zap:swap6": ("mmu.units.host.mm", "a zap ending inside a THP drops it whole"),
+    "mmu.host:HostMM._fault_in:const14": ("mmu.units.host.mm", "copy-on-write keeps the KSM pfn"),
+    "mmu.host:HostMM.ksm_merge:const7": ("mmu.units.host.mm", "KSM allocates two pages"),
+    "mmu.host:HostMM.host_leaf:const4": ("mmu.units.host.mm", "host_leaf misses THP at odd hva"),
+    "mmu.host:HostMM.kvm_release_pfn_clean:arith0": ("mmu.units.host.mm", "put_page adds a ref"),
+    "mmu.host:HostMM.find_vma_intersection:cmp1": ("mmu.units.host.mm",
                                                    "a VMA ending at start intersects"),
-    "mmu_memslot:kvm_set_memory_region:const6": ("mmu.units.host.memslot",
+    "mmu.memslot:kvm_set_memory_region:const6": ("mmu.units.host.memslot",
                                                  "an odd memory_size is accepted"),
-    "mmu_memslot:kvm_set_memory_region:drop6": ("mmu.units.host.memslot",
+    "mmu.memslot:kvm_set_memory_region:drop6": ("mmu.units.host.memslot",
                                                 "a move does not flush the old range"),
-    "mmu_memslot:kvm_clear_dirty_log_protect:arith6": ("mmu.units.host.memslot",
+    "mmu.memslot:kvm_clear_dirty_log_protect:arith6": ("mmu.units.host.memslot",
                                                        "a clear beyond the slot is accepted"),
-    "mmu_memslot:kvm_get_dirty_log_protect:const8": ("mmu.units.host.memslot",
+    "mmu.memslot:kvm_get_dirty_log_protect:const8": ("mmu.units.host.memslot",
                                                      "a word's top byte is not harvested"),
-    "mmu_memslot:__gfn_to_pfn_memslot:cmp1": ("mmu.units.host.memslot", "pfn 0 is read-only"),
-    "mmu_state:mmu_raw_state:const1": ("mmu.units.host.memslot",
+    "mmu.memslot:__gfn_to_pfn_memslot:cmp1": ("mmu.units.host.memslot", "pfn 0 is read-only"),
+    "mmu.state:mmu_raw_state:const1": ("mmu.units.host.memslot",
                                        "start_level 1 in the state of a freed table"),
-    "mmu_hyp:HypMmu.__init__:const29": ("mmu.units.hyp.layout", "tag from the idmap's end"),
-    "mmu_hyp:kvm_mmu_init:const1": ("mmu.units.hyp.layout", "idmap end rounded short"),
-    "mmu_hyp:create_hyp_io_mappings:const8": ("mmu.units.hyp.layout", "ioremap span offset"),
-    "mmu_hyp:create_hyp_mappings:arith4": ("mmu.units.hyp.layout", "one page too many"),
+    "mmu.hyp:HypMmu.__init__:const29": ("mmu.units.hyp.layout", "tag from the idmap's end"),
+    "mmu.hyp:kvm_mmu_init:const1": ("mmu.units.hyp.layout", "idmap end rounded short"),
+    "mmu.hyp:create_hyp_io_mappings:const8": ("mmu.units.hyp.layout", "ioremap span offset"),
+    "mmu.hyp:create_hyp_mappings:arith4": ("mmu.units.hyp.layout", "one page too many"),
 }
 
 INVARIANT = {"mmu.units.host.mm": "HOST-MM", "mmu.units.host.memslot": "HOST-MM",
@@ -82,7 +86,7 @@ def test_defect_refuted(mid):
 
 
 def test_spy_restores_the_hook():
-    from impl import mmu_stage2
+    from ptspec.impl.mmu import stage2 as mmu_stage2
     real = mmu_stage2.kvm_arch_mmu_enable_log_dirty_pt_masked
     kvm = units._vm()
     with pytest.raises(RuntimeError), units.spy_wp(kvm):

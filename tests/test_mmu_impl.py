@@ -4,11 +4,13 @@ import errno
 
 import pytest
 
-from impl import mmu_fault, mmu_hyp, mmu_stage2
-from impl.mmu_fault import FSC_FAULT, FSC_PERM, KvmFault
-from impl.mmu_guest import Guest, Vmm, once
-from impl.mmu_host import HostMM
-from impl.mmu_kvm import Kvm
+from ptspec.impl.mmu import fault as mmu_fault
+from ptspec.impl.mmu import hyp as mmu_hyp
+from ptspec.impl.mmu import stage2 as mmu_stage2
+from ptspec.impl.mmu.fault import FSC_FAULT, FSC_PERM, KvmFault
+from ptspec.impl.mmu.guest import Guest, Vmm, once
+from ptspec.impl.mmu.host import HostMM
+from ptspec.impl.mmu.kvm import Kvm
 
 G, HVA = 0x1_0000_0000, 0x4000_0000_0000
 M2, G1 = 0x20_0000, 0x4000_0000

@@ -1,14 +1,17 @@
 """Every mmu check fails on planted bugs, and each mmu invariant and contract catches one of its own.
 
-Each bug of proofs/planted_mmu.py is put into impl for one test; the checker must come back refuted
+Each bug of proofs/mmu/planted.py is put into impl for one test; the checker must come back refuted
 with a violation whose id is one of the bug's expected ids (for the historical bugs of
 ../shared/BUGS.md: the invariant named there).
 """
 
 import pytest
 
-from proofs import mmu_exhaustive, mmu_hypva, mmu_machine, mmu_scenarios
-from proofs.planted_mmu import BUGS, HISTORICAL, planted_mmu
+from ptspec.proofs.mmu import exhaustive as mmu_exhaustive
+from ptspec.proofs.mmu import hyp_va as mmu_hypva
+from ptspec.proofs.mmu import lockstep as mmu_machine
+from ptspec.proofs.mmu import scenarios as mmu_scenarios
+from ptspec.proofs.mmu.planted import BUGS, HISTORICAL, planted_mmu
 
 STAGE2_BUGS = sorted(b for b in BUGS if not b.startswith("hyp-"))
 HYP_BUGS = sorted(b for b in BUGS if b.startswith("hyp-"))
@@ -79,7 +82,7 @@ def test_clean_tree_passes_every_mmu_checker():
 
 
 def test_planted_bugs_restore_impl():
-    from impl import mmu_fault
+    from ptspec.impl.mmu import fault as mmu_fault
     before = mmu_fault.user_mem_abort
     with planted_mmu("perm-level"):
         assert mmu_fault.user_mem_abort is not before

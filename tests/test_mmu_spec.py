@@ -4,13 +4,13 @@ import copy
 
 import pytest
 
-from proofs.mmu_harness import VmHarness
-from proofs.mmu_layouts import make_layout
-from spec.mmu_hyp import check_hyp_private, hyp_va_fits
-from spec.mmu_invariants import check_mmu_state
-from spec.mmu_state import MmuView
-from spec.mmu_steps import check_mmu_step
-from spec.state import StateError
+from ptspec.proofs.mmu.harness import VmHarness
+from ptspec.proofs.mmu.layouts import make_layout
+from ptspec.spec.mmu.hyp_va import check_hyp_private, hyp_va_fits
+from ptspec.spec.mmu.invariants import check_mmu_state
+from ptspec.spec.mmu.state import MmuView
+from ptspec.spec.mmu.contracts import check_mmu_step
+from ptspec.spec.stage2.state import StateError
 
 G = 0x1_0000_0000
 

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
-import impl.walker
-from proofs import corpus, mutants, mutate
-from proofs.cli import main
+import ptspec.impl.pgtable.walker
+from ptspec.proofs.mutation import corpus
+from ptspec.proofs.mutation import mutants
+from ptspec.proofs.mutation import mutate
+from ptspec.proofs.cli.main import main
 
 FAST = "s2.z3.*,s2.exhaustive*,s2.errorpaths"
 
@@ -21,31 +23,31 @@ def allowed():
 
 
 def test_mutants_are_deterministic_and_named_uniquely():
-    a = mutate.enumerate_mutants(["impl.walker"])
-    b = mutate.enumerate_mutants(["impl.walker"])
+    a = mutate.enumerate_mutants(["ptspec.impl.pgtable.walker"])
+    b = mutate.enumerate_mutants(["ptspec.impl.pgtable.walker"])
     assert a == b and len({m.id for m in a}) == len(a) > 50
     assert {m.operator for m in a} == set(mutate.OPERATORS)
 
 
 def test_applied_swaps_every_reference_and_restores():
-    m = next(m for m in mutate.enumerate_mutants(["impl.pte"])
+    m = next(m for m in mutate.enumerate_mutants(["ptspec.impl.pgtable.pte"])
              if m.qualname == "kvm_block_mapping_supported" and m.operator == "cmp")
-    import impl.hyp
-    import impl.pte
-    import impl.stage2_map
-    orig = impl.pte.kvm_block_mapping_supported
+    import ptspec.impl.pgtable.hyp
+    import ptspec.impl.pgtable.pte
+    import ptspec.impl.pgtable.stage2_map
+    orig = ptspec.impl.pgtable.pte.kvm_block_mapping_supported
     with mutate.applied(m) as new:
         assert new is not orig
-        assert impl.pte.kvm_block_mapping_supported is new
-        assert impl.stage2_map.kvm_block_mapping_supported is new   # imported by name there
-        assert impl.hyp.kvm_block_mapping_supported is new
-    assert impl.stage2_map.kvm_block_mapping_supported is orig
-    assert impl.hyp.kvm_block_mapping_supported is orig
+        assert ptspec.impl.pgtable.pte.kvm_block_mapping_supported is new
+        assert ptspec.impl.pgtable.stage2_map.kvm_block_mapping_supported is new   # imported by name there
+        assert ptspec.impl.pgtable.hyp.kvm_block_mapping_supported is new
+    assert ptspec.impl.pgtable.stage2_map.kvm_block_mapping_supported is orig
+    assert ptspec.impl.pgtable.hyp.kvm_block_mapping_supported is orig
 
 
 def _advance_mutant():
     """The mutant that turns the walker's ALIGN_DOWN (addr & ~(granule - 1)) into a `|`."""
-    found = [m for m in mutate.enumerate_mutants(["impl.walker"])
+    found = [m for m in mutate.enumerate_mutants(["ptspec.impl.pgtable.walker"])
              if m.qualname == "__kvm_pgtable_visit" and m.what.startswith("`&` -> `|`")
              and "data.addr | ~(granule - 1)" in mutate.mutated_source(m)]
     assert len(found) == 1, found
@@ -62,16 +64,16 @@ def test_a_real_mutant_is_killed_with_a_counterexample(allowed):
     m = _advance_mutant()
     out = mutants.run_target("mutant", m.id, "quick", 0, FAST, allowed=allowed)
     assert out.status in ("caught", "hung"), out
-    assert impl.walker.__kvm_pgtable_visit.__code__.co_filename.endswith("walker.py")  # restored
+    assert ptspec.impl.pgtable.walker.__kvm_pgtable_visit.__code__.co_filename.endswith("walker.py")  # restored
 
 
 def test_an_equivalent_mutant_survives_and_is_explained(allowed):
     # the anchor's install cannot fail (its slot was just cleared): `return ret` -> `return 0`
-    target = "stage2_map:stage2_map_walk_table_post:ret0"
-    assert target in {m.id for m in mutate.enumerate_mutants(["impl.stage2_map"])}
+    target = "pgtable.stage2_map:stage2_map_walk_table_post:ret0"
+    assert target in {m.id for m in mutate.enumerate_mutants(["ptspec.impl.pgtable.stage2_map"])}
     out = mutants.run_target("mutant", target, "quick", 0, FAST, allowed=allowed)
     assert out.status == "survived" and out.checks_run == len(allowed)
-    from proofs.cli_mutants import explained_survivors
+    from ptspec.proofs.cli.mutants import explained_survivors
     assert target in explained_survivors()
 
 
@@ -99,8 +101,8 @@ def test_corpus_cli_catches_a_historical_bug(capsys):
 def test_ci_sample_of_mutants_is_killed(allowed):
     """A fixed deterministic sample over the stage-2 modules (the full run is in the README)."""
     ms = mutants.sample(mutate.enumerate_mutants(
-        ["impl.pte", "impl.walker", "impl.stage2_map", "impl.stage2_walkers"]), 6, seed=0)
-    explained = __import__("proofs.cli_mutants", fromlist=["x"]).explained_survivors()
+        ["ptspec.impl.pgtable.pte", "ptspec.impl.pgtable.walker", "ptspec.impl.pgtable.stage2_map", "ptspec.impl.pgtable.stage2_walkers"]), 6, seed=0)
+    explained = __import__("ptspec.proofs.cli.mutants", fromlist=["x"]).explained_survivors()
     outs = mutants.run_many([("mutant", m.id) for m in ms], "quick", 0, pattern=FAST,
                             allowed=allowed)
     for o in outs:
@@ -108,8 +110,8 @@ def test_ci_sample_of_mutants_is_killed(allowed):
 
 
 def test_mutant_of_a_function_no_check_runs_is_unreached_not_survived():
-    m = next(m for m in mutate.enumerate_mutants(["impl.pte"]) if m.qualname == "kvm_pte_to_phys")
-    reach = {"s2.errorpaths": {"pte:kvm_pte_table"}}     # as if nothing ran kvm_pte_to_phys
+    m = next(m for m in mutate.enumerate_mutants(["ptspec.impl.pgtable.pte"]) if m.qualname == "kvm_pte_to_phys")
+    reach = {"s2.errorpaths": {"pgtable.pte:kvm_pte_table"}}     # as if nothing ran kvm_pte_to_phys
     out = mutants.run_target("mutant", m.id, "quick", 0, FAST, allowed={"s2.errorpaths"},
                              reach=reach)
     assert out.status == "unreached" and not out.killed and out.checks_run == 0
@@ -121,12 +123,12 @@ def test_mutant_of_a_function_no_check_runs_is_unreached_not_survived():
 def test_reach_map_records_what_each_check_executes():
     reach = mutants.reach_map("quick", 0, "s2.errorpaths,s2.z3.descriptor-oa,s2.z3.owner")
     errorpaths = reach["s2.errorpaths"]
-    assert "walker:__kvm_pgtable_visit" in errorpaths
-    assert "stage2_map:stage2_map_walker_try_leaf" in errorpaths
-    assert "stage2_walkers:kvm_pgtable_stage2_unmap" in errorpaths   # nested cb counts here too
-    assert "hyp:HypPgtable.map" not in errorpaths                    # errorpaths is stage 2 only
+    assert "pgtable.walker:__kvm_pgtable_visit" in errorpaths
+    assert "pgtable.stage2_map:stage2_map_walker_try_leaf" in errorpaths
+    assert "pgtable.stage2_walkers:kvm_pgtable_stage2_unmap" in errorpaths   # nested cb counts here too
+    assert "pgtable.hyp:HypPgtable.map" not in errorpaths                    # errorpaths is stage 2 only
     z3_only = {c for c in reach if c.startswith("s2.z3.")}
-    assert z3_only and all("walker:__kvm_pgtable_visit" not in reach[c] for c in z3_only)
+    assert z3_only and all("pgtable.walker:__kvm_pgtable_visit" not in reach[c] for c in z3_only)
     # a walker mutant meets only the checks that walk; they still kill it
     m = _advance_mutant()
     assert mutants.narrowed(m.id, None, reach) == {"s2.errorpaths"}
@@ -135,10 +137,10 @@ def test_reach_map_records_what_each_check_executes():
 
 
 def test_every_explained_survivor_is_a_current_mutant():
-    """proofs/survivors/*.toml must not go stale: each id names a mutant the mutator still makes."""
-    from proofs.cli_mutants import explained_survivors
+    """proofs/mutation/survivors/*.toml must not go stale: each id names a mutant the mutator still makes."""
+    from ptspec.proofs.cli.mutants import explained_survivors
     explained = explained_survivors()
-    modules = sorted({f"impl.{k.split(':', 1)[0]}" for k in explained})
+    modules = sorted({mutate.module_of(k) for k in explained})
     ids = {m.id for m in mutate.enumerate_mutants(modules)}
     assert explained and not set(explained) - ids, sorted(set(explained) - ids)
 
@@ -146,7 +148,7 @@ def test_every_explained_survivor_is_a_current_mutant():
 def test_a_check_that_does_not_pass_under_the_recorder_reaches_everything(monkeypatch):
     """Recording slows checks; one stopped at its deadline recorded only part of its run, so it
     must stay in every mutant's suite (narrowing may never drop a check that could kill)."""
-    from proofs import registry
+    from ptspec.proofs.runner import registry
     real = registry.run_obligation
 
     def late(ob, profile, seed, *a, **k):
@@ -155,14 +157,14 @@ def test_a_check_that_does_not_pass_under_the_recorder_reaches_everything(monkey
     monkeypatch.setattr(registry, "run_obligation", late)
     reach = mutants.reach_map("quick", 0, "s2.pool,s2.geometry.all")
     assert reach["s2.pool"] is mutants.EVERYTHING
-    assert "walker:__kvm_pgtable_visit" not in reach["s2.geometry.all"]
+    assert "pgtable.walker:__kvm_pgtable_visit" not in reach["s2.geometry.all"]
     assert mutants.narrowed(_advance_mutant().id, None, reach) == {"s2.pool"}
 
 
 def test_a_deadline_is_a_kill_only_if_the_unmutated_impl_meets_it(monkeypatch):
     """On a loaded machine every check may run out of time: "hung" needs the unmutated check to
     finish in time right after; otherwise the mutant is inconclusive, neither killed nor survived."""
-    from proofs import registry
+    from ptspec.proofs.runner import registry
     real = registry.run_obligation
     m = _advance_mutant()
     stopped = registry.Result("unknown", "stopped: (simulated deadline)")
@@ -181,15 +183,15 @@ def test_a_deadline_is_a_kill_only_if_the_unmutated_impl_meets_it(monkeypatch):
 
 def test_applied_reaches_checkers_that_imported_the_function_by_name():
     """A check that did `from impl.x import f` calls impl: under a mutant of f it calls the mutant
-    (proofs.z3_stage2 imports all_stage2_geometries by name)."""
-    import impl.geometry
-    import proofs.z3_stage2 as zs
-    orig = impl.geometry.all_stage2_geometries
+    (ptspec.proofs.stage2.z3_lemmas imports all_stage2_geometries by name)."""
+    import ptspec.impl.pgtable.geometry
+    from ptspec.proofs.stage2 import z3_lemmas as zs
+    orig = ptspec.impl.pgtable.geometry.all_stage2_geometries
     assert zs.all_stage2_geometries is orig
-    m = next(m for m in mutate.enumerate_mutants(["impl.geometry"])
+    m = next(m for m in mutate.enumerate_mutants(["ptspec.impl.pgtable.geometry"])
              if m.qualname == "all_stage2_geometries" and m.what == "`1` -> `0`")
     with mutate.applied(m) as new:
-        assert zs.all_stage2_geometries is new is impl.geometry.all_stage2_geometries
+        assert zs.all_stage2_geometries is new is ptspec.impl.pgtable.geometry.all_stage2_geometries
         assert len(list(zs.all_stage2_geometries())) != len(list(orig()))
     assert zs.all_stage2_geometries is orig
 
@@ -207,8 +209,8 @@ def test_a_target_that_exhausts_memory_is_crashed_and_retires_its_worker(monkeyp
     monkeypatch.setattr(mutants, "run_target", runaway)
     monkeypatch.setattr(mutants, "_RETIRED", [False])
     monkeypatch.setattr(os, "_exit", fake_exit)
-    out = mutants._worker(("mutant", "walker:x:cmp0", "quick", 0, None, None))
+    out = mutants._worker(("mutant", "pgtable.walker:x:cmp0", "quick", 0, None, None))
     assert out["status"] == "crashed" and "MemoryError" in out["detail"]
     with pytest.raises(SystemExit) as left:
-        mutants._worker(("mutant", "walker:x:cmp1", "quick", 0, None, None))
+        mutants._worker(("mutant", "pgtable.walker:x:cmp1", "quick", 0, None, None))
     assert left.value.code == 3

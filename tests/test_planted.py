@@ -1,6 +1,6 @@
 """Every checker fails on planted bugs, and every invariant and contract catches one of its own.
 
-Each bug of proofs/planted.py is put into impl for the duration of one test; the checker must come
+Each bug of proofs/stage2/planted.py is put into impl for the duration of one test; the checker must come
 back refuted with a violation whose id is one of the bug's expected ids. The lists below say which
 checker must catch which bug; the last tests make sure every invariant/contract id and every checker
 is covered by at least one bug.
@@ -8,10 +8,13 @@ is covered by at least one bug.
 
 import pytest
 
-import spec
-from proofs import errorpaths, exhaustive, lockstep, profiles
-from proofs.checks_stage2 import lockstep_examples
-from proofs.planted import BUGS, planted
+from ptspec import spec
+from ptspec.proofs.stage2 import errorpaths
+from ptspec.proofs.stage2 import exhaustive
+from ptspec.proofs.stage2 import lockstep
+from ptspec.proofs.runner import budgets as profiles
+from ptspec.proofs.stage2.checks import lockstep_examples
+from ptspec.proofs.stage2.planted import BUGS, planted
 
 EXHAUSTIVE = {  # bug -> depth needed
     "walk-align": 2, "valid-update-ref": 2, "owner-unmap": 2, "eagain-abort": 2,

@@ -1,6 +1,6 @@
-"""proofs.ptdump.render: ptdump-style text of a raw state."""
+"""ptspec.proofs.stage2.ptdump.render: ptdump-style text of a raw state."""
 
-from proofs.ptdump import render
+from ptspec.proofs.stage2.ptdump import render
 from test_spec_builder import S2, table_desc
 
 G1, G2 = 0x4000_0000, 0x20_0000

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from proofs import profiles, registry
-from proofs.registry import Context, Obligation, Result
+from ptspec.proofs.runner import budgets as profiles
+from ptspec.proofs.runner import registry
+from ptspec.proofs.runner.registry import Context, Obligation, Result
 
 
 @pytest.fixture

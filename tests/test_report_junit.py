@@ -7,8 +7,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from proofs import cli, registry, report_junit
-from proofs.registry import Obligation, Result
+from ptspec.proofs.cli import main as cli
+from ptspec.proofs.runner import registry
+from ptspec.proofs.report import junit as report_junit
+from ptspec.proofs.runner.registry import Obligation, Result
 
 CX = {"ops": "pgt.map(0x200000, 0x1000, 0x40000000, prot=R | W)",
       "violations": ["S2-OWN descriptor 0x2 at 0x6008: owner bits set \x01\x1b[31m"]}

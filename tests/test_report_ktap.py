@@ -14,8 +14,10 @@ import sys
 
 import pytest
 
-from proofs import cli, registry, report_ktap
-from proofs.registry import Obligation, Result
+from ptspec.proofs.cli import main as cli
+from ptspec.proofs.runner import registry
+from ptspec.proofs.report import ktap as report_ktap
+from ptspec.proofs.runner.registry import Obligation, Result
 
 _RESULT = re.compile(r"^(ok|not ok) ([0-9]+)(?: ([^#]*?))?(?: # ?(?:(SKIP|TODO|XFAIL|TIMEOUT|ERROR)\b ?)?(.*))?$")
 DIRECTIVE_STATUS = {None: None, "SKIP": "skipped", "ERROR": "error", "TIMEOUT": "timeout"}

@@ -1,6 +1,6 @@
 """S2-BBM: changed cached translations need a TLBI of the right level inside the old leaf."""
 
-import spec
+from ptspec import spec
 from test_spec_builder import S2, RW, leaf, step, ids
 
 AF = 1 << 10

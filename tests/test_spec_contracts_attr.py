@@ -1,6 +1,6 @@
 """Contracts of unmap, wrprotect, mkyoung, mkold, is_young, relax_perms, flush, get_leaf, and C-CMO."""
 
-import spec
+from ptspec import spec
 from test_spec_builder import S2, R, X, RW, RWX, EINVAL, ERANGE, leaf, owner_desc, step, ids
 
 G1, G2 = 0x4000_0000, 0x20_0000

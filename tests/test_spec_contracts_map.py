@@ -1,6 +1,6 @@
 """Contracts of init, map, set_owner and destroy: passing cases and planted violations."""
 
-import spec
+from ptspec import spec
 from test_spec_builder import (S2, R, X, RW, DEVICE, EINVAL, ERANGE, ENOMEM, EAGAIN, leaf,
                                owner_desc, step, ids)
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-import spec
-from spec import geometry as G
+from ptspec import spec
+from ptspec.spec.arch import geometry as G
 from test_spec_builder import S2, leaf, owner_desc
 
 

@@ -3,7 +3,7 @@ fields, and the hyp stage-1 variants."""
 
 import pytest
 
-import spec
+from ptspec import spec
 from test_spec_builder import S2, leaf, owner_desc, table_desc, ids
 
 GEOMETRIES = [(12, 40), (12, 32), (12, 44), (14, 40), (14, 48), (16, 42), (16, 52)]

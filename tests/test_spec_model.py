@@ -11,7 +11,7 @@ against false alarms on legal kernel behaviour. Planted deviations must then be 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import spec
+from ptspec import spec
 from test_spec_builder import S2, leaf, table_desc, gshift, X, W, R, DEVICE, EINVAL, ERANGE, ENOMEM, EAGAIN
 
 E2BIG = -7

@@ -3,9 +3,9 @@ range-restricted leaf queries agree with the full list, and translate() agrees w
 
 from hypothesis import given, settings, strategies as st
 
-import spec
-from spec import segments
-from spec.segments import _expand_chunks, _flat_diff, _TreeDiff, diff_outside
+from ptspec import spec
+from ptspec.spec.stage2 import segments
+from ptspec.spec.stage2.segments import _expand_chunks, _flat_diff, _TreeDiff, diff_outside
 from test_spec_builder import S2
 
 GEOS = [(12, 32), (12, 40), (14, 36), (16, 42)]

@@ -2,9 +2,9 @@
 
 import pytest
 
-import spec
-from spec import StateError, load_state
-from spec.step import load_step, walked_range
+from ptspec import spec
+from ptspec.spec import StateError, load_state
+from ptspec.spec.stage2.step import load_step, walked_range
 from test_spec_builder import S2, step
 
 

@@ -1,4 +1,4 @@
-"""The symbolic executor of proofs/z3_bv.py: faithful to Python ints, complete over paths, honest.
+"""The symbolic executor of proofs/engines/z3/bv.py: faithful to Python ints, complete over paths, honest.
 
 SymInt arithmetic is compared with Python's on concrete values (z3 evaluates the terms), the
 explorer must find every path of small branching functions, and z3 ``unknown`` (a tiny rlimit),
@@ -10,8 +10,8 @@ import random
 import pytest
 import z3
 
-from proofs import z3_bv as B
-from proofs import z3_explore as E
+from ptspec.proofs.engines.z3 import bv as B
+from ptspec.proofs.engines.z3 import explore as E
 
 
 def _eval(term, env):

@@ -1,14 +1,14 @@
 """Every s2.z3.* obligation proves on the tree and refutes its planted bugs.
 
-Each bug of proofs/planted_proofs.py.CAUGHT_BY (some from proofs/planted.py) is planted for the
+Each bug of proofs/stage2/planted_proofs.py.CAUGHT_BY (some from proofs/stage2/planted.py) is planted for the
 duration of one run of the obligation, which must come back "refuted" with a violated statement
 naming one of the bug's expected ids, and inputs in hex.
 """
 
 import pytest
 
-from proofs import registry
-from proofs.planted_proofs import CAUGHT_BY, get, planted
+from ptspec.proofs.runner import registry
+from ptspec.proofs.stage2.planted_proofs import CAUGHT_BY, get, planted
 
 registry.load_all()
 
@@ -50,7 +50,7 @@ def test_every_z3_obligation_has_a_planted_bug():
 
 
 def test_planting_restores_the_impl():
-    from impl import stage2_map
+    from ptspec.impl.pgtable import stage2_map
     orig = stage2_map.kvm_block_mapping_supported
     with planted("block-end-overrun"):
         assert stage2_map.kvm_block_mapping_supported is not orig
@@ -60,7 +60,7 @@ def test_planting_restores_the_impl():
 def test_hyp_va_allocator_finding_for_huge_sizes():
     """The finding docs/proofs.md reports: without a bound on the size, the one-bit test of
     __create_hyp_private_mapping accepts an allocation that wraps below 0 and leaves the half."""
-    from proofs import z3_mmu
+    from ptspec.proofs.mmu import z3_lemmas as z3_mmu
     out = z3_mmu.lemma_hyp_va(50_000_000, 20_000, max_size_bits=64)
     assert out.status == "refuted"
     cex = out.counterexample

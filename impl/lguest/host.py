@@ -17,7 +17,7 @@ Left out: swapping, copy-on-write in get_user_pages, NUMA; the launcher's own pa
 memory are a few frames (its binary and stack) that gup can reach but the guest must never map.
 """
 
-from .x86 import PAGE_SHIFT, PAGE_SIZE, ULONG_MASK
+from ptspec.impl.lguest.x86 import PAGE_SHIFT, PAGE_SIZE, ULONG_MASK
 
 
 class Host:

@@ -18,10 +18,10 @@ locking, the hypercall ring.
 
 import random
 
-from .host import Host
-from .pgdirs import PgdirOps
-from .shadow import ShadowOps
-from .x86 import FORMATS, PAGE_SHIFT, PAGE_SIZE, X86Format
+from ptspec.impl.lguest.host import Host
+from ptspec.impl.lguest.pgdirs import PgdirOps
+from ptspec.impl.lguest.shadow import ShadowOps
+from ptspec.impl.lguest.x86 import FORMATS, PAGE_SHIFT, PAGE_SIZE, X86Format
 
 VARIANTS = ("corrected", "seed-as-written")
 # Places where the seed's code breaks the spec (docs/lguest.md has each counterexample); the

@@ -13,7 +13,7 @@ which host page backs which switcher slot matters here).
 
 import errno
 
-from .x86 import PAGE_SIZE, ULONG_MASK, _PAGE_PRESENT, _PAGE_TABLE
+from ptspec.impl.lguest.x86 import PAGE_SIZE, ULONG_MASK, _PAGE_PRESENT, _PAGE_TABLE
 
 
 class PgdirOps:

@@ -12,8 +12,7 @@ docs/lguest.md); the default is the corrected code. Left out: locking (callers h
 the host (the switcher reloads cr3 on every guest entry).
 """
 
-from .x86 import (PAGE_SHIFT, PAGE_SIZE, PAGE_MASK, ULONG_MASK, _PAGE_ACCESSED, _PAGE_DIRTY,
-                  _PAGE_GLOBAL, _PAGE_PRESENT, _PAGE_PSE, _PAGE_RW, _PAGE_TABLE, _PAGE_USER)
+from ptspec.impl.lguest.x86 import PAGE_SHIFT, PAGE_SIZE, PAGE_MASK, ULONG_MASK, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_GLOBAL, _PAGE_PRESENT, _PAGE_PSE, _PAGE_RW, _PAGE_TABLE, _PAGE_USER
 
 
 class ShadowOps:

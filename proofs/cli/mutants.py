@@ -1,0 +1,210 @@
+"""`ptspec mutants`: the historical corpus matrix, and systematic mutation testing of impl/.
+
+    ptspec mutants [--only ID[,ID]] [--checks PATTERN] [--json FILE] [--profile P] [--seed N]
+                   [--jobs N]
+    ptspec mutants --systematic [--module NAME] [--sample N] [--list] [--json FILE] ...
+
+Corpus mode prints one row per historical bug (upstream fix, caught or not, the first check that
+caught it, the invariants its counterexample broke, time to catch) and then each counterexample;
+it exits 1 if a bug survives. Systematic mode plants every mechanical mutant of the selected impl
+modules (ptspec.proofs.mutation.mutate), prints the mutation score per module and every survivor, and exits 1 if a
+survivor is not explained in proofs/mutation/survivors/*.toml (an equivalent mutant, with the reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tomllib
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ptspec.proofs.mutation import corpus
+from ptspec.proofs.mutation import mutants
+from ptspec.proofs.mutation import mutate
+
+SURVIVORS_DIR = Path(mutants.__file__).with_name("survivors")   # package data, installed with the wheel
+
+
+def explained_survivors() -> dict[str, str]:
+    """mutant id -> why it is equivalent (or why no check can tell it apart), from the files of
+    proofs/mutation/survivors/ (one per area). An id explained twice is an error: one reason each."""
+    out: dict[str, str] = {}
+    files = sorted(SURVIVORS_DIR.glob("*.toml"))
+    if not files:   # a broken install must not turn every explained survivor into an unexplained one
+        raise FileNotFoundError(f"no survivor explanations in {SURVIVORS_DIR} (incomplete install?)")
+    for f in files:
+        for k, v in tomllib.loads(f.read_text()).items():
+            if k in out:
+                raise ValueError(f"{f.name}: {k} is explained twice")
+            if not str(v.get("why", "")).strip():
+                raise ValueError(f"{f.name}: {k} has no reason ('why')")
+            out[k] = v["why"]
+    return out
+
+
+def add_parser(sub) -> None:
+    m = sub.add_parser("mutants", help="measure the checks on the bug corpus / on mutants of impl",
+                       description=__doc__.split("\n\n")[1] if __doc__ else None,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("--only", action="append", metavar="ID", help="corpus bug or mutant ids")
+    m.add_argument("--systematic", action="store_true", help="mechanical mutants of impl/")
+    m.add_argument("--module", action="append", metavar="NAME",
+                   help="impl module(s) to mutate, e.g. pgtable.stage2_map (default: all)")
+    m.add_argument("--sample", type=int, metavar="N", help="a fixed deterministic sample of N mutants")
+    m.add_argument("--list", action="store_true", help="list the targets and exit")
+    m.add_argument("--checks", metavar="PATTERN",
+                   help="run only these obligations against each target (as verify --only)")
+    m.add_argument("--profile", default="default", choices=("quick", "default", "deep"))
+    m.add_argument("--escalate", metavar="PROFILE", choices=("default", "deep"),
+                   help="(--systematic) run the survivors of --profile again under this profile")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--jobs", type=int, default=1, help="worker processes, one target each")
+    m.add_argument("--json", metavar="FILE", help="write every outcome as JSON")
+    m.set_defaults(func=cmd_mutants)
+
+
+def _targets(args) -> list[tuple[str, str]]:
+    only = {i.strip() for o in args.only or [] for i in o.split(",") if i.strip()}
+    if args.systematic:
+        modules = [m if m.startswith("ptspec.impl.") else f"ptspec.impl.{m}" for m in args.module or []] or None
+        ms = mutate.enumerate_mutants(modules)
+        if only:
+            ms = [m for m in ms if m.id in only]
+        if args.sample:
+            ms = mutants.sample(ms, args.sample, args.seed)
+        return [("mutant", m.id) for m in ms]
+    bugs = corpus.all_bugs()
+    unknown = only - {b.id for b in bugs}
+    if unknown:
+        raise SystemExit(f"ptspec mutants: unknown corpus bug(s): {', '.join(sorted(unknown))}")
+    return [("corpus", b.id) for b in bugs if not only or b.id in only]
+
+
+def cmd_mutants(args, console: Console) -> int:
+    try:
+        targets = _targets(args)
+    except SystemExit as exc:
+        print(exc.code)
+        return 2
+    if args.list:
+        for kind, t in targets:
+            console.print(t if kind == "corpus" else mutate.describe(
+                {m.id: m for m in mutate.enumerate_mutants([mutate.module_of(t)])}[t]),
+                markup=False, highlight=False)
+        return 0
+    if not targets:
+        print("ptspec mutants: nothing selected")
+        return 2
+
+    def done(o, k, n):
+        what = f"{o.status:9} {o.target}"
+        if o.check:
+            what += f"  [{o.check} {','.join(o.invariants)} {o.seconds:.1f}s]"
+        console.print(f"[{k}/{n}] {what}", markup=False, highlight=False)
+
+    outcomes, base = _run(targets, args.profile, args, console, done)
+    if outcomes is None:
+        return 2
+    if args.systematic and args.escalate:
+        # unreached too: a bigger budget may reach a function (a longer sequence, more examples)
+        again = [i for i, o in enumerate(outcomes)
+                 if o.status in ("survived", "unreached", "inconclusive")]
+        console.print(f"escalating {len(again)} survivor(s) of the {args.profile} profile to "
+                      f"{args.escalate}", highlight=False)
+        if again:
+            more, _ = _run([targets[i] for i in again], args.escalate, args, console, done)
+            if more is None:
+                return 2
+            for i, o in zip(again, more):
+                outcomes[i] = o
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "profile": args.profile, "escalate": args.escalate, "seed": args.seed,
+            "mode": "systematic" if args.systematic else "corpus",
+            "baseline": {r.id: r.status for r in base},
+            "outcomes": [mutants.asdict(o) for o in outcomes],
+            "score": mutants.score(outcomes)}, indent=1, default=str))
+    if args.systematic:
+        return _systematic_report(outcomes, console)
+    return _corpus_report(outcomes, console)
+
+
+def _run(targets, profile: str, args, console: Console, done):
+    """Baseline, reach map (systematic) and the run of every target under one profile."""
+    allowed, base = mutants.baseline(profile, args.seed, args.checks)
+    for r in base:
+        if r.status not in ("passed", "proved"):
+            console.print(f"baseline: {r.id} is {r.status} on the unmutated impl ({profile}); it is "
+                          f"left out ({r.detail[:100]})", markup=False, highlight=False)
+    if not allowed:
+        print("ptspec mutants: no check passes on the unmutated impl; nothing can be measured")
+        return None, base
+    reach = mutants.reach_map(profile, args.seed, args.checks, allowed) \
+        if args.systematic else None
+    return mutants.run_many(targets, profile, args.seed, args.jobs, pattern=args.checks,
+                            allowed=allowed, reach=reach, on_done=done), base
+
+
+def _corpus_report(outcomes, console: Console) -> int:
+    bugs = {b.id: b for b in corpus.all_bugs()}
+    t = Table(title="historical bug corpus")
+    for col in ("bug", "upstream fix", "caught", "first check", "invariants", "expected", "time"):
+        t.add_column(col)
+    for o in outcomes:
+        b = bugs[o.target]
+        t.add_row(o.target, b.fix[:48], "yes" if o.status == "caught" else f"NO ({o.status})",
+                  o.check or "-", ", ".join(o.invariants) or "-",
+                  ("yes" if o.expected_hit else "no") if o.expected_hit is not None else "-",
+                  f"{o.seconds:.1f}s")
+    console.print(t)
+    caught = [o for o in outcomes if o.status == "caught"]
+    times = [o.seconds for o in caught]
+    if times:
+        console.print(f"caught {len(caught)}/{len(outcomes)}; time to catch median "
+                      f"{statistics.median(times):.1f}s, max {max(times):.1f}s", highlight=False)
+    for o in caught:
+        cx = o.counterexample or {}
+        console.print(f"\n== {o.target}: {o.check}", markup=False, highlight=False)
+        for v in (cx.get("violations") or [])[:3]:
+            console.print(f"   {v}", markup=False, highlight=False)
+        if cx.get("ops"):
+            console.print(cx["ops"], markup=False, highlight=False)
+    missed = [o for o in outcomes if o.status != "caught" or o.expected_hit is False]
+    for o in missed:
+        why = "not caught" if o.status != "caught" else "caught, but not by the invariant it must be"
+        console.print(f"MISSED {o.target}: {why} ({o.status}; {o.detail})", markup=False,
+                      highlight=False)
+    return 1 if missed else 0
+
+
+def _systematic_report(outcomes, console: Console) -> int:
+    t = Table(title="mutation score per impl module")
+    for col in ("module", "mutants", "killed", "survived", "unreached", "inconclusive", "error",
+                "score"):
+        t.add_column(col)
+    table = mutants.score(outcomes)
+    for module, row in sorted(table.items()):
+        t.add_row(module, str(row["total"]), str(row["killed"]), str(row["survived"]),
+                  str(row["unreached"]), str(row["inconclusive"]), str(row["error"]),
+                  f"{100 * row['killed'] / max(row['total'], 1):.1f}%")
+    cols = ("total", "killed", "survived", "unreached", "inconclusive", "error")
+    sums = {k: sum(r[k] for r in table.values()) for k in cols}
+    t.add_row("all", *(str(sums[k]) for k in cols),
+              f"{100 * sums['killed'] / max(sums['total'], 1):.1f}%")
+    console.print(t)
+    explained = explained_survivors()
+    unexplained = []
+    for o in outcomes:
+        if o.killed:
+            continue
+        note = explained.get(o.target)
+        console.print(f"{'survived' if o.status == 'survived' else o.status}: {o.target}"
+                      + (f"  -- explained: {note}" if note else "  -- NOT EXPLAINED"),
+                      markup=False, highlight=False)
+        if not note:
+            unexplained.append(o)
+    return 1 if unexplained else 0

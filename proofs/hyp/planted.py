@@ -1,0 +1,96 @@
+"""Planted bugs of the hyp stage-1 code (impl/pgtable/hyp.py), one per S1-* invariant and C-HYP-* contract.
+
+Each swaps one function of ptspec.impl.pgtable.hyp (or one name it calls) for a variant with a single named
+defect, restored on exit; tests/test_hyp.py requires the hyp lock-step to refute each one with the
+expected id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from ptspec.impl.pgtable import hyp
+
+
+@dataclass(frozen=True)
+class HypBug:
+    id: str
+    what: str
+    caught_by: tuple
+    name: str                 # attribute of ptspec.impl.pgtable.hyp replaced
+    factory: object           # factory(original) -> variant
+
+
+def _always_update(orig):
+    def needs_update(old, new, warn=None):
+        return old != new                          # the bug: a conflicting leaf is overwritten
+    return needs_update
+
+
+def _ap_inverted(orig):
+    def set_prot(prot):
+        ret, attr = orig(prot)
+        if ret == 0:
+            attr ^= 0b10 << 6                      # the bug: AP RO <-> RW
+        return ret, attr
+    return set_prot
+
+
+def _table_takes_ref(orig):
+    def set_table(pgt, tbl, idx, childp):
+        orig(pgt, tbl, idx, childp)
+        pgt.pool.get_page(childp)                  # the bug: a per-descriptor reference at EL2
+    return set_table
+
+
+def _phys_unaligned_block(orig):
+    def supported(gran, addr, end, phys, level, pa_bits):
+        return orig(gran, addr, end, phys & ~(gran.size[level] - 1), level, pa_bits)
+    return supported                               # the bug: phys alignment not checked
+
+
+def _phys_page_advance(orig):
+    def try_leaf(addr, end, level, tbl, idx, data):
+        phys = data.phys
+        done = orig(addr, end, level, tbl, idx, data)
+        if done:
+            data.phys = phys + data.pgt.gran.page_size   # the bug: always one page
+        return done
+    return try_leaf
+
+
+def _free_walker_leaves(orig):
+    class Leaky(orig):
+        def destroy(self):
+            self.mm_ops.put_page(self.pgd[0])      # the bug: only the root is freed
+            self.pgd = None
+    return Leaky
+
+
+BUGS = {b.id: b for b in [
+    HypBug("hyp-conflict-overwrite", "a conflicting valid hyp leaf is overwritten",
+           ("C-HYP-MAP",), "hyp_pte_needs_update", _always_update),
+    HypBug("hyp-ap-inverted", "read-only and read-write swapped in AP", ("C-HYP-MAP",),
+           "hyp_set_prot_attr", _ap_inverted),
+    HypBug("hyp-table-ref", "installing a table takes a reference on it", ("S1-RC",),
+           "kvm_set_table_pte", _table_takes_ref),
+    HypBug("hyp-block-phys", "a block with an unaligned output address", ("S1-BA", "C-HYP-MAP"),
+           "kvm_block_mapping_supported", _phys_unaligned_block),
+    HypBug("hyp-phys-advance", "the output address advances by a page after a block",
+           ("C-HYP-MAP",), "hyp_map_walker_try_leaf", _phys_page_advance),
+    HypBug("hyp-destroy-leak", "destroy frees the root only", ("S1-LEAK", "C-HYP-DESTROY"),
+           "HypPgtable", _free_walker_leaves),
+]}
+
+
+@contextlib.contextmanager
+def planted_hyp(bug_id: str):
+    bug = BUGS[bug_id]
+    orig = getattr(hyp, bug.name)
+    setattr(hyp, bug.name, bug.factory(orig))
+    try:
+        yield bug
+    finally:
+        setattr(hyp, bug.name, orig)
+

@@ -1,0 +1,85 @@
+"""Compile the kernel's ``pgtable.c`` (Linux 6.1) with ptspec's shims into a host shared library.
+
+``PAGE_SHIFT`` is a compile-time constant in the kernel, so there is one library per granule
+(``-DPAGE_SHIFT=12|14|16``), with ``ID_AA64MMFR0_EL1_PARANGE_MAX`` as the kernel config sets it
+(52-bit PA only with 64K pages, as ``CONFIG_ARM64_PA_BITS_52`` requires in 6.1; 48 otherwise).
+Libraries are cached in the kdiff cache directory (never the repository), named by a hash of the
+kernel source, the shim files, the flags and the compiler, so any change rebuilds.
+
+``library(page_shift)`` returns the path of a built library, or raises ``BuildError`` with a reason
+(no source cached, no C compiler, compile error with its first lines).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from ptspec.proofs.kernel import fetch
+
+SHIM_DIR = Path(__file__).with_name("shim")
+SHIM_FILES = ("linux/bits.h", "linux/bitfield.h", "linux/types.h", "linux/pgtable.h",
+              "linux/kvm_host.h", "kdiff_rt.c")
+CFLAGS = ("-O2", "-fPIC", "-shared", "-fno-strict-aliasing", "-fwrapv", "-w")
+PARANGE = {12: 5, 14: 5, 16: 6}       # ID_AA64MMFR0_EL1_PARANGE_48 / _52
+
+
+class BuildError(RuntimeError):
+    """The library could not be built; the message says why."""
+
+
+def compiler() -> str | None:
+    cc = os.environ.get("CC")
+    if cc and shutil.which(cc):
+        return shutil.which(cc)
+    for name in ("cc", "gcc", "clang"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _key(src: fetch.Source, cc: str, page_shift: int, defines=()) -> str:
+    h = hashlib.sha256()
+    h.update(src.pgtable_c.read_bytes())
+    for hdr in ("asm/kvm_pgtable.h", "asm/stage2_pgtable.h"):
+        h.update((src.include_dir / hdr).read_bytes())
+    for f in SHIM_FILES:
+        h.update(f.encode())
+        h.update((SHIM_DIR / f).read_bytes())
+    h.update(repr((CFLAGS, page_shift, PARANGE[page_shift], cc, tuple(defines))).encode())
+    return h.hexdigest()[:16]
+
+
+def library(page_shift: int, src: fetch.Source | None = None, defines=()) -> Path:
+    """Path of the shared library for this granule, built if not cached.
+
+    ``defines`` are extra preprocessor symbols (only the planted-bug variants of the shim use them).
+    """
+    if page_shift not in PARANGE:
+        raise ValueError(f"page_shift must be 12, 14 or 16, not {page_shift!r}")
+    if src is None:
+        src, why = fetch.locate()
+        if src is None:
+            raise BuildError(why)
+    cc = compiler()
+    if cc is None:
+        raise BuildError("no C compiler (cc, gcc or clang; or $CC) found on PATH")
+    out_dir = fetch.cache_dir() / "build"
+    out = out_dir / f"pgtable-{src.version}-{page_shift}-{_key(src, cc, page_shift, defines)}.so"
+    if out.exists():
+        return out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".tmp{os.getpid()}")
+    cmd = [cc, *CFLAGS, f"-DPAGE_SHIFT={page_shift}", f"-DKDIFF_PARANGE_MAX={PARANGE[page_shift]}",
+           *(f"-D{d}" for d in defines), "-I", str(SHIM_DIR), "-I", str(src.include_dir),
+           "-o", str(tmp), str(src.pgtable_c), str(SHIM_DIR / "kdiff_rt.c")]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        lines = (r.stderr or r.stdout).strip().splitlines()[:15]
+        raise BuildError("compiling pgtable.c failed:\n" + "\n".join(lines))
+    os.replace(tmp, out)
+    return out

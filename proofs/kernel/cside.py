@@ -1,0 +1,315 @@
+"""The kernel's own stage-2 page-table code (Linux 6.1 ``pgtable.c``) driven from Python via ctypes.
+
+``CPgtable`` has the methods of ``ptspec.impl.pgtable.stage2.KvmPgtable`` (``init``, ``map``, ``set_owner``,
+``unmap``, ``wrprotect``, ``mkyoung``, ``mkold``, ``is_young``, ``relax_perms``, ``flush``,
+``get_leaf``, ``destroy``) and a ``snapshot()`` that returns the raw state of docs/interface.md, so
+``spec.check_state`` and ``ptspec.proofs.stage2.ptdump`` work on the C side's tables as they do on impl's.
+``CMemcache`` is the shim's one ``kvm_mmu_memory_cache`` (``topup`` / ``free`` / ``objects``).
+
+The library keeps one page table in global state (as the kernel's mm_ops do), so a new
+``CPgtable`` resets the arena of that granule's library: one live C table per granule at a time.
+Python misuse (a value that is not a u64, a destroy without a root) raises ValueError here, before
+the C code is called, as impl does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from array import array
+
+from ptspec.proofs.kernel import build
+
+ARENA_BASE = 0x10_0000_0000
+OWNER_FIELD_6_1 = (9, 2)          # KVM_INVALID_PTE_OWNER_MASK in 6.1
+KVM_MAX_OWNER_ID = 1
+EV_TLBI_IPA, EV_TLBI_VMID, EV_DCACHE, EV_ICACHE, EV_WARN, EV_ERR = range(1, 7)
+PG_FREE, PG_USED, PG_MEMCACHE = 0, 1, 2
+U64 = (1 << 64) - 1
+
+_LIBS: dict = {}
+_LIVE: dict = {}
+# Extra preprocessor symbols for new CPgtables: set only by ptspec.proofs.kernel.planted (C-side bugs).
+PLANT_DEFINES: tuple = ()
+
+
+def load(page_shift: int, defines=()) -> ctypes.CDLL:
+    """The library for this granule, built if needed (raises build.BuildError when it cannot be)."""
+    key = (page_shift, tuple(defines))
+    lib = _LIBS.get(key)
+    if lib is not None:
+        return lib
+    lib = ctypes.CDLL(str(build.library(page_shift, defines=tuple(defines))))
+    u64, u32, i32, vp = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p
+    sigs = {
+        "kdiff_reset": (i32, [u64, i32, i32, u64]), "kdiff_init": (i32, [u32, u32, i32]),
+        "kdiff_pgtable": (vp, []), "kdiff_memcache": (vp, []), "kdiff_vtcr": (u64, []),
+        "kdiff_start_level": (u32, []), "kdiff_ia_bits": (u32, []), "kdiff_pgd_pa": (u64, []),
+        "kdiff_topup": (i32, [u64]), "kdiff_memcache_free": (None, []),
+        "kdiff_memcache_len": (u64, []), "kdiff_memcache_objs": (vp, []),
+        "kdiff_fail_at": (None, [u64]), "kdiff_fail_clear": (None, []),
+        "kdiff_arena": (vp, []), "kdiff_refcounts": (vp, []), "kdiff_page_states": (vp, []),
+        "kdiff_npages": (u64, []), "kdiff_free_pages": (u64, []), "kdiff_log": (vp, []),
+        "kdiff_log_len": (u64, []), "kdiff_log_overflowed": (i32, []),
+        "kdiff_log_clear": (None, []), "kdiff_page_shift": (i32, []),
+        "kdiff_parange_max": (i32, []),
+        "kdiff_get_leaf": (i32, [u64, ctypes.POINTER(u64), ctypes.POINTER(u32)]),
+        "kvm_pgtable_stage2_map": (i32, [vp, u64, u64, u64, u64, vp]),
+        "kvm_pgtable_stage2_set_owner": (i32, [vp, u64, u64, vp, ctypes.c_uint8]),
+        "kvm_pgtable_stage2_unmap": (i32, [vp, u64, u64]),
+        "kvm_pgtable_stage2_wrprotect": (i32, [vp, u64, u64]),
+        "kvm_pgtable_stage2_mkyoung": (u64, [vp, u64]),
+        "kvm_pgtable_stage2_mkold": (u64, [vp, u64]),
+        "kvm_pgtable_stage2_is_young": (ctypes.c_bool, [vp, u64]),
+        "kvm_pgtable_stage2_relax_perms": (i32, [vp, u64, u64]),
+        "kvm_pgtable_stage2_flush": (i32, [vp, u64, u64]),
+        "kvm_pgtable_stage2_destroy": (None, [vp]),
+    }
+    for name, (res, args) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    if lib.kdiff_page_shift() != page_shift:
+        raise build.BuildError(f"a library for {page_shift} was built for another granule")
+    _LIBS[key] = lib
+    return lib
+
+
+def _u64(name, v):
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= U64:
+        raise ValueError(f"{name} must be a u64, not {v!r}")
+    return v
+
+
+class CMemcache:
+    """The shim's kvm_mmu_memory_cache (one per library)."""
+
+    def __init__(self, pgt: "CPgtable"):
+        self.pgt = pgt
+        self.lib = pgt.lib
+        self.handle = self.lib.kdiff_memcache()
+
+    def topup(self, min_pages: int) -> int:
+        if min_pages > self.pgt.mc_capacity:
+            raise ValueError(f"memcache of capacity {self.pgt.mc_capacity} cannot hold {min_pages}")
+        return self.lib.kdiff_topup(min_pages)
+
+    def free(self):
+        self.lib.kdiff_memcache_free()
+
+    @property
+    def objects(self) -> list[int]:
+        n = self.lib.kdiff_memcache_len()
+        return list((ctypes.c_uint64 * n).from_address(self.lib.kdiff_memcache_objs()))
+
+
+class CPgtable:
+    """kernel pgtable.c stage 2, with the same API and raw state as ptspec.impl.pgtable.stage2.KvmPgtable."""
+
+    def __init__(self, page_shift: int = 12, ia_bits: int = 40, *, npages: int = 4096,
+                 fwb: bool = False, flags: int = 0, cmo: bool = True, mc_capacity: int = 40,
+                 force_pte: bool = False):
+        self.defines = tuple(PLANT_DEFINES)
+        self.lib = lib = load(page_shift, self.defines)
+        self.page_shift = page_shift
+        self.page_size = 1 << page_shift
+        self.ptrs = 1 << (page_shift - 3)
+        self.ia_bits = ia_bits
+        self.npages = npages
+        self.fwb_cap = fwb
+        if flags & ~3:
+            raise ValueError(f"unknown stage-2 flags {flags:#x}")
+        self.flags = flags
+        self.force_pte_all = force_pte
+        self.cmo = cmo
+        self.mc_capacity = mc_capacity
+        self.pa_bits = 52 if lib.kdiff_parange_max() == 6 else 48
+        old = _LIVE.get((page_shift, self.defines))
+        if old is not None:
+            old.lib = None                 # the old handle must not touch the reset library
+        if lib.kdiff_reset(npages, int(fwb), int(cmo), mc_capacity):
+            raise MemoryError(f"could not map an arena of {npages} pages")
+        _LIVE[(page_shift, self.defines)] = self
+        self.pgt = lib.kdiff_pgtable()
+        self.mc = CMemcache(self)
+        self.warnings: list[str] = []
+        self.errors: list[str] = []
+        self.pending: list[list] = []
+        self.initialised = False
+        self.start_level = None
+        self.pgd_pages = 0
+
+    def _lib(self):
+        if self.lib is None:
+            raise RuntimeError("this CPgtable was superseded by a newer one of the same granule")
+        return self.lib
+
+    # -- the API ----------------------------------------------------------------------------
+    def init(self) -> int:
+        lib = self._lib()
+        if self.initialised:
+            raise ValueError("stage-2 table is already initialised")
+        ret = lib.kdiff_init(self.ia_bits, self.flags, int(self.force_pte_all))
+        self.start_level = lib.kdiff_start_level()
+        shift = (self.page_shift - 3) * (4 - ((self.start_level - 1) & 0xFFFFFFFF)) + 3
+        self.pgd_pages = ((((1 << self.ia_bits) - 1) >> (shift & 0xFFFFFFFFFFFFFFFF)) + 1)
+        if ret == 0:
+            self.initialised = True
+        return ret
+
+    def force_pte(self, addr, size, prot) -> bool:
+        """What map passes as force_pte (the shim's callback forces pages everywhere, or none)."""
+        return self.force_pte_all
+
+    def _mc(self, mc):
+        return None if mc is None else mc.handle
+
+    def map(self, addr, size, phys, prot, mc) -> int:
+        return self._lib().kvm_pgtable_stage2_map(self.pgt, _u64("addr", addr), _u64("size", size),
+                                                  _u64("phys", phys), _u64("prot", prot),
+                                                  self._mc(mc))
+
+    def set_owner(self, addr, size, mc, owner_id) -> int:
+        if isinstance(owner_id, bool) or not isinstance(owner_id, int) or not 0 <= owner_id <= 255:
+            raise ValueError(f"owner_id must be a u8 (0..255), not {owner_id!r}")
+        return self._lib().kvm_pgtable_stage2_set_owner(self.pgt, _u64("addr", addr),
+                                                        _u64("size", size), self._mc(mc), owner_id)
+
+    def unmap(self, addr, size) -> int:
+        return self._lib().kvm_pgtable_stage2_unmap(self.pgt, _u64("addr", addr),
+                                                    _u64("size", size))
+
+    def wrprotect(self, addr, size) -> int:
+        return self._lib().kvm_pgtable_stage2_wrprotect(self.pgt, _u64("addr", addr),
+                                                        _u64("size", size))
+
+    def mkyoung(self, addr) -> int:
+        return self._lib().kvm_pgtable_stage2_mkyoung(self.pgt, _u64("addr", addr))
+
+    def mkold(self, addr) -> int:
+        return self._lib().kvm_pgtable_stage2_mkold(self.pgt, _u64("addr", addr))
+
+    def is_young(self, addr) -> bool:
+        return bool(self._lib().kvm_pgtable_stage2_is_young(self.pgt, _u64("addr", addr)))
+
+    def relax_perms(self, addr, prot) -> int:
+        return self._lib().kvm_pgtable_stage2_relax_perms(self.pgt, _u64("addr", addr),
+                                                          _u64("prot", prot))
+
+    def flush(self, addr, size) -> int:
+        return self._lib().kvm_pgtable_stage2_flush(self.pgt, _u64("addr", addr),
+                                                    _u64("size", size))
+
+    def get_leaf(self, addr):
+        """(ret, pte, level) as impl: pte and level are 0 unless ret is 0."""
+        pte, level = ctypes.c_uint64(0), ctypes.c_uint32(0)
+        ret = self._lib().kdiff_get_leaf(_u64("addr", addr), ctypes.byref(pte),
+                                         ctypes.byref(level))
+        return (ret, pte.value, level.value) if ret == 0 else (ret, 0, 0)
+
+    def destroy(self) -> None:
+        if not self.initialised:
+            raise ValueError("kvm_pgtable_stage2_destroy: the table has no root (never "
+                             "initialised or already destroyed)")
+        self._lib().kvm_pgtable_stage2_destroy(self.pgt)
+        self.initialised = False
+
+    def fail_at(self, indices):
+        """Allocation calls (0-based, counted from now) that must fail, as impl's MmOps.fail_at."""
+        lib = self._lib()
+        lib.kdiff_fail_clear()
+        for n in indices:
+            lib.kdiff_fail_at(n)
+
+    # -- raw state ----------------------------------------------------------------------------
+    def drain(self) -> list:
+        """Move the C log into warnings/errors and return the TLB/CMO events since the last call."""
+        lib = self._lib()
+        n = lib.kdiff_log_len()
+        if lib.kdiff_log_overflowed():
+            self.errors.append("kdiff: the shim's event log overflowed")
+        raw = (ctypes.c_uint64 * (3 * n)).from_address(lib.kdiff_log()) if n else []
+        events = []
+        for k in range(n):
+            kind, a, b = raw[3 * k], raw[3 * k + 1], raw[3 * k + 2]
+            if kind == EV_TLBI_IPA:
+                events.append(["tlbi_ipa", a, b])
+            elif kind == EV_TLBI_VMID:
+                events.append(["tlbi_vmid"])
+            elif kind == EV_DCACHE:
+                events.append(["dcache", a, b])
+            elif kind == EV_ICACHE:
+                events.append(["icache", a, b])
+            elif kind == EV_WARN:
+                self.warnings.append(f"WARN_ON at pgtable.c:{a}")
+            elif a == 2:
+                self.warnings.append("kvm_mmu_memory_cache_alloc on an empty memcache")
+            elif a in (3, 5):
+                what = "put_page" if a == 3 else "get_page"
+                tail = " (double free?)" if a == 3 else ""
+                self.errors.append(f"{what} on page {b:#x} that is not allocated{tail}")
+            elif a == 1:
+                self.errors.append(f"page reference to {b:#x} outside the arena")
+            else:
+                self.errors.append(f"allocator error {a} on page {b:#x}")
+        lib.kdiff_log_clear()
+        self.pending.extend(events)
+        return events
+
+    def page_states(self) -> bytes:
+        lib = self._lib()
+        return ctypes.string_at(lib.kdiff_page_states(), self.npages)
+
+    def used_pages(self) -> list[int]:
+        """Physical addresses of the pages handed out and not in the memcache, ascending."""
+        states = self.page_states()
+        out, i = [], states.find(PG_USED)
+        while i >= 0:
+            out.append(ARENA_BASE + (i << self.page_shift))
+            i = states.find(PG_USED, i + 1)
+        return out
+
+    def page_bytes(self, pa: int) -> bytes:
+        lib = self._lib()
+        return ctypes.string_at(lib.kdiff_arena() + (pa - ARENA_BASE), self.page_size)
+
+    def page_words(self, pa: int) -> list[int]:
+        return array("Q", self.page_bytes(pa)).tolist()
+
+    def refcount(self, pa: int) -> int:
+        lib = self._lib()
+        rc = (ctypes.c_int32 * self.npages).from_address(lib.kdiff_refcounts())
+        return rc[(pa - ARENA_BASE) >> self.page_shift]
+
+    def refcounts(self, pas) -> dict:
+        lib = self._lib()
+        rc = (ctypes.c_int32 * self.npages).from_address(lib.kdiff_refcounts())
+        return {pa: rc[(pa - ARENA_BASE) >> self.page_shift] for pa in pas}
+
+    def free_pages(self) -> int:
+        return self._lib().kdiff_free_pages()
+
+    def roots(self) -> list[int]:
+        if not self.initialised:
+            return []
+        pgd = self._lib().kdiff_pgd_pa()
+        return [pgd + k * self.page_size for k in range(self.pgd_pages)]
+
+    def has_fwb(self) -> bool:
+        return self.fwb_cap and not self.flags & 1
+
+    def snapshot(self, drain_log: bool = True) -> dict:
+        """The raw state of docs/interface.md (owner field 9:2, as 6.1 places it)."""
+        self.drain()
+        used = self.used_pages()
+        state = {
+            "kind": "arm64-stage2", "page_shift": self.page_shift, "ia_bits": self.ia_bits,
+            "start_level": self.start_level if self.start_level is not None else 0,
+            "pa_bits": self.pa_bits, "owner_field": list(OWNER_FIELD_6_1),
+            "max_owner_id": KVM_MAX_OWNER_ID, "has_fwb": self.has_fwb(), "cmo": self.cmo,
+            "roots": self.roots(), "pages": {pa: self.page_words(pa) for pa in used},
+            "refcount": self.refcounts(used), "memcache": sorted(self.mc.objects),
+            "free_pages": self.free_pages(), "pool_errors": list(self.errors),
+            "tlb_log": [list(e) for e in self.pending], "warnings": list(self.warnings),
+        }
+        if drain_log:
+            self.pending.clear()
+        return state

@@ -1,0 +1,124 @@
+"""Planted bugs for the kernel differ: each must make ``ptspec diff-kernel`` report its named id.
+
+``planted(bug_id)`` swaps one impl function (or the C side's build, for the ``c-*`` bugs) for a
+variant with a single named defect and restores it on exit, like ``ptspec.proofs.stage2.planted``. A differ that
+stays silent under one of these is itself broken.
+
+* ``relax-no-tlbi`` (KD-TLB): relax_perms forgets its TLB invalidation;
+* ``leaf-extra-ref`` (KD-RC): replacing a counted leaf takes a reference without dropping one;
+* ``mkyoung-new-pte`` (KD-RET): mkyoung returns the updated descriptor instead of the old one;
+* ``prot-no-sh`` (KD-WORDS): stage2_set_prot_attr leaves out the inner-shareable SH bits;
+* ``pool-highest-first`` (KD-PAGES): the page pool hands out the highest free page;
+* ``both-lose-root-ref`` (S2-RC): impl *and* the C shim stop counting references to the first
+  root page. Both sides then agree, so only the spec's checks of the C side's raw state can see it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from ptspec.impl.pgtable import pool as impl_pool
+from ptspec.impl.pgtable import pte as P
+from ptspec.impl.pgtable import stage2_map
+from ptspec.impl.pgtable import stage2_walkers
+
+from ptspec.proofs.kernel import cside
+
+
+@dataclass(frozen=True)
+class Bug:
+    id: str
+    what: str
+    expect: str                      # the id the differ must report
+    patches: tuple                   # ((object, attribute, factory(original) -> new), ...)
+    c_defines: tuple = ()
+
+
+def _relax_no_tlbi(orig):
+    def relax(pgt, addr, prot):
+        saved = pgt.tlb_flush_vmid_ipa
+        pgt.tlb_flush_vmid_ipa = lambda a, level: None      # the bug: no invalidation
+        try:
+            return orig(pgt, addr, prot)
+        finally:
+            del pgt.tlb_flush_vmid_ipa
+            assert pgt.tlb_flush_vmid_ipa == saved
+    return relax
+
+
+def _leaf_extra_ref(orig):
+    def try_leaf(addr, end, level, tbl, ptp, idx, data):
+        old = tbl[idx]
+        ret = orig(addr, end, level, tbl, ptp, idx, data)
+        if ret == 0 and old and tbl[idx] != old:
+            data.pgt.mm_ops.get_page(ptp)                   # the bug: one reference too many
+        return ret
+    return try_leaf
+
+
+def _mkyoung_new(orig):
+    def mkyoung(pgt, addr):
+        old = orig(pgt, addr)
+        return old | P.KVM_PTE_LEAF_ATTR_LO_S2_AF if old else old    # the bug: the new value
+    return mkyoung
+
+
+def _prot_no_sh(orig):
+    def set_prot(prot, has_fwb):
+        ret, attr = orig(prot, has_fwb)
+        return ret, attr & ~(3 << 8)                        # the bug: SH left out
+    return set_prot
+
+
+def _pool_highest(orig):
+    def alloc_page(self):
+        for i in range(self.npages - 1, -1, -1):            # the bug: highest free page first
+            if self._is_free[i]:
+                return self._take(i)
+        return None
+    return alloc_page
+
+
+def _mmops_lose_root_ref(orig):
+    def get_page(self, pa):
+        if pa == self.pool.base_pa:                          # the bug: first page not counted
+            return
+        orig(self, pa)
+    return get_page
+
+
+BUGS = {b.id: b for b in (
+    Bug("relax-no-tlbi", "relax_perms does not invalidate the TLB", "KD-TLB",
+        ((stage2_walkers, "kvm_pgtable_stage2_relax_perms", _relax_no_tlbi),)),
+    Bug("leaf-extra-ref", "replacing a counted leaf leaks a page reference", "KD-RC",
+        ((stage2_map, "stage2_map_walker_try_leaf", _leaf_extra_ref),)),
+    Bug("mkyoung-new-pte", "mkyoung returns the new descriptor", "KD-RET",
+        ((stage2_walkers, "kvm_pgtable_stage2_mkyoung", _mkyoung_new),)),
+    Bug("prot-no-sh", "map writes leaves without the SH bits", "KD-WORDS",
+        ((stage2_map, "stage2_set_prot_attr", _prot_no_sh),)),
+    Bug("pool-highest-first", "the pool hands out its highest free page", "KD-PAGES",
+        ((impl_pool.PagePool, "alloc_page", _pool_highest),)),
+    Bug("both-lose-root-ref", "impl and the C shim both miss references to the first root page",
+        "S2-RC", ((impl_pool.MmOps, "get_page", _mmops_lose_root_ref),),
+        c_defines=("KDIFF_PLANT_ROOT_REF",)),
+)}
+
+
+@contextlib.contextmanager
+def planted(bug_id: str):
+    """Swap in the named bug (impl functions and/or the C build) for the duration of the block."""
+    bug = BUGS[bug_id]
+    saved = []
+    old_defines = cside.PLANT_DEFINES
+    try:
+        for obj, name, factory in bug.patches:
+            orig = getattr(obj, name)
+            saved.append((obj, name, orig))
+            setattr(obj, name, factory(orig))
+        cside.PLANT_DEFINES = tuple(bug.c_defines)
+        yield bug
+    finally:
+        cside.PLANT_DEFINES = old_defines
+        for obj, name, orig in reversed(saved):
+            setattr(obj, name, orig)

@@ -1,0 +1,202 @@
+"""Hypothesis stateful runs of a whole VM: memslot layouts chosen to hurt, host events, guest accesses.
+
+``MmuMachine`` draws a layout (``ptspec.proofs.mmu.layouts``: misaligned userspace_addr/base_gfn, partial
+head and tail blocks, every hugetlb size, THP, PFNMAP, slots at the top of the IPA space, manual
+dirty-log protect modes) and then interleaves guest accesses (read, write, exec, stage-1 walk, cache
+maintenance) with dirty logging switched on and off, dirty-log harvests, THP splits, zaps, KSM
+merges, page aging, notifier invalidations racing with a fault (between ``gfn_to_pfn`` and
+``mmu_lock``), injected allocation failures, slot moves and deletes, ``stage2_unmap_vm`` and
+ioremaps. Every step goes through ``VmHarness.step``; a violation raises ``MmuViolation`` and
+hypothesis shrinks the run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, Phase, seed as hyp_seed, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, \
+    run_state_machine_as_test
+
+from ptspec.proofs.mmu.harness import VmHarness, counterexample
+from ptspec.proofs.mmu.layouts import LOG, interesting_ipas, layout_pool
+
+KINDS = st.sampled_from(["read", "write", "write", "exec", "s1ptw", "cm"])
+CHUNK = 6                          # examples per hypothesis run (see run_machine)
+PICK = st.integers(0, 11)         # an index into the layout's interesting IPAs (collide often)
+
+
+class MmuViolation(AssertionError):
+    def __init__(self, harness, violations):
+        self.cx = counterexample(harness, violations)
+        self.violations = self.cx["violations"]
+        self.program = self.cx["ops"]
+        super().__init__("\n".join(self.violations[:6]) + "\n\n" + self.program)
+
+
+def make_machine(layouts=None):
+    layouts = layouts or st.sampled_from(layout_pool())
+
+    class MmuMachine(RuleBasedStateMachine):
+        h = None
+
+        @initialize(layout=layouts)
+        def setup(self, layout):
+            self.h = VmHarness(layout, arena_pages=1024)
+            self.ipas = interesting_ipas(layout)
+            self._check(self.h.violations)
+
+        def _check(self, found):
+            if found:
+                raise MmuViolation(self.h, found)
+
+        def _step(self, op, **args):
+            _, found = self.h.step(op, **args)
+            self._check(found)
+
+        def _ipa(self, k):
+            return self.ipas[k % len(self.ipas)]
+
+        def _hva(self, k):
+            lay = self.h.layout
+            v = lay["vmas"][0]
+            ps = 1 << lay["page_shift"]
+            ipa = self._ipa(k)
+            for s in lay["slots"]:
+                if s["gpa"] <= ipa < s["gpa"] + s["size"]:
+                    return s["uaddr"] + (ipa - s["gpa"])
+            return v["start"] + (k * ps) % v["size"]
+
+        def _slot(self, k):
+            slots = self.h.kvm.memslots
+            return slots[k % len(slots)] if slots else None
+
+        @rule(k=PICK, kind=KINDS)
+        def access(self, k, kind):
+            self._step("access", ipa=self._ipa(k), kind=kind)
+
+        @rule(kind=st.sampled_from(["read", "write", "exec"]), reverse=st.booleans())
+        def touch_all(self, kind, reverse):
+            """The guest touches every interesting address once (in either order)."""
+            for ipa in (reversed(self.ipas) if reverse else self.ipas):
+                self._step("access", ipa=ipa, kind=kind)
+
+        @rule(k=PICK, kind=KINDS, race=st.sampled_from(["split_thp", "zap", "ksm_merge"]))
+        def access_racing(self, k, kind, race):
+            self._step("access", ipa=self._ipa(k), kind=kind, race=(race, self._hva(k)), races=1)
+
+        @rule(k=PICK, kind=st.sampled_from(["read", "write", "exec"]))
+        def access_enomem(self, k, kind):
+            self._step("access", ipa=self._ipa(k), kind=kind, enomem=True)
+
+        @precondition(lambda self: self.h is not None and self.h.kvm.memslots)
+        @rule(k=PICK)
+        def toggle_logging(self, k):
+            s = self._slot(k)
+            self._step("set_memory_region", slot=s.id, flags=s.flags ^ LOG,
+                       guest_phys_addr=s.base_gfn << self.h.kvm.page_shift,
+                       memory_size=s.npages << self.h.kvm.page_shift,
+                       userspace_addr=s.userspace_addr)
+
+        @precondition(lambda self: self.h is not None and self.h.kvm.memslots)
+        @rule(k=PICK)
+        def harvest(self, k):
+            s = self._slot(k)
+            if self.h.kvm.manual_protect:
+                self._step("clear_dirty_log", slot=s.id, first=0, num=s.npages)
+            else:
+                self._step("get_dirty_log", slot=s.id)
+
+        @rule(k=PICK, op=st.sampled_from(["split_thp", "ksm", "age", "test_age"]))
+        def host_event(self, k, op):
+            self._step(op, hva=self._hva(k))
+
+        @rule(k=PICK, whole=st.booleans())
+        def zap(self, k, whole):
+            lay = self.h.layout
+            size = lay["block"] if whole else 1 << lay["page_shift"]
+            hva = self._hva(k) & ~(size - 1)
+            self._step("zap", hva=hva, size=size)
+
+        @precondition(lambda self: self.h is not None and self.h.kvm.memslots)
+        @rule(k=PICK, how=st.sampled_from(["delete", "move", "recreate"]))
+        def slot_update(self, k, how):
+            s = self._slot(k)
+            ps = self.h.kvm.page_shift
+            args = dict(slot=s.id, flags=s.flags, guest_phys_addr=s.base_gfn << ps,
+                        memory_size=s.npages << ps, userspace_addr=s.userspace_addr)
+            if how == "move":
+                args["guest_phys_addr"] += self.h.layout["block"]
+            if how in ("delete", "recreate"):
+                self._step("set_memory_region", **dict(args, memory_size=0))
+            if how != "delete":
+                self._step("set_memory_region", **args)
+
+        @rule()
+        def unmap_vm(self):
+            self._step("unmap_vm")
+
+        @rule(off=st.sampled_from([0, 0x10, 0xFF0]), n=st.integers(0, 2), w=st.booleans())
+        def ioremap(self, off, n, w):
+            ps = 1 << self.h.layout["page_shift"]
+            self._step("ioremap", ipa=0x800 * ps + off, pa=0x0900_0000 + off,
+                       size=n * ps + 0x20, writable=w)
+
+        @precondition(lambda self: self.h is not None and self.h.kvm.memslots)
+        @rule(k=PICK)
+        def logging_round(self, k):
+            """A migration that starts and is cancelled: logging on, the guest reads, logging
+            off, the guest writes the same page."""
+            self.toggle_logging(0)
+            self.access(k, "read")
+            self.toggle_logging(0)
+            self.access(k, "write")
+
+    return MmuMachine
+
+
+@dataclass
+class MachineOutcome:
+    status: str
+    examples: int
+    steps: int
+    seconds: float
+    failure: MmuViolation | None = None
+
+
+def run_machine(*, examples: int, steps: int, seed: int = 0, layouts=None,
+                deadline: float | None = None) -> MachineOutcome:
+    machine = make_machine(layouts)
+    counter = {"runs": 0, "steps": 0}
+    orig = machine._step
+
+    def counting(self, op, **args):
+        counter["steps"] += 1
+        if deadline is not None and time.monotonic() > deadline:
+            return
+        orig(self, op, **args)
+    machine._step = counting
+
+    t0 = time.perf_counter()
+    # Several short runs with derived seeds rather than one long one: a long run keeps mutating
+    # the few layouts it drew first; short ones spread over many layouts.
+    done = 0
+    chunk = 0
+    while done < examples:
+        n = min(CHUNK, examples - done)
+        cfg = settings(max_examples=n, stateful_step_count=steps, database=None,
+                       deadline=None, print_blob=False, report_multiple_bugs=False,
+                       suppress_health_check=list(HealthCheck),
+                       phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
+        try:
+            run_state_machine_as_test(hyp_seed(seed * 7919 + chunk)(machine), settings=cfg)
+        except MmuViolation as exc:
+            return MachineOutcome("refuted", done + n, counter["steps"],
+                                  time.perf_counter() - t0, exc)
+        done += n
+        chunk += 1
+        if deadline is not None and time.monotonic() > deadline:
+            break
+    return MachineOutcome("passed", done, counter["steps"], time.perf_counter() - t0)

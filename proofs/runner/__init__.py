@@ -1,0 +1,1 @@
+"""The obligation registry and the runner that keeps verdicts honest; budget profiles; shards and workers."""

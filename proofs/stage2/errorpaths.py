@@ -1,0 +1,151 @@
+"""Error paths: allocation failure at every allocation point, and bad arguments.
+
+For each scenario (a few setup operations that leave blocks, pages, owner annotations and
+concatenated roots behind, then one target operation) the target is first run to count the
+page-table allocations it makes; then, from the same starting state, it is run again once per
+allocation point with exactly that allocation failing. Every run is judged by the spec like any
+other step: all invariants of the state after the failure (nothing leaked, refcounts exact), S2-BBM,
+and the operation's failure rule (part of the range may be done, nothing outside it changed).
+Initialising the table with the root allocation failing is checked the same way.
+
+Bad arguments -- unaligned, beyond the IPA space, size 0, sizes that wrap, owner ids out of range,
+prot values the kernel refuses, and values that are not u64 at all (negative, too large, wrong type,
+which impl refuses with ValueError before touching anything) -- are run on every scenario's
+starting state. The harness judges the refusal itself (C-ARGS): ValueError for exactly the calls
+whose arguments are not u64 values (an owner id: not a u8), a kernel return value for every other
+call.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_RWX, KVM_PGTABLE_PROT_SW1, KVM_PGTABLE_PROT_X
+
+from ptspec.impl.pgtable.stage2_map import KVM_PGTABLE_S2_IDMAP
+
+from ptspec.proofs.stage2.harness import Stage2Harness
+
+K4, M2, G1 = 0x1000, 0x200000, 0x40000000
+U64 = (1 << 64) - 1
+
+SETUPS = {
+    "empty": [],
+    "block": [("map", dict(addr=G1, size=M2, phys=2 * G1, prot=KVM_PGTABLE_PROT_RW))],
+    "pages": [("map", dict(addr=G1 + K4, size=3 * K4, phys=2 * G1 + 0x5000,
+                           prot=KVM_PGTABLE_PROT_RWX))],
+    "owned": [("set_owner", dict(addr=G1 + M2, size=2 * K4, owner_id=1)),
+              ("map", dict(addr=G1, size=M2, phys=2 * G1, prot=KVM_PGTABLE_PROT_R))],
+    "gigablock": [("map", dict(addr=G1, size=G1, phys=2 * G1, prot=KVM_PGTABLE_PROT_RW))],
+}
+
+TARGETS = [
+    ("map", dict(addr=G1 + K4, size=K4, phys=3 * G1, prot=KVM_PGTABLE_PROT_RW)),
+    ("map", dict(addr=G1 + M2 - K4, size=M2 + 2 * K4, phys=3 * G1, prot=KVM_PGTABLE_PROT_RW)),
+    ("map", dict(addr=G1 - K4, size=G1 + 2 * K4, phys=3 * G1 - K4, prot=KVM_PGTABLE_PROT_R)),
+    ("map", dict(addr=0, size=4 * M2, phys=2 * G1 + K4, prot=KVM_PGTABLE_PROT_R)),
+    ("set_owner", dict(addr=G1 + 5 * K4, size=M2, owner_id=1)),
+    ("set_owner", dict(addr=G1, size=2 * K4, owner_id=0)),
+]
+
+IDMAP_STEPS = [
+    ("map", dict(addr=G1, size=M2, phys=G1, prot=KVM_PGTABLE_PROT_RW)),              # identity: a block
+    ("map", dict(addr=G1 + M2, size=K4, phys=G1, prot=KVM_PGTABLE_PROT_RW)),         # -EINVAL
+    ("map", dict(addr=G1 + K4, size=K4, phys=G1 + K4, prot=KVM_PGTABLE_PROT_R)),     # splits the block
+    ("set_owner", dict(addr=G1 + 2 * M2, size=K4, owner_id=1)),
+]
+
+BAD_ARGS = [
+    ("map", dict(addr=G1 + 1, size=1, phys=2 * G1 + 7, prot=KVM_PGTABLE_PROT_RW)),   # unaligned
+    ("map", dict(addr=1 << 39, size=K4, phys=0, prot=KVM_PGTABLE_PROT_RW)),          # beyond IPA
+    ("map", dict(addr=(1 << 39) - K4, size=2 * K4, phys=0, prot=KVM_PGTABLE_PROT_RW)),
+    ("map", dict(addr=G1, size=0, phys=0, prot=KVM_PGTABLE_PROT_RW)),                # size 0
+    ("map", dict(addr=G1, size=U64, phys=0, prot=KVM_PGTABLE_PROT_RW)),              # wraps
+    ("map", dict(addr=G1, size=1 << 63, phys=0, prot=KVM_PGTABLE_PROT_RW)),          # huge
+    ("map", dict(addr=G1, size=K4, phys=0,
+                 prot=KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_X)),                # -EINVAL
+    # no memcache (mc == NULL): -ENOMEM where a table is needed, a block still maps
+    ("map", dict(addr=3 * G1 + K4, size=K4, phys=2 * G1, prot=KVM_PGTABLE_PROT_RW, no_memcache=True)),
+    ("map", dict(addr=3 * G1, size=M2, phys=2 * G1, prot=KVM_PGTABLE_PROT_RW, no_memcache=True)),
+    ("set_owner", dict(addr=3 * G1 + K4, size=K4, owner_id=1, no_memcache=True)),
+    ("set_owner", dict(addr=G1, size=K4, owner_id=2)),                               # -EINVAL
+    ("set_owner", dict(addr=G1, size=K4, owner_id=255)),
+    ("unmap", dict(addr=U64 - K4 + 1, size=K4)),
+    ("unmap", dict(addr=G1 + 3, size=U64 - 2)),
+    ("wrprotect", dict(addr=1 << 40, size=1)),
+    ("flush", dict(addr=G1, size=1 << 40)),
+    ("relax_perms", dict(addr=G1, prot=KVM_PGTABLE_PROT_RW | KVM_PGTABLE_PROT_SW1)),
+    ("relax_perms", dict(addr=1 << 39, prot=KVM_PGTABLE_PROT_RW)),
+    ("mkyoung", dict(addr=U64)),
+    ("get_leaf", dict(addr=1 << 39)),
+    # Not u64 at all: Python misuse, refused with ValueError and nothing changed.
+    ("map", dict(addr=-K4, size=K4, phys=0, prot=KVM_PGTABLE_PROT_RW)),
+    ("unmap", dict(addr=G1, size=-1)),
+    ("map", dict(addr=G1, size=K4, phys=1 << 64, prot=KVM_PGTABLE_PROT_RW)),
+    ("set_owner", dict(addr=G1, size=K4, owner_id=-1)),
+    ("set_owner", dict(addr=G1, size=K4, owner_id=256)),
+    ("map", dict(addr=G1, size=K4, phys=0, prot=True)),
+    ("wrprotect", dict(addr="0x40000000", size=K4)),
+    ("mkold", dict(addr=None)),
+]
+
+
+def start(setup: str, harness_factory=Stage2Harness) -> Stage2Harness:
+    h = harness_factory(12, 39, arena_pages=96, mc_capacity=8)
+    for op, args in SETUPS[setup]:
+        h.step(op, **args)
+    return h
+
+
+def count_allocations(h: Stage2Harness, op: str, args: dict) -> int:
+    probe = copy.deepcopy(h)
+    probe.check = False
+    before = probe.pgt.mm_ops.nr_allocs
+    probe.step(op, **args)
+    return probe.pgt.mm_ops.nr_allocs - before
+
+
+def run_all(harness_factory=Stage2Harness, progress=None):
+    """Yields (label, harness, violations) for every injected failure and every bad argument."""
+    failing_init = _failing_init(harness_factory)
+    yield "init with zalloc_pages_exact failing", failing_init, failing_init.violations
+    # an identity-mapped table (KVM_PGTABLE_S2_IDMAP, the pKVM host): addr != phys is refused
+    for i, (op, args) in enumerate(IDMAP_STEPS):
+        h = harness_factory(12, 39, arena_pages=96, mc_capacity=8, flags=KVM_PGTABLE_S2_IDMAP)
+        found = []
+        for op2, args2 in IDMAP_STEPS[:i + 1]:
+            found += h.step(op2, **args2)[1]
+        if progress:
+            progress()
+        yield f"identity map: {op}({args})", h, found
+    for setup in SETUPS:
+        base = start(setup, harness_factory)
+        if base.violations:
+            yield f"setup {setup}", base, base.violations
+            continue
+        for op, args in TARGETS:
+            n = count_allocations(base, op, args)
+            for i in range(n):
+                h = copy.deepcopy(base)
+                h.fail_allocation(i)
+                _, found = h.step(op, **args)
+                if progress:
+                    progress()
+                yield f"{setup}: {op} with allocation {i + 1}/{n} failing", h, found
+        for op, args in BAD_ARGS:
+            h = copy.deepcopy(base)
+            _, found = h.step(op, **args)
+            if progress:
+                progress()
+            yield f"{setup}: {op}({args})", h, found
+
+
+def _failing_init(harness_factory):
+    """A harness whose init() met a failing root allocation."""
+    class FailingInit(harness_factory):
+        def _call(self, op, args):
+            if op == "init":
+                self.pgt.mm_ops.fail_at = {self.pgt.mm_ops.nr_allocs}
+                self.lines.append("pgt.mm_ops.fail_at = {pgt.mm_ops.nr_allocs}")
+            return super()._call(op, args)
+    return FailingInit(12, 39, arena_pages=96, mc_capacity=8)

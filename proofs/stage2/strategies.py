@@ -1,0 +1,149 @@
+"""Hypothesis strategies for stage-2 operation arguments, built from the table geometry.
+
+Addresses are assembled from per-level index fields (first entries, the last entry, the first entry
+of the next concatenated root page, the top of the IPA space) plus an in-page offset, so that the
+narrow bit patterns that matter to a page-table walker (entry boundaries, root-page boundaries,
+misalignment by one byte or one page) come up often, and so that operations collide in a few
+subtrees instead of spreading over an empty IPA space. Sizes are page, block and root-entry
+multiples with small deltas, plus sizes that wrap the 64-bit address space. Physical addresses are
+aligned to a block of some level or deliberately not.
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from ptspec.impl.pgtable.geometry import Stage2Geometry
+from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_SW0, KVM_PGTABLE_PROT_SW3, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
+
+U64 = (1 << 64) - 1
+
+
+def level_indices(geom: Stage2Geometry, level: int) -> list[int]:
+    """Indices tried at one level; repeated entries weigh the choice towards a few subtrees."""
+    ptrs = geom.gran.ptrs_per_pte
+    if level == geom.start_level:
+        # Root level: first entries, last entry of the first root page, first of the next one.
+        limit = min(ptrs * geom.pgd_pages, 1 << max(geom.ia_bits - geom.gran.shift[level], 0))
+        cand = [1, ptrs - 1, ptrs, limit - 1]
+        return [0, 0, 0] + sorted({c for c in cand if 0 < c < limit})
+    if level == 3:
+        return [0, 0, 1, 2, ptrs // 2, ptrs - 1]
+    return [0, 0, 1, 1, ptrs - 1]
+
+
+def addresses(geom: Stage2Geometry, misaligned: bool = True):
+    """IPAs inside the IPA space, from per-level index fields and an in-page offset."""
+    gran = geom.gran
+    parts = []
+    for level in range(geom.start_level, 4):
+        parts.append(st.sampled_from(level_indices(geom, level)).map(
+            lambda i, s=gran.shift[level]: i << s))
+    offsets = [0] * 6 + ([1, gran.page_size // 2, gran.page_size - 1] if misaligned else [])
+    parts.append(st.sampled_from(offsets))
+    return st.tuples(*parts).map(sum)
+
+
+def sizes(geom: Stage2Geometry):
+    gran = geom.gran
+    page = gran.page_size
+    blk = gran.size[2]
+    base = [page, 2 * page, 3 * page, blk, blk - page, blk + page, 2 * blk, 1, page + 1]
+    if gran.kvm_level_supports_block_mapping(1):
+        base.append(gran.size[1])
+    return st.one_of(st.sampled_from(base), st.sampled_from([0, U64, U64 - page + 2]))
+
+
+def phys_offsets(geom: Stage2Geometry):
+    """Output address = IPA + offset, as a memslot maps guest memory linearly: re-maps of
+    overlapping ranges then meet the same output addresses (permission-only re-maps, -EAGAIN).
+    Offsets keep level-1 or level-2 block alignment, or only page alignment."""
+    gran = geom.gran
+    page = gran.page_size
+    return st.sampled_from([1 << 32, 1 << 32, (1 << 32) + gran.size[2], (1 << 32) + page,
+                            (1 << 33) + 3 * page, (1 << 32) + 1])
+
+
+def physes(geom: Stage2Geometry):
+    """Valid output addresses independent of the IPA: block aligned, page aligned, or not."""
+    gran = geom.gran
+    page = gran.page_size
+    top = 1 << gran.pa_bits
+    bases = [1 << 32, (1 << 32) + gran.size[2], (1 << 32) + page, (1 << 33) + 3 * page,
+             top - gran.size[2]]
+    return st.tuples(st.sampled_from(bases), st.sampled_from([0, 0, 0, page, 1])).map(sum)
+
+
+PROT_BASE = [KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_W,
+             KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_X,
+             KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_W | KVM_PGTABLE_PROT_X,
+             KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_W | KVM_PGTABLE_PROT_DEVICE,
+             KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_X | KVM_PGTABLE_PROT_R, 0]
+
+
+def prots():
+    return st.tuples(st.sampled_from(PROT_BASE),
+                     st.sampled_from([0, 0, 0, KVM_PGTABLE_PROT_SW0, KVM_PGTABLE_PROT_SW3])).map(sum)
+
+
+def perm_sets():
+    """Every subset of R, W, X (what relax_perms may be asked to add), and once with a software
+    bit (refused with -EINVAL)."""
+    r, w, x = KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
+    return st.sampled_from([0, r, w, x, r | w, r | x, w | x, r | w | x, r | KVM_PGTABLE_PROT_SW0])
+
+
+def perm_changes():
+    """Permission bits to flip on a re-map (R, W, X; never DEVICE or software bits), 0 included."""
+    return st.sampled_from([0, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X, KVM_PGTABLE_PROT_R,
+                            KVM_PGTABLE_PROT_W | KVM_PGTABLE_PROT_X])
+
+
+def growths(geom: Stage2Geometry):
+    """(bytes added before, bytes added after) a re-mapped range: none, a page, a level-2 block."""
+    page, blk = geom.gran.page_size, geom.gran.size[2]
+    return st.tuples(st.sampled_from([0, 0, page]), st.sampled_from([0, page, 2 * page, blk]))
+
+
+def owner_ids(max_owner_id: int):
+    return st.sampled_from(list(range(0, max_owner_id + 2)))
+
+
+def bad_addresses(geom: Stage2Geometry):
+    """Addresses beyond the IPA space (the walker must answer -ERANGE)."""
+    lim = 1 << geom.ia_bits
+    return st.sampled_from([lim, lim + geom.gran.page_size, U64, U64 - geom.gran.page_size + 1,
+                            1 << 63])
+
+
+def straddle_levels(geom: Stage2Geometry) -> list[int]:
+    """Levels whose entries span more than a page, where a walk can start inside an entry: from
+    the start level (level 0 entries are never leaves, so at least 1) down to level 2."""
+    return list(range(max(geom.start_level, 1), 3))
+
+
+def straddles(geom: Stage2Geometry):
+    """(addr, size) ranges that start inside one entry and end just inside the next one.
+
+    The entry boundary is at a level from the root down to level 2 (a level-3 entry is one page and
+    a walk starts page aligned). The range starts one page, two pages or half an entry before the
+    boundary and ends one page, two pages or half an entry after it. This is where a walker that
+    advances without aligning to the entry first goes wrong, and where partial block splits and
+    partial unmaps meet neighbouring entries.
+    """
+    gran = geom.gran
+    page = gran.page_size
+    levels = straddle_levels(geom)
+
+    def build(args):
+        level, base, back, ahead = args
+        g = gran.size[level]
+        boundary = (base // g + 1) * g
+        b = {"page": page, "pages": 2 * page, "half": g // 2}[back]
+        a = {"page": page, "pages": 2 * page, "half": g // 2}[ahead]
+        return boundary - b, b + a
+
+    return st.tuples(st.sampled_from(levels), addresses(geom, misaligned=False),
+                     st.sampled_from(["page", "pages", "half"]),
+                     st.sampled_from(["page", "pages", "half"])).map(build).filter(
+        lambda r: r[0] + r[1] <= 1 << geom.ia_bits)

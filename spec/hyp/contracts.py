@@ -1,0 +1,199 @@
+"""Contracts of the hyp stage-1 operations: kvm_pgtable_hyp_init, _map and _destroy (5.12-5.15).
+
+Models what EL2's own stage-1 table must look like after each operation, over per-page
+translations of the hyp VA range, from the architecture's stage-1 descriptor format (VMSAv8-64,
+EL2 translation regime) and KVM's conventions for hyp mappings:
+
+* attributes (hyp_set_prot_attr): AttrIndx 4:2 = MT_NORMAL (0) or MT_DEVICE_nGnRE (4), AP 7:6 =
+  read-only (0b11) unless PROT_W (0b01), SH 9:8 inner shareable, AF, XN bit 54 unless PROT_X,
+  software bits 58:55 from prot; a mapping must be readable, never W+X, never executable device;
+* a leaf is placed at the first level on the page's path, from the root down, where the existing
+  entry is not a table and a block fits: aligned inside the walked range, output address aligned,
+  and the level allows one (existing tables are never collapsed: the hyp walker has no anchor);
+* re-creating the same leaf, or one differing only in software bits, is fine; a different valid
+  leaf already there is left alone (the kernel WARNs); a block that must be split is replaced by a
+  new table, so its part outside the range becomes unmapped (also a WARN);
+* nothing is ever unmapped otherwise, and nothing outside the range changes.
+
+Leaves out: the TLB (hyp mappings are only ever added to invalid entries in 5.15; no TLBI is
+issued), cacheability of the tables themselves.
+"""
+
+from ptspec.spec.arch import descriptor as D
+from ptspec.spec.arch import geometry as G
+from ptspec.spec.stage2.contract_common import MAX_REPORTS, Report, check_nothing_changed, check_ret
+from ptspec.spec.stage2.state import load_state
+from ptspec.spec.stage2.step import EINVAL, ENOMEM, ERANGE, load_step, walked_range
+
+ATTRIDX_SHIFT = 2
+MT_NORMAL, MT_DEVICE_nGnRE = 0, 4
+AP_SHIFT = 6
+AP_RW, AP_RO = 0b01, 0b11
+SW_MASK = 0xF << 55
+
+
+def hyp_attrs(prot):
+    """The stage-1 leaf attribute bits of a hyp mapping, or None when KVM refuses the prot."""
+    device = bool(prot & D.PROT_DEVICE)
+    if not prot & D.PROT_R:
+        return None
+    if prot & D.PROT_X and (prot & D.PROT_W or device):
+        return None
+    attr = (MT_DEVICE_nGnRE if device else MT_NORMAL) << ATTRIDX_SHIFT
+    attr |= (AP_RW if prot & D.PROT_W else AP_RO) << AP_SHIFT
+    attr |= D.SH_INNER << 8
+    attr |= D.AF
+    if not prot & D.PROT_X:
+        attr |= D.XN
+    return attr | (prot & SW_MASK)
+
+
+def _entry(state, pa, va, level):
+    idx = (va >> G.granule_shift(level, state.page_shift)) % state.entries
+    return state.pages[pa][idx] if pa is not None else 0
+
+
+def expected_leaf(pre, va, A, E, phys_al, attrs):
+    """(level, descriptor) the page `va` of [A, E) must end up with after a successful map."""
+    ps = pre.page_shift
+    pa = pre.roots[0]
+    for level in range(pre.start_level, G.MAX_LEVELS):
+        d = _entry(pre, pa, va, level)
+        if pa is not None and D.is_table(d, level):
+            pa = D.address(d, ps)
+            continue
+        g = G.granule_size(level, ps)
+        base = va - va % g
+        oa = phys_al + (base - A)
+        if G.level_allows_leaf(level, ps) and base >= A and base + g <= E and oa % g == 0:
+            new = D.leaf_descriptor(oa, attrs, level, ps)
+            if d == new or not d & D.VALID or not (d ^ new) & ~SW_MASK:
+                return level, new
+            return level, d                       # a conflicting mapping is left alone
+        pa = None                                 # a fresh (zeroed) table goes here
+    raise AssertionError("no level can hold a page")    # level 3 always can
+
+
+def _nonzero_leaves(state):
+    """{(va, level): desc} of every non-zero leaf slot of the tree."""
+    out = {}
+    for s, e, level, d, pa, idx, opaque in state.walk().intervals:
+        if d and not opaque:
+            out[(s, level)] = d
+    return out
+
+
+def contract_hyp_map(pre, step, post):
+    """C-HYP-MAP: kvm_pgtable_hyp_map maps [A, E) to phys with the prot's stage-1 attributes.
+
+    Statement (R = [A, E) the page-aligned walked range, phys_al = phys aligned down to a page):
+    -EINVAL with nothing changed when the prot is refused (not readable, W+X, executable device) or
+    there is no root; -ERANGE with nothing changed when A or E is beyond 2**va_bits; an empty range
+    returns 0 unchanged. ret 0: every page of R translates through the leaf expected_leaf() gives:
+    at the first non-table level on its path where a block fits (aligned, inside R, output aligned,
+    level allowed), mapping phys_al + (page - A) with the prot's attributes, except that a
+    different valid leaf already there is kept. ret -ENOMEM: each page of R is as for ret 0, or as
+    before. Outside R: every non-zero leaf is unchanged, except the parts of pre-existing blocks that
+    intersect R and had to be split (they become unmapped). Table pages keep refcount 1 (S1-RC).
+
+    Why: EL2 maps the hypervisor's own text, data and per-CPU pages this way; a wrong output
+    address or permission there is a hole in the hypervisor itself.
+
+    Constrains: kvm_pgtable_hyp_map, hyp_set_prot_attr, hyp_map_walker, hyp_map_walker_try_leaf,
+    hyp_pte_needs_update, kvm_block_mapping_supported, kvm_set_table_pte.
+    """
+    pre, post, step = load_state(pre), load_state(post), load_step(step)
+    rep = Report("C-HYP-MAP", step)
+    a = step.args
+    attrs = hyp_attrs(a["prot"])
+    A, E = walked_range(a["addr"], a["size"], pre.page_shift)
+    limit = 1 << pre.ia_bits
+    refused = (EINVAL if attrs is None else ERANGE if A > limit or E > limit
+               else EINVAL if not pre.roots else None)
+    if refused is not None:
+        check_ret(rep, step, refused, " (refused before the walk)")
+        check_nothing_changed(rep, pre, post, "the map was refused")
+        return rep.result()
+    if E <= A:
+        check_ret(rep, step, 0, " (empty range)")
+        check_nothing_changed(rep, pre, post, "the range is empty")
+        return rep.result()
+    check_ret(rep, step, (0, ENOMEM))
+    ps = pre.page_shift
+    phys_al = a["phys"] - a["phys"] % (1 << ps)
+    if phys_al + (E - A) > 1 << pre.pa_bits:
+        return rep.result()                        # outside the contract's domain
+    ivs = post.walk().overlapping(A, E)          # post-state leaf slots over R, in order
+    before = pre.walk()
+    k, va = 0, A
+    while va < E and len(rep.items) < MAX_REPORTS:
+        level, want = expected_leaf(pre, va, A, E, phys_al, attrs)
+        while k < len(ivs) and ivs[k][1] <= va:
+            k += 1
+        iv = ivs[k] if k < len(ivs) and ivs[k][0] <= va else None
+        got_level, got = (iv[2], iv[3]) if iv else (None, None)
+        g = G.granule_size(level, ps)
+        ok = got_level == level and got == want and iv[0] == va - va % g
+        if not ok and step.ret == ENOMEM:
+            was = before.find(va)
+            ok = (was is not None and (was[2], was[3]) == (got_level, got)) or not got
+        if not ok:
+            rep.add(f"page {va:#x} should be {want:#x} at level {level}, found "
+                    f"{'nothing' if got is None else f'{got:#x} at level {got_level}'}",
+                    {"ipa": va, "level": level, "desc": got or 0})
+        nxt = va - va % g + g
+        if iv is not None and not iv[3]:          # a run of empty slots: skip to its end
+            nxt = min(nxt, iv[1]) if ok else nxt
+        va = max(nxt if ok else min(nxt, iv[1] if iv else nxt), va + (1 << ps))
+    old, new = _nonzero_leaves(pre), _nonzero_leaves(post)
+    for (s, level), d in old.items():
+        g = G.granule_size(level, ps)
+        if s + g <= A or s >= E:
+            if new.get((s, level)) != d:
+                rep.add(f"leaf {d:#x} at {s:#x} level {level} lies outside [{A:#x}, {E:#x}) but "
+                        f"changed to {new.get((s, level), 0):#x}", {"ipa": s, "level": level})
+        # a block intersecting R may have been split: its outside parts are then unmapped
+    for (s, level), d in new.items():
+        g = G.granule_size(level, ps)
+        if (s + g <= A or s >= E) and (s, level) not in old:
+            rep.add(f"new leaf {d:#x} at {s:#x} level {level} lies outside [{A:#x}, {E:#x})",
+                    {"ipa": s, "level": level, "desc": d})
+    return rep.result()
+
+
+def contract_hyp_init(pre, step, post):
+    """C-HYP-INIT: kvm_pgtable_hyp_init allocates one zeroed root page, or fails cleanly (-ENOMEM).
+
+    Constrains: kvm_pgtable_hyp_init (zalloc_page, start level from ARM64_HW_PGTABLE_LEVELS).
+    """
+    pre, post, step = load_state(pre), load_state(post), load_step(step)
+    rep = Report("C-HYP-INIT", step)
+    if step.ret == 0:
+        if len(post.roots) != 1:
+            rep.add(f"{len(post.roots)} root pages, expected one")
+        for pa in post.roots:
+            if any(post.pages.get(pa, [0])):
+                rep.add(f"root {pa:#x} is not zeroed", {"table": pa})
+        if set(post.pages) - set(pre.pages) - set(post.roots):
+            rep.add("pages other than the root were allocated")
+    elif check_ret(rep, step, (0, ENOMEM)):
+        if post.roots or set(post.pages) - set(pre.pages):
+            rep.add("returned -ENOMEM but allocated pages")
+    return rep.result()
+
+
+def contract_hyp_destroy(pre, step, post):
+    """C-HYP-DESTROY: kvm_pgtable_hyp_destroy returns the root and every table page.
+
+    Constrains: kvm_pgtable_hyp_destroy, hyp_free_walker.
+    """
+    pre, post, step = load_state(pre), load_state(post), load_step(step)
+    rep = Report("C-HYP-DESTROY", step)
+    if post.roots:
+        rep.add("roots remain after destroy")
+    for pa in sorted(post.pages):
+        rep.add(f"page {pa:#x} was not returned by destroy", {"table": pa})
+    return rep.result()
+
+
+HYP_CONTRACTS = {"init": contract_hyp_init, "map": contract_hyp_map, "destroy": contract_hyp_destroy}

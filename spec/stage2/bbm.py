@@ -1,0 +1,120 @@
+"""S2-BBM: a translation the TLB may hold before an operation and that the operation changed must
+have been invalidated by that operation.
+
+Models: the TLB-maintenance half of break-before-make for one step, judged from the pre-state, the
+post-state and the step's tlb_log: every pre-op valid leaf whose translation changed (output
+address, leaf level/size, any attribute, or no longer valid) needs a ``tlbi_vmid`` or a ``tlbi_ipa``
+inside that leaf with the leaf's level as the TTL hint.
+
+Leaves out: the order of the invalidation relative to the descriptor writes (the log does not record
+writes), and the hardware's own AF/DBM updates.
+"""
+
+from bisect import bisect_left
+from collections import defaultdict
+
+from ptspec.spec.arch import descriptor as D
+from ptspec.spec.arch import geometry as G
+from ptspec.spec.stage2.segments import L3Chunk, diff_chunks, is_valid
+from ptspec.spec.violation import Violation
+from ptspec.spec.arch.walk import START, END, LEVEL, DESC, TABLE, INDEX
+
+# attribute bits an op may clear without TLB maintenance, because the caller flushes
+_CALLER_FLUSHES = {"wrprotect": D.S2AP_W, "mkold": D.AF}
+
+
+def _exempt(op, p, q):
+    """A change the kernel leaves to its caller, or one that cannot be cached stale."""
+    if not is_valid(q) or q[LEVEL] != p[LEVEL]:
+        return False
+    old, new = p[DESC], q[DESC]
+    cleared, added = old & ~new, new & ~old
+    return not cleared & ~_CALLER_FLUSHES.get(op, 0) and not added & ~D.AF
+
+
+def _l3_suspects(op, chunk):
+    """The segments of a level-3 chunk that may need a TLBI: valid before, and not exempt."""
+    A, B = chunk.A, chunk.B
+    may_clear = ~_CALLER_FLUSHES.get(op, 0)
+    not_af = ~D.AF
+    keep = [i for i in chunk.idx
+            if A[i] & 3 == 3 and not (B[i] & 3 == 3 and not A[i] & ~B[i] & may_clear
+                                      and not B[i] & ~A[i] & not_af)]
+    if not keep:
+        return ()
+    return L3Chunk(chunk.a, chunk.b, chunk.base, chunk.g, keep, A, B).expand()
+
+
+def _violation(step, by_level, s, p, q):
+    level, lo, hi = p[LEVEL], p[START], p[END]
+    near = [f"tlbi_ipa {ipa:#x} level {lv}" for lv, lst in sorted(by_level.items())
+            for ipa in lst if lo <= ipa < hi]
+    hint = f"; the log has {', '.join(near)}, at the wrong level" if near else ""
+    after = f"now {q[DESC]:#x} at level {q[LEVEL]}" if is_valid(q) else f"now invalid ({q[DESC]:#x})"
+    return Violation(
+        "S2-BBM",
+        f"{step.op}: valid {G.size_text(hi - lo)} leaf at ipa {lo:#x} level {level} ({p[DESC]:#x}) "
+        f"changed at {s:#x} ({after}) with no tlbi_vmid and no tlbi_ipa inside [{lo:#x}, {hi:#x}) at "
+        f"level {level}{hint}",
+        {"table": p[TABLE], "index": p[INDEX], "level": level, "ipa": lo, "desc": p[DESC],
+         "changed_at": s, "new_desc": q[DESC]})
+
+
+def check_bbm(pre, step, post):
+    """S2-BBM: every cached translation an operation changed was invalidated by that operation.
+
+    Statement: for every page whose pre-op translation was valid and whose post-op translation
+    differs (output address, leaf level or size, any attribute bit, or now invalid), the step's
+    tlb_log holds ["tlbi_vmid"], or ["tlbi_ipa", ipa, level] with `level` the level of the pre-op
+    leaf and `ipa` inside that leaf. Exempt: clearing S2AP W in wrprotect (the caller,
+    kvm_mmu_wp_memory_region, flushes the VMID), clearing AF in mkold (the MMU notifier's
+    clear_flush_young flushes), and a change that only sets AF (a translation with AF = 0 is never
+    cached). destroy is exempt too: the stage 2 is no longer in use (its VMID is retired).
+
+    Why: the TLB may keep serving the old translation after the descriptor changed: the guest keeps
+    access to memory it no longer owns, or two translations for one address coexist (a TLB conflict
+    abort). The level hint must match: with a TTL hint the TLBI only removes entries of that level.
+
+    Constrains: stage2_put_pte (break-before-make when replacing or clearing a valid leaf),
+    stage2_map_walker_try_leaf, stage2_map_walk_leaf (splitting a block), stage2_map_walk_table_pre
+    (a table replaced by a block needs the whole VMID flushed), stage2_unmap_walker,
+    kvm_pgtable_stage2_relax_perms, kvm_pgtable_stage2_set_owner.
+    """
+    if not post.roots and step.op == "destroy":
+        return []
+    if (pre.page_shift, pre.ia_bits) != (post.page_shift, post.ia_bits):
+        return []  # the contract reports the changed geometry
+    chunks = diff_chunks(pre, post)
+    if not chunks:
+        return []
+    log = post.tlb_log
+    if any(ev[0] == "tlbi_vmid" for ev in log):
+        return []
+    by_level = defaultdict(list)
+    for ev in log:
+        if ev[0] == "tlbi_ipa":
+            by_level[ev[2]].append(ev[1])
+    for ipas in by_level.values():
+        ipas.sort()
+
+    def covered(level, lo, hi):
+        ipas = by_level.get(level, ())
+        k = bisect_left(ipas, lo)
+        return k < len(ipas) and ipas[k] < hi
+
+    out = []
+    reported = set()
+    for item in chunks:
+        if type(item) is L3Chunk:
+            segs = _l3_suspects(step.op, item)
+        else:
+            segs = (item,)
+        for s, e, p, q in segs:
+            if not is_valid(p) or p[START] in reported or _exempt(step.op, p, q):
+                continue
+            level, lo, hi = p[LEVEL], p[START], p[END]
+            if covered(level, lo, hi):
+                continue
+            reported.add(lo)
+            out.append(_violation(step, by_level, s, p, q))
+    return out

@@ -1,0 +1,95 @@
+"""C-CMO: the cache maintenance a guest stage-2 table owes when it installs, removes or makes a leaf
+executable.
+
+Models: the CMOs 5.14/5.15 perform inside arch/arm64/kvm/hyp/pgtable.c through the page table's
+mm_ops (dcache_clean_inval_poc, icache_inval_pou), present for a guest stage 2 (state ``cmo``
+true) and absent for the pKVM host stage 2: before installing a leaf, clean+invalidate its output
+range to PoC if cacheable and invalidate the I-cache if executable; after removing a cacheable
+leaf without FWB, clean it to PoC; before granting execute permission, invalidate the I-cache.
+
+Leaves out: the order of a CMO relative to the descriptor write (the log records no writes), and
+kvm_pgtable_stage2_flush, whose events C-FLUSH judges exactly.
+"""
+
+from ptspec.spec.arch import descriptor as D
+from ptspec.spec.stage2.contract_common import Report, op_range
+from ptspec.spec.stage2.segments import covering, covers, is_valid, same_translation, sweep, union
+from ptspec.spec.stage2.step import walk_error
+from ptspec.spec.arch.walk import START, END, LEVEL, DESC
+
+
+def _ranges(log, kind):
+    return union([ev[1], ev[1] + ev[2]] for ev in log if ev[0] == kind)
+
+
+def check_cmo(pre, step, post):
+    """C-CMO: leaves installed, removed or made executable get the cache maintenance they need.
+
+    Statement: when the table does cache maintenance (state cmo true):
+    map: every leaf the step newly installed in R (a valid post-op leaf that differs from the page's
+    pre-op translation) is covered by ["dcache", pa, size] events if its MemAttr is cacheable
+    (normal), and by ["icache", pa, size] events if it is executable (XN clear), [pa, pa + size)
+    covering the leaf's whole output range;
+    unmap: without FWB, every removed valid cacheable leaf intersecting R is covered by dcache events;
+    relax_perms: a leaf that becomes executable is covered by icache events.
+    When the table does no cache maintenance (cmo false), no step logs dcache or icache events.
+
+    Why: without FWB the guest may read memory through a non-cacheable alias, so stale or dirty cache
+    lines must reach PoC before the guest sees the page (and after it loses it, before the host
+    reuses it); an I-cache not invalidated lets the guest execute stale instructions.
+
+    Constrains: stage2_map_walker_try_leaf (CMOs before installing the new PTE), stage2_unmap_walker
+    (stage2_flush_dcache of a removed cacheable leaf), stage2_attr_walker (icache_inval_pou when X is
+    granted), and the mm_ops of kvm_s2_mm_ops versus the host's.
+    """
+    rep = Report("C-CMO", step)
+    if step.op in ("flush", "init", "destroy") or pre.kind != post.kind or pre.ia_bits != post.ia_bits:
+        return []
+    if not pre.cmo:
+        for ev in post.tlb_log:
+            if ev[0] in ("dcache", "icache"):
+                rep.add(f"the table does no cache maintenance (cmo false), yet the step logged "
+                        f"[\"{ev[0]}\", {ev[1]:#x}, {ev[2]:#x}]")
+        return rep.result()
+    if step.op not in ("map", "unmap", "relax_perms"):
+        return []
+    A, E = op_range(pre, step)
+    if walk_error(pre, A, E) is not None or E <= A:
+        return []
+    ps = pre.page_shift
+    dcache, icache = _ranges(post.tlb_log, "dcache"), _ranges(post.tlb_log, "icache")
+
+    def need(ranges, kind, iv, why):
+        oa = D.address(iv[DESC], ps)
+        size = iv[END] - iv[START]
+        if not covers(ranges, oa, oa + size):
+            rep.add(f"{why} {iv[DESC]:#x} at ipa {iv[START]:#x} level {iv[LEVEL]} has no "
+                    f"[\"{kind}\", ...] covering its output [{oa:#x}, {oa + size:#x})",
+                    {"ipa": iv[START], "level": iv[LEVEL], "desc": iv[DESC]})
+
+    if step.op == "map":
+        seen = set()
+        for s, e, p, q in sweep(pre, post, A, E):
+            if not is_valid(q) or same_translation(p, q) or q[START] in seen:
+                continue
+            seen.add(q[START])
+            if D.is_cacheable(q[DESC], pre.has_fwb):
+                need(dcache, "dcache", q, "new cacheable leaf")
+            if D.is_executable(q[DESC]):
+                need(icache, "icache", q, "new executable leaf")
+    elif step.op == "unmap":
+        if not pre.has_fwb:
+            post_walk = post.walk() if post.roots else None
+            for p in covering(pre, A, E):
+                if not is_valid(p) or not D.is_cacheable(p[DESC], False):
+                    continue
+                q = post_walk.find(p[START]) if post_walk else None
+                if q is None or not is_valid(q):
+                    need(dcache, "dcache", p, "removed cacheable leaf")
+    else:
+        p = pre.walk().find(A)
+        q = post.walk().find(A) if post.roots else None
+        if (p is not None and q is not None and is_valid(p) and is_valid(q)
+                and not D.is_executable(p[DESC]) and D.is_executable(q[DESC])):
+            need(icache, "icache", q, "leaf made executable")
+    return rep.result()

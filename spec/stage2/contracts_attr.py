@@ -1,0 +1,303 @@
+"""Contracts of the operations that change or read existing leaves: unmap, wrprotect, mkyoung, mkold,
+is_young, relax_perms, flush, get_leaf.
+
+Models: kvm_pgtable_stage2_unmap, _wrprotect, _mkyoung, _mkold, _is_young, _relax_perms, _flush and
+kvm_pgtable_get_leaf (arch/arm64/kvm/hyp/pgtable.c, 5.12-5.15 with the pKVM ownership patch). These
+walk existing leaves and transform each one that intersects the walked range as a whole (a block
+that starts before the range is transformed entirely); no page outside those leaves may change.
+
+Leaves out: table freeing in unmap (the invariants judge refcounts and leaks), cache maintenance of
+unmap and relax_perms (ptspec.spec.stage2.cmo).
+"""
+
+from ptspec.spec.arch import descriptor as D
+from ptspec.spec.stage2.contract_common import Report, check_geometry, check_nothing_changed, check_ret, describe, early_exit, op_range, where_of
+from ptspec.spec.stage2.segments import complement, covering, diff_outside, is_valid, level3_tables, same_translation, sweep
+from ptspec.spec.stage2.step import EINVAL, walk_error
+from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
+
+
+def check_leafwise(rep, pre, post, A, E, transform, page_fn=None):
+    """Each pre-op leaf intersecting [A, E) becomes transform(desc, level); every other page is unchanged.
+
+    transform returns the expected descriptor (same slot and level) or None for unchanged. page_fn,
+    when given, maps a whole level-3 table's descriptors to the expected ones: tables it accounts
+    for exactly (same place in the post-state) are settled at C speed, the rest is swept leaf by leaf.
+    """
+    ps = pre.page_shift
+    first, last = pre.walk().find(A), pre.walk().find(E - 1)
+    lo, hi = first[START], last[END]
+    done = []
+    if page_fn is not None:
+        post_l3 = dict(level3_tables(post, lo, hi))
+        span = 1 << (ps + ps - 3)
+        for base, pa in level3_tables(pre, lo, hi):
+            qpa = post_l3.get(base)
+            if qpa is not None and page_fn(pre.pages[pa]) == post.pages[qpa]:
+                done.append((base, base + span))
+    reported = set()
+    for x, y in complement(done, lo, hi):
+        for s, e, p, q in sweep(pre, post, x, y):
+            want = None if p[OPAQUE] else transform(p[DESC], p[LEVEL])
+            if want is None:
+                ok = same_translation(p, q)
+            elif want & D.VALID:
+                ok = is_valid(q) and q[LEVEL] == p[LEVEL] and q[DESC] == want
+            else:
+                ok = not is_valid(q) and not q[OPAQUE] and q[DESC] == want
+            if ok or (p[START], q[START]) in reported:
+                continue
+            reported.add((p[START], q[START]))
+            want_text = "unchanged" if want is None else (
+                f"{want:#x} at level {p[LEVEL]}" if want & D.VALID else f"invalid {want:#x}")
+            rep.add(f"[{s:#x}, {e:#x}) was {describe(p, ps)}; expected {want_text}, found "
+                    f"{describe(q, ps)}", where_of(q, s))
+    for x, y, p, q in diff_outside(pre, post, lo, hi):
+        rep.add(f"[{x:#x}, {y:#x}) lies outside the leaves the walk of [{A:#x}, {E:#x}) visits, "
+                f"but changed from {describe(p, ps)} to {describe(q, ps)}", where_of(q, x))
+
+
+def _simple_range_op(inv, pre, step, post, transform, page_fn):
+    rep = Report(inv, step)
+    if not check_geometry(rep, pre, post):
+        return rep.result()
+    A, E = op_range(pre, step)
+    if early_exit(rep, pre, post, step, A, E):
+        return rep.result()
+    check_ret(rep, step, 0)
+    check_leafwise(rep, pre, post, A, E, transform, page_fn)
+    return rep.result()
+
+
+def _valid(d, level):
+    return D.is_valid_leaf(d, level)
+
+
+def contract_unmap(pre, step, post):
+    """C-UNMAP: kvm_pgtable_stage2_unmap clears every leaf that intersects the range, whole.
+
+    Statement: -ERANGE/-EINVAL from the walk with nothing changed; otherwise ret 0, every page of
+    every pre-op leaf intersecting R (valid leaves, and owner annotations, which are counted) is
+    invalid descriptor 0 afterwards, and every other page keeps its translation. (Empty tables left
+    behind are not judged here: the kernel frees only tables whose refcount dropped to 1 on the walk.)
+
+    Why: a page left mapped after unmap is guest access to memory the host is taking back; an owner
+    annotation left behind keeps a page recorded as someone else's, and keeps its table's refcount up.
+
+    Constrains: kvm_pgtable_stage2_unmap, stage2_unmap_walker (valid leaves, counted invalid ones,
+    tables at TABLE_POST), stage2_put_pte, and the walker's range alignment (__kvm_pgtable_visit).
+    """
+    return _simple_range_op("C-UNMAP", pre, step, post,
+                            lambda d, level: 0 if d and not D.is_table(d, level) else None,
+                            lambda descs: [0] * len(descs))
+
+
+def contract_wrprotect(pre, step, post):
+    """C-WRPROTECT: kvm_pgtable_stage2_wrprotect clears S2AP W in every valid leaf intersecting R.
+
+    Statement: -ERANGE/-EINVAL with nothing changed; otherwise ret 0, every valid leaf intersecting R
+    has S2AP W clear and is otherwise unchanged (same level, same bits), and nothing else changes
+    anywhere (invalid descriptors and annotations included). No TLBI is required (the caller,
+    kvm_mmu_wp_memory_region, flushes the VMID; see S2-BBM).
+
+    Why: dirty logging relies on every page of the slot being write-protected; changing any other
+    bit loses attributes the guest relies on.
+
+    Constrains: kvm_pgtable_stage2_wrprotect, stage2_update_leaf_attrs, stage2_attr_walker.
+    """
+    w = D.S2AP_W
+    return _simple_range_op("C-WRPROTECT", pre, step, post,
+                            lambda d, level: d & ~w if _valid(d, level) else None,
+                            lambda descs: [d & ~w if d & 3 == 3 else d for d in descs])
+
+
+def _young_op(inv, pre, step, post, set_bits, clr_bits):
+    rep = Report(inv, step)
+    if not check_geometry(rep, pre, post):
+        return rep.result()
+    A, E = op_range(pre, step)
+    err = walk_error(pre, A, E)
+    leaf = None if err is not None else pre.walk().find(A)
+    old = leaf[DESC] if leaf is not None and is_valid(leaf) else 0
+    if step.ret != old:
+        rep.add(f"returned {step.ret:#x}, expected the old leaf descriptor {old:#x}"
+                + (" (no valid leaf)" if not old else ""))
+    if "pte" not in step.out:
+        rep.add("out.pte is missing")
+    elif step.out["pte"] != old:
+        rep.add(f"out.pte is {step.out['pte']:#x}, expected the old leaf descriptor {old:#x}")
+    if err is not None:
+        check_nothing_changed(rep, pre, post, "the walk is refused (address outside the IPA space or no root)")
+        return rep.result()
+    check_leafwise(rep, pre, post, A, E,
+                   lambda d, level: (d | set_bits) & ~clr_bits if _valid(d, level) else None)
+    return rep.result()
+
+
+def contract_mkyoung(pre, step, post):
+    """C-MKYOUNG: kvm_pgtable_stage2_mkyoung sets AF in the valid leaf holding addr, and returns it.
+
+    Statement: the valid leaf translating addr's page gets AF set, nothing else changes anywhere;
+    ret and out.pte are that leaf's pre-op descriptor, or 0 when the page has no valid leaf or addr
+    is outside the IPA space / the table has no root (then nothing changes).
+
+    Why: the MMU notifier's ageing and the access-fault path depend on it; setting any other bit, or
+    touching a neighbouring leaf, changes a guest mapping behind everyone's back.
+
+    Constrains: kvm_pgtable_stage2_mkyoung, stage2_update_leaf_attrs, stage2_attr_walker.
+    """
+    return _young_op("C-MKYOUNG", pre, step, post, D.AF, 0)
+
+
+def contract_mkold(pre, step, post):
+    """C-MKOLD: kvm_pgtable_stage2_mkold clears AF in the valid leaf holding addr, and returns it.
+
+    Statement: as C-MKYOUNG with AF cleared. No TLBI is required (the MMU notifier's
+    clear_flush_young flushes; see S2-BBM).
+
+    Why: page ageing: an access flag left set makes a cold page look hot; anything else changed is a
+    silent change of the guest's mapping.
+
+    Constrains: kvm_pgtable_stage2_mkold, stage2_update_leaf_attrs, stage2_attr_walker.
+    """
+    return _young_op("C-MKOLD", pre, step, post, 0, D.AF)
+
+
+def contract_is_young(pre, step, post):
+    """C-IS-YOUNG: kvm_pgtable_stage2_is_young reports AF of the valid leaf holding addr, changing nothing.
+
+    Statement: nothing changes (no descriptor, no TLB or cache event); ret (0/1) and out.young are
+    true exactly when addr's page has a valid leaf with AF set (false outside the IPA space or
+    without a root).
+
+    Why: a wrong answer misleads page reclaim; a change made by a query is a bug by definition.
+
+    Constrains: kvm_pgtable_stage2_is_young, stage2_update_leaf_attrs.
+    """
+    rep = Report("C-IS-YOUNG", step)
+    if not check_geometry(rep, pre, post):
+        return rep.result()
+    A, E = op_range(pre, step)
+    leaf = None if walk_error(pre, A, E) is not None else pre.walk().find(A)
+    young = bool(leaf is not None and is_valid(leaf) and leaf[DESC] & D.AF)
+    if step.ret != int(young):
+        rep.add(f"returned {step.ret}, expected {int(young)}")
+    if "young" not in step.out:
+        rep.add("out.young is missing")
+    elif step.out["young"] != young:
+        rep.add(f"out.young is {step.out['young']}, expected {young}")
+    check_nothing_changed(rep, pre, post, "is_young only reads")
+    return rep.result()
+
+
+def contract_relax_perms(pre, step, post):
+    """C-RELAX-PERMS: kvm_pgtable_stage2_relax_perms adds permissions to the valid leaf holding addr.
+
+    Statement: -EINVAL with nothing changed if prot has any software bit (55..58); -ERANGE/-EINVAL
+    from the walk with nothing changed. Otherwise ret 0; the valid leaf translating addr's page gets
+    S2AP R if prot R, S2AP W if prot W, XN cleared if prot X (nothing is ever removed), nothing else
+    changes; and the log holds ["tlbi_ipa", addr, level] with the level of that leaf (0 when there is
+    no valid leaf: the kernel invalidates with the level its walk data was initialised with).
+
+    Why: the permission-fault path relies on it to make progress; removing a permission, or touching
+    a neighbour, silently changes the guest's mappings.
+
+    Constrains: kvm_pgtable_stage2_relax_perms, stage2_update_leaf_attrs, stage2_attr_walker.
+    """
+    rep = Report("C-RELAX-PERMS", step)
+    if not check_geometry(rep, pre, post):
+        return rep.result()
+    prot = step.args["prot"]
+    A, E = op_range(pre, step)
+    if early_exit(rep, pre, post, step, A, E, EINVAL if prot & D.PROT_SW else None):
+        return rep.result()
+    check_ret(rep, step, 0)
+    set_bits = (D.S2AP_R if prot & D.PROT_R else 0) | (D.S2AP_W if prot & D.PROT_W else 0)
+    clr_bits = D.XN if prot & D.PROT_X else 0
+    check_leafwise(rep, pre, post, A, E,
+                   lambda d, level: (d | set_bits) & ~clr_bits if _valid(d, level) else None)
+    leaf = pre.walk().find(A)
+    level = leaf[LEVEL] if leaf is not None and is_valid(leaf) else 0
+    want = ("tlbi_ipa", step.args["addr"], level)
+    if want not in post.tlb_log:
+        rep.add(f"no [\"tlbi_ipa\", {step.args['addr']:#x}, {level}] in the log "
+                f"(found {[list(ev) for ev in post.tlb_log]})")
+    return rep.result()
+
+
+def contract_flush(pre, step, post):
+    """C-FLUSH: kvm_pgtable_stage2_flush cleans the data cache for every cacheable leaf, changing nothing.
+
+    Statement: no descriptor, refcount or root changes. With FWB the kernel returns 0 at once and
+    logs nothing. Otherwise -ERANGE/-EINVAL from the walk with nothing logged; else ret 0 and, when
+    the table does cache maintenance (cmo), the log holds exactly one ["dcache", oa, size] per valid
+    leaf with cacheable (normal) MemAttr intersecting R (oa its output address, size its size),
+    and no other event; without cmo it logs nothing.
+
+    Why: the flush makes guest memory coherent with the point of coherency (e.g. before the host
+    reads it uncached); a missed leaf hands the host stale data.
+
+    Constrains: kvm_pgtable_stage2_flush, stage2_flush_walker, stage2_pte_cacheable.
+    """
+    rep = Report("C-FLUSH", step)
+    if not check_geometry(rep, pre, post):
+        return rep.result()
+    A, E = op_range(pre, step)
+    if pre.has_fwb:
+        check_ret(rep, step, 0, " (with FWB the flush returns at once)")
+        check_nothing_changed(rep, pre, post, "with FWB flush does nothing")
+        return rep.result()
+    if early_exit(rep, pre, post, step, A, E):
+        return rep.result()
+    check_ret(rep, step, 0)
+    check_nothing_changed(rep, pre, post, "flush changes no descriptor", allow_log=True)
+    ps = pre.page_shift
+    want = []
+    if pre.cmo:
+        for iv in covering(pre, A, E):
+            if is_valid(iv) and D.is_cacheable(iv[DESC], pre.has_fwb):
+                want.append(("dcache", D.address(iv[DESC], ps), iv[END] - iv[START]))
+    got = list(post.tlb_log)
+    for ev in want:
+        if ev in got:
+            got.remove(ev)
+        else:
+            rep.add(f"no [\"dcache\", {ev[1]:#x}, {ev[2]:#x}] for the cacheable leaf mapping it")
+    for ev in got:
+        rep.add(f"unexpected event {[hex(x) if isinstance(x, int) else x for x in ev]} in the log")
+    return rep.result()
+
+
+def contract_get_leaf(pre, step, post):
+    """C-GET-LEAF: kvm_pgtable_get_leaf returns the leaf slot of addr's page, changing nothing.
+
+    Statement: nothing changes; -ERANGE/-EINVAL from the walk; else ret 0 with out.pte the leaf-level
+    descriptor found for addr's page (valid, annotation or 0) and out.level its level.
+
+    Why: the fault path sizes its mapping from this answer (the fault granule); a wrong level makes
+    it build the wrong block, or loop on permission faults.
+
+    Constrains: kvm_pgtable_get_leaf, leaf_walker.
+    """
+    rep = Report("C-GET-LEAF", step)
+    if not check_geometry(rep, pre, post):
+        return rep.result()
+    A, E = op_range(pre, step)
+    err = walk_error(pre, A, E)
+    check_nothing_changed(rep, pre, post, "get_leaf only reads")
+    if err is not None:
+        check_ret(rep, step, err)
+        return rep.result()
+    if not check_ret(rep, step, 0):
+        return rep.result()
+    leaf = pre.walk().find(A)
+    if leaf is None or leaf[OPAQUE]:
+        return rep.result()
+    if step.out.get("pte") != leaf[DESC]:
+        got = step.out.get("pte")
+        rep.add(f"out.pte is {'missing' if got is None else hex(got)}, the leaf of {A:#x} is "
+                f"{leaf[DESC]:#x}", where_of(leaf, A))
+    if step.out.get("level") != leaf[LEVEL]:
+        rep.add(f"out.level is {step.out.get('level')}, the leaf of {A:#x} is at level {leaf[LEVEL]}",
+                where_of(leaf, A))
+    return rep.result()

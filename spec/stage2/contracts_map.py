@@ -1,0 +1,294 @@
+"""Contracts of the operations that build or tear down a stage-2 table: init, map, set_owner, destroy.
+
+Models: kvm_pgtable_stage2_init, kvm_pgtable_stage2_map, kvm_pgtable_stage2_set_owner and
+kvm_pgtable_stage2_destroy (arch/arm64/kvm/hyp/pgtable.c, 5.12-5.15 with the pKVM ownership patch,
+set_owner forcing page granularity as in 5.15), stated over per-page translations of the walked
+range R = [A, E) and of the rest of the IPA space, including the collateral effect of splitting a
+block: the part of the block outside R becomes invalid (descriptor 0) and is faulted back lazily.
+
+Leaves out: how the walker gets there (anchors, table allocation order), which the invariants and
+S2-BBM judge; cache maintenance (ptspec.spec.stage2.cmo).
+"""
+
+from ptspec.spec.arch import descriptor as D
+from ptspec.spec.arch import geometry as G
+from ptspec.spec.stage2.contract_common import Report, check_geometry, check_ret, describe, early_exit, op_range, where_of
+from ptspec.spec.arch.geometry import table_span
+from ptspec.spec.stage2.segments import complement, diff_outside, is_counted_leaf, is_valid, level3_tables, same_translation, sweep
+from ptspec.spec.stage2.step import EAGAIN, EINVAL, ENOMEM, ret_name
+from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
+
+
+def expected_zones(state, A, E, delta, force_pte):
+    """[(lo, hi, level)] covering [A, E): the leaf level KVM builds for each page of R.
+
+    For page p it is the largest leaf level whose aligned block around p lies inside R, whose output
+    address is aligned to the block size (delta = output - input, so that is delta % size == 0), and
+    that the level allows (kvm_block_mapping_supported); force_pte leaves only level 3. The blocks
+    that fit form nested intervals, so R splits into at most 7 zones.
+    """
+    ps = state.page_shift
+    cands = [lv for lv in G.leaf_levels(state.start_level, ps)
+             if lv == 3 or (not force_pte and delta % G.granule_size(lv, ps) == 0)]
+    ranges = {}
+    points = {A, E}
+    for lv in cands:
+        if lv == 3:
+            continue
+        g = G.granule_size(lv, ps)
+        lo, hi = -(-A // g) * g, E // g * g
+        if lo < hi:
+            ranges[lv] = (lo, hi)
+            points.update((lo, hi))
+    pts = sorted(points)
+    zones = []
+    for x, y in zip(pts, pts[1:]):
+        lv = next(lv for lv in cands if lv == 3 or (lv in ranges and ranges[lv][0] <= x < ranges[lv][1]))
+        zones.append((x, y, lv))
+    return zones
+
+
+def _split_by_zones(segs, zones):
+    """Cut sweep segments at zone boundaries: (s, e, pre_iv, post_iv, level)."""
+    out = []
+    k = 0
+    for s, e, p, q in segs:
+        while k < len(zones) and zones[k][1] <= s:
+            k += 1
+        j = k
+        while j < len(zones) and zones[j][0] < e:
+            zs, ze, lv = zones[j]
+            out.append((max(s, zs), min(e, ze), p, q, lv))
+            j += 1
+    return out
+
+
+def _check_outside(rep, pre, post, A, E, what):
+    """Outside R only split collateral may change: pages of a pre-op block (or annotation above level
+    3) that intersects R may become invalid descriptor 0; everything else keeps its translation."""
+    for lo, hi, p, q in diff_outside(pre, post, A, E):
+        collateral = (q[DESC] == 0 and not is_valid(q) and is_counted_leaf(p) and p[LEVEL] < 3
+                      and p[START] < E and p[END] > A)
+        if not collateral:
+            rep.add(f"[{lo:#x}, {hi:#x}) lies outside the {what} range [{A:#x}, {E:#x}) but changed "
+                    f"from {describe(p, pre.page_shift)} to {describe(q, post.page_shift)}",
+                    where_of(q, lo))
+
+
+def _settled_tables(post, A, E, zones, page_fn):
+    """Level-3 tables of the post-state, inside a level-3 zone, that hold exactly page_fn(base)."""
+    done = []
+    span = table_span(3, post.page_shift)
+    for base, pa in level3_tables(post, A, E):
+        if any(lv == 3 and zs <= base and base + span <= ze for zs, ze, lv in zones) and \
+                post.pages[pa] == page_fn(base):
+            done.append((base, base + span))
+    return done
+
+
+def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page_fn=None):
+    """Every page of R holds what the op installs (or, on error, what the error rules allow).
+
+    page_fn(base), when given, is the expected content of a whole level-3 table at `base`: tables
+    that match it are settled at C speed (not with -EAGAIN, whose kept mappings must be seen).
+    Returns True when some page kept a pre-op leaf that equals the expected one except in
+    permissions (what makes the kernel return -EAGAIN).
+    """
+    ps = pre.page_shift
+    kept_same_mapping = False
+    reported = set()
+    done = _settled_tables(post, A, E, zones, page_fn) if page_fn and ret != EAGAIN else []
+    segs = [seg for x, y in complement(done, A, E) for seg in sweep(pre, post, x, y)]
+    for s, e, p, q, lv in _split_by_zones(segs, zones):
+        kept = (allow_eagain and is_valid(p) and p[LEVEL] == lv and same_translation(p, q)
+                and (p[DESC] & ~D.PERMS) == (expected(lv, p[START]) & ~D.PERMS))
+        kept_same_mapping = kept_same_mapping or kept
+        want = expected(lv, q[START]) if q[LEVEL] == lv else None
+        if want is not None and not q[OPAQUE] and q[DESC] == want and is_valid(q) == bool(want & D.VALID):
+            continue
+        if kept and ret == EAGAIN:
+            continue
+        if ret == ENOMEM and (same_translation(p, q) or
+                              (q[DESC] == 0 and not is_valid(q) and is_counted_leaf(p) and p[LEVEL] < 3)):
+            continue
+        key = (q[START], p[START])
+        if key in reported:
+            continue
+        reported.add(key)
+        g = G.granule_size(lv, ps)
+        block = s // g * g
+        exp = expected(lv, block)
+        hint = ""
+        if is_valid(q) and q[LEVEL] != lv and (q[DESC] ^ exp) & ~(D.encode_address(-1, ps) | D.TYPE) == 0:
+            hint = (" (a smaller leaf than KVM builds for this range and alignment)" if q[LEVEL] > lv
+                    else " (a larger leaf than the range and alignment allow)")
+        if exp & D.VALID:
+            kind = "page" if lv == 3 else "block"
+            want_text = (f"a {G.size_text(g)} {kind} at level {lv} -> {D.address(exp, ps):#x} "
+                         f"(desc {exp:#x})")
+        else:
+            want_text = f"invalid {exp:#x} at level {lv}"
+        rep.add(f"[{s:#x}, {e:#x}) should be {want_text} after {ret_name(ret)}, found "
+                f"{describe(q, ps)}{hint}", where_of(q, s))
+    return kept_same_mapping
+
+
+def contract_map(pre, step, post):
+    """C-MAP: kvm_pgtable_stage2_map installs the largest leaves the range and alignment allow.
+
+    Statement (R = [A, E) the walked range, phys_al = phys aligned down to a page):
+    -EINVAL with nothing changed if prot has both X and DEVICE, if the table is an identity map
+    (KVM_PGTABLE_S2_IDMAP, the pKVM host) and addr != phys, or the table has no root; -ERANGE
+    with nothing changed if A or E is above 2**ia_bits; an empty range returns 0 and changes nothing.
+    Otherwise page p of R must map phys_al + (p - A) with MemAttr normal/device (per DEVICE and
+    FWB), S2AP R/W from prot, SH inner shareable, AF set, XN unless prot X, software bits 58:55
+    from prot, in a leaf at the largest level that KVM allows blocks at (or level 3), not above level 3
+    when force_pte, whose aligned block around p lies inside R and whose output address is aligned
+    to the block size. ret 0: all of R is exactly that. ret -EAGAIN: the same, except that pages whose
+    pre-op leaf was already that leaf but for permissions (S2AP, XN) keep it, and at least one page
+    did so. ret -ENOMEM: each page of R is done, unchanged, or invalid 0 because its pre-op block was
+    split. Outside R: unchanged, except pages of a pre-op block intersecting R, which may become
+    invalid 0 (the split's collateral). A map whose output range exceeds 2**pa_bits is outside the
+    contract's domain: only the outside-R rule is checked then.
+
+    Why: a leaf smaller than necessary costs TLB reach (and a mutant that never builds blocks goes
+    unnoticed otherwise); a leaf larger than R maps memory the caller did not ask for; a walk that
+    stops early (e.g. on -EAGAIN) leaves the guest faulting forever on the rest of the range.
+
+    Constrains: kvm_pgtable_stage2_map, stage2_set_prot_attr, stage2_map_walker,
+    stage2_map_walker_try_leaf (kvm_block_mapping_supported, stage2_pte_needs_update),
+    stage2_map_walk_leaf (splitting blocks), stage2_map_walk_table_pre/_post (coalescing a table
+    into a block), kvm_pgtable_walk (range and -ERANGE).
+    """
+    rep = Report("C-MAP", step)
+    if not check_geometry(rep, pre, post):
+        return rep.result()
+    ps = pre.page_shift
+    a = step.args
+    A, E = op_range(pre, step)
+    attrs = D.prot_attrs(a["prot"], pre.has_fwb)
+    refused = attrs is None or (pre.idmap and a["addr"] != a["phys"])
+    if early_exit(rep, pre, post, step, A, E, EINVAL if refused else None):
+        return rep.result()
+    check_ret(rep, step, (0, EAGAIN, ENOMEM))
+    phys_al = a["phys"] & ~((1 << ps) - 1)
+    if phys_al + (E - A) <= 1 << min(pre.pa_bits, 52 if ps == 16 else 48):
+        zones = expected_zones(pre, A, E, phys_al - A, a["force_pte"])
+
+        def expected(level, ipa):
+            return D.leaf_descriptor(phys_al + (ipa - A), attrs, level, ps)
+
+        def page_fn(base):
+            first = expected(3, base)
+            if ps == 16:
+                return [expected(3, base + (i << ps)) for i in range(pre.entries)]
+            return [first + (i << ps) for i in range(pre.entries)]
+
+        kept = _check_inside(rep, pre, post, A, E, zones, expected, step.ret, allow_eagain=True,
+                             page_fn=page_fn)
+        if step.ret == EAGAIN and not kept:
+            rep.add("returned -EAGAIN, but no page of the range kept an existing mapping that differs "
+                    "only in permissions")
+    _check_outside(rep, pre, post, A, E, "mapped")
+    return rep.result()
+
+
+def contract_set_owner(pre, step, post):
+    """C-SET-OWNER: kvm_pgtable_stage2_set_owner writes owner annotations, page by page.
+
+    Statement: -EINVAL with nothing changed when owner_id is above KVM_MAX_OWNER_ID (owner_id is a
+    u8 parameter in the kernel, so only its low 8 bits count: 257 is owner 1); -ERANGE/-EINVAL
+    from the walk with nothing changed; an empty range returns 0. Otherwise every page of R becomes
+    the invalid descriptor holding owner_id in the owner field (0 for owner 0) in a level-3 slot
+    (set_owner forces page granularity, as 5.15 does); valid leaves it replaces are broken before
+    (S2-BBM). Never -EAGAIN. ret -ENOMEM: each page of R is done, unchanged, or
+    invalid 0 as split collateral. Outside R as for map: unchanged or split collateral.
+
+    Why: pKVM reads ownership from these annotations; a page left with the previous owner, or a
+    block-sized annotation where 5.15 writes pages, is a wrong ownership record.
+
+    Constrains: kvm_pgtable_stage2_set_owner, kvm_init_invalid_leaf_owner, stage2_map_walker_try_leaf
+    (the !kvm_phys_is_valid path), stage2_map_walk_leaf.
+    """
+    rep = Report("C-SET-OWNER", step)
+    if not check_geometry(rep, pre, post):
+        return rep.result()
+    A, E = op_range(pre, step)
+    owner = step.args["owner_id"] & 0xFF
+    if early_exit(rep, pre, post, step, A, E, EINVAL if owner > pre.max_owner_id else None):
+        return rep.result()
+    check_ret(rep, step, (0, ENOMEM))
+    want = D.owner_descriptor(owner, pre.owner_field)
+    _check_inside(rep, pre, post, A, E, [(A, E, 3)], lambda level, ipa: want, step.ret, allow_eagain=False,
+                  page_fn=lambda base: [want] * pre.entries)
+    _check_outside(rep, pre, post, A, E, "annotated")
+    return rep.result()
+
+
+def contract_init(pre, step, post):
+    """C-INIT: kvm_pgtable_stage2_init allocates zeroed root tables, or fails cleanly.
+
+    Statement: ret 0: the post-state has kvm_pgd_pages root pages for the IPA size at the start level
+    KVM chooses, each all zero with refcount 1, and no other page was allocated. ret -ENOMEM: no
+    root, and no page allocated (nothing leaked). No TLB or cache maintenance.
+
+    Why: the hardware walks these pages as soon as VTTBR points at them: stale contents are
+    translations the guest was never given.
+
+    Constrains: kvm_pgtable_stage2_init (kvm_pgd_pages, zalloc_pages_exact), kvm_get_vtcr.
+    """
+    rep = Report("C-INIT", step)
+    if not check_geometry(rep, pre, post):
+        return rep.result()
+    if step.ret == 0:
+        ps = post.page_shift
+        start = G.stage2_start_level(post.ia_bits, ps)
+        n = G.root_pages(post.ia_bits, start, ps)
+        if post.start_level != start:
+            rep.add(f"start level {post.start_level}, KVM chooses {start} for a {post.ia_bits}-bit IPA")
+        if len(post.roots) != n:
+            rep.add(f"{len(post.roots)} root page(s), kvm_pgd_pages gives {n}")
+        for pa in post.roots:
+            descs = post.pages.get(pa)
+            if descs is None:
+                continue  # S2-TREE reports a root that is not in pages
+            if any(descs):
+                i = next(k for k, d in enumerate(descs) if d)
+                rep.add(f"root {pa:#x} is not zeroed: index {i} holds {descs[i]:#x}", {"table": pa, "index": i})
+            if post.refcount[pa] != 1:
+                rep.add(f"root {pa:#x} has refcount {post.refcount[pa]}, expected 1", {"table": pa})
+        extra = set(post.pages) - set(pre.pages) - set(post.roots)
+        for pa in sorted(extra):
+            rep.add(f"page {pa:#x} was allocated but is not a root", {"table": pa})
+    elif check_ret(rep, step, (0, ENOMEM)):
+        if post.roots:
+            rep.add(f"returned -ENOMEM but the table has roots {[hex(r) for r in post.roots]}")
+        for pa in sorted(set(post.pages) - set(pre.pages)):
+            rep.add(f"returned -ENOMEM but page {pa:#x} stays allocated (leaked)", {"table": pa})
+    if post.tlb_log:
+        rep.add(f"init logged TLB/cache events, first {list(post.tlb_log[0])}")
+    return rep.result()
+
+
+def contract_destroy(pre, step, post):
+    """C-DESTROY: kvm_pgtable_stage2_destroy returns every table page, roots included.
+
+    Statement: ret 0; afterwards there is no root and `pages` is empty (every table page went back
+    to the pool); the memcache is untouched (its pages stay there).
+
+    Why: destroy is the only place the hypervisor gets a VM's table pages back.
+
+    Constrains: kvm_pgtable_stage2_destroy, stage2_free_walker (one put per counted descriptor, then
+    the table itself), free_pages_exact of the roots.
+    """
+    rep = Report("C-DESTROY", step)
+    if not check_geometry(rep, pre, post):
+        return rep.result()
+    check_ret(rep, step, 0)
+    if post.roots:
+        rep.add(f"roots remain after destroy: {[hex(r) for r in post.roots]}")
+    for pa in sorted(post.pages):
+        rep.add(f"page {pa:#x} was not returned by destroy", {"table": pa})
+    if sorted(pre.memcache) != sorted(post.memcache):
+        rep.add(f"destroy changed the memcache ({len(pre.memcache)} -> {len(post.memcache)} pages)")
+    return rep.result()

@@ -1,0 +1,282 @@
+"""Comparing two states' translations over intervals of input addresses, never page by page.
+
+Models: per-page translation equality between a pre- and a post-state, computed on the walk's
+intervals (ptspec.spec.arch.walk) so that the cost is linear in the number of leaves, not of pages: the
+segments where the translation differs (``diff``, ``diff_outside``), and an aligned sweep of both
+states over a range (``sweep``). A state without a root translates every address as "no root"
+(invalid, descriptor 0).
+
+Speed: diff descends both trees together and skips identical table pages at C speed; differing
+level-3 tables are kept as compact L3Chunks until someone needs segments. ``level3_tables`` and
+``complement`` let a contract settle whole level-3 tables by comparing lists and sweep only the rest.
+
+Two pages translate the same when both are valid with the same leaf level and descriptor (same level
+and descriptor imply the same block, hence the same output address), or both invalid with the same
+descriptor (the level of an invalid slot does not change what the hardware or an owner lookup sees).
+"""
+
+from itertools import compress
+from operator import ne
+
+from ptspec.spec.arch import descriptor as D
+from ptspec.spec.arch.descriptor import address
+from ptspec.spec.arch.geometry import granule_shift, table_span
+from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
+
+
+def no_root_interval(state):
+    """The pseudo-interval standing for 'no root': the whole input range, invalid, descriptor 0."""
+    return (0, 1 << state.ia_bits, None, 0, None, None, False)
+
+
+def intervals(state):
+    ivs = state.walk().intervals
+    return ivs if state.roots else [no_root_interval(state)]
+
+
+def is_valid(iv):
+    """True for an interval that is one valid leaf (block or page)."""
+    return iv[LEVEL] is not None and not iv[OPAQUE] and D.is_valid_leaf(iv[DESC], iv[LEVEL])
+
+
+def is_counted_leaf(iv):
+    """True for one leaf slot holding a non-zero descriptor (valid leaf or owner annotation)."""
+    return iv[LEVEL] is not None and not iv[OPAQUE] and iv[DESC] != 0
+
+
+def same_translation(p, q):
+    """True when every page of the overlap of p and q translates the same in both."""
+    pv, qv = is_valid(p), is_valid(q)
+    if pv != qv:
+        return False
+    if pv:
+        return p[LEVEL] == q[LEVEL] and p[DESC] == q[DESC]
+    if p[OPAQUE] or q[OPAQUE]:
+        return p[OPAQUE] == q[OPAQUE] and p[DESC] == q[DESC] and p[LEVEL] == q[LEVEL]
+    return p[DESC] == q[DESC]
+
+
+def _merge(ps, qs):
+    """Aligned segments of two interval lists that partition the same set of addresses."""
+    out = []
+    i = j = 0
+    while i < len(ps) and j < len(qs):
+        p, q = ps[i], qs[j]
+        s = p[START] if p[START] > q[START] else q[START]
+        pe, qe = p[END], q[END]
+        e = pe if pe < qe else qe
+        if s < e:
+            out.append((s, e, p, q))
+        if pe <= qe:
+            i += 1
+        if qe <= pe:
+            j += 1
+    return out
+
+
+class L3Chunk:
+    """Differing slots of one pair of level-3 tables (pre pa a, post pa b at the same place).
+
+    At level 3 a different descriptor always means a different translation, so the diff keeps
+    these compact; expand() gives the segments, check_bbm reads them whole.
+    """
+    __slots__ = ("a", "b", "base", "g", "idx", "A", "B")
+
+    def __init__(self, a, b, base, g, idx, A, B):
+        self.a, self.b, self.base, self.g, self.idx, self.A, self.B = a, b, base, g, idx, A, B
+
+    def expand(self):
+        a, b, base, g, A, B = self.a, self.b, self.base, self.g, self.A, self.B
+        out = []
+        for i in self.idx:
+            s = base + i * g
+            out.append((s, s + g, (s, s + g, 3, A[i], a, i, False), (s, s + g, 3, B[i], b, i, False)))
+        return out
+
+
+def diff_chunks(pre, post):
+    """diff() in compact form: segments and L3Chunks, in input-address order (cached)."""
+    pw = post.walk()
+    cached = getattr(pw, "diff_cache", None)
+    if cached is not None and cached[0] is pre:
+        return cached[1]
+    out = _diff(pre, post, None)
+    pw.diff_cache = (pre, out)
+    return out
+
+
+def diff(pre, post):
+    """Segments (start, end, pre_interval, post_interval) where the translation differs, in order.
+
+    When both states have roots and the same geometry, the two trees are compared table by table:
+    identical pages are skipped at C speed (only their table descriptors are followed), and only
+    slots that differ are expanded into leaves. Otherwise every interval of both states is compared.
+    """
+    return _expand_chunks(diff_chunks(pre, post), None)
+
+
+def _expand_chunks(chunks, skip):
+    out = []
+    for item in chunks:
+        if type(item) is L3Chunk:
+            if skip and skip[0] <= item.base and item.base + item.g * len(item.A) <= skip[1]:
+                continue
+            out.extend(item.expand())
+        else:
+            out.append(item)
+    return out
+
+
+def diff_outside(pre, post, lo, hi):
+    """The parts of diff(pre, post) that lie outside [lo, hi) (slots inside it are not compared)."""
+    cached = getattr(post.walk(), "diff_cache", None)
+    chunks = cached[1] if cached is not None and cached[0] is pre else _diff(pre, post, (lo, hi))
+    out = []
+    for s, e, p, q in _expand_chunks(chunks, (lo, hi)):
+        if s < lo:
+            out.append((s, min(e, lo), p, q))
+        if e > hi:
+            out.append((max(s, hi), e, p, q))
+    return out
+
+
+def _diff(pre, post, skip):
+    if pre.roots and post.roots and (pre.page_shift, pre.ia_bits, pre.start_level) == (
+            post.page_shift, post.ia_bits, post.start_level):
+        return _TreeDiff(pre, post, skip).run()
+    return _flat_diff(pre, post)
+
+
+def _flat_diff(pre, post):
+    p_all, q_all = intervals(pre), intervals(post)
+    if p_all == q_all:
+        return []
+    p_set, q_set = set(p_all), set(q_all)
+    ps = sorted(p_set.difference(q_set))
+    qs = sorted(q_set.difference(p_set))
+    return [seg for seg in _merge(ps, qs) if not same_translation(seg[2], seg[3])]
+
+
+class _TreeDiff:
+    """Parallel descent of two trees with the same geometry; slots inside `skip` are not compared."""
+
+    def __init__(self, pre, post, skip=None):
+        self.pre, self.post = pre, post
+        self.pw, self.qw = pre.walk(), post.walk()
+        self.skip = skip
+        self.out = []
+
+    def run(self):
+        pre, post = self.pre, self.post
+        span = table_span(pre.start_level, pre.page_shift)
+        limit = 1 << pre.ia_bits
+        for k in range(max(len(pre.roots), len(post.roots))):
+            lo, hi = k * span, min((k + 1) * span, limit)
+            if self.skip and self.skip[0] <= lo and hi <= self.skip[1]:
+                continue
+            a = pre.roots[k] if k < len(pre.roots) else None
+            b = post.roots[k] if k < len(post.roots) else None
+            if (a is not None and b is not None and a in self.pw.tables and b in self.qw.tables
+                    and self.pw.tables[a][1] == k * span and self.qw.tables[b][1] == k * span
+                    and self.pw.tables[a][3] is None and self.qw.tables[b][3] is None):
+                self._table(a, b)
+            elif lo < hi:
+                self._expand(covering_span(pre, lo, hi), covering_span(post, lo, hi))
+        return self.out
+
+    def _expand(self, ps, qs):
+        for seg in _merge(ps, qs):
+            if not same_translation(seg[2], seg[3]):
+                self.out.append(seg)
+
+    def _table(self, a, b):
+        pw, qw = self.pw, self.qw
+        A, B = self.pre.pages[a], self.post.pages[b]
+        level, base, used, _, _ = pw.tables[a]
+        if A == B:
+            if level == 3:
+                return
+            todo = [i for i in pw.nonzero(a) if i < used and A[i] & 3 == 3]
+        else:
+            todo = list(compress(range(used), map(ne, A, B)))
+            if level < 3:
+                todo = sorted(set(todo).union(i for i in pw.nonzero(a) if i < used and A[i] & 3 == 3))
+        g = 1 << granule_shift(level, self.pre.page_shift)
+        if self.skip:
+            first = -(-(self.skip[0] - base) // g)
+            last = (self.skip[1] - base) // g
+            if first < last:
+                todo = [i for i in todo if not first <= i < last]
+        if level == 3:
+            if todo:
+                self.out.append(L3Chunk(a, b, base, g, todo, A, B))
+            return
+        for i in todo:
+            da, db = A[i], B[i]
+            if (da & 3 == 3 and db & 3 == 3 and not pw.is_opaque(a, i) and not qw.is_opaque(b, i)):
+                self._table(address(da, self.pre.page_shift), address(db, self.post.page_shift))
+            elif da != db or pw.is_opaque(a, i) != qw.is_opaque(b, i):
+                self._expand(pw.slot(a, i), qw.slot(b, i))
+
+
+def covering_span(state, lo, hi):
+    return state.walk().overlapping(lo, hi) if state.roots else [no_root_interval(state)]
+
+
+def sweep(pre, post, lo, hi):
+    """Segments (start, end, pre_interval, post_interval) covering [lo, hi), both states aligned."""
+    if lo >= hi:
+        return []
+    ps = pre.walk().overlapping(lo, hi) if pre.roots else [no_root_interval(pre)]
+    qs = post.walk().overlapping(lo, hi) if post.roots else [no_root_interval(post)]
+    segs = _merge(ps, qs)
+    return [(max(s, lo), min(e, hi), p, q) for s, e, p, q in segs if s < hi and e > lo]
+
+
+def covering(state, lo, hi):
+    """Intervals of one state overlapping [lo, hi)."""
+    if not state.roots:
+        return [no_root_interval(state)] if lo < hi else []
+    return state.walk().overlapping(lo, hi)
+
+
+def union(ranges):
+    """Sorted, merged list of [lo, hi) ranges."""
+    out = []
+    for lo, hi in sorted(ranges):
+        if hi <= lo:
+            continue
+        if out and lo <= out[-1][1]:
+            if hi > out[-1][1]:
+                out[-1][1] = hi
+        else:
+            out.append([lo, hi])
+    return out
+
+
+def covers(merged, lo, hi):
+    """True when the merged ranges (from union()) contain all of [lo, hi)."""
+    from bisect import bisect_right
+    k = bisect_right([r[0] for r in merged], lo) - 1
+    return k >= 0 and merged[k][0] <= lo and merged[k][1] >= hi
+
+
+def level3_tables(state, lo, hi):
+    """(base, pa) of the reached level-3 tables whose whole range lies inside [lo, hi), by base."""
+    if not state.roots:
+        return []
+    span = table_span(3, state.page_shift)
+    return sorted((base, pa) for pa, (level, base, _, _, _) in state.walk().tables.items()
+                  if level == 3 and lo <= base and base + span <= hi)
+
+
+def complement(done, lo, hi):
+    """The parts of [lo, hi) not covered by the sorted, disjoint ranges in `done`."""
+    out = []
+    for s, e in done:
+        if s > lo:
+            out.append((lo, s))
+        lo = max(lo, e)
+    if lo < hi:
+        out.append((lo, hi))
+    return out

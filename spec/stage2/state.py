@@ -1,0 +1,235 @@
+"""The raw state (docs/interface.md): validation, normalisation, and the State object.
+
+Models: the JSON-shaped snapshot impl (or any other program) hands to spec, for a KVM stage-2 table
+(``kind: "arm64-stage2"``) or a hyp stage-1 table (``kind: "arm64-hyp-s1"``). load_state checks
+every key, type, range and length, converts hex strings and string page keys to ints, copies the
+descriptor lists (so later changes to the source do not alter the snapshot), and says exactly what
+is wrong and where when the input is not a state.
+
+Optional stage-2 keys and their defaults: pa_bits 48, has_fwb false, cmo false, idmap false, memcache [],
+free_pages absent (None), pool_errors [], tlb_log []. Unknown keys are ignored.
+
+Leaves out: the meaning of the contents (the invariants judge that), lguest states.
+"""
+
+from array import array
+
+from ptspec.spec.arch import geometry
+
+KINDS = ("arm64-stage2", "arm64-hyp-s1")
+U64_LIMIT = 1 << 64
+
+
+class StateError(ValueError):
+    """The input is not a well-formed raw state or step record; the message says what and where."""
+
+
+def parse_int(value, where, lo=None, hi=None):
+    """An int from an int or an int written as a string ("0x1f", "31"); bools are rejected."""
+    if type(value) is int and (lo is None or value >= lo) and (hi is None or value <= hi):
+        return value
+    if isinstance(value, bool):
+        raise StateError(f"{where}: expected an integer, got {value!r}")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            n = int(text, 16) if text.lower().startswith(("0x", "-0x")) else int(text, 10)
+        except ValueError:
+            raise StateError(f"{where}: expected an integer or hex string, got {value!r}") from None
+    else:
+        raise StateError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+    if lo is not None and n < lo:
+        raise StateError(f"{where}: {_num(n, lo)} is below {_num(lo, lo)}")
+    if hi is not None and n > hi:
+        raise StateError(f"{where}: {_num(n, hi)} is above {_num(hi, hi)}")
+    return n
+
+
+def _num(n, bound):
+    """Addresses and descriptors in hex, small counts and sizes in decimal."""
+    return f"{n:#x}" if bound >= 1 << 16 else str(n)
+
+
+def _parse_bool(value, where):
+    if not isinstance(value, bool):
+        raise StateError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def _parse_list(value, where):
+    if not isinstance(value, (list, tuple)):
+        raise StateError(f"{where}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _parse_descriptors(value, where, count):
+    """A list of `count` u64 descriptors; the common all-int case is checked at C speed."""
+    if not isinstance(value, (list, tuple)):
+        raise StateError(f"{where}: expected a list of {count} descriptors, got {type(value).__name__}")
+    if len(value) != count:
+        raise StateError(f"{where}: expected {count} descriptors, got {len(value)}")
+    try:
+        return array("Q", value).tolist()       # type and range checked in C; also copies
+    except (TypeError, OverflowError):
+        pass
+    return [parse_int(d, f"{where}[{i}]", 0, U64_LIMIT - 1) for i, d in enumerate(value)]
+
+
+def _page_key(key, where):
+    if type(key) is str and key.isascii() and key.isdigit():
+        return int(key)
+    return parse_int(key, f"{where}[{key!r}]", 0, U64_LIMIT - 1)
+
+
+_EVENT_ARITY = {"tlbi_ipa": 2, "tlbi_vmid": 0, "dcache": 2, "icache": 2}
+
+
+def _parse_event(event, where):
+    if (type(event) in (list, tuple) and event and _EVENT_ARITY.get(event[0]) == len(event) - 1
+            and all(type(v) is int for v in event[1:])):
+        try:       # the common case, all operands u64 ints: checked at C speed
+            return (event[0], *array("Q", event[1:]).tolist())
+        except (TypeError, OverflowError):
+            pass
+    if not isinstance(event, (list, tuple)) or not event or not isinstance(event[0], str):
+        raise StateError(f"{where}: expected an event like [\"tlbi_ipa\", ipa, level], got {event!r}")
+    name = event[0]
+    if name not in _EVENT_ARITY:
+        raise StateError(f"{where}: unknown event {name!r} (known: {', '.join(_EVENT_ARITY)})")
+    if len(event) != 1 + _EVENT_ARITY[name]:
+        raise StateError(f"{where}: {name} takes {_EVENT_ARITY[name]} operand(s), got {len(event) - 1}")
+    args = [parse_int(v, f"{where}[{i + 1}]", 0, U64_LIMIT - 1) for i, v in enumerate(event[1:])]
+    return (name, *args)
+
+
+class State:
+    """A validated raw state. Attributes mirror the raw keys; integers are ints, pages keyed by int.
+
+    ``ia_bits`` is the input-address size for both kinds (``va_bits`` of a hyp stage-1 state is
+    also available under that name). ``pages`` maps pa -> list of descriptors, ``refcount`` pa -> n,
+    ``roots``/``memcache``/``pool_errors`` are tuples, ``tlb_log`` a list of event tuples.
+    """
+
+    __slots__ = ("kind", "page_shift", "ia_bits", "start_level", "pa_bits", "owner_field",
+                 "max_owner_id", "has_fwb", "cmo", "idmap", "roots", "pages", "refcount", "memcache",
+                 "free_pages", "pool_errors", "tlb_log", "_walk")
+
+    @property
+    def va_bits(self):
+        return self.ia_bits
+
+    @property
+    def stage2(self):
+        return self.kind == "arm64-stage2"
+
+    @property
+    def page_size(self):
+        return 1 << self.page_shift
+
+    @property
+    def entries(self):
+        return 1 << (self.page_shift - 3)
+
+    def walk(self):
+        """The tree walk of this state (computed once, then cached): see ptspec.spec.arch.walk."""
+        if self._walk is None:
+            from ptspec.spec.arch.walk import Walk
+            self._walk = Walk(self)
+        return self._walk
+
+    def __repr__(self):
+        return (f"<State {self.kind} {geometry.granule_name(self.page_shift)} ia_bits={self.ia_bits} "
+                f"start_level={self.start_level} roots={[hex(r) for r in self.roots]} "
+                f"pages={len(self.pages)}>")
+
+
+def load_state(obj):
+    """Validate and normalise a raw state (a dict as in docs/interface.md) into a State.
+
+    A State is returned unchanged. Raises StateError naming the key (and page, index) at fault.
+    """
+    if isinstance(obj, State):
+        return obj
+    if not isinstance(obj, dict):
+        raise StateError(f"state: expected a JSON object, got {type(obj).__name__}")
+    kind = obj.get("kind")
+    if kind not in KINDS:
+        raise StateError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    stage2 = kind == "arm64-stage2"
+    bits_key = "ia_bits" if stage2 else "va_bits"
+    required = ["page_shift", bits_key, "start_level", "roots", "pages", "refcount"]
+    if stage2:
+        required += ["owner_field", "max_owner_id"]
+    for key in required:
+        if key not in obj:
+            raise StateError(f"{key}: missing (a {kind} state needs {', '.join(required)})")
+
+    s = State()
+    s._walk = None
+    s.kind = kind
+    s.page_shift = parse_int(obj["page_shift"], "page_shift")
+    if s.page_shift not in geometry.PAGE_SHIFTS:
+        raise StateError(f"page_shift: expected 12, 14 or 16, got {s.page_shift}")
+    s.ia_bits = parse_int(obj[bits_key], bits_key, 32, 52)
+    s.start_level = parse_int(obj["start_level"], "start_level", 0, 3)
+    s.pa_bits = parse_int(obj.get("pa_bits", 48), "pa_bits")
+    if s.pa_bits not in (48, 52):
+        raise StateError(f"pa_bits: expected 48 or 52, got {s.pa_bits}")
+    if stage2:
+        field = _parse_list(obj["owner_field"], "owner_field")
+        if len(field) != 2:
+            raise StateError(f"owner_field: expected [hi, lo], got {len(field)} element(s)")
+        hi = parse_int(field[0], "owner_field[0]", 0, 63)
+        lo = parse_int(field[1], "owner_field[1]", 1, 63)
+        if hi < lo:
+            raise StateError(f"owner_field: hi {hi} is below lo {lo}")
+        s.owner_field = (hi, lo)
+        s.max_owner_id = parse_int(obj["max_owner_id"], "max_owner_id", 0, (1 << (hi - lo + 1)) - 1)
+        s.has_fwb = _parse_bool(obj.get("has_fwb", False), "has_fwb")
+        s.cmo = _parse_bool(obj.get("cmo", False), "cmo")
+        s.idmap = _parse_bool(obj.get("idmap", False), "idmap")
+    else:
+        s.owner_field, s.max_owner_id, s.has_fwb, s.cmo, s.idmap = None, 0, False, False, False
+
+    count = 1 << (s.page_shift - 3)
+    pages = obj["pages"]
+    if not isinstance(pages, dict):
+        raise StateError(f"pages: expected an object {{pa: [descriptors]}}, got {type(pages).__name__}")
+    s.pages = {}
+    for key, descs in pages.items():
+        pa = _page_key(key, "pages")
+        if pa % (1 << s.page_shift):
+            raise StateError(f"pages[{key!r}]: {pa:#x} is not aligned to the {1 << s.page_shift:#x} page size")
+        if pa in s.pages:
+            raise StateError(f"pages[{key!r}]: page {pa:#x} listed twice")
+        s.pages[pa] = _parse_descriptors(descs, f"pages[{key!r}]", count)
+
+    refs = obj["refcount"]
+    if not isinstance(refs, dict):
+        raise StateError(f"refcount: expected an object {{pa: n}}, got {type(refs).__name__}")
+    s.refcount = {}
+    for key, n in refs.items():
+        pa = _page_key(key, "refcount")
+        if pa not in s.pages:
+            raise StateError(f"refcount[{key!r}]: page {pa:#x} is not in pages")
+        s.refcount[pa] = parse_int(n, f"refcount[{key!r}]")
+    for pa in s.pages:
+        if pa not in s.refcount:
+            raise StateError(f"refcount: no entry for page {pa:#x} of pages")
+
+    s.roots = tuple(parse_int(r, f"roots[{i}]", 0, U64_LIMIT - 1)
+                    for i, r in enumerate(_parse_list(obj["roots"], "roots")))
+    s.memcache = tuple(parse_int(r, f"memcache[{i}]", 0, U64_LIMIT - 1)
+                       for i, r in enumerate(_parse_list(obj.get("memcache", []), "memcache")))
+    free = obj.get("free_pages")
+    s.free_pages = None if free is None else parse_int(free, "free_pages", 0)
+    errors = _parse_list(obj.get("pool_errors", []), "pool_errors")
+    for i, e in enumerate(errors):
+        if not isinstance(e, str):
+            raise StateError(f"pool_errors[{i}]: expected a string, got {e!r}")
+    s.pool_errors = tuple(errors)
+    s.tlb_log = [_parse_event(e, f"tlb_log[{i}]")
+                 for i, e in enumerate(_parse_list(obj.get("tlb_log", []), "tlb_log"))]
+    return s
