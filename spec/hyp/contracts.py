@@ -24,6 +24,7 @@ from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2.contract_common import MAX_REPORTS, Report, check_nothing_changed, check_ret
 from ptspec.spec.stage2.state import load_state
 from ptspec.spec.stage2.step import EINVAL, ENOMEM, ERANGE, load_step, walked_range
+from ptspec.spec.statements import statement
 
 ATTRIDX_SHIFT = 2
 MT_NORMAL, MT_DEVICE_nGnRE = 0, 4
@@ -83,6 +84,9 @@ def _nonzero_leaves(state):
     return out
 
 
+@statement("C-HYP-MAP", constrains=(
+    "kvm_pgtable_hyp_map", "hyp_set_prot_attr", "hyp_map_walker", "hyp_map_walker_try_leaf",
+    "hyp_pte_needs_update", "kvm_block_mapping_supported", "kvm_set_table_pte"))
 def contract_hyp_map(pre, step, post):
     """C-HYP-MAP: kvm_pgtable_hyp_map maps [A, E) to phys with the prot's stage-1 attributes.
 
@@ -161,8 +165,15 @@ def contract_hyp_map(pre, step, post):
     return rep.result()
 
 
+@statement("C-HYP-INIT", constrains=("kvm_pgtable_hyp_init", "zalloc_page"))
 def contract_hyp_init(pre, step, post):
     """C-HYP-INIT: kvm_pgtable_hyp_init allocates one zeroed root page, or fails cleanly (-ENOMEM).
+
+    Statement: ret 0: exactly one root page, all of its descriptors 0, and no other page allocated;
+    ret -ENOMEM: no root and no page allocated; any other return is wrong.
+
+    Why: EL2 runs on this table from its first map; a root with stale descriptors maps whatever they
+    point at into the hypervisor, and a failed init that keeps pages leaks them from the hyp pool.
 
     Constrains: kvm_pgtable_hyp_init (zalloc_page, start level from ARM64_HW_PGTABLE_LEVELS).
     """
@@ -182,8 +193,15 @@ def contract_hyp_init(pre, step, post):
     return rep.result()
 
 
+@statement("C-HYP-DESTROY", constrains=("kvm_pgtable_hyp_destroy", "hyp_free_walker"))
 def contract_hyp_destroy(pre, step, post):
     """C-HYP-DESTROY: kvm_pgtable_hyp_destroy returns the root and every table page.
+
+    Statement: afterwards the table has no root and no page in use: the root and every table page
+    the tree held went back to the page allocator.
+
+    Why: the hyp tables are torn down when protected mode hands EL2 over or the hypervisor is
+    unloaded; a table page kept is memory lost for good.
 
     Constrains: kvm_pgtable_hyp_destroy, hyp_free_walker.
     """

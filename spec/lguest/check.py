@@ -12,13 +12,14 @@ import inspect
 from ptspec.spec.lguest.contracts import LG_CONTRACTS as _BASE_CONTRACTS
 from ptspec.spec.lguest.contracts import LG_OP_CONTRACT_ID as _BASE_IDS
 from ptspec.spec.lguest.contracts import _leaves, per_step_shadow
+from ptspec.spec.lguest.contracts_life import LIFE_CONTRACT_ID, LIFE_CONTRACTS
 from ptspec.spec.lguest.contracts_ops import OPS_CONTRACT_ID, OPS_CONTRACTS
 from ptspec.spec.lguest.invariants import LG_INVARIANTS
 from ptspec.spec.lguest.state import LgState, load_lguest_state
 from ptspec.spec.stage2.state import StateError
 
-LG_CONTRACTS = {**_BASE_CONTRACTS, **OPS_CONTRACTS}
-LG_OP_CONTRACT_ID = {**_BASE_IDS, **OPS_CONTRACT_ID}
+LG_CONTRACTS = {**_BASE_CONTRACTS, **LIFE_CONTRACTS, **OPS_CONTRACTS}
+LG_OP_CONTRACT_ID = {**_BASE_IDS, **LIFE_CONTRACT_ID, **OPS_CONTRACT_ID}
 
 LG_IDS = tuple(LG_INVARIANTS) + tuple(sorted(set(LG_OP_CONTRACT_ID.values())))
 

@@ -12,6 +12,7 @@ Leaves out: the host's own use of its memory beyond the tables lguest owns.
 
 from ptspec.spec.lguest.walk import G, LAYOUTS, P, PAGE, PSE, RW, TABLE_FLAGS, US, guest_walk, shadow_pte_slot_exists, shadow_translations
 from ptspec.spec.violation import Violation
+from ptspec.spec.statements import statement
 
 
 def _slots(st):
@@ -53,6 +54,8 @@ def justify_leaf(st, sh, gpte):
     return None
 
 
+@statement("LG-SHADOW", constrains=(
+    "demand_page", "gpte_to_spte", "do_set_pte", "find_spte", "new_pgdir"))
 def lg_shadow(st, coherent=False):
     """LG-SHADOW: every present shadow PTE below the switcher is justified by the guest's tables.
 
@@ -67,7 +70,9 @@ def lg_shadow(st, coherent=False):
 
     Why: the shadow tables are what the CPU uses while the guest runs; a translation outside guest
     memory hands the guest host memory, a wider one breaks the guest's own protection and its
-    dirty tracking. Constrains demand_page, gpte_to_spte, do_set_pte, find_spte, new_pgdir.
+    dirty tracking.
+
+    Constrains: demand_page, gpte_to_spte, do_set_pte, find_spte, new_pgdir.
     """
     out = []
     lay = LAYOUTS[st.pae]
@@ -117,6 +122,8 @@ def lg_shadow(st, coherent=False):
     return out
 
 
+@statement("LG-RC", constrains=(
+    "release_pte", "release_pgd", "demand_page", "do_set_pte", "map_switcher_in_guest", "allocate_switcher_mapping", "free_guest_pagetable"))
 def lg_rc(st):
     """LG-RC: every host page reference lguest holds belongs to exactly one present shadow PTE.
 
@@ -126,7 +133,9 @@ def lg_rc(st):
     shadow table entry (no leak, no sharing); no page is freed twice.
 
     Why: a PTE without its reference lets the page be freed (or swapped) under the guest; a
-    reference without a PTE pins the page forever. Constrains release_pte, release_pgd, demand_page,
+    reference without a PTE pins the page forever.
+
+    Constrains: release_pte, release_pgd, demand_page,
     do_set_pte, map_switcher_in_guest, allocate_switcher_mapping, free_guest_pagetable.
     """
     out = []
@@ -169,6 +178,8 @@ def lg_rc(st):
     return out
 
 
+@statement("LG-SWITCHER", constrains=(
+    "allocate_switcher_mapping", "map_switcher_in_guest", "guest_set_pgd", "guest_new_pagetable", "guest_pagetable_clear_all"))
 def lg_switcher(st):
     """LG-SWITCHER: the switcher is mapped in every shadow pgdir that may run, and only it is there.
 
@@ -181,7 +192,9 @@ def lg_switcher(st):
     when the pgdir last ran on host CPU c, only c's slots are mapped.
 
     Why: the switcher is the only way back to the host; a guest-controlled mapping over it, or a
-    missing one, hands the guest the host. Constrains allocate_switcher_mapping,
+    missing one, hands the guest the host.
+
+    Constrains: allocate_switcher_mapping,
     map_switcher_in_guest, guest_set_pgd, guest_new_pagetable, guest_pagetable_clear_all.
     """
     out = []
@@ -236,6 +249,8 @@ def lg_switcher(st):
     return out
 
 
+@statement("LG-BND", constrains=(
+    "guest_set_pgd", "release_pgd", "remove_switcher_percpu_map", "map_switcher_in_guest", "find_spte"))
 def lg_bnd(st):
     """LG-BND: every index that comes from the guest is in bounds; the host touches only its tables.
 
@@ -245,7 +260,9 @@ def lg_bnd(st):
     at or beyond PTRS_PER_PGD kills the guest and changes nothing.
 
     Why: the guest controls these indices; an unchecked one makes the host read, free or write
-    memory that is not the guest's shadow tables. Constrains guest_set_pgd, release_pgd,
+    memory that is not the guest's shadow tables.
+
+    Constrains: guest_set_pgd, release_pgd,
     remove_switcher_percpu_map, map_switcher_in_guest, find_spte.
     """
     out = []

@@ -6,41 +6,15 @@ Models what each VM-level step must achieve, judged from raw pre/post states and
 ``kvm_arch_commit_memory_region``, ``kvm_arch_flush_shadow_memslot``, ``stage2_unmap_vm``,
 ``kvm_phys_addr_ioremap``, ``kvm_mmu_write_protect_pt_masked``, the MMU-notifier hooks.
 
-PROGRESS         an access the memslots and the host allow (inside a memslot, a host VMA behind it,
-                 a write only to a writable slot and VMA, no execution of device memory) completes
-                 within ``FAULT_BOUND`` faults, plus one per injected notifier race; with an
-                 injected allocation failure it may instead fail with -ENOMEM.
-C-MMU-ABORT      any other access ends as the routing says: outside memslots (or a write to a
-                 read-only one) an instruction abort is a prefetch abort, a stage-1 walk a data
-                 abort, a cache maintenance op outside memslots is skipped, the rest exits as MMIO;
-                 exec of device memory is a prefetch abort; no host VMA is an error (-EFAULT).
-DIRTY (step)     a dirty bit that a step sets belongs to the page an access wrote through a fault
-                 that succeeded (the page is writable at stage 2 afterwards); other steps set none.
-C-MMU-PREPARE    -EFAULT exactly for regions ending beyond the IPA space; dirty logging over a
-                 PFNMAP VMA is -EINVAL; success maps every PFNMAP page as device memory; a failed
-                 region update maps nothing new in its range.
-C-MMU-COMMIT     after enabling dirty logging (without initially-all-set) no page of the slot is
-                 writable at stage 2; with initially-all-set the new bitmap has every bit set.
-C-MMU-FLUSH-SLOT after deleting or moving a slot nothing is mapped in its old IPA range.
-C-MMU-NOTIFIER   after an invalidation nothing is mapped at the IPAs of the invalidated HVAs (change_pte
-                 may leave the new page mapped read-only); age reports whether the leaf at the first
-                 gfn of each memslot's part of the range was young and leaves it old; test_age
-                 reports that leaf's youngness for the address it is given.
-C-MMU-WP         pages whose dirty bits were harvested (and cleared) are not writable afterwards.
-C-MMU-IOREMAP    a successful ioremap maps every page of the request as device memory at its pa,
-                 writable as asked.
-C-MMU-UNMAP-VM   stage2_unmap_vm unmaps every non-PFNMAP part of every slot and keeps PFNMAP parts.
-C-MMU-CMO        (5.13: mmu.c does the cache maintenance, not pgtable.c) a normal-memory leaf an access
-                 or a KSM merge installs at a new address is cleaned to PoC first unless the CPU has
-                 FWB, a leaf an access makes executable has its I-cache invalidated unless the CPU has
-                 DIC; with FWB an access logs no D-cache clean, with DIC no I-cache invalidation; no
-                 step does cache maintenance outside RAM. The step record carries the CPU's ``dic``
-                 (the raw state has ``has_fwb`` only).
+Each id's statement (PROGRESS, C-MMU-ABORT, -PREPARE, -COMMIT, -FLUSH-SLOT, -NOTIFIER, -WP,
+-IOREMAP, -UNMAP-VM, and the per-step form of DIRTY) is declared in spec/mmu/contract_statements.py;
+C-MMU-CMO is stated on check_cmo below.
 """
 
 import errno
 
 from ptspec.spec.mmu.state import LOG_DIRTY, READONLY, MmuView
+from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 
 FAULT_BOUND = 4
@@ -330,6 +304,8 @@ def _covered(ranges, lo, hi):
     return pos >= hi
 
 
+@statement("C-MMU-CMO", constrains=(
+    "user_mem_abort", "kvm_set_spte_gfn", "clean_dcache_guest_page", "invalidate_icache_guest_page"))
 def check_cmo(pre: MmuView, step, post: MmuView):
     """C-MMU-CMO: the cache maintenance of user_mem_abort / kvm_set_spte_gfn (5.13 mmu.c).
 
@@ -347,6 +323,9 @@ def check_cmo(pre: MmuView, step, post: MmuView):
     addresses is therefore not required to be cleaned again.
     Why: without FWB the guest may see memory through a non-cacheable alias, so dirty lines must
     reach PoC before the guest gets the page; without DIC the I-cache may hold stale instructions.
+
+    Constrains: user_mem_abort, kvm_set_spte_gfn, clean_dcache_guest_page,
+    invalidate_icache_guest_page.
     """
     out = []
     events = [tuple(e) for e in post.s2.tlb_log]

@@ -19,12 +19,16 @@ Leaves out: the stage-2 structural invariants (S2-*, spec.check_state) and cache
 
 from ptspec.spec.mmu.state import READONLY, MmuView
 from ptspec.spec.violation import Violation
+from ptspec.spec.statements import statement
 
 
 def _v(inv, msg, **where):
     return Violation(inv, msg, where)
 
 
+@statement("MS", constrains=(
+    "user_mem_abort", "fault_supports_stage2_huge_mapping", "transparent_hugepage_adjust",
+    "kvm_arch_prepare_memory_region", "kvm_phys_addr_ioremap", "kvm_arch_flush_shadow_memslot"))
 def check_ms(view: MmuView):
     """MS: stage 2 maps exactly what the memslots and the host back, at the same offset.
 
@@ -136,6 +140,9 @@ def _check_io_leaf(view, ipa, size, level, d, what):
                level=level)]
 
 
+@statement("DIRTY", constrains=(
+    "user_mem_abort", "kvm_arch_commit_memory_region", "kvm_mmu_wp_memory_region",
+    "kvm_arch_mmu_enable_log_dirty_pt_masked"))
 def check_dirty(view: MmuView):
     """DIRTY: while a memslot logs dirty pages, no guest write escapes the dirty bitmap.
 
@@ -184,6 +191,9 @@ def check_mmu_state(raw):
 AGE_WARN = "kvm_age_gfn: range of "
 
 
+@statement("MMU-WARN", constrains=(
+    "user_mem_abort", "kvm_handle_guest_abort", "__unmap_stage2_range", "kvm_set_spte_gfn",
+    "kvm_mmu_wp_memory_region"))
 def check_mmu_warnings(raw: dict):
     """MMU-WARN: no WARN_ON / VM_BUG_ON of mmu.c or the notifier glue ever fires.
 

@@ -16,6 +16,7 @@ from collections import defaultdict
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2.segments import L3Chunk, diff_chunks, is_valid
+from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, TABLE, INDEX
 
@@ -60,6 +61,10 @@ def _violation(step, by_level, s, p, q):
          "changed_at": s, "new_desc": q[DESC]})
 
 
+@statement("S2-BBM", constrains=(
+    "stage2_put_pte", "stage2_map_walker_try_leaf", "stage2_map_walk_leaf",
+    "stage2_map_walk_table_pre", "stage2_unmap_walker", "kvm_pgtable_stage2_relax_perms",
+    "kvm_pgtable_stage2_set_owner"))
 def check_bbm(pre, step, post):
     """S2-BBM: every cached translation an operation changed was invalidated by that operation.
 

@@ -15,6 +15,7 @@ from ptspec.spec.stage2.contract_common import Report, check_geometry, check_not
 from ptspec.spec.stage2.segments import complement, covering, diff_outside, is_valid, level3_tables, same_translation, sweep
 from ptspec.spec.stage2.step import EINVAL, walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
+from ptspec.spec.statements import statement
 
 
 def check_leafwise(rep, pre, post, A, E, transform, page_fn=None):
@@ -73,6 +74,8 @@ def _valid(d, level):
     return D.is_valid_leaf(d, level)
 
 
+@statement("C-UNMAP", constrains=(
+    "kvm_pgtable_stage2_unmap", "stage2_unmap_walker", "stage2_put_pte", "__kvm_pgtable_visit"))
 def contract_unmap(pre, step, post):
     """C-UNMAP: kvm_pgtable_stage2_unmap clears every leaf that intersects the range, whole.
 
@@ -92,6 +95,8 @@ def contract_unmap(pre, step, post):
                             lambda descs: [0] * len(descs))
 
 
+@statement("C-WRPROTECT", constrains=(
+    "kvm_pgtable_stage2_wrprotect", "stage2_update_leaf_attrs", "stage2_attr_walker"))
 def contract_wrprotect(pre, step, post):
     """C-WRPROTECT: kvm_pgtable_stage2_wrprotect clears S2AP W in every valid leaf intersecting R.
 
@@ -134,6 +139,8 @@ def _young_op(inv, pre, step, post, set_bits, clr_bits):
     return rep.result()
 
 
+@statement("C-MKYOUNG", constrains=(
+    "kvm_pgtable_stage2_mkyoung", "stage2_update_leaf_attrs", "stage2_attr_walker"))
 def contract_mkyoung(pre, step, post):
     """C-MKYOUNG: kvm_pgtable_stage2_mkyoung sets AF in the valid leaf holding addr, and returns it.
 
@@ -149,6 +156,8 @@ def contract_mkyoung(pre, step, post):
     return _young_op("C-MKYOUNG", pre, step, post, D.AF, 0)
 
 
+@statement("C-MKOLD", constrains=(
+    "kvm_pgtable_stage2_mkold", "stage2_update_leaf_attrs", "stage2_attr_walker"))
 def contract_mkold(pre, step, post):
     """C-MKOLD: kvm_pgtable_stage2_mkold clears AF in the valid leaf holding addr, and returns it.
 
@@ -163,6 +172,7 @@ def contract_mkold(pre, step, post):
     return _young_op("C-MKOLD", pre, step, post, 0, D.AF)
 
 
+@statement("C-IS-YOUNG", constrains=("kvm_pgtable_stage2_is_young", "stage2_update_leaf_attrs"))
 def contract_is_young(pre, step, post):
     """C-IS-YOUNG: kvm_pgtable_stage2_is_young reports AF of the valid leaf holding addr, changing nothing.
 
@@ -190,6 +200,8 @@ def contract_is_young(pre, step, post):
     return rep.result()
 
 
+@statement("C-RELAX-PERMS", constrains=(
+    "kvm_pgtable_stage2_relax_perms", "stage2_update_leaf_attrs", "stage2_attr_walker"))
 def contract_relax_perms(pre, step, post):
     """C-RELAX-PERMS: kvm_pgtable_stage2_relax_perms adds permissions to the valid leaf holding addr.
 
@@ -225,6 +237,8 @@ def contract_relax_perms(pre, step, post):
     return rep.result()
 
 
+@statement("C-FLUSH", constrains=(
+    "kvm_pgtable_stage2_flush", "stage2_flush_walker", "stage2_pte_cacheable"))
 def contract_flush(pre, step, post):
     """C-FLUSH: kvm_pgtable_stage2_flush cleans the data cache for every cacheable leaf, changing nothing.
 
@@ -268,6 +282,7 @@ def contract_flush(pre, step, post):
     return rep.result()
 
 
+@statement("C-GET-LEAF", constrains=("kvm_pgtable_get_leaf", "leaf_walker"))
 def contract_get_leaf(pre, step, post):
     """C-GET-LEAF: kvm_pgtable_get_leaf returns the leaf slot of addr's page, changing nothing.
 

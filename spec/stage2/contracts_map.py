@@ -17,6 +17,7 @@ from ptspec.spec.arch.geometry import table_span
 from ptspec.spec.stage2.segments import complement, diff_outside, is_counted_leaf, is_valid, level3_tables, same_translation, sweep
 from ptspec.spec.stage2.step import EAGAIN, EINVAL, ENOMEM, ret_name
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
+from ptspec.spec.statements import statement
 
 
 def expected_zones(state, A, E, delta, force_pte):
@@ -133,6 +134,10 @@ def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page
     return kept_same_mapping
 
 
+@statement("C-MAP", constrains=(
+    "kvm_pgtable_stage2_map", "stage2_set_prot_attr", "stage2_map_walker",
+    "stage2_map_walker_try_leaf", "kvm_block_mapping_supported", "stage2_pte_needs_update",
+    "stage2_map_walk_leaf", "stage2_map_walk_table_pre", "kvm_pgtable_walk"))
 def contract_map(pre, step, post):
     """C-MAP: kvm_pgtable_stage2_map installs the largest leaves the range and alignment allow.
 
@@ -193,6 +198,9 @@ def contract_map(pre, step, post):
     return rep.result()
 
 
+@statement("C-SET-OWNER", constrains=(
+    "kvm_pgtable_stage2_set_owner", "kvm_init_invalid_leaf_owner", "stage2_map_walker_try_leaf",
+    "kvm_phys_is_valid", "stage2_map_walk_leaf"))
 def contract_set_owner(pre, step, post):
     """C-SET-OWNER: kvm_pgtable_stage2_set_owner writes owner annotations, page by page.
 
@@ -225,6 +233,8 @@ def contract_set_owner(pre, step, post):
     return rep.result()
 
 
+@statement("C-INIT", constrains=(
+    "kvm_pgtable_stage2_init", "kvm_pgd_pages", "zalloc_pages_exact", "kvm_get_vtcr"))
 def contract_init(pre, step, post):
     """C-INIT: kvm_pgtable_stage2_init allocates zeroed root tables, or fails cleanly.
 
@@ -270,6 +280,8 @@ def contract_init(pre, step, post):
     return rep.result()
 
 
+@statement("C-DESTROY", constrains=(
+    "kvm_pgtable_stage2_destroy", "stage2_free_walker", "free_pages_exact"))
 def contract_destroy(pre, step, post):
     """C-DESTROY: kvm_pgtable_stage2_destroy returns every table page, roots included.
 

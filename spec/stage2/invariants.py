@@ -12,6 +12,7 @@ Leaves out: two-state properties (S2-BBM, contracts) and everything mmu.c adds (
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
+from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 
 STAGE2 = "arm64-stage2"
@@ -143,6 +144,10 @@ def leak_violations(state, inv):
 
 # -- stage-2 invariants ---------------------------------------------------------------------------
 
+@statement("S2-RC", constrains=(
+    "stage2_map_walker_try_leaf", "get_page", "stage2_put_pte", "stage2_map_walk_leaf",
+    "stage2_map_walk_table_pre", "stage2_unmap_walker", "stage2_free_walker",
+    "kvm_pgtable_stage2_init"))
 def s2_rc(state):
     """S2-RC: every table page (roots included) has refcount == 1 + its counted descriptors.
 
@@ -177,6 +182,9 @@ def _rc_violations(state, inv, per_descriptor):
     return out
 
 
+@statement("S2-OWN", constrains=(
+    "kvm_init_invalid_leaf_owner", "kvm_pgtable_stage2_set_owner", "stage2_map_walker_try_leaf",
+    "kvm_clear_pte", "stage2_put_pte", "stage2_unmap_walker"))
 def s2_own(state):
     """S2-OWN: an invalid descriptor is 0 or a well-formed owner annotation.
 
@@ -219,6 +227,10 @@ def s2_own(state):
     return out
 
 
+@statement("S2-BA", constrains=(
+    "kvm_block_mapping_supported", "kvm_level_supports_block_mapping",
+    "stage2_map_walker_try_leaf", "kvm_init_valid_leaf_pte", "kvm_phys_to_pte",
+    "kvm_set_table_pte", "user_mem_abort"))
 def s2_ba(state):
     """S2-BA: every valid descriptor is a kind its level allows, with an aligned, in-range address.
 
@@ -241,6 +253,9 @@ def s2_ba(state):
     return encoding_violations(state, "S2-BA")
 
 
+@statement("S2-TREE", constrains=(
+    "kvm_pgtable_stage2_init", "kvm_pgd_pages", "stage2_map_walk_leaf", "kvm_set_table_pte",
+    "stage2_map_walk_table_post", "stage2_unmap_walker", "stage2_free_walker"))
 def s2_tree(state):
     """S2-TREE: the tables form a tree that matches the geometry KVM configures.
 
@@ -274,6 +289,9 @@ def s2_tree(state):
     return out
 
 
+@statement("S2-LEAK", constrains=(
+    "stage2_unmap_walker", "stage2_map_walk_table_post", "stage2_free_walker",
+    "kvm_pgtable_stage2_destroy", "stage2_map_walk_leaf", "put_page", "free_pages_exact"))
 def s2_leak(state):
     """S2-LEAK: every page handed out is in the tree, in a memcache, or returned; nothing twice.
 
