@@ -34,6 +34,7 @@ import inspect
 import pkgutil
 import re
 import sys
+import textwrap
 from dataclasses import dataclass
 
 _ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$")
@@ -56,8 +57,10 @@ class Statement:
 
     def text(self) -> str:
         """The statement as a reviewer reads it: summary, Statement, Why, Constrains."""
-        parts = [f"{self.id}: {self.title}", f"Statement: {self.statement}", f"Why: {self.why}",
-                 "Constrains: " + (self.detail or ", ".join(self.constrains))]
+        parts = [textwrap.fill(f"{self.id}: {self.title}", 100)]
+        if " ".join(self.statement.split()) != self.title:     # else the summary is the statement
+            parts.append(f"Statement: {self.statement}")
+        parts += [f"Why: {self.why}", "Constrains: " + (self.detail or ", ".join(self.constrains))]
         if self.kernel_versions:
             parts.append(f"Kernel versions: {self.kernel_versions}")
         return "\n\n".join(parts)
@@ -66,16 +69,17 @@ class Statement:
 def parse(sid: str, doc: str | None) -> dict:
     """Split a docstring in the registry's layout into title, statement, why and detail.
 
-    The first line is ``ID: summary``; then "Statement:", "Why:" and "Constrains:" paragraphs (a
-    header may carry a parenthesis, as in "Statement (R = [A, E) the walked range):"). Text between
-    the summary and the first header is the statement when there is no "Statement:" paragraph."""
+    The first paragraph is ``ID: summary``; then "Statement:", "Why:" and "Constrains:" paragraphs
+    (a header may carry a parenthesis, as in "Statement (R = [A, E) the walked range):"). Without a
+    "Statement:" paragraph, the text between the summary and the first header is the statement, or
+    else the summary itself (a one-paragraph statement)."""
     if not doc or not doc.strip():
         raise ValueError(f"{sid}: no text (a statement needs 'ID: summary', Statement, Why, Constrains)")
     doc = inspect.cleandoc(doc)
-    first, _, rest = doc.partition("\n")
+    first, _, rest = doc.partition("\n\n")
     if not first.startswith(f"{sid}:") and not first.startswith(f"{sid} "):
         raise ValueError(f"{sid}: the text must open with {sid!r} and a summary, not {first[:60]!r}")
-    title = first[len(sid):].lstrip(" :").strip()
+    title = " ".join(first[len(sid):].lstrip(" :").split())
     sections = {"Statement": [], "Why": [], "Constrains": []}
     heads = list(_SECTION.finditer(rest))
     body = rest[:heads[0].start()] if heads else rest
@@ -83,7 +87,8 @@ def parse(sid: str, doc: str | None) -> dict:
         end = heads[k + 1].start() if k + 1 < len(heads) else len(rest)
         qualifier = m.group(2).strip()
         sections[m.group(1)].append((qualifier + ": " if qualifier else "") + rest[m.end():end])
-    statement = " ".join(sections["Statement"]) or body
+    # a summary paragraph with nothing but Why and Constrains after it is the whole statement
+    statement = " ".join(sections["Statement"]) or body.strip() or first[len(sid):].lstrip(" :")
 
     def flat(text):
         return "\n".join(line.rstrip() for line in text.strip().splitlines())

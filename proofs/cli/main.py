@@ -215,75 +215,11 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     return code
 
 
-def _doc_of(obj: Any) -> str | None:
-    if isinstance(obj, str):
-        return obj
-    if inspect.isroutine(obj) or inspect.isclass(obj):
-        return inspect.getdoc(obj)
-    for attr in ("doc", "docstring", "statement", "description"):
-        value = getattr(obj, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    if isinstance(obj, Mapping):
-        for attr in ("doc", "statement"):
-            if isinstance(obj.get(attr), str):
-                return obj[attr]
-    return inspect.getdoc(obj)
-
-
-def spec_doc(inv_id: str) -> str:
-    """The spec's text for an invariant or contract id, or a note saying why there is none."""
-    try:
-        spec = importlib.import_module("spec")
-    except Exception as exc:
-        return f"(spec is not importable: {type(exc).__name__}: {exc})"
-    explain = getattr(spec, "explain", None)
-    if callable(explain):
-        try:
-            return explain(inv_id) or f"({inv_id} has no docstring)"
-        except KeyError:
-            pass
-    for table_name in ("INVARIANTS", "CONTRACTS"):
-        table = getattr(spec, table_name, None)
-        if isinstance(table, Mapping) and inv_id in table:
-            return _doc_of(table[inv_id]) or f"(spec.{table_name}[{inv_id!r}] has no docstring)"
-    return "(not a check id the spec knows)"
-
-
-def _explain_obligation(ob: Obligation, console: Console) -> None:
-    order = profile_table.PROFILE_NAMES
-    lines = [f"{ob.id}  ({ob.engine}; profiles: {', '.join(p for p in order if p in ob.profiles)})", "",
-             ob.statement, ""]
-    if ob.kernel_functions:
-        lines += ["kernel functions: " + ", ".join(ob.kernel_functions), ""]
-    for inv in ob.invariants:
-        lines += [f"{inv}:", *("  " + l for l in spec_doc(inv).splitlines()), ""]
-    _print_plain(console, "\n".join(lines).rstrip())
-
-
 def cmd_explain(args: argparse.Namespace, console: Console) -> int:
+    """An obligation, a statement id or a kernel function (ptspec.proofs.cli.explain)."""
+    from ptspec.proofs.cli import explain
     code = _load_warnings()
-    ob = registry.get(args.id)
-    # an exact obligation id first, then an invariant/contract id, then a pattern over obligations
-    is_check_id = not ob and not spec_doc(args.id).startswith("(")
-    candidates = [ob] if ob else [] if is_check_id else registry.select(args.id)
-    if len(candidates) == 1:
-        _explain_obligation(candidates[0], console)
-        return code
-    if len(candidates) > 1:
-        print(f"ptspec explain: {args.id!r} matches {len(candidates)} obligations:", file=sys.stderr)
-        for c in candidates:
-            print(f"  {c.id}", file=sys.stderr)
-        return 2
-    covering = [o for o in registry.all_obligations() if args.id in o.invariants]
-    doc = spec_doc(args.id)
-    if covering or not doc.startswith("("):
-        lines = [f"{args.id}:", *("  " + l for l in doc.splitlines())]
-        lines.append("checked by: " + (", ".join(o.id for o in covering) or "(no obligation yet)"))
-        _print_plain(console, "\n".join(lines))
-        return code
-    print(f"ptspec explain: no obligation or invariant {args.id!r} {doc}", file=sys.stderr)
-    return 2
+    return explain.run(args.id, lambda text: _print_plain(console, text)) or code
 
 
 def cmd_profiles(args: argparse.Namespace, console: Console) -> int:
@@ -351,8 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("only", nargs="*", metavar="PATTERN")
     ls.add_argument("--profile", choices=profile_table.PROFILE_NAMES)
     ls.set_defaults(func=cmd_list)
-    e = sub.add_parser("explain", help="explain an obligation (or an invariant id)")
-    e.add_argument("id", metavar="ID")
+    e = sub.add_parser("explain", help="explain an obligation, a statement id (S2-RC, KD-WORDS, ...) or a "
+                                       "kernel function (stage2_unmap_walker)")
+    e.add_argument("id", metavar="ID|FUNCTION")
     e.set_defaults(func=cmd_explain)
     p = sub.add_parser("profiles", help="show the budget of each profile")
     p.set_defaults(func=cmd_profiles)
