@@ -74,7 +74,8 @@ def parse(sid: str, doc: str | None) -> dict:
     "Statement:" paragraph, the text between the summary and the first header is the statement, or
     else the summary itself (a one-paragraph statement)."""
     if not doc or not doc.strip():
-        raise ValueError(f"{sid}: no text (a statement needs 'ID: summary', Statement, Why, Constrains)")
+        raise ValueError(f"{sid}: no text (a statement needs 'ID: summary', Statement, Why, "
+                         f"Constrains)")
     doc = inspect.cleandoc(doc)
     first, _, rest = doc.partition("\n\n")
     if not first.startswith(f"{sid}:") and not first.startswith(f"{sid} "):
@@ -111,9 +112,11 @@ class Registry:
             raise ValueError(f"{st.id}: a statement needs a Statement and a Why ({origin})")
         if not st.constrains or not all(isinstance(f, str) and f.isidentifier() for f in st.constrains):
             raise ValueError(f"{st.id}: constrains must name at least one kernel function ({origin})")
-        missing = [f for f in st.constrains if st.detail and not re.search(rf"\b{re.escape(f)}\b", st.detail)]
+        named = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", st.detail))
+        missing = [f for f in st.constrains if st.detail and f not in named]
         if missing:
-            raise ValueError(f"{st.id}: the Constrains prose does not name {', '.join(missing)} ({origin})")
+            raise ValueError(f"{st.id}: the Constrains prose does not name {', '.join(missing)} "
+                             f"({origin})")
         seen = self._origin.get(st.id)
         if seen is not None:
             if seen == origin:       # the same declaration seen again (its function re-executed)

@@ -62,7 +62,8 @@ class Twin:
     by: str            # "name" or "docstring"
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}  {self.qualname}" + ("  (named in its docstring)" if self.by == "docstring" else "")
+        note = "  (named in its docstring)" if self.by == "docstring" else ""
+        return f"{self.path}:{self.line}  {self.qualname}{note}"
 
 
 @functools.lru_cache(maxsize=1)

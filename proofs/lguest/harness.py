@@ -8,7 +8,7 @@ and the operation's contract). Every call is recorded as a line of Python, so a 
 as a program a reviewer can paste. After ``kill_guest`` the only operation left is ``free``.
 
 Operations whose arguments are not u32 (u64 for a PAE PTE) are Python misuse: impl raises and the
-harness checks that nothing changed.
+harness checks that nothing changed (LG-C-ARGS, stated in spec/lguest/contracts_ops.py).
 """
 
 from __future__ import annotations

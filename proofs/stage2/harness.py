@@ -172,7 +172,8 @@ class Stage2Harness:
 
     def step(self, op: str, **args):
         """Run one operation and check it; returns (ret, violations of this step). A ValueError
-        must come for exactly the calls whose arguments are not kernel values (C-ARGS)."""
+        must come for exactly the calls whose arguments are not kernel values (C-ARGS; the statement,
+        with KERNEL-WARN's, is in spec/stage2/calls.py)."""
         if op != "init":
             self.trace.append(("op", op, dict(args)))
         pre_raw = pre = None
