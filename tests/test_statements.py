@@ -244,6 +244,16 @@ def test_explain_function_shows_twin_statements_and_checks(obligations, capsys, 
     assert judged and all(f"  {o}  (" in out for o in judged)
 
 
+def test_twins_keep_the_kernels_underscore_levels():
+    # the kernel has kvm_pgtable_walk, _kvm_pgtable_walk and __kvm_pgtable_walk; so does impl
+    for name in ("kvm_pgtable_walk", "_kvm_pgtable_walk", "__kvm_pgtable_walk"):
+        by_name = [t.qualname for t in explain.impl_twins(name) if t.by == "name"]
+        assert by_name == [name], (name, by_name)
+    # a kernel name impl spells without its leading underscores is still found
+    assert [t.qualname for t in explain.impl_twins("__kvm_pgtable_stage2_init")
+            if t.by == "name"] == ["kvm_pgtable_stage2_init"]
+
+
 def test_explain_function_lists_checks_through_its_statements(obligations, capsys):
     # kvm_pgd_pages: named by S2-TREE and C-INIT, so every obligation checking those judges it
     assert cli.main(["explain", "kvm_pgd_pages"]) == 0

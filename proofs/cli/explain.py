@@ -90,16 +90,19 @@ def _impl_functions() -> tuple:
 
 
 def impl_twins(kernel_function: str) -> list[Twin]:
-    """The impl functions that model ``kernel_function``: by name first, then by docstring."""
+    """The impl functions that model ``kernel_function``: by name (exactly; failing that, leading
+    underscores aside, as impl may drop them), then those whose first docstring line names it."""
     bare = kernel_function.lstrip("_")
     word = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(kernel_function)}(?![A-Za-z0-9_])")
-    by_name, by_doc = [], []
+    exact, loose, by_doc = [], [], []
     for path, line, qualname, name, first in _impl_functions():
-        if name == kernel_function or (bare and name.lstrip("_") == bare):
-            by_name.append(Twin(path, line, qualname, "name"))
+        if name == kernel_function:
+            exact.append(Twin(path, line, qualname, "name"))
+        elif bare and name.lstrip("_") == bare:
+            loose.append(Twin(path, line, qualname, "name"))
         elif word.search(first):
             by_doc.append(Twin(path, line, qualname, "docstring"))
-    return by_name + by_doc
+    return (exact or loose) + by_doc
 
 
 def kernel_functions() -> set[str]:
