@@ -59,10 +59,10 @@ def justify_leaf(st, sh, gpte):
 def lg_shadow(st, coherent=False):
     """LG-SHADOW: every present shadow PTE below the switcher is justified by the guest's tables.
 
-    Always: it maps the host frame of a guest frame below ``pfn_limit`` (never the launcher's other
-    pages, a switcher page or a shadow table), without GLOBAL, and no shadow entry is a large page;
-    shadow table entries carry only the flags lguest accepts from a guest (PAE PGD: P only; PGD
-    (2-level) and PMD: P, RW, USER, ACCESSED, DIRTY).
+    Statement: always, it maps the host frame of a guest frame below ``pfn_limit`` (never the
+    launcher's other pages, a switcher page or a shadow table), without GLOBAL, and no shadow entry
+    is a large page; shadow table entries carry only the flags lguest accepts from a guest (PAE PGD:
+    P only; PGD (2-level) and PMD: P, RW, USER, ACCESSED, DIRTY).
     With ``coherent``: the guest's current tables for that pgdir (or the linear map before the
     guest's first cr3) translate the page present, to the same frame, with permissions never
     narrower than the shadow's (writable only if the guest's entries are RW and its PTE DIRTY; user
@@ -127,10 +127,10 @@ def lg_shadow(st, coherent=False):
 def lg_rc(st):
     """LG-RC: every host page reference lguest holds belongs to exactly one present shadow PTE.
 
-    For every host page, the references taken by get_user_pages/get_page and not yet put back equal
-    the number of present shadow PTEs (in every pgdir, switcher PTEs included) that map it; every
-    shadow table page the host allocated is a pgdir root or hangs under exactly one present
-    shadow table entry (no leak, no sharing); no page is freed twice.
+    Statement: for every host page, the references taken by get_user_pages/get_page and not yet put
+    back equal the number of present shadow PTEs (in every pgdir, switcher PTEs included) that map
+    it; every shadow table page the host allocated is a pgdir root or hangs under exactly one
+    present shadow table entry (no leak, no sharing); no page is freed twice.
 
     Why: a PTE without its reference lets the page be freed (or swapped) under the guest; a
     reference without a PTE pins the page forever.
@@ -183,13 +183,13 @@ def lg_rc(st):
 def lg_switcher(st):
     """LG-SWITCHER: the switcher is mapped in every shadow pgdir that may run, and only it is there.
 
-    While the guest lives: the current pgdir and every pgdir marked ``switcher_mapped`` map the
-    switcher code page at ``switcher_addr`` present, read-only, kernel-only and executable, and have
-    shadow PTE slots for every switcher page (map_switcher_in_guest fills them without allocating).
-    In every pgdir, a present translation at or above ``switcher_addr`` is one of: the code page; a
-    host CPU's regs page (writable, kernel-only) or its read-only page at that CPU's two slots
-    (neither global, both NX with PAE: __PAGE_KERNEL and __PAGE_KERNEL_RO carry _PAGE_NX); and
-    when the pgdir last ran on host CPU c, only c's slots are mapped.
+    Statement: while the guest lives, the current pgdir and every pgdir marked ``switcher_mapped``
+    map the switcher code page at ``switcher_addr`` present, read-only, kernel-only and executable,
+    and have shadow PTE slots for every switcher page (map_switcher_in_guest fills them without
+    allocating). In every pgdir, a present translation at or above ``switcher_addr`` is one of: the
+    code page; a host CPU's regs page (writable, kernel-only) or its read-only page at that CPU's
+    two slots (neither global, both NX with PAE: __PAGE_KERNEL and __PAGE_KERNEL_RO carry _PAGE_NX);
+    and when the pgdir last ran on host CPU c, only c's slots are mapped.
 
     Why: the switcher is the only way back to the host; a guest-controlled mapping over it, or a
     missing one, hands the guest the host.
@@ -254,10 +254,10 @@ def lg_switcher(st):
 def lg_bnd(st):
     """LG-BND: every index that comes from the guest is in bounds; the host touches only its tables.
 
-    No access the host made went outside a shadow table page it holds (past the end of a page,
-    through a NULL or stale table pointer, a BUG_ON hit), and a PAE shadow pgdir uses only its four
-    PGD entries. The per-step form (spec/lguest/contracts.py) adds: a hypercall whose pgd index is
-    at or beyond PTRS_PER_PGD kills the guest and changes nothing.
+    Statement: no access the host made went outside a shadow table page it holds (past the end of a
+    page, through a NULL or stale table pointer, a BUG_ON hit), and a PAE shadow pgdir uses only its
+    four PGD entries. The per-step form (spec/lguest/contracts.py) adds: a hypercall whose pgd index
+    is at or beyond PTRS_PER_PGD kills the guest and changes nothing.
 
     Why: the guest controls these indices; an unchecked one makes the host read, free or write
     memory that is not the guest's shadow tables.

@@ -141,6 +141,6 @@ drained log.
 Why: the stage-2 checks judge KVM by what a guest with a TLB can still reach after each
 operation; a TLB model that drops entries too early hides missing invalidations (S2-BBM).
 
-Constrains: kvm_handle_guest_abort (the accesses replayed through it), kvm_tlb_flush_vmid_ipa,
+Constrains: kvm_handle_guest_abort (the accesses replayed through it), __kvm_tlb_flush_vmid_ipa,
 kvm_flush_remote_tlbs.
-""", constrains=("kvm_handle_guest_abort", "kvm_tlb_flush_vmid_ipa", "kvm_flush_remote_tlbs"))
+""", constrains=("kvm_handle_guest_abort", "__kvm_tlb_flush_vmid_ipa", "kvm_flush_remote_tlbs"))
