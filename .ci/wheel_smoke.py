@@ -11,6 +11,8 @@ What it checks, failing loudly (exit 1, one line per mismatch) on any difference
 * one quick check per area (stage 2, hyp, mmu, lguest, z3, CrossHair, and the kernel-C checks)
   ends with the same status installed as in the source tree, and passes (the kernel-C checks may
   be unknown in both when the Debian source is not cached);
+* ``ptspec check-state`` judges raw states the installed impl writes (stage 2 and lguest, clean
+  and broken) and ``ptspec explain`` prints statements of the installed spec;
 * ``ptspec mutants`` plants a historical bug and a mechanical mutant in the installed impl: the bug
   is caught, the mutant survives and is explained by the installed survivor files.
 
@@ -144,6 +146,51 @@ def verify(ptspec: Path, cwd: Path, profile: str, ids: list[str], out: Path) -> 
     return {c["id"]: c["status"] for c in json.loads(out.read_text())["checks"]}
 
 
+# raw states written by the installed impl: a fresh stage-2 table with one block mapped (and the
+# same with one refcount off by one), a booted lguest guest (and one seed-as-written step later)
+STATES = """
+import json, sys
+from ptspec.impl.pgtable.pool import KvmMmuMemoryCache
+from ptspec.impl.pgtable.stage2 import KvmPgtable
+from ptspec.impl.lguest import Lguest
+from ptspec.proofs.lguest.guest import GuestLayout, KERNEL_ADDRESS
+out = sys.argv[1]
+pgt = KvmPgtable(12, 39); assert pgt.init() == 0
+mc = KvmMmuMemoryCache(pgt.pool); mc.topup(8)
+assert pgt.map(0x40000000, 0x200000, 0x80000000, 0b111, mc) == 0
+s2 = pgt.snapshot()
+json.dump(s2, open(out + "/s2-ok.json", "w"))
+page = next(iter(s2["refcount"])); s2["refcount"][page] += 1
+json.dump(s2, open(out + "/s2-bad.json", "w"))
+lg = Lguest("2level", variant="seed-as-written", npgdirs=2, rng_seed=1)
+L = GuestLayout("2level"); lg.init()
+for addr, value in L.boot_writes():
+    lg.guest_write(addr, value)
+lg.guest_write(L.lguest_data, KERNEL_ADDRESS); lg.guest_data_init(L.lguest_data)
+lg.new_pagetable(0x1000); lg.set_stack(0xc0008000, 1)
+json.dump(lg.raw_state(), open(out + "/lg-ok.json", "w"))
+lg.set_pte(0x1000, 0xc0007000, 0x21063)     # the seed's set-pte-stale finding
+json.dump(lg.raw_state(), open(out + "/lg-bad.json", "w"))
+"""
+
+
+def check_states(wbin: Path, cwd: Path, work: Path) -> None:
+    """check-state and explain of the installed CLI reach the installed spec."""
+    run([wbin / "python", "-c", STATES, work], cwd)
+    for name, code, want in (("s2-ok", 0, ""), ("s2-bad", 1, "S2-RC"), ("lg-ok", 0, ""),
+                             ("lg-bad", 1, "LG-RC")):
+        p = run([wbin / "ptspec", "check-state", work / f"{name}.json"], cwd, check=False)
+        if p.returncode != code or want not in p.stdout:
+            fail(f"ptspec check-state {name}.json: exit {p.returncode} (want {code}), "
+                 f"{(p.stdout + p.stderr).strip()[-400:]}")
+    for inv, words in (("S2-RC", "refcount"), ("LG-SWITCHER", "switcher")):
+        p = run([wbin / "ptspec", "explain", inv], cwd, check=False)
+        if p.returncode != 0 or words not in p.stdout or "not importable" in p.stdout:
+            fail(f"ptspec explain {inv}: exit {p.returncode}, {p.stdout.strip()[:300]}")
+    if not any(f.startswith(("ptspec check-state", "ptspec explain")) for f in failures):
+        print("wheel smoke: check-state (stage 2, lguest) and explain answer from the installed spec")
+
+
 def survivors_count(python: Path, cwd: Path) -> int:
     code = "from ptspec.proofs.cli.mutants import explained_survivors as e; print(len(e()))"
     p = run([python, "-c", code], cwd)
@@ -217,6 +264,8 @@ def main() -> int:
                         fail(f"{ob}: {w} installed (must pass)")
             if kernel and all(src_status.get(k) == "unknown" for k in kernel):
                 print("wheel smoke: kernel-C checks unknown in both (Debian source not cached)")
+
+            check_states(wbin, outside, work)
 
             p = run([wbin / "ptspec", "mutants", "--only", CORPUS_BUG, "--checks", CORPUS_CHECKS,
                      "--profile", "quick"], outside, check=False)

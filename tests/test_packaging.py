@@ -9,6 +9,7 @@ out of the wheel, and an editable install would still work. These tests hold the
 from __future__ import annotations
 
 import fnmatch
+import re
 import tomllib
 from pathlib import Path
 
@@ -130,3 +131,29 @@ def test_package_data_covers_the_shim_sources_and_the_survivor_files():
     partial = dict(data, **{"ptspec.proofs.kernel": ["shim/*.c"]})
     assert [f for f in _unmatched_data(partial) if f.startswith("proofs/kernel/")] == sorted(
         f"proofs/kernel/{s}" for s in shim if s.startswith("shim/linux/"))
+
+
+TOP_LEVEL_IMPORT = re.compile(r"^\s*(?:from|import)\s+(?:spec|impl|proofs)\b"
+                              r"|import_module\(\s*[\"'](?:spec|impl|proofs)\b", re.MULTILINE)
+
+
+def _top_level_imports(text: str) -> list[str]:
+    return [m.group(0).strip() for m in TOP_LEVEL_IMPORT.finditer(text)]
+
+
+def test_nothing_imports_the_layers_by_their_folder_names():
+    """Installed, the layers exist only as ptspec.spec / ptspec.impl / ptspec.proofs. Run from the
+    repository (pytest's working directory is on sys.path) `import spec` still finds the folder, so
+    a stale top-level import passes every in-process test and fails only when installed."""
+    offenders = {p.relative_to(ROOT).as_posix(): _top_level_imports(p.read_text())
+                 for folder in (*LAYERS, "tests", "bench", ".ci") for p in (ROOT / folder).rglob("*.py")
+                 if not _skip(p) and p.name != "test_packaging.py"}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_a_top_level_import_is_found():
+    assert _top_level_imports('x = 1\n    spec = importlib.import_module("spec")\n') == [
+        'import_module("spec']
+    assert _top_level_imports("from impl.lguest import Lguest\nimport proofs.cli\n") == [
+        "from impl", "import proofs"]
+    assert _top_level_imports("from ptspec.spec import x\nimport spectrum\n") == []

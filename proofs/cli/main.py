@@ -160,7 +160,7 @@ def cmd_check_state(args: argparse.Namespace, console: Console) -> int:
               file=sys.stderr)
         return 2
     try:
-        spec = importlib.import_module("spec")
+        spec = importlib.import_module("ptspec.spec")
         load_state, check_state = spec.load_state, spec.check_state
     except Exception as exc:
         print(f"ptspec check-state: spec cannot check states yet ({type(exc).__name__}: {exc})", file=sys.stderr)
@@ -234,7 +234,7 @@ def _doc_of(obj: Any) -> str | None:
 def spec_doc(inv_id: str) -> str:
     """The spec's text for an invariant or contract id, or a note saying why there is none."""
     try:
-        spec = importlib.import_module("spec")
+        spec = importlib.import_module("ptspec.spec")
     except Exception as exc:
         return f"(spec is not importable: {type(exc).__name__}: {exc})"
     explain = getattr(spec, "explain", None)
