@@ -1,4 +1,4 @@
-"""The historical bug corpus: every bug of ../shared/BUGS.md as a planted variant of impl.
+"""The historical bug corpus: every bug of docs/bugs.md as a planted variant of impl.
 
 Models the public table of real bugs in pgtable.c, mmu.c and lguest's page_tables.c (ids, the
 upstream fix, what went wrong, what must catch it). Each entry names the planted-bug module of its
