@@ -1,6 +1,6 @@
 """Planted bugs for lguest: small wrong variants of impl.lguest functions, to show each check fails.
 
-``planted_lguest(bug_id)`` swaps one method of ``impl.lguest.Lguest`` for a variant with one named
+``planted_lguest(bug_id)`` swaps one method of ``ptspec.impl.lguest.Lguest`` for a variant with one named
 defect and restores it on exit. tests/test_lguest_planted.py runs the exhaustive explorer and the
 lock-step machines under each and requires a refutation naming one of the bug's ids. The first is
 the lguest bug of docs/bugs.md ("shadow-release"); the others give every lguest invariant and

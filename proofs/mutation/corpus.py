@@ -101,7 +101,7 @@ def seed_findings() -> list[CorpusBug]:
 
 
 class _Findings:
-    """What corpus entries of seed findings expect (the ids lguest_findings.EXPECTED names)."""
+    """What corpus entries of seed findings expect (the ids ptspec.proofs.lguest.findings.EXPECTED names)."""
 
     def __getitem__(self, finding):
         from ptspec.proofs.lguest.findings import EXPECTED
