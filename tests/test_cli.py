@@ -198,7 +198,7 @@ class _Violation:
 
 @pytest.fixture
 def fake_spec(monkeypatch):
-    spec = types.ModuleType("spec")
+    spec = types.ModuleType("ptspec.spec")
 
     class StateError(ValueError):
         pass
@@ -217,7 +217,7 @@ def fake_spec(monkeypatch):
     spec.StateError, spec.load_state, spec.check_state = StateError, load_state, check_state
     spec.INVARIANTS = {"S2-RC": s2_rc, "S2-TREE": "Table descriptors form a tree."}
     spec.CONTRACTS = {"C-MAP": types.SimpleNamespace(doc="map installs the requested translation")}
-    monkeypatch.setitem(sys.modules, "spec", spec)
+    monkeypatch.setitem(sys.modules, "ptspec.spec", spec)
     return spec
 
 
@@ -261,7 +261,7 @@ def test_check_state_spec_crash_exits_2(fake_spec, tmp_path, capsys):
 
 
 def test_check_state_without_spec_support_exits_2(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(sys.modules, "spec", types.ModuleType("spec"))
+    monkeypatch.setitem(sys.modules, "ptspec.spec", types.ModuleType("ptspec.spec"))
     assert cli.main(["check-state", state_file(tmp_path, {"kind": "arm64-stage2"})]) == 2
     assert "spec cannot check states yet" in capsys.readouterr().err
 

@@ -2,7 +2,7 @@
 
 Each bug of proofs/mmu/planted.py is put into impl for one test; the checker must come back refuted
 with a violation whose id is one of the bug's expected ids (for the historical bugs of
-../shared/BUGS.md: the invariant named there).
+docs/bugs.md: the invariant named there).
 """
 
 import pytest
@@ -16,7 +16,7 @@ from ptspec.proofs.mmu.planted import BUGS, HISTORICAL, planted_mmu
 STAGE2_BUGS = sorted(b for b in BUGS if not b.startswith("hyp-"))
 HYP_BUGS = sorted(b for b in BUGS if b.startswith("hyp-"))
 
-# historical bug -> (layout names, depth, the invariant ../shared/BUGS.md names)
+# historical bug -> (layout names, depth, the invariant docs/bugs.md names)
 EXHAUSTIVE = {
     "memslot-bounds": (["thp-head-tail"], 1, "MS"),
     "force-pte-size": (["hugetlb-pmd-misaligned"], 1, "MS"),

@@ -160,7 +160,7 @@ def cmd_check_state(args: argparse.Namespace, console: Console) -> int:
               file=sys.stderr)
         return 2
     try:
-        spec = importlib.import_module("spec")
+        spec = importlib.import_module("ptspec.spec")
         load_state, check_state = spec.load_state, spec.check_state
     except Exception as exc:
         print(f"ptspec check-state: spec cannot check states yet ({type(exc).__name__}: {exc})", file=sys.stderr)

@@ -13,8 +13,6 @@ harness checks that nothing changed (LG-C-ARGS, stated in spec/lguest/contracts_
 
 from __future__ import annotations
 
-import json
-
 from ptspec.impl.lguest import Lguest
 from ptspec.spec.lguest.check import lguest_check_state, lguest_check_step
 from ptspec.spec.lguest.state import load_lguest_state
@@ -178,9 +176,3 @@ class LguestHarness:
             tables = f"(tables not drawable: {exc})"
         return {"ops": self.ops_source, "violations": [str(v) for v in self.violations],
                 "tables": tables, "kernel_function": KERNEL_FUNCTION.get(self.last_op, "")}
-
-    def state_key(self):
-        """A hashable key of the state (for exhaustive deduplication)."""
-        raw = dict(self.raw)
-        raw["fail"] = [self.lg.host.fail_next_alloc, self.lg.host.fail_next_gup]
-        return json.dumps(raw, sort_keys=True)

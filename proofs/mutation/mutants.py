@@ -121,14 +121,6 @@ class _Everything(frozenset):
 EVERYTHING = _Everything()
 
 
-def reached_functions(profile: str, seed: int, pattern: str | None = None) -> set[str]:
-    """Every impl function the kill suite executes (the union of reach_map)."""
-    reach = reach_map(profile, seed, pattern)
-    if any(fns is EVERYTHING for fns in reach.values()):
-        return EVERYTHING
-    return set().union(*reach.values())
-
-
 def checks_reaching(function: str, reach: dict[str, set[str]]) -> set[str]:
     """The checks that execute `function` ("module:qualname")."""
     return {check for check, fns in reach.items() if function in fns}
@@ -358,6 +350,7 @@ def run_many(targets: list[tuple[str, str]], profile: str, seed: int, jobs: int 
 
 def score(outcomes: list[Outcome]) -> dict[str, dict[str, int]]:
     """Per impl module: total, killed, survived (mutants only)."""
+    from ptspec.proofs.mutation import mutate
     table: dict[str, dict[str, int]] = {}
     for o in outcomes:
         if o.kind != "mutant":
