@@ -79,6 +79,14 @@ class CSideHarness(Stage2Harness):
         found = super()._kernel_warnings(op)
         return [v for v in found if "on an empty memcache" not in str(v)]
 
+    def raw_state(self, drain_log: bool = False) -> dict:
+        """The raw state; for a harness whose C table was superseded by a newer one (the library
+        holds one table per granule; replaying a trace builds new ones), the state after its last
+        step, which was snapshotted then."""
+        if self.pgt.lib is None:
+            return self._last_raw
+        return super().raw_state(drain_log)
+
     def fail_allocation(self, k: int = 0):
         """Make the k-th page-table allocation from now on fail (the shim's allocator)."""
         self.pgt.fail_at([k])
