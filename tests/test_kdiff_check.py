@@ -236,3 +236,21 @@ def test_straddles_start_inside_an_entry_and_reach_the_next():
         assert any(a % g.gran.size[lv] and (a // g.gran.size[lv] + 1) * g.gran.size[lv] < a + s
                    for lv in S.straddle_levels(g))
     check()
+
+
+def test_with_impl_is_one_more_judge_that_never_stops_the_spec():
+    """impl-default keeps owner ids in bits 63:56, the C code in 9:2: the comparison finds it,
+    while the spec judges the same runs to the end and passes them; 6.1 agrees word for word."""
+    t = _tree()
+    from ptspec.proofs.kernel.paired import paired_factory
+    b = budgets.budget("quick")
+    h = paired_factory(t, "impl-default")
+    r = check.check_geometry(t, "4k-39", b, 0, harness=h)
+    assert r.status == "passed"                                  # the spec's judgement
+    d = check.impl_judgement("impl-default", {"4k-39": h})
+    assert d.status == "refuted" and d.id == "kernel.diff-impl.impl-default"
+    assert any(v.startswith(("KD-WORDS", "KD-RC", "KD-TLB")) for v in d.counterexample["violations"])
+    same = paired_factory(t, "6.1")
+    check.check_geometry(t, "4k-39", b, 0, harness=same)
+    ok = check.impl_judgement("6.1", {"4k-39": same})
+    assert ok.status == "passed" and ok.examples > 50

@@ -8,8 +8,9 @@ catalogued finding for the tree's kernel version (``catalogue.FINDINGS``) is rep
 finding; any other is a violation, shortened by replay (``ptspec.proofs.engines.minimize``) and
 printed as pasteable Python driving the C library, with the C tables in ptdump style.
 
-``--with-impl KERNEL_VERSION`` adds one more judge: the word-for-word comparison of the C code with
-impl at that kernel version (``differ.run``), run after the spec's judgement, never instead of it.
+``--with-impl KERNEL_VERSION`` adds one more judge: every step of the same runs also goes to impl at
+that kernel version and the two are compared word for word (``paired.PairedHarness``); a run's first
+difference is reported, and the spec goes on judging the C side after it.
 
 Exit status: 0 only catalogued findings (or none), 1 any other violation or difference, 2 nothing
 could be checked (the tree cannot be read or built, no compiler, bad arguments).
@@ -67,15 +68,17 @@ def counterexample(failure, tree) -> dict:
             "kernel_function": KERNEL_ENTRY.get(op, op)}
 
 
-def check_geometry(tree, name: str, budget, seed: int, shrink_seconds: float = 10.0) -> Result:
-    """The spec-judged lock-step of one geometry on the tree's C code."""
+def check_geometry(tree, name: str, budget, seed: int, shrink_seconds: float = 10.0,
+                   harness=None) -> Result:
+    """The spec-judged lock-step of one geometry on the tree's C code (``harness``: a
+    CSideHarness class bound to the tree; default ``subject.subject_factory(tree)``)."""
     t0 = time.perf_counter()
     page_shift = subject.GEOMETRIES[name][0]
     try:
         build.library(page_shift, tree)
     except build.BuildError as exc:
         return Result.unknown(f"not checked: {exc}", id=f"kernel.lockstep.{name}")
-    harness = subject.subject_factory(tree)
+    harness = harness or subject.subject_factory(tree)
     examples = max(1, int(budget["hypothesis_examples"]) // SHARE.get(name, 1))
     out = lockstep.run_lockstep(name, examples=examples, steps=int(budget["steps"]), seed=seed,
                                 harness_factory=harness, shrink_seconds=shrink_seconds,
@@ -109,39 +112,43 @@ def findings_of(results) -> dict:
     return out
 
 
-def check_with_impl(tree, kernel_version: str, geometries, budget, seed: int) -> Result:
-    """One more judge: the C code and impl at ``kernel_version``, compared word for word."""
-    from ptspec.proofs.kernel import differ
-    t0 = time.perf_counter()
-    ops = max(50, int(budget["hypothesis_examples"]) * int(budget["steps"]) // 4)
-    geoms = [g for g in geometries if g in differ.GEOMETRIES]
-    out = differ.run(geoms, ops, seed=seed, profile=kernel_version, spec_every=0,
-                     shrink_seconds=5.0, tree=tree)
-    kw = dict(id=f"kernel.diff-impl.{kernel_version}", engine="unit",
-              invariants=["KD-RET", "KD-PAGES", "KD-WORDS", "KD-RC", "KD-TLB", "KD-WARN"],
-              seconds=time.perf_counter() - t0)
-    if out.status == "refuted":
-        f = out.finding
-        return Result.refuted({"ops": f.program, "violations": f.lines, "tables": f.tables_c,
-                               "tables_impl": f.tables_impl, "kernel_function": "pgtable.c"},
-                              detail=f"difference with impl {kernel_version} in {f.geometry}",
-                              examples=out.ops, **kw)
-    if out.status == "passed":
-        return Result.passed(out.ops, f"{out.ops} operations equal to impl {kernel_version}", **kw)
-    return Result.unknown(f"not compared: {out.reason}", examples=out.ops, **kw)
+def impl_judgement(kernel_version: str, harnesses: dict) -> Result:
+    """One more judge: the C code and impl at ``kernel_version``, compared word for word on the
+    same runs the spec judged (``paired.PairedHarness``): the first difference found, if any."""
+    kw = dict(id=f"kernel.diff-impl.{kernel_version}", engine="hypothesis",
+              invariants=["KD-RET", "KD-PAGES", "KD-WORDS", "KD-RC", "KD-TLB", "KD-WARN"])
+    steps = sum(h.compared[0] for h in harnesses.values())
+    for name, h in harnesses.items():
+        if h.differences:
+            lines, program = h.differences[0]
+            return Result.refuted({"ops": program, "violations": lines, "tables": "",
+                                   "kernel_function": "pgtable.c"},
+                                  detail=f"{name}: {lines[0]} ({len(h.differences)} of the runs "
+                                         f"differ from impl {kernel_version}; the spec judged "
+                                         "every step of them)", examples=steps, **kw)
+    if not steps:
+        return Result.unknown("nothing was compared", **kw)
+    return Result.passed(steps, f"{steps} steps equal to impl {kernel_version} word for word",
+                         **kw)
 
 
 def run(tree, geometries, profile: str, seed: int, with_impl: str | None = None,
         progress=None) -> list[Result]:
     budget = budgets.budget(profile)
     results = []
+    paired = {}
     for name in geometries:
-        r = check_geometry(tree, name, budget, seed, 5.0 if profile == "quick" else 10.0)
+        harness = None
+        if with_impl:
+            from ptspec.proofs.kernel.paired import paired_factory
+            harness = paired[name] = paired_factory(tree, with_impl)
+        r = check_geometry(tree, name, budget, seed, 5.0 if profile == "quick" else 10.0,
+                           harness)
         results.append(r)
         if progress:
             progress(f"{r.id}: {r.status} ({r.seconds:.1f} s) {r.detail}")
     if with_impl:
-        r = check_with_impl(tree, with_impl, geometries, budget, seed)
+        r = impl_judgement(with_impl, paired)
         results.append(r)
         if progress:
             progress(f"{r.id}: {r.status} ({r.seconds:.1f} s) {r.detail}")
