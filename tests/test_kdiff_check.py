@@ -184,6 +184,7 @@ def test_planted_c_bug_is_refuted_by_the_spec_alone(tmp_path):
                                 "S2-BBM") for v in cex["violations"])
     assert "CPgtable(12, 39" in cex["ops"] and "open_tree(" in cex["ops"]
     assert "C side: Linux" in cex["tables"]
+    assert "kvm_pgtable_stage2_" in cex["c_test"] and cex["c_test"].startswith("static void")
     # the counterexample runs as pasted and shows the same broken state
     env = {}
     exec(cex["ops"], env)

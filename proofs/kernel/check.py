@@ -52,6 +52,49 @@ def _statement(vid: str) -> str:
         return ""
 
 
+C_CALLS = {
+    "map": ("kvm_pgtable_stage2_map", ("addr", "size", "phys", "prot", "@mc")),
+    "set_owner": ("kvm_pgtable_stage2_set_owner", ("addr", "size", "@mc", "owner_id")),
+    "unmap": ("kvm_pgtable_stage2_unmap", ("addr", "size")),
+    "wrprotect": ("kvm_pgtable_stage2_wrprotect", ("addr", "size")),
+    "flush": ("kvm_pgtable_stage2_flush", ("addr", "size")),
+    "mkyoung": ("kvm_pgtable_stage2_mkyoung", ("addr",)),
+    "mkold": ("kvm_pgtable_stage2_mkold", ("addr",)),
+    "is_young": ("kvm_pgtable_stage2_is_young", ("addr",)),
+    "relax_perms": ("kvm_pgtable_stage2_relax_perms", ("addr", "prot")),
+    "get_leaf": ("kvm_pgtable_get_leaf", ("addr", "@leaf")),
+    "destroy": ("kvm_pgtable_stage2_destroy", ()),
+}
+
+
+def c_test_body(trace: list, mc_capacity: int = 16) -> str:
+    """The operation sequence as the body of a C test function over the kernel's API (a table
+    already initialised, a memcache topped up to capacity after init, map and set_owner, as the
+    harness does)."""
+    out = ["static void ptspec_counterexample(struct kvm_pgtable *pgt, "
+           "struct kvm_mmu_memory_cache *mc)", "{", "	kvm_pte_t pte; u32 level;", ""]
+    for entry in trace:
+        if entry[0] == "fail":
+            out.append(f"	/* the allocation {entry[1]} after this point fails (-ENOMEM) */")
+            continue
+        _, op, args = entry
+        fn, names = C_CALLS[op]
+        vals = []
+        for n in names:
+            if n == "@mc":
+                vals.append("NULL" if args.get("no_memcache") else "mc")
+            elif n == "@leaf":
+                vals.append("&pte, &level")
+            else:
+                v = args[n]
+                vals.append(hex(v) if isinstance(v, int) and v > 9 else str(v))
+        out.append(f"	{fn}({', '.join(['pgt'] + vals)});")
+        if op in ("map", "set_owner"):
+            out.append(f"	kvm_mmu_topup_memory_cache(mc, {mc_capacity});")
+    out.append("}")
+    return "\n".join(out)
+
+
 def counterexample(failure, tree) -> dict:
     """The counterexample of a failing C-side run, as ``ptspec verify`` reports them."""
     program = failure.program
@@ -65,6 +108,7 @@ def counterexample(failure, tree) -> dict:
     ids = sorted({v.split()[0] for v in failure.violations})
     return {"ops": program, "violations": failure.violations, "tables": tables,
             "statements": {i: _statement(i) for i in ids},
+            "c_test": c_test_body(failure.trace),
             "kernel_function": KERNEL_ENTRY.get(op, op)}
 
 
@@ -164,7 +208,10 @@ def format_result(r: Result) -> str:
             if text:
                 lines.append(f"    {vid}: {text}")
         lines += [f"  kernel function: {cex['kernel_function']}", "",
-                  "operation sequence (pasteable):", cex["ops"], "", cex["tables"]]
+                  "operation sequence (pasteable):", cex["ops"], ""]
+        if cex.get("c_test"):
+            lines += ["the same sequence in C:", cex["c_test"], ""]
+        lines += [cex["tables"]]
         if cex.get("tables_impl"):
             lines += ["", "impl:", cex["tables_impl"]]
     return "\n".join(lines)
