@@ -255,3 +255,18 @@ def test_with_impl_is_one_more_judge_that_never_stops_the_spec():
     check.check_geometry(t, "4k-39", b, 0, harness=same)
     ok = check.impl_judgement("6.1", {"4k-39": same})
     assert ok.status == "passed" and ok.examples > 50
+
+
+def test_cli_exit_1_on_a_violation_with_json_and_junit(tmp_path, capsys):
+    t = _tree()
+    bad = planted.scratch_tree("unmap-busy-table", t, tmp_path / "tree")
+    js, ju = tmp_path / "r.json", tmp_path / "r.xml"
+    code = ptspec_main(["check-kernel", "--tree", str(bad.root), "--geometry", "4k-39",
+                        "--profile", "quick", "--json", str(js), "--junit", str(ju)])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "kernel.lockstep.4k-39: REFUTED" in out and "operation sequence (pasteable):" in out
+    import json
+    rep = json.loads(js.read_text())
+    assert rep["summary"]["refuted"] == 1 and rep["kernel"]["version"] == t.version
+    assert "kernel.lockstep.4k-39" in ju.read_text() and "<failure" in ju.read_text()
