@@ -314,7 +314,7 @@ def main(argv=None) -> int:
     ap.add_argument("--spec-every", type=int, default=1,
                     help="check the C side against the spec every N operations (0: never)")
     ap.add_argument("--strict-spec", action="store_true",
-                    help="do not set known 6.1 deviations from the spec's contracts aside")
+                    help="report catalogued findings of the tree's kernel version as violations too")
     ap.add_argument("--fetch", action="store_true",
                     help="download and cache linux-source-6.1 first if needed (~139 MB)")
     ap.add_argument("--fetch-only", action="store_true",
