@@ -251,6 +251,8 @@ def test_with_impl_is_one_more_judge_that_never_stops_the_spec():
     d = check.impl_judgement("impl-default", {"4k-39": h})
     assert d.status == "refuted" and d.id == "kernel.diff-impl.impl-default"
     assert any(v.startswith(("KD-WORDS", "KD-RC", "KD-TLB")) for v in d.counterexample["violations"])
+    calls = [ln for ln in d.counterexample["ops"].splitlines() if ln.startswith("pgt.")]
+    assert 2 <= len(calls) <= 4, d.counterexample["ops"]          # shortened by replay
     same = paired_factory(t, "6.1")
     check.check_geometry(t, "4k-39", b, 0, harness=same)
     ok = check.impl_judgement("6.1", {"4k-39": same})

@@ -164,7 +164,12 @@ def impl_judgement(kernel_version: str, harnesses: dict) -> Result:
     steps = sum(h.compared[0] for h in harnesses.values())
     for name, h in harnesses.items():
         if h.differences:
-            lines, program = h.differences[0]
+            lines, program, trace = h.differences[0]
+            from ptspec.proofs.kernel.paired import shortest_difference
+            short = shortest_difference(h.tree, kernel_version, name, trace,
+                                        {ln.split()[0] for ln in lines})
+            if short is not None:
+                program, lines = short
             return Result.refuted({"ops": program, "violations": lines, "tables": "",
                                    "kernel_function": "pgtable.c"},
                                   detail=f"{name}: {lines[0]} ({len(h.differences)} of the runs "

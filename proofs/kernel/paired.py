@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from ptspec import spec
+
 from ptspec.proofs.kernel import kernels
 from ptspec.proofs.kernel.pair import Pair
 from ptspec.proofs.kernel.subject import CSideHarness
@@ -23,6 +25,7 @@ class PairedHarness(CSideHarness):
     """The C table under the spec, shadowed by impl at ``kernel_version`` and compared."""
 
     kernel_version = "6.1"          # set by paired_factory
+    strict = False                  # a difference is also a violation (for shortening by replay)
     differences: list = []          # set by paired_factory: (lines, program) per diverged run
     compared: list = []             # set by paired_factory: [steps compared]
 
@@ -65,14 +68,36 @@ class PairedHarness(CSideHarness):
             self.compared[0] += 1
             if diffs:
                 self.diverged = [str(d) for d in diffs]
-                self.differences.append((self.diverged, self.ops_source + (
-                    f"\n# impl (kernel_version {self.kernel_version!r}) returned {i_ret!r}")))
+                self.diverged_program = self.ops_source + (
+                    f"\n# impl (kernel_version {self.kernel_version!r}) returned {i_ret!r}")
+                self.differences.append((self.diverged, self.diverged_program, list(self.trace)))
+                if self.strict:
+                    kd = [spec.Violation(d.id, d.text, {}) for d in diffs]
+                    self.violations.extend(kd)
+                    found = list(found) + kd
         return ret, found
 
 
-def paired_factory(tree, kernel_version: str):
-    """A PairedHarness class bound to a kernel tree and an impl kernel version."""
+def paired_factory(tree, kernel_version: str, strict: bool = False):
+    """A PairedHarness class bound to a kernel tree and an impl kernel version (``strict``: a
+    difference is also returned as a violation, which replay-based shortening needs)."""
     kernels.check_profile(kernel_version)
     return type("PairedHarness", (PairedHarness,), {
         "tree": tree, "seen": {}, "kernel_version": kernel_version, "differences": [],
-        "compared": [0]})
+        "compared": [0], "strict": strict})
+
+
+def shortest_difference(tree, kernel_version: str, name: str, trace: list, ids: set,
+                        seconds: float = 5.0):
+    """(program, lines) of the shortest replayed sub-trace of a diverged run that still differs
+    from impl with one of ``ids`` (ptspec.proofs.engines.minimize), or None if it does not."""
+    from ptspec.proofs.engines import minimize
+    from ptspec.proofs.kernel import subject
+    from ptspec.proofs.stage2 import lockstep
+    make = lockstep.harness_maker(name, paired_factory(tree, kernel_version, strict=True),
+                                  subject.GEOMETRIES, subject.OPTIONS)
+    _, h, found = minimize.minimize(trace, make, ids, seconds)
+    kd = [str(v) for v in found if str(v).split()[0] in ids]
+    if not kd or h.diverged is None:
+        return None
+    return h.diverged_program, kd
