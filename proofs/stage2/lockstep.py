@@ -44,10 +44,10 @@ HOST_RAM_END = 1 << 33
 def pkvm_host_force_pte_cb(addr, end, prot):
     """As pKVM's host stage 2 decides it: pages unless the range is RAM mapped RWX (or MMIO
     mapped RW device); here RAM is the IPA range below 8G."""
-    from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_RWX
+    rw = S.KVM_PGTABLE_PROT_R | S.KVM_PGTABLE_PROT_W
     if end <= HOST_RAM_END:
-        return prot != KVM_PGTABLE_PROT_RWX
-    return prot != KVM_PGTABLE_PROT_RW | KVM_PGTABLE_PROT_DEVICE
+        return prot != rw | S.KVM_PGTABLE_PROT_X
+    return prot != rw | S.KVM_PGTABLE_PROT_DEVICE
 
 
 OPTIONS = {"4k-48": {"fwb": True}, "4k-34": {"force_pte_cb": pkvm_host_force_pte_cb}}
