@@ -299,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run Linux 6.1's own pgtable.c side by side with impl (docs/kdiff.md)")
     d.add_argument("rest", nargs=argparse.REMAINDER)
     d.set_defaults(func=cmd_diff_kernel)
+    k = sub.add_parser("check-kernel", add_help=False,
+                       help="judge a kernel tree's own pgtable.c by the spec (docs/kernel.md)")
+    k.add_argument("rest", nargs=argparse.REMAINDER)
+    k.set_defaults(func=cmd_check_kernel)
     return parser
 
 
@@ -308,10 +312,18 @@ def cmd_diff_kernel(args: argparse.Namespace, console: Console) -> int:
     return differ.main(list(args.rest))
 
 
+def cmd_check_kernel(args: argparse.Namespace, console: Console) -> int:
+    """`ptspec check-kernel [--tree DIR] [--with-impl V] [--profile P] ...` (see its --help)."""
+    from ptspec.proofs.kernel import check
+    return check.main(list(args.rest))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["diff-kernel"]:          # its own argument parser (ptspec.proofs.kernel.differ)
         return cmd_diff_kernel(argparse.Namespace(rest=argv[1:]), _console())
+    if argv[:1] == ["check-kernel"]:         # its own argument parser (ptspec.proofs.kernel.check)
+        return cmd_check_kernel(argparse.Namespace(rest=argv[1:]), _console())
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

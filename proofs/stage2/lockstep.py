@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, Phase, seed as hyp_seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
-from ptspec.impl.pgtable.geometry import Stage2Geometry
 from ptspec.impl.pgtable.pte import OWNER_FIELD_5_15, OWNER_FIELD_SEED
 
 from ptspec.proofs.engines import minimize
@@ -45,10 +44,10 @@ HOST_RAM_END = 1 << 33
 def pkvm_host_force_pte_cb(addr, end, prot):
     """As pKVM's host stage 2 decides it: pages unless the range is RAM mapped RWX (or MMIO
     mapped RW device); here RAM is the IPA range below 8G."""
-    from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_RWX
+    rw = S.KVM_PGTABLE_PROT_R | S.KVM_PGTABLE_PROT_W
     if end <= HOST_RAM_END:
-        return prot != KVM_PGTABLE_PROT_RWX
-    return prot != KVM_PGTABLE_PROT_RW | KVM_PGTABLE_PROT_DEVICE
+        return prot != rw | S.KVM_PGTABLE_PROT_X
+    return prot != rw | S.KVM_PGTABLE_PROT_DEVICE
 
 
 OPTIONS = {"4k-48": {"fwb": True}, "4k-34": {"force_pte_cb": pkvm_host_force_pte_cb}}
@@ -65,23 +64,27 @@ class StepViolation(AssertionError):
         super().__init__("\n".join(self.violations[:8]) + "\n\n" + self.program)
 
 
-def harness_maker(name: str, harness_factory=Stage2Harness):
-    """A function that builds a fresh harness for the named geometry (as each run starts)."""
-    page_shift, ia_bits, owner_field = GEOMETRIES[name]
+def harness_maker(name: str, harness_factory=Stage2Harness, geometries=None, options=None):
+    """A function that builds a fresh harness for the named geometry (as each run starts).
+
+    ``geometries``/``options`` replace GEOMETRIES/OPTIONS for another subject (the kernel's C)."""
+    geometries = GEOMETRIES if geometries is None else geometries
+    options = OPTIONS if options is None else options
+    page_shift, ia_bits, owner_field = geometries[name]
 
     def make():
         return harness_factory(page_shift, ia_bits, owner_field=owner_field,
                                arena_pages=512 if page_shift == 12 else 128,
-                               **OPTIONS.get(name, {}))
+                               **options.get(name, {}))
     return make
 
 
-def make_machine(name: str, harness_factory=Stage2Harness):
-    page_shift, ia_bits, owner_field = GEOMETRIES[name]
-    geom = Stage2Geometry.from_ipa(page_shift, ia_bits)
+def make_machine(name: str, harness_factory=Stage2Harness, geometries=None, options=None):
+    page_shift, ia_bits, owner_field = (GEOMETRIES if geometries is None else geometries)[name]
+    geom = S.geometry(page_shift, ia_bits)
     addr = S.addresses(geom)
     size = S.sizes(geom)
-    make = harness_maker(name, harness_factory)
+    make = harness_maker(name, harness_factory, geometries, options)
 
     class Stage2Lockstep(RuleBasedStateMachine):
         def __init__(self):
@@ -224,14 +227,15 @@ class LockstepOutcome:
 
 
 def run_lockstep(name: str, *, examples: int, steps: int, seed: int = 0,
-                 harness_factory=Stage2Harness, shrink_seconds: float = 10.0) -> LockstepOutcome:
+                 harness_factory=Stage2Harness, shrink_seconds: float = 10.0,
+                 geometries=None, options=None) -> LockstepOutcome:
     """Run the machine for ``examples`` runs of up to ``steps`` steps, seeded and without a
     database, and report whether it found a violation.
 
     Hypothesis only generates; a failing run's recorded trace is then minimised by replay
     (ptspec.proofs.engines.minimize, at most ``shrink_seconds``), which is much cheaper than hypothesis's own
     shrinking of stateful runs and yields the operation sequence a reviewer reads."""
-    machine = make_machine(name, harness_factory)
+    machine = make_machine(name, harness_factory, geometries, options)
     counter = {"runs": 0, "steps": 0}
     base_init = machine.__init__
 
@@ -254,7 +258,8 @@ def run_lockstep(name: str, *, examples: int, steps: int, seed: int = 0,
     try:
         run_state_machine_as_test(hyp_seed(seed)(machine), settings=cfg)
     except StepViolation as exc:
-        exc = _shortest(exc, harness_maker(name, harness_factory), shrink_seconds)
+        exc = _shortest(exc, harness_maker(name, harness_factory, geometries, options),
+                        shrink_seconds)
         return LockstepOutcome("refuted", counter["runs"], counter["steps"],
                                time.perf_counter() - t0, exc)
     return LockstepOutcome("passed", counter["runs"], counter["steps"], time.perf_counter() - t0)
