@@ -118,7 +118,7 @@ class Walk:
             if i >= used:
                 break
             d = descs[i]
-            if d & 3 != 3:
+            if d & D.TYPE_BITS != D.TABLE_OR_PAGE:      # not a table descriptor
                 continue
             s = base + i * g
             child = D.address(d, ps)
@@ -186,7 +186,7 @@ class Walk:
                 out.append((base + prev * g, base + i * g, level, 0, pa, prev, False))
             d = descs[i]
             s = base + i * g
-            if level < 3 and d & 3 == 3:
+            if level < G.LAST_LEVEL and d & D.TYPE_BITS == D.TABLE_OR_PAGE:
                 if (pa, i) in self._opaque:
                     out.append((s, s + g, level, d, pa, i, True))
                 else:
@@ -204,7 +204,7 @@ class Walk:
         d = st.pages[pa][i]
         g = G.granule_size(level, st.page_shift)
         s = base + i * g
-        if level < 3 and d & 3 == 3:
+        if level < G.LAST_LEVEL and d & D.TYPE_BITS == D.TABLE_OR_PAGE:
             if (pa, i) in self._opaque:
                 return [(s, s + g, level, d, pa, i, True)]
             out = []

@@ -17,6 +17,7 @@ DIRTY -- in a logging memslot every page the guest wrote is in the dirty bitmap,
 Leaves out: the stage-2 structural invariants (S2-*, spec.check_state) and cache maintenance.
 """
 
+from ptspec.spec.arch import descriptor as D
 from ptspec.spec.mmu.state import READONLY, MmuView
 from ptspec.spec.violation import Violation
 
@@ -68,7 +69,7 @@ def _check_leaf(view, ipa, size, level, d):
     ps, psize = view.ps, view.psize
     oa = view.oa(d)
     dev = view.is_device(d)
-    w = bool(d & (1 << 7))
+    w = bool(d & D.S2AP_W)
     what = f"{'block' if size > psize else 'page'} [{ipa:#x}, {ipa + size:#x}) -> {oa:#x} (level {level})"
     slot = view.slot_of(ipa)
     if slot is None or slot.end < ipa + size:
@@ -129,7 +130,7 @@ def _check_io_leaf(view, ipa, size, level, d, what):
             if size != psize or view.oa(d) != want:
                 return [_v("MS", f"{what} but the I/O region maps ipa {ipa:#x} to pa {want:#x}",
                            ipa=ipa, desc=d)]
-            if d & (1 << 7) and not r_w:
+            if d & D.S2AP_W and not r_w:
                 return [_v("MS", f"{what} is writable in a read-only I/O region", ipa=ipa)]
             return []
     return [_v("MS", f"{what} lies outside every memslot and I/O region", ipa=ipa, desc=d,
@@ -161,7 +162,7 @@ def check_dirty(view: MmuView):
                                    f"{', '.join(hex(s.base_gfn + g) for g in missing[:4])} but the "
                                    f"dirty bitmap does not have it", slot=s.id))
         for ipa, size, level, d in view.leaves_in(s.start, s.end):
-            if not d & (1 << 7):
+            if not d & D.S2AP_W:
                 continue
             lo, hi = max(ipa, s.start), min(ipa + size, s.end)
             for g in range((lo - s.start) >> ps, (hi - s.start) >> ps):

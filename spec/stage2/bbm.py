@@ -38,7 +38,7 @@ def _l3_suspects(op, chunk):
     may_clear = ~_CALLER_FLUSHES.get(op, 0)
     not_af = ~D.AF
     keep = [i for i in chunk.idx
-            if A[i] & 3 == 3 and not (B[i] & 3 == 3 and not A[i] & ~B[i] & may_clear
+            if A[i] & D.TYPE_BITS == D.TABLE_OR_PAGE and not (B[i] & D.TYPE_BITS == D.TABLE_OR_PAGE and not A[i] & ~B[i] & may_clear
                                       and not B[i] & ~A[i] & not_af)]
     if not keep:
         return ()

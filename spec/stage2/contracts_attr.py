@@ -108,7 +108,7 @@ def contract_wrprotect(pre, step, post):
     w = D.S2AP_W
     return _simple_range_op("C-WRPROTECT", pre, step, post,
                             lambda d, level: d & ~w if _valid(d, level) else None,
-                            lambda descs: [d & ~w if d & 3 == 3 else d for d in descs])
+                            lambda descs: [d & ~w if d & D.TYPE_BITS == D.TABLE_OR_PAGE else d for d in descs])
 
 
 def _young_op(inv, pre, step, post, set_bits, clr_bits):

@@ -214,7 +214,7 @@ def contract_set_owner(pre, step, post):
     if not check_geometry(rep, pre, post):
         return rep.result()
     A, E = op_range(pre, step)
-    owner = step.args["owner_id"] & 0xFF
+    owner = step.args["owner_id"] & D.OWNER_ID_MASK
     if early_exit(rep, pre, post, step, A, E, EINVAL if owner > pre.max_owner_id else None):
         return rep.result()
     check_ret(rep, step, (0, ENOMEM))

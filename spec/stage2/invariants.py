@@ -33,7 +33,7 @@ def encoding_violations(state, inv):
     walk = state.walk()
     # A level-3 page can only be misaligned or out of range through bits 13:12 (16K, RES0) or
     # 15:12 (64K, address bits 51:48, out of range when pa_bits is 48): page_fast screens for them.
-    page_fast = {12: 0, 14: 0x3 << 12, 16: 0 if state.pa_bits >= 52 else 0xF << 12}[ps]
+    page_fast = {12: 0, 14: D.RES0_16K_MASK, 16: 0 if state.pa_bits >= 52 else D.ADDR_51_48_MASK}[ps]
     for pa, (level, base, used, _, _) in walk.tables.items():
         descs = state.pages[pa]
         g = G.granule_size(level, ps)
@@ -42,9 +42,9 @@ def encoding_violations(state, inv):
             if i >= used:
                 break
             d = descs[i]
-            if not d & 1:
+            if not d & D.VALID:
                 continue
-            if level == 3 and d & 3 == 3 and not d & page_fast:
+            if level == G.LAST_LEVEL and d & D.TYPE_BITS == D.TABLE_OR_PAGE and not d & page_fast:
                 continue        # a page whose address field is aligned and in range by construction
             problems = _encoding_problems(d, level, ps, g, block_ok, pa_limit)
             if problems:
@@ -110,7 +110,7 @@ def tree_violations(state, inv, expected_start, expected_roots, geometry_note):
                                           f"lies beyond the {state.ia_bits}-bit input range "
                                           f"(ipa {base + i * g:#x}); it must stay 0",
                                      _where(pa, i, level, base, g, d)))
-            elif level < 3 and d & 3 == 3 and d & D.TABLE_UPPER_MASK:
+            elif level < G.LAST_LEVEL and d & D.TYPE_BITS == D.TABLE_OR_PAGE and d & D.TABLE_UPPER_MASK:
                 out.append(Violation(inv, f"table {pa:#x} index {i} at level {level} (ipa "
                                           f"{base + i * g:#x}): table descriptor {d:#x} sets upper "
                                           f"attribute bits 63:59 (RES0 as KVM writes them)",
@@ -206,7 +206,7 @@ def s2_own(state):
             if i >= used:
                 break
             d = descs[i]
-            if d & 1 or (not d & ~mask and 1 <= d >> lo <= top):
+            if d & D.VALID or (not d & ~mask and 1 <= d >> lo <= top):
                 continue
             at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
             if d & ~mask:

@@ -19,7 +19,7 @@ from itertools import compress
 from operator import ne
 
 from ptspec.spec.arch import descriptor as D
-from ptspec.spec.arch.descriptor import address
+from ptspec.spec.arch.descriptor import TABLE_OR_PAGE, TYPE_BITS, address
 from ptspec.spec.arch.geometry import granule_shift, table_span
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
 
@@ -196,11 +196,12 @@ class _TreeDiff:
         if A == B:
             if level == 3:
                 return
-            todo = [i for i in pw.nonzero(a) if i < used and A[i] & 3 == 3]
+            todo = [i for i in pw.nonzero(a) if i < used and A[i] & TYPE_BITS == TABLE_OR_PAGE]
         else:
             todo = list(compress(range(used), map(ne, A, B)))
             if level < 3:
-                todo = sorted(set(todo).union(i for i in pw.nonzero(a) if i < used and A[i] & 3 == 3))
+                todo = sorted(set(todo).union(i for i in pw.nonzero(a)
+                                              if i < used and A[i] & TYPE_BITS == TABLE_OR_PAGE))
         g = 1 << granule_shift(level, self.pre.page_shift)
         if self.skip:
             first = -(-(self.skip[0] - base) // g)
@@ -213,7 +214,7 @@ class _TreeDiff:
             return
         for i in todo:
             da, db = A[i], B[i]
-            if (da & 3 == 3 and db & 3 == 3 and not pw.is_opaque(a, i) and not qw.is_opaque(b, i)):
+            if (da & TYPE_BITS == TABLE_OR_PAGE and db & TYPE_BITS == TABLE_OR_PAGE and not pw.is_opaque(a, i) and not qw.is_opaque(b, i)):
                 self._table(address(da, self.pre.page_shift), address(db, self.post.page_shift))
             elif da != db or pw.is_opaque(a, i) != qw.is_opaque(b, i):
                 self._expand(pw.slot(a, i), qw.slot(b, i))
