@@ -22,7 +22,7 @@ issued), cacheability of the tables themselves.
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2.contract_common import MAX_REPORTS, Report, check_nothing_changed, check_ret
-from ptspec.spec.arch.walk import DESC, END, LEVEL, START
+from ptspec.spec.arch.walk import DESC, END, LEVEL, START, translate
 from ptspec.spec.stage2.state import load_state
 from ptspec.spec.stage2.step import EINVAL, ENOMEM, ERANGE, load_step, walked_range
 
@@ -73,6 +73,37 @@ def expected_leaf(pre, va, A, E, phys_al, attrs):
             return level, d                       # a conflicting mapping is left alone
         pa = None                                 # a fresh (zeroed) table goes here
     raise AssertionError("no level can hold a page")    # level 3 always can
+
+
+def hyp_map_wrong_pages_plain(pre, step, post):
+    """The plain statement of C-HYP-MAP inside R, page by page: the pages of R whose post-op leaf is not
+    expected_leaf()'s (where -ENOMEM allows it, also not what it was before, and not empty).
+
+    contract_hyp_map checks the same over the post-state's intervals, skipping runs of empty slots;
+    tests/test_spec_plain.py holds the two verdicts equal. Returns [] outside the op's domain.
+    """
+    pre, post, step = load_state(pre), load_state(post), load_step(step)
+    a = step.args
+    attrs = hyp_attrs(a["prot"])
+    A, E = walked_range(a["addr"], a["size"], pre.page_shift)
+    ps = pre.page_shift
+    phys_al = a["phys"] - a["phys"] % (1 << ps)
+    if (attrs is None or not pre.roots or E > 1 << pre.ia_bits or E <= A
+            or phys_al + (E - A) > 1 << pre.pa_bits):
+        return []
+    wrong = []
+    for va in range(A, E, 1 << ps):
+        level, want = expected_leaf(pre, va, A, E, phys_al, attrs)
+        t = translate(post, va)
+        got = (t.level, t.desc, va - va % t.size if t.size else None) if t.kind != "fault" else None
+        if got == (level, want, va - va % G.granule_size(level, ps)):
+            continue
+        if step.ret == ENOMEM:
+            before = translate(pre, va)
+            if got is None or not got[1] or (before.kind != "fault" and (before.level, before.desc) == got[:2]):
+                continue
+        wrong.append(va)
+    return wrong
 
 
 def _nonzero_leaves(state):

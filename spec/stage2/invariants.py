@@ -26,8 +26,38 @@ def _where(pa, i, level, base, g, d=None):
 
 # -- shared structural checks ---------------------------------------------------------------------
 
+def encoding_violations_plain(state, inv):
+    """The plain statement of the encoding check: every valid descriptor of every reached table, one
+    slot at a time (slots beyond the input range are tree_violations' business).
+
+    encoding_violations returns the same list faster (tests/test_spec_plain.py holds them equal).
+    """
+    out = []
+    ps, pa_limit = state.page_shift, 1 << state.pa_bits
+    walk = state.walk()
+    for pa, (level, base, used, _, _) in walk.tables.items():
+        descs = state.pages[pa]
+        g = G.granule_size(level, ps)
+        block_ok = G.level_allows_block(level, ps)
+        for i in range(used):
+            d = descs[i]
+            if d & D.VALID:
+                out += _encoding_report(inv, pa, i, level, base, g, d,
+                                        _encoding_problems(d, level, ps, g, block_ok, pa_limit))
+    return out
+
+
+def _encoding_report(inv, pa, i, level, base, g, d, problems):
+    at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
+    return [Violation(inv, f"{at}: {text}", _where(pa, i, level, base, g, d)) for text in problems]
+
+
 def encoding_violations(state, inv):
-    """Valid descriptors of every reached table: kind allowed at their level, addresses aligned."""
+    """Valid descriptors of every reached table: kind allowed at their level, addresses aligned.
+
+    The fast form of encoding_violations_plain (read that one): zero slots are skipped through the
+    walk's non-zero index, and level-3 pages are screened (page_fast below).
+    """
     out = []
     ps, pa_limit = state.page_shift, 1 << state.pa_bits
     walk = state.walk()
@@ -48,9 +78,7 @@ def encoding_violations(state, inv):
                 continue        # a page whose address field is aligned and in range by construction
             problems = _encoding_problems(d, level, ps, g, block_ok, pa_limit)
             if problems:
-                at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
-                for text in problems:
-                    out.append(Violation(inv, f"{at}: {text}", _where(pa, i, level, base, g, d)))
+                out += _encoding_report(inv, pa, i, level, base, g, d, problems)
     return out
 
 
@@ -98,23 +126,53 @@ def tree_violations(state, inv, expected_start, expected_roots, geometry_note):
                                           f"their total size {size:#x}", {"table": roots[0]}))
     for message, where in walk.problems:
         out.append(Violation(inv, message, dict(where)))
-    for pa, (level, base, used, _, _) in walk.tables.items():
-        if level == 3 and used == state.entries:
-            continue        # no table descriptors at level 3, and every slot is an input address
+    return out + slot_violations(state, inv)
+
+
+def slot_violations_plain(state, inv):
+    """The plain statement of tree_violations' per-slot rules, one slot at a time: a slot beyond the
+    input range holds 0; a table descriptor keeps its upper attribute bits 63:59 zero.
+
+    slot_violations returns the same list faster (tests/test_spec_plain.py holds them equal).
+    """
+    out = []
+    for pa, (level, base, used, _, _) in state.walk().tables.items():
         descs = state.pages[pa]
-        g = G.granule_size(level, ps)
+        for i, d in enumerate(descs):
+            out += _slot_problem(state, inv, pa, i, level, base, used, d)
+    return out
+
+
+def _slot_problem(state, inv, pa, i, level, base, used, d):
+    g = G.granule_size(level, state.page_shift)
+    if i >= used and d:
+        return [Violation(inv, f"table {pa:#x} index {i} at level {level}: descriptor {d:#x} "
+                               f"lies beyond the {state.ia_bits}-bit input range "
+                               f"(ipa {base + i * g:#x}); it must stay 0",
+                          _where(pa, i, level, base, g, d))]
+    if i < used and D.is_table(d, level) and d & D.TABLE_UPPER_MASK:
+        return [Violation(inv, f"table {pa:#x} index {i} at level {level} (ipa "
+                               f"{base + i * g:#x}): table descriptor {d:#x} sets upper "
+                               f"attribute bits 63:59 (RES0 as KVM writes them)",
+                          _where(pa, i, level, base, g, d))]
+    return []
+
+
+def slot_violations(state, inv):
+    """The fast form of slot_violations_plain (read that one): zero slots are skipped through the
+    walk's non-zero index, and full level-3 tables are skipped whole (no table descriptor can sit at
+    level 3, and every one of their slots is an input address)."""
+    out = []
+    walk = state.walk()
+    for pa, (level, base, used, _, _) in walk.tables.items():
+        if level == G.LAST_LEVEL and used == state.entries:
+            continue
+        descs = state.pages[pa]
         for i in walk.nonzero(pa):
             d = descs[i]
-            if i >= used:
-                out.append(Violation(inv, f"table {pa:#x} index {i} at level {level}: descriptor {d:#x} "
-                                          f"lies beyond the {state.ia_bits}-bit input range "
-                                          f"(ipa {base + i * g:#x}); it must stay 0",
-                                     _where(pa, i, level, base, g, d)))
-            elif level < G.LAST_LEVEL and d & D.TYPE_BITS == D.TABLE_OR_PAGE and d & D.TABLE_UPPER_MASK:
-                out.append(Violation(inv, f"table {pa:#x} index {i} at level {level} (ipa "
-                                          f"{base + i * g:#x}): table descriptor {d:#x} sets upper "
-                                          f"attribute bits 63:59 (RES0 as KVM writes them)",
-                                     _where(pa, i, level, base, g, d)))
+            if i >= used or (level < G.LAST_LEVEL and d & D.TYPE_BITS == D.TABLE_OR_PAGE
+                             and d & D.TABLE_UPPER_MASK):
+                out += _slot_problem(state, inv, pa, i, level, base, used, d)
     return out
 
 
