@@ -141,6 +141,21 @@ def test_bbm_equals_plain(ops, keep):
         assert fast == plain, (step, fast, plain)
 
 
+@pytest.mark.parametrize("first", [0, 2, 4, 5, 10, 12])
+def test_bbm_equals_plain_on_every_second_op(first):
+    """Every operation after a block, a page, a straddling map or an annotation, with its
+    invalidations dropped (all of them, or only the per-IPA ones): both forms find the same leaves."""
+    ops = alphabet(W, P)
+    for second in ops:
+        for pre, step, post in run([ops[first], second])[1:]:
+            for drop in (("tlbi_ipa",), ("tlbi_ipa", "tlbi_vmid")):
+                raw = raw_of(post)
+                raw["tlb_log"] = [e for e in raw["tlb_log"] if e[0] not in drop]
+                post2 = spec.load_state(raw)
+                fast = {(v.where["ipa"], v.where["level"]) for v in bbm.check_bbm(pre, step, post2)}
+                assert fast == bbm.uninvalidated_leaves_plain(pre, step, post2, *WINDOW), step
+
+
 def test_bbm_plain_finds_a_planted_missing_tlbi():
     """The plain statement is not vacuous: a block replaced with its TLBI dropped is reported."""
     (_, _, first), (pre, step, post) = run([alphabet(W, P)[0], alphabet(W, P)[2]])
@@ -167,6 +182,34 @@ def test_encoding_and_slot_checks_equal_plain(ops, ps, picks):
                 [str(v) for v in invariants.encoding_violations_plain(st_, "S2-BA")]
             assert [str(v) for v in invariants.slot_violations(st_, "S2-TREE")] == \
                 [str(v) for v in invariants.slot_violations_plain(st_, "S2-TREE")]
+
+
+BITS = [0, 1, 6, 12, 13, 14, 15, 16, 21, 30, 47, 48, 52, 56, 59, 63]
+
+
+@pytest.mark.parametrize("ps", [12, 14, 16])
+def test_encoding_and_slot_checks_equal_plain_on_every_bit(ps):
+    """Each of BITS flipped in every leaf-level descriptor (or in every table descriptor) of a table
+    with blocks, pages and owner annotations, and in the last slot of every page: the screened and
+    the plain forms agree."""
+    ops = alphabet(W, P)
+    ia = {12: 48, 14: 40, 16: 42}[ps]
+    _, _, post = run([ops[0], ops[4], ops[10], ops[12]], ps, ia)[-1]
+    levels = {pa: t[0] for pa, t in post.walk().tables.items()}
+    for bit in BITS:
+        for pa_bits, tables in ((48, False), (52, False), (48, True)):
+            raw = raw_of(post)
+            raw["pa_bits"] = pa_bits
+            for pa, words in raw["pages"].items():
+                for i, w in enumerate(words):
+                    if w and (levels[pa] < 3 and w & 3 == 3) == tables:   # leaves, or tables only
+                        words[i] = w ^ (1 << bit)
+                words[-1] ^= 1 << bit
+            st_ = spec.load_state(raw)
+            assert [str(v) for v in invariants.encoding_violations(st_, "S2-BA")] == \
+                [str(v) for v in invariants.encoding_violations_plain(st_, "S2-BA")], bit
+            assert [str(v) for v in invariants.slot_violations(st_, "S2-TREE")] == \
+                [str(v) for v in invariants.slot_violations_plain(st_, "S2-TREE")], bit
 
 
 def test_encoding_plain_reports_a_misaligned_block():
@@ -199,6 +242,25 @@ def test_contract_table_settling_equals_sweep(ops, picks):
         assert _contracts(pre, step, post, True) == _contracts(pre, step, post, False)
         bad = spec.load_state(corrupt(raw_of(post), picks))
         assert _contracts(pre, step, bad, True) == _contracts(pre, step, bad, False)
+
+
+@pytest.mark.parametrize("index", range(len(alphabet(W, P))))
+def test_contract_table_settling_equals_sweep_on_every_op(index):
+    """Each operation after a block and a straddling map; then each of BITS flipped in each
+    descriptor of every level-3 table of the post-state: both forms report the same."""
+    ops = alphabet(W, P)
+    pre, step, post = run([ops[0], ops[4], ops[index]])[-1]
+    assert _contracts(pre, step, post, True) == _contracts(pre, step, post, False)
+    raw = raw_of(post)
+    l3 = [pa for pa, (level, *_rest) in post.walk().tables.items() if level == 3]
+    for pa in l3:
+        nz = [i for i, w in enumerate(raw["pages"][pa]) if w][:4]
+        for i in nz:
+            for bit in (6, 7, 12, 54):
+                bad = copy.deepcopy(raw)
+                bad["pages"][pa][i] ^= 1 << bit
+                bad = spec.load_state(bad)
+                assert _contracts(pre, step, bad, True) == _contracts(pre, step, bad, False)
 
 
 def test_contract_sweep_alone_catches_a_wrong_page():
@@ -361,7 +423,15 @@ def test_hyp_map_sweep_equals_plain():
         post = h.raw_state()
         step = {"op": "map", "args": {"addr": addr, "size": size, "phys": phys, "prot": prot},
                 "ret": ret, "out": {}}
-        for bad in (post, corrupt(post, [(k, k, 12 + k) for k in range(3)])):
+        bads = [post]
+        for pa in sorted(post["pages"]):
+            for i, w in enumerate(post["pages"][pa]):
+                if w & 1:
+                    for bit in (6, 12):
+                        bad = copy.deepcopy(post)
+                        bad["pages"][pa][i] ^= 1 << bit
+                        bads.append(bad)
+        for bad in bads:
             fast = [str(v) for v in HC.contract_hyp_map(pre, step, bad) if "should be" in v.message]
             plain = HC.hyp_map_wrong_pages_plain(pre, step, bad)
             assert bool(fast) == bool(plain), (fast, plain)
