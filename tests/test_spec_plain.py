@@ -437,3 +437,41 @@ def test_hyp_map_sweep_equals_plain():
             assert bool(fast) == bool(plain), (fast, plain)
             compared += bool(plain)
     assert compared, "the corrupted states must be refuted by both forms"
+
+
+# -- mmu MS: host leaves against every page ----------------------------------------------------------
+
+@pytest.mark.parametrize("backing", ["thp", "anon", "hugetlb:21", "hugetlb:30", "pfnmap", "thp-ro"])
+def test_ms_equals_plain(backing):
+    """MS's per-host-leaf check and its per-page statement flag the same leaves, on the fault path's
+    own tables and with each leaf's output address, S2AP W or MemAttr corrupted in turn."""
+    from ptspec.proofs.mmu.harness import VmHarness
+    from ptspec.proofs.mmu.layouts import interesting_ipas, make_layout
+    from ptspec.spec.mmu.invariants import check_ms, ms_leaf_breaks_plain
+    from ptspec.spec.mmu.state import MmuView
+    ro = backing.endswith("-ro")                   # a read-only VMA, read: S2AP W flipped on is wrong
+    layout = make_layout(12, backing.removesuffix("-ro"), nblocks=2, head=1 if backing == "anon" else 0,
+                         misalign=backing == "anon", vma_writable=not ro)
+    h = VmHarness(layout, check=False)
+    for ipa in interesting_ipas(layout):
+        h.step("access", ipa=ipa, kind="read" if ro else "write")
+    raw = h.raw_state()
+    views = [MmuView(raw)]
+    leaves = views[0].leaves()
+    assert leaves
+    for lf in leaves[:6]:
+        for bit in (2, 7, 12, 21):
+            bad = copy.deepcopy(raw)
+            for words in bad["pages"].values():
+                for i, w in enumerate(words):
+                    if w == lf.desc:
+                        words[i] = w ^ (1 << bit)
+            views.append(MmuView(bad))
+    refuted = 0
+    for view in views:
+        inside = [lf for lf in view.leaves() if ms_leaf_breaks_plain(view, lf) is not None]
+        plain = {lf.ipa for lf in inside if ms_leaf_breaks_plain(view, lf)}
+        fast = {v.where["ipa"] for v in check_ms(view) if "ipa" in v.where} & {lf.ipa for lf in inside}
+        assert fast == plain, (backing, fast, plain)
+        refuted += bool(plain)
+    assert refuted, "the corrupted states must break MS"

@@ -26,6 +26,42 @@ def _v(inv, msg, **where):
     return Violation(inv, msg, where)
 
 
+def ms_leaf_breaks_plain(view: MmuView, leaf):
+    """The plain statement of MS for one valid leaf that lies inside a memslot, page by page: True
+    when some page of it breaks MS (None for a leaf not inside one memslot: I/O regions and leaves
+    crossing a slot edge are judged per leaf, see _check_leaf).
+
+    Each page p of the leaf must translate to the host translation of its HVA (the host leaf behind
+    it present, host pa = leaf output + offset), be writable only over a writable host mapping and
+    slot, carry device attributes exactly when its host pfn is not RAM; a block needs guest and host
+    offsets that agree modulo its size and a THP/hugetlb host leaf at least as large behind every
+    page. check_ms judges the same over host leaves instead of pages (tests/test_spec_plain.py).
+    """
+    ipa, size, d = leaf.ipa, leaf.size, leaf.desc
+    slot = view.slot_of(ipa)
+    if slot is None or slot.end < ipa + size:
+        return None
+    ps, psize = view.ps, view.psize
+    hva, oa = slot.hva(ipa), view.oa(d)
+    writable, device = bool(d & D.S2AP_W), view.is_device(d)
+    if (size > psize and hva % size) or (writable and slot.flags & READONLY):
+        return True
+    for k in range(0, size, psize):
+        h0, hsize, pfn, kind, host_writable = view.host_pieces(hva + k, psize)[0]
+        if kind is None:
+            return True
+        page_pfn = pfn + ((hva + k - h0) >> ps)
+        if (page_pfn << ps) != oa + k:
+            return True
+        if size > psize and (kind not in ("thp", "hugetlb") or hsize < size):
+            return True
+        if writable and not host_writable:
+            return True
+        if device == view.pfn_is_ram(page_pfn):
+            return True
+    return False
+
+
 def check_ms(view: MmuView):
     """MS: stage 2 maps exactly what the memslots and the host back, at the same offset.
 

@@ -190,7 +190,7 @@ def contract_map(pre, step, post):
         return rep.result()
     check_ret(rep, step, (0, EAGAIN, ENOMEM))
     phys_al = a["phys"] & ~((1 << ps) - 1)
-    if phys_al + (E - A) <= 1 << min(pre.pa_bits, 52 if ps == 16 else 48):
+    if phys_al + (E - A) <= 1 << min(pre.pa_bits, G.IPA_RANGE[ps][1]):     # 52 bits with 64K, else 48
         zones = expected_zones(pre, A, E, phys_al - A, a["force_pte"])
 
         def expected(level, ipa):
