@@ -5,6 +5,7 @@ geometry, takes the raw states before and after every step, and holds the fast f
 equal to the plain form written beside it in spec/:
 
 * segments.diff / diff_outside (intervals, tree descent, L3 chunks, cache)  == differing_pages
+* segments.sweep (aligned intervals of two states)                       == page_translation per page
 * bbm.check_bbm (interval diff, level-3 chunk screen)                     == uninvalidated_leaves_plain
 * invariants.encoding_violations (non-zero index, level-3 page screen)    == encoding_violations_plain
 * invariants.slot_violations (non-zero index, full level-3 tables skipped) == slot_violations_plain
@@ -15,6 +16,7 @@ equal to the plain form written beside it in spec/:
 * lguest invariants' memoised translations                                == computed afresh
 * mmu MmuView.leaves_in (bisect over cached leaves)                        == a linear filter
 * hyp contract_hyp_map's inside sweep (skips runs of empty slots)         == hyp_map_wrong_pages_plain
+* mmu check_ms (per host leaf)                                            == ms_leaf_breaks_plain per page
 
 States are corrupted on purpose (flipped descriptor bits, dropped TLB invalidations) so that the
 two forms are compared on failing inputs too, not only on passing ones.
@@ -123,6 +125,23 @@ def test_diff_outside_equals_differing_pages(ops, a, b):
         assert pages_of(segments.diff_outside(pre, post, x, y), lo, hi, 12) == want
         segments.diff(pre, post)                   # again, from the cached diff
         assert pages_of(segments.diff_outside(pre, post, x, y), lo, hi, 12) == want
+
+
+@SETTINGS
+@given(OPS, st.integers(0, 1023), st.integers(1, 1024))
+def test_sweep_equals_page_translations(ops, a, n):
+    """sweep() (the aligned intervals the contracts judge) against each page's hardware walk."""
+    for pre, step, post in run(ops):
+        x = WINDOW[0] + a * K4
+        y = min(x + n * K4, WINDOW[1])
+        segs = segments.sweep(pre, post, x, y)
+        assert segs[0][0] == x and segs[-1][1] == y
+        assert all(s[1] == t[0] for s, t in zip(segs, segs[1:]))
+        for s, e, p, q in segs:
+            for ipa in range(s, e, K4):
+                for iv, state in ((p, pre), (q, post)):
+                    t = segments.page_translation(state, ipa)
+                    assert (segments.is_valid(iv), iv[3]) == (t[0], t[2]), hex(ipa)
 
 
 # -- S2-BBM: the interval form against the per-page statement ----------------------------------------
