@@ -9,6 +9,7 @@ equal to the plain form written beside it in spec/:
 * bbm.check_bbm (interval diff, level-3 chunk screen)                     == uninvalidated_leaves_plain
 * invariants.encoding_violations (non-zero index, level-3 page screen)    == encoding_violations_plain
 * invariants.slot_violations (non-zero index, full level-3 tables skipped) == slot_violations_plain
+* invariants.s2_own (non-zero index)                                      == own_violations_plain
 * contracts settling whole level-3 tables (SETTLE_WHOLE_TABLES)            == the leaf-by-leaf sweep
 * contracts_map.expected_zones (nested intervals)                         == expected_level per page
 * walk.Walk intervals (zero runs, range queries)                          == translate per page
@@ -227,6 +228,8 @@ def test_encoding_and_slot_checks_equal_plain_on_every_bit(ps):
                 [str(v) for v in invariants.encoding_violations_plain(st_, "S2-BA")], bit
             assert [str(v) for v in invariants.slot_violations(st_, "S2-TREE")] == \
                 [str(v) for v in invariants.slot_violations_plain(st_, "S2-TREE")], bit
+            assert [str(v) for v in invariants.s2_own(st_)] == \
+                [str(v) for v in invariants.own_violations_plain(st_)], bit
 
 
 def test_encoding_plain_reports_a_misaligned_block():

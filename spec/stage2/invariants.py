@@ -235,6 +235,34 @@ def _rc_violations(state, inv, per_descriptor):
     return out
 
 
+def own_violations_plain(state):
+    """The plain statement of S2-OWN, one slot at a time: every invalid descriptor of a reached table
+    inside the input range is 0 or an owner annotation (D.owner_of) with an id up to max_owner_id.
+
+    s2_own reports the same list, skipping zero slots through the walk's non-zero index
+    (tests/test_spec_plain.py holds them equal).
+    """
+    if state.kind != STAGE2:
+        return []
+    out = []
+    field, top = state.owner_field, state.max_owner_id
+    mask = D.field_mask(*field)
+    for pa, (level, base, used, _, _) in state.walk().tables.items():
+        g = G.granule_size(level, state.page_shift)
+        for i, d in enumerate(state.pages[pa][:used]):
+            if d & D.VALID:
+                continue
+            owner = D.owner_of(d, field)
+            if owner is not None and owner <= top:
+                continue
+            at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
+            text = (f"invalid descriptor {d:#x} sets bits {d & ~mask:#x} outside the owner field "
+                    f"[{field[0]}:{field[1]}]" if owner is None else
+                    f"owner id {owner} in descriptor {d:#x} is above KVM_MAX_OWNER_ID {top}")
+            out.append(Violation("S2-OWN", f"{at}: {text}", _where(pa, i, level, base, g, d)))
+    return out
+
+
 def s2_own(state):
     """S2-OWN: an invalid descriptor is 0 or a well-formed owner annotation.
 
