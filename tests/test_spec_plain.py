@@ -232,6 +232,30 @@ def test_encoding_and_slot_checks_equal_plain_on_every_bit(ps):
                 [str(v) for v in invariants.own_violations_plain(st_)], bit
 
 
+@pytest.mark.parametrize("owner_field", [(63, 56), (9, 2)])
+def test_own_equals_plain_at_the_id_boundary(owner_field):
+    """Owner annotations rewritten with ids around max_owner_id: both forms agree, and id
+    max_owner_id + 1 is refuted."""
+    from ptspec.spec.arch import descriptor as D
+    ops = alphabet(W, P)
+    _, _, post = run([ops[0], ops[10], ops[12]])[-1]
+    raw = raw_of(post)
+    raw["owner_field"] = list(owner_field)
+    old = tuple(post.owner_field)
+    for top in (1, 2, 5):
+        for delta in (-1, 0, 1):
+            bad = copy.deepcopy(raw)
+            bad["max_owner_id"] = top
+            for words in bad["pages"].values():
+                for i, w in enumerate(words):
+                    if w and not w & D.VALID and D.owner_of(w, old):
+                        words[i] = D.owner_descriptor(top + delta, owner_field) if top + delta else 0
+            st_ = spec.load_state(bad)
+            plain = [str(v) for v in invariants.own_violations_plain(st_)]
+            assert [str(v) for v in invariants.s2_own(st_)] == plain
+            assert bool(plain) == (delta == 1)
+
+
 def test_encoding_plain_reports_a_misaligned_block():
     (_, _, post), = run([alphabet(W, P)[0]])
     raw = raw_of(post)
