@@ -24,7 +24,7 @@ from ptspec.impl.pgtable.pool import PagePool
 from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_SW0, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
 
 from ptspec.proofs.engines import minimize
-from ptspec.proofs.stage2 import strategies as S
+from ptspec.proofs.stage2 import geometry_inputs, strategies as S
 from ptspec.proofs.stage2.harness import ERRNO_NAMES, Stage2Harness, fmt
 from ptspec.proofs.stage2.lockstep import StepViolation
 
@@ -82,19 +82,10 @@ class HypHarness:
         return ret, found
 
 
-@dataclass(frozen=True)
-class _HypGeom:
-    """The fields ptspec.proofs.stage2.strategies reads from a geometry, for a one-root hyp table."""
-    gran: object
-    ia_bits: int
-    start_level: int
-    pgd_pages: int = 1
-
-
-def hyp_geometry(name: str) -> _HypGeom:
+def hyp_geometry(name: str):
+    """The hyp table's shape the inputs are built from: from spec (geometry_inputs), not impl."""
     page_shift, va_bits = HYP_GEOMETRIES[name]
-    pgt = hyp_impl.HypPgtable(page_shift, va_bits, pool=PagePool(page_shift, 1))
-    return _HypGeom(pgt.gran, va_bits, pgt.start_level)
+    return geometry_inputs.hyp_geometry(page_shift, va_bits)
 
 
 HYP_PROTS = [KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_W,

@@ -96,8 +96,8 @@ def make_machine(layouts=None):
         def toggle_logging(self, k):
             s = self._slot(k)
             self._step("set_memory_region", slot=s.id, flags=s.flags ^ LOG,
-                       guest_phys_addr=s.base_gfn << self.h.kvm.page_shift,
-                       memory_size=s.npages << self.h.kvm.page_shift,
+                       guest_phys_addr=s.base_gfn << self.h.layout["page_shift"],
+                       memory_size=s.npages << self.h.layout["page_shift"],
                        userspace_addr=s.userspace_addr)
 
         @precondition(lambda self: self.h is not None and self.h.kvm.memslots)
@@ -124,7 +124,7 @@ def make_machine(layouts=None):
         @rule(k=PICK, how=st.sampled_from(["delete", "move", "recreate"]))
         def slot_update(self, k, how):
             s = self._slot(k)
-            ps = self.h.kvm.page_shift
+            ps = self.h.layout["page_shift"]          # the layout's granule, not impl's
             args = dict(slot=s.id, flags=s.flags, guest_phys_addr=s.base_gfn << ps,
                         memory_size=s.npages << ps, userspace_addr=s.userspace_addr)
             if how == "move":

@@ -16,7 +16,8 @@ of the real launcher.
 """
 
 from ptspec.spec.lguest.invariants import _translations, justify_leaf
-from ptspec.spec.lguest.walk import LAYOUTS, P, PAGE, guest_allows, guest_walk
+from ptspec.spec.lguest.walk import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PSE, LAYOUTS, P, PAGE, PF_USER, PF_WRITE, guest_allows, guest_walk
+from ptspec.spec.lguest.state import U32
 from ptspec.spec.violation import Violation
 from ptspec.spec.statements import statement
 
@@ -64,7 +65,7 @@ def newly_dead(pre, post):
 def stack_vas(st):
     """The guest kernel stack pages lguest pins (pin_stack_pages): esp1 - 1 - k * PAGE."""
     esp, pages = st.stack
-    return [((esp - 1 - k * PAGE) & 0xFFFFFFFF) & ~(PAGE - 1) for k in range(pages)]
+    return [((esp - 1 - k * PAGE) & U32) & ~(PAGE - 1) for k in range(pages)]
 
 
 def stack_unpinned(cid, post, post_t, slot, what):
@@ -100,7 +101,7 @@ def per_step_shadow(pre, step, post, pre_t, post_t):
         if not gw.ok:
             why = why or gw.reason
         else:
-            why2 = justify_leaf(post, sh, gw.pte | (0x40 if post.linear_pages else 0))
+            why2 = justify_leaf(post, sh, gw.pte | (_PAGE_DIRTY if post.linear_pages else 0))
             if why2 is None:
                 continue
             why = why or why2
@@ -144,12 +145,12 @@ def c_set_pte(pre, step, post, pre_t, post_t):
                      f"set_pte({a['gpgdir']:#x}, {a['vaddr']:#x}) may change only that page")
     g = a["gpte"]
     lay = LAYOUTS[pre.pae]
-    bad_gpte = bool(g & 0x80) or lay.frame(g) >= pre.pfn_limit
+    bad_gpte = bool(g & _PAGE_PSE) or lay.frame(g) >= pre.pfn_limit
     if newly_dead(pre, post) and not bad_gpte and not failure_pending(step):
         out.append(Violation("LG-C-SET-PTE", f"set_pte({a['gpgdir']:#x}, {a['vaddr']:#x}, {g:#x}) killed "
                              "the guest, but the PTE is one lguest accepts and no allocation failed",
                              {"va": page}))
-    installs = bool(g & (0x20 | 0x40)) and bool(g & P)     # do_set_pte: ACCESSED or DIRTY, present
+    installs = bool(g & (_PAGE_ACCESSED | _PAGE_DIRTY)) and bool(g & P)     # do_set_pte: ACCESSED or DIRTY, present
     for i in sorted(slots):
         sh = post_t.get((i, page))
         if sh is None:
@@ -212,7 +213,7 @@ def c_set_pgd(pre, step, post, pre_t, post_t):
 
 def _only_stack(cid, post, post_t, slots, limit, what):
     esp, pages = post.stack
-    stack = {(esp - 1 - k * PAGE) & ~(PAGE - 1) & 0xFFFFFFFF for k in range(pages)}
+    stack = {(esp - 1 - k * PAGE) & ~(PAGE - 1) & U32 for k in range(pages)}
     for (i, va) in sorted(post_t):
         if i in slots and va < limit and not (i == post.cpu_pgd and va in stack):
             return [Violation(cid, f"{what}: slot {i} still maps {va:#x}", {"slot": i, "va": va})]
@@ -326,7 +327,7 @@ def c_demand(pre, step, post, pre_t, post_t):
     Constrains: demand_page, gpte_to_spte, check_gpte, check_gpgd, find_spte, release_pte.
     """
     a = step["args"]
-    va, write, user = a["vaddr"], bool(a["errcode"] & 2), bool(a["errcode"] & 4)
+    va, write, user = a["vaddr"], bool(a["errcode"] & PF_WRITE), bool(a["errcode"] & PF_USER)
     page = va & ~(PAGE - 1)
     cur = pre.cpu_pgd
     out = _unchanged("LG-C-DEMAND", pre_t, post_t, lambda i, v: not (i == cur and v == page),
@@ -357,11 +358,11 @@ def c_demand(pre, step, post, pre_t, post_t):
                                  f"{'maps ' + hex(sh.leaf) if sh else 'has nothing'} there", {"va": va}))
         if not pre.linear_pages:
             g = post.read_guest(gw.pte_addr, LAYOUTS[pre.pae].entry_bytes)
-            want = 0x20 | (0x40 if write else 0)
+            want = _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
             if g is None or g & want != want:
                 out.append(Violation("LG-C-DEMAND", f"guest PTE at {gw.pte_addr:#x} lacks ACCESSED"
                                      f"{'/DIRTY' if write else ''} after the fault", {"va": va}))
-            elif not write and g & 0x40 and not gw.pte & 0x40:
+            elif not write and g & _PAGE_DIRTY and not gw.pte & _PAGE_DIRTY:
                 out.append(Violation("LG-C-DEMAND", f"a read fault at {va:#x} marked the guest PTE at "
                                      f"{gw.pte_addr:#x} DIRTY", {"va": va}))
     return out

@@ -27,7 +27,7 @@ from ptspec.spec.lguest.walk import LAYOUTS, PAGE, P, guest_allows, guest_walk
 from ptspec.spec.statements import declare, statement
 from ptspec.spec.violation import Violation
 
-U32 = 0xFFFFFFFF
+U32 = (1 << 32) - 1
 
 
 def guest_pa_expect(st, va):

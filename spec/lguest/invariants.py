@@ -10,7 +10,7 @@ its tables silently, and then only the per-step form in spec/lguest/contracts.py
 Leaves out: the host's own use of its memory beyond the tables lguest owns.
 """
 
-from ptspec.spec.lguest.walk import G, LAYOUTS, P, PAGE, PSE, RW, TABLE_FLAGS, US, guest_walk, shadow_pte_slot_exists, shadow_translations
+from ptspec.spec.lguest.walk import _PAGE_DIRTY, G, LAYOUTS, P, PAGE, PSE, RW, TABLE_FLAGS, US, guest_walk, shadow_pte_slot_exists, shadow_translations
 from ptspec.spec.violation import Violation
 from ptspec.spec.statements import statement
 
@@ -45,7 +45,7 @@ def justify_leaf(st, sh, gpte):
     if st.guest_frames[g] != sh.hpfn:
         return (f"shadow frame {sh.hpfn:#x} is not the host frame {st.guest_frames[g]:#x} of guest "
                 f"frame {g:#x}")
-    if sh.leaf & RW and not (gpte & RW and gpte & 0x40):
+    if sh.leaf & RW and not (gpte & RW and gpte & _PAGE_DIRTY):
         return f"shadow is writable but the guest entry {gpte:#x} is not both RW and DIRTY"
     if sh.leaf & US and not gpte & US:
         return f"shadow is user-accessible but the guest entry {gpte:#x} is not"
@@ -111,7 +111,7 @@ def lg_shadow(st, coherent=False):
             if not gw.ok:
                 why = gw.reason
             else:
-                why = justify_leaf(st, sh, gw.pte | (0x40 if st.linear_pages else 0))
+                why = justify_leaf(st, sh, gw.pte | (_PAGE_DIRTY if st.linear_pages else 0))
                 if why is None and sh.rw and not gw.rw:
                     why = "shadow is writable but the guest's table entries are not all RW"
                 if why is None and sh.us and not gw.us:

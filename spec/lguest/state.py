@@ -9,9 +9,12 @@ converts hex strings, and says what is wrong and where.
 Leaves out: the meaning of the contents (spec/lguest/invariants.py judges that).
 """
 
+from ptspec.spec.lguest.walk import LAYOUTS, PAGE
 from ptspec.spec.stage2.state import StateError, parse_int
 
 U32 = (1 << 32) - 1
+WORD_BYTES = 4                      # guest_mem holds 32-bit little-endian words
+BYTE_MASK = 0xFF
 FORMATS = ("2level", "pae")
 
 
@@ -30,12 +33,13 @@ class LgState:
 
     def read_guest(self, addr, nbytes):
         """nbytes of guest-physical memory at addr, little endian; None outside guest memory."""
-        if addr < 0 or addr + nbytes > self.pfn_limit * 4096:
+        if addr < 0 or addr + nbytes > self.pfn_limit * PAGE:
             return None
         value = 0
         for k in range(nbytes):
             b = addr + k
-            value |= ((self.guest_mem.get(b & ~3, 0) >> (8 * (b & 3))) & 0xFF) << (8 * k)
+            word, byte = b - b % WORD_BYTES, b % WORD_BYTES
+            value |= ((self.guest_mem.get(word, 0) >> (8 * byte)) & BYTE_MASK) << (8 * k)
         return value
 
 
@@ -88,11 +92,11 @@ def load_lguest_state(raw):
     tables = {}
     for pa, words in _req(raw, "tables", "state").items():
         pa_i = parse_int(pa, f"tables key {pa!r}", 0)
-        if pa_i % 4096:
+        if pa_i % PAGE:
             raise StateError(f"tables[{pa}]: page address not page aligned")
         if not isinstance(words, dict):
             raise StateError(f"tables[{pa}]: expected an object index -> word")
-        n = 512 if fmt == "pae" else 1024
+        n = LAYOUTS[fmt == "pae"].page_entries
         tables[pa_i] = {parse_int(k, f"tables[{pa}] index {k!r}", 0, n - 1):
                         parse_int(v, f"tables[{pa}][{k}]", 0, word_hi) for k, v in words.items()}
     refs = {parse_int(k, f"refs key {k!r}", 0): parse_int(v, f"refs[{k}]")
@@ -100,7 +104,7 @@ def load_lguest_state(raw):
     mem = {}
     for k, v in _req(raw, "guest_mem", "state").items():
         a = parse_int(k, f"guest_mem key {k!r}", 0)
-        if a % 4:
+        if a % WORD_BYTES:
             raise StateError(f"guest_mem[{k}]: word address not 4-byte aligned")
         mem[a] = parse_int(v, f"guest_mem[{k}]", 0, U32)
     errors = _req(raw, "host_errors", "state")

@@ -11,11 +11,20 @@ Leaves out: nothing is inferred about the kernel's own bookkeeping; only the raw
 """
 
 from bisect import bisect_right
+from typing import NamedTuple
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.stage2.state import StateError, load_state
 
-LOG_DIRTY, READONLY = 1, 2
+LOG_DIRTY, READONLY = 1, 2     # KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
+
+
+class S2Leaf(NamedTuple):
+    """One valid stage-2 leaf: the IPA range [ipa, ipa + size) it maps, its level and descriptor."""
+    ipa: int
+    size: int
+    level: int
+    desc: int
 
 
 class Slot:
@@ -121,19 +130,19 @@ class MmuView:
         return self.ram[0] <= pfn < self.ram[1]
 
     def leaves(self):
-        """Valid stage-2 leaves as (ipa, size, level, desc)."""
+        """Valid stage-2 leaves as S2Leaf(ipa, size, level, desc), in IPA order."""
         if self._leaves is None:
             st = self.s2
             out = []
             for s, e, level, d, _, _, opaque in st.walk().intervals:
                 if d and not opaque and D.is_valid_leaf(d, level):
-                    out.append((s, e - s, level, d))
+                    out.append(S2Leaf(s, e - s, level, d))
             self._leaves = out
-            self._leaf_starts = [lf[0] for lf in out]
+            self._leaf_starts = [lf.ipa for lf in out]
         return self._leaves
 
     def leaf_at(self, ipa):
-        """(ipa, size, level, desc) of the valid leaf translating ipa, or None."""
+        """The S2Leaf translating ipa, or None."""
         for lf in self.leaves_in(ipa, ipa + 1):
             return lf
         return None
@@ -143,8 +152,8 @@ class MmuView:
         leaves = self.leaves()
         i = max(bisect_right(self._leaf_starts, lo) - 1, 0)
         out = []
-        while i < len(leaves) and leaves[i][0] < hi:
-            if lo < leaves[i][0] + leaves[i][1]:
+        while i < len(leaves) and leaves[i].ipa < hi:
+            if lo < leaves[i].ipa + leaves[i].size:
                 out.append(leaves[i])
             i += 1
         return out

@@ -65,15 +65,17 @@ def _parse_list(value, where):
 
 
 def _parse_descriptors(value, where, count):
-    """A list of `count` u64 descriptors; the common all-int case is checked at C speed."""
+    """A list of `count` u64 descriptors, each as parse_int(d, ..., 0, 2**64 - 1) reads it (the plain
+    statement, the last line); the common all-int case is checked at C speed first."""
     if not isinstance(value, (list, tuple)):
         raise StateError(f"{where}: expected a list of {count} descriptors, got {type(value).__name__}")
     if len(value) != count:
         raise StateError(f"{where}: expected {count} descriptors, got {len(value)}")
-    try:
-        return array("Q", value).tolist()       # type and range checked in C; also copies
-    except (TypeError, OverflowError):
-        pass
+    if set(map(type, value)) == {int}:          # plain ints only: array() would take bools too
+        try:
+            return array("Q", value).tolist()   # range checked in C; also copies
+        except OverflowError:
+            pass
     return [parse_int(d, f"{where}[{i}]", 0, U64_LIMIT - 1) for i, d in enumerate(value)]
 
 
