@@ -27,7 +27,6 @@ FORBIDDEN_NAMES = {
     "ptspec.impl.lguest": {"x86"},
 }
 # converted on another branch (strategies): remove from here once merged
-PENDING = {"proofs/stage2/strategies.py", "proofs/stage2/lockstep.py"}
 
 
 def input_modules():
@@ -68,9 +67,7 @@ def test_the_scan_catches_a_planted_import(tmp_path):
                                           "ptspec.impl.lguest.x86"]
 
 
-@pytest.mark.parametrize("rel", [pytest.param(r, marks=pytest.mark.xfail(
-    strict=True, reason="converted on the strategies branch")) if r in PENDING else r
-    for r in input_modules()])
+@pytest.mark.parametrize("rel", input_modules())
 def test_input_modules_do_not_import_impl_geometry(rel):
     assert impl_geometry_imports(ROOT / rel) == []
 
