@@ -143,51 +143,8 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_check_state(args: argparse.Namespace, console: Console) -> int:
-    name = args.file
-    try:
-        if name == "-":
-            text = sys.stdin.read()
-        else:
-            with open(name, encoding="utf-8") as f:
-                text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"ptspec check-state: cannot read {name}: {exc}", file=sys.stderr)
-        return 2
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        print(f"ptspec check-state: {name} is not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}",
-              file=sys.stderr)
-        return 2
-    try:
-        spec = importlib.import_module("spec")
-        load_state, check_state = spec.load_state, spec.check_state
-    except Exception as exc:
-        print(f"ptspec check-state: spec cannot check states yet ({type(exc).__name__}: {exc})", file=sys.stderr)
-        return 2
-    state_error = getattr(spec, "StateError", ValueError)
-    if not (isinstance(state_error, type) and issubclass(state_error, Exception)):
-        state_error = ValueError
-    try:
-        state = load_state(obj)
-    except state_error as exc:
-        print(f"ptspec check-state: {name} is not a valid state: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        print(f"ptspec check-state: spec.load_state failed on {name}: {registry._summarise(exc)}",
-              file=sys.stderr)
-        return 2
-    try:
-        violations = list(check_state(state))
-    except Exception as exc:
-        print(f"ptspec check-state: spec.check_state failed on {name}: {registry._summarise(exc)}",
-              file=sys.stderr)
-        return 2
-    for v in violations:
-        _print_plain(console, str(v))
-    print(f"{name}: {len(violations)} violation(s)" if violations else f"{name}: no violation",
-          file=sys.stderr)
-    return 1 if violations else 0
+    from ptspec.proofs.cli import check_state
+    return check_state.run(args.file, lambda line: _print_plain(console, line))
 
 
 def _load_warnings() -> int:
