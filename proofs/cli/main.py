@@ -25,8 +25,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ptspec import __version__
+from ptspec.proofs.cli import verify_args
+from ptspec.proofs.runner import interrupt
 from ptspec.proofs.runner import parallel
 from ptspec.proofs.runner import registry
+from ptspec.proofs.report import atomic
 from ptspec.proofs.report import results as report
 from ptspec.proofs.report import junit as report_junit
 from ptspec.proofs.report import ktap as report_ktap
@@ -80,6 +83,31 @@ def _run(selected: list[Obligation], args: argparse.Namespace, console: Console,
 
 
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
+    """verify, under the run's signal handling (proofs/runner/interrupt.py): Ctrl-C or SIGTERM
+    ends it with 128 + the signal number, never 0, and no report claiming success."""
+    problem = verify_args.output_problem(args.json, args.junit)
+    if problem:
+        print(f"ptspec verify: {problem}", file=sys.stderr)
+        return 2
+    with interrupt.handling():
+        try:
+            for path in (args.json, args.junit):
+                if path:
+                    try:
+                        atomic.remove_stale(path)   # an earlier run's report must not outlive this one
+                    except OSError as exc:
+                        print(f"ptspec verify: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+                        return 2
+            code = _verify(args, console)
+        except KeyboardInterrupt:
+            code = None
+        if interrupt.received() or code is None:
+            print(f"ptspec verify: interrupted by {interrupt.name() or 'SIGINT'}", file=sys.stderr)
+            return interrupt.exit_code()
+        return code
+
+
+def _verify(args: argparse.Namespace, console: Console) -> int | None:
     started = time.monotonic()
     stdout = sys.stdout
     if args.ktap:  # stdout carries KTAP only; everything for humans goes to stderr
@@ -90,9 +118,19 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     for r in load_results:
         _print_plain(console, f"error    {r.id}: {r.detail}")
     results = list(load_results)
-    selected = registry.select(pattern, args.profile)
+    unmatched = verify_args.unmatched(verify_args.patterns(args.only), registry.select(None, args.profile))
+    problem = verify_args.skip_problem(args.skip or [], registry.all_obligations())
+    if unmatched and registry.all_obligations():
+        problem = (f"--only {unmatched[0]!r} matches no obligation in profile {args.profile!r} "
+                   f"(see `ptspec list --profile {args.profile}`)")
+    if problem:
+        print(f"ptspec verify: {problem}", file=sys.stderr)
+        return 2
+    selected, left_out = verify_args.split_skipped(registry.select(pattern, args.profile), args.skip or [])
     why = None
-    if not selected:
+    if not selected and left_out:
+        why = f"every selected obligation is left out by --skip {', '.join(args.skip)}"
+    elif not selected:
         why = ("no obligations are registered" if not registry.all_obligations() else
                f"no obligation matches --only {pattern!r} in profile {args.profile!r}" if pattern else
                f"no obligation runs in profile {args.profile!r}")
@@ -120,12 +158,17 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         _print_plain(console, report.summary_line(results))
     for line in report.problems(results):
         _print_plain(console, line)
+    if left_out:
+        _print_plain(console, verify_args.skipped_line(left_out))
     if stream:
         stream.close(f"nothing checked: {why}" if why else "")
     extra_keys = {"shard": shard_text, "jobs": args.jobs, "wall_seconds": wall}
     unwritten = False
-    for path, write in ((args.json, lambda p: report.write_json(
-                             report.build_report(results, args.profile, args.seed, **extra_keys), p)),
+    json_report = report.build_report(results, args.profile, args.seed, **extra_keys)
+    json_report["skipped"] = left_out
+    if interrupt.received():
+        json_report["interrupted"] = interrupt.name()
+    for path, write in ((args.json, lambda p: report.write_json(json_report, p)),
                         (args.junit, lambda p: report_junit.write_junit(
                              results, p, args.profile, args.seed, **extra_keys))):
         if path:
@@ -157,6 +200,11 @@ def _load_warnings() -> int:
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     code = _load_warnings()
     obs = registry.select(",".join(args.only) if args.only else None, args.profile)
+    unmatched = verify_args.unmatched(verify_args.patterns(args.only), registry.select(None, args.profile))
+    if unmatched:
+        where = f" in profile {args.profile!r}" if args.profile else ""
+        print(f"ptspec list: {unmatched[0]!r} matches no obligation{where}", file=sys.stderr)
+        return 2
     if not obs:
         print("ptspec list: no obligation" + (" matches" if args.only or args.profile else "s registered"),
               file=sys.stderr)
@@ -297,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--jobs", "-j", type=_jobs_arg, default=1, metavar="N",
                    help="run obligations in N worker processes (default 1: in this process); results "
                         "are reported in registry order")
+    v.add_argument("--skip", action="append", metavar="AREA",
+                   help="leave out every obligation of an area (the folder of proofs/ its check "
+                        "lives in), e.g. kernel: the checks that need a kernel source tree; "
+                        "repeatable; the summary and the JSON report list what was left out")
     v.add_argument("--shard", type=_shard_arg, metavar="I/N",
                    help="run only shard I of N (1-based) of the selected obligations: sorted by id, "
                         "every N-th starting at the I-th; the N shards are disjoint and cover all")
