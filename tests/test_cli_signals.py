@@ -120,3 +120,31 @@ def test_atomic_write_replaces_whole_and_keeps_the_old_file_on_failure(tmp_path,
     atomic.remove_stale(str(p))
     atomic.remove_stale(str(p))          # already gone: fine
     assert not p.exists()
+
+
+def test_a_check_that_keeps_swallowing_stops_at_its_next_progress_report(tmp_path, capsys):
+    """Like hypothesis's gc callback, where a raise is only reported: the check goes on, but its
+    next ctx.progress() raises again, so the run stops promptly."""
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    seen = []
+
+    def stubborn(ctx):
+        """Swallows every exception while it works, reporting progress as it goes."""
+        timer.start()
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            try:
+                time.sleep(0.01)
+            except BaseException as exc:
+                seen.append(type(exc).__name__)
+            ctx.progress()
+        return Result.passed(1)
+
+    with registry.isolated():
+        registry.register(Obligation("t.stubborn", "unit", ["X"], "", stubborn))
+        started = time.monotonic()
+        assert cli.main(["verify", "--json", str(tmp_path / "r.json")]) == 130
+        assert time.monotonic() - started < 4
+    assert seen == ["Interrupted"]
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["checks"][0]["status"] == "unknown" and data["interrupted"] == "SIGINT"

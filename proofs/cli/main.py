@@ -70,6 +70,7 @@ def _run(selected: list[Obligation], args: argparse.Namespace, console: Console,
     """Run `selected` in-process (--jobs 1) or in worker processes, with the right display."""
     def go(listener: Listener) -> list[Result]:
         listener = report_live.Fanout(listener, extra) if extra else listener
+        listener = interrupt.Checking(listener)
         if args.jobs > 1:
             return parallel.run_parallel(selected, args.profile, args.seed, args.jobs, listener,
                                          quiet_stdout=bool(args.ktap))

@@ -4,8 +4,11 @@ Models: the run's signal handling. While ``handling()`` is active, SIGINT and SI
 (the first signal received) and raise ``Interrupted``, a KeyboardInterrupt, in the main thread, so
 the runner's interrupt paths (registry.run_all, parallel.run_parallel) stop the run and mark the
 current and remaining checks "unknown: interrupted". A check that swallows the exception (a tool
-catching BaseException) cannot turn the interrupt into a verdict: the runner asks ``check()`` after
-every check returns, and the flag stays set until the run ends. The command exits 128 + the signal
+catching BaseException, or the raise landing in a callback whose exceptions Python only reports,
+such as hypothesis's gc callback) cannot turn the interrupt into a verdict or keep running: the
+runner asks ``check()`` after every check returns, ``Checking`` asks it at every progress report of
+a check, and the flag stays set until the run ends. Such a swallowed raise is not printed (the
+unraisable hook drops ``Interrupted``). The command exits 128 + the signal
 number (130 for SIGINT, 143 for SIGTERM), never 0.
 """
 
@@ -13,8 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _received: list[int] = []
@@ -55,6 +59,31 @@ def check() -> None:
         raise Interrupted(_received[0])
 
 
+class Checking:
+    """A registry.Listener (by its three methods; registry imports this module) wrapping another:
+    raises Interrupted at a check's next progress report once a signal came."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def started(self, *args: Any) -> None:
+        self.inner.started(*args)
+
+    def progressed(self, *args: Any) -> None:
+        check()
+        self.inner.progressed(*args)
+
+    def finished(self, *args: Any) -> None:
+        self.inner.finished(*args)
+
+
+def _unraisable(hook: Any) -> Any:
+    def quiet(info: Any) -> None:
+        if not isinstance(info.exc_value, Interrupted):
+            hook(info)
+    return quiet
+
+
 @contextlib.contextmanager
 def handling() -> Iterator[None]:
     """Install the handlers (main thread only); the flag is clear before and after."""
@@ -63,9 +92,11 @@ def handling() -> Iterator[None]:
         return
     _received.clear()
     old = {s: signal.signal(s, _on_signal) for s in SIGNALS}
+    old_hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
     try:
         yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        sys.unraisablehook = old_hook
         _received.clear()
