@@ -96,7 +96,10 @@ def test_a_check_that_swallows_the_interrupt_gives_no_verdict(tmp_path, capsys):
         registry.register(Obligation("t.after", "unit", ["X"], "", never))
         report = tmp_path / "r.json"
         started = time.monotonic()
-        assert cli.main(["verify", "--json", str(report)]) == 130
+        try:
+            assert cli.main(["verify", "--json", str(report)]) == 130
+        finally:
+            timer.cancel()
         assert time.monotonic() - started < 4
     data = json.loads(report.read_text())
     assert [c["status"] for c in data["checks"]] == ["unknown", "unknown"]
@@ -143,8 +146,39 @@ def test_a_check_that_keeps_swallowing_stops_at_its_next_progress_report(tmp_pat
     with registry.isolated():
         registry.register(Obligation("t.stubborn", "unit", ["X"], "", stubborn))
         started = time.monotonic()
-        assert cli.main(["verify", "--json", str(tmp_path / "r.json")]) == 130
+        try:
+            assert cli.main(["verify", "--json", str(tmp_path / "r.json")]) == 130
+        finally:
+            timer.cancel()
         assert time.monotonic() - started < 4
     assert seen == ["Interrupted"]
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["checks"][0]["status"] == "unknown" and data["interrupted"] == "SIGINT"
+
+
+def test_a_swallowed_raise_is_raised_again_without_progress_reports(tmp_path):
+    """Like the raise landing in hypothesis's gc callback: swallowed once, then the check works on
+    without reporting progress; the signal is sent again until the runner stops the run."""
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+
+    def once(ctx):
+        """Swallows the first interrupt, then works on quietly."""
+        timer.start()
+        try:
+            time.sleep(5)
+        except BaseException:
+            pass
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            time.sleep(0.01)
+        return Result.passed(1)
+
+    with registry.isolated():
+        registry.register(Obligation("t.once", "unit", ["X"], "", once))
+        started = time.monotonic()
+        try:
+            assert cli.main(["verify", "--json", str(tmp_path / "r.json")]) == 143
+        finally:
+            timer.cancel()
+        assert time.monotonic() - started < 3
+    assert json.loads((tmp_path / "r.json").read_text())["interrupted"] == "SIGTERM"

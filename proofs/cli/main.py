@@ -101,7 +101,9 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
                         return 2
             code = _verify(args, console)
         except KeyboardInterrupt:
+            interrupt.acknowledge()
             code = None
+        interrupt.acknowledge()
         if interrupt.received() or code is None:
             print(f"ptspec verify: interrupted by {interrupt.name() or 'SIGINT'}", file=sys.stderr)
             return interrupt.exit_code()
