@@ -29,7 +29,6 @@ from ptspec.proofs.cli import verify_args
 from ptspec.proofs.runner import interrupt
 from ptspec.proofs.runner import parallel
 from ptspec.proofs.runner import registry
-from ptspec.proofs.report import atomic
 from ptspec.proofs.report import results as report
 from ptspec.proofs.report import junit as report_junit
 from ptspec.proofs.report import ktap as report_ktap
@@ -84,30 +83,8 @@ def _run(selected: list[Obligation], args: argparse.Namespace, console: Console,
 
 
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
-    """verify, under the run's signal handling (proofs/runner/interrupt.py): Ctrl-C or SIGTERM
-    ends it with 128 + the signal number, never 0, and no report claiming success."""
-    problem = verify_args.output_problem(args.json, args.junit)
-    if problem:
-        print(f"ptspec verify: {problem}", file=sys.stderr)
-        return 2
-    with interrupt.handling():
-        try:
-            for path in (args.json, args.junit):
-                if path:
-                    try:
-                        atomic.remove_stale(path)   # an earlier run's report must not outlive this one
-                    except OSError as exc:
-                        print(f"ptspec verify: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
-                        return 2
-            code = _verify(args, console)
-        except KeyboardInterrupt:
-            interrupt.acknowledge()
-            code = None
-        interrupt.acknowledge()
-        if interrupt.received() or code is None:
-            print(f"ptspec verify: interrupted by {interrupt.name() or 'SIGINT'}", file=sys.stderr)
-            return interrupt.exit_code()
-        return code
+    """verify, its report paths checked and under the run's signal handling (verify_args.guarded)."""
+    return verify_args.guarded(args.json, args.junit, lambda: _verify(args, console))
 
 
 def _verify(args: argparse.Namespace, console: Console) -> int | None:

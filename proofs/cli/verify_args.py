@@ -1,6 +1,7 @@
 """What `ptspec verify` and `ptspec list` refuse before running anything, and `--skip AREA`.
 
-Models: the command line's contract. Refused with one line and exit 2: an `--only` pattern that
+Models: the command line's contract, and the frame a run happens in (``guarded``: report paths,
+stale reports, signals). Refused with one line and exit 2: an `--only` pattern that
 matches no obligation of the profile (even alongside patterns that do), an empty `--json` or
 `--junit` path, the same file for both reports, a `--skip` area no obligation belongs to.
 
@@ -13,8 +14,11 @@ leaves out every obligation of the area; the summary and the JSON report list th
 from __future__ import annotations
 
 import os
-from typing import Iterable
+import sys
+from typing import Callable, Iterable
 
+from ptspec.proofs.report import atomic
+from ptspec.proofs.runner import interrupt
 from ptspec.proofs.runner.registry import Obligation, matches
 
 # why an area is one a run may need to leave out
@@ -53,6 +57,34 @@ def output_problem(json_path: str | None, junit_path: str | None) -> str | None:
     if json_path and junit_path and _same_file(json_path, junit_path):
         return f"--json and --junit name the same file ({json_path}): one report would overwrite the other"
     return None
+
+
+def guarded(json_path: str | None, junit_path: str | None, verify: Callable[[], int | None]) -> int:
+    """Run verify() after checking the report paths and removing a stale report there, under the
+    run's signal handling (proofs/runner/interrupt.py): Ctrl-C or SIGTERM ends it with 128 + the
+    signal number, never 0, and no report claiming success."""
+    problem = output_problem(json_path, junit_path)
+    if problem:
+        print(f"ptspec verify: {problem}", file=sys.stderr)
+        return 2
+    with interrupt.handling():
+        try:
+            for path in (json_path, junit_path):
+                if path:
+                    try:
+                        atomic.remove_stale(path)   # an earlier run's report must not outlive this one
+                    except OSError as exc:
+                        print(f"ptspec verify: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+                        return 2
+            code = verify()
+        except KeyboardInterrupt:
+            interrupt.acknowledge()
+            code = None
+        interrupt.acknowledge()
+        if interrupt.received() or code is None:
+            print(f"ptspec verify: interrupted by {interrupt.name() or 'SIGINT'}", file=sys.stderr)
+            return interrupt.exit_code()
+        return code
 
 
 def _same_file(a: str, b: str) -> bool:
