@@ -97,10 +97,12 @@ def test_a_check_that_swallows_the_interrupt_gives_no_verdict(tmp_path, capsys):
         report = tmp_path / "r.json"
         started = time.monotonic()
         try:
-            assert cli.main(["verify", "--json", str(report)]) == 130
+            assert cli.main(["verify", "--json", str(report), "--junit", str(tmp_path / "r.xml")]) == 130
         finally:
             timer.cancel()
         assert time.monotonic() - started < 4
+    xml = (tmp_path / "r.xml").read_text()
+    assert 'name="ptspec.interrupted"' in xml and "interrupted by SIGINT" in xml and 'errors="1"' in xml
     data = json.loads(report.read_text())
     assert [c["status"] for c in data["checks"]] == ["unknown", "unknown"]
     assert data["interrupted"] == "SIGINT" and data["summary"]["passed"] == 0

@@ -146,11 +146,14 @@ def _verify(args: argparse.Namespace, console: Console) -> int | None:
     unwritten = False
     json_report = report.build_report(results, args.profile, args.seed, **extra_keys)
     json_report["skipped"] = left_out
-    if interrupt.received():
+    junit_results = results
+    if interrupt.received():       # JSON: a key; JUnit: an error case, so no CI shows it green
         json_report["interrupted"] = interrupt.name()
+        junit_results = results + [Result("error", f"the run was interrupted by {interrupt.name()}",
+                                          id="ptspec.interrupted", engine="unit")]
     for path, write in ((args.json, lambda p: report.write_json(json_report, p)),
                         (args.junit, lambda p: report_junit.write_junit(
-                             results, p, args.profile, args.seed, **extra_keys))):
+                             junit_results, p, args.profile, args.seed, **extra_keys))):
         if path:
             try:
                 write(path)
