@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import inspect
-import json
 import os
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 from rich.console import Console
 from rich.table import Table
 
 from ptspec import __version__
+from ptspec.proofs.cli import verify_args
+from ptspec.proofs.runner import interrupt
 from ptspec.proofs.runner import parallel
 from ptspec.proofs.runner import registry
 from ptspec.proofs.report import results as report
@@ -67,6 +66,7 @@ def _run(selected: list[Obligation], args: argparse.Namespace, console: Console,
     """Run `selected` in-process (--jobs 1) or in worker processes, with the right display."""
     def go(listener: Listener) -> list[Result]:
         listener = report_live.Fanout(listener, extra) if extra else listener
+        listener = interrupt.Checking(listener)
         if args.jobs > 1:
             return parallel.run_parallel(selected, args.profile, args.seed, args.jobs, listener,
                                          quiet_stdout=bool(args.ktap))
@@ -80,6 +80,11 @@ def _run(selected: list[Obligation], args: argparse.Namespace, console: Console,
 
 
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
+    """verify, its report paths checked and under the run's signal handling (verify_args.guarded)."""
+    return verify_args.guarded(args.json, args.junit, lambda: _verify(args, console))
+
+
+def _verify(args: argparse.Namespace, console: Console) -> int | None:
     started = time.monotonic()
     stdout = sys.stdout
     if args.ktap:  # stdout carries KTAP only; everything for humans goes to stderr
@@ -90,9 +95,19 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     for r in load_results:
         _print_plain(console, f"error    {r.id}: {r.detail}")
     results = list(load_results)
-    selected = registry.select(pattern, args.profile)
+    unmatched = verify_args.unmatched(verify_args.patterns(args.only), registry.select(None, args.profile))
+    problem = verify_args.skip_problem(args.skip or [], registry.all_obligations())
+    if unmatched and registry.all_obligations():
+        problem = (f"--only {unmatched[0]!r} matches no obligation in profile {args.profile!r} "
+                   f"(see `ptspec list --profile {args.profile}`)")
+    if problem:
+        print(f"ptspec verify: {problem}", file=sys.stderr)
+        return 2
+    selected, left_out = verify_args.split_skipped(registry.select(pattern, args.profile), args.skip or [])
     why = None
-    if not selected:
+    if not selected and left_out:
+        why = f"every selected obligation is left out by --skip {', '.join(args.skip)}"
+    elif not selected:
         why = ("no obligations are registered" if not registry.all_obligations() else
                f"no obligation matches --only {pattern!r} in profile {args.profile!r}" if pattern else
                f"no obligation runs in profile {args.profile!r}")
@@ -120,14 +135,22 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         _print_plain(console, report.summary_line(results))
     for line in report.problems(results):
         _print_plain(console, line)
+    if left_out:
+        _print_plain(console, verify_args.skipped_line(left_out))
     if stream:
         stream.close(f"nothing checked: {why}" if why else "")
     extra_keys = {"shard": shard_text, "jobs": args.jobs, "wall_seconds": wall}
     unwritten = False
-    for path, write in ((args.json, lambda p: report.write_json(
-                             report.build_report(results, args.profile, args.seed, **extra_keys), p)),
+    json_report = report.build_report(results, args.profile, args.seed, **extra_keys)
+    json_report["skipped"] = left_out
+    junit_results = results
+    if interrupt.received():       # JSON: a key; JUnit: an error case, so no CI shows it green
+        json_report["interrupted"] = interrupt.name()
+        junit_results = results + [Result("error", f"the run was interrupted by {interrupt.name()}",
+                                          id="ptspec.interrupted", engine="unit")]
+    for path, write in ((args.json, lambda p: report.write_json(json_report, p)),
                         (args.junit, lambda p: report_junit.write_junit(
-                             results, p, args.profile, args.seed, **extra_keys))):
+                             junit_results, p, args.profile, args.seed, **extra_keys))):
         if path:
             try:
                 write(path)
@@ -143,51 +166,8 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_check_state(args: argparse.Namespace, console: Console) -> int:
-    name = args.file
-    try:
-        if name == "-":
-            text = sys.stdin.read()
-        else:
-            with open(name, encoding="utf-8") as f:
-                text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"ptspec check-state: cannot read {name}: {exc}", file=sys.stderr)
-        return 2
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        print(f"ptspec check-state: {name} is not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}",
-              file=sys.stderr)
-        return 2
-    try:
-        spec = importlib.import_module("ptspec.spec")
-        load_state, check_state = spec.load_state, spec.check_state
-    except Exception as exc:
-        print(f"ptspec check-state: spec cannot check states yet ({type(exc).__name__}: {exc})", file=sys.stderr)
-        return 2
-    state_error = getattr(spec, "StateError", ValueError)
-    if not (isinstance(state_error, type) and issubclass(state_error, Exception)):
-        state_error = ValueError
-    try:
-        state = load_state(obj)
-    except state_error as exc:
-        print(f"ptspec check-state: {name} is not a valid state: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        print(f"ptspec check-state: spec.load_state failed on {name}: {registry._summarise(exc)}",
-              file=sys.stderr)
-        return 2
-    try:
-        violations = list(check_state(state))
-    except Exception as exc:
-        print(f"ptspec check-state: spec.check_state failed on {name}: {registry._summarise(exc)}",
-              file=sys.stderr)
-        return 2
-    for v in violations:
-        _print_plain(console, str(v))
-    print(f"{name}: {len(violations)} violation(s)" if violations else f"{name}: no violation",
-          file=sys.stderr)
-    return 1 if violations else 0
+    from ptspec.proofs.cli import check_state
+    return check_state.run(args.file, lambda line: _print_plain(console, line))
 
 
 def _load_warnings() -> int:
@@ -200,6 +180,11 @@ def _load_warnings() -> int:
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     code = _load_warnings()
     obs = registry.select(",".join(args.only) if args.only else None, args.profile)
+    unmatched = verify_args.unmatched(verify_args.patterns(args.only), registry.select(None, args.profile))
+    if unmatched:
+        where = f" in profile {args.profile!r}" if args.profile else ""
+        print(f"ptspec list: {unmatched[0]!r} matches no obligation{where}", file=sys.stderr)
+        return 2
     if not obs:
         print("ptspec list: no obligation" + (" matches" if args.only or args.profile else "s registered"),
               file=sys.stderr)
@@ -276,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--jobs", "-j", type=_jobs_arg, default=1, metavar="N",
                    help="run obligations in N worker processes (default 1: in this process); results "
                         "are reported in registry order")
+    v.add_argument("--skip", action="append", metavar="AREA",
+                   help="leave out every obligation of an area (the folder of proofs/ its check "
+                        "lives in), e.g. kernel: the checks that need a kernel source tree; "
+                        "repeatable; the summary and the JSON report list what was left out")
     v.add_argument("--shard", type=_shard_arg, metavar="I/N",
                    help="run only shard I of N (1-based) of the selected obligations: sorted by id, "
                         "every N-th starting at the I-th; the N shards are disjoint and cover all")

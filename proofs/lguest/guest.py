@@ -9,7 +9,7 @@ writes any word anywhere and passes any hypercall arguments (``hostile_*`` value
 
 from __future__ import annotations
 
-from ptspec.spec.lguest.walk import A, D, LAYOUTS, P, PAGE, PAGE_SHIFT, PSE, RW, TABLE_FLAGS, US
+from ptspec.spec.lguest.walk import A, D, LAYOUTS, P, PAGE, PAGE_SHIFT, RW, TABLE_FLAGS, US
 
 PAGE_SIZE = PAGE                   # the x86 page and entry bits come from spec, not impl
 _PAGE_TABLE = TABLE_FLAGS

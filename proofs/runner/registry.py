@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
 from ptspec.proofs.runner import budgets as profile_table
+from ptspec.proofs.runner import interrupt
 
 ENGINES = ("z3", "crosshair", "hypothesis", "exhaustive", "unit", "mutant")
 STATUSES = ("passed", "proved", "refuted", "unknown", "error")
@@ -388,6 +389,7 @@ def run_all(obligations: list[Obligation], profile: str, seed: int,
         try:
             result = run_obligation(ob, profile, seed,
                                     lambda a, t, n, ob=ob: listener.progressed(ob, a, t, n))
+            interrupt.check()       # a check that swallowed Ctrl-C / SIGTERM gives no verdict
         except KeyboardInterrupt:
             for j, rest in enumerate(obligations[index:], start=index):
                 why = "interrupted by the user" if j == index else "not run: interrupted by the user"

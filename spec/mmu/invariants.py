@@ -231,7 +231,7 @@ AGE_WARN = "kvm_age_gfn: range of "
 @statement("MMU-WARN", constrains=(
     "user_mem_abort", "kvm_handle_guest_abort", "__unmap_stage2_range", "kvm_set_spte_gfn",
     "kvm_mmu_wp_memory_region"))
-def check_mmu_warnings(raw: dict):
+def check_mmu_warnings(raw):
     """MMU-WARN: no WARN_ON / VM_BUG_ON of mmu.c or the notifier glue ever fires.
 
     Statement: the raw state's ``mmu.warnings`` (every WARN the model of mmu.c and of the generic
@@ -247,6 +247,6 @@ def check_mmu_warnings(raw: dict):
     Constrains: user_mem_abort, kvm_handle_guest_abort, __unmap_stage2_range, kvm_set_spte_gfn,
     kvm_mmu_wp_memory_region, the notifier glue.
     """
-    warns = [w for w in (raw.get("mmu") or {}).get("warnings", [])
-             if not str(w).startswith(AGE_WARN)]
+    found = raw.warnings if isinstance(raw, MmuView) else (raw.get("mmu") or {}).get("warnings", [])
+    warns = [w for w in found if not str(w).startswith(AGE_WARN)]
     return [_v("MMU-WARN", f"WARN fired: {w}") for w in warns[:4]]
