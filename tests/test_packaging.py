@@ -133,7 +133,8 @@ def test_package_data_covers_the_shim_sources_and_the_survivor_files():
         f"proofs/kernel/{s}" for s in shim if s.startswith("shim/linux/"))
 
 
-TOP_LEVEL_IMPORT = re.compile(r"^\s*(?:from|import)\s+(?:spec|impl|proofs)\b"
+TOP_LEVEL_IMPORT = re.compile(r"^\s*from\s+(?:spec|impl|proofs)\b(?=(?:\.\w+)*\s+import\b)"
+                              r"|^\s*import\s+(?:spec|impl|proofs)\b(?=[\s.,]|$)"
                               r"|import_module\(\s*[\"'](?:spec|impl|proofs)\b", re.MULTILINE)
 
 
@@ -157,3 +158,4 @@ def test_a_top_level_import_is_found():
     assert _top_level_imports("from impl.lguest import Lguest\nimport proofs.cli\n") == [
         "from impl", "import proofs"]
     assert _top_level_imports("from ptspec.spec import x\nimport spectrum\n") == []
+    assert _top_level_imports("a docstring line\nfrom impl: not an import\nfrom impl with words\n") == []
