@@ -33,7 +33,7 @@ def _lockstep(fmt: str, mode: str):
         examples = max(2, ctx.budget["hypothesis_examples"] // 12)
         out = lguest_lockstep.run_lockstep(fmt, mode, examples=examples, steps=ctx.budget["steps"],
                                            seed=ctx.seed,
-                                           shrink_seconds=max(1.0, min(10.0, ctx.time_left() / 3)))
+                                           shrink_replays=ctx.budget["shrink_replays"])
         detail = f"{out.examples} runs, {out.steps} steps, {out.steps / max(out.seconds, 1e-9):.0f} steps/s"
         if out.status == "refuted":
             return Result.refuted(out.failure.counterexample, detail=detail, examples=out.steps)

@@ -25,7 +25,7 @@ from ptspec.impl.pgtable.pte import OWNER_FIELD_5_15, OWNER_FIELD_SEED
 
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.stage2 import strategies as S
-from ptspec.proofs.stage2.harness import Stage2Harness
+from ptspec.proofs.stage2.harness import Stage2Harness, replay
 
 # name -> (page_shift, ia_bits, owner_field); the issue's four required shapes, plus the 5.15
 # owner-field position on one of them.
@@ -57,11 +57,12 @@ OPTIONS = {"4k-48": {"fwb": True}, "4k-34": {"force_pte_cb": pkvm_host_force_pte
 class StepViolation(AssertionError):
     """A step broke an invariant or a contract."""
 
-    def __init__(self, harness: Stage2Harness, violations: list):
-        self.program = harness.ops_source
+    def __init__(self, harness: Stage2Harness, violations: list, note: str = ""):
+        self.program = harness.program()
         self.violations = [str(v) for v in violations]
         self.raw_state = harness.raw_state()
         self.trace = list(harness.trace)
+        self.note = note            # how the counterexample was obtained (replayed, minimised)
         super().__init__("\n".join(self.violations[:8]) + "\n\n" + self.program)
 
 
@@ -205,13 +206,34 @@ def make_machine(name: str, harness_factory=Stage2Harness):
     return Stage2Lockstep
 
 
-def _shortest(exc: StepViolation, make, seconds: float) -> StepViolation:
-    """Replace a failing run by the shortest replayed sub-sequence that still fails the same way."""
+def shortest_failure(exc, make, max_replays: int):
+    """The finding ``exc`` (a StepViolation) replayed from its trace and cut by delta debugging
+    (``minimize.shortest``) to the shortest sub-sequence that breaks one of the same ids. When the
+    trace does not reproduce, the original run is kept and says so (never lost)."""
     target = minimize.ids(exc.violations)
-    _, h, found = minimize.minimize(exc.trace, make, target, seconds)
-    if minimize.ids(found) & target:
-        return StepViolation(h, found)
-    return exc      # not reproducible from the trace alone: keep the original run
+    cut = minimize.shortest(exc.trace, lambda t: replay(t, make),
+                            lambda h: bool(minimize.ids(h.violations) & target), max_replays)
+    if not cut.reproduced:
+        exc.note = (f"not replayable: the recorded trace of {cut.original} entries, replayed on a "
+                    f"fresh table, does not break {', '.join(sorted(target))} again")
+        return exc
+    h = cut.outcome
+    found = [v for v in h.violations]
+    return type(exc)(h, found, note=f"replayed and minimised: {cut.original} -> {len(cut.trace)} "
+                                    f"entries in {cut.replays} replays")
+
+
+def run_hypothesis(machine, cfg, kind: type):
+    """Run a state machine; return the ``kind`` finding it raised (also from inside a hypothesis
+    FlakyFailure or any exception group), or None when every run passed. Anything else raises."""
+    try:
+        run_state_machine_as_test(machine, settings=cfg)
+    except Exception as exc:            # FlakyFailure is an ExceptionGroup, not a `kind`
+        found = minimize.found_in(exc, kind)
+        if found is None:
+            raise
+        return found
+    return None
 
 
 @dataclass
@@ -224,12 +246,12 @@ class LockstepOutcome:
 
 
 def run_lockstep(name: str, *, examples: int, steps: int, seed: int = 0,
-                 harness_factory=Stage2Harness, shrink_seconds: float = 10.0) -> LockstepOutcome:
+                 harness_factory=Stage2Harness, shrink_replays: int = 200) -> LockstepOutcome:
     """Run the machine for ``examples`` runs of up to ``steps`` steps, seeded and without a
     database, and report whether it found a violation.
 
     Hypothesis only generates; a failing run's recorded trace is then minimised by replay
-    (ptspec.proofs.engines.minimize, at most ``shrink_seconds``), which is much cheaper than hypothesis's own
+    (ptspec.proofs.engines.minimize, at most ``shrink_replays`` replays), which is much cheaper than hypothesis's own
     shrinking of stateful runs and yields the operation sequence a reviewer reads."""
     machine = make_machine(name, harness_factory)
     counter = {"runs": 0, "steps": 0}
@@ -251,10 +273,9 @@ def run_lockstep(name: str, *, examples: int, steps: int, seed: int = 0,
                    suppress_health_check=list(HealthCheck),
                    phases=[Phase.explicit, Phase.generate])
     t0 = time.perf_counter()
-    try:
-        run_state_machine_as_test(hyp_seed(seed)(machine), settings=cfg)
-    except StepViolation as exc:
-        exc = _shortest(exc, harness_maker(name, harness_factory), shrink_seconds)
+    exc = run_hypothesis(hyp_seed(seed)(machine), cfg, StepViolation)
+    if exc is not None:
+        exc = shortest_failure(exc, harness_maker(name, harness_factory), shrink_replays)
         return LockstepOutcome("refuted", counter["runs"], counter["steps"],
                                time.perf_counter() - t0, exc)
     return LockstepOutcome("passed", counter["runs"], counter["steps"], time.perf_counter() - t0)
