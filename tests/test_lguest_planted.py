@@ -129,4 +129,4 @@ def test_lockstep_obligation_reports_a_planted_bug_as_refuted():
         r = registry.run_obligation(registry.get("lg.lockstep.pae-coop"), "quick", 0)
     assert r.status == "refuted"
     assert any(v.startswith("LG-SWITCHER") for v in r.counterexample["violations"])
-    assert "lg.init()" in r.counterexample["ops"] and r.counterexample["tables"]
+    assert "boot(h, GuestLayout('pae'))" in r.counterexample["ops"] and r.counterexample["tables"]

@@ -64,7 +64,7 @@ def exhaustive_layouts(ctx):
     if out.status == "refuted":
         return Result.refuted(out.counterexample, detail=detail, examples=out.steps)
     if out.status == "unknown":
-        return Result.unknown(f"time budget ran out at {detail}", examples=out.steps)
+        return Result.unknown(f"hang guard reached before the budget was completed at {detail}", examples=out.steps)
     return Result.proved(out.steps, detail)
 
 
@@ -97,6 +97,9 @@ def hyp_private_va(ctx):
     n, cx = mmu_hypva.run_sequences(n_seq, ctx.seed, expired=ctx.expired)
     if cx:
         return Result.refuted(cx, detail=f"after {n} requests", examples=n)
+    if ctx.expired():       # run_sequences stops at the hang guard: its budget was not completed
+        return Result.unknown(f"hang guard reached after {n} requests; budget of {n_seq} "
+                              "sequences not completed", examples=n)
     return Result.passed(n, f"{n} private mappings in {n_seq} sequences")
 
 

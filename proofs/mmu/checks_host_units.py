@@ -361,7 +361,7 @@ def host_mm(ctx):
     if cx:
         return Result.refuted(cx, detail="host mm sequence", examples=n)
     if ctx.expired():
-        return Result.unknown("time budget ran out", examples=n)
+        return Result.unknown("hang guard reached before the budget was completed", examples=n)
     return Result.passed(n, f"{n} host operations checked")
 
 

@@ -215,7 +215,9 @@ def run_machine(*, examples: int, steps: int, seed: int = 0, layouts=None,
         cfg = settings(max_examples=n, stateful_step_count=steps, database=None,
                        deadline=None, print_blob=False, report_multiple_bugs=False,
                        suppress_health_check=list(HealthCheck),
-                       phases=[Phase.explicit, Phase.generate])
+                       phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
+        # hypothesis's own shrinking (bounded by its shrink-call budget, not time) leads to the
+        # simplest failing layout; if its re-run disagrees (FlakyFailure), the finding is kept
         exc = run_hypothesis(hyp_seed(seed * 7919 + chunk)(machine), cfg, MmuViolation)
         if exc is not None:
             return MachineOutcome("refuted", done + n, counter["steps"],
