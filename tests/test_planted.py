@@ -43,7 +43,9 @@ def test_exhaustive_catches(bug_id):
         out = exhaustive.explore(EXHAUSTIVE[bug_id])
     assert out.status == "refuted", (bug_id, out)
     assert_caught(bug_id, out.violations)
-    assert "pgt.init()" in out.program
+    assert "h = Stage2Harness(" in out.program
+    with planted(bug_id), pytest.raises(AssertionError):      # pasted, it reproduces
+        exec(out.program, {})
 
 
 @pytest.mark.parametrize("bug_id", LOCKSTEP)

@@ -115,3 +115,37 @@ def test_a_flaky_failure_from_hypothesis_still_gives_the_finding():
                    phases=[Phase.generate, Phase.shrink])
     got = run_hypothesis(OnceOnly, cfg, Finding)
     assert isinstance(got, Finding) and "S2-RC" in str(got)
+
+
+# unit cases: (obligation, how to plant, what): the counterexample is the case's real calls ending
+# in an assert, not a reference to a file
+UNIT_CASES = [
+    ("s2.units.hyp", "mutant", "pgtable.hyp:HypPgtable.map:const1"),
+    ("s2.units.stage2", "mutant", "pgtable.stage2:KvmPgtable.set_owner:const0"),
+    ("s2.pool", "mutant", "pgtable.pool:PagePool.get_page:drop1"),
+    ("s2.geometry.all", "mutant", "pgtable.geometry:all_stage2_geometries:arith0"),
+    ("mmu.units.fault.routing", "mutant", "mmu.fault:kvm_handle_guest_abort:arith4"),
+    ("lg.units.scenarios", "lguest", "pa-faults-in"),
+]
+
+
+def _plant(how, what):
+    if how == "lguest":
+        return planted_lguest(what)
+    from ptspec.proofs.mutation import mutate
+    module = "ptspec.impl." + what.split(":")[0]
+    [m] = [m for m in mutate.enumerate_mutants([module]) if m.id == what]
+    return mutate.applied(m)
+
+
+@pytest.mark.parametrize("oid,how,what", UNIT_CASES, ids=[c[0] for c in UNIT_CASES])
+def test_unit_counterexample_is_real_calls_that_reproduce(oid, how, what):
+    registry.load_all()
+    with _plant(how, what):
+        r = registry.run_obligation(registry.get(oid), "quick", 0)
+        assert r.status == "refuted", (oid, r.status, r.detail)
+        program = r.counterexample["ops"]
+        assert program.startswith(("from ptspec.", "import ")) and "# see" not in program, program
+        with pytest.raises(AssertionError):
+            exec(program, {})
+    exec(program, {})

@@ -119,6 +119,12 @@ def call(name: str, args: dict | None = None, *positional, hex_ints: bool = True
     return f"{name}({', '.join(parts)})"
 
 
+def unit_program(imports: list[str], body: list[str], judge: str) -> str:
+    """A unit case's counterexample as a program: the real calls of the case, then the check that
+    fails (an ``assert``), runnable as pasted."""
+    return "\n".join(list(imports) + list(body) + [judge])
+
+
 JUDGE = "assert not h.violations, '\\n'.join(map(str, h.violations))"
 
 
