@@ -44,7 +44,8 @@ class HypHarness:
         self.violations: list = []
         self.trace: list = []
         self.calls: list = []           # the trace as harness calls (source, impl line it ran)
-        self.make_source = minimize.call("HypHarness", {}, page_shift, va_bits, arena_pages, hex_ints=False)
+        self.make_source = minimize.call("HypHarness", {}, page_shift, va_bits, arena_pages,
+                                         hex_ints=False)
         self.make_imports = ["from ptspec.proofs.hyp.lockstep import HypHarness"]
         self.steps = 0
         self.destroyed = False

@@ -66,7 +66,7 @@ def _exhaustive(fmt: str):
                                    "tables": out.tables, "kernel_function": out.kernel_function},
                                   detail=detail, examples=out.transitions)
         if out.status == "unknown":
-            return Result.unknown(f"hang guard reached before the budget was completed at {detail}", examples=out.transitions)
+            return Result.unknown(f"budget not completed (hang guard) at {detail}", examples=out.transitions)
         return Result.proved(out.transitions, detail)
     run.__doc__ = (f"Every sequence of the exploration alphabet up to depth 2 (deep profile: 4) "
                    f"from a booted x86 {fmt} guest with two pgdir slots: faults, silent guest "
@@ -114,7 +114,7 @@ def seed_as_written(ctx):
                     return Result.unknown(f"exhaustive depth 3 did not rediscover {finding} ({fmt}): "
                                           f"{out.status}", examples=n)
             if ctx.expired():
-                return Result.unknown(f"hang guard reached before the budget was completed after {n} replays", examples=n)
+                return Result.unknown(f"budget not completed (hang guard) after {n} replays", examples=n)
     return Result.passed(n, f"{len(SEED_FINDINGS)} seed findings reproduced on seed-as-written "
                             "and absent from the corrected code, both formats")
 

@@ -279,7 +279,8 @@ def shortest_failure(exc: LgStepViolation, max_replays: int) -> LgStepViolation:
 
 
 def run_lockstep(fmt: str, mode: str = "hostile", *, examples: int, steps: int, seed: int = 0,
-                 variant: str = "corrected", npgdirs: int = 4, shrink_replays: int = 200) -> LgOutcome:
+                 variant: str = "corrected", npgdirs: int = 4,
+                 shrink_replays: int = 200) -> LgOutcome:
     """Run the machine (hypothesis generation without its shrinker, which is slow on these long
     runs); a failure is then replayed and cut by ``shortest_failure`` (at most ``shrink_replays``
     replays)."""

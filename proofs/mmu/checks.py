@@ -64,7 +64,7 @@ def exhaustive_layouts(ctx):
     if out.status == "refuted":
         return Result.refuted(out.counterexample, detail=detail, examples=out.steps)
     if out.status == "unknown":
-        return Result.unknown(f"hang guard reached before the budget was completed at {detail}", examples=out.steps)
+        return Result.unknown(f"budget not completed (hang guard) at {detail}", examples=out.steps)
     return Result.proved(out.steps, detail)
 
 

@@ -364,7 +364,7 @@ def host_mm(ctx):
     if cx:
         return Result.refuted(cx, detail="host mm sequence", examples=n)
     if ctx.expired():
-        return Result.unknown("hang guard reached before the budget was completed", examples=n)
+        return Result.unknown("budget not completed (hang guard)", examples=n)
     return Result.passed(n, f"{n} host operations checked")
 
 
@@ -383,8 +383,9 @@ def host_memslot(ctx):
                    "__kvm_set_memory_region", unit_program(
                        ["import random", "from ptspec.proofs.mmu.checks_host_units import "
                         "check_dirty_log, check_gfn_helpers, check_set_memory_region"],
-                       [f"bad = check_set_memory_region() + check_dirty_log(random.Random({ctx.seed})) "
-                        "+ check_gfn_helpers()"], "assert not bad, bad[:8]"))
+                       ["bad = check_set_memory_region() + "
+                        f"check_dirty_log(random.Random({ctx.seed})) + check_gfn_helpers()"],
+                       "assert not bad, bad[:8]"))
 
 
 @obligation("mmu.units.hyp.layout", engine="unit", invariants=["C-HYP-VA"],
@@ -396,8 +397,9 @@ def hyp_layout(ctx):
     create_hyp_io_mappings' ioremap and its undo, against hand-derived values."""
     bad = mmu_hypva.check_hyp_units()
     if bad:
-        return Result.refuted({"ops": unit_program(["from ptspec.proofs.mmu.hyp_va import check_hyp_units"],
-                                                   ["bad = check_hyp_units()"], "assert not bad, bad[:8]"),
+        return Result.refuted({"ops": unit_program(
+                                   ["from ptspec.proofs.mmu.hyp_va import check_hyp_units"],
+                                   ["bad = check_hyp_units()"], "assert not bad, bad[:8]"),
                                "violations": [f"C-HYP-VA {b}" for b in bad[:8]], "tables": "",
                                "kernel_function": "kvm_mmu_init / create_hyp_mappings"})
     return Result.passed(1, "hyp layout cases")

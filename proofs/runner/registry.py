@@ -348,10 +348,10 @@ def run_obligation(ob: Obligation, profile: str, seed: int,
     start = time.monotonic()
     ctx = Context(profile=profile, seed=seed, budget=budget, deadline=start + allowed,
                   check_id=ob.id, progress=safe_progress)
-    stopped = Result("unknown", f"stopped by the hang guard: still running {allowed + grace:g}s after "
-                                f"it started ({budget['hang_guard_factor']:g}x its nominal "
-                                f"{allowed / budget['hang_guard_factor']:g}s, plus {grace:g}s grace; "
-                                f"{profile} profile); its budget was not completed")
+    factor = float(budget["hang_guard_factor"])
+    stopped = Result("unknown", f"stopped: still running {allowed + grace:g}s after it started, at "
+                                f"its hang guard ({factor:g}x its nominal {allowed / factor:g}s plus "
+                                f"{grace:g}s grace; {profile} profile); budget not completed")
     fired = [False]
     try:
         with _hard_stop(allowed + grace) as fired:

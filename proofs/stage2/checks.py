@@ -107,7 +107,7 @@ def exhaustive_4k_39(ctx):
         return Result.refuted(counterexample(out.program, out.violations, out.raw_state),
                               detail=detail, examples=out.transitions)
     if out.status == "unknown":
-        return Result.unknown(f"hang guard reached before the budget was completed at {detail}", examples=out.transitions)
+        return Result.unknown(f"budget not completed (hang guard) at {detail}", examples=out.transitions)
     return Result.proved(out.transitions, detail)
 
 
@@ -128,5 +128,5 @@ def error_paths(ctx):
             return Result.refuted(counterexample(h.ops_source, [str(v) for v in found],
                                                  h.raw_state()), detail=label, examples=n)
         if ctx.expired():
-            return Result.unknown(f"hang guard reached before the budget was completed after {n} cases", examples=n)
+            return Result.unknown(f"budget not completed (hang guard) after {n} cases", examples=n)
     return Result.passed(n, f"{n} failure injections and bad-argument calls")
