@@ -18,9 +18,10 @@ from ptspec.proofs.mmu.planted import planted_mmu
 from ptspec.proofs.runner import registry
 from ptspec.proofs.stage2.planted import planted
 
-# Measured: every case below cuts to 1 or 2 calls (stage 2 "eagain-abort" 7 -> 2 entries, hyp
-# "hyp-conflict-overwrite" 28 -> 2, mmu "commit-no-wp" 14 -> 2, lguest "shadow-release" 3 -> 1 after
-# the boot). The bound leaves room for a seed or strategy change, not for an unminimised trace.
+# Measured (default profile, seed 0): stage 2 "eagain-abort" 7 -> 2 entries (2 calls), hyp
+# "hyp-conflict-overwrite" 28 -> 2 (2 calls), mmu "commit-no-wp" 4 -> 2 steps (2 calls), lguest
+# "shadow-release" 6 -> 4 entries after the boot (boot, begin, guest_write, set_pte: 4 calls; the
+# replay stops at the failing set_pte, before the transaction's end). The bound is that maximum.
 MAX_CALLS = 4
 
 CASES = {
