@@ -46,7 +46,10 @@ def test_exhaustive_catches(bug_id):
         out = lguest_exhaustive.explore(depth, fmt, exclude=exclude)
     assert out.status == "refuted", (bug_id, out.status)
     assert ids(out.violations) & set(BUGS[bug_id].caught_by), (bug_id, out.violations)
-    assert "lg.init()" in out.program and out.tables
+    assert "boot(h, GuestLayout(" in out.program and out.tables
+    with planted_lguest(bug_id), pytest.raises(AssertionError):     # pasted, it reproduces
+        exec(out.program, {})
+    exec(out.program, {})
 
 
 @pytest.mark.parametrize("bug_id", sorted(LOCKSTEP))

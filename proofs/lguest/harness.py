@@ -118,10 +118,11 @@ class LguestHarness:
         if self.check:
             self.violations.extend(lguest_check_state(self.raw))
 
-    def program(self) -> str:
-        """The run as a program that replays it through a fresh harness and ends in the judge
-        (``assert not h.violations``): runnable as pasted; the boot is one call."""
-        calls = list(self.calls)
+    def program(self, calls: list | None = None) -> str:
+        """The run (or ``calls``, which start with this harness's own) as a program that replays
+        it through a fresh harness and ends in the judge (``assert not h.violations``): runnable
+        as pasted; the boot is one call."""
+        calls = list(self.calls if calls is None else calls)
         imports = ["from ptspec.proofs.lguest.harness import LguestHarness"]
         if self.booted and self.boot_source:
             imports.append("from ptspec.proofs.lguest.guest import GuestLayout, boot")
