@@ -127,12 +127,15 @@ UNIT_CASES = [
     ("s2.geometry.all", "mutant", "pgtable.geometry:all_stage2_geometries:arith0"),
     ("mmu.units.fault.routing", "mutant", "mmu.fault:kvm_handle_guest_abort:arith4"),
     ("lg.units.scenarios", "lguest", "pa-faults-in"),
+    ("s2.errorpaths", "stage2", "enomem-put"),
 ]
 
 
 def _plant(how, what):
     if how == "lguest":
         return planted_lguest(what)
+    if how == "stage2":
+        return planted(what)
     from ptspec.proofs.mutation import mutate
     module = "ptspec.impl." + what.split(":")[0]
     [m] = [m for m in mutate.enumerate_mutants([module]) if m.id == what]

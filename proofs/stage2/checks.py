@@ -125,7 +125,7 @@ def error_paths(ctx):
     for label, h, found in errorpaths.run_all(progress=ctx.progress):
         n += 1
         if found:
-            return Result.refuted(counterexample(h.ops_source, [str(v) for v in found],
+            return Result.refuted(counterexample(exhaustive._program(h), [str(v) for v in found],
                                                  h.raw_state()), detail=label, examples=n)
         if ctx.expired():
             return Result.unknown(f"budget not completed (hang guard) after {n} cases", examples=n)
