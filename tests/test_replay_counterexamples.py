@@ -128,6 +128,8 @@ UNIT_CASES = [
     ("mmu.units.fault.routing", "mutant", "mmu.fault:kvm_handle_guest_abort:arith4"),
     ("lg.units.scenarios", "lguest", "pa-faults-in"),
     ("s2.errorpaths", "stage2", "enomem-put"),
+    ("mmu.units.host.mm", "mutant", "mmu.host:HostMM.zap:swap6"),
+    ("mmu.units.hyp.layout", "mutant", "mmu.hyp:kvm_mmu_init:const1"),
 ]
 
 

@@ -119,6 +119,17 @@ def seed_as_written(ctx):
                             "and absent from the corrected code, both formats")
 
 
+def _args_program(fmt: str, name: str, args: tuple) -> str:
+    """A misuse call as a program: the guest as the check sets it up, the call, and the rule it
+    breaks (refused with TypeError/ValueError, the state unchanged) as the failing assert."""
+    return "\n".join([
+        "from ptspec.impl.lguest import Lguest",
+        f"lg = Lguest({fmt!r})", "lg.init()", "lg.new_pagetable(0x1000)", "before = lg.raw_state()",
+        "try:", f"    lg.{name}{args!r}", "except (TypeError, ValueError):",
+        "    assert lg.raw_state() == before, 'LG-C-ARGS raised but changed the state'", "else:",
+        f"    raise AssertionError('LG-C-ARGS lg.{name}{args!r} was accepted')"])
+
+
 @obligation("lg.args", engine="unit", invariants=["LG-C-ARGS"],
             kernel_functions=["guest_set_pte", "guest_set_pgd", "guest_new_pagetable", "demand_page"])
 def bad_arguments(ctx):
@@ -148,12 +159,12 @@ def bad_arguments(ctx):
             except (TypeError, ValueError):
                 pass
             else:
-                return Result.refuted({"ops": f"lg.{name}{args!r}", "violations": [
+                return Result.refuted({"ops": _args_program(fmt, name, args), "violations": [
                     f"LG-C-ARGS lg.{name}{args!r} was accepted"], "tables": "", "kernel_function": name},
                     examples=n)
             n += 1
             if lg.raw_state() != before:
-                return Result.refuted({"ops": f"lg.{name}{args!r}", "violations": [
+                return Result.refuted({"ops": _args_program(fmt, name, args), "violations": [
                     f"LG-C-ARGS lg.{name}{args!r} raised but changed the state"], "tables": "",
                     "kernel_function": name}, examples=n)
     for kw in ({"fmt": "3level"}, {"variant": "nope"}, {"seed_findings": ("nope",)},
@@ -163,7 +174,11 @@ def bad_arguments(ctx):
         except (TypeError, ValueError):
             n += 1
         else:
-            return Result.refuted({"ops": f"Lguest(**{kw!r})", "violations": [
+            return Result.refuted({"ops": "\n".join([
+                "from ptspec.impl.lguest import Lguest", "try:", f"    Lguest(**{kw!r})",
+                "except (TypeError, ValueError):", "    pass", "else:",
+                f"    raise AssertionError('LG-C-ARGS Lguest(**{kw!r}) was accepted')"]),
+                "violations": [
                 f"LG-C-ARGS Lguest(**{kw!r}) was accepted"], "tables": "", "kernel_function": ""},
                 examples=n)
     return Result.passed(n, f"{n} misuse calls rejected without a state change")

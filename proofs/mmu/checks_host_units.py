@@ -362,6 +362,10 @@ def host_mm(ctx):
     n, cx = mmu_host_contract.run_host(1 if quick else 10, 15 if quick else 40, ctx.seed,
                                        expired=ctx.expired)
     if cx:
+        cx = dict(cx, sequence=cx["ops"], ops="\n".join([
+            "from ptspec.proofs.mmu.host_contract import run_host",
+            f"n, cx = run_host({1 if quick else 10}, {15 if quick else 40}, {ctx.seed})",
+            "assert cx is None, cx['violations']"]))
         return Result.refuted(cx, detail="host mm sequence", examples=n)
     if ctx.expired():
         return Result.unknown("budget not completed (hang guard)", examples=n)
