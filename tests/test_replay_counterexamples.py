@@ -98,7 +98,7 @@ def test_a_flaky_failure_from_hypothesis_still_gives_the_finding():
     first run but now succeeds"); the finding inside it is returned, not an error."""
     from hypothesis import Phase, settings
     from hypothesis.stateful import RuleBasedStateMachine, rule
-    from ptspec.proofs.stage2.lockstep import run_hypothesis
+    from ptspec.proofs.engines.minimize import run_hypothesis
 
     class Finding(AssertionError):
         pass

@@ -74,6 +74,21 @@ def shortest(trace: Sequence, replay: Callable[[list], tuple[Any, int]],
     return Shortest(best, best_out, True, spent, len(trace))
 
 
+def run_hypothesis(machine, cfg, kind: type):
+    """Run a hypothesis state machine; return the ``kind`` finding it raised (also from inside a
+    hypothesis FlakyFailure or any exception group), or None when every run passed. Anything
+    else raises (the runner reports it as an error)."""
+    from hypothesis.stateful import run_state_machine_as_test
+    try:
+        run_state_machine_as_test(machine, settings=cfg)
+    except Exception as exc:            # FlakyFailure is an ExceptionGroup, not a `kind`
+        found = found_in(exc, kind)
+        if found is None:
+            raise
+        return found
+    return None
+
+
 def found_in(exc: BaseException, kind: type) -> BaseException | None:
     """The ``kind`` exception inside ``exc``: itself, or one of the exceptions a hypothesis
     ``FlakyFailure`` (an exception group: "failed on the first run but now succeeds") or an

@@ -26,7 +26,7 @@ from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_R,
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.stage2 import strategies as S
 from ptspec.proofs.stage2.harness import ERRNO_NAMES, Stage2Harness, fmt
-from ptspec.proofs.stage2.lockstep import StepViolation, run_hypothesis, shortest_failure
+from ptspec.proofs.stage2.lockstep import StepViolation, shortest_failure
 
 # name -> (page_shift, va_bits)
 HYP_GEOMETRIES = {"4k-48": (12, 48), "16k-47": (14, 47), "64k-48": (16, 48)}
@@ -223,7 +223,7 @@ def run_hyp_lockstep(name: str, *, examples: int, steps: int, seed: int = 0,
                    print_blob=False, report_multiple_bugs=False,
                    suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
     t0 = time.perf_counter()
-    exc = run_hypothesis(hyp_seed(seed)(machine), cfg, StepViolation)
+    exc = minimize.run_hypothesis(hyp_seed(seed)(machine), cfg, StepViolation)
     if exc is not None:
         failure = shortest_failure(exc, harness_maker(name), shrink_replays)
         return HypOutcome("refuted", counter["runs"], total["steps"], time.perf_counter() - t0,

@@ -27,7 +27,6 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 from ptspec.proofs.lguest import guest as G
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.lguest.harness import LguestHarness
-from ptspec.proofs.stage2.lockstep import run_hypothesis
 
 U32 = (1 << 32) - 1
 
@@ -300,7 +299,7 @@ def run_lockstep(fmt: str, mode: str = "hostile", *, examples: int, steps: int, 
                    suppress_health_check=list(HealthCheck),
                    phases=[Phase.explicit, Phase.reuse, Phase.generate])
     t0 = time.perf_counter()
-    exc = run_hypothesis(hyp_seed(seed)(machine), cfg, LgStepViolation)
+    exc = minimize.run_hypothesis(hyp_seed(seed)(machine), cfg, LgStepViolation)
     if exc is not None:
         return LgOutcome("refuted", counter["runs"], counter["steps"], time.perf_counter() - t0,
                          shortest_failure(exc, shrink_replays))

@@ -25,7 +25,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.mmu.harness import VmHarness, counterexample, replay
-from ptspec.proofs.stage2.lockstep import run_hypothesis
 from ptspec.proofs.mmu.layouts import LOG, interesting_ipas, layout_pool
 
 KINDS = st.sampled_from(["read", "write", "write", "exec", "s1ptw", "cm"])
@@ -218,7 +217,7 @@ def run_machine(*, examples: int, steps: int, seed: int = 0, layouts=None,
                        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
         # hypothesis's own shrinking (bounded by its shrink-call budget, not time) leads to the
         # simplest failing layout; if its re-run disagrees (FlakyFailure), the finding is kept
-        exc = run_hypothesis(hyp_seed(seed * 7919 + chunk)(machine), cfg, MmuViolation)
+        exc = minimize.run_hypothesis(hyp_seed(seed * 7919 + chunk)(machine), cfg, MmuViolation)
         if exc is not None:
             return MachineOutcome("refuted", done + n, counter["steps"],
                                   time.perf_counter() - t0, shortest_failure(exc, shrink_replays))

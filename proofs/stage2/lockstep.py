@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from hypothesis import HealthCheck, Phase, seed as hyp_seed, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from ptspec.impl.pgtable.geometry import Stage2Geometry
 from ptspec.impl.pgtable.pte import OWNER_FIELD_5_15, OWNER_FIELD_SEED
@@ -223,19 +223,6 @@ def shortest_failure(exc, make, max_replays: int):
                                     f"entries in {cut.replays} replays")
 
 
-def run_hypothesis(machine, cfg, kind: type):
-    """Run a state machine; return the ``kind`` finding it raised (also from inside a hypothesis
-    FlakyFailure or any exception group), or None when every run passed. Anything else raises."""
-    try:
-        run_state_machine_as_test(machine, settings=cfg)
-    except Exception as exc:            # FlakyFailure is an ExceptionGroup, not a `kind`
-        found = minimize.found_in(exc, kind)
-        if found is None:
-            raise
-        return found
-    return None
-
-
 @dataclass
 class LockstepOutcome:
     status: str                 # "passed" or "refuted"
@@ -273,7 +260,7 @@ def run_lockstep(name: str, *, examples: int, steps: int, seed: int = 0,
                    suppress_health_check=list(HealthCheck),
                    phases=[Phase.explicit, Phase.generate])
     t0 = time.perf_counter()
-    exc = run_hypothesis(hyp_seed(seed)(machine), cfg, StepViolation)
+    exc = minimize.run_hypothesis(hyp_seed(seed)(machine), cfg, StepViolation)
     if exc is not None:
         exc = shortest_failure(exc, harness_maker(name, harness_factory), shrink_replays)
         return LockstepOutcome("refuted", counter["runs"], counter["steps"],
