@@ -86,10 +86,11 @@ class Stage2Harness:
         self.warned = 0                 # kernel WARNs seen so far (pgt.warnings)
         self.trace: list = []           # what was run, replayable: ("op", name, args) / ("fail", k)
         self.calls: list = []           # the same, as harness calls (source, impl line it ran)
-        self.make_source = minimize.call("Stage2Harness", dict(
+        cls = type(self)           # a subclass replays through itself
+        self.make_source = minimize.call(cls.__qualname__, dict(
             owner_field=tuple(owner_field), fwb=fwb, cmo=cmo, arena_pages=arena_pages,
             mc_capacity=mc_capacity, **pgt_kwargs), page_shift, ia_bits, hex_ints=False)
-        self.make_imports = ["from ptspec.proofs.stage2.harness import Stage2Harness"] + sorted(
+        self.make_imports = [f"from {cls.__module__} import {cls.__qualname__}"] + sorted(
             {f"import {v.__module__}" for v in pgt_kwargs.values() if callable(v)})
         self.steps = 0
         self._last_raw = self.pgt.snapshot()
@@ -108,6 +109,8 @@ class Stage2Harness:
         """The run as a program that replays it through a fresh harness and ends in the judge
         (``assert not h.violations``): runnable as pasted, it raises AssertionError exactly when
         the run broke the spec."""
+        if "<locals>" in type(self).__qualname__:      # not importable: the impl calls it ran
+            return self.ops_source
         return minimize.program(self.make_imports, self.make_source, self.calls)
 
     def raw_state(self, drain_log: bool = False) -> dict:
