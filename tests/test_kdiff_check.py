@@ -177,7 +177,7 @@ def test_planted_c_bug_is_refuted_by_the_spec_alone(tmp_path):
     """walk-align planted into a scratch copy of the C source: no impl involved."""
     t = _tree()
     bad = planted.scratch_tree("walk-align", t, tmp_path / "tree")
-    r = check.check_geometry(bad, "4k-39", budgets.budget("default"), 0, shrink_seconds=5)
+    r = check.check_geometry(bad, "4k-39", budgets.budget("default"), 0)
     assert r.status == "refuted", r.detail
     cex = r.counterexample
     assert any(v.split()[0] in ("C-UNMAP", "C-MAP", "C-WRPROTECT", "C-FLUSH", "C-SET-OWNER",

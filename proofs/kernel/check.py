@@ -112,8 +112,7 @@ def counterexample(failure, tree) -> dict:
             "kernel_function": KERNEL_ENTRY.get(op, op)}
 
 
-def check_geometry(tree, name: str, budget, seed: int, shrink_seconds: float = 10.0,
-                   harness=None) -> Result:
+def check_geometry(tree, name: str, budget, seed: int, harness=None) -> Result:
     """The spec-judged lock-step of one geometry on the tree's C code (``harness``: a
     CSideHarness class bound to the tree; default ``subject.subject_factory(tree)``)."""
     t0 = time.perf_counter()
@@ -125,7 +124,7 @@ def check_geometry(tree, name: str, budget, seed: int, shrink_seconds: float = 1
     harness = harness or subject.subject_factory(tree)
     examples = max(1, int(budget["hypothesis_examples"]) // SHARE.get(name, 1))
     out = lockstep.run_lockstep(name, examples=examples, steps=int(budget["steps"]), seed=seed,
-                                harness_factory=harness, shrink_seconds=shrink_seconds,
+                                harness_factory=harness, shrink_replays=int(budget["shrink_replays"]),
                                 geometries=subject.GEOMETRIES, options=subject.OPTIONS)
     found = ", ".join(f"{k} x{n} ({catalogue_versions(k)})" for k, n in sorted(harness.seen.items()))
     note = f"; catalogued findings: {found}" if found else ""
@@ -191,8 +190,7 @@ def run(tree, geometries, profile: str, seed: int, with_impl: str | None = None,
         if with_impl:
             from ptspec.proofs.kernel.paired import paired_factory
             harness = paired[name] = paired_factory(tree, with_impl)
-        r = check_geometry(tree, name, budget, seed, 5.0 if profile == "quick" else 10.0,
-                           harness)
+        r = check_geometry(tree, name, budget, seed, harness)
         results.append(r)
         if progress:
             progress(f"{r.id}: {r.status} ({r.seconds:.1f} s) {r.detail}")

@@ -41,8 +41,7 @@ def _lockstep(name: str):
         budget = dict(ctx.budget)
         runs = max(4, int(budget["hypothesis_examples"]) // VERIFY_SHARE[name])
         budget["hypothesis_examples"] = runs * check.SHARE[name]    # check divides by SHARE
-        return check.check_geometry(tree, name, budget, ctx.seed,
-                                    5.0 if ctx.profile == "quick" else 10.0)
+        return check.check_geometry(tree, name, budget, ctx.seed)
     run.__doc__ = (f"The kernel's own pgtable.c (the cached Debian source), geometry {name}, "
                    "driven by the shared stage-2 strategies and judged by the spec alone: every "
                    "invariant after every operation, every operation against its contract, "

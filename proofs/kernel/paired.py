@@ -88,7 +88,7 @@ def paired_factory(tree, kernel_version: str, strict: bool = False):
 
 
 def shortest_difference(tree, kernel_version: str, name: str, trace: list, ids: set,
-                        seconds: float = 5.0):
+                        max_replays: int = 200):
     """(program, lines) of the shortest replayed sub-trace of a diverged run that still differs
     from impl with one of ``ids`` (ptspec.proofs.engines.minimize), or None if it does not."""
     from ptspec.proofs.engines import minimize
@@ -96,8 +96,13 @@ def shortest_difference(tree, kernel_version: str, name: str, trace: list, ids: 
     from ptspec.proofs.stage2 import lockstep
     make = lockstep.harness_maker(name, paired_factory(tree, kernel_version, strict=True),
                                   subject.GEOMETRIES, subject.OPTIONS)
-    _, h, found = minimize.minimize(trace, make, ids, seconds)
-    kd = [str(v) for v in found if str(v).split()[0] in ids]
+    from ptspec.proofs.stage2.harness import replay
+    cut = minimize.shortest(trace, lambda t: replay(t, make),
+                            lambda h: bool(minimize.ids(h.violations) & ids), max_replays)
+    if not cut.reproduced:
+        return None
+    h = cut.outcome
+    kd = [str(v) for v in h.violations if str(v).split()[0] in ids]
     if not kd or h.diverged is None:
         return None
     return h.diverged_program, kd

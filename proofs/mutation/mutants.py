@@ -104,8 +104,10 @@ def reach_map(profile: str, seed: int, pattern: str | None = None,
 
 
 RECORDING_SLACK = 10.0     # the recorder makes checks a few times slower; their budget grows so
-TARGET_SLACK = 3.0         # a planted target's checks get 3x their budget before "hung": only a loop
-                           # (or a target that makes a check far slower) gets there
+TARGET_SLACK = 0.5         # a planted target's checks get half the hang guard (3x their nominal time
+                           # at quick, as before the hang guard grew) before "hung": only a loop (or
+                           # a target that makes a check far slower) gets there, and "hung" counts
+                           # only when the unmutated check then finishes in time
 
 
 class _Everything(frozenset):

@@ -230,7 +230,7 @@ def run_parallel(obligations: list[Obligation], profile: str, seed: int, jobs: i
 
     def dispatch(w: _Worker) -> None:
         index, ob = queue.popleft()
-        allowed = float(budget["check_seconds"]) * ob.time_scale
+        allowed = profile_table.hang_guard(budget, ob.time_scale)
         now = time.monotonic()
         w.job = _Job(index, ob, now, now + allowed + float(budget["grace_seconds"]) + KILL_MARGIN_SECONDS)
         listener.started(ob, index, count)
@@ -291,7 +291,7 @@ def run_parallel(obligations: list[Obligation], profile: str, seed: int, jobs: i
                 elif time.monotonic() >= job.kill_at:
                     r = Result("unknown", f"stopped: its worker was still busy "
                                           f"{time.monotonic() - job.started:.1f}s after it started, past its "
-                                          f"time budget and the hard stop ({profile} profile); the worker "
+                                          f"hang guard and the hard stop ({profile} profile); the worker "
                                           f"process was killed", seconds=time.monotonic() - job.started)
                     w.proc.kill()
                 else:

@@ -100,12 +100,18 @@ class ExploreOutcome:
     raw_state: dict | None = None
 
 
+def _program(h) -> str:
+    """The counterexample program: a replay ending in the judge for ptspec's own harness; the
+    subject's own program for any other harness (a kernel pair)."""
+    return h.program() if type(h) is Stage2Harness else h.ops_source
+
+
 def explore(depth: int = 3, *, harness_factory=Stage2Harness, expired=None, progress=None) -> ExploreOutcome:
     ops = alphabet()
     t0 = time.perf_counter()
     root = harness_factory(12, 39, arena_pages=64, mc_capacity=4)
     if root.violations:
-        return ExploreOutcome("refuted", 1, 0, 0, time.perf_counter() - t0, root.ops_source,
+        return ExploreOutcome("refuted", 1, 0, 0, time.perf_counter() - t0, _program(root),
                               [str(v) for v in root.violations], root.raw_state())
     seen = {canonical(root)}
     frontier = deque([(root, 0)])
@@ -129,7 +135,7 @@ def explore(depth: int = 3, *, harness_factory=Stage2Harness, expired=None, prog
                 progress()
             if found:
                 return ExploreOutcome("refuted", len(seen), transitions, d + 1,
-                                      time.perf_counter() - t0, child.ops_source,
+                                      time.perf_counter() - t0, _program(child),
                                       [str(v) for v in found], child.raw_state())
             key = canonical(child)
             if key not in seen:
