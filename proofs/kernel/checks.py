@@ -68,7 +68,7 @@ def random_ops(ctx):
     ops = 0
     for name, share in plan:
         out = differ.run([name], max(20, int(total * share)), seed=ctx.seed, spec_every=1,
-                         shrink_seconds=5.0, expired=ctx.expired)
+                         shrink_replays=int(ctx.budget["shrink_replays"]), expired=ctx.expired)
         ops += out.ops
         if out.status == "skipped":
             return Result.unknown(f"skipped: {out.reason}")

@@ -153,22 +153,20 @@ def _ids(kind, lines):
     return sorted({ln.split()[0] for ln in lines})
 
 
-def shrink(geometry, profile, config, ops, kind, ids, spec_every, seconds=10.0, strict=False):
-    """Greedy chunk removal keeping a finding of the same kind and ids; bounded in time."""
-    deadline = time.monotonic() + seconds
-    n = len(ops)
-    chunk = max(1, n // 2)
-    while chunk >= 1 and time.monotonic() < deadline:
-        i = 0
-        while i < len(ops) and time.monotonic() < deadline:
-            cand = ops[:i] + ops[i + chunk:]
-            r = replay(geometry, profile, config, cand, spec_every, strict) if cand else None
-            if r is not None and r[1] == kind and _ids(kind, r[2]) == ids:
-                ops = cand[:r[0] + 1]
-            else:
-                i += chunk
-        chunk //= 2
-    return ops
+def shrink(geometry, profile, config, ops, kind, ids, spec_every, max_replays=200, strict=False):
+    """The shortest sub-sequence keeping a finding of the same kind and ids: delta debugging
+    (ptspec.proofs.engines.minimize.shortest), bounded in replays, never in time."""
+    from ptspec.proofs.engines import minimize
+
+    def run(cand):
+        r = replay(geometry, profile, config, cand, spec_every, strict) if cand else None
+        return r, (r[0] + 1 if r is not None else len(cand))
+
+    def same(r):
+        return r is not None and r[1] == kind and _ids(kind, r[2]) == ids
+
+    cut = minimize.shortest(ops, run, same, max_replays)
+    return cut.trace if cut.reproduced else ops
 
 
 def _tables(raw):
@@ -179,10 +177,10 @@ def _tables(raw):
         return f"(tables not drawable: {exc})"
 
 
-def make_finding(geometry, profile, config, ops, kind, lines, spec_every, shrink_seconds,
+def make_finding(geometry, profile, config, ops, kind, lines, spec_every, shrink_replays,
                  strict=False):
     ids = _ids(kind, lines)
-    small = shrink(geometry, profile, config, ops, kind, ids, spec_every, shrink_seconds, strict)
+    small = shrink(geometry, profile, config, ops, kind, ids, spec_every, shrink_replays, strict)
     r = replay(geometry, profile, config, small, spec_every, strict)
     if r is None:                  # cannot happen: the last replay kept the finding; be safe
         small, r = ops, replay(geometry, profile, config, ops, spec_every, strict)
@@ -194,7 +192,7 @@ def make_finding(geometry, profile, config, ops, kind, lines, spec_every, shrink
 
 
 def run(geometries, ops_total, seed=0, profile=kernels.DEFAULT_PROFILE, spec_every=1,
-        shrink_seconds=10.0, progress=None, expired=None, strict=False, tree=None) -> Outcome:
+        shrink_replays=200, progress=None, expired=None, strict=False, tree=None) -> Outcome:
     """Compare C and impl over ops_total operations spread over the geometries.
 
     ``tree``: a ``ptspec.proofs.kernel.tree.Tree`` to build the C side from (default: the cached
@@ -262,7 +260,7 @@ def run(geometries, ops_total, seed=0, profile=kernels.DEFAULT_PROFILE, spec_eve
                     out.impl_seconds += pair.i_seconds
                     out.status = "refuted"
                     out.finding = make_finding(name, profile, config, ops, found[0], found[1],
-                                               spec_every, shrink_seconds, strict)
+                                               spec_every, shrink_replays, strict)
                     out.seconds = time.perf_counter() - t0
                     return out
             out.c_seconds += pair.c_seconds

@@ -61,15 +61,12 @@ class CSideHarness(Stage2Harness):
             f"src=tree, owner_field={owner_field}, max_owner_id={shape.max_owner_id})",
             "mc = pgt.mc",
         ]
-        self.violations: list = []
         self.findings: dict = {}        # finding id -> times seen
-        self.warned = 0
-        self.trace: list = []
-        self.steps = 0
-        self._last_raw = self.pgt.snapshot()
-        self.state = self._load(self._last_raw) if check else None
-        self.destroyed = False
-        self.step("init")
+        self._begin()
+
+    def program(self) -> str:
+        """The run as Python driving the C library (the calls the harness made, in order)."""
+        return self.ops_source
 
     def _kernel_warnings(self, op: str) -> list:
         """WARN_ONs of pgtable.c, as for impl. The shim also logs an allocation from an empty

@@ -82,19 +82,24 @@ class Stage2Harness:
             f" fwb={fwb}, cmo={cmo}{extra})",
             f"mc = KvmMmuMemoryCache(pool, {mc_capacity})",
         ]
-        self.violations: list = []
-        self.warned = 0                 # kernel WARNs seen so far (pgt.warnings)
-        self.trace: list = []           # what was run, replayable: ("op", name, args) / ("fail", k)
-        self.calls: list = []           # the same, as harness calls (source, impl line it ran)
         cls = type(self)           # a subclass replays through itself
         self.make_source = minimize.call(cls.__qualname__, dict(
             owner_field=tuple(owner_field), fwb=fwb, cmo=cmo, arena_pages=arena_pages,
             mc_capacity=mc_capacity, **pgt_kwargs), page_shift, ia_bits, hex_ints=False)
         self.make_imports = [f"from {cls.__module__} import {cls.__qualname__}"] + sorted(
             {f"import {v.__module__}" for v in pgt_kwargs.values() if callable(v)})
+        self._begin()
+
+    def _begin(self) -> None:
+        """The run's bookkeeping, from the fresh table (self.pgt) to its init step; every subject
+        (impl, the kernel's C) starts its run here."""
+        self.violations: list = []
+        self.warned = 0                 # kernel WARNs seen so far (pgt.warnings)
+        self.trace: list = []           # what was run, replayable: ("op", name, args) / ("fail", k)
+        self.calls: list = []           # the same, as harness calls (source, impl line it ran)
         self.steps = 0
         self._last_raw = self.pgt.snapshot()
-        self.state = self._load(self._last_raw) if check else None
+        self.state = self._load(self._last_raw) if self.check else None
         self.destroyed = False
         self.step("init")
 
