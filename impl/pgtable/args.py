@@ -50,6 +50,11 @@ def u64(name: str, value) -> int:
     return _unsigned(name, value, U64, "u64")
 
 
+def optional_u64(name: str, value):
+    """None (take the default) or a u64."""
+    return value if value is None else u64(name, value)
+
+
 def u32(name: str, value) -> int:
     """A C u32 (a memslot id, a memslot's flags, a page count of KVM_CLEAR_DIRTY_LOG)."""
     return _unsigned(name, value, U32, "u32")
@@ -138,6 +143,27 @@ def owner_field(value) -> tuple:
     if not 63 >= hi >= lo >= 2:
         raise ValueError(f"owner_field {tuple(value)!r} must be (hi, lo) with 63 >= hi >= lo >= 2")
     return hi, lo
+
+
+def member(name: str, value, container):
+    """One of the objects in container (compared by identity or equality, as ``in`` does)."""
+    if value not in container:
+        raise ValueError(f"{name} {value!r} is not one of the {len(container)} known")
+    return value
+
+
+def ipa_bits(page_shift_: int, value) -> int:
+    """An IPA size KVM configures for this granule (kvm_arm_setup_stage2's range)."""
+    from ptspec.impl.pgtable.geometry import Stage2Geometry
+    Stage2Geometry.from_ipa(page_shift(page_shift_), integer("ia_bits", value))
+    return value
+
+
+def u64_pair(name: str, value) -> tuple:
+    """Two u64s, e.g. the (start, end) of a text section."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ArgTypeError(f"{name} must be a pair of integers, not {value!r}")
+    return u64(f"{name}[0]", value[0]), u64(f"{name}[1]", value[1])
 
 
 def callable_or_none(name: str, value):
