@@ -19,6 +19,7 @@ from ptspec.impl.lguest import Lguest
 from ptspec.spec.lguest.check import lguest_check_state, lguest_check_step
 from ptspec.spec.lguest.state import load_lguest_state
 
+from ptspec.proofs.lguest import refusal
 from ptspec.proofs.lguest.ptdump import render_lguest
 
 # op -> (Lguest method, argument names)
@@ -121,6 +122,7 @@ class LguestHarness:
             raise TypeError(f"{op} takes {names}, got {sorted(args)}")
         call = f"lg.{method}({', '.join(_fmt(args[n]) for n in names)})"
         pre, pre_state = self.raw, self.state
+        pre_private = refusal.private_state(self.lg) if self.check else None
         pending = {"fail_alloc": self.lg.host.fail_next_alloc, "fail_gup": self.lg.host.fail_next_gup}
         self.log.append(("step", op, dict(args)))
         try:
@@ -128,10 +130,12 @@ class LguestHarness:
         except (ValueError, TypeError) as exc:
             self.lines.append(f"# {call} -> {type(exc).__name__}: {exc}")
             post = self.lg.raw_state()
-            if self.check and post != pre:
+            changed = [] if not self.check else (["raw state"] if post != pre else []) + \
+                refusal.differences(pre_private, refusal.private_state(self.lg))
+            if changed:
                 from ptspec.spec.violation import Violation
                 self.violations.append(Violation("LG-C-ARGS", f"{call} raised {exc} but changed the "
-                                                 "state", {}))
+                                                 f"state ({', '.join(changed)})", {}))
             return None
         self.lines.append(call + (f"  # -> {_fmt(ret)}" if ret is not None else "")
                           + (f"  # kill_guest: {self.lg.dead}" if self.lg.dead and

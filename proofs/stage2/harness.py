@@ -19,6 +19,7 @@ from ptspec import spec
 from ptspec.impl.pgtable.pool import KvmMmuMemoryCache, PagePool
 from ptspec.impl.pgtable.pte import OWNER_FIELD_SEED
 from ptspec.impl.pgtable.stage2 import KvmPgtable
+from ptspec.proofs.stage2 import refusal
 
 ERRNO_NAMES = {-getattr(errno, n): f"-errno.{n}" for n in
                ("EINVAL", "ENOMEM", "ERANGE", "EAGAIN", "E2BIG", "ENOEXEC", "EFAULT")}
@@ -175,9 +176,11 @@ class Stage2Harness:
         must come for exactly the calls whose arguments are not kernel values (C-ARGS)."""
         if op != "init":
             self.trace.append(("op", op, dict(args)))
-        pre_raw = pre = None
+        pre_raw = pre = pre_full = None
         if self.check:
             pre_raw, pre = self._last_raw, self.state
+            if not kernel_values(op, args):       # a refusal is due: all of impl's state, first
+                pre_full = refusal.snapshot(self.pgt, self.mc)
         try:
             ret, out = self._call(op, args)
         except ValueError as exc:
@@ -185,9 +188,13 @@ class Stage2Harness:
             self.lines.append(f"# pgt.{op}(**{args!r}) raised ValueError: {exc}")
             if not self.check:
                 return None, []
+            changed = [] if pre_full is None else refusal.differences(
+                pre_full, refusal.snapshot(self.pgt, self.mc))
             post_raw = self.pgt.snapshot()
-            found = [] if _same_tables(pre_raw, post_raw) else [spec.Violation(
-                "C-ARGS", f"{op} raised ValueError ({exc}) but changed the tables", {})]
+            if not _same_tables(pre_raw, post_raw) and not changed:
+                changed = ["tables"]
+            found = [] if not changed else [spec.Violation(
+                "C-ARGS", f"{op} raised ValueError ({exc}) but changed {', '.join(changed)}", {})]
             if kernel_values(op, args):
                 found.append(spec.Violation(
                     "C-ARGS", f"{op} raised ValueError ({exc}) for arguments the kernel takes", {}))
