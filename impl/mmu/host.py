@@ -233,6 +233,7 @@ class HostMM:
 
     def get_user_pages(self, hva, write: bool):
         """hva_to_pfn: (pfn, writable) with a reference taken on RAM pages, or (-EFAULT, False)."""
+        hva = args.u64("hva", hva)
         vma = self.find_vma(hva)
         if vma is None or (write and not vma.writable):
             return -errno.EFAULT, False
@@ -359,12 +360,14 @@ class HostMM:
 
     def age(self, hva):
         """page_referenced_one on the leaf at hva: clear_flush_young over that leaf."""
+        hva = args.u64("hva", hva)
         leaf = self.host_leaf(hva)
         if leaf is None:
             return False
         return any([n.clear_flush_young(leaf[0], leaf[0] + leaf[1]) for n in self.notifiers])
 
     def test_young(self, hva):
+        hva = args.u64("hva", hva)
         leaf = self.host_leaf(hva)
         if leaf is None:
             return False

@@ -114,6 +114,8 @@ MISUSE = [
     ("host.mmap(writable='yes')", lambda w: w.host.mmap(UA + 0x200_0000, P, writable="yes")),
     ("host.split_thp(True)", lambda w: w.host.split_thp(True)),
     ("host.ksm_merge(-1)", lambda w: w.host.ksm_merge(-1)),
+    ("host.age(None)", lambda w: w.host.age(None)),
+    ("host.get_user_pages(-1)", lambda w: w.host.get_user_pages(-1, False)),
     ("guest.access(True)", lambda w: w.guest.access(True, "write")),
     ("Guest(kvm, tlb='yes')", lambda w: Guest(w.kvm, tlb="yes")),
     ("Kvm(host=host, ia_bits=20)", lambda w: Kvm(12, 20, host=w.host)),
