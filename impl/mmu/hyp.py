@@ -86,7 +86,9 @@ class HypMmu:
 
 
 def kvm_mmu_init(hm: HypMmu):
-    """Returns (err, hyp_va_bits)."""
+    """Returns (err, hyp_va_bits). The kernel runs it once, at boot: a second run is refused.
+    The idmap BUG_ON comes, as in the kernel, after the idmap bounds are computed and stored."""
+    hm = _not_initialised(hm)
     ps = hm.page_size
     start, end = hm.idmap_text
     hm.hyp_idmap_start = start & ~(ps - 1)
@@ -170,6 +172,12 @@ def __create_hyp_private_mapping(hm: HypMmu, phys_addr, size, prot):
         return ret, None
     haddr = base + (phys_addr & (page_size - 1))
     return 0, haddr
+
+
+def _not_initialised(hm: HypMmu):
+    if hm.hyp_pgtable is not None:
+        raise ValueError("kvm_mmu_init has already run: the hyp table exists")
+    return hm
 
 
 def _hyp_table(hm: HypMmu):

@@ -107,6 +107,7 @@ MISUSE = [
         w.hm, -1, w.hm.page_offset + P, mmu_hyp.PAGE_HYP)),
     ("create_hyp_io_mappings before kvm_mmu_init", lambda w: mmu_hyp.create_hyp_io_mappings(
         w.hm, 0x9200_0000, P), lambda w: setattr(w, "hm", mmu_hyp.HypMmu(arena_pages=64))),
+    ("kvm_mmu_init a second time", lambda w: mmu_hyp.kvm_mmu_init(w.hm)),
     ("host.zap(-1, P)", lambda w: w.host.zap(-1, P)),
     ("host.munmap(a VMA the host does not have)", lambda w: w.host.munmap(
         Vma(UA, UA + 0x40_0000, ANON))),
