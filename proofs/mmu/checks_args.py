@@ -19,6 +19,7 @@ import copy
 
 from ptspec.impl.mmu import hyp as mmu_hyp
 from ptspec.impl.mmu import stage2 as mmu_stage2
+from ptspec.impl.mmu.fault import FSC_FAULT, KvmFault, kvm_handle_guest_abort
 from ptspec.impl.mmu.guest import Guest, Vmm
 from ptspec.impl.mmu.host import ANON, PFNMAP, HostMM, Vma
 from ptspec.impl.mmu.kvm import Kvm
@@ -118,6 +119,10 @@ MISUSE = [
     ("host.age(None)", lambda w: w.host.age(None)),
     ("host.get_user_pages(-1)", lambda w: w.host.get_user_pages(-1, False)),
     ("guest.access(True)", lambda w: w.guest.access(True, "write")),
+    ("KvmFault(-1, ...) into kvm_handle_guest_abort", lambda w: kvm_handle_guest_abort(
+        w.guest.vcpu, KvmFault(-1, FSC_FAULT, 3))),
+    ("KvmFault(wnr=1) into kvm_handle_guest_abort", lambda w: kvm_handle_guest_abort(
+        w.guest.vcpu, KvmFault(GPA + 0x10_0000, FSC_FAULT, 3, wnr=1))),
     ("Guest(kvm, tlb='yes')", lambda w: Guest(w.kvm, tlb="yes")),
     ("Kvm(host=host, ia_bits=20)", lambda w: Kvm(12, 20, host=w.host)),
     ("Kvm(host=host, fwb=1)", lambda w: Kvm(12, 40, host=w.host, fwb=1)),
