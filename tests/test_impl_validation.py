@@ -282,3 +282,20 @@ def test_lguest_harness_catches_an_arena_page_taken_before_the_refusal(monkeypat
     assert lg_refusal.private_state(h.lg) != before
     assert [v.inv for v in h.violations] == ["LG-C-ARGS"]
     assert "arena" in h.violations[0].message
+
+
+def test_kvm_mmu_init_runs_once():
+    hm = mmu_hyp.HypMmu(arena_pages=64)
+    assert mmu_hyp.kvm_mmu_init(hm)[0] == 0
+    _refused(lambda: (hm.io_map_base, hm.hyp_idmap_start, hm.hyp_idmap_end, id(hm.hyp_pgtable),
+                      refusal.snapshot(hm.hyp_pgtable)), lambda: mmu_hyp.kvm_mmu_init(hm))
+
+
+@pytest.mark.parametrize("kw", [dict(ipa=-1), dict(ipa=1 << 64), dict(wnr=1), dict(level=1.0),
+                                dict(far_low=None), dict(sea="no")])
+def test_a_fault_syndrome_is_c_values(kw):
+    from ptspec.impl.mmu.fault import FSC_FAULT, KvmFault
+    a = dict(ipa=0x4000_0000, fsc=FSC_FAULT, level=3)
+    a.update(kw)
+    with pytest.raises(MISUSE):
+        KvmFault(a.pop("ipa"), a.pop("fsc"), a.pop("level"), **a)
