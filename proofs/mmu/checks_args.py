@@ -4,8 +4,8 @@ refused before anything changes (C-MMU-ARGS).
 A VM with a logging memslot, faulted-in pages, a dirty bit, an ioremap and an initialised hyp table
 is the starting state; each misuse call (a bool, float, negative, too wide or wrong-typed argument,
 a VMA the host does not have, a constructor given a host it must not touch) runs on a fresh copy and
-must raise TypeError/ValueError -- a value the kernel accepts is never among them: those get the
-kernel's errno and are judged by the other mmu checks. ``vm_snapshot`` is all of the state a
+must raise TypeError/ValueError; a few values at the very edge of their C type (ACCEPTED) must not
+be refused: the kernel takes them and answers with its errno, which the other mmu checks judge. ``vm_snapshot`` is all of the state a
 half-done call could change: the raw state the spec reads, the stage-2 table's pool, memcache,
 allocation counter and undrained log (proofs/stage2/refusal.py), the memslots with their dirty
 bitmaps, the ghost ioremap and MMIO records, the host's page tables, references and notifier list,
@@ -121,12 +121,23 @@ MISUSE = [
     ("guest.access(True)", lambda w: w.guest.access(True, "write")),
     ("KvmFault(-1, ...) into kvm_handle_guest_abort", lambda w: kvm_handle_guest_abort(
         w.guest.vcpu, KvmFault(-1, FSC_FAULT, 3))),
+    ("KvmFault(fsc=256) into kvm_handle_guest_abort", lambda w: kvm_handle_guest_abort(
+        w.guest.vcpu, KvmFault(GPA, 0x100, 3))),
+    ("HypMmu(idmap_text=(1, 2, 3))", lambda w: mmu_hyp.HypMmu(idmap_text=(1, 2, 3))),
     ("KvmFault(wnr=1) into kvm_handle_guest_abort", lambda w: kvm_handle_guest_abort(
         w.guest.vcpu, KvmFault(GPA + 0x10_0000, FSC_FAULT, 3, wnr=1))),
     ("Guest(kvm, tlb='yes')", lambda w: Guest(w.kvm, tlb="yes")),
     ("Kvm(host=host, ia_bits=20)", lambda w: Kvm(12, 20, host=w.host)),
     ("Kvm(host=host, fwb=1)", lambda w: Kvm(12, 40, host=w.host, fwb=1)),
     ("Kvm(host=host, arena_pages=1.5)", lambda w: Kvm(12, 40, host=w.host, arena_pages=1.5)),
+]
+
+
+# (label, call(world)): values at the edge of their C type; the kernel takes them (an errno at most).
+ACCEPTED = [
+    ("KvmFault(fsc=0xFF, level=0xFF): -EFAULT", lambda w: kvm_handle_guest_abort(
+        w.guest.vcpu, KvmFault(GPA, 0xFF, 0xFF))),
+    ("vmm.get_dirty_log(0xFFFFFFFF): -ENOENT", lambda w: w.vmm.get_dirty_log((1 << 32) - 1)),
 ]
 
 
@@ -155,6 +166,13 @@ def run_all(cases=MISUSE):
         for p in prepare:
             p(w)
         yield label, misuse(w, label, call)
+    for label, call in ACCEPTED if cases is MISUSE else ():
+        try:
+            call(copy.deepcopy(base))
+        except (TypeError, ValueError) as exc:
+            yield label, [f"C-MMU-ARGS {label}: refused ({exc}), a value the kernel takes"]
+            continue
+        yield label, []
 
 
 @obligation("mmu.args", engine="unit", invariants=["C-MMU-ARGS"],
