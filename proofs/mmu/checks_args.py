@@ -16,6 +16,7 @@ live ioremaps, its table).
 from __future__ import annotations
 
 import copy
+import errno
 
 from ptspec.impl.mmu import hyp as mmu_hyp
 from ptspec.impl.mmu import stage2 as mmu_stage2
@@ -134,10 +135,18 @@ MISUSE = [
 
 
 # (label, call(world)): values at the edge of their C type; the kernel takes them (an errno at most).
+# (label, call(world), expected return or ANY)
+ANY = object()
 ACCEPTED = [
     ("KvmFault(fsc=0xFF, level=0xFF): -EFAULT", lambda w: kvm_handle_guest_abort(
-        w.guest.vcpu, KvmFault(GPA, 0xFF, 0xFF))),
-    ("vmm.get_dirty_log(0xFFFFFFFF): -ENOENT", lambda w: w.vmm.get_dirty_log((1 << 32) - 1)),
+        w.guest.vcpu, KvmFault(GPA, 0xFF, 0xFF)), -errno.EFAULT),
+    ("vmm.get_dirty_log(0xFFFFFFFF): -ENOENT", lambda w: w.vmm.get_dirty_log((1 << 32) - 1),
+     -errno.ENOENT),
+    # u64 arithmetic: ipa + size wraps, so the loop ends before it starts; pa wraps to 0
+    ("kvm_phys_addr_ioremap(ipa 2**64 - P, size 2P): nothing to map", lambda w:
+     mmu_stage2.kvm_phys_addr_ioremap(w.kvm, (1 << 64) - P, 0x9000_0000, 2 * P, True), 0),
+    ("kvm_phys_addr_ioremap(pa 2**64 - P, size 2P): pa wraps", lambda w:
+     mmu_stage2.kvm_phys_addr_ioremap(w.kvm, IO + 8 * P, (1 << 64) - P, 2 * P, True), ANY),
 ]
 
 
@@ -166,13 +175,27 @@ def run_all(cases=MISUSE):
         for p in prepare:
             p(w)
         yield label, misuse(w, label, call)
-    for label, call in ACCEPTED if cases is MISUSE else ():
+    if cases is not MISUSE:
+        return
+    for label, call, want in ACCEPTED:
         try:
-            call(copy.deepcopy(base))
+            got = call(copy.deepcopy(base))
         except (TypeError, ValueError) as exc:
             yield label, [f"C-MMU-ARGS {label}: refused ({exc}), a value the kernel takes"]
             continue
-        yield label, []
+        yield label, [] if want is ANY or got == want else [
+            f"C-MMU-ARGS {label}: returned {got!r}, the kernel returns {want!r}"]
+    # a VM whose stage-2 root cannot be allocated is never made: the host keeps no trace of it
+    w = copy.deepcopy(base)
+    pre = vm_snapshot(w)
+    try:
+        Kvm(12, 40, host=w.host, arena_pages=1)
+        problems = ["C-MMU-ARGS Kvm(arena_pages=1) was made without its root"]
+    except MemoryError:
+        changed = [k for k, v in vm_snapshot(w).items() if v != pre[k]]
+        problems = [f"C-MMU-ARGS a Kvm that failed kvm_init_stage2_mmu changed "
+                    f"{', '.join(changed)}"] if changed else []
+    yield "Kvm whose stage-2 root allocation fails", problems
 
 
 @obligation("mmu.args", engine="unit", invariants=["C-MMU-ARGS"],
