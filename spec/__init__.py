@@ -7,11 +7,16 @@ only raw states and step records, and imports only the Python standard library.
 Public API:
     StateError, load_state(obj) -> State (arm64) or LgState (lguest-x86)
     Violation(inv, message, where)
+    check_any(raw) -> [Violation]              every single-state statement of a raw state of any
+                                               kind (S2-*, S1-*, MS/DIRTY/MMU-WARN with an mmu part,
+                                               LG-*): what `ptspec check-state` calls
     check_state(state) -> [Violation]          single-state invariants (S2-*, S1-*)
     check_step(pre, step, post) -> [Violation] S2-BBM, the op's contract (C-*), C-CMO, pool balance
     check_hyp_step(pre, step, post) -> [Violation] hyp stage-1 contracts (C-HYP-*), pool balance
     INVARIANTS: id -> function, CONTRACTS: op -> function, CHECKS: id -> function (invariants and
     contracts), CONTRACT_IDS: every contract id, OP_CONTRACT_ID: op -> its contract id, explain(id)
+    statements: the registry of every id any check reports (statements.get(id), all_statements(),
+    constraining(kernel_function)); explain(id) and lguest_explain(id) read it
     leaves(state) -> iterator of Leaf, translate(state, ipa) -> Translation
     geometry helpers (granule_shift, stage2_levels, stage2_start_level, root_pages, ...)
 """
@@ -24,8 +29,10 @@ from ptspec.spec.mmu.invariants import check_mmu_state
 from ptspec.spec.mmu.contracts import check_mmu_step
 from ptspec.spec.stage2.step import Step, load_step, walked_range
 from ptspec.spec.violation import Violation
+from ptspec.spec import statements
 from ptspec.spec.arch.walk import Leaf, Translation, leaves, translate
 from ptspec.spec.stage2.check import CHECKS, CONTRACTS, CONTRACT_IDS, HYP_CONTRACT_IDS, INVARIANTS, OP_CONTRACT_ID, check_hyp_step, check_state, check_step, explain
+from ptspec.spec.any_state import check_any
 from ptspec.spec.arch.geometry import granule_shift, granule_size, stage2_levels, stage2_start_level, hyp_start_level, root_pages, level_allows_block, level_allows_leaf, ipa_bits_supported, entries_per_table, IPA_RANGE
 
 
@@ -41,10 +48,10 @@ def load_state(obj):
 __all__ = [
     "LgState", "load_lguest_state", "LG_IDS", "lguest_check_state", "lguest_check_step",
     "lguest_explain", "check_mmu_state", "check_mmu_step",
-    "State", "StateError", "load_state", "Step", "load_step", "walked_range", "Violation",
+    "State", "StateError", "load_state", "check_any", "Step", "load_step", "walked_range", "Violation",
     "Leaf", "Translation", "leaves", "translate",
     "CHECKS", "CONTRACTS", "CONTRACT_IDS", "HYP_CONTRACT_IDS", "OP_CONTRACT_ID", "INVARIANTS",
-    "check_state", "check_step", "check_hyp_step", "explain",
+    "check_state", "check_step", "check_hyp_step", "explain", "statements",
     "granule_shift", "granule_size", "stage2_levels", "stage2_start_level", "hyp_start_level",
     "root_pages", "level_allows_block", "level_allows_leaf", "ipa_bits_supported",
     "entries_per_table", "IPA_RANGE",

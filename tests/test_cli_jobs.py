@@ -2,7 +2,7 @@
 
 Workers are fresh interpreters ('spawn') that import the registry's check modules, so the fake
 obligations here live in a check module written to a temporary directory, imported by the parent
-and by every worker the way proofs/checks_*.py are. One test runs a real obligation.
+and by every worker the way proofs/*/checks*.py are. One test runs a real obligation.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def test_bad_jobs_is_a_usage_error(capsys, bad):
 
 
 def test_real_obligation_runs_in_a_worker(capsys, tmp_path):
-    """The process path with the real registry: spawned workers import proofs/checks_*.py themselves."""
+    """The process path with the real registry: spawned workers import proofs/*/checks*.py themselves."""
     path = tmp_path / "real.json"
     code, out, err = verify(capsys, "--only", "s2.errorpaths", "--jobs", "2", "--json", str(path))
     rep = json.loads(path.read_text())

@@ -88,7 +88,7 @@ def test_obligations_without_source_are_unknown(tmp_path, monkeypatch):
     from ptspec.proofs.kernel import checks as checks_kdiff
 
     class Ctx:
-        budget = {"hypothesis_examples": 30}
+        budget = {"hypothesis_examples": 30, "shrink_replays": 60}
         seed = 0
 
         def expired(self):

@@ -18,7 +18,7 @@ def test_planted_bug_is_caught(bug_id):
     need_kernel()
     before = (stage2_map.stage2_map_walker_try_leaf, stage2_walkers.kvm_pgtable_stage2_mkyoung)
     with planted.planted(bug_id) as bug:
-        out = differ.run(["4k-39"], 400, seed=0, shrink_seconds=3)
+        out = differ.run(["4k-39"], 400, seed=0, shrink_replays=60)
     assert out.status == "refuted", f"{bug_id} not caught in {out.ops} operations"
     assert bug.expect in out.finding.ids, out.finding.report()
     assert (stage2_map.stage2_map_walker_try_leaf,
@@ -28,7 +28,7 @@ def test_planted_bug_is_caught(bug_id):
 
 
 class _Ctx:
-    budget = {"hypothesis_examples": 20}
+    budget = {"hypothesis_examples": 20, "shrink_replays": 60}
     seed = 0
 
     def expired(self):

@@ -46,7 +46,10 @@ def test_exhaustive_catches(bug_id):
         out = lguest_exhaustive.explore(depth, fmt, exclude=exclude)
     assert out.status == "refuted", (bug_id, out.status)
     assert ids(out.violations) & set(BUGS[bug_id].caught_by), (bug_id, out.violations)
-    assert "lg.init()" in out.program and out.tables
+    assert "boot(h, GuestLayout(" in out.program and out.tables
+    with planted_lguest(bug_id), pytest.raises(AssertionError):     # pasted, it reproduces
+        exec(out.program, {})
+    exec(out.program, {})
 
 
 @pytest.mark.parametrize("bug_id", sorted(LOCKSTEP))
@@ -129,4 +132,4 @@ def test_lockstep_obligation_reports_a_planted_bug_as_refuted():
         r = registry.run_obligation(registry.get("lg.lockstep.pae-coop"), "quick", 0)
     assert r.status == "refuted"
     assert any(v.startswith("LG-SWITCHER") for v in r.counterexample["violations"])
-    assert "lg.init()" in r.counterexample["ops"] and r.counterexample["tables"]
+    assert "boot(h, GuestLayout('pae'))" in r.counterexample["ops"] and r.counterexample["tables"]

@@ -2,7 +2,7 @@
 
 Each bug of proofs/mmu/planted.py is put into impl for one test; the checker must come back refuted
 with a violation whose id is one of the bug's expected ids (for the historical bugs of
-../shared/BUGS.md: the invariant named there).
+docs/bugs.md: the invariant named there).
 """
 
 import pytest
@@ -16,7 +16,7 @@ from ptspec.proofs.mmu.planted import BUGS, HISTORICAL, planted_mmu
 STAGE2_BUGS = sorted(b for b in BUGS if not b.startswith("hyp-"))
 HYP_BUGS = sorted(b for b in BUGS if b.startswith("hyp-"))
 
-# historical bug -> (layout names, depth, the invariant ../shared/BUGS.md names)
+# historical bug -> (layout names, depth, the invariant docs/bugs.md names)
 EXHAUSTIVE = {
     "memslot-bounds": (["thp-head-tail"], 1, "MS"),
     "force-pte-size": (["hugetlb-pmd-misaligned"], 1, "MS"),
@@ -49,7 +49,10 @@ def test_exhaustive_catches_historical_with_the_named_invariant(bug_id):
         out = mmu_exhaustive.explore(depth, layouts)
     assert out.status == "refuted", bug_id
     assert inv in ids(out.counterexample["violations"]), out.counterexample["violations"]
-    assert "guest = Guest(kvm)" in out.counterexample["ops"]
+    assert "h = VmHarness(" in out.counterexample["ops"]
+    with planted_mmu(bug_id), pytest.raises(AssertionError):          # pasted, it reproduces
+        exec(out.counterexample["ops"], {})
+    exec(out.counterexample["ops"], {})
 
 
 @pytest.mark.parametrize("bug_id", MACHINE)

@@ -1,4 +1,4 @@
-"""spec/mmu_*: MS, DIRTY and the step checks flag hand-made bad raw states, and accept good ones."""
+"""spec/mmu/: MS, DIRTY and the step checks flag hand-made bad raw states, and accept good ones."""
 
 import copy
 

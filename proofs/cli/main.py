@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import inspect
-import json
 import os
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 from rich.console import Console
 from rich.table import Table
 
 from ptspec import __version__
+from ptspec.proofs.cli import verify_args
+from ptspec.proofs.runner import interrupt
 from ptspec.proofs.runner import parallel
 from ptspec.proofs.runner import registry
 from ptspec.proofs.report import results as report
@@ -67,6 +66,7 @@ def _run(selected: list[Obligation], args: argparse.Namespace, console: Console,
     """Run `selected` in-process (--jobs 1) or in worker processes, with the right display."""
     def go(listener: Listener) -> list[Result]:
         listener = report_live.Fanout(listener, extra) if extra else listener
+        listener = interrupt.Checking(listener)
         if args.jobs > 1:
             return parallel.run_parallel(selected, args.profile, args.seed, args.jobs, listener,
                                          quiet_stdout=bool(args.ktap))
@@ -80,6 +80,11 @@ def _run(selected: list[Obligation], args: argparse.Namespace, console: Console,
 
 
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
+    """verify, its report paths checked and under the run's signal handling (verify_args.guarded)."""
+    return verify_args.guarded(args.json, args.junit, lambda: _verify(args, console))
+
+
+def _verify(args: argparse.Namespace, console: Console) -> int | None:
     started = time.monotonic()
     stdout = sys.stdout
     if args.ktap:  # stdout carries KTAP only; everything for humans goes to stderr
@@ -90,9 +95,19 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     for r in load_results:
         _print_plain(console, f"error    {r.id}: {r.detail}")
     results = list(load_results)
-    selected = registry.select(pattern, args.profile)
+    unmatched = verify_args.unmatched(verify_args.patterns(args.only), registry.select(None, args.profile))
+    problem = verify_args.skip_problem(args.skip or [], registry.all_obligations())
+    if unmatched and registry.all_obligations():
+        problem = (f"--only {unmatched[0]!r} matches no obligation in profile {args.profile!r} "
+                   f"(see `ptspec list --profile {args.profile}`)")
+    if problem:
+        print(f"ptspec verify: {problem}", file=sys.stderr)
+        return 2
+    selected, left_out = verify_args.split_skipped(registry.select(pattern, args.profile), args.skip or [])
     why = None
-    if not selected:
+    if not selected and left_out:
+        why = f"every selected obligation is left out by --skip {', '.join(args.skip)}"
+    elif not selected:
         why = ("no obligations are registered" if not registry.all_obligations() else
                f"no obligation matches --only {pattern!r} in profile {args.profile!r}" if pattern else
                f"no obligation runs in profile {args.profile!r}")
@@ -120,14 +135,22 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         _print_plain(console, report.summary_line(results))
     for line in report.problems(results):
         _print_plain(console, line)
+    if left_out:
+        _print_plain(console, verify_args.skipped_line(left_out))
     if stream:
         stream.close(f"nothing checked: {why}" if why else "")
     extra_keys = {"shard": shard_text, "jobs": args.jobs, "wall_seconds": wall}
     unwritten = False
-    for path, write in ((args.json, lambda p: report.write_json(
-                             report.build_report(results, args.profile, args.seed, **extra_keys), p)),
+    json_report = report.build_report(results, args.profile, args.seed, **extra_keys)
+    json_report["skipped"] = left_out
+    junit_results = results
+    if interrupt.received():       # JSON: a key; JUnit: an error case, so no CI shows it green
+        json_report["interrupted"] = interrupt.name()
+        junit_results = results + [Result("error", f"the run was interrupted by {interrupt.name()}",
+                                          id="ptspec.interrupted", engine="unit")]
+    for path, write in ((args.json, lambda p: report.write_json(json_report, p)),
                         (args.junit, lambda p: report_junit.write_junit(
-                             results, p, args.profile, args.seed, **extra_keys))):
+                             junit_results, p, args.profile, args.seed, **extra_keys))):
         if path:
             try:
                 write(path)
@@ -143,51 +166,8 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_check_state(args: argparse.Namespace, console: Console) -> int:
-    name = args.file
-    try:
-        if name == "-":
-            text = sys.stdin.read()
-        else:
-            with open(name, encoding="utf-8") as f:
-                text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"ptspec check-state: cannot read {name}: {exc}", file=sys.stderr)
-        return 2
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        print(f"ptspec check-state: {name} is not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}",
-              file=sys.stderr)
-        return 2
-    try:
-        spec = importlib.import_module("spec")
-        load_state, check_state = spec.load_state, spec.check_state
-    except Exception as exc:
-        print(f"ptspec check-state: spec cannot check states yet ({type(exc).__name__}: {exc})", file=sys.stderr)
-        return 2
-    state_error = getattr(spec, "StateError", ValueError)
-    if not (isinstance(state_error, type) and issubclass(state_error, Exception)):
-        state_error = ValueError
-    try:
-        state = load_state(obj)
-    except state_error as exc:
-        print(f"ptspec check-state: {name} is not a valid state: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        print(f"ptspec check-state: spec.load_state failed on {name}: {registry._summarise(exc)}",
-              file=sys.stderr)
-        return 2
-    try:
-        violations = list(check_state(state))
-    except Exception as exc:
-        print(f"ptspec check-state: spec.check_state failed on {name}: {registry._summarise(exc)}",
-              file=sys.stderr)
-        return 2
-    for v in violations:
-        _print_plain(console, str(v))
-    print(f"{name}: {len(violations)} violation(s)" if violations else f"{name}: no violation",
-          file=sys.stderr)
-    return 1 if violations else 0
+    from ptspec.proofs.cli import check_state
+    return check_state.run(args.file, lambda line: _print_plain(console, line))
 
 
 def _load_warnings() -> int:
@@ -200,6 +180,11 @@ def _load_warnings() -> int:
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     code = _load_warnings()
     obs = registry.select(",".join(args.only) if args.only else None, args.profile)
+    unmatched = verify_args.unmatched(verify_args.patterns(args.only), registry.select(None, args.profile))
+    if unmatched:
+        where = f" in profile {args.profile!r}" if args.profile else ""
+        print(f"ptspec list: {unmatched[0]!r} matches no obligation{where}", file=sys.stderr)
+        return 2
     if not obs:
         print("ptspec list: no obligation" + (" matches" if args.only or args.profile else "s registered"),
               file=sys.stderr)
@@ -215,75 +200,11 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     return code
 
 
-def _doc_of(obj: Any) -> str | None:
-    if isinstance(obj, str):
-        return obj
-    if inspect.isroutine(obj) or inspect.isclass(obj):
-        return inspect.getdoc(obj)
-    for attr in ("doc", "docstring", "statement", "description"):
-        value = getattr(obj, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    if isinstance(obj, Mapping):
-        for attr in ("doc", "statement"):
-            if isinstance(obj.get(attr), str):
-                return obj[attr]
-    return inspect.getdoc(obj)
-
-
-def spec_doc(inv_id: str) -> str:
-    """The spec's text for an invariant or contract id, or a note saying why there is none."""
-    try:
-        spec = importlib.import_module("spec")
-    except Exception as exc:
-        return f"(spec is not importable: {type(exc).__name__}: {exc})"
-    explain = getattr(spec, "explain", None)
-    if callable(explain):
-        try:
-            return explain(inv_id) or f"({inv_id} has no docstring)"
-        except KeyError:
-            pass
-    for table_name in ("INVARIANTS", "CONTRACTS"):
-        table = getattr(spec, table_name, None)
-        if isinstance(table, Mapping) and inv_id in table:
-            return _doc_of(table[inv_id]) or f"(spec.{table_name}[{inv_id!r}] has no docstring)"
-    return "(not a check id the spec knows)"
-
-
-def _explain_obligation(ob: Obligation, console: Console) -> None:
-    order = profile_table.PROFILE_NAMES
-    lines = [f"{ob.id}  ({ob.engine}; profiles: {', '.join(p for p in order if p in ob.profiles)})", "",
-             ob.statement, ""]
-    if ob.kernel_functions:
-        lines += ["kernel functions: " + ", ".join(ob.kernel_functions), ""]
-    for inv in ob.invariants:
-        lines += [f"{inv}:", *("  " + l for l in spec_doc(inv).splitlines()), ""]
-    _print_plain(console, "\n".join(lines).rstrip())
-
-
 def cmd_explain(args: argparse.Namespace, console: Console) -> int:
+    """An obligation, a statement id or a kernel function (ptspec.proofs.cli.explain)."""
+    from ptspec.proofs.cli import explain
     code = _load_warnings()
-    ob = registry.get(args.id)
-    # an exact obligation id first, then an invariant/contract id, then a pattern over obligations
-    is_check_id = not ob and not spec_doc(args.id).startswith("(")
-    candidates = [ob] if ob else [] if is_check_id else registry.select(args.id)
-    if len(candidates) == 1:
-        _explain_obligation(candidates[0], console)
-        return code
-    if len(candidates) > 1:
-        print(f"ptspec explain: {args.id!r} matches {len(candidates)} obligations:", file=sys.stderr)
-        for c in candidates:
-            print(f"  {c.id}", file=sys.stderr)
-        return 2
-    covering = [o for o in registry.all_obligations() if args.id in o.invariants]
-    doc = spec_doc(args.id)
-    if covering or not doc.startswith("("):
-        lines = [f"{args.id}:", *("  " + l for l in doc.splitlines())]
-        lines.append("checked by: " + (", ".join(o.id for o in covering) or "(no obligation yet)"))
-        _print_plain(console, "\n".join(lines))
-        return code
-    print(f"ptspec explain: no obligation or invariant {args.id!r} {doc}", file=sys.stderr)
-    return 2
+    return explain.run(args.id, lambda text: _print_plain(console, text)) or code
 
 
 def cmd_profiles(args: argparse.Namespace, console: Console) -> int:
@@ -340,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--jobs", "-j", type=_jobs_arg, default=1, metavar="N",
                    help="run obligations in N worker processes (default 1: in this process); results "
                         "are reported in registry order")
+    v.add_argument("--skip", action="append", metavar="AREA",
+                   help="leave out every obligation of an area (the folder of proofs/ its check "
+                        "lives in), e.g. kernel: the checks that need a kernel source tree; "
+                        "repeatable; the summary and the JSON report list what was left out")
     v.add_argument("--shard", type=_shard_arg, metavar="I/N",
                    help="run only shard I of N (1-based) of the selected obligations: sorted by id, "
                         "every N-th starting at the I-th; the N shards are disjoint and cover all")
@@ -351,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("only", nargs="*", metavar="PATTERN")
     ls.add_argument("--profile", choices=profile_table.PROFILE_NAMES)
     ls.set_defaults(func=cmd_list)
-    e = sub.add_parser("explain", help="explain an obligation (or an invariant id)")
-    e.add_argument("id", metavar="ID")
+    e = sub.add_parser("explain", help="explain an obligation, a statement id (S2-RC, KD-WORDS, ...) or a "
+                                       "kernel function (stage2_unmap_walker)")
+    e.add_argument("id", metavar="ID|FUNCTION")
     e.set_defaults(func=cmd_explain)
     p = sub.add_parser("profiles", help="show the budget of each profile")
     p.set_defaults(func=cmd_profiles)
@@ -362,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run Linux 6.1's own pgtable.c side by side with impl (docs/kdiff.md)")
     d.add_argument("rest", nargs=argparse.REMAINDER)
     d.set_defaults(func=cmd_diff_kernel)
+    k = sub.add_parser("check-kernel", add_help=False,
+                       help="judge a kernel tree's own pgtable.c by the spec (docs/kernel.md)")
+    k.add_argument("rest", nargs=argparse.REMAINDER)
+    k.set_defaults(func=cmd_check_kernel)
     return parser
 
 
@@ -371,10 +301,18 @@ def cmd_diff_kernel(args: argparse.Namespace, console: Console) -> int:
     return differ.main(list(args.rest))
 
 
+def cmd_check_kernel(args: argparse.Namespace, console: Console) -> int:
+    """`ptspec check-kernel [--tree DIR] [--with-impl V] [--profile P] ...` (see its --help)."""
+    from ptspec.proofs.kernel import check
+    return check.main(list(args.rest))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["diff-kernel"]:          # its own argument parser (ptspec.proofs.kernel.differ)
         return cmd_diff_kernel(argparse.Namespace(rest=argv[1:]), _console())
+    if argv[:1] == ["check-kernel"]:         # its own argument parser (ptspec.proofs.kernel.check)
+        return cmd_check_kernel(argparse.Namespace(rest=argv[1:]), _console())
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -1,71 +1,64 @@
-"""Shortest failing operation sequence: delta debugging over a recorded lock-step trace.
+"""Shortest failing operation sequence: delta debugging over a recorded trace, for every area.
 
-A ``Stage2Harness`` records what it ran as a trace (``("op", name, args)`` and ``("fail", k)`` for an
-injected allocation failure). ``minimize`` replays sub-sequences of a failing trace on fresh
-harnesses and keeps removing steps (first large chunks, then single steps: Zeller's ddmin) while
-the replay still breaks one of the same invariants or contracts. Replaying costs one harness run per
-try, much less than a search engine's own shrinking, so the counterexample a reviewer reads is as
-short as the time budget allows and always a real, re-run failure.
+Every random engine (stage-2 and hyp stage-1 lock-step, the mmu VM machine, the lguest guest
+machine) records what it ran as a trace of plain entries. ``shortest`` replays sub-sequences of a
+failing trace on fresh harnesses and keeps removing entries (first large chunks, then single
+ones: Zeller's ddmin) while the replay still fails the same way. Two things come from the area:
+
+- ``replay(trace) -> (outcome, used)``: run the trace on a fresh harness, stop at the first
+  failing step; ``used`` is how many entries ran (the failing one included), or ``len(trace)``;
+- ``same(outcome) -> bool``: the outcome fails the same way as the finding (breaks one of the
+  same invariants or contracts).
+
+The budget is a number of replays (the profile's ``shrink_replays``), never wall-clock time, so
+the counterexample a reviewer reads is the same on a fast and on a slow machine. The first replay
+is of the whole trace: when it does not fail the same way the finding is *not replayable* from its
+trace (``reproduced`` is False) and the caller must say so rather than lose it.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Callable
-
-from ptspec.proofs.stage2.harness import Stage2Harness
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 
 def ids(violations) -> set[str]:
+    """The invariant / contract ids of violations (the first word of each)."""
     return {str(v).split()[0] for v in violations}
 
 
-def replay(trace: list, make: Callable[[], Stage2Harness]):
-    """Run `trace` on a fresh harness; stop at the first step with a violation.
+@dataclass
+class Shortest:
+    """The result of ``shortest``: the trace, the outcome of its replay, and what it cost."""
 
-    Returns (harness, violations, used): violations is [] when the whole trace ran clean, and
-    `used` is how many entries of the trace ran (up to and including the failing one).
-    """
-    h = make()
-    if h.violations:
-        return h, list(h.violations), 0
-    for i, entry in enumerate(trace):
-        if entry[0] == "fail":
-            h.fail_allocation(entry[1])
-            continue
-        _, op, args = entry
-        if op == "destroy" and h.destroyed:
-            continue
-        _, found = h.step(op, **args)
-        if found:
-            return h, found, i + 1
-    return h, [], len(trace)
+    trace: list
+    outcome: Any
+    reproduced: bool        # the whole trace, replayed, failed the same way
+    replays: int            # replays spent (at most the budget)
+    original: int           # length of the trace given
 
 
-def minimize(trace: list, make: Callable[[], Stage2Harness], target: set[str],
-             seconds: float = 10.0):
-    """The shortest sub-trace found (within `seconds`) whose replay breaks one of `target`.
-
-    Returns (trace, harness, violations) of the final replay. If even the full trace does not fail
-    on replay (a failure that depends on more than the trace), the full trace is returned with
-    the violations of its replay (possibly none): callers must look at them.
-    """
-    deadline = time.monotonic() + seconds
-    h, found, used = replay(trace, make)
-    if not ids(found) & target:
-        return trace, h, found
-    best, best_h, best_found = trace[:used], h, found
+def shortest(trace: Sequence, replay: Callable[[list], tuple[Any, int]],
+             same: Callable[[Any], bool], max_replays: int = 200) -> Shortest:
+    """The shortest sub-trace found within ``max_replays`` replays that still fails the same way."""
+    trace = list(trace)
+    outcome, used = replay(trace)
+    spent = 1
+    if not same(outcome):
+        return Shortest(trace, outcome, False, spent, len(trace))
+    best, best_out = trace[:used], outcome
     n = 2
-    while len(best) >= 2 and time.monotonic() < deadline:
+    while len(best) >= 2 and spent < max_replays:
         chunk = max(1, len(best) // n)
         reduced = False
         for start in range(0, len(best), chunk):
-            if time.monotonic() >= deadline:
+            if spent >= max_replays:
                 break
             cand = best[:start] + best[start + chunk:]
-            h, found, used = replay(cand, make)
-            if ids(found) & target:
-                best, best_h, best_found = cand[:used], h, found
+            outcome, used = replay(cand)
+            spent += 1
+            if same(outcome):
+                best, best_out = cand[:used], outcome
                 n = max(n - 1, 2)
                 reduced = True
                 break
@@ -73,4 +66,88 @@ def minimize(trace: list, make: Callable[[], Stage2Harness], target: set[str],
             if chunk == 1:
                 break
             n = min(n * 2, len(best))
-    return best, best_h, best_found
+    if len(best) == 1 and spent < max_replays:       # the failure may need no step at all
+        outcome, used = replay([])
+        spent += 1
+        if same(outcome):
+            best, best_out = [], outcome
+    return Shortest(best, best_out, True, spent, len(trace))
+
+
+def run_hypothesis(machine, cfg, kind: type):
+    """Run a hypothesis state machine; return the ``kind`` finding it raised (also from inside a
+    hypothesis FlakyFailure or any exception group), or None when every run passed. Anything
+    else raises (the runner reports it as an error)."""
+    from hypothesis.stateful import run_state_machine_as_test
+    try:
+        run_state_machine_as_test(machine, settings=cfg)
+    except Exception as exc:            # FlakyFailure is an ExceptionGroup, not a `kind`
+        found = found_in(exc, kind)
+        if found is None:
+            raise
+        return found
+    return None
+
+
+def found_in(exc: BaseException, kind: type) -> BaseException | None:
+    """The ``kind`` exception inside ``exc``: itself, or one of the exceptions a hypothesis
+    ``FlakyFailure`` (an exception group: "failed on the first run but now succeeds") or an
+    explicit ``__cause__`` / ``__context__`` chain carries. The finding is in there; the flakiness
+    is hypothesis's own re-run disagreeing, which the deterministic replay settles."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, kind):
+            return e
+        todo += list(getattr(e, "exceptions", ()) or ())
+        todo += [e.__cause__, e.__context__]
+    return None
+
+
+def source(v, hex_ints: bool = True) -> str:
+    """A value as Python a reviewer can paste: integers above 9 in hex (addresses, sizes, words;
+    ``hex_ints=False``: decimal, for shift counts and sizes of things), containers recursively."""
+    if isinstance(v, bool) or v is None:
+        return repr(v)
+    if isinstance(v, int):
+        return hex(v) if hex_ints and v > 9 else repr(v)
+    if isinstance(v, tuple):
+        inner = ", ".join(source(x, hex_ints) for x in v)
+        return f"({inner}{',' if len(v) == 1 else ''})"
+    if isinstance(v, list):
+        return "[" + ", ".join(source(x, hex_ints) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k!r}: {source(x, hex_ints)}" for k, x in v.items()) + "}"
+    if callable(v) and hasattr(v, "__qualname__"):
+        return f"{v.__module__}.{v.__qualname__}"
+    return repr(v)
+
+
+def call(name: str, args: dict | None = None, *positional, hex_ints: bool = True) -> str:
+    """``name(positional..., key=value, ...)`` as pasteable Python."""
+    parts = [source(p, hex_ints) for p in positional] + \
+        [f"{k}={source(x, hex_ints)}" for k, x in (args or {}).items()]
+    return f"{name}({', '.join(parts)})"
+
+
+def unit_program(imports: list[str], body: list[str], judge: str) -> str:
+    """A unit case's counterexample as a program: the real calls of the case, then the check that
+    fails (an ``assert``), runnable as pasted."""
+    return "\n".join(list(imports) + list(body) + [judge])
+
+
+JUDGE = "assert not h.violations, '\\n'.join(map(str, h.violations))"
+
+
+def program(imports: list[str], make: str, calls: list[tuple[str, str]]) -> str:
+    """A replay program a reviewer can paste: the imports, the harness, every recorded call (with
+    the kernel-level call it made as a comment), then the judge that fails."""
+    lines = list(imports) + [f"h = {make}"]
+    for src, note in calls:
+        lines.append(f"{src}  # {note}" if note else src)
+    lines.append(JUDGE)
+    return "\n".join(lines)

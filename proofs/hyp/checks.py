@@ -28,11 +28,12 @@ def hyp_examples(name: str, budget) -> int:
 def _hyp_check(name: str):
     def run(ctx):
         out = hyp_lockstep.run_hyp_lockstep(name, examples=hyp_examples(name, ctx.budget),
-                                            steps=ctx.budget["steps"], seed=ctx.seed)
+                                            steps=ctx.budget["steps"], seed=ctx.seed,
+                                            shrink_replays=ctx.budget["shrink_replays"])
         detail = f"{out.examples} runs, {out.steps} steps"
         if out.status == "refuted":
             f = out.failure
-            cx = counterexample(f.program, f.violations, f.raw_state)
+            cx = counterexample(f.program, f.violations, f.raw_state, f.note)
             cx["kernel_function"] = "kvm_pgtable_hyp_map"
             return Result.refuted(cx, detail=detail, examples=out.steps)
         return Result.passed(out.steps, detail)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from hypothesis import HealthCheck, Phase, seed as hyp_seed, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from ptspec import spec
 from ptspec.impl.pgtable import hyp as hyp_impl
@@ -24,9 +24,9 @@ from ptspec.impl.pgtable.pool import PagePool
 from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_SW0, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
 
 from ptspec.proofs.engines import minimize
-from ptspec.proofs.stage2 import strategies as S
+from ptspec.proofs.stage2 import geometry_inputs, strategies as S
 from ptspec.proofs.stage2.harness import ERRNO_NAMES, Stage2Harness, fmt
-from ptspec.proofs.stage2.lockstep import StepViolation
+from ptspec.proofs.stage2.lockstep import StepViolation, shortest_failure
 
 # name -> (page_shift, va_bits)
 HYP_GEOMETRIES = {"4k-48": (12, 48), "16k-47": (14, 47), "64k-48": (16, 48)}
@@ -43,6 +43,10 @@ class HypHarness:
                       f"pgt = HypPgtable({page_shift}, {va_bits}, pool=pool)"]
         self.violations: list = []
         self.trace: list = []
+        self.calls: list = []           # the trace as harness calls (source, impl line it ran)
+        self.make_source = minimize.call("HypHarness", {}, page_shift, va_bits, arena_pages,
+                                         hex_ints=False)
+        self.make_imports = ["from ptspec.proofs.hyp.lockstep import HypHarness"]
         self.steps = 0
         self.destroyed = False
         self._raw = self.pgt.snapshot()
@@ -55,6 +59,7 @@ class HypHarness:
     def raw_state(self) -> dict:
         return self.pgt.snapshot()
 
+    program = Stage2Harness.program                       # replay through HypHarness, then judge
     fail_allocation = Stage2Harness.fail_allocation       # same mm_ops, trace and program
 
     def step(self, op: str, **args):
@@ -75,6 +80,8 @@ class HypHarness:
             raise ValueError(f"unknown hyp operation {op!r}")
         self.steps += 1
         self.lines.append(f"{call}  # -> {ERRNO_NAMES.get(ret, fmt(ret))}")
+        if op != "init":
+            self.calls.append((minimize.call("h.step", args, op), self.lines[-1]))
         post = self._raw = self.pgt.snapshot()
         found = spec.check_state(post) + spec.check_hyp_step(
             pre, {"op": op, "args": args, "ret": ret, "out": {}}, post)
@@ -82,19 +89,10 @@ class HypHarness:
         return ret, found
 
 
-@dataclass(frozen=True)
-class _HypGeom:
-    """The fields ptspec.proofs.stage2.strategies reads from a geometry, for a one-root hyp table."""
-    gran: object
-    ia_bits: int
-    start_level: int
-    pgd_pages: int = 1
-
-
-def hyp_geometry(name: str) -> _HypGeom:
+def hyp_geometry(name: str):
+    """The hyp table's shape the inputs are built from: from spec (geometry_inputs), not impl."""
     page_shift, va_bits = HYP_GEOMETRIES[name]
-    pgt = hyp_impl.HypPgtable(page_shift, va_bits, pool=PagePool(page_shift, 1))
-    return _HypGeom(pgt.gran, va_bits, pgt.start_level)
+    return geometry_inputs.hyp_geometry(page_shift, va_bits)
 
 
 HYP_PROTS = [KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_W,
@@ -202,7 +200,7 @@ class HypOutcome:
 
 
 def run_hyp_lockstep(name: str, *, examples: int, steps: int, seed: int = 0,
-                     shrink_seconds: float = 10.0) -> HypOutcome:
+                     shrink_replays: int = 200) -> HypOutcome:
     total = {"steps": 0}
     machine = make_machine(name, total)
     counter = {"runs": 0}
@@ -216,12 +214,9 @@ def run_hyp_lockstep(name: str, *, examples: int, steps: int, seed: int = 0,
                    print_blob=False, report_multiple_bugs=False,
                    suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
     t0 = time.perf_counter()
-    try:
-        run_state_machine_as_test(hyp_seed(seed)(machine), settings=cfg)
-    except StepViolation as exc:
-        target = minimize.ids(exc.violations)
-        _, h, found = minimize.minimize(exc.trace, harness_maker(name), target, shrink_seconds)
-        failure = StepViolation(h, found) if minimize.ids(found) & target else exc
+    exc = minimize.run_hypothesis(hyp_seed(seed)(machine), cfg, StepViolation)
+    if exc is not None:
+        failure = shortest_failure(exc, harness_maker(name), shrink_replays)
         return HypOutcome("refuted", counter["runs"], total["steps"], time.perf_counter() - t0,
                           failure)
     return HypOutcome("passed", counter["runs"], total["steps"], time.perf_counter() - t0)

@@ -89,3 +89,50 @@ def verify_entry(entry: Entry) -> list[str]:
     if diffs:
         problems.append(f"{entry.id}: profile 6.1 still differs: {[str(d) for d in diffs]}")
     return problems
+
+
+# -- findings: where a released kernel really departs from the spec ---------------------------------
+# The differences above are between the C code and impl. A *finding* is between the C code and the
+# spec: a violation of a statement that a released kernel version really shows. The spec-judged
+# C-side check (ptspec.proofs.kernel.subject) reports a violation matching a finding for the tree's
+# version as that finding; any other violation is a violation.
+
+@dataclass(frozen=True)
+class KernelFinding:
+    id: str
+    statement: str              # the spec statement id the violation is reported under
+    since: tuple                # first kernel version that shows it
+    until: tuple | None         # first version that no longer does (None: not known to be fixed)
+    why: str
+    kernel_functions: tuple
+    when: object                # step record -> bool: the violation's step matches the finding
+
+    def applies_to(self, version: tuple) -> bool:
+        return self.since <= version and (self.until is None or version < self.until)
+
+    def versions(self) -> str:
+        lo = ".".join(map(str, self.since))
+        return f"{lo} and later" if self.until is None else \
+            f"{lo} up to (not including) {'.'.join(map(str, self.until))}"
+
+
+FINDINGS = (
+    KernelFinding(
+        "eagain-abort", "C-MAP", (5, 13, 0), None,
+        "the map walk stops at the first leaf that needs no update (same output and attributes, "
+        "or only permissions differ): stage2_map_walker_try_leaf returns -EAGAIN and "
+        "kvm_pgtable_walk aborts, so the rest of the range is left as it was, while C-MAP "
+        "requires a map that returns -EAGAIN to have done its whole range (the posted 'Continue "
+        "stage-2 map when re-creating mappings'); shown by Debian's 6.1, no fix known to ptspec",
+        ("stage2_map_walker_try_leaf", "kvm_pgtable_walk"),
+        lambda step: step is not None and step.get("op") == "map" and step.get("ret") == -11),
+)
+
+
+def finding_for(violation, step, version: tuple):
+    """The catalogued finding a violation of this step is, for this kernel version, or None."""
+    vid = str(violation).split()[0]
+    for f in FINDINGS:
+        if f.statement == vid and f.applies_to(version) and f.when(step):
+            return f
+    return None

@@ -32,13 +32,16 @@ _LIVE: dict = {}
 PLANT_DEFINES: tuple = ()
 
 
-def load(page_shift: int, defines=()) -> ctypes.CDLL:
-    """The library for this granule, built if needed (raises build.BuildError when it cannot be)."""
-    key = (page_shift, tuple(defines))
+def load(page_shift: int, defines=(), src=None) -> ctypes.CDLL:
+    """The library for this granule, built if needed (raises build.BuildError when it cannot be).
+
+    ``src`` is a kernel tree (``ptspec.proofs.kernel.tree.Tree``); None: the cached Debian 6.1."""
+    path = build.library(page_shift, src, defines=tuple(defines))
+    key = str(path)
     lib = _LIBS.get(key)
     if lib is not None:
         return lib
-    lib = ctypes.CDLL(str(build.library(page_shift, defines=tuple(defines))))
+    lib = ctypes.CDLL(key)
     u64, u32, i32, vp = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p
     sigs = {
         "kdiff_reset": (i32, [u64, i32, i32, u64]), "kdiff_init": (i32, [u32, u32, i32]),
@@ -87,6 +90,10 @@ class CMemcache:
         self.lib = pgt.lib
         self.handle = self.lib.kdiff_memcache()
 
+    @property
+    def capacity(self) -> int:
+        return self.pgt.mc_capacity
+
     def topup(self, min_pages: int) -> int:
         if min_pages > self.pgt.mc_capacity:
             raise ValueError(f"memcache of capacity {self.pgt.mc_capacity} cannot hold {min_pages}")
@@ -106,9 +113,12 @@ class CPgtable:
 
     def __init__(self, page_shift: int = 12, ia_bits: int = 40, *, npages: int = 4096,
                  fwb: bool = False, flags: int = 0, cmo: bool = True, mc_capacity: int = 40,
-                 force_pte: bool = False):
+                 force_pte: bool = False, src=None, owner_field=OWNER_FIELD_6_1,
+                 max_owner_id: int = KVM_MAX_OWNER_ID):
         self.defines = tuple(PLANT_DEFINES)
-        self.lib = lib = load(page_shift, self.defines)
+        self.lib = lib = load(page_shift, self.defines, src)
+        self.owner_field = tuple(owner_field)
+        self.max_owner_id = max_owner_id
         self.page_shift = page_shift
         self.page_size = 1 << page_shift
         self.ptrs = 1 << (page_shift - 3)
@@ -122,12 +132,12 @@ class CPgtable:
         self.cmo = cmo
         self.mc_capacity = mc_capacity
         self.pa_bits = 52 if lib.kdiff_parange_max() == 6 else 48
-        old = _LIVE.get((page_shift, self.defines))
+        old = _LIVE.get(id(lib))
         if old is not None:
             old.lib = None                 # the old handle must not touch the reset library
         if lib.kdiff_reset(npages, int(fwb), int(cmo), mc_capacity):
             raise MemoryError(f"could not map an arena of {npages} pages")
-        _LIVE[(page_shift, self.defines)] = self
+        _LIVE[id(lib)] = self
         self.pgt = lib.kdiff_pgtable()
         self.mc = CMemcache(self)
         self.warnings: list[str] = []
@@ -297,14 +307,14 @@ class CPgtable:
         return self.fwb_cap and not self.flags & 1
 
     def snapshot(self, drain_log: bool = True) -> dict:
-        """The raw state of docs/interface.md (owner field 9:2, as 6.1 places it)."""
+        """The raw state of docs/interface.md (owner field as the tree places it)."""
         self.drain()
         used = self.used_pages()
         state = {
             "kind": "arm64-stage2", "page_shift": self.page_shift, "ia_bits": self.ia_bits,
             "start_level": self.start_level if self.start_level is not None else 0,
-            "pa_bits": self.pa_bits, "owner_field": list(OWNER_FIELD_6_1),
-            "max_owner_id": KVM_MAX_OWNER_ID, "has_fwb": self.has_fwb(), "cmo": self.cmo,
+            "pa_bits": self.pa_bits, "owner_field": list(self.owner_field),
+            "max_owner_id": self.max_owner_id, "has_fwb": self.has_fwb(), "cmo": self.cmo,
             "roots": self.roots(), "pages": {pa: self.page_words(pa) for pa in used},
             "refcount": self.refcounts(used), "memcache": sorted(self.mc.objects),
             "free_pages": self.free_pages(), "pool_errors": list(self.errors),

@@ -23,22 +23,18 @@ from dataclasses import dataclass, field
 from ptspec import spec
 
 from ptspec.proofs.kernel import build
+from ptspec.proofs.kernel import catalogue
 from ptspec.proofs.kernel import fetch
+from ptspec.proofs.kernel.tree import version_tuple
 from ptspec.proofs.kernel import kernels
 from ptspec.proofs.kernel.opgen import OpGen
 from ptspec.proofs.kernel.pair import GEOMETRIES, Pair
 
 RUN_LEN = 400           # operations per fresh pair of tables
 
-# Where the 6.1 kernel itself departs from a spec contract on purpose-made grounds, the C-side check
-# sets the violation aside (counted and reported, never silently) when, and only when, the step
-# matches the condition. See docs/kdiff.md, "Findings".
-KNOWN_KERNEL_DEVIATIONS = {
-    "C-MAP": ("eagain-abort: 6.1 stops the map walk at the first leaf that needs no update and "
-              "returns -EAGAIN, leaving the rest of the range as it was; the spec's C-MAP follows "
-              "the continuing map (BUGS.md eagain-abort)",
-              lambda step: step is not None and step["op"] == "map" and step["ret"] == -11),
-}
+# Where a released kernel departs from a spec contract (a catalogued finding for its version,
+# ptspec.proofs.kernel.catalogue.FINDINGS), the C-side check counts the violation as that finding
+# and reports the count, never silently; any other violation is reported. See docs/kernel.md.
 
 
 @dataclass
@@ -104,17 +100,25 @@ def step_record(name, args, rets, force_pte=False):
     return {"op": name, "args": a, "ret": ret, "out": out}
 
 
-def split_known(found, step, tally):
-    """Violations of the C side minus the known deviations of KNOWN_KERNEL_DEVIATIONS (counted)."""
+def split_known(found, step, tally, version=(6, 1, 0)):
+    """Violations of the C side minus those that are catalogued findings of this kernel version
+    (counted in tally by finding id)."""
     kept = []
     for v in found:
-        vid = str(v).split()[0]
-        known = KNOWN_KERNEL_DEVIATIONS.get(vid)
-        if known is not None and known[1](step):
-            tally[vid] = tally.get(vid, 0) + 1
+        f = catalogue.finding_for(v, step, version)
+        if f is not None:
+            tally[f.id] = tally.get(f.id, 0) + 1
         else:
             kept.append(v)
     return kept
+
+
+def _version(config) -> tuple:
+    """The kernel version of the C side a Pair config builds (its tree, or the cached source)."""
+    src = config.get("src")
+    if src is None:
+        src, _ = fetch.locate()
+    return version_tuple(src.version) if src is not None else (0, 0, 0)
 
 
 def _apply(pair, name, args):
@@ -137,7 +141,7 @@ def replay(geometry, profile, config, ops, spec_every=0, strict=False):
                     else None)
             found = pair.check_c(step)
             if not strict:
-                found = split_known(found, step, tally)
+                found = split_known(found, step, tally, _version(config))
             if found:
                 return n, "c-violation", [str(v) for v in found], pair
         elif spec_every:
@@ -149,22 +153,20 @@ def _ids(kind, lines):
     return sorted({ln.split()[0] for ln in lines})
 
 
-def shrink(geometry, profile, config, ops, kind, ids, spec_every, seconds=10.0, strict=False):
-    """Greedy chunk removal keeping a finding of the same kind and ids; bounded in time."""
-    deadline = time.monotonic() + seconds
-    n = len(ops)
-    chunk = max(1, n // 2)
-    while chunk >= 1 and time.monotonic() < deadline:
-        i = 0
-        while i < len(ops) and time.monotonic() < deadline:
-            cand = ops[:i] + ops[i + chunk:]
-            r = replay(geometry, profile, config, cand, spec_every, strict) if cand else None
-            if r is not None and r[1] == kind and _ids(kind, r[2]) == ids:
-                ops = cand[:r[0] + 1]
-            else:
-                i += chunk
-        chunk //= 2
-    return ops
+def shrink(geometry, profile, config, ops, kind, ids, spec_every, max_replays=200, strict=False):
+    """The shortest sub-sequence keeping a finding of the same kind and ids: delta debugging
+    (ptspec.proofs.engines.minimize.shortest), bounded in replays, never in time."""
+    from ptspec.proofs.engines import minimize
+
+    def run(cand):
+        r = replay(geometry, profile, config, cand, spec_every, strict) if cand else None
+        return r, (r[0] + 1 if r is not None else len(cand))
+
+    def same(r):
+        return r is not None and r[1] == kind and _ids(kind, r[2]) == ids
+
+    cut = minimize.shortest(ops, run, same, max_replays)
+    return cut.trace if cut.reproduced else ops
 
 
 def _tables(raw):
@@ -175,27 +177,32 @@ def _tables(raw):
         return f"(tables not drawable: {exc})"
 
 
-def make_finding(geometry, profile, config, ops, kind, lines, spec_every, shrink_seconds,
+def make_finding(geometry, profile, config, ops, kind, lines, spec_every, shrink_replays,
                  strict=False):
     ids = _ids(kind, lines)
-    small = shrink(geometry, profile, config, ops, kind, ids, spec_every, shrink_seconds, strict)
+    small = shrink(geometry, profile, config, ops, kind, ids, spec_every, shrink_replays, strict)
     r = replay(geometry, profile, config, small, spec_every, strict)
     if r is None:                  # cannot happen: the last replay kept the finding; be safe
         small, r = ops, replay(geometry, profile, config, ops, spec_every, strict)
     _, kind, lines, pair = r
-    with kernels.active(profile):
-        impl_raw = pair.i.snapshot()
+    impl_raw = pair.i.snapshot()
     return Finding(geometry, profile, kind, _ids(kind, lines), lines, small, config,
                    program=pair.program, tables_c=_tables(pair.c.snapshot()),
                    tables_impl=_tables(impl_raw))
 
 
 def run(geometries, ops_total, seed=0, profile=kernels.DEFAULT_PROFILE, spec_every=1,
-        shrink_seconds=10.0, progress=None, expired=None, strict=False) -> Outcome:
-    """Compare C and impl over ops_total operations spread over the geometries."""
-    src, why = fetch.locate()
-    if src is None:
-        return Outcome("skipped", reason=why)
+        shrink_replays=200, progress=None, expired=None, strict=False, tree=None) -> Outcome:
+    """Compare C and impl over ops_total operations spread over the geometries.
+
+    ``tree``: a ``ptspec.proofs.kernel.tree.Tree`` to build the C side from (default: the cached
+    Debian 6.1 source)."""
+    if tree is not None:
+        src = tree
+    else:
+        src, why = fetch.locate()
+        if src is None:
+            return Outcome("skipped", reason=why)
     try:
         for name in geometries:
             build.library(GEOMETRIES[name][0], src)
@@ -220,6 +227,8 @@ def run(geometries, ops_total, seed=0, profile=kernels.DEFAULT_PROFILE, spec_eve
             config = {"fwb": fwb, "cmo": rng.random() < 0.85,
                       "flags": 1 if fwb and rng.random() < 0.3 else 0,     # KVM_PGTABLE_S2_NOFWB
                       "force_pte": rng.random() < 0.15}
+            if tree is not None:
+                config["src"] = tree
             pair = Pair(name, profile, **config)
             if spec_every:
                 pair.check_c()
@@ -241,7 +250,7 @@ def run(geometries, ops_total, seed=0, profile=kernels.DEFAULT_PROFILE, spec_eve
                             if spec_every == 1 else None)
                     v = pair.check_c(step)
                     if not strict:
-                        v = split_known(v, step, tally)
+                        v = split_known(v, step, tally, version_tuple(src.version))
                     if v:
                         found = ("c-violation", [str(x) for x in v])
                 elif spec_every:
@@ -251,7 +260,7 @@ def run(geometries, ops_total, seed=0, profile=kernels.DEFAULT_PROFILE, spec_eve
                     out.impl_seconds += pair.i_seconds
                     out.status = "refuted"
                     out.finding = make_finding(name, profile, config, ops, found[0], found[1],
-                                               spec_every, shrink_seconds, strict)
+                                               spec_every, shrink_replays, strict)
                     out.seconds = time.perf_counter() - t0
                     return out
             out.c_seconds += pair.c_seconds
@@ -274,9 +283,10 @@ def format_outcome(out: Outcome, profile: str) -> str:
              f"impl {out.impl_seconds * 1e6 / max(out.ops, 1):.1f} us/op)"]
     for g, n in out.per_geometry.items():
         lines.append(f"  {g}: {n} operations")
-    for vid, n in sorted(out.known.items()):
-        lines.append(f"  C side: {n} {vid} violations set aside as a known 6.1 deviation: "
-                     f"{KNOWN_KERNEL_DEVIATIONS[vid][0]}")
+    for fid, n in sorted(out.known.items()):
+        f = next(x for x in catalogue.FINDINGS if x.id == fid)
+        lines.append(f"  C side: {n} {f.statement} violations are the catalogued finding {fid} "
+                     f"(Linux {f.versions()}; this tree is {out.version}): {f.why}")
     if out.status == "unknown":
         lines.append(f"kdiff: UNKNOWN: {out.reason}")
     elif out.finding is None:
@@ -294,12 +304,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--geometry", default="all",
                     help=f"one of {', '.join(GEOMETRIES)}, a comma list, or 'all'")
-    ap.add_argument("--profile", default=kernels.DEFAULT_PROFILE, choices=list(kernels.PROFILES),
-                    help="impl's kernel-version profile (default 6.1)")
+    ap.add_argument("--kernel-version", dest="kernel_version", default=kernels.DEFAULT_PROFILE,
+                    choices=list(kernels.PROFILES),
+                    help="the kernel version impl follows for the comparison (default 6.1)")
+    ap.add_argument("--profile", dest="kernel_version", choices=list(kernels.PROFILES),
+                    help=argparse.SUPPRESS)      # deprecated alias of --kernel-version
     ap.add_argument("--spec-every", type=int, default=1,
                     help="check the C side against the spec every N operations (0: never)")
     ap.add_argument("--strict-spec", action="store_true",
-                    help="do not set known 6.1 deviations from the spec's contracts aside")
+                    help="report catalogued findings of the tree's kernel version as violations too")
     ap.add_argument("--fetch", action="store_true",
                     help="download and cache linux-source-6.1 first if needed (~139 MB)")
     ap.add_argument("--fetch-only", action="store_true",
@@ -329,9 +342,9 @@ def main(argv=None) -> int:
         except fetch.FetchError as exc:
             print(f"kdiff: SKIPPED (not a pass): {exc}")
             return 2
-    out = run(geoms, args.ops, args.seed, args.profile, args.spec_every,
+    out = run(geoms, args.ops, args.seed, args.kernel_version, args.spec_every,
               progress=lambda m: print(m, file=sys.stderr), strict=args.strict_spec)
-    print(format_outcome(out, args.profile))
+    print(format_outcome(out, args.kernel_version))
     return {"passed": 0, "refuted": 1}.get(out.status, 2)
 
 

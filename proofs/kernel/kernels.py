@@ -19,8 +19,6 @@ impl table and memcache for a profile.
 
 from __future__ import annotations
 
-import contextlib
-
 from ptspec.impl.pgtable.pool import KvmMmuMemoryCache, PagePool
 from ptspec.impl.pgtable.stage2 import KvmPgtable
 
@@ -33,13 +31,6 @@ def check_profile(name: str) -> str:
     if name not in PROFILES:
         raise ValueError(f"unknown kernel profile {name!r}; choose one of {', '.join(PROFILES)}")
     return PROFILES[name]
-
-
-@contextlib.contextmanager
-def active(name: str):
-    """Kept for callers: every profile is now a plain impl parameter set, nothing to swap in."""
-    check_profile(name)
-    yield
 
 
 def _force_all(addr, end, prot):

@@ -10,6 +10,9 @@ unmap, set_owner (ids 0..2), wrprotect, mkyoung, mkold, is_young, relax_perms, f
 destroy (then re-init), arguments beyond the IPA space and wrapping sizes, memcache top-up policies
 and injected allocation failures.
 
+One range in six starts inside an entry at some level and reaches into the next entry (``straddle``),
+as ``ptspec.proofs.stage2.strategies.straddles`` draws them for the lock-step. Geometry from spec.
+
 An operation is ``(name, args)`` where ``args`` are the keyword arguments of the ``Pair`` method.
 The size of a page-by-page map is capped so one operation stays cheap.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import random
 
-from ptspec.impl.pgtable.geometry import Stage2Geometry
+from ptspec.proofs.stage2.strategies import Geometry
 
 U64 = (1 << 64) - 1
 PROT_R, PROT_W, PROT_X, PROT_DEVICE = 4, 2, 1, 8
@@ -35,9 +38,10 @@ MAX_PAGES_PER_OP = 2048
 class OpGen:
     """Seeded generator of operations for one geometry."""
 
-    def __init__(self, geom: Stage2Geometry, seed: int):
+    def __init__(self, geom: Geometry, seed: int):
         self.g = geom
         self.rng = random.Random(seed)
+        self.srng = random.Random(seed * 2 + 1)     # straddling ranges only
         gran = geom.gran
         self.page = gran.page_size
         self.sz = gran.size
@@ -102,6 +106,23 @@ class OpGen:
         fail = self.rng.randint(0, 2) if self.rng.random() < 0.03 else None
         return mc, fail
 
+    def straddle(self, addr, size):
+        """One range in six, instead of (addr, size): a range that starts inside the entry holding
+        addr at some level from the root down to level 2 and reaches into the next entry (a page,
+        two pages or half an entry on each side), where a walker that advances without aligning
+        down first goes wrong. Drawn from a second generator, so the other operations of a seed
+        stay as they were."""
+        r = self.srng
+        if r.random() >= 1 / 6:
+            return addr, size
+        g = self.sz[r.randint(max(self.sl, 1), 2)]
+        boundary = (addr // g + 1) * g
+        back = r.choice((self.page, 2 * self.page, g // 2))
+        ahead = r.choice((self.page, 2 * self.page, g // 2))
+        if boundary + ahead > self.top:
+            return addr, size
+        return boundary - back, back + ahead
+
     def bad_range(self, addr, size):
         """Occasionally arguments the walker must refuse or treat as empty."""
         x = self.rng.random()
@@ -128,7 +149,7 @@ class OpGen:
         lv = self.level()
         addr = self.addr(lv)
         if op == "map":
-            size = self.size(lv)
+            addr, size = self.straddle(addr, self.size(lv))
             phys = self.phys(addr, lv, size)
             if phys % self.sz[lv] != addr % self.sz[lv] and size // self.page > MAX_PAGES_PER_OP:
                 size = self.sz[lv] if self.sz[lv] // self.page <= MAX_PAGES_PER_OP else self.page
@@ -137,7 +158,7 @@ class OpGen:
             return "map", {"addr": addr, "size": size, "phys": phys, "prot": self.prot(),
                            "mc": mc, "fail": fail}
         if op == "set_owner":
-            size = self.size(lv)
+            addr, size = self.straddle(addr, self.size(lv))
             if size // self.page > MAX_PAGES_PER_OP:
                 size = self.page * r.randint(1, 8)
             addr, size = self.bad_range(addr, size)
@@ -145,7 +166,7 @@ class OpGen:
             return "set_owner", {"addr": addr, "size": size, "owner_id": r.choice((0, 1, 1, 2)),
                                  "mc": mc, "fail": fail}
         if op in ("unmap", "wrprotect", "flush"):
-            addr, size = self.bad_range(addr, self.size(lv))
+            addr, size = self.bad_range(*self.straddle(addr, self.size(lv)))
             return op, {"addr": addr, "size": size}
         if op in ("mkyoung", "mkold", "is_young", "get_leaf"):
             if r.random() < 0.01:

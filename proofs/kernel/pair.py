@@ -24,7 +24,7 @@ from array import array
 from dataclasses import dataclass
 
 from ptspec import spec
-from ptspec.impl.pgtable.geometry import Stage2Geometry
+from ptspec.proofs.stage2 import strategies
 
 from ptspec.proofs.kernel import kernels
 from ptspec.proofs.kernel.cside import CPgtable
@@ -61,19 +61,22 @@ class Pair:
 
     def __init__(self, geometry: str, profile: str = kernels.DEFAULT_PROFILE, *, fwb: bool = False,
                  cmo: bool = True, npages: int | None = None, mc_capacity: int = 40,
-                 flags: int = 0, force_pte: bool = False):
+                 flags: int = 0, force_pte: bool = False, src=None):
         if geometry not in GEOMETRIES:
             raise ValueError(f"unknown geometry {geometry!r}; choose one of {', '.join(GEOMETRIES)}")
         ps, ia = GEOMETRIES[geometry]
         kernels.check_profile(profile)
         self.geometry, self.profile = geometry, profile
-        self.geom = Stage2Geometry.from_ipa(ps, ia)
+        self.geom = strategies.geometry(ps, ia)    # from spec (checkers never learn from impl)
         npages = npages or (4096 if ps == 12 else 1024)
         if flags & 2:
             raise ValueError("KVM_PGTABLE_S2_IDMAP is not compared (the spec's map contract does "
                              "not model it)")
+        shape = getattr(src, "shape", None)          # a ptspec.proofs.kernel.tree.Tree
+        own = {} if shape is None else {"owner_field": shape.owner_field,
+                                         "max_owner_id": shape.max_owner_id}
         self.c = CPgtable(ps, ia, npages=npages, fwb=fwb, cmo=cmo, mc_capacity=mc_capacity,
-                          flags=flags, force_pte=force_pte)
+                          flags=flags, force_pte=force_pte, src=src, **own)
         self.i, self.imc = kernels.make_impl(profile, ps, ia, npages=npages, fwb=fwb, cmo=cmo,
                                              mc_capacity=mc_capacity, flags=flags,
                                              force_pte=force_pte)
@@ -81,8 +84,11 @@ class Pair:
         self.lines = [
             "from ptspec.proofs.kernel.pair import Pair",
             f"p = Pair({geometry!r}, {profile!r}, fwb={fwb}, cmo={cmo}, npages={npages}, "
-            f"mc_capacity={mc_capacity}, flags={flags}, force_pte={force_pte})",
+            f"mc_capacity={mc_capacity}, flags={flags}, force_pte={force_pte}"
+            + ("" if src is None else f", src=open_tree({str(src.root)!r})") + ")",
         ]
+        if src is not None:
+            self.lines.insert(1, "from ptspec.proofs.kernel.tree import open_tree")
         self.c_seconds = self.i_seconds = 0.0
         self.ops = 0
         self.rets: tuple = (None, None)
@@ -96,13 +102,12 @@ class Pair:
             cr = c_call()
         except ValueError as exc:
             cr = ("ValueError", str(exc))
-        with kernels.active(self.profile):
-            t1 = time.perf_counter()
-            try:
-                ir = i_call()
-            except ValueError as exc:
-                ir = ("ValueError", str(exc))
-            t2 = time.perf_counter()
+        t1 = time.perf_counter()
+        try:
+            ir = i_call()
+        except ValueError as exc:
+            ir = ("ValueError", str(exc))
+        t2 = time.perf_counter()
         self.c_seconds += t1 - t0
         self.i_seconds += t2 - t1
         self.ops += 1
@@ -209,15 +214,21 @@ class Pair:
         return "\n".join(self.lines)
 
     # -- comparing --------------------------------------------------------------------------
-    def compare(self) -> list[Difference]:
-        """Every difference between the two sides after the last call (drains both TLB logs)."""
+    def compare(self, c_events=None) -> list[Difference]:
+        """Every difference between the two sides after the last call (drains both TLB logs).
+
+        ``c_events``: the C side's events of the call when a raw-state snapshot already drained
+        them (the spec-judged harness of ptspec.proofs.kernel.paired)."""
         out = []
         cr, ir = self.rets
         if cr != ir:
             out.append(Difference("KD-RET", f"last call returned {_h(cr)} in C, {_h(ir)} in impl"))
         c, i, pool = self.c, self.i, self.i.pool
-        c_ev = c.drain()
-        c.pending.clear()
+        if c_events is None:
+            c_ev = c.drain()
+            c.pending.clear()
+        else:
+            c_ev = [list(e) for e in c_events]
         i_ev = [list(e) for e in i.log]
         i.log.clear()
         self.last_events = c_ev

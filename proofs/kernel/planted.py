@@ -122,3 +122,76 @@ def planted(bug_id: str):
         cside.PLANT_DEFINES = old_defines
         for obj, name, orig in reversed(saved):
             setattr(obj, name, orig)
+
+
+# -- bugs planted in the C source of a scratch copy of a tree ----------------------------------------
+# Each is an edit described by kernel names only (no kernel code is kept here): in function
+# `function`, on the first line holding `token`, replace `old` by `new` (new "" deletes the line).
+# ``scratch_tree`` copies a tree's four files to a scratch directory and applies one edit there; the
+# original tree is never touched and nothing of it enters the repository.
+
+@dataclass(frozen=True)
+class CEdit:
+    id: str
+    what: str
+    function: str
+    token: str
+    old: str
+    new: str | None          # None: delete the line
+
+
+C_SOURCE_BUGS = {e.id: e for e in (
+    CEdit("walk-align", "after a leaf, the walker advances by the entry size without aligning "
+          "down to the entry first", "__kvm_pgtable_visit", "ALIGN_DOWN", "", None),
+    CEdit("valid-update-ref", "replacing a counted leaf clears it and invalidates the TLB but does "
+          "not drop its page reference (the new one is taken as usual)",
+          "stage2_map_walker_try_leaf", "stage2_put_pte(", "stage2_put_pte(",
+          "KDIFF_PUT_PTE_KEEP_REF("),          # the shim's macro (linux/kvm_host.h)
+    CEdit("owner-unmap", "unmap treats only valid descriptors as counted: owner annotations stay "
+          "and keep their reference", "stage2_unmap_walker", "stage2_pte_is_counted(pte)",
+          "stage2_pte_is_counted(pte)", "kvm_pte_valid(pte)"),
+    CEdit("coalesce-tlbi", "replacing a table by a block invalidates only the anchor's IPA instead "
+          "of the whole VMID", "stage2_map_walk_table_pre", "__kvm_tlb_flush_vmid,",
+          "__kvm_tlb_flush_vmid, data->mmu", "__kvm_tlb_flush_vmid_ipa, data->mmu, addr, level"),
+    CEdit("unmap-busy-table", "unmap frees a table that still holds one counted entry",
+          "stage2_unmap_walker", "page_count(childp)", "!= 1", "> 2"),
+    CEdit("owner-id-bound", "set_owner accepts one owner id past KVM_MAX_OWNER_ID",
+          "kvm_pgtable_stage2_set_owner", "KVM_MAX_OWNER_ID", "KVM_MAX_OWNER_ID",
+          "KVM_MAX_OWNER_ID + 1"),
+)}
+
+
+class EditError(RuntimeError):
+    """The edit does not apply to this tree (its code has another shape)."""
+
+
+def apply_edit(text: str, edit: CEdit) -> str:
+    """The source text with the edit applied; EditError when its anchor is not found."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, ln in enumerate(lines)
+                  if f"{edit.function}(" in ln and not ln.rstrip().endswith(";")
+                  and not ln.startswith((" ", "\t"))), None)
+    if start is None:
+        raise EditError(f"{edit.id}: no definition of {edit.function} in this pgtable.c")
+    for i in range(start, len(lines)):
+        if i > start and lines[i].startswith("}"):
+            break
+        if edit.token in lines[i] and edit.old in lines[i]:
+            lines[i] = "" if edit.new is None else lines[i].replace(edit.old, edit.new, 1)
+            return "".join(lines)
+    raise EditError(f"{edit.id}: {edit.function} has no line with {edit.token!r}")
+
+
+def scratch_tree(bug_id: str, tree, dest):
+    """Copy the tree's four files to ``dest`` (a scratch directory), plant the bug in its
+    pgtable.c, and return the opened scratch tree."""
+    import shutil
+    from pathlib import Path
+    from ptspec.proofs.kernel import tree as T
+    dest = Path(dest)
+    for rel in T.FILES:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(tree.root) / rel, dest / rel)
+    c = dest / T.FILES[0]
+    c.write_text(apply_edit(c.read_text(), C_SOURCE_BUGS[bug_id]))
+    return T.open_tree(dest)

@@ -33,7 +33,7 @@ def _lockstep(fmt: str, mode: str):
         examples = max(2, ctx.budget["hypothesis_examples"] // 12)
         out = lguest_lockstep.run_lockstep(fmt, mode, examples=examples, steps=ctx.budget["steps"],
                                            seed=ctx.seed,
-                                           shrink_seconds=max(1.0, min(10.0, ctx.time_left() / 3)))
+                                           shrink_replays=ctx.budget["shrink_replays"])
         detail = f"{out.examples} runs, {out.steps} steps, {out.steps / max(out.seconds, 1e-9):.0f} steps/s"
         if out.status == "refuted":
             return Result.refuted(out.failure.counterexample, detail=detail, examples=out.steps)
@@ -66,7 +66,7 @@ def _exhaustive(fmt: str):
                                    "tables": out.tables, "kernel_function": out.kernel_function},
                                   detail=detail, examples=out.transitions)
         if out.status == "unknown":
-            return Result.unknown(f"time budget ran out at {detail}", examples=out.transitions)
+            return Result.unknown(f"budget not completed (hang guard) at {detail}", examples=out.transitions)
         return Result.proved(out.transitions, detail)
     run.__doc__ = (f"Every sequence of the exploration alphabet up to depth 2 (deep profile: 4) "
                    f"from a booted x86 {fmt} guest with two pgdir slots: faults, silent guest "
@@ -114,9 +114,20 @@ def seed_as_written(ctx):
                     return Result.unknown(f"exhaustive depth 3 did not rediscover {finding} ({fmt}): "
                                           f"{out.status}", examples=n)
             if ctx.expired():
-                return Result.unknown(f"time budget ran out after {n} replays", examples=n)
+                return Result.unknown(f"budget not completed (hang guard) after {n} replays", examples=n)
     return Result.passed(n, f"{len(SEED_FINDINGS)} seed findings reproduced on seed-as-written "
                             "and absent from the corrected code, both formats")
+
+
+def _args_program(fmt: str, name: str, args: tuple) -> str:
+    """A misuse call as a program: the guest as the check sets it up, the call, and the rule it
+    breaks (refused with TypeError/ValueError, the state unchanged) as the failing assert."""
+    return "\n".join([
+        "from ptspec.impl.lguest import Lguest",
+        f"lg = Lguest({fmt!r})", "lg.init()", "lg.new_pagetable(0x1000)", "before = lg.raw_state()",
+        "try:", f"    lg.{name}{args!r}", "except (TypeError, ValueError):",
+        "    assert lg.raw_state() == before, 'LG-C-ARGS raised but changed the state'", "else:",
+        f"    raise AssertionError('LG-C-ARGS lg.{name}{args!r} was accepted')"])
 
 
 @obligation("lg.args", engine="unit", invariants=["LG-C-ARGS"],
@@ -148,12 +159,12 @@ def bad_arguments(ctx):
             except (TypeError, ValueError):
                 pass
             else:
-                return Result.refuted({"ops": f"lg.{name}{args!r}", "violations": [
+                return Result.refuted({"ops": _args_program(fmt, name, args), "violations": [
                     f"LG-C-ARGS lg.{name}{args!r} was accepted"], "tables": "", "kernel_function": name},
                     examples=n)
             n += 1
             if lg.raw_state() != before:
-                return Result.refuted({"ops": f"lg.{name}{args!r}", "violations": [
+                return Result.refuted({"ops": _args_program(fmt, name, args), "violations": [
                     f"LG-C-ARGS lg.{name}{args!r} raised but changed the state"], "tables": "",
                     "kernel_function": name}, examples=n)
     for kw in ({"fmt": "3level"}, {"variant": "nope"}, {"seed_findings": ("nope",)},
@@ -164,7 +175,11 @@ def bad_arguments(ctx):
         except (TypeError, ValueError):
             n += 1
         else:
-            return Result.refuted({"ops": f"Lguest(**{kw!r})", "violations": [
+            return Result.refuted({"ops": "\n".join([
+                "from ptspec.impl.lguest import Lguest", "try:", f"    Lguest(**{kw!r})",
+                "except (TypeError, ValueError):", "    pass", "else:",
+                f"    raise AssertionError('LG-C-ARGS Lguest(**{kw!r}) was accepted')"]),
+                "violations": [
                 f"LG-C-ARGS Lguest(**{kw!r}) was accepted"], "tables": "", "kernel_function": ""},
                 examples=n)
     return Result.passed(n, f"{n} misuse calls rejected without a state change")

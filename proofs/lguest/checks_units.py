@@ -24,6 +24,7 @@ from __future__ import annotations
 from ptspec.proofs.lguest import guest as G
 from ptspec.proofs.lguest import units_model as M
 from ptspec.proofs.lguest.harness import LguestHarness
+from ptspec.proofs.engines.minimize import unit_program
 from ptspec.proofs.runner.registry import Result, obligation
 
 P, RW, US, A, D, PSE = 1, 2, 4, 0x20, 0x40, 0x80
@@ -158,6 +159,8 @@ def _bases(fmt):
     G.boot(boot, L)
     seedboot = LguestHarness(fmt, variant="seed-as-written")
     G.boot(seedboot, L)
+    for b in (boot, seedboot):      # the counterexample prints the boot as one call
+        b.booted, b.boot_source = len(b.log), f"boot(h, GuestLayout({fmt!r}))"
     linear = LguestHarness(fmt)
     linear.step("init")
     straddle = 0xFFDF_E000 if fmt == "pae" else 0xFF3F_E000     # switcher pages over two tables
@@ -171,6 +174,8 @@ def _from(base):
     h.lg = base.lg.clone()
     h.raw, h.state = base.raw, base.state
     h.lines = list(base.lines)
+    h.log, h.calls = list(base.log), list(base.calls)        # so that the program replays it all
+    h.booted, h.boot_source = base.booted, base.boot_source
     return h
 
 
@@ -237,7 +242,11 @@ def model(ctx):
                 else:
                     part(fmt)
             except M.Fail as exc:
-                return Result.refuted({"ops": f"ptspec.proofs.lguest.units_model.{part.__name__}({fmt!r})",
+                return Result.refuted({"ops": unit_program(
+                                           ["from ptspec.proofs.lguest import units_model"],
+                                           ["# raises units_model.Fail where the model breaks a rule"],
+                                           f"units_model.{part.__name__}({fmt!r}"
+                                           + (", big=True)" if part is M.ctor_and_api else ")")),
                                        "violations": [str(exc)], "tables": "",
                                        "kernel_function": part.__name__}, examples=n)
             n += 1

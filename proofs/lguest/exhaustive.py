@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from ptspec.spec.lguest.check import lguest_check_state, lguest_check_step
 from ptspec.spec.lguest.state import load_lguest_state
 
+from ptspec.proofs.engines import minimize
 from ptspec.proofs.lguest import guest as G
 from ptspec.proofs.lguest.harness import OPS, LguestHarness, _fmt
 from ptspec.proofs.lguest.ptdump import render_lguest
@@ -73,6 +74,19 @@ class Node:
     raw: dict
     state: object
     lines: list = field(default_factory=list)
+    calls: list = field(default_factory=list)      # the same path as harness calls (replayable)
+
+
+def _calls(op: str, args: dict, line: str) -> list:
+    """One transition as the harness calls that replay it (``LguestHarness.program``)."""
+    if op in ("fail_next_gup", "fail_next_alloc"):
+        return [(f"h.{op}()", line)]
+    args = dict(args)
+    evict = args.pop("_evict", None)
+    step = [(minimize.call("h.step", args, op), line)]
+    if evict is None:
+        return step
+    return [(f"h.force_random({evict})", "")] + step + [("h.clear_forced()", "")]
 
 
 @dataclass
@@ -124,18 +138,19 @@ def explore(depth: int, fmt: str = "2level", *, variant: str = "corrected", npgd
     h = LguestHarness(fmt, variant=variant, npgdirs=npgdirs, rng_seed=1, seed_findings=seed_findings)
     L = G.GuestLayout(fmt)
     G.boot(h, L)
+    h.booted, h.boot_source = len(h.log), f"boot(h, GuestLayout({fmt!r}))"
     if warm:       # both slots get a user table: B faulted in the other slot, then A again
         h.force_random(1)
         h.step("new_pagetable", pgtable=L.pgdirs[1])
         h.step("fault", vaddr=0x1000, errcode=2)
         h.step("new_pagetable", pgtable=L.pgdirs[0])
         h.step("fault", vaddr=0x2000, errcode=0)
-        h.lg.forced_random = []
+        h.clear_forced()
     if h.violations:
         cx = h.counterexample()
         return ExploreOutcome("refuted", 0, 1, h.steps, time.perf_counter() - t0, cx["ops"],
                               cx["violations"], h.raw, cx["tables"], cx["kernel_function"])
-    root = Node(h.lg, h.raw, load_lguest_state(h.raw), list(h.lines))
+    root = Node(h.lg, h.raw, load_lguest_state(h.raw), list(h.lines), list(h.calls))
     seen = {_key(h.lg, h.raw)}
     frontier = deque([(root, 0)])
     transitions = 0
@@ -159,7 +174,7 @@ def explore(depth: int, fmt: str = "2level", *, variant: str = "corrected", npgd
             if step:
                 found = lguest_check_state(st) + lguest_check_step(node.state, step, st)
                 if found:
-                    program = "\n".join(node.lines + lines)
+                    program = h.program(node.calls + _calls(op, args, lines[-1]))
                     return ExploreOutcome("refuted", depth, len(seen), transitions,
                                           time.perf_counter() - t0, program, [str(v) for v in found],
                                           raw, render_lguest(raw), op)
@@ -167,5 +182,6 @@ def explore(depth: int, fmt: str = "2level", *, variant: str = "corrected", npgd
             if key in seen:
                 continue
             seen.add(key)
-            frontier.append((Node(lg, raw, st, node.lines + lines), d + 1))
+            frontier.append((Node(lg, raw, st, node.lines + lines,
+                                  node.calls + _calls(op, args, lines[-1])), d + 1))
     return ExploreOutcome("passed", depth, len(seen), transitions, time.perf_counter() - t0)

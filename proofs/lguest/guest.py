@@ -9,10 +9,12 @@ writes any word anywhere and passes any hypercall arguments (``hostile_*`` value
 
 from __future__ import annotations
 
-from ptspec.impl.lguest.x86 import PAGE_SIZE, _PAGE_TABLE
+from ptspec.spec.lguest.walk import A, D, LAYOUTS, P, PAGE, PAGE_SHIFT, RW, TABLE_FLAGS, US
 
-P, RW, US, A, D, PSE = 1, 2, 4, 0x20, 0x40, 0x80
+PAGE_SIZE = PAGE                   # the x86 page and entry bits come from spec, not impl
+_PAGE_TABLE = TABLE_FLAGS
 KERNEL_ADDRESS = 0xC000_0000
+KERNEL_PGD_INDEX = LAYOUTS[False].indices(KERNEL_ADDRESS)[0]     # 768: the 2-level PDE of the kernel
 
 
 class GuestLayout:
@@ -39,7 +41,7 @@ class GuestLayout:
     # ---- where entries live ---------------------------------------------------------------------
     def pte_addr(self, p: int, va: int) -> int:
         table = self.kernel_pte if va >= KERNEL_ADDRESS else self.user_pte[p]
-        return table + ((va >> 12) & (511 if self.pae else 1023)) * self.eb
+        return table + LAYOUTS[self.pae].indices(va)[2] * self.eb
 
     def user_pde_addr(self, p: int) -> int:
         """The entry whose change a cooperative guest announces for its user table of pgdir p."""
@@ -48,13 +50,13 @@ class GuestLayout:
     def kernel_pde_addrs(self) -> list[int]:
         if self.pae:
             return [self.kernel_pmd]                       # pmd[0] of the shared kernel PMD page
-        return [g + 768 * 4 for g in self.pgdirs]          # pde[768] of every pgdir
+        return [g + KERNEL_PGD_INDEX * 4 for g in self.pgdirs]          # pde[768] of every pgdir
 
     def table_entry_addrs(self) -> list[int]:
         """Every guest address that holds a table entry of the layout (for hostile writes)."""
         out = []
         for p, g in enumerate(self.pgdirs):
-            out += [g, g + self.eb, g + 3 * self.eb] if self.pae else [g, g + 4, g + 768 * 4, g + 1023 * 4]
+            out += [g, g + self.eb, g + 3 * self.eb] if self.pae else [g, g + 4, g + KERNEL_PGD_INDEX * 4, g + 1023 * 4]
             out += [self.pte_addr(p, va) for va in self.user_vas[:3]]
         out += [self.pte_addr(0, va) for va in self.kernel_vas[:3]]
         if self.pae:
@@ -72,15 +74,15 @@ class GuestLayout:
                 w.append((self.user_pmd[p], self.user_pte[p] | _PAGE_TABLE))
             else:
                 w.append((g, self.user_pte[p] | _PAGE_TABLE))
-                w.append((g + 768 * 4, self.kernel_pte | P | RW | A | D))
+                w.append((g + KERNEL_PGD_INDEX * 4, self.kernel_pte | P | RW | A | D))
         if self.pae:
             w.append((self.kernel_pmd, self.kernel_pte | P | RW | A | D))
         for p in range(len(self.pgdirs)):                 # user pages 1..3 of every pgdir
             for k in range(1, 4):
                 frame = self.data_frames[9 + 3 * p + k - 1]
-                w.append((self.pte_addr(p, k * PAGE_SIZE), (frame << 12) | P | RW | US | A | D))
+                w.append((self.pte_addr(p, k * PAGE_SIZE), (frame << PAGE_SHIFT) | P | RW | US | A | D))
         for k, va in enumerate(self.kernel_vas):
-            w.append((self.pte_addr(0, va), ((self.data_frames[k] << 12) | P | RW | A | D)))
+            w.append((self.pte_addr(0, va), ((self.data_frames[k] << PAGE_SHIFT) | P | RW | A | D)))
         return w
 
 
@@ -131,9 +133,9 @@ def coop_set_kernel_pde(h, layout, flags):
         h.step("set_pmd", pmdp=layout.kernel_pmd, idx=0)
     else:
         for g in layout.pgdirs:
-            h.step("set_pgd", gpgdir=g, idx=768)
+            h.step("set_pgd", gpgdir=g, idx=KERNEL_PGD_INDEX)
     h.end()
 
 
 def pte_value(frame: int, flags: int) -> int:
-    return (frame << 12) | flags
+    return (frame << PAGE_SHIFT) | flags

@@ -8,14 +8,13 @@ and the operation's contract). Every call is recorded as a line of Python, so a 
 as a program a reviewer can paste. After ``kill_guest`` the only operation left is ``free``.
 
 Operations whose arguments are not u32 (u64 for a PAE PTE) are Python misuse: impl raises and the
-harness checks that nothing changed.
+harness checks that nothing changed (LG-C-ARGS, stated in spec/lguest/contracts_ops.py).
 """
 
 from __future__ import annotations
 
-import json
-
 from ptspec.impl.lguest import Lguest
+from ptspec.proofs.engines import minimize
 from ptspec.spec.lguest.check import lguest_check_state, lguest_check_step
 from ptspec.spec.lguest.state import load_lguest_state
 
@@ -55,11 +54,16 @@ class LguestHarness:
         self.lg = Lguest(fmt, variant=variant, **kw)
         self.ctor = dict(fmt=fmt, variant=variant, coherent=coherent, **kw)
         self.log: list = []          # ("step", op, args) / ("knob", name, value) / ("begin"|"end",)
+        self.calls: list = []        # the log as harness calls, one per entry (source, impl line)
+        self.booted = 0              # log entries of the boot (``guest.boot``), printed as one call
+        self.boot_source = ""
+        self.make_source = minimize.call("LguestHarness", {k: v for k, v in self.ctor.items()
+                                                           if k != "fmt"}, fmt)
         self.fmt = fmt
         self.coherent = coherent
         self.check = check
         extra = "".join(f", {k}={v!r}" for k, v in kw.items())
-        self.lines = ["from impl.lguest import Lguest",
+        self.lines = ["from ptspec.impl.lguest import Lguest",
                       f"lg = Lguest({fmt!r}, variant={variant!r}{extra})"]
         self.violations: list = []
         self.steps = 0
@@ -74,11 +78,11 @@ class LguestHarness:
         hypercall): in between, the guest's tables legitimately differ from the shadow, so the
         coherent form of LG-SHADOW waits for ``end()``; everything else is checked as usual."""
         self.in_transaction = True
-        self.log.append(("begin",))
+        self._log(("begin",), "h.begin()")
 
     def end(self):
         self.in_transaction = False
-        self.log.append(("end",))
+        self._log(("end",), "h.end()")
         if self.check and self.coherent and self.raw["dead"] is None:
             found = [v for v in lguest_check_state(self.state, coherent=True) if v.inv == "LG-SHADOW"]
             self.violations.extend(found)
@@ -87,21 +91,43 @@ class LguestHarness:
     def fail_next_alloc(self):
         self.lg.host.fail_next_alloc += 1
         self.lines.append("lg.host.fail_next_alloc += 1")
-        self.log.append(("knob", "fail_next_alloc", None))
+        self._log(("knob", "fail_next_alloc", None), "h.fail_next_alloc()", self.lines[-1])
 
     def fail_next_gup(self):
         self.lg.host.fail_next_gup += 1
         self.lines.append("lg.host.fail_next_gup += 1")
-        self.log.append(("knob", "fail_next_gup", None))
+        self._log(("knob", "fail_next_gup", None), "h.fail_next_gup()", self.lines[-1])
 
     def force_random(self, value):
         self.lg.forced_random = [value]
         self.lines.append(f"lg.forced_random = [{value}]")
-        self.log.append(("knob", "force_random", value))
+        self._log(("knob", "force_random", value), f"h.force_random({value!r})", self.lines[-1])
 
     def clear_forced(self):
         self.lg.forced_random = []
-        self.log.append(("knob", "clear_forced", None))
+        self._log(("knob", "clear_forced", None), "h.clear_forced()")
+
+    def _log(self, entry, source, note=""):
+        self.log.append(entry)
+        self.calls.append((source, note))
+
+    def recheck(self):
+        """Check the current state again (after ``free`` nothing runs; LG-RC: nothing held)."""
+        self._log(("recheck",), "h.recheck()")
+        if self.check:
+            self.violations.extend(lguest_check_state(self.raw))
+
+    def program(self, calls: list | None = None) -> str:
+        """The run (or ``calls``, which start with this harness's own) as a program that replays
+        it through a fresh harness and ends in the judge (``assert not h.violations``): runnable
+        as pasted; the boot is one call."""
+        calls = list(self.calls if calls is None else calls)
+        imports = ["from ptspec.proofs.lguest.harness import LguestHarness"]
+        if self.booted and self.boot_source:
+            imports.append("from ptspec.proofs.lguest.guest import GuestLayout, boot")
+            calls = [(self.boot_source, "the guest boots: init, kernel mappings, stack")] + \
+                calls[self.booted:]
+        return minimize.program(imports, self.make_source, calls)
 
     @property
     def dead(self):
@@ -124,11 +150,12 @@ class LguestHarness:
         pre, pre_state = self.raw, self.state
         pre_private = refusal.private_state(self.lg) if self.check else None
         pending = {"fail_alloc": self.lg.host.fail_next_alloc, "fail_gup": self.lg.host.fail_next_gup}
-        self.log.append(("step", op, dict(args)))
+        self._log(("step", op, dict(args)), minimize.call("h.step", args, op))
         try:
             ret = getattr(self.lg, method)(*(args[n] for n in names))
         except (ValueError, TypeError) as exc:
             self.lines.append(f"# {call} -> {type(exc).__name__}: {exc}")
+            self.calls[-1] = (self.calls[-1][0], self.lines[-1][2:])
             post = self.lg.raw_state()
             changed = [] if not self.check else (["raw state"] if post != pre else []) + \
                 refusal.differences(pre_private, refusal.private_state(self.lg))
@@ -140,6 +167,7 @@ class LguestHarness:
         self.lines.append(call + (f"  # -> {_fmt(ret)}" if ret is not None else "")
                           + (f"  # kill_guest: {self.lg.dead}" if self.lg.dead and
                              not (pre.get("dead")) else ""))
+        self.calls[-1] = (self.calls[-1][0], self.lines[-1])
         self.steps += 1
         self.last_op = op
         post = self.lg.raw_state()
@@ -174,17 +202,35 @@ class LguestHarness:
                 getattr(h, entry[0])()
         return h
 
+    def replay_counted(self, log):
+        """``replay``, also returning how many entries ran (for ``minimize.shortest``); the boot
+        marker carries over when the log starts with the boot."""
+        h = LguestHarness(**self.ctor)
+        used = 0
+        for entry in log:
+            if h.violations:
+                break
+            used += 1
+            if entry[0] == "step":
+                if (h.dead and entry[1] != "free") or h.lg.freed:
+                    continue
+                h.step(entry[1], **entry[2])
+            elif entry[0] == "knob":
+                if entry[1] == "force_random":
+                    h.force_random(entry[2])
+                else:
+                    getattr(h, entry[1])()
+            else:
+                getattr(h, entry[0])()
+        if self.booted and log[:self.booted] == self.log[:self.booted]:
+            h.booted, h.boot_source = self.booted, self.boot_source
+        return h, used
+
     def counterexample(self):
         """The program, the violations, the tables in ptdump style, the kernel function."""
         try:
             tables = render_lguest(self.raw)
         except Exception as exc:            # too broken to draw: say so, keep the rest
             tables = f"(tables not drawable: {exc})"
-        return {"ops": self.ops_source, "violations": [str(v) for v in self.violations],
+        return {"ops": self.program(), "violations": [str(v) for v in self.violations],
                 "tables": tables, "kernel_function": KERNEL_FUNCTION.get(self.last_op, "")}
-
-    def state_key(self):
-        """A hashable key of the state (for exhaustive deduplication)."""
-        raw = dict(self.raw)
-        raw["fail"] = [self.lg.host.fail_next_alloc, self.lg.host.fail_next_gup]
-        return json.dumps(raw, sort_keys=True)

@@ -8,8 +8,11 @@ hypercall arguments (addresses in and beyond the switcher, unaligned and out-of-
 out-of-range indices, PTEs with bad frames or flags). Both modes fault, switch pgdirs (with the
 eviction choice drawn), flush, clear, run on every host CPU and inject allocation and
 get_user_pages failures. Each step goes through ``LguestHarness.step``; a violation raises
-``LgStepViolation`` with the program and the tables; ``shrink`` then shortens it by replaying
-the run without whole steps (a cooperative guest's write-and-announce pairs stay together).
+``LgStepViolation`` with the program and the tables; ``shortest_failure`` then replays the
+recorded log on a fresh guest and cuts it by delta debugging (``ptspec.proofs.engines.minimize``;
+the boot stays, a cooperative guest's write-and-announce transactions are removed whole) to the
+shortest run that breaks the same invariant. A hypothesis ``FlakyFailure`` still carries the
+finding and is replayed the same way.
 """
 
 from __future__ import annotations
@@ -19,18 +22,21 @@ from dataclasses import dataclass
 
 from hypothesis import HealthCheck, Phase, seed as hyp_seed, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from ptspec.proofs.lguest import guest as G
+from ptspec.proofs.engines import minimize
 from ptspec.proofs.lguest.harness import LguestHarness
 
 U32 = (1 << 32) - 1
 
 
 class LgStepViolation(AssertionError):
-    def __init__(self, h: LguestHarness):
+    def __init__(self, h: LguestHarness, note: str = ""):
         self.harness = h
         cx = h.counterexample()
+        if note:
+            cx["replay"] = note
         self.program, self.violations, self.raw_state = cx["ops"], cx["violations"], h.raw
         self.counterexample = cx
         super().__init__("\n".join(self.violations[:8]) + "\n\n" + self.program)
@@ -77,6 +83,8 @@ def make_machine(fmt: str, mode: str = "hostile", variant: str = "corrected", np
             super().__init__()
             self.h = LguestHarness(fmt, variant=variant, coherent=not hostile, npgdirs=npgdirs)
             G.boot(self.h, layout)
+            self.h.booted = len(self.h.log)
+            self.h.boot_source = f"boot(h, GuestLayout({fmt!r}))"
             self._check()
 
         def _check(self):
@@ -157,8 +165,7 @@ def make_machine(fmt: str, mode: str = "hostile", variant: str = "corrected", np
         @rule()
         def recheck_after_free(self):
             """Once freed nothing runs; the final state is checked again (LG-RC: nothing held)."""
-            from ptspec.spec.lguest.check import lguest_check_state
-            self.h.violations.extend(lguest_check_state(self.h.raw))
+            self.h.recheck()
             self._check()
 
         # ---- what only a hostile guest does ----
@@ -238,27 +245,44 @@ def _groups(log):
     return out
 
 
-def shrink(h: LguestHarness, deadline: float) -> LguestHarness:
-    """Greedy shortening of a failing run: drop whole announced changes or single steps (never
-    the boot) while the replay still breaks the first violated id; stops at ``deadline``."""
+def shortest_failure(exc: LgStepViolation, max_replays: int) -> LgStepViolation:
+    """The finding replayed from its log on a fresh guest and cut by delta debugging to the
+    shortest run (boot kept, transactions whole) that breaks the same first invariant; kept as
+    found, and said so, when the log does not reproduce it."""
+    h = exc.harness
     want = h.violations[0].inv
-    boot = len(h.log) - len(h.log[h.log.index(("end",)) + 1:]) if ("end",) in h.log else 0
-    head, groups = h.log[:boot], _groups(h.log[boot:])
-    best = h
-    i = len(groups) - 1
-    while i >= 0 and time.monotonic() < deadline:
-        trial = groups[:i] + groups[i + 1:]
-        r = h.replay(head + [e for g in trial for e in g])
-        if r.violations and r.violations[0].inv == want:
-            groups, best = trial, r
-        i -= 1
-    return best
+    head, units = h.log[:h.booted], _groups(h.log[h.booted:])
+
+    def replay(trial):
+        r, used = h.replay_counted(head + [e for g in trial for e in g])
+        # `used` counts entries; give back how many whole units ran
+        n, ran = 0, max(0, used - len(head))
+        for g in trial:
+            if ran <= 0:
+                break
+            ran -= len(g)
+            n += 1
+        return r, n
+
+    cut = minimize.shortest(units, replay,
+                            lambda r: bool(r.violations) and r.violations[0].inv == want,
+                            max_replays)
+    if not cut.reproduced:
+        exc.counterexample["replay"] = (
+            f"not replayable: the recorded log of {len(h.log)} entries, replayed on a fresh guest, "
+            f"does not break {want} again")
+        return exc
+    n = sum(len(g) for g in cut.trace)
+    return LgStepViolation(cut.outcome, note=f"replayed and minimised: {len(h.log) - len(head)} -> "
+                                             f"{n} entries after the boot in {cut.replays} replays")
 
 
 def run_lockstep(fmt: str, mode: str = "hostile", *, examples: int, steps: int, seed: int = 0,
-                 variant: str = "corrected", npgdirs: int = 4, shrink_seconds: float = 5.0) -> LgOutcome:
+                 variant: str = "corrected", npgdirs: int = 4,
+                 shrink_replays: int = 200) -> LgOutcome:
     """Run the machine (hypothesis generation without its shrinker, which is slow on these long
-    runs); a failure is then shortened by ``shrink`` for up to ``shrink_seconds``."""
+    runs); a failure is then replayed and cut by ``shortest_failure`` (at most ``shrink_replays``
+    replays)."""
     machine = make_machine(fmt, mode, variant, npgdirs)
     counter = {"runs": 0, "steps": 0}
     base_init = machine.__init__
@@ -275,10 +299,8 @@ def run_lockstep(fmt: str, mode: str = "hostile", *, examples: int, steps: int, 
                    suppress_health_check=list(HealthCheck),
                    phases=[Phase.explicit, Phase.reuse, Phase.generate])
     t0 = time.perf_counter()
-    try:
-        run_state_machine_as_test(hyp_seed(seed)(machine), settings=cfg)
-    except LgStepViolation as exc:
-        short = shrink(exc.harness, time.monotonic() + shrink_seconds)
+    exc = minimize.run_hypothesis(hyp_seed(seed)(machine), cfg, LgStepViolation)
+    if exc is not None:
         return LgOutcome("refuted", counter["runs"], counter["steps"], time.perf_counter() - t0,
-                         LgStepViolation(short))
+                         shortest_failure(exc, shrink_replays))
     return LgOutcome("passed", counter["runs"], counter["steps"], time.perf_counter() - t0)

@@ -1,9 +1,9 @@
 """Planted bugs for lguest: small wrong variants of impl.lguest functions, to show each check fails.
 
-``planted_lguest(bug_id)`` swaps one method of ``impl.lguest.Lguest`` for a variant with one named
+``planted_lguest(bug_id)`` swaps one method of ``ptspec.impl.lguest.Lguest`` for a variant with one named
 defect and restores it on exit. tests/test_lguest_planted.py runs the exhaustive explorer and the
 lock-step machines under each and requires a refutation naming one of the bug's ids. The first is
-the lguest bug of ../shared/BUGS.md ("shadow-release"); the others give every lguest invariant and
+the lguest bug of docs/bugs.md ("shadow-release"); the others give every lguest invariant and
 contract at least one bug of its own. The seed's own findings are not planted here: they are the
 ``seed-as-written`` variant (impl.lguest.SEED_FINDINGS), run through the same checks.
 """
@@ -227,7 +227,7 @@ def _set_stack_no_pin(orig):
 
 BUGS = {b.id: b for b in [
     Bug("shadow-release", "demand_page/do_set_pte overwrite a present shadow PTE without releasing "
-        "its page reference (BUGS.md)", ("LG-RC",),
+        "its page reference (docs/bugs.md)", ("LG-RC",),
         (("demand_page", _no_release_in), ("do_set_pte", _no_release_in))),
     Bug("global-kept", "gpte_to_spte keeps the guest's GLOBAL bit", ("LG-SHADOW",),
         (("gpte_to_spte", _gpte_to_spte_global),)),

@@ -39,12 +39,10 @@ def hypothesis_layouts(ctx):
     examples = max(3, ctx.budget["hypothesis_examples"] // 6)
     steps = min(ctx.budget["steps"], 20)
     out = mmu_machine.run_machine(examples=examples, steps=steps, seed=ctx.seed,
-                                  deadline=ctx.deadline)
+                                  shrink_replays=ctx.budget["shrink_replays"])
     detail = f"{out.examples} runs, {out.steps} steps, {out.steps / max(out.seconds, 1e-9):.0f} steps/s"
     if out.status == "refuted":
         return Result.refuted(out.failure.cx, detail=detail, examples=out.steps)
-    if ctx.expired():
-        return Result.unknown(f"time budget ran out ({detail})", examples=out.steps)
     return Result.passed(out.steps, detail)
 
 
@@ -66,7 +64,7 @@ def exhaustive_layouts(ctx):
     if out.status == "refuted":
         return Result.refuted(out.counterexample, detail=detail, examples=out.steps)
     if out.status == "unknown":
-        return Result.unknown(f"time budget ran out at {detail}", examples=out.steps)
+        return Result.unknown(f"budget not completed (hang guard) at {detail}", examples=out.steps)
     return Result.proved(out.steps, detail)
 
 
@@ -98,7 +96,14 @@ def hyp_private_va(ctx):
     n_seq = max(20, ctx.budget["hypothesis_examples"] // 2)
     n, cx = mmu_hypva.run_sequences(n_seq, ctx.seed, expired=ctx.expired)
     if cx:
+        cx = dict(cx, sequence=cx["ops"], ops="\n".join([
+            "from ptspec.proofs.mmu.hyp_va import run_sequences",
+            f"n, cx = run_sequences({n_seq}, {ctx.seed})   # the sequence above is the one it fails on",
+            "assert cx is None, cx['violations']"]))
         return Result.refuted(cx, detail=f"after {n} requests", examples=n)
+    if ctx.expired():       # run_sequences stops at the hang guard: its budget was not completed
+        return Result.unknown(f"hang guard reached after {n} requests; budget of {n_seq} "
+                              "sequences not completed", examples=n)
     return Result.passed(n, f"{n} private mappings in {n_seq} sequences")
 
 
@@ -115,9 +120,14 @@ def z3_hyp_va(ctx):
         status, info = mmu_hypva.z3_allocator(vb, ps, ctx.budget["z3_timeout_ms"],
                                               ctx.budget["z3_rlimit"])
         if status == "refuted":
-            return Result.refuted({"ops": f"hyp_private_va(io_map_base={info['io_map_base']:#x}, "
-                                          f"phys={info['phys']:#x}, size={info['size']:#x}, "
-                                          f"va_bits={vb}, page_shift={ps})",
+            return Result.refuted({"ops": "\n".join([
+                                       "from ptspec.proofs.mmu.hyp_va import z3_allocator",
+                                       f"status, model = z3_allocator({vb}, {ps}, "
+                                       f"{ctx.budget['z3_timeout_ms']}, {ctx.budget['z3_rlimit']})",
+                                       "assert status != 'refuted', model"]),
+                                   "inputs": f"io_map_base={info['io_map_base']:#x}, "
+                                             f"phys={info['phys']:#x}, size={info['size']:#x}, "
+                                             f"va_bits={vb}, page_shift={ps}",
                                    "violations": ["C-HYP-VA the allocator's answer disagrees "
                                                   "with the room below io_map_base"],
                                    "tables": "", "kernel_function": "__create_hyp_private_mapping"},

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ptspec.proofs.mmu.fault_cases import Expect, case_abort, case_huge, case_routing
 from ptspec.proofs.mmu.tlb_cases import case_guest, case_tlb, case_tlb_model
 from ptspec.proofs.mmu.vm_cases import case_io, case_notifier, case_stage2, case_unmap_memslot, case_vmm
+from ptspec.proofs.engines.minimize import unit_program
 from ptspec.proofs.runner.registry import Result, obligation
 
 CASES = {"routing": case_routing, "huge": case_huge, "abort": case_abort,
@@ -51,7 +52,10 @@ def _register(name):
     def check(ctx):
         n, failed = run_case(name)
         if failed:
-            return Result.refuted({"ops": f"ptspec.proofs.mmu.checks_fault_units.run_case({name!r})",
+            return Result.refuted({"ops": unit_program(
+                                       ["from ptspec.proofs.mmu.checks_fault_units import run_case"],
+                                       [f"n, failed = run_case({name!r})"],
+                                       "assert not failed, '\\n'.join(failed)"),
                                    "violations": failed[:12], "tables": "",
                                    "kernel_function": (FUNCTIONS[name] or ["(guest model)"])[0]},
                                   detail=f"{len(failed)} of {n} expectations failed", examples=n)

@@ -34,6 +34,7 @@ from ptspec.impl.mmu.kvm import Kvm
 from ptspec.proofs.mmu import host_cases as mmu_host_cases
 from ptspec.proofs.mmu import host_contract as mmu_host_contract
 from ptspec.proofs.mmu import hyp_va as mmu_hypva
+from ptspec.proofs.engines.minimize import unit_program
 from ptspec.proofs.runner.registry import Result, obligation
 
 P = 0x1000
@@ -336,9 +337,9 @@ def check_gfn_helpers():
     return bad
 
 
-def _result(bad, n, what, fn):
+def _result(bad, n, what, fn, program):
     if bad:
-        return Result.refuted({"ops": f"ptspec.proofs.mmu.checks_host_units.{what}()",
+        return Result.refuted({"ops": program,
                                "violations": [f"HOST-MM {b}" for b in bad[:8]], "tables": "",
                                "kernel_function": fn})
     return Result.passed(n, what)
@@ -354,14 +355,20 @@ def host_mm(ctx):
     references, host_map / host_leaf / find_vma agreement); the arm64 size constants."""
     bad = mmu_host_cases.check_sizes()
     if bad:
-        return _result(bad, 1, "mmu_host_cases.check_sizes", "HostSizes")
+        return _result(bad, 1, "mmu_host_cases.check_sizes", "HostSizes", unit_program(
+            ["from ptspec.proofs.mmu.host_cases import check_sizes"], ["bad = check_sizes()"],
+            "assert not bad, bad[:8]"))
     quick = ctx.budget["hypothesis_examples"] < 50
     n, cx = mmu_host_contract.run_host(1 if quick else 10, 15 if quick else 40, ctx.seed,
                                        expired=ctx.expired)
     if cx:
+        cx = dict(cx, sequence=cx["ops"], ops="\n".join([
+            "from ptspec.proofs.mmu.host_contract import run_host",
+            f"n, cx = run_host({1 if quick else 10}, {15 if quick else 40}, {ctx.seed})",
+            "assert cx is None, cx['violations']"]))
         return Result.refuted(cx, detail="host mm sequence", examples=n)
     if ctx.expired():
-        return Result.unknown("time budget ran out", examples=n)
+        return Result.unknown("budget not completed (hang guard)", examples=n)
     return Result.passed(n, f"{n} host operations checked")
 
 
@@ -377,7 +384,12 @@ def host_memslot(ctx):
     bad += check_dirty_log(random.Random(ctx.seed))
     bad += check_gfn_helpers()
     return _result(bad, 3, "check_set_memory_region / check_dirty_log / check_gfn_helpers",
-                   "__kvm_set_memory_region")
+                   "__kvm_set_memory_region", unit_program(
+                       ["import random", "from ptspec.proofs.mmu.checks_host_units import "
+                        "check_dirty_log, check_gfn_helpers, check_set_memory_region"],
+                       ["bad = check_set_memory_region() + "
+                        f"check_dirty_log(random.Random({ctx.seed})) + check_gfn_helpers()"],
+                       "assert not bad, bad[:8]"))
 
 
 @obligation("mmu.units.hyp.layout", engine="unit", invariants=["C-HYP-VA"],
@@ -389,7 +401,9 @@ def hyp_layout(ctx):
     create_hyp_io_mappings' ioremap and its undo, against hand-derived values."""
     bad = mmu_hypva.check_hyp_units()
     if bad:
-        return Result.refuted({"ops": "ptspec.proofs.mmu.hyp_va.check_hyp_units()",
+        return Result.refuted({"ops": unit_program(
+                                   ["from ptspec.proofs.mmu.hyp_va import check_hyp_units"],
+                                   ["bad = check_hyp_units()"], "assert not bad, bad[:8]"),
                                "violations": [f"C-HYP-VA {b}" for b in bad[:8]], "tables": "",
                                "kernel_function": "kvm_mmu_init / create_hyp_mappings"})
     return Result.passed(1, "hyp layout cases")

@@ -14,9 +14,11 @@ and the VM options ``manual_protect``, ``init_set``, ``dic``, ``fwb``.
 
 from __future__ import annotations
 
+import copy
 import errno
 
 from ptspec import spec
+from ptspec.proofs.engines import minimize
 from ptspec.impl.mmu.guest import Guest, Vmm, once
 from ptspec.impl.mmu.host import HostMM
 from ptspec.impl.mmu.kvm import Kvm
@@ -68,9 +70,14 @@ class VmHarness:
         self.lines.append("guest = Guest(kvm); vmm = Vmm(kvm, guest)")
         self.violations: list = []
         self.steps = 0
+        self.trace: list = []           # what was run after the layout's slots: (op, args)
+        self.calls: list = []           # the same, as harness calls (source, impl line it ran)
+        self.make_source = minimize.call("VmHarness", {"arena_pages": arena_pages}, layout)
+        self.initial = (copy.deepcopy(layout), arena_pages)      # what ``replay`` starts from
+        self.make_imports = ["from ptspec.proofs.mmu.harness import VmHarness"]
         self._view = self._snapshot() if check else None
         for s in layout["slots"]:
-            self.step("set_memory_region", slot=s["id"], flags=s["flags"],
+            self._step("set_memory_region", slot=s["id"], flags=s["flags"],
                       guest_phys_addr=s["gpa"], memory_size=s["size"], userspace_addr=s["uaddr"])
 
     # -- snapshots ---------------------------------------------------------------------------
@@ -160,8 +167,24 @@ class VmHarness:
             return None, {}, "stage2_unmap_vm(kvm)"
         raise ValueError(f"unknown VM operation {op!r}")
 
+    def program(self) -> str:
+        """The run as a program that replays it through a fresh harness (same layout) and ends in
+        the judge (``assert not h.violations``): runnable as pasted."""
+        return minimize.program(self.make_imports, self.make_source, self.calls)
+
     def step(self, op, **args):
-        """Run one operation and check it; returns (ret, violations of this step)."""
+        """Run one operation and check it; returns (ret, violations of this step). Recorded in
+        the trace, so that ``replay`` can run it again."""
+        self.trace.append((op, dict(args)))
+        self.calls.append((minimize.call("h.step", args, op), ""))
+        mark = len(self.lines)
+        try:
+            return self._step(op, **args)
+        finally:
+            if len(self.lines) > mark:
+                self.calls[-1] = (self.calls[-1][0], self.lines[-1].replace("\n", "; "))
+
+    def _step(self, op, **args):
         ret, out, line = self._call(op, args)
         self.steps += 1
         shown = ERRNO.get(ret, h(ret)) if isinstance(ret, int) and not isinstance(ret, bool) \
@@ -183,6 +206,19 @@ class VmHarness:
         return ret, found
 
 
+def replay(trace: list, layout: dict, arena_pages: int = 1024):
+    """Run a recorded trace on a fresh ``VmHarness(layout)``, stopping at the first step with a
+    violation; returns (harness, used) for ``minimize.shortest``."""
+    h = VmHarness(layout, arena_pages=arena_pages)
+    if h.violations:
+        return h, 0
+    for i, (op, args) in enumerate(trace):
+        _, found = h.step(op, **args)
+        if found:
+            return h, i + 1
+    return h, len(trace)
+
+
 class _VmStep:
     """What ptspec.spec.stage2.bbm reads of a step: its op. VM-level ops get no caller-flushes exemption: the
     whole mmu.c operation, its own TLB flushes included, is the step."""
@@ -202,7 +238,7 @@ def counterexample(harness: VmHarness, violations: list) -> dict:
     slots = "\n".join(f"# memslot {s.id}: gfn {s.base_gfn:#x}+{s.npages:#x} hva "
                       f"{s.userspace_addr:#x} flags {s.flags:#x}" for s in harness.kvm.memslots)
     last = harness.lines[-1].split("(")[0] if harness.lines else ""
-    return {"ops": harness.ops_source, "violations": [str(v) for v in violations],
+    return {"ops": harness.program(), "violations": [str(v) for v in violations],
             "tables": slots + "\n" + tables, "kernel_function": KERNEL_OF.get(last, last)}
 
 

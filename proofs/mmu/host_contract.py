@@ -23,7 +23,8 @@ compares the model with an independent page-by-page account of what Linux does:
   ``find_vma_intersection`` and ``host_map`` (runs of consecutive pfns merged maximally) agree with
   each other page by page; distinct pages never share a RAM pfn; references counted exactly.
 
-The state checks, the directed sequence and the size table are in ``ptspec.proofs.mmu.host_cases``.
+These are the checks of HOST-MM (its statement: spec/mmu/host_mm.py). The state checks, the
+directed sequence and the size table are in ``ptspec.proofs.mmu.host_cases``.
 Left out: 16K/64K sequences (their constants are checked as a table; the page-level walk would be
 too slow for the budget), VMA splitting (the model has none).
 """

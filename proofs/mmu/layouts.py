@@ -18,25 +18,25 @@ A layout (see ``ptspec.proofs.mmu.harness``) is built by ``make_layout`` from a 
 
 from __future__ import annotations
 
-from ptspec.impl.mmu.host import DEVICE_BASE, HostSizes
+from ptspec.spec.arch import geometry as G
 
 HVA_BASE = 1 << 46
+DEVICE_BASE = 0x1000_0000           # where the layouts' VM_PFNMAP regions point (not RAM)
 GPA_BASE = 1 << 32
 LOG, RO = 1, 2
 
 
 def backings(page_shift):
-    sz = HostSizes(page_shift)
-    return ["anon", "thp", "pfnmap"] + [f"hugetlb:{s}" for s in sz.hugetlb_shifts()]
+    """The main slot's backings for a granule; hugetlb sizes from spec (G.hugetlb_shifts)."""
+    return ["anon", "thp", "pfnmap"] + [f"hugetlb:{s}" for s in G.hugetlb_shifts(page_shift)]
 
 
 def block_of(page_shift, backing):
-    sz = HostSizes(page_shift)
     if backing.startswith("hugetlb:"):
         return 1 << int(backing.split(":")[1])
     if backing == "pfnmap":
-        return 16 * sz.PAGE_SIZE          # device regions stay small: ioremap goes page by page
-    return sz.PMD_SIZE
+        return 16 << page_shift           # device regions stay small: ioremap goes page by page
+    return G.granule_size(2, page_shift)  # PMD_SIZE: a THP
 
 
 def make_layout(page_shift=12, backing="thp", nblocks=2, head=0, tail=0, misalign=False,

@@ -3,7 +3,7 @@
 ``planted_mmu(bug_id)`` swaps one impl function for a variant with a single named defect and restores
 it on exit. A variant is made from the impl function's own source with one textual change (shown in
 the bug's ``old`` / ``new``), compiled in the impl module's namespace, so the defect is exactly that
-change. The historical mmu.c bugs of ``../shared/BUGS.md`` carry their ids there (memslot-bounds,
+change. The historical mmu.c bugs of ``docs/bugs.md`` carry their ids there (memslot-bounds,
 force-pte-size, ipa-limit, dirty-before, perm-level); the others give MS, DIRTY, PROGRESS and each
 C-MMU-* contract and C-HYP-VA a bug of their own.
 """
@@ -45,7 +45,7 @@ def _variant(bug: MmuBug):
 F, S, H = mmu_fault, mmu_stage2, mmu_hyp
 
 BUGS = {b.id: b for b in [
-    # -- historical (../shared/BUGS.md) --------------------------------------------------------
+    # -- historical (docs/bugs.md) --------------------------------------------------------
     MmuBug("memslot-bounds", "a block at a memslot's head or tail may extend outside it "
            "(before 6794ad5443a2)", ("MS",), F, "fault_supports_stage2_huge_mapping",
            "    return (hva & ~(map_size - 1)) >= uaddr_start and \\\n"

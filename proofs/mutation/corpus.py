@@ -1,4 +1,4 @@
-"""The historical bug corpus: every bug of ../shared/BUGS.md as a planted variant of impl.
+"""The historical bug corpus: every bug of docs/bugs.md as a planted variant of impl.
 
 Models the public table of real bugs in pgtable.c, mmu.c and lguest's page_tables.c (ids, the
 upstream fix, what went wrong, what must catch it). Each entry names the planted-bug module of its
@@ -101,7 +101,7 @@ def seed_findings() -> list[CorpusBug]:
 
 
 class _Findings:
-    """What corpus entries of seed findings expect (the ids lguest_findings.EXPECTED names)."""
+    """What corpus entries of seed findings expect (the ids ptspec.proofs.lguest.findings.EXPECTED names)."""
 
     def __getitem__(self, finding):
         from ptspec.proofs.lguest.findings import EXPECTED

@@ -33,7 +33,6 @@ import copy
 import importlib
 import inspect
 import pkgutil
-import textwrap
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -304,7 +303,3 @@ def _holders() -> list:
 
 def describe(m: Mutant) -> str:
     return f"{m.id} (line {m.line}): {m.what}"
-
-
-def source_excerpt(m: Mutant) -> str:
-    return textwrap.indent(mutated_source(m), "    ")

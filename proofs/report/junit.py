@@ -86,6 +86,5 @@ def dumps(root: ET.Element) -> str:
 
 
 def write_junit(results: list[Result], path: str, profile: str, seed: int, **kw: Any) -> None:
-    text = dumps(build(results, profile, seed, **kw))
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    from ptspec.proofs.report import atomic
+    atomic.write_text(path, dumps(build(results, profile, seed, **kw)))

@@ -77,8 +77,9 @@ def dumps(report: dict[str, Any]) -> str:
 
 
 def write_json(report: dict[str, Any], path: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(dumps(report))
+    """Write the report atomically (proofs/report/atomic.py)."""
+    from ptspec.proofs.report import atomic
+    atomic.write_text(path, dumps(report))
 
 
 def named_invariants(r: Result) -> list[str]:

@@ -6,8 +6,13 @@ A profile trades time for coverage:
 - ``default``: about a minute in total, for every CI run;
 - ``deep``: long, for nightly runs and before a release.
 
-Budgets are caps, not targets: a check stops early when it has covered its space (an exhaustive
-exploration that finishes, a z3 query that is proved). When a check needs a new knob, add the key to
+Budgets are counted in things that do not depend on the machine's speed: examples, steps, states,
+exploration depth, replays, z3 resource units. They are caps, not targets: a check stops early when
+it has covered its space (an exhaustive exploration that finishes, a z3 query that is proved).
+Wall-clock time is only a hang guard: a check still running ``hang_guard_factor`` times its nominal
+time (``check_seconds``, what it takes on a reference machine) is stopped and reported unknown. The
+factor is large, so a machine several times slower gives the same verdicts; a check that completes
+its budget late is not "unknown" for being slow. When a check needs a new knob, add the key to
 every profile here (a test keeps the profiles' keys identical) rather than hard-coding a number in the
 check.
 """
@@ -22,8 +27,11 @@ DEFAULT_PROFILE = "default"
 
 # key -> (quick, default, deep), with what the key means.
 _TABLE: dict[str, tuple[tuple[float | int, float | int, float | int], str]] = {
-    "check_seconds": ((10, 30, 900), "wall-clock budget of one check (ctx.deadline is start + this)"),
-    "grace_seconds": ((2, 5, 60), "after the deadline, a check that did not return is stopped"),
+    "check_seconds": ((10, 30, 900), "nominal wall-clock time of one check on a reference machine "
+                                     "(not a verdict input; the hang guard is a multiple of it)"),
+    "hang_guard_factor": ((6, 10, 4), "hang guard: ctx.deadline is start + check_seconds x time_scale "
+                                      "x this; a check still running then is stopped (unknown)"),
+    "grace_seconds": ((2, 5, 60), "after the hang guard, a check that did not return is stopped"),
     "hypothesis_examples": ((20, 200, 3000), "runs per hypothesis state machine (max_examples)"),
     "steps": ((12, 30, 80), "operations per random sequence (stateful step count)"),
     "exhaustive_depth": ((2, 3, 5), "operations per sequence in bounded exhaustive exploration"),
@@ -32,6 +40,8 @@ _TABLE: dict[str, tuple[tuple[float | int, float | int, float | int], str]] = {
     "z3_rlimit": ((5_000_000, 50_000_000, 1_000_000_000), "z3 per-query resource limit ('rlimit')"),
     "crosshair_per_condition_timeout": ((3, 15, 300), "CrossHair seconds per contract / diff pair"),
     "crosshair_per_path_timeout": ((1, 3, 30), "CrossHair seconds per explored path"),
+    "shrink_replays": ((60, 200, 1000), "replays delta debugging may spend cutting a found "
+                                        "violation's trace to the shortest one that still fails"),
     "mutant_examples": ((20, 100, 1000), "hypothesis examples spent trying to kill one mutant"),
 }
 
@@ -49,3 +59,10 @@ def budget(profile: str) -> Mapping[str, float | int]:
 def describe() -> list[tuple[str, tuple[float | int, ...], str]]:
     """Every budget key with its value per profile (in PROFILE_NAMES order) and its meaning."""
     return [(key, values, meaning) for key, (values, meaning) in _TABLE.items()]
+
+
+def hang_guard(profile_budget: Mapping[str, float | int], time_scale: float = 1.0,
+               slack: float = 1.0) -> float:
+    """Seconds after which a check of this budget is stopped as hung (grace not included)."""
+    return (float(profile_budget["check_seconds"]) * float(profile_budget["hang_guard_factor"])
+            * time_scale * slack)

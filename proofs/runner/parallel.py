@@ -26,6 +26,9 @@ order. Rules on top of the runner's:
 
 Workers ignore SIGINT (the parent handles it) and, when `quiet_stdout` is set (`--ktap`), point
 their file descriptor 1 at stderr so that nothing a check prints can mix with the parent's stdout.
+SIGINT or SIGTERM to the parent (proofs/runner/interrupt.py) kills every worker at once; a worker
+whose parent dies anyway (SIGKILL) is killed by the kernel (PR_SET_PDEATHSIG on Linux) and, where
+that is not available, exits quietly at its next message to the parent.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from ptspec.proofs.runner import budgets as profile_table
+from ptspec.proofs.runner import interrupt
 from ptspec.proofs.runner import registry
 from ptspec.proofs.runner.registry import Listener, Obligation, Result
 
@@ -96,19 +100,37 @@ def _plain(value: Any) -> Any:
 def _worker_main(conn: Connection, modules: list[str], profile: str, seed: int, quiet_stdout: bool) -> None:
     """A worker: import the check modules, then run obligations by id until told to stop (None)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:       # the parent died before the line above took effect
+        return
     if quiet_stdout:
         os.dup2(2, 1)
     with registry.isolated(modules):
         registry.load_all()
-        while True:
-            try:
-                msg = conn.recv()
-            except EOFError:  # the parent went away
-                return
-            if msg is None:
-                return
-            index, ob_id = msg
-            conn.send(("done", index, _run_one(conn, index, ob_id, profile, seed)))
+        try:
+            while True:
+                try:
+                    msg = conn.recv()
+                except EOFError:  # the parent went away
+                    return
+                if msg is None:
+                    return
+                index, ob_id = msg
+                conn.send(("done", index, _run_one(conn, index, ob_id, profile, seed)))
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            return                   # the parent went away while the check ran: nobody to tell
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)        # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
 
 
 def _run_one(conn: Connection, index: int, ob_id: str, profile: str, seed: int) -> dict[str, Any]:
@@ -208,7 +230,7 @@ def run_parallel(obligations: list[Obligation], profile: str, seed: int, jobs: i
 
     def dispatch(w: _Worker) -> None:
         index, ob = queue.popleft()
-        allowed = float(budget["check_seconds"]) * ob.time_scale
+        allowed = profile_table.hang_guard(budget, ob.time_scale)
         now = time.monotonic()
         w.job = _Job(index, ob, now, now + allowed + float(budget["grace_seconds"]) + KILL_MARGIN_SECONDS)
         listener.started(ob, index, count)
@@ -269,7 +291,7 @@ def run_parallel(obligations: list[Obligation], profile: str, seed: int, jobs: i
                 elif time.monotonic() >= job.kill_at:
                     r = Result("unknown", f"stopped: its worker was still busy "
                                           f"{time.monotonic() - job.started:.1f}s after it started, past its "
-                                          f"time budget and the hard stop ({profile} profile); the worker "
+                                          f"hang guard and the hard stop ({profile} profile); the worker "
                                           f"process was killed", seconds=time.monotonic() - job.started)
                     w.proc.kill()
                 else:
@@ -278,6 +300,7 @@ def run_parallel(obligations: list[Obligation], profile: str, seed: int, jobs: i
                 w.stop(kill=True)
                 finish(job, r)
                 workers[k] = _Worker(ctx, modules, profile, seed, quiet_stdout) if queue else w
+            interrupt.check()
     except KeyboardInterrupt:
         for w in workers:
             w.stop(kill=True)

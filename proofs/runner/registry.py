@@ -6,13 +6,17 @@ runner (`run_obligation`, `run_all`), not the check, enforces the rules of DESIG
 
 - an exception inside a check is status "error" with the traceback summary;
 - "passed"/"proved" with `examples == 0` is "unknown: nothing was checked";
-- a check has a wall-clock budget (`ctx.deadline`, from the profile's `check_seconds` times the
-  obligation's `time_scale`) and should poll it (`ctx.expired()`) and return "unknown" when it runs
-  out. One still running `grace_seconds` after its deadline is stopped (SIGALRM raising
-  `DeadlineExceeded`; main thread only, and only between Python bytecodes, so z3 queries need their
-  own timeout) and is "unknown", whatever it returns afterwards. One that returns "passed"/"proved"
-  after its deadline is "unknown" too. A refutation that arrives late stays a refutation (its
-  counterexample does not depend on time), unless the check had to be stopped.
+- budgets are examples, steps, states, replays and solver resources (`ctx.budget`), which do not
+  depend on the machine's speed; wall-clock time is only a hang guard. `ctx.deadline` is the hang
+  guard: the profile's nominal `check_seconds` times the obligation's `time_scale` times the
+  profile's `hang_guard_factor` (10 at default: a machine three times slower is far from it). A
+  check that completes its budget is never "unknown" for being slow: a late pass is a pass. A check
+  that polls `ctx.expired()` and stops before completing its budget must return "unknown" (budget
+  not completed), never "passed" on a partial, clock-dependent budget. One still running
+  `grace_seconds` after the hang guard is stopped (SIGALRM raising `DeadlineExceeded`; main thread
+  only, and only between Python bytecodes, so z3 queries need their own resource limit) and is
+  "unknown", whatever it returns afterwards. A refutation stays a refutation (its counterexample
+  does not depend on time), unless the check had to be stopped.
 - a check module that fails to import is an "error" result (see `load_errors`), never a silent skip.
 
 A check module (a file `proofs/checks_<area>.py`; it is found by name, nothing to edit elsewhere):
@@ -44,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
 from ptspec.proofs.runner import budgets as profile_table
+from ptspec.proofs.runner import interrupt
 
 ENGINES = ("z3", "crosshair", "hypothesis", "exhaustive", "unit", "mutant")
 STATUSES = ("passed", "proved", "refuted", "unknown", "error")
@@ -103,7 +108,8 @@ def _no_progress(advance: int | None = None, total: int | None = None, note: str
 
 @dataclass(frozen=True)
 class Context:
-    """What a check gets: profile, seed, budget, its deadline (time.monotonic()) and a progress hook."""
+    """What a check gets: profile, seed, budget, its hang guard (`deadline`, time.monotonic()) and
+    a progress hook."""
 
     profile: str
     seed: int
@@ -132,7 +138,7 @@ class Obligation:
     run: Callable[[Context], Result]
     kernel_functions: list[str] = field(default_factory=list)
     profiles: set[str] = field(default_factory=lambda: set(profile_table.PROFILE_NAMES))
-    time_scale: float = 1.0  # multiplies the profile's check_seconds for this check
+    time_scale: float = 1.0  # multiplies the profile's nominal check_seconds (and so its hang guard)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id or any(c.isspace() for c in self.id):
@@ -326,10 +332,10 @@ def _invalid(value: Any) -> str | None:
 
 def run_obligation(ob: Obligation, profile: str, seed: int,
                    progress: Callable[..., None] = _no_progress, slack: float = 1.0) -> Result:
-    """Run one obligation under its budget and apply the honesty rules. `slack` stretches the time
-    budget (for a run under an instrument that slows every call down, never for a verdict)."""
+    """Run one obligation under its budget and apply the honesty rules. `slack` stretches the hang
+    guard (for a run under an instrument that slows every call down, never for a verdict)."""
     budget = profile_table.budget(profile)
-    allowed = float(budget["check_seconds"]) * ob.time_scale * slack
+    allowed = profile_table.hang_guard(budget, ob.time_scale, slack)
     grace = float(budget["grace_seconds"])
 
     def safe_progress(advance: int | None = None, total: int | None = None, note: str | None = None) -> None:
@@ -343,8 +349,10 @@ def run_obligation(ob: Obligation, profile: str, seed: int,
     start = time.monotonic()
     ctx = Context(profile=profile, seed=seed, budget=budget, deadline=start + allowed,
                   check_id=ob.id, progress=safe_progress)
-    stopped = Result("unknown", f"stopped: still running {grace:g}s after its time budget of "
-                                f"{allowed:g}s ({profile} profile)")
+    factor = float(budget["hang_guard_factor"])
+    stopped = Result("unknown", f"stopped: still running {allowed + grace:g}s after it started, at "
+                                f"its hang guard ({factor:g}x its nominal {allowed / factor:g}s plus "
+                                f"{grace:g}s grace; {profile} profile); budget not completed")
     fired = [False]
     try:
         with _hard_stop(allowed + grace) as fired:
@@ -361,10 +369,6 @@ def run_obligation(ob: Obligation, profile: str, seed: int,
     if fired[0] and result is not stopped:  # the check swallowed the stop: whatever it says is moot
         result = dataclasses.replace(stopped, detail=stopped.detail + f"; it then returned '{result.status}'")
 
-    if result.status in PASSING and elapsed > allowed:
-        result = dataclasses.replace(result, status="unknown", detail=(
-            f"ran past its time budget of {allowed:g}s ({elapsed:.1f}s; {profile} profile); "
-            f"its '{result.status}' is not counted" + (f" [{result.detail}]" if result.detail else "")))
     if result.status in PASSING and result.examples == 0:
         result = dataclasses.replace(result, status="unknown", detail="nothing was checked" + (
             f" [{result.detail}]" if result.detail else ""))
@@ -388,6 +392,7 @@ def run_all(obligations: list[Obligation], profile: str, seed: int,
         try:
             result = run_obligation(ob, profile, seed,
                                     lambda a, t, n, ob=ob: listener.progressed(ob, a, t, n))
+            interrupt.check()       # a check that swallowed Ctrl-C / SIGTERM gives no verdict
         except KeyboardInterrupt:
             for j, rest in enumerate(obligations[index:], start=index):
                 why = "interrupted by the user" if j == index else "not run: interrupted by the user"

@@ -8,6 +8,8 @@ of the failing step.
 
 from __future__ import annotations
 
+import re
+
 from ptspec import spec
 
 from ptspec.proofs.stage2 import errorpaths
@@ -35,17 +37,23 @@ MAP_FUNCTIONS = ["kvm_pgtable_walk", "__kvm_pgtable_visit", "stage2_map_walker_t
                  "stage2_flush_walker", "stage2_free_walker", "kvm_pgtable_stage2_relax_perms"]
 
 
-def counterexample(program: str, violations: list[str], raw_state: dict | None) -> dict:
-    last = [ln for ln in program.splitlines() if ln.startswith("pgt.")]
-    op = last[-1][4:].split("(")[0] if last else ""
+def counterexample(program: str, violations: list[str], raw_state: dict | None,
+                   note: str = "") -> dict:
+    """The report's counterexample: the program (a replay ending in the judge, or the impl calls),
+    the violations, the tables, the kernel function of the last operation, how it was obtained."""
+    last = re.findall(r"\bpgt\.(\w+)\(", program)
+    op = last[-1] if last else ""
     tables = ""
     if raw_state is not None:
         try:
             tables = render(spec.load_state(raw_state))
         except Exception as exc:     # the state may be too broken to draw; say so, keep the rest
             tables = f"(tables not drawable: {exc})"
-    return {"ops": program, "violations": violations, "tables": tables,
-            "kernel_function": KERNEL_ENTRY.get(op, op)}
+    cx = {"ops": program, "violations": violations, "tables": tables,
+          "kernel_function": KERNEL_ENTRY.get(op, op)}
+    if note:
+        cx["replay"] = note
+    return cx
 
 
 # Share of the profile's hypothesis runs per geometry (divisor): 4K/39 is the primary geometry,
@@ -63,11 +71,11 @@ def _lockstep_check(name: str):
     def run(ctx):
         examples = lockstep_examples(name, ctx.budget)
         out = lockstep.run_lockstep(name, examples=examples, steps=ctx.budget["steps"],
-                                    seed=ctx.seed)
+                                    seed=ctx.seed, shrink_replays=ctx.budget["shrink_replays"])
         detail = f"{out.examples} runs, {out.steps} steps, {out.steps / out.seconds:.0f} steps/s"
         if out.status == "refuted":
             f = out.failure
-            return Result.refuted(counterexample(f.program, f.violations, f.raw_state),
+            return Result.refuted(counterexample(f.program, f.violations, f.raw_state, f.note),
                                   detail=detail, examples=out.steps)
         return Result.passed(out.steps, detail)
     page_shift, ia_bits, field = lockstep.GEOMETRIES[name]
@@ -99,7 +107,7 @@ def exhaustive_4k_39(ctx):
         return Result.refuted(counterexample(out.program, out.violations, out.raw_state),
                               detail=detail, examples=out.transitions)
     if out.status == "unknown":
-        return Result.unknown(f"time budget ran out at {detail}", examples=out.transitions)
+        return Result.unknown(f"budget not completed (hang guard) at {detail}", examples=out.transitions)
     return Result.proved(out.transitions, detail)
 
 
@@ -117,8 +125,8 @@ def error_paths(ctx):
     for label, h, found in errorpaths.run_all(progress=ctx.progress):
         n += 1
         if found:
-            return Result.refuted(counterexample(h.ops_source, [str(v) for v in found],
+            return Result.refuted(counterexample(exhaustive._program(h), [str(v) for v in found],
                                                  h.raw_state()), detail=label, examples=n)
         if ctx.expired():
-            return Result.unknown(f"time budget ran out after {n} cases", examples=n)
+            return Result.unknown(f"budget not completed (hang guard) after {n} cases", examples=n)
     return Result.passed(n, f"{n} failure injections and bad-argument calls")

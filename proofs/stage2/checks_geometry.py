@@ -12,6 +12,7 @@ from __future__ import annotations
 from ptspec.spec.arch import geometry as SG
 from ptspec.impl.pgtable import geometry as IG  # through the module: a function swapped into impl is what runs
 
+from ptspec.proofs.engines.minimize import unit_program
 from ptspec.proofs.runner.registry import Result, obligation
 
 
@@ -69,7 +70,10 @@ def geometry_all(ctx):
     if bad:
         where, what = bad[0]
         return Result.refuted({"violations": [f"S2-TREE {w}: {x}" for w, x in bad[:8]],
-                               "ops": f"# {where}", "kernel_function": "stage2_pgtable_levels"},
+                               "ops": unit_program(
+                                   ["from ptspec.proofs.stage2.checks_geometry import mismatches"],
+                                   ["bad = list(mismatches())"], "assert not bad, bad[:8]"),
+                               "kernel_function": "stage2_pgtable_levels"},
                               detail=f"{len(bad)} mismatch(es) over {n} configurations",
                               examples=n)
     return Result.proved(n, f"{n} configurations, all equal")
@@ -173,7 +177,11 @@ def constructors(ctx):
             if got != want]
     n = len(cases) + len(defaults)
     if bad:
-        return Result.refuted({"violations": bad[:8], "ops": "# see proofs/stage2/checks_geometry.py",
+        return Result.refuted({"violations": bad[:8], "ops": unit_program(
+            ["from ptspec.proofs.runner.registry import Context",
+             "from ptspec.proofs.stage2.checks_geometry import constructors"],
+            ["r = constructors(Context('default', 0, {}))"],
+            "assert r.status == 'passed', r.counterexample['violations']"),
                                "kernel_function": "(constructors)"}, detail=f"{len(bad)} of {n}",
                               examples=n)
     return Result.passed(n, f"{n} constructor cases")

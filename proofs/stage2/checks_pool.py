@@ -15,6 +15,7 @@ import errno
 
 from ptspec.impl.pgtable.pool import KvmMmuMemoryCache, MmOps, PagePool
 
+from ptspec.proofs.engines.minimize import unit_program
 from ptspec.proofs.runner.registry import Result, obligation
 
 B = 0x10_0000_0000
@@ -94,7 +95,10 @@ def pool_semantics(ctx):
     bad = [f"S2-LEAK {what}: got {got!r}, expected {want!r}" for what, got, want in found
            if got != want]
     if bad:
-        return Result.refuted({"violations": bad[:8], "ops": "# see proofs/stage2/checks_pool.py",
+        return Result.refuted({"violations": bad[:8], "ops": unit_program(
+            ["from ptspec.proofs.stage2.checks_pool import cases"],
+            ["bad = [(what, got, want) for what, got, want in cases() if got != want]"],
+            "assert not bad, bad[:8]"),
                                "kernel_function": "mm_ops"}, detail=f"{len(bad)} of {len(found)}",
                               examples=len(found))
     return Result.passed(len(found), f"{len(found)} behaviours")

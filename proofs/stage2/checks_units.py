@@ -33,6 +33,7 @@ from ptspec.impl.pgtable import stage2 as S2
 from ptspec.impl.pgtable.stage2_map import KVM_PGTABLE_S2_IDMAP
 
 from ptspec.proofs.stage2.harness import Stage2Harness
+from ptspec.proofs.engines.minimize import unit_program
 from ptspec.proofs.runner.registry import Result, obligation
 
 K4, M2, G1 = 0x1000, 0x200000, 0x40000000
@@ -104,7 +105,10 @@ def hyp_units(ctx):
     is aligned down to a page; a conflicting re-map of a valid leaf and a table installed over a
     valid block WARN (as the kernel's WARN_ONs do), the same mapping or a software-bit change does
     not."""
-    return _verdict(hyp_cases(), "kvm_pgtable_hyp_map", "proofs/stage2/checks_units.py hyp_cases")
+    return _verdict(hyp_cases(), "kvm_pgtable_hyp_map", unit_program(
+        ["from ptspec.proofs.stage2.checks_units import hyp_cases"],
+        ["bad = [(what, got, want) for what, got, want in hyp_cases() if got != want]"],
+        "assert not bad, bad[:8]"))
 
 
 # -- stage 2 ---------------------------------------------------------------------------------
@@ -239,16 +243,23 @@ def stage2_units(ctx):
     if spec_found:
         label, h, v = spec_found[0]
         from ptspec.proofs.stage2.checks import counterexample
-        cx = counterexample(h.ops_source, [str(x) for _, _, x in spec_found[:8]], h.raw_state())
+        cx = counterexample(STAGE2_PROGRAM, [str(x) for _, _, x in spec_found[:8]], h.raw_state())
         return Result.refuted(cx, detail=f"scenario {label!r}: {len(spec_found)} violation(s)",
                               examples=len(out))
-    return _verdict(out, "kvm_pgtable_stage2_map", "proofs/stage2/checks_units.py stage2_cases")
+    return _verdict(out, "kvm_pgtable_stage2_map", STAGE2_PROGRAM)
 
 
-def _verdict(found, kernel_function: str, where: str) -> Result:
+STAGE2_PROGRAM = unit_program(
+    ["from ptspec.proofs.stage2.checks_units import stage2_cases"],
+    ["out, spec_found = [], []", "stage2_cases(out, spec_found)",
+     "bad = [(what, got, want) for what, got, want in out if got != want]"],
+    "assert not spec_found and not bad, ([str(v) for _, _, v in spec_found[:8]], bad[:8])")
+
+
+def _verdict(found, kernel_function: str, program: str) -> Result:
     bad = [f"{what}: got {got!r}, expected {want!r}" for what, got, want in found if got != want]
     if bad:
-        return Result.refuted({"violations": bad[:8], "ops": f"# see {where}",
+        return Result.refuted({"violations": bad[:8], "ops": program,
                                "kernel_function": kernel_function},
                               detail=f"{len(bad)} of {len(found)} cases", examples=len(found))
     return Result.passed(len(found), f"{len(found)} cases")

@@ -144,16 +144,6 @@ def spec_walk_index_4k(addr: int, level: int):
     return (addr >> SG.granule_shift(level, 12)) % SG.entries_per_table(12)
 
 
-def impl_walk_index_64k(addr: int, level: int):
-    return _impl_index(16, addr, level) if _index_domain(16, addr, level) else None
-
-
-def spec_walk_index_64k(addr: int, level: int):
-    if not _index_domain(16, addr, level):
-        return None
-    return (addr >> SG.granule_shift(level, 16)) % SG.entries_per_table(16)
-
-
 # ------------------------------------------------------------------------------------ block size
 
 def _block_domain(ps, addr, end, phys):
@@ -178,14 +168,6 @@ def _spec_block_level(ps, start_level, addr, end, phys):
     return None
 
 
-def impl_block_level_4k(addr: int, end: int, phys: int):
-    return _impl_block_level(12, 1, addr, end, phys) if _block_domain(12, addr, end, phys) else None
-
-
-def spec_block_level_4k(addr: int, end: int, phys: int):
-    return _spec_block_level(12, 1, addr, end, phys) if _block_domain(12, addr, end, phys) else None
-
-
 def impl_block_level_16k(addr: int, end: int, phys: int):
     return _impl_block_level(14, 2, addr, end, phys) if _block_domain(14, addr, end, phys) else None
 
@@ -199,7 +181,6 @@ def spec_block_level_16k(addr: int, end: int, phys: int):
 # (page_shift, ia_bits, [(ipa, size, phys)]): maps done on a fresh table, block and page sized,
 # with 64K output addresses above 2**48 (descriptor bits 15:12)
 TRANSLATE_SETUPS = {
-    "4k": (12, 39, [(0x4000_0000, 0x20_0000, 0x8_0020_0000), (0x4020_3000, 0x2000, 0x9_0000_5000)]),
     "64k": (16, 52, [(0x2000_0000, 0x2000_0000, 0xA_0000_2000_0000),
                      (0x4001_0000, 0x1_0000, 0xF_0000_0001_0000)]),
 }
@@ -250,14 +231,6 @@ def _spec_translate(name, i):
         if base <= ipa < base + size:
             return phys + (ipa - base)
     return None
-
-
-def impl_translate_4k(i: int):
-    return _impl_translate("4k", i) if 0 <= i < len(PROBES["4k"]) else None
-
-
-def spec_translate_4k(i: int):
-    return _spec_translate("4k", i) if 0 <= i < len(PROBES["4k"]) else None
 
 
 def impl_translate_64k(i: int):

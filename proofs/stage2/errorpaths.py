@@ -30,11 +30,12 @@ from ptspec.impl.pgtable.pool import KvmMmuMemoryCache, PagePool
 from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_RWX, KVM_PGTABLE_PROT_SW1, KVM_PGTABLE_PROT_X
 
 from ptspec.impl.pgtable.stage2_map import KVM_PGTABLE_S2_IDMAP
+from ptspec.spec.arch import geometry as G
 
 from ptspec.proofs.stage2 import refusal
 from ptspec.proofs.stage2.harness import Stage2Harness
 
-K4, M2, G1 = 0x1000, 0x200000, 0x40000000
+K4, M2, G1 = (G.granule_size(level, 12) for level in (3, 2, 1))     # 4K page, 2M and 1G blocks
 U64 = (1 << 64) - 1
 
 SETUPS = {

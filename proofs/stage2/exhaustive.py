@@ -18,11 +18,13 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_RWX, KVM_PGTABLE_PROT_X, kvm_pte_to_phys
+from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_RWX, KVM_PGTABLE_PROT_X
+from ptspec.spec.arch import descriptor as D
+from ptspec.spec.arch import geometry as G
 
 from ptspec.proofs.stage2.harness import Stage2Harness
 
-K4, M2 = 0x1000, 0x200000
+K4, M2 = G.granule_size(3, 12), G.granule_size(2, 12)      # a 4K page and a 2M block, from spec
 
 
 def alphabet(window: int = 0x4000_0000, phys: int = 0x8000_0000) -> list[tuple[str, dict]]:
@@ -59,7 +61,7 @@ def canonical(h: Stage2Harness):
     """The tree's shape with table pages renumbered in walk order, plus the memcache fill and
     pending fault injection."""
     pgt = h.pgt
-    pages, ps = pgt.pool.pages, pgt.gran.page_shift
+    pages, ps = pgt.pool.pages, h.params["page_shift"]      # descriptors decoded by spec
     names: dict[int, int] = {}
     out = []
 
@@ -70,8 +72,8 @@ def canonical(h: Stage2Harness):
         for i, w in enumerate(words):
             if not w:
                 continue
-            if level < 3 and (w & 3) == 3:
-                child = kvm_pte_to_phys(w, ps)
+            if D.is_table(w, level):
+                child = D.address(w, ps)
                 if child in pages and child not in names:
                     visit(child, level + 1)
                 row.append((i, "T", names.get(child, -1)))
@@ -98,12 +100,18 @@ class ExploreOutcome:
     raw_state: dict | None = None
 
 
+def _program(h) -> str:
+    """The counterexample program: a replay ending in the judge for ptspec's own harness; the
+    subject's own program for any other harness (a kernel pair)."""
+    return h.program() if type(h) is Stage2Harness else h.ops_source
+
+
 def explore(depth: int = 3, *, harness_factory=Stage2Harness, expired=None, progress=None) -> ExploreOutcome:
     ops = alphabet()
     t0 = time.perf_counter()
     root = harness_factory(12, 39, arena_pages=64, mc_capacity=4)
     if root.violations:
-        return ExploreOutcome("refuted", 1, 0, 0, time.perf_counter() - t0, root.ops_source,
+        return ExploreOutcome("refuted", 1, 0, 0, time.perf_counter() - t0, _program(root),
                               [str(v) for v in root.violations], root.raw_state())
     seen = {canonical(root)}
     frontier = deque([(root, 0)])
@@ -127,7 +135,7 @@ def explore(depth: int = 3, *, harness_factory=Stage2Harness, expired=None, prog
                 progress()
             if found:
                 return ExploreOutcome("refuted", len(seen), transitions, d + 1,
-                                      time.perf_counter() - t0, child.ops_source,
+                                      time.perf_counter() - t0, _program(child),
                                       [str(v) for v in found], child.raw_state())
             key = canonical(child)
             if key not in seen:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 
 from ptspec import spec
+from ptspec.proofs.engines import minimize
 from ptspec.impl.pgtable.pool import KvmMmuMemoryCache, PagePool
 from ptspec.impl.pgtable.pte import OWNER_FIELD_SEED
 from ptspec.impl.pgtable.stage2 import KvmPgtable
@@ -82,12 +83,24 @@ class Stage2Harness:
             f" fwb={fwb}, cmo={cmo}{extra})",
             f"mc = KvmMmuMemoryCache(pool, {mc_capacity})",
         ]
+        cls = type(self)           # a subclass replays through itself
+        self.make_source = minimize.call(cls.__qualname__, dict(
+            owner_field=tuple(owner_field), fwb=fwb, cmo=cmo, arena_pages=arena_pages,
+            mc_capacity=mc_capacity, **pgt_kwargs), page_shift, ia_bits, hex_ints=False)
+        self.make_imports = [f"from {cls.__module__} import {cls.__qualname__}"] + sorted(
+            {f"import {v.__module__}" for v in pgt_kwargs.values() if callable(v)})
+        self._begin()
+
+    def _begin(self) -> None:
+        """The run's bookkeeping, from the fresh table (self.pgt) to its init step; every subject
+        (impl, the kernel's C) starts its run here."""
         self.violations: list = []
         self.warned = 0                 # kernel WARNs seen so far (pgt.warnings)
         self.trace: list = []           # what was run, replayable: ("op", name, args) / ("fail", k)
+        self.calls: list = []           # the same, as harness calls (source, impl line it ran)
         self.steps = 0
         self._last_raw = self.pgt.snapshot()
-        self.state = self._load(self._last_raw) if check else None
+        self.state = self._load(self._last_raw) if self.check else None
         self.destroyed = False
         self.step("init")
 
@@ -97,6 +110,14 @@ class Stage2Harness:
     @property
     def ops_source(self) -> str:
         return "\n".join(self.lines)
+
+    def program(self) -> str:
+        """The run as a program that replays it through a fresh harness and ends in the judge
+        (``assert not h.violations``): runnable as pasted, it raises AssertionError exactly when
+        the run broke the spec."""
+        if "<locals>" in type(self).__qualname__:      # not importable: the impl calls it ran
+            return self.ops_source
+        return minimize.program(self.make_imports, self.make_source, self.calls)
 
     def raw_state(self, drain_log: bool = False) -> dict:
         return self.pgt.snapshot(drain_log=drain_log)
@@ -170,17 +191,33 @@ class Stage2Harness:
         mm.fail_at = {mm.nr_allocs + k}
         self.trace.append(("fail", k))
         self.lines.append(f"pgt.mm_ops.fail_at = {{pgt.mm_ops.nr_allocs + {k}}}")
+        self.calls.append((f"h.fail_allocation({k})", self.lines[-1]))
 
     def step(self, op: str, **args):
         """Run one operation and check it; returns (ret, violations of this step). A ValueError
-        must come for exactly the calls whose arguments are not kernel values (C-ARGS)."""
+        must come for exactly the calls whose arguments are not kernel values (C-ARGS; the statement,
+        with KERNEL-WARN's, is in spec/stage2/calls.py)."""
         if op != "init":
             self.trace.append(("op", op, dict(args)))
+            self.calls.append((minimize.call("h.step", args, op), ""))
+        mark = len(self.lines)
+        try:
+            return self._step(op, args)
+        finally:
+            if op != "init" and len(self.lines) > mark:
+                self.calls[-1] = (self.calls[-1][0], self.lines[mark])
+
+    def _full_snapshot(self) -> dict | None:
+        """All of the subject's state a refused call must leave alone (ptspec.proofs.stage2.refusal);
+        None where only the raw state can be seen (the kernel's C)."""
+        return refusal.snapshot(self.pgt, self.mc)
+
+    def _step(self, op: str, args: dict):
         pre_raw = pre = pre_full = None
         if self.check:
             pre_raw, pre = self._last_raw, self.state
             if not kernel_values(op, args):       # a refusal is due: all of impl's state, first
-                pre_full = refusal.snapshot(self.pgt, self.mc)
+                pre_full = self._full_snapshot()
         try:
             ret, out = self._call(op, args)
         except ValueError as exc:
@@ -188,8 +225,7 @@ class Stage2Harness:
             self.lines.append(f"# pgt.{op}(**{args!r}) raised ValueError: {exc}")
             if not self.check:
                 return None, []
-            changed = [] if pre_full is None else refusal.differences(
-                pre_full, refusal.snapshot(self.pgt, self.mc))
+            changed = [] if pre_full is None else refusal.differences(pre_full, self._full_snapshot())
             post_raw = self.pgt.snapshot()
             if not _same_tables(pre_raw, post_raw) and not changed:
                 changed = ["tables"]
@@ -232,3 +268,23 @@ class Stage2Harness:
         self.state = post
         self.violations.extend(found)
         return ret, found
+
+
+def replay(trace: list, make) -> tuple:
+    """Run a recorded trace (``("op", name, args)`` / ``("fail", k)``) on ``make()``, stopping at
+    the first step with a violation; returns (harness, used) for ``minimize.shortest``. Works
+    for every harness with this trace format (stage 2, hyp stage 1)."""
+    h = make()
+    if h.violations:
+        return h, 0
+    for i, entry in enumerate(trace):
+        if entry[0] == "fail":
+            h.fail_allocation(entry[1])
+            continue
+        _, op, args = entry
+        if op == "destroy" and h.destroyed:
+            continue
+        _, found = h.step(op, **args)
+        if found:
+            return h, i + 1
+    return h, len(trace)

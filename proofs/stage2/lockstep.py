@@ -18,14 +18,13 @@ from dataclasses import dataclass
 
 from hypothesis import HealthCheck, Phase, seed as hyp_seed, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
-from ptspec.impl.pgtable.geometry import Stage2Geometry
 from ptspec.impl.pgtable.pte import OWNER_FIELD_5_15, OWNER_FIELD_SEED
 
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.stage2 import strategies as S
-from ptspec.proofs.stage2.harness import Stage2Harness
+from ptspec.proofs.stage2.harness import Stage2Harness, replay
 
 # name -> (page_shift, ia_bits, owner_field); the issue's four required shapes, plus the 5.15
 # owner-field position on one of them.
@@ -45,10 +44,10 @@ HOST_RAM_END = 1 << 33
 def pkvm_host_force_pte_cb(addr, end, prot):
     """As pKVM's host stage 2 decides it: pages unless the range is RAM mapped RWX (or MMIO
     mapped RW device); here RAM is the IPA range below 8G."""
-    from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_RWX
+    rw = S.KVM_PGTABLE_PROT_R | S.KVM_PGTABLE_PROT_W
     if end <= HOST_RAM_END:
-        return prot != KVM_PGTABLE_PROT_RWX
-    return prot != KVM_PGTABLE_PROT_RW | KVM_PGTABLE_PROT_DEVICE
+        return prot != rw | S.KVM_PGTABLE_PROT_X
+    return prot != rw | S.KVM_PGTABLE_PROT_DEVICE
 
 
 OPTIONS = {"4k-48": {"fwb": True}, "4k-34": {"force_pte_cb": pkvm_host_force_pte_cb}}
@@ -57,31 +56,36 @@ OPTIONS = {"4k-48": {"fwb": True}, "4k-34": {"force_pte_cb": pkvm_host_force_pte
 class StepViolation(AssertionError):
     """A step broke an invariant or a contract."""
 
-    def __init__(self, harness: Stage2Harness, violations: list):
-        self.program = harness.ops_source
+    def __init__(self, harness: Stage2Harness, violations: list, note: str = ""):
+        self.program = harness.program()
         self.violations = [str(v) for v in violations]
         self.raw_state = harness.raw_state()
         self.trace = list(harness.trace)
+        self.note = note            # how the counterexample was obtained (replayed, minimised)
         super().__init__("\n".join(self.violations[:8]) + "\n\n" + self.program)
 
 
-def harness_maker(name: str, harness_factory=Stage2Harness):
-    """A function that builds a fresh harness for the named geometry (as each run starts)."""
-    page_shift, ia_bits, owner_field = GEOMETRIES[name]
+def harness_maker(name: str, harness_factory=Stage2Harness, geometries=None, options=None):
+    """A function that builds a fresh harness for the named geometry (as each run starts).
+
+    ``geometries``/``options`` replace GEOMETRIES/OPTIONS for another subject (the kernel's C)."""
+    geometries = GEOMETRIES if geometries is None else geometries
+    options = OPTIONS if options is None else options
+    page_shift, ia_bits, owner_field = geometries[name]
 
     def make():
         return harness_factory(page_shift, ia_bits, owner_field=owner_field,
                                arena_pages=512 if page_shift == 12 else 128,
-                               **OPTIONS.get(name, {}))
+                               **options.get(name, {}))
     return make
 
 
-def make_machine(name: str, harness_factory=Stage2Harness):
-    page_shift, ia_bits, owner_field = GEOMETRIES[name]
-    geom = Stage2Geometry.from_ipa(page_shift, ia_bits)
+def make_machine(name: str, harness_factory=Stage2Harness, geometries=None, options=None):
+    page_shift, ia_bits, owner_field = (GEOMETRIES if geometries is None else geometries)[name]
+    geom = S.geometry(page_shift, ia_bits)
     addr = S.addresses(geom)
     size = S.sizes(geom)
-    make = harness_maker(name, harness_factory)
+    make = harness_maker(name, harness_factory, geometries, options)
 
     class Stage2Lockstep(RuleBasedStateMachine):
         def __init__(self):
@@ -205,13 +209,21 @@ def make_machine(name: str, harness_factory=Stage2Harness):
     return Stage2Lockstep
 
 
-def _shortest(exc: StepViolation, make, seconds: float) -> StepViolation:
-    """Replace a failing run by the shortest replayed sub-sequence that still fails the same way."""
+def shortest_failure(exc, make, max_replays: int):
+    """The finding ``exc`` (a StepViolation) replayed from its trace and cut by delta debugging
+    (``minimize.shortest``) to the shortest sub-sequence that breaks one of the same ids. When the
+    trace does not reproduce, the original run is kept and says so (never lost)."""
     target = minimize.ids(exc.violations)
-    _, h, found = minimize.minimize(exc.trace, make, target, seconds)
-    if minimize.ids(found) & target:
-        return StepViolation(h, found)
-    return exc      # not reproducible from the trace alone: keep the original run
+    cut = minimize.shortest(exc.trace, lambda t: replay(t, make),
+                            lambda h: bool(minimize.ids(h.violations) & target), max_replays)
+    if not cut.reproduced:
+        exc.note = (f"not replayable: the recorded trace of {cut.original} entries, replayed on a "
+                    f"fresh table, does not break {', '.join(sorted(target))} again")
+        return exc
+    h = cut.outcome
+    found = [v for v in h.violations]
+    return type(exc)(h, found, note=f"replayed and minimised: {cut.original} -> {len(cut.trace)} "
+                                    f"entries in {cut.replays} replays")
 
 
 @dataclass
@@ -224,14 +236,15 @@ class LockstepOutcome:
 
 
 def run_lockstep(name: str, *, examples: int, steps: int, seed: int = 0,
-                 harness_factory=Stage2Harness, shrink_seconds: float = 10.0) -> LockstepOutcome:
+                 harness_factory=Stage2Harness, shrink_replays: int = 200,
+                 geometries=None, options=None) -> LockstepOutcome:
     """Run the machine for ``examples`` runs of up to ``steps`` steps, seeded and without a
     database, and report whether it found a violation.
 
     Hypothesis only generates; a failing run's recorded trace is then minimised by replay
-    (ptspec.proofs.engines.minimize, at most ``shrink_seconds``), which is much cheaper than hypothesis's own
+    (ptspec.proofs.engines.minimize, at most ``shrink_replays`` replays), which is much cheaper than hypothesis's own
     shrinking of stateful runs and yields the operation sequence a reviewer reads."""
-    machine = make_machine(name, harness_factory)
+    machine = make_machine(name, harness_factory, geometries, options)
     counter = {"runs": 0, "steps": 0}
     base_init = machine.__init__
 
@@ -251,10 +264,9 @@ def run_lockstep(name: str, *, examples: int, steps: int, seed: int = 0,
                    suppress_health_check=list(HealthCheck),
                    phases=[Phase.explicit, Phase.generate])
     t0 = time.perf_counter()
-    try:
-        run_state_machine_as_test(hyp_seed(seed)(machine), settings=cfg)
-    except StepViolation as exc:
-        exc = _shortest(exc, harness_maker(name, harness_factory), shrink_seconds)
+    exc = minimize.run_hypothesis(hyp_seed(seed)(machine), cfg, StepViolation)
+    if exc is not None:
+        exc = shortest_failure(exc, harness_maker(name, harness_factory, geometries, options), shrink_replays)
         return LockstepOutcome("refuted", counter["runs"], counter["steps"],
                                time.perf_counter() - t0, exc)
     return LockstepOutcome("passed", counter["runs"], counter["steps"], time.perf_counter() - t0)

@@ -5,7 +5,7 @@ a single, named defect, and restores it on exit. The tests run the checkers unde
 require a refutation naming the invariant or contract that must catch it; a checker that stays
 green under its planted bug is itself broken.
 
-The first five are historical bugs of ``../shared/BUGS.md`` put back; the others give every
+The first five are historical bugs of ``docs/bugs.md`` put back; the others give every
 invariant and every contract at least one bug of its own.
 """
 

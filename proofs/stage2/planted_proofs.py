@@ -3,7 +3,7 @@
 Same idea as ``proofs/stage2/planted.py`` (whose bugs are reused where they hit a lemma's function): a
 context manager swaps one impl function for a variant with a single named defect and restores it on
 exit. The defects here target what the lemmas of ``proofs/stage2/z3_lemmas.py``,
-``proofs/stage2/z3_leafsteps.py`` and ``proofs/crosshair_*.py`` state, one or more per family; the tests
+``proofs/stage2/z3_leafsteps.py`` and ``proofs/stage2/crosshair_targets.py`` state, one or more per family; the tests
 (tests/test_z3_planted.py, tests/test_crosshair_planted.py) plant each one and require the family's
 obligation to come back refuted, naming one of the bug's expected ids.
 

@@ -7,19 +7,82 @@ misalignment by one byte or one page) come up often, and so that operations coll
 subtrees instead of spreading over an empty IPA space. Sizes are page, block and root-entry
 multiples with small deltas, plus sizes that wrap the 64-bit address space. Physical addresses are
 aligned to a block of some level or deliberately not.
+
+Every input comes from the spec (``ptspec.spec.arch.geometry`` for levels, entry sizes, root pages
+and block levels; ``ptspec.spec.arch.descriptor`` for the ``KVM_PGTABLE_PROT_*`` encodings), never
+from impl: a generator that followed impl's geometry would inherit its mistakes. ``geometry()``
+builds the geometry object the strategies read. The same strategies drive every subject the spec
+judges (impl through ``Stage2Harness``, the kernel's own C through
+``ptspec.proofs.kernel.subject.CSideHarness``): they produce operation records (name + keyword
+arguments) that the subject's harness applies.
 """
 
 from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from ptspec.impl.pgtable.geometry import Stage2Geometry
-from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_SW0, KVM_PGTABLE_PROT_SW3, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
+from dataclasses import dataclass, field
+
+from ptspec.spec.arch import descriptor as D
+from ptspec.spec.arch import geometry as G
 
 U64 = (1 << 64) - 1
 
+KVM_PGTABLE_PROT_X, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_R = D.PROT_X, D.PROT_W, D.PROT_R
+KVM_PGTABLE_PROT_DEVICE = D.PROT_DEVICE
+_SW_LOW = (D.PROT_SW & -D.PROT_SW)             # lowest software bit of the prot field
+KVM_PGTABLE_PROT_SW0, KVM_PGTABLE_PROT_SW3 = _SW_LOW, _SW_LOW << 3
 
-def level_indices(geom: Stage2Geometry, level: int) -> list[int]:
+# The largest output address size KVM configures per granule without LPA2 (PARange max): 52 bits
+# only with 64K pages, 48 otherwise -- the same bound the spec's map contract applies.
+PA_BITS = {12: 48, 14: 48, 16: 52}
+
+
+@dataclass(frozen=True)
+class Granule:
+    """The per-level facts of one granule, as the spec states them (spec.arch.geometry)."""
+    page_shift: int
+    page_size: int = field(init=False)
+    ptrs_per_pte: int = field(init=False)
+    shift: tuple = field(init=False)          # levels 0..3
+    size: tuple = field(init=False)
+    block_ok: tuple = field(init=False)       # a leaf may sit at the level (page at level 3)
+    pa_bits: int = field(init=False)
+
+    def __post_init__(self):
+        ps = self.page_shift
+        if ps not in G.PAGE_SHIFTS:
+            raise ValueError(f"page_shift must be one of {G.PAGE_SHIFTS}, not {ps!r}")
+        put = object.__setattr__
+        put(self, "page_size", 1 << ps)
+        put(self, "ptrs_per_pte", G.entries_per_table(ps))
+        put(self, "shift", tuple(G.granule_shift(lv, ps) for lv in range(G.MAX_LEVELS)))
+        put(self, "size", tuple(G.granule_size(lv, ps) for lv in range(G.MAX_LEVELS)))
+        put(self, "block_ok", tuple(G.level_allows_leaf(lv, ps) for lv in range(G.MAX_LEVELS)))
+        put(self, "pa_bits", PA_BITS[ps])
+
+    def kvm_level_supports_block_mapping(self, level: int) -> bool:
+        return G.level_allows_block(level, self.page_shift)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A stage-2 table shape: granule, IPA size, start level and concatenated root pages."""
+    gran: Granule
+    ia_bits: int
+    start_level: int
+    pgd_pages: int
+
+
+def geometry(page_shift: int, ia_bits: int) -> Geometry:
+    """The stage-2 geometry KVM picks for this granule and IPA size, from the spec alone."""
+    if not G.ipa_bits_supported(ia_bits, page_shift):
+        raise ValueError(f"{G.granule_name(page_shift)} pages cannot translate a {ia_bits}-bit IPA")
+    sl = G.stage2_start_level(ia_bits, page_shift)
+    return Geometry(Granule(page_shift), ia_bits, sl, G.root_pages(ia_bits, sl, page_shift))
+
+
+def level_indices(geom: Geometry, level: int) -> list[int]:
     """Indices tried at one level; repeated entries weigh the choice towards a few subtrees."""
     ptrs = geom.gran.ptrs_per_pte
     if level == geom.start_level:
@@ -32,7 +95,7 @@ def level_indices(geom: Stage2Geometry, level: int) -> list[int]:
     return [0, 0, 1, 1, ptrs - 1]
 
 
-def addresses(geom: Stage2Geometry, misaligned: bool = True):
+def addresses(geom: Geometry, misaligned: bool = True):
     """IPAs inside the IPA space, from per-level index fields and an in-page offset."""
     gran = geom.gran
     parts = []
@@ -44,7 +107,7 @@ def addresses(geom: Stage2Geometry, misaligned: bool = True):
     return st.tuples(*parts).map(sum)
 
 
-def sizes(geom: Stage2Geometry):
+def sizes(geom: Geometry):
     gran = geom.gran
     page = gran.page_size
     blk = gran.size[2]
@@ -54,7 +117,7 @@ def sizes(geom: Stage2Geometry):
     return st.one_of(st.sampled_from(base), st.sampled_from([0, U64, U64 - page + 2]))
 
 
-def phys_offsets(geom: Stage2Geometry):
+def phys_offsets(geom: Geometry):
     """Output address = IPA + offset, as a memslot maps guest memory linearly: re-maps of
     overlapping ranges then meet the same output addresses (permission-only re-maps, -EAGAIN).
     Offsets keep level-1 or level-2 block alignment, or only page alignment."""
@@ -64,7 +127,7 @@ def phys_offsets(geom: Stage2Geometry):
                             (1 << 33) + 3 * page, (1 << 32) + 1])
 
 
-def physes(geom: Stage2Geometry):
+def physes(geom: Geometry):
     """Valid output addresses independent of the IPA: block aligned, page aligned, or not."""
     gran = geom.gran
     page = gran.page_size
@@ -99,7 +162,7 @@ def perm_changes():
                             KVM_PGTABLE_PROT_W | KVM_PGTABLE_PROT_X])
 
 
-def growths(geom: Stage2Geometry):
+def growths(geom: Geometry):
     """(bytes added before, bytes added after) a re-mapped range: none, a page, a level-2 block."""
     page, blk = geom.gran.page_size, geom.gran.size[2]
     return st.tuples(st.sampled_from([0, 0, page]), st.sampled_from([0, page, 2 * page, blk]))
@@ -109,20 +172,20 @@ def owner_ids(max_owner_id: int):
     return st.sampled_from(list(range(0, max_owner_id + 2)))
 
 
-def bad_addresses(geom: Stage2Geometry):
+def bad_addresses(geom: Geometry):
     """Addresses beyond the IPA space (the walker must answer -ERANGE)."""
     lim = 1 << geom.ia_bits
     return st.sampled_from([lim, lim + geom.gran.page_size, U64, U64 - geom.gran.page_size + 1,
                             1 << 63])
 
 
-def straddle_levels(geom: Stage2Geometry) -> list[int]:
+def straddle_levels(geom: Geometry) -> list[int]:
     """Levels whose entries span more than a page, where a walk can start inside an entry: from
     the start level (level 0 entries are never leaves, so at least 1) down to level 2."""
     return list(range(max(geom.start_level, 1), 3))
 
 
-def straddles(geom: Stage2Geometry):
+def straddles(geom: Geometry):
     """(addr, size) ranges that start inside one entry and end just inside the next one.
 
     The entry boundary is at a level from the root down to level 2 (a level-3 entry is one page and

@@ -58,7 +58,7 @@ def combine(cases, rlimit: int, timeout_ms: int, deadline=None) -> Outcome:
     paths = queries = n = 0
     for label, body, inputs, assume, *show in cases:
         if deadline is not None and time.monotonic() > deadline:
-            return Outcome("unknown", paths, queries, f"time budget ran out after {n} cases",
+            return Outcome("unknown", paths, queries, f"budget not completed (hang guard) after {n} cases",
                            seconds=time.monotonic() - t0)
         out = prove(body, inputs, assume=assume, rlimit=rlimit, timeout_ms=timeout_ms, what=label,
                     show=show[0] if show else None)

@@ -13,32 +13,47 @@ decoded for display only).
 
 from collections import namedtuple
 
-VALID = 1 << 0
-TYPE = 1 << 1                      # level < 3: 1 = table, 0 = block; level 3: must be 1 (page)
-MEMATTR_SHIFT, MEMATTR_MASK = 2, 0xF << 2
-S2AP_R = 1 << 6
-S2AP_W = 1 << 7
-SH_SHIFT, SH_MASK = 8, 0x3 << 8
-SH_INNER = 3
-AF = 1 << 10
+from ptspec.spec.arch.geometry import LAST_LEVEL
+
+VALID = 1 << 0                     # KVM_PTE_VALID
+TYPE = 1 << 1                      # KVM_PTE_TYPE. level < 3: 1 = table, 0 = block; level 3: must be 1 (page)
+TYPE_BITS = VALID | TYPE           # bits[1:0], the descriptor's kind
+TABLE_OR_PAGE = VALID | TYPE       # bits[1:0] = 0b11: a table (level < 3) or a page (level 3)
+MEMATTR_SHIFT, MEMATTR_MASK = 2, 0xF << 2     # KVM_PTE_LEAF_ATTR_LO_S2_MEMATTR
+S2AP_R = 1 << 6                    # KVM_PTE_LEAF_ATTR_LO_S2_S2AP_R
+S2AP_W = 1 << 7                    # KVM_PTE_LEAF_ATTR_LO_S2_S2AP_W
+SH_SHIFT, SH_MASK = 8, 0x3 << 8    # KVM_PTE_LEAF_ATTR_LO_S2_SH
+SH_INNER = 3                       # KVM_PTE_LEAF_ATTR_LO_S2_SH_IS
+AF = 1 << 10                       # KVM_PTE_LEAF_ATTR_LO_S2_AF
 DBM = 1 << 51
 CONTIGUOUS = 1 << 52
-XN = 1 << 54
-SW_SHIFT, SW_MASK = 55, 0xF << 55
+XN = 1 << 54                       # KVM_PTE_LEAF_ATTR_HI_S2_XN
+SW_SHIFT, SW_MASK = 55, 0xF << 55  # KVM_PTE_LEAF_ATTR_HI_SW
 TABLE_UPPER_MASK = 0x1F << 59       # NSTable/APTable/XNTable/PXNTable: RES0 at stage 2
 PERMS = S2AP_R | S2AP_W | XN        # what a re-map may differ in and still be "the same mapping"
-LEAF_ATTR_LO = ((1 << 12) - 1) & ~0x3            # bits 11:2
-LEAF_ATTR_HI = ((1 << 64) - 1) & ~((1 << 51) - 1)  # bits 63:51
+ADDR_LOW_SHIFT = 12                 # the address field starts at bit 12 (below: attributes)
+ADDR_FIELD_TOP = 48                 # ... and ends below bit 48 (bits 47:page_shift hold address bits)
+LEAF_ATTR_LO = ((1 << ADDR_LOW_SHIFT) - 1) & ~TYPE_BITS        # KVM_PTE_LEAF_ATTR_LO: bits 11:2
+LEAF_ATTR_HI_SHIFT = 51
+LEAF_ATTR_HI = ((1 << 64) - 1) & ~((1 << LEAF_ATTR_HI_SHIFT) - 1)  # KVM_PTE_LEAF_ATTR_HI: bits 63:51
 
-ADDR_MASK_48 = ((1 << 48) - 1)
+ADDR_MASK_48 = ((1 << ADDR_FIELD_TOP) - 1)
 U64 = (1 << 64) - 1
+
+# 64K granule: address bits 51:48 sit in descriptor bits 15:12 (KVM_PTE_ADDR_51_48)
+ADDR_51_48_SHIFT = 12
+ADDR_51_48_MASK = 0xF << ADDR_51_48_SHIFT
+# 16K granule: descriptor bits 13:12 lie below the page offset's top: RES0 in the address field
+RES0_16K_MASK = 0x3 << ADDR_LOW_SHIFT
+
+OWNER_ID_MASK = 0xFF                # owner_id is a u8 parameter of kvm_pgtable_stage2_set_owner
 
 # enum kvm_pgtable_prot
 PROT_X = 1 << 0
 PROT_W = 1 << 1
 PROT_R = 1 << 2
 PROT_DEVICE = 1 << 3
-PROT_SW = 0xF << 55
+PROT_SW = 0xF << SW_SHIFT        # KVM_PGTABLE_PROT_SW0..3: the leaf's software bits 58:55
 
 # MemAttr[3:0] values KVM writes (PAGE_S2_MEMATTR), keyed by has_fwb
 MEMATTR_NORMAL = {False: 0xF, True: 0x6}
@@ -56,7 +71,7 @@ def classify(desc, level):
     """What a descriptor is at `level`: invalid, table, block, page, or reserved (0b01 at level 3)."""
     if not desc & VALID:
         return INVALID
-    if level >= 3:
+    if level >= LAST_LEVEL:
         return PAGE if desc & TYPE else RESERVED
     return TABLE if desc & TYPE else BLOCK
 
@@ -65,14 +80,14 @@ def is_valid_leaf(desc, level):
     """True when the hardware walk stops at this descriptor with a translation (block or page)."""
     if not desc & VALID:
         return False
-    if level >= 3:
+    if level >= LAST_LEVEL:
         return bool(desc & TYPE)
     return not desc & TYPE
 
 
 def is_table(desc, level):
     """True when the hardware walk follows this descriptor to a next-level table."""
-    return level < 3 and (desc & 3) == 3
+    return level < LAST_LEVEL and desc & TYPE_BITS == TABLE_OR_PAGE
 
 
 def address(desc, page_shift):
@@ -83,7 +98,7 @@ def address(desc, page_shift):
     """
     addr = desc & ADDR_MASK_48 & ~((1 << page_shift) - 1)
     if page_shift == 16:
-        addr |= ((desc >> 12) & 0xF) << 48
+        addr |= ((desc & ADDR_51_48_MASK) >> ADDR_51_48_SHIFT) << ADDR_FIELD_TOP
     return addr
 
 
@@ -93,7 +108,7 @@ def res0_address_bits(desc, page_shift):
     With 4K there are none; with 64K bits 15:12 are address bits 51:48.
     """
     if page_shift == 14:
-        return desc & (0x3 << 12)
+        return desc & RES0_16K_MASK
     return 0
 
 
@@ -101,7 +116,7 @@ def encode_address(addr, page_shift):
     """The descriptor bits that hold `addr` (inverse of address() for page-aligned addresses)."""
     bits = addr & ADDR_MASK_48 & ~((1 << page_shift) - 1)
     if page_shift == 16:
-        bits |= ((addr >> 48) & 0xF) << 12
+        bits |= ((addr >> ADDR_FIELD_TOP) << ADDR_51_48_SHIFT) & ADDR_51_48_MASK
     return bits
 
 
@@ -181,5 +196,5 @@ def prot_attrs(prot, has_fwb):
 
 def leaf_descriptor(oa, attrs, level, page_shift):
     """A valid leaf at `level` mapping `oa` with `attrs` (kvm_init_valid_leaf_pte)."""
-    kind = (VALID | TYPE) if level >= 3 else VALID
+    kind = (VALID | TYPE) if level >= LAST_LEVEL else VALID
     return encode_address(oa, page_shift) | (attrs & (LEAF_ATTR_LO | LEAF_ATTR_HI)) | kind

@@ -111,6 +111,22 @@ def leaf_levels(start_level, page_shift):
     return [lv for lv in range(max(start_level, 0), MAX_LEVELS) if level_allows_leaf(lv, page_shift)]
 
 
+# The contiguous hint: how many adjacent last-level (CONT_PTES) or level-2 (CONT_PMDS) entries one
+# TLB entry may cover, per granule (VMSAv8-64; arm64's CONT_PTES / CONT_PMDS).
+CONT_PTES = {12: 16, 14: 128, 16: 32}
+CONT_PMDS = {12: 16, 14: 32, 16: 32}
+
+
+def hugetlb_shifts(page_shift):
+    """log2 of the huge page sizes arm64 Linux offers for a granule (arch_hugetlb_valid_size),
+    largest first: a level-1 block (4K granule only), a contiguous run of level-2 blocks, a level-2
+    block, a contiguous run of pages."""
+    pmd, pud = granule_shift(2, page_shift), granule_shift(1, page_shift)
+    cont_pmd = pmd + CONT_PMDS[page_shift].bit_length() - 1
+    cont_pte = page_shift + CONT_PTES[page_shift].bit_length() - 1
+    return ((pud,) if page_shift == 12 else ()) + (cont_pmd, pmd, cont_pte)
+
+
 def size_text(size):
     """A byte count as the kernel's ptdump prints it: 4K, 2M, 1G, 512G ..."""
     units = "KMGTPE"

@@ -6,7 +6,11 @@ descriptor slot (valid leaves, owner annotations and holes alike), and the trans
 input address (valid with output address and attributes, invalid with descriptor and owner id, or a
 fault when there is no root or the table structure cannot be followed).
 
-The walk is written here from the architecture, independently of the kernel's walker. A table
+The plain statement is ``translate``: one address, from the roots down, as the hardware walks it; it
+comes first. ``Walk`` computes the same answer for every address at once, as intervals, so that the
+invariants and contracts cost what the tree holds, not what the address space holds
+(tests/test_spec_plain.py holds the two equal). The walk is written here from the architecture,
+independently of the kernel's walker. A table
 descriptor that cannot be followed (its page is missing, is a root, or was already reached) is not
 expanded: its range is kept as one opaque interval, and S2-TREE reports why.
 
@@ -61,6 +65,44 @@ class Translation:
     def valid(self):
         return self.kind == "valid"
 
+
+def translate(state, ipa):
+    """The hardware walk of one input address, from the roots down (a Translation).
+
+    Table descriptors are followed as the hardware would, also into pages S2-TREE reports (a shared
+    table is read again); a table address that is not in `pages` is a fault.
+    """
+    from ptspec.spec.stage2.state import load_state
+    st = load_state(state)
+    ps = st.page_shift
+    if not st.roots:
+        return Translation(ipa, "fault", reason="no root table (not initialised, or destroyed)")
+    if not 0 <= ipa < (1 << st.ia_bits):
+        return Translation(ipa, "fault", reason=f"outside the {st.ia_bits}-bit input range")
+    level = st.start_level
+    idx = ipa >> G.granule_shift(level, ps)
+    pa = st.roots[idx // st.entries] if idx // st.entries < len(st.roots) else None
+    idx %= st.entries
+    while True:
+        if pa is None or pa not in st.pages:
+            return Translation(ipa, "fault", level=level,
+                               reason=f"table {pa:#x} at level {level} is not in pages" if pa is not None
+                               else "no root table covers this address")
+        d = st.pages[pa][idx]
+        if D.is_table(d, level):
+            pa = D.address(d, ps)
+            level += 1
+            idx = (ipa >> G.granule_shift(level, ps)) % st.entries
+            continue
+        size = G.granule_size(level, ps)
+        if D.is_valid_leaf(d, level):
+            oa = D.address(d, ps) + (ipa & (size - 1))
+            return Translation(ipa, "valid", level, d, size, pa, idx, oa=oa, attrs=D.leaf_attrs(d))
+        owner = D.owner_of(d, st.owner_field) if st.owner_field and not d & D.VALID else None
+        return Translation(ipa, "invalid", level, d, size, pa, idx, owner=owner)
+
+
+# -- the same walk for every address at once, as intervals (optimised) -------------------------
 
 class Walk:
     """The tree of one state, walked once from its roots.
@@ -118,7 +160,7 @@ class Walk:
             if i >= used:
                 break
             d = descs[i]
-            if d & 3 != 3:
+            if d & D.TYPE_BITS != D.TABLE_OR_PAGE:      # not a table descriptor
                 continue
             s = base + i * g
             child = D.address(d, ps)
@@ -186,7 +228,7 @@ class Walk:
                 out.append((base + prev * g, base + i * g, level, 0, pa, prev, False))
             d = descs[i]
             s = base + i * g
-            if level < 3 and d & 3 == 3:
+            if level < G.LAST_LEVEL and d & D.TYPE_BITS == D.TABLE_OR_PAGE:
                 if (pa, i) in self._opaque:
                     out.append((s, s + g, level, d, pa, i, True))
                 else:
@@ -204,7 +246,7 @@ class Walk:
         d = st.pages[pa][i]
         g = G.granule_size(level, st.page_shift)
         s = base + i * g
-        if level < 3 and d & 3 == 3:
+        if level < G.LAST_LEVEL and d & D.TYPE_BITS == D.TABLE_OR_PAGE:
             if (pa, i) in self._opaque:
                 return [(s, s + g, level, d, pa, i, True)]
             out = []
@@ -243,39 +285,3 @@ def leaves(state):
         else:
             for k in range((e - s) // g):
                 yield Leaf(s + k * g, g, level, 0, pa, idx + k)
-
-
-def translate(state, ipa):
-    """The hardware walk of one input address, from the roots down (a Translation).
-
-    Table descriptors are followed as the hardware would, also into pages S2-TREE reports (a shared
-    table is read again); a table address that is not in `pages` is a fault.
-    """
-    from ptspec.spec.stage2.state import load_state
-    st = load_state(state)
-    ps = st.page_shift
-    if not st.roots:
-        return Translation(ipa, "fault", reason="no root table (not initialised, or destroyed)")
-    if not 0 <= ipa < (1 << st.ia_bits):
-        return Translation(ipa, "fault", reason=f"outside the {st.ia_bits}-bit input range")
-    level = st.start_level
-    idx = ipa >> G.granule_shift(level, ps)
-    pa = st.roots[idx // st.entries] if idx // st.entries < len(st.roots) else None
-    idx %= st.entries
-    while True:
-        if pa is None or pa not in st.pages:
-            return Translation(ipa, "fault", level=level,
-                               reason=f"table {pa:#x} at level {level} is not in pages" if pa is not None
-                               else "no root table covers this address")
-        d = st.pages[pa][idx]
-        if D.is_table(d, level):
-            pa = D.address(d, ps)
-            level += 1
-            idx = (ipa >> G.granule_shift(level, ps)) % st.entries
-            continue
-        size = G.granule_size(level, ps)
-        if D.is_valid_leaf(d, level):
-            oa = D.address(d, ps) + (ipa & (size - 1))
-            return Translation(ipa, "valid", level, d, size, pa, idx, oa=oa, attrs=D.leaf_attrs(d))
-        owner = D.owner_of(d, st.owner_field) if st.owner_field and not d & D.VALID else None
-        return Translation(ipa, "invalid", level, d, size, pa, idx, owner=owner)

@@ -22,14 +22,16 @@ issued), cacheability of the tables themselves.
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2.contract_common import MAX_REPORTS, Report, check_nothing_changed, check_ret
+from ptspec.spec.arch.walk import DESC, END, LEVEL, START, translate
 from ptspec.spec.stage2.state import load_state
 from ptspec.spec.stage2.step import EINVAL, ENOMEM, ERANGE, load_step, walked_range
+from ptspec.spec.statements import statement
 
 ATTRIDX_SHIFT = 2
 MT_NORMAL, MT_DEVICE_nGnRE = 0, 4
 AP_SHIFT = 6
 AP_RW, AP_RO = 0b01, 0b11
-SW_MASK = 0xF << 55
+SW_MASK = D.SW_MASK                 # software bits 58:55, as at stage 2
 
 
 def hyp_attrs(prot):
@@ -41,7 +43,7 @@ def hyp_attrs(prot):
         return None
     attr = (MT_DEVICE_nGnRE if device else MT_NORMAL) << ATTRIDX_SHIFT
     attr |= (AP_RW if prot & D.PROT_W else AP_RO) << AP_SHIFT
-    attr |= D.SH_INNER << 8
+    attr |= D.SH_INNER << D.SH_SHIFT
     attr |= D.AF
     if not prot & D.PROT_X:
         attr |= D.XN
@@ -74,6 +76,37 @@ def expected_leaf(pre, va, A, E, phys_al, attrs):
     raise AssertionError("no level can hold a page")    # level 3 always can
 
 
+def hyp_map_wrong_pages_plain(pre, step, post):
+    """The plain statement of C-HYP-MAP inside R, page by page: the pages of R whose post-op leaf is not
+    expected_leaf()'s (where -ENOMEM allows it, also not what it was before, and not empty).
+
+    contract_hyp_map checks the same over the post-state's intervals, skipping runs of empty slots;
+    tests/test_spec_plain.py holds the two verdicts equal. Returns [] outside the op's domain.
+    """
+    pre, post, step = load_state(pre), load_state(post), load_step(step)
+    a = step.args
+    attrs = hyp_attrs(a["prot"])
+    A, E = walked_range(a["addr"], a["size"], pre.page_shift)
+    ps = pre.page_shift
+    phys_al = a["phys"] - a["phys"] % (1 << ps)
+    if (attrs is None or not pre.roots or E > 1 << pre.ia_bits or E <= A
+            or phys_al + (E - A) > 1 << pre.pa_bits):
+        return []
+    wrong = []
+    for va in range(A, E, 1 << ps):
+        level, want = expected_leaf(pre, va, A, E, phys_al, attrs)
+        t = translate(post, va)
+        got = (t.level, t.desc, va - va % t.size if t.size else None) if t.kind != "fault" else None
+        if got == (level, want, va - va % G.granule_size(level, ps)):
+            continue
+        if step.ret == ENOMEM:
+            before = translate(pre, va)
+            if got is None or not got[1] or (before.kind != "fault" and (before.level, before.desc) == got[:2]):
+                continue
+        wrong.append(va)
+    return wrong
+
+
 def _nonzero_leaves(state):
     """{(va, level): desc} of every non-zero leaf slot of the tree."""
     out = {}
@@ -83,6 +116,9 @@ def _nonzero_leaves(state):
     return out
 
 
+@statement("C-HYP-MAP", constrains=(
+    "kvm_pgtable_hyp_map", "hyp_set_prot_attr", "hyp_map_walker", "hyp_map_walker_try_leaf",
+    "hyp_pte_needs_update", "kvm_block_mapping_supported", "kvm_set_table_pte"))
 def contract_hyp_map(pre, step, post):
     """C-HYP-MAP: kvm_pgtable_hyp_map maps [A, E) to phys with the prot's stage-1 attributes.
 
@@ -128,23 +164,23 @@ def contract_hyp_map(pre, step, post):
     k, va = 0, A
     while va < E and len(rep.items) < MAX_REPORTS:
         level, want = expected_leaf(pre, va, A, E, phys_al, attrs)
-        while k < len(ivs) and ivs[k][1] <= va:
+        while k < len(ivs) and ivs[k][END] <= va:
             k += 1
-        iv = ivs[k] if k < len(ivs) and ivs[k][0] <= va else None
-        got_level, got = (iv[2], iv[3]) if iv else (None, None)
+        iv = ivs[k] if k < len(ivs) and ivs[k][START] <= va else None
+        got_level, got = (iv[LEVEL], iv[DESC]) if iv else (None, None)
         g = G.granule_size(level, ps)
-        ok = got_level == level and got == want and iv[0] == va - va % g
+        ok = got_level == level and got == want and iv[START] == va - va % g
         if not ok and step.ret == ENOMEM:
             was = before.find(va)
-            ok = (was is not None and (was[2], was[3]) == (got_level, got)) or not got
+            ok = (was is not None and (was[LEVEL], was[DESC]) == (got_level, got)) or not got
         if not ok:
             rep.add(f"page {va:#x} should be {want:#x} at level {level}, found "
                     f"{'nothing' if got is None else f'{got:#x} at level {got_level}'}",
                     {"ipa": va, "level": level, "desc": got or 0})
         nxt = va - va % g + g
-        if iv is not None and not iv[3]:          # a run of empty slots: skip to its end
-            nxt = min(nxt, iv[1]) if ok else nxt
-        va = max(nxt if ok else min(nxt, iv[1] if iv else nxt), va + (1 << ps))
+        if iv is not None and not iv[DESC]:          # a run of empty slots: skip to its end
+            nxt = min(nxt, iv[END]) if ok else nxt
+        va = max(nxt if ok else min(nxt, iv[END] if iv else nxt), va + (1 << ps))
     old, new = _nonzero_leaves(pre), _nonzero_leaves(post)
     for (s, level), d in old.items():
         g = G.granule_size(level, ps)
@@ -161,8 +197,15 @@ def contract_hyp_map(pre, step, post):
     return rep.result()
 
 
+@statement("C-HYP-INIT", constrains=("kvm_pgtable_hyp_init", "zalloc_page"))
 def contract_hyp_init(pre, step, post):
     """C-HYP-INIT: kvm_pgtable_hyp_init allocates one zeroed root page, or fails cleanly (-ENOMEM).
+
+    Statement: ret 0: exactly one root page, all of its descriptors 0, and no other page allocated;
+    ret -ENOMEM: no root and no page allocated; any other return is wrong.
+
+    Why: EL2 runs on this table from its first map; a root with stale descriptors maps whatever they
+    point at into the hypervisor, and a failed init that keeps pages leaks them from the hyp pool.
 
     Constrains: kvm_pgtable_hyp_init (zalloc_page, start level from ARM64_HW_PGTABLE_LEVELS).
     """
@@ -182,8 +225,15 @@ def contract_hyp_init(pre, step, post):
     return rep.result()
 
 
+@statement("C-HYP-DESTROY", constrains=("kvm_pgtable_hyp_destroy", "hyp_free_walker"))
 def contract_hyp_destroy(pre, step, post):
     """C-HYP-DESTROY: kvm_pgtable_hyp_destroy returns the root and every table page.
+
+    Statement: afterwards the table has no root and no page in use: the root and every table page
+    the tree held went back to the page allocator.
+
+    Why: the hyp tables are torn down when protected mode hands EL2 over or the hypervisor is
+    unloaded; a table page kept is memory lost for good.
 
     Constrains: kvm_pgtable_hyp_destroy, hyp_free_walker.
     """

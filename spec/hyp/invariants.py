@@ -10,10 +10,12 @@ no hyp stage-1 operation contract is specified here.
 
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2.invariants import encoding_violations, tree_violations, leak_violations, _rc_violations
+from ptspec.spec.statements import statement
 
 HYP = "arm64-hyp-s1"
 
 
+@statement("S1-TREE", constrains=("kvm_pgtable_hyp_init", "hyp_map_walker", "hyp_free_walker"))
 def s1_tree(state):
     """S1-TREE: the hyp tables form a tree with one root at the start level the VA size implies.
 
@@ -35,6 +37,8 @@ def s1_tree(state):
     return tree_violations(state, "S1-TREE", start, 1, note)
 
 
+@statement("S1-BA", constrains=(
+    "hyp_map_walker_try_leaf", "kvm_block_mapping_supported", "kvm_init_valid_leaf_pte"))
 def s1_ba(state):
     """S1-BA: every valid hyp descriptor is a kind its level allows, with an aligned, in-range address.
 
@@ -51,6 +55,7 @@ def s1_ba(state):
     return encoding_violations(state, "S1-BA")
 
 
+@statement("S1-RC", constrains=("hyp_map_walker", "kvm_pgtable_hyp_destroy", "hyp_free_walker"))
 def s1_rc(state):
     """S1-RC: every hyp table page has refcount exactly 1.
 
@@ -67,6 +72,7 @@ def s1_rc(state):
     return _rc_violations(state, "S1-RC", per_descriptor=False)
 
 
+@statement("S1-LEAK", constrains=("hyp_map_walker", "kvm_pgtable_hyp_destroy"))
 def s1_leak(state):
     """S1-LEAK: every hyp table page is reached from the root; no page also in a memcache; no pool error.
 

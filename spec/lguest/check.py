@@ -3,22 +3,23 @@
 Models: the lguest counterpart of spec/stage2/check.py. ``lguest_check_state(raw, coherent=False)``
 returns the LG-SHADOW, LG-RC, LG-SWITCHER and LG-BND violations of one "lguest-x86" raw state;
 ``lguest_check_step(pre, step, post)`` returns the per-step LG-SHADOW and the operation's contract
-(LG-C-*). ``lguest_explain(id)`` gives the statement behind an id. Leaves out: nothing of the
-invariants; the contracts are in spec/lguest/contracts.py and spec/lguest/contracts_ops.py.
+(LG-C-*). ``lguest_explain(id)`` gives the statement behind an id (from ptspec.spec.statements).
+Leaves out: nothing of the invariants; the contracts are in spec/lguest/contracts.py,
+contracts_life.py and contracts_ops.py.
 """
-
-import inspect
 
 from ptspec.spec.lguest.contracts import LG_CONTRACTS as _BASE_CONTRACTS
 from ptspec.spec.lguest.contracts import LG_OP_CONTRACT_ID as _BASE_IDS
 from ptspec.spec.lguest.contracts import _leaves, per_step_shadow
+from ptspec.spec.lguest.contracts_life import LIFE_CONTRACT_ID, LIFE_CONTRACTS
 from ptspec.spec.lguest.contracts_ops import OPS_CONTRACT_ID, OPS_CONTRACTS
 from ptspec.spec.lguest.invariants import LG_INVARIANTS
 from ptspec.spec.lguest.state import LgState, load_lguest_state
 from ptspec.spec.stage2.state import StateError
+from ptspec.spec import statements
 
-LG_CONTRACTS = {**_BASE_CONTRACTS, **OPS_CONTRACTS}
-LG_OP_CONTRACT_ID = {**_BASE_IDS, **OPS_CONTRACT_ID}
+LG_CONTRACTS = {**_BASE_CONTRACTS, **LIFE_CONTRACTS, **OPS_CONTRACTS}
+LG_OP_CONTRACT_ID = {**_BASE_IDS, **LIFE_CONTRACT_ID, **OPS_CONTRACT_ID}
 
 LG_IDS = tuple(LG_INVARIANTS) + tuple(sorted(set(LG_OP_CONTRACT_ID.values())))
 
@@ -47,13 +48,11 @@ def lguest_check_step(pre, step, post):
 
 
 def lguest_explain(check_id):
-    """The statement (docstring) of an lguest invariant or contract id."""
-    if check_id in LG_INVARIANTS:
-        return inspect.getdoc(LG_INVARIANTS[check_id])
-    for op, cid in LG_OP_CONTRACT_ID.items():
-        if cid == check_id:
-            return inspect.getdoc(LG_CONTRACTS[op])
-    raise KeyError(f"unknown lguest check {check_id!r} (known: {', '.join(LG_IDS)})")
+    """The statement of an lguest invariant or contract id, from the registry (spec.statements)."""
+    st = statements.get(check_id) if check_id in statements.load_all() else None
+    if st is None or st.area != "lguest":
+        raise KeyError(f"unknown lguest check {check_id!r} (known: {', '.join(LG_IDS)})")
+    return st.text()
 
 
 __all__ = ["LgState", "load_lguest_state", "lguest_check_state", "lguest_check_step",

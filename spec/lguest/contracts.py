@@ -4,18 +4,22 @@ Models what each entry point of drivers/lguest/page_tables.c (Linux 4.7) may do 
 translations, stated per 4K page of every shadow pgdir: set_pte (LG-C-SET-PTE), set_pgd
 (LG-C-SET-PGD, with LG-BND for its index), set_pmd (LG-C-SET-PMD), new_pagetable
 (LG-C-NEW-PGTABLE), flush_user (LG-C-FLUSH), clear_all (LG-C-CLEAR-ALL), a guest page fault
-(LG-C-DEMAND), running on a host CPU (LG-C-RUN), set-up and tear-down (LG-C-INIT, LG-C-FREE), and
-the per-step form of LG-SHADOW: every shadow translation a step creates or changes is justified, at
-that moment, by the guest's tables (or by the PTE the guest passed to set_pte).
+(LG-C-DEMAND), and the per-step form of LG-SHADOW: every shadow translation a step creates or
+changes is justified, at that moment, by the guest's tables (or by the PTE the guest passed to
+set_pte).
 
 A step record is {"op", "args", "ret", "out"} (docs/lguest.md). A step that kills the guest
 ("dead" set in post) is judged only by the invariants and LG-SHADOW's per-step form: the guest never
-runs again. Leaves out: timing, the hypercall batching of the real launcher.
+runs again. Set-up, running and tear-down are in spec/lguest/contracts_life.py, the operations
+that answer the guest in spec/lguest/contracts_ops.py. Leaves out: timing, the hypercall batching
+of the real launcher.
 """
 
 from ptspec.spec.lguest.invariants import _translations, justify_leaf
-from ptspec.spec.lguest.walk import LAYOUTS, P, PAGE, guest_allows, guest_walk
+from ptspec.spec.lguest.walk import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PSE, LAYOUTS, P, PAGE, PF_USER, PF_WRITE, guest_allows, guest_walk
+from ptspec.spec.lguest.state import U32
 from ptspec.spec.violation import Violation
+from ptspec.spec.statements import statement
 
 
 def _leaves(st):
@@ -61,7 +65,7 @@ def newly_dead(pre, post):
 def stack_vas(st):
     """The guest kernel stack pages lguest pins (pin_stack_pages): esp1 - 1 - k * PAGE."""
     esp, pages = st.stack
-    return [((esp - 1 - k * PAGE) & 0xFFFFFFFF) & ~(PAGE - 1) for k in range(pages)]
+    return [((esp - 1 - k * PAGE) & U32) & ~(PAGE - 1) for k in range(pages)]
 
 
 def stack_unpinned(cid, post, post_t, slot, what):
@@ -97,7 +101,7 @@ def per_step_shadow(pre, step, post, pre_t, post_t):
         if not gw.ok:
             why = why or gw.reason
         else:
-            why2 = justify_leaf(post, sh, gw.pte | (0x40 if post.linear_pages else 0))
+            why2 = justify_leaf(post, sh, gw.pte | (_PAGE_DIRTY if post.linear_pages else 0))
             if why2 is None:
                 continue
             why = why or why2
@@ -107,13 +111,22 @@ def per_step_shadow(pre, step, post, pre_t, post_t):
     return out
 
 
+@statement("LG-C-SET-PTE", constrains=(
+    "guest_set_pte", "do_set_pte", "gpte_to_spte", "find_pgdir", "release_pte"))
 def c_set_pte(pre, step, post, pre_t, post_t):
     """LG-C-SET-PTE: set_pte(gpgdir, vaddr, gpte) touches only vaddr's page: in every pgdir when
     vaddr is at or above the guest's kernel address, else in the pgdir shadowing gpgdir; there
     the page ends translated as gpte allows (the old translation never survives), and absent when
     gpte is not present or has neither ACCESSED nor DIRTY. At or above the switcher: the guest dies;
     below it the guest may die only for a PTE lguest refuses (PSE, frame at or over pfn_limit) or a
-    failed allocation."""
+    failed allocation.
+
+    Why: the guest changes its PTEs without trapping, and tells the host with this hypercall; a stale
+    shadow PTE that survives it keeps a translation the guest has withdrawn (a page it freed stays
+    mapped), and one set where the guest did not ask maps memory the guest never agreed to.
+
+    Constrains: guest_set_pte, do_set_pte, gpte_to_spte, find_pgdir, release_pte.
+    """
     a = step["args"]
     page = a["vaddr"] & ~(PAGE - 1)
     if a["vaddr"] >= pre.switcher_addr:
@@ -132,12 +145,12 @@ def c_set_pte(pre, step, post, pre_t, post_t):
                      f"set_pte({a['gpgdir']:#x}, {a['vaddr']:#x}) may change only that page")
     g = a["gpte"]
     lay = LAYOUTS[pre.pae]
-    bad_gpte = bool(g & 0x80) or lay.frame(g) >= pre.pfn_limit
+    bad_gpte = bool(g & _PAGE_PSE) or lay.frame(g) >= pre.pfn_limit
     if newly_dead(pre, post) and not bad_gpte and not failure_pending(step):
         out.append(Violation("LG-C-SET-PTE", f"set_pte({a['gpgdir']:#x}, {a['vaddr']:#x}, {g:#x}) killed "
                              "the guest, but the PTE is one lguest accepts and no allocation failed",
                              {"va": page}))
-    installs = bool(g & (0x20 | 0x40)) and bool(g & P)     # do_set_pte: ACCESSED or DIRTY, present
+    installs = bool(g & (_PAGE_ACCESSED | _PAGE_DIRTY)) and bool(g & P)     # do_set_pte: ACCESSED or DIRTY, present
     for i in sorted(slots):
         sh = post_t.get((i, page))
         if sh is None:
@@ -156,11 +169,18 @@ def c_set_pte(pre, step, post, pre_t, post_t):
     return out
 
 
+@statement("LG-C-SET-PGD", constrains=("guest_set_pgd", "release_pgd", "find_pgdir"))
 def c_set_pgd(pre, step, post, pre_t, post_t):
     """LG-C-SET-PGD: set_pgd(gpgdir, idx) with idx < PTRS_PER_PGD empties PGD entry idx of the pgdir
     shadowing gpgdir (below the switcher) and changes nothing else below the switcher; an idx at or
     beyond PTRS_PER_PGD kills the guest and changes nothing (LG-BND); one in bounds kills it only
-    when an allocation fails."""
+    when an allocation fails.
+
+    Why: a guest that replaces a top-level entry must lose every translation under the old one, and
+    the index comes straight from the guest: an unchecked one frees host memory (LG-BND).
+
+    Constrains: guest_set_pgd, release_pgd, find_pgdir.
+    """
     a = step["args"]
     lay = LAYOUTS[pre.pae]
     sw = pre.switcher_addr
@@ -193,17 +213,26 @@ def c_set_pgd(pre, step, post, pre_t, post_t):
 
 def _only_stack(cid, post, post_t, slots, limit, what):
     esp, pages = post.stack
-    stack = {(esp - 1 - k * PAGE) & ~(PAGE - 1) & 0xFFFFFFFF for k in range(pages)}
+    stack = {(esp - 1 - k * PAGE) & ~(PAGE - 1) & U32 for k in range(pages)}
     for (i, va) in sorted(post_t):
         if i in slots and va < limit and not (i == post.cpu_pgd and va in stack):
             return [Violation(cid, f"{what}: slot {i} still maps {va:#x}", {"slot": i, "va": va})]
     return []
 
 
+@statement("LG-C-CLEAR-ALL", constrains=(
+    "guest_pagetable_clear_all", "release_all_pagetables", "pin_stack_pages", "pin_page"))
 def c_clear_all(pre, step, post, pre_t, post_t):
     """LG-C-CLEAR-ALL (and LG-C-SET-PMD, which is a clear_all): no pgdir keeps a translation below
     the switcher except the guest's kernel stack, re-pinned (writable) in the current one; the guest
-    dies only when an allocation fails or its tables forbid writing a stack page."""
+    dies only when an allocation fails or its tables forbid writing a stack page.
+
+    Why: the guest asks for this when it changes its kernel mappings; any shadow translation that
+    survives may be one the guest has since withdrawn, and a stack page left unpinned makes the
+    next interrupt fault inside the host.
+
+    Constrains: guest_pagetable_clear_all, release_all_pagetables, pin_stack_pages, pin_page.
+    """
     cid = "LG-C-SET-PMD" if step["op"] == "set_pmd" else "LG-C-CLEAR-ALL"
     if newly_dead(pre, post) and not failure_pending(step):
         cur = pre.pgdirs[pre.cpu_pgd]["gpgdir"]
@@ -216,9 +245,16 @@ def c_clear_all(pre, step, post, pre_t, post_t):
         stack_unpinned(cid, post, post_t, post.cpu_pgd, f"{step['op']} must re-pin the stack")
 
 
+@statement("LG-C-FLUSH", constrains=("guest_pagetable_flush_user", "flush_user_mappings"))
 def c_flush(pre, step, post, pre_t, post_t):
     """LG-C-FLUSH: flush_user drops every translation of the current pgdir below the PGD entry of
-    the guest's kernel address, and changes nothing else."""
+    the guest's kernel address, and changes nothing else.
+
+    Why: the guest flushes its TLB by this hypercall; a user translation left in the shadow after it
+    is a stale TLB entry the guest believes gone.
+
+    Constrains: guest_pagetable_flush_user, flush_user_mappings.
+    """
     lay = LAYOUTS[pre.pae]
     cur = pre.cpu_pgd
     limit = (pre.kernel_address // lay.root_span()) * lay.root_span()
@@ -231,11 +267,21 @@ def c_flush(pre, step, post, pre_t, post_t):
     return out
 
 
+@statement("LG-C-NEW-PGTABLE", constrains=(
+    "guest_new_pagetable", "find_pgdir", "new_pgdir", "flush_user_mappings", "pin_stack_pages",
+    "map_switcher_in_guest"))
 def c_new_pagetable(pre, step, post, pre_t, post_t):
     """LG-C-NEW-PGTABLE: after new_pagetable(pgtable) the current pgdir shadows pgtable and maps the
     switcher; a cached pgdir keeps its translations; a new one keeps none of its user part except the
     re-pinned stack (pinned, writable, when the slot's page was freshly allocated); other pgdirs
-    are untouched; the first call (leaving the linear map) drops all."""
+    are untouched; the first call (leaving the linear map) drops all.
+
+    Why: a cr3 switch must run the guest on the tables it named: translations of another process left
+    in a freshly used pgdir leak memory between guest processes, and a missing switcher or
+    unpinned stack crashes the next trap into the host.
+
+    Constrains: guest_new_pagetable, find_pgdir, new_pgdir, flush_user_mappings, pin_stack_pages, map_switcher_in_guest.
+    """
     pg = step["args"]["pgtable"]
     cur = post.cpu_pgd
     out = []
@@ -264,15 +310,24 @@ def c_new_pagetable(pre, step, post, pre_t, post_t):
                              "a new pgdir keeps no user translation")
 
 
+@statement("LG-C-DEMAND", constrains=(
+    "demand_page", "gpte_to_spte", "check_gpte", "check_gpgd", "find_spte", "release_pte"))
 def c_demand(pre, step, post, pre_t, post_t):
     """LG-C-DEMAND: a guest page fault at vaddr (errcode bit 1 write, bit 2 user) is fixed exactly
     when the guest's own tables allow the access (all levels): then the shadow allows it, to the
     right frame, and the guest's PTE gains ACCESSED (and DIRTY for a write, only then); otherwise the fault is
     the guest's (ret False). Only vaddr's page may change. The guest may be killed only when its
     walk reads an entry outside its memory or one lguest refuses, or an allocation failed; it must
-    be killed when the walk's PGD (or PAE PMD) entry is outside its memory or refused."""
+    be killed when the walk's PGD (or PAE PMD) entry is outside its memory or refused.
+
+    Why: demand faulting is the only way the shadow grows; fixing a fault the guest's tables forbid
+    hands the guest access it denied itself, refusing one they allow loops the guest on the
+    fault, and a missed ACCESSED/DIRTY update breaks the guest's own page reclaim.
+
+    Constrains: demand_page, gpte_to_spte, check_gpte, check_gpgd, find_spte, release_pte.
+    """
     a = step["args"]
-    va, write, user = a["vaddr"], bool(a["errcode"] & 2), bool(a["errcode"] & 4)
+    va, write, user = a["vaddr"], bool(a["errcode"] & PF_WRITE), bool(a["errcode"] & PF_USER)
     page = va & ~(PAGE - 1)
     cur = pre.cpu_pgd
     out = _unchanged("LG-C-DEMAND", pre_t, post_t, lambda i, v: not (i == cur and v == page),
@@ -303,93 +358,22 @@ def c_demand(pre, step, post, pre_t, post_t):
                                  f"{'maps ' + hex(sh.leaf) if sh else 'has nothing'} there", {"va": va}))
         if not pre.linear_pages:
             g = post.read_guest(gw.pte_addr, LAYOUTS[pre.pae].entry_bytes)
-            want = 0x20 | (0x40 if write else 0)
+            want = _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
             if g is None or g & want != want:
                 out.append(Violation("LG-C-DEMAND", f"guest PTE at {gw.pte_addr:#x} lacks ACCESSED"
                                      f"{'/DIRTY' if write else ''} after the fault", {"va": va}))
-            elif not write and g & 0x40 and not gw.pte & 0x40:
+            elif not write and g & _PAGE_DIRTY and not gw.pte & _PAGE_DIRTY:
                 out.append(Violation("LG-C-DEMAND", f"a read fault at {va:#x} marked the guest PTE at "
                                      f"{gw.pte_addr:#x} DIRTY", {"va": va}))
     return out
 
 
-def c_run(pre, step, post, pre_t, post_t):
-    """LG-C-RUN: running on host CPU c leaves the current pgdir's last_host_cpu = c (LG-SWITCHER then
-    requires exactly c's switcher pages) and changes no translation below the switcher."""
-    c = step["args"]["host_cpu"]
-    out = _unchanged("LG-C-RUN", pre_t, post_t, lambda i, va: va < pre.switcher_addr,
-                     "running changes no guest translation")
-    if post.pgdirs[post.cpu_pgd]["last_host_cpu"] != c:
-        out.append(Violation("LG-C-RUN", f"after running on host CPU {c} the current slot says it last "
-                             f"ran on {post.pgdirs[post.cpu_pgd]['last_host_cpu']}", {}))
-    sw = pre.switcher_addr
-    for k, want in ((1 + 2 * c, post.regs_page), (2 + 2 * c, post.switcher_pages[2 + 2 * c])):
-        sh = post_t.get((post.cpu_pgd, sw + k * PAGE))
-        if sh is None or sh.hpfn != want:
-            out.append(Violation("LG-C-RUN", f"host CPU {c}'s switcher slot {sw + k * PAGE:#x} does not "
-                                 f"map {want:#x}", {}))
-    return out
-
-
-def c_init(pre, step, post, pre_t, post_t):
-    """LG-C-INIT: init returns 0 with the guest alive, one pgdir (shadowing guest pgdir 0) in linear
-    mode mapping the switcher and no table page but the pgdir and those on the switcher pages'
-    walks; or -ENOMEM with nothing held."""
-    if step["ret"] == 0:
-        cur = post.pgdirs[post.cpu_pgd]
-        if not post.linear_pages or not cur["switcher_mapped"] or post.dead is not None:
-            return [Violation("LG-C-INIT", "init returned 0 without linear mode and the switcher, or "
-                              "with the guest dead", {})]
-        if cur["gpgdir"] != 0:
-            return [Violation("LG-C-INIT", f"init's pgdir shadows {cur['gpgdir']:#x}, not guest pgdir 0",
-                              {})]
-        lay = LAYOUTS[post.pae]
-        sw = post.switcher_addr
-        path = {cur["pgdir"]}
-        for k in range(1 + 2 * post.host_cpus):
-            i, j, _ = lay.indices(sw + k * PAGE)
-            top = post.tables.get(cur["pgdir"], {}).get(i, 0)
-            path.add(lay.frame(top) * PAGE)
-            if post.pae:
-                path.add(lay.frame(post.tables.get(lay.frame(top) * PAGE, {}).get(j, 0)) * PAGE)
-        extra = sorted(set(post.tables) - path)
-        if extra:
-            return [Violation("LG-C-INIT", f"init allocated table page {extra[0]:#x}, which is on no "
-                              "switcher page's walk", {})]
-        return []
-    return c_free(pre, step, post, pre_t, post_t, cid="LG-C-INIT", keep_roots=True)
-
-
-def c_free(pre, step, post, pre_t, post_t, cid="LG-C-FREE", keep_roots=False):
-    """LG-C-FREE: after free_guest_pagetable no shadow table page and no host reference is held."""
-    out = []
-    roots = {pd["pgdir"] for pd in post.pgdirs if pd["pgdir"]} if keep_roots else set()
-    extra = sorted(set(post.tables) - roots)
-    if extra:
-        out.append(Violation(cid, f"{len(extra)} shadow table page(s) still held, first {extra[0]:#x}", {}))
-    held = {p: n for p, n in post.refs.items() if n}
-    if held:
-        p = min(held)
-        out.append(Violation(cid, f"{len(held)} host page(s) still referenced, first {p:#x} "
-                             f"({held[p]} reference(s))", {}))
-    return out
-
-
-def c_nothing(pre, step, post, pre_t, post_t):
-    """Operations that change no shadow translation: guest memory writes, guest_pa, LGUEST_INIT."""
-    return _unchanged("LG-C-OTHER", pre_t, post_t, lambda i, va: True,
-                      f"{step['op']} must not change the shadow tables")
-
-
 LG_CONTRACTS = {
     "set_pte": c_set_pte, "set_pgd": c_set_pgd, "set_pmd": c_clear_all, "clear_all": c_clear_all,
-    "flush_user": c_flush, "new_pagetable": c_new_pagetable, "fault": c_demand, "run": c_run,
-    "init": c_init, "free": c_free, "guest_write": c_nothing, "pa": c_nothing,
-    "guest_data_init": c_nothing,
+    "flush_user": c_flush, "new_pagetable": c_new_pagetable, "fault": c_demand,
 }
 LG_OP_CONTRACT_ID = {
     "set_pte": "LG-C-SET-PTE", "set_pgd": "LG-C-SET-PGD", "set_pmd": "LG-C-SET-PMD",
     "clear_all": "LG-C-CLEAR-ALL", "flush_user": "LG-C-FLUSH", "new_pagetable": "LG-C-NEW-PGTABLE",
-    "fault": "LG-C-DEMAND", "run": "LG-C-RUN", "init": "LG-C-INIT", "free": "LG-C-FREE",
-    "guest_write": "LG-C-OTHER", "pa": "LG-C-OTHER", "guest_data_init": "LG-C-OTHER",
+    "fault": "LG-C-DEMAND",
 }

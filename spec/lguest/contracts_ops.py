@@ -21,11 +21,13 @@ LG-C-STACK. Leaves out: a second LHCALL_LGUEST_INIT (the raw state does not say 
 before; lg.units.model checks it on impl), the stack segment (lguest keeps it apart).
 """
 
-from ptspec.spec.lguest.contracts import _unchanged, c_nothing, failure_pending, newly_dead, stack_vas
+from ptspec.spec.lguest.contracts import _unchanged, failure_pending, newly_dead, stack_vas
+from ptspec.spec.lguest.contracts_life import c_nothing
 from ptspec.spec.lguest.walk import LAYOUTS, PAGE, P, guest_allows, guest_walk
+from ptspec.spec.statements import declare, statement
 from ptspec.spec.violation import Violation
 
-U32 = 0xFFFFFFFF
+U32 = (1 << 32) - 1
 
 
 def guest_pa_expect(st, va):
@@ -131,10 +133,18 @@ def _pinned(pre, step, post, post_t, vas, what):
                       "every stack page and no allocation failed", {})]
 
 
+@statement("LG-C-STACK", constrains=("guest_set_stack", "pin_stack_pages", "pin_page"))
 def c_set_stack(pre, step, post, pre_t, post_t):
     """LG-C-STACK: set_stack(esp, pages) with more than 2 pages kills the guest and changes nothing;
     otherwise the stack becomes (esp, pages), only its pages may change (in the current pgdir), and
-    each ends writable there, or the guest dies because its tables forbid a kernel write to one."""
+    each ends writable there, or the guest dies because its tables forbid a kernel write to one.
+    pin_page(vaddr) is judged the same way for its one page.
+
+    Why: the host pushes interrupt frames onto the guest's kernel stack from the switcher; a stack
+    page that is not writable in the shadow at that moment faults inside the host.
+
+    Constrains: guest_set_stack, pin_stack_pages, pin_page.
+    """
     a = step["args"]
     if pre.dead is not None:
         return []
@@ -176,3 +186,32 @@ def c_pin(pre, step, post, pre_t, post_t):
 OPS_CONTRACTS = {"pa": c_pa, "guest_data_init": c_data_init, "set_stack": c_set_stack, "pin": c_pin}
 OPS_CONTRACT_ID = {"pa": "LG-C-OTHER", "guest_data_init": "LG-C-OTHER", "set_stack": "LG-C-STACK",
                    "pin": "LG-C-STACK"}
+
+
+declare("""LG-C-SET-PMD: set_pmd (PAE) is handled as a clear_all: LG-C-CLEAR-ALL's rule, reported
+under its own id.
+
+Statement: after set_pmd no pgdir keeps a translation below the switcher except the guest's kernel
+stack, re-pinned (writable) in the current one; the guest dies only when an allocation fails or its
+tables forbid writing a stack page.
+
+Why: lguest 4.7 does not track which shadow PMD mirrors the guest's, so a PMD change can only be
+honoured by dropping every shadow translation; one that survives may be one the guest withdrew.
+
+Constrains: guest_set_pmd (which calls guest_pagetable_clear_all), pin_stack_pages.
+""", constrains=("guest_set_pmd", "guest_pagetable_clear_all", "pin_stack_pages"))
+
+declare("""LG-C-ARGS: a call with arguments that are not kernel values changes nothing.
+
+Statement: an operation called with an argument that is not an unsigned 32-bit value (64-bit for a
+PAE PTE), or of the wrong type, raises ValueError or TypeError and leaves the whole raw state (guest
+memory, shadow tables, host references, the guest's life) exactly as it was.
+
+Why: the hypercall arguments are u32/u64 in the kernel; a Python model that half-runs an operation
+on a value the kernel can never see, and then raises, leaves a state no kernel reaches, and every
+verdict after it is about that state rather than lguest.
+
+Constrains: every hypercall entry point the harness drives: guest_set_pte, guest_set_pgd,
+guest_set_pmd, guest_new_pagetable, demand_page, guest_set_stack, page_table_guest_data_init.
+""", constrains=("guest_set_pte", "guest_set_pgd", "guest_set_pmd", "guest_new_pagetable",
+                 "demand_page", "guest_set_stack", "page_table_guest_data_init"))

@@ -10,8 +10,9 @@ its tables silently, and then only the per-step form in spec/lguest/contracts.py
 Leaves out: the host's own use of its memory beyond the tables lguest owns.
 """
 
-from ptspec.spec.lguest.walk import G, LAYOUTS, P, PAGE, PSE, RW, TABLE_FLAGS, US, guest_walk, shadow_pte_slot_exists, shadow_translations
+from ptspec.spec.lguest.walk import _PAGE_DIRTY, G, LAYOUTS, P, PAGE, PSE, RW, TABLE_FLAGS, US, guest_walk, shadow_pte_slot_exists, shadow_translations
 from ptspec.spec.violation import Violation
+from ptspec.spec.statements import statement
 
 
 def _slots(st):
@@ -44,7 +45,7 @@ def justify_leaf(st, sh, gpte):
     if st.guest_frames[g] != sh.hpfn:
         return (f"shadow frame {sh.hpfn:#x} is not the host frame {st.guest_frames[g]:#x} of guest "
                 f"frame {g:#x}")
-    if sh.leaf & RW and not (gpte & RW and gpte & 0x40):
+    if sh.leaf & RW and not (gpte & RW and gpte & _PAGE_DIRTY):
         return f"shadow is writable but the guest entry {gpte:#x} is not both RW and DIRTY"
     if sh.leaf & US and not gpte & US:
         return f"shadow is user-accessible but the guest entry {gpte:#x} is not"
@@ -53,13 +54,15 @@ def justify_leaf(st, sh, gpte):
     return None
 
 
+@statement("LG-SHADOW", constrains=(
+    "demand_page", "gpte_to_spte", "do_set_pte", "find_spte", "new_pgdir"))
 def lg_shadow(st, coherent=False):
     """LG-SHADOW: every present shadow PTE below the switcher is justified by the guest's tables.
 
-    Always: it maps the host frame of a guest frame below ``pfn_limit`` (never the launcher's other
-    pages, a switcher page or a shadow table), without GLOBAL, and no shadow entry is a large page;
-    shadow table entries carry only the flags lguest accepts from a guest (PAE PGD: P only; PGD
-    (2-level) and PMD: P, RW, USER, ACCESSED, DIRTY).
+    Statement: always, it maps the host frame of a guest frame below ``pfn_limit`` (never the
+    launcher's other pages, a switcher page or a shadow table), without GLOBAL, and no shadow entry
+    is a large page; shadow table entries carry only the flags lguest accepts from a guest (PAE PGD:
+    P only; PGD (2-level) and PMD: P, RW, USER, ACCESSED, DIRTY).
     With ``coherent``: the guest's current tables for that pgdir (or the linear map before the
     guest's first cr3) translate the page present, to the same frame, with permissions never
     narrower than the shadow's (writable only if the guest's entries are RW and its PTE DIRTY; user
@@ -67,7 +70,9 @@ def lg_shadow(st, coherent=False):
 
     Why: the shadow tables are what the CPU uses while the guest runs; a translation outside guest
     memory hands the guest host memory, a wider one breaks the guest's own protection and its
-    dirty tracking. Constrains demand_page, gpte_to_spte, do_set_pte, find_spte, new_pgdir.
+    dirty tracking.
+
+    Constrains: demand_page, gpte_to_spte, do_set_pte, find_spte, new_pgdir.
     """
     out = []
     lay = LAYOUTS[st.pae]
@@ -106,7 +111,7 @@ def lg_shadow(st, coherent=False):
             if not gw.ok:
                 why = gw.reason
             else:
-                why = justify_leaf(st, sh, gw.pte | (0x40 if st.linear_pages else 0))
+                why = justify_leaf(st, sh, gw.pte | (_PAGE_DIRTY if st.linear_pages else 0))
                 if why is None and sh.rw and not gw.rw:
                     why = "shadow is writable but the guest's table entries are not all RW"
                 if why is None and sh.us and not gw.us:
@@ -117,16 +122,20 @@ def lg_shadow(st, coherent=False):
     return out
 
 
+@statement("LG-RC", constrains=(
+    "release_pte", "release_pgd", "demand_page", "do_set_pte", "map_switcher_in_guest", "allocate_switcher_mapping", "free_guest_pagetable"))
 def lg_rc(st):
     """LG-RC: every host page reference lguest holds belongs to exactly one present shadow PTE.
 
-    For every host page, the references taken by get_user_pages/get_page and not yet put back equal
-    the number of present shadow PTEs (in every pgdir, switcher PTEs included) that map it; every
-    shadow table page the host allocated is a pgdir root or hangs under exactly one present
-    shadow table entry (no leak, no sharing); no page is freed twice.
+    Statement: for every host page, the references taken by get_user_pages/get_page and not yet put
+    back equal the number of present shadow PTEs (in every pgdir, switcher PTEs included) that map
+    it; every shadow table page the host allocated is a pgdir root or hangs under exactly one
+    present shadow table entry (no leak, no sharing); no page is freed twice.
 
     Why: a PTE without its reference lets the page be freed (or swapped) under the guest; a
-    reference without a PTE pins the page forever. Constrains release_pte, release_pgd, demand_page,
+    reference without a PTE pins the page forever.
+
+    Constrains: release_pte, release_pgd, demand_page,
     do_set_pte, map_switcher_in_guest, allocate_switcher_mapping, free_guest_pagetable.
     """
     out = []
@@ -169,19 +178,23 @@ def lg_rc(st):
     return out
 
 
+@statement("LG-SWITCHER", constrains=(
+    "allocate_switcher_mapping", "map_switcher_in_guest", "guest_set_pgd", "guest_new_pagetable", "guest_pagetable_clear_all"))
 def lg_switcher(st):
     """LG-SWITCHER: the switcher is mapped in every shadow pgdir that may run, and only it is there.
 
-    While the guest lives: the current pgdir and every pgdir marked ``switcher_mapped`` map the
-    switcher code page at ``switcher_addr`` present, read-only, kernel-only and executable, and have
-    shadow PTE slots for every switcher page (map_switcher_in_guest fills them without allocating).
-    In every pgdir, a present translation at or above ``switcher_addr`` is one of: the code page; a
-    host CPU's regs page (writable, kernel-only) or its read-only page at that CPU's two slots
-    (neither global, both NX with PAE: __PAGE_KERNEL and __PAGE_KERNEL_RO carry _PAGE_NX); and
-    when the pgdir last ran on host CPU c, only c's slots are mapped.
+    Statement: while the guest lives, the current pgdir and every pgdir marked ``switcher_mapped``
+    map the switcher code page at ``switcher_addr`` present, read-only, kernel-only and executable,
+    and have shadow PTE slots for every switcher page (map_switcher_in_guest fills them without
+    allocating). In every pgdir, a present translation at or above ``switcher_addr`` is one of: the
+    code page; a host CPU's regs page (writable, kernel-only) or its read-only page at that CPU's
+    two slots (neither global, both NX with PAE: __PAGE_KERNEL and __PAGE_KERNEL_RO carry _PAGE_NX);
+    and when the pgdir last ran on host CPU c, only c's slots are mapped.
 
     Why: the switcher is the only way back to the host; a guest-controlled mapping over it, or a
-    missing one, hands the guest the host. Constrains allocate_switcher_mapping,
+    missing one, hands the guest the host.
+
+    Constrains: allocate_switcher_mapping,
     map_switcher_in_guest, guest_set_pgd, guest_new_pagetable, guest_pagetable_clear_all.
     """
     out = []
@@ -236,16 +249,20 @@ def lg_switcher(st):
     return out
 
 
+@statement("LG-BND", constrains=(
+    "guest_set_pgd", "release_pgd", "remove_switcher_percpu_map", "map_switcher_in_guest", "find_spte"))
 def lg_bnd(st):
     """LG-BND: every index that comes from the guest is in bounds; the host touches only its tables.
 
-    No access the host made went outside a shadow table page it holds (past the end of a page,
-    through a NULL or stale table pointer, a BUG_ON hit), and a PAE shadow pgdir uses only its four
-    PGD entries. The per-step form (spec/lguest/contracts.py) adds: a hypercall whose pgd index is
-    at or beyond PTRS_PER_PGD kills the guest and changes nothing.
+    Statement: no access the host made went outside a shadow table page it holds (past the end of a
+    page, through a NULL or stale table pointer, a BUG_ON hit), and a PAE shadow pgdir uses only its
+    four PGD entries. The per-step form (spec/lguest/contracts.py) adds: a hypercall whose pgd index
+    is at or beyond PTRS_PER_PGD kills the guest and changes nothing.
 
     Why: the guest controls these indices; an unchecked one makes the host read, free or write
-    memory that is not the guest's shadow tables. Constrains guest_set_pgd, release_pgd,
+    memory that is not the guest's shadow tables.
+
+    Constrains: guest_set_pgd, release_pgd,
     remove_switcher_percpu_map, map_switcher_in_guest, find_spte.
     """
     out = []

@@ -9,9 +9,14 @@ converts hex strings, and says what is wrong and where.
 Leaves out: the meaning of the contents (spec/lguest/invariants.py judges that).
 """
 
-from ptspec.spec.stage2.state import StateError, parse_int
+from ptspec.spec.lguest.walk import LAYOUTS, PAGE
+from ptspec.spec.stage2.state import StateError, parse_int, show
 
 U32 = (1 << 32) - 1
+U64 = (1 << 64) - 1
+REF_LO, REF_HI = -(1 << 31), (1 << 31) - 1     # a page count is an atomic_t
+WORD_BYTES = 4                      # guest_mem holds 32-bit little-endian words
+BYTE_MASK = 0xFF
 FORMATS = ("2level", "pae")
 
 
@@ -30,12 +35,13 @@ class LgState:
 
     def read_guest(self, addr, nbytes):
         """nbytes of guest-physical memory at addr, little endian; None outside guest memory."""
-        if addr < 0 or addr + nbytes > self.pfn_limit * 4096:
+        if addr < 0 or addr + nbytes > self.pfn_limit * PAGE:
             return None
         value = 0
         for k in range(nbytes):
             b = addr + k
-            value |= ((self.guest_mem.get(b & ~3, 0) >> (8 * (b & 3))) & 0xFF) << (8 * k)
+            word, byte = b - b % WORD_BYTES, b % WORD_BYTES
+            value |= ((self.guest_mem.get(word, 0) >> (8 * byte)) & BYTE_MASK) << (8 * k)
         return value
 
 
@@ -47,7 +53,19 @@ def _req(obj, key, where):
 
 def _bool(v, where):
     if not isinstance(v, bool):
-        raise StateError(f"{where}: expected true or false, got {v!r}")
+        raise StateError(f"{where}: expected true or false, got {show(v)}")
+    return v
+
+
+def _list(v, where):
+    if not isinstance(v, list):
+        raise StateError(f"{where}: expected a list, got {show(v)}")
+    return v
+
+
+def _obj(v, where):
+    if not isinstance(v, dict):
+        raise StateError(f"{where}: expected an object, got {show(v)}")
     return v
 
 
@@ -56,12 +74,12 @@ def load_lguest_state(raw):
     if isinstance(raw, LgState):
         return raw
     if not isinstance(raw, dict):
-        raise StateError(f"state: expected a JSON object, got {type(raw).__name__}")
+        raise StateError(f"state: expected a JSON object, got {show(raw)}")
     if raw.get("kind") != "lguest-x86":
-        raise StateError(f"kind: expected 'lguest-x86', got {raw.get('kind')!r}")
+        raise StateError(f"kind: expected 'lguest-x86', got {show(raw.get('kind'))}")
     fmt = _req(raw, "format", "state")
-    if fmt not in FORMATS:
-        raise StateError(f"format: expected one of {FORMATS}, got {fmt!r}")
+    if type(fmt) is not str or fmt not in FORMATS:
+        raise StateError(f"format: expected one of {FORMATS}, got {show(fmt)}")
     word_hi = (1 << 64) - 1 if fmt == "pae" else U32
     pfn_limit = parse_int(_req(raw, "pfn_limit", "state"), "pfn_limit", 1, 1 << 20)
     frames = _req(raw, "guest_frames", "state")
@@ -72,13 +90,13 @@ def load_lguest_state(raw):
     host_cpus = parse_int(_req(raw, "host_cpus", "state"), "host_cpus", 1, 64)
     if not isinstance(sw_pages, list) or len(sw_pages) != 1 + 2 * host_cpus:
         raise StateError(f"switcher_pages: expected 1 + 2 * host_cpus = {1 + 2 * host_cpus} frames")
-    sw_pages = [parse_int(p, f"switcher_pages[{i}]", 0) for i, p in enumerate(sw_pages)]
+    sw_pages = [parse_int(p, f"switcher_pages[{i}]", 0, U64) for i, p in enumerate(sw_pages)]
     pgdirs = []
-    for i, pd in enumerate(_req(raw, "pgdirs", "state")):
+    for i, pd in enumerate(_list(_req(raw, "pgdirs", "state"), "pgdirs")):
         w = f"pgdirs[{i}]"
         if not isinstance(pd, dict):
             raise StateError(f"{w}: expected an object")
-        pgdirs.append({"pgdir": parse_int(_req(pd, "pgdir", w), f"{w}.pgdir", 0),
+        pgdirs.append({"pgdir": parse_int(_req(pd, "pgdir", w), f"{w}.pgdir", 0, U64),
                        "gpgdir": parse_int(_req(pd, "gpgdir", w), f"{w}.gpgdir", 0, U32),
                        "switcher_mapped": _bool(_req(pd, "switcher_mapped", w), f"{w}.switcher_mapped"),
                        "last_host_cpu": parse_int(_req(pd, "last_host_cpu", w), f"{w}.last_host_cpu",
@@ -86,43 +104,46 @@ def load_lguest_state(raw):
     if not pgdirs:
         raise StateError("pgdirs: expected at least one slot")
     tables = {}
-    for pa, words in _req(raw, "tables", "state").items():
-        pa_i = parse_int(pa, f"tables key {pa!r}", 0)
-        if pa_i % 4096:
+    for pa, words in _obj(_req(raw, "tables", "state"), "tables").items():
+        key, pa = pa, show(pa)
+        pa_i = parse_int(key, f"tables key {pa}", 0, U64)
+        if pa_i % PAGE:
             raise StateError(f"tables[{pa}]: page address not page aligned")
         if not isinstance(words, dict):
             raise StateError(f"tables[{pa}]: expected an object index -> word")
-        n = 512 if fmt == "pae" else 1024
-        tables[pa_i] = {parse_int(k, f"tables[{pa}] index {k!r}", 0, n - 1):
-                        parse_int(v, f"tables[{pa}][{k}]", 0, word_hi) for k, v in words.items()}
-    refs = {parse_int(k, f"refs key {k!r}", 0): parse_int(v, f"refs[{k}]")
-            for k, v in _req(raw, "refs", "state").items()}
+        n = LAYOUTS[fmt == "pae"].page_entries
+        tables[pa_i] = {parse_int(k, f"tables[{pa}] index {show(k)}", 0, n - 1):
+                        parse_int(v, f"tables[{pa}][{show(k)}]", 0, word_hi) for k, v in words.items()}
+    refs = {parse_int(k, f"refs key {show(k)}", 0, U64): parse_int(v, f"refs[{show(k)}]", REF_LO, REF_HI)
+            for k, v in _obj(_req(raw, "refs", "state"), "refs").items()}
     mem = {}
-    for k, v in _req(raw, "guest_mem", "state").items():
-        a = parse_int(k, f"guest_mem key {k!r}", 0)
-        if a % 4:
+    for k, v in _obj(_req(raw, "guest_mem", "state"), "guest_mem").items():
+        a = parse_int(k, f"guest_mem key {show(k)}", 0, U64)
+        if a % WORD_BYTES:
             raise StateError(f"guest_mem[{k}]: word address not 4-byte aligned")
         mem[a] = parse_int(v, f"guest_mem[{k}]", 0, U32)
     errors = _req(raw, "host_errors", "state")
     if not isinstance(errors, list) or not all(isinstance(e, (list, tuple)) and len(e) == 2
-                                               for e in errors):
-        raise StateError("host_errors: expected a list of [kind, text] pairs")
+                                               and all(isinstance(t, str) for t in e) for e in errors):
+        raise StateError("host_errors: expected a list of [kind, text] pairs of strings")
     stack = raw.get("stack", [0, 0])
+    if not isinstance(stack, list) or len(stack) != 2:
+        raise StateError(f"stack: expected [address, pages], got {show(stack)}")
     cpu_pgd = parse_int(_req(raw, "cpu_pgd", "state"), "cpu_pgd", 0, len(pgdirs) - 1)
     dead = raw.get("dead")
     if dead is not None and not isinstance(dead, str):
-        raise StateError(f"dead: expected null or a reason string, got {dead!r}")
+        raise StateError(f"dead: expected null or a reason string, got {show(dead)}")
     return LgState(
         format=fmt, pae=fmt == "pae", pfn_limit=pfn_limit,
         mem_base=parse_int(_req(raw, "mem_base", "state"), "mem_base", 0, U32),
         guest_frames=frames,
         switcher_addr=parse_int(_req(raw, "switcher_addr", "state"), "switcher_addr", 0, U32),
         switcher_pages=sw_pages, host_cpus=host_cpus,
-        regs_page=parse_int(_req(raw, "regs_page", "state"), "regs_page", 0),
+        regs_page=parse_int(_req(raw, "regs_page", "state"), "regs_page", 0, U64),
         kernel_address=parse_int(_req(raw, "kernel_address", "state"), "kernel_address", 0, U32),
         linear_pages=_bool(_req(raw, "linear_pages", "state"), "linear_pages"),
         cpu_pgd=cpu_pgd,
-        stack=(parse_int(stack[0], "stack[0]", 0, U32), parse_int(stack[1], "stack[1]", 0)),
+        stack=(parse_int(stack[0], "stack[0]", 0, U32), parse_int(stack[1], "stack[1]", 0, U64)),
         dead=dead, freed=_bool(raw.get("freed", False), "freed"),
         guest_mem=mem, pgdirs=pgdirs, tables=tables, refs=refs,
         host_errors=[(str(k), str(t)) for k, t in errors])

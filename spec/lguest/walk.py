@@ -19,9 +19,32 @@ never creates), and TLBs (lguest's shadow tables are the TLB the guest sees).
 
 from dataclasses import dataclass, field
 
-P, RW, US, PWT, PCD, A, D, PSE, G = 1, 2, 4, 8, 0x10, 0x20, 0x40, 0x80, 0x100
-TABLE_FLAGS = P | RW | US | A | D       # the flags a table entry may carry in a guest table
-PAGE = 4096
+# x86 page-table entry bits (arch/x86/include/asm/pgtable_types.h), and the short names used below
+_PAGE_PRESENT = 1 << 0
+_PAGE_RW = 1 << 1
+_PAGE_USER = 1 << 2
+_PAGE_PWT = 1 << 3
+_PAGE_PCD = 1 << 4
+_PAGE_ACCESSED = 1 << 5
+_PAGE_DIRTY = 1 << 6
+_PAGE_PSE = 1 << 7              # a large page in a PDE (PAT in a PTE)
+_PAGE_GLOBAL = 1 << 8
+_PAGE_NX = 1 << 63              # PAE only
+P, RW, US, PWT, PCD, A, D, PSE, G = (_PAGE_PRESENT, _PAGE_RW, _PAGE_USER, _PAGE_PWT, _PAGE_PCD,
+                                     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PSE, _PAGE_GLOBAL)
+TABLE_FLAGS = P | RW | US | A | D       # the flags a table entry may carry in a guest table (_PAGE_TABLE)
+
+PAGE_SHIFT = 12
+PAGE = 1 << PAGE_SHIFT
+PAGE_OFFSET_MASK = PAGE - 1
+PHYS_BITS_PAE = 44                      # the frame width the 32-bit PAE kernel uses (bits 43:12)
+
+# page-fault error code bits (X86_PF_WRITE, X86_PF_USER; PF_WRITE, PF_USER in 4.7)
+PF_WRITE = 1 << 1
+PF_USER = 1 << 2
+
+# where each level's index sits in a virtual address
+PGDIR_SHIFT_2LEVEL, PGDIR_SHIFT_PAE, PMD_SHIFT_PAE = 22, 30, 21
 
 
 class Layout:
@@ -30,32 +53,36 @@ class Layout:
     def __init__(self, pae):
         self.pae = pae
         self.entry_bytes = 8 if pae else 4
-        self.frame_mask = ((1 << 44) - 1) & ~0xFFF if pae else 0xFFFFF000
-        self.word_mask = (1 << 64) - 1 if pae else (1 << 32) - 1
-        self.root_entries = 4 if pae else 1024
-        self.page_entries = 512 if pae else 1024
-        self.nx = 1 << 63 if pae else 0
+        word_bits = 64 if pae else 32
+        self.frame_mask = ((1 << (PHYS_BITS_PAE if pae else word_bits)) - 1) & ~PAGE_OFFSET_MASK
+        self.word_mask = (1 << word_bits) - 1
+        self.page_entries = PAGE // self.entry_bytes         # PTRS_PER_PTE (and PTRS_PER_PMD with PAE)
+        self.pgdir_shift = PGDIR_SHIFT_PAE if pae else PGDIR_SHIFT_2LEVEL
+        self.root_entries = 1 << (32 - self.pgdir_shift)     # PTRS_PER_PGD: 4 with PAE, 1024
+        self.nx = _PAGE_NX if pae else 0
 
     def frame(self, e):
-        return (e & self.frame_mask) >> 12
+        return (e & self.frame_mask) >> PAGE_SHIFT
 
     def flags(self, e):
         return e & ~self.frame_mask & self.word_mask
 
     def indices(self, va):
         """(root index, middle index or None, pte index) of va."""
+        n, top = self.page_entries, self.root_entries
         if self.pae:
-            return (va >> 30) & 3, (va >> 21) & 511, (va >> 12) & 511
-        return (va >> 22) & 1023, None, (va >> 12) & 1023
+            return ((va >> PGDIR_SHIFT_PAE) % top, (va >> PMD_SHIFT_PAE) % n,
+                    (va >> PAGE_SHIFT) % n)
+        return (va >> PGDIR_SHIFT_2LEVEL) % top, None, (va >> PAGE_SHIFT) % n
 
     def va_of(self, i, j, k):
         if self.pae:
-            return (i << 30) | (j << 21) | (k << 12)
-        return (i << 22) | (k << 12)
+            return (i << PGDIR_SHIFT_PAE) | (j << PMD_SHIFT_PAE) | (k << PAGE_SHIFT)
+        return (i << PGDIR_SHIFT_2LEVEL) | (k << PAGE_SHIFT)
 
     def root_span(self):
         """Bytes of virtual space one root entry covers."""
-        return 1 << (30 if self.pae else 22)
+        return 1 << self.pgdir_shift
 
 
 LAYOUTS = {False: Layout(False), True: Layout(True)}
@@ -87,7 +114,8 @@ def guest_walk(st, gpgdir, va, linear=False):
     if linear:
         if va >= st.pfn_limit * PAGE:
             return GuestWalk(False, f"linear map: {va:#x} is beyond guest memory", bad=True)
-        return GuestWalk(True, frame=va >> 12, rw=True, us=False, dirty=True, pte=(va & ~0xFFF) | P | RW)
+        return GuestWalk(True, frame=va >> PAGE_SHIFT, rw=True, us=False, dirty=True,
+                         pte=(va & ~PAGE_OFFSET_MASK) | P | RW)
     i, j, k = lay.indices(va)
     eb = lay.entry_bytes
     top = st.read_guest(gpgdir + i * eb, eb)

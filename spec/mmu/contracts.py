@@ -6,46 +6,20 @@ Models what each VM-level step must achieve, judged from raw pre/post states and
 ``kvm_arch_commit_memory_region``, ``kvm_arch_flush_shadow_memslot``, ``stage2_unmap_vm``,
 ``kvm_phys_addr_ioremap``, ``kvm_mmu_write_protect_pt_masked``, the MMU-notifier hooks.
 
-PROGRESS         an access the memslots and the host allow (inside a memslot, a host VMA behind it,
-                 a write only to a writable slot and VMA, no execution of device memory) completes
-                 within ``FAULT_BOUND`` faults, plus one per injected notifier race; with an
-                 injected allocation failure it may instead fail with -ENOMEM.
-C-MMU-ABORT      any other access ends as the routing says: outside memslots (or a write to a
-                 read-only one) an instruction abort is a prefetch abort, a stage-1 walk a data
-                 abort, a cache maintenance op outside memslots is skipped, the rest exits as MMIO;
-                 exec of device memory is a prefetch abort; no host VMA is an error (-EFAULT).
-DIRTY (step)     a dirty bit that a step sets belongs to the page an access wrote through a fault
-                 that succeeded (the page is writable at stage 2 afterwards); other steps set none.
-C-MMU-PREPARE    -EFAULT exactly for regions ending beyond the IPA space; dirty logging over a
-                 PFNMAP VMA is -EINVAL; success maps every PFNMAP page as device memory; a failed
-                 region update maps nothing new in its range.
-C-MMU-COMMIT     after enabling dirty logging (without initially-all-set) no page of the slot is
-                 writable at stage 2; with initially-all-set the new bitmap has every bit set.
-C-MMU-FLUSH-SLOT after deleting or moving a slot nothing is mapped in its old IPA range.
-C-MMU-NOTIFIER   after an invalidation nothing is mapped at the IPAs of the invalidated HVAs (change_pte
-                 may leave the new page mapped read-only); age reports whether the leaf at the first
-                 gfn of each memslot's part of the range was young and leaves it old; test_age
-                 reports that leaf's youngness for the address it is given.
-C-MMU-WP         pages whose dirty bits were harvested (and cleared) are not writable afterwards.
-C-MMU-IOREMAP    a successful ioremap maps every page of the request as device memory at its pa,
-                 writable as asked.
-C-MMU-UNMAP-VM   stage2_unmap_vm unmaps every non-PFNMAP part of every slot and keeps PFNMAP parts.
-C-MMU-CMO        (5.13: mmu.c does the cache maintenance, not pgtable.c) a normal-memory leaf an access
-                 or a KSM merge installs at a new address is cleaned to PoC first unless the CPU has
-                 FWB, a leaf an access makes executable has its I-cache invalidated unless the CPU has
-                 DIC; with FWB an access logs no D-cache clean, with DIC no I-cache invalidation; no
-                 step does cache maintenance outside RAM. The step record carries the CPU's ``dic``
-                 (the raw state has ``has_fwb`` only).
+Each id's statement (PROGRESS, C-MMU-ABORT, -PREPARE, -COMMIT, -FLUSH-SLOT, -NOTIFIER, -WP,
+-IOREMAP, -UNMAP-VM, and the per-step form of DIRTY) is declared in spec/mmu/contract_statements.py;
+C-MMU-CMO is stated on check_cmo below.
 """
 
 import errno
 
+from ptspec.spec.arch import descriptor as D
 from ptspec.spec.mmu.state import LOG_DIRTY, READONLY, MmuView
+from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 
 FAULT_BOUND = 4
-S2AP_W, AF = 1 << 7, 1 << 10
-XN = 1 << 54
+S2AP_W, AF, XN = D.S2AP_W, D.AF, D.XN
 
 
 def _bits(mask, limit=64):
@@ -112,7 +86,7 @@ def check_access(pre: MmuView, step, post: MmuView):
         for g in _bits(s.bitmap & ~ps_.bitmap):
             leaf = post.leaf_at(s.start + (g << pre.ps))
             fine = (s.base_gfn + g == gfn and ok_write and leaf is not None
-                    and leaf[3] & S2AP_W)
+                    and leaf.desc & S2AP_W)
             if not fine:
                 out.append(_v("DIRTY", f"gfn {s.base_gfn + g:#x} became dirty in memslot {s.id} "
                                        f"but no fault that wrote it succeeded (faults: "
@@ -165,8 +139,8 @@ def check_set_memory_region(pre: MmuView, step, post: MmuView):
                 ipa = gpa + (hva - uaddr)
                 leaf = post.leaf_at(ipa)
                 want = (v["pgoff"] << pre.ps) + (hva - v["start"])
-                if leaf is None or not post.is_device(leaf[3]) or \
-                        post.oa(leaf[3]) + (ipa - leaf[0]) != want:
+                if leaf is None or not post.is_device(leaf.desc) or \
+                        post.oa(leaf.desc) + (ipa - leaf.ipa) != want:
                     out.append(_v("C-MMU-PREPARE", f"PFNMAP page at ipa {ipa:#x} (pa {want:#x}) "
                                                    f"is not mapped as device memory after prepare"))
                     break
@@ -187,15 +161,15 @@ def check_set_memory_region(pre: MmuView, step, post: MmuView):
                                                   f"{slot.npages} bits set"))
             else:
                 for lf in post.leaves_in(slot.start, slot.end):
-                    if lf[3] & S2AP_W:
+                    if lf.desc & S2AP_W:
                         out.append(_v("C-MMU-COMMIT", f"memslot {slot.id}: dirty logging enabled "
-                                                      f"but [{lf[0]:#x}, {lf[0] + lf[1]:#x}) is "
+                                                      f"but [{lf.ipa:#x}, {lf.ipa + lf.size:#x}) is "
                                                       f"still writable"))
                         break
     if ret == 0 and change in ("delete", "move") and old is not None:
         new_lo, new_hi = (gpa, end) if change == "move" else (0, 0)
         left = [lf for lf in post.leaves_in(old.start, old.end)
-                if not (new_lo <= lf[0] and lf[0] + lf[1] <= new_hi)]
+                if not (new_lo <= lf.ipa and lf.ipa + lf.size <= new_hi)]
         if left:
             out.append(_v("C-MMU-FLUSH-SLOT", f"memslot {old.id} was {change}d but "
                                               f"[{left[0][0]:#x}, {left[0][0] + left[0][1]:#x}) is "
@@ -219,10 +193,10 @@ def check_host_op(pre: MmuView, step, post: MmuView):
         lo, hi = inv
         for s, ilo, ihi in _ipa_ranges_of_hva(pre, lo, hi):
             for lf in post.leaves_in(ilo, ihi):
-                if op == "ksm" and lf[1] == post.psize and not lf[3] & S2AP_W:
+                if op == "ksm" and lf.size == post.psize and not lf.desc & S2AP_W:
                     continue          # change_pte installed the merged page read-only
                 out.append(_v("C-MMU-NOTIFIER", f"{op}: hva [{lo:#x}, {hi:#x}) was invalidated "
-                                                f"but ipa [{lf[0]:#x}, {lf[0] + lf[1]:#x}) of "
+                                                f"but ipa [{lf.ipa:#x}, {lf.ipa + lf.size:#x}) of "
                                                 f"memslot {s.id} is still mapped"))
                 break
     if op in ("age", "test_age"):
@@ -233,10 +207,10 @@ def check_host_op(pre: MmuView, step, post: MmuView):
         end = a["end"] if op == "age" else a["start"] + 1
         for s, ilo, ihi in _ipa_ranges_of_hva(pre, a["start"], end):
             lf = pre.leaf_at(ilo)
-            want |= bool(lf is not None and lf[3] & AF)
+            want |= bool(lf is not None and lf.desc & AF)
             if op == "age":
                 lf2 = post.leaf_at(ilo)
-                if lf2 is not None and lf2[3] & AF:
+                if lf2 is not None and lf2.desc & AF:
                     out.append(_v("C-MMU-NOTIFIER", f"age: ipa {ilo:#x} is still young"))
         if bool(young_ret) != want:
             out.append(_v("C-MMU-NOTIFIER", f"{op} of hva [{a['start']:#x}, {a['end']:#x}) "
@@ -284,8 +258,8 @@ def check_ioremap(pre: MmuView, step, post: MmuView):
     for k in range(0, size, pre.psize):
         lf = post.leaf_at(base + k)
         want = (a["pa"] + k) & ~mask
-        if lf is None or not post.is_device(lf[3]) or post.oa(lf[3]) != want or \
-                bool(lf[3] & S2AP_W) != bool(a["writable"]):
+        if lf is None or not post.is_device(lf.desc) or post.oa(lf.desc) != want or \
+                bool(lf.desc & S2AP_W) != bool(a["writable"]):
             out.append(_v("C-MMU-IOREMAP", f"ipa {base + k:#x} should map device pa {want:#x} "
                                            f"({'rw' if a['writable'] else 'ro'}) after "
                                            f"kvm_phys_addr_ioremap"))
@@ -330,6 +304,8 @@ def _covered(ranges, lo, hi):
     return pos >= hi
 
 
+@statement("C-MMU-CMO", constrains=(
+    "user_mem_abort", "kvm_set_spte_gfn", "clean_dcache_guest_page", "invalidate_icache_guest_page"))
 def check_cmo(pre: MmuView, step, post: MmuView):
     """C-MMU-CMO: the cache maintenance of user_mem_abort / kvm_set_spte_gfn (5.13 mmu.c).
 
@@ -347,6 +323,9 @@ def check_cmo(pre: MmuView, step, post: MmuView):
     addresses is therefore not required to be cleaned again.
     Why: without FWB the guest may see memory through a non-cacheable alias, so dirty lines must
     reach PoC before the guest gets the page; without DIC the I-cache may hold stale instructions.
+
+    Constrains: user_mem_abort, kvm_set_spte_gfn, clean_dcache_guest_page,
+    invalidate_icache_guest_page.
     """
     out = []
     events = [tuple(e) for e in post.s2.tlb_log]
@@ -375,7 +354,7 @@ def check_cmo(pre: MmuView, step, post: MmuView):
             continue
         oa = post.oa(d)
         olds = pre.leaves_in(ipa, ipa + size)
-        fresh = not olds or any(pre.oa(o[3]) + (max(o[0], ipa) - o[0]) != oa + (max(o[0], ipa) - ipa)
+        fresh = not olds or any(pre.oa(o.desc) + (max(o.ipa, ipa) - o.ipa) != oa + (max(o.ipa, ipa) - ipa)
                                 for o in olds)
         if fresh and not fwb and not _covered(dc, oa, oa + size):
             out.append(_v("C-MMU-CMO", f"{op}: leaf [{ipa:#x}, {ipa + size:#x}) -> {oa:#x} was "
@@ -383,8 +362,8 @@ def check_cmo(pre: MmuView, step, post: MmuView):
             break
         if op == "access" and not dic and not d & XN:
             old = pre.leaf_at(ipa)
-            same = old is not None and old[0] == ipa and old[1] == size and \
-                pre.oa(old[3]) == oa and not old[3] & XN
+            same = old is not None and old.ipa == ipa and old.size == size and \
+                pre.oa(old.desc) == oa and not old.desc & XN
             if not same and not _covered(ic, oa, oa + size):
                 out.append(_v("C-MMU-CMO", f"access: leaf [{ipa:#x}, {ipa + size:#x}) -> {oa:#x} "
                                            f"became executable without an I-cache invalidation",

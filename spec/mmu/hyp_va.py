@@ -1,15 +1,7 @@
 """C-HYP-VA: the contract of the hyp private VA allocator (``__create_hyp_private_mapping``, mmu.c 5.13).
 
-Models what a private hyp mapping must give, from the request and the EL2 table after it:
-
-* the allocation has ``A = ceil((size + phys mod P) / P) * P`` bytes (P the page size) and grows
-  down from the previous ``io_map_base`` B (so it cannot overlap an earlier one);
-* it *fits* when ``A <= B`` and ``B - A`` lies in the same half of the ``VA_BITS`` space as B (bit
-  ``VA_BITS - 1`` equal): the allocator never crosses into the other half, for any size;
-* a request that fits succeeds, unless building the EL2 mapping failed, and then ``io_map_base`` is
-  ``B - A`` (the VA is consumed either way); on success the returned address is ``B - A + phys mod
-  P`` and every page of ``[B - A, B)`` translates, in the EL2 table, to the matching page of
-  ``phys``; a request that does not fit fails with -ENOMEM and leaves ``io_map_base`` at B.
+Models what a private hyp mapping must give, from the request and the EL2 table after it
+(check_hyp_private states it).
 
 The step record: ``{"op": "hyp_private_map", "args": {"phys", "size"}, "pre": {"io_map_base",
 "va_bits", "page_shift"}, "ret": 0 | -errno, "out": {"haddr", "io_map_base"}}``; the post state is an
@@ -18,6 +10,7 @@ The step record: ``{"op": "hyp_private_map", "args": {"phys", "size"}, "pre": {"
 
 import errno
 
+from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 from ptspec.spec.arch.walk import translate
 
@@ -33,7 +26,28 @@ def hyp_va_fits(io_map_base, phys, size, va_bits, page_shift):
     return fits, a
 
 
+@statement("C-HYP-VA", constrains=("__create_hyp_private_mapping", "create_hyp_io_mappings",
+                                   "create_hyp_exec_mappings"))
 def check_hyp_private(step, post_hyp_state, max_pages_checked=64):
+    """C-HYP-VA: the hyp private VA allocator hands out fresh VA below io_map_base, or refuses.
+
+    Statement: with P the page size and B the previous io_map_base, the allocation has
+    ``A = ceil((size + phys mod P) / P) * P`` bytes and grows down from B (so it cannot overlap an
+    earlier one); it *fits* when ``A <= B`` and ``B - A`` lies in the same half of the ``VA_BITS``
+    space as B (bit ``VA_BITS - 1`` equal): the allocator never crosses into the other half, for
+    any size. A request that fits succeeds, unless building the EL2 mapping failed, and then
+    io_map_base is ``B - A`` (the VA is consumed either way); on success the returned address is
+    ``B - A + phys mod P`` and every page of ``[B - A, B)`` translates, in the EL2 table, to the
+    matching page of ``phys``. A request that does not fit fails with -ENOMEM and leaves
+    io_map_base at B.
+
+    Why: private hyp mappings (device registers, the idmap'd vectors) live in the hypervisor's
+    own address space; one that overlaps an earlier mapping or crosses into the other half of
+    the VA space replaces a live EL2 mapping or lands on the kernel's linear map.
+
+    Constrains: __create_hyp_private_mapping (the room check and io_map_base), and its callers
+    create_hyp_io_mappings and create_hyp_exec_mappings.
+    """
     out = []
     a, pre, o = step["args"], step["pre"], step["out"]
     b0, vb, ps = pre["io_map_base"], pre["va_bits"], pre["page_shift"]

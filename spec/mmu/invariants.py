@@ -17,14 +17,55 @@ DIRTY -- in a logging memslot every page the guest wrote is in the dirty bitmap,
 Leaves out: the stage-2 structural invariants (S2-*, spec.check_state) and cache maintenance.
 """
 
+from ptspec.spec.arch import descriptor as D
 from ptspec.spec.mmu.state import READONLY, MmuView
 from ptspec.spec.violation import Violation
+from ptspec.spec.statements import statement
 
 
 def _v(inv, msg, **where):
     return Violation(inv, msg, where)
 
 
+def ms_leaf_breaks_plain(view: MmuView, leaf):
+    """The plain statement of MS for one valid leaf that lies inside a memslot, page by page: True
+    when some page of it breaks MS (None for a leaf not inside one memslot: I/O regions and leaves
+    crossing a slot edge are judged per leaf, see _check_leaf).
+
+    Each page p of the leaf must translate to the host translation of its HVA (the host leaf behind
+    it present, host pa = leaf output + offset), be writable only over a writable host mapping and
+    slot, carry device attributes exactly when its host pfn is not RAM; a block needs guest and host
+    offsets that agree modulo its size and a THP/hugetlb host leaf at least as large behind every
+    page. check_ms judges the same over host leaves instead of pages (tests/test_spec_plain.py).
+    """
+    ipa, size, d = leaf.ipa, leaf.size, leaf.desc
+    slot = view.slot_of(ipa)
+    if slot is None or slot.end < ipa + size:
+        return None
+    ps, psize = view.ps, view.psize
+    hva, oa = slot.hva(ipa), view.oa(d)
+    writable, device = bool(d & D.S2AP_W), view.is_device(d)
+    if (size > psize and hva % size) or (writable and slot.flags & READONLY):
+        return True
+    for k in range(0, size, psize):
+        h0, hsize, pfn, kind, host_writable = view.host_pieces(hva + k, psize)[0]
+        if kind is None:
+            return True
+        page_pfn = pfn + ((hva + k - h0) >> ps)
+        if (page_pfn << ps) != oa + k:
+            return True
+        if size > psize and (kind not in ("thp", "hugetlb") or hsize < size):
+            return True
+        if writable and not host_writable:
+            return True
+        if device == view.pfn_is_ram(page_pfn):
+            return True
+    return False
+
+
+@statement("MS", constrains=(
+    "user_mem_abort", "fault_supports_stage2_huge_mapping", "transparent_hugepage_adjust",
+    "kvm_arch_prepare_memory_region", "kvm_phys_addr_ioremap", "kvm_arch_flush_shadow_memslot"))
 def check_ms(view: MmuView):
     """MS: stage 2 maps exactly what the memslots and the host back, at the same offset.
 
@@ -68,7 +109,7 @@ def _check_leaf(view, ipa, size, level, d):
     ps, psize = view.ps, view.psize
     oa = view.oa(d)
     dev = view.is_device(d)
-    w = bool(d & (1 << 7))
+    w = bool(d & D.S2AP_W)
     what = f"{'block' if size > psize else 'page'} [{ipa:#x}, {ipa + size:#x}) -> {oa:#x} (level {level})"
     slot = view.slot_of(ipa)
     if slot is None or slot.end < ipa + size:
@@ -129,13 +170,16 @@ def _check_io_leaf(view, ipa, size, level, d, what):
             if size != psize or view.oa(d) != want:
                 return [_v("MS", f"{what} but the I/O region maps ipa {ipa:#x} to pa {want:#x}",
                            ipa=ipa, desc=d)]
-            if d & (1 << 7) and not r_w:
+            if d & D.S2AP_W and not r_w:
                 return [_v("MS", f"{what} is writable in a read-only I/O region", ipa=ipa)]
             return []
     return [_v("MS", f"{what} lies outside every memslot and I/O region", ipa=ipa, desc=d,
                level=level)]
 
 
+@statement("DIRTY", constrains=(
+    "user_mem_abort", "kvm_arch_commit_memory_region", "kvm_mmu_wp_memory_region",
+    "kvm_arch_mmu_enable_log_dirty_pt_masked"))
 def check_dirty(view: MmuView):
     """DIRTY: while a memslot logs dirty pages, no guest write escapes the dirty bitmap.
 
@@ -161,7 +205,7 @@ def check_dirty(view: MmuView):
                                    f"{', '.join(hex(s.base_gfn + g) for g in missing[:4])} but the "
                                    f"dirty bitmap does not have it", slot=s.id))
         for ipa, size, level, d in view.leaves_in(s.start, s.end):
-            if not d & (1 << 7):
+            if not d & D.S2AP_W:
                 continue
             lo, hi = max(ipa, s.start), min(ipa + size, s.end)
             for g in range((lo - s.start) >> ps, (hi - s.start) >> ps):
@@ -184,7 +228,10 @@ def check_mmu_state(raw):
 AGE_WARN = "kvm_age_gfn: range of "
 
 
-def check_mmu_warnings(raw: dict):
+@statement("MMU-WARN", constrains=(
+    "user_mem_abort", "kvm_handle_guest_abort", "__unmap_stage2_range", "kvm_set_spte_gfn",
+    "kvm_mmu_wp_memory_region"))
+def check_mmu_warnings(raw):
     """MMU-WARN: no WARN_ON / VM_BUG_ON of mmu.c or the notifier glue ever fires.
 
     Statement: the raw state's ``mmu.warnings`` (every WARN the model of mmu.c and of the generic
@@ -200,6 +247,6 @@ def check_mmu_warnings(raw: dict):
     Constrains: user_mem_abort, kvm_handle_guest_abort, __unmap_stage2_range, kvm_set_spte_gfn,
     kvm_mmu_wp_memory_region, the notifier glue.
     """
-    warns = [w for w in (raw.get("mmu") or {}).get("warnings", [])
-             if not str(w).startswith(AGE_WARN)]
+    found = raw.warnings if isinstance(raw, MmuView) else (raw.get("mmu") or {}).get("warnings", [])
+    warns = [w for w in found if not str(w).startswith(AGE_WARN)]
     return [_v("MMU-WARN", f"WARN fired: {w}") for w in warns[:4]]

@@ -11,33 +11,76 @@ Leaves out: nothing is inferred about the kernel's own bookkeeping; only the raw
 """
 
 from bisect import bisect_right
+from typing import NamedTuple
 
 from ptspec.spec.arch import descriptor as D
-from ptspec.spec.stage2.state import StateError, load_state
+from ptspec.spec.stage2.state import StateError, load_state, parse_int, show
 
-LOG_DIRTY, READONLY = 1, 2
+LOG_DIRTY, READONLY = 1, 2     # KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
+U64 = (1 << 64) - 1
+VMA_KINDS = ("anon", "hugetlb", "pfnmap")
+HOST_LEAF_KINDS = ("pte", "thp", "hugetlb", "pfnmap")
+
+
+def _obj(value, where):
+    if not isinstance(value, dict):
+        raise StateError(f"{where}: expected an object, got {show(value)}")
+    return value
+
+
+def _list(value, where, length=None):
+    if not isinstance(value, (list, tuple)) or (length is not None and len(value) != length):
+        want = f"a list of {length}" if length is not None else "a list"
+        raise StateError(f"{where}: expected {want}, got {show(value)}")
+    return value
+
+
+def _req(obj, key, where):
+    if key not in obj:
+        raise StateError(f"{where}.{key}: missing")
+    return obj[key]
+
+
+def _bool(value, where):
+    if not isinstance(value, bool):
+        raise StateError(f"{where}: expected true or false, got {show(value)}")
+    return value
+
+
+def _u64(value, where, lo=0, hi=U64):
+    return parse_int(value, where, lo, hi)
+
+
+class S2Leaf(NamedTuple):
+    """One valid stage-2 leaf: the IPA range [ipa, ipa + size) it maps, its level and descriptor."""
+    ipa: int
+    size: int
+    level: int
+    desc: int
 
 
 class Slot:
     __slots__ = ("id", "base_gfn", "npages", "uaddr", "flags", "bitmap", "written", "start", "end")
 
     def __init__(self, raw, ps, i):
-        try:
-            self.id = int(raw["id"])
-            self.base_gfn = int(raw["base_gfn"])
-            self.npages = int(raw["npages"])
-            self.uaddr = int(raw["userspace_addr"])
-            self.flags = int(raw["flags"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StateError(f"mmu.memslots[{i}]: {exc}") from None
+        w = f"mmu.memslots[{i}]"
+        _obj(raw, w)
+        self.id = _u64(_req(raw, "id", w), f"{w}.id", 0, 0xFFFF_FFFF)
+        self.base_gfn = _u64(_req(raw, "base_gfn", w), f"{w}.base_gfn", 0, U64 >> ps)
+        self.npages = _u64(_req(raw, "npages", w), f"{w}.npages", 0, U64 >> ps)
+        self.uaddr = _u64(_req(raw, "userspace_addr", w), f"{w}.userspace_addr")
+        self.flags = _u64(_req(raw, "flags", w), f"{w}.flags", 0, 0xFFFF_FFFF)
         bm = raw.get("dirty_bitmap")
-        if isinstance(bm, str):
-            bm = int(bm, 0)
-        if bm is not None and (not isinstance(bm, int) or bm < 0 or bm >> self.npages):
-            raise StateError(f"mmu.memslots[{i}].dirty_bitmap: expected a bit mask of "
-                             f"{self.npages} bits (bit g = gfn base_gfn + g)")
+        if bm is not None:
+            bm = parse_int(bm, f"{w}.dirty_bitmap", 0)
+            if bm >> self.npages:
+                raise StateError(f"{w}.dirty_bitmap: expected a bit mask of {self.npages} bits "
+                                 f"(bit g = gfn base_gfn + g), got a {bm.bit_length()}-bit mask")
         self.bitmap = bm
-        self.written = set(int(x) for x in raw.get("written", ()))
+        self.written = {parse_int(x, f"{w}.written[{j}]", 0, max(self.npages - 1, 0))
+                        for j, x in enumerate(_list(raw.get("written", ()), f"{w}.written"))}
+        if self.written and not self.npages:
+            raise StateError(f"{w}.written: an empty memslot has no page to write")
         self.start = self.base_gfn << ps
         self.end = (self.base_gfn + self.npages) << ps
 
@@ -54,30 +97,90 @@ class Slot:
         return self.uaddr + (ipa - self.start)
 
 
-class MmuView:
-    """The validated mmu part of one raw state, with the stage-2 State next to it."""
+def _vma(raw, i):
+    w = f"mmu.vmas[{i}]"
+    _obj(raw, w)
+    v = dict(raw)
+    v["start"] = _u64(_req(raw, "start", w), f"{w}.start")
+    v["end"] = _u64(_req(raw, "end", w), f"{w}.end", v["start"])
+    kind = raw.get("kind", "anon")
+    if type(kind) is not str or kind not in VMA_KINDS:
+        raise StateError(f"{w}.kind: expected one of {', '.join(VMA_KINDS)}, got {show(kind)}")
+    for key in ("writable", "thp"):
+        if key in raw:
+            v[key] = _bool(raw[key], f"{w}.{key}")
+    for key in ("page_shift", "pgoff"):
+        if raw.get(key) is not None:
+            v[key] = _u64(raw[key], f"{w}.{key}")
+    return v
 
-    def __init__(self, raw):
-        if "mmu" not in raw:
+
+def _host_leaf(raw, i):
+    w = f"mmu.host_map[{i}]"
+    hva, size, pfn, kind, writable = _list(raw, w, 5)
+    if type(kind) is not str or kind not in HOST_LEAF_KINDS:
+        raise StateError(f"{w}[3]: expected one of {', '.join(HOST_LEAF_KINDS)}, got {show(kind)}")
+    return (_u64(hva, f"{w}[0]"), _u64(size, f"{w}[1]", 1), _u64(pfn, f"{w}[2]"), kind,
+            _bool(writable, f"{w}[4]"))
+
+
+def _ioremap(raw, i):
+    w = f"mmu.ioremap[{i}]"
+    ipa, pa, size, writable = _list(raw, w, 4)
+    return (_u64(ipa, f"{w}[0]"), _u64(pa, f"{w}[1]"), _u64(size, f"{w}[2]"),
+            _bool(writable, f"{w}[3]"))
+
+
+def _strings(value, where):
+    out = []
+    for i, e in enumerate(_list(value, where)):
+        if not isinstance(e, str):
+            raise StateError(f"{where}[{i}]: expected a string, got {show(e)}")
+        out.append(e)
+    return out
+
+
+class MmuView:
+    """The validated mmu part of one raw state, with the stage-2 State next to it.
+
+    Every key of docs/mmu.md is checked (type, range, shape) and StateError names the one at fault
+    by its JSON path (``mmu.memslots[0].npages``). ``memslots`` is required; the other keys default
+    to empty (no VMA, no host mapping, no RAM, no ioremap request, no reference, no WARN).
+    """
+
+    def __init__(self, raw, s2=None):
+        if not isinstance(raw, dict) or "mmu" not in raw:
             raise StateError("mmu: missing (not a VM state: see docs/mmu.md)")
-        self.s2 = load_state(raw)
-        m = raw["mmu"]
+        self.s2 = load_state(raw) if s2 is None else s2
+        if self.s2.kind != "arm64-stage2":
+            raise StateError(f"mmu: only an arm64-stage2 state has an mmu part, not {self.s2.kind}")
+        m = _obj(raw["mmu"], "mmu")
         ps = self.ps = self.s2.page_shift
         self.psize = 1 << ps
         self.ipa_limit = 1 << self.s2.ia_bits
-        self.slots = sorted((Slot(s, ps, i) for i, s in enumerate(m.get("memslots", []))),
-                            key=lambda s: s.start)
+        slots = _list(_req(m, "memslots", "mmu"), "mmu.memslots")
+        self.slots = sorted((Slot(s, ps, i) for i, s in enumerate(slots)), key=lambda s: s.start)
         self._slot_starts = [s.start for s in self.slots]
-        self.vmas = sorted((dict(v) for v in m.get("vmas", [])), key=lambda v: v["start"])
+        self.vmas = sorted((_vma(v, i) for i, v in enumerate(_list(m.get("vmas", []), "mmu.vmas"))),
+                           key=lambda v: v["start"])
         self._vma_starts = [v["start"] for v in self.vmas]
-        self.host = sorted(tuple(h) for h in m.get("host_map", []))
+        self.host = sorted(_host_leaf(h, i)
+                           for i, h in enumerate(_list(m.get("host_map", []), "mmu.host_map")))
         self._host_starts = [h[0] for h in self.host]
-        self.ram = tuple(m.get("ram_pfns", (0, 0)))
-        self.ioremap = [tuple(r) for r in m.get("ioremap", [])]
-        self.manual_protect = bool(m.get("manual_protect", False))
-        self.init_set = bool(m.get("init_set", False))
-        self.kvm_page_refs = {int(k): int(v) for k, v in m.get("kvm_page_refs", {}).items()}
-        self.host_errors = list(m.get("host_errors", []))
+        lo, hi = _list(m.get("ram_pfns", (0, 0)), "mmu.ram_pfns", 2)
+        self.ram = (_u64(lo, "mmu.ram_pfns[0]"), _u64(hi, "mmu.ram_pfns[1]"))
+        self.ioremap = [_ioremap(r, i) for i, r in enumerate(_list(m.get("ioremap", []), "mmu.ioremap"))]
+        self.manual_protect = _bool(m.get("manual_protect", False), "mmu.manual_protect")
+        self.init_set = _bool(m.get("init_set", False), "mmu.init_set")
+        refs = _obj(m.get("kvm_page_refs", {}), "mmu.kvm_page_refs")
+        self.kvm_page_refs = {_u64(k, f"mmu.kvm_page_refs key {show(k)}"):
+                              parse_int(v, f"mmu.kvm_page_refs[{show(k)}]",
+                                                                 -(1 << 31), (1 << 31) - 1) for k, v in refs.items()}
+        self.host_errors = _strings(m.get("host_errors", []), "mmu.host_errors")
+        self.warnings = _strings(m.get("warnings", []), "mmu.warnings")
+        for key in ("mmu_notifier_seq", "mmu_notifier_count"):
+            if key in m:
+                parse_int(m[key], f"mmu.{key}", -(1 << 63), U64)
         self._leaves = None
 
     # -- lookups -------------------------------------------------------------------------------
@@ -121,19 +224,19 @@ class MmuView:
         return self.ram[0] <= pfn < self.ram[1]
 
     def leaves(self):
-        """Valid stage-2 leaves as (ipa, size, level, desc)."""
+        """Valid stage-2 leaves as S2Leaf(ipa, size, level, desc), in IPA order."""
         if self._leaves is None:
             st = self.s2
             out = []
             for s, e, level, d, _, _, opaque in st.walk().intervals:
                 if d and not opaque and D.is_valid_leaf(d, level):
-                    out.append((s, e - s, level, d))
+                    out.append(S2Leaf(s, e - s, level, d))
             self._leaves = out
-            self._leaf_starts = [lf[0] for lf in out]
+            self._leaf_starts = [lf.ipa for lf in out]
         return self._leaves
 
     def leaf_at(self, ipa):
-        """(ipa, size, level, desc) of the valid leaf translating ipa, or None."""
+        """The S2Leaf translating ipa, or None."""
         for lf in self.leaves_in(ipa, ipa + 1):
             return lf
         return None
@@ -143,8 +246,8 @@ class MmuView:
         leaves = self.leaves()
         i = max(bisect_right(self._leaf_starts, lo) - 1, 0)
         out = []
-        while i < len(leaves) and leaves[i][0] < hi:
-            if lo < leaves[i][0] + leaves[i][1]:
+        while i < len(leaves) and leaves[i].ipa < hi:
+            if lo < leaves[i].ipa + leaves[i].size:
                 out.append(leaves[i])
             i += 1
         return out

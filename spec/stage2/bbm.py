@@ -15,12 +15,55 @@ from collections import defaultdict
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
-from ptspec.spec.stage2.segments import L3Chunk, diff_chunks, is_valid
+from ptspec.spec.stage2.segments import L3Chunk, diff_chunks, is_valid, page_translation, same_page
+from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, TABLE, INDEX
 
 # attribute bits an op may clear without TLB maintenance, because the caller flushes
 _CALLER_FLUSHES = {"wrprotect": D.S2AP_W, "mkold": D.AF}
+
+
+# -- the plain statement: page by page -----------------------------------------------------------
+
+def exempt_change(op, old, new):
+    """A change of one page's translation, (valid, level, desc) before and after, that needs no TLBI:
+    still valid at the same level, only the bits the caller flushes cleared, only AF set."""
+    if not new[0] or new[1] != old[1]:
+        return False
+    cleared, added = old[2] & ~new[2], new[2] & ~old[2]
+    return not cleared & ~_CALLER_FLUSHES.get(op, 0) and not added & ~D.AF
+
+
+def uninvalidated_leaves_plain(pre, step, post, lo, hi):
+    """S2-BBM stated page by page over [lo, hi): the pre-op leaves, as (ipa, level), with a page whose
+    valid translation changed (not exempt) and no invalidation in the log that covers the leaf.
+
+    The plain statement of check_bbm, which finds the same leaves (over the whole input range) from
+    the interval diff; tests/test_spec_plain.py holds them equal.
+    """
+    if not post.roots and step.op == "destroy":
+        return set()
+    if (pre.page_shift, pre.ia_bits) != (post.page_shift, post.ia_bits):
+        return set()
+    log = post.tlb_log
+    if any(ev[0] == "tlbi_vmid" for ev in log):
+        return set()
+    out = set()
+    page = 1 << pre.page_shift
+    for ipa in range(lo - lo % page, hi, page):
+        old, new = page_translation(pre, ipa), page_translation(post, ipa)
+        if not old[0] or same_page(old, new) or exempt_change(step.op, old, new):
+            continue
+        level = old[1]
+        size = G.granule_size(level, pre.page_shift)
+        leaf = ipa - ipa % size
+        if not any(ev[0] == "tlbi_ipa" and ev[2] == level and leaf <= ev[1] < leaf + size for ev in log):
+            out.add((leaf, level))
+    return out
+
+
+# -- the same over the interval diff (optimised) -------------------------------------------------
 
 
 def _exempt(op, p, q):
@@ -38,7 +81,7 @@ def _l3_suspects(op, chunk):
     may_clear = ~_CALLER_FLUSHES.get(op, 0)
     not_af = ~D.AF
     keep = [i for i in chunk.idx
-            if A[i] & 3 == 3 and not (B[i] & 3 == 3 and not A[i] & ~B[i] & may_clear
+            if A[i] & D.TYPE_BITS == D.TABLE_OR_PAGE and not (B[i] & D.TYPE_BITS == D.TABLE_OR_PAGE and not A[i] & ~B[i] & may_clear
                                       and not B[i] & ~A[i] & not_af)]
     if not keep:
         return ()
@@ -60,8 +103,15 @@ def _violation(step, by_level, s, p, q):
          "changed_at": s, "new_desc": q[DESC]})
 
 
+@statement("S2-BBM", constrains=(
+    "stage2_put_pte", "stage2_map_walker_try_leaf", "stage2_map_walk_leaf",
+    "stage2_map_walk_table_pre", "stage2_unmap_walker", "kvm_pgtable_stage2_relax_perms",
+    "kvm_pgtable_stage2_set_owner"))
 def check_bbm(pre, step, post):
     """S2-BBM: every cached translation an operation changed was invalidated by that operation.
+
+    (The plain, page-by-page form of this statement is uninvalidated_leaves_plain above; this
+    function computes the same from the interval diff, with a screen on whole level-3 chunks.)
 
     Statement: for every page whose pre-op translation was valid and whose post-op translation
     differs (output address, leaf level or size, any attribute bit, or now invalid), the step's

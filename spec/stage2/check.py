@@ -6,7 +6,6 @@ check_state(state) and check_step(pre, step, post).
 """
 
 import functools
-import inspect
 
 from ptspec.spec.stage2.bbm import check_bbm
 from ptspec.spec.stage2.cmo import check_cmo
@@ -15,11 +14,12 @@ from ptspec.spec.hyp.contracts import HYP_CONTRACTS
 from ptspec.spec.stage2.contracts_map import contract_destroy, contract_init, contract_map, contract_set_owner
 from ptspec.spec.hyp.invariants import s1_ba, s1_leak, s1_rc, s1_tree
 from ptspec.spec.stage2.invariants import s2_ba, s2_leak, s2_own, s2_rc, s2_tree
-from ptspec.spec.lguest.check import LG_IDS, lguest_check_state, lguest_explain
+from ptspec.spec.lguest.check import lguest_check_state
 from ptspec.spec.lguest.state import LgState
 from ptspec.spec.mmu.invariants import check_dirty, check_mmu_state, check_ms
 from ptspec.spec.stage2.state import StateError, load_state
 from ptspec.spec.stage2.step import load_step
+from ptspec.spec import statements
 from ptspec.spec.violation import Violation
 
 STAGE2_INVARIANTS = ("S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK")
@@ -98,7 +98,7 @@ def check_pool_balance(pre, step, post):
 # every contract id check_step can report: one per operation, plus the cache-maintenance contract
 CONTRACT_IDS = tuple(OP_CONTRACT_ID.values()) + ("C-CMO",)
 
-# id -> function, for explain-style tools: invariants and contracts together
+# id -> evaluator, invariants and contracts together (their statements: ptspec.spec.statements)
 CHECKS = dict(INVARIANTS)
 CHECKS.update({OP_CONTRACT_ID[op]: fn for op, fn in CONTRACTS.items()})
 CHECKS["C-CMO"] = _two_states(check_cmo)
@@ -112,13 +112,9 @@ CHECKS["DIRTY"] = check_dirty
 
 
 def explain(check_id):
-    """The reviewer's text for an invariant or contract id (its docstring)."""
-    if check_id in LG_IDS:
-        return lguest_explain(check_id)
-    fn = CHECKS.get(check_id)
-    if fn is None:
-        raise KeyError(f"unknown check {check_id!r} (known: {', '.join(list(CHECKS) + list(LG_IDS))})")
-    return inspect.getdoc(fn)
+    """The reviewer's text for any invariant or contract id: its statement in the registry
+    (ptspec.spec.statements). KeyError for an id no spec module declares."""
+    return statements.get(check_id).text()
 
 
 def _is_lguest(state):

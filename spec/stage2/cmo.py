@@ -16,12 +16,16 @@ from ptspec.spec.stage2.contract_common import Report, op_range
 from ptspec.spec.stage2.segments import covering, covers, is_valid, same_translation, sweep, union
 from ptspec.spec.stage2.step import walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC
+from ptspec.spec.statements import statement
 
 
 def _ranges(log, kind):
     return union([ev[1], ev[1] + ev[2]] for ev in log if ev[0] == kind)
 
 
+@statement("C-CMO", constrains=(
+    "stage2_map_walker_try_leaf", "stage2_unmap_walker", "stage2_flush_dcache",
+    "stage2_attr_walker", "icache_inval_pou"))
 def check_cmo(pre, step, post):
     """C-CMO: leaves installed, removed or made executable get the cache maintenance they need.
 

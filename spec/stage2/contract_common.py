@@ -14,6 +14,11 @@ from ptspec.spec.stage2.step import EINVAL, ret_name, walked_range, walk_error
 from ptspec.spec.violation import Violation
 from ptspec.spec.arch.walk import START, LEVEL, DESC, TABLE, INDEX, OPAQUE
 
+# Contracts may settle a whole level-3 table at C speed when its descriptors equal, as a list, what
+# the operation must leave there, and sweep leaf by leaf only the rest. False gives the plain form
+# (every page swept); tests/test_spec_plain.py runs the contracts both ways and holds them equal.
+SETTLE_WHOLE_TABLES = True
+
 GEOMETRY_FIELDS = ("kind", "page_shift", "ia_bits", "start_level", "pa_bits", "owner_field",
                    "max_owner_id", "has_fwb", "cmo", "idmap")
 MAX_REPORTS = 16

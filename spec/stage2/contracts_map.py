@@ -12,20 +12,38 @@ S2-BBM judge; cache maintenance (ptspec.spec.stage2.cmo).
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
+from ptspec.spec.stage2 import contract_common
 from ptspec.spec.stage2.contract_common import Report, check_geometry, check_ret, describe, early_exit, op_range, where_of
 from ptspec.spec.arch.geometry import table_span
 from ptspec.spec.stage2.segments import complement, diff_outside, is_counted_leaf, is_valid, level3_tables, same_translation, sweep
 from ptspec.spec.stage2.step import EAGAIN, EINVAL, ENOMEM, ret_name
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
+from ptspec.spec.statements import statement
+
+
+def expected_level(state, A, E, delta, force_pte, p):
+    """The leaf level KVM builds for page p of R = [A, E) (the plain statement of expected_zones).
+
+    The largest leaf (the lowest level number) that the level allows (kvm_block_mapping_supported),
+    whose aligned block around p lies inside R, and whose output address is aligned to the block size
+    (delta = output - input, so that is delta % size == 0); with force_pte only level 3.
+    """
+    ps = state.page_shift
+    for level in G.leaf_levels(state.start_level, ps):          # largest leaf first
+        if level == G.LAST_LEVEL:
+            return level
+        size = G.granule_size(level, ps)
+        block = p - p % size
+        if not force_pte and A <= block and block + size <= E and delta % size == 0:
+            return level
+    return G.LAST_LEVEL
 
 
 def expected_zones(state, A, E, delta, force_pte):
-    """[(lo, hi, level)] covering [A, E): the leaf level KVM builds for each page of R.
+    """[(lo, hi, level)] covering [A, E): expected_level() of each page of R, as intervals.
 
-    For page p it is the largest leaf level whose aligned block around p lies inside R, whose output
-    address is aligned to the block size (delta = output - input, so that is delta % size == 0), and
-    that the level allows (kvm_block_mapping_supported); force_pte leaves only level 3. The blocks
-    that fit form nested intervals, so R splits into at most 7 zones.
+    The fast form of expected_level (read that one): the blocks that fit form nested intervals, so R
+    splits into at most 7 zones, each with one level (tests/test_spec_plain.py holds them equal).
     """
     ps = state.page_shift
     cands = [lv for lv in G.leaf_levels(state.start_level, ps)
@@ -97,7 +115,8 @@ def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page
     ps = pre.page_shift
     kept_same_mapping = False
     reported = set()
-    done = _settled_tables(post, A, E, zones, page_fn) if page_fn and ret != EAGAIN else []
+    done = (_settled_tables(post, A, E, zones, page_fn)
+            if page_fn and ret != EAGAIN and contract_common.SETTLE_WHOLE_TABLES else [])
     segs = [seg for x, y in complement(done, A, E) for seg in sweep(pre, post, x, y)]
     for s, e, p, q, lv in _split_by_zones(segs, zones):
         kept = (allow_eagain and is_valid(p) and p[LEVEL] == lv and same_translation(p, q)
@@ -133,6 +152,10 @@ def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page
     return kept_same_mapping
 
 
+@statement("C-MAP", constrains=(
+    "kvm_pgtable_stage2_map", "stage2_set_prot_attr", "stage2_map_walker",
+    "stage2_map_walker_try_leaf", "kvm_block_mapping_supported", "stage2_pte_needs_update",
+    "stage2_map_walk_leaf", "stage2_map_walk_table_pre", "kvm_pgtable_walk"))
 def contract_map(pre, step, post):
     """C-MAP: kvm_pgtable_stage2_map installs the largest leaves the range and alignment allow.
 
@@ -172,7 +195,7 @@ def contract_map(pre, step, post):
         return rep.result()
     check_ret(rep, step, (0, EAGAIN, ENOMEM))
     phys_al = a["phys"] & ~((1 << ps) - 1)
-    if phys_al + (E - A) <= 1 << min(pre.pa_bits, 52 if ps == 16 else 48):
+    if phys_al + (E - A) <= 1 << min(pre.pa_bits, G.IPA_RANGE[ps][1]):     # 52 bits with 64K, else 48
         zones = expected_zones(pre, A, E, phys_al - A, a["force_pte"])
 
         def expected(level, ipa):
@@ -193,6 +216,9 @@ def contract_map(pre, step, post):
     return rep.result()
 
 
+@statement("C-SET-OWNER", constrains=(
+    "kvm_pgtable_stage2_set_owner", "kvm_init_invalid_leaf_owner", "stage2_map_walker_try_leaf",
+    "kvm_phys_is_valid", "stage2_map_walk_leaf"))
 def contract_set_owner(pre, step, post):
     """C-SET-OWNER: kvm_pgtable_stage2_set_owner writes owner annotations, page by page.
 
@@ -214,7 +240,7 @@ def contract_set_owner(pre, step, post):
     if not check_geometry(rep, pre, post):
         return rep.result()
     A, E = op_range(pre, step)
-    owner = step.args["owner_id"] & 0xFF
+    owner = step.args["owner_id"] & D.OWNER_ID_MASK
     if early_exit(rep, pre, post, step, A, E, EINVAL if owner > pre.max_owner_id else None):
         return rep.result()
     check_ret(rep, step, (0, ENOMEM))
@@ -225,6 +251,8 @@ def contract_set_owner(pre, step, post):
     return rep.result()
 
 
+@statement("C-INIT", constrains=(
+    "kvm_pgtable_stage2_init", "kvm_pgd_pages", "zalloc_pages_exact", "kvm_get_vtcr"))
 def contract_init(pre, step, post):
     """C-INIT: kvm_pgtable_stage2_init allocates zeroed root tables, or fails cleanly.
 
@@ -270,6 +298,8 @@ def contract_init(pre, step, post):
     return rep.result()
 
 
+@statement("C-DESTROY", constrains=(
+    "kvm_pgtable_stage2_destroy", "stage2_free_walker", "free_pages_exact"))
 def contract_destroy(pre, step, post):
     """C-DESTROY: kvm_pgtable_stage2_destroy returns every table page, roots included.
 

@@ -12,6 +12,7 @@ Leaves out: two-state properties (S2-BBM, contracts) and everything mmu.c adds (
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
+from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 
 STAGE2 = "arm64-stage2"
@@ -26,14 +27,44 @@ def _where(pa, i, level, base, g, d=None):
 
 # -- shared structural checks ---------------------------------------------------------------------
 
+def encoding_violations_plain(state, inv):
+    """The plain statement of the encoding check: every valid descriptor of every reached table, one
+    slot at a time (slots beyond the input range are tree_violations' business).
+
+    encoding_violations returns the same list faster (tests/test_spec_plain.py holds them equal).
+    """
+    out = []
+    ps, pa_limit = state.page_shift, 1 << state.pa_bits
+    walk = state.walk()
+    for pa, (level, base, used, _, _) in walk.tables.items():
+        descs = state.pages[pa]
+        g = G.granule_size(level, ps)
+        block_ok = G.level_allows_block(level, ps)
+        for i in range(used):
+            d = descs[i]
+            if d & D.VALID:
+                out += _encoding_report(inv, pa, i, level, base, g, d,
+                                        _encoding_problems(d, level, ps, g, block_ok, pa_limit))
+    return out
+
+
+def _encoding_report(inv, pa, i, level, base, g, d, problems):
+    at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
+    return [Violation(inv, f"{at}: {text}", _where(pa, i, level, base, g, d)) for text in problems]
+
+
 def encoding_violations(state, inv):
-    """Valid descriptors of every reached table: kind allowed at their level, addresses aligned."""
+    """Valid descriptors of every reached table: kind allowed at their level, addresses aligned.
+
+    The fast form of encoding_violations_plain (read that one): zero slots are skipped through the
+    walk's non-zero index, and level-3 pages are screened (page_fast below).
+    """
     out = []
     ps, pa_limit = state.page_shift, 1 << state.pa_bits
     walk = state.walk()
     # A level-3 page can only be misaligned or out of range through bits 13:12 (16K, RES0) or
     # 15:12 (64K, address bits 51:48, out of range when pa_bits is 48): page_fast screens for them.
-    page_fast = {12: 0, 14: 0x3 << 12, 16: 0 if state.pa_bits >= 52 else 0xF << 12}[ps]
+    page_fast = {12: 0, 14: D.RES0_16K_MASK, 16: 0 if state.pa_bits >= 52 else D.ADDR_51_48_MASK}[ps]
     for pa, (level, base, used, _, _) in walk.tables.items():
         descs = state.pages[pa]
         g = G.granule_size(level, ps)
@@ -42,15 +73,13 @@ def encoding_violations(state, inv):
             if i >= used:
                 break
             d = descs[i]
-            if not d & 1:
+            if not d & D.VALID:
                 continue
-            if level == 3 and d & 3 == 3 and not d & page_fast:
+            if level == G.LAST_LEVEL and d & D.TYPE_BITS == D.TABLE_OR_PAGE and not d & page_fast:
                 continue        # a page whose address field is aligned and in range by construction
             problems = _encoding_problems(d, level, ps, g, block_ok, pa_limit)
             if problems:
-                at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
-                for text in problems:
-                    out.append(Violation(inv, f"{at}: {text}", _where(pa, i, level, base, g, d)))
+                out += _encoding_report(inv, pa, i, level, base, g, d, problems)
     return out
 
 
@@ -98,23 +127,53 @@ def tree_violations(state, inv, expected_start, expected_roots, geometry_note):
                                           f"their total size {size:#x}", {"table": roots[0]}))
     for message, where in walk.problems:
         out.append(Violation(inv, message, dict(where)))
-    for pa, (level, base, used, _, _) in walk.tables.items():
-        if level == 3 and used == state.entries:
-            continue        # no table descriptors at level 3, and every slot is an input address
+    return out + slot_violations(state, inv)
+
+
+def slot_violations_plain(state, inv):
+    """The plain statement of tree_violations' per-slot rules, one slot at a time: a slot beyond the
+    input range holds 0; a table descriptor keeps its upper attribute bits 63:59 zero.
+
+    slot_violations returns the same list faster (tests/test_spec_plain.py holds them equal).
+    """
+    out = []
+    for pa, (level, base, used, _, _) in state.walk().tables.items():
         descs = state.pages[pa]
-        g = G.granule_size(level, ps)
+        for i, d in enumerate(descs):
+            out += _slot_problem(state, inv, pa, i, level, base, used, d)
+    return out
+
+
+def _slot_problem(state, inv, pa, i, level, base, used, d):
+    g = G.granule_size(level, state.page_shift)
+    if i >= used and d:
+        return [Violation(inv, f"table {pa:#x} index {i} at level {level}: descriptor {d:#x} "
+                               f"lies beyond the {state.ia_bits}-bit input range "
+                               f"(ipa {base + i * g:#x}); it must stay 0",
+                          _where(pa, i, level, base, g, d))]
+    if i < used and D.is_table(d, level) and d & D.TABLE_UPPER_MASK:
+        return [Violation(inv, f"table {pa:#x} index {i} at level {level} (ipa "
+                               f"{base + i * g:#x}): table descriptor {d:#x} sets upper "
+                               f"attribute bits 63:59 (RES0 as KVM writes them)",
+                          _where(pa, i, level, base, g, d))]
+    return []
+
+
+def slot_violations(state, inv):
+    """The fast form of slot_violations_plain (read that one): zero slots are skipped through the
+    walk's non-zero index, and full level-3 tables are skipped whole (no table descriptor can sit at
+    level 3, and every one of their slots is an input address)."""
+    out = []
+    walk = state.walk()
+    for pa, (level, base, used, _, _) in walk.tables.items():
+        if level == G.LAST_LEVEL and used == state.entries:
+            continue
+        descs = state.pages[pa]
         for i in walk.nonzero(pa):
             d = descs[i]
-            if i >= used:
-                out.append(Violation(inv, f"table {pa:#x} index {i} at level {level}: descriptor {d:#x} "
-                                          f"lies beyond the {state.ia_bits}-bit input range "
-                                          f"(ipa {base + i * g:#x}); it must stay 0",
-                                     _where(pa, i, level, base, g, d)))
-            elif level < 3 and d & 3 == 3 and d & D.TABLE_UPPER_MASK:
-                out.append(Violation(inv, f"table {pa:#x} index {i} at level {level} (ipa "
-                                          f"{base + i * g:#x}): table descriptor {d:#x} sets upper "
-                                          f"attribute bits 63:59 (RES0 as KVM writes them)",
-                                     _where(pa, i, level, base, g, d)))
+            if i >= used or (level < G.LAST_LEVEL and d & D.TYPE_BITS == D.TABLE_OR_PAGE
+                             and d & D.TABLE_UPPER_MASK):
+                out += _slot_problem(state, inv, pa, i, level, base, used, d)
     return out
 
 
@@ -143,6 +202,10 @@ def leak_violations(state, inv):
 
 # -- stage-2 invariants ---------------------------------------------------------------------------
 
+@statement("S2-RC", constrains=(
+    "stage2_map_walker_try_leaf", "get_page", "stage2_put_pte", "stage2_map_walk_leaf",
+    "stage2_map_walk_table_pre", "stage2_unmap_walker", "stage2_free_walker",
+    "kvm_pgtable_stage2_init"))
 def s2_rc(state):
     """S2-RC: every table page (roots included) has refcount == 1 + its counted descriptors.
 
@@ -177,6 +240,37 @@ def _rc_violations(state, inv, per_descriptor):
     return out
 
 
+def own_violations_plain(state):
+    """The plain statement of S2-OWN, one slot at a time: every invalid descriptor of a reached table
+    inside the input range is 0 or an owner annotation (D.owner_of) with an id up to max_owner_id.
+
+    s2_own reports the same list, skipping zero slots through the walk's non-zero index
+    (tests/test_spec_plain.py holds them equal).
+    """
+    if state.kind != STAGE2:
+        return []
+    out = []
+    field, top = state.owner_field, state.max_owner_id
+    mask = D.field_mask(*field)
+    for pa, (level, base, used, _, _) in state.walk().tables.items():
+        g = G.granule_size(level, state.page_shift)
+        for i, d in enumerate(state.pages[pa][:used]):
+            if d & D.VALID:
+                continue
+            owner = D.owner_of(d, field)
+            if owner is not None and owner <= top:
+                continue
+            at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
+            text = (f"invalid descriptor {d:#x} sets bits {d & ~mask:#x} outside the owner field "
+                    f"[{field[0]}:{field[1]}]" if owner is None else
+                    f"owner id {owner} in descriptor {d:#x} is above KVM_MAX_OWNER_ID {top}")
+            out.append(Violation("S2-OWN", f"{at}: {text}", _where(pa, i, level, base, g, d)))
+    return out
+
+
+@statement("S2-OWN", constrains=(
+    "kvm_init_invalid_leaf_owner", "kvm_pgtable_stage2_set_owner", "stage2_map_walker_try_leaf",
+    "kvm_clear_pte", "stage2_put_pte", "stage2_unmap_walker"))
 def s2_own(state):
     """S2-OWN: an invalid descriptor is 0 or a well-formed owner annotation.
 
@@ -206,7 +300,7 @@ def s2_own(state):
             if i >= used:
                 break
             d = descs[i]
-            if d & 1 or (not d & ~mask and 1 <= d >> lo <= top):
+            if d & D.VALID or (not d & ~mask and 1 <= d >> lo <= top):
                 continue
             at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
             if d & ~mask:
@@ -219,6 +313,10 @@ def s2_own(state):
     return out
 
 
+@statement("S2-BA", constrains=(
+    "kvm_block_mapping_supported", "kvm_level_supports_block_mapping",
+    "stage2_map_walker_try_leaf", "kvm_init_valid_leaf_pte", "kvm_phys_to_pte",
+    "kvm_set_table_pte", "user_mem_abort"))
 def s2_ba(state):
     """S2-BA: every valid descriptor is a kind its level allows, with an aligned, in-range address.
 
@@ -241,6 +339,9 @@ def s2_ba(state):
     return encoding_violations(state, "S2-BA")
 
 
+@statement("S2-TREE", constrains=(
+    "kvm_pgtable_stage2_init", "kvm_pgd_pages", "stage2_map_walk_leaf", "kvm_set_table_pte",
+    "stage2_map_walk_table_post", "stage2_unmap_walker", "stage2_free_walker"))
 def s2_tree(state):
     """S2-TREE: the tables form a tree that matches the geometry KVM configures.
 
@@ -274,6 +375,9 @@ def s2_tree(state):
     return out
 
 
+@statement("S2-LEAK", constrains=(
+    "stage2_unmap_walker", "stage2_map_walk_table_post", "stage2_free_walker",
+    "kvm_pgtable_stage2_destroy", "stage2_map_walk_leaf", "put_page", "free_pages_exact"))
 def s2_leak(state):
     """S2-LEAK: every page handed out is in the tree, in a memcache, or returned; nothing twice.
 

@@ -1,28 +1,68 @@
-"""Comparing two states' translations over intervals of input addresses, never page by page.
+"""Comparing two states' translations: the plain statement per page, and its interval form.
 
-Models: per-page translation equality between a pre- and a post-state, computed on the walk's
-intervals (ptspec.spec.arch.walk) so that the cost is linear in the number of leaves, not of pages: the
-segments where the translation differs (``diff``, ``diff_outside``), and an aligned sweep of both
-states over a range (``sweep``). A state without a root translates every address as "no root"
-(invalid, descriptor 0).
-
-Speed: diff descends both trees together and skips identical table pages at C speed; differing
-level-3 tables are kept as compact L3Chunks until someone needs segments. ``level3_tables`` and
-``complement`` let a contract settle whole level-3 tables by comparing lists and sweep only the rest.
+Models: per-page translation equality between a pre- and a post-state. The plain statement comes
+first: ``same_page`` says when one page translates the same in both states, ``differing_pages``
+walks a range page by page with the hardware walk (``ptspec.spec.arch.walk.translate``). A reviewer
+reads those two functions; everything after them computes the same answer faster.
 
 Two pages translate the same when both are valid with the same leaf level and descriptor (same level
 and descriptor imply the same block, hence the same output address), or both invalid with the same
 descriptor (the level of an invalid slot does not change what the hardware or an owner lookup sees).
+A state without a root translates every address as "no root" (invalid, descriptor 0).
+
+Speed (the optimised form, held equal to the plain one by tests/test_spec_plain.py): the same
+comparison computed on the walk's intervals (ptspec.spec.arch.walk) so that the cost is linear in
+the number of leaves, not of pages: the segments where the translation differs (``diff``,
+``diff_outside``), and an aligned sweep of both states over a range (``sweep``). diff descends both
+trees together and skips identical table pages at C speed; differing level-3 tables are kept as
+compact L3Chunks until someone needs segments. ``level3_tables`` and ``complement`` let a contract
+settle whole level-3 tables by comparing lists and sweep only the rest.
 """
 
 from itertools import compress
 from operator import ne
 
 from ptspec.spec.arch import descriptor as D
-from ptspec.spec.arch.descriptor import address
+from ptspec.spec.arch.descriptor import TABLE_OR_PAGE, TYPE_BITS, address
 from ptspec.spec.arch.geometry import granule_shift, table_span
-from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
+from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE, translate
 
+
+
+# -- the plain statement: page by page ---------------------------------------------------------
+
+def page_translation(state, ipa):
+    """(valid, level, desc) of one page as the hardware walk sees it; "no root" is (False, None, 0).
+
+    The level of an invalid page is kept only to tell the caller where it sits; same_page ignores it.
+    """
+    t = translate(state, ipa)
+    if t.kind == "fault":
+        return (False, None, 0)
+    return (t.valid, t.level, t.desc)
+
+
+def same_page(a, b):
+    """True when two page_translation() results are the same translation (see the module docstring)."""
+    if a[0] != b[0]:
+        return False
+    if a[0]:
+        return a[1] == b[1] and a[2] == b[2]
+    return a[2] == b[2]
+
+
+def differing_pages(pre, post, lo, hi):
+    """The page addresses of [lo, hi) whose translation differs between pre and post, in order.
+
+    The plain statement diff() computes over intervals: one hardware walk per page and state.
+    """
+    step = 1 << pre.page_shift
+    start = lo - lo % step
+    return [ipa for ipa in range(start, hi, step)
+            if not same_page(page_translation(pre, ipa), page_translation(post, ipa))]
+
+
+# -- the same comparison over intervals (optimised) ---------------------------------------------
 
 def no_root_interval(state):
     """The pseudo-interval standing for 'no root': the whole input range, invalid, descriptor 0."""
@@ -107,6 +147,9 @@ def diff_chunks(pre, post):
 
 def diff(pre, post):
     """Segments (start, end, pre_interval, post_interval) where the translation differs, in order.
+
+    The pages these segments cover are exactly differing_pages(pre, post, 0, 2**ia_bits), the plain
+    statement; this is the fast form.
 
     When both states have roots and the same geometry, the two trees are compared table by table:
     identical pages are skipped at C speed (only their table descriptors are followed), and only
@@ -196,11 +239,12 @@ class _TreeDiff:
         if A == B:
             if level == 3:
                 return
-            todo = [i for i in pw.nonzero(a) if i < used and A[i] & 3 == 3]
+            todo = [i for i in pw.nonzero(a) if i < used and A[i] & TYPE_BITS == TABLE_OR_PAGE]
         else:
             todo = list(compress(range(used), map(ne, A, B)))
             if level < 3:
-                todo = sorted(set(todo).union(i for i in pw.nonzero(a) if i < used and A[i] & 3 == 3))
+                todo = sorted(set(todo).union(i for i in pw.nonzero(a)
+                                              if i < used and A[i] & TYPE_BITS == TABLE_OR_PAGE))
         g = 1 << granule_shift(level, self.pre.page_shift)
         if self.skip:
             first = -(-(self.skip[0] - base) // g)
@@ -213,7 +257,7 @@ class _TreeDiff:
             return
         for i in todo:
             da, db = A[i], B[i]
-            if (da & 3 == 3 and db & 3 == 3 and not pw.is_opaque(a, i) and not qw.is_opaque(b, i)):
+            if (da & TYPE_BITS == TABLE_OR_PAGE and db & TYPE_BITS == TABLE_OR_PAGE and not pw.is_opaque(a, i) and not qw.is_opaque(b, i)):
                 self._table(address(da, self.pre.page_shift), address(db, self.post.page_shift))
             elif da != db or pw.is_opaque(a, i) != qw.is_opaque(b, i):
                 self._expand(pw.slot(a, i), qw.slot(b, i))

@@ -18,28 +18,64 @@ from ptspec.spec.arch import geometry
 
 KINDS = ("arm64-stage2", "arm64-hyp-s1")
 U64_LIMIT = 1 << 64
+REF_LO, REF_HI = -(1 << 31), (1 << 31) - 1     # page_count() is an atomic_t
 
 
 class StateError(ValueError):
     """The input is not a well-formed raw state or step record; the message says what and where."""
 
 
+MAX_INT_TEXT = 80          # characters of an integer written as a string: a u64 in decimal is 20
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_DEC_DIGITS = frozenset("0123456789")
+
+
+def show(value, limit=60):
+    """A short, safe rendering of any JSON value for an error message: bounded in length and depth,
+    and never fails (a huge integer is named by its size, deep nesting is cut)."""
+    if type(value) is int and value.bit_length() > 128:
+        return f"<a {value.bit_length()}-bit integer>"
+    if isinstance(value, (list, tuple)):
+        return f"<a list of {len(value)}>" if value else "[]"
+    if isinstance(value, dict):
+        return f"<an object of {len(value)} key(s)>" if value else "{}"
+    try:
+        text = repr(value)
+    except Exception:                      # noqa: BLE001 -- a message must never fail
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _int_text(text):
+    """The int a string spells: decimal or 0x-hex, ASCII digits only, optional leading '-', no
+    spaces, no '_', at most MAX_INT_TEXT characters; None when it spells none."""
+    if not isinstance(text, str) or not 0 < len(text) <= MAX_INT_TEXT or not text.isascii():
+        return None
+    sign, body = (-1, text[1:]) if text.startswith("-") else (1, text)
+    if body[:2] in ("0x", "0X"):
+        digits, base, allowed = body[2:], 16, _HEX_DIGITS
+    else:
+        digits, base, allowed = body, 10, _DEC_DIGITS
+    if not digits or not set(digits) <= allowed:
+        return None
+    return sign * int(digits, base)
+
+
 def parse_int(value, where, lo=None, hi=None):
-    """An int from an int or an int written as a string ("0x1f", "31"); bools are rejected."""
+    """An int from an int or an int written as a string ("0x1f", "31"); bools, floats, spaces,
+    '_' and non-ASCII digits are rejected."""
     if type(value) is int and (lo is None or value >= lo) and (hi is None or value <= hi):
         return value
     if isinstance(value, bool):
         raise StateError(f"{where}: expected an integer, got {value!r}")
-    if isinstance(value, int):
+    if type(value) is int:
         n = value
     elif isinstance(value, str):
-        text = value.strip()
-        try:
-            n = int(text, 16) if text.lower().startswith(("0x", "-0x")) else int(text, 10)
-        except ValueError:
-            raise StateError(f"{where}: expected an integer or hex string, got {value!r}") from None
+        n = _int_text(value)
+        if n is None:
+            raise StateError(f"{where}: expected an integer or hex string, got {show(value)}")
     else:
-        raise StateError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        raise StateError(f"{where}: expected an integer, got {_type_name(value)} {show(value)}")
     if lo is not None and n < lo:
         raise StateError(f"{where}: {_num(n, lo)} is below {_num(lo, lo)}")
     if hi is not None and n > hi:
@@ -47,57 +83,66 @@ def parse_int(value, where, lo=None, hi=None):
     return n
 
 
+def _type_name(value):
+    """The Python name of a value's type (list, dict, str, float, NoneType)."""
+    return type(value).__name__
+
+
 def _num(n, bound):
-    """Addresses and descriptors in hex, small counts and sizes in decimal."""
+    """Addresses and descriptors in hex, small counts and sizes in decimal; a huge n by its size."""
+    if n.bit_length() > 128:
+        return show(n)
     return f"{n:#x}" if bound >= 1 << 16 else str(n)
 
 
 def _parse_bool(value, where):
     if not isinstance(value, bool):
-        raise StateError(f"{where}: expected true or false, got {value!r}")
+        raise StateError(f"{where}: expected true or false, got {show(value)}")
     return value
 
 
 def _parse_list(value, where):
     if not isinstance(value, (list, tuple)):
-        raise StateError(f"{where}: expected a list, got {type(value).__name__}")
+        raise StateError(f"{where}: expected a list, got {_type_name(value)}")
     return value
 
 
 def _parse_descriptors(value, where, count):
-    """A list of `count` u64 descriptors; the common all-int case is checked at C speed."""
+    """A list of `count` u64 descriptors, each as parse_int(d, ..., 0, 2**64 - 1) reads it (the plain
+    statement, the last line); the common all-int case is checked at C speed first."""
     if not isinstance(value, (list, tuple)):
-        raise StateError(f"{where}: expected a list of {count} descriptors, got {type(value).__name__}")
+        raise StateError(f"{where}: expected a list of {count} descriptors, got {_type_name(value)}")
     if len(value) != count:
         raise StateError(f"{where}: expected {count} descriptors, got {len(value)}")
-    try:
-        return array("Q", value).tolist()       # type and range checked in C; also copies
-    except (TypeError, OverflowError):
-        pass
+    if set(map(type, value)) == {int}:          # plain ints only: array() would take bools too
+        try:
+            return array("Q", value).tolist()   # range checked in C; also copies
+        except OverflowError:
+            pass
     return [parse_int(d, f"{where}[{i}]", 0, U64_LIMIT - 1) for i, d in enumerate(value)]
 
 
 def _page_key(key, where):
-    if type(key) is str and key.isascii() and key.isdigit():
+    if type(key) is str and 0 < len(key) <= 20 and key.isascii() and key.isdigit():
         return int(key)
-    return parse_int(key, f"{where}[{key!r}]", 0, U64_LIMIT - 1)
+    return parse_int(key, f"{where}[{show(key)}]", 0, U64_LIMIT - 1)
 
 
 _EVENT_ARITY = {"tlbi_ipa": 2, "tlbi_vmid": 0, "dcache": 2, "icache": 2}
 
 
 def _parse_event(event, where):
-    if (type(event) in (list, tuple) and event and _EVENT_ARITY.get(event[0]) == len(event) - 1
-            and all(type(v) is int for v in event[1:])):
+    if (type(event) in (list, tuple) and event and type(event[0]) is str
+            and _EVENT_ARITY.get(event[0]) == len(event) - 1 and all(type(v) is int for v in event[1:])):
         try:       # the common case, all operands u64 ints: checked at C speed
             return (event[0], *array("Q", event[1:]).tolist())
         except (TypeError, OverflowError):
             pass
     if not isinstance(event, (list, tuple)) or not event or not isinstance(event[0], str):
-        raise StateError(f"{where}: expected an event like [\"tlbi_ipa\", ipa, level], got {event!r}")
+        raise StateError(f"{where}: expected an event like [\"tlbi_ipa\", ipa, level], got {show(event)}")
     name = event[0]
     if name not in _EVENT_ARITY:
-        raise StateError(f"{where}: unknown event {name!r} (known: {', '.join(_EVENT_ARITY)})")
+        raise StateError(f"{where}: unknown event {show(name)} (known: {', '.join(_EVENT_ARITY)})")
     if len(event) != 1 + _EVENT_ARITY[name]:
         raise StateError(f"{where}: {name} takes {_EVENT_ARITY[name]} operand(s), got {len(event) - 1}")
     args = [parse_int(v, f"{where}[{i + 1}]", 0, U64_LIMIT - 1) for i, v in enumerate(event[1:])]
@@ -153,10 +198,10 @@ def load_state(obj):
     if isinstance(obj, State):
         return obj
     if not isinstance(obj, dict):
-        raise StateError(f"state: expected a JSON object, got {type(obj).__name__}")
+        raise StateError(f"state: expected a JSON object, got {_type_name(obj)}")
     kind = obj.get("kind")
-    if kind not in KINDS:
-        raise StateError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    if type(kind) is not str or kind not in KINDS:
+        raise StateError(f"kind: expected one of {', '.join(KINDS)}, got {show(kind)}")
     stage2 = kind == "arm64-stage2"
     bits_key = "ia_bits" if stage2 else "va_bits"
     required = ["page_shift", bits_key, "start_level", "roots", "pages", "refcount"]
@@ -171,12 +216,12 @@ def load_state(obj):
     s.kind = kind
     s.page_shift = parse_int(obj["page_shift"], "page_shift")
     if s.page_shift not in geometry.PAGE_SHIFTS:
-        raise StateError(f"page_shift: expected 12, 14 or 16, got {s.page_shift}")
+        raise StateError(f"page_shift: expected 12, 14 or 16, got {show(s.page_shift)}")
     s.ia_bits = parse_int(obj[bits_key], bits_key, 32, 52)
     s.start_level = parse_int(obj["start_level"], "start_level", 0, 3)
     s.pa_bits = parse_int(obj.get("pa_bits", 48), "pa_bits")
     if s.pa_bits not in (48, 52):
-        raise StateError(f"pa_bits: expected 48 or 52, got {s.pa_bits}")
+        raise StateError(f"pa_bits: expected 48 or 52, got {show(s.pa_bits)}")
     if stage2:
         field = _parse_list(obj["owner_field"], "owner_field")
         if len(field) != 2:
@@ -196,25 +241,27 @@ def load_state(obj):
     count = 1 << (s.page_shift - 3)
     pages = obj["pages"]
     if not isinstance(pages, dict):
-        raise StateError(f"pages: expected an object {{pa: [descriptors]}}, got {type(pages).__name__}")
+        raise StateError(f"pages: expected an object {{pa: [descriptors]}}, got {_type_name(pages)}")
     s.pages = {}
     for key, descs in pages.items():
         pa = _page_key(key, "pages")
+        key = show(key)
         if pa % (1 << s.page_shift):
-            raise StateError(f"pages[{key!r}]: {pa:#x} is not aligned to the {1 << s.page_shift:#x} page size")
+            raise StateError(f"pages[{key}]: {pa:#x} is not aligned to the {1 << s.page_shift:#x} page size")
         if pa in s.pages:
-            raise StateError(f"pages[{key!r}]: page {pa:#x} listed twice")
-        s.pages[pa] = _parse_descriptors(descs, f"pages[{key!r}]", count)
+            raise StateError(f"pages[{key}]: page {pa:#x} listed twice")
+        s.pages[pa] = _parse_descriptors(descs, f"pages[{key}]", count)
 
     refs = obj["refcount"]
     if not isinstance(refs, dict):
-        raise StateError(f"refcount: expected an object {{pa: n}}, got {type(refs).__name__}")
+        raise StateError(f"refcount: expected an object {{pa: n}}, got {_type_name(refs)}")
     s.refcount = {}
     for key, n in refs.items():
         pa = _page_key(key, "refcount")
+        key = show(key)
         if pa not in s.pages:
-            raise StateError(f"refcount[{key!r}]: page {pa:#x} is not in pages")
-        s.refcount[pa] = parse_int(n, f"refcount[{key!r}]")
+            raise StateError(f"refcount[{key}]: page {pa:#x} is not in pages")
+        s.refcount[pa] = parse_int(n, f"refcount[{key}]", REF_LO, REF_HI)
     for pa in s.pages:
         if pa not in s.refcount:
             raise StateError(f"refcount: no entry for page {pa:#x} of pages")
@@ -224,11 +271,11 @@ def load_state(obj):
     s.memcache = tuple(parse_int(r, f"memcache[{i}]", 0, U64_LIMIT - 1)
                        for i, r in enumerate(_parse_list(obj.get("memcache", []), "memcache")))
     free = obj.get("free_pages")
-    s.free_pages = None if free is None else parse_int(free, "free_pages", 0)
+    s.free_pages = None if free is None else parse_int(free, "free_pages", 0, U64_LIMIT - 1)
     errors = _parse_list(obj.get("pool_errors", []), "pool_errors")
     for i, e in enumerate(errors):
         if not isinstance(e, str):
-            raise StateError(f"pool_errors[{i}]: expected a string, got {e!r}")
+            raise StateError(f"pool_errors[{i}]: expected a string, got {show(e)}")
     s.pool_errors = tuple(errors)
     s.tlb_log = [_parse_event(e, f"tlb_log[{i}]")
                  for i, e in enumerate(_parse_list(obj.get("tlb_log", []), "tlb_log"))]

@@ -11,7 +11,7 @@ Leaves out: what the operations must do (spec.contracts_*).
 import errno
 from dataclasses import dataclass, field
 
-from ptspec.spec.stage2.state import StateError, parse_int, U64_LIMIT
+from ptspec.spec.stage2.state import StateError, parse_int, show, U64_LIMIT
 
 EINVAL, ERANGE, ENOMEM, EAGAIN = -errno.EINVAL, -errno.ERANGE, -errno.ENOMEM, -errno.EAGAIN
 U64 = U64_LIMIT - 1
@@ -62,8 +62,8 @@ def load_step(obj):
     if not isinstance(obj, dict):
         raise StateError(f"step: expected an object, got {type(obj).__name__}")
     op = obj.get("op")
-    if op not in OP_ARGS:
-        raise StateError(f"step.op: unknown operation {op!r} (known: {', '.join(OP_ARGS)})")
+    if type(op) is not str or op not in OP_ARGS:
+        raise StateError(f"step.op: unknown operation {show(op)} (known: {', '.join(OP_ARGS)})")
     raw_args = obj.get("args", {})
     if not isinstance(raw_args, dict):
         raise StateError(f"step.args: expected an object, got {type(raw_args).__name__}")
@@ -75,7 +75,7 @@ def load_step(obj):
     if op == "map":
         fp = raw_args.get("force_pte", False)
         if not isinstance(fp, bool):
-            raise StateError(f"step.args.force_pte: expected true or false, got {fp!r}")
+            raise StateError(f"step.args.force_pte: expected true or false, got {show(fp)}")
         args["force_pte"] = fp
     if "ret" not in obj:
         raise StateError("step.ret: missing")
@@ -87,7 +87,7 @@ def load_step(obj):
     for key, value in raw_out.items():
         if key == "young":
             if not isinstance(value, bool):
-                raise StateError(f"step.out.young: expected true or false, got {value!r}")
+                raise StateError(f"step.out.young: expected true or false, got {show(value)}")
             out[key] = value
         else:
             out[key] = parse_int(value, f"step.out.{key}", 0, U64)

@@ -132,6 +132,13 @@ void __kvm_tlb_flush_vmid_ipa(struct kvm_s2_mmu *mmu, phys_addr_t ipa, int level
 void __kvm_tlb_flush_vmid(struct kvm_s2_mmu *mmu);
 #define kvm_call_hyp(f, ...)	f(__VA_ARGS__)
 
+/*
+ * For planted bugs only (ptspec.proofs.kernel.planted.C_SOURCE_BUGS, valid-update-ref): clear a
+ * descriptor and invalidate its IPA, but keep the page reference it held. Unused by the kernel.
+ */
+#define KDIFF_PUT_PTE_KEEP_REF(ptep, mmu, addr, level, mm_ops) \
+	do { *(ptep) = 0; kvm_call_hyp(__kvm_tlb_flush_vmid_ipa, mmu, addr, level); } while (0)
+
 /* hyp stage-1 TLB maintenance (compiled, not exercised by the differ) */
 #define __TLBI_VADDR(addr, asid)	((u64)(addr) >> 12)
 #define __tlbi_level(op, addr, level)	do { (void)(addr); (void)(level); } while (0)

@@ -1,0 +1,322 @@
+"""``ptspec check-kernel``: a kernel tree's own ``pgtable.c`` judged by the spec.
+
+For each geometry, the stage-2 lock-step machine (``ptspec.proofs.stage2.lockstep``, arguments from
+``ptspec.proofs.stage2.strategies``) drives the tree's C code, compiled in userspace against the
+shim, through ``subject.CSideHarness``: every invariant after every operation, every operation
+against its contract, injected allocation failures and bad arguments. A violation that is a
+catalogued finding for the tree's kernel version (``catalogue.FINDINGS``) is reported as that
+finding; any other is a violation, shortened by replay (``ptspec.proofs.engines.minimize``) and
+printed as pasteable Python driving the C library, with the C tables in ptdump style.
+
+``--with-impl KERNEL_VERSION`` adds one more judge: every step of the same runs also goes to impl at
+that kernel version and the two are compared word for word (``paired.PairedHarness``); a run's first
+difference is reported, and the spec goes on judging the C side after it.
+
+Exit status: 0 only catalogued findings (or none), 1 any other violation or difference, 2 nothing
+could be checked (the tree cannot be read or built, no compiler, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from ptspec import spec
+
+from ptspec.proofs.kernel import build
+from ptspec.proofs.kernel import catalogue
+from ptspec.proofs.kernel import kernels
+from ptspec.proofs.kernel import subject
+from ptspec.proofs.kernel import tree as T
+from ptspec.proofs.runner import budgets
+from ptspec.proofs.runner.registry import Result
+from ptspec.proofs.stage2 import lockstep
+from ptspec.proofs.stage2.checks import KERNEL_ENTRY
+from ptspec.proofs.stage2.ptdump import render
+
+GEOMETRIES = list(subject.GEOMETRIES)
+# Share of the profile's runs per geometry (divisor), as the impl lock-step shares them.
+SHARE = {"4k-39": 1, "4k-48": 2, "4k-40": 2, "4k-34": 2, "16k-47": 4, "16k-40": 4,
+         "64k-44": 8, "64k-52": 8}
+INVARIANTS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "C-INIT", "C-MAP",
+              "C-SET-OWNER", "C-UNMAP", "C-WRPROTECT", "C-MKYOUNG", "C-MKOLD", "C-IS-YOUNG",
+              "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF", "C-DESTROY", "C-CMO", "C-ARGS",
+              "KERNEL-WARN"]
+
+
+def _statement(vid: str) -> str:
+    try:
+        return (spec.explain(vid) or "").strip().splitlines()[0]
+    except (KeyError, IndexError):
+        return ""
+
+
+C_CALLS = {
+    "map": ("kvm_pgtable_stage2_map", ("addr", "size", "phys", "prot", "@mc")),
+    "set_owner": ("kvm_pgtable_stage2_set_owner", ("addr", "size", "@mc", "owner_id")),
+    "unmap": ("kvm_pgtable_stage2_unmap", ("addr", "size")),
+    "wrprotect": ("kvm_pgtable_stage2_wrprotect", ("addr", "size")),
+    "flush": ("kvm_pgtable_stage2_flush", ("addr", "size")),
+    "mkyoung": ("kvm_pgtable_stage2_mkyoung", ("addr",)),
+    "mkold": ("kvm_pgtable_stage2_mkold", ("addr",)),
+    "is_young": ("kvm_pgtable_stage2_is_young", ("addr",)),
+    "relax_perms": ("kvm_pgtable_stage2_relax_perms", ("addr", "prot")),
+    "get_leaf": ("kvm_pgtable_get_leaf", ("addr", "@leaf")),
+    "destroy": ("kvm_pgtable_stage2_destroy", ()),
+}
+
+
+def c_test_body(trace: list, mc_capacity: int = 16) -> str:
+    """The operation sequence as the body of a C test function over the kernel's API (a table
+    already initialised, a memcache topped up to capacity after init, map and set_owner, as the
+    harness does)."""
+    out = ["static void ptspec_counterexample(struct kvm_pgtable *pgt, "
+           "struct kvm_mmu_memory_cache *mc)", "{", "	kvm_pte_t pte; u32 level;", ""]
+    for entry in trace:
+        if entry[0] == "fail":
+            out.append(f"	/* the allocation {entry[1]} after this point fails (-ENOMEM) */")
+            continue
+        _, op, args = entry
+        fn, names = C_CALLS[op]
+        vals = []
+        for n in names:
+            if n == "@mc":
+                vals.append("NULL" if args.get("no_memcache") else "mc")
+            elif n == "@leaf":
+                vals.append("&pte, &level")
+            else:
+                v = args[n]
+                vals.append(hex(v) if isinstance(v, int) and v > 9 else str(v))
+        out.append(f"	{fn}({', '.join(['pgt'] + vals)});")
+        if op in ("map", "set_owner"):
+            out.append(f"	kvm_mmu_topup_memory_cache(mc, {mc_capacity});")
+    out.append("}")
+    return "\n".join(out)
+
+
+def counterexample(failure, tree) -> dict:
+    """The counterexample of a failing C-side run, as ``ptspec verify`` reports them."""
+    program = failure.program
+    calls = [ln for ln in program.splitlines() if ln.startswith("pgt.")]
+    op = calls[-1][4:].split("(")[0] if calls else ""
+    try:
+        tables = render(spec.load_state(failure.raw_state),
+                        title=f"C side: Linux {tree.version} pgtable.c")
+    except Exception as exc:          # a broken state may not be drawable; say so, keep the rest
+        tables = f"(tables not drawable: {exc})"
+    ids = sorted({v.split()[0] for v in failure.violations})
+    return {"ops": program, "violations": failure.violations, "tables": tables,
+            "statements": {i: _statement(i) for i in ids},
+            "c_test": c_test_body(failure.trace),
+            "kernel_function": KERNEL_ENTRY.get(op, op)}
+
+
+def check_geometry(tree, name: str, budget, seed: int, harness=None) -> Result:
+    """The spec-judged lock-step of one geometry on the tree's C code (``harness``: a
+    CSideHarness class bound to the tree; default ``subject.subject_factory(tree)``)."""
+    t0 = time.perf_counter()
+    page_shift = subject.GEOMETRIES[name][0]
+    try:
+        build.library(page_shift, tree)
+    except build.BuildError as exc:
+        return Result.unknown(f"not checked: {exc}", id=f"kernel.lockstep.{name}")
+    harness = harness or subject.subject_factory(tree)
+    examples = max(1, int(budget["hypothesis_examples"]) // SHARE.get(name, 1))
+    out = lockstep.run_lockstep(name, examples=examples, steps=int(budget["steps"]), seed=seed,
+                                harness_factory=harness, shrink_replays=int(budget["shrink_replays"]),
+                                geometries=subject.GEOMETRIES, options=subject.OPTIONS)
+    found = ", ".join(f"{k} x{n} ({catalogue_versions(k)})" for k, n in sorted(harness.seen.items()))
+    note = f"; catalogued findings: {found}" if found else ""
+    kw = dict(id=f"kernel.lockstep.{name}", engine="hypothesis", invariants=INVARIANTS,
+              seconds=time.perf_counter() - t0)
+    if out.status == "refuted":
+        return Result.refuted(counterexample(out.failure, tree),
+                              detail=f"{name}: {out.failure.violations[0]}{note}",
+                              examples=out.steps, **kw)
+    return Result.passed(out.steps, f"{name}: {out.examples} runs, {out.steps} operations, "
+                                    f"{out.steps / max(out.seconds, 1e-9):.0f} ops/s{note}", **kw)
+
+
+def catalogue_versions(finding_id: str) -> str:
+    f = next(x for x in catalogue.FINDINGS if x.id == finding_id)
+    return f"Linux {f.versions()}"
+
+
+def findings_of(results) -> dict:
+    """finding id -> count, over the results' details (for the summary line)."""
+    out = {}
+    for r in results:
+        for f in catalogue.FINDINGS:
+            tag = f"{f.id} x"
+            if tag in r.detail:
+                n = int(r.detail.split(tag, 1)[1].split()[0])
+                out[f.id] = out.get(f.id, 0) + n
+    return out
+
+
+def impl_judgement(kernel_version: str, harnesses: dict) -> Result:
+    """One more judge: the C code and impl at ``kernel_version``, compared word for word on the
+    same runs the spec judged (``paired.PairedHarness``): the first difference found, if any."""
+    kw = dict(id=f"kernel.diff-impl.{kernel_version}", engine="hypothesis",
+              invariants=["KD-RET", "KD-PAGES", "KD-WORDS", "KD-RC", "KD-TLB", "KD-WARN"])
+    steps = sum(h.compared[0] for h in harnesses.values())
+    for name, h in harnesses.items():
+        if h.differences:
+            lines, program, trace = h.differences[0]
+            from ptspec.proofs.kernel.paired import shortest_difference
+            short = shortest_difference(h.tree, kernel_version, name, trace,
+                                        {ln.split()[0] for ln in lines})
+            if short is not None:
+                program, lines = short
+            return Result.refuted({"ops": program, "violations": lines, "tables": "",
+                                   "kernel_function": "pgtable.c"},
+                                  detail=f"{name}: {lines[0]} ({len(h.differences)} of the runs "
+                                         f"differ from impl {kernel_version}; the spec judged "
+                                         "every step of them)", examples=steps, **kw)
+    if not steps:
+        return Result.unknown("nothing was compared", **kw)
+    return Result.passed(steps, f"{steps} steps equal to impl {kernel_version} word for word",
+                         **kw)
+
+
+def run(tree, geometries, profile: str, seed: int, with_impl: str | None = None,
+        progress=None) -> list[Result]:
+    budget = budgets.budget(profile)
+    results = []
+    paired = {}
+    for name in geometries:
+        harness = None
+        if with_impl:
+            from ptspec.proofs.kernel.paired import paired_factory
+            harness = paired[name] = paired_factory(tree, with_impl)
+        r = check_geometry(tree, name, budget, seed, harness)
+        results.append(r)
+        if progress:
+            progress(f"{r.id}: {r.status} ({r.seconds:.1f} s) {r.detail}")
+    if with_impl:
+        r = impl_judgement(with_impl, paired)
+        results.append(r)
+        if progress:
+            progress(f"{r.id}: {r.status} ({r.seconds:.1f} s) {r.detail}")
+    return results
+
+
+def format_result(r: Result) -> str:
+    lines = [f"{r.id}: {r.status.upper()} ({r.examples} operations, {r.seconds:.1f} s): {r.detail}"]
+    cex = r.counterexample
+    if cex:
+        lines += ["  broken:"] + [f"    {v}" for v in cex["violations"][:8]]
+        for vid, text in cex.get("statements", {}).items():
+            if text:
+                lines.append(f"    {vid}: {text}")
+        lines += [f"  kernel function: {cex['kernel_function']}", "",
+                  "operation sequence (pasteable):", cex["ops"], ""]
+        if cex.get("c_test"):
+            lines += ["the same sequence in C:", cex["c_test"], ""]
+        lines += [cex["tables"]]
+        if cex.get("tables_impl"):
+            lines += ["", "impl:", cex["tables_impl"]]
+    return "\n".join(lines)
+
+
+def exit_code(results: list[Result]) -> int:
+    if any(r.status == "refuted" for r in results):
+        return 1
+    if not results or any(r.status in ("unknown", "error") for r in results):
+        return 2
+    return 0
+
+
+def _geometries(text: str) -> list[str]:
+    if text == "all":
+        return list(GEOMETRIES)
+    names = [g.strip() for g in text.split(",") if g.strip()]
+    bad = [g for g in names if g not in subject.GEOMETRIES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown geometry {', '.join(bad) or '(none)'}; choose "
+                                         f"from {', '.join(GEOMETRIES)} or 'all'")
+    return names
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ptspec check-kernel", description=(
+        "Judge a kernel tree's own arch/arm64/kvm/hyp/pgtable.c (compiled in userspace) by the "
+        "spec: every invariant after every operation, every operation against its contract. Exit "
+        "0: only catalogued findings; 1: another violation; 2: nothing could be checked."))
+    ap.add_argument("--tree", metavar="DIR",
+                    help="a kernel source tree (default: the cached Debian linux-source-6.1)")
+    ap.add_argument("--with-impl", metavar="KERNEL_VERSION", choices=list(kernels.PROFILES),
+                    help="also compare the C code word for word with impl at this kernel version "
+                         f"({', '.join(kernels.PROFILES)})")
+    ap.add_argument("--profile", choices=budgets.PROFILE_NAMES, default=budgets.DEFAULT_PROFILE,
+                    help="budget (default: %(default)s)")
+    ap.add_argument("--geometry", type=_geometries, default=list(GEOMETRIES),
+                    help=f"one of {', '.join(GEOMETRIES)}, a comma list, or 'all' (default)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", metavar="FILE", help="write the JSON report here")
+    ap.add_argument("--junit", metavar="FILE", help="write JUnit XML here")
+    return ap
+
+
+def open_tree_or_reason(directory):
+    """(tree, '') or (None, one line saying why it cannot be checked)."""
+    if directory is None:
+        tree, why = T.default_tree()
+        return tree, why
+    try:
+        tree = T.open_tree(directory)
+    except (T.TreeError, OSError) as exc:
+        return None, str(exc)
+    return tree, ""
+
+
+def main(argv=None) -> int:
+    ap = parser()
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    tree, why = open_tree_or_reason(args.tree)
+    if tree is None:
+        print(f"check-kernel: not checked: {why}")
+        return 2
+    print(f"check-kernel: Linux {tree.version} at {tree.root}: {tree.shape.describe()}")
+    bad = T.unsupported(tree.shape)
+    if bad:
+        print(f"check-kernel: not checked: {bad}")
+        return 2
+    try:
+        build.library(subject.GEOMETRIES[args.geometry[0]][0], tree)
+    except build.BuildError as exc:
+        print(f"check-kernel: not checked: {str(exc).splitlines()[0]}")
+        for ln in str(exc).splitlines()[1:6]:
+            print(f"  {ln}")
+        return 2
+    results = run(tree, args.geometry, args.profile, args.seed, args.with_impl,
+                  progress=lambda m: print(m, file=sys.stderr))
+    for r in results:
+        print(format_result(r))
+    for fid, n in sorted(findings_of(results).items()):
+        f = next(x for x in catalogue.FINDINGS if x.id == fid)
+        print(f"check-kernel: catalogued finding {fid} ({n} steps; Linux {f.versions()}; this tree "
+              f"is {tree.version}): {f.statement}: {f.why}")
+    code = exit_code(results)
+    print(f"check-kernel: {sum(r.status == 'passed' for r in results)} passed, "
+          f"{sum(r.status == 'refuted' for r in results)} refuted, "
+          f"{sum(r.status in ('unknown', 'error') for r in results)} not checked; exit {code}")
+    if args.json or args.junit:
+        from ptspec.proofs.report import junit, results as report
+        if args.json:
+            rep = report.build_report(results, args.profile, args.seed)
+            rep["kernel"] = {"tree": str(tree.root), "version": tree.version,
+                             "shape": tree.shape.describe(), "findings": findings_of(results)}
+            with open(args.json, "w") as fh:
+                fh.write(report.dumps(rep))
+        if args.junit:
+            junit.write_junit(results, args.junit, args.profile, args.seed)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

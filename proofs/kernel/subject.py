@@ -1,0 +1,123 @@
+"""The kernel's own ``pgtable.c`` as a subject of the stage-2 lock-step, judged by the spec alone.
+
+``CSideHarness`` is ``ptspec.proofs.stage2.harness.Stage2Harness`` over a ``cside.CPgtable`` instead
+of impl's ``KvmPgtable``: the same operation records (from ``ptspec.proofs.stage2.strategies``, via
+the lock-step machine), the same checks after every step (every invariant on the new raw state,
+S2-BBM and the operation's contract on the transition, WARN_ONs, Python misuse refused without a
+change), the same replayable trace and allocation-failure injection (the shim's allocator fails
+the k-th allocation from now). Only the judge differs from impl's run in one way: a violation that
+matches a catalogued finding for the tree's kernel version (``catalogue.FINDINGS``) is counted as
+that finding, not reported as a violation.
+
+The C table is configured from the tree's detected shape (owner field and largest owner id), not
+from impl. ``force_pte_cb`` can only be none or one that forces pages everywhere (the shim's).
+"""
+
+from __future__ import annotations
+
+from ptspec import spec
+
+from ptspec.proofs.kernel import catalogue
+from ptspec.proofs.kernel.cside import CPgtable
+from ptspec.proofs.stage2.harness import Stage2Harness
+
+# name -> (page_shift, ia_bits, owner_field); owner_field is filled from the tree (None here).
+GEOMETRIES = {
+    "4k-39": (12, 39, None), "4k-48": (12, 48, None), "4k-40": (12, 40, None),
+    "4k-34": (12, 34, None), "16k-47": (14, 47, None), "16k-40": (14, 40, None),
+    "64k-44": (16, 44, None), "64k-52": (16, 52, None),
+}
+# Per-geometry table options: FWB on one, the shim's page-forcing force_pte_cb on another.
+OPTIONS = {"4k-48": {"fwb": True}, "4k-34": {"force_pte": True}, "16k-40": {"cmo": False}}
+
+
+class CSideHarness(Stage2Harness):
+    """One C stage-2 table (the tree's pgtable.c) checked against the spec after every step."""
+
+    tree = None                     # set by subject_factory: the kernel tree being judged
+    seen: dict = {}                 # set by subject_factory: findings over every harness of a run
+
+    def __init__(self, page_shift: int = 12, ia_bits: int = 40, *, owner_field=None,
+                 fwb: bool = False, cmo: bool = True, arena_pages: int = 256,
+                 mc_capacity: int = 16, check: bool = True, force_pte: bool = False,
+                 flags: int = 0):
+        shape = self.tree.shape
+        owner_field = tuple(shape.owner_field)
+        self.version = self.tree.version_tuple()
+        self.params = dict(page_shift=page_shift, ia_bits=ia_bits, owner_field=owner_field,
+                           fwb=fwb, cmo=cmo, flags=flags)
+        self.pgt = CPgtable(page_shift, ia_bits, npages=arena_pages, fwb=fwb, flags=flags,
+                            cmo=cmo, mc_capacity=mc_capacity, force_pte=force_pte,
+                            src=self.tree, owner_field=owner_field,
+                            max_owner_id=shape.max_owner_id)
+        self.mc = self.pgt.mc
+        self.check = check
+        self.lines = [
+            "from ptspec.proofs.kernel.cside import CPgtable",
+            "from ptspec.proofs.kernel.tree import open_tree",
+            f"tree = open_tree({str(self.tree.root)!r})",
+            f"pgt = CPgtable({page_shift}, {ia_bits}, npages={arena_pages}, fwb={fwb}, "
+            f"flags={flags}, cmo={cmo}, mc_capacity={mc_capacity}, force_pte={force_pte}, "
+            f"src=tree, owner_field={owner_field}, max_owner_id={shape.max_owner_id})",
+            "mc = pgt.mc",
+        ]
+        self.findings: dict = {}        # finding id -> times seen
+        self._begin()
+
+    def program(self) -> str:
+        """The run as Python driving the C library (the calls the harness made, in order)."""
+        return self.ops_source
+
+    def _full_snapshot(self):
+        """The C library's state is its raw state: a refused call is judged on the tables."""
+        return None
+
+    def _kernel_warnings(self, op: str) -> list:
+        """WARN_ONs of pgtable.c, as for impl. The shim also logs an allocation from an empty
+        memcache (the kernel's kvm_mmu_memory_cache_alloc WARNs there): that is the caller's
+        sizing of its memcache, not pgtable.c's state, so it is not reported (impl's memcache
+        runs dry the same way and map returns -ENOMEM on both)."""
+        found = super()._kernel_warnings(op)
+        return [v for v in found if "on an empty memcache" not in str(v)]
+
+    def raw_state(self, drain_log: bool = False) -> dict:
+        """The raw state; for a harness whose C table was superseded by a newer one (the library
+        holds one table per granule; replaying a trace builds new ones), the state after its last
+        step, which was snapshotted then."""
+        if self.pgt.lib is None:
+            return self._last_raw
+        return super().raw_state(drain_log)
+
+    def fail_allocation(self, k: int = 0):
+        """Make the k-th page-table allocation from now on fail (the shim's allocator)."""
+        self.pgt.fail_at([k])
+        self.trace.append(("fail", k))
+        self.lines.append(f"pgt.fail_at([{k}])")
+
+    def step(self, op: str, **args):
+        before = len(self.violations)
+        ret, found = super().step(op, **args)
+        if not found:
+            return ret, found
+        step = {"op": op, "ret": ret}
+        kept = []
+        for v in found:
+            f = catalogue.finding_for(v, step, self.version)
+            if f is None:
+                kept.append(v)
+            else:
+                self.findings[f.id] = self.findings.get(f.id, 0) + 1
+                self.seen[f.id] = self.seen.get(f.id, 0) + 1
+        del self.violations[before:]
+        self.violations.extend(kept)
+        return ret, kept
+
+
+def subject_factory(tree):
+    """A CSideHarness class bound to one kernel tree (what the lock-step machine instantiates)."""
+    return type("CSideHarness", (CSideHarness,), {"tree": tree, "seen": {}})
+
+
+def spec_violations(raw: dict) -> list:
+    """The spec's single-state violations of a C-side raw state (for tests and reports)."""
+    return spec.check_state(spec.load_state(raw))

@@ -1,0 +1,148 @@
+"""A kernel source tree as the C-side checks use it: its version and the shape of its stage-2 code.
+
+``open_tree(DIR)`` checks that DIR holds the four files the shim builds from
+(``arch/arm64/kvm/hyp/pgtable.c``, ``arch/arm64/include/asm/kvm_pgtable.h``,
+``arch/arm64/include/asm/stage2_pgtable.h``, ``Makefile``), reads ``VERSION``/``PATCHLEVEL``/
+``SUBLEVEL`` from the Makefile, and detects the code's shape by reading declarations:
+
+* the stage-2 init entry point and its parameters (``__kvm_pgtable_stage2_init(pgt, mmu, mm_ops,
+  flags, force_pte_cb)`` from 5.16 on; ``kvm_pgtable_stage2_init_flags(pgt, arch, mm_ops, flags,
+  force_pte_cb)`` in 5.15; ``kvm_pgtable_stage2_init(pgt, arch|kvm, mm_ops)`` before);
+* where owner ids live in invalid descriptors (``KVM_INVALID_PTE_OWNER_MASK``) and the largest id
+  (``KVM_MAX_OWNER_ID``);
+* whether ``struct kvm_pgtable`` has a ``force_pte_cb``.
+
+The shim's runtime calls the 5.16+ init; a tree of another shape is refused with one line naming
+what the shim lacks (``TreeError``), never half-built. Nothing is copied from the tree: the build
+compiles its files where they are (``ptspec.proofs.kernel.build``, cached by content hash outside
+the repository). ``default_tree()`` is the cached Debian 6.1 source (``ptspec.proofs.kernel.fetch``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ptspec.proofs.kernel import fetch
+
+FILES = ("arch/arm64/kvm/hyp/pgtable.c", "arch/arm64/include/asm/kvm_pgtable.h",
+         "arch/arm64/include/asm/stage2_pgtable.h", "Makefile")
+SUPPORTED_INIT = "__kvm_pgtable_stage2_init"
+
+
+class TreeError(RuntimeError):
+    """The tree cannot be checked; the message is one line saying what is missing or wrong."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    init: str                       # the init function the tree declares
+    init_params: tuple              # its parameter names
+    owner_field: tuple | None       # (hi, lo) of KVM_INVALID_PTE_OWNER_MASK, None if absent
+    max_owner_id: int | None
+    force_pte_cb: bool
+
+    def describe(self) -> str:
+        own = (f"owner ids in bits {self.owner_field[0]}:{self.owner_field[1]}, max owner id "
+               f"{self.max_owner_id}" if self.owner_field else "no owner ids")
+        return (f"init {self.init}({', '.join(self.init_params)}); {own}; force_pte_cb "
+                f"{'present' if self.force_pte_cb else 'absent'}")
+
+
+@dataclass(frozen=True)
+class Tree:
+    root: Path
+    version: str
+    shape: Shape
+    sha256: dict = field(default_factory=dict)
+
+    @property
+    def pgtable_c(self) -> Path:
+        return self.root / FILES[0]
+
+    @property
+    def include_dir(self) -> Path:
+        return self.root / "arch/arm64/include"
+
+    def version_tuple(self) -> tuple:
+        return version_tuple(self.version)
+
+
+def version_tuple(version: str) -> tuple:
+    """'6.1.176' -> (6, 1, 176); unknown fields count as 0."""
+    out = []
+    for part in version.split(".")[:3]:
+        out.append(int(part) if part.isdigit() else 0)
+    return tuple(out + [0] * (3 - len(out)))
+
+
+def read_version(makefile: Path) -> str:
+    fields = {}
+    for line in makefile.read_text(errors="replace").splitlines()[:40]:
+        k, sep, v = line.partition("=")
+        if sep and k.strip() in ("VERSION", "PATCHLEVEL", "SUBLEVEL"):
+            fields.setdefault(k.strip(), v.strip())
+    if "VERSION" not in fields or "PATCHLEVEL" not in fields:
+        raise TreeError(f"{makefile}: no VERSION/PATCHLEVEL lines: not a kernel Makefile")
+    bad = [k for k, v in fields.items() if not v.isdigit()]
+    if bad:
+        raise TreeError(f"{makefile}: {bad[0]} is not a number ({fields[bad[0]]!r})")
+    return ".".join(fields.get(k, "0") for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL"))
+
+
+_INIT = re.compile(r"^int\s+(__kvm_pgtable_stage2_init|kvm_pgtable_stage2_init_flags|"
+                   r"kvm_pgtable_stage2_init)\s*\(([^)]*)\)", re.M | re.S)
+_OWNER = re.compile(r"#define\s+KVM_INVALID_PTE_OWNER_MASK\s+GENMASK\((\d+),\s*(\d+)\)")
+_MAX_OWNER = re.compile(r"#define\s+KVM_MAX_OWNER_ID\s+(\d+)")
+
+
+def detect_shape(pgtable_c: str, header: str) -> Shape:
+    """The shape of a tree's stage-2 code, from the text of pgtable.c and asm/kvm_pgtable.h."""
+    m = _INIT.search(pgtable_c)
+    if m is None:
+        raise TreeError("pgtable.c defines no stage-2 init function (__kvm_pgtable_stage2_init, "
+                        "kvm_pgtable_stage2_init_flags or kvm_pgtable_stage2_init)")
+    params = tuple(p.strip().split()[-1].lstrip("*") for p in m.group(2).split(",") if p.strip())
+    own = _OWNER.search(pgtable_c) or _OWNER.search(header)
+    mx = _MAX_OWNER.search(pgtable_c) or _MAX_OWNER.search(header)
+    return Shape(m.group(1), params, (int(own.group(1)), int(own.group(2))) if own else None,
+                 int(mx.group(1)) if mx else None,
+                 re.search(r"\bforce_pte_cb\s*;", header) is not None)
+
+
+def unsupported(shape: Shape) -> str | None:
+    """Why the shim cannot drive code of this shape, or None."""
+    if shape.init != SUPPORTED_INIT or len(shape.init_params) != 5:
+        return (f"the shim drives {SUPPORTED_INIT}(pgt, mmu, mm_ops, flags, force_pte_cb) "
+                f"(5.16 and later); this tree has {shape.init}({', '.join(shape.init_params)})")
+    if shape.owner_field is None or shape.max_owner_id is None:
+        return "pgtable.c has no KVM_INVALID_PTE_OWNER_MASK/KVM_MAX_OWNER_ID (owner ids)"
+    if not shape.force_pte_cb:
+        return "struct kvm_pgtable has no force_pte_cb"
+    return None
+
+
+def open_tree(directory) -> Tree:
+    """The tree at `directory`, its version and shape; TreeError (one line) if it cannot be used."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise TreeError(f"{root}: not a directory")
+    missing = [f for f in FILES if not (root / f).is_file()]
+    if missing:
+        raise TreeError(f"{root}: missing {', '.join(missing)}")
+    version = read_version(root / "Makefile")
+    shape = detect_shape((root / FILES[0]).read_text(errors="replace"),
+                         (root / FILES[1]).read_text(errors="replace"))
+    return Tree(root.resolve(), version, shape)
+
+
+def default_tree() -> tuple[Tree | None, str]:
+    """The cached Debian linux-source-6.1 tree, or None and the reason (never downloads)."""
+    src, why = fetch.locate()
+    if src is None:
+        return None, why
+    try:
+        return open_tree(src.root), ""
+    except TreeError as exc:
+        return None, str(exc)

@@ -1,0 +1,118 @@
+"""A bounded, seeded fuzzer over raw states: mutate valid states and see what the checker does.
+
+Each case takes a valid sample (tests/state_samples.py), applies one to three mutations to random
+nodes of its JSON tree (replace with a value of another type or a hostile one, delete, wrap in a
+list, turn an object into a list or the reverse, nudge a number, nest deeply) and hands it to a
+judge. ``fuzz`` returns, per outcome, how many cases ended there: "violations" or "StateError" are
+the only acceptable outcomes; anything else is counted under the exception's type and the first
+case kept for the report.
+"""
+
+import random
+from collections import Counter
+
+from state_samples import sample
+
+HOSTILE = [None, True, False, -1, 0, 1, 7, 1 << 64, -(1 << 64), 10 ** 5000, 1.5, float("nan"),
+           "", "x", "0x", "0x1g", "1_2", " 12 ", "\u0661\u0662", "-0x10", "12", "0x1000",
+           [], {}, [[]], {"a": 1}, [1, 2, 3], ["tlbi_ipa", 1, 2], "lguest-x86", "arm64-stage2"]
+
+
+def _nodes(obj, path=()):
+    """(path, value) of every node of a JSON tree, the root first."""
+    yield path, obj
+    if len(path) > 12:                  # do not walk into a deep nest an earlier mutation made
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _nodes(v, path + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _nodes(v, path + (i,))
+
+
+def _deep(depth):
+    v = 0
+    for _ in range(depth):
+        v = [v]
+    return v
+
+
+def _new_value(rng, old):
+    r = rng.random()
+    if r < 0.45:
+        return rng.choice(HOSTILE)
+    if r < 0.6 and type(old) is int and old.bit_length() < 1000:
+        return rng.choice([old + 1, old - 1, old * 2, -old, old << 20, str(old), hex(old)])
+    if r < 0.7:
+        return [old]
+    if r < 0.8 and isinstance(old, dict):
+        return list(old.values())
+    if r < 0.85 and isinstance(old, list):
+        return {str(i): v for i, v in enumerate(old)}
+    if r < 0.9:
+        return _deep(rng.choice([50, 5000]))
+    return rng.choice(HOSTILE)
+
+
+def _shape(path):
+    """A path with list indices and numeric object keys replaced by '*': the node's role."""
+    return tuple("*" if isinstance(k, int) or k.isdigit() else k for k in path)
+
+
+def mutate(obj, rng):
+    """One mutation of obj in place (the root is never deleted); returns obj, or a new root.
+
+    The node is drawn by role first (every key of every part equally likely, not every descriptor
+    of every table page), then uniformly among the nodes of that role."""
+    roles = {}
+    for path, value in _nodes(obj):
+        roles.setdefault(_shape(path), []).append((path, value))
+    path, old = rng.choice(roles[rng.choice(sorted(roles, key=repr))])
+    if not path:
+        return _new_value(rng, old)
+    parent = obj
+    for k in path[:-1]:
+        parent = parent[k]
+    key = path[-1]
+    if rng.random() < 0.2:
+        del parent[key]
+    else:
+        parent[key] = _new_value(rng, old)
+    return obj
+
+
+def fuzz(kind, cases, seed, judge, state_error):
+    """Run `cases` mutated copies of the `kind` sample through judge; Counter of outcomes, and the
+    first mutated state of each unexpected outcome."""
+    rng = random.Random(f"{seed}:{kind}")
+    outcomes, first = Counter(), {}
+    for _ in range(cases):
+        obj = sample(kind)
+        for _ in range(rng.randint(1, 3)):
+            obj = mutate(obj, rng)
+        try:
+            found = judge(obj)
+        except state_error:
+            outcomes["StateError"] += 1
+            continue
+        except Exception as exc:          # noqa: BLE001 -- counting what escapes is the point
+            outcome = f"{type(exc).__name__} in {_where(exc)}"
+            detail = f"{type(exc).__name__}: {str(exc)[:160]}"
+        else:
+            if isinstance(found, list):
+                outcomes["violations"] += 1
+                continue
+            outcome = detail = f"returned {type(found).__name__}"
+        outcomes[outcome] += 1
+        first.setdefault(outcome, (obj, detail))
+    return outcomes, first
+
+
+def _where(exc):
+    """module:function of the innermost frame that raised exc."""
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{code.co_filename.rsplit('/', 2)[-2]}/{code.co_filename.rsplit('/', 1)[-1]}:{code.co_name}"

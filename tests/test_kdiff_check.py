@@ -1,0 +1,274 @@
+"""ptspec check-kernel: tree version and shape detection (fake minimal trees, no kernel code),
+exit codes, catalogued findings by version, the C side under the stage-2 lock-step judged by the
+spec alone, and a bug planted in a scratch copy of the C source refuted by the spec. Tests that run
+the kernel's C skip (with the reason) without the cached source or a C compiler."""
+
+import errno
+
+import pytest
+
+from ptspec.proofs.kernel import build
+from ptspec.proofs.kernel import catalogue
+from ptspec.proofs.kernel import check
+from ptspec.proofs.kernel import checks_spec
+from ptspec.proofs.kernel import planted
+from ptspec.proofs.kernel import subject
+from ptspec.proofs.kernel import tree as T
+from ptspec.proofs.cli.main import main as ptspec_main
+from ptspec.proofs.runner import budgets, registry
+
+from kdiff_support import need_kernel  # noqa: E402  (tests/ is on sys.path)
+
+INIT_5_16 = ("int __kvm_pgtable_stage2_init(struct kvm_pgtable *pgt, struct kvm_s2_mmu *mmu,\n"
+             "\t\t\t      struct kvm_pgtable_mm_ops *mm_ops, int flags,\n"
+             "\t\t\t      kvm_pgtable_force_pte_cb_t force_pte_cb)\n{\n}\n")
+INIT_5_15 = ("int kvm_pgtable_stage2_init_flags(struct kvm_pgtable *pgt, struct kvm_arch *arch,\n"
+             "\t\t\t\t  struct kvm_pgtable_mm_ops *mm_ops, int flags,\n"
+             "\t\t\t\t  kvm_pgtable_force_pte_cb_t force_pte_cb)\n{\n}\n")
+OWNER = "#define KVM_INVALID_PTE_OWNER_MASK\tGENMASK(9, 2)\n#define KVM_MAX_OWNER_ID\t\t1\n"
+
+
+def fake_tree(path, *, init=INIT_5_16, owner=OWNER, force_pte_cb=True,
+              makefile="VERSION = 6\nPATCHLEVEL = 7\nSUBLEVEL = 3\nEXTRAVERSION =\n", skip=()):
+    files = {
+        "arch/arm64/kvm/hyp/pgtable.c": owner + init,
+        "arch/arm64/include/asm/kvm_pgtable.h":
+            "struct kvm_pgtable {\n" + ("\tvoid *force_pte_cb;\n" if force_pte_cb else "") + "};\n",
+        "arch/arm64/include/asm/stage2_pgtable.h": "\n",
+        "Makefile": makefile,
+    }
+    for rel, text in files.items():
+        if rel in skip:
+            continue
+        p = path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return path
+
+
+# -- version and shape detection --------------------------------------------------------------
+def test_version_and_shape_of_a_5_16_style_tree(tmp_path):
+    t = T.open_tree(fake_tree(tmp_path))
+    assert t.version == "6.7.3" and t.version_tuple() == (6, 7, 3)
+    assert t.shape.init == "__kvm_pgtable_stage2_init"
+    assert t.shape.init_params == ("pgt", "mmu", "mm_ops", "flags", "force_pte_cb")
+    assert t.shape.owner_field == (9, 2) and t.shape.max_owner_id == 1
+    assert t.shape.force_pte_cb
+    assert T.unsupported(t.shape) is None
+    assert "owner ids in bits 9:2" in t.shape.describe()
+
+
+def test_a_5_15_style_tree_is_detected_and_refused(tmp_path):
+    t = T.open_tree(fake_tree(tmp_path, init=INIT_5_15, makefile="VERSION = 5\nPATCHLEVEL = 15\n"
+                                                                "SUBLEVEL = 0\n"))
+    assert t.version == "5.15.0"
+    assert t.shape.init == "kvm_pgtable_stage2_init_flags"
+    assert t.shape.init_params[1] == "arch"
+    why = T.unsupported(t.shape)
+    assert "kvm_pgtable_stage2_init_flags(pgt, arch, mm_ops, flags, force_pte_cb)" in why
+
+
+def test_missing_owner_ids_and_force_pte_cb_are_named(tmp_path):
+    a = T.open_tree(fake_tree(tmp_path / "a", owner=""))
+    assert a.shape.owner_field is None and "KVM_INVALID_PTE_OWNER_MASK" in T.unsupported(a.shape)
+    b = T.open_tree(fake_tree(tmp_path / "b", force_pte_cb=False))
+    assert not b.shape.force_pte_cb and "force_pte_cb" in T.unsupported(b.shape)
+
+
+def test_bad_trees_give_one_line_errors(tmp_path):
+    with pytest.raises(T.TreeError, match="missing arch/arm64/include/asm/stage2_pgtable.h"):
+        T.open_tree(fake_tree(tmp_path / "a", skip=("arch/arm64/include/asm/stage2_pgtable.h",)))
+    with pytest.raises(T.TreeError, match="no VERSION/PATCHLEVEL"):
+        T.open_tree(fake_tree(tmp_path / "b", makefile="all:\n"))
+    with pytest.raises(T.TreeError, match="no stage-2 init function"):
+        T.open_tree(fake_tree(tmp_path / "c", init="int other(void)\n{\n}\n"))
+    with pytest.raises(T.TreeError, match="not a directory"):
+        T.open_tree(tmp_path / "nowhere")
+
+
+# -- exit codes without running kernel code -----------------------------------------------------
+def test_exit_2_for_a_tree_that_cannot_be_read(tmp_path, capsys):
+    assert ptspec_main(["check-kernel", "--tree", str(tmp_path / "nowhere")]) == 2
+    assert "not checked: " in capsys.readouterr().out
+    fake_tree(tmp_path / "m", skip=("Makefile",))
+    assert ptspec_main(["check-kernel", "--tree", str(tmp_path / "m")]) == 2
+    assert "missing Makefile" in capsys.readouterr().out
+
+
+def test_exit_2_for_a_shape_the_shim_cannot_drive(tmp_path, capsys):
+    root = fake_tree(tmp_path, init=INIT_5_15)
+    assert ptspec_main(["check-kernel", "--tree", str(root)]) == 2
+    out = capsys.readouterr().out
+    assert "init kvm_pgtable_stage2_init_flags(pgt, arch, mm_ops, flags, force_pte_cb)" in out
+    assert "not checked: the shim drives __kvm_pgtable_stage2_init" in out
+
+
+def test_exit_2_when_the_tree_does_not_build(tmp_path, capsys):
+    if build.compiler() is None:
+        pytest.skip("no C compiler")
+    root = fake_tree(tmp_path)          # right shape, but no kernel code to build
+    assert ptspec_main(["check-kernel", "--tree", str(root), "--geometry", "4k-39"]) == 2
+    out = capsys.readouterr().out
+    assert "not checked: compiling pgtable.c failed" in out
+
+
+def test_bad_geometry_is_a_usage_error():
+    assert check.main(["--geometry", "4k-99"]) == 2
+
+
+def test_exit_code_rules():
+    R = registry.Result
+    assert check.exit_code([R.passed(1)]) == 0
+    assert check.exit_code([R.passed(1), R.refuted({"ops": ""})]) == 1
+    assert check.exit_code([R.passed(1), R.unknown("x")]) == 2
+    assert check.exit_code([]) == 2
+
+
+# -- the findings catalogue ------------------------------------------------------------------
+def test_findings_apply_only_to_their_versions():
+    v = "C-MAP map: the rest of the range was left unmapped"
+    eagain = {"op": "map", "ret": -errno.EAGAIN}
+    assert catalogue.finding_for(v, eagain, (6, 1, 176)).id == "eagain-abort"
+    assert catalogue.finding_for(v, eagain, (5, 10, 0)) is None          # before the finding
+    assert catalogue.finding_for(v, {"op": "map", "ret": 0}, (6, 1, 0)) is None
+    assert catalogue.finding_for("S2-RC table ...", eagain, (6, 1, 0)) is None
+
+
+# -- the kernel's C under the spec ----------------------------------------------------------------
+def _tree():
+    need_kernel()
+    t, why = T.default_tree()
+    if t is None:
+        pytest.skip(why)
+    return t
+
+
+def test_clean_tree_passes_with_its_catalogued_finding(tmp_path, capsys):
+    _tree()
+    js = tmp_path / "r.json"
+    code = ptspec_main(["check-kernel", "--geometry", "4k-39", "--profile", "default",
+                        "--json", str(js)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Linux 6.1." in out and "owner ids in bits 9:2" in out
+    assert "catalogued finding eagain-abort" in out
+    import json
+    rep = json.loads(js.read_text())
+    assert rep["checks"][0]["id"] == "kernel.lockstep.4k-39"
+    assert rep["checks"][0]["status"] == "passed" and rep["checks"][0]["examples"] > 1000
+    assert rep["kernel"]["findings"]["eagain-abort"] > 0
+
+
+def test_harness_refuses_misuse_and_injects_allocation_failures():
+    t = _tree()
+    h = subject.subject_factory(t)(12, 39, arena_pages=64, mc_capacity=4)
+    ret, found = h.step("map", addr=-1, size=0x1000, phys=0x8000000000, prot=4)
+    assert ret is None and found == []                       # ValueError, nothing changed
+    h.fail_allocation(0)
+    ret, found = h.step("map", addr=0x0, size=0x1000, phys=0x8000000000, prot=4,
+                        no_memcache=True)
+    assert ret == -errno.ENOMEM and found == []
+    ret, found = h.step("set_owner", addr=0x0, size=0x1000, owner_id=5)
+    assert ret == -errno.EINVAL and found == []
+    assert "pgt.fail_at([0])" in h.ops_source
+
+
+def test_planted_c_bug_is_refuted_by_the_spec_alone(tmp_path):
+    """walk-align planted into a scratch copy of the C source: no impl involved."""
+    t = _tree()
+    bad = planted.scratch_tree("walk-align", t, tmp_path / "tree")
+    r = check.check_geometry(bad, "4k-39", budgets.budget("default"), 0)
+    assert r.status == "refuted", r.detail
+    cex = r.counterexample
+    assert any(v.split()[0] in ("C-UNMAP", "C-MAP", "C-WRPROTECT", "C-FLUSH", "C-SET-OWNER",
+                                "S2-BBM") for v in cex["violations"])
+    assert "CPgtable(12, 39" in cex["ops"] and "open_tree(" in cex["ops"]
+    assert "C side: Linux" in cex["tables"]
+    assert "kvm_pgtable_stage2_" in cex["c_test"] and cex["c_test"].startswith("static void")
+    # the counterexample runs as pasted and shows the same broken state
+    env = {}
+    exec(cex["ops"], env)
+    assert env["pgt"].snapshot()["pages"]
+    # and the clean tree passes the same budget
+    assert check.check_geometry(t, "4k-39", budgets.budget("quick"), 0).status == "passed"
+
+
+def test_scratch_edit_refuses_a_tree_of_another_shape():
+    with pytest.raises(planted.EditError, match="no definition of __kvm_pgtable_visit"):
+        planted.apply_edit("int f(void)\n{\n}\n", planted.C_SOURCE_BUGS["walk-align"])
+
+
+def test_obligation_is_unknown_without_the_source(monkeypatch):
+    monkeypatch.setattr(T, "default_tree", lambda: (None, "the source is not cached"))
+    ctx = registry.Context("quick", 0, budgets.budget("quick"))
+    r = checks_spec._lockstep("4k-39")(ctx)
+    assert r.status == "unknown" and "not cached" in r.detail
+
+
+# -- the one generator: inputs from spec only ------------------------------------------------
+def test_strategies_take_their_inputs_from_spec_only():
+    import ast
+    import inspect
+    from ptspec.proofs.stage2 import strategies as S
+    tree = ast.parse(inspect.getsource(S))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any("impl" in m.split(".") for m in imported if m), imported
+    from ptspec.spec.arch import geometry as G
+    for ps, ia in [(12, 39), (12, 48), (12, 34), (12, 40), (14, 47), (14, 40), (16, 44), (16, 52)]:
+        g = S.geometry(ps, ia)
+        assert g.start_level == G.stage2_start_level(ia, ps)
+        assert g.pgd_pages == G.root_pages(ia, g.start_level, ps)
+        assert g.gran.size[3] == 1 << ps
+    with pytest.raises(ValueError):
+        S.geometry(12, 49)
+
+
+def test_straddles_start_inside_an_entry_and_reach_the_next():
+    from hypothesis import given, settings
+    from ptspec.proofs.stage2 import strategies as S
+    g = S.geometry(12, 39)
+
+    @settings(max_examples=200, database=None)
+    @given(S.straddles(g))
+    def check(r):
+        a, s = r
+        # some level's entry boundary lies strictly inside [a, a + s)
+        assert any(a % g.gran.size[lv] and (a // g.gran.size[lv] + 1) * g.gran.size[lv] < a + s
+                   for lv in S.straddle_levels(g))
+    check()
+
+
+def test_with_impl_is_one_more_judge_that_never_stops_the_spec():
+    """impl-default keeps owner ids in bits 63:56, the C code in 9:2: the comparison finds it,
+    while the spec judges the same runs to the end and passes them; 6.1 agrees word for word."""
+    t = _tree()
+    from ptspec.proofs.kernel.paired import paired_factory
+    b = budgets.budget("quick")
+    h = paired_factory(t, "impl-default")
+    r = check.check_geometry(t, "4k-39", b, 0, harness=h)
+    assert r.status == "passed"                                  # the spec's judgement
+    d = check.impl_judgement("impl-default", {"4k-39": h})
+    assert d.status == "refuted" and d.id == "kernel.diff-impl.impl-default"
+    assert any(v.startswith(("KD-WORDS", "KD-RC", "KD-TLB")) for v in d.counterexample["violations"])
+    calls = [ln for ln in d.counterexample["ops"].splitlines() if ln.startswith("pgt.")]
+    assert 2 <= len(calls) <= 4, d.counterexample["ops"]          # shortened by replay
+    same = paired_factory(t, "6.1")
+    check.check_geometry(t, "4k-39", b, 0, harness=same)
+    ok = check.impl_judgement("6.1", {"4k-39": same})
+    assert ok.status == "passed" and ok.examples > 50
+
+
+def test_cli_exit_1_on_a_violation_with_json_and_junit(tmp_path, capsys):
+    t = _tree()
+    bad = planted.scratch_tree("unmap-busy-table", t, tmp_path / "tree")
+    js, ju = tmp_path / "r.json", tmp_path / "r.xml"
+    code = ptspec_main(["check-kernel", "--tree", str(bad.root), "--geometry", "4k-39",
+                        "--profile", "quick", "--json", str(js), "--junit", str(ju)])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "kernel.lockstep.4k-39: REFUTED" in out and "operation sequence (pasteable):" in out
+    import json
+    rep = json.loads(js.read_text())
+    assert rep["summary"]["refuted"] == 1 and rep["kernel"]["version"] == t.version
+    assert "kernel.lockstep.4k-39" in ju.read_text() and "<failure" in ju.read_text()
