@@ -64,6 +64,20 @@ def _u(name, value, bits=32):
     return value
 
 
+def _int(name, value):
+    """A count or seed: an int that is not a bool (the ranges are checked where they are used)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    return value
+
+
+def _positive(name, value):
+    """A count of at least one."""
+    if _int(name, value) < 1:
+        raise ValueError(f"{name} must be at least 1, not {value}")
+    return value
+
+
 class Lguest(ShadowOps, PgdirOps):
     """One guest: ``Lguest("2level")`` or ``Lguest("pae", variant="seed-as-written")``."""
 
@@ -73,6 +87,11 @@ class Lguest(ShadowOps, PgdirOps):
     def __init__(self, fmt="2level", *, pfn_limit=32, mem_base=0x4000_0000, switcher_addr=None,
                  host_cpus=2, npgdirs=4, rng_seed=0, variant="corrected", arena_pages=256,
                  seed_findings=None):
+        pfn_limit = _int("pfn_limit", pfn_limit)
+        host_cpus = _int("host_cpus", host_cpus)
+        npgdirs = _int("npgdirs", npgdirs)
+        rng_seed = _int("rng_seed", rng_seed)
+        arena_pages = _positive("arena_pages", arena_pages)
         if fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {sorted(FORMATS)}, not {fmt!r}")
         if variant not in VARIANTS:

@@ -26,6 +26,7 @@ import errno
 from ptspec.impl.mmu.host import HUGETLB, PFNMAP
 from ptspec.impl.mmu.memslot import KVM_MEM_READONLY, __gfn_to_pfn_memslot, gfn_to_hva_memslot_prot, gfn_to_memslot, mark_page_dirty_in_slot
 from ptspec.impl.mmu.stage2 import clean_dcache_guest_page, invalidate_icache_guest_page
+from ptspec.impl.pgtable import args
 from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X, KVM_PTE_VALID, kvm_pte_to_phys
 
 FSC_FAULT, FSC_ACCESS, FSC_PERM = 0x04, 0x08, 0x0C     # ESR_ELx_FSC_* without the level bits
@@ -41,6 +42,15 @@ class KvmFault:
 
     def __init__(self, ipa, fsc, level, *, wnr=False, iabt=False, s1ptw=False, cm=False,
                  far_low=0, sea=False):
+        ipa = args.u64("ipa", ipa)
+        fsc = args.u8("fsc", fsc)
+        level = args.u8("level", level)
+        wnr = args.flag("wnr", wnr)
+        iabt = args.flag("iabt", iabt)
+        s1ptw = args.flag("s1ptw", s1ptw)
+        cm = args.flag("cm", cm)
+        far_low = args.u64("far_low", far_low)
+        sea = args.flag("sea", sea)
         self.ipa, self.fsc, self.level = ipa, fsc, level
         self.wnr, self.iabt, self.s1ptw, self.cm = wnr, iabt, s1ptw, cm
         self.far_low, self.sea = far_low & 0xFFF, sea

@@ -23,6 +23,7 @@ import errno
 from ptspec.impl.mmu import fault as mmu_fault
 from ptspec.impl.mmu.fault import FSC_ACCESS, FSC_FAULT, FSC_PERM, KvmFault, Vcpu
 from ptspec.impl.mmu.memslot import gfn_to_memslot, kvm_clear_dirty_log_protect, kvm_get_dirty_log_protect, kvm_set_memory_region
+from ptspec.impl.pgtable import args
 from ptspec.impl.pgtable.pte import kvm_pte_to_phys
 
 S2AP_R, S2AP_W, AF, XN = 1 << 6, 1 << 7, 1 << 10, 1 << 54
@@ -50,6 +51,8 @@ class Guest:
     """One vCPU of the guest."""
 
     def __init__(self, kvm, *, tlb: bool = False, max_faults: int = 16):
+        tlb = args.flag("tlb", tlb)
+        max_faults = args.positive("max_faults", max_faults)
         self.kvm = kvm
         self.vcpu = Vcpu(kvm)
         self.written: dict[int, set] = {}   # slot id -> gfn offsets written while logging

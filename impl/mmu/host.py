@@ -28,6 +28,8 @@ from __future__ import annotations
 import bisect
 import errno
 
+from ptspec.impl.pgtable import args
+
 ANON, HUGETLB, PFNMAP = "anon", "hugetlb", "pfnmap"
 RAM_BASE = 0x40_0000_0000           # physical base of host RAM (pfn_valid range starts here)
 RAM_SIZE = 0x40_0000_0000           # 256 GiB of RAM, enough for any hugetlb size
@@ -87,6 +89,7 @@ class HostMM:
     """current->mm of the VMM process, with the notifier KVM registers on it."""
 
     def __init__(self, page_shift: int = 12):
+        page_shift = args.page_shift(page_shift)
         self.sz = HostSizes(page_shift)
         self.page_shift = page_shift
         self.ram_lo = RAM_BASE >> page_shift
@@ -107,6 +110,12 @@ class HostMM:
     # -- VMAs -------------------------------------------------------------------------------
     def mmap(self, start, size, kind=ANON, *, writable=True, shift=0, pgoff=None, thp=False) -> Vma:
         """Create a VMA; hugetlb VMAs must be aligned to their huge-page size."""
+        start = args.u64("start", start)
+        size = args.u64("size", size)
+        writable = args.flag("writable", writable)
+        shift = args.integer("shift", shift)
+        pgoff = args.optional_u64("pgoff", pgoff)
+        thp = args.flag("thp", thp)
         ps = self.sz.PAGE_SIZE
         if kind not in (ANON, HUGETLB, PFNMAP):
             raise ValueError(f"unknown VMA kind {kind!r}")
@@ -131,6 +140,7 @@ class HostMM:
 
     def munmap(self, vma: Vma):
         """Remove a whole VMA: its pages are zapped first (with the notifier)."""
+        vma = args.member("vma", vma, self.vmas)
         self.zap(vma.start, vma.end - vma.start)
         i = self.vmas.index(vma)
         del self.vmas[i], self._starts[i]
@@ -223,6 +233,7 @@ class HostMM:
 
     def get_user_pages(self, hva, write: bool):
         """hva_to_pfn: (pfn, writable) with a reference taken on RAM pages, or (-EFAULT, False)."""
+        hva = args.u64("hva", hva)
         vma = self.find_vma(hva)
         if vma is None or (write and not vma.writable):
             return -errno.EFAULT, False
@@ -266,6 +277,7 @@ class HostMM:
 
     def split_thp(self, hva) -> bool:
         """__split_huge_pmd: the THP at hva becomes small pages (same pfns), with invalidation."""
+        hva = args.u64("hva", hva)
         pmd = self.sz.PMD_SIZE
         base = hva & ~(pmd - 1)
         head = self.thp.get(base)
@@ -284,6 +296,8 @@ class HostMM:
     def zap(self, start, size):
         """MADV_DONTNEED / munmap: drop the pages of [start, start+size); in a hugetlb VMA the
         range is widened to whole huge pages first (the unit hugetlb unmaps and invalidates)."""
+        start = args.u64("start", start)
+        size = args.u64("size", size)
         ps = self.page_shift
         end = start + size
         vma = self.find_vma_intersection(start, end)
@@ -314,6 +328,7 @@ class HostMM:
 
     def ksm_merge(self, hva) -> bool:
         """KSM replaces the small page at hva by a read-only copy: start, change_pte, end."""
+        hva = args.u64("hva", hva)
         ps = self.page_shift
         vma = self.find_vma(hva)
         if vma is None or vma.kind != ANON:
@@ -345,12 +360,14 @@ class HostMM:
 
     def age(self, hva):
         """page_referenced_one on the leaf at hva: clear_flush_young over that leaf."""
+        hva = args.u64("hva", hva)
         leaf = self.host_leaf(hva)
         if leaf is None:
             return False
         return any([n.clear_flush_young(leaf[0], leaf[0] + leaf[1]) for n in self.notifiers])
 
     def test_young(self, hva):
+        hva = args.u64("hva", hva)
         leaf = self.host_leaf(hva)
         if leaf is None:
             return False

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 
+from ptspec.impl.pgtable import args
 from ptspec.impl.pgtable.hyp import HypPgtable
 from ptspec.impl.pgtable.pool import PagePool
 from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
@@ -44,6 +45,14 @@ class HypMmu:
     def __init__(self, page_shift: int = 12, va_bits: int = 48, hyp_va_bits: int = 48, *,
                  idmap_text=(0x4100_0800, 0x4100_0F00), vhe: bool = False, tag=None,
                  pool: PagePool | None = None, arena_pages: int = 256):
+        page_shift = args.page_shift(page_shift)
+        va_bits = args.integer("va_bits", va_bits)
+        hyp_va_bits = args.integer("hyp_va_bits", hyp_va_bits)
+        idmap_text = args.u64_pair("idmap_text", idmap_text)
+        vhe = args.flag("vhe", vhe)
+        tag = args.optional_u64("tag", tag)
+        pool = args.pool(pool, page_shift)
+        arena_pages = args.positive("arena_pages", arena_pages)
         self.page_shift = page_shift
         self.page_size = 1 << page_shift
         self.va_bits = va_bits                      # the kernel's VA_BITS
@@ -77,7 +86,9 @@ class HypMmu:
 
 
 def kvm_mmu_init(hm: HypMmu):
-    """Returns (err, hyp_va_bits)."""
+    """Returns (err, hyp_va_bits). The kernel runs it once, at boot: a second run is refused.
+    The idmap BUG_ON comes, as in the kernel, after the idmap bounds are computed and stored."""
+    hm = _not_initialised(hm)
     ps = hm.page_size
     start, end = hm.idmap_text
     hm.hyp_idmap_start = start & ~(ps - 1)
@@ -111,6 +122,12 @@ def __create_hyp_mappings(hm: HypMmu, start, size, phys, prot) -> int:
 
 
 def create_hyp_mappings(hm: HypMmu, from_kva: int, to_kva: int, prot: int) -> int:
+    """A kernel address that is neither linear-map nor vmalloc is the kernel's BUG_ON, met page by
+    page as in the kernel: the pages before it stay mapped (ValueError after partial work)."""
+    from_kva = args.u64("from_kva", from_kva)
+    to_kva = args.u64("to_kva", to_kva)
+    prot = args.u64("prot", prot)
+    hm = _hyp_table(hm)
     start = hm.kern_hyp_va(from_kva)
     end = hm.kern_hyp_va(to_kva)
     if hm.vhe:
@@ -157,8 +174,24 @@ def __create_hyp_private_mapping(hm: HypMmu, phys_addr, size, prot):
     return 0, haddr
 
 
+def _not_initialised(hm: HypMmu):
+    if hm.hyp_pgtable is not None:
+        raise ValueError("kvm_mmu_init has already run: the hyp table exists")
+    return hm
+
+
+def _hyp_table(hm: HypMmu):
+    """The hyp table mappings go into: kvm_mmu_init must have made it (not needed with VHE)."""
+    if not hm.vhe and hm.hyp_pgtable is None:
+        raise ValueError("no hyp page table: kvm_mmu_init has not run (or failed)")
+    return hm
+
+
 def create_hyp_io_mappings(hm: HypMmu, phys_addr, size):
     """Returns (ret, kaddr, haddr)."""
+    phys_addr = args.u64("phys_addr", phys_addr)
+    size = args.u64("size", size)
+    hm = _hyp_table(hm)
     kaddr = hm._next_ioremap + (phys_addr & (hm.page_size - 1))
     span = (size + (phys_addr & (hm.page_size - 1)) + hm.page_size - 1) & ~(hm.page_size - 1)
     hm._next_ioremap += span + hm.page_size
@@ -174,8 +207,11 @@ def create_hyp_io_mappings(hm: HypMmu, phys_addr, size):
 
 def create_hyp_exec_mappings(hm: HypMmu, phys_addr, size):
     """Returns (ret, haddr)."""
+    phys_addr = args.u64("phys_addr", phys_addr)
+    size = args.u64("size", size)
     if hm.vhe:
         raise ValueError("BUG_ON: create_hyp_exec_mappings with the kernel in hyp mode")
+    hm = _hyp_table(hm)
     ret, addr = __create_hyp_private_mapping(hm, phys_addr, size, PAGE_HYP_EXEC)
     if ret:
         return ret, None

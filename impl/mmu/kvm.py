@@ -21,6 +21,7 @@ request: where a device mapping is allowed) and ``mmio_exits``.
 from __future__ import annotations
 
 from ptspec.impl.mmu.host import HostMM
+from ptspec.impl.pgtable import args
 from ptspec.impl.mmu.memslot import hva_to_gfn_memslot
 from ptspec.impl.pgtable.pool import KvmMmuMemoryCache, PagePool
 from ptspec.impl.pgtable.stage2 import KvmPgtable
@@ -32,6 +33,14 @@ class Kvm:
     def __init__(self, page_shift: int = 12, ia_bits: int = 40, *, host: HostMM | None = None,
                  arena_pages: int = 1 << 14, fwb: bool = False, dic: bool = False,
                  manual_protect: bool = False, init_set: bool = False, mc_capacity: int = 40):
+        ia_bits = args.ipa_bits(page_shift, ia_bits)
+        host = args.instance("host", host, HostMM, optional=True)
+        arena_pages = args.positive("arena_pages", arena_pages)
+        fwb = args.flag("fwb", fwb)
+        dic = args.flag("dic", dic)
+        manual_protect = args.flag("manual_protect", manual_protect)
+        init_set = args.flag("init_set", init_set)
+        mc_capacity = args.positive("mc_capacity", mc_capacity)
         self.page_shift = page_shift
         self.ia_bits = ia_bits
         self.host = host if host is not None else HostMM(page_shift)
@@ -56,6 +65,7 @@ class Kvm:
         self.host.notifiers.append(self)
         ret = kvm_init_stage2_mmu(self)
         if ret:
+            self.host.notifiers.remove(self)        # a VM that was never made is not registered
             raise MemoryError(f"kvm_init_stage2_mmu failed: {ret}")
 
     # -- small kernel helpers -----------------------------------------------------------------

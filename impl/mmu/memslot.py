@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import errno
 
+from ptspec.impl.pgtable import args
+
 KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
 KVM_MEM_READONLY = 1 << 1
 KVM_MR_CREATE, KVM_MR_DELETE, KVM_MR_MOVE, KVM_MR_FLAGS_ONLY = range(4)
@@ -124,7 +126,11 @@ def _new_bitmap(npages, all_set):
 
 def kvm_set_memory_region(kvm, slot_id: int, flags: int, guest_phys_addr: int, memory_size: int,
                           userspace_addr: int) -> int:
-    """__kvm_set_memory_region (one address space); 0 or a negative errno."""
+    """__kvm_set_memory_region (one address space); 0 or a negative errno.
+
+    slot and flags are the u32 fields of struct kvm_userspace_memory_region, the rest u64."""
+    slot_id = args.u32("slot", slot_id)
+    flags = args.u32("flags", flags)
     for name, v in (("slot", slot_id), ("flags", flags), ("guest_phys_addr", guest_phys_addr),
                     ("memory_size", memory_size), ("userspace_addr", userspace_addr)):
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= U64:
@@ -200,6 +206,7 @@ def kvm_set_memory_region(kvm, slot_id: int, flags: int, guest_phys_addr: int, m
 def kvm_get_dirty_log_protect(kvm, slot_id: int):
     """KVM_GET_DIRTY_LOG: the bitmap copied out, as an int (bit g = gfn base_gfn + g); the set bits
     are cleared and write-protected unless manual protect is on. None (-ENOENT) without a bitmap."""
+    slot_id = args.u32("slot", slot_id)
     slot = next((s for s in kvm.memslots if s.id == slot_id), None)
     if slot is None or slot.dirty_bitmap is None:
         return None
@@ -223,8 +230,12 @@ def kvm_get_dirty_log_protect(kvm, slot_id: int):
 def kvm_clear_dirty_log_protect(kvm, slot_id: int, first_page: int, num_pages: int) -> int:
     """KVM_CLEAR_DIRTY_LOG (manual protect): clear and write-protect the set bits of the range.
 
-    first_page must be a multiple of 64 and the range inside the slot (else -EINVAL).
+    first_page must be a multiple of 64 and the range inside the slot (else -EINVAL). slot and
+    num_pages are u32, first_page a u64 (struct kvm_clear_dirty_log).
     """
+    slot_id = args.u32("slot", slot_id)
+    first_page = args.u64("first_page", first_page)
+    num_pages = args.u32("num_pages", num_pages)
     slot = next((s for s in kvm.memslots if s.id == slot_id), None)
     if slot is None or slot.dirty_bitmap is None:
         return -errno.ENOENT

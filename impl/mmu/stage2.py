@@ -25,7 +25,10 @@ import errno
 
 from ptspec.impl.mmu.host import PFNMAP
 from ptspec.impl.mmu.memslot import KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_MR_CREATE, KVM_MR_DELETE, KVM_MR_FLAGS_ONLY, KVM_MR_MOVE
+from ptspec.impl.pgtable import args
+from ptspec.impl.pgtable.args import U64
 from ptspec.impl.pgtable.pool import KvmMmuMemoryCache
+from ptspec.impl.pgtable.stage2 import KvmPgtable
 from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_W, KVM_PTE_VALID
 
 KVM_PTE_LEAF_ATTR_LO_S2_AF = 1 << 10
@@ -110,20 +113,23 @@ def stage2_unmap_vm(kvm):
 
 
 def kvm_phys_addr_ioremap(kvm, guest_ipa, pa, size, writable: bool) -> int:
+    """The arithmetic is the kernel's u64 arithmetic: a range that wraps past 2**64 ends before it
+    starts (nothing is mapped), and pa wraps with it."""
     for name, v in (("guest_ipa", guest_ipa), ("pa", pa), ("size", size)):
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 64:
             raise ValueError(f"{name} must be a u64, not {v!r}")
+    writable = args.flag("writable", writable)
+    pgt = args.instance("kvm->arch.mmu.pgt (the VM's stage-2 table)", kvm.pgt, KvmPgtable)
     ps = kvm.page_shift
     psize = 1 << ps
     ret = 0
     cache = KvmMmuMemoryCache(kvm.pool, kvm.memcache.capacity)
-    pgt = kvm.pgt
     prot = KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_R | (KVM_PGTABLE_PROT_W if writable else 0)
     kvm.ioremaps.append((guest_ipa, pa, size, bool(writable)))
     size += guest_ipa & (psize - 1)
     guest_ipa &= ~(psize - 1)
     addr = guest_ipa
-    while addr < guest_ipa + size:
+    while addr < (guest_ipa + size) & U64:
         ret = cache.topup(kvm.kvm_mmu_cache_min_pages())
         if ret:
             break
@@ -131,6 +137,7 @@ def kvm_phys_addr_ioremap(kvm, guest_ipa, pa, size, writable: bool) -> int:
         if ret:
             break
         pa += psize
+        pa &= U64
         addr += psize
     cache.free()
     return ret

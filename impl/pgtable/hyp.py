@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 
+from ptspec.impl.pgtable import args
 from ptspec.impl.pgtable.geometry import KVM_PGTABLE_MAX_LEVELS, Granule, U64, arm64_hw_pgtable_levels
 from ptspec.impl.pgtable.pool import MmOps, PagePool
 from ptspec.impl.pgtable.pte import hyp_pte_needs_update, hyp_set_prot_attr, kvm_block_mapping_supported, kvm_init_valid_leaf_pte, kvm_pte_to_phys
@@ -25,6 +26,8 @@ class HypPgtable:
     """struct kvm_pgtable for the hypervisor's own stage-1 (no mmu, one root page)."""
 
     def __init__(self, page_shift: int = 12, va_bits: int = 48, *, pool: PagePool | None = None):
+        page_shift = args.page_shift(page_shift)
+        pool = args.pool(pool, page_shift)
         self.gran = Granule(page_shift)
         if not isinstance(va_bits, int) or not 36 <= va_bits <= self.gran.pa_bits:
             raise ValueError(f"va_bits must be 36..{self.gran.pa_bits}, not {va_bits!r}")

@@ -27,6 +27,8 @@ from __future__ import annotations
 import errno
 import heapq
 
+from ptspec.impl.pgtable import args
+
 DEFAULT_ARENA_BASE = 0x10_0000_0000
 DEFAULT_ARENA_PAGES = 1 << 16
 KVM_ARCH_NR_OBJS_PER_MEMORY_CACHE = 40
@@ -37,6 +39,9 @@ class PagePool:
 
     def __init__(self, page_shift: int, npages: int = DEFAULT_ARENA_PAGES,
                  base_pa: int = DEFAULT_ARENA_BASE):
+        page_shift = args.page_shift(page_shift)
+        npages = args.positive("npages", npages)
+        base_pa = args.u64("base_pa", base_pa)
         if base_pa & ((1 << page_shift) - 1):
             raise ValueError(f"arena base {base_pa:#x} is not page aligned")
         if npages <= 0:
@@ -72,6 +77,7 @@ class PagePool:
 
     def alloc_pages_exact(self, n: int):
         """Lowest free run of n pages aligned to the next power of two (buddy order)."""
+        n = args.positive("n", n)
         order_pages = 1 << (n - 1).bit_length()
         is_free = self._is_free
         for start in range(0, self.npages - n + 1, order_pages):
@@ -129,6 +135,8 @@ class KvmMmuMemoryCache:
     """struct kvm_mmu_memory_cache: pre-zeroed pages, popped last-in first-out."""
 
     def __init__(self, pool: PagePool, capacity: int = KVM_ARCH_NR_OBJS_PER_MEMORY_CACHE):
+        pool = args.instance("pool", pool, PagePool)
+        capacity = args.integer("capacity", capacity)
         if capacity <= 0:
             raise ValueError("memcache capacity must be positive")
         self.pool = pool
@@ -141,6 +149,7 @@ class KvmMmuMemoryCache:
 
     def topup(self, min_pages: int) -> int:
         """kvm_mmu_topup_memory_cache: fill to capacity once below min; -ENOMEM if short."""
+        min_pages = args.nonnegative("min_pages", min_pages)
         if min_pages > self.capacity:
             raise ValueError(f"memcache of capacity {self.capacity} cannot hold {min_pages} pages")
         if len(self.objects) >= min_pages:
@@ -178,6 +187,8 @@ class MmOps:
     """
 
     def __init__(self, pool: PagePool, log: list | None = None, cmo: bool = True):
+        pool = args.instance("pool", pool, PagePool)
+        cmo = args.flag("cmo", cmo)
         self.pool = pool
         self.log = log if log is not None else []
         self.nr_allocs = 0

@@ -24,11 +24,13 @@ appended to ``log``; ``snapshot()`` drains it into the raw state's ``tlb_log`` (
 Kernel WARN_ONs are recorded in ``warnings``.
 
 Arguments are u64 in the kernel: a value that is not an int in [0, 2**64) raises ValueError and
-changes nothing.
+changes nothing; so does a memcache that draws from another page pool, a flag that is not a bool,
+and a configuration KVM would never build (impl/pgtable/args.py).
 """
 
 from __future__ import annotations
 
+from ptspec.impl.pgtable import args
 from ptspec.impl.pgtable.geometry import Stage2Geometry, U64
 from ptspec.impl.pgtable.pool import MmOps, PagePool
 from ptspec.impl.pgtable.pte import KVM_MAX_OWNER_ID, owner_mask
@@ -40,7 +42,7 @@ from ptspec.impl.pgtable.stage2_map import KVM_PGTABLE_S2_IDMAP, KVM_PGTABLE_S2_
 
 def _u64(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, not {type(value).__name__}")
+        raise args.ArgTypeError(f"{name} must be an integer, not {type(value).__name__}")
     if not 0 <= value <= U64:
         raise ValueError(f"{name} = {value:#x} is not a u64 (0 <= {name} < 2**64)")
     return value
@@ -54,6 +56,17 @@ class KvmPgtable:
                  fwb: bool = False, flags: int = 0, cmo: bool = True, force_pte_cb=None,
                  eagain_continues: bool | None = None, table_tlbi_level0: bool | None = None,
                  kernel_version: str = "default"):
+        page_shift = args.page_shift(page_shift)
+        ia_bits = args.integer("ia_bits", ia_bits)
+        pool = args.pool(pool, page_shift)
+        owner_field = args.owner_field(owner_field)
+        max_owner_id = args.integer("max_owner_id", max_owner_id)
+        fwb = args.flag("fwb", fwb)
+        flags = _u64("flags", flags)
+        cmo = args.flag("cmo", cmo)
+        force_pte_cb = args.callable_or_none("force_pte_cb", force_pte_cb)
+        eagain_continues = args.optional_flag("eagain_continues", eagain_continues)
+        table_tlbi_level0 = args.optional_flag("table_tlbi_level0", table_tlbi_level0)
         prof = profiles.profile(kernel_version)
         owner_field = prof["owner_field"] if owner_field is None else owner_field
         eagain_continues = prof["eagain_continues"] if eagain_continues is None else eagain_continues
@@ -115,6 +128,7 @@ class KvmPgtable:
 
     def map(self, addr: int, size: int, phys: int, prot: int, mc) -> int:
         """kvm_pgtable_stage2_map"""
+        mc = args.memcache(mc, self.pool)
         return stage2_map.kvm_pgtable_stage2_map(self, _u64("addr", addr), _u64("size", size),
                                                  _u64("phys", phys), _u64("prot", prot), mc)
 
@@ -122,6 +136,7 @@ class KvmPgtable:
         """kvm_pgtable_stage2_set_owner (owner_id is a u8)"""
         if isinstance(owner_id, bool) or not isinstance(owner_id, int) or not 0 <= owner_id <= 255:
             raise ValueError(f"owner_id must be a u8 (0..255), not {owner_id!r}")
+        mc = args.memcache(mc, self.pool)
         return stage2_map.kvm_pgtable_stage2_set_owner(self, _u64("addr", addr),
                                                        _u64("size", size), mc, owner_id)
 
@@ -162,6 +177,7 @@ class KvmPgtable:
     # -- raw state ---------------------------------------------------------------------------
     def snapshot(self, drain_log: bool = True) -> dict:
         """The raw state of docs/interface.md; drains the TLB/CMO log unless told not to."""
+        drain_log = args.flag("drain_log", drain_log)
         pool = self.pool
         in_mc = pool.in_memcache
         pages = {pa: list(words) for pa, words in pool.pages.items() if pa not in in_mc}

@@ -27,6 +27,6 @@ PROFILES: dict[str, dict] = {
 
 
 def profile(name: str) -> dict:
-    if name not in PROFILES:
+    if not isinstance(name, str) or name not in PROFILES:
         raise ValueError(f"unknown kernel_version {name!r}; choose one of {', '.join(PROFILES)}")
     return dict(PROFILES[name])

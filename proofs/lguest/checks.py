@@ -168,7 +168,8 @@ def bad_arguments(ctx):
                     f"LG-C-ARGS lg.{name}{args!r} raised but changed the state"], "tables": "",
                     "kernel_function": name}, examples=n)
     for kw in ({"fmt": "3level"}, {"variant": "nope"}, {"seed_findings": ("nope",)},
-               {"switcher_addr": 0xFFC0_0001}):
+               {"switcher_addr": 0xFFC0_0001}, {"arena_pages": 0}, {"pfn_limit": 1.5},
+               {"host_cpus": True}, {"npgdirs": "4"}, {"rng_seed": 0.5}):
         try:
             Lguest(**kw)
         except (TypeError, ValueError):

@@ -18,6 +18,7 @@ from ptspec.proofs.engines import minimize
 from ptspec.spec.lguest.check import lguest_check_state, lguest_check_step
 from ptspec.spec.lguest.state import load_lguest_state
 
+from ptspec.proofs.lguest import refusal
 from ptspec.proofs.lguest.ptdump import render_lguest
 
 # op -> (Lguest method, argument names)
@@ -147,6 +148,7 @@ class LguestHarness:
             raise TypeError(f"{op} takes {names}, got {sorted(args)}")
         call = f"lg.{method}({', '.join(_fmt(args[n]) for n in names)})"
         pre, pre_state = self.raw, self.state
+        pre_private = refusal.private_state(self.lg) if self.check else None
         pending = {"fail_alloc": self.lg.host.fail_next_alloc, "fail_gup": self.lg.host.fail_next_gup}
         self._log(("step", op, dict(args)), minimize.call("h.step", args, op))
         try:
@@ -155,10 +157,12 @@ class LguestHarness:
             self.lines.append(f"# {call} -> {type(exc).__name__}: {exc}")
             self.calls[-1] = (self.calls[-1][0], self.lines[-1][2:])
             post = self.lg.raw_state()
-            if self.check and post != pre:
+            changed = [] if not self.check else (["raw state"] if post != pre else []) + \
+                refusal.differences(pre_private, refusal.private_state(self.lg))
+            if changed:
                 from ptspec.spec.violation import Violation
                 self.violations.append(Violation("LG-C-ARGS", f"{call} raised {exc} but changed the "
-                                                 "state", {}))
+                                                 f"state ({', '.join(changed)})", {}))
             return None
         self.lines.append(call + (f"  # -> {_fmt(ret)}" if ret is not None else "")
                           + (f"  # kill_guest: {self.lg.dead}" if self.lg.dead and

@@ -154,11 +154,11 @@ def ctor_and_api(fmt, big=True):
     # the largest guest (1 << 16 frames, 256M of guest memory) takes ~0.1 s: not in quick
     ok = [dict(pfn_limit=1), dict(pfn_limit=33), dict(host_cpus=1), dict(host_cpus=8),
           dict(npgdirs=1), dict(npgdirs=8), dict(switcher_addr=(1 << 32) - 5 * 4096),
-          dict(mem_base=0xFFFF_F000)]
+          dict(mem_base=0xFFFF_F000), dict(arena_pages=1)]
     bad = [dict(pfn_limit=0), dict(pfn_limit=(1 << 16) + 1), dict(host_cpus=0), dict(host_cpus=9),
            dict(npgdirs=0), dict(npgdirs=9), dict(switcher_addr=(1 << 32) - 4 * 4096),
            dict(switcher_addr=1 << 32), dict(switcher_addr=-4096), dict(mem_base=-4096),
-           dict(mem_base=1 << 32), dict(switcher_addr="0xffc00000")]
+           dict(mem_base=1 << 32), dict(switcher_addr="0xffc00000"), dict(arena_pages=0)]
     if big and fmt == "2level":
         ok.append(dict(pfn_limit=1 << 16))
     for kw in ok:

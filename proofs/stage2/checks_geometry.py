@@ -112,6 +112,23 @@ def constructor_cases():
                                                                 max_owner_id=4), True),
         ("KvmPgtable max_owner_id 0 (no owner but the host)",
          lambda: KvmPgtable(12, 40, max_owner_id=0), False),
+        # Python values no C caller could pass (impl/pgtable/args.py)
+        ("PagePool page_shift 13", lambda: PagePool(13, 4), True),
+        ("PagePool of 1.5 pages", lambda: PagePool(12, 1.5), True),
+        ("memcache of capacity 1.5", lambda: KvmMmuMemoryCache(PagePool(12, 4), 1.5), True),
+        ("topup of -1 pages", lambda: KvmMmuMemoryCache(PagePool(12, 4), 1).topup(-1), True),
+        ("KvmPgtable cmo 'no'", lambda: KvmPgtable(12, 40, cmo="no"), True),
+        ("KvmPgtable fwb 1", lambda: KvmPgtable(12, 40, fwb=1), True),
+        ("KvmPgtable max_owner_id 1.5", lambda: KvmPgtable(12, 40, max_owner_id=1.5), True),
+        ("KvmPgtable on a 64K pool", lambda: KvmPgtable(12, 40, pool=PagePool(16, 4)), True),
+        ("HypPgtable on a 64K pool", lambda: HypPgtable(12, 48, pool=PagePool(16, 4)), True),
+        ("KvmPgtable on a pool that is no PagePool", lambda: KvmPgtable(12, 40, pool="pool"), True),
+        ("KvmPgtable page_shift 12.0", lambda: KvmPgtable(12.0, 40), True),
+        ("PagePool page_shift 12.0", lambda: PagePool(12.0, 4), True),
+        ("memcache of no pool", lambda: KvmMmuMemoryCache(None, 4), True),
+        ("topup of 0 pages", lambda: KvmMmuMemoryCache(PagePool(12, 4), 1).topup(0), False),
+        ("KvmPgtable owner field of three bits", lambda: KvmPgtable(12, 40, owner_field=(63, 56, 1)),
+         True),
     ]
     for ps, lo, hi in ((12, 32, 48), (14, 32, 48), (16, 32, 52)):
         cases += [(f"KvmPgtable({ps}, {lo - 1})", lambda ps=ps, v=lo - 1: KvmPgtable(ps, v), True),

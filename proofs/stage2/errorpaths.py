@@ -13,18 +13,26 @@ prot values the kernel refuses, and values that are not u64 at all (negative, to
 which impl refuses with ValueError before touching anything) -- are run on every scenario's
 starting state. The harness judges the refusal itself (C-ARGS): ValueError for exactly the calls
 whose arguments are not u64 values (an owner id: not a u8), a kernel return value for every other
-call.
+call; a refused call must leave all of impl's state as it was (proofs/stage2/refusal.py: tables,
+pool, memcache, allocation counter, undrained log, WARNs).
+
+Misuse the harness's operations cannot express -- a memcache of another page pool, an object that
+is no memcache, a non-bool flag, memcache and pool calls with counts that are not counts -- is run
+directly on each starting state (MISUSE) and judged the same way: refused, and nothing changed.
 """
 
 from __future__ import annotations
 
 import copy
 
+from ptspec import spec
+from ptspec.impl.pgtable.pool import KvmMmuMemoryCache, PagePool
 from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_RWX, KVM_PGTABLE_PROT_SW1, KVM_PGTABLE_PROT_X
 
 from ptspec.impl.pgtable.stage2_map import KVM_PGTABLE_S2_IDMAP
 from ptspec.spec.arch import geometry as G
 
+from ptspec.proofs.stage2 import refusal
 from ptspec.proofs.stage2.harness import Stage2Harness
 
 K4, M2, G1 = (G.granule_size(level, 12) for level in (3, 2, 1))     # 4K page, 2M and 1G blocks
@@ -91,6 +99,56 @@ BAD_ARGS = [
 ]
 
 
+
+def _foreign_memcache(pgt):
+    """A topped-up memcache of another pool with the same page size: its pages are not pgt's."""
+    mc = KvmMmuMemoryCache(PagePool(pgt.gran.page_shift, 16), 4)
+    mc.topup(4)
+    return mc
+
+
+# (label, call(pgt, mc)[, prepare(pgt, mc)]); each call must raise TypeError/ValueError and change
+# nothing; prepare (not judged) first makes the state a wrong call would visibly change.
+MISUSE = [
+    ("map with a memcache of another pool (needs a table)",
+     lambda pgt, mc: pgt.map(3 * G1 + K4, K4, 2 * G1, KVM_PGTABLE_PROT_RW, _foreign_memcache(pgt))),
+    ("map with a memcache of another pool (a block)",
+     lambda pgt, mc: pgt.map(3 * G1, M2, 2 * G1, KVM_PGTABLE_PROT_RW, _foreign_memcache(pgt))),
+    ("set_owner with a memcache of another pool",
+     lambda pgt, mc: pgt.set_owner(3 * G1 + K4, K4, _foreign_memcache(pgt), 1)),
+    ("map with a list for a memcache", lambda pgt, mc: pgt.map(G1, K4, 0, KVM_PGTABLE_PROT_RW, [])),
+    ("map with a float address", lambda pgt, mc: pgt.map(1.5, K4, 0, KVM_PGTABLE_PROT_RW, mc)),
+    ("set_owner with owner id True", lambda pgt, mc: pgt.set_owner(G1, K4, mc, True)),
+    ("snapshot with drain_log='no' (a TLB invalidation logged)",
+     lambda pgt, mc: pgt.snapshot(drain_log="no"), lambda pgt, mc: pgt.tlb_flush_vmid()),
+    ("memcache topup of -1 pages", lambda pgt, mc: mc.topup(-1)),
+    ("memcache topup of True pages", lambda pgt, mc: mc.topup(True)),
+    ("memcache topup beyond its capacity", lambda pgt, mc: mc.topup(mc.capacity + 1)),
+    ("pool alloc_pages_exact(0)", lambda pgt, mc: pgt.pool.alloc_pages_exact(0)),
+]
+
+
+def misuse(h: Stage2Harness, label: str, call, prepare=None) -> list:
+    """Run one misuse call on h's table; C-ARGS violations if it was accepted or changed state."""
+    if prepare is not None:
+        prepare(h.pgt, h.mc)
+    pre = refusal.snapshot(h.pgt, h.mc)
+    try:
+        ret = call(h.pgt, h.mc)
+    except Exception as exc:          # noqa: BLE001 -- any other exception is itself the finding
+        changed = refusal.differences(pre, refusal.snapshot(h.pgt, h.mc))
+        how = f"{type(exc).__name__}: {exc}"
+        h.lines.append(f"# {label}: raised {how}")
+        found = [] if isinstance(exc, (TypeError, ValueError)) else [spec.Violation(
+            "C-ARGS", f"{label}: raised {how}, not a TypeError/ValueError refusal", {})]
+        if changed:
+            found.append(spec.Violation("C-ARGS", f"{label}: raised {how} but changed "
+                                                  f"{', '.join(changed)}", {}))
+        return found
+    h.lines.append(f"# {label}: accepted, returned {ret!r}")
+    return [spec.Violation("C-ARGS", f"{label}: accepted (returned {ret!r})", {})]
+
+
 def start(setup: str, harness_factory=Stage2Harness) -> Stage2Harness:
     h = harness_factory(12, 39, arena_pages=96, mc_capacity=8)
     for op, args in SETUPS[setup]:
@@ -139,6 +197,13 @@ def run_all(harness_factory=Stage2Harness, progress=None):
             if progress:
                 progress()
             yield f"{setup}: {op}({args})", h, found
+        for label, call, *prepare in MISUSE:
+            h = copy.deepcopy(base)
+            found = misuse(h, label, call, *prepare)
+            h.violations.extend(found)
+            if progress:
+                progress()
+            yield f"{setup}: {label}", h, found
 
 
 def _failing_init(harness_factory):

@@ -20,6 +20,7 @@ from ptspec.proofs.engines import minimize
 from ptspec.impl.pgtable.pool import KvmMmuMemoryCache, PagePool
 from ptspec.impl.pgtable.pte import OWNER_FIELD_SEED
 from ptspec.impl.pgtable.stage2 import KvmPgtable
+from ptspec.proofs.stage2 import refusal
 
 ERRNO_NAMES = {-getattr(errno, n): f"-errno.{n}" for n in
                ("EINVAL", "ENOMEM", "ERANGE", "EAGAIN", "E2BIG", "ENOEXEC", "EFAULT")}
@@ -206,10 +207,17 @@ class Stage2Harness:
             if op != "init" and len(self.lines) > mark:
                 self.calls[-1] = (self.calls[-1][0], self.lines[mark])
 
+    def _full_snapshot(self) -> dict | None:
+        """All of the subject's state a refused call must leave alone (ptspec.proofs.stage2.refusal);
+        None where only the raw state can be seen (the kernel's C)."""
+        return refusal.snapshot(self.pgt, self.mc)
+
     def _step(self, op: str, args: dict):
-        pre_raw = pre = None
+        pre_raw = pre = pre_full = None
         if self.check:
             pre_raw, pre = self._last_raw, self.state
+            if not kernel_values(op, args):       # a refusal is due: all of impl's state, first
+                pre_full = self._full_snapshot()
         try:
             ret, out = self._call(op, args)
         except ValueError as exc:
@@ -217,9 +225,12 @@ class Stage2Harness:
             self.lines.append(f"# pgt.{op}(**{args!r}) raised ValueError: {exc}")
             if not self.check:
                 return None, []
+            changed = [] if pre_full is None else refusal.differences(pre_full, self._full_snapshot())
             post_raw = self.pgt.snapshot()
-            found = [] if _same_tables(pre_raw, post_raw) else [spec.Violation(
-                "C-ARGS", f"{op} raised ValueError ({exc}) but changed the tables", {})]
+            if not _same_tables(pre_raw, post_raw) and not changed:
+                changed = ["tables"]
+            found = [] if not changed else [spec.Violation(
+                "C-ARGS", f"{op} raised ValueError ({exc}) but changed {', '.join(changed)}", {})]
             if kernel_values(op, args):
                 found.append(spec.Violation(
                     "C-ARGS", f"{op} raised ValueError ({exc}) for arguments the kernel takes", {}))

@@ -144,3 +144,25 @@ operation; a TLB model that drops entries too early hides missing invalidations 
 Constrains: kvm_handle_guest_abort (the accesses replayed through it), __kvm_tlb_flush_vmid_ipa,
 kvm_flush_remote_tlbs.
 """, constrains=("kvm_handle_guest_abort", "__kvm_tlb_flush_vmid_ipa", "kvm_flush_remote_tlbs"))
+
+declare("""C-MMU-ARGS: a call into the VM, host or hyp model with arguments that are not C values is refused and changes nothing.
+
+Statement: every argument of an mmu.c entry point, a memslot or dirty-log ioctl, the host mm or the
+hyp mappings is a value of its C type (u64 addresses and sizes, u32 slot ids, flags and page
+counts, bools for flags that are bools). A call with any other argument raises TypeError or
+ValueError and leaves the whole VM as it was: the raw state, the stage-2 pool and memcache, the
+memslots and their dirty bitmaps, the ioremap records, the host's tables, references and notifiers,
+and the hyp side (io_map_base, the ioremap cursor, the EL2 table). A call whose arguments are all
+C values is never refused that way: the kernel answers it, with its errno where it has one.
+
+Why: a model that accepts a negative size or moves io_map_base before refusing explores behaviour
+no kernel has and can leave a broken VM that every later check then misjudges; one that refuses a
+real kernel value hides the kernel's answer to it.
+
+Constrains: kvm_handle_guest_abort, __kvm_set_memory_region, kvm_get_dirty_log_protect,
+kvm_clear_dirty_log_protect, kvm_phys_addr_ioremap, create_hyp_mappings, create_hyp_io_mappings,
+kvm_mmu_init, kvm_init_stage2_mmu, get_user_pages.
+""", constrains=("kvm_handle_guest_abort", "__kvm_set_memory_region", "kvm_get_dirty_log_protect",
+                 "kvm_clear_dirty_log_protect", "kvm_phys_addr_ioremap", "create_hyp_mappings",
+                 "create_hyp_io_mappings", "kvm_mmu_init", "kvm_init_stage2_mmu",
+                 "get_user_pages"))
