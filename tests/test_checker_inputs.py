@@ -5,7 +5,7 @@ level shift in impl would move the addresses the checker tries along with it, an
 agree. Two guards:
 
 * an AST scan: the modules that build checker inputs (proofs/**/strategies|exhaustive|errorpaths|
-  layouts|guest|lockstep|geometry_inputs.py) import nothing of impl's geometry or encodings (impl's
+  layouts|guest|lockstep.py) import nothing of impl's geometry or encodings (impl's
   operations and its API flags, such as KVM_PGTABLE_PROT_R, are fine: they drive impl);
 * planted wrong impl geometries (monkeypatched): impl's own view moves, the checkers' inputs do not.
 """
@@ -16,7 +16,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-INPUT_MODULES = ("strategies", "exhaustive", "errorpaths", "layouts", "guest", "lockstep", "geometry_inputs")
+INPUT_MODULES = ("strategies", "exhaustive", "errorpaths", "layouts", "guest", "lockstep")
 
 # impl modules that hold geometry or encodings, and impl names that do
 FORBIDDEN_MODULES = {"ptspec.impl.pgtable.geometry", "ptspec.impl.lguest.x86"}
@@ -53,7 +53,7 @@ def test_the_scan_sees_every_input_module():
     found = input_modules()
     for want in ("proofs/stage2/exhaustive.py", "proofs/stage2/errorpaths.py", "proofs/hyp/lockstep.py",
                  "proofs/mmu/layouts.py", "proofs/mmu/lockstep.py", "proofs/lguest/guest.py",
-                 "proofs/lguest/lockstep.py", "proofs/stage2/geometry_inputs.py"):
+                 "proofs/lguest/lockstep.py", "proofs/stage2/strategies.py"):
         assert want in found
 
 

@@ -24,7 +24,7 @@ from ptspec.impl.pgtable.pool import PagePool
 from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_SW0, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
 
 from ptspec.proofs.engines import minimize
-from ptspec.proofs.stage2 import geometry_inputs, strategies as S
+from ptspec.proofs.stage2 import strategies as S
 from ptspec.proofs.stage2.harness import ERRNO_NAMES, Stage2Harness, fmt
 from ptspec.proofs.stage2.lockstep import StepViolation, shortest_failure
 
@@ -90,9 +90,9 @@ class HypHarness:
 
 
 def hyp_geometry(name: str):
-    """The hyp table's shape the inputs are built from: from spec (geometry_inputs), not impl."""
+    """The hyp table's shape the inputs are built from: from spec (strategies.hyp_geometry), not impl."""
     page_shift, va_bits = HYP_GEOMETRIES[name]
-    return geometry_inputs.hyp_geometry(page_shift, va_bits)
+    return S.hyp_geometry(page_shift, va_bits)
 
 
 HYP_PROTS = [KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_W,

@@ -33,9 +33,6 @@ KVM_PGTABLE_PROT_DEVICE = D.PROT_DEVICE
 _SW_LOW = (D.PROT_SW & -D.PROT_SW)             # lowest software bit of the prot field
 KVM_PGTABLE_PROT_SW0, KVM_PGTABLE_PROT_SW3 = _SW_LOW, _SW_LOW << 3
 
-# The largest output address size KVM configures per granule without LPA2 (PARange max): 52 bits
-# only with 64K pages, 48 otherwise -- the same bound the spec's map contract applies.
-PA_BITS = {12: 48, 14: 48, 16: 52}
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,9 @@ class Granule:
         put(self, "shift", tuple(G.granule_shift(lv, ps) for lv in range(G.MAX_LEVELS)))
         put(self, "size", tuple(G.granule_size(lv, ps) for lv in range(G.MAX_LEVELS)))
         put(self, "block_ok", tuple(G.level_allows_leaf(lv, ps) for lv in range(G.MAX_LEVELS)))
-        put(self, "pa_bits", PA_BITS[ps])
+        # the largest output address size KVM configures without LPA2: 52 bits only with 64K
+        # pages, 48 otherwise -- the same bound the spec's map contract applies
+        put(self, "pa_bits", G.IPA_RANGE[ps][1])
 
     def kvm_level_supports_block_mapping(self, level: int) -> bool:
         return G.level_allows_block(level, self.page_shift)
@@ -80,6 +79,11 @@ def geometry(page_shift: int, ia_bits: int) -> Geometry:
         raise ValueError(f"{G.granule_name(page_shift)} pages cannot translate a {ia_bits}-bit IPA")
     sl = G.stage2_start_level(ia_bits, page_shift)
     return Geometry(Granule(page_shift), ia_bits, sl, G.root_pages(ia_bits, sl, page_shift))
+
+
+def hyp_geometry(page_shift: int, va_bits: int) -> Geometry:
+    """The hyp stage-1 table's shape, from the spec alone: one root at the level the VA size needs."""
+    return Geometry(Granule(page_shift), va_bits, G.hyp_start_level(va_bits, page_shift), 1)
 
 
 def level_indices(geom: Geometry, level: int) -> list[int]:
