@@ -62,3 +62,58 @@ def test_planted_bug_is_caught(bug_id):
                                             steps=budget["steps"], seed=0)
     assert out.status == "refuted", bug_id
     assert ids(out.failure.violations) & set(BUGS[bug_id].caught_by), out.failure.violations
+
+
+def _warn_step(h, **args):
+    """One map through the harness: (ret, the WARNs it raised, the violations found)."""
+    before = len(h.pgt.warnings)
+    ret, found = h.step("map", **args)
+    return ret, h.pgt.warnings[before:], found
+
+
+def test_c_hyp_warn_due_only_for_a_conflict_or_a_table_over_a_block():
+    h = HypHarness(12, 48)
+    m = dict(addr=M2, size=M2, phys=0x8020_0000, prot=KVM_PGTABLE_PROT_R)
+    assert _warn_step(h, **m) == (0, [], [])
+    assert _warn_step(h, **m) == (0, [], [])                               # same mapping
+    assert _warn_step(h, **{**m, "prot": KVM_PGTABLE_PROT_R | (1 << 55)}) == (0, [], [])  # SW bit
+    ret, warns, found = _warn_step(h, **{**m, "phys": 0x8040_0000})        # conflicting
+    assert (ret, len(warns), found) == (0, 1, []) and warns[0].startswith("hyp_pte_needs_update")
+    ret, warns, found = _warn_step(h, addr=M2 + K4, size=K4, phys=0x9000_0000,
+                                   prot=KVM_PGTABLE_PROT_R)                # split: table over block
+    assert (ret, len(warns), found) == (0, 1, []) and warns[0].startswith("kvm_set_table_pte")
+
+
+def test_c_hyp_warn_rejects_a_missing_a_spurious_and_a_wrong_warn():
+    h = HypHarness(12, 48)
+    h.step("map", addr=0, size=K4, phys=0x8000_0000, prot=KVM_PGTABLE_PROT_R)
+    pre = h.raw_state()
+    args = dict(addr=0, size=K4, phys=0x9000_0000, prot=KVM_PGTABLE_PROT_R)   # a conflict
+    h.pgt.map(**args)
+    post = h.raw_state()
+    conflict = "hyp_pte_needs_update: conflicting valid mapping"
+
+    def judge(warnings, a=args, ret=0):
+        step = {"op": "map", "args": a, "ret": ret, "out": {"warnings": warnings}}
+        return [v for v in spec.check_hyp_step(pre, step, post)]
+    assert judge([conflict]) == []
+    assert ids(judge([])) == {"C-HYP-WARN"}                                   # missing
+    assert ids(judge([conflict, conflict])) == {"C-HYP-WARN"}                # one too many
+    assert ids(judge(["kvm_set_table_pte: overwriting a valid entry"])) == {"C-HYP-WARN"}
+    assert judge([], ret=-12) == []                                          # -ENOMEM: a prefix
+    same = dict(args, phys=0x8000_0000)                                      # same mapping: none due
+    assert ids(judge([conflict], a=same)) >= {"C-HYP-WARN"}
+    refused = dict(args, prot=0)
+    assert ids(judge([conflict], a=refused, ret=-22)) >= {"C-HYP-WARN"}
+    # a record without out.warnings says nothing about WARNs
+    assert spec.check_hyp_step(pre, {"op": "map", "args": args, "ret": 0, "out": {}}, post) == []
+
+
+@pytest.mark.parametrize("bug_id", sorted(b for b in BUGS if BUGS[b].caught_by == ("C-HYP-WARN",)))
+def test_warn_bugs_are_caught_by_c_hyp_warn_alone(bug_id):
+    budget = profiles.budget("quick")
+    with planted_hyp(bug_id):
+        out = hyp_lockstep.run_hyp_lockstep("4k-48", examples=hyp_examples("4k-48", budget),
+                                            steps=budget["steps"], seed=0)
+    assert out.status == "refuted", bug_id
+    assert ids(out.failure.violations) == {"C-HYP-WARN"}, out.failure.violations

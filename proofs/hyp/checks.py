@@ -1,7 +1,8 @@
 """Hyp stage-1 obligations: lock-step runs of kvm_pgtable_hyp_init / _map / _destroy.
 
 Importing this module registers them (see ptspec.proofs.runner.registry). Each run checks S1-TREE, S1-BA, S1-RC,
-S1-LEAK after every step and every step against its C-HYP-* contract (ptspec.spec.hyp.contracts).
+S1-LEAK after every step and every step against its C-HYP-* contract (ptspec.spec.hyp.contracts),
+its WARN_ONs against C-HYP-WARN (ptspec.spec.hyp.warn).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from ptspec.proofs.hyp import lockstep as hyp_lockstep
 from ptspec.proofs.stage2.checks import counterexample
 from ptspec.proofs.runner.registry import Obligation, Result, register
 
-HYP_IDS = ["S1-TREE", "S1-BA", "S1-RC", "S1-LEAK", "C-HYP-INIT", "C-HYP-MAP", "C-HYP-DESTROY"]
+HYP_IDS = ["S1-TREE", "S1-BA", "S1-RC", "S1-LEAK", "C-HYP-INIT", "C-HYP-MAP", "C-HYP-DESTROY",
+           "C-HYP-WARN"]
 HYP_FUNCTIONS = ["kvm_pgtable_hyp_init", "kvm_pgtable_hyp_map", "hyp_map_walker",
                  "hyp_map_walker_try_leaf", "hyp_pte_needs_update", "hyp_set_prot_attr",
                  "kvm_pgtable_hyp_destroy", "hyp_free_walker"]
@@ -42,7 +44,7 @@ def _hyp_check(name: str):
                    "table (EL2's own): pages, blocks, re-maps (identical, software bits only, "
                    "conflicting), block splits, refused prot values, addresses beyond the VA "
                    "range, injected allocation failures, destroy; S1-* after every step and "
-                   "every step against C-HYP-*.")
+                   "every step against C-HYP-*, its WARNs against C-HYP-WARN.")
     return run
 
 

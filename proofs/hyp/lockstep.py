@@ -3,7 +3,8 @@
 ``HypHarness`` drives an impl ``HypPgtable`` the way ``Stage2Harness`` drives a stage-2 table (same
 interface: ``step``, ``fail_allocation``, ``trace``, ``lines``), so the trace minimiser and the
 counterexample report work unchanged. After every step the S1-* invariants of the new state and the
-step's C-HYP-* contract are checked. ``run_hyp_lockstep`` runs a hypothesis state machine over hyp
+step's C-HYP-* contract are checked, the WARN_ONs the step raised (``pgt.warnings``) against
+C-HYP-WARN. ``run_hyp_lockstep`` runs a hypothesis state machine over hyp
 mappings: page, block and misaligned ranges, re-maps of the same range (same mapping, software
 bits only, a conflicting one), splits of existing blocks, refused prot values, addresses beyond
 the VA range, and injected allocation failures.
@@ -66,6 +67,7 @@ class HypHarness:
         if op != "init":
             self.trace.append(("op", op, dict(args)))
         pre = self._raw
+        warned = len(self.pgt.warnings)
         if op == "init":
             ret = self.pgt.init()
             call = "pgt.init()"
@@ -84,7 +86,8 @@ class HypHarness:
             self.calls.append((minimize.call("h.step", args, op), self.lines[-1]))
         post = self._raw = self.pgt.snapshot()
         found = spec.check_state(post) + spec.check_hyp_step(
-            pre, {"op": op, "args": args, "ret": ret, "out": {}}, post)
+            pre, {"op": op, "args": args, "ret": ret, "out": {"warnings": self.pgt.warnings[warned:]}},
+            post)
         self.violations.extend(found)
         return ret, found
 

@@ -1,4 +1,5 @@
-"""Planted bugs of the hyp stage-1 code (impl/pgtable/hyp.py), one per S1-* invariant and C-HYP-* contract.
+"""Planted bugs of the hyp stage-1 code (impl/pgtable/hyp.py), one per S1-* invariant and C-HYP-* contract
+(C-HYP-WARN: a conflict kept silently, a WARN on a software-bit change).
 
 Each swaps one function of ptspec.impl.pgtable.hyp (or one name it calls) for a variant with a single named
 defect, restored on exit; tests/test_hyp.py requires the hyp lock-step to refute each one with the
@@ -25,6 +26,20 @@ class HypBug:
 def _always_update(orig):
     def needs_update(old, new, warn=None):
         return old != new                          # the bug: a conflicting leaf is overwritten
+    return needs_update
+
+
+def _conflict_silent(orig):
+    def needs_update(old, new, warn=None):
+        return orig(old, new, None)                # the bug: the conflict is kept without a WARN
+    return needs_update
+
+
+def _sw_change_warns(orig):
+    def needs_update(old, new, warn=None):
+        if warn is not None and old & 1 and old != new:
+            warn("hyp_pte_needs_update: conflicting valid mapping")   # the bug: SW bits WARN too
+        return orig(old, new, None)
     return needs_update
 
 
@@ -71,6 +86,10 @@ def _free_walker_leaves(orig):
 BUGS = {b.id: b for b in [
     HypBug("hyp-conflict-overwrite", "a conflicting valid hyp leaf is overwritten",
            ("C-HYP-MAP",), "hyp_pte_needs_update", _always_update),
+    HypBug("hyp-conflict-silent", "a conflicting re-map is left alone without a WARN",
+           ("C-HYP-WARN",), "hyp_pte_needs_update", _conflict_silent),
+    HypBug("hyp-sw-warn", "changing only software bits of a valid hyp leaf WARNs",
+           ("C-HYP-WARN",), "hyp_pte_needs_update", _sw_change_warns),
     HypBug("hyp-ap-inverted", "read-only and read-write swapped in AP", ("C-HYP-MAP",),
            "hyp_set_prot_attr", _ap_inverted),
     HypBug("hyp-table-ref", "installing a table takes a reference on it", ("S1-RC",),

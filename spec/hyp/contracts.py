@@ -11,7 +11,7 @@ EL2 translation regime) and KVM's conventions for hyp mappings:
   entry is not a table and a block fits: aligned inside the walked range, output address aligned,
   and the level allows one (existing tables are never collapsed: the hyp walker has no anchor);
 * re-creating the same leaf, or one differing only in software bits, is fine; a different valid
-  leaf already there is left alone (the kernel WARNs); a block that must be split is replaced by a
+  leaf already there is left alone (the kernel WARNs: C-HYP-WARN, spec/hyp/warn.py); a block that must be split is replaced by a
   new table, so its part outside the range becomes unmapped (also a WARN);
 * nothing is ever unmapped otherwise, and nothing outside the range changes.
 

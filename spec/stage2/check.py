@@ -11,6 +11,7 @@ from ptspec.spec.stage2.bbm import check_bbm
 from ptspec.spec.stage2.cmo import check_cmo
 from ptspec.spec.stage2.contracts_attr import contract_flush, contract_get_leaf, contract_is_young, contract_mkold, contract_mkyoung, contract_relax_perms, contract_unmap, contract_wrprotect
 from ptspec.spec.hyp.contracts import HYP_CONTRACTS
+from ptspec.spec.hyp.warn import contract_hyp_warn
 from ptspec.spec.stage2.contracts_map import contract_destroy, contract_init, contract_map, contract_set_owner
 from ptspec.spec.hyp.invariants import s1_ba, s1_leak, s1_rc, s1_tree
 from ptspec.spec.stage2.invariants import s2_ba, s2_leak, s2_own, s2_rc, s2_tree
@@ -104,6 +105,7 @@ CHECKS.update({OP_CONTRACT_ID[op]: fn for op, fn in CONTRACTS.items()})
 CHECKS["C-CMO"] = _two_states(check_cmo)
 HYP_CONTRACT_IDS = {"init": "C-HYP-INIT", "map": "C-HYP-MAP", "destroy": "C-HYP-DESTROY"}
 CHECKS.update({HYP_CONTRACT_IDS[op]: fn for op, fn in HYP_CONTRACTS.items()})
+CHECKS["C-HYP-WARN"] = _two_states(contract_hyp_warn)
 
 
 # mmu.c: MS and DIRTY judge a stage-2 state with its "mmu" part; the C-MMU-* contracts judge steps
@@ -139,14 +141,16 @@ def check_state(state):
 
 
 def check_hyp_step(pre, step, post):
-    """The contract of one hyp stage-1 operation (init, map, destroy): a list of Violations."""
+    """The contract of one hyp stage-1 operation (init, map, destroy) and its WARNs (C-HYP-WARN,
+    when the step record carries out.warnings): a list of Violations."""
     pre, post, step = load_state(pre), load_state(post), load_step(step)
     for name, st in (("pre", pre), ("post", post)):
         if st.kind != "arm64-hyp-s1":
             raise StateError(f"{name}: check_hyp_step specifies arm64-hyp-s1 operations, got a {st.kind} state")
     if step.op not in HYP_CONTRACTS:
         raise StateError(f"step: hyp stage-1 has no operation {step.op!r} (known: {', '.join(HYP_CONTRACTS)})")
-    return HYP_CONTRACTS[step.op](pre, step, post) + check_pool_balance(pre, step, post)
+    return (HYP_CONTRACTS[step.op](pre, step, post) + contract_hyp_warn(pre, step, post)
+            + check_pool_balance(pre, step, post))
 
 
 def check_step(pre, step, post):

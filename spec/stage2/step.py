@@ -85,7 +85,11 @@ def load_step(obj):
         raise StateError(f"step.out: expected an object, got {type(raw_out).__name__}")
     out = {}
     for key, value in raw_out.items():
-        if key == "young":
+        if key == "warnings":          # the WARN_ONs the step raised (hyp stage 1: C-HYP-WARN)
+            if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+                raise StateError(f"step.out.warnings: expected a list of strings, got {show(value)}")
+            out[key] = tuple(value)
+        elif key == "young":
             if not isinstance(value, bool):
                 raise StateError(f"step.out.young: expected true or false, got {show(value)}")
             out[key] = value
