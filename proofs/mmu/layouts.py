@@ -136,3 +136,29 @@ EXHAUSTIVE_LAYOUTS = {
     "ipa-top-end": dict(backing="anon", nblocks=1, top="end", ia_bits=36),
     "ipa-top-beyond": dict(backing="anon", nblocks=1, top="beyond", ia_bits=36),
 }
+
+
+# Layouts whose first and last huge blocks cross the memslot's start and end: the slot starts
+# `head` pages into a block and ends `tail` pages before a block's end, guest and host congruent
+# modulo the block (so only the start and end checks of fault_supports_stage2_huge_mapping can
+# refuse the block), and the VMA holds whole huge pages beyond both ends. Every profile runs a
+# fixed program on each (lockstep.edge_programs) before its random runs.
+EDGE_LAYOUTS = {
+    "thp-4k-edges": dict(page_shift=12, backing="thp", nblocks=2, head=1, tail=1),
+    "hugetlb-pmd-4k-edges": dict(page_shift=12, backing="hugetlb:21", nblocks=2, head=256, tail=3),
+    "thp-16k-edges": dict(page_shift=14, backing="thp", nblocks=2, head=1, tail=1),
+    "hugetlb-pmd-16k-edges": dict(page_shift=14, backing="hugetlb:25", nblocks=2, head=1, tail=1),
+    "hugetlb-pud-4k-edges": dict(page_shift=12, backing="hugetlb:30", nblocks=1, head=1, tail=1),
+}
+
+
+def edge_ipas(layout):
+    """The pages of the main slot inside its crossing blocks: the first and last pages, and the
+    pages next to the block boundary inside the slot."""
+    ps = 1 << layout["page_shift"]
+    b = layout["block"]
+    s = layout["slots"][0]
+    lo, hi = s["gpa"], s["gpa"] + s["size"]
+    first_end = (lo + b) & ~(b - 1)
+    last_start = (hi - 1) & ~(b - 1)
+    return [ipa for ipa in (hi - ps, lo, last_start, first_end - ps) if lo <= ipa < hi]

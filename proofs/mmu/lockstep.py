@@ -25,7 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.mmu.harness import VmHarness, counterexample, replay
-from ptspec.proofs.mmu.layouts import LOG, interesting_ipas, layout_pool
+from ptspec.proofs.mmu.layouts import EDGE_LAYOUTS, LOG, edge_ipas, interesting_ipas, layout_pool, make_layout
 
 KINDS = st.sampled_from(["read", "write", "write", "exec", "s1ptw", "cm"])
 CHUNK = 6                          # examples per hypothesis run (see run_machine)
@@ -191,6 +191,26 @@ def shortest_failure(exc: MmuViolation, max_replays: int) -> MmuViolation:
                                                     f"{len(cut.trace)} steps in {cut.replays} replays")
 
 
+def edge_programs(counter: dict) -> MmuViolation | None:
+    """The fixed first runs of every profile: on each EDGE_LAYOUTS layout (huge blocks crossing
+    the memslot's start and end), the guest reads, then writes, the slot's first and last pages
+    and the pages beside the block boundaries inside it, every step judged as in the random runs.
+    Returns the first violation found (None when all are clean)."""
+    for params in EDGE_LAYOUTS.values():
+        h = VmHarness(make_layout(**params), arena_pages=1024)
+        counter["runs"] += 1
+        found = list(h.violations)
+        for kind in ("read", "write"):
+            for ipa in edge_ipas(h.layout):
+                if found:
+                    break
+                counter["steps"] += 1
+                _, found = h.step("access", ipa=ipa, kind=kind)
+        if found:
+            return MmuViolation(h, list(found))
+    return None
+
+
 def run_machine(*, examples: int, steps: int, seed: int = 0, layouts=None,
                 shrink_replays: int = 200) -> MachineOutcome:
     """``examples`` runs of up to ``steps`` steps, seeded, no database: passed when all ran
@@ -205,6 +225,12 @@ def run_machine(*, examples: int, steps: int, seed: int = 0, layouts=None,
     machine._step = counting
 
     t0 = time.perf_counter()
+    if layouts is None:            # the random layout pool: first the fixed block-crossing programs
+        exc = edge_programs(counter)
+        if exc is not None:
+            return MachineOutcome("refuted", counter["runs"], counter["steps"],
+                                  time.perf_counter() - t0, shortest_failure(exc, shrink_replays))
+    edge_runs = counter["runs"]
     # Several short runs with derived seeds rather than one long one: a long run keeps mutating
     # the few layouts it drew first; short ones spread over many layouts.
     done = 0
@@ -219,8 +245,8 @@ def run_machine(*, examples: int, steps: int, seed: int = 0, layouts=None,
         # simplest failing layout; if its re-run disagrees (FlakyFailure), the finding is kept
         exc = minimize.run_hypothesis(hyp_seed(seed * 7919 + chunk)(machine), cfg, MmuViolation)
         if exc is not None:
-            return MachineOutcome("refuted", done + n, counter["steps"],
+            return MachineOutcome("refuted", edge_runs + done + n, counter["steps"],
                                   time.perf_counter() - t0, shortest_failure(exc, shrink_replays))
         done += n
         chunk += 1
-    return MachineOutcome("passed", done, counter["steps"], time.perf_counter() - t0)
+    return MachineOutcome("passed", edge_runs + done, counter["steps"], time.perf_counter() - t0)
