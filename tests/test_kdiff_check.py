@@ -22,9 +22,11 @@ from kdiff_support import need_kernel  # noqa: E402  (tests/ is on sys.path)
 INIT_5_16 = ("int __kvm_pgtable_stage2_init(struct kvm_pgtable *pgt, struct kvm_s2_mmu *mmu,\n"
              "\t\t\t      struct kvm_pgtable_mm_ops *mm_ops, int flags,\n"
              "\t\t\t      kvm_pgtable_force_pte_cb_t force_pte_cb)\n{\n}\n")
-INIT_5_15 = ("int kvm_pgtable_stage2_init_flags(struct kvm_pgtable *pgt, struct kvm_arch *arch,\n"
-             "\t\t\t\t  struct kvm_pgtable_mm_ops *mm_ops, int flags,\n"
-             "\t\t\t\t  kvm_pgtable_force_pte_cb_t force_pte_cb)\n{\n}\n")
+INIT_5_15 = ("int __kvm_pgtable_stage2_init(struct kvm_pgtable *pgt, struct kvm_arch *arch,\n"
+             "\t\t\t      struct kvm_pgtable_mm_ops *mm_ops, int flags,\n"
+             "\t\t\t      kvm_pgtable_force_pte_cb_t force_pte_cb)\n{\n}\n")
+INIT_5_14 = ("int kvm_pgtable_stage2_init_flags(struct kvm_pgtable *pgt, struct kvm_arch *arch,\n"
+             "\t\t\t\t  struct kvm_pgtable_mm_ops *mm_ops, int flags)\n{\n}\n")
 OWNER = "#define KVM_INVALID_PTE_OWNER_MASK\tGENMASK(9, 2)\n#define KVM_MAX_OWNER_ID\t\t1\n"
 
 
@@ -58,14 +60,38 @@ def test_version_and_shape_of_a_5_16_style_tree(tmp_path):
     assert "owner ids in bits 9:2" in t.shape.describe()
 
 
-def test_a_5_15_style_tree_is_detected_and_refused(tmp_path):
+def test_a_5_15_style_tree_is_detected_and_supported(tmp_path):
     t = T.open_tree(fake_tree(tmp_path, init=INIT_5_15, makefile="VERSION = 5\nPATCHLEVEL = 15\n"
                                                                 "SUBLEVEL = 0\n"))
     assert t.version == "5.15.0"
-    assert t.shape.init == "kvm_pgtable_stage2_init_flags"
-    assert t.shape.init_params[1] == "arch"
+    assert t.shape.init == "__kvm_pgtable_stage2_init"
+    assert t.shape.init_params == ("pgt", "arch", "mm_ops", "flags", "force_pte_cb")
+    assert t.shape.init_types[1] == "struct kvm_arch *" and t.shape.init_takes == "arch"
+    assert T.unsupported(t.shape) is None
+    assert T.shim_defines(t.shape) == ("KDIFF_INIT_ARCH",)
+    assert "takes struct kvm_arch" in t.shape.describe()
+
+
+def test_the_5_16_shape_needs_no_shim_define(tmp_path):
+    t = T.open_tree(fake_tree(tmp_path))
+    assert t.shape.init_takes == "mmu" and T.shim_defines(t.shape) == ()
+    assert T.shim_defines(None) == ()
+
+
+def test_a_5_14_style_tree_is_detected_and_refused(tmp_path):
+    t = T.open_tree(fake_tree(tmp_path, init=INIT_5_14, force_pte_cb=False,
+                              makefile="VERSION = 5\nPATCHLEVEL = 14\nSUBLEVEL = 21\n"))
+    assert t.version == "5.14.21"
+    assert t.shape.init == "kvm_pgtable_stage2_init_flags" and t.shape.init_takes == "arch"
     why = T.unsupported(t.shape)
-    assert "kvm_pgtable_stage2_init_flags(pgt, arch, mm_ops, flags, force_pte_cb)" in why
+    assert "kvm_pgtable_stage2_init_flags(pgt, arch, mm_ops, flags)" in why
+
+
+def test_an_init_taking_neither_mmu_nor_arch_is_refused(tmp_path):
+    init = INIT_5_16.replace("struct kvm_s2_mmu *mmu", "struct kvm *kvm")
+    t = T.open_tree(fake_tree(tmp_path, init=init))
+    assert t.shape.init_takes == "kvm"
+    assert "this tree has __kvm_pgtable_stage2_init(pgt, kvm," in T.unsupported(t.shape)
 
 
 def test_missing_owner_ids_and_force_pte_cb_are_named(tmp_path):
@@ -96,10 +122,10 @@ def test_exit_2_for_a_tree_that_cannot_be_read(tmp_path, capsys):
 
 
 def test_exit_2_for_a_shape_the_shim_cannot_drive(tmp_path, capsys):
-    root = fake_tree(tmp_path, init=INIT_5_15)
+    root = fake_tree(tmp_path, init=INIT_5_14)
     assert ptspec_main(["check-kernel", "--tree", str(root)]) == 2
     out = capsys.readouterr().out
-    assert "init kvm_pgtable_stage2_init_flags(pgt, arch, mm_ops, flags, force_pte_cb)" in out
+    assert "init kvm_pgtable_stage2_init_flags(pgt, arch, mm_ops, flags)" in out
     assert "not checked: the shim drives __kvm_pgtable_stage2_init" in out
 
 

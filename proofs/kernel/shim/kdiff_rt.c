@@ -1,6 +1,6 @@
 /*
- * ptspec kdiff runtime: what pgtable.c (Linux 6.1) gets from the rest of the kernel when it runs in
- * userspace under ptspec's differential check. Our own code.
+ * ptspec kdiff runtime: what pgtable.c (Linux 5.15, 5.16-6.1) gets from the rest of the kernel
+ * when it runs in userspace under ptspec's differential check. Our own code.
  *
  * - an arena of NPAGES pages at physical address KDIFF_ARENA_BASE (host memory from an anonymous
  *   mapping), a page-indexed refcount array, and the allocation order of impl/pgtable/pool.py: the lowest
@@ -47,8 +47,8 @@ static u64 fail_at[KDIFF_FAIL_MAX];
 static int nr_fail;
 
 static bool has_fwb;
-static struct kvm_arch kdiff_arch;
-static struct kvm_s2_mmu kdiff_mmu = { .arch = &kdiff_arch };
+static struct kvm_arch kdiff_arch = { .mmu = { .arch = &kdiff_arch } };
+#define kdiff_mmu (kdiff_arch.mmu)
 static struct kvm_pgtable kdiff_pgt;
 
 static void log_event(u64 kind, u64 a, u64 b)
@@ -304,14 +304,20 @@ static bool kdiff_force_all(u64 addr, u64 end, enum kvm_pgtable_prot prot)
 }
 
 /*
- * kvm_get_vtcr for ia_bits on a CPU with the largest PARange, then __kvm_pgtable_stage2_init;
- * force_pte selects the force_pte_cb (none, or one that always forces pages)
+ * kvm_get_vtcr for ia_bits on a CPU with the largest PARange, then __kvm_pgtable_stage2_init
+ * (given the mmu from 5.16 on, the kvm_arch in 5.15: -DKDIFF_INIT_ARCH); force_pte selects the force_pte_cb (none, or one that always forces pages)
  */
 int kdiff_init(u32 ia_bits, u32 flags, int force_pte)
 {
 	kdiff_arch.vtcr = kvm_get_vtcr(KDIFF_PARANGE_MAX, 0, ia_bits);
+#ifdef KDIFF_INIT_ARCH
+	/* 5.15: __kvm_pgtable_stage2_init(pgt, arch, mm_ops, flags, force_pte_cb) */
+	return __kvm_pgtable_stage2_init(&kdiff_pgt, &kdiff_arch, &kdiff_mm_ops, flags,
+					 force_pte ? kdiff_force_all : NULL);
+#else
 	return __kvm_pgtable_stage2_init(&kdiff_pgt, &kdiff_mmu, &kdiff_mm_ops, flags,
 					 force_pte ? kdiff_force_all : NULL);
+#endif
 }
 
 struct kvm_pgtable *kdiff_pgtable(void) { return &kdiff_pgt; }
