@@ -17,7 +17,7 @@ from ptspec.proofs.kernel import tree as T
 from ptspec.proofs.cli.main import main as ptspec_main
 from ptspec.proofs.runner import budgets, registry
 
-from kdiff_support import need_kernel  # noqa: E402  (tests/ is on sys.path)
+from kdiff_support import need_kernel, need_tree  # noqa: E402  (tests/ is on sys.path)
 
 INIT_5_16 = ("int __kvm_pgtable_stage2_init(struct kvm_pgtable *pgt, struct kvm_s2_mmu *mmu,\n"
              "\t\t\t      struct kvm_pgtable_mm_ops *mm_ops, int flags,\n"
@@ -217,6 +217,22 @@ def test_planted_c_bug_is_refuted_by_the_spec_alone(tmp_path):
     assert env["pgt"].snapshot()["pages"]
     # and the clean tree passes the same budget
     assert check.check_geometry(t, "4k-39", budgets.budget("quick"), 0).status == "passed"
+
+
+def test_a_real_5_15_tree_builds_runs_and_refutes_a_planted_bug(tmp_path):
+    """A cached 5.15 tree (ptspec.proofs.kernel.tree.trees_dir()/linux-5.15*; skipped without one):
+    detected as the kvm_arch-taking shape, clean under the spec but for the catalogued eagain-abort,
+    and the same planted walk-align refuted on a scratch copy of it."""
+    t = need_tree("5.15")
+    assert t.version_tuple()[:2] == (5, 15)
+    assert t.shape.init_takes == "arch" and T.unsupported(t.shape) is None
+    r = check.check_geometry(t, "4k-39", budgets.budget("default"), 0)
+    assert r.status == "passed", r.detail
+    assert "eagain-abort" in r.detail
+    bad = planted.scratch_tree("walk-align", t, tmp_path / "tree")
+    assert bad.shape.init_takes == "arch"
+    r = check.check_geometry(bad, "4k-39", budgets.budget("default"), 0)
+    assert r.status == "refuted", r.detail
 
 
 def test_scratch_edit_refuses_a_tree_of_another_shape():

@@ -55,7 +55,8 @@ ENTRIES = (
     Entry("table-tlbi-level",
           "when a table descriptor is cleared (unmap freeing a now-empty table), stage2_put_pte "
           "invalidates the IPA with level hint 0 (no level information) instead of the table "
-          "descriptor's own level; impl (5.12-5.15) passes the table's level, a hint that "
+          "descriptor's own level; impl (5.12-5.15) passes the table's level, as 5.15.100's C "
+          "does (its stage2_put_pte passes the level it is given), a hint that "
           "promises the only cached entry is a leaf at that level, while the walk caches of the "
           "levels below may hold entries from the freed table",
           ("stage2_put_pte", "stage2_unmap_walker"),
@@ -123,7 +124,9 @@ FINDINGS = (
         "or only permissions differ): stage2_map_walker_try_leaf returns -EAGAIN and "
         "kvm_pgtable_walk aborts, so the rest of the range is left as it was, while C-MAP "
         "requires a map that returns -EAGAIN to have done its whole range (the posted 'Continue "
-        "stage-2 map when re-creating mappings'); shown by Debian's 6.1, no fix known to ptspec",
+        "stage-2 map when re-creating mappings'); shown when run by Debian's 6.1.176 and by "
+        "5.15.100, and present in 5.14.2's source (try_leaf's -EAGAIN, the walk stopping on "
+        "any error); no fix known to ptspec",
         ("stage2_map_walker_try_leaf", "kvm_pgtable_walk"),
         lambda step: step is not None and step.get("op") == "map" and step.get("ret") == -11),
 )

@@ -168,6 +168,25 @@ def open_tree(directory) -> Tree:
     return Tree(root.resolve(), version, shape)
 
 
+def trees_dir() -> Path:
+    """Where other kernel versions' trees are kept (outside the repository): ``trees/`` beside
+    the kdiff cache, e.g. ``~/.cache/ptspec/trees/linux-5.15.100/arch/arm64/...``."""
+    return fetch.cache_dir().parent / "trees"
+
+
+def cached_tree(prefix: str) -> tuple[Tree | None, str]:
+    """The first cached tree whose directory name starts with ``linux-<prefix>`` (e.g. "5.15"),
+    or None and why (never downloads)."""
+    base = trees_dir()
+    names = sorted(p for p in base.glob(f"linux-{prefix}*") if p.is_dir()) if base.is_dir() else []
+    if not names:
+        return None, f"no linux-{prefix}* tree in {base}"
+    try:
+        return open_tree(names[0]), ""
+    except TreeError as exc:
+        return None, str(exc)
+
+
 def default_tree() -> tuple[Tree | None, str]:
     """The cached Debian linux-source-6.1 tree, or None and the reason (never downloads)."""
     src, why = fetch.locate()
