@@ -78,13 +78,24 @@ def test_the_5_16_shape_needs_no_shim_define(tmp_path):
     assert T.shim_defines(None) == ()
 
 
-def test_a_5_14_style_tree_is_detected_and_refused(tmp_path):
+def test_a_5_14_style_tree_is_detected_and_supported_without_force_pte_cb(tmp_path):
     t = T.open_tree(fake_tree(tmp_path, init=INIT_5_14, force_pte_cb=False,
-                              makefile="VERSION = 5\nPATCHLEVEL = 14\nSUBLEVEL = 21\n"))
-    assert t.version == "5.14.21"
+                              owner="#define KVM_INVALID_PTE_OWNER_MASK\tGENMASK(63, 56)\n"
+                                    "#define KVM_MAX_OWNER_ID\t\t1\n",
+                              makefile="VERSION = 5\nPATCHLEVEL = 14\nSUBLEVEL = 2\n"))
+    assert t.version == "5.14.2"
     assert t.shape.init == "kvm_pgtable_stage2_init_flags" and t.shape.init_takes == "arch"
+    assert t.shape.owner_field == (63, 56) and not t.shape.force_pte_cb
+    assert T.unsupported(t.shape) is None
+    assert T.shim_defines(t.shape) == ("KDIFF_INIT_FLAGS",)
+
+
+def test_init_flags_with_a_force_pte_cb_parameter_is_refused(tmp_path):
+    """Only the shapes seen in real trees are driven: a five-parameter init_flags is not one."""
+    init = INIT_5_14.replace("int flags)", "int flags, kvm_pgtable_force_pte_cb_t force_pte_cb)")
+    t = T.open_tree(fake_tree(tmp_path, init=init))
     why = T.unsupported(t.shape)
-    assert "kvm_pgtable_stage2_init_flags(pgt, arch, mm_ops, flags)" in why
+    assert "kvm_pgtable_stage2_init_flags(pgt, arch, mm_ops, flags, force_pte_cb)" in why
 
 
 def test_an_init_taking_neither_mmu_nor_arch_is_refused(tmp_path):
@@ -122,10 +133,11 @@ def test_exit_2_for_a_tree_that_cannot_be_read(tmp_path, capsys):
 
 
 def test_exit_2_for_a_shape_the_shim_cannot_drive(tmp_path, capsys):
-    root = fake_tree(tmp_path, init=INIT_5_14)
+    init = "int kvm_pgtable_stage2_init(struct kvm_pgtable *pgt, struct kvm *kvm, void *mm_ops)\n{}\n"
+    root = fake_tree(tmp_path, init=init)
     assert ptspec_main(["check-kernel", "--tree", str(root)]) == 2
     out = capsys.readouterr().out
-    assert "init kvm_pgtable_stage2_init_flags(pgt, arch, mm_ops, flags)" in out
+    assert "init kvm_pgtable_stage2_init(pgt, kvm, mm_ops) takes struct kvm" in out
     assert "not checked: the shim drives __kvm_pgtable_stage2_init" in out
 
 
@@ -158,6 +170,27 @@ def test_findings_apply_only_to_their_versions():
     assert catalogue.finding_for(v, eagain, (5, 10, 0)) is None          # before the finding
     assert catalogue.finding_for(v, {"op": "map", "ret": 0}, (6, 1, 0)) is None
     assert catalogue.finding_for("S2-RC table ...", eagain, (6, 1, 0)) is None
+
+
+def test_5_14_findings_apply_to_5_14_only_and_to_their_steps():
+    own = {"op": "set_owner", "ret": 0, "args": {"owner_id": 0}}
+    v = "C-SET-OWNER set_owner: [0x200000, 0x40000000) should be invalid 0x0 at level 3"
+    assert catalogue.finding_for(v, own, (5, 14, 2)).id == "set-owner-blocks"
+    assert catalogue.finding_for(v, own, (5, 15, 100)) is None
+    sw = {"op": "relax_perms", "ret": 0, "args": {"addr": 0, "prot": (1 << 55) | 4}}
+    plain = {"op": "relax_perms", "ret": 0, "args": {"addr": 0, "prot": 4}}
+    r = "C-RELAX-PERMS relax_perms: returned 0, expected -EINVAL"
+    assert catalogue.finding_for(r, sw, (5, 14, 2)).id == "prot-sw-unknown"
+    assert catalogue.finding_for(r, plain, (5, 14, 2)) is None         # only unknown prot bits
+    assert catalogue.finding_for(r, sw, (5, 15, 0)) is None
+    m = "C-MAP map: [0x0, 0x1000) should be a 4K page"
+    assert catalogue.finding_for(m, dict(sw, op="map"), (5, 14, 2)).id == "prot-sw-unknown-map"
+    assert catalogue.finding_for(m, dict(plain, op="map"), (5, 14, 2)) is None
+    c = "C-CMO unmap: the table does no cache maintenance (cmo false), yet the step logged"
+    un = {"op": "unmap", "ret": 0, "args": {}, "cmo": False}
+    assert catalogue.finding_for(c, un, (5, 14, 2)).id == "unmap-direct-cmo"
+    assert catalogue.finding_for(c, dict(un, cmo=True), (5, 14, 2)) is None
+    assert catalogue.finding_for(c, un, (5, 15, 100)) is None
 
 
 # -- the kernel's C under the spec ----------------------------------------------------------------
@@ -231,6 +264,19 @@ def test_a_real_5_15_tree_builds_runs_and_refutes_a_planted_bug(tmp_path):
     assert "eagain-abort" in r.detail
     bad = planted.scratch_tree("walk-align", t, tmp_path / "tree")
     assert bad.shape.init_takes == "arch"
+    r = check.check_geometry(bad, "4k-39", budgets.budget("default"), 0)
+    assert r.status == "refuted", r.detail
+
+
+def test_a_real_5_14_tree_builds_and_runs_with_its_findings(tmp_path):
+    """A cached 5.14 tree (skipped without one): 4-parameter init_flags, owner ids in 63:56, no
+    force_pte_cb; clean under the spec but for its catalogued findings; walk-align refuted."""
+    t = need_tree("5.14")
+    assert t.shape.init == "kvm_pgtable_stage2_init_flags" and T.unsupported(t.shape) is None
+    assert t.shape.owner_field == (63, 56)
+    r = check.check_geometry(t, "4k-39", budgets.budget("default"), 0)
+    assert r.status == "passed", r.detail
+    bad = planted.scratch_tree("walk-align", t, tmp_path / "tree")
     r = check.check_geometry(bad, "4k-39", budgets.budget("default"), 0)
     assert r.status == "refuted", r.detail
 

@@ -117,6 +117,18 @@ class KernelFinding:
             f"{lo} up to (not including) {'.'.join(map(str, self.until))}"
 
 
+_SW_WHY = ("5.14's enum kvm_pgtable_prot has only X, W, R and DEVICE: the KVM_PGTABLE_PROT_SW0-3 "
+           "bits (55-58) the spec's contracts know arrive in 5.15, so 5.14 ignores them; a "
+           "spec-versus-version gap (the argument is outside 5.14's enum), not a kernel bug; run "
+           "on 5.14.2")
+
+
+def _sw_prot(step, op: str) -> bool:
+    """A step of `op` whose prot has bits beyond 5.14's X|W|R|DEVICE (bits 0-3)."""
+    return (step is not None and step.get("op") == op
+            and (step.get("args", {}).get("prot", 0) & ~0xf) != 0)
+
+
 FINDINGS = (
     KernelFinding(
         "eagain-abort", "C-MAP", (5, 13, 0), None,
@@ -129,6 +141,36 @@ FINDINGS = (
         "any error); no fix known to ptspec",
         ("stage2_map_walker_try_leaf", "kvm_pgtable_walk"),
         lambda step: step is not None and step.get("op") == "map" and step.get("ret") == -11),
+    KernelFinding(
+        "set-owner-blocks", "C-SET-OWNER", (5, 14, 0), (5, 15, 0),
+        "kvm_pgtable_stage2_set_owner walks with the map walker but without forcing pages (5.14 "
+        "has no force_pte; 5.15 sets it for set_owner), so a range covering a whole block is "
+        "annotated by one invalid entry at the block's level, while C-SET-OWNER requires owner "
+        "annotations page by page; every page of the block still reads as owned by the id, so "
+        "this is the older design rather than a safety bug; run on 5.14.2",
+        ("kvm_pgtable_stage2_set_owner", "stage2_map_walker_try_leaf"),
+        lambda step: step is not None and step.get("op") == "set_owner" and step.get("ret") == 0),
+    KernelFinding(
+        "unmap-direct-cmo", "C-CMO", (5, 14, 0), (5, 15, 0),
+        "kvm_pgtable_stage2_unmap and kvm_pgtable_stage2_flush call the kernel's "
+        "dcache_clean_inval_poc directly, not through mm_ops (5.15 moves them to "
+        "mm_ops->dcache_clean_inval_poc), so a table whose mm_ops has no cache-maintenance hooks "
+        "still cleans a cacheable leaf it unmaps or flushes, while C-CMO makes the hooks the only "
+        "way to maintenance; extra maintenance, not a missing one: a spec-versus-version gap "
+        "rather than a bug; run on 5.14.2",
+        ("kvm_pgtable_stage2_unmap", "stage2_unmap_walker", "kvm_pgtable_stage2_flush"),
+        lambda step: (step is not None and step.get("op") in ("unmap", "flush")
+                      and step.get("cmo") is False)),
+    KernelFinding(
+        "prot-sw-unknown", "C-RELAX-PERMS", (5, 14, 0), (5, 15, 0),
+        _SW_WHY + "; here kvm_pgtable_stage2_relax_perms returns 0 where C-RELAX-PERMS wants "
+        "-EINVAL before the walk",
+        ("kvm_pgtable_stage2_relax_perms",), lambda step: _sw_prot(step, "relax_perms")),
+    KernelFinding(
+        "prot-sw-unknown-map", "C-MAP", (5, 14, 0), (5, 15, 0),
+        _SW_WHY + "; here kvm_pgtable_stage2_map installs the leaf without the software bits "
+        "C-MAP expects in it",
+        ("kvm_pgtable_stage2_map", "stage2_set_prot_attr"), lambda step: _sw_prot(step, "map")),
 )
 
 

@@ -16,7 +16,8 @@
 * whether ``struct kvm_pgtable`` has a ``force_pte_cb``.
 
 The shim drives ``__kvm_pgtable_stage2_init`` with five parameters, given either the mmu (5.16 on)
-or the kvm_arch (5.15): ``shim_defines`` says which to the build. A tree of another shape is
+or the kvm_arch (5.15), and 5.14's ``kvm_pgtable_stage2_init_flags``: ``shim_defines`` says which
+to the build (a 5.14 table has no ``force_pte_cb``, so the page-forcing option is not offered). A tree of another shape is
 refused with one line naming what the shim lacks (``TreeError``), never half-built. Nothing is
 copied from the tree: the build compiles its files where they are
 (``ptspec.proofs.kernel.build``, cached by content hash outside the repository).
@@ -34,6 +35,7 @@ from ptspec.proofs.kernel import fetch
 FILES = ("arch/arm64/kvm/hyp/pgtable.c", "arch/arm64/include/asm/kvm_pgtable.h",
          "arch/arm64/include/asm/stage2_pgtable.h", "Makefile")
 SUPPORTED_INIT = "__kvm_pgtable_stage2_init"
+INIT_FLAGS = "kvm_pgtable_stage2_init_flags"         # 5.14's init: no force_pte_cb parameter
 
 
 class TreeError(RuntimeError):
@@ -135,21 +137,32 @@ def detect_shape(pgtable_c: str, header: str) -> Shape:
 
 def unsupported(shape: Shape) -> str | None:
     """Why the shim cannot drive code of this shape, or None."""
-    if (shape.init != SUPPORTED_INIT or len(shape.init_params) != 5
-            or shape.init_takes not in ("mmu", "arch")):
+    five = (shape.init == SUPPORTED_INIT and len(shape.init_params) == 5
+            and shape.init_takes in ("mmu", "arch"))
+    if not five and not _is_init_flags(shape):
         return (f"the shim drives {SUPPORTED_INIT}(pgt, mmu|arch, mm_ops, flags, force_pte_cb) "
-                f"(5.15 and later); this tree has {shape.init}({', '.join(shape.init_params)})")
+                f"(5.15 and later) or {INIT_FLAGS}(pgt, arch, mm_ops, flags) (5.14); this tree "
+                f"has {shape.init}({', '.join(shape.init_params)})")
     if shape.owner_field is None or shape.max_owner_id is None:
         return "pgtable.c has no KVM_INVALID_PTE_OWNER_MASK/KVM_MAX_OWNER_ID (owner ids)"
-    if not shape.force_pte_cb:
+    if five and not shape.force_pte_cb:
         return "struct kvm_pgtable has no force_pte_cb"
     return None
+
+
+def _is_init_flags(shape: Shape) -> bool:
+    return (shape.init == INIT_FLAGS and len(shape.init_params) == 4
+            and shape.init_takes == "arch")
 
 
 def shim_defines(shape: Shape | None) -> tuple:
     """Preprocessor symbols that fit the shim's runtime to a supported shape (none for 5.16 on,
     the default; None is the cached 6.1 source)."""
-    if shape is not None and shape.init_takes == "arch":
+    if shape is None:
+        return ()
+    if _is_init_flags(shape):
+        return ("KDIFF_INIT_FLAGS",)
+    if shape.init_takes == "arch":
         return ("KDIFF_INIT_ARCH",)
     return ()
 

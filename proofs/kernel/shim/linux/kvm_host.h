@@ -143,6 +143,9 @@ struct kvm {
 	struct kvm_arch arch;
 };
 
+/* data-cache maintenance by VA range (5.14's pgtable.c calls it directly): logged by the shim */
+void dcache_clean_inval_poc(unsigned long start, unsigned long end);
+
 /* TLB maintenance: logged by the shim */
 void __kvm_tlb_flush_vmid_ipa(struct kvm_s2_mmu *mmu, phys_addr_t ipa, int level);
 void __kvm_tlb_flush_vmid(struct kvm_s2_mmu *mmu);
