@@ -191,6 +191,9 @@ def test_5_14_findings_apply_to_5_14_only_and_to_their_steps():
     assert catalogue.finding_for(c, un, (5, 14, 2)).id == "unmap-direct-cmo"
     assert catalogue.finding_for(c, dict(un, cmo=True), (5, 14, 2)) is None
     assert catalogue.finding_for(c, un, (5, 15, 100)) is None
+    f = "C-FLUSH flush: unexpected event ['dcache', '0x100004000', '0x4000'] in the log"
+    assert catalogue.finding_for(f, dict(un, op="flush"), (5, 14, 2)).id == "flush-direct-cmo"
+    assert catalogue.finding_for(f, dict(un, op="flush", cmo=True), (5, 14, 2)) is None
 
 
 # -- the kernel's C under the spec ----------------------------------------------------------------

@@ -162,6 +162,14 @@ FINDINGS = (
         lambda step: (step is not None and step.get("op") in ("unmap", "flush")
                       and step.get("cmo") is False)),
     KernelFinding(
+        "flush-direct-cmo", "C-FLUSH", (5, 14, 0), (5, 15, 0),
+        "the same direct dcache_clean_inval_poc as unmap-direct-cmo, seen by C-FLUSH: "
+        "kvm_pgtable_stage2_flush cleans a cacheable leaf on a table whose mm_ops has no "
+        "cache-maintenance hooks, where C-FLUSH expects no maintenance; run on 5.14.2",
+        ("kvm_pgtable_stage2_flush", "stage2_flush_walker"),
+        lambda step: (step is not None and step.get("op") == "flush"
+                      and step.get("cmo") is False)),
+    KernelFinding(
         "prot-sw-unknown", "C-RELAX-PERMS", (5, 14, 0), (5, 15, 0),
         _SW_WHY + "; here kvm_pgtable_stage2_relax_perms returns 0 where C-RELAX-PERMS wants "
         "-EINVAL before the walk",
