@@ -136,9 +136,8 @@ FINDINGS = (
         "or only permissions differ): stage2_map_walker_try_leaf returns -EAGAIN and "
         "kvm_pgtable_walk aborts, so the rest of the range is left as it was, while C-MAP "
         "requires a map that returns -EAGAIN to have done its whole range (the posted 'Continue "
-        "stage-2 map when re-creating mappings'); shown when run by Debian's 6.1.176 and by "
-        "5.15.100, and present in 5.14.2's source (try_leaf's -EAGAIN, the walk stopping on "
-        "any error); no fix known to ptspec",
+        "stage-2 map when re-creating mappings'); seen running Debian's 6.1.176, 5.15.100 and "
+        "5.14.2; no fix known to ptspec",
         ("stage2_map_walker_try_leaf", "kvm_pgtable_walk"),
         lambda step: step is not None and step.get("op") == "map" and step.get("ret") == -11),
     KernelFinding(
