@@ -133,7 +133,8 @@ def test_exit_2_for_a_tree_that_cannot_be_read(tmp_path, capsys):
 
 
 def test_exit_2_for_a_shape_the_shim_cannot_drive(tmp_path, capsys):
-    init = "int kvm_pgtable_stage2_init(struct kvm_pgtable *pgt, struct kvm *kvm, void *mm_ops)\n{}\n"
+    init = ("int kvm_pgtable_stage2_init(struct kvm_pgtable *pgt, struct kvm *kvm, "
+            "void *mm_ops)\n{}\n")
     root = fake_tree(tmp_path, init=init)
     assert ptspec_main(["check-kernel", "--tree", str(root)]) == 2
     out = capsys.readouterr().out

@@ -17,9 +17,9 @@
 
 The shim drives ``__kvm_pgtable_stage2_init`` with five parameters, given either the mmu (5.16 on)
 or the kvm_arch (5.15), and 5.14's ``kvm_pgtable_stage2_init_flags``: ``shim_defines`` says which
-to the build (a 5.14 table has no ``force_pte_cb``, so the page-forcing option is not offered). A tree of another shape is
-refused with one line naming what the shim lacks (``TreeError``), never half-built. Nothing is
-copied from the tree: the build compiles its files where they are
+to the build (a 5.14 table has no ``force_pte_cb``, so the page-forcing option is not offered).
+A tree of another shape is refused with one line naming what the shim lacks (``TreeError``),
+never half-built. Nothing is copied from the tree: the build compiles its files where they are
 (``ptspec.proofs.kernel.build``, cached by content hash outside the repository).
 ``default_tree()`` is the cached Debian 6.1 source (``ptspec.proofs.kernel.fetch``).
 """
@@ -68,8 +68,8 @@ class Shape:
                f"{self.max_owner_id}" if self.owner_field else "no owner ids")
         takes = {"mmu": "struct kvm_s2_mmu", "arch": "struct kvm_arch", "kvm": "struct kvm"}.get(
             self.init_takes, "neither mmu nor kvm_arch")
-        return (f"init {self.init}({', '.join(self.init_params)}) takes {takes}; {own}; force_pte_cb "
-                f"{'present' if self.force_pte_cb else 'absent'}")
+        return (f"init {self.init}({', '.join(self.init_params)}) takes {takes}; {own}; "
+                f"force_pte_cb {'present' if self.force_pte_cb else 'absent'}")
 
 
 @dataclass(frozen=True)

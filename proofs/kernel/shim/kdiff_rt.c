@@ -306,7 +306,8 @@ static bool kdiff_force_all(u64 addr, u64 end, enum kvm_pgtable_prot prot)
 /*
  * kvm_get_vtcr for ia_bits on a CPU with the largest PARange, then __kvm_pgtable_stage2_init
  * (given the mmu from 5.16 on, the kvm_arch in 5.15: -DKDIFF_INIT_ARCH), or 5.14's
- * kvm_pgtable_stage2_init_flags (-DKDIFF_INIT_FLAGS); force_pte selects the force_pte_cb (none, or one that always forces pages)
+ * kvm_pgtable_stage2_init_flags (-DKDIFF_INIT_FLAGS); force_pte selects the force_pte_cb (none,
+ * or one that always forces pages)
  */
 int kdiff_init(u32 ia_bits, u32 flags, int force_pte)
 {
