@@ -17,14 +17,16 @@ from ptspec.proofs.kernel import tree as T
 from ptspec.proofs.cli.main import main as ptspec_main
 from ptspec.proofs.runner import budgets, registry
 
-from kdiff_support import need_kernel  # noqa: E402  (tests/ is on sys.path)
+from kdiff_support import need_kernel, need_tree  # noqa: E402  (tests/ is on sys.path)
 
 INIT_5_16 = ("int __kvm_pgtable_stage2_init(struct kvm_pgtable *pgt, struct kvm_s2_mmu *mmu,\n"
              "\t\t\t      struct kvm_pgtable_mm_ops *mm_ops, int flags,\n"
              "\t\t\t      kvm_pgtable_force_pte_cb_t force_pte_cb)\n{\n}\n")
-INIT_5_15 = ("int kvm_pgtable_stage2_init_flags(struct kvm_pgtable *pgt, struct kvm_arch *arch,\n"
-             "\t\t\t\t  struct kvm_pgtable_mm_ops *mm_ops, int flags,\n"
-             "\t\t\t\t  kvm_pgtable_force_pte_cb_t force_pte_cb)\n{\n}\n")
+INIT_5_15 = ("int __kvm_pgtable_stage2_init(struct kvm_pgtable *pgt, struct kvm_arch *arch,\n"
+             "\t\t\t      struct kvm_pgtable_mm_ops *mm_ops, int flags,\n"
+             "\t\t\t      kvm_pgtable_force_pte_cb_t force_pte_cb)\n{\n}\n")
+INIT_5_14 = ("int kvm_pgtable_stage2_init_flags(struct kvm_pgtable *pgt, struct kvm_arch *arch,\n"
+             "\t\t\t\t  struct kvm_pgtable_mm_ops *mm_ops, int flags)\n{\n}\n")
 OWNER = "#define KVM_INVALID_PTE_OWNER_MASK\tGENMASK(9, 2)\n#define KVM_MAX_OWNER_ID\t\t1\n"
 
 
@@ -58,14 +60,49 @@ def test_version_and_shape_of_a_5_16_style_tree(tmp_path):
     assert "owner ids in bits 9:2" in t.shape.describe()
 
 
-def test_a_5_15_style_tree_is_detected_and_refused(tmp_path):
+def test_a_5_15_style_tree_is_detected_and_supported(tmp_path):
     t = T.open_tree(fake_tree(tmp_path, init=INIT_5_15, makefile="VERSION = 5\nPATCHLEVEL = 15\n"
                                                                 "SUBLEVEL = 0\n"))
     assert t.version == "5.15.0"
-    assert t.shape.init == "kvm_pgtable_stage2_init_flags"
-    assert t.shape.init_params[1] == "arch"
+    assert t.shape.init == "__kvm_pgtable_stage2_init"
+    assert t.shape.init_params == ("pgt", "arch", "mm_ops", "flags", "force_pte_cb")
+    assert t.shape.init_types[1] == "struct kvm_arch *" and t.shape.init_takes == "arch"
+    assert T.unsupported(t.shape) is None
+    assert T.shim_defines(t.shape) == ("KDIFF_INIT_ARCH",)
+    assert "takes struct kvm_arch" in t.shape.describe()
+
+
+def test_the_5_16_shape_needs_no_shim_define(tmp_path):
+    t = T.open_tree(fake_tree(tmp_path))
+    assert t.shape.init_takes == "mmu" and T.shim_defines(t.shape) == ()
+    assert T.shim_defines(None) == ()
+
+
+def test_a_5_14_style_tree_is_detected_and_supported_without_force_pte_cb(tmp_path):
+    t = T.open_tree(fake_tree(tmp_path, init=INIT_5_14, force_pte_cb=False,
+                              owner="#define KVM_INVALID_PTE_OWNER_MASK\tGENMASK(63, 56)\n"
+                                    "#define KVM_MAX_OWNER_ID\t\t1\n",
+                              makefile="VERSION = 5\nPATCHLEVEL = 14\nSUBLEVEL = 2\n"))
+    assert t.version == "5.14.2"
+    assert t.shape.init == "kvm_pgtable_stage2_init_flags" and t.shape.init_takes == "arch"
+    assert t.shape.owner_field == (63, 56) and not t.shape.force_pte_cb
+    assert T.unsupported(t.shape) is None
+    assert T.shim_defines(t.shape) == ("KDIFF_INIT_FLAGS",)
+
+
+def test_init_flags_with_a_force_pte_cb_parameter_is_refused(tmp_path):
+    """Only the shapes seen in real trees are driven: a five-parameter init_flags is not one."""
+    init = INIT_5_14.replace("int flags)", "int flags, kvm_pgtable_force_pte_cb_t force_pte_cb)")
+    t = T.open_tree(fake_tree(tmp_path, init=init))
     why = T.unsupported(t.shape)
     assert "kvm_pgtable_stage2_init_flags(pgt, arch, mm_ops, flags, force_pte_cb)" in why
+
+
+def test_an_init_taking_neither_mmu_nor_arch_is_refused(tmp_path):
+    init = INIT_5_16.replace("struct kvm_s2_mmu *mmu", "struct kvm *kvm")
+    t = T.open_tree(fake_tree(tmp_path, init=init))
+    assert t.shape.init_takes == "kvm"
+    assert "this tree has __kvm_pgtable_stage2_init(pgt, kvm," in T.unsupported(t.shape)
 
 
 def test_missing_owner_ids_and_force_pte_cb_are_named(tmp_path):
@@ -96,10 +133,12 @@ def test_exit_2_for_a_tree_that_cannot_be_read(tmp_path, capsys):
 
 
 def test_exit_2_for_a_shape_the_shim_cannot_drive(tmp_path, capsys):
-    root = fake_tree(tmp_path, init=INIT_5_15)
+    init = ("int kvm_pgtable_stage2_init(struct kvm_pgtable *pgt, struct kvm *kvm, "
+            "void *mm_ops)\n{}\n")
+    root = fake_tree(tmp_path, init=init)
     assert ptspec_main(["check-kernel", "--tree", str(root)]) == 2
     out = capsys.readouterr().out
-    assert "init kvm_pgtable_stage2_init_flags(pgt, arch, mm_ops, flags, force_pte_cb)" in out
+    assert "init kvm_pgtable_stage2_init(pgt, kvm, mm_ops) takes struct kvm" in out
     assert "not checked: the shim drives __kvm_pgtable_stage2_init" in out
 
 
@@ -132,6 +171,30 @@ def test_findings_apply_only_to_their_versions():
     assert catalogue.finding_for(v, eagain, (5, 10, 0)) is None          # before the finding
     assert catalogue.finding_for(v, {"op": "map", "ret": 0}, (6, 1, 0)) is None
     assert catalogue.finding_for("S2-RC table ...", eagain, (6, 1, 0)) is None
+
+
+def test_5_14_findings_apply_to_5_14_only_and_to_their_steps():
+    own = {"op": "set_owner", "ret": 0, "args": {"owner_id": 0}}
+    v = "C-SET-OWNER set_owner: [0x200000, 0x40000000) should be invalid 0x0 at level 3"
+    assert catalogue.finding_for(v, own, (5, 14, 2)).id == "set-owner-blocks"
+    assert catalogue.finding_for(v, own, (5, 15, 100)) is None
+    sw = {"op": "relax_perms", "ret": 0, "args": {"addr": 0, "prot": (1 << 55) | 4}}
+    plain = {"op": "relax_perms", "ret": 0, "args": {"addr": 0, "prot": 4}}
+    r = "C-RELAX-PERMS relax_perms: returned 0, expected -EINVAL"
+    assert catalogue.finding_for(r, sw, (5, 14, 2)).id == "prot-sw-unknown"
+    assert catalogue.finding_for(r, plain, (5, 14, 2)) is None         # only unknown prot bits
+    assert catalogue.finding_for(r, sw, (5, 15, 0)) is None
+    m = "C-MAP map: [0x0, 0x1000) should be a 4K page"
+    assert catalogue.finding_for(m, dict(sw, op="map"), (5, 14, 2)).id == "prot-sw-unknown-map"
+    assert catalogue.finding_for(m, dict(plain, op="map"), (5, 14, 2)) is None
+    c = "C-CMO unmap: the table does no cache maintenance (cmo false), yet the step logged"
+    un = {"op": "unmap", "ret": 0, "args": {}, "cmo": False}
+    assert catalogue.finding_for(c, un, (5, 14, 2)).id == "unmap-direct-cmo"
+    assert catalogue.finding_for(c, dict(un, cmo=True), (5, 14, 2)) is None
+    assert catalogue.finding_for(c, un, (5, 15, 100)) is None
+    f = "C-FLUSH flush: unexpected event ['dcache', '0x100004000', '0x4000'] in the log"
+    assert catalogue.finding_for(f, dict(un, op="flush"), (5, 14, 2)).id == "flush-direct-cmo"
+    assert catalogue.finding_for(f, dict(un, op="flush", cmo=True), (5, 14, 2)) is None
 
 
 # -- the kernel's C under the spec ----------------------------------------------------------------
@@ -191,6 +254,35 @@ def test_planted_c_bug_is_refuted_by_the_spec_alone(tmp_path):
     assert env["pgt"].snapshot()["pages"]
     # and the clean tree passes the same budget
     assert check.check_geometry(t, "4k-39", budgets.budget("quick"), 0).status == "passed"
+
+
+def test_a_real_5_15_tree_builds_runs_and_refutes_a_planted_bug(tmp_path):
+    """A cached 5.15 tree (ptspec.proofs.kernel.tree.trees_dir()/linux-5.15*; skipped without one):
+    detected as the kvm_arch-taking shape, clean under the spec but for the catalogued eagain-abort,
+    and the same planted walk-align refuted on a scratch copy of it."""
+    t = need_tree("5.15")
+    assert t.version_tuple()[:2] == (5, 15)
+    assert t.shape.init_takes == "arch" and T.unsupported(t.shape) is None
+    r = check.check_geometry(t, "4k-39", budgets.budget("default"), 0)
+    assert r.status == "passed", r.detail
+    assert "eagain-abort" in r.detail
+    bad = planted.scratch_tree("walk-align", t, tmp_path / "tree")
+    assert bad.shape.init_takes == "arch"
+    r = check.check_geometry(bad, "4k-39", budgets.budget("default"), 0)
+    assert r.status == "refuted", r.detail
+
+
+def test_a_real_5_14_tree_builds_and_runs_with_its_findings(tmp_path):
+    """A cached 5.14 tree (skipped without one): 4-parameter init_flags, owner ids in 63:56, no
+    force_pte_cb; clean under the spec but for its catalogued findings; walk-align refuted."""
+    t = need_tree("5.14")
+    assert t.shape.init == "kvm_pgtable_stage2_init_flags" and T.unsupported(t.shape) is None
+    assert t.shape.owner_field == (63, 56)
+    r = check.check_geometry(t, "4k-39", budgets.budget("default"), 0)
+    assert r.status == "passed", r.detail
+    bad = planted.scratch_tree("walk-align", t, tmp_path / "tree")
+    r = check.check_geometry(bad, "4k-39", budgets.budget("default"), 0)
+    assert r.status == "refuted", r.detail
 
 
 def test_scratch_edit_refuses_a_tree_of_another_shape():

@@ -1,4 +1,4 @@
-"""Compile the kernel's ``pgtable.c`` (Linux 6.1) with ptspec's shims into a host shared library.
+"""Compile a kernel tree's ``pgtable.c`` (5.15, 5.16-6.1) with ptspec's shims into a host library.
 
 ``PAGE_SHIFT`` is a compile-time constant in the kernel, so there is one library per granule
 (``-DPAGE_SHIFT=12|14|16``), with ``ID_AA64MMFR0_EL1_PARANGE_MAX`` as the kernel config sets it
@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 
 from ptspec.proofs.kernel import fetch
+from ptspec.proofs.kernel.tree import shim_defines
 
 SHIM_DIR = Path(__file__).with_name("shim")
 SHIM_FILES = ("linux/bits.h", "linux/bitfield.h", "linux/types.h", "linux/pgtable.h",
@@ -57,8 +58,11 @@ def _key(src: fetch.Source, cc: str, page_shift: int, defines=()) -> str:
 def library(page_shift: int, src: fetch.Source | None = None, defines=()) -> Path:
     """Path of the shared library for this granule, built if not cached.
 
-    ``defines`` are extra preprocessor symbols (only the planted-bug variants of the shim use them).
+    ``defines`` are extra preprocessor symbols (only the planted-bug variants of the shim use them);
+    a ``tree.Tree`` adds those its shape needs (``tree.shim_defines``: 5.15's init takes kvm_arch).
     """
+    defines = tuple(defines) + tuple(d for d in shim_defines(getattr(src, "shape", None))
+                                     if d not in defines)
     if page_shift not in PARANGE:
         raise ValueError(f"page_shift must be 12, 14 or 16, not {page_shift!r}")
     if src is None:

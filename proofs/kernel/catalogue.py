@@ -55,7 +55,8 @@ ENTRIES = (
     Entry("table-tlbi-level",
           "when a table descriptor is cleared (unmap freeing a now-empty table), stage2_put_pte "
           "invalidates the IPA with level hint 0 (no level information) instead of the table "
-          "descriptor's own level; impl (5.12-5.15) passes the table's level, a hint that "
+          "descriptor's own level; impl (5.12-5.15) passes the table's level, as 5.15.100's C "
+          "does (its stage2_put_pte passes the level it is given), a hint that "
           "promises the only cached entry is a leaf at that level, while the walk caches of the "
           "levels below may hold entries from the freed table",
           ("stage2_put_pte", "stage2_unmap_walker"),
@@ -116,6 +117,18 @@ class KernelFinding:
             f"{lo} up to (not including) {'.'.join(map(str, self.until))}"
 
 
+_SW_WHY = ("5.14's enum kvm_pgtable_prot has only X, W, R and DEVICE: the KVM_PGTABLE_PROT_SW0-3 "
+           "bits (55-58) the spec's contracts know arrive in 5.15, so 5.14 ignores them; a "
+           "spec-versus-version gap (the argument is outside 5.14's enum), not a kernel bug; run "
+           "on 5.14.2")
+
+
+def _sw_prot(step, op: str) -> bool:
+    """A step of `op` whose prot has bits beyond 5.14's X|W|R|DEVICE (bits 0-3)."""
+    return (step is not None and step.get("op") == op
+            and (step.get("args", {}).get("prot", 0) & ~0xf) != 0)
+
+
 FINDINGS = (
     KernelFinding(
         "eagain-abort", "C-MAP", (5, 13, 0), None,
@@ -123,9 +136,49 @@ FINDINGS = (
         "or only permissions differ): stage2_map_walker_try_leaf returns -EAGAIN and "
         "kvm_pgtable_walk aborts, so the rest of the range is left as it was, while C-MAP "
         "requires a map that returns -EAGAIN to have done its whole range (the posted 'Continue "
-        "stage-2 map when re-creating mappings'); shown by Debian's 6.1, no fix known to ptspec",
+        "stage-2 map when re-creating mappings'); seen running Debian's 6.1.176, 5.15.100 and "
+        "5.14.2; no fix known to ptspec",
         ("stage2_map_walker_try_leaf", "kvm_pgtable_walk"),
         lambda step: step is not None and step.get("op") == "map" and step.get("ret") == -11),
+    KernelFinding(
+        "set-owner-blocks", "C-SET-OWNER", (5, 14, 0), (5, 15, 0),
+        "kvm_pgtable_stage2_set_owner walks with the map walker but without forcing pages (5.14 "
+        "has no force_pte; 5.15 sets it for set_owner), so a range covering a whole block is "
+        "annotated by one invalid entry at the block's level, while C-SET-OWNER requires owner "
+        "annotations page by page; every page of the block still reads as owned by the id, so "
+        "this is the older design rather than a safety bug (also on a set_owner that fails with "
+        "-ENOMEM part way, whose done part is annotated the same way); run on 5.14.2",
+        ("kvm_pgtable_stage2_set_owner", "stage2_map_walker_try_leaf"),
+        lambda step: step is not None and step.get("op") == "set_owner"),
+    KernelFinding(
+        "unmap-direct-cmo", "C-CMO", (5, 14, 0), (5, 15, 0),
+        "kvm_pgtable_stage2_unmap and kvm_pgtable_stage2_flush call the kernel's "
+        "dcache_clean_inval_poc directly, not through mm_ops (5.15 moves them to "
+        "mm_ops->dcache_clean_inval_poc), so a table whose mm_ops has no cache-maintenance hooks "
+        "still cleans a cacheable leaf it unmaps or flushes, while C-CMO makes the hooks the only "
+        "way to maintenance; extra maintenance, not a missing one: a spec-versus-version gap "
+        "rather than a bug; run on 5.14.2",
+        ("kvm_pgtable_stage2_unmap", "stage2_unmap_walker", "kvm_pgtable_stage2_flush"),
+        lambda step: (step is not None and step.get("op") in ("unmap", "flush")
+                      and step.get("cmo") is False)),
+    KernelFinding(
+        "flush-direct-cmo", "C-FLUSH", (5, 14, 0), (5, 15, 0),
+        "the same direct dcache_clean_inval_poc as unmap-direct-cmo, seen by C-FLUSH: "
+        "kvm_pgtable_stage2_flush cleans a cacheable leaf on a table whose mm_ops has no "
+        "cache-maintenance hooks, where C-FLUSH expects no maintenance; run on 5.14.2",
+        ("kvm_pgtable_stage2_flush", "stage2_flush_walker"),
+        lambda step: (step is not None and step.get("op") == "flush"
+                      and step.get("cmo") is False)),
+    KernelFinding(
+        "prot-sw-unknown", "C-RELAX-PERMS", (5, 14, 0), (5, 15, 0),
+        _SW_WHY + "; here kvm_pgtable_stage2_relax_perms returns 0 where C-RELAX-PERMS wants "
+        "-EINVAL before the walk",
+        ("kvm_pgtable_stage2_relax_perms",), lambda step: _sw_prot(step, "relax_perms")),
+    KernelFinding(
+        "prot-sw-unknown-map", "C-MAP", (5, 14, 0), (5, 15, 0),
+        _SW_WHY + "; here kvm_pgtable_stage2_map installs the leaf without the software bits "
+        "C-MAP expects in it",
+        ("kvm_pgtable_stage2_map", "stage2_set_prot_attr"), lambda step: _sw_prot(step, "map")),
 )
 
 

@@ -10,7 +10,8 @@ matches a catalogued finding for the tree's kernel version (``catalogue.FINDINGS
 that finding, not reported as a violation.
 
 The C table is configured from the tree's detected shape (owner field and largest owner id), not
-from impl. ``force_pte_cb`` can only be none or one that forces pages everywhere (the shim's).
+from impl. ``force_pte_cb`` can only be none or one that forces pages everywhere (the shim's); a
+tree without one (5.14) runs its geometries without it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class CSideHarness(Stage2Harness):
                  flags: int = 0):
         shape = self.tree.shape
         owner_field = tuple(shape.owner_field)
+        if not shape.force_pte_cb:
+            force_pte = False       # 5.14: no force_pte_cb to give (the geometry runs without)
         self.version = self.tree.version_tuple()
         self.params = dict(page_shift=page_shift, ia_bits=ia_bits, owner_field=owner_field,
                            fwb=fwb, cmo=cmo, flags=flags)
@@ -99,7 +102,7 @@ class CSideHarness(Stage2Harness):
         ret, found = super().step(op, **args)
         if not found:
             return ret, found
-        step = {"op": op, "ret": ret}
+        step = {"op": op, "ret": ret, "args": args, "cmo": self.params["cmo"]}
         kept = []
         for v in found:
             f = catalogue.finding_for(v, step, self.version)

@@ -5,17 +5,23 @@
 ``arch/arm64/include/asm/stage2_pgtable.h``, ``Makefile``), reads ``VERSION``/``PATCHLEVEL``/
 ``SUBLEVEL`` from the Makefile, and detects the code's shape by reading declarations:
 
-* the stage-2 init entry point and its parameters (``__kvm_pgtable_stage2_init(pgt, mmu, mm_ops,
-  flags, force_pte_cb)`` from 5.16 on; ``kvm_pgtable_stage2_init_flags(pgt, arch, mm_ops, flags,
-  force_pte_cb)`` in 5.15; ``kvm_pgtable_stage2_init(pgt, arch|kvm, mm_ops)`` before);
+* the stage-2 init entry point, its parameters and what its second one is: 5.16 on define
+  ``__kvm_pgtable_stage2_init(pgt, mmu, mm_ops, flags, force_pte_cb)`` taking the
+  ``struct kvm_s2_mmu``; 5.15 defines the same name and arity but takes the ``struct kvm_arch``
+  (``arch->vtcr``, ``pgt->mmu = &arch->mmu``); 5.14 has ``kvm_pgtable_stage2_init_flags(pgt,
+  arch, mm_ops, flags)`` and no ``force_pte_cb``; 5.13 ``kvm_pgtable_stage2_init(pgt, arch,
+  mm_ops)``;
 * where owner ids live in invalid descriptors (``KVM_INVALID_PTE_OWNER_MASK``) and the largest id
   (``KVM_MAX_OWNER_ID``);
 * whether ``struct kvm_pgtable`` has a ``force_pte_cb``.
 
-The shim's runtime calls the 5.16+ init; a tree of another shape is refused with one line naming
-what the shim lacks (``TreeError``), never half-built. Nothing is copied from the tree: the build
-compiles its files where they are (``ptspec.proofs.kernel.build``, cached by content hash outside
-the repository). ``default_tree()`` is the cached Debian 6.1 source (``ptspec.proofs.kernel.fetch``).
+The shim drives ``__kvm_pgtable_stage2_init`` with five parameters, given either the mmu (5.16 on)
+or the kvm_arch (5.15), and 5.14's ``kvm_pgtable_stage2_init_flags``: ``shim_defines`` says which
+to the build (a 5.14 table has no ``force_pte_cb``, so the page-forcing option is not offered).
+A tree of another shape is refused with one line naming what the shim lacks (``TreeError``),
+never half-built. Nothing is copied from the tree: the build compiles its files where they are
+(``ptspec.proofs.kernel.build``, cached by content hash outside the repository).
+``default_tree()`` is the cached Debian 6.1 source (``ptspec.proofs.kernel.fetch``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from ptspec.proofs.kernel import fetch
 FILES = ("arch/arm64/kvm/hyp/pgtable.c", "arch/arm64/include/asm/kvm_pgtable.h",
          "arch/arm64/include/asm/stage2_pgtable.h", "Makefile")
 SUPPORTED_INIT = "__kvm_pgtable_stage2_init"
+INIT_FLAGS = "kvm_pgtable_stage2_init_flags"         # 5.14's init: no force_pte_cb parameter
 
 
 class TreeError(RuntimeError):
@@ -39,15 +46,30 @@ class TreeError(RuntimeError):
 class Shape:
     init: str                       # the init function the tree declares
     init_params: tuple              # its parameter names
+    init_types: tuple               # its parameter types, as written ("struct kvm_arch *", ...)
     owner_field: tuple | None       # (hi, lo) of KVM_INVALID_PTE_OWNER_MASK, None if absent
     max_owner_id: int | None
     force_pte_cb: bool
 
+    @property
+    def init_takes(self) -> str | None:
+        """What the init's second parameter is: "mmu" (struct kvm_s2_mmu), "arch" (struct
+        kvm_arch), "kvm" (struct kvm), or None if it has none of these."""
+        if len(self.init_types) < 2:
+            return None
+        t = self.init_types[1]
+        for word, what in (("kvm_s2_mmu", "mmu"), ("kvm_arch", "arch"), ("kvm", "kvm")):
+            if re.search(rf"\bstruct\s+{word}\b", t):
+                return what
+        return None
+
     def describe(self) -> str:
         own = (f"owner ids in bits {self.owner_field[0]}:{self.owner_field[1]}, max owner id "
                f"{self.max_owner_id}" if self.owner_field else "no owner ids")
-        return (f"init {self.init}({', '.join(self.init_params)}); {own}; force_pte_cb "
-                f"{'present' if self.force_pte_cb else 'absent'}")
+        takes = {"mmu": "struct kvm_s2_mmu", "arch": "struct kvm_arch", "kvm": "struct kvm"}.get(
+            self.init_takes, "neither mmu nor kvm_arch")
+        return (f"init {self.init}({', '.join(self.init_params)}) takes {takes}; {own}; "
+                f"force_pte_cb {'present' if self.force_pte_cb else 'absent'}")
 
 
 @dataclass(frozen=True)
@@ -103,24 +125,46 @@ def detect_shape(pgtable_c: str, header: str) -> Shape:
     if m is None:
         raise TreeError("pgtable.c defines no stage-2 init function (__kvm_pgtable_stage2_init, "
                         "kvm_pgtable_stage2_init_flags or kvm_pgtable_stage2_init)")
-    params = tuple(p.strip().split()[-1].lstrip("*") for p in m.group(2).split(",") if p.strip())
+    decls = [" ".join(p.split()) for p in m.group(2).split(",") if p.strip()]
+    params = tuple(re.split(r"[\s*]+", d)[-1] for d in decls)
+    types = tuple(d[:len(d) - len(n)].strip() for d, n in zip(decls, params))
     own = _OWNER.search(pgtable_c) or _OWNER.search(header)
     mx = _MAX_OWNER.search(pgtable_c) or _MAX_OWNER.search(header)
-    return Shape(m.group(1), params, (int(own.group(1)), int(own.group(2))) if own else None,
+    return Shape(m.group(1), params, types, (int(own.group(1)), int(own.group(2))) if own else None,
                  int(mx.group(1)) if mx else None,
                  re.search(r"\bforce_pte_cb\s*;", header) is not None)
 
 
 def unsupported(shape: Shape) -> str | None:
     """Why the shim cannot drive code of this shape, or None."""
-    if shape.init != SUPPORTED_INIT or len(shape.init_params) != 5:
-        return (f"the shim drives {SUPPORTED_INIT}(pgt, mmu, mm_ops, flags, force_pte_cb) "
-                f"(5.16 and later); this tree has {shape.init}({', '.join(shape.init_params)})")
+    five = (shape.init == SUPPORTED_INIT and len(shape.init_params) == 5
+            and shape.init_takes in ("mmu", "arch"))
+    if not five and not _is_init_flags(shape):
+        return (f"the shim drives {SUPPORTED_INIT}(pgt, mmu|arch, mm_ops, flags, force_pte_cb) "
+                f"(5.15 and later) or {INIT_FLAGS}(pgt, arch, mm_ops, flags) (5.14); this tree "
+                f"has {shape.init}({', '.join(shape.init_params)})")
     if shape.owner_field is None or shape.max_owner_id is None:
         return "pgtable.c has no KVM_INVALID_PTE_OWNER_MASK/KVM_MAX_OWNER_ID (owner ids)"
-    if not shape.force_pte_cb:
+    if five and not shape.force_pte_cb:
         return "struct kvm_pgtable has no force_pte_cb"
     return None
+
+
+def _is_init_flags(shape: Shape) -> bool:
+    return (shape.init == INIT_FLAGS and len(shape.init_params) == 4
+            and shape.init_takes == "arch")
+
+
+def shim_defines(shape: Shape | None) -> tuple:
+    """Preprocessor symbols that fit the shim's runtime to a supported shape (none for 5.16 on,
+    the default; None is the cached 6.1 source)."""
+    if shape is None:
+        return ()
+    if _is_init_flags(shape):
+        return ("KDIFF_INIT_FLAGS",)
+    if shape.init_takes == "arch":
+        return ("KDIFF_INIT_ARCH",)
+    return ()
 
 
 def open_tree(directory) -> Tree:
@@ -135,6 +179,25 @@ def open_tree(directory) -> Tree:
     shape = detect_shape((root / FILES[0]).read_text(errors="replace"),
                          (root / FILES[1]).read_text(errors="replace"))
     return Tree(root.resolve(), version, shape)
+
+
+def trees_dir() -> Path:
+    """Where other kernel versions' trees are kept (outside the repository): ``trees/`` beside
+    the kdiff cache, e.g. ``~/.cache/ptspec/trees/linux-5.15.100/arch/arm64/...``."""
+    return fetch.cache_dir().parent / "trees"
+
+
+def cached_tree(prefix: str) -> tuple[Tree | None, str]:
+    """The first cached tree whose directory name starts with ``linux-<prefix>`` (e.g. "5.15"),
+    or None and why (never downloads)."""
+    base = trees_dir()
+    names = sorted(p for p in base.glob(f"linux-{prefix}*") if p.is_dir()) if base.is_dir() else []
+    if not names:
+        return None, f"no linux-{prefix}* tree in {base}"
+    try:
+        return open_tree(names[0]), ""
+    except TreeError as exc:
+        return None, str(exc)
 
 
 def default_tree() -> tuple[Tree | None, str]:

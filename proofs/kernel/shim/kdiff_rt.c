@@ -1,6 +1,6 @@
 /*
- * ptspec kdiff runtime: what pgtable.c (Linux 6.1) gets from the rest of the kernel when it runs in
- * userspace under ptspec's differential check. Our own code.
+ * ptspec kdiff runtime: what pgtable.c (Linux 5.15, 5.16-6.1) gets from the rest of the kernel
+ * when it runs in userspace under ptspec's differential check. Our own code.
  *
  * - an arena of NPAGES pages at physical address KDIFF_ARENA_BASE (host memory from an anonymous
  *   mapping), a page-indexed refcount array, and the allocation order of impl/pgtable/pool.py: the lowest
@@ -47,8 +47,8 @@ static u64 fail_at[KDIFF_FAIL_MAX];
 static int nr_fail;
 
 static bool has_fwb;
-static struct kvm_arch kdiff_arch;
-static struct kvm_s2_mmu kdiff_mmu = { .arch = &kdiff_arch };
+static struct kvm_arch kdiff_arch = { .mmu = { .arch = &kdiff_arch } };
+#define kdiff_mmu (kdiff_arch.mmu)
 static struct kvm_pgtable kdiff_pgt;
 
 static void log_event(u64 kind, u64 a, u64 b)
@@ -304,14 +304,27 @@ static bool kdiff_force_all(u64 addr, u64 end, enum kvm_pgtable_prot prot)
 }
 
 /*
- * kvm_get_vtcr for ia_bits on a CPU with the largest PARange, then __kvm_pgtable_stage2_init;
- * force_pte selects the force_pte_cb (none, or one that always forces pages)
+ * kvm_get_vtcr for ia_bits on a CPU with the largest PARange, then __kvm_pgtable_stage2_init
+ * (given the mmu from 5.16 on, the kvm_arch in 5.15: -DKDIFF_INIT_ARCH), or 5.14's
+ * kvm_pgtable_stage2_init_flags (-DKDIFF_INIT_FLAGS); force_pte selects the force_pte_cb (none,
+ * or one that always forces pages)
  */
 int kdiff_init(u32 ia_bits, u32 flags, int force_pte)
 {
 	kdiff_arch.vtcr = kvm_get_vtcr(KDIFF_PARANGE_MAX, 0, ia_bits);
+#if defined(KDIFF_INIT_FLAGS)
+	/* 5.14: kvm_pgtable_stage2_init_flags(pgt, arch, mm_ops, flags); no force_pte_cb to give */
+	if (force_pte)
+		return -EINVAL;
+	return kvm_pgtable_stage2_init_flags(&kdiff_pgt, &kdiff_arch, &kdiff_mm_ops, flags);
+#elif defined(KDIFF_INIT_ARCH)
+	/* 5.15: __kvm_pgtable_stage2_init(pgt, arch, mm_ops, flags, force_pte_cb) */
+	return __kvm_pgtable_stage2_init(&kdiff_pgt, &kdiff_arch, &kdiff_mm_ops, flags,
+					 force_pte ? kdiff_force_all : NULL);
+#else
 	return __kvm_pgtable_stage2_init(&kdiff_pgt, &kdiff_mmu, &kdiff_mm_ops, flags,
 					 force_pte ? kdiff_force_all : NULL);
+#endif
 }
 
 struct kvm_pgtable *kdiff_pgtable(void) { return &kdiff_pgt; }
@@ -370,8 +383,51 @@ u64 kdiff_log_len(void) { return loglen; }
 int kdiff_log_overflowed(void) { return log_overflow; }
 void kdiff_log_clear(void) { loglen = 0; }
 
+#ifdef KDIFF_INIT_FLAGS
+/*
+ * 5.14 has no kvm_pgtable_get_leaf: the same lookup through its public walker, a leaf visitor
+ * over the one page at addr that keeps the entry and level it is called with.
+ */
+struct kdiff_leaf { kvm_pte_t pte; u32 level; };
+
+static int kdiff_leaf_cb(u64 addr, u64 end, u32 level, kvm_pte_t *ptep,
+			 enum kvm_pgtable_walk_flags flag, void * const arg)
+{
+	struct kdiff_leaf *out = arg;
+
+	out->pte = *ptep;
+	out->level = level;
+	return 0;
+}
+
+int kdiff_get_leaf(u64 addr, u64 *pte, u32 *level)
+{
+	struct kdiff_leaf out = { 0, 0 };
+	struct kvm_pgtable_walker walker = {
+		.cb	= kdiff_leaf_cb,
+		.arg	= &out,
+		.flags	= KVM_PGTABLE_WALK_LEAF,
+	};
+	int ret = kvm_pgtable_walk(&kdiff_pgt, ALIGN_DOWN(addr, PAGE_SIZE), PAGE_SIZE, &walker);
+
+	if (!ret) {
+		if (pte)
+			*pte = out.pte;
+		if (level)
+			*level = out.level;
+	}
+	return ret;
+}
+#else
 /* kvm_pgtable_get_leaf with its outputs in one call */
 int kdiff_get_leaf(u64 addr, u64 *pte, u32 *level)
 {
 	return kvm_pgtable_get_leaf(&kdiff_pgt, addr, pte, level);
+}
+#endif
+
+/* 5.14's stage-2 unmap and flush call the kernel's dcache_clean_inval_poc(start, end) directly */
+void dcache_clean_inval_poc(unsigned long start, unsigned long end)
+{
+	log_event(EV_DCACHE, kdiff_virt_to_phys((void *)start), end - start);
 }

@@ -1,7 +1,7 @@
 /*
- * ptspec kdiff shim: the handful of kernel definitions arch/arm64/kvm/hyp/pgtable.c (Linux 6.1) and
- * asm/kvm_pgtable.h use, written for a userspace build on any host. Our own code: architecture
- * constants and kernel macro names only.
+ * ptspec kdiff shim: the handful of kernel definitions arch/arm64/kvm/hyp/pgtable.c and
+ * asm/kvm_pgtable.h (Linux 5.15, 5.16-6.1) use, written for a userspace build on any host. Our
+ * own code: architecture constants and kernel macro names only.
  *
  * PAGE_SHIFT (12, 14 or 16) and KDIFF_PARANGE_MAX (5: 48-bit PA, 6: 52-bit PA) come from the
  * compiler command line. Barriers are no-ops (single-threaded), kvm_call_hyp is a direct call,
@@ -32,6 +32,7 @@
 #define ALIGN_DOWN(x, a)	((x) & ~((u64)(a) - 1))
 #define ALIGN(x, a)		(((x) + ((u64)(a) - 1)) & ~((u64)(a) - 1))
 #define PAGE_ALIGN(x)		ALIGN(x, PAGE_SIZE)
+#define SZ_4K			0x1000ULL
 #define IS_ALIGNED(x, a)	(((x) & ((u64)(a) - 1)) == 0)
 
 /* asm/pgtable-hwdef.h: levels and per-level shift (n may be a u32 that wrapped below zero) */
@@ -70,6 +71,9 @@ bool kdiff_has_cap(int cap);
 /* ID_AA64MMFR0_EL1.PARange and ID_AA64MMFR1_EL1.VMIDBits */
 #define ID_AA64MMFR0_EL1_PARANGE_SHIFT	0
 #define ID_AA64MMFR0_EL1_PARANGE_MAX	KDIFF_PARANGE_MAX
+/* the same fields under their names before 6.0 (5.13-5.19 spell them without _EL1) */
+#define ID_AA64MMFR0_PARANGE_SHIFT	ID_AA64MMFR0_EL1_PARANGE_SHIFT
+#define ID_AA64MMFR0_PARANGE_MAX	ID_AA64MMFR0_EL1_PARANGE_MAX
 static inline u64 cpuid_feature_extract_unsigned_field(u64 reg, int shift)
 {
 	return (reg >> shift) & 0xf;
@@ -115,17 +119,32 @@ static inline u32 get_vmid_bits(u64 mmfr1)
 #define VTCR_EL2_FLAGS		((3ULL << 12) | (1ULL << 10) | (1ULL << 8) | VTCR_EL2_TG0)
 #define VTCR_EL2_LVLS_TO_SL0(levels) \
 	((VTCR_EL2_TGRAN_SL0_BASE - (4 - (levels))) << VTCR_EL2_SL0_SHIFT)
+#define VTCR_EL2_SL0_TO_LVLS(sl0)	((sl0) + 4 - VTCR_EL2_TGRAN_SL0_BASE)
+#define VTCR_EL2_LVLS(vtcr) \
+	VTCR_EL2_SL0_TO_LVLS(((vtcr) & VTCR_EL2_SL0_MASK) >> VTCR_EL2_SL0_SHIFT)
 #define VTCR_EL2_IPA(vtcr)	(64 - ((vtcr) & VTCR_EL2_T0SZ_MASK))
 
-/* the stage-2 MMU as pgtable.c sees it */
+/*
+ * the stage-2 MMU as pgtable.c sees it: 5.16 on reach VTCR through mmu->arch->vtcr and take the
+ * mmu at init; 5.13-5.15 take the kvm_arch at init and use its embedded mmu (arch->mmu); both
+ * shapes are served by one layout. struct kvm is there for stage2_pgtable.h's inline helpers.
+ */
 struct kvm_pgtable;
-struct kvm_arch {
-	u64 vtcr;
-};
+struct kvm_arch;
 struct kvm_s2_mmu {
 	struct kvm_arch *arch;
 	struct kvm_pgtable *pgt;
 };
+struct kvm_arch {
+	u64 vtcr;
+	struct kvm_s2_mmu mmu;
+};
+struct kvm {
+	struct kvm_arch arch;
+};
+
+/* data-cache maintenance by VA range (5.14's pgtable.c calls it directly): logged by the shim */
+void dcache_clean_inval_poc(unsigned long start, unsigned long end);
 
 /* TLB maintenance: logged by the shim */
 void __kvm_tlb_flush_vmid_ipa(struct kvm_s2_mmu *mmu, phys_addr_t ipa, int level);
