@@ -245,13 +245,15 @@ def test_planted_c_bug_is_refuted_by_the_spec_alone(tmp_path):
     cex = r.counterexample
     assert any(v.split()[0] in ("C-UNMAP", "C-MAP", "C-WRPROTECT", "C-FLUSH", "C-SET-OWNER",
                                 "S2-BBM") for v in cex["violations"])
-    assert "CPgtable(12, 39" in cex["ops"] and "open_tree(" in cex["ops"]
+    assert "subject_factory(open_tree(" in cex["ops"] and "(12, 39" in cex["ops"]
+    assert cex["ops"].rstrip().splitlines()[-1].startswith("assert not h.violations")
     assert "C side: Linux" in cex["tables"]
     assert "kvm_pgtable_stage2_" in cex["c_test"] and cex["c_test"].startswith("static void")
-    # the counterexample runs as pasted and shows the same broken state
+    # the counterexample runs as pasted and ends in the judge, which fails as the run did
     env = {}
-    exec(cex["ops"], env)
-    assert env["pgt"].snapshot()["pages"]
+    with pytest.raises(AssertionError):
+        exec(cex["ops"], env)
+    assert env["h"].violations and env["h"].pgt.snapshot()["pages"]
     # and the clean tree passes the same budget
     assert check.check_geometry(t, "4k-39", budgets.budget("quick"), 0).status == "passed"
 

@@ -98,8 +98,8 @@ def c_test_body(trace: list, mc_capacity: int = 16) -> str:
 def counterexample(failure, tree) -> dict:
     """The counterexample of a failing C-side run, as ``ptspec verify`` reports them."""
     program = failure.program
-    calls = [ln for ln in program.splitlines() if ln.startswith("pgt.")]
-    op = calls[-1][4:].split("(")[0] if calls else ""
+    ops = [entry[1] for entry in failure.trace if entry[0] == "op"]
+    op = ops[-1] if ops else ""
     try:
         tables = render(spec.load_state(failure.raw_state),
                         title=f"C side: Linux {tree.version} pgtable.c")

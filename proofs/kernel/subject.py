@@ -19,6 +19,7 @@ from __future__ import annotations
 from ptspec import spec
 
 from ptspec.proofs.kernel import catalogue
+from ptspec.proofs.engines import minimize
 from ptspec.proofs.kernel.cside import CPgtable
 from ptspec.proofs.stage2.harness import Stage2Harness
 
@@ -47,6 +48,10 @@ class CSideHarness(Stage2Harness):
         if not shape.force_pte_cb:
             force_pte = False       # 5.14: no force_pte_cb to give (the geometry runs without)
         self.version = self.tree.version_tuple()
+        self.make_source = minimize.call(
+            f"subject_factory(open_tree({str(self.tree.root)!r}))",
+            dict(fwb=fwb, cmo=cmo, arena_pages=arena_pages, mc_capacity=mc_capacity,
+                 force_pte=force_pte, flags=flags), page_shift, ia_bits, hex_ints=False)
         self.params = dict(page_shift=page_shift, ia_bits=ia_bits, owner_field=owner_field,
                            fwb=fwb, cmo=cmo, flags=flags)
         self.pgt = CPgtable(page_shift, ia_bits, npages=arena_pages, fwb=fwb, flags=flags,
@@ -68,8 +73,12 @@ class CSideHarness(Stage2Harness):
         self._begin()
 
     def program(self) -> str:
-        """The run as Python driving the C library (the calls the harness made, in order)."""
-        return self.ops_source
+        """The run as a program a reviewer pastes: a harness on the same tree replays every
+        recorded call (the C call each one made as its comment), then the judge, which fails
+        exactly as this run did. ``ops_source`` keeps the bare C-library calls."""
+        return minimize.program(["from ptspec.proofs.kernel.subject import subject_factory",
+                                 "from ptspec.proofs.kernel.tree import open_tree"],
+                                self.make_source, self.calls)
 
     def _full_snapshot(self):
         """The C library's state is its raw state: a refused call is judged on the tables."""
