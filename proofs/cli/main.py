@@ -1,4 +1,4 @@
-"""The `ptspec` command: verify, check-state, list, explain, profiles.
+"""The `ptspec` command: verify, check-state, list, explain, profiles (mutants, merge: own modules).
 
 `verify` writes the JSON report (--json), JUnit XML (--junit) and KTAP (--ktap, on stdout); it runs
 obligations in worker processes with --jobs N and a deterministic subset with --shard I/N
@@ -105,6 +105,7 @@ def _verify(args: argparse.Namespace, console: Console) -> int | None:
         return 2
     selected, left_out = verify_args.split_skipped(registry.select(pattern, args.profile), args.skip or [])
     why = None
+    selection: list[str] | None = None
     if not selected and left_out:
         why = f"every selected obligation is left out by --skip {', '.join(args.skip)}"
     elif not selected:
@@ -112,6 +113,7 @@ def _verify(args: argparse.Namespace, console: Console) -> int | None:
                f"no obligation matches --only {pattern!r} in profile {args.profile!r}" if pattern else
                f"no obligation runs in profile {args.profile!r}")
     elif args.shard:
+        selection = [ob.id for ob in selected]     # the whole split, for `ptspec merge` to check
         total = len(selected)
         selected = parallel.shard(selected, *args.shard)
         if not selected:
@@ -143,6 +145,8 @@ def _verify(args: argparse.Namespace, console: Console) -> int | None:
     unwritten = False
     json_report = report.build_report(results, args.profile, args.seed, **extra_keys)
     json_report["skipped"] = left_out
+    if selection is not None:
+        json_report["selection"] = selection
     junit_results = results
     if interrupt.received():       # JSON: a key; JUnit: an error case, so no CI shows it green
         json_report["interrupted"] = interrupt.name()
@@ -284,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profiles)
     from ptspec.proofs.cli import mutants as cli_mutants
     cli_mutants.add_parser(sub)
+    from ptspec.proofs.cli import merge as cli_merge
+    cli_merge.add_parser(sub)
     d = sub.add_parser("diff-kernel", add_help=False,
                        help="run Linux 6.1's own pgtable.c side by side with impl (docs/kdiff.md)")
     d.add_argument("rest", nargs=argparse.REMAINDER)

@@ -3,12 +3,17 @@
     ptspec mutants [--only ID[,ID]] [--checks PATTERN] [--json FILE] [--profile P] [--seed N]
                    [--jobs N]
     ptspec mutants --systematic [--module NAME] [--sample N] [--list] [--json FILE] ...
+    ptspec mutants ... --shard I/N      (one job of a CI matrix; `ptspec merge` joins the reports)
 
 Corpus mode prints one row per historical bug (upstream fix, caught or not, the first check that
 caught it, the invariants its counterexample broke, time to catch) and then each counterexample;
 it exits 1 if a bug survives. Systematic mode plants every mechanical mutant of the selected impl
 modules (ptspec.proofs.mutation.mutate), prints the mutation score per module and every survivor, and exits 1 if a
 survivor is not explained in proofs/mutation/survivors/*.toml (an equivalent mutant, with the reason).
+
+`--shard I/N` runs shard I of N of the selected targets (after --only, --module and --sample), split
+by target id with verify's rule (proofs/runner/parallel.py `shard_ids`); its JSON report records
+"shard" and the whole "selection", so `ptspec merge` can check and join the N reports.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from rich.table import Table
 from ptspec.proofs.mutation import corpus
 from ptspec.proofs.mutation import mutants
 from ptspec.proofs.mutation import mutate
+from ptspec.proofs.report import atomic
+from ptspec.proofs.runner import parallel
 
 SURVIVORS_DIR = Path(mutants.__file__).with_name("survivors")   # package data, installed with the wheel
 
@@ -64,7 +71,38 @@ def add_parser(sub) -> None:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--jobs", type=int, default=1, help="worker processes, one target each")
     m.add_argument("--json", metavar="FILE", help="write every outcome as JSON")
+    m.add_argument("--shard", type=_shard_arg, metavar="I/N",
+                   help="run only shard I of N (1-based) of the selected targets, split by id as "
+                        "verify --shard; `ptspec merge` joins the N JSON reports")
     m.set_defaults(func=cmd_mutants)
+
+
+def _shard_arg(text: str) -> tuple[int, int]:
+    try:
+        return parallel.parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def sharded(targets: list[tuple[str, str]], shard: tuple[int, int] | None) -> list[tuple[str, str]]:
+    """The targets of shard (i, n), in the order of `targets` (all of them without a shard)."""
+    if not shard:
+        return targets
+    mine = set(parallel.shard_ids([t for _, t in targets], *shard))
+    return [(kind, t) for kind, t in targets if t in mine]
+
+
+def build_report(args, base, outcomes, selection: list[str]) -> dict:
+    """The JSON report of a run (or of one shard: "shard" "i/n" and the whole "selection")."""
+    rep = {"profile": args.profile, "escalate": args.escalate, "seed": args.seed,
+           "mode": "systematic" if args.systematic else "corpus",
+           "baseline": {r.id: r.status for r in base},
+           "outcomes": [mutants.asdict(o) for o in outcomes],
+           "score": mutants.score(outcomes)}
+    if getattr(args, "shard", None):
+        rep["shard"] = f"{args.shard[0]}/{args.shard[1]}"
+        rep["selection"] = selection
+    return rep
 
 
 def _targets(args) -> list[tuple[str, str]]:
@@ -89,6 +127,14 @@ def cmd_mutants(args, console: Console) -> int:
         targets = _targets(args)
     except SystemExit as exc:
         print(exc.code)
+        return 2
+    selection = [t for _, t in targets]
+    targets = sharded(targets, args.shard)
+    if args.shard and selection and not targets:
+        print(f"ptspec mutants: nothing checked: shard {args.shard[0]}/{args.shard[1]} is empty "
+              f"({len(selection)} target(s) selected, fewer than the shards)")
+        if args.json:
+            atomic.write_text(args.json, json.dumps(build_report(args, [], [], selection), indent=1))
         return 2
     if args.list:
         for kind, t in targets:
@@ -122,12 +168,8 @@ def cmd_mutants(args, console: Console) -> int:
             for i, o in zip(again, more):
                 outcomes[i] = o
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "profile": args.profile, "escalate": args.escalate, "seed": args.seed,
-            "mode": "systematic" if args.systematic else "corpus",
-            "baseline": {r.id: r.status for r in base},
-            "outcomes": [mutants.asdict(o) for o in outcomes],
-            "score": mutants.score(outcomes)}, indent=1, default=str))
+        atomic.write_text(args.json, json.dumps(build_report(args, base, outcomes, selection),
+                                                indent=1, default=str))
     if args.systematic:
         return _systematic_report(outcomes, console)
     return _corpus_report(outcomes, console)

@@ -12,6 +12,11 @@ printed as pasteable Python driving the C library, with the C tables in ptdump s
 that kernel version and the two are compared word for word (``paired.PairedHarness``); a run's first
 difference is reported, and the spec goes on judging the C side after it.
 
+``--shard I/N`` checks shard I of N of the selected geometries, split by check id
+(``kernel.lockstep.<geometry>``) with verify's rule (``parallel.shard_ids``); each geometry's runs
+and seed are the same as in an unsharded run, so ``ptspec merge`` of the N JSON reports equals the
+unsharded report. Not combined with ``--with-impl`` (its judgement spans every geometry).
+
 Exit status: 0 only catalogued findings (or none), 1 any other violation or difference, 2 nothing
 could be checked (the tree cannot be read or built, no compiler, bad arguments).
 """
@@ -30,6 +35,7 @@ from ptspec.proofs.kernel import kernels
 from ptspec.proofs.kernel import subject
 from ptspec.proofs.kernel import tree as T
 from ptspec.proofs.runner import budgets
+from ptspec.proofs.runner import parallel
 from ptspec.proofs.runner.registry import Result
 from ptspec.proofs.stage2 import lockstep
 from ptspec.proofs.stage2.checks import KERNEL_ENTRY
@@ -256,7 +262,29 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="FILE", help="write the JSON report here")
     ap.add_argument("--junit", metavar="FILE", help="write JUnit XML here")
+    ap.add_argument("--shard", type=_shard_arg, metavar="I/N",
+                    help="check only shard I of N of the geometries (split by check id as verify "
+                         "--shard); `ptspec merge` joins the N JSON reports")
     return ap
+
+
+def _shard_arg(text: str) -> tuple[int, int]:
+    try:
+        return parallel.parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def check_id(geometry: str) -> str:
+    return f"kernel.lockstep.{geometry}"
+
+
+def sharded(geometries: list[str], shard: tuple[int, int] | None) -> list[str]:
+    """The geometries of shard (i, n), in the given order (all of them without a shard)."""
+    if not shard:
+        return list(geometries)
+    mine = set(parallel.shard_ids([check_id(g) for g in geometries], *shard))
+    return [g for g in geometries if check_id(g) in mine]
 
 
 def open_tree_or_reason(directory):
@@ -277,6 +305,12 @@ def main(argv=None) -> int:
         args = ap.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    if args.shard and args.with_impl:
+        print("check-kernel: --shard and --with-impl do not combine (the comparison with impl "
+              "spans every geometry); run --with-impl unsharded")
+        return 2
+    selection = [check_id(g) for g in args.geometry]
+    geometries = sharded(args.geometry, args.shard)
     tree, why = open_tree_or_reason(args.tree)
     if tree is None:
         print(f"check-kernel: not checked: {why}")
@@ -286,14 +320,19 @@ def main(argv=None) -> int:
     if bad:
         print(f"check-kernel: not checked: {bad}")
         return 2
+    if not geometries:
+        print(f"check-kernel: nothing checked: shard {args.shard[0]}/{args.shard[1]} is empty "
+              f"({len(selection)} geometries selected, fewer than the shards)")
+        _write_reports(args, tree, [], selection)
+        return 2
     try:
-        build.library(subject.GEOMETRIES[args.geometry[0]][0], tree)
+        build.library(subject.GEOMETRIES[geometries[0]][0], tree)
     except build.BuildError as exc:
         print(f"check-kernel: not checked: {str(exc).splitlines()[0]}")
         for ln in str(exc).splitlines()[1:6]:
             print(f"  {ln}")
         return 2
-    results = run(tree, args.geometry, args.profile, args.seed, args.with_impl,
+    results = run(tree, geometries, args.profile, args.seed, args.with_impl,
                   progress=lambda m: print(m, file=sys.stderr))
     for r in results:
         print(format_result(r))
@@ -305,17 +344,28 @@ def main(argv=None) -> int:
     print(f"check-kernel: {sum(r.status == 'passed' for r in results)} passed, "
           f"{sum(r.status == 'refuted' for r in results)} refuted, "
           f"{sum(r.status in ('unknown', 'error') for r in results)} not checked; exit {code}")
-    if args.json or args.junit:
-        from ptspec.proofs.report import junit, results as report
-        if args.json:
-            rep = report.build_report(results, args.profile, args.seed)
-            rep["kernel"] = {"tree": str(tree.root), "version": tree.version,
-                             "shape": tree.shape.describe(), "findings": findings_of(results)}
-            with open(args.json, "w") as fh:
-                fh.write(report.dumps(rep))
-        if args.junit:
-            junit.write_junit(results, args.junit, args.profile, args.seed)
+    _write_reports(args, tree, results, selection)
     return code
+
+
+def kernel_key(tree, results) -> dict:
+    """The report's "kernel" object: the tree judged and the catalogued findings seen."""
+    return {"tree": str(tree.root), "version": tree.version, "shape": tree.shape.describe(),
+            "findings": findings_of(results)}
+
+
+def _write_reports(args, tree, results, selection: list[str]) -> None:
+    from ptspec.proofs.report import junit, results as report
+    from ptspec.proofs.report import atomic
+    shard = f"{args.shard[0]}/{args.shard[1]}" if args.shard else None
+    if args.json:
+        rep = report.build_report(results, args.profile, args.seed, shard=shard)
+        rep["kernel"] = kernel_key(tree, results)
+        if shard:
+            rep["selection"] = selection
+        atomic.write_text(args.json, report.dumps(rep))
+    if args.junit:
+        junit.write_junit(results, args.junit, args.profile, args.seed, shard=shard)
 
 
 if __name__ == "__main__":

@@ -70,12 +70,19 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def shard(obligations: list[Obligation], i: int, n: int) -> list[Obligation]:
-    """Shard i of n (1-based): every n-th id of the sorted ids, starting at the i-th; registry order kept."""
+def shard_ids(ids: list[str], i: int, n: int) -> list[str]:
+    """Shard i of n (1-based) of a list of ids: every n-th of the sorted ids, starting at the i-th;
+    the order of `ids` kept. The one assignment every sharded command uses (verify's obligations,
+    mutants' targets, check-kernel's geometries) and `ptspec merge` checks."""
     if not 1 <= i <= n:
         raise ValueError(f"shard {i}/{n}: want 1 <= i <= n")
-    ids = sorted(ob.id for ob in obligations)
-    mine = {ob_id for k, ob_id in enumerate(ids) if k % n == i - 1}
+    mine = {x for k, x in enumerate(sorted(set(ids))) if k % n == i - 1}
+    return [x for x in ids if x in mine]
+
+
+def shard(obligations: list[Obligation], i: int, n: int) -> list[Obligation]:
+    """Shard i of n (1-based) of obligations by id (``shard_ids``); registry order kept."""
+    mine = set(shard_ids([ob.id for ob in obligations], i, n))
     return [ob for ob in obligations if ob.id in mine]
 
 
