@@ -1,8 +1,8 @@
 """The registry of proof obligations, and the runner that keeps their results honest.
 
 A check module registers obligations when it is imported; `load_all()` imports the modules named in
-`CHECK_MODULES` (every `proofs/checks_*.py`, found on disk, imported lazily). Each obligation's `run(ctx)` returns a `Result`; the
-runner (`run_obligation`, `run_all`), not the check, enforces the rules of DESIGN.md:
+`CHECK_MODULES` (every `proofs/<area>/checks*.py`, found on disk, imported lazily). Each
+obligation's `run(ctx)` returns a `Result`; the runner (`run_obligation`, `run_all`), not the check, enforces the rules of DESIGN.md:
 
 - an exception inside a check is status "error" with the traceback summary;
 - "passed"/"proved" with `examples == 0` is "unknown: nothing was checked";
@@ -19,7 +19,7 @@ runner (`run_obligation`, `run_all`), not the check, enforces the rules of DESIG
   does not depend on time), unless the check had to be stopped.
 - a check module that fails to import is an "error" result (see `load_errors`), never a silent skip.
 
-A check module (a file `proofs/checks_<area>.py`; it is found by name, nothing to edit elsewhere):
+A check module (a file `proofs/<area>/checks*.py`; it is found by name, nothing to edit elsewhere):
 
     from ptspec.proofs.runner.registry import Result, obligation
 
