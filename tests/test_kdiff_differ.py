@@ -30,10 +30,12 @@ def test_older_profiles_are_caught_and_shrunk(profile, expect):
     rep = f.report()
     assert f"p = Pair('4k-39', '{profile}'" in rep
     assert "C side (kernel pgtable.c):" in rep and "stage 2: 4K granule" in rep
-    # the printed program is pasteable and replays to the same difference
+    # the printed program is pasteable, replays to the same difference and ends in the judge
+    assert f.program.splitlines()[-2:] == differ.DIFF_JUDGE.splitlines()
     ns = {}
-    exec(f.program, ns)
-    assert sorted({d.id for d in ns["p"].compare()}) == f.ids
+    with pytest.raises(AssertionError):
+        exec(f.program, ns)
+    assert sorted({d.id for d in ns["d"]}) == f.ids
 
 
 @pytest.mark.parametrize("entry", catalogue.ENTRIES, ids=lambda e: e.id)
@@ -58,3 +60,10 @@ def test_known_deviation_is_counted_and_strict_mode_reports_it():
     strict = differ.run(["4k-39"], 400, seed=2, strict=True, shrink_replays=60)
     assert strict.status == "refuted" and strict.finding.kind == "c-violation"
     assert strict.finding.ids == ["C-MAP"]
+    # the C-side violation's program judges every step and ends in the assert that fails
+    program = strict.finding.program
+    assert program.splitlines()[-1].startswith("assert not found")
+    ns = {}
+    with pytest.raises(AssertionError) as err:
+        exec(program, ns)
+    assert "C-MAP" in str(err.value)

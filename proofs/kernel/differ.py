@@ -186,9 +186,31 @@ def make_finding(geometry, profile, config, ops, kind, lines, spec_every, shrink
         small, r = ops, replay(geometry, profile, config, ops, spec_every, strict)
     _, kind, lines, pair = r
     impl_raw = pair.i.snapshot()
+    program = (pair.program + "\n" + DIFF_JUDGE if kind == "difference"
+               else judged_c_program(pair.lines, small))
     return Finding(geometry, profile, kind, _ids(kind, lines), lines, small, config,
-                   program=pair.program, tables_c=_tables(pair.c.snapshot()),
+                   program=program, tables_c=_tables(pair.c.snapshot()),
                    tables_impl=_tables(impl_raw))
+
+
+# The judge a difference's program ends in: compare the two sides after the last call.
+DIFF_JUDGE = "d = p.compare()\nassert not d, '\\n'.join(map(str, d))"
+
+
+def judged_c_program(pair_lines: list, ops: list) -> str:
+    """A C-side violation's program: the Pair, then every operation followed by the comparison
+    (which drains the call's events) and the spec's judgement of the C side's step, ending in the
+    assert that fails on the last one."""
+    from ptspec.proofs.engines.minimize import call
+    n = next(k for k, ln in enumerate(pair_lines) if ln.startswith("p = Pair("))
+    lines = pair_lines[:n] + ["from ptspec.proofs.kernel.differ import step_record",
+                              pair_lines[n], "found = p.check_c()"]
+    for name, args in ops:
+        lines.append(f"r = {call('p.' + name, args)}")
+        lines.append(f"p.compare(); found = p.check_c(step_record({name!r}, "
+                     f"{call('dict', args)}, r, p.c.force_pte_all))")
+    lines.append("assert not found, '\\n'.join(map(str, found))")
+    return "\n".join(lines)
 
 
 def run(geometries, ops_total, seed=0, profile=kernels.DEFAULT_PROFILE, spec_every=1,
