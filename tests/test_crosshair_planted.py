@@ -4,6 +4,7 @@ refutes its planted bugs; CrossHair's "not confirmed" / "not exhausted" are unkn
 
 import pytest
 
+from program_support import assert_program_judges  # (tests/ is on sys.path)
 from ptspec.proofs.engines import crosshair as R
 from ptspec.proofs.runner import registry
 from ptspec.proofs.stage2.planted_proofs import CAUGHT_BY, get, planted
@@ -38,6 +39,8 @@ def test_planted_bug_is_refuted(bug, oid):
     assert r.status == "refuted", (bug, oid, r.status, r.detail)
     named = {v.split(":")[0] for v in r.counterexample["violations"]}
     assert named & set(get(bug).caught_by), (bug, r.counterexample)
+    # the refuting call as a program ending in the failing assert (postcondition or got == want)
+    assert_program_judges(r.counterexample.get("ops"), lambda: planted(bug))
 
 
 def _never_exhausted(x: int, y: int):

@@ -2,11 +2,13 @@
 
 Each bug of proofs/stage2/planted_proofs.py.CAUGHT_BY (some from proofs/stage2/planted.py) is planted for the
 duration of one run of the obligation, which must come back "refuted" with a violated statement
-naming one of the bug's expected ids, and inputs in hex.
+naming one of the bug's expected ids, inputs in hex, and a program (``ops``) that, executed as
+pasted, fails its final assert with the bug planted and passes without it.
 """
 
 import pytest
 
+from program_support import assert_program_judges  # (tests/ is on sys.path)
 from ptspec.proofs.runner import registry
 from ptspec.proofs.stage2.planted_proofs import CAUGHT_BY, get, planted
 
@@ -42,6 +44,8 @@ def test_planted_bug_is_refuted(bug, oid):
     assert named & set(get(bug).caught_by), (bug, cex["violations"])
     assert cex["inputs"] and all(v.startswith("0x") or v in ("True", "False")
                                  for v in cex["inputs"].values())
+    # the printed program calls the impl with those inputs and ends in the assert that fails
+    assert_program_judges(cex.get("ops"), lambda: planted(bug))
 
 
 def test_every_z3_obligation_has_a_planted_bug():

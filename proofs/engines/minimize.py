@@ -151,3 +151,25 @@ def program(imports: list[str], make: str, calls: list[tuple[str, str]]) -> str:
         lines.append(f"{src}  # {note}" if note else src)
     lines.append(JUDGE)
     return "\n".join(lines)
+
+
+def assigns(values: dict, names=None, hex_ints: bool = True) -> list[str]:
+    """``name = value`` lines for a counterexample's concrete inputs (a solver's model), in the
+    order of ``names`` (default: the dict's), integers above 9 in hex."""
+    return [f"{k} = {source(values[k], hex_ints)}" for k in (names or values)]
+
+
+def guarded(lines: list[str], what: str) -> list[str]:
+    """``lines`` run so that an exception is a failed check too: the program still ends in an
+    ``assert`` (a property of the form "returns, raising nothing")."""
+    return (["try:"] + [f"    {ln}" for ln in lines]
+            + ["except Exception as exc:",
+               f"    assert False, f{('%s raised {exc!r}' % what)!r}"])
+
+
+def judged_program(imports: list[str], values: dict, body: list[str], judge: str,
+                   names=None, what: str = "the call") -> str:
+    """A refuted lemma as a program: the imports, the model's values as assignments, the real
+    calls (``body``; an exception fails the check), then ``judge``, the ``assert`` of the property
+    that is false for these values."""
+    return "\n".join(list(imports) + assigns(values, names) + guarded(body, what) + [judge])

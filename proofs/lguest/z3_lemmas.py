@@ -27,6 +27,7 @@ from ptspec.impl.lguest import shadow
 from ptspec.impl.lguest.x86 import PAGE_SIZE, _PAGE_GLOBAL, X86Format
 
 from ptspec.proofs.engines.z3.bv import as_bv, sym
+from ptspec.proofs.lguest import z3_programs as ZP
 from ptspec.proofs.stage2.z3_lemmas import combine
 
 
@@ -117,7 +118,7 @@ def lemma_gpte(rlimit, timeout_ms, deadline=None):
                             _z(fmt.pfn(spte)) == _z(host_pfn),
                         "LG-SHADOW: the shadow flags are the guest's minus GLOBAL":
                             _z(fmt.flags(spte)) == flags & ~_PAGE_GLOBAL & fmt.word_mask}
-            yield name, body, inputs, assume
+            yield name, body, inputs, assume, None, ZP.gpte(name)
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -147,7 +148,7 @@ def lemma_table_addr(rlimit, timeout_ms, deadline=None):
                         addr = g.gpte_addr(entry, vaddr)
                     return {"LG-BND: the next-level entry lies inside guest memory":
                             _z(addr) + fmt.entry_bytes <= _z(pfn_limit) * PAGE_SIZE}
-                yield f"{name} {level}", body, inputs, assume
+                yield f"{name} {level}", body, inputs, assume, None, ZP.table_addr(name, level)
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -174,9 +175,12 @@ def lemma_index(rlimit, timeout_ms, deadline=None):
                     _z(fmt.pmd_index(vaddr)) < fmt.ptrs_per_pmd,
                     _z(fmt.pte_index(vaddr)) < fmt.ptrs_per_pte)
                 return ok
-            yield name, body, inputs, []
+            yield name, body, inputs, [], None, ZP.index(name)
     return combine(cases(), rlimit, timeout_ms, deadline)
 
+
+# the stand-in guest, by the name the counterexample programs (proofs/lguest/z3_programs.py) import
+StandInGuest = _Guest
 
 LEMMAS = {"lguest.gpte": lemma_gpte, "lguest.table-addr": lemma_table_addr,
           "lguest.index": lemma_index}

@@ -31,6 +31,7 @@ from ptspec.impl.mmu.host import HostSizes
 from ptspec.impl.mmu.memslot import KvmMemorySlot
 
 from ptspec.proofs.engines.z3.bv import Inputs, SymBool, SymNat, as_bv, nat, sym
+from ptspec.proofs.mmu import z3_programs as ZP
 from ptspec.proofs.stage2.z3_lemmas import combine
 
 PAGE_SHIFTS = (12, 14, 16)
@@ -50,7 +51,7 @@ class _Host:
         self.refs: list = []
 
     def is_transparent_hugepage(self, pfn):
-        return SymBool(self.thp)
+        return SymBool(self.thp) if isinstance(self.thp, z3.BoolRef) else self.thp
 
     def kvm_release_pfn_clean(self, pfn):
         self.refs.append(("put", pfn))
@@ -112,7 +113,8 @@ def lemma_huge_mapping(rlimit, timeout_ms, deadline=None):
                     return {"MS: a block is allowed exactly when it lies inside the memslot and "
                             "maps the host pages at the same offsets":
                             (_z(got) != 0) == _block_ok(m, ipa, gpa, size, uaddr)}
-                yield f"{1 << (ps - 10)}K block {m:#x}", body, inputs, assume
+                yield (f"{1 << (ps - 10)}K block {m:#x}", body, inputs, assume, None,
+                       ZP.huge_mapping(ps, m))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -165,7 +167,7 @@ def lemma_thp_adjust(rlimit, timeout_ms, deadline=None):
                         "MS: the reference moves from pfn to pfn'": z3.BoolVal(
                             len(host.refs) == 2 and host.refs[0] == ("put", pfn)
                             and host.refs[1][0] == "get" and host.refs[1][1] is pfn2)}
-            yield f"{1 << (ps - 10)}K", body, inputs, assume
+            yield f"{1 << (ps - 10)}K", body, inputs, assume, None, ZP.thp_adjust(ps)
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -231,9 +233,13 @@ def lemma_hyp_va(rlimit, timeout_ms, deadline=None, *, max_size_bits=None):
                         "MS: io_map_base moves down to the range": _z(hm.io_map_base) == b}
             limit = (1 << 64) if max_size_bits == 64 else half - 2 * page
             assume = [_z(io) < (1 << vb), _z(io) & (page - 1) == 0, _z(size) <= limit - 1]
-            yield f"{1 << (ps - 10)}K VA_BITS {vb}", body, inputs, assume
+            yield (f"{1 << (ps - 10)}K VA_BITS {vb}", body, inputs, assume, None,
+                   ZP.hyp_va(ps, vb))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
+
+# the stand-ins, by the names the counterexample programs (proofs/mmu/z3_programs.py) import
+StandInKvm, StandInHost, StandInHypMmu = _Kvm, _Host, _HypMmu
 
 LEMMAS = {"mmu.huge-mapping": lemma_huge_mapping, "mmu.thp-adjust": lemma_thp_adjust,
           "mmu.hyp-va": lemma_hyp_va}

@@ -3,7 +3,9 @@
 Importing this module registers them (``proofs/runner/registry.py``). Each runs CrossHair in-process
 (``proofs/engines/crosshair.py``) on the targets of ``proofs/stage2/crosshair_targets.py`` with the profile's
 ``crosshair_per_condition_timeout`` and ``crosshair_per_path_timeout`` (capped here so that each
-obligation stays at a few seconds in the default profile). A pass needs CrossHair's own evidence:
+obligation stays at a few seconds in the default profile). A refutation's ``ops`` is a program that
+makes the refuting call and ends in the failing ``assert`` (``proofs/stage2/crosshair_programs.py``).
+A pass needs CrossHair's own evidence:
 "confirmed over all paths" for a contract, "all paths exhausted" for a diff; anything short of
 that is unknown. Not in the quick profile: CrossHair needs more than its 3-second budget to
 exhaust these paths.
@@ -11,6 +13,7 @@ exhaust these paths.
 
 from __future__ import annotations
 
+from ptspec.proofs.stage2 import crosshair_programs as CP
 from ptspec.proofs.stage2 import crosshair_targets as T
 from ptspec.proofs.runner.registry import Result, obligation
 
@@ -46,6 +49,11 @@ def _contracts(ctx, fns, kernel_function, invariant):
     outs = []
     for fn in fns:
         outs.append(check_contract(fn, cond, path))
+        cex = outs[-1].counterexample
+        if outs[-1].status == "refuted" and cex:
+            program = CP.contract_program(fn, cex.get("call", ""), cex.get("condition", ""))
+            if program:
+                cex["ops"] = program
         if outs[-1].status != "passed":
             break
     return _result(outs, kernel_function, invariant)
@@ -59,7 +67,7 @@ def _hex(text):
         return text
 
 
-def _diffs(ctx, pairs, kernel_function, invariant, annotate=None):
+def _diffs(ctx, pairs, kernel_function, invariant, annotate=None, setup=()):
     from ptspec.proofs.engines.crosshair import diff
     cond, path = _limits(ctx)
     outs = []
@@ -72,6 +80,7 @@ def _diffs(ctx, pairs, kernel_function, invariant, annotate=None):
                 cex[side]["returns"] = _hex(cex[side]["returns"])
             if annotate is not None:
                 cex.update(annotate(cex["args"]))
+            cex["ops"] = CP.diff_program(a, b, cex["args"], setup, kernel_function)
         outs.append(out)
         if out.status != "passed":
             break
@@ -129,7 +138,7 @@ def diff_translate(ctx):
     asked for; no difference and all paths exhausted."""
     T.build_tables()
     return _diffs(ctx, [(T.impl_translate_64k, T.spec_translate_64k)], "kvm_pgtable_get_leaf",
-                  "C-MAP", annotate=lambda args: {
+                  "C-MAP", setup=("build_tables()",), annotate=lambda args: {
                       "ipa": hex(T.PROBES["64k"][int(args["i"], 16)]),
                       "maps": [f"map({a:#x}, {n:#x}, {p:#x})"
                                for a, n, p in T.TRANSLATE_SETUPS["64k"][2]]})

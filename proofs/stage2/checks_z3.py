@@ -4,7 +4,9 @@ Importing this module registers them (``proofs/runner/registry.py``). Each one r
 ``proofs/stage2/z3_lemmas.py``, ``proofs/stage2/z3_leafsteps.py`` (stage-2 pgtable.c), ``proofs/mmu/z3_lemmas.py``
 (mmu.c memslot blocks) or ``proofs/lguest/z3_lemmas.py`` (lguest guest-entry checks) under the profile's z3 budget: ``z3_rlimit``
 (the deterministic limit, recorded in the Result) and ``z3_timeout_ms``, both per query. A proof is
-"proved"; a counterexample (inputs in hex, the violated statements, the path) is "refuted"; z3
+"proved"; a counterexample (inputs in hex, the violated statements, the path, and as ``ops`` a
+program that calls the impl with those inputs and ends in the failing ``assert`` of the property:
+the case's ``program`` builder, ``combine`` in ``z3_lemmas.py``) is "refuted"; z3
 ``unknown``, too many paths or the time budget running out is "unknown", never a pass.
 """
 
@@ -25,12 +27,13 @@ def to_result(out, ctx) -> Result:
         return Result.proved(examples=out.paths, detail=detail, rlimit=rlimit)
     if out.status == "refuted":
         cex = dict(out.counterexample or {})
-        shown = ("violated", "case", "path", "raised", "replay", "entry", "refcount", "show_error")
+        extra = ("replay", "entry", "refcount", "show_error", "program_error")
+        shown = ("violated", "case", "path", "raised", "program") + extra
         return Result.refuted({"inputs": {k: v for k, v in cex.items() if k not in shown},
                                "case": cex.get("case"), "path": cex.get("path"),
                                "raised": cex.get("raised"),
-                               **{k: cex[k] for k in ("replay", "entry", "refcount", "show_error")
-                                  if k in cex},
+                               **({"ops": cex["program"]} if cex.get("program") else {}),
+                               **{k: cex[k] for k in extra if k in cex},
                                "violations": cex.get("violated", []),
                                "kernel_function": _KERNEL.get(ctx.check_id, "")},
                               detail=detail, examples=max(out.paths, 1), rlimit=rlimit)

@@ -36,6 +36,7 @@ from ptspec.impl.pgtable import stage2_walkers
 from ptspec.impl.pgtable import walker as W
 
 from ptspec.proofs.engines.z3.bv import as_bv, ite, sym
+from ptspec.proofs.stage2 import z3_programs as ZP
 from ptspec.proofs.stage2.z3_fakes import PTP, FakePgt
 from ptspec.proofs.stage2.z3_lemmas import U64, aligned, combine
 
@@ -147,7 +148,8 @@ def lemma_map_leaf(rlimit, timeout_ms, deadline=None, *, set_owner=False):
                         extra = f" field {field[0]}:{field[1]}" if set_owner else (
                             "" if cont else " (seed: -EAGAIN stops)")
                         yield (_label(ps, level, extra), body, inputs, assume,
-                               _replay_map_leaf(ps, ia, level, field, cont, set_owner))
+                               _replay_map_leaf(ps, ia, level, field, cont, set_owner),
+                               ZP.map_leaf(ps, ia, level, field, cont, set_owner))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -222,7 +224,8 @@ def lemma_unmap_step(rlimit, timeout_ms, deadline=None):
                         return ok
                     assume = [own_ok(old, (63, 56), 1), _z(n) < SG.entries_per_table(ps) - 1,
                               _z(c) >= 1, _z(c) <= SG.entries_per_table(ps) + 1]
-                    yield _label(ps, level, f" fwb={fwb} tlbi0={tlbi0}"), body, inputs, assume
+                    yield (_label(ps, level, f" fwb={fwb} tlbi0={tlbi0}"), body, inputs, assume,
+                           None, ZP.unmap_step(ps, ia, level, fwb, tlbi0))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -251,7 +254,8 @@ def lemma_free_step(rlimit, timeout_ms, deadline=None):
                             _z(mm.child_rc) == (_z(c) - 1 if table else _z(c))}
                 assume = [own_ok(old, (63, 56), 1), _z(n) < SG.entries_per_table(ps) - 1,
                           _z(c) >= 1]
-                yield _label(ps, level), body, inputs, assume
+                yield (_label(ps, level), body, inputs, assume, None,
+                       ZP.free_step(ps, ia, level))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 

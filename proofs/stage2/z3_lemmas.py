@@ -32,6 +32,7 @@ from ptspec.impl.pgtable.geometry import Granule, all_stage2_geometries
 
 from ptspec.proofs.engines.z3.bv import W, as_bool, as_bv, sym
 from ptspec.proofs.engines.z3.explore import Outcome, prove
+from ptspec.proofs.stage2 import z3_programs as ZP
 from ptspec.proofs.stage2.z3_fakes import WalkPgt, walk_data
 
 U64 = (1 << 64) - 1
@@ -51,17 +52,34 @@ def aligned(x, size: int) -> z3.BoolRef:
     return z3.URem(_z(x), _c(size)) == 0
 
 
+def model_values(cex: dict) -> dict:
+    """A counterexample's input values as Python values: hex strings as ints, "True"/"False" as
+    bools (the other entries -- violated, path, ... -- left out)."""
+    out = {}
+    for k, v in cex.items():
+        if isinstance(v, str) and v.startswith("0x") and " " not in v:
+            out[k] = int(v, 16)
+        elif v in ("True", "False"):
+            out[k] = v == "True"
+    return out
+
+
 def combine(cases, rlimit: int, timeout_ms: int, deadline=None) -> Outcome:
-    """Prove each (label, body, inputs, assume[, show]) case; stop at the first refutation or
-    unknown. `show(values)` turns a counterexample's input values into a concrete replay."""
+    """Prove each (label, body, inputs, assume[, show[, program]]) case; stop at the first
+    refutation or unknown. `show(values)` turns a counterexample's input values into a concrete
+    replay; `program(values)` (``None`` when there is none) into a runnable Python program that
+    calls the impl with them and ends in the ``assert`` of the case's property, which fails: it
+    becomes the counterexample's ``program``."""
     t0 = time.monotonic()
     paths = queries = n = 0
-    for label, body, inputs, assume, *show in cases:
+    for label, body, inputs, assume, *extra in cases:
+        show = extra[0] if extra else None
+        program = extra[1] if len(extra) > 1 else None
         if deadline is not None and time.monotonic() > deadline:
             return Outcome("unknown", paths, queries, f"budget not completed (hang guard) after {n} cases",
                            seconds=time.monotonic() - t0)
         out = prove(body, inputs, assume=assume, rlimit=rlimit, timeout_ms=timeout_ms, what=label,
-                    show=show[0] if show else None)
+                    show=show)
         paths += out.paths
         queries += out.queries
         n += 1
@@ -69,6 +87,11 @@ def combine(cases, rlimit: int, timeout_ms: int, deadline=None) -> Outcome:
             out.paths, out.queries = paths, queries
             if out.counterexample is not None:
                 out.counterexample = {"case": label, **out.counterexample}
+                if program is not None:
+                    try:
+                        out.counterexample["program"] = program(model_values(out.counterexample))
+                    except Exception as e:   # a display problem must not hide the refutation
+                        out.counterexample["program_error"] = repr(e)
             out.seconds = time.monotonic() - t0
             return out
     return Outcome("proved", paths, queries, f"{n} cases, {paths} paths",
@@ -106,7 +129,8 @@ def lemma_block_mapping(rlimit, timeout_ms, deadline=None) -> Outcome:
                             as_bool(got) == want}
                 # phys is a real PA, or the invalid marker of an owner annotation
                 assume = [z3.Or(_z(phys) < (1 << pa_bits), _z(phys) == U64)]
-                yield f"{1 << (ps - 10)}K level {level}", body, inputs, assume
+                yield (f"{1 << (ps - 10)}K level {level}", body, inputs, assume, None,
+                       ZP.block_mapping(ps, level))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -152,7 +176,8 @@ def lemma_walk_index(rlimit, timeout_ms, deadline=None) -> Outcome:
                     return {"C-GET-LEAF: the callback gets the walk's address": _z(a) == _z(addr),
                             "C-GET-LEAF: the entry index is the address bits of the level":
                             _z(idx) == _idx_bits(addr, SG.granule_shift(level, ps), nbits)}
-                yield f"{1 << (ps - 10)}K level {level}", body, inputs, [_z(addr) < _z(end)]
+                yield (f"{1 << (ps - 10)}K level {level}", body, inputs, [_z(addr) < _z(end)],
+                       None, ZP.walk_index(ps, level))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -194,7 +219,7 @@ def lemma_root_index(rlimit, timeout_ms, deadline=None) -> Outcome:
                         "the start level's granule":
                         _z(root) * SG.entries_per_table(ps) + _z(idx) == top}
             assume = [_z(addr) < _z(end), _z(end) <= (1 << ia)]
-            yield label, body, inputs, assume
+            yield label, body, inputs, assume, None, ZP.root_index(ps, ia)
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -225,7 +250,8 @@ def lemma_walk_advance(rlimit, timeout_ms, deadline=None) -> Outcome:
                             "C-UNMAP: no overflow beyond the IPA limit": new <= limit}
                 not_table = z3.Not(z3.And(level < 3, _z(desc) & 3 == 3))
                 yield (f"{1 << (ps - 10)}K level {level}", body, inputs,
-                       [_z(addr) < limit, _z(addr) < _z(end), not_table])
+                       [_z(addr) < limit, _z(addr) < _z(end), not_table], None,
+                       ZP.walk_advance(ps, level))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -269,7 +295,8 @@ def lemma_descriptor_oa(rlimit, timeout_ms, deadline=None) -> Outcome:
                             _z(tbl) == _z(SD.encode_address(pa, ps)) | 3)
                     return ok
                 assume = [_z(pa) < (1 << pa_bits), aligned(pa, 1 << ps)]
-                yield f"{1 << (ps - 10)}K level {level}", body, inputs, assume
+                yield (f"{1 << (ps - 10)}K level {level}", body, inputs, assume, None,
+                       ZP.descriptor_oa(ps, level))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -303,7 +330,8 @@ def lemma_prot_attr(rlimit, timeout_ms, deadline=None) -> Outcome:
                         _z(back) == _z(expect),
                         "C-MAP: R, W, X and software bits survive encode + decode":
                         _z(back) == _z(prot) & (SD.PROT_R | SD.PROT_W | SD.PROT_X | SD.PROT_SW)}
-            yield f"fwb={fwb}", body, inputs, [_z(pa) < (1 << 48), aligned(pa, 1 << 12)]
+            yield (f"fwb={fwb}", body, inputs, [_z(pa) < (1 << 48), aligned(pa, 1 << 12)], None,
+                   ZP.prot_attr(fwb))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -334,7 +362,7 @@ def lemma_owner(rlimit, timeout_ms, deadline=None) -> Outcome:
                     ok["S2-OWN: owner_id_of agrees with the spec on any annotation"] = (
                         _z(P.owner_id_of(desc, field)) == _z(other))
                 return ok
-            yield f"owner field {field[0]}:{field[1]}", body, inputs, []
+            yield f"owner field {field[0]}:{field[1]}", body, inputs, [], None, ZP.owner(field)
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -350,7 +378,8 @@ def lemma_needs_update(rlimit, timeout_ms, deadline=None) -> Outcome:
                       (_z(old) ^ _z(new)) & (U64 & ~SD.PERMS) == 0)
         return {"C-MAP: stage2_pte_needs_update is false exactly for a valid leaf re-made with "
                 "other permissions only": as_bool(got) == z3.Not(same)}
-    return combine([("any descriptors", body, inputs, [])], rlimit, timeout_ms, deadline)
+    return combine([("any descriptors", body, inputs, [], None, ZP.needs_update())], rlimit,
+                   timeout_ms, deadline)
 
 
 LEMMAS = {
