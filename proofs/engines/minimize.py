@@ -27,6 +27,21 @@ def ids(violations) -> set[str]:
     return {str(v).split()[0] for v in violations}
 
 
+def first_id(violations) -> str | None:
+    """The id of the first violation a failure reported: the statement it is a finding of."""
+    return str(violations[0]).split()[0] if violations else None
+
+
+def same_statement(violations) -> Callable[[Any], bool]:
+    """The ``same`` predicate of ``shortest`` for a failure whose violations are ``violations``:
+    a replayed outcome (anything with a ``violations`` list) fails the same way when it breaks
+    the statement the failure reported first. Keeping that one id (rather than any of the
+    failure's ids) stops delta debugging from drifting to a shorter trace that only breaks a
+    secondary statement, say PROGRESS, where the finding was MS."""
+    target = first_id(violations)
+    return lambda outcome: target is not None and target in ids(outcome.violations)
+
+
 @dataclass
 class Shortest:
     """The result of ``shortest``: the trace, the outcome of its replay, and what it cost."""

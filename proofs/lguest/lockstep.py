@@ -297,7 +297,7 @@ def run_lockstep(fmt: str, mode: str = "hostile", *, examples: int, steps: int, 
     cfg = settings(max_examples=examples, stateful_step_count=steps, database=None, deadline=None,
                    print_blob=False, report_multiple_bugs=False,
                    suppress_health_check=list(HealthCheck),
-                   phases=[Phase.explicit, Phase.reuse, Phase.generate])
+                   phases=[Phase.explicit, Phase.generate])
     t0 = time.perf_counter()
     exc = minimize.run_hypothesis(hyp_seed(seed)(machine), cfg, LgStepViolation)
     if exc is not None:

@@ -8,7 +8,9 @@ merges, page aging, notifier invalidations racing with a fault (between ``gfn_to
 ``mmu_lock``), injected allocation failures, slot moves and deletes, ``stage2_unmap_vm`` and
 ioremaps. Every step goes through ``VmHarness.step``; a violation raises ``MmuViolation``, whose
 recorded trace is then replayed on a fresh VM and cut by delta debugging
-(``ptspec.proofs.engines.minimize``) to the shortest sequence that breaks one of the same ids. A
+(``ptspec.proofs.engines.minimize``) to the shortest sequence that breaks the same statement (the
+id the failure reported first); hypothesis's own shrink phase is off, so every area minimises the
+same way. A
 hypothesis ``FlakyFailure`` (its own re-run disagreeing) still carries the finding: it is taken
 out and replayed the same way, never reported as an error.
 """
@@ -176,15 +178,15 @@ class MachineOutcome:
 
 def shortest_failure(exc: MmuViolation, max_replays: int) -> MmuViolation:
     """The finding replayed from its trace on a fresh VM of the same layout and cut to the
-    shortest sequence that breaks one of the same ids; kept as found (and said so) when the trace
+    shortest sequence that still breaks the statement it reported first; kept as found (and said so) when the trace
     does not reproduce it."""
     layout, arena = exc.initial
-    target = minimize.ids(exc.violations)
+    target = minimize.first_id(exc.violations)
     cut = minimize.shortest(exc.trace, lambda t: replay(t, copy.deepcopy(layout), arena),
-                            lambda h: bool(minimize.ids(h.violations) & target), max_replays)
+                            minimize.same_statement(exc.violations), max_replays)
     if not cut.reproduced:
         exc.cx["replay"] = (f"not replayable: the recorded trace of {cut.original} steps, replayed "
-                            f"on a fresh VM, does not break {', '.join(sorted(target))} again")
+                            f"on a fresh VM, does not break {target} again")
         return exc
     h = cut.outcome
     return MmuViolation(h, list(h.violations), note=f"replayed and minimised: {cut.original} -> "
@@ -240,9 +242,10 @@ def run_machine(*, examples: int, steps: int, seed: int = 0, layouts=None,
         cfg = settings(max_examples=n, stateful_step_count=steps, database=None,
                        deadline=None, print_blob=False, report_multiple_bugs=False,
                        suppress_health_check=list(HealthCheck),
-                       phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
-        # hypothesis's own shrinking (bounded by its shrink-call budget, not time) leads to the
-        # simplest failing layout; if its re-run disagrees (FlakyFailure), the finding is kept
+                       phases=[Phase.explicit, Phase.generate])
+        # no shrink phase: the first failing run is replayed and cut by our delta debugging
+        # (shortest_failure, as for stage 2); if hypothesis's own re-run disagrees
+        # (FlakyFailure), the finding is kept
         exc = minimize.run_hypothesis(hyp_seed(seed * 7919 + chunk)(machine), cfg, MmuViolation)
         if exc is not None:
             return MachineOutcome("refuted", edge_runs + done + n, counter["steps"],
