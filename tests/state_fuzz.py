@@ -1,6 +1,7 @@
 """A bounded, seeded fuzzer over raw states: mutate valid states and see what the checker does.
 
-Each case takes a valid sample (tests/state_samples.py), applies one to three mutations to random
+Each case takes a valid sample (tests/state_samples.py: a state, or a step file of two states and
+a step record), applies one to three mutations to random
 nodes of its JSON tree (replace with a value of another type or a hostile one, delete, wrap in a
 list, turn an object into a list or the reverse, nudge a number, nest deeply) and hands it to a
 judge. ``fuzz`` returns, per outcome, how many cases ended there: "violations" or "StateError" are
@@ -82,15 +83,20 @@ def mutate(obj, rng):
     return obj
 
 
-def fuzz(kind, cases, seed, judge, state_error):
-    """Run `cases` mutated copies of the `kind` sample through judge; Counter of outcomes, and the
-    first mutated state of each unexpected outcome."""
-    rng = random.Random(f"{seed}:{kind}")
+def fuzz(kind, cases, seed, judge, state_error, make=sample, part=None):
+    """Run `cases` mutated copies of the `kind` sample (``make(kind)``: a state by default, or
+    state_samples.step_sample for step files) through judge; Counter of outcomes, and the first
+    mutated input of each unexpected outcome. ``part``: mutate only that key of the input (a step
+    file's "step" record), not the whole."""
+    rng = random.Random(f"{seed}:{kind}:{make.__name__}:{part}")
     outcomes, first = Counter(), {}
     for _ in range(cases):
-        obj = sample(kind)
+        obj = make(kind)
         for _ in range(rng.randint(1, 3)):
-            obj = mutate(obj, rng)
+            if part is None:
+                obj = mutate(obj, rng)
+            else:
+                obj[part] = mutate(obj[part], rng)
         try:
             found = judge(obj)
         except state_error:

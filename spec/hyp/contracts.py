@@ -52,7 +52,8 @@ def hyp_attrs(prot):
 
 def _entry(state, pa, va, level):
     idx = (va >> G.granule_shift(level, state.page_shift)) % state.entries
-    return state.pages[pa][idx] if pa is not None else 0
+    page = state.pages.get(pa) if pa is not None else None
+    return page[idx] if page is not None else 0      # a missing page: S1-TREE reports it
 
 
 def expected_leaf(pre, va, A, E, phys_al, attrs):

@@ -15,6 +15,7 @@ from ptspec.spec.lguest.contracts_life import LIFE_CONTRACT_ID, LIFE_CONTRACTS
 from ptspec.spec.lguest.contracts_ops import OPS_CONTRACT_ID, OPS_CONTRACTS
 from ptspec.spec.lguest.invariants import LG_INVARIANTS
 from ptspec.spec.lguest.state import LgState, load_lguest_state
+from ptspec.spec.lguest.step import load_lguest_step
 from ptspec.spec.stage2.state import StateError
 from ptspec.spec import statements
 
@@ -34,11 +35,10 @@ def lguest_check_state(raw, coherent=False):
 
 
 def lguest_check_step(pre, step, post):
-    """The two-state checks of one operation: per-step LG-SHADOW and the op's contract."""
+    """The two-state checks of one operation: per-step LG-SHADOW and the op's contract. The step
+    record is validated first (``spec/lguest/step.py``: a malformed one is a StateError)."""
+    step = load_lguest_step(step)
     pre, post = load_lguest_state(pre), load_lguest_state(post)
-    if not isinstance(step, dict) or "op" not in step:
-        raise StateError("step: expected an object with an 'op'")
-    step = {"args": {}, "ret": None, "out": {}, **step}
     pre_t, post_t = _leaves(pre), _leaves(post)
     out = per_step_shadow(pre, step, post, pre_t, post_t)
     fn = LG_CONTRACTS.get(step["op"])

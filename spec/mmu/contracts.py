@@ -373,7 +373,10 @@ def check_cmo(pre: MmuView, step, post: MmuView):
 
 
 def check_mmu_step(pre, step, post):
-    """The two-state checks of one step (pre/post raw states or MmuViews)."""
+    """The two-state checks of one step (pre/post raw states or MmuViews); the step record is
+    validated first (``spec/mmu/step.py``: a malformed one is a StateError)."""
+    from ptspec.spec.mmu.step import load_mmu_step
+    step = load_mmu_step(step)
     pre = pre if isinstance(pre, MmuView) else MmuView(pre)
     post = post if isinstance(post, MmuView) else MmuView(post)
     fn = STEP_CHECKS.get(step["op"])
