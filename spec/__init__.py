@@ -9,10 +9,14 @@ Public API:
     Violation(inv, message, where)
     check_any(raw) -> [Violation]              every single-state statement of a raw state of any
                                                kind (S2-*, S1-*, MS/DIRTY/MMU-WARN with an mmu part,
-                                               LG-*): what `ptspec check-state` calls
+                                               LG-*): what `ptspec check-state` calls; a step
+                                               file {"pre", "step", "post"} goes to
+    check_any_step(obj) -> [Violation]         the post-state's statements and the step's, any kind
     check_state(state) -> [Violation]          single-state invariants (S2-*, S1-*)
     check_step(pre, step, post) -> [Violation] S2-BBM, the op's contract (C-*), C-CMO, pool balance
     check_hyp_step(pre, step, post) -> [Violation] hyp stage-1 contracts (C-HYP-*), pool balance
+    check_vm_step(pre, step, post) -> [Violation] a VM step: mmu contract, C-MMU-CMO, S2-BBM
+    load_step / load_mmu_step / load_lguest_step: the strict step-record loaders of each kind
     INVARIANTS: id -> function, CONTRACTS: op -> function, CHECKS: id -> function (invariants and
     contracts), CONTRACT_IDS: every contract id, OP_CONTRACT_ID: op -> its contract id, explain(id)
     statements: the registry of every id any check reports (statements.get(id), all_statements(),
@@ -32,7 +36,9 @@ from ptspec.spec.violation import Violation
 from ptspec.spec import statements
 from ptspec.spec.arch.walk import Leaf, Translation, leaves, translate
 from ptspec.spec.stage2.check import CHECKS, CONTRACTS, CONTRACT_IDS, HYP_CONTRACT_IDS, INVARIANTS, OP_CONTRACT_ID, check_hyp_step, check_state, check_step, explain
-from ptspec.spec.any_state import check_any
+from ptspec.spec.any_state import check_any, check_any_step
+from ptspec.spec.mmu.step import check_vm_step, load_mmu_step
+from ptspec.spec.lguest.step import load_lguest_step
 from ptspec.spec.arch.geometry import granule_shift, granule_size, stage2_levels, stage2_start_level, hyp_start_level, root_pages, level_allows_block, level_allows_leaf, ipa_bits_supported, entries_per_table, IPA_RANGE
 
 
@@ -48,7 +54,8 @@ def load_state(obj):
 __all__ = [
     "LgState", "load_lguest_state", "LG_IDS", "lguest_check_state", "lguest_check_step",
     "lguest_explain", "check_mmu_state", "check_mmu_step",
-    "State", "StateError", "load_state", "check_any", "Step", "load_step", "walked_range", "Violation",
+    "State", "StateError", "load_state", "check_any", "check_any_step", "check_vm_step",
+    "load_mmu_step", "load_lguest_step", "Step", "load_step", "walked_range", "Violation",
     "Leaf", "Translation", "leaves", "translate",
     "CHECKS", "CONTRACTS", "CONTRACT_IDS", "HYP_CONTRACT_IDS", "OP_CONTRACT_ID", "INVARIANTS",
     "check_state", "check_step", "check_hyp_step", "explain", "statements",

@@ -76,6 +76,22 @@ def test_z3_refutes_the_allocator_without_xor():
     assert status == "refuted" and model is not None
 
 
+def test_z3_allocator_refutation_prints_the_failing_call():
+    """mmu.z3.hyp-va's counterexample is the allocator called on the model's request, ending in
+    the failing assert; without the defect the same program passes."""
+    from ptspec.proofs.runner import registry
+    registry.load_all()
+    with planted_mmu("hyp-va-no-xor"):
+        r = registry.run_obligation(registry.get("mmu.z3.hyp-va"), "quick", 0)
+    assert r.status == "refuted", r.detail
+    program = r.counterexample["ops"]
+    assert "mmu_hyp.hyp_private_va(io_map_base, phys, size" in program
+    assert program.splitlines()[-1].startswith("assert ")
+    with planted_mmu("hyp-va-no-xor"), pytest.raises(AssertionError):
+        exec(program, {})
+    exec(program, {})
+
+
 def test_clean_tree_passes_every_mmu_checker():
     assert all(not vs for _, _, vs in mmu_scenarios.run_all())
     assert mmu_exhaustive.explore(1).status == "passed"

@@ -13,6 +13,7 @@ from ptspec.proofs.mmu import hyp_va as mmu_hypva
 from ptspec.proofs.mmu import lockstep as mmu_machine
 from ptspec.proofs.mmu import scenarios as mmu_scenarios
 from ptspec.proofs.mmu.harness import counterexample
+from ptspec.proofs.mmu.z3_programs import hyp_allocator
 from ptspec.proofs.runner.registry import Result, obligation
 
 S2 = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM"]
@@ -120,11 +121,7 @@ def z3_hyp_va(ctx):
         status, info = mmu_hypva.z3_allocator(vb, ps, ctx.budget["z3_timeout_ms"],
                                               ctx.budget["z3_rlimit"])
         if status == "refuted":
-            return Result.refuted({"ops": "\n".join([
-                                       "from ptspec.proofs.mmu.hyp_va import z3_allocator",
-                                       f"status, model = z3_allocator({vb}, {ps}, "
-                                       f"{ctx.budget['z3_timeout_ms']}, {ctx.budget['z3_rlimit']})",
-                                       "assert status != 'refuted', model"]),
+            return Result.refuted({"ops": hyp_allocator(vb, ps)(info),
                                    "inputs": f"io_map_base={info['io_map_base']:#x}, "
                                              f"phys={info['phys']:#x}, size={info['size']:#x}, "
                                              f"va_bits={vb}, page_shift={ps}",

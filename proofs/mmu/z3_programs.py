@@ -99,3 +99,25 @@ def hyp_va(ps: int, vb: int):
              "              'MS: io_map_base moves down to the range': hm.io_map_base == base}"],
             CHECKS, what="__create_hyp_private_mapping")
     return program
+
+
+def hyp_allocator(vb: int, ps: int):
+    """mmu.z3.hyp-va (``proofs/mmu/hyp_va.py``, ``z3_allocator``): the allocator's arithmetic
+    ``hyp_private_va`` on the model's request, against the room below io_map_base in its half."""
+    def program(v):
+        return judged_program(
+            ["from ptspec.impl.mmu import hyp as mmu_hyp"],
+            {k: v[k] for k in ("io_map_base", "phys", "size")},
+            [f"va_bits, page_shift = {vb}, {ps}",
+             "page, half = 1 << page_shift, 1 << (va_bits - 1)",
+             "alloc, base, crossed = mmu_hyp.hyp_private_va(io_map_base, phys, size, va_bits, "
+             "page_shift)",
+             "need = (size + phys % page + page - 1) // page * page   # the request in pages",
+             "fits = need <= io_map_base and io_map_base - need >= io_map_base & ~(half - 1)",
+             "checks = {'C-HYP-VA: refused exactly when the request does not fit below "
+             "io_map_base in its half': (crossed == 0) == fits,",
+             "          'C-HYP-VA: an accepted range is the request in pages and ends at "
+             "io_map_base': crossed != 0 or (alloc == need and (base + alloc) % 2**64 == "
+             "io_map_base)}"],
+            CHECKS, what="hyp_private_va")
+    return program
