@@ -48,6 +48,11 @@ def test_obligations_are_refuted_under_planted_bugs(bug_id, expect):
     assert r.status == "refuted"
     assert any(v.startswith(expect) for v in r.counterexample["violations"])
     assert "p = Pair(" in r.counterexample["ops"]
+    # the printed program ends in its judge and, pasted, fails it under the bug
+    assert r.counterexample["ops"].rstrip().splitlines()[-1].startswith("assert not ")
+    with planted.planted(bug_id), pytest.raises(AssertionError) as err:
+        exec(r.counterexample["ops"], {})
+    assert expect in str(err.value)
     with planted.planted("prot-no-sh"):
         r = checks_kdiff.difference_catalogue(_Ctx())
     assert r.status == "refuted" and "6.1 still differs" in " ".join(r.counterexample["violations"])
