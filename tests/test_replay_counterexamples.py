@@ -19,7 +19,7 @@ from ptspec.proofs.runner import registry
 from ptspec.proofs.stage2.planted import planted
 
 # Measured (default profile, seed 0): stage 2 "eagain-abort" 7 -> 2 entries (2 calls), hyp
-# "hyp-conflict-overwrite" 28 -> 2 (2 calls), mmu "commit-no-wp" 4 -> 2 steps (2 calls), lguest
+# "hyp-conflict-overwrite" 28 -> 2 (2 calls), mmu "commit-no-wp" 14 -> 2 steps (2 calls), lguest
 # "shadow-release" 6 -> 4 entries after the boot (boot, begin, guest_write, set_pte: 4 calls; the
 # replay stops at the failing set_pte, before the transaction's end). The bound is that maximum.
 MAX_CALLS = 4

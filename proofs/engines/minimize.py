@@ -10,6 +10,13 @@ ones: Zeller's ddmin) while the replay still fails the same way. Two things come
 - ``same(outcome) -> bool``: the outcome fails the same way as the finding (breaks one of the
   same invariants or contracts).
 
+``same_statement(violations)`` is the usual ``same``: the replay still breaks the statement the
+failure reported first (not merely one of its ids, which would let the cut drift to a secondary
+finding). The rest of the module writes counterexamples as programs a reviewer pastes: ``program``
+(a harness replay ending in ``assert not h.violations``), ``unit_program``, and ``judged_program``
+(a solver's model as hex assignments, the real calls, an exception counted as a failed check,
+then the ``assert`` of the property).
+
 The budget is a number of replays (the profile's ``shrink_replays``), never wall-clock time, so
 the counterexample a reviewer reads is the same on a fast and on a slow machine. The first replay
 is of the whole trace: when it does not fail the same way the finding is *not replayable* from its
