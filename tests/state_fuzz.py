@@ -122,3 +122,75 @@ def _where(exc):
         tb = tb.tb_next
     code = tb.tb_frame.f_code
     return f"{code.co_filename.rsplit('/', 2)[-2]}/{code.co_filename.rsplit('/', 1)[-1]}:{code.co_name}"
+
+
+INTS = [0, 1, 2, 3, 7, 0x1000, 0x1fff, 0x200000, 0x4000_0000, 0x1_0000_0000, 0x1_0000_5000,
+        (1 << 32) - 1, 1 << 40, (1 << 48) - 0x1000, 1 << 52, (1 << 63) + 5, (1 << 64) - 1]
+RETS = [0, -12, -22, -34, -11, 1, 5, True, False, None, "done", "stuck", "mmio", "error"]
+
+
+def _op_record(kind, rng):
+    """A step record of `kind` with a random op of that kind and random (well-typed or not)
+    arguments, ret and out."""
+    from ptspec.spec.lguest import step as lg_step
+    from ptspec.spec.mmu import step as vm_step
+    from ptspec.spec.stage2 import step as s2_step
+    ints = lambda: rng.choice(INTS)            # noqa: E731
+    if kind == "vm":
+        op = rng.choice(sorted(vm_step.OPS))
+        required, optional, _, out_keys = vm_step.OPS[op]
+        args = {n: ints() for n in required}
+        for n in optional:
+            if rng.random() < 0.7:
+                args[n] = {"kind": rng.choice(vm_step.KINDS), "enomem": rng.random() < 0.5,
+                           "writable": rng.random() < 0.5, "races": rng.choice([0, 1, 3]),
+                           "race": [rng.choice(vm_step.RACES), ints()]}[n]
+        out = {}
+        for k in out_keys:
+            out[k] = {"result": rng.choice(vm_step.RESULTS), "errno": rng.choice([0, -12, -14]),
+                      "faults": [[rng.choice([4, 7, 11, 13]), rng.randint(-1, 3), rng.random() < 0.5,
+                                  rng.choice([0, 1, -14])] for _ in range(rng.randint(0, 3))],
+                      "invalidated": rng.choice([None, sorted([ints(), ints()])]),
+                      "cleared": rng.choice([0, 1, 0xff, (1 << 600) - 1])}[k]
+        return {"op": op, "args": args, "ret": rng.choice(RETS), "out": out,
+                "dic": rng.random() < 0.3}
+    if kind == "lguest-x86":
+        op = rng.choice(sorted(lg_step.OPS))
+        return {"op": op, "args": {n: ints() for n in lg_step.OPS[op]}, "ret": rng.choice(RETS),
+                "out": {"fail_alloc": rng.choice([0, 1]), "fail_gup": rng.choice([0, 1])}}
+    ops = ["init", "map", "destroy"] if kind == "arm64-hyp-s1" else sorted(s2_step.OP_ARGS)
+    op = rng.choice(ops)
+    args = {n: ints() for n in s2_step.OP_ARGS[op]}
+    if op == "map" and kind == "arm64-stage2":
+        args["force_pte"] = rng.random() < 0.5
+    out = rng.choice([{}, {"pte": ints()}, {"pte": ints(), "level": rng.randint(0, 3)},
+                      {"young": rng.random() < 0.5}])
+    return {"op": op, "args": args, "ret": rng.choice([r for r in RETS if type(r) is int]),
+            "out": out}
+
+
+def op_fuzz(kind, cases, seed, judge, state_error, make):
+    """Run `cases` step files of `kind` (the sample's pre and post, ``make(kind)``) whose step is a
+    random op of the kind with random arguments, ret and out: every op of every kind, boundary
+    integers. Counter of outcomes, as ``fuzz``."""
+    rng = random.Random(f"ops:{seed}:{kind}")
+    outcomes, first = Counter(), {}
+    for _ in range(cases):
+        obj = make(kind)
+        obj["step"] = _op_record(kind, rng)
+        try:
+            found = judge(obj)
+        except state_error:
+            outcomes["StateError"] += 1
+            continue
+        except Exception as exc:          # noqa: BLE001 -- counting what escapes is the point
+            outcome = f"{type(exc).__name__} in {_where(exc)}"
+            detail = f"{type(exc).__name__}: {str(exc)[:160]}"
+        else:
+            if isinstance(found, list):
+                outcomes["violations"] += 1
+                continue
+            outcome = detail = f"returned {type(found).__name__}"
+        outcomes[outcome] += 1
+        first.setdefault(outcome, (obj, detail))
+    return outcomes, first

@@ -211,14 +211,15 @@ def make_machine(name: str, harness_factory=Stage2Harness, geometries=None, opti
 
 def shortest_failure(exc, make, max_replays: int):
     """The finding ``exc`` (a StepViolation) replayed from its trace and cut by delta debugging
-    (``minimize.shortest``) to the shortest sub-sequence that breaks one of the same ids. When the
-    trace does not reproduce, the original run is kept and says so (never lost)."""
-    target = minimize.ids(exc.violations)
+    (``minimize.shortest``) to the shortest sub-sequence that still breaks the statement it
+    reported first (``minimize.same_statement``). When the trace does not reproduce, the original
+    run is kept and says so (never lost)."""
+    target = minimize.first_id(exc.violations)
     cut = minimize.shortest(exc.trace, lambda t: replay(t, make),
-                            lambda h: bool(minimize.ids(h.violations) & target), max_replays)
+                            minimize.same_statement(exc.violations), max_replays)
     if not cut.reproduced:
         exc.note = (f"not replayable: the recorded trace of {cut.original} entries, replayed on a "
-                    f"fresh table, does not break {', '.join(sorted(target))} again")
+                    f"fresh table, does not break {target} again")
         return exc
     h = cut.outcome
     found = [v for v in h.violations]

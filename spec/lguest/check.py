@@ -39,6 +39,9 @@ def lguest_check_step(pre, step, post):
     record is validated first (``spec/lguest/step.py``: a malformed one is a StateError)."""
     step = load_lguest_step(step)
     pre, post = load_lguest_state(pre), load_lguest_state(post)
+    if step["op"] == "run" and step["args"]["host_cpu"] >= pre.host_cpus:
+        raise StateError(f"step.args.host_cpu: {step['args']['host_cpu']} is not one of the "
+                         f"{pre.host_cpus} host CPUs of the state")
     pre_t, post_t = _leaves(pre), _leaves(post)
     out = per_step_shadow(pre, step, post, pre_t, post_t)
     fn = LG_CONTRACTS.get(step["op"])
