@@ -1,4 +1,4 @@
-"""`ptspec check-state FILE`: read a raw state, hand it to spec.check_any, print the verdict.
+"""`ptspec check-state FILE`: read a raw state (or a step file), hand it to spec.check_any, print the verdict.
 
 Exit 0 no violation, 1 a violation (one line each on stdout, starting with the statement's id), 2
 when the file cannot be read or is not a state: then exactly one line on stderr saying what is wrong

@@ -273,7 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only shard I of N (1-based) of the selected obligations: sorted by id, "
                         "every N-th starting at the I-th; the N shards are disjoint and cover all")
     v.set_defaults(func=cmd_verify)
-    c = sub.add_parser("check-state", help="check the invariants on a raw state (JSON file, or - for stdin)")
+    c = sub.add_parser("check-state", help="check the invariants on a raw state, or a step file "
+                                            "{pre, step, post} (JSON file, or - for stdin)",
+                       description="Judge a raw state of any kind (its invariants), or a step file "
+                                   "{\"pre\": state, \"step\": record, \"post\": state} (the post-state's "
+                                   "invariants and the step's contract). Exit 0 no violation, 1 "
+                                   "violations (one line each), 2 not a state or step file.")
     c.add_argument("file", metavar="FILE.json")
     c.set_defaults(func=cmd_check_state)
     ls = sub.add_parser("list", help="list the obligations")
