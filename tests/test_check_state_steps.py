@@ -112,7 +112,7 @@ def test_malformed_step_file_exits_2_with_one_line(tmp_path, capsys, kind, mutat
     cap = capsys.readouterr()
     lines = cap.err.strip().splitlines()
     assert cap.out == "" and len(lines) == 1, cap.err
-    assert "is not a valid state: " + where in lines[0], lines[0]
+    assert "is not a valid step file: " + where in lines[0], lines[0]
     assert "Traceback" not in cap.err and "internal error" not in cap.err
 
 

@@ -105,7 +105,9 @@ def run(name: str, print_line: Callable[[str], None]) -> int:
     try:
         violations = check_any(obj)
     except state_error as exc:
-        return _fail(f"{shown} is not a valid state: {exc}")
+        what = ("step file" if isinstance(obj, dict) and "kind" not in obj
+                and any(k in obj for k in ("pre", "step", "post")) else "state")
+        return _fail(f"{shown} is not a valid {what}: {exc}")
     except RecursionError as exc:
         return _fail(f"internal error in spec.check_any on {shown}: {_summary(exc)}")
     except Exception as exc:                  # noqa: BLE001 -- the last resort: never a traceback
