@@ -14,9 +14,10 @@ what is wrong and where (its JSON path), never a part silently left unjudged.
 A step file ``{"pre": state, "step": record, "post": state}`` (two states of the same kind and a
 step record of that kind: docs/interface.md, docs/mmu.md, docs/lguest.md) is judged as the
 lock-steps judge a step: the post-state's single-state statements and the step's two-state ones
-(``check_any_step``); a pre-state that breaks an invariant is reported instead ("in pre:"), since
-a contract presumes a sound pre-state. Both states and the record are validated first; a StateError then names the
-part at fault (``pre.pages``, ``post.mmu.memslots[0].npages``, ``step.args.ipa``).
+(``check_any_step``); a pre-state that breaks an invariant is reported instead ("in pre:"),
+since a contract presumes a sound pre-state. Both states and the record are validated first; a
+StateError then names the part at fault (``pre.pages``, ``post.mmu.memslots[0].npages``,
+``step.args.ipa``).
 """
 
 from ptspec.spec.lguest.check import lguest_check_state, lguest_check_step

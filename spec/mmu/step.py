@@ -103,9 +103,9 @@ def _args(op, raw):
         raise StateError(f"step.args.kind: missing (op access takes {', '.join(required + optional)})")
     if op == "ioremap" and "writable" not in args:
         raise StateError("step.args.writable: missing (op ioremap takes ipa, pa, size, writable)")
-    for lo, hi in (("start", "end"),):
-        if lo in args and args[lo] > args[hi]:
-            raise StateError(f"step.args.{lo}: {args[lo]:#x} is above step.args.{hi} {args[hi]:#x}")
+    if "start" in args and args["start"] > args["end"]:
+        raise StateError(f"step.args.start: {args['start']:#x} is above step.args.end "
+                         f"{args['end']:#x}")
     return args
 
 
