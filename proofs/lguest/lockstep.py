@@ -264,9 +264,7 @@ def shortest_failure(exc: LgStepViolation, max_replays: int) -> LgStepViolation:
             n += 1
         return r, n
 
-    cut = minimize.shortest(units, replay,
-                            lambda r: bool(r.violations) and r.violations[0].inv == want,
-                            max_replays)
+    cut = minimize.shortest(units, replay, minimize.same_statement(h.violations), max_replays)
     if not cut.reproduced:
         exc.counterexample["replay"] = (
             f"not replayable: the recorded log of {len(h.log)} entries, replayed on a fresh guest, "
