@@ -10,6 +10,8 @@ Models (not kernel code; the environment mmu.c runs in):
   access, 0 is an exit to user space (MMIO), < 0 an error, an injected abort or a skipped instruction
   ends the access. Kinds: ``read``, ``write``, ``exec``, ``s1ptw`` (the stage-1 walker reading a
   guest page table: needs read, reported as a write by KVM), ``cm`` (a DC by VA: needs read, WnR set).
+  An instruction fetch that took a translation or permission fault and then completed records the
+  gfn range of the stage-2 leaf it completed through (``fetched``: what that fetch was granted).
   An optional TLB (``tlb=True``) caches valid leaves until a TLB invalidation of the page-table log
   removes them; the checks run without it.
 * ``Vmm``: the VMM's ioctls (KVM_SET_USER_MEMORY_REGION, KVM_GET_DIRTY_LOG, KVM_CLEAR_DIRTY_LOG) that
@@ -56,6 +58,7 @@ class Guest:
         self.kvm = kvm
         self.vcpu = Vcpu(kvm)
         self.written: dict[int, set] = {}   # slot id -> gfn offsets written while logging
+        self.fetched: dict[int, set] = {}   # slot id -> (first gfn offset, count) of fetch grants
         self.use_tlb = tlb
         self.max_faults = max_faults
         self._tlb = [dict() for _ in range(4)]
@@ -126,6 +129,7 @@ class Guest:
             raise ValueError(f"ipa {ipa!r} is not inside the {self.kvm.ia_bits}-bit IPA space")
         faults = []
         vcpu = self.vcpu
+        asked_exec = False          # an instruction fetch reached user_mem_abort's fault path
         while True:
             d, level = self.translate(ipa)
             valid = d & 1 and (level == 3) == bool(d & 2)
@@ -138,6 +142,8 @@ class Guest:
             else:
                 if kind == "write":
                     self._record_write(ipa)
+                elif asked_exec:
+                    self._record_fetch(ipa, level)
                 return Outcome("done", faults)
             if len(faults) >= self.max_faults:
                 return Outcome("stuck", faults)
@@ -145,6 +151,7 @@ class Guest:
                          iabt=kind == "exec", s1ptw=kind == "s1ptw", cm=kind == "cm",
                          far_low=ipa & 0xFFF)
             n_inj, n_skip = len(vcpu.injected), vcpu.pc_skips
+            asked_exec |= kind == "exec" and fsc != FSC_ACCESS
             ret = mmu_fault.kvm_handle_guest_abort(vcpu, f)
             faults.append((fsc, level, f.kvm_is_write_fault(), ret))
             if len(vcpu.injected) > n_inj:
@@ -164,6 +171,18 @@ class Guest:
             self.written.setdefault(slot.id, set()).add(gfn - slot.base_gfn)
 
 
+    def _record_fetch(self, ipa, level):
+        kvm = self.kvm
+        ps = kvm.page_shift
+        size = 1 << kvm.pgt.gran.shift[level]
+        lo = (ipa & ~(size - 1)) >> ps
+        slot = gfn_to_memslot(kvm, ipa >> ps)
+        if slot is not None:
+            lo = max(lo, slot.base_gfn)
+            hi = min(lo + (size >> ps), slot.base_gfn + slot.npages)
+            self.fetched.setdefault(slot.id, set()).add((lo - slot.base_gfn, hi - lo))
+
+
 class Vmm:
     """The user-space side: memory-region and dirty-log ioctls, in step with the guest's record."""
 
@@ -172,12 +191,17 @@ class Vmm:
 
     def set_memory_region(self, slot, flags, guest_phys_addr, memory_size, userspace_addr) -> int:
         before = {s.id: s.dirty_bitmap for s in self.kvm.memslots}
+        placed = {s.id: (s.base_gfn, s.npages) for s in self.kvm.memslots}
         ret = kvm_set_memory_region(self.kvm, slot, flags, guest_phys_addr, memory_size,
                                     userspace_addr)
         after = {s.id: s.dirty_bitmap for s in self.kvm.memslots}
         for sid in list(self.guest.written):
             if sid not in after or after[sid] is None or after[sid] is not before.get(sid):
                 del self.guest.written[sid]
+        where = {s.id: (s.base_gfn, s.npages) for s in self.kvm.memslots}
+        for sid in list(self.guest.fetched):        # a fetch grant lives as long as its slot
+            if where.get(sid) != placed.get(sid):
+                del self.guest.fetched[sid]
         return ret
 
     def get_dirty_log(self, slot):

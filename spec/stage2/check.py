@@ -18,6 +18,7 @@ from ptspec.spec.stage2.invariants import s2_ba, s2_leak, s2_own, s2_rc, s2_tree
 from ptspec.spec.lguest.check import lguest_check_state
 from ptspec.spec.lguest.state import LgState
 from ptspec.spec.mmu.invariants import check_dirty, check_mmu_state, check_ms
+from ptspec.spec.mmu.perms import check_perms
 from ptspec.spec.stage2.state import StateError, load_state
 from ptspec.spec.stage2.step import load_step
 from ptspec.spec import statements
@@ -111,6 +112,7 @@ CHECKS["C-HYP-WARN"] = _two_states(contract_hyp_warn)
 # mmu.c: MS and DIRTY judge a stage-2 state with its "mmu" part; the C-MMU-* contracts judge steps
 CHECKS["MS"] = check_ms
 CHECKS["DIRTY"] = check_dirty
+CHECKS["MS-PERM"] = check_perms
 
 
 def explain(check_id):

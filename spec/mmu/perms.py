@@ -1,0 +1,171 @@
+"""MS-PERM: every permission a stage-2 leaf grants is justified, page by page.
+
+Models what arch/arm64/kvm/mmu.c (5.13) knows when it decides a leaf's read, write and execute
+permissions (``user_mem_abort``'s prot, ``kvm_phys_addr_ioremap``, ``kvm_set_spte_gfn``, the
+dirty-log write-protect), and states that no page of any valid leaf is granted more:
+
+R -- the page lies in a memslot and the host mm backs its HVA (or in an I/O region KVM was asked
+     to map);
+W -- and the memslot is not read-only, the VMA is writable (VM_WRITE) and the host maps the page
+     writable; while the slot logs dirty pages, only pages whose write was logged (dirty bit set);
+     an I/O page only when its request asked for it;
+X -- never device memory; normal memory only where the CPU makes I-cache maintenance unnecessary
+     (ARM64_HAS_CACHE_DIC: user_mem_abort then maps all normal memory executable) or where the
+     guest's instruction fetch faulted and was granted it: the ghost ``fetched`` ranges of the
+     memslot (the leaf each such fetch completed through; a fetch fault that maps a block grants
+     the whole block, as 5.13 does).
+
+A block built over pages of which some never justified a permission breaks MS-PERM for those
+pages, whatever the others justified.
+
+Leaves out: where the leaf translates to (MS), the dirty bitmap's own consistency (DIRTY), cache
+maintenance (C-MMU-CMO), the access flag.
+"""
+
+from ptspec.spec.arch import descriptor as D
+from ptspec.spec.mmu.state import READONLY, MmuView
+from ptspec.spec.statements import statement
+from ptspec.spec.violation import Violation
+
+LIMIT = 20          # violations reported per state
+
+
+def _v(msg, **where):
+    return Violation("MS-PERM", msg, where)
+
+
+def covered(ranges, lo, hi):
+    """The first address of [lo, hi) that no range of the sorted list covers, or None."""
+    pos = lo
+    for a, b in ranges:
+        if a > pos:
+            break
+        if b > pos:
+            pos = b
+            if pos >= hi:
+                return None
+    return pos if pos < hi else None
+
+
+def _unwritable_vma(view, lo, hi):
+    """The first HVA of [lo, hi) not inside a writable VMA, or None."""
+    pos = lo
+    while pos < hi:
+        vma = view.vma_of(pos)
+        if vma is None or not vma.get("writable", True):
+            return pos
+        pos = vma["end"]
+    return None
+
+
+def _io_request(view, ipa, size):
+    """The ioremap request [ipa, pa, size, writable] whose pages hold [ipa, ipa + size), or None."""
+    mask = view.psize - 1
+    for req in view.ioremap:
+        lo = req[0] & ~mask
+        hi = (req[0] + req[2] + mask) & ~mask
+        if lo <= ipa and ipa + size <= hi:
+            return req
+    return None
+
+
+def perms_of_leaf(view: MmuView, ipa, size, level, d):
+    """The MS-PERM violations of one valid leaf (at most one per permission)."""
+    r, w, x = bool(d & D.S2AP_R), bool(d & D.S2AP_W), not d & D.XN
+    if not (r or w or x):
+        return []
+    device = view.is_device(d)
+    names = "".join(c for c, on in (("R", r), ("W", w), ("X", x)) if on)
+    what = (f"{'block' if size > view.psize else 'page'} [{ipa:#x}, {ipa + size:#x}) "
+            f"(level {level}, {names})")
+    out = []
+    if x and device:
+        out.append(_v(f"{what} is executable device memory: user_mem_abort never grants X with "
+                      f"KVM_PGTABLE_PROT_DEVICE and an I/O region is mapped R/W only",
+                      ipa=ipa, desc=d, level=level))
+    slot = view.slot_of(ipa)
+    if slot is None or slot.end < ipa + size:
+        req = _io_request(view, ipa, size) if slot is None else None
+        if req is None:
+            out.append(_v(f"{what}: ipa {ipa:#x} is in no memslot, or the leaf leaves its "
+                          f"memslot, and no I/O region holds it: nothing justifies access",
+                          ipa=ipa, desc=d, level=level))
+        elif w and not req[3]:
+            out.append(_v(f"{what} is writable but its I/O region was requested read-only",
+                          ipa=ipa, desc=d, level=level))
+        return out
+    ps = view.ps
+    hva = slot.hva(ipa)
+    for h0, hsize, pfn, kind, hw in view.host_pieces(hva, size):
+        if kind is None:
+            page = slot.start + (h0 - slot.uaddr)
+            out.append(_v(f"{what}: gfn {page >> ps:#x} (memslot {slot.id}) has no host page at hva "
+                          f"{h0:#x} to justify any access", ipa=ipa, desc=d, level=level))
+            break
+        if w and not hw:
+            page = slot.start + (max(h0, hva) - slot.uaddr)
+            out.append(_v(f"{what}: gfn {page >> ps:#x} is writable but the host maps hva "
+                          f"{max(h0, hva):#x} read-only", ipa=ipa, desc=d, level=level))
+            w = False
+    if w:
+        if slot.flags & READONLY:
+            out.append(_v(f"{what} is writable in read-only memslot {slot.id}",
+                          ipa=ipa, desc=d, level=level))
+        else:
+            bad = _unwritable_vma(view, hva, hva + size)
+            if bad is not None:
+                out.append(_v(f"{what}: gfn {(slot.start + bad - slot.uaddr) >> ps:#x} is "
+                              f"writable but hva {bad:#x} is in no VM_WRITE VMA",
+                              ipa=ipa, desc=d, level=level))
+            elif slot.logging:
+                g0, n = (ipa - slot.start) >> ps, size >> ps
+                clean = ~(slot.bitmap >> g0) & ((1 << n) - 1)
+                if clean:
+                    g = g0 + (clean & -clean).bit_length() - 1
+                    out.append(_v(f"{what}: memslot {slot.id} is logging and gfn "
+                                  f"{slot.base_gfn + g:#x} is writable before a write fault "
+                                  f"for it was logged", ipa=ipa, desc=d, level=level))
+    if x and not device and not view.dic:
+        bad = covered(slot.fetched, ipa, ipa + size)
+        if bad is not None:
+            out.append(_v(f"{what}: gfn {bad >> ps:#x} is executable but no instruction fetch "
+                          f"of the guest faulted for it (and the CPU has no DIC)",
+                          ipa=ipa, desc=d, level=level))
+    return out
+
+
+@statement("MS-PERM", constrains=(
+    "user_mem_abort", "kvm_handle_guest_abort", "transparent_hugepage_adjust",
+    "kvm_phys_addr_ioremap", "kvm_set_spte_gfn", "kvm_mmu_wp_memory_region",
+    "kvm_mmu_write_protect_pt_masked"))
+def check_perms(view: MmuView):
+    """MS-PERM: every permission a stage-2 leaf grants is justified for every page it covers.
+
+    Statement: for every valid stage-2 leaf and every page p it covers: if the leaf grants any
+    access (R, W or X), p lies in a memslot whose HVA for p the host maps (or, outside memslots,
+    in an ioremap request); W only if the memslot is not read-only, p's HVA is in a VM_WRITE VMA
+    and the host maps it writable, and, while the memslot logs dirty pages, p's dirty bit is set
+    (a write fault for p was logged); an I/O page is writable only if its request asked for it;
+    X never on device memory, and on normal memory only when the CPU has DIC (mmu.dic) or p lies
+    in one of the memslot's ``fetched`` ranges (the leaf an instruction fetch of the guest faulted
+    for and completed through). A block whose pages do not all justify a permission it grants
+    breaks MS-PERM.
+
+    Why: stage 2 is the guest's only limit: a writable page the host mapped read-only (a KSM or
+    zero page, a read-only file) lets the guest corrupt host memory; a write that escapes the
+    dirty log is lost in migration; an executable page the guest never fetched from was never
+    I-cache-maintained for execution, and an executable block built from one fetched page hands
+    execute rights over memory the guest only ever read.
+
+    Constrains: user_mem_abort (prot R, W only when writable and, under logging, for write
+    faults; X only for exec faults or DIC; transparent_hugepage_adjust and block builds granting
+    only what the fault asked), kvm_handle_guest_abort (exec faults routed), kvm_phys_addr_ioremap
+    (device, R/W), kvm_set_spte_gfn (R only), kvm_mmu_wp_memory_region and
+    kvm_mmu_write_protect_pt_masked (W removed while logging).
+    """
+    out = []
+    for ipa, size, level, d in view.leaves():
+        out.extend(perms_of_leaf(view, ipa, size, level, d))
+        if len(out) > LIMIT:
+            break
+    return out
