@@ -129,7 +129,6 @@ class Guest:
             raise ValueError(f"ipa {ipa!r} is not inside the {self.kvm.ia_bits}-bit IPA space")
         faults = []
         vcpu = self.vcpu
-        asked_exec = False          # an instruction fetch reached user_mem_abort's fault path
         while True:
             d, level = self.translate(ipa)
             valid = d & 1 and (level == 3) == bool(d & 2)
@@ -142,16 +141,13 @@ class Guest:
             else:
                 if kind == "write":
                     self._record_write(ipa)
-                elif asked_exec:
-                    self._record_fetch(ipa, level)
-                return Outcome("done", faults)
+                return self._done(ipa, kind, level, faults)
             if len(faults) >= self.max_faults:
                 return Outcome("stuck", faults)
             f = KvmFault(ipa & ~0xFFF, fsc, level, wnr=kind in ("write", "cm"),
                          iabt=kind == "exec", s1ptw=kind == "s1ptw", cm=kind == "cm",
                          far_low=ipa & 0xFFF)
             n_inj, n_skip = len(vcpu.injected), vcpu.pc_skips
-            asked_exec |= kind == "exec" and fsc != FSC_ACCESS
             ret = mmu_fault.kvm_handle_guest_abort(vcpu, f)
             faults.append((fsc, level, f.kvm_is_write_fault(), ret))
             if len(vcpu.injected) > n_inj:
@@ -170,16 +166,22 @@ class Guest:
         if slot is not None and mmu_fault.memslot_is_logging(slot):
             self.written.setdefault(slot.id, set()).add(gfn - slot.base_gfn)
 
+    def _done(self, ipa, kind, level, faults):
+        """The access completed at the leaf of ``level``; an instruction fetch that took a
+        translation or permission fault on the way records the leaf's range as its grant."""
+        if kind == "exec" and any(fsc != FSC_ACCESS for fsc, _, _, _ in faults):
+            self._record_fetch(ipa, level)
+        return Outcome("done", faults)
 
     def _record_fetch(self, ipa, level):
         kvm = self.kvm
         ps = kvm.page_shift
         size = 1 << kvm.pgt.gran.shift[level]
-        lo = (ipa & ~(size - 1)) >> ps
+        first = (ipa & ~(size - 1)) >> ps
         slot = gfn_to_memslot(kvm, ipa >> ps)
-        if slot is not None:
-            lo = max(lo, slot.base_gfn)
-            hi = min(lo + (size >> ps), slot.base_gfn + slot.npages)
+        if slot is not None:            # the part of the leaf inside the memslot
+            lo = max(first, slot.base_gfn)
+            hi = min(first + (size >> ps), slot.base_gfn + slot.npages)
             self.fetched.setdefault(slot.id, set()).add((lo - slot.base_gfn, hi - lo))
 
 

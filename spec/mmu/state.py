@@ -124,18 +124,22 @@ def _vma(raw, i):
     return v
 
 
-def _host_leaf(raw, i, psize):
+def _host_leaf(raw, i):
     w = f"mmu.host_map[{i}]"
     hva, size, pfn, kind, writable = _list(raw, w, 5)
     if type(kind) is not str or kind not in HOST_LEAF_KINDS:
         raise StateError(f"{w}[3]: expected one of {', '.join(HOST_LEAF_KINDS)}, got {show(kind)}")
-    out = (_u64(hva, f"{w}[0]"), _u64(size, f"{w}[1]", 1), _u64(pfn, f"{w}[2]"), kind,
-           _bool(writable, f"{w}[4]"))
+    return (_u64(hva, f"{w}[0]"), _u64(size, f"{w}[1]", 1), _u64(pfn, f"{w}[2]"), kind,
+            _bool(writable, f"{w}[4]"))
+
+
+def _whole_pages(leaf, i, psize):
+    """A host leaf maps whole pages: its hva and size are multiples of the page size."""
     for k, what in ((0, "hva"), (1, "size")):
-        if out[k] % psize:
-            raise StateError(f"{w}[{k}]: the host maps whole pages: expected a multiple of the "
-                             f"page size {psize:#x} as {what}, got {out[k]:#x}")
-    return out
+        if leaf[k] % psize:
+            raise StateError(f"mmu.host_map[{i}][{k}]: the host maps whole pages: expected a "
+                             f"multiple of the page size {psize:#x} as {what}, got {leaf[k]:#x}")
+    return leaf
 
 
 def _ioremap(raw, i):
@@ -178,7 +182,7 @@ class MmuView:
         self.vmas = sorted((_vma(v, i) for i, v in enumerate(_list(m.get("vmas", []), "mmu.vmas"))),
                            key=lambda v: v["start"])
         self._vma_starts = [v["start"] for v in self.vmas]
-        self.host = sorted(_host_leaf(h, i, self.psize)
+        self.host = sorted(_whole_pages(_host_leaf(h, i), i, self.psize)
                            for i, h in enumerate(_list(m.get("host_map", []), "mmu.host_map")))
         self._host_starts = [h[0] for h in self.host]
         lo, hi = _list(m.get("ram_pfns", (0, 0)), "mmu.ram_pfns", 2)
