@@ -14,7 +14,9 @@ MS  -- memslots lie inside the IPA space and do not overlap. Every valid stage-2
 DIRTY -- in a logging memslot every page the guest wrote is in the dirty bitmap, and every page
        stage 2 lets the guest write without a fault is too (else a later write would go unlogged).
 
-Leaves out: the stage-2 structural invariants (S2-*, spec.check_state) and cache maintenance.
+Leaves out: the stage-2 structural invariants (S2-*, spec.check_state), cache maintenance, and
+which permissions each page justifies beyond the slot / host checks above (MS-PERM,
+spec/mmu/perms.py; check_mmu_state judges it with MS and DIRTY).
 """
 
 from ptspec.spec.arch import descriptor as D

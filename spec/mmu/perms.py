@@ -76,61 +76,67 @@ def perms_of_leaf(view: MmuView, ipa, size, level, d):
         return []
     device = view.is_device(d)
     names = "".join(c for c, on in (("R", r), ("W", w), ("X", x)) if on)
-    what = (f"{'block' if size > view.psize else 'page'} [{ipa:#x}, {ipa + size:#x}) "
-            f"(level {level}, {names})")
+    leaf = (f"{'block' if size > view.psize else 'page'} [{ipa:#x}, {ipa + size:#x}) "
+            f"(level {level}, {names})", dict(ipa=ipa, desc=d, level=level))
     out = []
     if x and device:
-        out.append(_v(f"{what} is executable device memory: user_mem_abort never grants X with "
-                      f"KVM_PGTABLE_PROT_DEVICE and an I/O region is mapped R/W only",
-                      ipa=ipa, desc=d, level=level))
+        out.append(_v(f"{leaf[0]} is executable device memory: user_mem_abort never grants X "
+                      f"with KVM_PGTABLE_PROT_DEVICE and an I/O region is mapped R/W only",
+                      **leaf[1]))
     slot = view.slot_of(ipa)
     if slot is None or slot.end < ipa + size:
-        req = _io_request(view, ipa, size) if slot is None else None
-        if req is None:
-            out.append(_v(f"{what}: ipa {ipa:#x} is in no memslot, or the leaf leaves its "
-                          f"memslot, and no I/O region holds it: nothing justifies access",
-                          ipa=ipa, desc=d, level=level))
-        elif w and not req[3]:
-            out.append(_v(f"{what} is writable but its I/O region was requested read-only",
-                          ipa=ipa, desc=d, level=level))
-        return out
-    ps = view.ps
-    hva = slot.hva(ipa)
-    for h0, hsize, pfn, kind, hw in view.host_pieces(hva, size):
-        if kind is None:
-            page = slot.start + (h0 - slot.uaddr)
-            out.append(_v(f"{what}: gfn {page >> ps:#x} (memslot {slot.id}) has no host page at hva "
-                          f"{h0:#x} to justify any access", ipa=ipa, desc=d, level=level))
-            break
-        if w and not hw:
-            page = slot.start + (max(h0, hva) - slot.uaddr)
-            out.append(_v(f"{what}: gfn {page >> ps:#x} is writable but the host maps hva "
-                          f"{max(h0, hva):#x} read-only", ipa=ipa, desc=d, level=level))
-            w = False
-    if w:
-        if slot.flags & READONLY:
-            out.append(_v(f"{what} is writable in read-only memslot {slot.id}",
-                          ipa=ipa, desc=d, level=level))
-        else:
-            bad = _unwritable_vma(view, hva, hva + size)
-            if bad is not None:
-                out.append(_v(f"{what}: gfn {(slot.start + bad - slot.uaddr) >> ps:#x} is "
-                              f"writable but hva {bad:#x} is in no VM_WRITE VMA",
-                              ipa=ipa, desc=d, level=level))
-            elif slot.logging:
-                g0, n = (ipa - slot.start) >> ps, size >> ps
-                clean = ~(slot.bitmap >> g0) & ((1 << n) - 1)
-                if clean:
-                    g = g0 + (clean & -clean).bit_length() - 1
-                    out.append(_v(f"{what}: memslot {slot.id} is logging and gfn "
-                                  f"{slot.base_gfn + g:#x} is writable before a write fault "
-                                  f"for it was logged", ipa=ipa, desc=d, level=level))
+        return out + _io_perms(view, slot, ipa, size, w, leaf)
+    out += _host_perms(view, slot, ipa, size, w, leaf)
     if x and not device and not view.dic:
         bad = covered(slot.fetched, ipa, ipa + size)
         if bad is not None:
-            out.append(_v(f"{what}: gfn {bad >> ps:#x} is executable but no instruction fetch "
-                          f"of the guest faulted for it (and the CPU has no DIC)",
-                          ipa=ipa, desc=d, level=level))
+            out.append(_v(f"{leaf[0]}: gfn {bad >> view.ps:#x} is executable but no instruction "
+                          f"fetch of the guest faulted for it (and the CPU has no DIC)",
+                          **leaf[1]))
+    return out
+
+
+def _io_perms(view, slot, ipa, size, w, leaf):
+    """A leaf outside memslots (or leaving one): only an ioremap request justifies it."""
+    req = _io_request(view, ipa, size) if slot is None else None
+    if req is None:
+        return [_v(f"{leaf[0]}: ipa {ipa:#x} is in no memslot, or the leaf leaves its memslot, "
+                   f"and no I/O region holds it: nothing justifies access", **leaf[1])]
+    if w and not req[3]:
+        return [_v(f"{leaf[0]} is writable but its I/O region was requested read-only",
+                   **leaf[1])]
+    return []
+
+
+def _host_perms(view, slot, ipa, size, w, leaf):
+    """R and W of a leaf inside a memslot: the host backs every page (writable for W), and W
+    also needs a writable slot, VM_WRITE VMAs and, while logging, every page's dirty bit."""
+    out = []
+    ps, hva = view.ps, slot.hva(ipa)
+    for h0, hsize, pfn, kind, hw in view.host_pieces(hva, size):
+        gfn = (slot.start + (max(h0, hva) - slot.uaddr)) >> ps
+        if kind is None:
+            return out + [_v(f"{leaf[0]}: gfn {gfn:#x} (memslot {slot.id}) has no host page at "
+                             f"hva {h0:#x} to justify any access", **leaf[1])]
+        if w and not hw:
+            out.append(_v(f"{leaf[0]}: gfn {gfn:#x} is writable but the host maps hva "
+                          f"{max(h0, hva):#x} read-only", **leaf[1]))
+            w = False
+    if not w:
+        return out
+    if slot.flags & READONLY:
+        return out + [_v(f"{leaf[0]} is writable in read-only memslot {slot.id}", **leaf[1])]
+    bad = _unwritable_vma(view, hva, hva + size)
+    if bad is not None:
+        return out + [_v(f"{leaf[0]}: gfn {(slot.start + bad - slot.uaddr) >> ps:#x} is writable "
+                         f"but hva {bad:#x} is in no VM_WRITE VMA", **leaf[1])]
+    if slot.logging:
+        g0, n = (ipa - slot.start) >> ps, size >> ps
+        clean = ~(slot.bitmap >> g0) & ((1 << n) - 1)
+        if clean:
+            g = g0 + (clean & -clean).bit_length() - 1
+            out.append(_v(f"{leaf[0]}: memslot {slot.id} is logging and gfn {slot.base_gfn + g:#x} "
+                          f"is writable before a write fault for it was logged", **leaf[1]))
     return out
 
 

@@ -3,8 +3,8 @@
 Models: a validated, read-only view of what the stage-2 fault path works against: the memslots
 (with dirty bitmap and the guest's record of written pages), the host's VMAs and its HVA -> PFN
 translation (as leaves of whole pages: small-page runs, THP PMDs, hugetlb pages, PFNMAP ranges),
-the IPA ranges the guest's instruction fetches were granted (``fetched``), the CPU's DIC, the RAM range
-(``pfn_valid``), the I/O regions KVM was asked to map (``kvm_phys_addr_ioremap``), the manual
+the IPA ranges the guest's instruction fetches were granted (``fetched``), the CPU's DIC, the RAM
+range (``pfn_valid``), the I/O regions KVM was asked to map (``kvm_phys_addr_ioremap``), the manual
 dirty-log protect flags, and the host page references KVM holds. Also the stage-2 valid leaves of
 the state, from the architecture walk of ptspec.spec.arch.walk.
 
