@@ -56,9 +56,20 @@ def perm_msgs(raw):
 def exec_block():
     """A THP block made executable by one instruction fetch: fetched holds the whole block."""
     raw = run(make_layout(backing="thp", nblocks=1), (G + P, "exec"))
-    assert raw["mmu"]["memslots"][0]["fetched"] == [[0, 512]]
-    assert not MmuView(raw).leaf_at(G).desc & D.XN
+    view = MmuView(raw)
+    assert raw["mmu"]["memslots"][0]["fetched"] == [[0, 512, view.oa(view.leaf_at(G).desc)]]
+    assert not view.leaf_at(G).desc & D.XN
     return raw
+
+
+def grants(raw, *ranges):
+    """fetched ranges [g, n] of slot 0, each at the address the state maps gfn offset g to."""
+    view = MmuView(raw)
+    out = []
+    for g, n in ranges:
+        leaf = view.leaf_at(G + g * P)
+        out.append([g, n, view.oa(leaf.desc) + (G + g * P - leaf.ipa)])
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +89,17 @@ def test_fetch_block_is_justified_and_without_the_record_it_is_not(exec_block):
 
 def test_a_block_over_one_fetched_page_is_a_violation(exec_block):
     raw = copy.deepcopy(exec_block)
-    raw["mmu"]["memslots"][0]["fetched"] = [[1, 1]]            # the fetch was granted one page
+    slot = raw["mmu"]["memslots"][0]
+    slot["fetched"] = grants(raw, (1, 1))                       # the fetch was granted one page
     msgs = perm_msgs(raw)
     assert len(msgs) == 1 and "gfn 0x100000 is executable" in msgs[0], msgs
-    raw["mmu"]["memslots"][0]["fetched"] = [[0, 1], [1, 300], [301, 211]]   # every page fetched
+    slot["fetched"] = grants(raw, (0, 1), (1, 300), (301, 211))   # every page fetched
     assert perm_msgs(raw) == []
-    raw["mmu"]["memslots"][0]["fetched"] = [[0, 1], [1, 300], [302, 210]]   # gfn 301 missing
+    slot["fetched"] = grants(raw, (0, 1), (1, 300), (302, 210))   # gfn 301 missing
     assert "gfn 0x10012d is executable" in perm_msgs(raw)[0]
+    slot["fetched"] = grants(raw, (0, 512))
+    slot["fetched"][0][2] += 0x200000          # granted while it translated elsewhere: stale
+    assert "gfn 0x100000 is executable" in perm_msgs(raw)[0]
 
 
 def test_exec_on_a_page_nobody_fetched(pages):
@@ -139,9 +154,11 @@ def test_no_access_without_host_backing(pages):
 
 def test_ghost_keys_are_validated_and_optional(pages):
     for change, where in (
-            (lambda m: m["memslots"][0].__setitem__("fetched", [[512, 1]]), "fetched[0][0]"),
-            (lambda m: m["memslots"][0].__setitem__("fetched", [[500, 13]]), "fetched[0][1]"),
-            (lambda m: m["memslots"][0].__setitem__("fetched", [[1]]), "fetched[0]"),
+            (lambda m: m["memslots"][0].__setitem__("fetched", [[512, 1, 0]]), "fetched[0][0]"),
+            (lambda m: m["memslots"][0].__setitem__("fetched", [[500, 13, 0]]), "fetched[0][1]"),
+            (lambda m: m["memslots"][0].__setitem__("fetched", [[1, 1, 8]]), "fetched[0][2]"),
+            (lambda m: m["memslots"][0].__setitem__("fetched", [[1, 1, -P]]), "fetched[0][2]"),
+            (lambda m: m["memslots"][0].__setitem__("fetched", [[1, 1]]), "fetched[0]"),
             (lambda m: m["memslots"][0].__setitem__("fetched", 3), "fetched"),
             (lambda m: m.__setitem__("dic", 1), "mmu.dic"),
             (lambda m: m["host_map"][0].__setitem__(1, P + 8), "host_map[0][1]"),
@@ -182,14 +199,32 @@ def test_ms_judges_every_pfn_of_a_host_leaf(exec_block):
     assert check_ms(MmuView(raw)) == []
 
 
+def test_a_grant_ends_when_the_host_replaces_the_page():
+    """Fetch a page, the host zaps it, a read faults it back in (at a new pfn): X on it now would
+    be justified by nothing, and the grant recorded for the old page does not count."""
+    h = VmHarness(make_layout(backing="anon", nblocks=1))
+    uaddr = h.layout["slots"][0]["uaddr"]
+    h.step("access", ipa=G + P, kind="exec")
+    old = MmuView(h.raw_state()).leaf_at(G + P)
+    h.step("zap", hva=uaddr + P, size=P)
+    h.step("access", ipa=G + P, kind="read")
+    assert h.violations == []
+    raw = h.raw_state()
+    new = MmuView(raw).leaf_at(G + P)
+    assert new.desc & D.XN and MmuView(raw).oa(new.desc) != MmuView(raw).oa(old.desc)
+    assert ids(check_mmu_state(set_bits(raw, G + P, off=D.XN))) == {"MS-PERM"}
+
+
 def test_guest_forgets_fetches_of_a_moved_slot():
     h = VmHarness(make_layout(backing="anon", nblocks=1))
     h.step("access", ipa=G + P, kind="exec")
-    assert h.guest.fetched == {0: {(1, 1)}}
+    view = MmuView(h.raw_state())
+    grant = (1, 1, view.oa(view.leaf_at(G + P).desc))
+    assert h.guest.fetched == {0: {grant}}
     s = h.layout["slots"][0]
     h.step("set_memory_region", slot=0, flags=LOG, guest_phys_addr=s["gpa"],
            memory_size=s["size"], userspace_addr=s["uaddr"])        # flags only: kept
-    assert h.guest.fetched == {0: {(1, 1)}}
+    assert h.guest.fetched == {0: {grant}}
     h.step("set_memory_region", slot=0, flags=0, guest_phys_addr=s["gpa"] + 0x200000,
            memory_size=s["size"], userspace_addr=s["uaddr"])        # moved: forgotten
     assert h.guest.fetched == {} and h.violations == []

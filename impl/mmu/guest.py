@@ -11,7 +11,8 @@ Models (not kernel code; the environment mmu.c runs in):
   ends the access. Kinds: ``read``, ``write``, ``exec``, ``s1ptw`` (the stage-1 walker reading a
   guest page table: needs read, reported as a write by KVM), ``cm`` (a DC by VA: needs read, WnR set).
   An instruction fetch that took a translation or permission fault and then completed records the
-  gfn range of the stage-2 leaf it completed through (``fetched``: what that fetch was granted).
+  gfn range and output address of the stage-2 leaf it completed through (``fetched``: what that
+  fetch was granted).
   An optional TLB (``tlb=True``) caches valid leaves until a TLB invalidation of the page-table log
   removes them; the checks run without it.
 * ``Vmm``: the VMM's ioctls (KVM_SET_USER_MEMORY_REGION, KVM_GET_DIRTY_LOG, KVM_CLEAR_DIRTY_LOG) that
@@ -58,7 +59,7 @@ class Guest:
         self.kvm = kvm
         self.vcpu = Vcpu(kvm)
         self.written: dict[int, set] = {}   # slot id -> gfn offsets written while logging
-        self.fetched: dict[int, set] = {}   # slot id -> (first gfn offset, count) of fetch grants
+        self.fetched: dict[int, set] = {}   # slot id -> fetch grants (gfn offset, count, pa)
         self.use_tlb = tlb
         self.max_faults = max_faults
         self._tlb = [dict() for _ in range(4)]
@@ -141,7 +142,7 @@ class Guest:
             else:
                 if kind == "write":
                     self._record_write(ipa)
-                return self._done(ipa, kind, level, faults)
+                return self._done(ipa, kind, d, level, faults)
             if len(faults) >= self.max_faults:
                 return Outcome("stuck", faults)
             f = KvmFault(ipa & ~0xFFF, fsc, level, wnr=kind in ("write", "cm"),
@@ -166,23 +167,26 @@ class Guest:
         if slot is not None and mmu_fault.memslot_is_logging(slot):
             self.written.setdefault(slot.id, set()).add(gfn - slot.base_gfn)
 
-    def _done(self, ipa, kind, level, faults):
-        """The access completed at the leaf of ``level``; an instruction fetch that took a
-        translation or permission fault on the way records the leaf's range as its grant."""
+    def _done(self, ipa, kind, d, level, faults):
+        """The access completed through leaf d at ``level``; an instruction fetch that took a
+        translation or permission fault on the way records the leaf as its grant."""
         if kind == "exec" and any(fsc != FSC_ACCESS for fsc, _, _, _ in faults):
-            self._record_fetch(ipa, level)
+            self._record_fetch(ipa, d, level)
         return Outcome("done", faults)
 
-    def _record_fetch(self, ipa, level):
+    def _record_fetch(self, ipa, d, level):
+        """fetched[slot id] gets (first gfn offset, pages, pa of the first page) of the part of
+        the leaf inside the memslot."""
         kvm = self.kvm
         ps = kvm.page_shift
         size = 1 << kvm.pgt.gran.shift[level]
         first = (ipa & ~(size - 1)) >> ps
         slot = gfn_to_memslot(kvm, ipa >> ps)
-        if slot is not None:            # the part of the leaf inside the memslot
+        if slot is not None:
             lo = max(first, slot.base_gfn)
             hi = min(first + (size >> ps), slot.base_gfn + slot.npages)
-            self.fetched.setdefault(slot.id, set()).add((lo - slot.base_gfn, hi - lo))
+            pa = kvm_pte_to_phys(d, ps) + ((lo - first) << ps)
+            self.fetched.setdefault(slot.id, set()).add((lo - slot.base_gfn, hi - lo, pa))
 
 
 class Vmm:

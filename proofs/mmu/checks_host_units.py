@@ -316,11 +316,11 @@ def check_gfn_helpers():
     if kvm.pgt.log or mmu_state.mmu_raw_state(kvm, drain_log=False) is None:
         bad.append("mmu_raw_state does not drain the TLB/CMO log by default")
 
-    guest = types.SimpleNamespace(written={0: {9, 1}}, fetched={0: {(4, 2), (0, 1)}})
+    guest = types.SimpleNamespace(written={0: {9, 1}}, fetched={0: {(4, 2, 0x5000), (0, 1, 0)}})
     slot0 = mmu_state.mmu_raw_state(kvm, guest)["mmu"]["memslots"][0]
     if slot0["written"] != [1, 9] or first["mmu"]["memslots"][0]["written"] != []:
         bad.append("mmu_raw_state ignores the guest's written pages")
-    if slot0["fetched"] != [[0, 1], [4, 2]]:
+    if slot0["fetched"] != [[0, 1, 0], [4, 2, 0x5000]]:
         bad.append(f"mmu_raw_state: the guest's fetched ranges are {slot0['fetched']}")
     from ptspec.impl.mmu.kvm import kvm_free_stage2_pgd
     k2 = _vm()

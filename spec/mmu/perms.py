@@ -12,8 +12,9 @@ W -- and the memslot is not read-only, the VMA is writable (VM_WRITE) and the ho
 X -- never device memory; normal memory only where the CPU makes I-cache maintenance unnecessary
      (ARM64_HAS_CACHE_DIC: user_mem_abort then maps all normal memory executable) or where the
      guest's instruction fetch faulted and was granted it: the ghost ``fetched`` ranges of the
-     memslot (the leaf each such fetch completed through; a fetch fault that maps a block grants
-     the whole block, as 5.13 does).
+     memslot (the leaf each such fetch completed through, with its output address; a fetch fault
+     that maps a block grants the whole block, as 5.13 does), as long as the page still translates
+     to the address the fetch was granted (a page the host replaced must be fetched again).
 
 A block built over pages of which some never justified a permission breaks MS-PERM for those
 pages, whatever the others justified.
@@ -88,11 +89,12 @@ def perms_of_leaf(view: MmuView, ipa, size, level, d):
         return out + _io_perms(view, slot, ipa, size, w, leaf)
     out += _host_perms(view, slot, ipa, size, w, leaf)
     if x and not device and not view.dic:
-        bad = covered(slot.fetched, ipa, ipa + size)
+        delta = view.oa(d) - ipa             # a grant counts only while it translates the same
+        bad = covered([(a, b) for a, b, off in slot.fetched if off == delta], ipa, ipa + size)
         if bad is not None:
             out.append(_v(f"{leaf[0]}: gfn {bad >> view.ps:#x} is executable but no instruction "
-                          f"fetch of the guest faulted for it (and the CPU has no DIC)",
-                          **leaf[1]))
+                          f"fetch of the guest faulted for it at this address (and the CPU has "
+                          f"no DIC)", **leaf[1]))
     return out
 
 
@@ -154,8 +156,8 @@ def check_perms(view: MmuView):
     (a write fault for p was logged); an I/O page is writable only if its request asked for it;
     X never on device memory, and on normal memory only when the CPU has DIC (mmu.dic) or p lies
     in one of the memslot's ``fetched`` ranges (the leaf an instruction fetch of the guest faulted
-    for and completed through). A block whose pages do not all justify a permission it grants
-    breaks MS-PERM.
+    for and completed through) and still translates to the address that range was granted at. A
+    block whose pages do not all justify a permission it grants breaks MS-PERM.
 
     Why: stage 2 is the guest's only limit: a writable page the host mapped read-only (a KSM or
     zero page, a read-only file) lets the guest corrupt host memory; a write that escapes the

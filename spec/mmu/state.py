@@ -87,11 +87,17 @@ class Slot:
         self.end = (self.base_gfn + self.npages) << ps
         fetched = []
         for j, r in enumerate(_list(raw.get("fetched", ()), f"{w}.fetched")):
-            g, n = _list(r, f"{w}.fetched[{j}]", 2)
+            g, n, pa = _list(r, f"{w}.fetched[{j}]", 3)
             g = parse_int(g, f"{w}.fetched[{j}][0]", 0, max(self.npages - 1, 0))
             n = parse_int(n, f"{w}.fetched[{j}][1]", 1, self.npages - g)
-            fetched.append((self.start + (g << ps), self.start + ((g + n) << ps)))
-        self.fetched = sorted(fetched)      # IPA ranges an instruction fetch was granted
+            pa = parse_int(pa, f"{w}.fetched[{j}][2]", 0, U64 - (n << ps) + 1)
+            if pa % (1 << ps):
+                raise StateError(f"{w}.fetched[{j}][2]: expected a page-aligned address, "
+                                 f"got {pa:#x}")
+            ipa = self.start + (g << ps)
+            fetched.append((ipa, ipa + (n << ps), pa - ipa))
+        # what instruction fetches were granted: IPA ranges, each with its translation offset
+        self.fetched = sorted(fetched)
 
     def dirty(self, g):
         """Is bit g (gfn base_gfn + g) set in the dirty bitmap?"""
