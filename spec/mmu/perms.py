@@ -70,75 +70,89 @@ def _io_request(view, ipa, size):
     return None
 
 
+class _Leaf:
+    """One leaf being judged; its description is written only when a violation needs it."""
+
+    __slots__ = ("view", "ipa", "size", "level", "desc")
+
+    def __init__(self, view, ipa, size, level, desc):
+        self.view, self.ipa, self.size, self.level, self.desc = view, ipa, size, level, desc
+
+    def v(self, msg):
+        d = self.desc
+        names = "".join(c for c, on in (("R", d & D.S2AP_R), ("W", d & D.S2AP_W),
+                                        ("X", not d & D.XN)) if on)
+        what = (f"{'block' if self.size > self.view.psize else 'page'} [{self.ipa:#x}, "
+                f"{self.ipa + self.size:#x}) (level {self.level}, {names})")
+        return _v(what + msg, ipa=self.ipa, desc=d, level=self.level)
+
+
 def perms_of_leaf(view: MmuView, ipa, size, level, d):
     """The MS-PERM violations of one valid leaf (at most one per permission)."""
-    r, w, x = bool(d & D.S2AP_R), bool(d & D.S2AP_W), not d & D.XN
+    r, w, x = d & D.S2AP_R, d & D.S2AP_W, not d & D.XN
     if not (r or w or x):
         return []
-    device = view.is_device(d)
-    names = "".join(c for c, on in (("R", r), ("W", w), ("X", x)) if on)
-    leaf = (f"{'block' if size > view.psize else 'page'} [{ipa:#x}, {ipa + size:#x}) "
-            f"(level {level}, {names})", dict(ipa=ipa, desc=d, level=level))
+    leaf = _Leaf(view, ipa, size, level, d)
     out = []
-    if x and device:
-        out.append(_v(f"{leaf[0]} is executable device memory: user_mem_abort never grants X "
-                      f"with KVM_PGTABLE_PROT_DEVICE and an I/O region is mapped R/W only",
-                      **leaf[1]))
+    device = x and view.is_device(d)
+    if device:
+        out.append(leaf.v(" is executable device memory: user_mem_abort never grants X with "
+                          "KVM_PGTABLE_PROT_DEVICE and an I/O region is mapped R/W only"))
     slot = view.slot_of(ipa)
     if slot is None or slot.end < ipa + size:
-        return out + _io_perms(view, slot, ipa, size, w, leaf)
-    out += _host_perms(view, slot, ipa, size, w, leaf)
+        return out + _io_perms(view, slot, leaf, w)
+    out += _host_perms(view, slot, leaf, w)
     if x and not device and not view.dic:
         delta = view.oa(d) - ipa             # a grant counts only while it translates the same
         bad = covered([(a, b) for a, b, off in slot.fetched if off == delta], ipa, ipa + size)
         if bad is not None:
-            out.append(_v(f"{leaf[0]}: gfn {bad >> view.ps:#x} is executable but no instruction "
-                          f"fetch of the guest faulted for it at this address (and the CPU has "
-                          f"no DIC)", **leaf[1]))
+            out.append(leaf.v(f": gfn {bad >> view.ps:#x} is executable but no instruction fetch "
+                              f"of the guest faulted for it at this address (and the CPU has no "
+                              f"DIC)"))
     return out
 
 
-def _io_perms(view, slot, ipa, size, w, leaf):
+def _io_perms(view, slot, leaf, w):
     """A leaf outside memslots (or leaving one): only an ioremap request justifies it."""
-    req = _io_request(view, ipa, size) if slot is None else None
+    req = _io_request(view, leaf.ipa, leaf.size) if slot is None else None
     if req is None:
-        return [_v(f"{leaf[0]}: ipa {ipa:#x} is in no memslot, or the leaf leaves its memslot, "
-                   f"and no I/O region holds it: nothing justifies access", **leaf[1])]
+        return [leaf.v(f": ipa {leaf.ipa:#x} is in no memslot, or the leaf leaves its memslot, "
+                       f"and no I/O region holds it: nothing justifies access")]
     if w and not req[3]:
-        return [_v(f"{leaf[0]} is writable but its I/O region was requested read-only",
-                   **leaf[1])]
+        return [leaf.v(" is writable but its I/O region was requested read-only")]
     return []
 
 
-def _host_perms(view, slot, ipa, size, w, leaf):
+def _host_perms(view, slot, leaf, w):
     """R and W of a leaf inside a memslot: the host backs every page (writable for W), and W
     also needs a writable slot, VM_WRITE VMAs and, while logging, every page's dirty bit."""
     out = []
+    ipa, size = leaf.ipa, leaf.size
     ps, hva = view.ps, slot.hva(ipa)
     for h0, hsize, pfn, kind, hw in view.host_pieces(hva, size):
-        gfn = (slot.start + (max(h0, hva) - slot.uaddr)) >> ps
-        if kind is None:
-            return out + [_v(f"{leaf[0]}: gfn {gfn:#x} (memslot {slot.id}) has no host page at "
-                             f"hva {h0:#x} to justify any access", **leaf[1])]
-        if w and not hw:
-            out.append(_v(f"{leaf[0]}: gfn {gfn:#x} is writable but the host maps hva "
-                          f"{max(h0, hva):#x} read-only", **leaf[1]))
+        if kind is None or (w and not hw):
+            gfn = (slot.start + (max(h0, hva) - slot.uaddr)) >> ps
+            if kind is None:
+                return out + [leaf.v(f": gfn {gfn:#x} (memslot {slot.id}) has no host page at "
+                                     f"hva {h0:#x} to justify any access")]
+            out.append(leaf.v(f": gfn {gfn:#x} is writable but the host maps hva "
+                              f"{max(h0, hva):#x} read-only"))
             w = False
     if not w:
         return out
     if slot.flags & READONLY:
-        return out + [_v(f"{leaf[0]} is writable in read-only memslot {slot.id}", **leaf[1])]
+        return out + [leaf.v(f" is writable in read-only memslot {slot.id}")]
     bad = _unwritable_vma(view, hva, hva + size)
     if bad is not None:
-        return out + [_v(f"{leaf[0]}: gfn {(slot.start + bad - slot.uaddr) >> ps:#x} is writable "
-                         f"but hva {bad:#x} is in no VM_WRITE VMA", **leaf[1])]
+        return out + [leaf.v(f": gfn {(slot.start + bad - slot.uaddr) >> ps:#x} is writable "
+                             f"but hva {bad:#x} is in no VM_WRITE VMA")]
     if slot.logging:
         g0, n = (ipa - slot.start) >> ps, size >> ps
         clean = ~(slot.bitmap >> g0) & ((1 << n) - 1)
         if clean:
             g = g0 + (clean & -clean).bit_length() - 1
-            out.append(_v(f"{leaf[0]}: memslot {slot.id} is logging and gfn {slot.base_gfn + g:#x} "
-                          f"is writable before a write fault for it was logged", **leaf[1]))
+            out.append(leaf.v(f": memslot {slot.id} is logging and gfn {slot.base_gfn + g:#x} "
+                              f"is writable before a write fault for it was logged"))
     return out
 
 

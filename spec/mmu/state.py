@@ -207,6 +207,7 @@ class MmuView:
             if key in m:
                 parse_int(m[key], f"mmu.{key}", -(1 << 63), U64)
         self._leaves = None
+        self._pieces = {}
 
     # -- lookups -------------------------------------------------------------------------------
     def slot_of(self, ipa):
@@ -226,7 +227,14 @@ class MmuView:
 
     def host_pieces(self, hva, size):
         """The host leaves covering [hva, hva+size) in order, as (start, size, pfn, kind, w);
-        a gap is a piece of kind None."""
+        a gap is a piece of kind None. Remembered per range (MS and MS-PERM both ask)."""
+        key = (hva, size)
+        got = self._pieces.get(key)
+        if got is None:
+            got = self._pieces[key] = self._host_pieces(hva, size)
+        return got
+
+    def _host_pieces(self, hva, size):
         out = []
         pos, end = hva, hva + size
         i = bisect_right(self._host_starts, pos) - 1
