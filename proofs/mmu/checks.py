@@ -1,7 +1,7 @@
 """mmu.c obligations (``mmu.*``): the stage-2 fault path, memslots, dirty logging, notifiers, hyp VAs.
 
 Importing this module registers them (see ``ptspec.proofs.runner.registry``). Each judges impl only through the
-spec: ``spec.check_state`` (S2-*), ``ptspec.spec.stage2.bbm`` (S2-BBM per VM step), ``ptspec.spec.mmu.invariants`` (MS, DIRTY), ``ptspec.spec.mmu.contracts`` (PROGRESS,
+spec: ``spec.check_state`` (S2-*), ``ptspec.spec.stage2.bbm`` (S2-BBM per VM step), ``ptspec.spec.mmu.invariants`` (MS, MS-PERM, DIRTY), ``ptspec.spec.mmu.contracts`` (PROGRESS,
 the DIRTY step rule, C-MMU-*), ``ptspec.spec.mmu.hyp_va`` (C-HYP-VA). A refutation carries the operation
 sequence as Python, the violations, the memslots and the stage-2 tables, and the kernel function.
 """

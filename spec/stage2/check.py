@@ -109,7 +109,7 @@ CHECKS.update({HYP_CONTRACT_IDS[op]: fn for op, fn in HYP_CONTRACTS.items()})
 CHECKS["C-HYP-WARN"] = _two_states(contract_hyp_warn)
 
 
-# mmu.c: MS and DIRTY judge a stage-2 state with its "mmu" part; the C-MMU-* contracts judge steps
+# mmu.c: MS, MS-PERM and DIRTY judge a stage-2 state with its "mmu" part; the C-MMU-* contracts judge steps
 CHECKS["MS"] = check_ms
 CHECKS["DIRTY"] = check_dirty
 CHECKS["MS-PERM"] = check_perms
@@ -128,7 +128,7 @@ def _is_lguest(state):
 def check_state(state):
     """Every single-state invariant of a raw state (dict) or State: a list of Violations.
 
-    A stage-2 state gets S2-*, and MS and DIRTY too when it carries an "mmu" part (a VM state of
+    A stage-2 state gets S2-*, and MS, MS-PERM and DIRTY too when it carries an "mmu" part (a VM state of
     ptspec.spec.mmu.state); a hyp stage-1 state gets S1-*; an "lguest-x86" state gets LG-*."""
     if _is_lguest(state):
         return lguest_check_state(state)
