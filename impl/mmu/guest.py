@@ -175,18 +175,18 @@ class Guest:
         return Outcome("done", faults)
 
     def _record_fetch(self, ipa, d, level):
-        """fetched[slot id] gets (first gfn offset, pages, pa of the first page) of the part of
-        the leaf inside the memslot."""
+        """fetched[slot id] gets (first gfn offset, pages, pa of the first page) of the leaf."""
         kvm = self.kvm
         ps = kvm.page_shift
-        size = 1 << kvm.pgt.gran.shift[level]
-        first = (ipa & ~(size - 1)) >> ps
+        pages = 1 << kvm.pgt.gran.shift[level] - ps
+        first = ipa >> ps & ~(pages - 1)
         slot = gfn_to_memslot(kvm, ipa >> ps)
-        if slot is not None:
-            lo = max(first, slot.base_gfn)
-            hi = min(first + (size >> ps), slot.base_gfn + slot.npages)
-            pa = kvm_pte_to_phys(d, ps) + ((lo - first) << ps)
-            self.fetched.setdefault(slot.id, set()).add((lo - slot.base_gfn, hi - lo, pa))
+        # (a leaf that starts before its memslot, or ends after it, breaks MS: only its part
+        # inside the slot is recorded, and nothing when it starts outside)
+        if slot is not None and first >= slot.base_gfn:
+            n = min(pages, slot.base_gfn + slot.npages - first)
+            self.fetched.setdefault(slot.id, set()).add((first - slot.base_gfn, n,
+                                                         kvm_pte_to_phys(d, ps)))
 
 
 class Vmm:
