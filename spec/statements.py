@@ -1,7 +1,7 @@
 """The statements registry: every invariant and contract id any check reports, declared once.
 
 Models nothing of the kernel itself: it is the table of contents of spec/. Each id a check can
-report (S2-*, S1-*, C-*, C-HYP-*, C-MMU-*, MS, DIRTY, PROGRESS, MMU-WARN, HOST-MM, KD-*, LG-*,
+report (S2-*, S1-*, C-*, C-HYP-*, C-MMU-*, MS, MS-PERM, DIRTY, PROGRESS, MMU-WARN, HOST-MM, KD-*, LG-*,
 LG-C-*, KERNEL-WARN) is a ``Statement``: what must hold, why it matters, and the kernel functions
 it constrains. There is one way in, with one text layout everywhere (the S2-RC docstring is the
 model)::

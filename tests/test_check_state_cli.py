@@ -44,6 +44,11 @@ def _dirty_bit_cleared(o):        # the guest wrote gfn offset 3 while logging: 
     return o
 
 
+def _executable_everywhere(o):    # XN cleared in every descriptor: no fetch asked for it: MS-PERM
+    o["pages"] = {pa: [w & ~(1 << 54) for w in words] for pa, words in o["pages"].items()}
+    return o
+
+
 def _lguest_extra_ref(o):
     o["refs"][_first_key(o["refs"])] += 1
     return o
@@ -60,6 +65,7 @@ def _warned(o):
     ("vm", _bump_refcount, "S2-RC"),
     ("vm", _readonly_slot, "MS"),
     ("vm", _dirty_bit_cleared, "DIRTY"),
+    ("vm", _executable_everywhere, "MS-PERM"),
     ("vm", _warned, "MMU-WARN"),
     ("lguest-x86", _lguest_extra_ref, "LG-RC"),
 ])
@@ -94,6 +100,8 @@ def _set(path, value):
     ("vm", _set(("mmu", "memslots"), {}), "mmu.memslots: expected a list"),
     ("vm", _set(("mmu", "memslots", 0, "npages"), "x"), "mmu.memslots[0].npages"),
     ("vm", _set(("mmu", "memslots", 0, "written"), [1 << 20]), "mmu.memslots[0].written[0]"),
+    ("vm", _set(("mmu", "memslots", 0, "fetched"), [[0]]), "mmu.memslots[0].fetched[0]"),
+    ("vm", _set(("mmu", "dic"), 1), "mmu.dic: expected true or false"),
     ("vm", _set(("mmu", "host_map", 0), [1, 2]), "mmu.host_map[0]: expected a list of 5"),
     ("vm", _set(("mmu", "ram_pfns"), [0, [1]]), "mmu.ram_pfns[1]"),
     ("vm", _set(("mmu", "ioremap", 0, 3), 1), "mmu.ioremap[0][3]: expected true or false"),

@@ -26,7 +26,8 @@ EXHAUSTIVE = {
 }
 MACHINE = ["memslot-bounds", "force-pte-size", "ipa-limit", "perm-level", "thp-no-align",
            "no-mark-dirty", "cm-no-skip", "commit-no-wp", "flush-slot-short", "unmap-gfn-short",
-           "unmap-vm-pfnmap"]
+           "unmap-vm-pfnmap", "exec-on-read"]
+PERM_BUGS = ["exec-on-read", "block-keeps-exec"]
 
 
 def ids(violations):
@@ -100,6 +101,15 @@ def test_clean_tree_passes_every_mmu_checker():
     assert mmu_hypva.z3_allocator(48, 12, 20000, 50_000_000)[0] == "proved"
 
 
+@pytest.mark.parametrize("bug_id", PERM_BUGS)
+def test_permission_bugs_are_caught_by_ms_perm_alone(bug_id):
+    """Each scenario that fails on these bugs fails on MS-PERM and on nothing else: MS, DIRTY and
+    C-MMU-CMO (the planted variants still invalidate the I-cache) have nothing to say."""
+    with planted_mmu(bug_id):
+        found = [ids(vs) for _, _, vs in mmu_scenarios.run_all() if vs]
+    assert found and all(f == {"MS-PERM"} for f in found), (bug_id, found)
+
+
 def test_planted_bugs_restore_impl():
     from ptspec.impl.mmu import fault as mmu_fault
     before = mmu_fault.user_mem_abort
@@ -111,7 +121,7 @@ def test_planted_bugs_restore_impl():
 def test_historical_ids_and_every_invariant_has_a_bug_of_its_own():
     assert set(HISTORICAL) <= set(BUGS)
     own = {i for b in BUGS.values() if b.id not in HISTORICAL for i in b.caught_by}
-    wanted = {"MS", "DIRTY", "PROGRESS", "C-MMU-ABORT", "C-MMU-PREPARE", "C-MMU-COMMIT",
+    wanted = {"MS", "MS-PERM", "DIRTY", "PROGRESS", "C-MMU-ABORT", "C-MMU-PREPARE", "C-MMU-COMMIT",
               "C-MMU-FLUSH-SLOT", "C-MMU-NOTIFIER", "C-MMU-WP", "C-MMU-IOREMAP",
               "C-MMU-UNMAP-VM", "C-HYP-VA"}
     assert wanted <= own

@@ -22,8 +22,9 @@ from ptspec.spec import statements
 from ptspec.spec.lguest.check import lguest_explain
 
 ROOT = Path(__file__).resolve().parent.parent
-# the id families checks report; MS, DIRTY and PROGRESS (no dash) come in through the obligations
-ID = re.compile(r"^(?:S1|S2|C|LG|KD|MMU|HOST|KERNEL)(?:-[A-Z0-9]+)+$")
+# the id families checks report (MS-PERM too); MS, DIRTY and PROGRESS (no dash) come in through
+# the obligations
+ID = re.compile(r"^(?:S1|S2|C|LG|KD|MMU|MS|HOST|KERNEL)(?:-[A-Z0-9]+)+$")
 REPORTERS = {"Violation", "Difference", "_v"}
 
 

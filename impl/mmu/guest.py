@@ -10,6 +10,9 @@ Models (not kernel code; the environment mmu.c runs in):
   access, 0 is an exit to user space (MMIO), < 0 an error, an injected abort or a skipped instruction
   ends the access. Kinds: ``read``, ``write``, ``exec``, ``s1ptw`` (the stage-1 walker reading a
   guest page table: needs read, reported as a write by KVM), ``cm`` (a DC by VA: needs read, WnR set).
+  An instruction fetch that took a translation or permission fault and then completed records the
+  gfn range and output address of the stage-2 leaf it completed through (``fetched``: what that
+  fetch was granted).
   An optional TLB (``tlb=True``) caches valid leaves until a TLB invalidation of the page-table log
   removes them; the checks run without it.
 * ``Vmm``: the VMM's ioctls (KVM_SET_USER_MEMORY_REGION, KVM_GET_DIRTY_LOG, KVM_CLEAR_DIRTY_LOG) that
@@ -56,6 +59,7 @@ class Guest:
         self.kvm = kvm
         self.vcpu = Vcpu(kvm)
         self.written: dict[int, set] = {}   # slot id -> gfn offsets written while logging
+        self.fetched: dict[int, set] = {}   # slot id -> fetch grants (gfn offset, count, pa)
         self.use_tlb = tlb
         self.max_faults = max_faults
         self._tlb = [dict() for _ in range(4)]
@@ -138,7 +142,7 @@ class Guest:
             else:
                 if kind == "write":
                     self._record_write(ipa)
-                return Outcome("done", faults)
+                return self._done(ipa, kind, d, level, faults)
             if len(faults) >= self.max_faults:
                 return Outcome("stuck", faults)
             f = KvmFault(ipa & ~0xFFF, fsc, level, wnr=kind in ("write", "cm"),
@@ -163,6 +167,27 @@ class Guest:
         if slot is not None and mmu_fault.memslot_is_logging(slot):
             self.written.setdefault(slot.id, set()).add(gfn - slot.base_gfn)
 
+    def _done(self, ipa, kind, d, level, faults):
+        """The access completed through leaf d at ``level``; an instruction fetch that took a
+        translation or permission fault on the way records the leaf as its grant."""
+        if kind == "exec" and any(fsc != FSC_ACCESS for fsc, _, _, _ in faults):
+            self._record_fetch(ipa, d, level)
+        return Outcome("done", faults)
+
+    def _record_fetch(self, ipa, d, level):
+        """fetched[slot id] gets (first gfn offset, pages, pa of the first page) of the leaf."""
+        kvm = self.kvm
+        ps = kvm.page_shift
+        pages = 1 << kvm.pgt.gran.shift[level] - ps
+        first = ipa >> ps & ~(pages - 1)
+        slot = gfn_to_memslot(kvm, ipa >> ps)
+        # (a leaf that starts before its memslot, or ends after it, breaks MS: only its part
+        # inside the slot is recorded, and nothing when it starts outside)
+        if slot is not None and first >= slot.base_gfn:
+            n = min(pages, slot.base_gfn + slot.npages - first)
+            self.fetched.setdefault(slot.id, set()).add((first - slot.base_gfn, n,
+                                                         kvm_pte_to_phys(d, ps)))
+
 
 class Vmm:
     """The user-space side: memory-region and dirty-log ioctls, in step with the guest's record."""
@@ -172,12 +197,17 @@ class Vmm:
 
     def set_memory_region(self, slot, flags, guest_phys_addr, memory_size, userspace_addr) -> int:
         before = {s.id: s.dirty_bitmap for s in self.kvm.memslots}
+        placed = {s.id: (s.base_gfn, s.npages) for s in self.kvm.memslots}
         ret = kvm_set_memory_region(self.kvm, slot, flags, guest_phys_addr, memory_size,
                                     userspace_addr)
         after = {s.id: s.dirty_bitmap for s in self.kvm.memslots}
         for sid in list(self.guest.written):
             if sid not in after or after[sid] is None or after[sid] is not before.get(sid):
                 del self.guest.written[sid]
+        where = {s.id: (s.base_gfn, s.npages) for s in self.kvm.memslots}
+        for sid in list(self.guest.fetched):        # a fetch grant lives as long as its slot
+            if where.get(sid) != placed.get(sid):
+                del self.guest.fetched[sid]
         return ret
 
     def get_dirty_log(self, slot):

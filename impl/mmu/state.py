@@ -17,12 +17,14 @@ def mmu_raw_state(kvm, guest=None, drain_log: bool = True) -> dict:
                  "pages": {}, "refcount": {}}
     host = kvm.host
     written = guest.written if guest is not None else {}
+    fetched = getattr(guest, "fetched", None) or {}
     state["mmu"] = {
         "memslots": [{"id": s.id, "base_gfn": s.base_gfn, "npages": s.npages,
                       "userspace_addr": s.userspace_addr, "flags": s.flags,
                       "dirty_bitmap": None if s.dirty_bitmap is None else
                       int.from_bytes(s.dirty_bitmap, "little"),
-                      "written": sorted(written.get(s.id, ()))}
+                      "written": sorted(written.get(s.id, ())),
+                      "fetched": [list(r) for r in sorted(fetched.get(s.id, ()))]}
                      for s in kvm.memslots],
         "vmas": host.raw_vmas(),
         "host_map": host.host_map(),
@@ -35,5 +37,6 @@ def mmu_raw_state(kvm, guest=None, drain_log: bool = True) -> dict:
         "mmu_notifier_seq": kvm.mmu_notifier_seq,
         "mmu_notifier_count": kvm.mmu_notifier_count,
         "warnings": list(kvm.warnings),
+        "dic": kvm.dic,
     }
     return state

@@ -1,7 +1,7 @@
 """mmu.c obligations (``mmu.*``): the stage-2 fault path, memslots, dirty logging, notifiers, hyp VAs.
 
 Importing this module registers them (see ``ptspec.proofs.runner.registry``). Each judges impl only through the
-spec: ``spec.check_state`` (S2-*), ``ptspec.spec.stage2.bbm`` (S2-BBM per VM step), ``ptspec.spec.mmu.invariants`` (MS, DIRTY), ``ptspec.spec.mmu.contracts`` (PROGRESS,
+spec: ``spec.check_state`` (S2-*), ``ptspec.spec.stage2.bbm`` (S2-BBM per VM step), ``ptspec.spec.mmu.invariants`` (MS, MS-PERM, DIRTY), ``ptspec.spec.mmu.contracts`` (PROGRESS,
 the DIRTY step rule, C-MMU-*), ``ptspec.spec.mmu.hyp_va`` (C-HYP-VA). A refutation carries the operation
 sequence as Python, the violations, the memslots and the stage-2 tables, and the kernel function.
 """
@@ -17,7 +17,7 @@ from ptspec.proofs.mmu.z3_programs import hyp_allocator
 from ptspec.proofs.runner.registry import Result, obligation
 
 S2 = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM"]
-MMU = ["MS", "DIRTY", "PROGRESS", "C-MMU-ABORT", "C-MMU-PREPARE", "C-MMU-COMMIT",
+MMU = ["MS", "MS-PERM", "DIRTY", "PROGRESS", "C-MMU-ABORT", "C-MMU-PREPARE", "C-MMU-COMMIT",
        "C-MMU-FLUSH-SLOT", "C-MMU-NOTIFIER", "C-MMU-WP", "C-MMU-IOREMAP", "C-MMU-UNMAP-VM", "C-MMU-CMO", "MMU-WARN"]
 FAULT_PATH = ["kvm_handle_guest_abort", "user_mem_abort", "fault_supports_stage2_huge_mapping",
               "transparent_hugepage_adjust", "handle_access_fault", "kvm_arch_prepare_memory_region",
@@ -74,7 +74,7 @@ def scenarios(ctx):
     """Directed sequences through each known trouble spot of mmu.c (a block at a memslot's
     partial head, hugetlb PMD / CONT_PTE / CONT_PMD / PUD with disagreeing alignment, slots ending
     exactly at and beyond the IPA limit, a failing write fault while logging, permission faults
-    after logging was switched off, logging over existing blocks, dirty masks with gaps,
+    after logging was switched off (also after an instruction fetch), logging over existing blocks, dirty masks with gaps,
     access-flag faults and aging, a THP split racing with a fault, KSM copy-on-write, abort routing
     outside memslots, unaligned ioremap, PFNMAP slots under stage2_unmap_vm, deleting a slot,
     zaps), every step checked."""

@@ -30,7 +30,7 @@ def run_case(name):
 
 INVARIANTS = {"routing": ["C-MMU-ABORT", "MMU-WARN"], "huge": ["MS", "MMU-WARN"],
               "abort": ["C-MMU-FAULT", "C-MMU-CMO", "DIRTY"], "notifier": ["C-MMU-NOTIFIER", "MMU-WARN"],
-              "tlb": ["C-MMU-TLB"], "tlb-model": ["C-MMU-TLB"], "guest": ["C-MMU-ABORT"],
+              "tlb": ["C-MMU-TLB"], "tlb-model": ["C-MMU-TLB"], "guest": ["C-MMU-ABORT", "MS-PERM"],
               "vmm": ["DIRTY", "C-MMU-WP"], "stage2": ["C-MMU-WP", "C-MMU-NOTIFIER", "MMU-WARN"],
               "io": ["C-MMU-IOREMAP", "C-MMU-PREPARE"], "unmap-memslot": ["C-MMU-UNMAP-VM",
                                                                           "C-MMU-NOTIFIER"]}

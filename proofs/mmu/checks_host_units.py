@@ -302,24 +302,26 @@ def check_gfn_helpers():
     # the raw state the spec reads
     st = mmu_state.mmu_raw_state(kvm)["mmu"]
     want = {"id": 0, "base_gfn": 0x1_0000, "npages": 0x100, "userspace_addr": UA, "flags": LOG,
-            "dirty_bitmap": (1 << 0xFF) | (1 << 9) | 1, "written": []}
+            "dirty_bitmap": (1 << 0xFF) | (1 << 9) | 1, "written": [], "fetched": []}
     if st["memslots"][0] != want or st["vmas"] != kvm.host.raw_vmas() or \
             st["host_map"] != kvm.host.host_map() or \
             st["ram_pfns"] != [kvm.host.ram_lo, kvm.host.ram_hi] or st["manual_protect"] or \
             st["init_set"] or st["kvm_page_refs"] or st["host_errors"] or \
             st["mmu_notifier_seq"] != kvm.mmu_notifier_seq or st["warnings"] or \
             st["ioremap"] != [list(r) for r in kvm.ioremaps] or \
-            st["memslots"][1]["dirty_bitmap"] is not None:
+            st["memslots"][1]["dirty_bitmap"] is not None or st["dic"] is not kvm.dic:
         bad.append(f"mmu_raw_state: {st['memslots'][:2]}")
     kvm.pgt.log.append(("tlbi", "marker"))
     first = mmu_state.mmu_raw_state(kvm)
     if kvm.pgt.log or mmu_state.mmu_raw_state(kvm, drain_log=False) is None:
         bad.append("mmu_raw_state does not drain the TLB/CMO log by default")
 
-    guest = types.SimpleNamespace(written={0: {9, 1}})
-    if mmu_state.mmu_raw_state(kvm, guest)["mmu"]["memslots"][0]["written"] != [1, 9] or \
-            first["mmu"]["memslots"][0]["written"] != []:
+    guest = types.SimpleNamespace(written={0: {9, 1}}, fetched={0: {(4, 2, 0x5000), (0, 1, 0)}})
+    slot0 = mmu_state.mmu_raw_state(kvm, guest)["mmu"]["memslots"][0]
+    if slot0["written"] != [1, 9] or first["mmu"]["memslots"][0]["written"] != []:
         bad.append("mmu_raw_state ignores the guest's written pages")
+    if slot0["fetched"] != [[0, 1, 0], [4, 2, 0x5000]]:
+        bad.append(f"mmu_raw_state: the guest's fetched ranges are {slot0['fetched']}")
     from ptspec.impl.mmu.kvm import kvm_free_stage2_pgd
     k2 = _vm()
     kvm_free_stage2_pgd(k2)

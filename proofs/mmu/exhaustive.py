@@ -7,7 +7,7 @@ the slot's first page, second page, first block boundary, last page, and just ou
 events (dirty logging toggled, dirty log harvested, THP split, a zap, a write fault racing with a
 THP split, a write fault whose table allocation fails, page aging, and a cancelled migration:
 logging on, read, logging off, write) is run from the layout's initial
-state, every step checked by ``VmHarness`` (S2-*, MS, DIRTY, PROGRESS, C-MMU-*). Sequences are
+state, every step checked by ``VmHarness`` (S2-*, MS, MS-PERM, DIRTY, PROGRESS, C-MMU-*). Sequences are
 replayed from a deep copy of the layout's initial harness. Complete within the bound.
 """
 

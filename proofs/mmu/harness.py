@@ -2,7 +2,7 @@
 
 ``VmHarness(layout)`` builds the host VMAs and the memslots of a layout, then ``step(op, **args)``
 runs one VM-level operation, snapshots the raw state (``ptspec.impl.mmu.state``) and asks the spec for S2-*
-(``spec.check_state``), MS and DIRTY (``ptspec.spec.mmu.invariants``) on the new state and for PROGRESS,
+(``spec.check_state``), MS, MS-PERM and DIRTY (``ptspec.spec.mmu.invariants``) on the new state and for PROGRESS,
 C-MMU-*, the DIRTY step rule (``ptspec.spec.mmu.contracts``) and S2-BBM (``ptspec.spec.stage2.bbm``: every valid translation
 the whole mmu.c operation changed was invalidated by it) on the transition. Every call is also recorded as
 a line of Python, so a failing run prints as a program a reviewer can paste into a test.

@@ -5,7 +5,7 @@ it on exit. A variant is made from the impl function's own source with one textu
 the bug's ``old`` / ``new``), compiled in the impl module's namespace, so the defect is exactly that
 change. The historical mmu.c bugs of ``docs/bugs.md`` carry their ids there (memslot-bounds,
 force-pte-size, ipa-limit, dirty-before, perm-level); the others give MS, DIRTY, PROGRESS and each
-C-MMU-* contract and C-HYP-VA a bug of their own.
+C-MMU-* contract, MS-PERM and C-HYP-VA a bug of their own.
 """
 
 from __future__ import annotations
@@ -121,6 +121,19 @@ BUGS = {b.id: b for b in [
     MmuBug("unmap-vm-pfnmap", "stage2_unmap_vm unmaps the PFNMAP parts of memslots too",
            ("C-MMU-UNMAP-VM",), S, "stage2_unmap_memslot",
            "if vma.kind != PFNMAP:", "if True:"),
+    MmuBug("exec-on-read", "a read fault on normal memory maps the page executable too (with the "
+           "I-cache invalidated, so only the permission is wrong)", ("MS-PERM",), F,
+           "user_mem_abort", "        if exec_fault:\n            prot |= KVM_PGTABLE_PROT_X",
+           "        if exec_fault or not (write_fault or device):\n"
+           "            prot |= KVM_PGTABLE_PROT_X"),
+    MmuBug("block-keeps-exec", "a block built over a table keeps the execute permission of the "
+           "page it faulted on: one fetched page makes the whole block executable",
+           ("MS-PERM",), F, "user_mem_abort",
+           "        if exec_fault:\n            prot |= KVM_PGTABLE_PROT_X",
+           "        if exec_fault or (vma_pagesize > sz.PAGE_SIZE\n"
+           "                          and pgt.get_leaf(f.ipa)[1] & KVM_PTE_VALID\n"
+           "                          and not pgt.get_leaf(f.ipa)[1] >> 54 & 1):\n"
+           "            prot |= KVM_PGTABLE_PROT_X"),
     MmuBug("hyp-va-no-xor", "the private VA allocator tests bit VA_BITS-1 of the new base only",
            ("C-HYP-VA",), H, "hyp_private_va",
            "crossed = (base ^ io_map_base) & (1 << (va_bits - 1))",

@@ -4,8 +4,8 @@ Each scenario is a layout (``ptspec.proofs.mmu.layouts.make_layout`` arguments) 
 ``VmHarness.step``; every step is judged by the spec as usual. They make sure the places where
 mmu.c went wrong before (a block at a memslot's partial head, hugetlb with disagreeing alignment,
 slots ending at the IPA limit, a failing write fault under dirty logging, a permission fault after
-logging was switched off, access-flag faults, dirty masks with gaps, unaligned ioremaps, PFNMAP
-slots under ``stage2_unmap_vm``) are visited on every run, whatever the random runs draw.
+logging was switched off (also over a page an instruction fetch made executable), access-flag
+faults, dirty masks with gaps, unaligned ioremaps, PFNMAP slots under ``stage2_unmap_vm``) are visited on every run, whatever the random runs draw.
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ SCENARIOS = {
     "perm-after-logging": (dict(backing="thp", nblocks=1),
                            lambda h: [_log(h, True), _acc(G + 0x5000), _log(h, False),
                                       _acc(G + 0x5000, "write")]),
+    "exec-then-block": (dict(backing="thp", nblocks=1),
+                        lambda h: [_log(h, True), _acc(G + 0x5000, "exec"), _log(h, False),
+                                   _acc(G + 0x5000, "write"), _acc(G + 0x9000, "exec")]),
     "perm-after-logging-hugetlb": (dict(backing="hugetlb:21", nblocks=1),
                                    lambda h: [_log(h, True), _acc(G + 0x7000), _log(h, False),
                                               _acc(G + 0x7000, "write")]),

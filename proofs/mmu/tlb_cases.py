@@ -180,6 +180,21 @@ def case_guest(e: Expect):
     e.eq("and unhooked itself", kvm.after_gfn_to_pfn, None)
     guest.access(GPA + 0xA000, "read")
     e.eq("not again", len(calls), 1)
+    # the ghost record MS-PERM reads: the leaf an instruction fetch faulted for, nothing else
+    e.eq("reads and writes that faulted record no fetch", guest.fetched, {})
+    o = guest.access(GPA + 0xB003, "exec")
+    pa = _oa(_leaf(guest, GPA + 0xB000)[0])
+    e.eq("a fetch that faulted records its page (logging: a page leaf) at its address",
+         (o.result, guest.fetched), ("done", {0: {(0xB, 1, pa)}}))
+    kvm.pgt.mkold(GPA + 0xB000)
+    o = guest.access(GPA + 0xB000, "exec")
+    e.eq("an access-flag fault alone grants nothing new", ([f[0] for f in o.faults], guest.fetched),
+         ([FSC_ACCESS], {0: {(0xB, 1, pa)}}))
+    host, kvm, guest, vmm = _vm(slots=(("anon", 0x40_0000, {"thp": True}),))
+    o = guest.access(GPA + 0x3_0000, "exec")
+    d, level = _leaf(guest, GPA)
+    e.eq("a fetch that faulted into a THP block records the whole block",
+         (level, guest.fetched), (2, {0: {(0, 512, _oa(d))}}))
 
 
 # -- mmu.c range operations, memslot hooks, notifier hooks ---------------------------------------

@@ -14,10 +14,13 @@ MS  -- memslots lie inside the IPA space and do not overlap. Every valid stage-2
 DIRTY -- in a logging memslot every page the guest wrote is in the dirty bitmap, and every page
        stage 2 lets the guest write without a fault is too (else a later write would go unlogged).
 
-Leaves out: the stage-2 structural invariants (S2-*, spec.check_state) and cache maintenance.
+Leaves out: the stage-2 structural invariants (S2-*, spec.check_state), cache maintenance, and
+which permissions each page justifies beyond the slot / host checks above (MS-PERM,
+spec/mmu/perms.py; check_mmu_state judges it with MS and DIRTY).
 """
 
 from ptspec.spec.arch import descriptor as D
+from ptspec.spec.mmu.perms import check_perms
 from ptspec.spec.mmu.state import READONLY, MmuView
 from ptspec.spec.violation import Violation
 from ptspec.spec.statements import statement
@@ -145,16 +148,33 @@ def _check_leaf(view, ipa, size, level, d):
             out.append(_v("MS", f"{what} is writable but the host maps hva {h0:#x} read-only",
                           ipa=ipa, desc=d, level=level))
             break
-        is_ram = view.pfn_is_ram(pfn)
-        if dev == is_ram:
-            out.append(_v("MS", f"{what}: {'device' if dev else 'normal'} attributes over "
-                                f"{'RAM' if is_ram else 'non-RAM'} pfn {pfn:#x}",
-                          ipa=ipa, desc=d, level=level))
+        # the pfns of the pages of this leaf the host leaf backs: RAM or not, each one
+        first = pfn + ((lo - h0) >> ps)
+        last = pfn + ((min(h0 + hsize, hva + size) - h0 - 1) >> ps)
+        bad = _ram_mismatch(view, first, last, dev)
+        if bad is not None:
+            over = "device attributes over RAM" if dev else "normal attributes over non-RAM"
+            out.append(_v("MS", f"{what}: {over} pfn {bad:#x}", ipa=ipa, desc=d, level=level))
             break
     if w and slot.flags & READONLY:
         out.append(_v("MS", f"{what} is writable in read-only memslot {slot.id}",
                       ipa=ipa, desc=d, level=level))
     return out
+
+
+def _ram_mismatch(view, first, last, device):
+    """The first pfn of [first, last] whose RAM-ness disagrees with the attributes (device
+    attributes exactly over non-RAM pfns), or None."""
+    lo, hi = view.ram
+    if device:
+        if first < hi and lo <= last:
+            return max(first, lo)
+        return None
+    if first < lo:
+        return first
+    if last >= hi:
+        return max(first, hi)
+    return None
 
 
 def _check_io_leaf(view, ipa, size, level, d, what):
@@ -220,9 +240,9 @@ def check_dirty(view: MmuView):
 
 
 def check_mmu_state(raw):
-    """MS and DIRTY of one raw VM state."""
+    """MS, MS-PERM and DIRTY of one raw VM state."""
     view = raw if isinstance(raw, MmuView) else MmuView(raw)
-    return check_ms(view) + check_dirty(view)
+    return check_ms(view) + check_perms(view) + check_dirty(view)
 
 
 AGE_WARN = "kvm_age_gfn: range of "

@@ -2,8 +2,9 @@
 
 Models: a validated, read-only view of what the stage-2 fault path works against: the memslots
 (with dirty bitmap and the guest's record of written pages), the host's VMAs and its HVA -> PFN
-translation (as leaves: small-page runs, THP PMDs, hugetlb pages, PFNMAP ranges), the RAM range
-(``pfn_valid``), the I/O regions KVM was asked to map (``kvm_phys_addr_ioremap``), the manual
+translation (as leaves of whole pages: small-page runs, THP PMDs, hugetlb pages, PFNMAP ranges),
+the IPA ranges the guest's instruction fetches were granted (``fetched``), the CPU's DIC, the RAM
+range (``pfn_valid``), the I/O regions KVM was asked to map (``kvm_phys_addr_ioremap``), the manual
 dirty-log protect flags, and the host page references KVM holds. Also the stage-2 valid leaves of
 the state, from the architecture walk of ptspec.spec.arch.walk.
 
@@ -60,7 +61,8 @@ class S2Leaf(NamedTuple):
 
 
 class Slot:
-    __slots__ = ("id", "base_gfn", "npages", "uaddr", "flags", "bitmap", "written", "start", "end")
+    __slots__ = ("id", "base_gfn", "npages", "uaddr", "flags", "bitmap", "written", "fetched",
+                 "start", "end")
 
     def __init__(self, raw, ps, i):
         w = f"mmu.memslots[{i}]"
@@ -83,6 +85,19 @@ class Slot:
             raise StateError(f"{w}.written: an empty memslot has no page to write")
         self.start = self.base_gfn << ps
         self.end = (self.base_gfn + self.npages) << ps
+        fetched = []
+        for j, r in enumerate(_list(raw.get("fetched", ()), f"{w}.fetched")):
+            g, n, pa = _list(r, f"{w}.fetched[{j}]", 3)
+            g = parse_int(g, f"{w}.fetched[{j}][0]", 0, max(self.npages - 1, 0))
+            n = parse_int(n, f"{w}.fetched[{j}][1]", 1, self.npages - g)
+            pa = parse_int(pa, f"{w}.fetched[{j}][2]", 0, U64 - (n << ps) + 1)
+            if pa % (1 << ps):
+                raise StateError(f"{w}.fetched[{j}][2]: expected a page-aligned address, "
+                                 f"got {pa:#x}")
+            ipa = self.start + (g << ps)
+            fetched.append((ipa, ipa + (n << ps), pa - ipa))
+        # what instruction fetches were granted: IPA ranges, each with its translation offset
+        self.fetched = sorted(fetched)
 
     def dirty(self, g):
         """Is bit g (gfn base_gfn + g) set in the dirty bitmap?"""
@@ -122,6 +137,15 @@ def _host_leaf(raw, i):
         raise StateError(f"{w}[3]: expected one of {', '.join(HOST_LEAF_KINDS)}, got {show(kind)}")
     return (_u64(hva, f"{w}[0]"), _u64(size, f"{w}[1]", 1), _u64(pfn, f"{w}[2]"), kind,
             _bool(writable, f"{w}[4]"))
+
+
+def _whole_pages(leaf, i, psize):
+    """A host leaf maps whole pages: its hva and size are multiples of the page size."""
+    for k, what in ((0, "hva"), (1, "size")):
+        if leaf[k] % psize:
+            raise StateError(f"mmu.host_map[{i}][{k}]: the host maps whole pages: expected a "
+                             f"multiple of the page size {psize:#x} as {what}, got {leaf[k]:#x}")
+    return leaf
 
 
 def _ioremap(raw, i):
@@ -164,7 +188,7 @@ class MmuView:
         self.vmas = sorted((_vma(v, i) for i, v in enumerate(_list(m.get("vmas", []), "mmu.vmas"))),
                            key=lambda v: v["start"])
         self._vma_starts = [v["start"] for v in self.vmas]
-        self.host = sorted(_host_leaf(h, i)
+        self.host = sorted(_whole_pages(_host_leaf(h, i), i, self.psize)
                            for i, h in enumerate(_list(m.get("host_map", []), "mmu.host_map")))
         self._host_starts = [h[0] for h in self.host]
         lo, hi = _list(m.get("ram_pfns", (0, 0)), "mmu.ram_pfns", 2)
@@ -172,6 +196,7 @@ class MmuView:
         self.ioremap = [_ioremap(r, i) for i, r in enumerate(_list(m.get("ioremap", []), "mmu.ioremap"))]
         self.manual_protect = _bool(m.get("manual_protect", False), "mmu.manual_protect")
         self.init_set = _bool(m.get("init_set", False), "mmu.init_set")
+        self.dic = _bool(m.get("dic", False), "mmu.dic")     # ARM64_HAS_CACHE_DIC
         refs = _obj(m.get("kvm_page_refs", {}), "mmu.kvm_page_refs")
         self.kvm_page_refs = {_u64(k, f"mmu.kvm_page_refs key {show(k)}"):
                               parse_int(v, f"mmu.kvm_page_refs[{show(k)}]",
@@ -182,6 +207,7 @@ class MmuView:
             if key in m:
                 parse_int(m[key], f"mmu.{key}", -(1 << 63), U64)
         self._leaves = None
+        self._pieces = {}
 
     # -- lookups -------------------------------------------------------------------------------
     def slot_of(self, ipa):
@@ -201,7 +227,14 @@ class MmuView:
 
     def host_pieces(self, hva, size):
         """The host leaves covering [hva, hva+size) in order, as (start, size, pfn, kind, w);
-        a gap is a piece of kind None."""
+        a gap is a piece of kind None. Remembered per range (MS and MS-PERM both ask)."""
+        key = (hva, size)
+        got = self._pieces.get(key)
+        if got is None:
+            got = self._pieces[key] = self._host_pieces(hva, size)
+        return got
+
+    def _host_pieces(self, hva, size):
         out = []
         pos, end = hva, hva + size
         i = bisect_right(self._host_starts, pos) - 1

@@ -18,6 +18,7 @@ from ptspec.spec.stage2.invariants import s2_ba, s2_leak, s2_own, s2_rc, s2_tree
 from ptspec.spec.lguest.check import lguest_check_state
 from ptspec.spec.lguest.state import LgState
 from ptspec.spec.mmu.invariants import check_dirty, check_mmu_state, check_ms
+from ptspec.spec.mmu.perms import check_perms
 from ptspec.spec.stage2.state import StateError, load_state
 from ptspec.spec.stage2.step import load_step
 from ptspec.spec import statements
@@ -108,9 +109,10 @@ CHECKS.update({HYP_CONTRACT_IDS[op]: fn for op, fn in HYP_CONTRACTS.items()})
 CHECKS["C-HYP-WARN"] = _two_states(contract_hyp_warn)
 
 
-# mmu.c: MS and DIRTY judge a stage-2 state with its "mmu" part; the C-MMU-* contracts judge steps
+# mmu.c: MS, MS-PERM and DIRTY judge a stage-2 state with its "mmu" part; the C-MMU-* contracts judge steps
 CHECKS["MS"] = check_ms
 CHECKS["DIRTY"] = check_dirty
+CHECKS["MS-PERM"] = check_perms
 
 
 def explain(check_id):
@@ -126,7 +128,7 @@ def _is_lguest(state):
 def check_state(state):
     """Every single-state invariant of a raw state (dict) or State: a list of Violations.
 
-    A stage-2 state gets S2-*, and MS and DIRTY too when it carries an "mmu" part (a VM state of
+    A stage-2 state gets S2-*, and MS, MS-PERM and DIRTY too when it carries an "mmu" part (a VM state of
     ptspec.spec.mmu.state); a hyp stage-1 state gets S1-*; an "lguest-x86" state gets LG-*."""
     if _is_lguest(state):
         return lguest_check_state(state)
