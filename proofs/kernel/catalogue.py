@@ -60,7 +60,7 @@ ENTRIES = (
           "promises the only cached entry is a leaf at that level, while the walk caches of the "
           "levels below may hold entries from the freed table",
           ("stage2_put_pte", "stage2_unmap_walker"),
-          ("impl-default", "5.15"), "KD-TLB", "4k-39",
+          ("5.15",), "KD-TLB", "4k-39",
           (("map", {"addr": 0x0, "size": 0x1000, "phys": 0x8000000000, "prot": PROT_RW}),
            ("unmap", {"addr": 0x0, "size": 0x200000}))),
 )
@@ -140,6 +140,17 @@ FINDINGS = (
         "5.14.2; no fix known to ptspec",
         ("stage2_map_walker_try_leaf", "kvm_pgtable_walk"),
         lambda step: step is not None and step.get("op") == "map" and step.get("ret") == -11),
+    KernelFinding(
+        "table-tlbi-level", "S2-BBM-WALK", (5, 12, 0), (6, 1, 0),
+        "stage2_put_pte invalidates a table descriptor it cleared (stage2_unmap_walker freeing a "
+        "table that became empty) with the table's own level as the TLBI level hint; the hint "
+        "names the level of a leaf, a table descriptor is none, so the walk-cache entry holding "
+        "the freed table need not be removed (S2-BBM-WALK, docs/cmo.md); Debian's 6.1.176 and "
+        "6.6.63 pass no hint (0), 6.12 TLBI_TTL_UNKNOWN, while mainline 6.3.8 still passes the "
+        "level: 'until 6.1' is the stable 6.1.y backport as ptspec runs it, the exact 6.1 "
+        "sublevel is not pinned; run on 5.15.100 and 5.14.2",
+        ("stage2_put_pte", "stage2_unmap_walker"),
+        lambda step: step is not None and step.get("op") == "unmap"),
     KernelFinding(
         "set-owner-blocks", "C-SET-OWNER", (5, 14, 0), (5, 15, 0),
         "kvm_pgtable_stage2_set_owner walks with the map walker but without forcing pages (5.14 "

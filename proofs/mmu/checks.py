@@ -15,7 +15,7 @@ from ptspec.proofs.mmu import scenarios as mmu_scenarios
 from ptspec.proofs.mmu.harness import counterexample
 from ptspec.proofs.runner.registry import Result, obligation
 
-S2 = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM"]
+S2 = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "S2-BBM-WALK"]
 MMU = ["MS", "DIRTY", "PROGRESS", "C-MMU-ABORT", "C-MMU-PREPARE", "C-MMU-COMMIT",
        "C-MMU-FLUSH-SLOT", "C-MMU-NOTIFIER", "C-MMU-WP", "C-MMU-IOREMAP", "C-MMU-UNMAP-VM", "C-MMU-CMO", "MMU-WARN"]
 FAULT_PATH = ["kvm_handle_guest_abort", "user_mem_abort", "fault_supports_stage2_huge_mapping",

@@ -25,6 +25,7 @@ from ptspec.impl.mmu.kvm import Kvm
 from ptspec.impl.mmu import stage2 as mmu_stage2
 from ptspec.impl.mmu.state import mmu_raw_state
 from ptspec.spec.stage2.bbm import check_bbm
+from ptspec.spec.stage2.walkcache import check_bbm_walk
 from ptspec.spec.mmu.invariants import check_mmu_state, check_mmu_warnings
 from ptspec.spec.mmu.state import MmuView
 from ptspec.spec.mmu.contracts import check_mmu_step
@@ -199,7 +200,8 @@ class VmHarness:
         self._view = post
         step = {"op": op, "args": args, "ret": ret, "out": out, "dic": self.kvm.dic}
         found = (spec.check_state(post.s2) + check_mmu_state(post) + check_mmu_step(pre, step, post)
-                 + check_bbm(pre.s2, _VmStep(op), post.s2))
+                 + check_bbm(pre.s2, _VmStep(op), post.s2)
+                 + check_bbm_walk(pre.s2, _VmStep(op), post.s2))
         if post.warn_violations and not pre.warn_violations:
             found += post.warn_violations
         self.violations.extend(found)

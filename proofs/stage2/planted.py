@@ -99,6 +99,19 @@ def _put_pte_no_tlbi(orig):
     return put_pte
 
 
+def _put_pte_table_hint(orig):
+    """table-tlbi-hint: a cleared table descriptor is invalidated with its own level as the hint
+    (5.12-5.15), a leaf hint that need not remove the cached table descriptor."""
+    def put_pte(pgt, tbl, ptp, idx, addr, level):
+        saved = pgt.table_tlbi_level0
+        pgt.table_tlbi_level0 = False                # the bug: the table's level as TTL hint
+        try:
+            return orig(pgt, tbl, ptp, idx, addr, level)
+        finally:
+            pgt.table_tlbi_level0 = saved
+    return put_pte
+
+
 def _owner_unmasked(orig):
     def owner(owner_id, owner_field):
         return owner_id << (owner_field[1] - 1)     # the bug: one bit too low
@@ -269,10 +282,14 @@ BUGS = {b.id: b for b in [
     Bug("eagain-abort", "-EAGAIN stops the map walk (before 'Continue stage-2 map ...')",
         ("C-MAP",), ((stage2_map, "kvm_pgtable_stage2_map", _eagain_aborts),)),
     Bug("coalesce-tlbi", "table-to-block invalidates one IPA, not the VMID (3a0b870e3448)",
-        ("S2-BBM",), ((stage2_map, "stage2_map_walk_table_pre", _table_pre_ipa_flush),)),
+        ("S2-BBM", "S2-BBM-WALK"), ((stage2_map, "stage2_map_walk_table_pre", _table_pre_ipa_flush),)),
     Bug("put-pte-no-tlbi", "break-before-make without the TLB invalidation", ("S2-BBM",),
         ((stage2_map, "stage2_put_pte", _put_pte_no_tlbi),
          (stage2_walkers, "stage2_put_pte", _put_pte_no_tlbi))),
+    Bug("table-tlbi-hint", "a freed table is invalidated with its level as the TTL hint (5.12-5.15)",
+        ("S2-BBM-WALK",),
+        ((stage2_map, "stage2_put_pte", _put_pte_table_hint),
+         (stage2_walkers, "stage2_put_pte", _put_pte_table_hint))),
     Bug("owner-field-shift", "owner id written one bit below the owner field",
         ("S2-OWN", "C-SET-OWNER"),
         ((stage2_map, "kvm_init_invalid_leaf_owner", _owner_unmasked),)),

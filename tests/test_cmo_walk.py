@@ -1,0 +1,150 @@
+"""S2-BBM-WALK (walk caches, spec/stage2/walkcache.py): the statement on hand-built states, on impl's
+profiles, under its planted bug, and the catalogued kernel finding it makes of 5.12-5.15."""
+
+import pytest
+
+from ptspec import spec
+from ptspec.proofs.kernel import catalogue
+from ptspec.proofs.stage2 import exhaustive
+from ptspec.proofs.stage2.harness import Stage2Harness
+from ptspec.proofs.stage2.planted import BUGS, planted
+from ptspec.spec.stage2.walkcache import check_bbm_walk, walk_entries
+from test_spec_builder import S2, ids, step
+
+IPA, OA = 0x4000_0000, 0x8000_0000
+TTL_UNKNOWN = 0x7fff_ffff            # a later kernel's TLBI_TTL_UNKNOWN (INT_MAX), as the shim logs it
+
+
+def _freed_table():
+    """pre: one table at level 2 under IPA (holding no valid leaf); post: that table freed."""
+    pre = S2(ps=12, ia=40)
+    pre.owner(IPA, 3, 1)
+    post = pre.copy().drop_table(IPA, 2)
+    return pre, post
+
+
+def _judge(pre, post, log, op="unmap"):
+    return check_bbm_walk(spec.load_state(pre.raw()), spec.load_step(step(op, addr=IPA, size=0x20_0000)),
+                          spec.load_state(post.raw(log)))
+
+
+def test_walk_entries_are_the_table_descriptors_the_walk_reaches():
+    pre, _ = _freed_table()
+    st = spec.load_state(pre.raw())
+    level2_table = pre.slot(IPA, 3)[0]
+    assert (IPA, 2, level2_table) in walk_entries(st)
+    assert all(level < 3 for _, level, _ in walk_entries(st))
+    assert not any(t in st.roots for _, _, t in walk_entries(st))
+
+
+@pytest.mark.parametrize("log,ok", [
+    ([("tlbi_ipa", IPA, 0)], True),                  # no level hint: 6.1
+    ([("tlbi_ipa", IPA + 0x1000, 0)], True),         # any address the entry covers
+    ([("tlbi_ipa", IPA, TTL_UNKNOWN)], True),        # 6.12's TLBI_TTL_UNKNOWN
+    ([("tlbi_vmid",)], True),
+    ([("tlbi_ipa", IPA, 2)], False),                 # the table's own level: 5.12-5.15
+    ([("tlbi_ipa", IPA, 3)], False),                 # a leaf hint
+    ([("tlbi_ipa", IPA + 0x20_0000, 0)], False),     # outside the entry's range
+    ([], False),
+])
+def test_a_freed_table_needs_an_invalidation_without_a_level_hint(log, ok):
+    pre, post = _freed_table()
+    found = _judge(pre, post, log)
+    assert (found == []) == ok, found
+    if not ok:
+        assert ids(found) == ["S2-BBM-WALK"]
+        assert "level 2" in str(found[0]) and f"{IPA:#x}" in str(found[0])
+        assert spec.check_step(pre.raw(), step("unmap", addr=IPA, size=0x20_0000), post.raw(log))
+
+
+def test_unchanged_tables_and_destroy_need_nothing():
+    pre, _ = _freed_table()
+    assert _judge(pre, pre.copy(), []) == []
+    gone = S2(ps=12, ia=40, init=False)
+    assert check_bbm_walk(spec.load_state(pre.raw()), spec.load_step(step("destroy")),
+                          spec.load_state(gone.raw())) == []
+
+
+def test_a_table_replaced_by_another_needs_the_invalidation():
+    """The same range reached through a different next-level table is a changed entry."""
+    pre, _ = _freed_table()
+    post = pre.copy().drop_table(IPA, 2)
+    post.owner(IPA, 3, 1)                       # a new level-3 table at a new page
+    assert pre.slot(IPA, 3)[0] != post.slot(IPA, 3)[0]
+    assert ids(_judge(pre, post, [("tlbi_ipa", IPA, 2)])) == ["S2-BBM-WALK"]
+    assert _judge(pre, post, [("tlbi_ipa", IPA, 0)]) == []
+
+
+def _map_then_unmap(**kw):
+    h = Stage2Harness(12, 39, **kw)
+    h.step("map", addr=0x0, size=0x1000, phys=0x80_0000_0000, prot=6)
+    return h.step("unmap", addr=0x0, size=0x20_0000)
+
+
+def test_impl_default_and_6_1_pass_no_hint_5_15_passes_the_level():
+    for kv in (None, "6.1"):
+        ret, found = _map_then_unmap(**({"kernel_version": kv} if kv else {}))
+        assert ret == 0 and found == [], (kv, found)
+    ret, found = _map_then_unmap(kernel_version="5.15")
+    assert ret == 0 and ids(found) == ["S2-BBM-WALK"]
+    # the level-2 table (under the level-1 descriptor) and the level-3 table (under the level-2 one)
+    assert sorted(v.where["level"] for v in found) == [1, 2]
+
+
+def test_planted_table_tlbi_hint_is_caught_only_by_s2_bbm_walk():
+    assert BUGS["table-tlbi-hint"].caught_by == ("S2-BBM-WALK",)
+    with planted("table-tlbi-hint"):
+        ret, found = _map_then_unmap()
+        assert ids(found) == ["S2-BBM-WALK"]          # S2-BBM (leaves) stays silent
+        out = exhaustive.explore(2)
+    assert out.status == "refuted" and {str(v).split()[0] for v in out.violations} == {"S2-BBM-WALK"}
+
+
+def test_the_5_15_hint_is_a_catalogued_finding_for_5_12_to_6_0():
+    v = "S2-BBM-WALK unmap: table descriptor at level 2 for [0x0, 0x200000) -> table 0x1000 ..."
+    un = {"op": "unmap", "ret": 0, "args": {"addr": 0, "size": 0x20_0000}}
+    for version in ((5, 14, 2), (5, 15, 100)):
+        assert catalogue.finding_for(v, un, version).id == "table-tlbi-level"
+    assert catalogue.finding_for(v, un, (6, 1, 176)) is None
+    assert catalogue.finding_for(v, dict(un, op="map"), (5, 15, 100)) is None
+    entry = next(e for e in catalogue.ENTRIES if e.id == "table-tlbi-level")
+    assert entry.shows_in == ("5.15",)            # impl's default now passes no hint, as 6.1
+
+
+# -- the kernel's own C (skipped without the cached sources or a compiler) ---------------------------
+
+def _c_map_then_unmap(t):
+    from ptspec.proofs.kernel import subject
+    h = subject.subject_factory(t)(12, 39, arena_pages=64, mc_capacity=8)
+    h.step("map", addr=0x0, size=0x1000, phys=0x80_0000_0000, prot=6)
+    ret, found = h.step("unmap", addr=0x0, size=0x20_0000)
+    return h, ret, found
+
+
+@pytest.mark.parametrize("prefix", ["5.15", "5.14"])
+def test_5_14_and_5_15_c_code_show_the_catalogued_finding(prefix):
+    from kdiff_support import need_tree
+    h, ret, found = _c_map_then_unmap(need_tree(prefix))
+    assert ret == 0 and found == [] and h.findings == {"table-tlbi-level": 2}, (found, h.findings)
+
+
+def test_6_1_c_code_passes_and_with_the_hint_put_back_is_refuted(tmp_path):
+    from kdiff_support import need_kernel
+    from ptspec.proofs.kernel import check
+    from ptspec.proofs.kernel import planted as cplanted
+    from ptspec.proofs.kernel import tree as T
+    from ptspec.proofs.runner import budgets
+    need_kernel()
+    t, why = T.default_tree()
+    if t is None:
+        pytest.skip(why)
+    h, ret, found = _c_map_then_unmap(t)
+    assert ret == 0 and found == [] and h.findings == {}
+    bad = cplanted.scratch_tree("table-tlbi-hint", t, tmp_path / "tree")
+    h, ret, found = _c_map_then_unmap(bad)
+    assert ret == 0 and ids(found) == ["S2-BBM-WALK"] and h.findings == {}
+    r = check.check_geometry(bad, "4k-39", budgets.budget("default"), 0)
+    assert r.status == "refuted" and r.detail.split()[1] == "S2-BBM-WALK", r.detail
+    with pytest.raises(cplanted.EditError):          # a stage2_put_pte without the line
+        cplanted.apply_edit("static void stage2_put_pte(void)\n{\n}\n",
+                            cplanted.C_SOURCE_BUGS["table-tlbi-hint"])
