@@ -250,6 +250,22 @@ def _cmo_skips_blocks(orig):
     return try_leaf
 
 
+def _icache_before_dcache(orig):
+    """icache-before-dcache: try_leaf invalidates the I-cache before it cleans the D-cache."""
+    def try_leaf(addr, end, level, tbl, ptp, idx, data):
+        mm = data.pgt.mm_ops
+        hook, later = mm.dcache_clean_inval_poc, []
+        if hook is not None:
+            mm.dcache_clean_inval_poc = lambda pa, size: later.append((pa, size))
+        try:
+            return orig(addr, end, level, tbl, ptp, idx, data)
+        finally:
+            mm.dcache_clean_inval_poc = hook
+            for pa, size in later:                  # the bug: the clean comes last
+                hook(pa, size)
+    return try_leaf
+
+
 def _enomem_drops_ref(orig):
     def walk_leaf(addr, end, level, tbl, ptp, idx, data):
         ret = orig(addr, end, level, tbl, ptp, idx, data)
@@ -328,8 +344,11 @@ BUGS = {b.id: b for b in [
         ((stage2_walkers, "kvm_pgtable_stage2_init", _init_unzeroed_root),)),
     Bug("enomem-put", "the allocation-failure path drops a reference it never took",
         ("S2-RC", "S2-LEAK"), ((stage2_map, "stage2_map_walk_leaf", _enomem_drops_ref),)),
-    Bug("cmo-skips-blocks", "no D-cache clean before installing a block", ("C-CMO",),
+    Bug("cmo-skips-blocks", "no D-cache clean before installing a block", ("C-CMO", "CMO-POC"),
         ((stage2_map, "stage2_map_walker_try_leaf", _cmo_skips_blocks),)),
+    Bug("icache-before-dcache", "an executable leaf's I-cache is invalidated before its D-cache "
+        "is cleaned", ("CMO-POU",),
+        ((stage2_map, "stage2_map_walker_try_leaf", _icache_before_dcache),)),
 ]}
 
 assert stage2  # the stage-2 object is patched through the modules it calls
