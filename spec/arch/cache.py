@@ -166,9 +166,45 @@ class CacheGhost:
                     self.iclean.add(lo, hi)
 
     def apply(self, log):
+        """Apply the dcache / icache events of a log in order. The same as event() one by one
+        (tests hold them equal); runs of events over consecutive addresses, as the kernel issues
+        them page by page, are applied as one range."""
+        d_run = i_run = None            # [lo, hi) being extended by consecutive events
+        prev = None
         for ev in log:
-            if ev[0] in ("dcache", "icache"):
+            if ev == prev:              # the same event again at once: no new effect
+                continue
+            prev = ev
+            kind = ev[0]
+            if kind == "dcache":
+                a, b = ev[1], ev[1] + ev[2]
+                if d_run is not None and d_run[1] == a:
+                    d_run[1] = b
+                    continue
+                if d_run is not None:
+                    self.dclean.add(*d_run)
+                d_run = [a, b]
+            elif kind == "icache":
+                a, b = ev[1], ev[1] + ev[2]
+                covered = (self.coherent_d or (d_run is not None and d_run[0] <= a and b <= d_run[1])
+                           or self.dclean.first_gap(a, b) is None)
+                if covered and i_run is not None and i_run[1] == a:
+                    i_run[1] = b
+                    continue
+                if i_run is not None:
+                    self.iclean.add(*i_run)
+                    i_run = None
+                if covered:
+                    i_run = [a, b]
+                    continue
+                if d_run is not None:
+                    self.dclean.add(*d_run)
+                    d_run = None
                 self.event(ev)
+        if d_run is not None:
+            self.dclean.add(*d_run)
+        if i_run is not None:
+            self.iclean.add(*i_run)
 
     def d_gap(self, pa, size):
         """The first address of [pa, pa + size) whose D-cache is not clean to PoC, or None."""

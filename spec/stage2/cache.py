@@ -26,7 +26,7 @@ coherent for instruction fetches there (docs/cmo.md).
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch.cache import CacheGhost, Counts
 from ptspec.spec.arch.walk import START, LEVEL, DESC
-from ptspec.spec.stage2.segments import diff, is_valid
+from ptspec.spec.stage2.segments import L3Chunk, diff_chunks, is_valid
 from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 
@@ -35,10 +35,16 @@ def _oa(iv, s, page_shift):
     return D.address(iv[DESC], page_shift) + (s - iv[START])
 
 
+def _leaf_at(post, seg, ipa):
+    """The post-op leaf translating ipa (a run's first leaf when the walk cannot say)."""
+    q = post.walk().find(ipa) if post.roots else None
+    return q if q is not None else seg[3]
+
+
 @statement("CMO-POC", constrains=(
     "stage2_map_walker_try_leaf", "user_mem_abort", "kvm_set_spte_gfn", "clean_dcache_guest_page",
     "dcache_clean_inval_poc"))
-def poc_violations(ghost, step, seg, oa, has_fwb):
+def poc_violations(ghost, step, post, seg, oa, has_fwb):
     """CMO-POC: a cacheable guest mapping becomes visible only over memory cleaned to PoC since the host last wrote it.
 
     Statement: for a guest stage 2 without FWB, every input range [s, e) that a step makes visible
@@ -57,10 +63,11 @@ def poc_violations(ghost, step, seg, oa, has_fwb):
     """
     if has_fwb:
         return []
-    s, e, _, q = seg
+    s, e = seg[0], seg[1]
     gap = ghost.d_gap(oa, e - s)
     if gap is None:
         return []
+    q = _leaf_at(post, seg, s + gap - oa)
     return [Violation("CMO-POC", f"{step.op}: cacheable leaf at ipa {q[START]:#x} level {q[LEVEL]} "
                                  f"({q[DESC]:#x}) made [{s:#x}, {e:#x}) visible over output "
                                  f"[{oa:#x}, {oa + e - s:#x}), but {gap:#x} was not cleaned to PoC "
@@ -71,7 +78,7 @@ def poc_violations(ghost, step, seg, oa, has_fwb):
 @statement("CMO-POU", constrains=(
     "stage2_map_walker_try_leaf", "stage2_attr_walker", "user_mem_abort", "kvm_set_spte_gfn",
     "invalidate_icache_guest_page", "icache_inval_pou"))
-def pou_violations(ghost, step, seg, oa, dic):
+def pou_violations(ghost, step, post, seg, oa, dic):
     """CMO-POU: an executable guest mapping becomes visible only over memory whose I-cache was invalidated since the host last wrote it.
 
     Statement: for a guest stage 2 on a CPU without DIC, every input range [s, e) that a step makes
@@ -91,10 +98,11 @@ def pou_violations(ghost, step, seg, oa, dic):
     """
     if dic:
         return []
-    s, e, _, q = seg
+    s, e = seg[0], seg[1]
     gap = ghost.i_gap(oa, e - s)
     if gap is None:
         return []
+    q = _leaf_at(post, seg, s + gap - oa)
     why = ("its I-cache was not invalidated after its D-cache was cleaned" if ghost.dclean.first_gap(gap, gap + 1) is None
            and not ghost.coherent_d else "its I-cache was not invalidated")
     return [Violation("CMO-POU", f"{step.op}: executable leaf at ipa {q[START]:#x} level {q[LEVEL]} "
@@ -102,6 +110,13 @@ def pou_violations(ghost, step, seg, oa, dic):
                                  f"[{oa:#x}, {oa + e - s:#x}), but at {gap:#x} {why} since the host "
                                  f"last wrote it",
                       {"ipa": s, "leaf_ipa": q[START], "level": q[LEVEL], "desc": q[DESC], "pa": gap})]
+
+
+class _Op:
+    __slots__ = ("op",)
+
+    def __init__(self, op):
+        self.op = op
 
 
 class CacheJudge:
@@ -144,36 +159,86 @@ class CacheJudge:
             self.ghost.iclean.add(oa, oa + size)
 
     def check(self, pre, step, post):
+        """The CMO-POC and CMO-POU violations of one step (pre and post States; step: a Step or
+        any object with .op, or a step record dict: only its op is read)."""
+        if isinstance(step, dict):
+            step = _Op(step["op"])
         if not self.started:
             self._start(pre)
         if (pre.page_shift, pre.ia_bits) != (post.page_shift, post.ia_bits):
+            return []
+        if not post.roots:              # destroyed: nothing is mapped, all of it is the host's
+            self.ghost, self.mapped = CacheGhost(), Counts()
             return []
         guest = post.cmo if self.guest is None else self.guest
         fwb = post.has_fwb
         ghost = self.ghost
         ghost.coherent_d = fwb
         ghost.apply(post.tlb_log)
-        ps = pre.page_shift
         out, gone = [], []
-        for seg in diff(pre, post):
-            s, e, p, q = seg
-            pv, qv = is_valid(p), is_valid(q)
-            poa = _oa(p, s, ps) if pv else None
-            qoa = _oa(q, s, ps) if qv else None
-            if pv:
+        for seg, poa, qoa, need_poc, need_pou in _runs(diff_chunks(pre, post), pre.page_shift, fwb):
+            s, e = seg[0], seg[1]
+            if poa is not None:
                 self.mapped.add(poa, poa + e - s, -1)
                 gone.append((poa, e - s))
-            if not qv:
+            if qoa is None:
                 continue
             self.mapped.add(qoa, qoa + e - s, 1)
             if not guest:
                 continue
-            same = pv and poa == qoa
-            if D.is_cacheable(q[DESC], fwb) and not (same and D.is_cacheable(p[DESC], fwb)):
-                out += poc_violations(ghost, step, seg, qoa, fwb)
-            if D.is_executable(q[DESC]) and not (same and D.is_executable(p[DESC])):
-                out += pou_violations(ghost, step, seg, qoa, self.dic)
+            if need_poc:
+                out += poc_violations(ghost, step, post, seg, qoa, fwb)
+            if need_pou:
+                out += pou_violations(ghost, step, post, seg, qoa, self.dic)
         for pa, size in gone:
             for lo, hi in self.mapped.zero_parts(pa, pa + size):
                 ghost.host_write(lo, hi - lo)
         return out
+
+
+def _runs(chunks, page_shift, fwb):
+    """The changed segments of diff_chunks(pre, post), each as (segment, pre output or None, post
+    output or None, needs a CMO-POC judgement, needs a CMO-POU judgement); consecutive segments of
+    one kind whose outputs continue each other are merged into one (a map of 512 pages is one
+    run); the segment kept is (start, end, first pre interval, first post interval). Level-3
+    chunks are read slot by slot from their descriptor lists, without building intervals."""
+    out = []
+    last = None
+    address = D.address
+
+    def item(s, e, p, q, pd, qd, pv, qv):
+        nonlocal last
+        poa = address(pd, page_shift) + (s - p[START]) if pv else None
+        qoa = address(qd, page_shift) + (s - q[START]) if qv else None
+        same = pv and qv and poa == qoa
+        poc = qv and D.is_cacheable(qd, fwb) and not (same and D.is_cacheable(pd, fwb))
+        pou = qv and not qd & D.XN and not (same and not pd & D.XN)
+        if last is not None:
+            ls, le, lp, lq, lpoa, lqoa, lpoc, lpou = last
+            if (le == s and (lpoa is None) == (poa is None) and (lqoa is None) == (qoa is None)
+                    and (poa is None or lpoa + (s - ls) == poa)
+                    and (qoa is None or lqoa + (s - ls) == qoa) and lpoc == poc and lpou == pou):
+                last[1] = e
+                return
+            out.append(((ls, le, lp, lq), lpoa, lqoa, lpoc, lpou))
+        last = [s, e, p, q, poa, qoa, poc, pou]
+
+    for chunk in chunks:
+        if type(chunk) is L3Chunk:
+            A, B, base, g = chunk.A, chunk.B, chunk.base, chunk.g
+            for i in chunk.idx:
+                a, b = A[i], B[i]
+                pv, qv = a & 3 == 3, b & 3 == 3
+                if pv or qv:
+                    s = base + i * g
+                    item(s, s + g, (s, s + g, 3, a, chunk.a, i, False),
+                         (s, s + g, 3, b, chunk.b, i, False), a, b, pv, qv)
+        else:
+            s, e, p, q = chunk
+            pv, qv = is_valid(p), is_valid(q)
+            if pv or qv:
+                item(s, e, p, q, p[DESC], q[DESC], pv, qv)
+    if last is not None:
+        ls, le, lp, lq, lpoa, lqoa, lpoc, lpou = last
+        out.append(((ls, le, lp, lq), lpoa, lqoa, lpoc, lpou))
+    return out
