@@ -187,6 +187,55 @@ def test_intervals_and_counts_agree_with_plain_sets():
                 {x for x in range(q, q + r) if cref[x] <= 0}
 
 
+@pytest.mark.parametrize("coherent", [False, True])
+def test_ghost_apply_in_runs_equals_event_by_event(coherent):
+    rng = random.Random(7)
+    for _ in range(400):
+        log = []
+        for _ in range(rng.randrange(1, 14)):
+            kind = rng.choice(("dcache", "icache", "icache", "tlbi_ipa"))
+            pa = rng.randrange(0, 12) * 0x1000
+            log.append((kind, pa, rng.choice((0x1000, 0x2000))) if kind != "tlbi_ipa" else (kind, pa, 3))
+            if rng.random() < 0.3:
+                log.append(log[-1])
+        runs, one = CacheGhost(coherent), CacheGhost(coherent)
+        for g in (runs, one):
+            g.dclean.add(0x3000, 0x5000)
+        runs.apply(log)
+        for ev in log:
+            if ev[0] in ("dcache", "icache"):
+                one.event(ev)
+        assert (runs.dclean, runs.iclean) == (one.dclean, one.iclean), log
+
+
+def _pages_of(intervals, page=0x1000):
+    return {pa for lo, hi in intervals.pairs() for pa in range(lo, hi, page)}
+
+
+@pytest.mark.parametrize("bug", [None, "icache-before-dcache", "cmo-skips-blocks"])
+def test_judge_equals_its_plain_statement_page_by_page(bug):
+    """Random sequences of the exhaustive alphabet (a 4M window): CacheJudge (intervals over the
+    diff) and PlainCacheJudge (page by page, sets) report the same ids and keep the same ghost."""
+    import contextlib
+    from ptspec.spec.stage2.cache import PlainCacheJudge
+    ops = [op for op in exhaustive.alphabet() if op[0] != "fail_next_alloc"] + [("destroy", {})]
+    rng = random.Random(5)
+    with planted(bug) if bug else contextlib.nullcontext():
+        for _ in range(12):
+            h = Stage2Harness(12, 39, arena_pages=64, mc_capacity=4)
+            plain = PlainCacheJudge(0x4000_0000, 0x4040_0000)
+            for _ in range(8):
+                op, args = rng.choice(ops)
+                if h.destroyed:
+                    break
+                pre = h.state
+                _, found = h.step(op, **args)
+                expect = plain.check(pre, spec.load_step({"op": op, "args": args, "ret": 0}), h.state)
+                assert set(ids(found)) & {"CMO-POC", "CMO-POU"} == expect, (op, args, found)
+                assert _pages_of(h.cache.ghost.dclean) == plain.dclean
+                assert _pages_of(h.cache.ghost.iclean) == plain.iclean
+
+
 def test_ghost_an_icache_invalidation_counts_only_after_the_dcache_clean():
     g = CacheGhost()
     g.apply([("icache", 0x1000, 0x1000), ("dcache", 0x1000, 0x1000)])

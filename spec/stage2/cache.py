@@ -24,12 +24,72 @@ coherent for instruction fetches there (docs/cmo.md).
 """
 
 from ptspec.spec.arch import descriptor as D
+from ptspec.spec.arch import geometry as G
 from ptspec.spec.arch.cache import CacheGhost, Counts
 from ptspec.spec.arch.walk import START, LEVEL, DESC
 from ptspec.spec.stage2.segments import L3Chunk, diff_chunks, is_valid
 from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 
+
+# -- the plain statement: page by page, with sets of pages -------------------------------------------
+
+class PlainCacheJudge:
+    """CacheJudge's statement page by page over an input window [lo, hi) (every mapping of the
+    stage 2 must lie in it), the caches as Python sets of page addresses. The plain form of
+    CacheJudge below, which computes the same with intervals over the step's diff;
+    tests/test_cmo_walk.py holds the two equal (violations per step and the ghost itself)."""
+
+    def __init__(self, lo, hi, *, guest=None, dic=False):
+        self.lo, self.hi, self.guest, self.dic = lo, hi, guest, dic
+        self.dclean, self.iclean = set(), set()
+
+    def _pages(self, state):
+        """ipa page -> (valid, level, desc, output page) over the window."""
+        from ptspec.spec.stage2.segments import page_translation
+        page = 1 << state.page_shift
+        out = {}
+        for ipa in range(self.lo, self.hi, page):
+            valid, level, desc = page_translation(state, ipa)
+            if valid:
+                size = 1 << ((state.page_shift - 3) * (4 - level) + 3)
+                out[ipa] = (level, desc, D.address(desc, state.page_shift) + ipa % size)
+        return out
+
+    def check(self, pre, step, post):
+        """The ids of the violations of one step (a set)."""
+        if not post.roots:              # destroyed: nothing is mapped, all of it is the host's
+            self.dclean, self.iclean = set(), set()
+            return set()
+        page = 1 << post.page_shift
+        fwb = post.has_fwb
+        for ev in post.tlb_log:
+            for pa in range(ev[1], ev[1] + ev[2], page) if ev[0] in ("dcache", "icache") else ():
+                if ev[0] == "dcache":
+                    self.dclean.add(pa)
+                elif fwb or pa in self.dclean:
+                    self.iclean.add(pa)
+        old, new = self._pages(pre), self._pages(post)
+        guest = post.cmo if self.guest is None else self.guest
+        found = set()
+        for ipa, (level, desc, oa) in new.items():
+            prev = old.get(ipa)
+            same = prev is not None and prev[2] == oa
+            if (guest and not fwb and D.is_cacheable(desc, fwb) and oa not in self.dclean
+                    and not (same and D.is_cacheable(prev[1], fwb))):
+                found.add("CMO-POC")
+            if (guest and not self.dic and D.is_executable(desc) and oa not in self.iclean
+                    and not (same and D.is_executable(prev[1]))):
+                found.add("CMO-POU")
+        still = {v[2] for v in new.values()}
+        for _, _, oa in old.values():
+            if oa not in still:
+                self.dclean.discard(oa)
+                self.iclean.discard(oa)
+        return found
+
+
+# -- the same with intervals over the step's diff (optimised) -----------------------------------------
 
 def _oa(iv, s, page_shift):
     return D.address(iv[DESC], page_shift) + (s - iv[START])
@@ -153,7 +213,7 @@ class CacheJudge:
         from now on, so that later steps do not report the same uncleaned memory again."""
         w = violation.where
         oa = D.address(w["desc"], page_shift)
-        size = 1 << ((page_shift - 3) * (4 - w["level"]) + 3)
+        size = G.granule_size(w["level"], page_shift)
         self.ghost.dclean.add(oa, oa + size)
         if violation.inv == "CMO-POU":
             self.ghost.iclean.add(oa, oa + size)
