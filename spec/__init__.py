@@ -11,7 +11,10 @@ Public API:
                                                kind (S2-*, S1-*, MS/DIRTY/MMU-WARN with an mmu part,
                                                LG-*): what `ptspec check-state` calls
     check_state(state) -> [Violation]          single-state invariants (S2-*, S1-*)
-    check_step(pre, step, post) -> [Violation] S2-BBM, the op's contract (C-*), C-CMO, pool balance
+    check_step(pre, step, post) -> [Violation] S2-BBM, S2-BBM-WALK, the op's contract (C-*), C-CMO,
+                                               pool balance
+    stage2.cache.CacheJudge().check(pre, step, post) -> [Violation]  CMO-POC, CMO-POU: stateful,
+                                               one judge per stage 2 across its steps
     check_hyp_step(pre, step, post) -> [Violation] hyp stage-1 contracts (C-HYP-*), pool balance
     INVARIANTS: id -> function, CONTRACTS: op -> function, CHECKS: id -> function (invariants and
     contracts), CONTRACT_IDS: every contract id, OP_CONTRACT_ID: op -> its contract id, explain(id)
