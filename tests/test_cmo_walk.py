@@ -100,12 +100,14 @@ def test_planted_table_tlbi_hint_is_caught_only_by_s2_bbm_walk():
     assert out.status == "refuted" and {str(v).split()[0] for v in out.violations} == {"S2-BBM-WALK"}
 
 
-def test_the_5_15_hint_is_a_catalogued_finding_for_5_12_to_6_0():
+def test_the_5_15_hint_is_a_catalogued_finding_for_5_10_to_6_1_105():
     v = "S2-BBM-WALK unmap: table descriptor at level 2 for [0x0, 0x200000) -> table 0x1000 ..."
     un = {"op": "unmap", "ret": 0, "args": {"addr": 0, "size": 0x20_0000}}
     for version in ((5, 14, 2), (5, 15, 100)):
         assert catalogue.finding_for(v, un, version).id == "table-tlbi-level"
     assert catalogue.finding_for(v, un, (6, 1, 176)) is None
+    assert catalogue.finding_for(v, un, (6, 1, 105)).id == "table-tlbi-level"   # before the backport
+    assert catalogue.finding_for(v, un, (5, 9, 0)) is None
     assert catalogue.finding_for(v, dict(un, op="map"), (5, 15, 100)) is None
     entry = next(e for e in catalogue.ENTRIES if e.id == "table-tlbi-level")
     assert entry.shows_in == ("5.15",)            # impl's default now passes no hint, as 6.1

@@ -141,14 +141,15 @@ FINDINGS = (
         ("stage2_map_walker_try_leaf", "kvm_pgtable_walk"),
         lambda step: step is not None and step.get("op") == "map" and step.get("ret") == -11),
     KernelFinding(
-        "table-tlbi-level", "S2-BBM-WALK", (5, 12, 0), (6, 1, 0),
+        "table-tlbi-level", "S2-BBM-WALK", (5, 10, 0), (6, 1, 106),
         "stage2_put_pte invalidates a table descriptor it cleared (stage2_unmap_walker freeing a "
         "table that became empty) with the table's own level as the TLBI level hint; the hint "
         "names the level of a leaf, a table descriptor is none, so the walk-cache entry holding "
-        "the freed table need not be removed (S2-BBM-WALK, docs/cmo.md); Debian's 6.1.176 and "
-        "6.6.63 pass no hint (0), 6.12 TLBI_TTL_UNKNOWN, while mainline 6.3.8 still passes the "
-        "level: 'until 6.1' is the stable 6.1.y backport as ptspec runs it, the exact 6.1 "
-        "sublevel is not pinned; run on 5.15.100 and 5.14.2",
+        "the freed table need not be removed (S2-BBM-WALK, docs/cmo.md). Since the generic "
+        "stage-2 unmap (6d9d2115c480, 5.10); fixed upstream by 36e008323926 'KVM: arm64: Don't "
+        "pass a TLBI level hint when zapping table entries' (2024) and backported to 6.1.y "
+        "(reviewed for stable on 15 Aug 2024, taken here as 6.1.106; ptspec runs only 6.1.176) "
+        "and 6.6.y; mainline 6.3.8 still passes the level; run on 5.15.100 and 5.14.2",
         ("stage2_put_pte", "stage2_unmap_walker"),
         lambda step: step is not None and step.get("op") == "unmap"),
     KernelFinding(
