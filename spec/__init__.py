@@ -13,7 +13,10 @@ Public API:
                                                file {"pre", "step", "post"} goes to
     check_any_step(obj) -> [Violation]         the post-state's statements and the step's, any kind
     check_state(state) -> [Violation]          single-state invariants (S2-*, S1-*)
-    check_step(pre, step, post) -> [Violation] S2-BBM, the op's contract (C-*), C-CMO, pool balance
+    check_step(pre, step, post) -> [Violation] S2-BBM, S2-BBM-WALK, the op's contract (C-*), C-CMO,
+                                               pool balance
+    stage2.cache.CacheJudge().check(pre, step, post) -> [Violation]  CMO-POC, CMO-POU: stateful,
+                                               one judge per stage 2 across its steps
     check_hyp_step(pre, step, post) -> [Violation] hyp stage-1 contracts (C-HYP-*), pool balance
     check_vm_step(pre, step, post) -> [Violation] a VM step: mmu contract, C-MMU-CMO, S2-BBM
     load_step / load_mmu_step / load_lguest_step: the strict step-record loaders of each kind

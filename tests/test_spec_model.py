@@ -178,7 +178,7 @@ class Kernel:
             child = self.child(d)
             if not any(self.b.pages[child]):
                 self.b.pages[pa][i] = 0
-                self.log.append(("tlbi_ipa", at, level))
+                self.log.append(("tlbi_ipa", at, 0))     # a table: no level hint (S2-BBM-WALK)
                 self.free_tree(child, level + 1)
             return ret
         if d and not (self.bug == "owner-unmap" and not d & 1):

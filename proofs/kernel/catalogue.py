@@ -60,7 +60,7 @@ ENTRIES = (
           "promises the only cached entry is a leaf at that level, while the walk caches of the "
           "levels below may hold entries from the freed table",
           ("stage2_put_pte", "stage2_unmap_walker"),
-          ("impl-default", "5.15"), "KD-TLB", "4k-39",
+          ("5.15",), "KD-TLB", "4k-39",
           (("map", {"addr": 0x0, "size": 0x1000, "phys": 0x8000000000, "prot": PROT_RW}),
            ("unmap", {"addr": 0x0, "size": 0x200000}))),
 )
@@ -140,6 +140,18 @@ FINDINGS = (
         "5.14.2; no fix known to ptspec",
         ("stage2_map_walker_try_leaf", "kvm_pgtable_walk"),
         lambda step: step is not None and step.get("op") == "map" and step.get("ret") == -11),
+    KernelFinding(
+        "table-tlbi-level", "S2-BBM-WALK", (5, 10, 0), (6, 1, 106),
+        "stage2_put_pte invalidates a table descriptor it cleared (stage2_unmap_walker freeing a "
+        "table that became empty) with the table's own level as the TLBI level hint; the hint "
+        "names the level of a leaf, a table descriptor is none, so the walk-cache entry holding "
+        "the freed table need not be removed (S2-BBM-WALK, docs/cmo.md). Since the generic "
+        "stage-2 unmap (6d9d2115c480, 5.10); fixed upstream by 36e008323926 'KVM: arm64: Don't "
+        "pass a TLBI level hint when zapping table entries' (2024) and backported to 6.1.y "
+        "(reviewed for stable on 15 Aug 2024, taken here as 6.1.106; ptspec runs only 6.1.176) "
+        "and 6.6.y; mainline 6.3.8 still passes the level; run on 5.15.100 and 5.14.2",
+        ("stage2_put_pte", "stage2_unmap_walker"),
+        lambda step: step is not None and step.get("op") == "unmap"),
     KernelFinding(
         "set-owner-blocks", "C-SET-OWNER", (5, 14, 0), (5, 15, 0),
         "kvm_pgtable_stage2_set_owner walks with the map walker but without forcing pages (5.14 "

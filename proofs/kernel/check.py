@@ -45,9 +45,9 @@ GEOMETRIES = list(subject.GEOMETRIES)
 # Share of the profile's runs per geometry (divisor), as the impl lock-step shares them.
 SHARE = {"4k-39": 1, "4k-48": 2, "4k-40": 2, "4k-34": 2, "16k-47": 4, "16k-40": 4,
          "64k-44": 8, "64k-52": 8}
-INVARIANTS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "C-INIT", "C-MAP",
+INVARIANTS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "S2-BBM-WALK", "C-INIT", "C-MAP",
               "C-SET-OWNER", "C-UNMAP", "C-WRPROTECT", "C-MKYOUNG", "C-MKOLD", "C-IS-YOUNG",
-              "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF", "C-DESTROY", "C-CMO", "C-ARGS",
+              "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF", "C-DESTROY", "C-CMO", "CMO-POC", "CMO-POU", "C-ARGS",
               "KERNEL-WARN"]
 
 

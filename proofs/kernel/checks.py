@@ -17,7 +17,7 @@ from ptspec.proofs.kernel import fetch
 from ptspec.proofs.kernel.pair import KD_IDS
 from ptspec.proofs.runner.registry import Result, obligation
 
-C_SPEC = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM"]
+C_SPEC = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "S2-BBM-WALK"]
 FUNCTIONS = ["kvm_pgtable_walk", "__kvm_pgtable_visit", "stage2_map_walker_try_leaf",
              "stage2_map_walk_table_pre", "stage2_map_walk_leaf", "stage2_map_walk_table_post",
              "kvm_pgtable_stage2_set_owner", "stage2_unmap_walker", "stage2_attr_walker",

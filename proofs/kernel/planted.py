@@ -155,6 +155,13 @@ C_SOURCE_BUGS = {e.id: e for e in (
           "__kvm_tlb_flush_vmid, data->mmu", "__kvm_tlb_flush_vmid_ipa, data->mmu, addr, level"),
     CEdit("unmap-busy-table", "unmap frees a table that still holds one counted entry",
           "stage2_unmap_walker", "page_count(childp)", "!= 1", "> 2"),
+    CEdit("table-tlbi-hint", "a cleared table descriptor is invalidated with the table's own "
+          "level as the TLBI hint (the 5.12-5.15 behaviour put back into 6.1's stage2_put_pte)",
+          "stage2_put_pte", "level = 0;", "level = 0;", "(void)level;"),
+    CEdit("cmo-skips-blocks", "no D-cache clean before installing a block (only pages are "
+          "cleaned)", "stage2_map_walker_try_leaf", "mm_ops->dcache_clean_inval_poc &&",
+          "mm_ops->dcache_clean_inval_poc &&",
+          "level == KVM_PGTABLE_MAX_LEVELS - 1 && mm_ops->dcache_clean_inval_poc &&"),
     CEdit("owner-id-bound", "set_owner accepts one owner id past KVM_MAX_OWNER_ID",
           "kvm_pgtable_stage2_set_owner", "KVM_MAX_OWNER_ID", "KVM_MAX_OWNER_ID",
           "KVM_MAX_OWNER_ID + 1"),

@@ -16,7 +16,7 @@ from ptspec.proofs.mmu.harness import counterexample
 from ptspec.proofs.mmu.z3_programs import hyp_allocator
 from ptspec.proofs.runner.registry import Result, obligation
 
-S2 = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM"]
+S2 = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "S2-BBM-WALK", "CMO-POC", "CMO-POU"]
 MMU = ["MS", "MS-PERM", "DIRTY", "PROGRESS", "C-MMU-ABORT", "C-MMU-PREPARE", "C-MMU-COMMIT",
        "C-MMU-FLUSH-SLOT", "C-MMU-NOTIFIER", "C-MMU-WP", "C-MMU-IOREMAP", "C-MMU-UNMAP-VM", "C-MMU-CMO", "MMU-WARN"]
 FAULT_PATH = ["kvm_handle_guest_abort", "user_mem_abort", "fault_supports_stage2_huge_mapping",
@@ -74,8 +74,10 @@ def scenarios(ctx):
     """Directed sequences through each known trouble spot of mmu.c (a block at a memslot's
     partial head, hugetlb PMD / CONT_PTE / CONT_PMD / PUD with disagreeing alignment, slots ending
     exactly at and beyond the IPA limit, a failing write fault while logging, permission faults
-    after logging was switched off (also after an instruction fetch), logging over existing blocks, dirty masks with gaps,
-    access-flag faults and aging, a THP split racing with a fault, KSM copy-on-write, abort routing
+    after logging was switched off (also after an instruction fetch), logging over existing blocks,
+    dirty masks with gaps, access-flag faults and aging, a THP split racing with a fault, KSM
+    copy-on-write (and with a mapped neighbour, so that the moved page is mapped again), execution
+    after a read, abort routing
     outside memslots, unaligned ioremap, PFNMAP slots under stage2_unmap_vm, deleting a slot,
     zaps), every step checked."""
     n = 0

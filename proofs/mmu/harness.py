@@ -25,6 +25,12 @@ from ptspec.impl.mmu.kvm import Kvm
 from ptspec.impl.mmu import stage2 as mmu_stage2
 from ptspec.impl.mmu.state import mmu_raw_state
 from ptspec.spec.stage2.bbm import check_bbm
+from ptspec.spec.stage2.walkcache import check_bbm_walk
+from ptspec.spec.mmu.cache import VmCacheJudge
+from ptspec.spec.arch import descriptor as D
+from ptspec.spec.arch import geometry as G
+from ptspec.spec.arch.walk import DESC, LEVEL, START
+from ptspec.spec.stage2.segments import covering, is_valid
 from ptspec.spec.mmu.invariants import check_mmu_state, check_mmu_warnings
 from ptspec.spec.mmu.state import MmuView
 from ptspec.spec.mmu.contracts import check_mmu_step
@@ -69,6 +75,8 @@ class VmHarness:
         self.vmm = Vmm(self.kvm, self.guest)
         self.lines.append("guest = Guest(kvm); vmm = Vmm(kvm, guest)")
         self.violations: list = []
+        self.cache = VmCacheJudge(dic=bool(opts["dic"]))     # CMO-POC / CMO-POU across the steps
+        self.findings: dict = {}        # finding id -> times seen (perm_block_finding)
         self.steps = 0
         self.trace: list = []           # what was run after the layout's slots: (op, args)
         self.calls: list = []           # the same, as harness calls (source, impl line it ran)
@@ -199,7 +207,15 @@ class VmHarness:
         self._view = post
         step = {"op": op, "args": args, "ret": ret, "out": out, "dic": self.kvm.dic}
         found = (spec.check_state(post.s2) + check_mmu_state(post) + check_mmu_step(pre, step, post)
-                 + check_bbm(pre.s2, _VmStep(op), post.s2))
+                 + check_bbm(pre.s2, _VmStep(op), post.s2)
+                 + check_bbm_walk(pre.s2, _VmStep(op), post.s2)
+                 + self.cache.check(pre, op, post))
+        known = [v for v in found if perm_block_finding(pre, op, post, v)]
+        if known:
+            self.findings["perm-block-no-clean"] = self.findings.get("perm-block-no-clean", 0) + 1
+            for v in known:     # counted once: its uncleaned pages are not reported again later
+                self.cache.judge.settle(v, post.s2.page_shift)
+            found = [v for v in found if v not in known]
         if post.warn_violations and not pre.warn_violations:
             found += post.warn_violations
         self.violations.extend(found)
@@ -217,6 +233,26 @@ def replay(trace: list, layout: dict, arena_pages: int = 1024):
         if found:
             return h, i + 1
     return h, len(trace)
+
+
+def perm_block_finding(pre, op, post, v) -> bool:
+    """Finding 4 of docs/mmu.md (5.13): a permission fault whose mapping size is larger than the
+    fault granule (dirty logging was switched off over a THP or hugetlb page the guest had as
+    pages) maps the whole block without cleaning it, because user_mem_abort cleans only on
+    faults other than FSC_PERM. Its signature in the states: a CMO-POC violation of an access
+    step that logged no D-cache clean, on a block that replaced a mapping of the same output
+    (the page the permission fault was taken on) inside its range; and CMO-POU of the same block
+    when the fault was an execution: its I-cache invalidation then meets uncleaned pages."""
+    vid = getattr(v, "inv", None)
+    if (op != "access" or vid not in ("CMO-POC", "CMO-POU") or "leaf_ipa" not in v.where
+            or any(e[0] == "dcache" for e in post.s2.tlb_log)):
+        return False
+    lo, level = v.where["leaf_ipa"], v.where["level"]
+    hi = lo + G.granule_size(level, post.s2.page_shift)
+    base = D.address(v.where["desc"], post.s2.page_shift)
+    ps = pre.s2.page_shift
+    return any(is_valid(p) and p[LEVEL] > level and D.address(p[DESC], ps) - p[START] == base - lo
+               for p in covering(pre.s2, lo, hi))
 
 
 class _VmStep:

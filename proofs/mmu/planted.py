@@ -134,6 +134,18 @@ BUGS = {b.id: b for b in [
            "                          and pgt.get_leaf(f.ipa)[1] & KVM_PTE_VALID\n"
            "                          and not pgt.get_leaf(f.ipa)[1] >> 54 & 1):\n"
            "            prot |= KVM_PGTABLE_PROT_X"),
+    MmuBug("ksm-exec", "kvm_set_spte_gfn maps the page KSM moved executable, with no I-cache "
+           "invalidation", ("CMO-POU",), S, "kvm_set_spte_gfn",
+           "                KVM_PGTABLE_PROT_R, None)", "                KVM_PGTABLE_PROT_R | 1, None)"),
+    MmuBug("block-clean-one-page", "a fault that maps a block cleans only its first page to PoC",
+           ("CMO-POC", "C-MMU-CMO"), F, "user_mem_abort",
+           "            clean_dcache_guest_page(kvm, pfn, vma_pagesize)",
+           "            clean_dcache_guest_page(kvm, pfn, 1 << ps)"),
+    MmuBug("perm-relax-no-icache", "an execution fault that relaxes permissions grants X without "
+           "invalidating the I-cache", ("CMO-POU", "C-MMU-CMO"), F, "user_mem_abort",
+           "            invalidate_icache_guest_page(kvm, pfn, vma_pagesize)",
+           "            if fault_status != FSC_PERM:\n"
+           "                invalidate_icache_guest_page(kvm, pfn, vma_pagesize)"),
     MmuBug("hyp-va-no-xor", "the private VA allocator tests bit VA_BITS-1 of the new base only",
            ("C-HYP-VA",), H, "hyp_private_va",
            "crossed = (base ^ io_map_base) & (1 << (va_bits - 1))",

@@ -83,6 +83,16 @@ SCENARIOS = {
     "ksm-cow": (dict(backing="anon", nblocks=1),
                 lambda h: [_acc(G + 0x1000, "write"), ("ksm", dict(hva=_slot0(h)["uaddr"] + P)),
                            _acc(G + 0x1000, "read"), _acc(G + 0x1000, "write")]),
+    # KSM moves a page whose level-3 table stays (a neighbour is mapped): kvm_set_spte_gfn maps
+    # the new page; then the guest executes from it (CMO-POC / CMO-POU of the moved page)
+    "ksm-neighbour": (dict(backing="anon", nblocks=1),
+                      lambda h: [_acc(G, "write"), _acc(G + 0x1000, "write"),
+                                 ("ksm", dict(hva=_slot0(h)["uaddr"] + P)),
+                                 _acc(G + 0x1000, "exec")]),
+    # an execution fault on a page mapped by a read: permission relaxation grants X
+    "exec-after-read": (dict(backing="anon", nblocks=1),
+                        lambda h: [_acc(G + 0x3000), _acc(G + 0x3000, "exec"),
+                                   _acc(G + 0x4000, "exec")]),
     "routing": (dict(backing="anon", nblocks=1, second_slot=True),
                 lambda h: [_acc(0x800000, "cm"), _acc(0x800000, "s1ptw"), _acc(0x800000, "exec"),
                            _acc(0x800000, "write")]),

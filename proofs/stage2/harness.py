@@ -3,7 +3,8 @@
 A ``Stage2Harness`` owns an impl ``KvmPgtable``, its page pool and a memcache. ``step(op, **args)``
 tops up the memcache where the kernel's callers would (before map and set_owner), runs the
 operation, snapshots the raw state, and asks the spec for the single-state invariants of the new
-state and for the two-state checks of the step (S2-BBM and the operation's contract). Every call is
+state and for the two-state checks of the step (S2-BBM, S2-BBM-WALK and the operation's contract), plus
+CMO-POC and CMO-POU on a ghost of the caches kept across the steps (spec/stage2/cache.py). Every call is
 also recorded as a line of Python, so a failing run prints as a program a reviewer can paste into a
 test.
 
@@ -21,6 +22,7 @@ from ptspec.impl.pgtable.pool import KvmMmuMemoryCache, PagePool
 from ptspec.impl.pgtable.pte import OWNER_FIELD_SEED
 from ptspec.impl.pgtable.stage2 import KvmPgtable
 from ptspec.proofs.stage2 import refusal
+from ptspec.spec.stage2.cache import CacheJudge
 
 ERRNO_NAMES = {-getattr(errno, n): f"-errno.{n}" for n in
                ("EINVAL", "ENOMEM", "ERANGE", "EAGAIN", "E2BIG", "ENOEXEC", "EFAULT")}
@@ -95,6 +97,7 @@ class Stage2Harness:
         """The run's bookkeeping, from the fresh table (self.pgt) to its init step; every subject
         (impl, the kernel's C) starts its run here."""
         self.violations: list = []
+        self.cache = CacheJudge()       # CMO-POC / CMO-POU: the ghost of the caches, across steps
         self.warned = 0                 # kernel WARNs seen so far (pgt.warnings)
         self.trace: list = []           # what was run, replayable: ("op", name, args) / ("fail", k)
         self.calls: list = []           # the same, as harness calls (source, impl line it ran)
@@ -259,6 +262,7 @@ class Stage2Harness:
         post = self._load(post_raw)
         step = {"op": op, "args": args, "ret": ret, "out": out}
         found = spec.check_state(post) + spec.check_step(pre, step, post)
+        found += self.cache.check(pre, step, post)
         found += self._kernel_warnings(op)
         if misuse_accepted:
             found.append(spec.Violation("C-ARGS", f"{op} accepted arguments that are not u64 "

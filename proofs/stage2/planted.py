@@ -99,6 +99,19 @@ def _put_pte_no_tlbi(orig):
     return put_pte
 
 
+def _put_pte_table_hint(orig):
+    """table-tlbi-hint: a cleared table descriptor is invalidated with its own level as the hint
+    (5.12-5.15), a leaf hint that need not remove the cached table descriptor."""
+    def put_pte(pgt, tbl, ptp, idx, addr, level):
+        saved = pgt.table_tlbi_level0
+        pgt.table_tlbi_level0 = False                # the bug: the table's level as TTL hint
+        try:
+            return orig(pgt, tbl, ptp, idx, addr, level)
+        finally:
+            pgt.table_tlbi_level0 = saved
+    return put_pte
+
+
 def _owner_unmasked(orig):
     def owner(owner_id, owner_field):
         return owner_id << (owner_field[1] - 1)     # the bug: one bit too low
@@ -237,6 +250,22 @@ def _cmo_skips_blocks(orig):
     return try_leaf
 
 
+def _icache_before_dcache(orig):
+    """icache-before-dcache: try_leaf invalidates the I-cache before it cleans the D-cache."""
+    def try_leaf(addr, end, level, tbl, ptp, idx, data):
+        mm = data.pgt.mm_ops
+        hook, later = mm.dcache_clean_inval_poc, []
+        if hook is not None:
+            mm.dcache_clean_inval_poc = lambda pa, size: later.append((pa, size))
+        try:
+            return orig(addr, end, level, tbl, ptp, idx, data)
+        finally:
+            mm.dcache_clean_inval_poc = hook
+            for pa, size in later:                  # the bug: the clean comes last
+                hook(pa, size)
+    return try_leaf
+
+
 def _enomem_drops_ref(orig):
     def walk_leaf(addr, end, level, tbl, ptp, idx, data):
         ret = orig(addr, end, level, tbl, ptp, idx, data)
@@ -269,10 +298,14 @@ BUGS = {b.id: b for b in [
     Bug("eagain-abort", "-EAGAIN stops the map walk (before 'Continue stage-2 map ...')",
         ("C-MAP",), ((stage2_map, "kvm_pgtable_stage2_map", _eagain_aborts),)),
     Bug("coalesce-tlbi", "table-to-block invalidates one IPA, not the VMID (3a0b870e3448)",
-        ("S2-BBM",), ((stage2_map, "stage2_map_walk_table_pre", _table_pre_ipa_flush),)),
+        ("S2-BBM", "S2-BBM-WALK"), ((stage2_map, "stage2_map_walk_table_pre", _table_pre_ipa_flush),)),
     Bug("put-pte-no-tlbi", "break-before-make without the TLB invalidation", ("S2-BBM",),
         ((stage2_map, "stage2_put_pte", _put_pte_no_tlbi),
          (stage2_walkers, "stage2_put_pte", _put_pte_no_tlbi))),
+    Bug("table-tlbi-hint", "a freed table is invalidated with its level as the TTL hint (5.12-5.15)",
+        ("S2-BBM-WALK",),
+        ((stage2_map, "stage2_put_pte", _put_pte_table_hint),
+         (stage2_walkers, "stage2_put_pte", _put_pte_table_hint))),
     Bug("owner-field-shift", "owner id written one bit below the owner field",
         ("S2-OWN", "C-SET-OWNER"),
         ((stage2_map, "kvm_init_invalid_leaf_owner", _owner_unmasked),)),
@@ -311,8 +344,11 @@ BUGS = {b.id: b for b in [
         ((stage2_walkers, "kvm_pgtable_stage2_init", _init_unzeroed_root),)),
     Bug("enomem-put", "the allocation-failure path drops a reference it never took",
         ("S2-RC", "S2-LEAK"), ((stage2_map, "stage2_map_walk_leaf", _enomem_drops_ref),)),
-    Bug("cmo-skips-blocks", "no D-cache clean before installing a block", ("C-CMO",),
+    Bug("cmo-skips-blocks", "no D-cache clean before installing a block", ("C-CMO", "CMO-POC"),
         ((stage2_map, "stage2_map_walker_try_leaf", _cmo_skips_blocks),)),
+    Bug("icache-before-dcache", "an executable leaf's I-cache is invalidated before its D-cache "
+        "is cleaned", ("CMO-POU",),
+        ((stage2_map, "stage2_map_walker_try_leaf", _icache_before_dcache),)),
 ]}
 
 assert stage2  # the stage-2 object is patched through the modules it calls

@@ -9,6 +9,7 @@ import functools
 
 from ptspec.spec.stage2.bbm import check_bbm
 from ptspec.spec.stage2.cmo import check_cmo
+from ptspec.spec.stage2.walkcache import check_bbm_walk
 from ptspec.spec.stage2.contracts_attr import contract_flush, contract_get_leaf, contract_is_young, contract_mkold, contract_mkyoung, contract_relax_perms, contract_unmap, contract_wrprotect
 from ptspec.spec.hyp.contracts import HYP_CONTRACTS
 from ptspec.spec.hyp.warn import contract_hyp_warn
@@ -50,6 +51,7 @@ INVARIANTS = {
     "S2-TREE": _one_state(s2_tree),
     "S2-LEAK": _one_state(s2_leak),
     "S2-BBM": _two_states(check_bbm),       # two-state: (pre, step, post)
+    "S2-BBM-WALK": _two_states(check_bbm_walk),     # two-state: table descriptors in walk caches
     "S1-TREE": _one_state(s1_tree),
     "S1-BA": _one_state(s1_ba),
     "S1-RC": _one_state(s1_rc),
@@ -156,7 +158,8 @@ def check_hyp_step(pre, step, post):
 
 
 def check_step(pre, step, post):
-    """The two-state checks of one stage-2 operation: S2-BBM, its contract, C-CMO, pool balance.
+    """The two-state checks of one stage-2 operation: S2-BBM, S2-BBM-WALK, its contract, C-CMO,
+    pool balance.
 
     pre and post are raw states or States (post.tlb_log holds the events of this step only); step is
     the record of docs/interface.md. Single-state invariants are not re-run: call check_state.
@@ -166,6 +169,7 @@ def check_step(pre, step, post):
         if st.kind != "arm64-stage2":
             raise StateError(f"{name}: check_step specifies arm64-stage2 operations, got a {st.kind} state")
     out = check_bbm(pre, step, post)
+    out += check_bbm_walk(pre, step, post)
     out += CONTRACTS[step.op](pre, step, post)
     out += check_cmo(pre, step, post)
     out += check_pool_balance(pre, step, post)
