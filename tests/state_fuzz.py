@@ -121,7 +121,8 @@ def _where(exc):
     while tb.tb_next is not None:
         tb = tb.tb_next
     code = tb.tb_frame.f_code
-    return f"{code.co_filename.rsplit('/', 2)[-2]}/{code.co_filename.rsplit('/', 1)[-1]}:{code.co_name}"
+    parts = code.co_filename.replace("\\", "/").split("/")
+    return f"{'/'.join(parts[-2:])}:{code.co_name}"
 
 
 INTS = [0, 1, 2, 3, 7, 0x1000, 0x1fff, 0x200000, 0x4000_0000, 0x1_0000_0000, 0x1_0000_5000,

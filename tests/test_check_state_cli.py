@@ -185,5 +185,5 @@ def test_fuzzer_finds_a_planted_crash(monkeypatch):
             raise TypeError("planted")
         return real(raw, i)
     monkeypatch.setattr(mmu_state, "_host_leaf", leaky)
-    outcomes, _ = fuzz("vm", 100, 0, spec.check_any, spec.StateError)
+    outcomes, _ = fuzz("vm", 400, 0, spec.check_any, spec.StateError)
     assert any(o.startswith("TypeError") for o in outcomes), outcomes

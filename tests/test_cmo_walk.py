@@ -334,7 +334,7 @@ def _scenario_ids(name):
 
 
 @pytest.mark.parametrize("bug,scenario,expect", [
-    ("ksm-exec", "ksm-neighbour", {"CMO-POU"}),                  # only the ghost sees it
+    ("ksm-exec", "ksm-neighbour", {"CMO-POU", "MS-PERM"}),  # X no fetch justified, over a stale I-cache
     ("perm-relax-no-icache", "exec-after-read", {"CMO-POU", "C-MMU-CMO"}),
     ("block-clean-one-page", "hugetlb-pud", {"CMO-POC", "C-MMU-CMO"}),
 ])

@@ -96,7 +96,7 @@ BUGS = {b.id: b for b in [
            ("C-MMU-ABORT",), F, "kvm_handle_guest_abort",
            "elif hva is None and f.cm:", "elif False:"),
     MmuBug("commit-no-wp", "enabling dirty logging does not write-protect the memslot",
-           ("C-MMU-COMMIT", "DIRTY"), S, "kvm_arch_commit_memory_region",
+           ("C-MMU-COMMIT", "DIRTY", "MS-PERM"), S, "kvm_arch_commit_memory_region",
            "            kvm_mmu_wp_memory_region(kvm, slot_id)", "            pass"),
     MmuBug("flush-slot-short", "flushing a deleted memslot leaves its last page mapped",
            ("C-MMU-FLUSH-SLOT", "MS"), S, "kvm_arch_flush_shadow_memslot",
@@ -135,7 +135,7 @@ BUGS = {b.id: b for b in [
            "                          and not pgt.get_leaf(f.ipa)[1] >> 54 & 1):\n"
            "            prot |= KVM_PGTABLE_PROT_X"),
     MmuBug("ksm-exec", "kvm_set_spte_gfn maps the page KSM moved executable, with no I-cache "
-           "invalidation", ("CMO-POU",), S, "kvm_set_spte_gfn",
+           "invalidation", ("CMO-POU", "MS-PERM"), S, "kvm_set_spte_gfn",
            "                KVM_PGTABLE_PROT_R, None)", "                KVM_PGTABLE_PROT_R | 1, None)"),
     MmuBug("block-clean-one-page", "a fault that maps a block cleans only its first page to PoC",
            ("CMO-POC", "C-MMU-CMO"), F, "user_mem_abort",
