@@ -1,0 +1,2 @@
+"""Walk lemmas (placeholder filled below)."""
+CHECKS: dict = {}
