@@ -28,6 +28,7 @@ def test_registered():
     assert {f"s2.proof.step.{n}" for n in ("map-leaf", "set-owner-leaf", "map-table-pre",
                                            "map-anchored-leaf", "map-table-post", "unmap",
                                            "attr", "free", "hyp-map")} <= set(ids)
+    assert {f"s2.proof.walk.{n}" for n in ("range", "roots", "table")} <= set(ids)
 
 
 @pytest.mark.parametrize("oid", proof_obligations())

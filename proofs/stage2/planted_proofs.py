@@ -249,7 +249,60 @@ def _hyp_block_any_phys(orig):
     return supported
 
 
+def _walk_ignores_error(orig):
+    """walk-no-stop: the entry loop goes on after a callback's error (the error is still the
+    result if nothing later fails)."""
+    def walk(data, ptp, level):
+        if level >= 4:
+            return -errno.EINVAL
+        tbl = data.pages[ptp]
+        ret = 0
+        idx = (data.addr >> data.shift[level]) & (data.ptrs - 1)
+        while idx < data.ptrs:
+            if data.addr >= data.end:
+                break
+            r = walker.__dict__["__kvm_pgtable_visit"](data, tbl, ptp, idx, level)
+            ret = ret or r                                   # the bug: no break
+            idx += 1
+        return ret
+    return walk
+
+
+def _erange_at_limit(orig):
+    """walk-erange-limit: a range ending exactly at 2**ia_bits is refused with -ERANGE."""
+    def walk(data):
+        if data.end >= 1 << data.pgt.ia_bits:
+            return -errno.ERANGE
+        return orig(data)
+    return walk
+
+
+def _root_loop_stuck(orig):
+    """walk-root-stuck: the root loop walks the same root page again instead of the next one."""
+    def walk(data):
+        pgt = data.pgt
+        limit = 1 << pgt.ia_bits
+        if data.addr > limit or data.end > limit:
+            return -errno.ERANGE
+        if pgt.pgd is None:
+            return -errno.EINVAL
+        ret = 0
+        idx = pgt.pgd_page_idx(data.addr)
+        while data.addr < data.end:
+            ret = walker.__dict__["__kvm_pgtable_walk"](data, pgt.pgd[idx], pgt.start_level)
+            if ret:
+                break                                         # the bug: idx is never advanced
+        return ret
+    return walk
+
+
 BUGS = {b.id: b for b in [
+    Bug("walk-no-stop", "the walker goes on after a callback's error", ("C-GET-LEAF",),
+        ((walker, "__kvm_pgtable_walk", _walk_ignores_error),)),
+    Bug("walk-erange-limit", "a range ending at 2**ia_bits gets -ERANGE", ("C-GET-LEAF",),
+        ((walker, "_kvm_pgtable_walk", _erange_at_limit),)),
+    Bug("walk-root-stuck", "the root loop never moves to the next root page", ("C-GET-LEAF",),
+        ((walker, "_kvm_pgtable_walk", _root_loop_stuck),)),
     Bug("step-split-no-ref", "a new table takes no reference on its parent page", ("S2-RC",),
         ((stage2_map, "stage2_map_walk_leaf", _split_no_parent_ref),)),
     Bug("step-anchor-annotation", "under an anchor, owner annotations keep their reference",
@@ -336,6 +389,11 @@ STEP_CAUGHT_BY = {
     "step-attr-invalid": ["s2.proof.step.attr"],
     "step-free-no-child": ["s2.proof.step.free"],
     "step-hyp-phys-align": ["s2.proof.step.hyp-map"],
+    "walk-no-stop": ["s2.proof.walk.table"],
+    "walk-index-mask": ["s2.proof.walk.table"],
+    "walk-erange-limit": ["s2.proof.walk.range"],
+    "walk-root-stuck": ["s2.proof.walk.roots"],
+    "pgd-idx-mask": ["s2.proof.walk.roots"],
 }
 
 
