@@ -41,6 +41,8 @@ STEPS = {
                   ["stage2_attr_walker", "stage2_update_leaf_attrs"]),
     "step.free": (z3_steps_stage2.lemma_free_step, ["S2-RC", "S2-LEAK", "C-DESTROY"],
                   ["stage2_free_walker", "kvm_pgtable_stage2_destroy"]),
+    "step.flush": (z3_steps_stage2.lemma_flush_step, ["S2-RC", "S2-OWN", "S2-BA", "C-FLUSH"],
+                   ["stage2_flush_walker", "kvm_pgtable_stage2_flush"]),
     "step.hyp-map": (z3_steps_hyp.lemma_hyp_map_step, ["S1-RC", "S1-BA", "S1-TREE", "C-HYP-MAP"],
                      ["hyp_map_walker", "hyp_map_walker_try_leaf", "kvm_set_table_pte"]),
 }

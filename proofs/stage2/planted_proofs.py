@@ -241,6 +241,16 @@ def _free_keeps_child(orig):
     return free
 
 
+def _flush_clears_af(orig):
+    """step-flush-af: the flush walker also clears the access flag of the leaf it cleans."""
+    def flush(pgt, addr, end, level, tbl, ptp, idx, flag):
+        ret = orig(pgt, addr, end, level, tbl, ptp, idx, flag)
+        if tbl[idx] & P.KVM_PTE_VALID:
+            tbl[idx] = tbl[idx] & ~P.KVM_PTE_LEAF_ATTR_LO_S2_AF
+        return ret
+    return flush
+
+
 def _hyp_block_any_phys(orig):
     """step-hyp-phys-align: hyp's try_leaf checks the block condition without the output
     address, so a block may start at a misaligned physical address."""
@@ -317,6 +327,8 @@ BUGS = {b.id: b for b in [
         ((stage2_walkers, "stage2_attr_walker", _attr_touches_invalid),)),
     Bug("step-free-no-child", "destroy never puts a child table", ("S2-LEAK",),
         ((stage2_walkers, "stage2_free_walker", _free_keeps_child),)),
+    Bug("step-flush-af", "the flush walker rewrites the leaves it cleans", ("S2-RC",),
+        ((stage2_walkers, "stage2_flush_walker", _flush_clears_af),)),
     Bug("step-hyp-phys-align", "hyp stage 1 installs blocks at misaligned output addresses",
         ("S1-BA",), ((hyp, "kvm_block_mapping_supported", _hyp_block_any_phys),)),
 
@@ -389,6 +401,7 @@ STEP_CAUGHT_BY = {
     "step-attr-invalid": ["s2.proof.step.attr"],
     "step-free-no-child": ["s2.proof.step.free"],
     "step-hyp-phys-align": ["s2.proof.step.hyp-map"],
+    "step-flush-af": ["s2.proof.step.flush"],
     "walk-no-stop": ["s2.proof.walk.table"],
     "walk-index-mask": ["s2.proof.walk.table"],
     "walk-erange-limit": ["s2.proof.walk.range"],
