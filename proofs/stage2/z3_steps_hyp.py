@@ -30,7 +30,7 @@ from ptspec.proofs.engines.z3.bv import SymBool
 from ptspec.proofs.stage2.z3_lemmas import aligned, combine
 from ptspec.proofs.stage2.z3_steps_model import (NEW_TABLE, PTP, StepPgt, desc_addr, entry_props,
                                                  is_table, page_assumptions, step_inputs, z)
-from ptspec.proofs.stage2.z3_steps_stage2 import GEOMS, label
+from ptspec.proofs.stage2.z3_steps_stage2 import GEOMS, label, replay
 
 
 def lemma_hyp_map_step(rlimit, timeout_ms, deadline=None):
@@ -92,7 +92,14 @@ def lemma_hyp_map_step(rlimit, timeout_ms, deadline=None):
                            # check it: kvm_block_mapping_supported treats a PA beyond the range as
                            # KVM_PHYS_INVALID (no alignment check) and a block is installed from it
                            z(phys) < (1 << SG.IPA_RANGE[ps][1])]
-                yield label(ps, level), body, inputs, assume
+                def call(v, pgt, tbl, i, level=level):
+                    data = hyp.HypMapData(pgt, v["phys"])
+                    data.attr = v["attr"]
+                    ret = data.walk(v["addr"], v["end"], level, tbl, PTP, i, 1)
+                    return (f"hyp_map_walker(addr={v['addr']:#x}, end={v['end']:#x}, "
+                            f"level={level}, &tbl[{i:#x}]) with phys={v['phys']:#x}, "
+                            f"attr={v['attr']:#x}"), ret
+                yield label(ps, level), body, inputs, assume, replay(ps, ia, level, call, rc=1, cmo=False)
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 

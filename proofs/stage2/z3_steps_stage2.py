@@ -90,6 +90,29 @@ def _phys_ok(phys, ps, pa_bits):
     return z3.Or(z3.And(z(phys) < (1 << pa_bits), aligned(phys, 1 << ps)), z(phys) == U64)
 
 
+def replay(ps, ia, level, call, *, held=0, child=False, rc=None, **pgt_kw):
+    """A counterexample's step run again on plain ints: a page of zeros holding `old` at `idx`,
+    the counts the lemma assumed, and `call(values, pgt, tbl, idx) -> (text, ret)`; shows the call,
+    the entry and the counts before and after (proofs/stage2/checks_z3.py prints them)."""
+    def show(v):
+        ptrs = SG.entries_per_table(ps)
+        idx, old, n = v.get("idx", 0) % ptrs, v.get("old", 0), v.get("n", 0)
+        tbl = [0] * ptrs
+        tbl[idx] = old
+        rc0 = 1 + n + (old != 0) + held if rc is None else rc
+        pgt = StepPgt(ps, ia, rc=rc0, child_rc=v.get("child_rc") if child else None, **pgt_kw)
+        text, ret = call(v, pgt, tbl, idx)
+        mm = pgt.mm_ops
+        counts = f"page {PTP:#x}: {rc0} -> {mm.rc}" + (f" (n = {n} other counted entries)"
+                                                       if rc is None else "")
+        if child:
+            counts += f"; child: {v.get('child_rc')} -> {mm.child_rc}"
+        return {"replay": f"{text} -> {ret}" + (f" (WARN: {pgt.warnings})" if pgt.warnings else ""),
+                "entry": f"tbl[{idx:#x}] at level {level}: {old:#x} -> {tbl[idx]:#x}",
+                "refcount": counts}
+    return show
+
+
 # ------------------------------------------------------------------------ map / set_owner LEAF
 
 def lemma_map_leaf(rlimit, timeout_ms, deadline=None, *, set_owner=False):
@@ -159,9 +182,21 @@ def lemma_map_leaf(rlimit, timeout_ms, deadline=None, *, set_owner=False):
                         assume.append(z(oid) <= 1)
                     else:
                         assume.append(_phys_ok(phys, ps, SG.IPA_RANGE[ps][1]))
+                    def call(v, pgt, tbl, i, level=level, force=force):
+                        phys = U64 if set_owner else v["phys"]
+                        data = stage2_map.Stage2MapData(pgt, phys, _MEMCACHE,
+                                                        owner_id=v["owner_id"], force_pte=force)
+                        data.attr = 0 if set_owner else v["attr"]
+                        ret = stage2_map.stage2_map_walk_leaf(v["addr"], v["end"], level, tbl,
+                                                              PTP, i, data)
+                        return (f"stage2_map_walk_leaf(addr={v['addr']:#x}, end={v['end']:#x}, "
+                                f"level={level}, &tbl[{i:#x}]) with phys={phys:#x}, "
+                                f"attr={data.attr:#x}, owner_id={v['owner_id']:#x}, "
+                                f"force_pte={force}"), ret
                     yield (label(ps, level, f" field {field[0]}:{field[1]}" if set_owner else
                                  " force_pte" if force else ""),
-                           body, inputs, assume)
+                           body, inputs, assume,
+                           replay(ps, ia, level, call, owner_field=field, max_owner_id=1))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -237,7 +272,16 @@ def lemma_map_table_pre(rlimit, timeout_ms, deadline=None):
                     assume += [is_table(old, level), desc_addr(old, ps) != PTP,
                                _phys_ok(phys, ps, SG.IPA_RANGE[ps][1])] + _walk_range(addr, end,
                                                                                       ps, ia)
-                    yield label(ps, level, " anchored" if anchored else ""), body, inputs, assume
+                    def call(v, pgt, tbl, i, level=level, anchored=anchored):
+                        data = _anchored_data(pgt, v["phys"], v["attr"], anchored)
+                        ret = stage2_map.stage2_map_walk_table_pre(v["addr"], v["end"], level,
+                                                                   tbl, PTP, i, data)
+                        return (f"stage2_map_walk_table_pre(addr={v['addr']:#x}, "
+                                f"end={v['end']:#x}, level={level}, &tbl[{i:#x}]) with "
+                                f"phys={v['phys']:#x}, anchor {'set' if anchored else 'none'}; "
+                                f"anchor after: {'here' if data.anchor and data.anchor[0] is tbl else data.anchor}"), ret
+                    yield (label(ps, level, " anchored" if anchored else ""), body, inputs, assume,
+                           replay(ps, ia, level, call))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -275,7 +319,13 @@ def lemma_map_anchored_leaf(rlimit, timeout_ms, deadline=None):
                 assume += [z3.Not(is_table(old, level)),
                            _phys_ok(phys, ps, SG.IPA_RANGE[ps][1])] + _walk_range(addr, end, ps,
                                                                                   ia)
-                yield label(ps, level), body, inputs, assume
+                def call(v, pgt, tbl, i, level=level):
+                    data = _anchored_data(pgt, v["phys"], v["attr"], True)
+                    ret = stage2_map.stage2_map_walk_leaf(v["addr"], v["end"], level, tbl, PTP,
+                                                          i, data)
+                    return (f"stage2_map_walk_leaf(addr={v['addr']:#x}, end={v['end']:#x}, "
+                            f"level={level}, &tbl[{i:#x}]) under an anchor"), ret
+                yield label(ps, level), body, inputs, assume, replay(ps, ia, level, call)
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -352,7 +402,17 @@ def lemma_map_table_post(rlimit, timeout_ms, deadline=None):
                     else:
                         assume += [is_table(old, level), desc_addr(old, ps) != PTP,
                                    entry_ok(old, level, ps, SG.IPA_RANGE[ps][1], FIELD, 1)]
-                    yield label(ps, level, f" {phase}"), body, inputs, assume
+                    def call(v, pgt, tbl, i, level=level, phase=phase):
+                        data = _anchored_data(pgt, v["phys"], v["attr"], phase == "inside")
+                        if phase == "anchor":
+                            data.anchor, data.childp = (tbl, i), v["childp"]
+                        ret = stage2_map.stage2_map_walk_table_post(v["addr"], v["end"], level,
+                                                                    tbl, PTP, i, data)
+                        return (f"stage2_map_walk_table_post(addr={v['addr']:#x}, "
+                                f"end={v['end']:#x}, level={level}, &tbl[{i:#x}]) {phase} "
+                                f"(anchor's child {v['childp']:#x})"), ret
+                    yield (label(ps, level, f" {phase}"), body, inputs, assume,
+                           replay(ps, ia, level, call, held=int(phase == "anchor"), child=True))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -410,8 +470,16 @@ def lemma_unmap_step(rlimit, timeout_ms, deadline=None):
                                        z(c) >= 1, z(c) <= SG.entries_per_table(ps) + 1]
                         else:
                             assume.append(z3.Not(is_table(old, level)))
+                        def call(v, pgt, tbl, i, level=level, table=table):
+                            flag = (W.KVM_PGTABLE_WALK_TABLE_POST if table
+                                    else W.KVM_PGTABLE_WALK_LEAF)
+                            ret = stage2_walkers.stage2_unmap_walker(pgt, v["addr"], v["addr"] + 1,
+                                                                     level, tbl, PTP, i, flag)
+                            return (f"stage2_unmap_walker(addr={v['addr']:#x}, level={level}, "
+                                    f"&tbl[{i:#x}], {'TABLE_POST' if table else 'LEAF'})"), ret
                         yield (label(ps, level, (" TABLE_POST" if table else " LEAF")
-                                     + (" fwb" if fwb else "")), body, inputs, assume)
+                                     + (" fwb" if fwb else "")), body, inputs, assume,
+                               replay(ps, ia, level, call, child=True, fwb=fwb))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -459,7 +527,14 @@ def lemma_attr_step(rlimit, timeout_ms, deadline=None):
                                           FIELD, 1)
                 assume += [z3.Not(is_table(old, level)), z(aset) & (U64 & ~ATTR_MASK) == 0,
                            z(aclr) & (U64 & ~ATTR_MASK) == 0]
-                yield label(ps, level), body, inputs, assume
+                def call(v, pgt, tbl, i, level=level):
+                    data = stage2_walkers.Stage2AttrData(v["attr_set"], v["attr_clr"])
+                    ret = stage2_walkers.stage2_attr_walker(pgt, data, v["addr"], v["addr"] + 1,
+                                                            level, tbl, PTP, i,
+                                                            W.KVM_PGTABLE_WALK_LEAF)
+                    return (f"stage2_attr_walker(set={v['attr_set']:#x}, clr={v['attr_clr']:#x}, "
+                            f"level={level}, &tbl[{i:#x}])"), ret
+                yield label(ps, level), body, inputs, assume, replay(ps, ia, level, call)
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -506,8 +581,13 @@ def lemma_free_step(rlimit, timeout_ms, deadline=None):
                         assume += [is_table(old, level), desc_addr(old, ps) != PTP, z(c) == 1]
                     else:
                         assume.append(z3.Not(is_table(old, level)))
+                    def call(v, pgt, tbl, i, level=level, table=table):
+                        flag = W.KVM_PGTABLE_WALK_TABLE_POST if table else W.KVM_PGTABLE_WALK_LEAF
+                        ret = stage2_walkers.stage2_free_walker(pgt, 0, 1, level, tbl, PTP, i, flag)
+                        return (f"stage2_free_walker(level={level}, &tbl[{i:#x}], "
+                                f"{'TABLE_POST' if table else 'LEAF'})"), ret
                     yield (label(ps, level, " TABLE_POST" if table else " LEAF"), body, inputs,
-                           assume)
+                           assume, replay(ps, ia, level, call, child=True))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -542,7 +622,12 @@ def lemma_flush_step(rlimit, timeout_ms, deadline=None):
                     assume = page_assumptions(page, idx, j, old, n, level, ps,
                                               SG.IPA_RANGE[ps][1], FIELD, 1)
                     assume.append(z3.Not(is_table(old, level)))
-                    yield label(ps, level, " fwb" if fwb else ""), body, inputs, assume
+                    def call(v, pgt, tbl, i, level=level):
+                        ret = stage2_walkers.stage2_flush_walker(pgt, 0, 1, level, tbl, PTP, i,
+                                                                 W.KVM_PGTABLE_WALK_LEAF)
+                        return f"stage2_flush_walker(level={level}, &tbl[{i:#x}])", ret
+                    yield (label(ps, level, " fwb" if fwb else ""), body, inputs, assume,
+                           replay(ps, ia, level, call, fwb=fwb))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
