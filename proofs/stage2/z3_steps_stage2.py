@@ -601,7 +601,8 @@ def lemma_flush_step(rlimit, timeout_ms, deadline=None):
     def cases():
         for ps, ia in GEOMS:
             for level in levels(ps, ia):
-                for fwb in (False, True):
+                # FWB changes which leaves are cleaned, not what is written: 4K covers the branch
+                for fwb in ((False, True) if ps == 12 else (False,)):
                     inputs, page, idx, j, old, n = step_inputs(SG.entries_per_table(ps))
 
                     def body(ps=ps, ia=ia, level=level, fwb=fwb, page=page, idx=idx, j=j, old=old,
