@@ -2,13 +2,13 @@
 
 Models one LEAF call of ``hyp_map_walker`` (arch/arm64/kvm/hyp/pgtable.c, 5.15; the impl's
 ``HypMapData.walk``) on a whole symbolic table page (``proofs/stage2/z3_steps_model.py``): any page
-whose entries satisfy the hyp invariants (a valid descriptor well encoded, an invalid one 0: hyp
-tables carry no owner annotations), any non-table entry, any page-aligned range and output address
+whose entries satisfy the hyp invariants (S1-BA, S1-TREE), any non-table entry, any page-aligned range and output address
 and any attributes. z3 proves, for every granule and level:
 
 * FRAME: only entry idx changes, every write is a u64 inside the page, no page is got, put or
   counted (S1-RC: hyp table pages keep refcount 1 in 5.15, no per-entry counting);
-* S1-BA / S1-TREE of the entry after the step: a leaf aligned and in range at a level that allows
+* S1-BA / S1-TREE of the entry after the step (the old entry: any descriptor S1-BA and S1-TREE
+  allow; an invalid one may hold anything, as the spec does not judge invalid hyp entries): a leaf aligned and in range at a level that allows
   it, a table pointing at the page just taken from the pool (``zalloc_page(NULL)``: the pool's
   contract -- a zeroed page, count 1, in no table -- is the fake's, z3_steps_model.StepMmOps);
 * the result is 0, -ENOMEM only when the pool is empty (nothing changed), -EINVAL only at the last
@@ -35,7 +35,7 @@ from ptspec.proofs.stage2.z3_steps_stage2 import GEOMS, label, replay
 
 def lemma_hyp_map_step(rlimit, timeout_ms, deadline=None):
     """hyp stage 1's map step (hyp_map_walker: hyp_map_walker_try_leaf, or a new table from the
-    pool): from any page satisfying S1-BA/S1-TREE with invalid entries 0, any non-table entry, any
+    pool): from any page satisfying S1-BA/S1-TREE, any non-table entry, any
     page-aligned range and any page-aligned output address inside the PA range (the callers'
     contract, which the kernel does not check), the step changes entry idx only, leaves it well formed,
     names no page but the one it allocated (S1-RC: counts stay 1), and returns 0, -ENOMEM (empty
@@ -61,7 +61,7 @@ def lemma_hyp_map_step(rlimit, timeout_ms, deadline=None):
                     ok = page.frame(idx, j)
                     ok["S1-RC: no page is got, put or counted; counts stay 1"] = z3.BoolVal(
                         not mm.touched and not mm.errors and mm.rc == 1)
-                    ok.update(entry_props(new, level, ps, pgt.pa_bits, (63, 56), 0, inv="S1"))
+                    ok.update(entry_props(new, level, ps, pgt.pa_bits, inv="S1"))
                     ok["S1-TREE: a table the step installs is the page it allocated, and every "
                        "page it allocated is installed"] = z3.And(
                         z3.Implies(is_table(new, level), z3.And(
@@ -84,7 +84,7 @@ def lemma_hyp_map_step(rlimit, timeout_ms, deadline=None):
                                desc_addr(new, ps) == NEW_TABLE))
                     return ok
                 assume = page_assumptions(page, idx, j, old, n, level, ps, SG.IPA_RANGE[ps][1],
-                                          (63, 56), 0)
+                                          None)
                 assume += [z3.Not(is_table(old, level)), aligned(addr, 1 << ps),
                            aligned(end, 1 << ps), z(addr) < z(end), z(end) <= (1 << ia),
                            aligned(phys, 1 << ps),

@@ -227,20 +227,21 @@ def tree_ok(d, level: int) -> z3.BoolRef:
 
 
 def entry_ok(d, level: int, ps: int, pa_bits: int, field=(63, 56), max_id=1) -> z3.BoolRef:
-    """One descriptor satisfies S2-OWN, S2-BA and the local part of S2-TREE, and is a u64."""
+    """One descriptor satisfies S2-OWN, S2-BA and the local part of S2-TREE, and is a u64
+    (`field` None: no S2-OWN, as for hyp stage 1, whose invalid entries the spec leaves free)."""
     dz = z(d)
-    return z3.And(dz >= 0, dz <= U64, own_ok(d, field, max_id), ba_ok(d, level, ps, pa_bits),
-                  tree_ok(d, level))
+    own = own_ok(d, field, max_id) if field is not None else z3.BoolVal(True)
+    return z3.And(dz >= 0, dz <= U64, own, ba_ok(d, level, ps, pa_bits), tree_ok(d, level))
 
 
 def entry_props(d, level: int, ps: int, pa_bits: int, field=(63, 56), max_id=1,
                 inv="S2") -> dict:
     """entry_ok as named statements: the OWN, BA and TREE parts of one descriptor after a step
-    (`inv` "S1" for hyp stage 1, whose invalid entries must be 0)."""
+    (`inv` "S1" for hyp stage 1: no owner annotations, invalid entries are not judged)."""
     dz = z(d)
-    own = ("S2-OWN: the entry is valid, 0 or an owner annotation" if inv == "S2" else
-           "S1-TREE: an invalid hyp entry is 0")
-    return {own: own_ok(d, field, max_id),
+    own = {"S2-OWN: the entry is valid, 0 or an owner annotation": own_ok(d, field, max_id)} \
+        if inv == "S2" else {}
+    return {**own,
             f"{inv}-BA: the entry's kind and address are allowed at its level": ba_ok(d, level, ps,
                                                                                      pa_bits),
             f"{inv}-TREE: a table entry keeps bits 63:59 zero; the entry is a u64": z3.And(
