@@ -97,3 +97,21 @@ def test_descriptor_statements_match_the_spec(ps):
             want_tree = not SD.is_table(d, level) or not d & SD.TABLE_UPPER_MASK
             assert _z3_true(M.tree_ok(d, level)) == want_tree, (hex(d), level)
             assert z3.simplify(M.desc_addr(d, ps)).as_long() == SD.address(d, ps)
+
+
+def test_step_lemmas_are_deterministic():
+    """Same verdict, paths and z3 queries on a second run (rlimit decides, not the clock)."""
+    from ptspec.proofs.stage2 import z3_steps_stage2, z3_steps_walk
+    for lemma in (z3_steps_stage2.lemma_free_step, z3_steps_walk.lemma_walk_roots):
+        a, b = lemma(50_000_000, 20_000), lemma(50_000_000, 20_000)
+        assert (a.status, a.paths, a.queries, a.detail) == (b.status, b.paths, b.queries, b.detail)
+
+
+def test_a_contradictory_phase_is_unknown_not_proved():
+    """A case whose assumptions cannot hold proves nothing: the machinery reports unknown."""
+    from ptspec.proofs.engines.z3.explore import prove
+    from ptspec.proofs.engines.z3.bv import sym
+    inputs: dict = {}
+    x = sym("x", 64, inputs)
+    out = prove(lambda: True, inputs, assume=[M.z(x) < 0], rlimit=1_000_000, timeout_ms=5_000)
+    assert out.status == "unknown"
