@@ -228,16 +228,20 @@ def lemma_map_table_pre(rlimit, timeout_ms, deadline=None):
             for level in levels(ps, ia):
                 if level == 3:
                     continue                   # no table entries at the last level
-                for anchored in (False, True):
+                # force_pte (set_owner, or a memslot that needs pages): never anchors; 4K only
+                for anchored, force in ((False, False), (True, False)) + (
+                        ((False, True),) if ps == 12 else ()):
                     inputs, page, idx, j, old, n, addr, end, phys, attr = step_inputs(
                         SG.entries_per_table(ps), ("addr", "end", "phys", "attr"))
 
-                    def body(ps=ps, ia=ia, level=level, anchored=anchored, page=page, idx=idx,
-                             j=j, old=old, n=n, addr=addr, end=end, phys=phys, attr=attr):
+                    def body(ps=ps, ia=ia, level=level, anchored=anchored, force=force, page=page,
+                             idx=idx, j=j, old=old, n=n, addr=addr, end=end, phys=phys,
+                             attr=attr):
                         page.arr = page.arr0
                         page.index_ok, page.fits = [], []
                         pgt = StepPgt(ps, ia, rc=count(n, 1))
                         data = _anchored_data(pgt, phys, attr, anchored)
+                        data.force_pte = force
                         before = data.anchor
                         ret = stage2_map.stage2_map_walk_table_pre(addr, end, level, page, PTP,
                                                                    idx, data)
@@ -253,7 +257,7 @@ def lemma_map_table_pre(rlimit, timeout_ms, deadline=None):
                             ok["C-MAP: under an anchor TABLE_PRE changes nothing"] = z3.And(
                                 z3.BoolVal(data.anchor is before and page.writes == 0))
                             return ok
-                        allowed = block_allowed(addr, end, phys, level, ps, pgt.pa_bits)
+                        allowed = block_allowed(addr, end, phys, level, ps, pgt.pa_bits, force)
                         a = data.anchor
                         set_here = a is not None and a[0] is page
                         ok["S2-TREE: the anchor is set exactly when a block may replace the "
@@ -272,15 +276,17 @@ def lemma_map_table_pre(rlimit, timeout_ms, deadline=None):
                     assume += [is_table(old, level), desc_addr(old, ps) != PTP,
                                _phys_ok(phys, ps, SG.IPA_RANGE[ps][1])] + _walk_range(addr, end,
                                                                                       ps, ia)
-                    def call(v, pgt, tbl, i, level=level, anchored=anchored):
+                    def call(v, pgt, tbl, i, level=level, anchored=anchored, force=force):
                         data = _anchored_data(pgt, v["phys"], v["attr"], anchored)
+                        data.force_pte = force
                         ret = stage2_map.stage2_map_walk_table_pre(v["addr"], v["end"], level,
                                                                    tbl, PTP, i, data)
                         return (f"stage2_map_walk_table_pre(addr={v['addr']:#x}, "
                                 f"end={v['end']:#x}, level={level}, &tbl[{i:#x}]) with "
                                 f"phys={v['phys']:#x}, anchor {'set' if anchored else 'none'}; "
                                 f"anchor after: {'here' if data.anchor and data.anchor[0] is tbl else data.anchor}"), ret
-                    yield (label(ps, level, " anchored" if anchored else ""), body, inputs, assume,
+                    yield (label(ps, level, " anchored" if anchored else
+                                 " force_pte" if force else ""), body, inputs, assume,
                            replay(ps, ia, level, call))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
