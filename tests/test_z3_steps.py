@@ -101,8 +101,8 @@ def test_descriptor_statements_match_the_spec(ps):
 
 def test_step_lemmas_are_deterministic():
     """Same verdict, paths and z3 queries on a second run (rlimit decides, not the clock)."""
-    from ptspec.proofs.stage2 import z3_steps_stage2, z3_steps_walk
-    for lemma in (z3_steps_stage2.lemma_free_step, z3_steps_walk.lemma_walk_roots):
+    from ptspec.proofs.stage2 import z3_steps_walk, z3_steps_walkers
+    for lemma in (z3_steps_walkers.lemma_free_step, z3_steps_walk.lemma_walk_roots):
         a, b = lemma(50_000_000, 20_000), lemma(50_000_000, 20_000)
         assert (a.status, a.paths, a.queries, a.detail) == (b.status, b.paths, b.queries, b.detail)
 

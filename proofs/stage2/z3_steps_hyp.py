@@ -1,16 +1,17 @@
 """Step lemma: hyp stage 1's map callback keeps S1-RC, S1-BA and S1-TREE on a symbolic page.
 
 Models one LEAF call of ``hyp_map_walker`` (arch/arm64/kvm/hyp/pgtable.c, 5.15; the impl's
-``HypMapData.walk``) on a whole symbolic table page (``proofs/stage2/z3_steps_model.py``): any page
-whose entries satisfy the hyp invariants (S1-BA, S1-TREE), any non-table entry, any page-aligned range and output address
-and any attributes. z3 proves, for every granule and level:
+``HypMapData.walk``) on a whole symbolic table page (``proofs/stage2/z3_steps_model.py``): any
+page whose entries satisfy the hyp invariants (S1-BA, S1-TREE), any non-table entry, any
+page-aligned range and output address and any attributes. z3 proves, for every granule and level:
 
-* FRAME: only entry idx changes, every write is a u64 inside the page, no page is got, put or
+* the frame: only entry idx changes, every write is a u64 inside the page, no page is got, put or
   counted (S1-RC: hyp table pages keep refcount 1 in 5.15, no per-entry counting);
 * S1-BA / S1-TREE of the entry after the step (the old entry: any descriptor S1-BA and S1-TREE
-  allow; an invalid one may hold anything, as the spec does not judge invalid hyp entries): a leaf aligned and in range at a level that allows
-  it, a table pointing at the page just taken from the pool (``zalloc_page(NULL)``: the pool's
-  contract -- a zeroed page, count 1, in no table -- is the fake's, z3_steps_model.StepMmOps);
+  allow; an invalid one may hold anything, as the spec does not judge invalid hyp entries): a
+  leaf aligned and in range at a level that allows it, a table pointing at the page just taken
+  from the pool (``zalloc_page(NULL)``: the pool's contract -- a zeroed page, count 1, in no
+  table -- is the fake's, z3_steps_model.StepMmOps);
 * the result is 0, -ENOMEM only when the pool is empty (nothing changed), -EINVAL only at the last
   level (the kernel's WARN, nothing changed); a WARN for a conflicting mapping leaves the entry,
   and the other WARN (kvm_set_table_pte over a valid entry: a page mapped inside an existing block
@@ -28,18 +29,18 @@ from ptspec.impl.pgtable import hyp
 
 from ptspec.proofs.engines.z3.bv import SymBool
 from ptspec.proofs.stage2.z3_lemmas import aligned, combine
-from ptspec.proofs.stage2.z3_steps_model import (NEW_TABLE, PTP, StepPgt, desc_addr, entry_props,
-                                                 is_table, page_assumptions, step_inputs, z)
-from ptspec.proofs.stage2.z3_steps_stage2 import GEOMS, label, replay
+from ptspec.proofs.stage2.z3_steps_model import (GEOMS, NEW_TABLE, PTP, StepPgt, desc_addr,
+                                                 entry_props, is_table, label, page_assumptions,
+                                                 replay, step_inputs, z)
 
 
 def lemma_hyp_map_step(rlimit, timeout_ms, deadline=None):
     """hyp stage 1's map step (hyp_map_walker: hyp_map_walker_try_leaf, or a new table from the
-    pool): from any page satisfying S1-BA/S1-TREE, any non-table entry, any
-    page-aligned range and any page-aligned output address inside the PA range (the callers'
-    contract, which the kernel does not check), the step changes entry idx only, leaves it well formed,
-    names no page but the one it allocated (S1-RC: counts stay 1), and returns 0, -ENOMEM (empty
-    pool) or -EINVAL (last level, WARN), the last two changing nothing."""
+    pool): from any page satisfying S1-BA/S1-TREE, any non-table entry, any page-aligned range
+    and any page-aligned output address inside the PA range (the callers' contract, which the
+    kernel does not check), the step changes entry idx only, leaves it well formed, names no page
+    but the one it allocated (S1-RC: counts stay 1), and returns 0, -ENOMEM (empty pool) or
+    -EINVAL (last level, WARN), the last two changing nothing."""
     def cases():
         for ps, ia in GEOMS:
             for level in range(4):
@@ -58,7 +59,7 @@ def lemma_hyp_map_step(rlimit, timeout_ms, deadline=None):
                     ret = data.walk(addr, end, level, page, PTP, idx, 1)
                     new = page.after(idx)
                     mm = pgt.mm_ops
-                    ok = page.frame(idx, j)
+                    ok = page.frame(idx, j, "S1-TREE")
                     ok["S1-RC: no page is got, put or counted; counts stay 1"] = z3.BoolVal(
                         not mm.touched and not mm.errors and mm.rc == 1)
                     ok.update(entry_props(new, level, ps, pgt.pa_bits, inv="S1"))
@@ -99,7 +100,8 @@ def lemma_hyp_map_step(rlimit, timeout_ms, deadline=None):
                     return (f"hyp_map_walker(addr={v['addr']:#x}, end={v['end']:#x}, "
                             f"level={level}, &tbl[{i:#x}]) with phys={v['phys']:#x}, "
                             f"attr={v['attr']:#x}"), ret
-                yield label(ps, level), body, inputs, assume, replay(ps, ia, level, call, rc=1, cmo=False)
+                yield (label(ps, level), body, inputs, assume,
+                       replay(ps, ia, level, call, rc=1, cmo=False))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 

@@ -32,14 +32,17 @@ import z3
 from ptspec.spec.arch import descriptor as SD
 from ptspec.spec.arch import geometry as SG
 
-from ptspec.proofs.engines.z3.bv import W, SymInt, as_bv, sym
+from ptspec.proofs.engines.z3.bv import W, SymInt, as_bv, ite, sym
 from ptspec.proofs.stage2.z3_fakes import NEW_TABLE, PTP, FakePgt
+from ptspec.proofs.stage2.z3_lemmas import aligned
 
 U64 = (1 << 64) - 1
 IDX_BITS = 16                       # wide enough for 8192 entries (64K granule)
 
 __all__ = ["PTP", "NEW_TABLE", "SymPage", "StepMmOps", "StepPgt", "counted", "own_ok", "ba_ok",
-           "tree_ok", "entry_ok", "desc_addr"]
+           "tree_ok", "entry_ok", "entry_props", "desc_addr", "step_inputs", "page_assumptions",
+           "GEOMS", "FIELD", "levels", "label", "count", "block_allowed", "no_warn", "walk_range",
+           "phys_ok", "replay"]
 
 
 def z(x) -> z3.BitVecRef:
@@ -81,13 +84,14 @@ class SymPage:
     def after(self, j) -> z3.BitVecRef:
         return z3.ZeroExt(W - 64, z3.Select(self.arr, z3.Extract(IDX_BITS - 1, 0, z(j))))
 
-    def frame(self, idx, j) -> dict:
-        """The step's frame and well-formedness of its writes, as named z3 Booleans."""
-        return {"FRAME: no entry other than idx changes": z3.Implies(z(j) != z(idx),
-                                                                     self.after(j) == self.before(j)),
-                "FRAME: every index used is inside the page": z3.And(*self.index_ok)
+    def frame(self, idx, j, inv="S2-TREE") -> dict:
+        """The step's frame and the well-formedness of its writes, as named z3 Booleans (named by
+        the tree statement `inv`: S2-TREE, or S1-TREE for hyp stage 1)."""
+        return {f"{inv}: (frame) no entry other than idx changes": z3.Implies(
+                    z(j) != z(idx), self.after(j) == self.before(j)),
+                f"{inv}: (frame) every index used is inside the page": z3.And(*self.index_ok)
                 if self.index_ok else z3.BoolVal(True),
-                "FRAME: every descriptor written is a u64": z3.And(*self.fits)
+                f"{inv}: (frame) every descriptor written is a u64": z3.And(*self.fits)
                 if self.fits else z3.BoolVal(True)}
 
 
@@ -102,8 +106,11 @@ class StepMmOps:
         self.allocated: list = []
         self.errors: list = []
         self.cmo: list = []
-        self.dcache_clean_inval_poc = (lambda pa, size: self.cmo.append(("dc", pa))) if cmo else None
-        self.icache_inval_pou = (lambda pa, size: self.cmo.append(("ic", pa))) if cmo else None
+        self.dcache_clean_inval_poc = self._cmo("dc") if cmo else None
+        self.icache_inval_pou = self._cmo("ic") if cmo else None
+
+    def _cmo(self, what):
+        return lambda pa, size: self.cmo.append((what, pa))
 
     def _page(self, pa):
         """'ptp', 'new' (a page this step allocated) or 'child' (a symbolic address)."""
@@ -266,3 +273,77 @@ def page_assumptions(page: SymPage, idx, j, old, n, level, ps, pa_bits, field=(6
     need no assumption: the frame lemma shows the step leaves them as they were."""
     return [z(idx) < page.ptrs, z(j) < page.ptrs, page.before(idx) == z(old),
             entry_ok(old, level, ps, pa_bits, field, max_id), z(n) < page.ptrs]
+
+
+# -------------------------------------------------------- what every step lemma's cases share
+
+GEOMS = ((12, 48), (14, 48), (16, 52))      # (page_shift, ia_bits): every level a walk reaches
+FIELD = (63, 56)
+
+
+def levels(ps: int, ia: int):
+    lo = min(SG.stage2_start_level(i, ps)
+             for i in range(SG.IPA_RANGE[ps][0], SG.IPA_RANGE[ps][1] + 1))
+    return range(lo, 4)
+
+
+def label(ps, level, extra=""):
+    return f"{1 << (ps - 10)}K level {level}{extra}"
+
+
+def count(n, *extra):
+    """1 + n + sum(extra) as a symbolic int (each extra a z3 Boolean or an int), no fork."""
+    out = n + 1
+    for e in extra:
+        out = out + (ite(e, 1, 0) if isinstance(e, z3.BoolRef) else e)
+    return out
+
+
+def block_allowed(addr, end, phys, level, ps, pa_bits, force_pte=False) -> z3.BoolRef:
+    """The architecture's condition for one leaf at `level` to map [addr, addr + granule) onto
+    phys (the s2.z3.block-mapping statement): the level allows a leaf, addr aligned, inside the
+    range, the output aligned and inside the PA range or the owner marker."""
+    g = SG.granule_size(level, ps)
+    if force_pte and level < 3:
+        return z3.BoolVal(False)
+    return z3.And(z3.BoolVal(SG.level_allows_leaf(level, ps)), aligned(addr, g),
+                  z(addr) + g <= z(end),
+                  z3.Or(z(phys) == U64, z3.And(aligned(phys, g), z(phys) + g <= (1 << pa_bits))))
+
+
+def no_warn(pgt) -> dict:
+    mm = pgt.mm_ops
+    return {f"S2-LEAK: no WARN and no pool misuse ({pgt.warnings + mm.errors})":
+            z3.BoolVal(not pgt.warnings and not mm.errors)}
+
+
+def walk_range(addr, end, ps, ia):
+    """The walk hands callbacks a page-aligned [addr, end) inside the input range, addr < end."""
+    return [aligned(addr, 1 << ps), aligned(end, 1 << ps), z(addr) < z(end), z(end) <= (1 << ia)]
+
+
+def phys_ok(phys, ps, pa_bits):
+    return z3.Or(z3.And(z(phys) < (1 << pa_bits), aligned(phys, 1 << ps)), z(phys) == U64)
+
+
+def replay(ps, ia, level, call, *, held=0, child=False, rc=None, **pgt_kw):
+    """A counterexample's step run again on plain ints: a page of zeros holding `old` at `idx`,
+    the counts the lemma assumed, and `call(values, pgt, tbl, idx) -> (text, ret)`; shows the call,
+    the entry and the counts before and after (proofs/stage2/checks_z3.py prints them)."""
+    def show(v):
+        ptrs = SG.entries_per_table(ps)
+        idx, old, n = v.get("idx", 0) % ptrs, v.get("old", 0), v.get("n", 0)
+        tbl = [0] * ptrs
+        tbl[idx] = old
+        rc0 = 1 + n + (old != 0) + held if rc is None else rc
+        pgt = StepPgt(ps, ia, rc=rc0, child_rc=v.get("child_rc") if child else None, **pgt_kw)
+        text, ret = call(v, pgt, tbl, idx)
+        mm = pgt.mm_ops
+        counts = f"page {PTP:#x}: {rc0} -> {mm.rc}" + (f" (n = {n} other counted entries)"
+                                                       if rc is None else "")
+        if child:
+            counts += f"; child: {v.get('child_rc')} -> {mm.child_rc}"
+        return {"replay": f"{text} -> {ret}" + (f" (WARN: {pgt.warnings})" if pgt.warnings else ""),
+                "entry": f"tbl[{idx:#x}] at level {level}: {old:#x} -> {tbl[idx]:#x}",
+                "refcount": counts}
+    return show

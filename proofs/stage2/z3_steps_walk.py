@@ -43,10 +43,11 @@ from ptspec.impl.pgtable.geometry import Granule, all_stage2_geometries
 
 from ptspec.proofs.engines.z3.bv import SymBool, SymInt, W as WIDTH, ite, sym
 from ptspec.proofs.stage2.z3_lemmas import combine
-from ptspec.proofs.stage2.z3_steps_model import PTP, desc_addr, is_table, z
+from ptspec.proofs.stage2.z3_steps_model import PTP, desc_addr, is_table, levels, z
 
 U64 = (1 << 64) - 1
-PRE, LEAF, POST = W.KVM_PGTABLE_WALK_TABLE_PRE, W.KVM_PGTABLE_WALK_LEAF, W.KVM_PGTABLE_WALK_TABLE_POST
+PRE, LEAF = W.KVM_PGTABLE_WALK_TABLE_PRE, W.KVM_PGTABLE_WALK_LEAF
+POST = W.KVM_PGTABLE_WALK_TABLE_POST
 FLAG_SETS = {LEAF: "LEAF (attr, flush, get_leaf, hyp map)",
              LEAF | POST: "LEAF|POST (unmap, destroy)",
              PRE | LEAF | POST: "PRE|LEAF|POST (map, set_owner)",
@@ -160,8 +161,7 @@ class _Stub:
 
 
 def _levels(ps):
-    lo = min(SG.stage2_start_level(i, ps) for i in range(SG.IPA_RANGE[ps][0], SG.IPA_RANGE[ps][1] + 1))
-    return range(lo, 4)
+    return levels(ps, SG.IPA_RANGE[ps][1])
 
 
 def _swap_walk(stub):
@@ -181,8 +181,9 @@ def _restore(orig):
 
 def lemma_walk_table(rlimit, timeout_ms, deadline=None):
     """One iteration of __kvm_pgtable_walk's entry loop (__kvm_pgtable_visit and the loop test),
-    for every granule, level and set of walk flags (symbolic: every subset of PRE|LEAF|POST), from any address below end, any entry, any
-    callback results and write-backs and any child-walk outcome (the induction hypothesis): the
+    for every granule, level and set of walk flags (symbolic: every subset of PRE|LEAF|POST),
+    from any address below end, any entry, any callback results and write-backs and any
+    child-walk outcome (the induction hypothesis): the
     right entry, the right callbacks in the kernel's order with the right arguments, descent into
     the child named by the descriptor read before TABLE_PRE, the first error returned at once,
     otherwise the next address in [min(end, next boundary), next boundary] and the loop going on
@@ -323,8 +324,7 @@ def _judge_table(level, ps, ptrs, g, flags, addr, end, d, idx0, rets, writes, r_
     go_on = z3.And(a_after < z(end), z3.Not(last))
     if nxt is None:
         ok["C-GET-LEAF: the loop stops exactly when the address reached end or the page ended, "
-           "returning 0"] = z3.And(z3.Not(go_on), z3.BoolVal(ret == 0) if not isinstance(ret, SymInt)
-                                   else z(ret) == 0)
+           "returning 0"] = z3.And(z3.Not(go_on), z(ret) == 0)
     else:
         ok["C-GET-LEAF: the loop goes on exactly when the address is below end and entries "
            "remain, reading the next entry from its first address"] = z3.And(
@@ -411,8 +411,10 @@ def lemma_walk_roots(rlimit, timeout_ms, deadline=None):
                         a1 < z(end), z(nxt.idx) == first + 1, first + 1 < roots, a1 == nb,
                         z3.BoolVal(nxt.level == sl))
                 return ok
-            assume = [_one_of(ia, ias), z(addr) < z(end), z(end) <= (z3.BitVecVal(1, WIDTH) << z(ia))]
-            yield f"{1 << (ps - 10)}K start level {sl} ipa {ias[0]}..{ias[-1]}", body, inputs, assume
+            assume = [_one_of(ia, ias), z(addr) < z(end),
+                      z(end) <= (z3.BitVecVal(1, WIDTH) << z(ia))]
+            yield (f"{1 << (ps - 10)}K start level {sl} ipa {ias[0]}..{ias[-1]}", body, inputs,
+                   assume)
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
