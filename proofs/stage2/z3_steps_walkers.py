@@ -7,9 +7,10 @@ is_young, relax_perms), ``stage2_flush_walker`` and destroy's ``stage2_free_walk
 runs the impl's step on a whole symbolic table page (``proofs/stage2/z3_steps_model.py``) and
 proves, on every path, for every granule and level: the frame (only entry ``idx`` changes,
 writes are u64s inside the page, the only other page named is the entry's child), S2-OWN / S2-BA /
-S2-TREE of the entry after the step, S2-RC of the page (``1 + n + counted(entry)``; in destroy, ``1 + n`` with
-``n`` the counted entries not yet visited, so a page's count is 1 once its walk is done and a child
-table's TABLE_POST puts it to 0), the allowed result, no WARN. docs/proofs.md composes them.
+S2-TREE of the entry after the step, S2-RC of the page (``1 + n + counted(entry)``; in destroy,
+``1 + n`` with ``n`` the counted entries not yet visited, so a page's count is 1 once its walk is
+done and a child table's TABLE_POST puts it to 0), the allowed result, no WARN. docs/proofs.md
+composes them.
 """
 
 from __future__ import annotations
