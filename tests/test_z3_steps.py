@@ -167,3 +167,16 @@ def test_the_composed_walk_statement_on_real_trees(ps, ia):
             want += [(slot, level) for slot in range(s, e, g) if slot < end and slot + g > start]
         got = [(a & ~(SG.granule_size(lv, ps) - 1), lv) for a, lv in seen]
         assert got == want, (hex(addr), hex(size))
+
+
+STEP_CASES = [(b, o) for b, o in CASES if o.startswith("s2.proof.step.")]
+
+
+@pytest.mark.parametrize("bug,oid", STEP_CASES, ids=[f"{b}->{o}" for b, o in STEP_CASES])
+def test_a_step_refutation_is_a_program_that_fails_with_the_bug_only(bug, oid):
+    with planted(bug):
+        r = registry.run_obligation(registry.get(oid), "default", 0)
+        program = r.counterexample["program"]
+        with pytest.raises(AssertionError):
+            exec(compile(program, "<counterexample>", "exec"), {})
+    exec(compile(program, "<counterexample>", "exec"), {})      # the tree passes every assert

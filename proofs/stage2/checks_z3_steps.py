@@ -56,9 +56,13 @@ def _register(name, lemma, invariants, kernel_functions):
 
     def run(ctx):
         b = ctx.budget
-        r = to_result(lemma(int(b["z3_rlimit"]), int(b["z3_timeout_ms"]), ctx.deadline), ctx)
+        out = lemma(int(b["z3_rlimit"]), int(b["z3_timeout_ms"]), ctx.deadline)
+        r = to_result(out, ctx)
         if r.counterexample is not None:
             r.counterexample["kernel_function"] = KERNEL[oid]
+            program = r.counterexample.get("inputs", {}).pop("program", None)
+            if program:       # the step replayed as a pasteable program ending in the failed assert
+                r.counterexample["program"] = program
         return r
     run.__doc__ = lemma.__doc__
     obligation(oid, engine="z3", invariants=invariants, kernel_functions=kernel_functions,

@@ -27,11 +27,11 @@ import z3
 from ptspec.spec.arch import geometry as SG
 from ptspec.impl.pgtable import hyp
 
-from ptspec.proofs.engines.z3.bv import SymBool
+from ptspec.proofs.engines.z3.bv import sym
 from ptspec.proofs.stage2.z3_lemmas import aligned, combine
-from ptspec.proofs.stage2.z3_steps_model import (GEOMS, NEW_TABLE, PTP, StepPgt, desc_addr,
+from ptspec.proofs.stage2.z3_steps_model import (FRAME, GEOMS, NEW_TABLE, PTP, StepPgt, desc_addr,
                                                  entry_props, is_table, label, page_assumptions,
-                                                 replay, step_inputs, z)
+                                                 replay, ret_in, step_inputs, z)
 
 
 def lemma_hyp_map_step(rlimit, timeout_ms, deadline=None):
@@ -46,14 +46,13 @@ def lemma_hyp_map_step(rlimit, timeout_ms, deadline=None):
             for level in range(4):
                 inputs, page, idx, j, old, n, addr, end, phys, attr = step_inputs(
                     SG.entries_per_table(ps), ("addr", "end", "phys", "attr"))
-                alloc = z3.Bool("alloc_ok")
-                inputs["alloc_ok"] = alloc
+                alloc = sym("alloc_ok", 1, inputs)            # the pool has a page to give
 
                 def body(ps=ps, ia=ia, level=level, page=page, idx=idx, j=j, old=old, n=n,
                          addr=addr, end=end, phys=phys, attr=attr, alloc=alloc):
                     page.arr = page.arr0
                     page.index_ok, page.fits = [], []
-                    pgt = StepPgt(ps, ia, rc=1, alloc_ok=SymBool(alloc), cmo=False)
+                    pgt = StepPgt(ps, ia, rc=1, alloc_ok=alloc, cmo=False)
                     data = hyp.HypMapData(pgt, phys)
                     data.attr = attr
                     ret = data.walk(addr, end, level, page, PTP, idx, 1)
@@ -72,7 +71,7 @@ def lemma_hyp_map_step(rlimit, timeout_ms, deadline=None):
                         ret in (0, -errno.ENOMEM, -errno.EINVAL))
                     if ret == -errno.ENOMEM:
                         ok["C-HYP-MAP: -ENOMEM only from an empty pool, changing nothing"] = (
-                            z3.And(z3.Not(alloc), new == z(old)))
+                            z3.And(z(alloc) == 0, new == z(old)))
                     if ret == -errno.EINVAL:
                         ok["C-HYP-MAP: -EINVAL only at the last level, changing nothing"] = (
                             z3.And(z3.BoolVal(level == 3), new == z(old)))
@@ -93,15 +92,20 @@ def lemma_hyp_map_step(rlimit, timeout_ms, deadline=None):
                            # check it: kvm_block_mapping_supported treats a PA beyond the range as
                            # KVM_PHYS_INVALID (no alignment check) and a block is installed from it
                            z(phys) < (1 << SG.IPA_RANGE[ps][1])]
-                def call(v, pgt, tbl, i, level=level):
-                    data = hyp.HypMapData(pgt, v["phys"])
-                    data.attr = v["attr"]
-                    ret = data.walk(v["addr"], v["end"], level, tbl, PTP, i, 1)
-                    return (f"hyp_map_walker(addr={v['addr']:#x}, end={v['end']:#x}, "
-                            f"level={level}, &tbl[{i:#x}]) with phys={v['phys']:#x}, "
-                            f"attr={v['attr']:#x}"), ret
+                def code(v):
+                    return (f"data = hyp.HypMapData(pgt, {v['phys']:#x})\n"
+                            f"data.attr = {v['attr']:#x}\n"
+                            f"ret = data.walk({v['addr']:#x}, {v['end']:#x}, level, tbl, PTP, idx, "
+                            f"W.KVM_PGTABLE_WALK_LEAF)   # hyp_map_walker\n")
+                checks = [("S1-TREE: (frame) no entry other than idx changes", FRAME[1]),
+                          ("S1-RC: no page is got, put or counted; counts stay 1",
+                           "not pgt.mm_ops.touched and not pgt.mm_ops.errors and "
+                           "pgt.mm_ops.rc == 1"),
+                          ("S1-BA/S1-TREE: the entry is well formed",
+                           "not spec_entry_problems(tbl[idx], level, ps, pa_bits, own=False)"),
+                          ret_in(0, -errno.ENOMEM, -errno.EINVAL)]
                 yield (label(ps, level), body, inputs, assume,
-                       replay(ps, ia, level, call, rc=1, cmo=False))
+                       replay(ps, ia, level, code, checks, rc=1, cmo=False))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 

@@ -32,13 +32,15 @@ import z3
 from ptspec.spec.arch import geometry as SG
 from ptspec.impl.pgtable import stage2_map
 
-from ptspec.proofs.engines.z3.bv import SymBool
+from ptspec.proofs.engines.z3.bv import sym
 from ptspec.proofs.stage2.z3_lemmas import aligned, combine
-from ptspec.proofs.stage2.z3_steps_model import (FIELD, GEOMS, NEW_TABLE, PTP, U64, StepPgt,
+from ptspec.proofs.stage2.z3_steps_model import (CHILD_FREED, ENTRY, FIELD, FRAME, GEOMS,
+                                                 NEW_TABLE, NO_WARN, NO_WRITE, PTP, RC_AFTER,
+                                                 RC_KEPT, RC_UNVISITED, U64, StepPgt,
                                                  block_allowed, count, counted, desc_addr,
                                                  entry_ok, entry_props, is_table, label, levels,
                                                  no_warn, page_assumptions, phys_ok, replay,
-                                                 step_inputs, walk_range, z)
+                                                 ret_in, step_inputs, walk_range, z)
 
 _MEMCACHE = object()              # the caller's memcache (zalloc_page may still come back empty)
 
@@ -66,15 +68,14 @@ def lemma_map_leaf(rlimit, timeout_ms, deadline=None, *, set_owner=False):
                 for force, field in variants:
                     inputs, page, idx, j, old, n, addr, end, phys, attr, oid = step_inputs(
                         SG.entries_per_table(ps), ("addr", "end", "phys", "attr", "owner_id"))
-                    alloc = z3.Bool("alloc_ok")
-                    inputs["alloc_ok"] = alloc
+                    alloc = sym("alloc_ok", 1, inputs)        # zalloc_page has a page to give
 
                     def body(ps=ps, ia=ia, level=level, force=force, field=field, page=page,
                              idx=idx, j=j, old=old, n=n, addr=addr, end=end, phys=phys, attr=attr,
                              oid=oid, alloc=alloc):
                         page.arr = page.arr0
                         page.index_ok, page.fits = [], []
-                        pgt = StepPgt(ps, ia, rc=count(n, counted(old)), alloc_ok=SymBool(alloc),
+                        pgt = StepPgt(ps, ia, rc=count(n, counted(old)), alloc_ok=alloc,
                                       cmo=ps == 12, owner_field=field, max_owner_id=1)
                         if set_owner:
                             data = stage2_map.Stage2MapData(pgt, U64, _MEMCACHE, owner_id=oid,
@@ -103,7 +104,7 @@ def lemma_map_leaf(rlimit, timeout_ms, deadline=None, *, set_owner=False):
                             ret in (0, -errno.EAGAIN, -errno.ENOMEM))
                         if ret == -errno.ENOMEM:
                             ok["C-MAP: -ENOMEM only from an empty memcache, changing nothing"] = (
-                                z3.And(z3.Not(alloc), new == z(old)))
+                                z3.And(z(alloc) == 0, new == z(old)))
                         return ok
                     assume = page_assumptions(page, idx, j, old, n, level, ps,
                                               SG.IPA_RANGE[ps][1], field, 1)
@@ -112,21 +113,19 @@ def lemma_map_leaf(rlimit, timeout_ms, deadline=None, *, set_owner=False):
                         assume.append(z(oid) <= 1)
                     else:
                         assume.append(phys_ok(phys, ps, SG.IPA_RANGE[ps][1]))
-                    def call(v, pgt, tbl, i, level=level, force=force):
+                    def code(v, force=force):
                         phys = U64 if set_owner else v["phys"]
-                        data = stage2_map.Stage2MapData(pgt, phys, _MEMCACHE,
-                                                        owner_id=v["owner_id"], force_pte=force)
-                        data.attr = 0 if set_owner else v["attr"]
-                        ret = stage2_map.stage2_map_walk_leaf(v["addr"], v["end"], level, tbl,
-                                                              PTP, i, data)
-                        return (f"stage2_map_walk_leaf(addr={v['addr']:#x}, end={v['end']:#x}, "
-                                f"level={level}, &tbl[{i:#x}]) with phys={phys:#x}, "
-                                f"attr={data.attr:#x}, owner_id={v['owner_id']:#x}, "
-                                f"force_pte={force}"), ret
+                        return (f"data = stage2_map.Stage2MapData(pgt, {phys:#x}, object(), "
+                                f"owner_id={v['owner_id']:#x}, force_pte={force})\n"
+                                f"data.attr = {0 if set_owner else v['attr']:#x}\n"
+                                f"ret = stage2_map.stage2_map_walk_leaf({v['addr']:#x}, "
+                                f"{v['end']:#x}, level, tbl, PTP, idx, data)\n")
+                    checks = [FRAME, NO_WARN, RC_AFTER, ENTRY,
+                              ret_in(0, -errno.EAGAIN, -errno.ENOMEM)]
                     yield (label(ps, level, f" field {field[0]}:{field[1]}" if set_owner else
                                  " force_pte" if force else ""),
                            body, inputs, assume,
-                           replay(ps, ia, level, call, owner_field=field, max_owner_id=1))
+                           replay(ps, ia, level, code, checks, owner_field=field, max_owner_id=1))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -138,10 +137,16 @@ def lemma_set_owner_leaf(rlimit, timeout_ms, deadline=None):
 
 # ------------------------------------------------------------------ map: the anchor (table->block)
 
-def _where(anchor, tbl) -> str:
-    if anchor is None:
-        return "none"
-    return f"this page, index {anchor[1]:#x}" if anchor[0] is tbl else "another page"
+def _data_code(v, anchor, force=False) -> str:
+    """A replay program's struct stage2_map_data: map's phys and attributes, and the anchor
+    ("none"; "elsewhere": higher up, on another page; "here": this entry, as TABLE_PRE left it)."""
+    out = (f"data = stage2_map.Stage2MapData(pgt, {v['phys']:#x}, object(), force_pte={force})\n"
+           f"data.attr = {v['attr']:#x}\n")
+    if anchor == "elsewhere":
+        out += f"data.anchor, data.childp = ([0], 0), {NEW_TABLE + (1 << 20):#x}   # higher up\n"
+    elif anchor == "here":
+        out += f"data.anchor, data.childp = (tbl, idx), {v['childp']:#x}   # TABLE_PRE's anchor\n"
+    return out
 
 
 def _anchored_data(pgt, phys, attr, anchored):
@@ -212,18 +217,15 @@ def lemma_map_table_pre(rlimit, timeout_ms, deadline=None):
                     assume += [is_table(old, level), desc_addr(old, ps) != PTP,
                                phys_ok(phys, ps, SG.IPA_RANGE[ps][1])] + walk_range(addr, end,
                                                                                       ps, ia)
-                    def call(v, pgt, tbl, i, level=level, anchored=anchored, force=force):
-                        data = _anchored_data(pgt, v["phys"], v["attr"], anchored)
-                        data.force_pte = force
-                        ret = stage2_map.stage2_map_walk_table_pre(v["addr"], v["end"], level,
-                                                                   tbl, PTP, i, data)
-                        return (f"stage2_map_walk_table_pre(addr={v['addr']:#x}, "
-                                f"end={v['end']:#x}, level={level}, &tbl[{i:#x}]) with "
-                                f"phys={v['phys']:#x}, anchor {'set' if anchored else 'none'}; "
-                                f"anchor after: {_where(data.anchor, tbl)}"), ret
+                    def code(v, anchored=anchored, force=force):
+                        return (_data_code(v, "elsewhere" if anchored else "none", force)
+                                + f"ret = stage2_map.stage2_map_walk_table_pre({v['addr']:#x}, "
+                                  f"{v['end']:#x}, level, tbl, PTP, idx, data)\n")
+                    checks = [FRAME, NO_WARN, RC_KEPT, ret_in(0)] + ([NO_WRITE] if anchored
+                                                                     else [])
                     yield (label(ps, level, " anchored" if anchored else
                                  " force_pte" if force else ""), body, inputs, assume,
-                           replay(ps, ia, level, call))
+                           replay(ps, ia, level, code, checks))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -261,13 +263,12 @@ def lemma_map_anchored_leaf(rlimit, timeout_ms, deadline=None):
                 assume += [z3.Not(is_table(old, level)),
                            phys_ok(phys, ps, SG.IPA_RANGE[ps][1])] + walk_range(addr, end, ps,
                                                                                   ia)
-                def call(v, pgt, tbl, i, level=level):
-                    data = _anchored_data(pgt, v["phys"], v["attr"], True)
-                    ret = stage2_map.stage2_map_walk_leaf(v["addr"], v["end"], level, tbl, PTP,
-                                                          i, data)
-                    return (f"stage2_map_walk_leaf(addr={v['addr']:#x}, end={v['end']:#x}, "
-                            f"level={level}, &tbl[{i:#x}]) under an anchor"), ret
-                yield label(ps, level), body, inputs, assume, replay(ps, ia, level, call)
+                def code(v):
+                    return (_data_code(v, "elsewhere")
+                            + f"ret = stage2_map.stage2_map_walk_leaf({v['addr']:#x}, "
+                              f"{v['end']:#x}, level, tbl, PTP, idx, data)\n")
+                yield (label(ps, level), body, inputs, assume,
+                       replay(ps, ia, level, code, [NO_WRITE, NO_WARN, RC_UNVISITED, ret_in(0)]))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -344,17 +345,19 @@ def lemma_map_table_post(rlimit, timeout_ms, deadline=None):
                     else:
                         assume += [is_table(old, level), desc_addr(old, ps) != PTP,
                                    entry_ok(old, level, ps, SG.IPA_RANGE[ps][1], FIELD, 1)]
-                    def call(v, pgt, tbl, i, level=level, phase=phase):
-                        data = _anchored_data(pgt, v["phys"], v["attr"], phase == "inside")
-                        if phase == "anchor":
-                            data.anchor, data.childp = (tbl, i), v["childp"]
-                        ret = stage2_map.stage2_map_walk_table_post(v["addr"], v["end"], level,
-                                                                    tbl, PTP, i, data)
-                        return (f"stage2_map_walk_table_post(addr={v['addr']:#x}, "
-                                f"end={v['end']:#x}, level={level}, &tbl[{i:#x}]) {phase} "
-                                f"(anchor's child {v['childp']:#x})"), ret
+                    def code(v, phase=phase):
+                        where = {"none": "none", "inside": "elsewhere", "anchor": "here"}[phase]
+                        return (_data_code(v, where)
+                                + f"ret = stage2_map.stage2_map_walk_table_post({v['addr']:#x}, "
+                                  f"{v['end']:#x}, level, tbl, PTP, idx, data)\n")
+                    checks = {"none": [NO_WRITE, RC_KEPT],
+                              "inside": [NO_WRITE, RC_UNVISITED, CHILD_FREED],
+                              "anchor": [RC_AFTER, CHILD_FREED, ENTRY,
+                                         ("C-MAP: the anchor is cleared", "data.anchor is None")]
+                              }[phase] + [NO_WARN, ret_in(0)]
                     yield (label(ps, level, f" {phase}"), body, inputs, assume,
-                           replay(ps, ia, level, call, held=int(phase == "anchor"), child=True))
+                           replay(ps, ia, level, code, checks, held=int(phase == "anchor"),
+                                  child=True))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 

@@ -23,9 +23,11 @@ from ptspec.impl.pgtable import walker as W
 from ptspec.impl.pgtable.pte import KVM_PTE_LEAF_ATTR_HI, KVM_PTE_LEAF_ATTR_LO
 
 from ptspec.proofs.stage2.z3_lemmas import combine
-from ptspec.proofs.stage2.z3_steps_model import (FIELD, GEOMS, PTP, U64, StepPgt, count, counted,
-                                                 desc_addr, entry_props, is_table, label, levels,
-                                                 no_warn, page_assumptions, replay, step_inputs, z)
+from ptspec.proofs.stage2.z3_steps_model import (CHILD_FREED, ENTRY, FIELD, FRAME, GEOMS, NO_WARN,
+                                                 NO_WRITE, PTP, RC_AFTER, RC_KEPT, RC_UNVISITED,
+                                                 U64, StepPgt, count, counted, desc_addr,
+                                                 entry_props, is_table, label, levels, no_warn,
+                                                 page_assumptions, replay, ret_in, step_inputs, z)
 
 
 # ------------------------------------------------------------------------------------ unmap
@@ -84,16 +86,20 @@ def lemma_unmap_step(rlimit, timeout_ms, deadline=None):
                                        z(c) >= 1, z(c) <= SG.entries_per_table(ps) + 1]
                         else:
                             assume.append(z3.Not(is_table(old, level)))
-                        def call(v, pgt, tbl, i, level=level, table=table):
-                            flag = (W.KVM_PGTABLE_WALK_TABLE_POST if table
-                                    else W.KVM_PGTABLE_WALK_LEAF)
-                            ret = stage2_walkers.stage2_unmap_walker(pgt, v["addr"], v["addr"] + 1,
-                                                                     level, tbl, PTP, i, flag)
-                            return (f"stage2_unmap_walker(addr={v['addr']:#x}, level={level}, "
-                                    f"&tbl[{i:#x}], {'TABLE_POST' if table else 'LEAF'})"), ret
+                        def code(v, table=table):
+                            return (f"ret = stage2_walkers.stage2_unmap_walker(pgt, "
+                                    f"{v['addr']:#x}, {v['addr'] + 1:#x}, level, tbl, PTP, idx, "
+                                    f"W.KVM_PGTABLE_WALK_{'TABLE_POST' if table else 'LEAF'})\n")
+                        checks = [FRAME, NO_WARN, RC_AFTER, ENTRY, ret_in(0)] + (
+                            [("S2-LEAK: a table is released exactly when its count is 1",
+                              "(tbl[idx] == 0) == (child_rc0 == 1)"),
+                             ("S2-LEAK: a released table's count reaches 0",
+                              "tbl[idx] != 0 or pgt.mm_ops.child_rc == 0")] if table else
+                            [("C-UNMAP: a leaf, annotation or empty entry is 0 after LEAF",
+                              "tbl[idx] == 0")])
                         yield (label(ps, level, (" TABLE_POST" if table else " LEAF")
                                      + (" fwb" if fwb else "")), body, inputs, assume,
-                               replay(ps, ia, level, call, child=True, fwb=fwb))
+                               replay(ps, ia, level, code, checks, child=True, fwb=fwb))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -141,14 +147,16 @@ def lemma_attr_step(rlimit, timeout_ms, deadline=None):
                                           FIELD, 1)
                 assume += [z3.Not(is_table(old, level)), z(aset) & (U64 & ~ATTR_MASK) == 0,
                            z(aclr) & (U64 & ~ATTR_MASK) == 0]
-                def call(v, pgt, tbl, i, level=level):
-                    data = stage2_walkers.Stage2AttrData(v["attr_set"], v["attr_clr"])
-                    ret = stage2_walkers.stage2_attr_walker(pgt, data, v["addr"], v["addr"] + 1,
-                                                            level, tbl, PTP, i,
-                                                            W.KVM_PGTABLE_WALK_LEAF)
-                    return (f"stage2_attr_walker(set={v['attr_set']:#x}, clr={v['attr_clr']:#x}, "
-                            f"level={level}, &tbl[{i:#x}])"), ret
-                yield label(ps, level), body, inputs, assume, replay(ps, ia, level, call)
+                def code(v):
+                    return (f"data = stage2_walkers.Stage2AttrData({v['attr_set']:#x}, "
+                            f"{v['attr_clr']:#x})\n"
+                            f"ret = stage2_walkers.stage2_attr_walker(pgt, data, {v['addr']:#x}, "
+                            f"{v['addr'] + 1:#x}, level, tbl, PTP, idx, W.KVM_PGTABLE_WALK_LEAF)\n")
+                checks = [FRAME, NO_WARN, RC_KEPT, RC_AFTER, ENTRY,
+                          ("S2-OWN: an invalid entry is left alone",
+                           "before[idx] & 1 or tbl[idx] == before[idx]"), ret_in(0)]
+                yield (label(ps, level), body, inputs, assume,
+                       replay(ps, ia, level, code, checks))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -195,13 +203,14 @@ def lemma_free_step(rlimit, timeout_ms, deadline=None):
                         assume += [is_table(old, level), desc_addr(old, ps) != PTP, z(c) == 1]
                     else:
                         assume.append(z3.Not(is_table(old, level)))
-                    def call(v, pgt, tbl, i, level=level, table=table):
-                        flag = W.KVM_PGTABLE_WALK_TABLE_POST if table else W.KVM_PGTABLE_WALK_LEAF
-                        ret = stage2_walkers.stage2_free_walker(pgt, 0, 1, level, tbl, PTP, i, flag)
-                        return (f"stage2_free_walker(level={level}, &tbl[{i:#x}], "
-                                f"{'TABLE_POST' if table else 'LEAF'})"), ret
+                    def code(v, table=table):
+                        return (f"ret = stage2_walkers.stage2_free_walker(pgt, 0, 1, level, tbl, "
+                                f"PTP, idx, W.KVM_PGTABLE_WALK_{'TABLE_POST' if table else 'LEAF'})"
+                                f"\n")
+                    checks = [NO_WRITE, NO_WARN, RC_UNVISITED] + ([CHILD_FREED] if table
+                                                                  else []) + [ret_in(0)]
                     yield (label(ps, level, " TABLE_POST" if table else " LEAF"), body, inputs,
-                           assume, replay(ps, ia, level, call, child=True))
+                           assume, replay(ps, ia, level, code, checks, child=True))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
@@ -237,12 +246,12 @@ def lemma_flush_step(rlimit, timeout_ms, deadline=None):
                     assume = page_assumptions(page, idx, j, old, n, level, ps,
                                               SG.IPA_RANGE[ps][1], FIELD, 1)
                     assume.append(z3.Not(is_table(old, level)))
-                    def call(v, pgt, tbl, i, level=level):
-                        ret = stage2_walkers.stage2_flush_walker(pgt, 0, 1, level, tbl, PTP, i,
-                                                                 W.KVM_PGTABLE_WALK_LEAF)
-                        return f"stage2_flush_walker(level={level}, &tbl[{i:#x}])", ret
+                    def code(v):
+                        return ("ret = stage2_walkers.stage2_flush_walker(pgt, 0, 1, level, tbl, "
+                                "PTP, idx, W.KVM_PGTABLE_WALK_LEAF)\n")
                     yield (label(ps, level, " fwb" if fwb else ""), body, inputs, assume,
-                           replay(ps, ia, level, call, fwb=fwb))
+                           replay(ps, ia, level, code, [NO_WRITE, NO_WARN, RC_KEPT, ret_in(0)],
+                                  fwb=fwb))
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 
