@@ -40,7 +40,11 @@ def lemma_hyp_map_step(rlimit, timeout_ms, deadline=None):
     and any page-aligned output address inside the PA range (the callers' contract, which the
     kernel does not check), the step changes entry idx only, leaves it well formed, names no page
     but the one it allocated (S1-RC: counts stay 1), and returns 0, -ENOMEM (empty pool) or
-    -EINVAL (last level, WARN), the last two changing nothing."""
+    -EINVAL (last level, WARN), the last two changing nothing.
+
+    Fake: the pool is z3_steps_model.StepMmOps.zalloc_page(NULL) -- a zeroed page in no table, page
+    aligned and inside the PA range, count 1, or nothing (``alloc_ok`` = 0): hyp_pool's contract;
+    the step only encodes the page's address into the table descriptor."""
     def cases():
         for ps, ia in GEOMS:
             for level in range(4):

@@ -53,7 +53,12 @@ def lemma_map_leaf(rlimit, timeout_ms, deadline=None, *, set_owner=False):
     non-table entry, any page-aligned range, output address (or the owner marker) and attributes,
     the step changes entry idx only, leaves it well formed (S2-OWN, S2-BA, S2-TREE: a table it
     installs points to the page it allocated), the page's count is 1 + counted entries after it,
-    and it returns 0, -EAGAIN or -ENOMEM (only when the memcache is empty, changing nothing)."""
+    and it returns 0, -EAGAIN or -ENOMEM (only when the memcache is empty, changing nothing).
+
+    Fake: the memcache is z3_steps_model.StepMmOps.zalloc_page -- a zeroed page in no table, page
+    aligned and inside the PA range, count 1 for the caller, or nothing (``alloc_ok`` = 0): the
+    kvm_mmu_memory_cache contract. One address stands for every such page because the step only
+    encodes it into the new table descriptor; the lemma proves it is installed and counted once."""
     def cases():
         for ps, ia in GEOMS:
             for level in levels(ps, ia):

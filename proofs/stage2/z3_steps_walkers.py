@@ -37,7 +37,11 @@ def lemma_unmap_step(rlimit, timeout_ms, deadline=None):
     drops its reference; TABLE_POST on a table entry releases it exactly when the child's count is
     1 (S2-RC of the child: no counted entry left), putting the child to 0, and otherwise leaves it.
     In every case: frame, the page's count is 1 + counted entries, the entry is well formed, the
-    only other page named is the child, and the step returns 0 (with and without FWB)."""
+    only other page named is the child, and the step returns 0 (with and without FWB).
+
+    Fake: z3_steps_model.StepMmOps counts the child table with a symbolic count (page_count /
+    put_page on any address but the page's own), and the lemma proves that address is the one the
+    entry held: the step could not have touched another page."""
     def cases():
         for ps, ia in GEOMS:
             for level in levels(ps, ia):
