@@ -29,9 +29,10 @@ from ptspec.impl.pgtable import hyp
 
 from ptspec.proofs.engines.z3.bv import sym
 from ptspec.proofs.stage2.z3_lemmas import aligned, combine
-from ptspec.proofs.stage2.z3_steps_model import (FRAME, GEOMS, NEW_TABLE, PTP, StepPgt, desc_addr,
+from ptspec.proofs.stage2.z3_steps_model import (GEOMS, NEW_TABLE, PTP, StepPgt, desc_addr,
                                                  entry_props, is_table, label, page_assumptions,
-                                                 replay, ret_in, step_inputs, z)
+                                                 step_inputs, z)
+from ptspec.proofs.stage2.z3_steps_replay import FRAME, replay, ret_in
 
 
 def lemma_hyp_map_step(rlimit, timeout_ms, deadline=None):

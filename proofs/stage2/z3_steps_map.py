@@ -34,13 +34,13 @@ from ptspec.impl.pgtable import stage2_map
 
 from ptspec.proofs.engines.z3.bv import sym
 from ptspec.proofs.stage2.z3_lemmas import aligned, combine
-from ptspec.proofs.stage2.z3_steps_model import (CHILD_FREED, ENTRY, FIELD, FRAME, GEOMS,
-                                                 NEW_TABLE, NO_WARN, NO_WRITE, PTP, RC_AFTER,
-                                                 RC_KEPT, RC_UNVISITED, U64, StepPgt,
-                                                 block_allowed, count, counted, desc_addr,
-                                                 entry_ok, entry_props, is_table, label, levels,
-                                                 no_warn, page_assumptions, phys_ok, replay,
-                                                 ret_in, step_inputs, walk_range, z)
+from ptspec.proofs.stage2.z3_steps_model import (FIELD, GEOMS, NEW_TABLE, PTP, U64, StepPgt,
+                                                 block_allowed, count, counted, desc_addr, entry_ok,
+                                                 entry_props, is_table, label, levels, no_warn,
+                                                 page_assumptions, phys_ok, step_inputs, walk_range,
+                                                 z)
+from ptspec.proofs.stage2.z3_steps_replay import (CHILD_FREED, ENTRY, FRAME, NO_WARN, NO_WRITE,
+                                                  RC_AFTER, RC_KEPT, RC_UNVISITED, replay, ret_in)
 
 _MEMCACHE = object()              # the caller's memcache (zalloc_page may still come back empty)
 

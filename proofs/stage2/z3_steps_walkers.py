@@ -23,11 +23,11 @@ from ptspec.impl.pgtable import walker as W
 from ptspec.impl.pgtable.pte import KVM_PTE_LEAF_ATTR_HI, KVM_PTE_LEAF_ATTR_LO
 
 from ptspec.proofs.stage2.z3_lemmas import combine
-from ptspec.proofs.stage2.z3_steps_model import (CHILD_FREED, ENTRY, FIELD, FRAME, GEOMS, NO_WARN,
-                                                 NO_WRITE, PTP, RC_AFTER, RC_KEPT, RC_UNVISITED,
-                                                 U64, StepPgt, count, counted, desc_addr,
-                                                 entry_props, is_table, label, levels, no_warn,
-                                                 page_assumptions, replay, ret_in, step_inputs, z)
+from ptspec.proofs.stage2.z3_steps_model import (FIELD, GEOMS, PTP, U64, StepPgt, count, counted,
+                                                 desc_addr, entry_props, is_table, label, levels,
+                                                 no_warn, page_assumptions, step_inputs, z)
+from ptspec.proofs.stage2.z3_steps_replay import (CHILD_FREED, ENTRY, FRAME, NO_WARN, NO_WRITE,
+                                                  RC_AFTER, RC_KEPT, RC_UNVISITED, replay, ret_in)
 
 
 # ------------------------------------------------------------------------------------ unmap
