@@ -17,6 +17,7 @@ import contextlib
 import errno
 
 from ptspec.impl.pgtable import geometry
+from ptspec.impl.pgtable import hyp
 from ptspec.impl.mmu import fault as mmu_fault
 from ptspec.impl.mmu import hyp as mmu_hyp
 from ptspec.impl.pgtable import stage2_map
@@ -155,7 +156,182 @@ def _hyp_va_wrong_bit(orig):
     return private_va
 
 
+# -- step bugs: one per walker-step lemma of proofs/stage2/z3_steps_*.py ----------------------------
+
+def _split_no_parent_ref(orig):
+    """step-split-no-ref: a table installed by map's LEAF step takes no reference on its page."""
+    def leaf(addr, end, level, tbl, ptp, idx, data):
+        was = P.kvm_pte_table(tbl[idx], level)
+        ret = orig(addr, end, level, tbl, ptp, idx, data)
+        if data.anchor is None and not was and P.kvm_pte_table(tbl[idx], level):
+            data.pgt.mm_ops.put_page(ptp)
+        return ret
+    return leaf
+
+
+def _anchored_valid_only(orig):
+    """step-anchor-annotation: under an anchor, only valid entries give their reference back."""
+    def leaf(addr, end, level, tbl, ptp, idx, data):
+        if data.anchor is not None:
+            if tbl[idx] & P.KVM_PTE_VALID:
+                data.pgt.mm_ops.put_page(ptp)
+            return 0
+        return orig(addr, end, level, tbl, ptp, idx, data)
+    return leaf
+
+
+def _pre_drops_ref(orig):
+    """step-pre-put: TABLE_PRE drops the cleared entry's reference (the anchor then holds none)."""
+    def pre(addr, end, level, tbl, ptp, idx, data):
+        had = data.anchor
+        ret = orig(addr, end, level, tbl, ptp, idx, data)
+        if had is None and data.anchor is not None:
+            data.pgt.mm_ops.put_page(ptp)
+        return ret
+    return pre
+
+
+def _post_keeps_child(orig):
+    """step-post-keep-child: TABLE_POST at the anchor installs the block but never frees the
+    detached table."""
+    def post(addr, end, level, tbl, ptp, idx, data):
+        a = data.anchor
+        if a is not None and a[0] is tbl and a[1] == idx:
+            data.anchor = None
+            data.childp = None
+            ret = stage2_map.stage2_map_walk_leaf(addr, end, level, tbl, ptp, idx, data)
+            data.pgt.mm_ops.put_page(ptp)
+            return ret
+        return orig(addr, end, level, tbl, ptp, idx, data)
+    return post
+
+
+def _unmap_frees_busy(orig):
+    """step-unmap-busy: unmap releases a table that still holds one counted entry."""
+    def unmap(pgt, addr, end, level, tbl, ptp, idx, flag):
+        pte = tbl[idx]
+        if P.kvm_pte_table(pte, level):
+            child = P.kvm_pte_to_phys(pte, pgt.gran.page_shift)
+            if pgt.mm_ops.page_count(child) == 2:
+                stage2_map.stage2_put_pte(pgt, tbl, ptp, idx, addr, level)
+                pgt.mm_ops.put_page(child)
+                return 0
+        return orig(pgt, addr, end, level, tbl, ptp, idx, flag)
+    return unmap
+
+
+def _attr_touches_invalid(orig):
+    """step-attr-invalid: the attribute walker also rewrites invalid entries (annotations)."""
+    def attr(pgt, data, addr, end, level, tbl, ptp, idx, flag):
+        pte = tbl[idx]
+        if not pte & P.KVM_PTE_VALID and pte:
+            tbl[idx] = (pte & ~data.attr_clr & P.U64) | data.attr_set
+            return 0
+        return orig(pgt, data, addr, end, level, tbl, ptp, idx, flag)
+    return attr
+
+
+def _free_keeps_child(orig):
+    """step-free-no-child: destroy's free walker drops the entry's reference but not the child
+    table's, so no table below the root is ever freed."""
+    def free(pgt, addr, end, level, tbl, ptp, idx, flag):
+        if stage2_map.stage2_pte_is_counted(tbl[idx]):
+            pgt.mm_ops.put_page(ptp)
+        return 0
+    return free
+
+
+def _flush_clears_af(orig):
+    """step-flush-af: the flush walker also clears the access flag of the leaf it cleans."""
+    def flush(pgt, addr, end, level, tbl, ptp, idx, flag):
+        ret = orig(pgt, addr, end, level, tbl, ptp, idx, flag)
+        if tbl[idx] & P.KVM_PTE_VALID:
+            tbl[idx] = tbl[idx] & ~P.KVM_PTE_LEAF_ATTR_LO_S2_AF
+        return ret
+    return flush
+
+
+def _hyp_block_any_phys(orig):
+    """step-hyp-phys-align: hyp's try_leaf checks the block condition without the output
+    address, so a block may start at a misaligned physical address."""
+    def supported(gran, addr, end, phys, level, pa_bits):
+        return orig(gran, addr, end, 0, level, pa_bits)
+    return supported
+
+
+def _walk_ignores_error(orig):
+    """walk-no-stop: the entry loop goes on after a callback's error (the error is still the
+    result if nothing later fails)."""
+    def walk(data, ptp, level):
+        if level >= 4:
+            return -errno.EINVAL
+        tbl = data.pages[ptp]
+        ret = 0
+        idx = (data.addr >> data.shift[level]) & (data.ptrs - 1)
+        while idx < data.ptrs:
+            if data.addr >= data.end:
+                break
+            r = walker.__dict__["__kvm_pgtable_visit"](data, tbl, ptp, idx, level)
+            ret = ret or r                                   # the bug: no break
+            idx += 1
+        return ret
+    return walk
+
+
+def _erange_at_limit(orig):
+    """walk-erange-limit: a range ending exactly at 2**ia_bits is refused with -ERANGE."""
+    def walk(data):
+        if data.end >= 1 << data.pgt.ia_bits:
+            return -errno.ERANGE
+        return orig(data)
+    return walk
+
+
+def _root_loop_stuck(orig):
+    """walk-root-stuck: the root loop walks the same root page again instead of the next one."""
+    def walk(data):
+        pgt = data.pgt
+        limit = 1 << pgt.ia_bits
+        if data.addr > limit or data.end > limit:
+            return -errno.ERANGE
+        if pgt.pgd is None:
+            return -errno.EINVAL
+        ret = 0
+        idx = pgt.pgd_page_idx(data.addr)
+        while data.addr < data.end:
+            ret = walker.__dict__["__kvm_pgtable_walk"](data, pgt.pgd[idx], pgt.start_level)
+            if ret:
+                break                                         # the bug: idx is never advanced
+        return ret
+    return walk
+
+
 BUGS = {b.id: b for b in [
+    Bug("walk-no-stop", "the walker goes on after a callback's error", ("C-GET-LEAF",),
+        ((walker, "__kvm_pgtable_walk", _walk_ignores_error),)),
+    Bug("walk-erange-limit", "a range ending at 2**ia_bits gets -ERANGE", ("C-GET-LEAF",),
+        ((walker, "_kvm_pgtable_walk", _erange_at_limit),)),
+    Bug("walk-root-stuck", "the root loop never moves to the next root page", ("C-GET-LEAF",),
+        ((walker, "_kvm_pgtable_walk", _root_loop_stuck),)),
+    Bug("step-split-no-ref", "a new table takes no reference on its parent page", ("S2-RC",),
+        ((stage2_map, "stage2_map_walk_leaf", _split_no_parent_ref),)),
+    Bug("step-anchor-annotation", "under an anchor, owner annotations keep their reference",
+        ("S2-RC",), ((stage2_map, "stage2_map_walk_leaf", _anchored_valid_only),)),
+    Bug("step-pre-put", "the anchor's TABLE_PRE drops the cleared entry's reference",
+        ("S2-RC",), ((stage2_map, "stage2_map_walk_table_pre", _pre_drops_ref),)),
+    Bug("step-post-keep-child", "the anchor's TABLE_POST never frees the detached table",
+        ("S2-LEAK",), ((stage2_map, "stage2_map_walk_table_post", _post_keeps_child),)),
+    Bug("step-unmap-busy", "unmap frees a table that still holds a counted entry",
+        ("S2-LEAK",), ((stage2_walkers, "stage2_unmap_walker", _unmap_frees_busy),)),
+    Bug("step-attr-invalid", "the attribute walker rewrites owner annotations", ("S2-OWN",),
+        ((stage2_walkers, "stage2_attr_walker", _attr_touches_invalid),)),
+    Bug("step-free-no-child", "destroy never puts a child table", ("S2-LEAK",),
+        ((stage2_walkers, "stage2_free_walker", _free_keeps_child),)),
+    Bug("step-flush-af", "the flush walker rewrites the leaves it cleans", ("S2-RC",),
+        ((stage2_walkers, "stage2_flush_walker", _flush_clears_af),)),
+    Bug("step-hyp-phys-align", "hyp stage 1 installs blocks at misaligned output addresses",
+        ("S1-BA",), ((hyp, "kvm_block_mapping_supported", _hyp_block_any_phys),)),
+
     Bug("hyp-va-bit", "the hyp private VA allocator tests the wrong half bit", ("MS",),
         ((mmu_hyp, "hyp_private_va", _hyp_va_wrong_bit),)),
     Bug("memslot-bounds", "a block may reach outside the memslot (6794ad5443a2)", ("MS",),
@@ -210,6 +386,27 @@ CAUGHT_BY = {
     "lguest-gpte-limit": ["s2.z3.lguest.gpte"],
     "lguest-gpgd-limit": ["s2.z3.lguest.table-addr"],
     "lguest-pgd-idx": ["s2.z3.lguest.index"],
+}
+
+
+# bug id -> the s2.proof.* obligations that must refute it (tests/test_z3_steps.py)
+STEP_CAUGHT_BY = {
+    "step-split-no-ref": ["s2.proof.step.map-leaf"],
+    "counted-valid-only": ["s2.proof.step.set-owner-leaf", "s2.proof.step.map-leaf"],
+    "step-pre-put": ["s2.proof.step.map-table-pre"],
+    "step-anchor-annotation": ["s2.proof.step.map-anchored-leaf"],
+    "step-post-keep-child": ["s2.proof.step.map-table-post"],
+    "step-unmap-busy": ["s2.proof.step.unmap"],
+    "owner-unmap": ["s2.proof.step.unmap"],
+    "step-attr-invalid": ["s2.proof.step.attr"],
+    "step-free-no-child": ["s2.proof.step.free"],
+    "step-hyp-phys-align": ["s2.proof.step.hyp-map"],
+    "step-flush-af": ["s2.proof.step.flush"],
+    "walk-no-stop": ["s2.proof.walk.table"],
+    "walk-index-mask": ["s2.proof.walk.table"],
+    "walk-erange-limit": ["s2.proof.walk.range"],
+    "walk-root-stuck": ["s2.proof.walk.roots"],
+    "pgd-idx-mask": ["s2.proof.walk.roots"],
 }
 
 
