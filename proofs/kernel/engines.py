@@ -1,0 +1,93 @@
+"""The C-side engines besides the lock-step, as check results: what ``check-kernel --engines`` runs.
+
+Each engine judges the tree's own ``pgtable.c`` by the spec alone and gives one result with its own
+id: ``kernel.exhaustive.4k-39`` (bounded exhaustive exploration, ``exhaustive.py``),
+``kernel.errorpaths.4k-39`` (allocation failure at every allocation point, ``errorpaths.py``),
+``kernel.refusal.4k-39`` (bad arguments, ``refusal.py``) and ``kernel.hyp.4k-48`` (hyp stage 1,
+``hyp.py``). Catalogued findings of the tree's version are set aside and named in the detail, as
+for the lock-step (``check.findings_of`` reads them from there); anything else refutes, with the
+counterexample of ``check.counterexample``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ptspec.proofs.kernel import build, errorpaths, exhaustive, refusal
+from ptspec.proofs.runner.registry import Result
+
+ENGINES = ("lockstep", "exhaustive", "errorpaths", "refusal")
+
+# engine -> (check id, statements judged, kernel functions)
+EXHAUSTIVE_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "C-INIT", "C-MAP",
+                  "C-SET-OWNER", "C-UNMAP", "C-WRPROTECT", "C-MKYOUNG", "C-MKOLD", "C-IS-YOUNG",
+                  "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF", "C-CMO", "KERNEL-WARN"]
+ERROR_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "C-INIT", "C-MAP",
+             "C-SET-OWNER", "KERNEL-WARN"]
+REFUSAL_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "C-MAP", "C-SET-OWNER",
+               "C-UNMAP", "C-WRPROTECT", "C-MKYOUNG", "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF",
+               "C-ARGS", "KERNEL-WARN"]
+CHECKS = {
+    "exhaustive": ("kernel.exhaustive.4k-39", EXHAUSTIVE_IDS),
+    "errorpaths": ("kernel.errorpaths.4k-39", ERROR_IDS),
+    "refusal": ("kernel.refusal.4k-39", REFUSAL_IDS),
+}
+ENGINE_PAGE_SHIFT = 12
+
+
+def check_id(engine: str) -> str:
+    return CHECKS[engine][0]
+
+
+def parse_engines(text: str) -> list[str]:
+    """'all' or a comma list of ENGINES; ValueError naming the unknown ones."""
+    if text == "all":
+        return list(ENGINES)
+    names = [e.strip() for e in text.split(",") if e.strip()]
+    bad = [e for e in names if e not in ENGINES]
+    if bad or not names:
+        raise ValueError(f"unknown engine {', '.join(bad) or '(none)'}; choose from "
+                         f"{', '.join(ENGINES)} or 'all'")
+    return names
+
+
+def _note(findings: dict) -> str:
+    from ptspec.proofs.kernel.check import catalogue_versions
+    found = ", ".join(f"{k} x{n} ({catalogue_versions(k)})" for k, n in sorted(findings.items()))
+    return f"; catalogued findings: {found}" if found else ""
+
+
+def run_engine(tree, engine: str, budget, *, expired=None, progress=None) -> Result:
+    """One engine on the tree's C code, judged by the spec alone."""
+    cid, ids = CHECKS[engine]
+    kw = dict(id=cid, engine="exhaustive" if engine == "exhaustive" else "unit", invariants=ids)
+    t0 = time.perf_counter()
+    try:
+        build.library(ENGINE_PAGE_SHIFT, tree)
+    except build.BuildError as exc:
+        return Result.unknown(f"not checked: {str(exc).splitlines()[0]}", **kw)
+    if engine == "exhaustive":
+        out = exhaustive.explore(tree, int(budget["exhaustive_depth"]), expired=expired,
+                                 progress=progress)
+    elif engine == "errorpaths":
+        out = errorpaths.run_all(tree, expired=expired, progress=progress)
+    elif engine == "refusal":
+        out = refusal.run_all(tree, expired=expired, progress=progress)
+    else:
+        from ptspec.proofs.kernel import hyp
+        out = hyp.run_all(tree, budget, expired=expired, progress=progress)
+        if out.status == "unknown" and not out.cases:
+            return Result.unknown(f"not checked: {out.detail}", seconds=time.perf_counter() - t0,
+                                  **kw)
+    kw["seconds"] = time.perf_counter() - t0
+    detail = out.detail + _note(out.findings)
+    if out.status == "refuted":
+        from ptspec.proofs.kernel.check import counterexample
+        return Result.refuted(counterexample(out.failure, tree), detail=detail,
+                              examples=out.cases, **kw)
+    if out.status == "unknown":
+        return Result.unknown(f"budget not completed (hang guard): {detail}", examples=out.cases,
+                              **kw)
+    if engine == "exhaustive":
+        return Result.proved(out.cases, detail, **kw)
+    return Result.passed(out.cases, detail, **kw)
