@@ -211,7 +211,7 @@ def run(tree, geometries, profile: str, seed: int, with_impl: str | None = None,
     for engine in engines:
         if engine == "lockstep":
             continue
-        r = E.run_engine(tree, engine, budget)
+        r = E.run_engine(tree, engine, budget, seed=seed)
         results.append(r)
         if progress:
             progress(f"{r.id}: {r.status} ({r.seconds:.1f} s) {r.detail}")

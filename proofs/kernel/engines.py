@@ -16,7 +16,7 @@ import time
 from ptspec.proofs.kernel import build, errorpaths, exhaustive, refusal
 from ptspec.proofs.runner.registry import Result
 
-ENGINES = ("lockstep", "exhaustive", "errorpaths", "refusal")
+ENGINES = ("lockstep", "exhaustive", "errorpaths", "refusal", "hyp")
 
 # engine -> (check id, statements judged, kernel functions)
 EXHAUSTIVE_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "C-INIT", "C-MAP",
@@ -31,6 +31,8 @@ CHECKS = {
     "exhaustive": ("kernel.exhaustive.4k-39", EXHAUSTIVE_IDS),
     "errorpaths": ("kernel.errorpaths.4k-39", ERROR_IDS),
     "refusal": ("kernel.refusal.4k-39", REFUSAL_IDS),
+    "hyp": ("kernel.hyp.4k-48", ["S1-TREE", "S1-BA", "S1-RC", "S1-LEAK", "C-HYP-INIT",
+                                 "C-HYP-MAP", "C-HYP-DESTROY", "C-HYP-WARN"]),
 }
 ENGINE_PAGE_SHIFT = 12
 
@@ -57,7 +59,8 @@ def _note(findings: dict) -> str:
     return f"; catalogued findings: {found}" if found else ""
 
 
-def run_engine(tree, engine: str, budget, *, expired=None, progress=None) -> Result:
+def run_engine(tree, engine: str, budget, *, seed: int = 0, expired=None,
+               progress=None) -> Result:
     """One engine on the tree's C code, judged by the spec alone."""
     cid, ids = CHECKS[engine]
     kw = dict(id=cid, engine="exhaustive" if engine == "exhaustive" else "unit", invariants=ids)
@@ -75,7 +78,7 @@ def run_engine(tree, engine: str, budget, *, expired=None, progress=None) -> Res
         out = refusal.run_all(tree, expired=expired, progress=progress)
     else:
         from ptspec.proofs.kernel import hyp
-        out = hyp.run_all(tree, budget, expired=expired, progress=progress)
+        out = hyp.run_all(tree, budget, seed=seed, expired=expired, progress=progress)
         if out.status == "unknown" and not out.cases:
             return Result.unknown(f"not checked: {out.detail}", seconds=time.perf_counter() - t0,
                                   **kw)
@@ -83,8 +86,13 @@ def run_engine(tree, engine: str, budget, *, expired=None, progress=None) -> Res
     detail = out.detail + _note(out.findings)
     if out.status == "refuted":
         from ptspec.proofs.kernel.check import counterexample
-        return Result.refuted(counterexample(out.failure, tree), detail=detail,
-                              examples=out.cases, **kw)
+        cex = counterexample(out.failure, tree)
+        if engine == "hyp":
+            from ptspec.proofs.kernel import hyp
+            ops = [e[1] for e in out.failure.trace if e[0] == "op"]
+            cex["c_test"] = hyp.c_test_body(out.failure.trace)
+            cex["kernel_function"] = hyp.HYP_CALLS.get(ops[-1] if ops else "", ("kvm_pgtable_hyp_init",))[0]
+        return Result.refuted(cex, detail=detail, examples=out.cases, **kw)
     if out.status == "unknown":
         return Result.unknown(f"budget not completed (hang guard): {detail}", examples=out.cases,
                               **kw)

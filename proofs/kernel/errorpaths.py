@@ -18,6 +18,7 @@ import time
 
 from ptspec.impl.pgtable.stage2_map import KVM_PGTABLE_S2_IDMAP
 
+from ptspec.proofs.engines import minimize
 from ptspec.proofs.kernel import replay, subject
 from ptspec.proofs.stage2.errorpaths import IDMAP_STEPS, SETUPS, TARGETS
 
@@ -46,10 +47,18 @@ def _failing_init(cls):
             return super()._call(op, args)
 
         def program(self) -> str:
-            """The C-library calls it ran (a replay through the factory would not fail init)."""
-            return self.ops_source
+            """A replay through ``failing_init`` (init fails again), ending in the judge."""
+            return minimize.program(["from ptspec.proofs.kernel.errorpaths import failing_init",
+                                     "from ptspec.proofs.kernel.tree import open_tree"],
+                                    self.make_source.replace("subject_factory(", "failing_init(", 1),
+                                    self.calls)
     FailingInit.__qualname__ = FailingInit.__name__ = "CSideHarness"
     return FailingInit
+
+
+def failing_init(tree):
+    """A C-side harness class on the tree whose init meets a failing root allocation."""
+    return _failing_init(subject.subject_factory(tree))
 
 
 def cases(tree, cls=None):
