@@ -180,18 +180,18 @@ FINDINGS = (
         "C-MAP expects in it",
         ("kvm_pgtable_stage2_map", "stage2_set_prot_attr"), lambda step: _sw_prot(step, "map")),
     KernelFinding(
-        "hyp-refcount", "S1-RC", (5, 16, 0), None,
+        "hyp-refcount", "S1-RC", (6, 1, 0), None,
         "hyp stage-1 tables count a reference per non-zero descriptor, as stage-2 tables do "
         "(hyp_map_walker takes one for each new leaf and table, kvm_pgtable_hyp_unmap drops them "
         "and frees emptied tables), while S1-RC states 5.12-5.15's rule that every hyp table "
         "page keeps its single reference; the design that came with kvm_pgtable_hyp_unmap, not "
         "a bug: the C-side hyp check (ptspec.proofs.kernel.hyp) then judges the per-descriptor "
         "rule instead, on trees that have kvm_pgtable_hyp_unmap; seen running 6.1.176, not "
-        "5.15.100 (the releases between were not run)",
+        "5.15.100 (no release between them was run, so the range starts at 6.1)",
         ("hyp_map_walker", "hyp_map_walker_try_leaf", "kvm_pgtable_hyp_unmap"),
         lambda step: step is not None and bool(step.get("hyp"))),
     KernelFinding(
-        "hyp-conflict-split", "C-HYP-MAP", (5, 16, 0), None,
+        "hyp-conflict-split", "C-HYP-MAP", (6, 1, 0), None,
         "a hyp map over a valid leaf it conflicts with (more than software bits differ): "
         "hyp_map_walker_try_leaf has already advanced data->phys past the leaf when its WARN_ON "
         "fires and returns false, so hyp_map_walker installs a new table over the valid block "
@@ -201,14 +201,14 @@ FINDINGS = (
         ("hyp_map_walker_try_leaf", "hyp_map_walker"),
         lambda step: step is not None and bool(step.get("conflict"))),
     KernelFinding(
-        "hyp-conflict-split-warn", "C-HYP-WARN", (5, 16, 0), None,
+        "hyp-conflict-split-warn", "C-HYP-WARN", (6, 1, 0), None,
         "the same conflicting hyp re-map as hyp-conflict-split: the table installed over the "
         "valid block raises kvm_set_table_pte's WARN_ON too, where C-HYP-WARN expects only the "
         "conflict's; seen running 6.1.176",
         ("kvm_set_table_pte", "hyp_map_walker"),
         lambda step: step is not None and bool(step.get("conflict"))),
     KernelFinding(
-        "hyp-split-ref", "S1-RC", (5, 16, 0), None,
+        "hyp-split-ref", "S1-RC", (6, 1, 0), None,
         "when hyp_map_walker installs a table over a valid leaf (a block split by a map inside "
         "it, or hyp-conflict-split; kvm_set_table_pte WARNs), it takes a reference for the new "
         "table and nothing drops the replaced leaf's: the table page holding it stays one above "
@@ -219,14 +219,14 @@ FINDINGS = (
         lambda step: step is not None and bool(step.get("hyp_per_descriptor"))
         and bool(step.get("after_split"))),
     KernelFinding(
-        "hyp-split-leak", "S1-LEAK", (5, 16, 0), None,
+        "hyp-split-leak", "S1-LEAK", (6, 1, 0), None,
         "after hyp-split-ref, kvm_pgtable_hyp_destroy drops 1 + the descriptors of each table "
         "page, so the page holding the extra reference stays allocated after the table is "
         "destroyed; seen running 6.1.176",
         ("kvm_pgtable_hyp_destroy", "hyp_free_walker"),
         lambda step: step is not None and bool(step.get("hyp")) and bool(step.get("after_split"))),
     KernelFinding(
-        "hyp-split-leak-destroy", "C-HYP-DESTROY", (5, 16, 0), None,
+        "hyp-split-leak-destroy", "C-HYP-DESTROY", (6, 1, 0), None,
         "hyp-split-leak as C-HYP-DESTROY sees it: the page is not returned by destroy; seen "
         "running 6.1.176",
         ("kvm_pgtable_hyp_destroy", "hyp_free_walker"),
