@@ -70,6 +70,6 @@ def _engine(engine: str):
 
 
 for _engine_name, (_cid, _ids) in E.CHECKS.items():
-    register(Obligation(_cid, "exhaustive" if _engine_name == "exhaustive" else "unit", _ids,
+    register(Obligation(_cid, E.ENGINE_KIND[_engine_name], _ids,
                         STATEMENTS[_engine_name], _engine(_engine_name),
                         kernel_functions=FUNCTIONS[_engine_name]))

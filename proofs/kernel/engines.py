@@ -35,6 +35,8 @@ CHECKS = {
                                  "C-HYP-MAP", "C-HYP-DESTROY", "C-HYP-WARN"]),
 }
 ENGINE_PAGE_SHIFT = 12
+ENGINE_KIND = {"exhaustive": "exhaustive", "errorpaths": "unit", "refusal": "unit",
+               "hyp": "hypothesis"}
 
 
 def check_id(engine: str) -> str:
@@ -63,7 +65,7 @@ def run_engine(tree, engine: str, budget, *, seed: int = 0, expired=None,
                progress=None) -> Result:
     """One engine on the tree's C code, judged by the spec alone."""
     cid, ids = CHECKS[engine]
-    kw = dict(id=cid, engine="exhaustive" if engine == "exhaustive" else "unit", invariants=ids)
+    kw = dict(id=cid, engine=ENGINE_KIND[engine], invariants=ids)
     t0 = time.perf_counter()
     try:
         build.library(ENGINE_PAGE_SHIFT, tree)
