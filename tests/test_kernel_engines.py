@@ -165,9 +165,22 @@ def test_cli_engines_option_and_json(tmp_path, capsys):
 
 
 def test_engine_shards_split_by_check_id():
-    geos, engines = check.sharded(["4k-39", "4k-48"], (1, 2), ["lockstep", "exhaustive",
-                                                               "errorpaths"])
-    geos2, engines2 = check.sharded(["4k-39", "4k-48"], (2, 2), ["lockstep", "exhaustive",
-                                                                 "errorpaths"])
+    engines = ["lockstep", "exhaustive", "errorpaths", "hyp"]
+    geos, checks = check.sharded(["4k-39", "4k-48"], (1, 2), engines)
+    geos2, checks2 = check.sharded(["4k-39", "4k-48"], (2, 2), engines)
     assert sorted(geos + geos2) == ["4k-39", "4k-48"]
-    assert sorted(e for e in engines + engines2 if e != "lockstep") == ["errorpaths", "exhaustive"]
+    assert sorted(checks + checks2) == sorted(
+        ["kernel.exhaustive.4k-39", "kernel.errorpaths.4k-39", "kernel.hyp.4k-48",
+         "kernel.hyp.16k-47", "kernel.hyp.64k-48"])
+    assert not set(checks) & set(checks2)
+    assert check.sharded(["4k-39"], None, ["exhaustive"]) == ([], ["kernel.exhaustive.4k-39"])
+
+
+def test_hyp_runs_on_every_hyp_geometry_in_check_kernel():
+    t = _tree()
+    assert E.check_ids("hyp") == ["kernel.hyp.4k-48", "kernel.hyp.16k-47", "kernel.hyp.64k-48"]
+    r = E.run_check(t, "kernel.hyp.16k-47", budgets.budget("quick"))
+    assert r.status == "passed" and r.id == "kernel.hyp.16k-47", r.detail
+    assert r.detail.startswith("16k-47:")
+    with pytest.raises(ValueError):
+        E.run_engine(t, "exhaustive", budgets.budget("quick"), geometry="16k-47")

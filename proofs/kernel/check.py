@@ -193,9 +193,10 @@ def impl_judgement(kernel_version: str, harnesses: dict) -> Result:
 
 
 def run(tree, geometries, profile: str, seed: int, with_impl: str | None = None,
-        progress=None, engines=("lockstep",)) -> list[Result]:
+        progress=None, engines=("lockstep",), checks=None) -> list[Result]:
     """The selected engines on the tree: the lock-step on each geometry, then each other engine
-    (``ptspec.proofs.kernel.engines``) once, on its own geometry."""
+    (``ptspec.proofs.kernel.engines``) on its own geometries (``checks``: their check ids; default
+    every check of the engines named)."""
     budget = budgets.budget(profile)
     results = []
     paired = {}
@@ -208,10 +209,10 @@ def run(tree, geometries, profile: str, seed: int, with_impl: str | None = None,
         results.append(r)
         if progress:
             progress(f"{r.id}: {r.status} ({r.seconds:.1f} s) {r.detail}")
-    for engine in engines:
-        if engine == "lockstep":
-            continue
-        r = E.run_engine(tree, engine, budget, seed=seed)
+    if checks is None:
+        checks = [c for e in engines if e != "lockstep" for c in E.check_ids(e)]
+    for cid in checks:
+        r = E.run_check(tree, cid, budget, seed=seed)
         results.append(r)
         if progress:
             progress(f"{r.id}: {r.status} ({r.seconds:.1f} s) {r.detail}")
@@ -304,17 +305,21 @@ def check_id(geometry: str) -> str:
     return f"kernel.lockstep.{geometry}"
 
 
+def selection_ids(geometries: list[str], engines=("lockstep",)) -> list[str]:
+    """Every check id of a run: the lock-step's per geometry, then the other engines'."""
+    return ([check_id(g) for g in geometries] if "lockstep" in engines else []) + \
+        [c for e in engines if e != "lockstep" for c in E.check_ids(e)]
+
+
 def sharded(geometries: list[str], shard: tuple[int, int] | None,
             engines=("lockstep",)) -> tuple[list[str], list[str]]:
-    """The lock-step geometries and the engines of shard (i, n), in the given order (all of them
-    without a shard); the lock-step is in the engines returned when any geometry is."""
-    geos = list(geometries) if "lockstep" in engines else []
-    others = [e for e in engines if e != "lockstep"]
-    ids = [check_id(g) for g in geos] + [E.check_id(e) for e in others]
+    """The lock-step geometries and the other engines' check ids of shard (i, n), in the given
+    order (all of them without a shard)."""
+    ids = selection_ids(geometries, engines)
     mine = set(parallel.shard_ids(ids, *shard)) if shard else set(ids)
-    geos = [g for g in geos if check_id(g) in mine]
-    others = [e for e in others if E.check_id(e) in mine]
-    return geos, (["lockstep"] if geos else []) + others
+    geos = [g for g in geometries if "lockstep" in engines and check_id(g) in mine]
+    others = [c for c in ids if c.split(".")[1] != "lockstep" and c in mine]
+    return geos, others
 
 
 def open_tree_or_reason(directory):
@@ -339,9 +344,8 @@ def main(argv=None) -> int:
         print("check-kernel: --shard and --with-impl do not combine (the comparison with impl "
               "spans every geometry); run --with-impl unsharded")
         return 2
-    selection = ([check_id(g) for g in args.geometry] if "lockstep" in args.engines else []) + \
-        [E.check_id(e) for e in args.engines if e != "lockstep"]
-    geometries, engines = sharded(args.geometry, args.shard, args.engines)
+    selection = selection_ids(args.geometry, args.engines)
+    geometries, checks = sharded(args.geometry, args.shard, args.engines)
     tree, why = open_tree_or_reason(args.tree)
     if tree is None:
         print(f"check-kernel: not checked: {why}")
@@ -351,7 +355,7 @@ def main(argv=None) -> int:
     if bad:
         print(f"check-kernel: not checked: {bad}")
         return 2
-    if not engines:
+    if not geometries and not checks:
         print(f"check-kernel: nothing checked: shard {args.shard[0]}/{args.shard[1]} is empty "
               f"({len(selection)} checks selected, fewer than the shards)")
         _write_reports(args, tree, [], selection)
@@ -365,7 +369,8 @@ def main(argv=None) -> int:
             print(f"  {ln}")
         return 2
     results = run(tree, geometries, args.profile, args.seed, args.with_impl,
-                  progress=lambda m: print(m, file=sys.stderr), engines=engines)
+                  progress=lambda m: print(m, file=sys.stderr), engines=args.engines,
+                  checks=checks)
     for r in results:
         print(format_result(r))
     for fid, n in sorted(findings_of(results).items()):

@@ -39,8 +39,27 @@ ENGINE_KIND = {"exhaustive": "exhaustive", "errorpaths": "unit", "refusal": "uni
                "hyp": "hypothesis"}
 
 
+# hyp stage 1 runs on every hyp geometry in check-kernel (ptspec verify: 4k-48 only)
+HYP_GEOMETRIES = ("4k-48", "16k-47", "64k-48")
+
+
 def check_id(engine: str) -> str:
+    """The engine's check in ptspec verify (its first geometry)."""
     return CHECKS[engine][0]
+
+
+def check_ids(engine: str) -> list[str]:
+    """Every check of the engine in check-kernel: one per geometry it runs on."""
+    if engine == "hyp":
+        return [f"kernel.hyp.{g}" for g in HYP_GEOMETRIES]
+    return [check_id(engine)]
+
+
+def run_check(tree, cid: str, budget, *, seed: int = 0, expired=None, progress=None) -> Result:
+    """The check ``kernel.<engine>.<geometry>``."""
+    _, engine, geometry = cid.split(".", 2)
+    return run_engine(tree, engine, budget, seed=seed, expired=expired, progress=progress,
+                      geometry=geometry)
 
 
 def parse_engines(text: str) -> list[str]:
@@ -62,13 +81,19 @@ def _note(findings: dict) -> str:
 
 
 def run_engine(tree, engine: str, budget, *, seed: int = 0, expired=None,
-               progress=None) -> Result:
-    """One engine on the tree's C code, judged by the spec alone."""
+               progress=None, geometry: str | None = None) -> Result:
+    """One engine on the tree's C code, judged by the spec alone (hyp: on ``geometry``, default
+    4k-48; the others run on 4k-39 only)."""
     cid, ids = CHECKS[engine]
+    if geometry is not None:
+        cid = f"kernel.{engine}.{geometry}"
+        if cid not in check_ids(engine):
+            raise ValueError(f"{engine} does not run on {geometry}")
     kw = dict(id=cid, engine=ENGINE_KIND[engine], invariants=ids)
     t0 = time.perf_counter()
+    page_shift = {"16k-47": 14, "64k-48": 16}.get(geometry, ENGINE_PAGE_SHIFT)
     try:
-        build.library(ENGINE_PAGE_SHIFT, tree)
+        build.library(page_shift, tree)
     except build.BuildError as exc:
         return Result.unknown(f"not checked: {str(exc).splitlines()[0]}", **kw)
     if engine == "exhaustive":
@@ -80,7 +105,8 @@ def run_engine(tree, engine: str, budget, *, seed: int = 0, expired=None,
         out = refusal.run_all(tree, expired=expired, progress=progress)
     else:
         from ptspec.proofs.kernel import hyp
-        out = hyp.run_all(tree, budget, seed=seed, expired=expired, progress=progress)
+        out = hyp.run_all(tree, budget, seed=seed, expired=expired, progress=progress,
+                          geometry=cid.split(".", 2)[2])
         if out.status == "unknown" and not out.cases:
             return Result.unknown(f"not checked: {out.detail}", seconds=time.perf_counter() - t0,
                                   **kw)

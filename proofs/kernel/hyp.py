@@ -44,7 +44,8 @@ from ptspec.proofs.stage2.harness import ERRNO_NAMES, fmt
 from ptspec.proofs.stage2.lockstep import StepViolation, shortest_failure
 
 GEOMETRY = "4k-48"
-HYP_SHARE = 2            # share of the profile's hypothesis runs (divisor), as s2.hyp.lockstep.4k-48
+# share of the profile's hypothesis runs (divisor) per geometry, as s2.hyp.lockstep.*
+HYP_SHARE = {"4k-48": 2, "16k-47": 8, "64k-48": 16}
 # the conflicting re-map WARN_ON: where 6.0 on keep it -> the function the spec names
 WARN_ALIASES = {"hyp_map_walker_try_leaf": "hyp_pte_needs_update"}
 
@@ -291,18 +292,22 @@ def hyp_harness(tree):
     return type("CHypHarness", (CHypHarness,), {"tree": tree, "seen": {}})
 
 
-def make_machine(tree, cls, counter: dict):
+def arena_pages(page_shift: int) -> int:
+    return 128 if page_shift == 12 else 48            # as proofs/hyp/lockstep.harness_maker
+
+
+def make_machine(tree, cls, counter: dict, geometry: str = GEOMETRY):
     """The hyp lock-step machine of proofs/hyp/lockstep.py over the C code, with unmaps where
     the tree has kvm_pgtable_hyp_unmap."""
-    base = hyp_lockstep.make_machine(GEOMETRY, counter)
-    page_shift, va_bits = hyp_lockstep.HYP_GEOMETRIES[GEOMETRY]
-    geom = hyp_lockstep.hyp_geometry(GEOMETRY)
+    base = hyp_lockstep.make_machine(geometry, counter)
+    page_shift, va_bits = hyp_lockstep.HYP_GEOMETRIES[geometry]
+    geom = hyp_lockstep.hyp_geometry(geometry)
     unmaps = has_unmap(tree)
 
     class CHypLockstep(base):
         def __init__(self):
             RuleBasedStateMachine.__init__(self)
-            self.h = cls(page_shift, va_bits, 128)
+            self.h = cls(page_shift, va_bits, arena_pages(page_shift))
             self.mapped = []
             self._check(self.h.violations)
 
@@ -325,17 +330,19 @@ def make_machine(tree, cls, counter: dict):
     return CHypLockstep
 
 
-def run_all(tree, budget, *, seed: int = 0, expired=None, progress=None) -> replay.Outcome:
-    """The hyp lock-step on the tree's C code at the profile's budget (4K / 48-bit VA)."""
+def run_all(tree, budget, *, seed: int = 0, expired=None, progress=None,
+            geometry: str = GEOMETRY) -> replay.Outcome:
+    """The hyp lock-step on the tree's C code at the profile's budget (default 4K / 48-bit VA)."""
     t0 = time.perf_counter()
+    page_shift, va_bits = hyp_lockstep.HYP_GEOMETRIES[geometry]
     try:
-        build.library(12, tree)
+        build.library(page_shift, tree)
     except build.BuildError as exc:
         return replay.Outcome("unknown", 0, 0.0, str(exc).splitlines()[0])
     cls = hyp_harness(tree)
     counter = {"steps": 0}
     runs = {"n": 0}
-    machine = make_machine(tree, cls, counter)
+    machine = make_machine(tree, cls, counter, geometry)
     base_init = machine.__init__
 
     def counting_init(self):
@@ -344,7 +351,7 @@ def run_all(tree, budget, *, seed: int = 0, expired=None, progress=None) -> repl
             progress()
         base_init(self)
     machine.__init__ = counting_init
-    examples = max(1, int(budget["hypothesis_examples"]) // HYP_SHARE)
+    examples = max(1, int(budget["hypothesis_examples"]) // HYP_SHARE[geometry])
     cfg = settings(max_examples=examples, stateful_step_count=int(budget["steps"]),
                    database=None, deadline=None, print_blob=False, report_multiple_bugs=False,
                    suppress_health_check=list(HealthCheck),
@@ -353,11 +360,11 @@ def run_all(tree, budget, *, seed: int = 0, expired=None, progress=None) -> repl
     secs = time.perf_counter() - t0
     unmap = "with kvm_pgtable_hyp_unmap" if has_unmap(tree) else "no kvm_pgtable_hyp_unmap"
     if exc is not None:
-        make = lambda: cls(12, 48, 128)          # noqa: E731
+        make = lambda: cls(page_shift, va_bits, arena_pages(page_shift))      # noqa: E731
         f = shortest_failure(exc, make, int(budget["shrink_replays"]))
         fail = replay.Failure("hyp", f.program, f.violations, f.raw_state, f.trace)
-        return replay.Outcome("refuted", counter["steps"], secs, f"{GEOMETRY}: {f.note}", fail,
+        return replay.Outcome("refuted", counter["steps"], secs, f"{geometry}: {f.note}", fail,
                               dict(cls.seen))
     return replay.Outcome("passed", counter["steps"], secs,
-                          f"{GEOMETRY}: {runs['n']} runs, {counter['steps']} operations "
+                          f"{geometry}: {runs['n']} runs, {counter['steps']} operations "
                           f"({unmap})", findings=dict(cls.seen))
