@@ -25,10 +25,7 @@ An unmap step has no contract in the spec: it is judged by the S1-* invariants o
 from __future__ import annotations
 
 import ctypes
-import functools
-import re
 import time
-from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, seed as hyp_seed, settings
 from hypothesis import strategies as st
@@ -40,6 +37,7 @@ from ptspec.spec.stage2.invariants import _rc_violations
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.hyp import lockstep as hyp_lockstep
 from ptspec.proofs.kernel import build, catalogue, cside, replay
+from ptspec.proofs.kernel.subject import functions_of, source_text
 from ptspec.proofs.stage2.harness import ERRNO_NAMES, fmt
 from ptspec.proofs.stage2.lockstep import StepViolation, shortest_failure
 
@@ -50,33 +48,13 @@ HYP_SHARE = {"4k-48": 2, "16k-47": 8, "64k-48": 16}
 WARN_ALIASES = {"hyp_map_walker_try_leaf": "hyp_pte_needs_update"}
 
 
-@functools.lru_cache(maxsize=16)
-def _source(path: str) -> str:
-    return Path(path).read_text(errors="replace")
-
-
 def has_unmap(tree) -> bool:
-    return "kvm_pgtable_hyp_unmap(" in _source(str(tree.pgtable_c))
-
-
-@functools.lru_cache(maxsize=16)
-def _functions_of(path: str) -> tuple:
-    """(first line, last line, name) of every function defined in a pgtable.c (1-based)."""
-    lines = _source(path).splitlines()
-    out, name, start = [], None, 0
-    for i, ln in enumerate(lines):
-        m = re.match(r"^[A-Za-z_][\w\s\*]*?\b(\w+)\(", ln)
-        if m and not ln.rstrip().endswith(";") and not ln.startswith("#"):
-            name, start = m.group(1), i + 1
-        elif ln.startswith("}") and name:
-            out.append((start, i + 1, name))
-            name = None
-    return tuple(out)
+    return "kvm_pgtable_hyp_unmap(" in source_text(str(tree.pgtable_c))
 
 
 def _functions(tree) -> list[tuple[range, str]]:
     """(line range, name) of every function defined in the tree's pgtable.c."""
-    return [(range(a, b + 1), n) for a, b, n in _functions_of(str(tree.pgtable_c))]
+    return [(range(a, b + 1), n) for a, b, n in functions_of(str(tree.pgtable_c))]
 
 
 class CHypPgtable:

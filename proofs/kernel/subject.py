@@ -16,6 +16,10 @@ tree without one (5.14) runs its geometries without it.
 
 from __future__ import annotations
 
+import functools
+import re
+from pathlib import Path
+
 from ptspec import spec
 
 from ptspec.proofs.kernel import catalogue
@@ -140,15 +144,39 @@ def _warn_line(v) -> int | None:
     return int(tail[1].split()[0]) if len(tail) == 2 and tail[1].split()[0].isdigit() else None
 
 
+def source_text(path: str) -> str:
+    """A tree file's text (read once per version of the file)."""
+    return _text(path, Path(path).stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _text(path: str, mtime_ns: int) -> str:
+    return Path(path).read_text(errors="replace")
+
+
+def functions_of(path: str) -> tuple:
+    """(first line, last line, name) of every function defined in a pgtable.c (1-based): a line
+    that opens a definition (not indented, not a declaration) up to its closing brace."""
+    return _functions(path, Path(path).stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _functions(path: str, mtime_ns: int) -> tuple:
+    out, name, start = [], None, 0
+    for i, ln in enumerate(_text(path, mtime_ns).splitlines()):
+        m = re.match(r"^[A-Za-z_][\w\s\*]*?\b(\w+)\(", ln)
+        if m and not ln.rstrip().endswith(";"):
+            name, start = m.group(1), i + 1
+        elif ln.startswith("}") and name:
+            out.append((start, i + 1, name))
+            name = None
+    return tuple(out)
+
+
 def function_lines(tree, name: str) -> range:
     """The line numbers (1-based) of a function's definition in the tree's pgtable.c."""
-    lines = tree.pgtable_c.read_text(errors="replace").splitlines()
-    start = next((i for i, ln in enumerate(lines) if f"{name}(" in ln
-                  and not ln.startswith((" ", "\t")) and not ln.rstrip().endswith(";")), None)
-    if start is None:
-        return range(0)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("}")), len(lines))
-    return range(start + 1, end + 2)
+    return next((range(a, b + 1) for a, b, n in functions_of(str(tree.pgtable_c)) if n == name),
+                range(0))
 
 
 def subject_factory(tree):
