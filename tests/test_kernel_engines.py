@@ -79,6 +79,7 @@ CAUGHT = [
     ("set-owner-drops-error", "errorpaths", {"C-SET-OWNER"}),
     ("init-no-enomem", "errorpaths", {"S2-TREE", "C-INIT"}),
     ("hyp-leaf-no-ref", "hyp", {"S1-RC"}),
+    ("hyp-unmap-keep-ref", "hyp", {"S1-RC"}),
 ]
 
 

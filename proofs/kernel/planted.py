@@ -177,6 +177,9 @@ C_SOURCE_BUGS = {e.id: e for e in (
     CEdit("hyp-leaf-no-ref", "a new hyp leaf in an empty entry takes no reference on its table "
           "page (6.0 on count hyp references per descriptor)", "hyp_map_walker_try_leaf",
           "get_page(ptep)", "data->mm_ops->get_page(ptep)", "(void)ptep"),
+    CEdit("hyp-unmap-keep-ref", "hyp unmap clears a leaf or an emptied table's descriptor but "
+          "keeps the reference it held on its table page", "hyp_unmap_walker", "put_page(ptep)",
+          "mm_ops->put_page(ptep)", "(void)ptep"),
     CEdit("init-no-enomem", "stage-2 init reports success when its root allocation fails",
           "__kvm_pgtable_stage2_init", "return -ENOMEM;", "return -ENOMEM;", "return 0;"),
 )}
