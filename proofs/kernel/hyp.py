@@ -317,6 +317,10 @@ def run_all(tree, budget, *, seed: int = 0, expired=None, progress=None,
         build.library(page_shift, tree)
     except build.BuildError as exc:
         return replay.Outcome("unknown", 0, 0.0, str(exc).splitlines()[0])
+    missing = [f for f in ("kvm_pgtable_hyp_init", "kvm_pgtable_hyp_map", "kvm_pgtable_hyp_destroy")
+               if f"{f}(" not in source_text(str(tree.pgtable_c))]
+    if missing:
+        return replay.Outcome("unknown", 0, 0.0, f"this pgtable.c has no {', '.join(missing)}")
     cls = hyp_harness(tree)
     counter = {"steps": 0}
     runs = {"n": 0}
