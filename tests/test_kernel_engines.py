@@ -80,6 +80,7 @@ CAUGHT = [
     ("init-no-enomem", "errorpaths", {"S2-TREE", "C-INIT"}),
     ("hyp-leaf-no-ref", "hyp", {"S1-RC"}),
     ("hyp-unmap-keep-ref", "hyp", {"S1-RC"}),
+    ("hyp-unmap-count", "hyp", {"C-HYP-UNMAP"}),
 ]
 
 
@@ -185,3 +186,28 @@ def test_hyp_runs_on_every_hyp_geometry_in_check_kernel():
     assert r.detail.startswith("16k-47:")
     with pytest.raises(ValueError):
         E.run_engine(t, "exhaustive", budgets.budget("quick"), geometry="16k-47")
+
+
+def test_c_hyp_unmap_on_6_1_and_its_overreach_finding():
+    """C-HYP-UNMAP: whole leaves from the start of the range, the bytes returned; 6.1 removes a
+    block the range starts inside (catalogued hyp-unmap-overreach); a hand-changed return value
+    breaks the statement."""
+    from ptspec import spec
+    from ptspec.proofs.kernel import hyp
+    t = _tree()
+    h = hyp.hyp_harness(t)(12, 48, 128)
+    assert h.step("map", addr=0x200000, size=0x400000, phys=0x100200000, prot=4) == (0, [])
+    pre = h.raw_state()
+    ret, found = h.step("unmap", addr=0x400000, size=0x1000)       # a page of a block: stops
+    assert (ret, found) == (0, [])
+    ret, found = h.step("unmap", addr=0x201000, size=0x200000)     # starts inside a block
+    assert ret == 0x200000 and found == [] and h.seen.get("hyp-unmap-overreach")
+    post = h.raw_state()
+    step = {"op": "unmap", "args": {"addr": 0x201000, "size": 0x200000}, "ret": 0x200000,
+            "out": {"warnings": []}}
+    assert {v.inv for v in spec.check_hyp_step(pre, step, post)} == {"C-HYP-UNMAP"}
+    ret, found = h.step("unmap", addr=0x400000, size=0x200000)     # the other block, whole
+    assert (ret, found) == (0x200000, [])
+    bad = dict(step, args={"addr": 0x400000, "size": 0x200000}, ret=0x1000)
+    assert any("returned 0x1000, expected 0x200000" in str(v)
+               for v in spec.check_hyp_step(post, bad, h.raw_state()))

@@ -232,6 +232,16 @@ FINDINGS = (
         ("kvm_pgtable_hyp_destroy", "hyp_free_walker"),
         lambda step: step is not None and bool(step.get("hyp")) and bool(step.get("after_split"))),
     KernelFinding(
+        "hyp-unmap-overreach", "C-HYP-UNMAP", (6, 1, 0), None,
+        "kvm_pgtable_hyp_unmap of a range that starts inside a valid block: hyp_unmap_walker "
+        "checks only that the rest of the range from the walk's (unaligned) address is at least "
+        "the block's size, so it removes the whole block, pages before the range included, counts "
+        "it in the bytes returned and goes on, where C-HYP-UNMAP stops at a leaf reaching outside "
+        "the range; seen running 6.1.176 (map [0x200000, +4M), unmap [0x201000, +2M): the block "
+        "[0x200000, 0x400000) goes, 0x200000 returned)",
+        ("kvm_pgtable_hyp_unmap", "hyp_unmap_walker"),
+        lambda step: step is not None and bool(step.get("starts_inside_leaf"))),
+    KernelFinding(
         "hyp-prot-sw-unknown", "C-HYP-MAP", (5, 14, 0), (5, 15, 0),
         _SW_WHY + "; here kvm_pgtable_hyp_map installs the hyp leaf without the software bits "
         "C-HYP-MAP expects in it",

@@ -19,7 +19,7 @@ things depend on the tree, read from its source, not from its version number:
 * the conflicting re-map WARN_ON sits in ``hyp_map_walker_try_leaf`` where 5.15's sits in
   ``hyp_pte_needs_update`` (the check moved): the C-HYP-WARN name of that WARN is the spec's.
 
-An unmap step has no contract in the spec: it is judged by the S1-* invariants of its state.
+An unmap step is judged by the S1-* invariants and C-HYP-UNMAP (spec/hyp/unmap.py).
 """
 
 from __future__ import annotations
@@ -55,6 +55,15 @@ def has_unmap(tree) -> bool:
 def _functions(tree) -> list[tuple[range, str]]:
     """(line range, name) of every function defined in the tree's pgtable.c."""
     return [(range(a, b + 1), n) for a, b, n in functions_of(str(tree.pgtable_c))]
+
+
+def _starts_inside_leaf(raw: dict, addr: int) -> bool:
+    """Whether the page at ``addr`` is mapped by a valid leaf that starts below it (the spec's
+    walk of the raw state)."""
+    st = spec.load_state(raw)
+    page = addr - addr % (1 << st.page_shift)
+    iv = st.walk().find(page) if st.roots else None
+    return bool(iv and iv[3] and iv[0] < page)
 
 
 class CHypPgtable:
@@ -203,6 +212,7 @@ class CHypHarness(hyp_lockstep.HypHarness):
 
     def step(self, op: str, **args):
         w0 = len(self.pgt.warnings)
+        inside = False
         if op != "unmap":
             ret, found = super().step(op, **args)
         else:
@@ -212,20 +222,25 @@ class CHypHarness(hyp_lockstep.HypHarness):
             self.lines.append(f"pgt.unmap({fmt(args['addr'])}, {fmt(args['size'])})  # -> "
                               f"{fmt(ret)}")
             self.calls.append((minimize.call("h.step", args, op), self.lines[-1]))
-            post = self._raw = self.pgt.snapshot()
-            found = spec.check_state(post)
+            pre, post = self._raw, self.pgt.snapshot()
+            self._raw = post
+            inside = _starts_inside_leaf(pre, args["addr"])
+            found = spec.check_state(post) + spec.check_hyp_step(
+                pre, {"op": op, "args": args, "ret": ret,
+                      "out": {"warnings": self.pgt.warnings[w0:]}}, post)
             self.violations.extend(found)
         new = self.pgt.warnings[w0:]
         conflict = any(w.startswith("hyp_pte_needs_update") for w in new)
         self.split = getattr(self, "split", False) or any(
             w.startswith("kvm_set_table_pte") for w in new)       # a table over a valid leaf
-        return ret, self._judge(op, args, found, conflict)
+        return ret, self._judge(op, args, found, conflict, op == "unmap" and inside)
 
-    def _judge(self, op: str, args: dict, found: list, conflict: bool) -> list:
+    def _judge(self, op: str, args: dict, found: list, conflict: bool, inside=False) -> list:
         """S1-RC by the tree's counting rule; catalogued findings set aside."""
         before = len(self.violations) - len(found)
         pending = [(v, {"op": op, "args": args, "hyp": True, "conflict": conflict,
-                        "after_split": self.split}) for v in found]
+                        "after_split": self.split, "starts_inside_leaf": inside})
+                   for v in found]
         if self.refcounted:
             step = {"op": op, "hyp_per_descriptor": True, "after_split": self.split}
             pending += [(spec.Violation(v.inv, f"{v.message} (this tree counts hyp references "
@@ -290,7 +305,8 @@ def make_machine(tree, cls, counter: dict, geometry: str = GEOMETRY):
             self._check(self.h.violations)
 
         @precondition(lambda self: unmaps and self.mapped and not self.h.destroyed)
-        @rule(i=st.integers(0, 7), part=st.sampled_from(["all", "first-page", "inner", "more"]))
+        @rule(i=st.integers(0, 7), part=st.sampled_from(["all", "first-page", "inner", "more",
+                                                         "shifted"]))
         def unmap(self, i, part):
             a, s, _, _ = self.mapped[-1 - i % len(self.mapped)]
             page = geom.gran.page_size
@@ -300,6 +316,8 @@ def make_machine(tree, cls, counter: dict, geometry: str = GEOMETRY):
                 a, s = a + page, max(page, s - 2 * page)
             elif part == "more":
                 a, s = a - page, s + 2 * page
+            elif part == "shifted":                  # as long, one page later
+                a += page
             counter["steps"] += 1
             _, found = self.h.step("unmap", addr=a % (1 << 64), size=s % (1 << 64))
             self._check(found)

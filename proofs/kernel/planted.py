@@ -180,6 +180,9 @@ C_SOURCE_BUGS = {e.id: e for e in (
     CEdit("hyp-unmap-keep-ref", "hyp unmap clears a leaf or an emptied table's descriptor but "
           "keeps the reference it held on its table page", "hyp_unmap_walker", "put_page(ptep)",
           "mm_ops->put_page(ptep)", "(void)ptep"),
+    CEdit("hyp-unmap-count", "hyp unmap removes leaves but does not count them in the bytes it "
+          "returns", "hyp_unmap_walker", "unmapped += granule", "data->unmapped += granule",
+          "(void)granule"),
     CEdit("init-no-enomem", "stage-2 init reports success when its root allocation fails",
           "__kvm_pgtable_stage2_init", "return -ENOMEM;", "return -ENOMEM;", "return 0;"),
 )}

@@ -103,7 +103,8 @@ CONTRACT_IDS = tuple(OP_CONTRACT_ID.values()) + ("C-CMO",)
 CHECKS = dict(INVARIANTS)
 CHECKS.update({OP_CONTRACT_ID[op]: fn for op, fn in CONTRACTS.items()})
 CHECKS["C-CMO"] = _two_states(check_cmo)
-HYP_CONTRACT_IDS = {"init": "C-HYP-INIT", "map": "C-HYP-MAP", "destroy": "C-HYP-DESTROY"}
+HYP_CONTRACT_IDS = {"init": "C-HYP-INIT", "map": "C-HYP-MAP", "destroy": "C-HYP-DESTROY",
+                    "unmap": "C-HYP-UNMAP"}
 CHECKS.update({HYP_CONTRACT_IDS[op]: fn for op, fn in HYP_CONTRACTS.items()})
 CHECKS["C-HYP-WARN"] = _two_states(contract_hyp_warn)
 
