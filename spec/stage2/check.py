@@ -142,8 +142,8 @@ def check_state(state):
 
 
 def check_hyp_step(pre, step, post):
-    """The contract of one hyp stage-1 operation (init, map, destroy) and its WARNs (C-HYP-WARN,
-    when the step record carries out.warnings): a list of Violations."""
+    """The contract of one hyp stage-1 operation (init, map, unmap, destroy) and its WARNs
+    (C-HYP-WARN, when the step record carries out.warnings): a list of Violations."""
     pre, post, step = load_state(pre), load_state(post), load_step(step)
     for name, st in (("pre", pre), ("post", post)):
         if st.kind != "arm64-hyp-s1":
