@@ -1,11 +1,12 @@
-"""Spec-judged kernel obligations beside the lock-step: the other C-side engines on the cached source.
+"""Spec-judged kernel obligations beside the lock-step: the other C-side engines, cached source.
 
 ``kernel.exhaustive.4k-39`` (bounded exhaustive exploration), ``kernel.errorpaths.4k-39``
 (allocation failure at every allocation point), ``kernel.refusal.4k-39`` (bad arguments) and
 ``kernel.hyp.4k-48`` (hyp stage 1) run ``ptspec.proofs.kernel.engines`` on the cached Debian
 source, as ``check-kernel --engines`` does on any tree, at a smaller budget (``verify_budget``:
-exploration one operation shallower, a quarter of the hyp runs; check-kernel runs the profile's). Without the cached source, with a tree of
-another shape or without a C compiler they are "unknown" (never passed) with the reason.
+exploration one operation shallower, a quarter of the hyp runs; check-kernel runs the profile's).
+Without the cached source, with a tree of another shape or without a C compiler they are
+"unknown" (never passed) with the reason.
 """
 
 from __future__ import annotations

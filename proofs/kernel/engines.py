@@ -119,7 +119,8 @@ def run_engine(tree, engine: str, budget, *, seed: int = 0, expired=None,
             from ptspec.proofs.kernel import hyp
             ops = [e[1] for e in out.failure.trace if e[0] == "op"]
             cex["c_test"] = hyp.c_test_body(out.failure.trace)
-            cex["kernel_function"] = hyp.HYP_CALLS.get(ops[-1] if ops else "", ("kvm_pgtable_hyp_init",))[0]
+            cex["kernel_function"] = hyp.HYP_CALLS.get(ops[-1] if ops else "",
+                                                       ("kvm_pgtable_hyp_init",))[0]
         return Result.refuted(cex, detail=detail, examples=out.cases, **kw)
     if out.status == "unknown":
         return Result.unknown(f"budget not completed (hang guard): {detail}", examples=out.cases,

@@ -50,7 +50,8 @@ def _failing_init(cls):
             """A replay through ``failing_init`` (init fails again), ending in the judge."""
             return minimize.program(["from ptspec.proofs.kernel.errorpaths import failing_init",
                                      "from ptspec.proofs.kernel.tree import open_tree"],
-                                    self.make_source.replace("subject_factory(", "failing_init(", 1),
+                                    self.make_source.replace("subject_factory(",
+                                                             "failing_init(", 1),
                                     self.calls)
     FailingInit.__qualname__ = FailingInit.__name__ = "CSideHarness"
     return FailingInit

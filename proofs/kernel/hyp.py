@@ -67,7 +67,7 @@ def _starts_inside_leaf(raw: dict, addr: int) -> bool:
 
 
 class CHypPgtable:
-    """The tree's hyp stage-1 code on the shim's hyp table; API and raw state as impl's HypPgtable."""
+    """The tree's hyp stage-1 code on the shim's hyp table (API and raw state as HypPgtable's)."""
 
     def __init__(self, tree, page_shift: int = 12, va_bits: int = 48, npages: int = 128):
         self.tree = tree

@@ -32,13 +32,14 @@ def removed_leaves(pre, A, E):
 
 
 def _leaves(state):
-    return {(iv[START], iv[LEVEL]): iv[DESC] for iv in state.walk().overlapping(0, 1 << state.ia_bits)
+    top = 1 << state.ia_bits
+    return {(iv[START], iv[LEVEL]): iv[DESC] for iv in state.walk().overlapping(0, top)
             if iv[DESC]}
 
 
 @statement("C-HYP-UNMAP", constrains=("kvm_pgtable_hyp_unmap", "hyp_unmap_walker"))
 def contract_hyp_unmap(pre, step, post):
-    """C-HYP-UNMAP: kvm_pgtable_hyp_unmap removes the whole leaves of [A, E) from its start, and only those.
+    """C-HYP-UNMAP: kvm_pgtable_hyp_unmap removes the whole leaves at the start of the range, only.
 
     Statement (R = [A, E) the walked range): from A upwards, every valid leaf that lies entirely
     inside R is removed, up to the first page that is not mapped or is mapped by a leaf reaching
