@@ -211,3 +211,15 @@ def test_c_hyp_unmap_on_6_1_and_its_overreach_finding():
     bad = dict(step, args={"addr": 0x400000, "size": 0x200000}, ret=0x1000)
     assert any("returned 0x1000, expected 0x200000" in str(v)
                for v in spec.check_hyp_step(post, bad, h.raw_state()))
+
+
+def test_a_runtime_without_the_engines_entry_points_is_not_checked(monkeypatch):
+    """A tree built with another shim runtime (one without kdiff_nr_allocs): unknown, one line,
+    never a traceback or a pass."""
+    t = _tree()
+
+    def missing(h):
+        raise AttributeError("/x/pgtable.so: undefined symbol: kdiff_nr_allocs")
+    monkeypatch.setattr(replay, "allocations", missing)
+    r = E.run_engine(t, "errorpaths", budgets.budget("quick"))
+    assert r.status == "unknown" and "lacks kdiff_nr_allocs" in r.detail
