@@ -358,6 +358,7 @@ def test_cli_exit_1_on_a_violation_with_json_and_junit(tmp_path, capsys):
     bad = planted.scratch_tree("unmap-busy-table", t, tmp_path / "tree")
     js, ju = tmp_path / "r.json", tmp_path / "r.xml"
     code = ptspec_main(["check-kernel", "--tree", str(bad.root), "--geometry", "4k-39",
+                        "--engines", "lockstep",
                         "--profile", "quick", "--json", str(js), "--junit", str(ju)])
     out = capsys.readouterr().out
     assert code == 1, out

@@ -191,6 +191,74 @@ FINDINGS = (
         _SW_WHY + "; here kvm_pgtable_stage2_map installs the leaf without the software bits "
         "C-MAP expects in it",
         ("kvm_pgtable_stage2_map", "stage2_set_prot_attr"), lambda step: _sw_prot(step, "map")),
+    KernelFinding(
+        "hyp-refcount", "S1-RC", (6, 1, 0), None,
+        "hyp stage-1 tables count a reference per non-zero descriptor, as stage-2 tables do "
+        "(hyp_map_walker takes one for each new leaf and table, kvm_pgtable_hyp_unmap drops them "
+        "and frees emptied tables), while S1-RC states 5.12-5.15's rule that every hyp table "
+        "page keeps its single reference; the design that came with kvm_pgtable_hyp_unmap, not "
+        "a bug: the C-side hyp check (ptspec.proofs.kernel.hyp) then judges the per-descriptor "
+        "rule instead, on trees that have kvm_pgtable_hyp_unmap; seen running 6.1.176, not "
+        "5.15.100 (no release between them was run, so the range starts at 6.1)",
+        ("hyp_map_walker", "hyp_map_walker_try_leaf", "kvm_pgtable_hyp_unmap"),
+        lambda step: step is not None and bool(step.get("hyp"))),
+    KernelFinding(
+        "hyp-conflict-split", "C-HYP-MAP", (6, 1, 0), None,
+        "a hyp map over a valid leaf it conflicts with (more than software bits differ): "
+        "hyp_map_walker_try_leaf has already advanced data->phys past the leaf when its WARN_ON "
+        "fires and returns false, so hyp_map_walker installs a new table over the valid block "
+        "and the walk maps the range's pages one block-size too high in the output space; 5.15 "
+        "leaves the entry as it was after the WARN, as C-HYP-MAP states; a caller's misuse "
+        "behind a WARN, but the wrong output addresses are real; seen running 6.1.176",
+        ("hyp_map_walker_try_leaf", "hyp_map_walker"),
+        lambda step: step is not None and bool(step.get("conflict"))),
+    KernelFinding(
+        "hyp-conflict-split-warn", "C-HYP-WARN", (6, 1, 0), None,
+        "the same conflicting hyp re-map as hyp-conflict-split: the table installed over the "
+        "valid block raises kvm_set_table_pte's WARN_ON too, where C-HYP-WARN expects only the "
+        "conflict's; seen running 6.1.176",
+        ("kvm_set_table_pte", "hyp_map_walker"),
+        lambda step: step is not None and bool(step.get("conflict"))),
+    KernelFinding(
+        "hyp-split-ref", "S1-RC", (6, 1, 0), None,
+        "when hyp_map_walker installs a table over a valid leaf (a block split by a map inside "
+        "it, or hyp-conflict-split; kvm_set_table_pte WARNs), it takes a reference for the new "
+        "table and nothing drops the replaced leaf's: the table page holding it stays one above "
+        "1 + its descriptors for the rest of the run, so kvm_pgtable_hyp_unmap can never free "
+        "it; counted on every later step of such a run; seen running 6.1.176 (5.15 counts no "
+        "references here)",
+        ("hyp_map_walker", "kvm_set_table_pte", "kvm_pgtable_hyp_unmap"),
+        lambda step: step is not None and bool(step.get("hyp_per_descriptor"))
+        and bool(step.get("after_split"))),
+    KernelFinding(
+        "hyp-split-leak", "S1-LEAK", (6, 1, 0), None,
+        "after hyp-split-ref, kvm_pgtable_hyp_destroy drops 1 + the descriptors of each table "
+        "page, so the page holding the extra reference stays allocated after the table is "
+        "destroyed; seen running 6.1.176",
+        ("kvm_pgtable_hyp_destroy", "hyp_free_walker"),
+        lambda step: step is not None and bool(step.get("hyp")) and bool(step.get("after_split"))),
+    KernelFinding(
+        "hyp-split-leak-destroy", "C-HYP-DESTROY", (6, 1, 0), None,
+        "hyp-split-leak as C-HYP-DESTROY sees it: the page is not returned by destroy; seen "
+        "running 6.1.176",
+        ("kvm_pgtable_hyp_destroy", "hyp_free_walker"),
+        lambda step: step is not None and bool(step.get("hyp")) and bool(step.get("after_split"))),
+    KernelFinding(
+        "hyp-unmap-overreach", "C-HYP-UNMAP", (6, 1, 0), None,
+        "kvm_pgtable_hyp_unmap of a range that starts inside a valid block: hyp_unmap_walker "
+        "checks only that the rest of the range from the walk's (unaligned) address is at least "
+        "the block's size, so it removes the whole block, pages before the range included, counts "
+        "it in the bytes returned and goes on, where C-HYP-UNMAP stops at a leaf reaching outside "
+        "the range; seen running 6.1.176 (map [0x200000, +4M), unmap [0x201000, +2M): the block "
+        "[0x200000, 0x400000) goes, 0x200000 returned)",
+        ("kvm_pgtable_hyp_unmap", "hyp_unmap_walker"),
+        lambda step: step is not None and bool(step.get("starts_inside_leaf"))),
+    KernelFinding(
+        "hyp-prot-sw-unknown", "C-HYP-MAP", (5, 14, 0), (5, 15, 0),
+        _SW_WHY + "; here kvm_pgtable_hyp_map installs the hyp leaf without the software bits "
+        "C-HYP-MAP expects in it",
+        ("kvm_pgtable_hyp_map", "hyp_set_prot_attr"),
+        lambda step: bool(step and step.get("hyp")) and _sw_prot(step, "map")),
 )
 
 

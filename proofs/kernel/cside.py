@@ -159,6 +159,8 @@ class CPgtable:
             raise ValueError("stage-2 table is already initialised")
         ret = lib.kdiff_init(self.ia_bits, self.flags, int(self.force_pte_all))
         self.start_level = lib.kdiff_start_level()
+        if ret != 0:    # no root: pgt->start_level was never set; the one VTCR_EL2.SL0 gave init
+            self.start_level = (2 if self.page_shift == 12 else 3) - ((lib.kdiff_vtcr() >> 6) & 3)
         shift = (self.page_shift - 3) * (4 - ((self.start_level - 1) & 0xFFFFFFFF)) + 3
         self.pgd_pages = ((((1 << self.ia_bits) - 1) >> (shift & 0xFFFFFFFFFFFFFFFF)) + 1)
         if ret == 0:
@@ -315,6 +317,7 @@ class CPgtable:
             "start_level": self.start_level if self.start_level is not None else 0,
             "pa_bits": self.pa_bits, "owner_field": list(self.owner_field),
             "max_owner_id": self.max_owner_id, "has_fwb": self.has_fwb(), "cmo": self.cmo,
+            "idmap": bool(self.flags & 2),                           # KVM_PGTABLE_S2_IDMAP
             "roots": self.roots(), "pages": {pa: self.page_words(pa) for pa in used},
             "refcount": self.refcounts(used), "memcache": sorted(self.mc.objects),
             "free_pages": self.free_pages(), "pool_errors": list(self.errors),

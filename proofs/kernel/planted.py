@@ -165,6 +165,33 @@ C_SOURCE_BUGS = {e.id: e for e in (
     CEdit("owner-id-bound", "set_owner accepts one owner id past KVM_MAX_OWNER_ID",
           "kvm_pgtable_stage2_set_owner", "KVM_MAX_OWNER_ID", "KVM_MAX_OWNER_ID",
           "KVM_MAX_OWNER_ID + 1"),
+    # own bugs for the C-side engines (tests/test_kernel_engines.py)
+    CEdit("unmap-table-leak", "unmap clears a table descriptor whose table it empties but never "
+          "drops the table page's last reference: the page stays allocated, out of the tree",
+          "stage2_unmap_walker", "put_page(childp)", "mm_ops->put_page(childp)", "(void)childp"),
+    CEdit("attr-mask-lo", "the attribute update keeps only the upper attributes of its set/clear "
+          "masks: mkyoung, wrprotect and relax_perms lose AF and S2AP (bits 11:2)",
+          "stage2_update_leaf_attrs", "attr_mask =", "KVM_PTE_LEAF_ATTR_LO | ", ""),
+    CEdit("unmap-no-cmo", "unmap never cleans the data cache of a cacheable leaf it removes on a "
+          "CPU without FWB", "stage2_unmap_walker", "need_flush = !", "!stage2_has_fwb(pgt)",
+          "false"),
+    CEdit("force-pte-level", "forcing pages stops one level early: a 2M block is still allowed "
+          "where pages are forced (set_owner, force_pte_cb)", "stage2_leaf_mapping_allowed",
+          "force_pte", "KVM_PGTABLE_MAX_LEVELS - 1", "KVM_PGTABLE_MAX_LEVELS - 2"),
+    CEdit("set-owner-drops-error", "set_owner returns 0 whatever the walk returned (an "
+          "allocation failure part way is reported as success)", "kvm_pgtable_stage2_set_owner",
+          "return ret;", "return ret;", "return 0;"),
+    CEdit("hyp-leaf-no-ref", "a new hyp leaf in an empty entry takes no reference on its table "
+          "page (6.0 on count hyp references per descriptor)", "hyp_map_walker_try_leaf",
+          "get_page(ptep)", "data->mm_ops->get_page(ptep)", "(void)ptep"),
+    CEdit("hyp-unmap-keep-ref", "hyp unmap clears a leaf or an emptied table's descriptor but "
+          "keeps the reference it held on its table page", "hyp_unmap_walker", "put_page(ptep)",
+          "mm_ops->put_page(ptep)", "(void)ptep"),
+    CEdit("hyp-unmap-count", "hyp unmap removes leaves but does not count them in the bytes it "
+          "returns", "hyp_unmap_walker", "unmapped += granule", "data->unmapped += granule",
+          "(void)granule"),
+    CEdit("init-no-enomem", "stage-2 init reports success when its root allocation fails",
+          "__kvm_pgtable_stage2_init", "return -ENOMEM;", "return -ENOMEM;", "return 0;"),
 )}
 
 

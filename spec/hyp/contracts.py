@@ -247,4 +247,7 @@ def contract_hyp_destroy(pre, step, post):
     return rep.result()
 
 
-HYP_CONTRACTS = {"init": contract_hyp_init, "map": contract_hyp_map, "destroy": contract_hyp_destroy}
+from ptspec.spec.hyp.unmap import contract_hyp_unmap  # noqa: E402  (6.0 on: kvm_pgtable_hyp_unmap)
+
+HYP_CONTRACTS = {"init": contract_hyp_init, "map": contract_hyp_map,
+                 "destroy": contract_hyp_destroy, "unmap": contract_hyp_unmap}

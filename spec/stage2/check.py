@@ -106,7 +106,8 @@ CONTRACT_IDS = tuple(OP_CONTRACT_ID.values()) + ("C-CMO",)
 CHECKS = dict(INVARIANTS)
 CHECKS.update({OP_CONTRACT_ID[op]: fn for op, fn in CONTRACTS.items()})
 CHECKS["C-CMO"] = _two_states(check_cmo)
-HYP_CONTRACT_IDS = {"init": "C-HYP-INIT", "map": "C-HYP-MAP", "destroy": "C-HYP-DESTROY"}
+HYP_CONTRACT_IDS = {"init": "C-HYP-INIT", "map": "C-HYP-MAP", "destroy": "C-HYP-DESTROY",
+                    "unmap": "C-HYP-UNMAP"}
 CHECKS.update({HYP_CONTRACT_IDS[op]: fn for op, fn in HYP_CONTRACTS.items()})
 CHECKS["C-HYP-WARN"] = _two_states(contract_hyp_warn)
 
@@ -145,8 +146,8 @@ def check_state(state):
 
 
 def check_hyp_step(pre, step, post):
-    """The contract of one hyp stage-1 operation (init, map, destroy) and its WARNs (C-HYP-WARN,
-    when the step record carries out.warnings): a list of Violations."""
+    """The contract of one hyp stage-1 operation (init, map, unmap, destroy) and its WARNs
+    (C-HYP-WARN, when the step record carries out.warnings): a list of Violations."""
     pre, post, step = load_state(pre), load_state(post), load_step(step)
     for name, st in (("pre", pre), ("post", post)):
         if st.kind != "arm64-hyp-s1":

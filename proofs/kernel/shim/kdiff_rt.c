@@ -431,3 +431,24 @@ void dcache_clean_inval_poc(unsigned long start, unsigned long end)
 {
 	log_event(EV_DCACHE, kdiff_virt_to_phys((void *)start), end - start);
 }
+
+/*
+ * -- additions for the C-side engines (proofs/kernel/replay.py, errorpaths.py, hyp.py) ----------
+ * Allocation calls counted since the last kdiff_fail_clear (the error-path engine counts a call's
+ * allocations, then fails each in turn), and one hyp stage-1 table (EL2's own) over the same arena
+ * and mm_ops: kvm_pgtable_hyp_init/map/destroy (and kvm_pgtable_hyp_unmap where the tree has it)
+ * are called on it directly.
+ */
+u64 kdiff_nr_allocs(void) { return nr_allocs; }
+
+static struct kvm_pgtable kdiff_hyp_pgt;
+
+int kdiff_hyp_init(u32 va_bits)
+{
+	memset(&kdiff_hyp_pgt, 0, sizeof(kdiff_hyp_pgt));
+	return kvm_pgtable_hyp_init(&kdiff_hyp_pgt, va_bits, &kdiff_mm_ops);
+}
+
+struct kvm_pgtable *kdiff_hyp_pgtable(void) { return &kdiff_hyp_pgt; }
+u32 kdiff_hyp_start_level(void) { return kdiff_hyp_pgt.start_level; }
+u64 kdiff_hyp_pgd_pa(void) { return kdiff_hyp_pgt.pgd ? kdiff_virt_to_phys(kdiff_hyp_pgt.pgd) : 0; }

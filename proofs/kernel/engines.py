@@ -1,0 +1,141 @@
+"""The C-side engines besides the lock-step, as check results: what ``check-kernel --engines`` runs.
+
+Each engine judges the tree's own ``pgtable.c`` by the spec alone and gives one result with its own
+id: ``kernel.exhaustive.4k-39`` (bounded exhaustive exploration, ``exhaustive.py``),
+``kernel.errorpaths.4k-39`` (allocation failure at every allocation point, ``errorpaths.py``),
+``kernel.refusal.4k-39`` (bad arguments, ``refusal.py``) and ``kernel.hyp.4k-48`` (hyp stage 1,
+``hyp.py``). Catalogued findings of the tree's version are set aside and named in the detail, as
+for the lock-step (``check.findings_of`` reads them from there); anything else refutes, with the
+counterexample of ``check.counterexample``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ptspec.proofs.kernel import build, errorpaths, exhaustive, refusal
+from ptspec.proofs.runner.registry import Result
+
+ENGINES = ("lockstep", "exhaustive", "errorpaths", "refusal", "hyp")
+
+# engine -> (check id, statements judged, kernel functions)
+EXHAUSTIVE_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "C-INIT", "C-MAP",
+                  "C-SET-OWNER", "C-UNMAP", "C-WRPROTECT", "C-MKYOUNG", "C-MKOLD", "C-IS-YOUNG",
+                  "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF", "C-CMO", "KERNEL-WARN"]
+ERROR_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "C-INIT", "C-MAP",
+             "C-SET-OWNER", "KERNEL-WARN"]
+REFUSAL_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "C-MAP", "C-SET-OWNER",
+               "C-UNMAP", "C-WRPROTECT", "C-MKYOUNG", "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF",
+               "C-ARGS", "KERNEL-WARN"]
+CHECKS = {
+    "exhaustive": ("kernel.exhaustive.4k-39", EXHAUSTIVE_IDS),
+    "errorpaths": ("kernel.errorpaths.4k-39", ERROR_IDS),
+    "refusal": ("kernel.refusal.4k-39", REFUSAL_IDS),
+    "hyp": ("kernel.hyp.4k-48", ["S1-TREE", "S1-BA", "S1-RC", "S1-LEAK", "C-HYP-INIT",
+                                 "C-HYP-MAP", "C-HYP-UNMAP", "C-HYP-DESTROY", "C-HYP-WARN"]),
+}
+ENGINE_PAGE_SHIFT = 12
+ENGINE_KIND = {"exhaustive": "exhaustive", "errorpaths": "unit", "refusal": "unit",
+               "hyp": "hypothesis"}
+
+
+# hyp stage 1 runs on every hyp geometry in check-kernel (ptspec verify: 4k-48 only)
+HYP_GEOMETRIES = ("4k-48", "16k-47", "64k-48")
+
+
+def check_id(engine: str) -> str:
+    """The engine's check in ptspec verify (its first geometry)."""
+    return CHECKS[engine][0]
+
+
+def check_ids(engine: str) -> list[str]:
+    """Every check of the engine in check-kernel: one per geometry it runs on."""
+    if engine == "hyp":
+        return [f"kernel.hyp.{g}" for g in HYP_GEOMETRIES]
+    return [check_id(engine)]
+
+
+def run_check(tree, cid: str, budget, *, seed: int = 0, expired=None, progress=None) -> Result:
+    """The check ``kernel.<engine>.<geometry>``."""
+    _, engine, geometry = cid.split(".", 2)
+    return run_engine(tree, engine, budget, seed=seed, expired=expired, progress=progress,
+                      geometry=geometry)
+
+
+def _run(tree, engine: str, cid: str, budget, seed: int, expired, progress):
+    """The engine's outcome (a ``replay.Outcome``)."""
+    if engine == "exhaustive":
+        return exhaustive.explore(tree, int(budget["exhaustive_depth"]), expired=expired,
+                                  progress=progress)
+    if engine == "errorpaths":
+        return errorpaths.run_all(tree, expired=expired, progress=progress)
+    if engine == "refusal":
+        return refusal.run_all(tree, expired=expired, progress=progress)
+    from ptspec.proofs.kernel import hyp
+    return hyp.run_all(tree, budget, seed=seed, expired=expired, progress=progress,
+                       geometry=cid.split(".", 2)[2])
+
+
+def parse_engines(text: str) -> list[str]:
+    """'all' or a comma list of ENGINES; ValueError naming the unknown ones."""
+    if text == "all":
+        return list(ENGINES)
+    names = [e.strip() for e in text.split(",") if e.strip()]
+    bad = [e for e in names if e not in ENGINES]
+    if bad or not names:
+        raise ValueError(f"unknown engine {', '.join(bad) or '(none)'}; choose from "
+                         f"{', '.join(ENGINES)} or 'all'")
+    return names
+
+
+def _note(findings: dict) -> str:
+    from ptspec.proofs.kernel.check import catalogue_versions
+    found = ", ".join(f"{k} x{n} ({catalogue_versions(k)})" for k, n in sorted(findings.items()))
+    return f"; catalogued findings: {found}" if found else ""
+
+
+def run_engine(tree, engine: str, budget, *, seed: int = 0, expired=None,
+               progress=None, geometry: str | None = None) -> Result:
+    """One engine on the tree's C code, judged by the spec alone (hyp: on ``geometry``, default
+    4k-48; the others run on 4k-39 only)."""
+    cid, ids = CHECKS[engine]
+    if geometry is not None:
+        cid = f"kernel.{engine}.{geometry}"
+        if cid not in check_ids(engine):
+            raise ValueError(f"{engine} does not run on {geometry}")
+    kw = dict(id=cid, engine=ENGINE_KIND[engine], invariants=ids)
+    t0 = time.perf_counter()
+    page_shift = {"16k-47": 14, "64k-48": 16}.get(geometry, ENGINE_PAGE_SHIFT)
+    try:
+        build.library(page_shift, tree)
+    except build.BuildError as exc:
+        return Result.unknown(f"not checked: {str(exc).splitlines()[0]}", **kw)
+    try:
+        out = _run(tree, engine, cid, budget, seed, expired, progress)
+    except AttributeError as exc:            # a shim runtime without the engines' entry points
+        if "undefined symbol" not in str(exc):
+            raise
+        return Result.unknown(f"not checked: the shim runtime this tree builds with lacks "
+                              f"{str(exc).rsplit(':', 1)[-1].strip()} (kdiff_rt.c's additions "
+                              "for the engines)", seconds=time.perf_counter() - t0, **kw)
+    if out.status == "unknown" and not out.cases:
+        return Result.unknown(f"not checked: {out.detail}", seconds=time.perf_counter() - t0,
+                              **kw)
+    kw["seconds"] = time.perf_counter() - t0
+    detail = out.detail + _note(out.findings)
+    if out.status == "refuted":
+        from ptspec.proofs.kernel.check import counterexample
+        cex = counterexample(out.failure, tree)
+        if engine == "hyp":
+            from ptspec.proofs.kernel import hyp
+            ops = [e[1] for e in out.failure.trace if e[0] == "op"]
+            cex["c_test"] = hyp.c_test_body(out.failure.trace)
+            cex["kernel_function"] = hyp.HYP_CALLS.get(ops[-1] if ops else "",
+                                                       ("kvm_pgtable_hyp_init",))[0]
+        return Result.refuted(cex, detail=detail, examples=out.cases, **kw)
+    if out.status == "unknown":
+        return Result.unknown(f"budget not completed (hang guard): {detail}", examples=out.cases,
+                              **kw)
+    if engine == "exhaustive":
+        return Result.proved(out.cases, detail, **kw)
+    return Result.passed(out.cases, detail, **kw)

@@ -1,0 +1,111 @@
+"""Allocation failure at every allocation point of the kernel's C ``pgtable.c``.
+
+The scenarios of impl's ``proofs/stage2/errorpaths.py`` (setups leaving blocks, pages, owner
+annotations and a 1G block behind; target maps and set_owners that need new tables, straddle
+blocks or cover whole ones), run on the C code. For each target the call is first run once,
+unjudged, to count the allocation calls it makes (the shim's allocator counts them); then, from a
+freshly replayed setup, once per allocation point k with exactly the k-th allocation failing
+(the shim's ``kdiff_fail_at``). Each failing call is judged by the spec like any other step: every
+invariant of the state it leaves (nothing leaked, refcounts exact, no half-built table), S2-BBM,
+and the operation's contract on failure (its failure rule: part of the range may be done, nothing
+outside it changes, the error returned is -ENOMEM). Initialising the table with the root
+allocation failing, and the identity-mapped table's steps, are judged the same way.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ptspec.impl.pgtable.stage2_map import KVM_PGTABLE_S2_IDMAP
+
+from ptspec.proofs.engines import minimize
+from ptspec.proofs.kernel import replay, subject
+from ptspec.proofs.stage2.errorpaths import IDMAP_STEPS, SETUPS, TARGETS
+
+
+def setup_ops(name: str) -> list:
+    return [("op", op, dict(args)) for op, args in SETUPS[name]]
+
+
+def count_allocations(tree, cls, setup: list, op: str, args: dict) -> int:
+    """Allocation calls ``op`` makes from the state ``setup`` leaves (run once, unjudged)."""
+    h = replay.harness(tree, cls=cls)
+    replay.run(h, setup, judge_from=len(setup))
+    h.pgt.fail_at([])                       # clears the count and the fault list
+    h.check = False
+    h.step(op, **args)
+    return replay.allocations(h)
+
+
+def _failing_init(cls):
+    """A harness class whose init meets a failing root allocation."""
+    class FailingInit(cls):
+        def _call(self, op, args):
+            if op == "init":
+                self.pgt.fail_at([0])
+                self.lines.append("pgt.fail_at([0])")
+            return super()._call(op, args)
+
+        def program(self) -> str:
+            """A replay through ``failing_init`` (init fails again), ending in the judge."""
+            return minimize.program(["from ptspec.proofs.kernel.errorpaths import failing_init",
+                                     "from ptspec.proofs.kernel.tree import open_tree"],
+                                    self.make_source.replace("subject_factory(",
+                                                             "failing_init(", 1),
+                                    self.calls)
+    FailingInit.__qualname__ = FailingInit.__name__ = "CSideHarness"
+    return FailingInit
+
+
+def failing_init(tree):
+    """A C-side harness class on the tree whose init meets a failing root allocation."""
+    return _failing_init(subject.subject_factory(tree))
+
+
+def cases(tree, cls=None):
+    """Yields (label, harness, violations) for every case, each judged by the spec."""
+    cls = cls or subject.subject_factory(tree)
+    h = replay.harness(tree, cls=_failing_init(cls))
+    yield "init with the root allocation failing", h, list(h.violations)
+    for i in range(len(IDMAP_STEPS)):
+        h = replay.harness(tree, cls=cls, flags=KVM_PGTABLE_S2_IDMAP)
+        ops = [("op", op, dict(args)) for op, args in IDMAP_STEPS[:i + 1]]
+        found, _ = replay.run(h, ops)
+        yield f"identity map: {IDMAP_STEPS[i][0]}({IDMAP_STEPS[i][1]})", h, found
+    for name in SETUPS:
+        setup = setup_ops(name)
+        base = replay.harness(tree, cls=cls)
+        found, _ = replay.run(base, setup)
+        if found or base.violations:
+            yield f"setup {name}", base, found or list(base.violations)
+            continue
+        for op, args in TARGETS:
+            n = count_allocations(tree, cls, setup, op, args)
+            for k in range(n):
+                h = replay.harness(tree, cls=cls)
+                found, _ = replay.run(h, setup + [("fail", k), ("op", op, dict(args))],
+                                      judge_from=len(setup))
+                yield f"{name}: {op} with allocation {k + 1}/{n} failing", h, found
+
+
+def run_all(tree, *, expired=None, progress=None) -> replay.Outcome:
+    """Every case; the first that breaks the spec refutes."""
+    t0 = time.perf_counter()
+    cls = subject.subject_factory(tree)
+    n = 0
+    points = 0
+    for label, h, found in cases(tree, cls):
+        n += 1
+        points += "failing" in label
+        if progress:
+            progress()
+        if found:
+            return replay.Outcome("refuted", n, time.perf_counter() - t0, label,
+                                  replay.Failure.of(label, h, found), dict(cls.seen))
+        if expired is not None and expired():
+            return replay.Outcome("unknown", n, time.perf_counter() - t0,
+                                  f"stopped after {n} cases", findings=dict(cls.seen))
+    return replay.Outcome("passed", n, time.perf_counter() - t0,
+                          f"{n} cases: {points} injected allocation failures over "
+                          f"{len(SETUPS)} setups x {len(TARGETS)} targets, init, identity map",
+                          findings=dict(cls.seen))

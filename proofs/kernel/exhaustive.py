@@ -1,0 +1,107 @@
+"""Bounded exhaustive exploration of the kernel's C ``pgtable.c``: every sequence up to a depth.
+
+The same exploration as impl's ``proofs/stage2/exhaustive.py`` and over its alphabet (block and
+page maps, a straddling and a permission-only re-map, partial and whole unmaps, owner annotations,
+write-protect, access flag and permission changes, flush, get_leaf, is_young, an injected
+allocation failure; all inside two 2M blocks of a 4K / 39-bit table), breadth-first from the
+empty table, with the C code as the subject. A C table cannot be copied, so each transition
+replays its parent's operation list on a fresh table (unjudged: it was judged when first
+reached) and judges the new operation (``replay.run``): every invariant of the new state, S2-BBM,
+the operation's contract, WARN_ONs. States are identified by the raw state the spec reads: the
+tree's shape with table pages numbered in walk order (descriptors decoded by ``spec.arch``), the
+refcounts, the memcache fill, pages in use outside the tree, and whether an injected allocation
+failure is still pending. Within the bound the check is complete: any reachable violation is found,
+with a shortest sequence that reaches it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from ptspec.spec.arch import descriptor as D
+
+from ptspec.proofs.kernel import replay, subject
+from ptspec.proofs.stage2.exhaustive import alphabet
+
+
+def canonical(raw: dict, pending: bool):
+    """The C table's state with table pages renumbered in walk order."""
+    pages, ps = raw["pages"], raw["page_shift"]
+    names: dict[int, int] = {}
+    out = []
+
+    def visit(pa: int, level: int):
+        names[pa] = len(names)
+        row = [raw["refcount"].get(pa)]
+        for i, w in enumerate(pages[pa]):
+            if not w:
+                continue
+            if D.is_table(w, level):
+                child = D.address(w, ps)
+                if child in pages and child not in names:
+                    visit(child, level + 1)
+                row.append((i, "T", names.get(child, -1)))
+            else:
+                row.append((i, w))
+        out.append((names[pa], tuple(row)))
+
+    for root in raw["roots"]:
+        if root in pages:
+            visit(root, raw["start_level"])
+    return tuple(out), len(pages) - len(names), len(raw["memcache"]), pending
+
+
+def _entry(op: str, args: dict):
+    return ("fail", 0) if op == "fail_next_alloc" else ("op", op, dict(args))
+
+
+def explore(tree, depth: int = 3, *, expired=None, progress=None) -> replay.Outcome:
+    """Breadth-first over the alphabet up to ``depth`` operations on the tree's C code."""
+    t0 = time.perf_counter()
+    ops = alphabet()
+    cls = subject.subject_factory(tree)
+    make = lambda: replay.harness(tree, arena_pages=64, mc_capacity=4, cls=cls)   # noqa: E731
+    root = make()
+    if root.violations:
+        return replay.Outcome("refuted", 1, time.perf_counter() - t0, "init",
+                              replay.Failure.of("init", root, root.violations), dict(cls.seen))
+    seen = {canonical(root.raw_state(), False)}
+    frontier = deque([([], False)])           # (operation list, failure pending)
+    transitions = 0
+    while frontier:
+        path, pending = frontier.popleft()
+        if len(path) >= depth:
+            continue
+        for op, args in ops:
+            if expired is not None and expired():
+                return replay.Outcome("unknown", transitions, time.perf_counter() - t0,
+                                      f"stopped at depth {len(path)}: {len(seen)} states, "
+                                      f"{transitions} transitions", findings=dict(cls.seen))
+            entry = _entry(op, args)
+            h = make()
+            found, _ = replay.run(h, path + [entry], judge_from=len(path))
+            transitions += 1
+            if progress:
+                progress()
+            if found:
+                return replay.Outcome("refuted", transitions, time.perf_counter() - t0,
+                                      f"depth {len(path) + 1}",
+                                      replay.Failure.of(f"depth {len(path) + 1}", h, found),
+                                      dict(cls.seen))
+            # an injected failure is pending until an allocation consumed it
+            now_pending = entry[0] == "fail" or (pending and _unconsumed(h))
+            key = canonical(h.raw_state(), now_pending)
+            if key not in seen:
+                seen.add(key)
+                frontier.append((path + [entry], now_pending))
+    secs = time.perf_counter() - t0
+    return replay.Outcome("passed", transitions, secs,
+                          f"depth {depth}: {len(seen)} distinct states, {transitions} transitions "
+                          f"({transitions / max(secs, 1e-9):.0f} ops/s)", findings=dict(cls.seen))
+
+
+def _unconsumed(h) -> bool:
+    """Whether the last injected failure (the k = 0 of its ("fail", 0)) has not been used yet:
+    no allocation call since it was set."""
+    return replay.allocations(h) == 0

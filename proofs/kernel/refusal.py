@@ -1,0 +1,50 @@
+"""Bad arguments to the kernel's C ``pgtable.c``: the kernel's errno, and nothing changed.
+
+Every bad-argument call of impl's ``proofs/stage2/errorpaths.py`` (``BAD_ARGS``: unaligned
+ranges, addresses beyond the IPA space, size 0, sizes that wrap or are huge, prot values KVM
+refuses, owner ids past ``KVM_MAX_OWNER_ID``, calls without a memcache, and values that are not
+u64 at all) is made on the C code from each setup's state (``SETUPS``: empty, a block, pages, owner
+annotations, a 1G block), each on a freshly replayed table. The spec judges each call as any step:
+a call the kernel refuses returns the errno the operation's contract names (-EINVAL, -ERANGE,
+-ENOMEM) and changes nothing (tables, refcounts, memcache, no TLB or cache maintenance), every
+invariant still holds; a value that is no kernel value is refused by the Python binding before the
+C code runs, with the tables unchanged (C-ARGS).
+"""
+
+from __future__ import annotations
+
+import time
+
+from ptspec.proofs.kernel import replay, subject
+from ptspec.proofs.kernel.errorpaths import setup_ops
+from ptspec.proofs.stage2.errorpaths import BAD_ARGS, SETUPS
+
+
+def cases(tree, cls=None):
+    """Yields (label, harness, violations) for every bad call from every setup."""
+    cls = cls or subject.subject_factory(tree)
+    for name in SETUPS:
+        setup = setup_ops(name)
+        for op, args in BAD_ARGS:
+            h = replay.harness(tree, cls=cls)
+            found, _ = replay.run(h, setup + [("op", op, dict(args))])
+            yield f"{name}: {op}({args})", h, found
+
+
+def run_all(tree, *, expired=None, progress=None) -> replay.Outcome:
+    t0 = time.perf_counter()
+    cls = subject.subject_factory(tree)
+    n = 0
+    for label, h, found in cases(tree, cls):
+        n += 1
+        if progress:
+            progress()
+        if found:
+            return replay.Outcome("refuted", n, time.perf_counter() - t0, label,
+                                  replay.Failure.of(label, h, found), dict(cls.seen))
+        if expired is not None and expired():
+            return replay.Outcome("unknown", n, time.perf_counter() - t0,
+                                  f"stopped after {n} calls", findings=dict(cls.seen))
+    return replay.Outcome("passed", n, time.perf_counter() - t0,
+                          f"{n} bad-argument calls ({len(BAD_ARGS)} calls x {len(SETUPS)} setups)",
+                          findings=dict(cls.seen))

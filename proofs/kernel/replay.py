@@ -1,0 +1,101 @@
+"""Replaying an operation list on the kernel's C code, judged by the spec: the engines' shared core.
+
+The C-side engines (bounded exhaustive exploration, allocation failure at every point, bad
+arguments) cannot copy a C table the way impl's engines deep-copy a harness: the shim keeps one
+table per granule in global state. Each case is instead rebuilt from scratch: a fresh
+``subject.CSideHarness`` on the tree, then the operation list (the lock-step's trace format,
+``("op", name, args)`` and ``("fail", k)``) replayed on it. The C code is deterministic given the
+list (a fresh arena each time), so a replayed prefix reaches the same state it reached when it was
+first judged.
+
+``run(h, ops, judge_from=i)`` runs the first ``i`` entries without the spec (they were judged when
+first reached) and judges every entry from ``i`` on: every invariant of the new state, S2-BBM and
+the operation's contract, WARN_ONs, catalogued findings of the tree's version set aside as in the
+lock-step. ``allocations(h)`` is the shim's count of allocation calls, which the error-path engine
+uses to find every allocation point of a call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+
+from ptspec.proofs.kernel import subject
+
+# The engines' table: 4K pages, 39-bit IPA (three levels), as proofs/stage2/exhaustive.py and
+# proofs/stage2/errorpaths.py use for impl.
+PAGE_SHIFT, IA_BITS = 12, 39
+
+
+def harness(tree, *, arena_pages: int = 96, mc_capacity: int = 8, flags: int = 0, cls=None):
+    """A fresh C-side harness on the tree's 4K/39 library, its init already judged."""
+    cls = cls or subject.subject_factory(tree)
+    return cls(PAGE_SHIFT, IA_BITS, arena_pages=arena_pages, mc_capacity=mc_capacity, flags=flags)
+
+
+def _unjudged(h):
+    """Stop judging: the next steps only run the C code (and record the program)."""
+    h.check = False
+
+
+def _judge_from_here(h):
+    """Judge again from the current state: the raw state now is the next step's pre-state."""
+    h._last_raw = h.pgt.snapshot()
+    h.state = h._load(h._last_raw)
+    h.warned = len(h.pgt.warnings)
+    h.check = True
+
+
+def run(h, ops, judge_from: int = 0) -> tuple[list, int]:
+    """Apply ``ops`` to harness ``h``; entries before ``judge_from`` run unjudged. Returns (the
+    violations of the first judged entry that had any, how many entries ran)."""
+    if judge_from:
+        _unjudged(h)
+    for i, entry in enumerate(ops):
+        if i == judge_from and judge_from:
+            _judge_from_here(h)
+        if entry[0] == "fail":
+            h.fail_allocation(entry[1])
+            continue
+        _, op, args = entry
+        _, found = h.step(op, **args)
+        if found:
+            return list(found), i + 1
+    if judge_from >= len(ops) and judge_from:
+        _judge_from_here(h)
+    return [], len(ops)
+
+
+def allocations(h) -> int:
+    """Allocation calls the shim's allocator has seen since its fault list was last cleared."""
+    fn = h.pgt._lib().kdiff_nr_allocs
+    fn.restype, fn.argtypes = ctypes.c_uint64, []
+    return int(fn())
+
+
+@dataclass
+class Failure:
+    """A C-side case that broke the spec, shaped as the lock-step's failures (``check.
+    counterexample`` reads program, trace, raw_state and violations)."""
+
+    label: str
+    program: str
+    violations: list
+    raw_state: dict
+    trace: list = field(default_factory=list)
+
+    @classmethod
+    def of(cls, label: str, h, found) -> "Failure":
+        return cls(label, h.program(), [str(v) for v in found], h.raw_state(), list(h.trace))
+
+
+@dataclass
+class Outcome:
+    """An engine's result: passed / refuted / unknown, cases judged, and the first failure."""
+
+    status: str
+    cases: int
+    seconds: float
+    detail: str = ""
+    failure: Failure | None = None
+    findings: dict = field(default_factory=dict)
