@@ -256,6 +256,12 @@ class Stage2Harness:
             self.mc.topup(self.mc.capacity)
             self.lines.append(f"mc.topup({self.mc.capacity})")
         if not self.check:
+            if self.state is not None:
+                # Unjudged (a replayed prefix), but the caches' ghost follows every step: CMO-POC
+                # and CMO-POU judge across steps, so a judged step after the prefix needs its history.
+                post = self._load(self.pgt.snapshot())
+                self.cache.check(self.state, {"op": op, "args": args, "ret": ret, "out": out}, post)
+                self.state = post
             return ret, []
         post_raw = self.pgt.snapshot()
         self._last_raw = post_raw
