@@ -176,7 +176,7 @@ STEP_CASES = [(b, o) for b, o in CASES if o.startswith("s2.proof.step.")]
 def test_a_step_refutation_is_a_program_that_fails_with_the_bug_only(bug, oid):
     with planted(bug):
         r = registry.run_obligation(registry.get(oid), "default", 0)
-        program = r.counterexample["program"]
+        program = r.counterexample["ops"]
         with pytest.raises(AssertionError):
             exec(compile(program, "<counterexample>", "exec"), {})
     exec(compile(program, "<counterexample>", "exec"), {})      # the tree passes every assert

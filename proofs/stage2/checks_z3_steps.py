@@ -60,9 +60,8 @@ def _register(name, lemma, invariants, kernel_functions):
         r = to_result(out, ctx)
         if r.counterexample is not None:
             r.counterexample["kernel_function"] = KERNEL[oid]
-            program = r.counterexample.get("inputs", {}).pop("program", None)
-            if program:       # the step replayed as a pasteable program ending in the failed assert
-                r.counterexample["program"] = program
+            # to_result puts the step's replay (a pasteable program ending in the failed assert)
+            # under "ops", where every z3 refutation keeps its program
         return r
     run.__doc__ = lemma.__doc__
     obligation(oid, engine="z3", invariants=invariants, kernel_functions=kernel_functions,
