@@ -32,6 +32,7 @@ from ptspec.spec.violation import Violation
 from ptspec.spec import statements
 from ptspec.spec.arch.walk import Leaf, Translation, leaves, translate
 from ptspec.spec.stage2.check import CHECKS, CONTRACTS, CONTRACT_IDS, HYP_CONTRACT_IDS, INVARIANTS, OP_CONTRACT_ID, check_hyp_step, check_state, check_step, explain
+from ptspec.spec.stage2.window import changed_tables
 from ptspec.spec.any_state import check_any
 from ptspec.spec.arch.geometry import granule_shift, granule_size, stage2_levels, stage2_start_level, hyp_start_level, root_pages, level_allows_block, level_allows_leaf, ipa_bits_supported, entries_per_table, IPA_RANGE
 
@@ -51,7 +52,7 @@ __all__ = [
     "State", "StateError", "load_state", "check_any", "Step", "load_step", "walked_range", "Violation",
     "Leaf", "Translation", "leaves", "translate",
     "CHECKS", "CONTRACTS", "CONTRACT_IDS", "HYP_CONTRACT_IDS", "OP_CONTRACT_ID", "INVARIANTS",
-    "check_state", "check_step", "check_hyp_step", "explain", "statements",
+    "check_state", "check_step", "check_hyp_step", "explain", "statements", "changed_tables",
     "granule_shift", "granule_size", "stage2_levels", "stage2_start_level", "hyp_start_level",
     "root_pages", "level_allows_block", "level_allows_leaf", "ipa_bits_supported",
     "entries_per_table", "IPA_RANGE",

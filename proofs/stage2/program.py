@@ -4,8 +4,8 @@
 stage-2 table (impl's ``Stage2Harness`` or the kernel's C through ``CSideHarness``): trace entries
 ``("op", name, args)`` and ``("fail", k)`` (the k-th page-table allocation from now fails). Each
 operation kind is a rule with its argument ranges from ``ptspec.proofs.stage2.strategies``; a rule
-is picked uniformly among those enabled (re-maps and ranges crossing into an earlier mapping need
-one that succeeded; destroy runs once). The choices go through a chooser, so the same program is
+is picked among those enabled (re-maps and ranges crossing into an earlier mapping need one that
+succeeded; destroy, the end of a table, runs at most once and is rarer than the others). The choices go through a chooser, so the same program is
 a plain seeded random run (``RandomChooser``) or hypothesis's (``DrawChooser``).
 
 The kinds: maps (IPA-linear output, output anywhere, one whole aligned entry at a level that takes
@@ -26,6 +26,9 @@ RANGE_OPS = ("unmap", "wrprotect", "flush", "map", "set_owner")
 CROSS_OPS = ("unmap", "wrprotect", "flush", "set_owner")
 LEAF_OPS = ("mkyoung", "mkold", "is_young", "get_leaf")
 RECENT = 8                  # re-maps and crossings pick one of the last RECENT successful maps
+# Every other rule is DESTROY_ODDS times as likely as destroy: a run of 30 steps then ends with a
+# destroy about one time in three, and spends most of its steps on a live table.
+DESTROY_ODDS = 4
 
 
 class Stage2Program:
@@ -35,9 +38,11 @@ class Stage2Program:
     def __init__(self, geom: S.Geometry):
         self.geom = geom
         self.opt = S.options(geom)
-        self.rules = (self.map, self.map_anywhere, self.map_aligned, self.straddle,
-                      self.set_owner, self.unmap, self.wrprotect, self.leaf_op, self.relax_perms,
-                      self.flush, self.beyond_ipa, self.fail_allocation)
+        rules = (self.map, self.map_anywhere, self.map_aligned, self.straddle,
+                 self.set_owner, self.unmap, self.wrprotect, self.leaf_op, self.relax_perms,
+                 self.flush, self.beyond_ipa, self.fail_allocation)
+        self.rules = rules * DESTROY_ODDS
+        self.with_mapped = (rules + (self.remap, self.cross_into)) * DESTROY_ODDS
         self.begin()
 
     def begin(self) -> None:
@@ -45,9 +50,7 @@ class Stage2Program:
         self.destroyed = False
 
     def next(self, ch) -> tuple:
-        rules = self.rules
-        if self.mapped:
-            rules += (self.remap, self.cross_into)
+        rules = self.with_mapped if self.mapped else self.rules
         if not self.destroyed:
             rules += (self.destroy,)
         return ch.choice(rules)(ch)

@@ -149,6 +149,24 @@ def _parse_event(event, where):
     return (name, *args)
 
 
+def _parse_log(value):
+    """The tlb_log as a list of event tuples, each as _parse_event reads it (the plain statement,
+    the last line); the common case (every event a list or tuple of a known name and its u64 int
+    operands) is checked for the whole log at once, at C speed where it can be."""
+    log = _parse_list(value, "tlb_log")
+    try:
+        if (set(map(type, log)) <= {list, tuple}
+                and all(_EVENT_ARITY.get(e[0]) == len(e) - 1 for e in log)
+                and set(map(type, [e[0] for e in log])) <= {str}):
+            operands = [v for e in log for v in e[1:]]
+            if set(map(type, operands)) <= {int}:
+                array("Q", operands)                # range checked in C
+                return [tuple(e) for e in log]
+    except (TypeError, IndexError, OverflowError):
+        pass
+    return [_parse_event(e, f"tlb_log[{i}]") for i, e in enumerate(log)]
+
+
 class State:
     """A validated raw state. Attributes mirror the raw keys; integers are ints, pages keyed by int.
 
@@ -277,6 +295,5 @@ def load_state(obj):
         if not isinstance(e, str):
             raise StateError(f"pool_errors[{i}]: expected a string, got {show(e)}")
     s.pool_errors = tuple(errors)
-    s.tlb_log = [_parse_event(e, f"tlb_log[{i}]")
-                 for i, e in enumerate(_parse_list(obj.get("tlb_log", []), "tlb_log"))]
+    s.tlb_log = _parse_log(obj.get("tlb_log", []))
     return s
