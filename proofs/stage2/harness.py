@@ -13,7 +13,9 @@ harness checks that the state did not change.
 
 from __future__ import annotations
 
+import copy
 import errno
+import pickle
 
 from ptspec import spec
 from ptspec.proofs.engines import minimize
@@ -126,6 +128,30 @@ class Stage2Harness:
 
     def raw_state(self, drain_log: bool = False) -> dict:
         return self.pgt.snapshot(drain_log=drain_log)
+
+    # the run's records: copied list by list on fork (their entries are never changed)
+    _RECORDS = ("lines", "trace", "calls", "violations")
+    # judged states: shared on fork (nothing changes a state once it is taken)
+    _SHARED = ("state", "_last_raw")
+
+    def fork(self) -> "Stage2Harness":
+        """An independent copy of this harness, for exploring several continuations of one state:
+        the same as ``copy.deepcopy(self)``, faster. The subject (table, pool, memcache) is copied
+        through pickle (one C-speed deep copy that keeps their shared references), the run's
+        records list by list, and the judged states are shared. A subject pickle cannot copy
+        (the kernel's C library) is deep-copied as before."""
+        keep = {k: self.__dict__.pop(k) for k in self._RECORDS + self._SHARED}
+        try:
+            twin = pickle.loads(pickle.dumps(self, pickle.HIGHEST_PROTOCOL))
+        except (pickle.PicklingError, TypeError, AttributeError):
+            twin = copy.deepcopy(self)
+        finally:
+            self.__dict__.update(keep)
+        for k in self._RECORDS:
+            setattr(twin, k, list(keep[k]))
+        for k in self._SHARED:
+            setattr(twin, k, keep[k])
+        return twin
 
     # -- running operations ----------------------------------------------------------------
     def _call(self, op: str, args: dict):
