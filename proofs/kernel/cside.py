@@ -236,10 +236,9 @@ class CPgtable:
         n = lib.kdiff_log_len()
         if lib.kdiff_log_overflowed():
             self.errors.append("kdiff: the shim's event log overflowed")
-        raw = (ctypes.c_uint64 * (3 * n)).from_address(lib.kdiff_log()) if n else []
+        raw = array("Q", ctypes.string_at(lib.kdiff_log(), 24 * n)) if n else array("Q")
         events = []
-        for k in range(n):
-            kind, a, b = raw[3 * k], raw[3 * k + 1], raw[3 * k + 2]
+        for kind, a, b in zip(raw[0::3], raw[1::3], raw[2::3]):
             if kind == EV_TLBI_IPA:
                 events.append(["tlbi_ipa", a, b])
             elif kind == EV_TLBI_VMID:
