@@ -99,7 +99,7 @@ def exhaustive_4k_39(ctx):
     flag and permission changes, flush, an injected allocation failure) up to the profile's depth,
     over two 2M blocks of a 4K / 39-bit table, states deduplicated by tree shape; every transition
     checked against every invariant and its contract."""
-    depth = ctx.budget["exhaustive_depth"]
+    depth = ctx.budget["stage2_exhaustive_depth"]
     out = exhaustive.explore(depth, expired=ctx.expired, progress=ctx.progress)
     detail = (f"depth {out.depth}: {out.states} distinct states, {out.transitions} transitions "
               f"({out.transitions / max(out.seconds, 1e-9):.0f}/s)")
