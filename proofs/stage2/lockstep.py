@@ -88,12 +88,14 @@ def make_machine(name: str, harness_factory=Stage2Harness, geometries=None, opti
     page_shift, ia_bits, owner_field = (GEOMETRIES if geometries is None else geometries)[name]
     geom = S.geometry(page_shift, ia_bits)
     make = harness_maker(name, harness_factory, geometries, options)
+    program = Stage2Program(geom)          # one per machine: begin() starts each run
 
     class Stage2Lockstep(RuleBasedStateMachine):
         def __init__(self):
             super().__init__()
             self.h = make()
-            self.program = Stage2Program(geom)
+            self.program = program
+            program.begin()
             if self.h.violations:
                 raise StepViolation(self.h, self.h.violations)
 

@@ -110,7 +110,7 @@ class RandomChooser:
         return lo + int(self._random() * (hi - lo + 1))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=4096)
 def _sampled(options: tuple):
     return st.sampled_from(options)
 
