@@ -317,7 +317,7 @@ class CPgtable:
             "roots": self.roots(), "pages": {pa: self.page_words(pa) for pa in used},
             "refcount": self.refcounts(used), "memcache": sorted(self.mc.objects),
             "free_pages": self.free_pages(), "pool_errors": list(self.errors),
-            "tlb_log": [list(e) for e in self.pending], "warnings": list(self.warnings),
+            "tlb_log": list(self.pending), "warnings": list(self.warnings),
         }
         if drain_log:
             self.pending.clear()
