@@ -20,7 +20,6 @@ from ptspec.spec.lguest.state import LgState
 from ptspec.spec.mmu.invariants import check_dirty, check_mmu_state, check_ms
 from ptspec.spec.stage2.state import StateError, load_state
 from ptspec.spec.stage2.step import load_step
-from ptspec.spec.stage2.window import changed_tables  # noqa: F401  (re-exported: the window of a step)
 from ptspec.spec import statements
 from ptspec.spec.violation import Violation
 
