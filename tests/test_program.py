@@ -79,3 +79,27 @@ def test_hypothesis_driver_still_drives_the_same_program_and_finds_a_planted_bug
     assert {v.split()[0] for v in out.failure.violations} & {"C-DESTROY", "S2-LEAK", "S2-TREE"}
     with pytest.raises(ValueError):
         lockstep.run_lockstep("4k-39", examples=1, steps=1, driver="nope")
+
+
+def test_a_subject_adds_operations_through_program_rules():
+    """A subject with operations of its own (a newer tree's) hands them to the program; both
+    drivers then run them (here: a harmless extra get_leaf, counted by the harness)."""
+    from ptspec.proofs.stage2.harness import Stage2Harness
+    seen = []
+
+    class WithExtra(Stage2Harness):
+        @classmethod
+        def program_rules(cls, opt):
+            return [lambda ch: ("op", "get_leaf", {"addr": S.choose_address(ch, opt),
+                                                   "extra": True})]
+
+        def step(self, op, **args):
+            if args.pop("extra", False):
+                seen.append(op)
+            return super().step(op, **args)
+
+    for driver in ("random", "hypothesis"):
+        seen.clear()
+        out = lockstep.run_lockstep("4k-39", examples=5, steps=30, seed=0,
+                                    harness_factory=WithExtra, driver=driver)
+        assert out.status == "passed" and seen, driver

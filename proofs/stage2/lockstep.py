@@ -88,7 +88,7 @@ def make_machine(name: str, harness_factory=Stage2Harness, geometries=None, opti
     page_shift, ia_bits, owner_field = (GEOMETRIES if geometries is None else geometries)[name]
     geom = S.geometry(page_shift, ia_bits)
     make = harness_maker(name, harness_factory, geometries, options)
-    program = Stage2Program(geom)          # one per machine: begin() starts each run
+    program = subject_program(geom, harness_factory)    # one per machine: begin() starts runs
 
     class Stage2Lockstep(RuleBasedStateMachine):
         def __init__(self):
@@ -116,6 +116,15 @@ def make_machine(name: str, harness_factory=Stage2Harness, geometries=None, opti
 
     Stage2Lockstep.__name__ = f"Stage2Lockstep_{name.replace('-', '_')}"
     return Stage2Lockstep
+
+
+def subject_program(geom, harness_factory) -> Stage2Program:
+    """The lock-step program for a subject: Stage2Program plus the operations the subject adds
+    through a ``program_rules(options)`` class method (functions of a chooser returning a trace
+    entry; None or empty: nothing to add), e.g. a newer tree's split and test_clear_young."""
+    hook = getattr(harness_factory, "program_rules", None)
+    extra = hook(S.options(geom)) if hook is not None else None
+    return Stage2Program(geom, tuple(extra or ()))
 
 
 def run_program(make, program: Stage2Program, chooser, steps: int, counter: dict):
@@ -191,7 +200,7 @@ def run_lockstep(name: str, *, examples: int, steps: int, seed: int = 0,
     exc = None
     if driver == "random":
         page_shift, ia_bits, _ = (GEOMETRIES if geometries is None else geometries)[name]
-        program = Stage2Program(S.geometry(page_shift, ia_bits))
+        program = subject_program(S.geometry(page_shift, ia_bits), harness_factory)
         for i in range(examples):
             try:
                 run_program(make, program, S.RandomChooser(run_seed(seed, i)), steps, counter)

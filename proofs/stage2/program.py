@@ -35,12 +35,14 @@ class Stage2Program:
     """Operations for one geometry; ``begin()`` starts a run, ``next(ch)`` gives its next entry,
     ``returned(entry, ret)`` tells it what the subject answered (successful maps are re-used)."""
 
-    def __init__(self, geom: S.Geometry):
+    def __init__(self, geom: S.Geometry, extra_rules=()):
+        """``extra_rules``: operations a subject has beyond these (functions of a chooser that
+        return a trace entry), from the subject's ``program_rules(options)`` hook."""
         self.geom = geom
         self.opt = S.options(geom)
         rules = (self.map, self.map_anywhere, self.map_aligned, self.straddle,
                  self.set_owner, self.unmap, self.wrprotect, self.leaf_op, self.relax_perms,
-                 self.flush, self.beyond_ipa, self.fail_allocation)
+                 self.flush, self.beyond_ipa, self.fail_allocation, *extra_rules)
         self.rules = rules * DESTROY_ODDS
         self.with_mapped = (rules + (self.remap, self.cross_into)) * DESTROY_ODDS
         self.begin()
