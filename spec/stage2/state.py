@@ -114,9 +114,10 @@ def _parse_descriptors(value, where, count):
         raise StateError(f"{where}: expected a list of {count} descriptors, got {_type_name(value)}")
     if len(value) != count:
         raise StateError(f"{where}: expected {count} descriptors, got {len(value)}")
-    if set(map(type, value)) == {int}:          # plain ints only: array() would take bools too
+    if list(map(type, value)).count(int) == count:    # plain ints only: array() takes bools too
         try:
-            return array("Q", value).tolist()   # range checked in C; also copies
+            array("Q", value)                   # range checked in C
+            return list(value)                  # the copy
         except OverflowError:
             pass
     return [parse_int(d, f"{where}[{i}]", 0, U64_LIMIT - 1) for i, d in enumerate(value)]
