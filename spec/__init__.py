@@ -39,6 +39,7 @@ from ptspec.spec.violation import Violation
 from ptspec.spec import statements
 from ptspec.spec.arch.walk import Leaf, Translation, leaves, translate
 from ptspec.spec.stage2.check import CHECKS, CONTRACTS, CONTRACT_IDS, HYP_CONTRACT_IDS, INVARIANTS, OP_CONTRACT_ID, check_hyp_step, check_state, check_step, explain
+from ptspec.spec.stage2.window import changed_tables
 from ptspec.spec.any_state import check_any, check_any_step
 from ptspec.spec.mmu.step import check_vm_step, load_mmu_step
 from ptspec.spec.lguest.step import load_lguest_step
@@ -61,7 +62,7 @@ __all__ = [
     "load_mmu_step", "load_lguest_step", "Step", "load_step", "walked_range", "Violation",
     "Leaf", "Translation", "leaves", "translate",
     "CHECKS", "CONTRACTS", "CONTRACT_IDS", "HYP_CONTRACT_IDS", "OP_CONTRACT_ID", "INVARIANTS",
-    "check_state", "check_step", "check_hyp_step", "explain", "statements",
+    "check_state", "check_step", "check_hyp_step", "explain", "statements", "changed_tables",
     "granule_shift", "granule_size", "stage2_levels", "stage2_start_level", "hyp_start_level",
     "root_pages", "level_allows_block", "level_allows_leaf", "ipa_bits_supported",
     "entries_per_table", "IPA_RANGE",

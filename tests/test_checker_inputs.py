@@ -5,7 +5,7 @@ level shift in impl would move the addresses the checker tries along with it, an
 agree. Two guards:
 
 * an AST scan: the modules that build checker inputs (proofs/**/strategies|exhaustive|errorpaths|
-  layouts|guest|lockstep.py) import nothing of impl's geometry or encodings (impl's
+  layouts|guest|lockstep|program.py) import nothing of impl's geometry or encodings (impl's
   operations and its API flags, such as KVM_PGTABLE_PROT_R, are fine: they drive impl);
 * planted wrong impl geometries (monkeypatched): impl's own view moves, the checkers' inputs do not.
 """
@@ -16,7 +16,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-INPUT_MODULES = ("strategies", "exhaustive", "errorpaths", "layouts", "guest", "lockstep")
+INPUT_MODULES = ("strategies", "program", "exhaustive", "errorpaths", "layouts", "guest", "lockstep")
 
 # impl modules that hold geometry or encodings, and impl names that do
 FORBIDDEN_MODULES = {"ptspec.impl.pgtable.geometry", "ptspec.impl.lguest.x86"}

@@ -134,7 +134,7 @@ def check_geometry(tree, name: str, budget, seed: int, harness=None) -> Result:
     except build.BuildError as exc:
         return Result.unknown(f"not checked: {exc}", id=f"kernel.lockstep.{name}")
     harness = harness or subject.subject_factory(tree)
-    examples = max(1, int(budget["hypothesis_examples"]) // SHARE.get(name, 1))
+    examples = max(1, int(budget["lockstep_runs"]) // SHARE.get(name, 1))
     out = lockstep.run_lockstep(name, examples=examples, steps=int(budget["steps"]), seed=seed,
                                 harness_factory=harness, shrink_replays=int(budget["shrink_replays"]),
                                 geometries=subject.GEOMETRIES, options=subject.OPTIONS)

@@ -16,7 +16,7 @@ from ptspec.proofs.kernel import tree as T
 from ptspec.proofs.runner.registry import Obligation, Result, register
 
 # The geometries ptspec verify runs (check-kernel --geometry all runs every one), and the share
-# of the profile's hypothesis runs each gets (a divisor; the C side costs about what impl does).
+# of the profile's lock-step runs each gets (a divisor; the C side costs about what impl does).
 VERIFY_SHARE = {"4k-39": 4, "4k-34": 8, "64k-44": 8}
 FUNCTIONS = ["kvm_pgtable_walk", "__kvm_pgtable_visit", "stage2_map_walker_try_leaf",
              "stage2_map_walk_table_pre", "stage2_map_walk_leaf", "stage2_map_walk_table_post",
@@ -39,8 +39,8 @@ def _lockstep(name: str):
         except build.BuildError as exc:
             return Result.unknown(f"not checked: {str(exc).splitlines()[0]}")
         budget = dict(ctx.budget)
-        runs = max(4, int(budget["hypothesis_examples"]) // VERIFY_SHARE[name])
-        budget["hypothesis_examples"] = runs * check.SHARE[name]    # check divides by SHARE
+        runs = max(4, int(budget["lockstep_runs"]) // VERIFY_SHARE[name])
+        budget["lockstep_runs"] = runs * check.SHARE[name]          # check divides by SHARE
         return check.check_geometry(tree, name, budget, ctx.seed)
     run.__doc__ = (f"The kernel's own pgtable.c (the cached Debian source), geometry {name}, "
                    "driven by the shared stage-2 strategies and judged by the spec alone: every "

@@ -238,10 +238,9 @@ class CPgtable:
         n = lib.kdiff_log_len()
         if lib.kdiff_log_overflowed():
             self.errors.append("kdiff: the shim's event log overflowed")
-        raw = (ctypes.c_uint64 * (3 * n)).from_address(lib.kdiff_log()) if n else []
+        raw = array("Q", ctypes.string_at(lib.kdiff_log(), 24 * n)) if n else array("Q")
         events = []
-        for k in range(n):
-            kind, a, b = raw[3 * k], raw[3 * k + 1], raw[3 * k + 2]
+        for kind, a, b in zip(raw[0::3], raw[1::3], raw[2::3]):
             if kind == EV_TLBI_IPA:
                 events.append(["tlbi_ipa", a, b])
             elif kind == EV_TLBI_VMID:
@@ -321,7 +320,7 @@ class CPgtable:
             "roots": self.roots(), "pages": {pa: self.page_words(pa) for pa in used},
             "refcount": self.refcounts(used), "memcache": sorted(self.mc.objects),
             "free_pages": self.free_pages(), "pool_errors": list(self.errors),
-            "tlb_log": [list(e) for e in self.pending], "warnings": list(self.warnings),
+            "tlb_log": list(self.pending), "warnings": list(self.warnings),
         }
         if drain_log:
             self.pending.clear()

@@ -56,15 +56,15 @@ def counterexample(program: str, violations: list[str], raw_state: dict | None,
     return cx
 
 
-# Share of the profile's hypothesis runs per geometry (divisor): 4K/39 is the primary geometry,
+# Share of the profile's lock-step runs per geometry (divisor): 4K/39 is the primary geometry,
 # where the planted-bug tests measure the checker; a step on a 16K or 64K table (2048 / 8192
 # entries) costs several times a 4K one, so those get fewer runs for the same time.
 LOCKSTEP_SHARE = {"4k-39": 1, "4k-48": 2, "4k-34": 2, "16k-47": 4, "64k-44": 8}
 
 
 def lockstep_examples(name: str, budget) -> int:
-    """Hypothesis runs for one stage-2 geometry under a profile's budget."""
-    return max(1, budget["hypothesis_examples"] // LOCKSTEP_SHARE.get(name, 1))
+    """Lock-step runs for one stage-2 geometry under a profile's budget."""
+    return max(1, budget["lockstep_runs"] // LOCKSTEP_SHARE.get(name, 1))
 
 
 def _lockstep_check(name: str):
@@ -99,7 +99,7 @@ def exhaustive_4k_39(ctx):
     flag and permission changes, flush, an injected allocation failure) up to the profile's depth,
     over two 2M blocks of a 4K / 39-bit table, states deduplicated by tree shape; every transition
     checked against every invariant and its contract."""
-    depth = ctx.budget["exhaustive_depth"]
+    depth = ctx.budget["stage2_exhaustive_depth"]
     out = exhaustive.explore(depth, expired=ctx.expired, progress=ctx.progress)
     detail = (f"depth {out.depth}: {out.states} distinct states, {out.transitions} transitions "
               f"({out.transitions / max(out.seconds, 1e-9):.0f}/s)")

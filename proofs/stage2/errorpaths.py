@@ -23,7 +23,6 @@ directly on each starting state (MISUSE) and judged the same way: refused, and n
 
 from __future__ import annotations
 
-import copy
 
 from ptspec import spec
 from ptspec.impl.pgtable.pool import KvmMmuMemoryCache, PagePool
@@ -157,7 +156,7 @@ def start(setup: str, harness_factory=Stage2Harness) -> Stage2Harness:
 
 
 def count_allocations(h: Stage2Harness, op: str, args: dict) -> int:
-    probe = copy.deepcopy(h)
+    probe = h.fork()
     probe.check = False
     before = probe.pgt.mm_ops.nr_allocs
     probe.step(op, **args)
@@ -185,20 +184,20 @@ def run_all(harness_factory=Stage2Harness, progress=None):
         for op, args in TARGETS:
             n = count_allocations(base, op, args)
             for i in range(n):
-                h = copy.deepcopy(base)
+                h = base.fork()
                 h.fail_allocation(i)
                 _, found = h.step(op, **args)
                 if progress:
                     progress()
                 yield f"{setup}: {op} with allocation {i + 1}/{n} failing", h, found
         for op, args in BAD_ARGS:
-            h = copy.deepcopy(base)
+            h = base.fork()
             _, found = h.step(op, **args)
             if progress:
                 progress()
             yield f"{setup}: {op}({args})", h, found
         for label, call, *prepare in MISUSE:
-            h = copy.deepcopy(base)
+            h = base.fork()
             found = misuse(h, label, call, *prepare)
             h.violations.extend(found)
             if progress:

@@ -13,7 +13,6 @@ check is complete: any reachable violation is found, with the shortest sequence 
 
 from __future__ import annotations
 
-import copy
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -124,7 +123,7 @@ def explore(depth: int = 3, *, harness_factory=Stage2Harness, expired=None, prog
             if expired is not None and expired():
                 return ExploreOutcome("unknown", len(seen), transitions, d,
                                       time.perf_counter() - t0)
-            child = copy.deepcopy(h)
+            child = h.fork()
             if op == "fail_next_alloc":
                 child.fail_allocation(0)
                 found = []

@@ -1,14 +1,15 @@
-"""Hypothesis lock-step check: impl and the spec contracts, every invariant after every step.
+"""Lock-step check: impl and the spec contracts, every invariant after every step.
 
-``make_machine(geometry)`` builds a ``RuleBasedStateMachine`` whose rules are the stage-2
-operations with arguments from ``ptspec.proofs.stage2.strategies``, including bad arguments (beyond the IPA space,
-zero and wrapping sizes, out-of-range owner ids) and injected allocation failures. Each rule runs
-through ``Stage2Harness.step``, which checks S2-RC, S2-OWN, S2-BA, S2-TREE, S2-LEAK on the new
-state and S2-BBM plus the operation's contract on the transition. A violation raises
-``StepViolation`` carrying the pasteable program, the tables and the violations; hypothesis then
-shrinks the run to a short one.
+The operations come from ``ptspec.proofs.stage2.program.Stage2Program`` (arguments from
+``ptspec.proofs.stage2.strategies``), including bad arguments (beyond the IPA space, zero and
+wrapping sizes, out-of-range owner ids) and injected allocation failures. Each runs through
+``Stage2Harness.step``, which checks S2-RC, S2-OWN, S2-BA, S2-TREE, S2-LEAK on the new state and
+S2-BBM plus the operation's contract on the transition. A violation raises ``StepViolation``
+carrying the pasteable program, the tables and the violations; its trace is then replayed and cut
+to the shortest one that still fails.
 
-``run_lockstep`` runs one machine with a budget and a seed and turns the outcome into a result.
+``run_lockstep`` runs a budget of seeded runs (plain random choices by default; hypothesis's with
+``driver="hypothesis"``, through ``make_machine``) and turns the outcome into a result.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from dataclasses import dataclass
 
 from hypothesis import HealthCheck, Phase, seed as hyp_seed, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, rule
 
 from ptspec.impl.pgtable.pte import OWNER_FIELD_5_15, OWNER_FIELD_SEED
 
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.stage2 import strategies as S
 from ptspec.proofs.stage2.harness import Stage2Harness, replay
+from ptspec.proofs.stage2.program import Stage2Program
 
 # name -> (page_shift, ia_bits, owner_field); the issue's four required shapes, plus the 5.15
 # owner-field position on one of them.
@@ -81,132 +83,74 @@ def harness_maker(name: str, harness_factory=Stage2Harness, geometries=None, opt
 
 
 def make_machine(name: str, harness_factory=Stage2Harness, geometries=None, options=None):
+    """A hypothesis state machine whose one rule runs the next operation of ``Stage2Program``,
+    its choices drawn by hypothesis (``DrawChooser``): hypothesis drives and shrinks the run."""
     page_shift, ia_bits, owner_field = (GEOMETRIES if geometries is None else geometries)[name]
     geom = S.geometry(page_shift, ia_bits)
-    addr = S.addresses(geom)
-    size = S.sizes(geom)
     make = harness_maker(name, harness_factory, geometries, options)
+    program = subject_program(geom, harness_factory)    # one per machine: begin() starts runs
 
     class Stage2Lockstep(RuleBasedStateMachine):
         def __init__(self):
             super().__init__()
             self.h = make()
-            self.mapped = []        # (addr, size, phys, prot) of maps that returned 0
-            self._check(self.h.violations)
-
-        def _check(self, found):
-            if found:
-                raise StepViolation(self.h, found)
+            self.program = program
+            program.begin()
+            if self.h.violations:
+                raise StepViolation(self.h, self.h.violations)
 
         def _step(self, op, **args):
             ret, found = self.h.step(op, **args)
-            self._check(found)
-            if op == "map" and ret == 0:
-                self.mapped.append((args["addr"], args["size"], args["phys"], args["prot"]))
+            if found:
+                raise StepViolation(self.h, found)
+            return ret
 
-        @rule(a=addr, s=size, d=S.phys_offsets(geom), prot=S.prots())
-        def map(self, a, s, d, prot):
-            self._step("map", addr=a, size=s, phys=a + d, prot=prot)
-
-        @rule(a=addr, s=size, p=S.physes(geom), prot=S.prots())
-        def map_anywhere(self, a, s, p, prot):
-            self._step("map", addr=a, size=s, phys=p, prot=prot)
-
-        @rule(a=addr, d=S.phys_offsets(geom), prot=S.prots(),
-              lvl=st.sampled_from([lv for lv in (1, 2, 3) if geom.gran.block_ok[lv]]))
-        def map_aligned(self, a, d, prot, lvl):
-            """A whole aligned entry at a level that takes leaves: blocks, and (over existing
-            tables) the anchor that coalesces a subtree into one block."""
-            g = geom.gran.size[lvl]
-            a &= ~(g - 1)
-            self._step("map", addr=a, size=g, phys=(a + d) & ~(g - 1), prot=prot)
-
-        @precondition(lambda self: self.mapped)
-        @rule(i=st.integers(0, 7), perms=S.perm_changes(), grow=S.growths(geom))
-        def remap(self, i, perms, grow):
-            """Re-create an earlier mapping (what two vCPUs faulting on one page do), with the
-            permissions changed and the range grown or moved back: -EAGAIN territory."""
-            a, s, p, prot = self.mapped[-1 - i % len(self.mapped)]
-            before, after = grow
-            before = min(before, a, p)
-            self._step("map", addr=a - before, size=s + before + after, phys=p - before,
-                       prot=prot ^ perms)
-
-        @precondition(lambda self: self.mapped)
-        @rule(i=st.integers(0, 7), lvl=st.sampled_from(S.straddle_levels(geom)),
-              back=st.sampled_from([1, 2, 256]),
-              op=st.sampled_from(["unmap", "wrprotect", "flush", "set_owner"]))
-        def cross_into(self, i, lvl, back, op):
-            """A range that starts `back` pages before the entry boundary below an earlier
-            mapping and ends one page into that mapping: it crosses from one entry (often a
-            block or an empty slot) into the next, where there is something to change."""
-            a = self.mapped[-1 - i % len(self.mapped)][0]
-            page = geom.gran.page_size
-            boundary = a & ~(geom.gran.size[lvl] - 1)
-            start = max(boundary - back * page, 0)
-            args = {"addr": start, "size": (a & ~(page - 1)) + page - start}
-            if op == "set_owner":
-                args["owner_id"] = 1
-            self._step(op, **args)
-
-        @rule(r=S.straddles(geom), d=S.phys_offsets(geom), prot=S.prots(),
-              op=st.sampled_from(["unmap", "wrprotect", "flush", "map", "set_owner"]))
-        def straddle(self, r, d, prot, op):
-            """A range crossing an entry boundary at some level (walker alignment edge)."""
-            a, s = r
-            args = {"addr": a, "size": s}
-            if op == "map":
-                args.update(phys=a + d, prot=prot)
-            if op == "set_owner":
-                args["owner_id"] = 1
-            self._step(op, **args)
-
-        @rule(a=addr, s=size, o=S.owner_ids(1))
-        def set_owner(self, a, s, o):
-            self._step("set_owner", addr=a, size=s, owner_id=o)
-
-        @rule(a=addr, s=size)
-        def unmap(self, a, s):
-            self._step("unmap", addr=a, size=s)
-
-        @rule(a=addr, s=size)
-        def wrprotect(self, a, s):
-            self._step("wrprotect", addr=a, size=s)
-
-        @rule(a=addr, op=st.sampled_from(["mkyoung", "mkold", "is_young", "get_leaf"]))
-        def leaf_op(self, a, op):
-            self._step(op, addr=a)
-
-        @rule(a=addr, prot=S.perm_sets())
-        def relax_perms(self, a, prot):
-            self._step("relax_perms", addr=a, prot=prot)
-
-        @rule(a=addr, s=size)
-        def flush(self, a, s):
-            self._step("flush", addr=a, size=s)
-
-        @rule(a=S.bad_addresses(geom), s=size,
-              op=st.sampled_from(["unmap", "wrprotect", "flush", "map", "set_owner"]))
-        def beyond_ipa(self, a, s, op):
-            args = {"addr": a, "size": s}
-            if op == "map":
-                args.update(phys=1 << 32, prot=S.PROT_BASE[1])
-            if op == "set_owner":
-                args["owner_id"] = 1
-            self._step(op, **args)
-
-        @rule(k=st.integers(0, 3))
-        def fail_allocation(self, k):
-            """The k-th page-table allocation from now on fails (fault injection)."""
-            self.h.fail_allocation(k)
-
-        @precondition(lambda self: not self.h.destroyed)
-        @rule()
-        def destroy(self):
-            self._step("destroy")
+        @rule(data=st.data())
+        def operation(self, data):
+            entry = self.program.next(S.DrawChooser(data.draw))
+            if entry[0] == "fail":
+                self.h.fail_allocation(entry[1])
+                return
+            ret = self._step(entry[1], **entry[2])
+            self.program.returned(entry, ret)
 
     Stage2Lockstep.__name__ = f"Stage2Lockstep_{name.replace('-', '_')}"
     return Stage2Lockstep
+
+
+def subject_program(geom, harness_factory) -> Stage2Program:
+    """The lock-step program for a subject: Stage2Program plus the operations the subject adds
+    through a ``program_rules(options)`` class method (functions of a chooser returning a trace
+    entry; None or empty: nothing to add), e.g. a newer tree's split and test_clear_young."""
+    hook = getattr(harness_factory, "program_rules", None)
+    extra = hook(S.options(geom)) if hook is not None else None
+    return Stage2Program(geom, tuple(extra or ()))
+
+
+def run_program(make, program: Stage2Program, chooser, steps: int, counter: dict):
+    """One run: a fresh harness, then ``steps`` entries of the program (operations and injected
+    allocation failures); raises StepViolation at the first step the spec rejects."""
+    h = make()
+    counter["runs"] += 1
+    if h.violations:
+        raise StepViolation(h, h.violations)
+    program.begin()
+    for _ in range(steps):
+        entry = program.next(chooser)
+        if entry[0] == "fail":
+            h.fail_allocation(entry[1])
+            continue
+        counter["steps"] += 1
+        ret, found = h.step(entry[1], **entry[2])
+        if found:
+            raise StepViolation(h, found)
+        program.returned(entry, ret)
+    return h
+
+
+def run_seed(seed: int, run: int) -> int:
+    """The seed of run ``run`` of a lock-step seeded ``seed`` (runs are independent)."""
+    return (seed << 32) ^ run
 
 
 def shortest_failure(exc, make, max_replays: int):
@@ -238,15 +182,44 @@ class LockstepOutcome:
 
 def run_lockstep(name: str, *, examples: int, steps: int, seed: int = 0,
                  harness_factory=Stage2Harness, shrink_replays: int = 200,
-                 geometries=None, options=None) -> LockstepOutcome:
-    """Run the machine for ``examples`` runs of up to ``steps`` steps, seeded and without a
-    database, and report whether it found a violation.
+                 geometries=None, options=None, driver: str = "random") -> LockstepOutcome:
+    """Run ``examples`` runs of ``steps`` operations each, seeded, and report whether one broke
+    the spec.
 
-    Hypothesis only generates; a failing run's recorded trace is then minimised by replay
-    (ptspec.proofs.engines.minimize, at most ``shrink_replays`` replays), which is much cheaper than hypothesis's own
-    shrinking of stateful runs and yields the operation sequence a reviewer reads."""
-    machine = make_machine(name, harness_factory, geometries, options)
+    ``driver="random"`` (the default): each run draws from its own ``RandomChooser`` (seed
+    ``run_seed(seed, i)``), so runs cost only the subject and the judge. ``driver="hypothesis"``:
+    hypothesis draws the same program's choices (``make_machine``), seeded and without a database.
+    Either way a failing run's recorded trace is then minimised by replay
+    (ptspec.proofs.engines.minimize, at most ``shrink_replays`` replays), which is much cheaper
+    than hypothesis's own shrinking of stateful runs and yields the operation sequence a reviewer
+    reads."""
+    if driver not in ("random", "hypothesis"):
+        raise ValueError(f"driver must be 'random' or 'hypothesis', not {driver!r}")
+    make = harness_maker(name, harness_factory, geometries, options)
     counter = {"runs": 0, "steps": 0}
+    t0 = time.perf_counter()
+    exc = None
+    if driver == "random":
+        page_shift, ia_bits, _ = (GEOMETRIES if geometries is None else geometries)[name]
+        program = subject_program(S.geometry(page_shift, ia_bits), harness_factory)
+        for i in range(examples):
+            try:
+                run_program(make, program, S.RandomChooser(run_seed(seed, i)), steps, counter)
+            except StepViolation as found:
+                exc = found
+                break
+    else:
+        exc = _run_machine(name, examples, steps, seed, harness_factory, geometries, options,
+                           counter)
+    if exc is not None:
+        exc = shortest_failure(exc, make, shrink_replays)
+        return LockstepOutcome("refuted", counter["runs"], counter["steps"],
+                               time.perf_counter() - t0, exc)
+    return LockstepOutcome("passed", counter["runs"], counter["steps"], time.perf_counter() - t0)
+
+
+def _run_machine(name, examples, steps, seed, harness_factory, geometries, options, counter):
+    machine = make_machine(name, harness_factory, geometries, options)
     base_init = machine.__init__
 
     def counting_init(self):
@@ -257,17 +230,11 @@ def run_lockstep(name: str, *, examples: int, steps: int, seed: int = 0,
 
     def counting_step(self, op, **args):
         counter["steps"] += 1
-        orig_step(self, op, **args)
+        return orig_step(self, op, **args)
     machine._step = counting_step
 
     cfg = settings(max_examples=examples, stateful_step_count=steps, database=None,
                    deadline=None, print_blob=False, report_multiple_bugs=False,
                    suppress_health_check=list(HealthCheck),
                    phases=[Phase.explicit, Phase.generate])
-    t0 = time.perf_counter()
-    exc = minimize.run_hypothesis(hyp_seed(seed)(machine), cfg, StepViolation)
-    if exc is not None:
-        exc = shortest_failure(exc, harness_maker(name, harness_factory, geometries, options), shrink_replays)
-        return LockstepOutcome("refuted", counter["runs"], counter["steps"],
-                               time.perf_counter() - t0, exc)
-    return LockstepOutcome("passed", counter["runs"], counter["steps"], time.perf_counter() - t0)
+    return minimize.run_hypothesis(hyp_seed(seed)(machine), cfg, StepViolation)

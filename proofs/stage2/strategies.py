@@ -1,4 +1,4 @@
-"""Hypothesis strategies for stage-2 operation arguments, built from the table geometry.
+"""Stage-2 operation arguments, built from the table geometry, for every subject the spec judges.
 
 Addresses are assembled from per-level index fields (first entries, the last entry, the first entry
 of the next concatenated root page, the top of the IPA space) plus an in-page offset, so that the
@@ -15,13 +15,21 @@ builds the geometry object the strategies read. The same strategies drive every 
 judges (impl through ``Stage2Harness``, the kernel's own C through
 ``ptspec.proofs.kernel.subject.CSideHarness``): they produce operation records (name + keyword
 arguments) that the subject's harness applies.
+
+Every argument is drawn through a *chooser*, which picks one of a list of options: ``RandomChooser``
+(a seeded ``random.Random``: plain, fast runs) or ``DrawChooser`` (hypothesis's ``draw``: hypothesis
+drives the choices and can shrink them). ``Stage2Program`` is the one operation generator of the
+stage-2 lock-step (each operation kind with its argument ranges); the hypothesis strategies below
+(``addresses``, ``sizes``, ...) are the same choices wrapped for other hypothesis machines.
 """
 
 from __future__ import annotations
 
-from hypothesis import strategies as st
-
+import functools
+import random
 from dataclasses import dataclass, field
+
+from hypothesis import strategies as st
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
@@ -86,6 +94,43 @@ def hyp_geometry(page_shift: int, va_bits: int) -> Geometry:
     return Geometry(Granule(page_shift), va_bits, G.hyp_start_level(va_bits, page_shift), 1)
 
 
+# -- choosers ----------------------------------------------------------------------------------
+
+class RandomChooser:
+    """Choices from a seeded ``random.Random``: the same seed gives the same run."""
+
+    def __init__(self, seed):
+        self.rng = random.Random(seed)
+        self._random = self.rng.random
+
+    def choice(self, options):
+        return options[int(self._random() * len(options))]
+
+    def integer(self, lo: int, hi: int) -> int:
+        return lo + int(self._random() * (hi - lo + 1))
+
+
+@functools.lru_cache(maxsize=4096)
+def _sampled(options: tuple):
+    return st.sampled_from(options)
+
+
+class DrawChooser:
+    """Choices drawn by hypothesis (``data.draw`` or a composite's ``draw``): hypothesis drives
+    them and shrinks a failing run towards the first option of each list."""
+
+    def __init__(self, draw):
+        self.draw = draw
+
+    def choice(self, options):
+        return self.draw(_sampled(tuple(options)))
+
+    def integer(self, lo: int, hi: int) -> int:
+        return self.draw(st.integers(lo, hi))
+
+
+# -- the options of one geometry -----------------------------------------------------------------
+
 def level_indices(geom: Geometry, level: int) -> list[int]:
     """Indices tried at one level; repeated entries weigh the choice towards a few subtrees."""
     ptrs = geom.gran.ptrs_per_pte
@@ -99,46 +144,71 @@ def level_indices(geom: Geometry, level: int) -> list[int]:
     return [0, 0, 1, 1, ptrs - 1]
 
 
-def addresses(geom: Geometry, misaligned: bool = True):
-    """IPAs inside the IPA space, from per-level index fields and an in-page offset."""
-    gran = geom.gran
-    parts = []
-    for level in range(geom.start_level, 4):
-        parts.append(st.sampled_from(level_indices(geom, level)).map(
-            lambda i, s=gran.shift[level]: i << s))
-    offsets = [0] * 6 + ([1, gran.page_size // 2, gran.page_size - 1] if misaligned else [])
-    parts.append(st.sampled_from(offsets))
-    return st.tuples(*parts).map(sum)
+@dataclass(frozen=True)
+class Options:
+    """Every option list the choices of one geometry pick from (computed once per geometry)."""
+    geom: Geometry
+    fields: tuple           # per level from the start level: index << shift
+    offsets: tuple          # in-page offsets, misaligned ones included
+    aligned_offsets: tuple
+    sizes: tuple            # page, block and root-entry multiples with small deltas
+    wrapping_sizes: tuple   # 0 and sizes that wrap the 64-bit address space
+    phys_offsets: tuple
+    phys_bases: tuple
+    bad_addresses: tuple
+    straddle_levels: tuple
+    aligned_levels: tuple   # levels that take leaves (map_aligned)
 
 
-def sizes(geom: Geometry):
+@functools.lru_cache(maxsize=None)
+def options(geom: Geometry) -> Options:
     gran = geom.gran
-    page = gran.page_size
-    blk = gran.size[2]
-    base = [page, 2 * page, 3 * page, blk, blk - page, blk + page, 2 * blk, 1, page + 1]
+    page, blk = gran.page_size, gran.size[2]
+    fields = tuple(tuple(i << gran.shift[lv] for i in level_indices(geom, lv))
+                   for lv in range(geom.start_level, 4))
+    sizes = [page, 2 * page, 3 * page, blk, blk - page, blk + page, 2 * blk, 1, page + 1]
     if gran.kvm_level_supports_block_mapping(1):
-        base.append(gran.size[1])
-    return st.one_of(st.sampled_from(base), st.sampled_from([0, U64, U64 - page + 2]))
+        sizes.append(gran.size[1])
+    lim = 1 << geom.ia_bits
+    return Options(
+        geom=geom, fields=fields,
+        offsets=(0,) * 6 + (1, page // 2, page - 1), aligned_offsets=(0,),
+        sizes=tuple(sizes), wrapping_sizes=(0, U64, U64 - page + 2),
+        phys_offsets=(1 << 32, 1 << 32, (1 << 32) + blk, (1 << 32) + page,
+                      (1 << 33) + 3 * page, (1 << 32) + 1),
+        phys_bases=(1 << 32, (1 << 32) + blk, (1 << 32) + page, (1 << 33) + 3 * page,
+                    (1 << gran.pa_bits) - blk),
+        bad_addresses=(lim, lim + page, U64, U64 - page + 1, 1 << 63),
+        straddle_levels=tuple(straddle_levels(geom)),
+        aligned_levels=tuple(lv for lv in (1, 2, 3) if gran.block_ok[lv]))
 
 
-def phys_offsets(geom: Geometry):
+# -- one argument, through a chooser ---------------------------------------------------------------
+
+def choose_address(ch, opt: Options, misaligned: bool = True) -> int:
+    """An IPA inside the IPA space, from per-level index fields and an in-page offset."""
+    a = 0
+    for f in opt.fields:
+        a += ch.choice(f)
+    return a + ch.choice(opt.offsets if misaligned else opt.aligned_offsets)
+
+
+def choose_size(ch, opt: Options) -> int:
+    """Page, block and root-entry multiples with small deltas, or 0 / sizes that wrap (one in two)."""
+    return ch.choice(ch.choice((opt.sizes, opt.wrapping_sizes)))
+
+
+def choose_phys_offset(ch, opt: Options) -> int:
     """Output address = IPA + offset, as a memslot maps guest memory linearly: re-maps of
     overlapping ranges then meet the same output addresses (permission-only re-maps, -EAGAIN).
     Offsets keep level-1 or level-2 block alignment, or only page alignment."""
-    gran = geom.gran
-    page = gran.page_size
-    return st.sampled_from([1 << 32, 1 << 32, (1 << 32) + gran.size[2], (1 << 32) + page,
-                            (1 << 33) + 3 * page, (1 << 32) + 1])
+    return ch.choice(opt.phys_offsets)
 
 
-def physes(geom: Geometry):
-    """Valid output addresses independent of the IPA: block aligned, page aligned, or not."""
-    gran = geom.gran
-    page = gran.page_size
-    top = 1 << gran.pa_bits
-    bases = [1 << 32, (1 << 32) + gran.size[2], (1 << 32) + page, (1 << 33) + 3 * page,
-             top - gran.size[2]]
-    return st.tuples(st.sampled_from(bases), st.sampled_from([0, 0, 0, page, 1])).map(sum)
+def choose_phys(ch, opt: Options) -> int:
+    """A valid output address independent of the IPA: block aligned, page aligned, or not."""
+    page = opt.geom.gran.page_size
+    return ch.choice(opt.phys_bases) + ch.choice((0, 0, 0, page, 1))
 
 
 PROT_BASE = [KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_W,
@@ -146,30 +216,87 @@ PROT_BASE = [KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_W,
              KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_W | KVM_PGTABLE_PROT_X,
              KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_W | KVM_PGTABLE_PROT_DEVICE,
              KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_X | KVM_PGTABLE_PROT_R, 0]
+_PROT_SW = (0, 0, 0, KVM_PGTABLE_PROT_SW0, KVM_PGTABLE_PROT_SW3)
+_R, _W, _X = KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
+# every subset of R, W, X (what relax_perms may be asked to add), once with a software bit (-EINVAL)
+PERM_SETS = (0, _R, _W, _X, _R | _W, _R | _X, _W | _X, _R | _W | _X, _R | KVM_PGTABLE_PROT_SW0)
+# permission bits to flip on a re-map (R, W, X; never DEVICE or software bits), 0 included
+PERM_CHANGES = (0, _W, _X, _R, _W | _X)
+
+
+def choose_prot(ch) -> int:
+    return ch.choice(PROT_BASE) + ch.choice(_PROT_SW)
+
+
+def choose_growth(ch, opt: Options) -> tuple[int, int]:
+    """(bytes added before, bytes added after) a re-mapped range: none, a page, a level-2 block."""
+    page, blk = opt.geom.gran.page_size, opt.geom.gran.size[2]
+    return ch.choice((0, 0, page)), ch.choice((0, page, 2 * page, blk))
+
+
+_STRADDLE_SIDES = ("page", "pages", "half")
+
+
+def choose_straddle(ch, opt: Options) -> tuple[int, int]:
+    """(addr, size): a range that starts inside one entry and ends just inside the next one.
+
+    The entry boundary is at a level from the root down to level 2 (a level-3 entry is one page and
+    a walk starts page aligned). The range starts one page, two pages or half an entry before the
+    boundary and ends one page, two pages or half an entry after it. This is where a walker that
+    advances without aligning to the entry first goes wrong, and where partial block splits and
+    partial unmaps meet neighbouring entries. A range that would end beyond the IPA space is drawn
+    again (the last tries fall back to the first boundary of the level)."""
+    page, top = opt.geom.gran.page_size, 1 << opt.geom.ia_bits
+    for attempt in range(8):
+        level = ch.choice(opt.straddle_levels)
+        base = choose_address(ch, opt, misaligned=False) if attempt < 7 else 0
+        back, ahead = ch.choice(_STRADDLE_SIDES), ch.choice(_STRADDLE_SIDES)
+        g = opt.geom.gran.size[level]
+        boundary = (base // g + 1) * g
+        b = {"page": page, "pages": 2 * page, "half": g // 2}[back]
+        a = {"page": page, "pages": 2 * page, "half": g // 2}[ahead]
+        if boundary + a <= top:
+            return boundary - b, b + a
+    raise AssertionError("unreachable: the first boundary of a level below the top fits")
+
+
+# -- the same choices as hypothesis strategies (for the other hypothesis machines) ---------------
+
+def _strategy(fn, *args):
+    return st.composite(lambda draw: fn(DrawChooser(draw), *args))()
+
+
+def addresses(geom: Geometry, misaligned: bool = True):
+    """IPAs inside the IPA space, from per-level index fields and an in-page offset."""
+    return _strategy(choose_address, options(geom), misaligned)
+
+
+def sizes(geom: Geometry):
+    return _strategy(choose_size, options(geom))
+
+
+def phys_offsets(geom: Geometry):
+    return _strategy(choose_phys_offset, options(geom))
+
+
+def physes(geom: Geometry):
+    return _strategy(choose_phys, options(geom))
 
 
 def prots():
-    return st.tuples(st.sampled_from(PROT_BASE),
-                     st.sampled_from([0, 0, 0, KVM_PGTABLE_PROT_SW0, KVM_PGTABLE_PROT_SW3])).map(sum)
+    return _strategy(choose_prot)
 
 
 def perm_sets():
-    """Every subset of R, W, X (what relax_perms may be asked to add), and once with a software
-    bit (refused with -EINVAL)."""
-    r, w, x = KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
-    return st.sampled_from([0, r, w, x, r | w, r | x, w | x, r | w | x, r | KVM_PGTABLE_PROT_SW0])
+    return st.sampled_from(PERM_SETS)
 
 
 def perm_changes():
-    """Permission bits to flip on a re-map (R, W, X; never DEVICE or software bits), 0 included."""
-    return st.sampled_from([0, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X, KVM_PGTABLE_PROT_R,
-                            KVM_PGTABLE_PROT_W | KVM_PGTABLE_PROT_X])
+    return st.sampled_from(PERM_CHANGES)
 
 
 def growths(geom: Geometry):
-    """(bytes added before, bytes added after) a re-mapped range: none, a page, a level-2 block."""
-    page, blk = geom.gran.page_size, geom.gran.size[2]
-    return st.tuples(st.sampled_from([0, 0, page]), st.sampled_from([0, page, 2 * page, blk]))
+    return _strategy(choose_growth, options(geom))
 
 
 def owner_ids(max_owner_id: int):
@@ -178,9 +305,7 @@ def owner_ids(max_owner_id: int):
 
 def bad_addresses(geom: Geometry):
     """Addresses beyond the IPA space (the walker must answer -ERANGE)."""
-    lim = 1 << geom.ia_bits
-    return st.sampled_from([lim, lim + geom.gran.page_size, U64, U64 - geom.gran.page_size + 1,
-                            1 << 63])
+    return st.sampled_from(options(geom).bad_addresses)
 
 
 def straddle_levels(geom: Geometry) -> list[int]:
@@ -190,27 +315,4 @@ def straddle_levels(geom: Geometry) -> list[int]:
 
 
 def straddles(geom: Geometry):
-    """(addr, size) ranges that start inside one entry and end just inside the next one.
-
-    The entry boundary is at a level from the root down to level 2 (a level-3 entry is one page and
-    a walk starts page aligned). The range starts one page, two pages or half an entry before the
-    boundary and ends one page, two pages or half an entry after it. This is where a walker that
-    advances without aligning to the entry first goes wrong, and where partial block splits and
-    partial unmaps meet neighbouring entries.
-    """
-    gran = geom.gran
-    page = gran.page_size
-    levels = straddle_levels(geom)
-
-    def build(args):
-        level, base, back, ahead = args
-        g = gran.size[level]
-        boundary = (base // g + 1) * g
-        b = {"page": page, "pages": 2 * page, "half": g // 2}[back]
-        a = {"page": page, "pages": 2 * page, "half": g // 2}[ahead]
-        return boundary - b, b + a
-
-    return st.tuples(st.sampled_from(levels), addresses(geom, misaligned=False),
-                     st.sampled_from(["page", "pages", "half"]),
-                     st.sampled_from(["page", "pages", "half"])).map(build).filter(
-        lambda r: r[0] + r[1] <= 1 << geom.ia_bits)
+    return _strategy(choose_straddle, options(geom))

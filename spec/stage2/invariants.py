@@ -7,6 +7,10 @@ hardware walks from the roots (ptspec.spec.arch.walk). Each function takes a Sta
 The structural helpers here (encoding and tree checks) are shared with the hyp stage-1 invariants
 (ptspec.spec.hyp.invariants), which report them under S1-* ids.
 
+Every per-table rule can be limited to a window of tables (``pages``): the tables a step changed
+(ptspec.spec.stage2.window.changed_tables), when every other table was judged before and did not
+change; the whole-state check stays the statement.
+
 Leaves out: two-state properties (S2-BBM, contracts) and everything mmu.c adds (memslots, dirty log).
 """
 
@@ -23,6 +27,14 @@ def _where(pa, i, level, base, g, d=None):
     if d is not None:
         w["desc"] = d
     return w
+
+
+def _tables(walk, pages):
+    """The reached tables (pa, (level, base, used, parent, index)) in walk order: all of them, or
+    only those in ``pages`` (a window: the tables a step changed, ptspec.spec.stage2.window)."""
+    if pages is None:
+        return walk.tables.items()
+    return [(pa, t) for pa, t in walk.tables.items() if pa in pages]
 
 
 # -- shared structural checks ---------------------------------------------------------------------
@@ -53,11 +65,12 @@ def _encoding_report(inv, pa, i, level, base, g, d, problems):
     return [Violation(inv, f"{at}: {text}", _where(pa, i, level, base, g, d)) for text in problems]
 
 
-def encoding_violations(state, inv):
+def encoding_violations(state, inv, pages=None):
     """Valid descriptors of every reached table: kind allowed at their level, addresses aligned.
 
     The fast form of encoding_violations_plain (read that one): zero slots are skipped through the
-    walk's non-zero index, and level-3 pages are screened (page_fast below).
+    walk's non-zero index, and level-3 pages are screened (page_fast below). ``pages``: only those
+    tables (a window, see _tables).
     """
     out = []
     ps, pa_limit = state.page_shift, 1 << state.pa_bits
@@ -65,7 +78,7 @@ def encoding_violations(state, inv):
     # A level-3 page can only be misaligned or out of range through bits 13:12 (16K, RES0) or
     # 15:12 (64K, address bits 51:48, out of range when pa_bits is 48): page_fast screens for them.
     page_fast = {12: 0, 14: D.RES0_16K_MASK, 16: 0 if state.pa_bits >= 52 else D.ADDR_51_48_MASK}[ps]
-    for pa, (level, base, used, _, _) in walk.tables.items():
+    for pa, (level, base, used, _, _) in _tables(walk, pages):
         descs = state.pages[pa]
         g = G.granule_size(level, ps)
         block_ok = G.level_allows_block(level, ps)
@@ -103,8 +116,9 @@ def _encoding_problems(d, level, ps, g, block_ok, pa_limit):
     return out
 
 
-def tree_violations(state, inv, expected_start, expected_roots, geometry_note):
-    """Geometry, roots, the walk's problems, table upper bits, and slots beyond the input range."""
+def tree_violations(state, inv, expected_start, expected_roots, geometry_note, pages=None):
+    """Geometry, roots, the walk's problems, table upper bits, and slots beyond the input range
+    (the per-slot rules only in ``pages`` when given)."""
     out = []
     ps = state.page_shift
     if state.start_level != expected_start:
@@ -127,7 +141,7 @@ def tree_violations(state, inv, expected_start, expected_roots, geometry_note):
                                           f"their total size {size:#x}", {"table": roots[0]}))
     for message, where in walk.problems:
         out.append(Violation(inv, message, dict(where)))
-    return out + slot_violations(state, inv)
+    return out + slot_violations(state, inv, pages)
 
 
 def slot_violations_plain(state, inv):
@@ -159,13 +173,13 @@ def _slot_problem(state, inv, pa, i, level, base, used, d):
     return []
 
 
-def slot_violations(state, inv):
+def slot_violations(state, inv, pages=None):
     """The fast form of slot_violations_plain (read that one): zero slots are skipped through the
     walk's non-zero index, and full level-3 tables are skipped whole (no table descriptor can sit at
-    level 3, and every one of their slots is an input address)."""
+    level 3, and every one of their slots is an input address). ``pages``: only those tables."""
     out = []
     walk = state.walk()
-    for pa, (level, base, used, _, _) in walk.tables.items():
+    for pa, (level, base, used, _, _) in _tables(walk, pages):
         if level == G.LAST_LEVEL and used == state.entries:
             continue
         descs = state.pages[pa]
@@ -206,7 +220,7 @@ def leak_violations(state, inv):
     "stage2_map_walker_try_leaf", "get_page", "stage2_put_pte", "stage2_map_walk_leaf",
     "stage2_map_walk_table_pre", "stage2_unmap_walker", "stage2_free_walker",
     "kvm_pgtable_stage2_init"))
-def s2_rc(state):
+def s2_rc(state, pages=None):
     """S2-RC: every table page (roots included) has refcount == 1 + its counted descriptors.
 
     Statement: for every table page reached from the roots, page_count() equals one (the reference
@@ -224,14 +238,14 @@ def s2_rc(state):
     """
     if state.kind != STAGE2:
         return []
-    return _rc_violations(state, "S2-RC", per_descriptor=True)
+    return _rc_violations(state, "S2-RC", per_descriptor=True, pages=pages)
 
 
-def _rc_violations(state, inv, per_descriptor):
+def _rc_violations(state, inv, per_descriptor, pages=None):
     out = []
     walk = state.walk()
     n = state.entries
-    for pa, (level, base, _, _, _) in walk.tables.items():
+    for pa, (level, base, _, _, _) in _tables(walk, pages):
         counted = n - state.pages[pa].count(0) if per_descriptor else 0
         rc = state.refcount[pa]
         if rc != 1 + counted:
@@ -271,7 +285,7 @@ def own_violations_plain(state):
 @statement("S2-OWN", constrains=(
     "kvm_init_invalid_leaf_owner", "kvm_pgtable_stage2_set_owner", "stage2_map_walker_try_leaf",
     "kvm_clear_pte", "stage2_put_pte", "stage2_unmap_walker"))
-def s2_own(state):
+def s2_own(state, pages=None):
     """S2-OWN: an invalid descriptor is 0 or a well-formed owner annotation.
 
     Statement: every descriptor with the valid bit clear is either 0 (owned by the host, id 0) or has
@@ -293,7 +307,7 @@ def s2_own(state):
     walk = state.walk()
     mask = D.field_mask(*field)
     lo = field[1]
-    for pa, (level, base, used, _, _) in walk.tables.items():
+    for pa, (level, base, used, _, _) in _tables(walk, pages):
         descs = state.pages[pa]
         g = G.granule_size(level, ps)
         for i in walk.nonzero(pa):
@@ -317,7 +331,7 @@ def s2_own(state):
     "kvm_block_mapping_supported", "kvm_level_supports_block_mapping",
     "stage2_map_walker_try_leaf", "kvm_init_valid_leaf_pte", "kvm_phys_to_pte",
     "kvm_set_table_pte", "user_mem_abort"))
-def s2_ba(state):
+def s2_ba(state, pages=None):
     """S2-BA: every valid descriptor is a kind its level allows, with an aligned, in-range address.
 
     Statement: a valid leaf at level 3 is a page (bits[1:0] = 0b11; 0b01 is a reserved encoding);
@@ -336,13 +350,13 @@ def s2_ba(state):
     """
     if state.kind != STAGE2:
         return []
-    return encoding_violations(state, "S2-BA")
+    return encoding_violations(state, "S2-BA", pages)
 
 
 @statement("S2-TREE", constrains=(
     "kvm_pgtable_stage2_init", "kvm_pgd_pages", "stage2_map_walk_leaf", "kvm_set_table_pte",
     "stage2_map_walk_table_post", "stage2_unmap_walker", "stage2_free_walker"))
-def s2_tree(state):
+def s2_tree(state, pages=None):
     """S2-TREE: the tables form a tree that matches the geometry KVM configures.
 
     Statement: the IPA size is one the granule supports (32..48 bits, 32..52 with 64K); the start
@@ -371,7 +385,8 @@ def s2_tree(state):
         return out
     start = G.stage2_start_level(state.ia_bits, ps)
     note = f"a {state.ia_bits}-bit IPA with the {G.granule_name(ps)} granule"
-    out += tree_violations(state, "S2-TREE", start, G.root_pages(state.ia_bits, start, ps), note)
+    out += tree_violations(state, "S2-TREE", start, G.root_pages(state.ia_bits, start, ps), note,
+                           pages)
     return out
 
 

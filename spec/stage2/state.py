@@ -114,9 +114,10 @@ def _parse_descriptors(value, where, count):
         raise StateError(f"{where}: expected a list of {count} descriptors, got {_type_name(value)}")
     if len(value) != count:
         raise StateError(f"{where}: expected {count} descriptors, got {len(value)}")
-    if set(map(type, value)) == {int}:          # plain ints only: array() would take bools too
+    if list(map(type, value)).count(int) == count:    # plain ints only: array() takes bools too
         try:
-            return array("Q", value).tolist()   # range checked in C; also copies
+            array("Q", value)                   # range checked in C
+            return list(value)                  # the copy
         except OverflowError:
             pass
     return [parse_int(d, f"{where}[{i}]", 0, U64_LIMIT - 1) for i, d in enumerate(value)]
@@ -147,6 +148,24 @@ def _parse_event(event, where):
         raise StateError(f"{where}: {name} takes {_EVENT_ARITY[name]} operand(s), got {len(event) - 1}")
     args = [parse_int(v, f"{where}[{i + 1}]", 0, U64_LIMIT - 1) for i, v in enumerate(event[1:])]
     return (name, *args)
+
+
+def _parse_log(value):
+    """The tlb_log as a list of event tuples, each as _parse_event reads it (the plain statement,
+    the last line); the common case (every event a list or tuple of a known name and its u64 int
+    operands) is checked for the whole log at once, at C speed where it can be."""
+    log = _parse_list(value, "tlb_log")
+    try:
+        if (set(map(type, log)) <= {list, tuple}
+                and all(_EVENT_ARITY.get(e[0]) == len(e) - 1 for e in log)
+                and set(map(type, [e[0] for e in log])) <= {str}):
+            operands = [v for e in log for v in e[1:]]
+            if set(map(type, operands)) <= {int}:
+                array("Q", operands)                # range checked in C
+                return [tuple(e) for e in log]
+    except (TypeError, IndexError, OverflowError):
+        pass
+    return [_parse_event(e, f"tlb_log[{i}]") for i, e in enumerate(log)]
 
 
 class State:
@@ -277,6 +296,5 @@ def load_state(obj):
         if not isinstance(e, str):
             raise StateError(f"pool_errors[{i}]: expected a string, got {show(e)}")
     s.pool_errors = tuple(errors)
-    s.tlb_log = [_parse_event(e, f"tlb_log[{i}]")
-                 for i, e in enumerate(_parse_list(obj.get("tlb_log", []), "tlb_log"))]
+    s.tlb_log = _parse_log(obj.get("tlb_log", []))
     return s
