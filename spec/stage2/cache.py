@@ -13,7 +13,8 @@ translation the step made visible is judged, then the addresses the step gave up
 
 "Made visible": a post-op valid leaf over an input range whose pre-op translation was not the
 same kind of mapping of the same output: not valid, or another output, or (for CMO-POC) not
-cacheable, or (for CMO-POU) not executable. Judged only for a guest stage 2 (a state with
+cacheable, or (for CMO-POU) not executable normal memory (a device leaf is not judged: no RAM
+the host writes through its caches lies behind it). Judged only for a guest stage 2 (a state with
 ``cmo`` true, or a caller that says so: mmu.c 5.13 does the maintenance itself).
 
 Leaves out: the order of the maintenance relative to the descriptor write (the log records no
@@ -78,8 +79,9 @@ class PlainCacheJudge:
             if (guest and not fwb and D.is_cacheable(desc, fwb) and oa not in self.dclean
                     and not (same and D.is_cacheable(prev[1], fwb))):
                 found.add("CMO-POC")
-            if (guest and not self.dic and D.is_executable(desc) and oa not in self.iclean
-                    and not (same and D.is_executable(prev[1]))):
+            if (guest and not self.dic and D.is_executable(desc) and D.is_cacheable(desc, fwb)
+                    and oa not in self.iclean
+                    and not (same and D.is_executable(prev[1]) and D.is_cacheable(prev[1], fwb))):
                 found.add("CMO-POU")
         still = {v[2] for v in new.values()}
         for _, _, oa in old.values():
@@ -142,7 +144,8 @@ def pou_violations(ghost, step, post, seg, oa, dic):
     """CMO-POU: an executable guest mapping becomes visible only over memory whose I-cache was invalidated since the host last wrote it.
 
     Statement: for a guest stage 2 on a CPU without DIC, every input range [s, e) that a step makes
-    visible through a valid executable leaf (XN clear), at output oa, lies over output addresses
+    visible through a valid executable leaf (XN clear) with KVM's normal memory attributes (a
+    device leaf maps no RAM the host writes through its caches), at output oa, lies over output addresses
     whose I-cache was invalidated to PoU (an ["icache", pa, size] event) after the host last wrote
     them and, without FWB, after their D-cache was cleaned (a "dcache" event earlier in the log
     since that write): an invalidation before the clean lets the I-cache refill from memory the
@@ -272,7 +275,8 @@ def _runs(chunks, page_shift, fwb):
         qoa = address(qd, page_shift) + (s - q[START]) if qv else None
         same = pv and qv and poa == qoa
         poc = qv and D.is_cacheable(qd, fwb) and not (same and D.is_cacheable(pd, fwb))
-        pou = qv and not qd & D.XN and not (same and not pd & D.XN)
+        pou = (qv and not qd & D.XN and D.is_cacheable(qd, fwb)
+               and not (same and not pd & D.XN and D.is_cacheable(pd, fwb)))
         if last is not None:
             ls, le, lp, lq, lpoa, lqoa, lpoc, lpou = last
             if (le == s and (lpoa is None) == (poa is None) and (lqoa is None) == (qoa is None)
