@@ -23,7 +23,7 @@ from ptspec.proofs.kernel.tree import shim_defines
 
 SHIM_DIR = Path(__file__).with_name("shim")
 SHIM_FILES = ("linux/bits.h", "linux/bitfield.h", "linux/types.h", "linux/pgtable.h",
-              "linux/kvm_host.h", "kdiff_rt.c")
+              "linux/kvm_host.h", "kdiff_rt.c", "linux/kdiff_mainline.h", "kdiff_mainline_rt.c")
 CFLAGS = ("-O2", "-fPIC", "-shared", "-fno-strict-aliasing", "-fwrapv", "-w")
 PARANGE = {12: 5, 14: 5, 16: 6}       # ID_AA64MMFR0_EL1_PARANGE_48 / _52
 
@@ -55,6 +55,12 @@ def _key(src: fetch.Source, cc: str, page_shift: int, defines=()) -> str:
     return h.hexdigest()[:16]
 
 
+def _runtime(defines) -> str:
+    """The shim runtime to link: the reworked walker's (6.2 on, -DKDIFF_MAINLINE) includes the
+    base one and adds what that walker needs."""
+    return "kdiff_mainline_rt.c" if "KDIFF_MAINLINE" in defines else "kdiff_rt.c"
+
+
 def library(page_shift: int, src: fetch.Source | None = None, defines=()) -> Path:
     """Path of the shared library for this granule, built if not cached.
 
@@ -80,7 +86,7 @@ def library(page_shift: int, src: fetch.Source | None = None, defines=()) -> Pat
     tmp = out.with_suffix(f".tmp{os.getpid()}")
     cmd = [cc, *CFLAGS, f"-DPAGE_SHIFT={page_shift}", f"-DKDIFF_PARANGE_MAX={PARANGE[page_shift]}",
            *(f"-D{d}" for d in defines), "-I", str(SHIM_DIR), "-I", str(src.include_dir),
-           "-o", str(tmp), str(src.pgtable_c), str(SHIM_DIR / "kdiff_rt.c")]
+           "-o", str(tmp), str(src.pgtable_c), str(SHIM_DIR / _runtime(defines))]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         lines = (r.stderr or r.stdout).strip().splitlines()[:15]

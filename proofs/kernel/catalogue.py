@@ -179,6 +179,18 @@ FINDINGS = (
         _SW_WHY + "; here kvm_pgtable_stage2_map installs the leaf without the software bits "
         "C-MAP expects in it",
         ("kvm_pgtable_stage2_map", "stage2_set_prot_attr"), lambda step: _sw_prot(step, "map")),
+    # the reworked walker (6.2 on): docs/kernel-mainline.md
+    KernelFinding(
+        "relax-perms-eagain-level", "C-RELAX-PERMS", (6, 12, 0), (7, 1, 0),
+        "kvm_pgtable_stage2_relax_perms invalidates the faulting IPA on this CPU also when the walk "
+        "returns -EAGAIN (no valid leaf: another CPU changed it), but passes the TLBI the `level` "
+        "that stage2_update_leaf_attrs only writes on success: an uninitialised stack value as "
+        "the TTL hint (the userspace build read 120), so the invalidation may miss the stale "
+        "entry it is for and the vCPU can fault again; seen running 6.12.19; 7.1.5 passes "
+        "TLBI_TTL_UNKNOWN on -EAGAIN (the first fixed release is not pinned down here)",
+        ("kvm_pgtable_stage2_relax_perms", "stage2_update_leaf_attrs"),
+        lambda step: (step is not None and step.get("op") == "relax_perms"
+                      and step.get("ret") == -11)),
 )
 
 

@@ -70,6 +70,8 @@ C_CALLS = {
     "relax_perms": ("kvm_pgtable_stage2_relax_perms", ("addr", "prot")),
     "get_leaf": ("kvm_pgtable_get_leaf", ("addr", "@leaf")),
     "destroy": ("kvm_pgtable_stage2_destroy", ()),
+    "test_clear_young": ("kvm_pgtable_stage2_test_clear_young", ("addr", "size", "mkold")),
+    "split": ("kvm_pgtable_stage2_split", ("addr", "size", "@mc")),
 }
 
 

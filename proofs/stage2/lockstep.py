@@ -205,6 +205,11 @@ def make_machine(name: str, harness_factory=Stage2Harness, geometries=None, opti
         def destroy(self):
             self._step("destroy")
 
+    extra = getattr(harness_factory, "machine_rules", None)
+    if extra is not None:           # a subject with operations of its own (subject_mainline)
+        mixin = extra(addr, size)
+        if mixin is not None:
+            Stage2Lockstep = type("Stage2Lockstep", (mixin, Stage2Lockstep), {})
     Stage2Lockstep.__name__ = f"Stage2Lockstep_{name.replace('-', '_')}"
     return Stage2Lockstep
 
