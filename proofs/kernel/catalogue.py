@@ -191,6 +191,29 @@ FINDINGS = (
         ("kvm_pgtable_stage2_relax_perms", "stage2_update_leaf_attrs"),
         lambda step: (step is not None and step.get("op") == "relax_perms"
                       and step.get("ret") == -11)),
+    KernelFinding(
+        "create-unlinked-double-put", "S2-LEAK", (6, 5, 0), (6, 12, 0),
+        "when the walk that fills a new unlinked table fails (an allocation fails part way), "
+        "kvm_pgtable_stage2_create_unlinked calls kvm_pgtable_stage2_free_unlinked, which already "
+        "drops the table page's last reference, and then puts the page once more: a double free "
+        "of a hypervisor page (reached by kvm_pgtable_stage2_split with a memcache large enough to "
+        "split a 1G block to pages and an allocation failure); seen running 6.6.63, fixed in "
+        "6.12.19 (the first fixed release is not pinned down here)",
+        ("kvm_pgtable_stage2_create_unlinked", "kvm_pgtable_stage2_free_unlinked",
+         "stage2_split_walker"),
+        lambda step: step is not None and step.get("op") == "split"),
+    KernelFinding(
+        "unmap-deferred-tlbi-refused", "C-UNMAP", (6, 6, 0), None,
+        "with FWB and range TLBI (stage2_unmap_defer_tlb_flush), kvm_pgtable_stage2_unmap "
+        "invalidates [addr, addr + size) after the walk whatever the walk returned: a range the "
+        "walk refuses (-ERANGE) or finds empty (addr + size wraps) still gets range TLBIs over the "
+        "caller's raw size, up to 2**31 TLBI instructions for a wrapped size (a long, "
+        "non-preemptible loop); extra invalidation, not a missing one; the kernel's callers pass "
+        "memslot ranges; seen running 6.6.63 and 6.12.19",
+        ("kvm_pgtable_stage2_unmap", "kvm_tlb_flush_vmid_range"),
+        lambda step: (step is not None and step.get("op") == "unmap"
+                      and (step.get("ret") != 0 or step["args"]["addr"] + step["args"]["size"]
+                           > (1 << 64)))),
 )
 
 

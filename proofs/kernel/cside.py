@@ -251,7 +251,7 @@ class CPgtable:
             elif kind == EV_ICACHE:
                 events.append(["icache", a, b])
             elif kind > EV_ERR:          # a runtime's own events (kdiff_mainline_rt.c)
-                ev = self._extra_event(kind, a, b)
+                ev = self._extra_event(kind, a, b, len(self.pending) + len(events))
                 if ev:
                     events.append(ev)
             elif kind == EV_WARN:
@@ -270,8 +270,9 @@ class CPgtable:
         self.pending.extend(events)
         return events
 
-    def _extra_event(self, kind: int, a: int, b: int):
-        """An event of a runtime other than kdiff_rt.c: none here (recorded as an error)."""
+    def _extra_event(self, kind: int, a: int, b: int, position: int):
+        """An event of a runtime other than kdiff_rt.c (position: TLB/cache events of the step
+        before it): none here (recorded as an error)."""
         self.errors.append(f"kdiff: unknown event kind {kind}")
         return None
 

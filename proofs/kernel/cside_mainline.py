@@ -7,7 +7,8 @@ go through the runtime's ``kdiff_ml_*`` entry points, and the new ones are added
 ``test_clear_young``. Its raw state adds what the reworked walker's statements read
 (spec/stage2/mainline.py): ``kernel_version``, the locked-PTE markers stored during the step
 (``pte_locks``: [pte PA, value]) and the tables handed to ``free_unlinked``/``free_removed``
-(``unlinked_freed``: [table PA, level]); its TLB log adds ``tlbi_range`` (IPA, size in bytes) and
+(``unlinked_freed``: [table PA, level]), the pages whose last reference was dropped, with the
+number of TLB/cache events logged before (``pages_freed``: [PA, position]); its TLB log adds ``tlbi_range`` (IPA, size in bytes) and
 ``tlbi_ipa_nsh`` (IPA, level).
 
 A call the tree does not have (mkold after 6.4, split before 6.5) raises ValueError before any C
@@ -21,7 +22,7 @@ import ctypes
 from ptspec.proofs.kernel import cside
 from ptspec.proofs.kernel.cside import CPgtable, _u64
 
-EV_TLBI_RANGE, EV_TLBI_NSH, EV_LOCK, EV_FREE_UNLINKED = 7, 8, 9, 10
+EV_TLBI_RANGE, EV_TLBI_NSH, EV_LOCK, EV_FREE_UNLINKED, EV_FREED = 7, 8, 9, 10, 11
 
 
 def _bind(lib):
@@ -60,6 +61,7 @@ class CPgtableMainline(CPgtable):
         self.mc = cside.CMemcache(self)
         self.locks: list = []
         self.freed: list = []
+        self.pages_freed: list = []
 
     def init(self) -> int:
         lib = self._lib()
@@ -118,7 +120,7 @@ class CPgtableMainline(CPgtable):
             raise ValueError("kvm_pgtable_stage2_split needs a memcache (it reads mc->nobjs)")
         return self._lib().kdiff_ml_split(_u64("addr", addr), _u64("size", size), 1)
 
-    def _extra_event(self, kind: int, a: int, b: int):
+    def _extra_event(self, kind: int, a: int, b: int, position: int):
         if kind == EV_TLBI_RANGE:
             return ["tlbi_range", a, b << self.page_shift]
         if kind == EV_TLBI_NSH:
@@ -129,14 +131,19 @@ class CPgtableMainline(CPgtable):
         if kind == EV_FREE_UNLINKED:
             self.freed.append([a, b - (1 << 64) if b >> 63 else b])
             return None
-        return super()._extra_event(kind, a, b)
+        if kind == EV_FREED:          # position: TLB/cache events logged before it in this step
+            self.pages_freed.append([a, position])
+            return None
+        return super()._extra_event(kind, a, b, position)
 
     def snapshot(self, drain_log: bool = True) -> dict:
         state = super().snapshot(drain_log)
         state["kernel_version"] = self.version
         state["pte_locks"] = [list(x) for x in self.locks]
         state["unlinked_freed"] = [list(x) for x in self.freed]
+        state["pages_freed"] = [list(x) for x in self.pages_freed]
         if drain_log:
             self.locks.clear()
             self.freed.clear()
+            self.pages_freed.clear()
         return state

@@ -108,6 +108,7 @@ class CSideHarness(Stage2Harness):
         self.pgt.fail_at([k])
         self.trace.append(("fail", k))
         self.lines.append(f"pgt.fail_at([{k}])")
+        self.calls.append((f"h.fail_allocation({k})", self.lines[-1]))    # in the program too
 
     def step(self, op: str, **args):
         before = len(self.violations)

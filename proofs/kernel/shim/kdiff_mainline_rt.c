@@ -24,10 +24,17 @@ typedef s8 kdiff_level_t;
 typedef u32 kdiff_level_t;
 #endif
 
-enum { EV_TLBI_RANGE = 7, EV_TLBI_NSH = 8, EV_LOCK = 9, EV_FREE_UNLINKED = 10 };
+enum { EV_TLBI_RANGE = 7, EV_TLBI_NSH = 8, EV_LOCK = 9, EV_FREE_UNLINKED = 10, EV_FREED = 11 };
 
+/* one event per range; the kernel's loop over MAX_TLBI_RANGE_PAGES chunks is merged back into
+   one event when a chunk starts where the previous one ended (same addresses invalidated) */
 void __kvm_tlb_flush_vmid_range(struct kvm_s2_mmu *mmu, phys_addr_t start, unsigned long pages)
 {
+	if (loglen && logbuf[loglen - 1][0] == EV_TLBI_RANGE &&
+	    logbuf[loglen - 1][1] + (logbuf[loglen - 1][2] << PAGE_SHIFT) == start) {
+		logbuf[loglen - 1][2] += pages;
+		return;
+	}
 	log_event(EV_TLBI_RANGE, start, pages);
 }
 
@@ -80,12 +87,24 @@ static void ml_free_unlinked(void *addr, kdiff_level_t level)
 #endif
 }
 
+/* put_page, logging the page whose last reference it drops (its order against the TLBIs) */
+static void ml_put_page(void *addr)
+{
+	uintptr_t off = (uintptr_t)addr - (uintptr_t)arena;
+
+	if ((uintptr_t)addr >= (uintptr_t)arena && (off >> PAGE_SHIFT) < npages &&
+	    pstate[off >> PAGE_SHIFT] == PG_USED && refcount[off >> PAGE_SHIFT] == 1)
+		log_event(EV_FREED, kdiff_virt_to_phys(addr), 0);
+	mm_put_page(addr);
+}
+
 /* kdiff_reset, then the hooks the reworked walker needs */
 int kdiff_ml_reset(u64 n, int fwb, int cmo, u64 mc_capacity)
 {
 	int ret = kdiff_reset(n, fwb, cmo, mc_capacity);
 
 	kdiff_mm_ops.zalloc_page = ml_zalloc_page;
+	kdiff_mm_ops.put_page = ml_put_page;
 #ifdef KDIFF_ML_FREE_REMOVED
 	kdiff_mm_ops.free_removed_table = ml_free_unlinked;
 #else
