@@ -194,3 +194,25 @@ def test_split_charged_outside_the_memcache_is_caught():
     vs = contract(raw(pre), step("split", addr=0x4020_0000, size=0x20_0000),
                   raw(post, tlb=[("tlbi_ipa", 0x4020_0000, 2)]))
     assert any("outside the memcache" in str(v) for v in vs)
+
+
+# -- S2-TABLE-TLBI -------------------------------------------------------------------------------
+
+def test_table_freed_before_its_tlbi_is_caught():
+    pre = mapped()
+    table = pre.slot(0x4000_0000, 3)[0]
+    post = pre.copy()
+    post.drop_table(0x4000_0000, 2)
+    st = step("unmap", addr=0x4000_0000, size=0x20_0000)
+    before = [("tlbi_ipa", 0x4000_0000, 0x7FFFFFFF)]
+    ok = raw(post, tlb=before, pages_freed=[[table, 1]])
+    assert ML.check_table_tlbi(raw(pre), st, ok) == []
+    late = raw(post, tlb=[("tlbi_range", 0x4000_0000, 0x20_0000)], pages_freed=[[table, 0]])
+    vs = ML.check_table_tlbi(raw(pre), st, late)
+    assert ids(vs) == ["S2-TABLE-TLBI"] and "one comes after the free" in vs[0].message
+    elsewhere = raw(post, tlb=[("tlbi_ipa", 0x4040_0000, 3)], pages_freed=[[table, 1]])
+    assert ids(ML.check_table_tlbi(raw(pre), st, elsewhere)) == ["S2-TABLE-TLBI"]
+    # a VMID-wide invalidation covers it; destroy is exempt
+    assert ML.check_table_tlbi(raw(pre), st, raw(post, tlb=[("tlbi_vmid",)],
+                                                  pages_freed=[[table, 1]])) == []
+    assert ML.check_table_tlbi(raw(pre), step("destroy"), late) == []

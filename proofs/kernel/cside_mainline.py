@@ -36,7 +36,7 @@ def _bind(lib):
         "kdiff_ml_set_owner": (i32, [u64, u64, i32, u8]),
         "kdiff_ml_mkyoung": (u64, [u64]), "kdiff_ml_mkold": (u64, [u64]),
         "kdiff_ml_is_young": (i32, [u64]), "kdiff_ml_test_clear_young": (i32, [u64, u64, i32]),
-        "kdiff_ml_split": (i32, [u64, u64, i32]),
+        "kdiff_ml_split": (i32, [u64, u64, i32]), "kdiff_ml_relax_perms": (i32, [u64, u64]),
     }
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
@@ -104,6 +104,9 @@ class CPgtableMainline(CPgtable):
             raise ValueError(f"Linux {self.version} has no kvm_pgtable_stage2_is_young "
                              "(use test_clear_young)")
         return bool(self._lib().kdiff_ml_is_young(_u64("addr", addr)))
+
+    def relax_perms(self, addr, prot) -> int:
+        return self._lib().kdiff_ml_relax_perms(_u64("addr", addr), _u64("prot", prot))
 
     def test_clear_young(self, addr, size, mkold) -> bool:
         if not self.shape.test_clear_young:

@@ -44,6 +44,9 @@ class Mainline:
     test_clear_young: bool
     annotate: bool
     lock: tuple | None          # ("bit", n) or ("type", hi, lo, value)
+    prot_bits: tuple = ()       # bit of KVM_PGTABLE_PROT_X (or PX), _W, _R, _DEVICE in the enum
+    memattr1: bool = False      # PAGE_S2_MEMATTR takes one argument (7.x)
+    walk_flags_api: bool = False  # mkyoung returns void and takes walk flags, relax_perms too (7.x)
 
     def lock_marker(self) -> tuple[int, int] | None:
         """(mask, bits): a descriptor is the locked marker when (desc & mask) == bits (bit 0, valid,
@@ -66,6 +69,12 @@ class Mainline:
             out.append("KDIFF_ML_MKOLD")
         if self.split:
             out.append("KDIFF_ML_SPLIT")
+        if self.memattr1:
+            out.append("KDIFF_ML_MEMATTR1")
+        if self.walk_flags_api:
+            out.append("KDIFF_ML_WALK_FLAGS_API")
+        if self.annotate:
+            out.append("KDIFF_ML_ANNOTATE")
         return tuple(out)
 
     def describe(self) -> str:
@@ -102,11 +111,32 @@ def detect(pgtable_c: str, header: str) -> Mainline | None:
         create_unlinked=has("kvm_pgtable_stage2_create_unlinked"),
         hyp_unmap=has("kvm_pgtable_hyp_unmap"), tlbi_range=has("kvm_tlb_flush_vmid_range"),
         test_clear_young=has("kvm_pgtable_stage2_test_clear_young"),
-        annotate=has("kvm_pgtable_stage2_annotate"), lock=lock)
+        annotate=has("kvm_pgtable_stage2_annotate"), lock=lock,
+        prot_bits=tuple(_prot_bit(header, n) for n in ("X", "W", "R", "DEVICE")),
+        memattr1=re.search(r"PAGE_S2_MEMATTR\(\s*\w+\s*\)", pgtable_c) is not None,
+        walk_flags_api=re.search(r"void\s+kvm_pgtable_stage2_mkyoung\s*\(", header) is not None)
+
+
+# the enum kvm_pgtable_prot the spec's encodings are (spec/arch/descriptor.py PROT_*)
+SPEC_PROT_BITS = (0, 1, 2, 3)
+
+
+def _prot_bit(header: str, name: str):
+    """The bit of KVM_PGTABLE_PROT_<name> (X: of PX when X is PX | UX), or None."""
+    for n in (name, "PX") if name == "X" else (name,):
+        m = re.search(rf"KVM_PGTABLE_PROT_{n}\s*=\s*BIT\((\d+)\)", header)
+        if m:
+            return int(m.group(1))
+    return None
 
 
 def unsupported(ml: Mainline) -> str | None:
     """Why the shim cannot judge this reworked walker yet, or None."""
+    if ml.prot_bits != SPEC_PROT_BITS:
+        names = ", ".join(f"{n} bit {b}" for n, b in zip(("X/PX", "W", "R", "DEVICE"), ml.prot_bits))
+        return (f"enum kvm_pgtable_prot is renumbered ({names}; the spec's is X 0, W 1, R 2, "
+                "DEVICE 3) and set_owner became kvm_pgtable_stage2_annotate (a type in bits "
+                "63:60): not judged by the spec yet (it would misjudge every map)")
     if ml.annotate:
         return ("kvm_pgtable_stage2_annotate (7.x: invalid descriptors carry a type in bits 63:60 "
                 "and an annotation; set_owner is gone) is not judged by the spec yet")

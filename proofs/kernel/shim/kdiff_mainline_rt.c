@@ -127,15 +127,39 @@ int kdiff_ml_map(u64 addr, u64 size, u64 phys, u64 prot, int use_mc, u32 walk_fl
 	return kvm_pgtable_stage2_map(&kdiff_pgt, addr, size, phys, prot, ml_mc(use_mc), walk_flags);
 }
 
+#ifdef KDIFF_ML_ANNOTATE
+/* 7.x: set_owner became kvm_pgtable_stage2_annotate (not driven: the spec does not judge it yet) */
+int kdiff_ml_set_owner(u64 addr, u64 size, int use_mc, u8 owner_id) { return -ENOSYS; }
+#else
 int kdiff_ml_set_owner(u64 addr, u64 size, int use_mc, u8 owner_id)
 {
 	return kvm_pgtable_stage2_set_owner(&kdiff_pgt, addr, size, ml_mc(use_mc), owner_id);
 }
+#endif
 
+#ifdef KDIFF_ML_WALK_FLAGS_API
+/* 7.x: mkyoung returns nothing and takes walk flags; relax_perms takes walk flags */
+u64 kdiff_ml_mkyoung(u64 addr)
+{
+	kvm_pgtable_stage2_mkyoung(&kdiff_pgt, addr, 0);
+	return 0;
+}
+
+int kdiff_ml_relax_perms(u64 addr, u64 prot)
+{
+	return kvm_pgtable_stage2_relax_perms(&kdiff_pgt, addr, prot, 0);
+}
+#else
 u64 kdiff_ml_mkyoung(u64 addr)
 {
 	return kvm_pgtable_stage2_mkyoung(&kdiff_pgt, addr);
 }
+
+int kdiff_ml_relax_perms(u64 addr, u64 prot)
+{
+	return kvm_pgtable_stage2_relax_perms(&kdiff_pgt, addr, prot);
+}
+#endif
 
 #ifdef KDIFF_ML_MKOLD
 u64 kdiff_ml_mkold(u64 addr) { return kvm_pgtable_stage2_mkold(&kdiff_pgt, addr); }

@@ -102,4 +102,18 @@ void __kvm_tlb_flush_vmid_ipa_nsh(struct kvm_s2_mmu *mmu, phys_addr_t ipa, int l
 /* 7.x's kvm_pgtable is a union with pKVM's mapping tree (unused here) */
 struct rb_root_cached { void *rb_node; void *rb_leftmost; };
 
+#ifdef KDIFF_ML_MEMATTR1
+/* 7.x: PAGE_S2_MEMATTR(attr) reads the FWB capability itself; VTCR fields are masks */
+#undef PAGE_S2_MEMATTR
+#define MT_S2_AS_S1			0x0
+#define MT_S2_FWB_AS_S1			7
+#define PAGE_S2_MEMATTR(attr) \
+	(kdiff_has_cap(ARM64_HAS_STAGE2_FWB) ? PTE_S2_MEMATTR(MT_S2_FWB_ ## attr) \
+					      : PTE_S2_MEMATTR(MT_S2_ ## attr))
+#define VTCR_EL2_PS			GENMASK(18, 16)
+#define VTCR_EL2_T0SZ			GENMASK(5, 0)
+#define VTCR_EL2_VS			BIT(19)
+#endif
+#define ARM64_HAS_XNX			4
+
 #endif
