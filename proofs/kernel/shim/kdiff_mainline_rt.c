@@ -43,16 +43,18 @@ void __kvm_tlb_flush_vmid_ipa_nsh(struct kvm_s2_mmu *mmu, phys_addr_t ipa, int l
 	log_event(EV_TLBI_NSH, ipa, (u64)(s64)level);
 }
 
-/* a descriptor stored by cmpxchg: the locked-PTE marker's stores are logged */
+/* a descriptor stored by cmpxchg: the locked-PTE marker's stores are logged (the marker is one
+   value, KVM_INVALID_PTE_LOCKED; it is matched with the valid bit ignored, so a marker stored as
+   valid is seen too; a valid leaf whose AF is bit 10 is not the marker) */
 static u64 lock_bits, lock_mask;
 
 void kdiff_ml_store(void *ptep, u64 new_pte)
 {
-	if (lock_mask && (new_pte & lock_mask) == lock_bits)
+	if (lock_mask && (new_pte & ~1ULL) == lock_bits)
 		log_event(EV_LOCK, kdiff_virt_to_phys(ptep), new_pte);
 }
 
-/* the marker as the tree defines it: (value & mask) == bits, valid bit ignored by the match */
+/* the marker as the tree defines it: the value `bits` (mask: where its field lies) */
 void kdiff_ml_set_lock_marker(u64 mask, u64 bits)
 {
 	lock_mask = mask;
