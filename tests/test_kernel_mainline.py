@@ -108,7 +108,7 @@ def test_6_6_create_unlinked_double_put_is_the_catalogued_finding():
     assert "h.fail_allocation(5)" in h.program()
 
 
-@pytest.mark.parametrize("rid", [r.id for r in PM.REVERTS if r.sequence])
+@pytest.mark.parametrize("rid", [r.id for r in PM.REVERTS + PM.PLANTS if r.sequence])
 def test_reverted_upstream_fix_is_caught_and_the_fixed_tree_is_clean(rid, tmp_path):
     rv = PM.BY_ID[rid]
     tree = need_tree(rv.tree)

@@ -47,6 +47,7 @@ class Revert:
     expect: tuple               # statement ids that must report it
     sequence: tuple = ()        # ((kind, args), ...): a shortest program, ("fail", k) / (op, args)
     harness: tuple = ()         # extra harness options for the sequence (memcache, arena)
+    upstream: bool = True       # a real upstream fix undone (False: a bug planted for a statement)
 
 
 def _e(rid, function, token, old, new):
@@ -109,7 +110,25 @@ REVERTS = (
                        "level);", "level); mm_ops->put_page(childp);"),),
            ("4k-39",), ("S2-LEAK",)),
 )
-BY_ID = {r.id: r for r in REVERTS}
+# Bugs planted (not upstream fixes) so that the reworked walker's marker statement is seen to fail
+# on the C code itself, not only on hand-built states (tests/test_spec_mainline.py).
+PLANTS = (
+    Revert("lock-left", "the map walker breaks the old leaf (the locked-PTE marker) and returns "
+           "without making the new one", "6.6",
+           (_e("lock-left", "stage2_map_walker_try_leaf", "stage2_make_pte(ctx, new);",
+               "stage2_make_pte(ctx, new);", "return 0;"),),
+           ("4k-39",), ("S2-LOCKED",),
+           (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=6)),),
+           upstream=False),
+    Revert("lock-valid", "stage2_try_break_pte stores the locked-PTE marker with the valid bit "
+           "set", "6.6",
+           (_e("lock-valid", "stage2_try_break_pte", "KVM_INVALID_PTE_LOCKED)",
+               "KVM_INVALID_PTE_LOCKED)", "KVM_INVALID_PTE_LOCKED | KVM_PTE_VALID)"),),
+           ("4k-39",), ("S2-LOCKED",),
+           (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=6)),),
+           upstream=False),
+)
+BY_ID = {r.id: r for r in REVERTS + PLANTS}
 
 
 def scratch_dir() -> Path:

@@ -39,6 +39,12 @@ void kdiff_ml_store(void *ptep, u64 new_pte);
 #define cmpxchg(ptr, o, n)	({ __typeof__(*(ptr)) __old = *(ptr); \
 				   if (__old == (o)) { *(ptr) = (n); kdiff_ml_store((void *)(ptr), (u64)(n)); } \
 				   __old; })
+/* plain descriptor stores (WRITE_ONCE, smp_store_release) are reported the same way: a
+   non-shared walk breaks a PTE with WRITE_ONCE, not cmpxchg */
+#undef WRITE_ONCE
+#define WRITE_ONCE(x, v)	do { __typeof__(x) __w = (v); *(volatile __typeof__(x) *)&(x) = __w; \
+				     if (sizeof(x) == 8) kdiff_ml_store((void *)&(x), (u64)__w); \
+				} while (0)
 #define xchg(ptr, n)		({ __typeof__(*(ptr)) __old = *(ptr); *(ptr) = (n); __old; })
 
 #define min(a, b)		((a) < (b) ? (a) : (b))
