@@ -182,6 +182,11 @@ def test_split_same_translations_pages_and_memcache():
     # planted: returned 0 with the block still there
     vs = contract(raw(pre), step("split", **args), raw(pre))
     assert "C-SPLIT" in ids(vs) and any("still a level-2 block" in str(v) for v in vs)
+    # AF may be gained (an old block splits into young pages), not lost
+    old = pre.copy().block(0x4020_0000, 2, 0x9000_0000, af=False)
+    assert contract(raw(old), step("split", **args), raw(post, tlb=tlb)) == []
+    cold = post.copy().page(0x4020_5000, 0x9000_5000, af=False)
+    assert "C-SPLIT" in ids(contract(raw(pre), step("split", **args), raw(cold, tlb=tlb)))
     # -ENOMEM with nothing done is allowed
     assert contract(raw(pre), step("split", ret=ENOMEM, **args), raw(pre)) == []
 

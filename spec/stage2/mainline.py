@@ -316,7 +316,9 @@ def contract_split(pre, step, post):
     is 0 or -ENOMEM, and:
     - same translations: every page translates after the step as before: an invalid page keeps its
       descriptor, a valid one keeps its output address and its leaf attributes (bits 11:2, 63:51),
-      at the same or a deeper level;
+      at the same or a deeper level; AF may only be gained (the new leaves are built with AF set,
+      kvm_pgtable_stage2_pte_prot does not carry it: an old block splits into young pages, seen
+      in 6.6.63);
     - page granularity: with ret 0, every valid leaf intersecting [addr, addr + size) is a page
       (the last level);
     - the memcache is charged as documented: every page the step allocated came from the memcache
@@ -350,8 +352,8 @@ def contract_split(pre, step, post):
                     where_of(q, s))
         elif not is_valid(q):
             rep.add(f"[{s:#x}, {e:#x}) was {describe(p, ps)}, now invalid", where_of(q, s))
-        elif (_page_oa(p, s, ps) != _page_oa(q, s, ps) or (p[DESC] ^ q[DESC]) & _ATTRS
-              or q[LEVEL] < p[LEVEL]):
+        elif (_page_oa(p, s, ps) != _page_oa(q, s, ps) or (p[DESC] ^ q[DESC]) & _ATTRS & ~D.AF
+              or p[DESC] & ~q[DESC] & D.AF or q[LEVEL] < p[LEVEL]):
             rep.add(f"[{s:#x}, {e:#x}) was {describe(p, ps)}, now {describe(q, ps)}: not the same "
                     "translation", where_of(q, s))
     if step.ret == 0 and E > A:
