@@ -49,6 +49,8 @@ INVARIANTS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "C-INI
               "C-SET-OWNER", "C-UNMAP", "C-WRPROTECT", "C-MKYOUNG", "C-MKOLD", "C-IS-YOUNG",
               "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF", "C-DESTROY", "C-CMO", "C-ARGS",
               "KERNEL-WARN"]
+# what a tree with the reworked walker (6.2 on) is judged by as well (spec/stage2/mainline.py)
+MAINLINE_INVARIANTS = ["S2-LOCKED", "S2-RCU", "S2-TABLE-TLBI", "C-SPLIT", "C-TEST-CLEAR-YOUNG"]
 
 
 def _statement(vid: str) -> str:
@@ -136,7 +138,9 @@ def check_geometry(tree, name: str, budget, seed: int, harness=None) -> Result:
                                 geometries=subject.GEOMETRIES, options=subject.OPTIONS)
     found = ", ".join(f"{k} x{n} ({catalogue_versions(k)})" for k, n in sorted(harness.seen.items()))
     note = f"; catalogued findings: {found}" if found else ""
-    kw = dict(id=f"kernel.lockstep.{name}", engine="hypothesis", invariants=INVARIANTS,
+    mainline = getattr(tree.shape, "mainline", None) is not None
+    kw = dict(id=f"kernel.lockstep.{name}", engine="hypothesis",
+              invariants=INVARIANTS + (MAINLINE_INVARIANTS if mainline else []),
               seconds=time.perf_counter() - t0)
     if out.status == "refuted":
         return Result.refuted(counterexample(out.failure, tree),

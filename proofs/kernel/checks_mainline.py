@@ -19,8 +19,7 @@ from ptspec.proofs.kernel import subject
 from ptspec.proofs.kernel import tree as T
 from ptspec.proofs.runner.registry import Obligation, Result, register
 
-MAINLINE = ["S2-LOCKED", "S2-RCU", "S2-TABLE-TLBI", "C-SPLIT", "C-TEST-CLEAR-YOUNG"]
-INVARIANTS = check.INVARIANTS + MAINLINE
+INVARIANTS = check.INVARIANTS + check.MAINLINE_INVARIANTS
 VERIFY_SHARE = {"4k-39": 4, "4k-48": 8, "64k-44": 8}
 TREES = ("6.3", "6.6", "6.12")
 FUNCTIONS = ["kvm_pgtable_walk", "__kvm_pgtable_visit", "stage2_map_walker_try_leaf",
