@@ -126,3 +126,16 @@ def test_split_double_put_is_unreachable_single_threaded(tmp_path):
     scratch = PM.scratch_tree(rv, tree, tmp_path / "t")
     assert "put_page(childp)" in (scratch.root / T.FILES[0]).read_text()
     assert rv.sequence == ()
+
+
+@pytest.mark.parametrize("prefix", ["6.6", "6.12"])
+def test_split_of_a_device_block_is_the_catalogued_memtype_finding(prefix):
+    tree = need_tree(prefix)
+    h = _harness(tree)
+    assert h.step("map", addr=0x200000, size=0x200000, phys=0x100200000, prot=0xe)[1] == []
+    assert h.step("split", addr=0x200000, size=0x1000) == (0, [])
+    assert h.findings == {"split-drops-memtype": 1}
+    # a normal block splits clean
+    assert h.step("map", addr=0x400000, size=0x200000, phys=0x100400000, prot=6)[1] == []
+    assert h.step("split", addr=0x400000, size=0x1000) == (0, [])
+    assert h.findings == {"split-drops-memtype": 1}

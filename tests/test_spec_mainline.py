@@ -182,6 +182,10 @@ def test_split_same_translations_pages_and_memcache():
     # planted: returned 0 with the block still there
     vs = contract(raw(pre), step("split", **args), raw(pre))
     assert "C-SPLIT" in ids(vs) and any("still a level-2 block" in str(v) for v in vs)
+    # planted: the memory type lost (what 6.6-7.1's split does to a device block)
+    dev = pre.copy().block(0x4020_0000, 2, 0x9000_0000, device=True)
+    vs = contract(raw(dev), step("split", **args), raw(post, tlb=tlb))
+    assert any("the memory type changed (MemAttr 0x1 -> 0xf)" in str(v) for v in vs)
     # AF may be gained (an old block splits into young pages), not lost
     old = pre.copy().block(0x4020_0000, 2, 0x9000_0000, af=False)
     assert contract(raw(old), step("split", **args), raw(post, tlb=tlb)) == []

@@ -107,6 +107,7 @@ class KernelFinding:
     why: str
     kernel_functions: tuple
     when: object                # step record -> bool: the violation's step matches the finding
+    text: str = ""              # and the violation's message holds this (empty: any message)
 
     def applies_to(self, version: tuple) -> bool:
         return self.since <= version and (self.until is None or version < self.until)
@@ -203,6 +204,17 @@ FINDINGS = (
          "stage2_split_walker"),
         lambda step: step is not None and step.get("op") == "split"),
     KernelFinding(
+        "split-drops-memtype", "C-SPLIT", (6, 5, 0), None,
+        "kvm_pgtable_stage2_split rebuilds a block from kvm_pgtable_stage2_pte_prot(pte), which "
+        "carries R, W, X and the software bits but not the memory type: a device (or, 6.12, "
+        "normal non-cacheable) block splits into normal cacheable pages. Whether a guest ever has "
+        "such a block in a memslot that is eagerly split depends on mmu.c (device mappings are "
+        "normally installed page by page); seen running 6.6.63 and 6.12.19, still so in 7.1.5's "
+        "source",
+        ("kvm_pgtable_stage2_split", "stage2_split_walker", "kvm_pgtable_stage2_pte_prot"),
+        lambda step: step is not None and step.get("op") == "split",
+        text="the memory type changed"),
+    KernelFinding(
         "unmap-deferred-tlbi-refused", "C-UNMAP", (6, 6, 0), None,
         "with FWB and range TLBI (stage2_unmap_defer_tlb_flush), kvm_pgtable_stage2_unmap "
         "invalidates [addr, addr + size) after the walk whatever the walk returned: a range the "
@@ -221,6 +233,7 @@ def finding_for(violation, step, version: tuple):
     """The catalogued finding a violation of this step is, for this kernel version, or None."""
     vid = str(violation).split()[0]
     for f in FINDINGS:
-        if f.statement == vid and f.applies_to(version) and f.when(step):
+        if (f.statement == vid and f.applies_to(version) and f.when(step)
+                and f.text in str(violation)):
             return f
     return None

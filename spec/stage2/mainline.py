@@ -352,6 +352,12 @@ def contract_split(pre, step, post):
                     where_of(q, s))
         elif not is_valid(q):
             rep.add(f"[{s:#x}, {e:#x}) was {describe(p, ps)}, now invalid", where_of(q, s))
+        elif (_page_oa(p, s, ps) == _page_oa(q, s, ps) and q[LEVEL] >= p[LEVEL]
+              and (p[DESC] ^ q[DESC]) & _ATTRS & ~D.AF == D.MEMATTR_MASK & (p[DESC] ^ q[DESC])
+              and (p[DESC] ^ q[DESC]) & D.MEMATTR_MASK):
+            rep.add(f"[{s:#x}, {e:#x}) was {describe(p, ps)}, now {describe(q, ps)}: the memory "
+                    f"type changed (MemAttr {(p[DESC] & D.MEMATTR_MASK) >> 2:#x} -> "
+                    f"{(q[DESC] & D.MEMATTR_MASK) >> 2:#x})", where_of(q, s))
         elif (_page_oa(p, s, ps) != _page_oa(q, s, ps) or (p[DESC] ^ q[DESC]) & _ATTRS & ~D.AF
               or p[DESC] & ~q[DESC] & D.AF or q[LEVEL] < p[LEVEL]):
             rep.add(f"[{s:#x}, {e:#x}) was {describe(p, ps)}, now {describe(q, ps)}: not the same "
