@@ -344,6 +344,7 @@ def contract_split(pre, step, post):
         return rep.result()
     check_ret(rep, step, (0, ENOMEM))
     ps = pre.page_shift
+    memtype_told = False
     for s, e, p, q in diff(pre, post):
         if p[OPAQUE] or q[OPAQUE]:
             rep.add(f"[{s:#x}, {e:#x}) was {describe(p, ps)}, now {describe(q, ps)}", where_of(q, s))
@@ -355,6 +356,9 @@ def contract_split(pre, step, post):
         elif (_page_oa(p, s, ps) == _page_oa(q, s, ps) and q[LEVEL] >= p[LEVEL]
               and (p[DESC] ^ q[DESC]) & _ATTRS & ~D.AF == D.MEMATTR_MASK & (p[DESC] ^ q[DESC])
               and (p[DESC] ^ q[DESC]) & D.MEMATTR_MASK):
+            if memtype_told:
+                continue            # one report per step: every page of the block says the same
+            memtype_told = True
             rep.add(f"[{s:#x}, {e:#x}) was {describe(p, ps)}, now {describe(q, ps)}: the memory "
                     f"type changed (MemAttr {(p[DESC] & D.MEMATTR_MASK) >> 2:#x} -> "
                     f"{(q[DESC] & D.MEMATTR_MASK) >> 2:#x})", where_of(q, s))
