@@ -225,3 +225,15 @@ def test_table_freed_before_its_tlbi_is_caught():
     assert ML.check_table_tlbi(raw(pre), st, raw(post, tlb=[("tlbi_vmid",)],
                                                   pages_freed=[[table, 1]])) == []
     assert ML.check_table_tlbi(raw(pre), step("destroy"), late) == []
+
+
+def test_bbm_software_bits_only_change_needs_no_tlbi_from_6_12():
+    pre = mapped()
+    post = pre.copy().page(0x4000_0000, 0x8000_0000, sw=1)
+    args = dict(addr=0x4000_0000, size=0x1000, phys=0x8000_0000, prot=RW | (1 << 55),
+                force_pte=False)
+    assert _bbm(pre, "map", post, [], "6.12.19", **args) == []
+    assert ids(_bbm(pre, "map", post, [], "6.6.63", **args)) == ["S2-BBM"]
+    # anything more than the software bits still needs one
+    more = pre.copy().page(0x4000_0000, 0x8000_0000, sw=1, w=False)
+    assert ids(_bbm(pre, "map", more, [], "6.12.19", **args)) == ["S2-BBM"]

@@ -45,13 +45,21 @@ def _invalidates(ev, level, lo, hi, local_ok=False):
 
 # -- the plain statement: page by page -----------------------------------------------------------
 
-def exempt_change(op, old, new):
+def _free_bits(state):
+    """Bits a change may touch with no TLBI by kernel version: from 6.12 the software bits 58:55
+    (the map walker stores a change of only those without break-before-make; the hardware ignores
+    them, so a cached copy with the old ones translates the same; seen in 6.12.19, not 6.6.63)."""
+    return D.SW_MASK if kernel_since(state, (6, 12, 0)) else 0
+
+
+def exempt_change(op, old, new, free=0):
     """A change of one page's translation, (valid, level, desc) before and after, that needs no TLBI:
-    still valid at the same level, only the bits the caller flushes cleared, only AF set."""
+    still valid at the same level, only the bits the caller flushes cleared, only AF set (and the
+    `free` bits changed either way)."""
     if not new[0] or new[1] != old[1]:
         return False
     cleared, added = old[2] & ~new[2], new[2] & ~old[2]
-    return not cleared & ~_CALLER_FLUSHES.get(op, 0) and not added & ~D.AF
+    return not cleared & ~(_CALLER_FLUSHES.get(op, 0) | free) and not added & ~(D.AF | free)
 
 
 def uninvalidated_leaves_plain(pre, step, post, lo, hi):
@@ -72,7 +80,7 @@ def uninvalidated_leaves_plain(pre, step, post, lo, hi):
     page = 1 << pre.page_shift
     for ipa in range(lo - lo % page, hi, page):
         old, new = page_translation(pre, ipa), page_translation(post, ipa)
-        if not old[0] or same_page(old, new) or exempt_change(step.op, old, new):
+        if not old[0] or same_page(old, new) or exempt_change(step.op, old, new, _free_bits(pre)):
             continue
         level = old[1]
         size = G.granule_size(level, pre.page_shift)
@@ -86,20 +94,20 @@ def uninvalidated_leaves_plain(pre, step, post, lo, hi):
 # -- the same over the interval diff (optimised) -------------------------------------------------
 
 
-def _exempt(op, p, q):
+def _exempt(op, p, q, free=0):
     """A change the kernel leaves to its caller, or one that cannot be cached stale."""
     if not is_valid(q) or q[LEVEL] != p[LEVEL]:
         return False
     old, new = p[DESC], q[DESC]
     cleared, added = old & ~new, new & ~old
-    return not cleared & ~_CALLER_FLUSHES.get(op, 0) and not added & ~D.AF
+    return not cleared & ~(_CALLER_FLUSHES.get(op, 0) | free) and not added & ~(D.AF | free)
 
 
-def _l3_suspects(op, chunk):
+def _l3_suspects(op, chunk, free=0):
     """The segments of a level-3 chunk that may need a TLBI: valid before, and not exempt."""
     A, B = chunk.A, chunk.B
-    may_clear = ~_CALLER_FLUSHES.get(op, 0)
-    not_af = ~D.AF
+    may_clear = ~(_CALLER_FLUSHES.get(op, 0) | free)
+    not_af = ~(D.AF | free)
     keep = [i for i in chunk.idx
             if A[i] & D.TYPE_BITS == D.TABLE_OR_PAGE and not (B[i] & D.TYPE_BITS == D.TABLE_OR_PAGE and not A[i] & ~B[i] & may_clear
                                       and not B[i] & ~A[i] & not_af)]
@@ -139,7 +147,9 @@ def check_bbm(pre, step, post):
     leaf (or TLBI_TTL_UNKNOWN, no hint, 6.12 on) and `ipa` inside that leaf, or (6.6 on)
     ["tlbi_range", ipa, size] whose range [ipa, ipa + size) overlaps that leaf; for relax_perms
     from 6.6 on, ["tlbi_ipa_nsh", ipa, level] (this CPU only) is enough: another CPU's stale entry
-    has fewer permissions, a spurious fault at worst. Exempt: clearing S2AP W in wrprotect (the caller,
+    has fewer permissions, a spurious fault at worst; from 6.12 a change of only the software bits
+    58:55 needs none (the hardware ignores them; the map walker stores such a change without
+    break-before-make). Exempt: clearing S2AP W in wrprotect (the caller,
     kvm_mmu_wp_memory_region, flushes the VMID), clearing AF in mkold (the MMU notifier's
     clear_flush_young flushes), and a change that only sets AF (a translation with AF = 0 is never
     cached). destroy is exempt too: the stage 2 is no longer in use (its VMID is retired).
@@ -184,13 +194,14 @@ def check_bbm(pre, step, post):
 
     out = []
     reported = set()
+    free = _free_bits(pre)
     for item in chunks:
         if type(item) is L3Chunk:
-            segs = _l3_suspects(step.op, item)
+            segs = _l3_suspects(step.op, item, free)
         else:
             segs = (item,)
         for s, e, p, q in segs:
-            if not is_valid(p) or p[START] in reported or _exempt(step.op, p, q):
+            if not is_valid(p) or p[START] in reported or _exempt(step.op, p, q, free):
                 continue
             level, lo, hi = p[LEVEL], p[START], p[END]
             if covered(level, lo, hi):
