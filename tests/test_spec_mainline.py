@@ -237,3 +237,16 @@ def test_bbm_software_bits_only_change_needs_no_tlbi_from_6_12():
     # anything more than the software bits still needs one
     more = pre.copy().page(0x4000_0000, 0x8000_0000, sw=1, w=False)
     assert ids(_bbm(pre, "map", more, [], "6.12.19", **args)) == ["S2-BBM"]
+
+
+def test_cmo_software_bits_only_change_is_not_a_new_leaf_from_6_12():
+    pre = mapped()
+    pre.cmo = True
+    post = pre.copy().page(0x4000_0000, 0x8000_0000, sw=1)
+    st = step("map", addr=0x4000_0000, size=0x1000, phys=0x8000_0000, prot=RW | (1 << 55),
+              force_pte=False)
+    from ptspec.spec.stage2.cmo import check_cmo
+    assert check_cmo(spec.load_state(raw(pre, "6.12.19")), spec.load_step(st),
+                     spec.load_state(raw(post, "6.12.19"))) == []
+    assert ids(check_cmo(spec.load_state(raw(pre, "6.6.63")), spec.load_step(st),
+                         spec.load_state(raw(post, "6.6.63")))) == ["C-CMO"]
