@@ -139,3 +139,11 @@ def test_split_of_a_device_block_is_the_catalogued_memtype_finding(prefix):
     assert h.step("map", addr=0x400000, size=0x200000, phys=0x100400000, prot=6)[1] == []
     assert h.step("split", addr=0x400000, size=0x1000) == (0, [])
     assert h.findings == {"split-drops-memtype": 1}
+
+
+def test_with_impl_is_refused_for_the_reworked_walker(capsys):
+    tree = need_tree("6.6")
+    code = check.main(["--tree", str(tree.root), "--with-impl", "6.1", "--geometry", "4k-39"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 2 and len(out) == 2
+    assert out[-1].startswith("check-kernel: not checked: --with-impl compares with impl's")
