@@ -147,3 +147,16 @@ def test_with_impl_is_refused_for_the_reworked_walker(capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 2 and len(out) == 2
     assert out[-1].startswith("check-kernel: not checked: --with-impl compares with impl's")
+
+
+def test_fault_path_geometry_stops_on_eagain_and_others_go_on():
+    """4k-40 maps as user_mem_abort does (shared, HANDLE_FAULT): a re-map whose first leaf only
+    differs in permissions returns -EAGAIN and stops (the catalogued eagain-abort); 4k-39 maps
+    as the non-fault callers: the walk goes on and returns 0."""
+    tree = need_tree("6.6")
+    for ia, want in ((40, -11), (39, 0)):
+        h = subject.subject_factory(tree)(12, ia, arena_pages=512)
+        h.step("map", addr=0, size=0x1000, phys=0x4000000000, prot=4)
+        ret, found = h.step("map", addr=0, size=0x2000, phys=0x4000000000, prot=6)
+        assert ret == want and found == []
+        assert h.findings == ({"eagain-abort": 1} if want else {})

@@ -5,7 +5,8 @@ operation records, checks and findings, plus what changed in the API. Where a tr
 ``kvm_pgtable_stage2_mkold``/``_is_young`` (6.5 on), the generator's mkold and is_young records
 become the call that replaced them, ``test_clear_young(addr, PAGE_SIZE, mkold)``, judged by its own
 contract (C-TEST-CLEAR-YOUNG). ``split`` (6.5 on) is an operation of its own (C-SPLIT); its rule is
-added to the lock-step machine by ``machine_rules``. Every step is also judged by the reworked
+added to the lock-step machine by ``machine_rules``. Maps of the 4k-40 geometry are the fault
+handler's (shared walk, stops on -EAGAIN: ``FAULT_PATH``), the others the non-fault callers'. Every step is also judged by the reworked
 walker's statements (spec/stage2/mainline.py: S2-LOCKED, S2-RCU), with the tree's version.
 """
 
@@ -24,6 +25,11 @@ class MainlineHarness(CSideHarness):
     """One C stage-2 table of a 6.2+ tree checked against the spec after every step."""
 
     pgtable_class = CPgtableMainline
+    # Geometries whose maps come from the fault handler (user_mem_abort): a shared walk that
+    # stops on -EAGAIN (KVM_PGTABLE_WALK_SHARED | KVM_PGTABLE_WALK_HANDLE_FAULT); the others map
+    # as the non-fault callers do (walk flags 0)
+    FAULT_PATH = {(12, 40)}
+    FAULT_FLAGS = (1 << 3) | (1 << 4)
 
     @classmethod
     def machine_rules(cls, addr, size):
@@ -74,7 +80,14 @@ class MainlineHarness(CSideHarness):
             return int(young), {"young": young}
         if op == "split":
             return self.pgt.split(args["addr"], args["size"], self.mc), {}
+        if op == "map" and self._fault_path():
+            mc = None if args.get("no_memcache") else self.mc
+            return self.pgt.map(args["addr"], args["size"], args["phys"], args["prot"], mc,
+                                flags=self.FAULT_FLAGS), {}
         return super()._call(op, args)
+
+    def _fault_path(self) -> bool:
+        return (self.params["page_shift"], self.params["ia_bits"]) in self.FAULT_PATH
 
     def _record(self, op: str, args: dict, ret, no_mc: bool = False):
         if op == "split":
