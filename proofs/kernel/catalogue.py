@@ -186,7 +186,7 @@ FINDINGS = (
         "kvm_pgtable_stage2_relax_perms invalidates the faulting IPA on this CPU also when the walk "
         "returns -EAGAIN (no valid leaf: another CPU changed it), but passes the TLBI the `level` "
         "that stage2_update_leaf_attrs only writes on success: an uninitialised stack value as "
-        "the TTL hint (the userspace build read 120), so the invalidation may miss the stale "
+        "the TTL hint (-2 in the userspace build, which fills uninitialised locals with 0xfe), so the invalidation may miss the stale "
         "entry it is for and the vCPU can fault again; seen running 6.12.19; 7.1.5 passes "
         "TLBI_TTL_UNKNOWN on -EAGAIN (the first fixed release is not pinned down here)",
         ("kvm_pgtable_stage2_relax_perms", "stage2_update_leaf_attrs"),
