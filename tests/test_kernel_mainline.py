@@ -160,3 +160,21 @@ def test_fault_path_geometry_stops_on_eagain_and_others_go_on():
         ret, found = h.step("map", addr=0, size=0x2000, phys=0x4000000000, prot=6)
         assert ret == want and found == []
         assert h.findings == ({"eagain-abort": 1} if want else {})
+
+
+def test_a_compiler_without_the_pattern_option_still_builds(tmp_path, monkeypatch):
+    """-ftrivial-auto-var-init=pattern is dropped, not fatal, where the compiler lacks it."""
+    tree = need_tree("6.6")
+    import shutil
+    from ptspec.proofs.kernel import build
+    real = build.compiler()
+    fake = tmp_path / "oldcc"
+    fake.write_text("#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in -ftrivial-auto-var-init*) "
+                    "echo \"cc: error: unrecognized command-line option '$a'\" >&2; exit 1;; "
+                    f"esac; done\nexec {real} \"$@\"\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setenv("PTSPEC_CACHE", str(tmp_path / "cache"))
+    assert shutil.which(str(fake))
+    lib = build.library(12, tree)
+    assert lib.exists() and str(tmp_path) in str(lib)
