@@ -138,7 +138,9 @@ FINDINGS = (
         "kvm_pgtable_walk aborts, so the rest of the range is left as it was, while C-MAP "
         "requires a map that returns -EAGAIN to have done its whole range (the posted 'Continue "
         "stage-2 map when re-creating mappings'); seen running Debian's 6.1.176, 5.15.100 and "
-        "5.14.2; no fix known to ptspec",
+        "5.14.2; from 6.2 only a walk with KVM_PGTABLE_WALK_HANDLE_FAULT (the fault handler's map) "
+        "still stops, seen so on 6.3.8, 6.6.63 and 6.12.19 (docs/kernel-mainline.md); no fix "
+        "known to ptspec",
         ("stage2_map_walker_try_leaf", "kvm_pgtable_walk"),
         lambda step: step is not None and step.get("op") == "map" and step.get("ret") == -11),
     KernelFinding(
