@@ -23,8 +23,16 @@ from ptspec.proofs.kernel.tree import shim_defines
 
 SHIM_DIR = Path(__file__).with_name("shim")
 SHIM_FILES = ("linux/bits.h", "linux/bitfield.h", "linux/types.h", "linux/pgtable.h",
-              "linux/kvm_host.h", "kdiff_rt.c")
+              "linux/kvm_host.h", "kdiff_rt.c", "linux/kdiff_mainline.h", "kdiff_mainline_rt.c")
 CFLAGS = ("-O2", "-fPIC", "-shared", "-fno-strict-aliasing", "-fwrapv", "-w")
+# The reworked walker's builds fill uninitialised locals with a pattern (0xfe bytes), so a read of
+# one is the same wrong value on every machine (6.12's relax_perms TLBI level) instead of whatever
+# the stack held; dropped if the compiler does not know the option.
+MAINLINE_CFLAGS = ("-ftrivial-auto-var-init=pattern",)
+
+
+def _extra_cflags(defines) -> tuple:
+    return MAINLINE_CFLAGS if "KDIFF_MAINLINE" in defines else ()
 PARANGE = {12: 5, 14: 5, 16: 6}       # ID_AA64MMFR0_EL1_PARANGE_48 / _52
 
 
@@ -51,8 +59,15 @@ def _key(src: fetch.Source, cc: str, page_shift: int, defines=()) -> str:
     for f in SHIM_FILES:
         h.update(f.encode())
         h.update((SHIM_DIR / f).read_bytes())
-    h.update(repr((CFLAGS, page_shift, PARANGE[page_shift], cc, tuple(defines))).encode())
+    h.update(repr((CFLAGS + _extra_cflags(defines), page_shift, PARANGE[page_shift], cc,
+                   tuple(defines))).encode())
     return h.hexdigest()[:16]
+
+
+def _runtime(defines) -> str:
+    """The shim runtime to link: the reworked walker's (6.2 on, -DKDIFF_MAINLINE) includes the
+    base one and adds what that walker needs."""
+    return "kdiff_mainline_rt.c" if "KDIFF_MAINLINE" in defines else "kdiff_rt.c"
 
 
 def library(page_shift: int, src: fetch.Source | None = None, defines=()) -> Path:
@@ -78,10 +93,14 @@ def library(page_shift: int, src: fetch.Source | None = None, defines=()) -> Pat
         return out
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".tmp{os.getpid()}")
-    cmd = [cc, *CFLAGS, f"-DPAGE_SHIFT={page_shift}", f"-DKDIFF_PARANGE_MAX={PARANGE[page_shift]}",
+    cmd = [cc, *CFLAGS, *_extra_cflags(defines), f"-DPAGE_SHIFT={page_shift}",
+           f"-DKDIFF_PARANGE_MAX={PARANGE[page_shift]}",
            *(f"-D{d}" for d in defines), "-I", str(SHIM_DIR), "-I", str(src.include_dir),
-           "-o", str(tmp), str(src.pgtable_c), str(SHIM_DIR / "kdiff_rt.c")]
+           "-o", str(tmp), str(src.pgtable_c), str(SHIM_DIR / _runtime(defines))]
     r = subprocess.run(cmd, capture_output=True, text=True)
+    extra = _extra_cflags(defines)
+    if r.returncode != 0 and extra and any(f.split("=")[0] in (r.stderr or "") for f in extra):
+        r = subprocess.run([c for c in cmd if c not in extra], capture_output=True, text=True)
     if r.returncode != 0:
         lines = (r.stderr or r.stdout).strip().splitlines()[:15]
         raise BuildError("compiling pgtable.c failed:\n" + "\n".join(lines))

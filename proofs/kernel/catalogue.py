@@ -107,6 +107,7 @@ class KernelFinding:
     why: str
     kernel_functions: tuple
     when: object                # step record -> bool: the violation's step matches the finding
+    text: str = ""              # and the violation's message holds this (empty: any message)
 
     def applies_to(self, version: tuple) -> bool:
         return self.since <= version and (self.until is None or version < self.until)
@@ -137,7 +138,9 @@ FINDINGS = (
         "kvm_pgtable_walk aborts, so the rest of the range is left as it was, while C-MAP "
         "requires a map that returns -EAGAIN to have done its whole range (the posted 'Continue "
         "stage-2 map when re-creating mappings'); seen running Debian's 6.1.176, 5.15.100 and "
-        "5.14.2; no fix known to ptspec",
+        "5.14.2; from 6.2 only a walk with KVM_PGTABLE_WALK_HANDLE_FAULT (the fault handler's map) "
+        "still stops, seen so on 6.3.8, 6.6.63 and 6.12.19 (docs/kernel-mainline.md); no fix "
+        "known to ptspec",
         ("stage2_map_walker_try_leaf", "kvm_pgtable_walk"),
         lambda step: step is not None and step.get("op") == "map" and step.get("ret") == -11),
     KernelFinding(
@@ -259,6 +262,52 @@ FINDINGS = (
         "C-HYP-MAP expects in it",
         ("kvm_pgtable_hyp_map", "hyp_set_prot_attr"),
         lambda step: bool(step and step.get("hyp")) and _sw_prot(step, "map")),
+    # the reworked walker (6.2 on): docs/kernel-mainline.md
+    KernelFinding(
+        "relax-perms-eagain-level", "C-RELAX-PERMS", (6, 12, 0), (7, 1, 0),
+        "kvm_pgtable_stage2_relax_perms invalidates the faulting IPA on this CPU also when the walk "
+        "returns -EAGAIN (no valid leaf: another CPU changed it), but passes the TLBI the `level` "
+        "that stage2_update_leaf_attrs only writes on success: an uninitialised stack value as "
+        "the TTL hint (-2 in the userspace build, which fills uninitialised locals with 0xfe), so the invalidation may miss the stale "
+        "entry it is for and the vCPU can fault again; seen running 6.12.19; 7.1.5 passes "
+        "TLBI_TTL_UNKNOWN on -EAGAIN (the first fixed release is not pinned down here)",
+        ("kvm_pgtable_stage2_relax_perms", "stage2_update_leaf_attrs"),
+        lambda step: (step is not None and step.get("op") == "relax_perms"
+                      and step.get("ret") == -11)),
+    KernelFinding(
+        "create-unlinked-double-put", "S2-LEAK", (6, 5, 0), (6, 12, 0),
+        "when the walk that fills a new unlinked table fails (an allocation fails part way), "
+        "kvm_pgtable_stage2_create_unlinked calls kvm_pgtable_stage2_free_unlinked, which already "
+        "drops the table page's last reference, and then puts the page once more: a double free "
+        "of a hypervisor page (reached by kvm_pgtable_stage2_split with a memcache large enough to "
+        "split a 1G block to pages and an allocation failure); seen running 6.6.63, fixed in "
+        "6.12.19 (the first fixed release is not pinned down here)",
+        ("kvm_pgtable_stage2_create_unlinked", "kvm_pgtable_stage2_free_unlinked",
+         "stage2_split_walker"),
+        lambda step: step is not None and step.get("op") == "split"),
+    KernelFinding(
+        "split-drops-memtype", "C-SPLIT", (6, 5, 0), None,
+        "kvm_pgtable_stage2_split rebuilds a block from kvm_pgtable_stage2_pte_prot(pte), which "
+        "carries R, W, X and the software bits but not the memory type: a device (or, 6.12, "
+        "normal non-cacheable) block splits into normal cacheable pages. Whether a guest ever has "
+        "such a block in a memslot that is eagerly split depends on mmu.c (device mappings are "
+        "normally installed page by page); seen running 6.6.63 and 6.12.19, still so in 7.1.5's "
+        "source",
+        ("kvm_pgtable_stage2_split", "stage2_split_walker", "kvm_pgtable_stage2_pte_prot"),
+        lambda step: step is not None and step.get("op") == "split",
+        text="the memory type changed"),
+    KernelFinding(
+        "unmap-deferred-tlbi-refused", "C-UNMAP", (6, 6, 0), None,
+        "with FWB and range TLBI (stage2_unmap_defer_tlb_flush), kvm_pgtable_stage2_unmap "
+        "invalidates [addr, addr + size) after the walk whatever the walk returned: a range the "
+        "walk refuses (-ERANGE) or finds empty (addr + size wraps) still gets range TLBIs over the "
+        "caller's raw size, up to 2**31 TLBI instructions for a wrapped size (a long, "
+        "non-preemptible loop); extra invalidation, not a missing one; the kernel's callers pass "
+        "memslot ranges; seen running 6.6.63 and 6.12.19",
+        ("kvm_pgtable_stage2_unmap", "kvm_tlb_flush_vmid_range"),
+        lambda step: (step is not None and step.get("op") == "unmap"
+                      and (step.get("ret") != 0 or step["args"]["addr"] + step["args"]["size"]
+                           > (1 << 64)))),
 )
 
 
@@ -266,6 +315,7 @@ def finding_for(violation, step, version: tuple):
     """The catalogued finding a violation of this step is, for this kernel version, or None."""
     vid = str(violation).split()[0]
     for f in FINDINGS:
-        if f.statement == vid and f.applies_to(version) and f.when(step):
+        if (f.statement == vid and f.applies_to(version) and f.when(step)
+                and f.text in str(violation)):
             return f
     return None

@@ -41,6 +41,7 @@ class CSideHarness(Stage2Harness):
     """One C stage-2 table (the tree's pgtable.c) checked against the spec after every step."""
 
     tree = None                     # set by subject_factory: the kernel tree being judged
+    pgtable_class = CPgtable        # the C table (subject_mainline's for 6.2 on)
     seen: dict = {}                 # set by subject_factory: findings over every harness of a run
 
     def __init__(self, page_shift: int = 12, ia_bits: int = 40, *, owner_field=None,
@@ -58,14 +59,16 @@ class CSideHarness(Stage2Harness):
                  force_pte=force_pte, flags=flags), page_shift, ia_bits, hex_ints=False)
         self.params = dict(page_shift=page_shift, ia_bits=ia_bits, owner_field=owner_field,
                            fwb=fwb, cmo=cmo, flags=flags)
-        self.pgt = CPgtable(page_shift, ia_bits, npages=arena_pages, fwb=fwb, flags=flags,
+        self.pgt = self.pgtable_class(page_shift, ia_bits, npages=arena_pages, fwb=fwb, flags=flags,
                             cmo=cmo, mc_capacity=mc_capacity, force_pte=force_pte,
                             src=self.tree, owner_field=owner_field,
                             max_owner_id=shape.max_owner_id)
         self.mc = self.pgt.mc
         self.check = check
         self.lines = [
-            "from ptspec.proofs.kernel.cside import CPgtable",
+            (f"from {self.pgtable_class.__module__} import CPgtable"
+             if self.pgtable_class.__name__ == "CPgtable" else
+             f"from {self.pgtable_class.__module__} import {self.pgtable_class.__name__} as CPgtable"),
             "from ptspec.proofs.kernel.tree import open_tree",
             f"tree = open_tree({str(self.tree.root)!r})",
             f"pgt = CPgtable({page_shift}, {ia_bits}, npages={arena_pages}, fwb={fwb}, "
@@ -180,8 +183,13 @@ def function_lines(tree, name: str) -> range:
 
 
 def subject_factory(tree):
-    """A CSideHarness class bound to one kernel tree (what the lock-step machine instantiates)."""
-    return type("CSideHarness", (CSideHarness,), {"tree": tree, "seen": {}})
+    """A CSideHarness class bound to one kernel tree (what the lock-step machine instantiates);
+    a tree with the reworked walker (6.2 on) gets subject_mainline's harness."""
+    base = CSideHarness
+    if getattr(tree.shape, "mainline", None) is not None:
+        from ptspec.proofs.kernel.subject_mainline import MainlineHarness
+        base = MainlineHarness
+    return type("CSideHarness", (base,), {"tree": tree, "seen": {}})
 
 
 def spec_violations(raw: dict) -> list:

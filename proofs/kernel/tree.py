@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ptspec.proofs.kernel import fetch
+from ptspec.proofs.kernel import tree_mainline
 
 FILES = ("arch/arm64/kvm/hyp/pgtable.c", "arch/arm64/include/asm/kvm_pgtable.h",
          "arch/arm64/include/asm/stage2_pgtable.h", "Makefile")
@@ -50,6 +51,7 @@ class Shape:
     owner_field: tuple | None       # (hi, lo) of KVM_INVALID_PTE_OWNER_MASK, None if absent
     max_owner_id: int | None
     force_pte_cb: bool
+    mainline: object = None         # tree_mainline.Mainline: the reworked walker (6.2 on), or None
 
     @property
     def init_takes(self) -> str | None:
@@ -68,8 +70,9 @@ class Shape:
                f"{self.max_owner_id}" if self.owner_field else "no owner ids")
         takes = {"mmu": "struct kvm_s2_mmu", "arch": "struct kvm_arch", "kvm": "struct kvm"}.get(
             self.init_takes, "neither mmu nor kvm_arch")
+        ml = f"; {self.mainline.describe()}" if self.mainline is not None else ""
         return (f"init {self.init}({', '.join(self.init_params)}) takes {takes}; {own}; "
-                f"force_pte_cb {'present' if self.force_pte_cb else 'absent'}")
+                f"force_pte_cb {'present' if self.force_pte_cb else 'absent'}{ml}")
 
 
 @dataclass(frozen=True)
@@ -132,11 +135,14 @@ def detect_shape(pgtable_c: str, header: str) -> Shape:
     mx = _MAX_OWNER.search(pgtable_c) or _MAX_OWNER.search(header)
     return Shape(m.group(1), params, types, (int(own.group(1)), int(own.group(2))) if own else None,
                  int(mx.group(1)) if mx else None,
-                 re.search(r"\bforce_pte_cb\s*;", header) is not None)
+                 re.search(r"\bforce_pte_cb\s*;", header) is not None,
+                 tree_mainline.detect(pgtable_c, header))
 
 
 def unsupported(shape: Shape) -> str | None:
     """Why the shim cannot drive code of this shape, or None."""
+    if shape.mainline is not None and tree_mainline.unsupported(shape.mainline):
+        return tree_mainline.unsupported(shape.mainline)
     five = (shape.init == SUPPORTED_INIT and len(shape.init_params) == 5
             and shape.init_takes in ("mmu", "arch"))
     if not five and not _is_init_flags(shape):
@@ -160,6 +166,8 @@ def shim_defines(shape: Shape | None) -> tuple:
     the default; None is the cached 6.1 source)."""
     if shape is None:
         return ()
+    if shape.mainline is not None:
+        return shape.mainline.defines()
     if _is_init_flags(shape):
         return ("KDIFF_INIT_FLAGS",)
     if shape.init_takes == "arch":

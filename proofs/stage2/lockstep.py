@@ -114,6 +114,11 @@ def make_machine(name: str, harness_factory=Stage2Harness, geometries=None, opti
             ret = self._step(entry[1], **entry[2])
             self.program.returned(entry, ret)
 
+    extra = getattr(harness_factory, "machine_rules", None)
+    if extra is not None:           # a subject with operations of its own (subject_mainline)
+        mixin = extra(addr, size)
+        if mixin is not None:
+            Stage2Lockstep = type("Stage2Lockstep", (mixin, Stage2Lockstep), {})
     Stage2Lockstep.__name__ = f"Stage2Lockstep_{name.replace('-', '_')}"
     return Stage2Lockstep
 

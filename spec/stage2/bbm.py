@@ -16,23 +16,50 @@ from collections import defaultdict
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2.segments import L3Chunk, diff_chunks, is_valid, page_translation, same_page
+from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, TABLE, INDEX
 
 # attribute bits an op may clear without TLB maintenance, because the caller flushes
-_CALLER_FLUSHES = {"wrprotect": D.S2AP_W, "mkold": D.AF}
+_CALLER_FLUSHES = {"wrprotect": D.S2AP_W, "mkold": D.AF, "test_clear_young": D.AF}
+# TLBI_TTL_UNKNOWN (6.12 on): a tlbi_ipa with no level hint removes entries of any level
+TTL_UNKNOWN = 0x7FFFFFFF
+
+
+def _local_ok(op, state):
+    """6.6 on: relax_perms invalidates only this CPU's TLB (tlbi_ipa_nsh), which S2-BBM accepts
+    for it: what another CPU may still cache has fewer permissions (a spurious fault at worst)."""
+    return op == "relax_perms" and kernel_since(state, (6, 6, 0))
+
+
+def _invalidates(ev, level, lo, hi, local_ok=False):
+    """Whether one log event removes a cached translation of the leaf [lo, hi) at `level`:
+    tlbi_ipa inside the leaf with the leaf's level (or no hint), tlbi_range overlapping it."""
+    if ev[0] == "tlbi_ipa" or ev[0] == "tlbi_ipa_nsh" and local_ok:
+        return (ev[2] == level or ev[2] == TTL_UNKNOWN) and lo <= ev[1] < hi
+    if ev[0] == "tlbi_range":
+        return ev[1] < hi and lo < ev[1] + ev[2]
+    return False
 
 
 # -- the plain statement: page by page -----------------------------------------------------------
 
-def exempt_change(op, old, new):
+def _free_bits(state):
+    """Bits a change may touch with no TLBI by kernel version: from 6.12 the software bits 58:55
+    (the map walker stores a change of only those without break-before-make; the hardware ignores
+    them, so a cached copy with the old ones translates the same; seen in 6.12.19, not 6.6.63)."""
+    return D.SW_MASK if kernel_since(state, (6, 12, 0)) else 0
+
+
+def exempt_change(op, old, new, free=0):
     """A change of one page's translation, (valid, level, desc) before and after, that needs no TLBI:
-    still valid at the same level, only the bits the caller flushes cleared, only AF set."""
+    still valid at the same level, only the bits the caller flushes cleared, only AF set (and the
+    `free` bits changed either way)."""
     if not new[0] or new[1] != old[1]:
         return False
     cleared, added = old[2] & ~new[2], new[2] & ~old[2]
-    return not cleared & ~_CALLER_FLUSHES.get(op, 0) and not added & ~D.AF
+    return not cleared & ~(_CALLER_FLUSHES.get(op, 0) | free) and not added & ~(D.AF | free)
 
 
 def uninvalidated_leaves_plain(pre, step, post, lo, hi):
@@ -53,12 +80,13 @@ def uninvalidated_leaves_plain(pre, step, post, lo, hi):
     page = 1 << pre.page_shift
     for ipa in range(lo - lo % page, hi, page):
         old, new = page_translation(pre, ipa), page_translation(post, ipa)
-        if not old[0] or same_page(old, new) or exempt_change(step.op, old, new):
+        if not old[0] or same_page(old, new) or exempt_change(step.op, old, new, _free_bits(pre)):
             continue
         level = old[1]
         size = G.granule_size(level, pre.page_shift)
         leaf = ipa - ipa % size
-        if not any(ev[0] == "tlbi_ipa" and ev[2] == level and leaf <= ev[1] < leaf + size for ev in log):
+        local = _local_ok(step.op, pre)
+        if not any(_invalidates(ev, level, leaf, leaf + size, local) for ev in log):
             out.add((leaf, level))
     return out
 
@@ -66,20 +94,20 @@ def uninvalidated_leaves_plain(pre, step, post, lo, hi):
 # -- the same over the interval diff (optimised) -------------------------------------------------
 
 
-def _exempt(op, p, q):
+def _exempt(op, p, q, free=0):
     """A change the kernel leaves to its caller, or one that cannot be cached stale."""
     if not is_valid(q) or q[LEVEL] != p[LEVEL]:
         return False
     old, new = p[DESC], q[DESC]
     cleared, added = old & ~new, new & ~old
-    return not cleared & ~_CALLER_FLUSHES.get(op, 0) and not added & ~D.AF
+    return not cleared & ~(_CALLER_FLUSHES.get(op, 0) | free) and not added & ~(D.AF | free)
 
 
-def _l3_suspects(op, chunk):
+def _l3_suspects(op, chunk, free=0):
     """The segments of a level-3 chunk that may need a TLBI: valid before, and not exempt."""
     A, B = chunk.A, chunk.B
-    may_clear = ~_CALLER_FLUSHES.get(op, 0)
-    not_af = ~D.AF
+    may_clear = ~(_CALLER_FLUSHES.get(op, 0) | free)
+    not_af = ~(D.AF | free)
     keep = [i for i in chunk.idx
             if A[i] & D.TYPE_BITS == D.TABLE_OR_PAGE and not (B[i] & D.TYPE_BITS == D.TABLE_OR_PAGE and not A[i] & ~B[i] & may_clear
                                       and not B[i] & ~A[i] & not_af)]
@@ -116,7 +144,12 @@ def check_bbm(pre, step, post):
     Statement: for every page whose pre-op translation was valid and whose post-op translation
     differs (output address, leaf level or size, any attribute bit, or now invalid), the step's
     tlb_log holds ["tlbi_vmid"], or ["tlbi_ipa", ipa, level] with `level` the level of the pre-op
-    leaf and `ipa` inside that leaf. Exempt: clearing S2AP W in wrprotect (the caller,
+    leaf (or TLBI_TTL_UNKNOWN, no hint, 6.12 on) and `ipa` inside that leaf, or (6.6 on)
+    ["tlbi_range", ipa, size] whose range [ipa, ipa + size) overlaps that leaf; for relax_perms
+    from 6.6 on, ["tlbi_ipa_nsh", ipa, level] (this CPU only) is enough: another CPU's stale entry
+    has fewer permissions, a spurious fault at worst; from 6.12 a change of only the software bits
+    58:55 needs none (the hardware ignores them; the map walker stores such a change without
+    break-before-make). Exempt: clearing S2AP W in wrprotect (the caller,
     kvm_mmu_wp_memory_region, flushes the VMID), clearing AF in mkold (the MMU notifier's
     clear_flush_young flushes), and a change that only sets AF (a translation with AF = 0 is never
     cached). destroy is exempt too: the stage 2 is no longer in use (its VMID is retired).
@@ -141,26 +174,34 @@ def check_bbm(pre, step, post):
     if any(ev[0] == "tlbi_vmid" for ev in log):
         return []
     by_level = defaultdict(list)
+    ranges = []
+    local = _local_ok(step.op, pre)
     for ev in log:
-        if ev[0] == "tlbi_ipa":
+        if ev[0] == "tlbi_ipa" or ev[0] == "tlbi_ipa_nsh" and local:
             by_level[ev[2]].append(ev[1])
+        elif ev[0] == "tlbi_range":
+            ranges.append((ev[1], ev[1] + ev[2]))
     for ipas in by_level.values():
         ipas.sort()
 
     def covered(level, lo, hi):
-        ipas = by_level.get(level, ())
-        k = bisect_left(ipas, lo)
-        return k < len(ipas) and ipas[k] < hi
+        for lv in (level, TTL_UNKNOWN):
+            ipas = by_level.get(lv, ())
+            k = bisect_left(ipas, lo)
+            if k < len(ipas) and ipas[k] < hi:
+                return True
+        return any(a < hi and lo < b for a, b in ranges)
 
     out = []
     reported = set()
+    free = _free_bits(pre)
     for item in chunks:
         if type(item) is L3Chunk:
-            segs = _l3_suspects(step.op, item)
+            segs = _l3_suspects(step.op, item, free)
         else:
             segs = (item,)
         for s, e, p, q in segs:
-            if not is_valid(p) or p[START] in reported or _exempt(step.op, p, q):
+            if not is_valid(p) or p[START] in reported or _exempt(step.op, p, q, free):
                 continue
             level, lo, hi = p[LEVEL], p[START], p[END]
             if covered(level, lo, hi):

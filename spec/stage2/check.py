@@ -10,6 +10,7 @@ import functools
 from ptspec.spec.stage2.bbm import check_bbm
 from ptspec.spec.stage2.cmo import check_cmo
 from ptspec.spec.stage2.walkcache import check_bbm_walk
+from ptspec.spec.stage2.mainline import contract_split, contract_test_clear_young
 from ptspec.spec.stage2.contracts_attr import contract_flush, contract_get_leaf, contract_is_young, contract_mkold, contract_mkyoung, contract_relax_perms, contract_unmap, contract_wrprotect
 from ptspec.spec.hyp.contracts import HYP_CONTRACTS
 from ptspec.spec.hyp.warn import contract_hyp_warn
@@ -71,12 +72,15 @@ CONTRACTS = {op: _two_states(fn) for op, fn in {
     "flush": contract_flush,
     "get_leaf": contract_get_leaf,
     "destroy": contract_destroy,
+    "test_clear_young": contract_test_clear_young,       # 6.5 on (spec/stage2/mainline.py)
+    "split": contract_split,
 }.items()}
 
 OP_CONTRACT_ID = {
     "init": "C-INIT", "map": "C-MAP", "set_owner": "C-SET-OWNER", "unmap": "C-UNMAP",
     "wrprotect": "C-WRPROTECT", "mkyoung": "C-MKYOUNG", "mkold": "C-MKOLD", "is_young": "C-IS-YOUNG",
     "relax_perms": "C-RELAX-PERMS", "flush": "C-FLUSH", "get_leaf": "C-GET-LEAF", "destroy": "C-DESTROY",
+    "test_clear_young": "C-TEST-CLEAR-YOUNG", "split": "C-SPLIT",
 }
 
 

@@ -14,6 +14,7 @@ kvm_pgtable_stage2_flush, whose events C-FLUSH judges exactly.
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.stage2.contract_common import Report, op_range
 from ptspec.spec.stage2.segments import covering, covers, is_valid, same_translation, sweep, union
+from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC
 from ptspec.spec.statements import statement
@@ -36,6 +37,8 @@ def check_cmo(pre, step, post):
     covering the leaf's whole output range;
     unmap: without FWB, every removed valid cacheable leaf intersecting R is covered by dcache events;
     relax_perms: a leaf that becomes executable is covered by icache events.
+    By kernel version: from 6.12 a map that changes only a leaf's software bits (58:55) stores
+    them in place, and that leaf is not new (seen in 6.12.19).
     When the table does no cache maintenance (cmo false), no step logs dcache or icache events.
 
     Why: without FWB the guest may read memory through a non-cacheable alias, so stale or dirty cache
@@ -73,9 +76,13 @@ def check_cmo(pre, step, post):
 
     if step.op == "map":
         seen = set()
+        sw_only = kernel_since(pre, (6, 12, 0))
         for s, e, p, q in sweep(pre, post, A, E):
             if not is_valid(q) or same_translation(p, q) or q[START] in seen:
                 continue
+            if (sw_only and is_valid(p) and p[LEVEL] == q[LEVEL]
+                    and not (p[DESC] ^ q[DESC]) & ~D.SW_MASK):
+                continue        # 6.12 on: only the software bits changed, the same leaf stays
             seen.add(q[START])
             if D.is_cacheable(q[DESC], pre.has_fwb):
                 need(dcache, "dcache", q, "new cacheable leaf")

@@ -16,7 +16,8 @@ from ptspec.spec.arch.geometry import table_span
 from ptspec.spec.stage2 import contract_common
 from ptspec.spec.stage2.contract_common import Report, check_geometry, check_nothing_changed, check_ret, describe, early_exit, op_range, where_of
 from ptspec.spec.stage2.segments import complement, covering, diff_outside, is_valid, level3_tables, same_translation, sweep
-from ptspec.spec.stage2.step import EINVAL, walk_error
+from ptspec.spec.stage2.state import kernel_since
+from ptspec.spec.stage2.step import EAGAIN, EINVAL, walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
 from ptspec.spec.statements import statement
 
@@ -205,6 +206,21 @@ def contract_is_young(pre, step, post):
     return rep.result()
 
 
+def _check_retry_tlbi(rep, pre, step, post):
+    """6.12 on: relax_perms that returns -EAGAIN still invalidates addr on this CPU (a stale entry
+    would make the fault repeat): one ["tlbi_ipa_nsh", addr, level], level a level of this table
+    or TLBI_TTL_UNKNOWN (no hint)."""
+    levels = set(range(pre.start_level, G.LAST_LEVEL + 1)) | {0x7FFFFFFF}
+    want = [ev for ev in post.tlb_log if ev[0] == "tlbi_ipa_nsh" and ev[1] == step.args["addr"]]
+    if len(want) != 1 or len(post.tlb_log) != 1:
+        rep.add(f"-EAGAIN (6.12 on): expected exactly one [\"tlbi_ipa_nsh\", "
+                f"{step.args['addr']:#x}, level], found {[list(ev) for ev in post.tlb_log]}")
+    elif want[0][2] not in levels:
+        rep.add(f"-EAGAIN: tlbi_ipa_nsh of {step.args['addr']:#x} with level hint {want[0][2]}, "
+                f"not a level of this table ({pre.start_level}..{G.LAST_LEVEL}) nor "
+                "TLBI_TTL_UNKNOWN: the walk never set the level it passes (uninitialised)")
+
+
 @statement("C-RELAX-PERMS", constrains=(
     "kvm_pgtable_stage2_relax_perms", "stage2_update_leaf_attrs", "stage2_attr_walker"))
 def contract_relax_perms(pre, step, post):
@@ -215,6 +231,12 @@ def contract_relax_perms(pre, step, post):
     S2AP R if prot R, S2AP W if prot W, XN cleared if prot X (nothing is ever removed), nothing else
     changes; and the log holds ["tlbi_ipa", addr, level] with the level of that leaf (0 when there is
     no valid leaf: the kernel invalidates with the level its walk data was initialised with).
+    By kernel version (the state's kernel_version): from 6.2 a page with no valid leaf returns
+    -EAGAIN with nothing changed and nothing logged (the fault is retried; 6.1.176 returns 0, 6.3.8
+    -EAGAIN); from 6.6 the invalidation is this CPU's only, ["tlbi_ipa_nsh", addr, level] (a
+    stale entry elsewhere has fewer permissions: a spurious fault at worst; seen in 6.6.63, not 6.3.8);
+    from 6.12 a -EAGAIN also logs exactly one ["tlbi_ipa_nsh", addr, level], level a level of the
+    table or TLBI_TTL_UNKNOWN (seen in 6.12.19, not 6.6.63).
 
     Why: the permission-fault path relies on it to make progress; removing a permission, or touching
     a neighbour, silently changes the guest's mappings.
@@ -228,16 +250,24 @@ def contract_relax_perms(pre, step, post):
     A, E = op_range(pre, step)
     if early_exit(rep, pre, post, step, A, E, EINVAL if prot & D.PROT_SW else None):
         return rep.result()
+    leaf = pre.walk().find(A)
+    if kernel_since(pre, (6, 2, 0)) and (leaf is None or not is_valid(leaf)):
+        check_ret(rep, step, EAGAIN, " (6.2 on: no valid leaf, the fault is retried)")
+        retry_tlbi = kernel_since(pre, (6, 12, 0))
+        check_nothing_changed(rep, pre, post, "no valid leaf to relax (6.2 on)", allow_log=retry_tlbi)
+        if retry_tlbi:
+            _check_retry_tlbi(rep, pre, step, post)
+        return rep.result()
     check_ret(rep, step, 0)
     set_bits = (D.S2AP_R if prot & D.PROT_R else 0) | (D.S2AP_W if prot & D.PROT_W else 0)
     clr_bits = D.XN if prot & D.PROT_X else 0
     check_leafwise(rep, pre, post, A, E,
                    lambda d, level: (d | set_bits) & ~clr_bits if _valid(d, level) else None)
-    leaf = pre.walk().find(A)
     level = leaf[LEVEL] if leaf is not None and is_valid(leaf) else 0
-    want = ("tlbi_ipa", step.args["addr"], level)
+    tlbi = "tlbi_ipa_nsh" if kernel_since(pre, (6, 6, 0)) else "tlbi_ipa"
+    want = (tlbi, step.args["addr"], level)
     if want not in post.tlb_log:
-        rep.add(f"no [\"tlbi_ipa\", {step.args['addr']:#x}, {level}] in the log "
+        rep.add(f"no [\"{tlbi}\", {step.args['addr']:#x}, {level}] in the log "
                 f"(found {[list(ev) for ev in post.tlb_log]})")
     return rep.result()
 

@@ -16,6 +16,7 @@ from ptspec.spec.stage2 import contract_common
 from ptspec.spec.stage2.contract_common import Report, check_geometry, check_ret, describe, early_exit, op_range, where_of
 from ptspec.spec.arch.geometry import table_span
 from ptspec.spec.stage2.segments import complement, diff_outside, is_counted_leaf, is_valid, level3_tables, same_translation, sweep
+from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import EAGAIN, EINVAL, ENOMEM, ret_name
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
 from ptspec.spec.statements import statement
@@ -104,7 +105,8 @@ def _settled_tables(post, A, E, zones, page_fn):
     return done
 
 
-def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page_fn=None):
+def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page_fn=None,
+                  allow_eagain_rets=(EAGAIN,)):
     """Every page of R holds what the op installs (or, on error, what the error rules allow).
 
     page_fn(base), when given, is the expected content of a whole level-3 table at `base`: tables
@@ -125,7 +127,7 @@ def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page
         want = expected(lv, q[START]) if q[LEVEL] == lv else None
         if want is not None and not q[OPAQUE] and q[DESC] == want and is_valid(q) == bool(want & D.VALID):
             continue
-        if kept and ret == EAGAIN:
+        if kept and ret in allow_eagain_rets:
             continue
         if ret == ENOMEM and (same_translation(p, q) or
                               (q[DESC] == 0 and not is_valid(q) and is_counted_leaf(p) and p[LEVEL] < 3)):
@@ -169,7 +171,9 @@ def contract_map(pre, step, post):
     when force_pte, whose aligned block around p lies inside R and whose output address is aligned
     to the block size. ret 0: all of R is exactly that. ret -EAGAIN: the same, except that pages whose
     pre-op leaf was already that leaf but for permissions (S2AP, XN) keep it, and at least one page
-    did so. ret -ENOMEM: each page of R is done, unchanged, or invalid 0 because its pre-op block was
+    did so. By kernel version: from 6.2 a map outside the fault handler (no
+    KVM_PGTABLE_WALK_HANDLE_FAULT, as the shim calls it) goes on past such a leaf and may return 0
+    with those pages kept (seen in 6.3.8; 6.1.176 stops: eagain-abort). ret -ENOMEM: each page of R is done, unchanged, or invalid 0 because its pre-op block was
     split. Outside R: unchanged, except pages of a pre-op block intersecting R, which may become
     invalid 0 (the split's collateral). A map whose output range exceeds 2**pa_bits is outside the
     contract's domain: only the outside-R rule is checked then.
@@ -207,8 +211,10 @@ def contract_map(pre, step, post):
                 return [expected(3, base + (i << ps)) for i in range(pre.entries)]
             return [first + (i << ps) for i in range(pre.entries)]
 
+        # 6.2 on, a walk outside the fault handler goes on past such a leaf and returns 0
+        rets = (EAGAIN, 0) if kernel_since(pre, (6, 2, 0)) else (EAGAIN,)
         kept = _check_inside(rep, pre, post, A, E, zones, expected, step.ret, allow_eagain=True,
-                             page_fn=page_fn)
+                             page_fn=page_fn, allow_eagain_rets=rets)
         if step.ret == EAGAIN and not kept:
             rep.add("returned -EAGAIN, but no page of the range kept an existing mapping that differs "
                     "only in permissions")

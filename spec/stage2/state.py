@@ -129,7 +129,9 @@ def _page_key(key, where):
     return parse_int(key, f"{where}[{show(key)}]", 0, U64_LIMIT - 1)
 
 
-_EVENT_ARITY = {"tlbi_ipa": 2, "tlbi_vmid": 0, "dcache": 2, "icache": 2}
+_EVENT_ARITY = {"tlbi_ipa": 2, "tlbi_vmid": 0, "dcache": 2, "icache": 2,
+                # 6.6 on: TLBI by IPA range [ipa, ipa + size); TLBI of this CPU only (nsh)
+                "tlbi_range": 2, "tlbi_ipa_nsh": 2}
 
 
 def _parse_event(event, where):
@@ -178,7 +180,7 @@ class State:
 
     __slots__ = ("kind", "page_shift", "ia_bits", "start_level", "pa_bits", "owner_field",
                  "max_owner_id", "has_fwb", "cmo", "idmap", "roots", "pages", "refcount", "memcache",
-                 "free_pages", "pool_errors", "tlb_log", "_walk")
+                 "free_pages", "pool_errors", "tlb_log", "kernel_version", "_walk")
 
     @property
     def va_bits(self):
@@ -297,4 +299,21 @@ def load_state(obj):
             raise StateError(f"pool_errors[{i}]: expected a string, got {show(e)}")
     s.pool_errors = tuple(errors)
     s.tlb_log = _parse_log(obj.get("tlb_log", []))
+    s.kernel_version = _parse_version(obj.get("kernel_version"))
     return s
+
+
+def _parse_version(v):
+    """kernel_version (optional): "6.6.63" -> (6, 6, 63); absent -> None (judged as 5.12-6.1)."""
+    if v is None:
+        return None
+    parts = v.split(".") if isinstance(v, str) else []
+    if not 2 <= len(parts) <= 3 or not all(p.isdigit() and len(p) <= 4 for p in parts):
+        raise StateError(f"kernel_version: expected a version like \"6.6.63\", got {show(v)}")
+    return tuple(int(p) for p in parts) + (0,) * (3 - len(parts))
+
+
+def kernel_since(state, version: tuple) -> bool:
+    """Whether the state comes from a kernel at `version` or later (a state without a
+    kernel_version is the 5.12-6.1 code the spec was written for)."""
+    return state.kernel_version is not None and state.kernel_version >= version

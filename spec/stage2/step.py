@@ -30,6 +30,9 @@ OP_ARGS = {
     "flush": ("addr", "size"),
     "get_leaf": ("addr",),
     "destroy": (),
+    # the reworked walker's operations (spec/stage2/mainline.py)
+    "test_clear_young": ("addr", "size", "mkold"),
+    "split": ("addr", "size"),
 }
 
 ERRNO_NAMES = {0: "0", EINVAL: "-EINVAL", ERANGE: "-ERANGE", ENOMEM: "-ENOMEM", EAGAIN: "-EAGAIN"}

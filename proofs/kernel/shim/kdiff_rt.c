@@ -418,7 +418,7 @@ int kdiff_get_leaf(u64 addr, u64 *pte, u32 *level)
 	}
 	return ret;
 }
-#else
+#elif !defined(KDIFF_MAINLINE)	/* 6.2 on: kdiff_mainline_rt.c has its own */
 /* kvm_pgtable_get_leaf with its outputs in one call */
 int kdiff_get_leaf(u64 addr, u64 *pte, u32 *level)
 {

@@ -131,9 +131,16 @@ static inline u32 get_vmid_bits(u64 mmfr1)
  */
 struct kvm_pgtable;
 struct kvm_arch;
+#ifdef KDIFF_MAINLINE
+#include <linux/kdiff_mainline.h>
+#endif
 struct kvm_s2_mmu {
 	struct kvm_arch *arch;
 	struct kvm_pgtable *pgt;
+#ifdef KDIFF_MAINLINE
+	u64 vtcr;					/* 6.12 on read VTCR here */
+	struct kvm_mmu_memory_cache split_page_cache;	/* split's memcache (6.6 on) */
+#endif
 };
 struct kvm_arch {
 	u64 vtcr;

@@ -1,0 +1,192 @@
+"""Real upstream fixes of the reworked walker (6.x pgtable.c) put back out, in scratch copies.
+
+Each ``Revert`` undoes one fix the kernel made between 6.2 and 7.1, as edits described by kernel
+names only (``planted.CEdit``: in a function, on the first line holding a token, replace a piece
+or delete the line; no kernel code is kept here). ``scratch_tree(revert, tree, dest)`` copies the
+tree's four files to a scratch directory outside the repository and applies the edits there; the
+cached tree is never touched. ``measure(revert)`` then asks whether, and how fast, the spec catches
+the reverted code: the lock-step of ``check-kernel`` on the revert's geometries (steps until the
+first violation), and the revert's own shortest sequence (``sequence``) when the generator's
+default memcache cannot reach the code (see docs/kernel-mainline.md for the numbers).
+
+The fixes (upstream subject lines paraphrased):
+
+* ``pte-reload-table-pre``: reload the PTE after a TABLE_PRE callback (so the walker does not
+  descend into a table the callback just replaced by a block and freed);
+* ``free-removed-last-ref``: drop the last page reference of the table root in
+  ``kvm_pgtable_stage2_free_removed``/``free_unlinked``;
+* ``create-unlinked-double-put``: no extra put_page after ``kvm_pgtable_stage2_free_unlinked`` in
+  ``kvm_pgtable_stage2_create_unlinked``'s error path (put back into 6.12, which has the fix);
+* ``pa-from-ipa``: infer the PA offset from the IPA in the map walker instead of advancing
+  ``data->phys`` per installed leaf (which a skipped leaf leaves behind);
+* ``defer-table-tlbi``: don't defer the TLBI when unmap zaps a table (put back into 6.12);
+* ``split-double-put``: no extra put_page after free_unlinked in the split walker's lost race
+  (put back into 6.12; unreachable single-threaded: the split walk is exclusive).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ptspec.proofs.kernel import build
+from ptspec.proofs.kernel import fetch
+from ptspec.proofs.kernel import tree as T
+from ptspec.proofs.kernel.planted import CEdit, apply_edit
+
+
+@dataclass(frozen=True)
+class Revert:
+    id: str
+    what: str
+    tree: str                   # the cached tree it is put back into ("6.6" -> linux-6.6*)
+    edits: tuple                # CEdit, applied in order
+    geometries: tuple           # where the lock-step should see it
+    expect: tuple               # statement ids that must report it
+    sequence: tuple = ()        # ((kind, args), ...): a shortest program, ("fail", k) / (op, args)
+    harness: tuple = ()         # extra harness options for the sequence (memcache, arena)
+    upstream: bool = True       # a real upstream fix undone (False: a bug planted for a statement)
+
+
+def _e(rid, function, token, old, new):
+    return CEdit(rid, "", function, token, old, new)
+
+
+REVERTS = (
+    Revert("pte-reload-table-pre",
+           "the walker keeps the PTE it read before the TABLE_PRE callback: after the callback "
+           "replaced the table by a block (and freed it), the walk still descends into it",
+           "6.6", (_e("pte-reload-table-pre", "__kvm_pgtable_visit", "reload = true",
+                      "reload = true;", None),),
+           ("4k-39", "4k-48", "16k-40"), ("S2-LEAK", "S2-RC", "S2-RCU", "KERNEL-WARN", "C-MAP"),
+           (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=6)),
+            ("map", dict(addr=0x200000, size=0x200000, phys=0x4000200000, prot=6)))),
+    Revert("free-removed-last-ref",
+           "kvm_pgtable_stage2_free_removed walks the removed subtree but never drops the "
+           "reference of its root page: every table replaced by a block leaks a page",
+           "6.3", (_e("free-removed-last-ref", "kvm_pgtable_stage2_free_removed",
+                      "mm_ops->put_page(pgtable)", "mm_ops->put_page(pgtable);", None),),
+           ("4k-39", "4k-48", "16k-40"), ("S2-RCU", "S2-LEAK"),
+           (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=6)),
+            ("map", dict(addr=0x200000, size=0x200000, phys=0x4000200000, prot=6)))),
+    Revert("create-unlinked-double-put",
+           "kvm_pgtable_stage2_create_unlinked's error path puts the table page again after "
+           "kvm_pgtable_stage2_free_unlinked already dropped its last reference",
+           "6.12", (_e("create-unlinked-double-put", "kvm_pgtable_stage2_create_unlinked",
+                       "kvm_pgtable_stage2_free_unlinked(", "level);",
+                       "level); mm_ops->put_page(pgtable);"),),
+           ("4k-39",), ("S2-LEAK",),
+           (("map", dict(addr=0x40000000, size=0x40000000, phys=0x4040000000, prot=6)),
+            ("fail", 5), ("split", dict(addr=0x40000000, size=0x1000))),
+           (("arena_pages", 2048), ("mc_capacity", 600))),
+    Revert("pa-from-ipa",
+           "the map walker takes data->phys as the leaf's output address and advances it only "
+           "when it installs a leaf: a leaf skipped with -EAGAIN (same mapping) leaves every "
+           "later leaf of the walk one granule behind",
+           "6.6", (_e("pa-from-ipa", "stage2_map_walker_phys_addr", "return phys +",
+                      "return phys + (ctx->addr - ctx->start);", "return phys;"),
+                   _e("pa-from-ipa", "stage2_map_walker_try_leaf", "stage2_make_pte(ctx, new);",
+                      "stage2_make_pte(ctx, new);",
+                      "stage2_make_pte(ctx, new); if (kvm_phys_is_valid(data->phys)) "
+                      "*(u64 *)&data->phys += granule;")),
+           ("4k-39", "16k-40", "64k-44"), ("C-MAP",),
+           (("map", dict(addr=0x0, size=0x1000, phys=0x4000000000, prot=6)),
+            ("map", dict(addr=0x0, size=0x2000, phys=0x4000000000, prot=6)))),
+    Revert("defer-table-tlbi",
+           "unmap defers the TLBI of a zapped table to the range TLBI at the end of the walk (with "
+           "FWB), after the table page was already freed",
+           "6.12", (_e("defer-table-tlbi", "stage2_unmap_put_pte", "kvm_pte_table(ctx->old",
+                       "kvm_pte_table(ctx->old, ctx->level)", "0"),),
+           ("4k-48",), ("S2-TABLE-TLBI",),
+           (("map", dict(addr=0x0, size=0x1000, phys=0x4000000000, prot=6)),
+            ("unmap", dict(addr=0x0, size=0x200000))),
+           (("fwb", True),)),
+    Revert("split-double-put",
+           "the split walker puts the new table page again after freeing it when it loses the "
+           "race to break the block (stage2_try_break_pte fails)",
+           "6.12", (_e("split-double-put", "stage2_split_walker", "kvm_pgtable_stage2_free_unlinked(",
+                       "level);", "level); mm_ops->put_page(childp);"),),
+           ("4k-39",), ("S2-LEAK",)),
+)
+# Bugs planted (not upstream fixes) so that the reworked walker's marker statement is seen to fail
+# on the C code itself, not only on hand-built states (tests/test_spec_mainline.py).
+PLANTS = (
+    Revert("lock-left", "the map walker breaks the old leaf (the locked-PTE marker) and returns "
+           "without making the new one", "6.6",
+           (_e("lock-left", "stage2_map_walker_try_leaf", "stage2_make_pte(ctx, new);",
+               "stage2_make_pte(ctx, new);", "return 0;"),),
+           ("4k-39",), ("S2-LOCKED",),
+           (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=6)),),
+           upstream=False),
+    Revert("lock-valid", "stage2_try_break_pte stores the locked-PTE marker with the valid bit "
+           "set", "6.6",
+           (_e("lock-valid", "stage2_try_break_pte", "KVM_INVALID_PTE_LOCKED)",
+               "KVM_INVALID_PTE_LOCKED)", "KVM_INVALID_PTE_LOCKED | KVM_PTE_VALID)"),),
+           ("4k-39",), ("S2-LOCKED",),
+           (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=6)),),
+           upstream=False),
+)
+BY_ID = {r.id: r for r in REVERTS + PLANTS}
+
+
+def scratch_dir() -> Path:
+    """Where scratch trees live: beside the kdiff cache, never in the repository."""
+    return fetch.cache_dir().parent / "scratch"
+
+
+def scratch_tree(revert: Revert, tree, dest=None):
+    """Copy the tree's four files to ``dest`` (default: the scratch directory), apply the
+    revert's edits to its pgtable.c, and return the opened scratch tree (EditError when an edit's
+    anchor is missing)."""
+    dest = Path(dest) if dest is not None else scratch_dir() / f"{revert.id}-{tree.version}"
+    for rel in T.FILES:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(tree.root) / rel, dest / rel)
+    c = dest / T.FILES[0]
+    text = c.read_text()
+    for edit in revert.edits:
+        text = apply_edit(text, edit)
+    c.write_text(text)
+    return T.open_tree(dest)
+
+
+def run_sequence(revert: Revert, tree):
+    """The revert's shortest sequence on a fresh harness of ``tree`` (4K, 39-bit IPA, its
+    options): (violations, harness)."""
+    from ptspec.proofs.kernel.subject import subject_factory
+    h = subject_factory(tree)(12, 39, **dict((("arena_pages", 512),) + revert.harness))
+    for kind, args in revert.sequence:
+        if kind == "fail":
+            h.fail_allocation(args)
+        else:
+            h.step(kind, **args)
+        if h.violations:
+            break
+    return list(h.violations), h
+
+
+def measure(revert: Revert, profile: str = "quick", seed: int = 0) -> dict:
+    """Whether the spec catches the revert, and how fast: the first refuting geometry's
+    operations and seconds, and the shortest sequence's result, on the cached tree."""
+    from ptspec.proofs.kernel import check
+    from ptspec.proofs.runner import budgets
+    tree, why = T.cached_tree(revert.tree)
+    if tree is None:
+        return {"id": revert.id, "status": "unknown", "why": why}
+    scratch = scratch_tree(revert, tree)
+    try:
+        build.library(12, scratch)
+    except build.BuildError as exc:
+        return {"id": revert.id, "status": "unknown", "why": str(exc).splitlines()[0]}
+    out = {"id": revert.id, "tree": tree.version, "lockstep": []}
+    seq_v, _ = run_sequence(revert, scratch) if revert.sequence else ([], None)
+    out["sequence"] = sorted({str(v).split()[0] for v in seq_v})
+    for g in revert.geometries:
+        t0 = time.perf_counter()
+        r = check.check_geometry(scratch, g, budgets.budget(profile), seed)
+        out["lockstep"].append({"geometry": g, "status": r.status, "operations": r.examples,
+                                "seconds": round(time.perf_counter() - t0, 1),
+                                "detail": r.detail[:200]})
+    return out

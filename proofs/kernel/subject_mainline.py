@@ -1,0 +1,128 @@
+"""The reworked walker's ``pgtable.c`` (Linux 6.2 and later) as a subject of the stage-2 lock-step.
+
+``MainlineHarness`` is ``subject.CSideHarness`` over ``cside_mainline.CPgtableMainline``: the same
+operation records, checks and findings, plus what changed in the API. Where a tree has no
+``kvm_pgtable_stage2_mkold``/``_is_young`` (6.5 on), the generator's mkold and is_young records
+become the call that replaced them, ``test_clear_young(addr, PAGE_SIZE, mkold)``, judged by its own
+contract (C-TEST-CLEAR-YOUNG). ``split`` (6.5 on) is an operation of its own (C-SPLIT); its rule is
+added to the seeded program by ``program_rules`` (and to the hypothesis machine by
+``machine_rules``). Maps of the 4k-40 geometry are the fault
+handler's (shared walk, stops on -EAGAIN: ``FAULT_PATH``), the others the non-fault callers'. Every step is also judged by the reworked
+walker's statements (spec/stage2/mainline.py: S2-LOCKED, S2-RCU), with the tree's version.
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+from hypothesis.stateful import rule
+
+from ptspec.spec.stage2 import mainline as ML
+from ptspec.proofs.kernel.cside_mainline import CPgtableMainline
+from ptspec.proofs.kernel.subject import CSideHarness
+from ptspec.proofs.stage2.harness import ERRNO_NAMES, fmt
+from ptspec.proofs.stage2.strategies import choose_address, choose_size
+
+
+class MainlineHarness(CSideHarness):
+    """One C stage-2 table of a 6.2+ tree checked against the spec after every step."""
+
+    pgtable_class = CPgtableMainline
+    # Geometries whose maps come from the fault handler (user_mem_abort): a shared walk that
+    # stops on -EAGAIN (KVM_PGTABLE_WALK_SHARED | KVM_PGTABLE_WALK_HANDLE_FAULT); the others map
+    # as the non-fault callers do (walk flags 0)
+    FAULT_PATH = {(12, 40)}
+    FAULT_FLAGS = (1 << 3) | (1 << 4)
+
+    @classmethod
+    def machine_rules(cls, addr, size):
+        """Rules the lock-step machine adds for this tree: split and test_clear_young over a
+        drawn range, where the tree has them (None: nothing to add)."""
+        ml = cls.tree.shape.mainline
+        rules = {}
+        if ml.split:
+            @rule(a=addr, s=size)
+            def split(self, a, s):
+                self._step("split", addr=a, size=s)
+            rules["split"] = split
+        if ml.test_clear_young:
+            @rule(a=addr, s=size, mkold=st.booleans())
+            def test_clear_young(self, a, s, mkold):
+                self._step("test_clear_young", addr=a, size=s, mkold=int(mkold))
+            rules["test_clear_young"] = test_clear_young
+        return type("MainlineRules", (), rules) if rules else None
+
+    @classmethod
+    def program_rules(cls, opt):
+        """The seeded program's rules for this tree (proofs/stage2/program.py): split and
+        test_clear_young over a chosen range, where the tree has them; the same draws as
+        ``machine_rules`` gives the hypothesis machine."""
+        ml = cls.tree.shape.mainline
+        rules = []
+        if ml.split:
+            def split(ch):
+                return "op", "split", dict(addr=choose_address(ch, opt), size=choose_size(ch, opt))
+            rules.append(split)
+        if ml.test_clear_young:
+            def test_clear_young(ch):
+                return "op", "test_clear_young", dict(addr=choose_address(ch, opt),
+                                                      size=choose_size(ch, opt),
+                                                      mkold=ch.choice((0, 1)))
+            rules.append(test_clear_young)
+        return rules
+
+    def step(self, op: str, **args):
+        ml = self.tree.shape.mainline
+        if op in ("mkold", "is_young") and not ml.mkold and "addr" in args:
+            args = {"addr": args["addr"], "size": 1 << self.params["page_shift"],
+                    "mkold": int(op == "mkold")}
+            op = "test_clear_young"
+        if op == "split" and not ml.split or op == "test_clear_young" and not ml.test_clear_young:
+            return None, []             # not an operation of this tree
+        if op == "test_clear_young":
+            # the kernel's callers age within the IPA space (kvm_age_gfn); out of it the walk WARNs
+            # and only on a live table (the walk of a destroyed one WARNs too)
+            top = 1 << self.params["ia_bits"]
+            if args["addr"] >= top or self.destroyed:
+                return None, []
+            args = dict(args, size=min(args["size"], top - args["addr"]))
+        ret, found = super().step(op, **args)
+        if op == "split":
+            # the caller tops up split_page_cache before each split (kvm_mmu_split_huge_pages):
+            # refilled between steps, so the next operation's pre-state has it full
+            self.mc.topup(self.mc.capacity)
+            self.lines.append(f"mc.topup({self.mc.capacity})")
+            self._last_raw = self.pgt.snapshot()
+            self.state = self._load(self._last_raw) if self.check else None
+        return ret, found
+
+    def _call(self, op: str, args: dict):
+        if op == "test_clear_young":
+            young = self.pgt.test_clear_young(args["addr"], args["size"], args["mkold"])
+            return int(young), {"young": young}
+        if op == "split":
+            return self.pgt.split(args["addr"], args["size"], self.mc), {}
+        if op == "map" and self._fault_path():
+            mc = None if args.get("no_memcache") else self.mc
+            return self.pgt.map(args["addr"], args["size"], args["phys"], args["prot"], mc,
+                                flags=self.FAULT_FLAGS), {}
+        return super()._call(op, args)
+
+    def _fault_path(self) -> bool:
+        return (self.params["page_shift"], self.params["ia_bits"]) in self.FAULT_PATH
+
+    def _record(self, op: str, args: dict, ret, no_mc: bool = False):
+        if op == "split":
+            shown = ERRNO_NAMES.get(ret, fmt(ret))
+            self.lines.append(f"pgt.split({args['addr']:#x}, {args['size']:#x}, mc)  # -> {shown}")
+            return
+        super()._record(op, args, ret, no_mc)
+
+    def _step(self, op: str, args: dict):
+        pre_raw = self._last_raw
+        ret, found = super()._step(op, args)
+        if self.check and ret is not None:
+            extra = ML.check_mainline_step(pre_raw, {"op": op, "args": args, "ret": ret},
+                                           self._last_raw)
+            self.violations.extend(extra)
+            found = list(found) + extra
+        return ret, found

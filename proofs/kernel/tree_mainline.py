@@ -1,0 +1,147 @@
+"""The shape of a reworked stage-2 walker (Linux 6.2 and later), read from a tree's source text.
+
+From 6.2 on, ``pgtable.c`` walkers take a ``struct kvm_pgtable_visit_ctx``, walks may be shared
+(``KVM_PGTABLE_WALK_SHARED``), break-before-make locks the PTE with a marker, and tables removed
+by a walk go back through ``mm_ops`` (``free_removed_table`` in 6.2-6.4, ``free_unlinked_table``
+from 6.5). ``detect(pgtable_c, header)`` returns a ``Mainline`` describing what the tree has, or
+None for an older walker (``ptspec.proofs.kernel.tree`` reads the rest of the shape):
+
+* ``visit_ctx``: the visitor takes the context (the reason this module applies at all);
+* ``free``: ``"free_removed"`` or ``"free_unlinked"``;
+* ``level_s8``: levels are ``s8`` (6.8 on, for LPA2's level -1);
+* ``mkold``: ``kvm_pgtable_stage2_mkold``/``_is_young`` exist (before 6.5), otherwise
+  ``kvm_pgtable_stage2_test_clear_young``;
+* ``split``, ``create_unlinked``, ``hyp_unmap``, ``tlbi_range`` (``kvm_tlb_flush_vmid_range``);
+* ``lock``: the locked-PTE marker, ``("bit", n)`` (``KVM_INVALID_PTE_LOCKED BIT(n)``) or
+  ``("type", hi, lo, value)`` (7.x: ``KVM_INVALID_PTE_TYPE_LOCKED`` in ``KVM_INVALID_PTE_TYPE_MASK``);
+* ``annotate``: ``kvm_pgtable_stage2_annotate`` replaces ``set_owner`` (7.x: invalid descriptors
+  carry a type in bits 63:60 and an annotation in the others).
+
+Nothing is inferred from the version number. ``defines()`` are the preprocessor symbols
+``kdiff_mainline_rt.c`` is built with; ``unsupported()`` says, in one line, what the shim cannot
+judge yet (7.x's annotated descriptors), so such a tree is refused rather than misjudged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_LOCK_BIT = re.compile(r"#define\s+KVM_INVALID_PTE_LOCKED\s+BIT\((\d+)\)")
+_TYPE_MASK = re.compile(r"#define\s+KVM_INVALID_PTE_TYPE_MASK\s+GENMASK\((\d+),\s*(\d+)\)")
+_TYPE_LOCKED = re.compile(r"KVM_INVALID_PTE_TYPE_LOCKED\s*=\s*(\d+)")
+
+
+@dataclass(frozen=True)
+class Mainline:
+    free: str                   # "free_removed" or "free_unlinked"
+    level_s8: bool
+    mkold: bool
+    split: bool
+    create_unlinked: bool
+    hyp_unmap: bool
+    tlbi_range: bool
+    test_clear_young: bool
+    annotate: bool
+    lock: tuple | None          # ("bit", n) or ("type", hi, lo, value)
+    prot_bits: tuple = ()       # bit of KVM_PGTABLE_PROT_X (or PX), _W, _R, _DEVICE in the enum
+    memattr1: bool = False      # PAGE_S2_MEMATTR takes one argument (7.x)
+    walk_flags_api: bool = False  # mkyoung returns void and takes walk flags, relax_perms too (7.x)
+
+    def lock_marker(self) -> tuple[int, int] | None:
+        """(mask, bits): a descriptor is the locked marker when (desc & mask) == bits (bit 0, valid,
+        is left out of the mask so a marker stored as valid is still seen)."""
+        if self.lock is None:
+            return None
+        if self.lock[0] == "bit":
+            return 1 << self.lock[1], 1 << self.lock[1]
+        _, hi, lo, value = self.lock
+        mask = ((1 << (hi + 1)) - 1) & ~((1 << lo) - 1)
+        return mask, value << lo
+
+    def defines(self) -> tuple:
+        out = ["KDIFF_MAINLINE"]
+        if self.free == "free_removed":
+            out.append("KDIFF_ML_FREE_REMOVED")
+        if self.level_s8:
+            out.append("KDIFF_ML_LEVEL_S8")
+        if self.mkold:
+            out.append("KDIFF_ML_MKOLD")
+        if self.split:
+            out.append("KDIFF_ML_SPLIT")
+        if self.memattr1:
+            out.append("KDIFF_ML_MEMATTR1")
+        if self.walk_flags_api:
+            out.append("KDIFF_ML_WALK_FLAGS_API")
+        if self.annotate:
+            out.append("KDIFF_ML_ANNOTATE")
+        return tuple(out)
+
+    def describe(self) -> str:
+        parts = ["walker takes kvm_pgtable_visit_ctx", f"tables freed by {self.free}",
+                 "s8 levels" if self.level_s8 else "u32 levels",
+                 "mkold/is_young" if self.mkold else "test_clear_young"]
+        parts += [n for n, on in (("split", self.split), ("create_unlinked", self.create_unlinked),
+                                  ("hyp_unmap", self.hyp_unmap), ("range TLBI", self.tlbi_range),
+                                  ("annotate", self.annotate)) if on]
+        if self.lock:
+            parts.append(f"locked-PTE marker BIT({self.lock[1]})" if self.lock[0] == "bit" else
+                         f"locked-PTE type {self.lock[3]} in bits {self.lock[1]}:{self.lock[2]}")
+        return ", ".join(parts)
+
+
+def detect(pgtable_c: str, header: str) -> Mainline | None:
+    """The reworked walker's shape, or None when the visitor does not take a visit_ctx."""
+    text = pgtable_c + "\n" + header
+    if "struct kvm_pgtable_visit_ctx" not in header:
+        return None
+    has = lambda fn: re.search(rf"\b{fn}\s*\(", header) is not None   # noqa: E731
+    lock = None
+    m = _LOCK_BIT.search(text)
+    if m:
+        lock = ("bit", int(m.group(1)))
+    else:
+        tm, tl = _TYPE_MASK.search(text), _TYPE_LOCKED.search(text)
+        if tm and tl:
+            lock = ("type", int(tm.group(1)), int(tm.group(2)), int(tl.group(1)))
+    return Mainline(
+        free="free_removed" if "free_removed_table" in header else "free_unlinked",
+        level_s8=re.search(r"kvm_granule_shift\(\s*s8\b", header) is not None,
+        mkold=has("kvm_pgtable_stage2_mkold"), split=has("kvm_pgtable_stage2_split"),
+        create_unlinked=has("kvm_pgtable_stage2_create_unlinked"),
+        hyp_unmap=has("kvm_pgtable_hyp_unmap"), tlbi_range=has("kvm_tlb_flush_vmid_range"),
+        test_clear_young=has("kvm_pgtable_stage2_test_clear_young"),
+        annotate=has("kvm_pgtable_stage2_annotate"), lock=lock,
+        prot_bits=tuple(_prot_bit(header, n) for n in ("X", "W", "R", "DEVICE")),
+        memattr1=re.search(r"PAGE_S2_MEMATTR\(\s*\w+\s*\)", pgtable_c) is not None,
+        walk_flags_api=re.search(r"void\s+kvm_pgtable_stage2_mkyoung\s*\(", header) is not None)
+
+
+# the enum kvm_pgtable_prot the spec's encodings are (spec/arch/descriptor.py PROT_*)
+SPEC_PROT_BITS = (0, 1, 2, 3)
+
+
+def _prot_bit(header: str, name: str):
+    """The bit of KVM_PGTABLE_PROT_<name> (X: of PX when X is PX | UX), or None."""
+    for n in (name, "PX") if name == "X" else (name,):
+        m = re.search(rf"KVM_PGTABLE_PROT_{n}\s*=\s*BIT\((\d+)\)", header)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def unsupported(ml: Mainline) -> str | None:
+    """Why the shim cannot judge this reworked walker yet, or None."""
+    if ml.prot_bits != SPEC_PROT_BITS:
+        names = ", ".join(f"{n} bit {b}" for n, b in zip(("X/PX", "W", "R", "DEVICE"), ml.prot_bits))
+        return (f"enum kvm_pgtable_prot is renumbered ({names}; the spec's is X 0, W 1, R 2, "
+                "DEVICE 3) and set_owner became kvm_pgtable_stage2_annotate (a type in bits "
+                "63:60): not judged by the spec yet (it would misjudge every map)")
+    if ml.annotate:
+        return ("kvm_pgtable_stage2_annotate (7.x: invalid descriptors carry a type in bits 63:60 "
+                "and an annotation; set_owner is gone) is not judged by the spec yet")
+    if ml.lock is None:
+        return "no locked-PTE marker (KVM_INVALID_PTE_LOCKED) found: the shim cannot watch it"
+    if ml.free == "free_unlinked" and not ml.test_clear_young and not ml.mkold:
+        return "neither kvm_pgtable_stage2_mkold nor kvm_pgtable_stage2_test_clear_young"
+    return None

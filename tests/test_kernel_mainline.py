@@ -1,0 +1,180 @@
+"""check-kernel on the reworked walker (Linux 6.2 and later): shape detection, the 6.x C judged by
+the spec, the catalogued 6.12 finding, and 7.x refused in one line. Each test needs a cached tree
+(~/.cache/ptspec/trees/linux-<version>) and skips, saying so, when it is absent (CI has only the
+Debian 6.1 source)."""
+
+import pytest
+
+from ptspec.proofs.kernel import check
+from ptspec.proofs.kernel import subject
+from ptspec.proofs.kernel import tree as T
+from ptspec.proofs.kernel import tree_mainline as TM
+from ptspec.proofs.kernel import planted_mainline as PM
+from ptspec.proofs.runner import budgets
+from kdiff_support import need_tree
+
+HEADER_6_1 = "struct kvm_pgtable_walker { kvm_pgtable_visitor_fn_t cb; };"
+
+
+def test_old_walker_is_not_mainline():
+    assert TM.detect("int __kvm_pgtable_stage2_init(void);", HEADER_6_1) is None
+
+
+def test_shapes_of_the_cached_trees():
+    want = {"6.3": dict(free="free_removed", mkold=True, split=False, level_s8=False),
+            "6.6": dict(free="free_unlinked", mkold=False, split=True, level_s8=False),
+            "6.12": dict(free="free_unlinked", mkold=False, split=True, level_s8=True)}
+    seen = 0
+    for prefix, fields in want.items():
+        tree, _ = T.cached_tree(prefix)
+        if tree is None:
+            continue
+        seen += 1
+        ml = tree.shape.mainline
+        assert ml is not None and T.unsupported(tree.shape) is None
+        assert {k: getattr(ml, k) for k in fields} == fields
+        assert ml.lock == ("bit", 10)
+        assert "KDIFF_MAINLINE" in T.shim_defines(tree.shape)
+    if not seen:
+        pytest.skip("kdiff: no linux-6.3/6.6/6.12 tree cached")
+
+
+def test_7_x_is_refused_in_one_line(capsys):
+    tree, why = T.cached_tree("7.1")
+    if tree is None:
+        pytest.skip(f"kdiff: {why}")
+    assert tree.shape.mainline.annotate and tree.shape.mainline.lock == ("type", 63, 60, 1)
+    code = check.main(["--tree", str(tree.root), "--geometry", "4k-39", "--profile", "quick"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 2
+    assert out[-1].startswith("check-kernel: not checked: enum kvm_pgtable_prot is renumbered")
+    assert "kvm_pgtable_stage2_annotate" in out[-1] and len(out) == 2
+    # it builds (the shim knows 7.x), it is only not judged
+    from ptspec.proofs.kernel import build
+    assert build.library(12, tree).exists()
+
+
+@pytest.mark.parametrize("prefix", ["6.3", "6.6", "6.12"])
+def test_quick_run_has_no_uncatalogued_violation(prefix):
+    tree = need_tree(prefix)
+    r = check.check_geometry(tree, "4k-39", budgets.budget("quick"), 0)
+    assert r.status == "passed", check.format_result(r)
+    assert r.examples > 50
+
+
+def _harness(tree, **kw):
+    return subject.subject_factory(tree)(12, 39, arena_pages=512, **kw)
+
+
+def test_6_12_relax_perms_eagain_level_is_the_catalogued_finding():
+    tree = need_tree("6.12")
+    h = _harness(tree)
+    ret, found = h.step("relax_perms", addr=0x100800, prot=3)
+    assert ret == -11 and found == []
+    assert h.findings == {"relax-perms-eagain-level": 1}
+
+
+def test_6_6_relax_perms_hole_is_clean_and_6_12_is_not():
+    """The same call: 6.6 returns -EAGAIN without a TLBI; 6.12 issues one with a level the walk
+    never set (only the catalogue keeps it from failing)."""
+    tree = need_tree("6.6")
+    h = _harness(tree)
+    assert h.step("relax_perms", addr=0x100800, prot=3) == (-11, [])
+    assert h.findings == {}
+
+
+def test_split_and_test_clear_young_are_judged():
+    tree = need_tree("6.6")
+    h = _harness(tree)
+    assert h.step("map", addr=0x200000, size=0x200000, phys=0x4000200000, prot=6)[1] == []
+    ret, found = h.step("split", addr=0x200000, size=0x1000)
+    assert (ret, found) == (0, [])
+    assert h.pgt.get_leaf(0x3ff000)[2] == 3           # the whole block is pages now
+    assert h.step("test_clear_young", addr=0x200000, size=0x200000, mkold=1) == (1, [])
+    assert h.step("test_clear_young", addr=0x200000, size=0x200000, mkold=0) == (0, [])
+    # the generator's mkold becomes test_clear_young on a tree without mkold
+    h.step("mkold", addr=0x200000)
+    assert h.trace[-1][1] == "test_clear_young"
+
+
+def test_6_6_create_unlinked_double_put_is_the_catalogued_finding():
+    tree = need_tree("6.6")
+    h = subject.subject_factory(tree)(12, 39, arena_pages=2048, mc_capacity=600)
+    assert h.step("map", addr=0x40000000, size=0x40000000, phys=0x4040000000, prot=6)[1] == []
+    h.fail_allocation(5)
+    ret, found = h.step("split", addr=0x40000000, size=0x1000)
+    assert ret == -12 and found == []
+    assert h.findings == {"create-unlinked-double-put": 1}
+    assert "h.fail_allocation(5)" in h.program()
+
+
+@pytest.mark.parametrize("rid", [r.id for r in PM.REVERTS + PM.PLANTS if r.sequence])
+def test_reverted_upstream_fix_is_caught_and_the_fixed_tree_is_clean(rid, tmp_path):
+    rv = PM.BY_ID[rid]
+    tree = need_tree(rv.tree)
+    got, _ = PM.run_sequence(rv, PM.scratch_tree(rv, tree, tmp_path / "t"))
+    assert {str(v).split()[0] for v in got} & set(rv.expect), [str(v) for v in got]
+    clean, h = PM.run_sequence(rv, tree)
+    assert clean == [] and h.findings == {}
+
+
+def test_split_double_put_is_unreachable_single_threaded(tmp_path):
+    """The split walker's lost-race path cannot run here: the revert builds, and its program is
+    empty (reported as not caught in docs/kernel-mainline.md, not as a pass)."""
+    rv = PM.BY_ID["split-double-put"]
+    tree = need_tree(rv.tree)
+    scratch = PM.scratch_tree(rv, tree, tmp_path / "t")
+    assert "put_page(childp)" in (scratch.root / T.FILES[0]).read_text()
+    assert rv.sequence == ()
+
+
+@pytest.mark.parametrize("prefix", ["6.6", "6.12"])
+def test_split_of_a_device_block_is_the_catalogued_memtype_finding(prefix):
+    tree = need_tree(prefix)
+    h = _harness(tree)
+    assert h.step("map", addr=0x200000, size=0x200000, phys=0x100200000, prot=0xe)[1] == []
+    assert h.step("split", addr=0x200000, size=0x1000) == (0, [])
+    assert h.findings == {"split-drops-memtype": 1}
+    # a normal block splits clean
+    assert h.step("map", addr=0x400000, size=0x200000, phys=0x100400000, prot=6)[1] == []
+    assert h.step("split", addr=0x400000, size=0x1000) == (0, [])
+    assert h.findings == {"split-drops-memtype": 1}
+
+
+def test_with_impl_is_refused_for_the_reworked_walker(capsys):
+    tree = need_tree("6.6")
+    code = check.main(["--tree", str(tree.root), "--with-impl", "6.1", "--geometry", "4k-39"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 2 and len(out) == 2
+    assert out[-1].startswith("check-kernel: not checked: --with-impl compares with impl's")
+
+
+def test_fault_path_geometry_stops_on_eagain_and_others_go_on():
+    """4k-40 maps as user_mem_abort does (shared, HANDLE_FAULT): a re-map whose first leaf only
+    differs in permissions returns -EAGAIN and stops (the catalogued eagain-abort); 4k-39 maps
+    as the non-fault callers: the walk goes on and returns 0."""
+    tree = need_tree("6.6")
+    for ia, want in ((40, -11), (39, 0)):
+        h = subject.subject_factory(tree)(12, ia, arena_pages=512)
+        h.step("map", addr=0, size=0x1000, phys=0x4000000000, prot=4)
+        ret, found = h.step("map", addr=0, size=0x2000, phys=0x4000000000, prot=6)
+        assert ret == want and found == []
+        assert h.findings == ({"eagain-abort": 1} if want else {})
+
+
+def test_a_compiler_without_the_pattern_option_still_builds(tmp_path, monkeypatch):
+    """-ftrivial-auto-var-init=pattern is dropped, not fatal, where the compiler lacks it."""
+    tree = need_tree("6.6")
+    import shutil
+    from ptspec.proofs.kernel import build
+    real = build.compiler()
+    fake = tmp_path / "oldcc"
+    fake.write_text("#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in -ftrivial-auto-var-init*) "
+                    "echo \"cc: error: unrecognized command-line option '$a'\" >&2; exit 1;; "
+                    f"esac; done\nexec {real} \"$@\"\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setenv("PTSPEC_CACHE", str(tmp_path / "cache"))
+    assert shutil.which(str(fake))
+    lib = build.library(12, tree)
+    assert lib.exists() and str(tmp_path) in str(lib)
