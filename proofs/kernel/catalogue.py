@@ -108,14 +108,20 @@ class KernelFinding:
     kernel_functions: tuple
     when: object                # step record -> bool: the violation's step matches the finding
     text: str = ""              # and the violation's message holds this (empty: any message)
+    also: tuple = ()            # more (since, until) ranges: a fix backported to a stable branch
+
+    def _ranges(self):
+        return ((self.since, self.until),) + tuple(self.also)
 
     def applies_to(self, version: tuple) -> bool:
-        return self.since <= version and (self.until is None or version < self.until)
+        return any(lo <= version and (hi is None or version < hi) for lo, hi in self._ranges())
 
     def versions(self) -> str:
-        lo = ".".join(map(str, self.since))
-        return f"{lo} and later" if self.until is None else \
-            f"{lo} up to (not including) {'.'.join(map(str, self.until))}"
+        def one(lo, hi):
+            lo = ".".join(map(str, lo))
+            return f"{lo} and later" if hi is None else \
+                f"{lo} up to (not including) {'.'.join(map(str, hi))}"
+        return "; ".join(one(lo, hi) for lo, hi in self._ranges())
 
 
 _SW_WHY = ("5.14's enum kvm_pgtable_prot has only X, W, R and DEVICE: the KVM_PGTABLE_PROT_SW0-3 "
@@ -152,9 +158,12 @@ FINDINGS = (
         "stage-2 unmap (6d9d2115c480, 5.10); fixed upstream by 36e008323926 'KVM: arm64: Don't "
         "pass a TLBI level hint when zapping table entries' (2024) and backported to 6.1.y "
         "(reviewed for stable on 15 Aug 2024, taken here as 6.1.106; ptspec runs only 6.1.176) "
-        "and 6.6.y; mainline 6.3.8 still passes the level; run on 5.15.100 and 5.14.2",
+        "and 6.6.y; mainline 6.3.8 still passes the level (the 6.2 range below ends at 6.6.0: "
+        "6.4 and 6.5 were not run, 6.6.63 passes 0, and the first fixed 6.6.y is not pinned down); "
+        "run on 5.15.100, 5.14.2 and 6.3.8",
         ("stage2_put_pte", "stage2_unmap_walker"),
-        lambda step: step is not None and step.get("op") == "unmap"),
+        lambda step: step is not None and step.get("op") == "unmap",
+        also=(((6, 2, 0), (6, 6, 0)),)),
     KernelFinding(
         "set-owner-blocks", "C-SET-OWNER", (5, 14, 0), (5, 15, 0),
         "kvm_pgtable_stage2_set_owner walks with the map walker but without forcing pages (5.14 "
@@ -296,6 +305,13 @@ FINDINGS = (
         ("kvm_pgtable_stage2_split", "stage2_split_walker", "kvm_pgtable_stage2_pte_prot"),
         lambda step: step is not None and step.get("op") == "split",
         text="the memory type changed"),
+    KernelFinding(
+        "split-drops-memtype-cmo", "CMO-POC", (6, 5, 0), None,
+        "split-drops-memtype as CMO-POC sees it: the device block split into normal cacheable "
+        "pages makes cacheable guest mappings visible over memory no clean to PoC covered (a "
+        "device mapping owes none); seen running 6.6.63 and 6.12.19",
+        ("kvm_pgtable_stage2_split", "stage2_split_walker", "kvm_pgtable_stage2_pte_prot"),
+        lambda step: step is not None and step.get("op") == "split"),
     KernelFinding(
         "unmap-deferred-tlbi-refused", "C-UNMAP", (6, 6, 0), None,
         "with FWB and range TLBI (stage2_unmap_defer_tlb_flush), kvm_pgtable_stage2_unmap "

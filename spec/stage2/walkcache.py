@@ -6,7 +6,8 @@ An entry caches, for the input range one table descriptor covers, which next-lev
 goes on to: (ipa range, level of the descriptor, next-level table pa). Every table descriptor the
 walk reaches in the pre-state may be cached. After the step, an entry is still right when the post
 walk reaches the same next-level table from the same range at the same level; otherwise it must be
-invalidated: by ``tlbi_vmid``, or by ``tlbi_ipa`` of an address in its range with no level hint.
+invalidated: by ``tlbi_vmid``, by ``tlbi_ipa`` of an address in its range with no level hint, or
+(6.6 on) by a ``tlbi_range`` overlapping its range (range invalidation carries no level hint).
 
 The level hint (FEAT_TTL, the ``level`` of a ``["tlbi_ipa", ipa, level]`` event): it tells the
 hardware at which level the *leaf* entry for the address lies, and an invalidation whose hint is
@@ -32,6 +33,8 @@ def covers_walk_entry(event, lo, hi):
     """Whether one tlb_log event removes walk-cache entries for an address in [lo, hi)."""
     if event[0] == "tlbi_vmid":
         return True
+    if event[0] == "tlbi_range":    # 6.6 on: by IPA range, no level hint (TLBI_TTL_UNKNOWN)
+        return event[1] < hi and lo < event[1] + event[2]
     return event[0] == "tlbi_ipa" and lo <= event[1] < hi and event[2] not in LEAF_HINTS
 
 
@@ -57,7 +60,8 @@ def check_bbm_walk(pre, step, post):
     [ipa, ipa + granule(L)), pointing to next-level table T) such that the post-op walk does not
     reach T from the same range at the same level, the step's tlb_log holds ["tlbi_vmid"], or
     ["tlbi_ipa", a, h] with a inside [ipa, ipa + granule(L)) and h not a leaf level (h not in 1..3:
-    0, or a later kernel's TLBI_TTL_UNKNOWN). destroy is exempt (the VMID is retired).
+    0, or a later kernel's TLBI_TTL_UNKNOWN), or ["tlbi_range", a, n] with [a, a + n) overlapping
+    that range (6.6 on). destroy is exempt (the VMID is retired).
 
     Why: the walk caches keep table descriptors so that later walks skip the upper levels. A cached
     descriptor that outlives the table it points to lets the guest's walks read a page that was
