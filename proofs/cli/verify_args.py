@@ -111,9 +111,12 @@ def split_skipped(selected: list[Obligation], areas: list[str]) -> tuple[list[Ob
     keep, left_out = [], []
     for ob in selected:
         area = area_of(ob)
+        absent = ob.needs() if ob.needs is not None else None
         if area in areas:
             why = f"left out by --skip {area}" + (f": {AREA_NEEDS[area]}" if area in AREA_NEEDS else "")
             left_out.append({"id": ob.id, "area": area, "why": why})
+        elif absent:
+            left_out.append({"id": ob.id, "area": area, "why": f"optional input absent: {absent}"})
         else:
             keep.append(ob)
     return keep, left_out

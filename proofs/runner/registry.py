@@ -139,6 +139,10 @@ class Obligation:
     kernel_functions: list[str] = field(default_factory=list)
     profiles: set[str] = field(default_factory=lambda: set(profile_table.PROFILE_NAMES))
     time_scale: float = 1.0  # multiplies the profile's nominal check_seconds (and so its hang guard)
+    # An optional input this machine may not have (a kernel tree a developer caches): returns why
+    # it is absent, or None. `verify` leaves such an obligation out and says so in its summary,
+    # as `--skip` does; called directly it still runs (and reports "unknown" without its input).
+    needs: Callable[[], str | None] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id or any(c.isspace() for c in self.id):
