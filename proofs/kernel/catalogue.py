@@ -215,6 +215,26 @@ FINDINGS = (
         ("hyp_map_walker", "hyp_map_walker_try_leaf", "kvm_pgtable_hyp_unmap"),
         lambda step: step is not None and bool(step.get("hyp"))),
     KernelFinding(
+        "hyp-conflict-page-einval", "C-HYP-MAP", (6, 1, 0), None,
+        "a hyp map over a valid page (last level) it conflicts with: hyp_map_walker_try_leaf "
+        "WARNs and returns false, hyp_map_walker cannot put a table at the last level, WARNs "
+        "again and fails the walk with -EINVAL: the map stops there (pages before it mapped, "
+        "those after it not) and returns -EINVAL, where C-HYP-MAP (5.15: the entry kept, the walk "
+        "goes on) expects 0 and the rest of the range mapped; a caller's misuse behind a WARN; "
+        "seen running 6.1.176, 6.3.8, 6.6.63 and 6.12.19",
+        ("hyp_map_walker_try_leaf", "hyp_map_walker"),
+        lambda step: (step is not None and bool(step.get("conflict"))
+                      and step.get("ret") == -22)),
+    KernelFinding(
+        "hyp-conflict-page-einval-warn", "C-HYP-WARN", (6, 1, 0), None,
+        "hyp-conflict-page-einval as C-HYP-WARN sees it: the conflict's WARN and "
+        "hyp_map_walker's own (no table at the last level) come with a map that returns -EINVAL, "
+        "where C-HYP-WARN expects only the conflict's, from a map returning 0; seen running "
+        "6.1.176, 6.3.8, 6.6.63 and 6.12.19",
+        ("hyp_map_walker_try_leaf", "hyp_map_walker"),
+        lambda step: (step is not None and bool(step.get("conflict"))
+                      and step.get("ret") == -22)),
+    KernelFinding(
         "hyp-conflict-split", "C-HYP-MAP", (6, 1, 0), None,
         "a hyp map over a valid leaf it conflicts with (more than software bits differ): "
         "hyp_map_walker_try_leaf has already advanced data->phys past the leaf when its WARN_ON "
@@ -225,23 +245,36 @@ FINDINGS = (
         ("hyp_map_walker_try_leaf", "hyp_map_walker"),
         lambda step: step is not None and bool(step.get("conflict"))),
     KernelFinding(
-        "hyp-conflict-split-warn", "C-HYP-WARN", (6, 1, 0), None,
+        "hyp-conflict-split-warn", "C-HYP-WARN", (6, 1, 0), (6, 2, 0),
         "the same conflicting hyp re-map as hyp-conflict-split: the table installed over the "
         "valid block raises kvm_set_table_pte's WARN_ON too, where C-HYP-WARN expects only the "
-        "conflict's; seen running 6.1.176",
+        "conflict's; seen running 6.1.176; 6.2's walker rework removed kvm_set_table_pte and its "
+        "WARN (hyp-split-silent), so 6.3.8, 6.6.63 and 6.12.19 raise only the conflict's",
         ("kvm_set_table_pte", "hyp_map_walker"),
         lambda step: step is not None and bool(step.get("conflict"))),
     KernelFinding(
         "hyp-split-ref", "S1-RC", (6, 1, 0), None,
         "when hyp_map_walker installs a table over a valid leaf (a block split by a map inside "
-        "it, or hyp-conflict-split; kvm_set_table_pte WARNs), it takes a reference for the new "
+        "it, or hyp-conflict-split; kvm_set_table_pte WARNs up to 6.1, the harness reads it from "
+        "the state on 6.2 on), it takes a reference for the new "
         "table and nothing drops the replaced leaf's: the table page holding it stays one above "
         "1 + its descriptors for the rest of the run, so kvm_pgtable_hyp_unmap can never free "
-        "it; counted on every later step of such a run; seen running 6.1.176 (5.15 counts no "
-        "references here)",
+        "it; counted on every later step of such a run; seen running 6.1.176, 6.3.8, 6.6.63 and "
+        "6.12.19 (5.15 counts no references here)",
         ("hyp_map_walker", "kvm_set_table_pte", "kvm_pgtable_hyp_unmap"),
         lambda step: step is not None and bool(step.get("hyp_per_descriptor"))
         and bool(step.get("after_split"))),
+    KernelFinding(
+        "hyp-split-silent", "C-HYP-WARN", (6, 2, 0), None,
+        "6.2's walker rework removed kvm_set_table_pte and its WARN_ON on a valid entry: "
+        "hyp_map_walker now installs the new table over a valid hyp block it has to split "
+        "(kvm_init_table_pte, then a plain store) without any WARN, where C-HYP-WARN (the "
+        "WARN_ONs of 5.12-6.1) expects one per block replaced; the block's other pages become "
+        "unmapped at EL2 as before, now unreported (no caller is meant to do this, so the WARN "
+        "was the only sign of it); seen running 6.3.8, 6.6.63 and 6.12.19",
+        ("hyp_map_walker", "kvm_init_table_pte"),
+        lambda step: step is not None and bool(step.get("hyp")),
+        text="no WARN from kvm_set_table_pte"),
     KernelFinding(
         "hyp-split-leak", "S1-LEAK", (6, 1, 0), None,
         "after hyp-split-ref, kvm_pgtable_hyp_destroy drops 1 + the descriptors of each table "
