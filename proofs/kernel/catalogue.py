@@ -210,8 +210,9 @@ FINDINGS = (
         "and frees emptied tables), while S1-RC states 5.12-5.15's rule that every hyp table "
         "page keeps its single reference; the design that came with kvm_pgtable_hyp_unmap, not "
         "a bug: the C-side hyp check (ptspec.proofs.kernel.hyp) then judges the per-descriptor "
-        "rule instead, on trees that have kvm_pgtable_hyp_unmap; seen running 6.1.176, not "
-        "5.15.100 (no release between them was run, so the range starts at 6.1)",
+        "rule instead, on trees that have kvm_pgtable_hyp_unmap; seen running 6.1.176, 6.3.8, "
+        "6.6.63 and 6.12.19, not 5.15.100 (no release between them was run, so the range starts "
+        "at 6.1)",
         ("hyp_map_walker", "hyp_map_walker_try_leaf", "kvm_pgtable_hyp_unmap"),
         lambda step: step is not None and bool(step.get("hyp"))),
     KernelFinding(
@@ -241,7 +242,8 @@ FINDINGS = (
         "fires and returns false, so hyp_map_walker installs a new table over the valid block "
         "and the walk maps the range's pages one block-size too high in the output space; 5.15 "
         "leaves the entry as it was after the WARN, as C-HYP-MAP states; a caller's misuse "
-        "behind a WARN, but the wrong output addresses are real; seen running 6.1.176",
+        "behind a WARN, but the wrong output addresses are real; seen running 6.1.176, 6.3.8, "
+        "6.6.63 and 6.12.19",
         ("hyp_map_walker_try_leaf", "hyp_map_walker"),
         lambda step: step is not None and bool(step.get("conflict"))),
     KernelFinding(
@@ -279,13 +281,13 @@ FINDINGS = (
         "hyp-split-leak", "S1-LEAK", (6, 1, 0), None,
         "after hyp-split-ref, kvm_pgtable_hyp_destroy drops 1 + the descriptors of each table "
         "page, so the page holding the extra reference stays allocated after the table is "
-        "destroyed; seen running 6.1.176",
+        "destroyed; seen running 6.1.176, 6.3.8, 6.6.63 and 6.12.19",
         ("kvm_pgtable_hyp_destroy", "hyp_free_walker"),
         lambda step: step is not None and bool(step.get("hyp")) and bool(step.get("after_split"))),
     KernelFinding(
         "hyp-split-leak-destroy", "C-HYP-DESTROY", (6, 1, 0), None,
         "hyp-split-leak as C-HYP-DESTROY sees it: the page is not returned by destroy; seen "
-        "running 6.1.176",
+        "running 6.1.176, 6.3.8, 6.6.63 and 6.12.19",
         ("kvm_pgtable_hyp_destroy", "hyp_free_walker"),
         lambda step: step is not None and bool(step.get("hyp")) and bool(step.get("after_split"))),
     KernelFinding(
@@ -294,7 +296,7 @@ FINDINGS = (
         "checks only that the rest of the range from the walk's (unaligned) address is at least "
         "the block's size, so it removes the whole block, pages before the range included, counts "
         "it in the bytes returned and goes on, where C-HYP-UNMAP stops at a leaf reaching outside "
-        "the range; seen running 6.1.176 (map [0x200000, +4M), unmap [0x201000, +2M): the block "
+        "the range; seen running 6.1.176, 6.3.8, 6.6.63 and 6.12.19 (map [0x200000, +4M), unmap [0x201000, +2M): the block "
         "[0x200000, 0x400000) goes, 0x200000 returned)",
         ("kvm_pgtable_hyp_unmap", "hyp_unmap_walker"),
         lambda step: step is not None and bool(step.get("starts_inside_leaf"))),
