@@ -296,8 +296,8 @@ FINDINGS = (
         "checks only that the rest of the range from the walk's (unaligned) address is at least "
         "the block's size, so it removes the whole block, pages before the range included, counts "
         "it in the bytes returned and goes on, where C-HYP-UNMAP stops at a leaf reaching outside "
-        "the range; seen running 6.1.176, 6.3.8, 6.6.63 and 6.12.19 (map [0x200000, +4M), unmap [0x201000, +2M): the block "
-        "[0x200000, 0x400000) goes, 0x200000 returned)",
+        "the range; seen running 6.1.176, 6.3.8, 6.6.63 and 6.12.19 (map [0x200000, +4M), "
+        "unmap [0x201000, +2M): the block [0x200000, 0x400000) goes, 0x200000 returned)",
         ("kvm_pgtable_hyp_unmap", "hyp_unmap_walker"),
         lambda step: step is not None and bool(step.get("starts_inside_leaf"))),
     KernelFinding(

@@ -7,9 +7,9 @@ statements (spec/stage2/mainline.py); catalogued findings of the tree's version 
 such. ``kernel.mainline.upstream-fixes`` puts real 6.x fixes back out in scratch copies
 (``planted_mainline``) and requires each reachable one to be caught by its shortest sequence,
 while the cached, fixed tree passes the same sequence. ``kernel.mainline.hyp.<version>`` runs the
-hyp stage-1 engine (``hyp.py``) on the tree at ``ptspec verify``'s hyp budget. They are registered only where the tree
-cache holds the trees (see below); without a C compiler they are "unknown" with the reason, never
-passed.
+hyp stage-1 engine (``hyp.py``) on the tree at ``ptspec verify``'s hyp budget. They are
+registered only where the tree cache holds the trees (see below); without a C compiler they are
+"unknown" with the reason, never passed.
 """
 
 from __future__ import annotations
