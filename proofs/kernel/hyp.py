@@ -17,7 +17,11 @@ things depend on the tree, read from its source, not from its version number:
   finding ``hyp-refcount``, and the table pages are judged by the per-descriptor rule the spec
   states for stage 2 (``S2-RC``'s rule, reported under S1-RC): 1 + the non-zero descriptors;
 * the conflicting re-map WARN_ON sits in ``hyp_map_walker_try_leaf`` where 5.15's sits in
-  ``hyp_pte_needs_update`` (the check moved): the C-HYP-WARN name of that WARN is the spec's.
+  ``hyp_pte_needs_update`` (the check moved): the C-HYP-WARN name of that WARN is the spec's;
+* a table installed over a valid block (the condition of the split findings) is known from
+  ``kvm_set_table_pte``'s WARN up to 6.1 and from the state on every tree (6.2 on, the reworked
+  walker, has no such WARN: ``_table_over_leaf``). The same code runs on 6.2+ trees: their
+  runtime (``kdiff_mainline_rt.c``) includes ``kdiff_rt.c`` and its ``kdiff_hyp_*``.
 
 An unmap step is judged by the S1-* invariants and C-HYP-UNMAP (spec/hyp/unmap.py).
 """
