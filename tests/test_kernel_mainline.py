@@ -189,3 +189,99 @@ def test_unmap_whose_page_aligned_end_wraps_is_the_catalogued_deferred_tlbi(pref
     h = subject.subject_factory(tree)(12, 48, fwb=True, arena_pages=64)
     ret, found = h.step("unmap", addr=0, size=0xfffffffffffff001)
     assert ret == 0 and found == [] and h.findings == {"unmap-deferred-tlbi-refused": 1}
+
+
+# -- hyp stage 1 on the reworked walker (proofs/kernel/hyp.py) --------------------------------------
+
+def _hyp(tree):
+    from ptspec.proofs.kernel import hyp
+    return hyp.hyp_harness(tree)(12, 48, 128)
+
+
+@pytest.mark.parametrize("prefix", ["6.3", "6.6", "6.12"])
+def test_hyp_engine_runs_on_the_reworked_walker_with_only_catalogued_findings(prefix):
+    from ptspec.proofs.kernel import engines as E
+    tree = need_tree(prefix)
+    r = E.run_engine(tree, "hyp", budgets.budget("quick"), geometry="4k-48")
+    assert r.status == "passed", check.format_result(r)
+    assert r.examples > 20 and "with kvm_pgtable_hyp_unmap" in r.detail
+    assert "hyp-refcount x" in r.detail          # the per-descriptor rule is the one judged
+
+
+@pytest.mark.parametrize("prefix", ["6.3", "6.6", "6.12"])
+def test_hyp_split_of_a_block_is_silent_on_6_x_and_its_reference_catalogued(prefix):
+    """6.2 on: a page mapped inside a hyp block replaces the block by a table without
+    kvm_set_table_pte's WARN (hyp-split-silent); the harness reads the split from the state, so
+    the extra reference is hyp-split-ref and destroy's leak hyp-split-leak, as on 6.1."""
+    h = _hyp(need_tree(prefix))
+    assert h.step("map", addr=0x40000000, size=0x200000, phys=0x140000000, prot=5) == (0, [])
+    assert not h.split
+    ret, found = h.step("map", addr=0x40100000, size=0x1000, phys=0x240103000, prot=0xe)
+    assert (ret, found) == (0, []) and h.pgt.warnings == [] and h.split
+    assert {"hyp-split-silent", "hyp-split-ref"} <= set(h.seen)
+    assert h.step("destroy") == (0, [])
+    assert {"hyp-split-leak", "hyp-split-leak-destroy"} <= set(h.seen)
+
+
+def test_hyp_split_silent_is_not_a_6_1_finding():
+    """hyp-split-silent applies from 6.2 only (6.1 WARNs in kvm_set_table_pte), and the
+    conflict's extra kvm_set_table_pte WARN is catalogued up to 6.2 only."""
+    from ptspec.proofs.kernel import catalogue
+    by_id = {f.id: f for f in catalogue.FINDINGS}
+    assert not by_id["hyp-split-silent"].applies_to((6, 1, 176))
+    assert by_id["hyp-split-silent"].applies_to((6, 3, 8))
+    assert by_id["hyp-conflict-split-warn"].applies_to((6, 1, 176))
+    assert not by_id["hyp-conflict-split-warn"].applies_to((6, 6, 63))
+
+
+@pytest.mark.parametrize("prefix", ["6.3", "6.12"])
+def test_hyp_conflicting_page_remap_stops_with_einval_as_catalogued(prefix):
+    h = _hyp(need_tree(prefix))
+    assert h.step("map", addr=0x40202000, size=0x2000, phys=0x140202000, prot=0xc) == (0, [])
+    ret, found = h.step("map", addr=0x40200000, size=0x200000, phys=0x140200000, prot=4)
+    assert ret == -22 and found == []
+    assert [w.split(":")[0] for w in h.pgt.warnings] == ["hyp_pte_needs_update", "hyp_map_walker"]
+    assert {"hyp-conflict-page-einval", "hyp-conflict-page-einval-warn"} <= set(h.seen)
+
+
+@pytest.mark.parametrize("prefix", ["6.3", "6.6", "6.12"])
+def test_hyp_unmap_overreach_is_seen_on_6_x(prefix):
+    h = _hyp(need_tree(prefix))
+    assert h.step("map", addr=0x200000, size=0x400000, phys=0x100200000, prot=4) == (0, [])
+    ret, found = h.step("unmap", addr=0x201000, size=0x200000)
+    assert ret == 0x200000 and found == [] and h.seen.get("hyp-unmap-overreach")
+    assert h.step("unmap", addr=0x400000, size=0x200000) == (0x200000, [])
+
+
+@pytest.mark.parametrize("rv", PM.HYP_PLANTS, ids=lambda r: f"{r.id}-{r.tree}")
+def test_hyp_plant_on_a_mainline_tree_is_caught_and_the_tree_is_clean(rv, tmp_path):
+    tree = need_tree(rv.tree)
+    got, _ = PM.run_hyp_sequence(rv, PM.scratch_tree(rv, tree, tmp_path / "t"))
+    assert {str(v).split()[0] for v in got} == set(rv.expect), [str(v) for v in got]
+    clean, h = PM.run_hyp_sequence(rv, tree)
+    assert clean == [] and set(h.seen) <= {"hyp-refcount"}
+
+
+def test_hyp_engine_refutes_a_planted_hyp_bug_on_6_6(tmp_path):
+    from ptspec.proofs.kernel import engines as E
+    rv = next(r for r in PM.HYP_PLANTS if r.id == "hyp-unmap-uncounted" and r.tree == "6.6")
+    scratch = PM.scratch_tree(rv, need_tree("6.6"), tmp_path / "t")
+    r = E.run_engine(scratch, "hyp", budgets.budget("default"), geometry="4k-48")
+    assert r.status == "refuted", r.detail
+    assert any(v.startswith("C-HYP-UNMAP") for v in r.counterexample["violations"])
+
+
+def test_mainline_checks_are_left_out_by_verify_exactly_where_their_tree_is_missing():
+    from ptspec.proofs.cli import verify_args
+    from ptspec.proofs.kernel import checks_mainline as CM
+    from ptspec.proofs.runner import registry
+    registry.load_all()
+    obs = registry.select("kernel.mainline.*")
+    assert {ob.id for ob in obs} >= {f"kernel.mainline.{k}.{p}" for p in CM.TREES
+                                     for k in ("lockstep", "hyp")}
+    keep, left_out = verify_args.split_skipped(obs, [])
+    absent = {p for p in CM.TREES if not CM._present(p)}
+    assert {ob.id for ob in keep if ob.id.rsplit(".", 1)[0] != "kernel.mainline"} == {
+        f"kernel.mainline.{k}.{p}" for p in set(CM.TREES) - absent for k in ("lockstep", "hyp")}
+    for s in left_out:
+        assert s["why"].startswith("optional input absent: no linux-"), s

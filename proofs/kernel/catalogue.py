@@ -210,10 +210,31 @@ FINDINGS = (
         "and frees emptied tables), while S1-RC states 5.12-5.15's rule that every hyp table "
         "page keeps its single reference; the design that came with kvm_pgtable_hyp_unmap, not "
         "a bug: the C-side hyp check (ptspec.proofs.kernel.hyp) then judges the per-descriptor "
-        "rule instead, on trees that have kvm_pgtable_hyp_unmap; seen running 6.1.176, not "
-        "5.15.100 (no release between them was run, so the range starts at 6.1)",
+        "rule instead, on trees that have kvm_pgtable_hyp_unmap; seen running 6.1.176, 6.3.8, "
+        "6.6.63 and 6.12.19, not 5.15.100 (no release between them was run, so the range starts "
+        "at 6.1)",
         ("hyp_map_walker", "hyp_map_walker_try_leaf", "kvm_pgtable_hyp_unmap"),
         lambda step: step is not None and bool(step.get("hyp"))),
+    KernelFinding(
+        "hyp-conflict-page-einval", "C-HYP-MAP", (6, 1, 0), None,
+        "a hyp map over a valid page (last level) it conflicts with: hyp_map_walker_try_leaf "
+        "WARNs and returns false, hyp_map_walker cannot put a table at the last level, WARNs "
+        "again and fails the walk with -EINVAL: the map stops there (pages before it mapped, "
+        "those after it not) and returns -EINVAL, where C-HYP-MAP (5.15: the entry kept, the walk "
+        "goes on) expects 0 and the rest of the range mapped; a caller's misuse behind a WARN; "
+        "seen running 6.1.176, 6.3.8, 6.6.63 and 6.12.19",
+        ("hyp_map_walker_try_leaf", "hyp_map_walker"),
+        lambda step: (step is not None and bool(step.get("conflict"))
+                      and step.get("ret") == -22)),
+    KernelFinding(
+        "hyp-conflict-page-einval-warn", "C-HYP-WARN", (6, 1, 0), None,
+        "hyp-conflict-page-einval as C-HYP-WARN sees it: the conflict's WARN and "
+        "hyp_map_walker's own (no table at the last level) come with a map that returns -EINVAL, "
+        "where C-HYP-WARN expects only the conflict's, from a map returning 0; seen running "
+        "6.1.176, 6.3.8, 6.6.63 and 6.12.19",
+        ("hyp_map_walker_try_leaf", "hyp_map_walker"),
+        lambda step: (step is not None and bool(step.get("conflict"))
+                      and step.get("ret") == -22)),
     KernelFinding(
         "hyp-conflict-split", "C-HYP-MAP", (6, 1, 0), None,
         "a hyp map over a valid leaf it conflicts with (more than software bits differ): "
@@ -221,38 +242,52 @@ FINDINGS = (
         "fires and returns false, so hyp_map_walker installs a new table over the valid block "
         "and the walk maps the range's pages one block-size too high in the output space; 5.15 "
         "leaves the entry as it was after the WARN, as C-HYP-MAP states; a caller's misuse "
-        "behind a WARN, but the wrong output addresses are real; seen running 6.1.176",
+        "behind a WARN, but the wrong output addresses are real; seen running 6.1.176, 6.3.8, "
+        "6.6.63 and 6.12.19",
         ("hyp_map_walker_try_leaf", "hyp_map_walker"),
         lambda step: step is not None and bool(step.get("conflict"))),
     KernelFinding(
-        "hyp-conflict-split-warn", "C-HYP-WARN", (6, 1, 0), None,
+        "hyp-conflict-split-warn", "C-HYP-WARN", (6, 1, 0), (6, 2, 0),
         "the same conflicting hyp re-map as hyp-conflict-split: the table installed over the "
         "valid block raises kvm_set_table_pte's WARN_ON too, where C-HYP-WARN expects only the "
-        "conflict's; seen running 6.1.176",
+        "conflict's; seen running 6.1.176; 6.2's walker rework removed kvm_set_table_pte and its "
+        "WARN (hyp-split-silent), so 6.3.8, 6.6.63 and 6.12.19 raise only the conflict's",
         ("kvm_set_table_pte", "hyp_map_walker"),
         lambda step: step is not None and bool(step.get("conflict"))),
     KernelFinding(
         "hyp-split-ref", "S1-RC", (6, 1, 0), None,
         "when hyp_map_walker installs a table over a valid leaf (a block split by a map inside "
-        "it, or hyp-conflict-split; kvm_set_table_pte WARNs), it takes a reference for the new "
+        "it, or hyp-conflict-split; kvm_set_table_pte WARNs up to 6.1, the harness reads it from "
+        "the state on 6.2 on), it takes a reference for the new "
         "table and nothing drops the replaced leaf's: the table page holding it stays one above "
         "1 + its descriptors for the rest of the run, so kvm_pgtable_hyp_unmap can never free "
-        "it; counted on every later step of such a run; seen running 6.1.176 (5.15 counts no "
-        "references here)",
+        "it; counted on every later step of such a run; seen running 6.1.176, 6.3.8, 6.6.63 and "
+        "6.12.19 (5.15 counts no references here)",
         ("hyp_map_walker", "kvm_set_table_pte", "kvm_pgtable_hyp_unmap"),
         lambda step: step is not None and bool(step.get("hyp_per_descriptor"))
         and bool(step.get("after_split"))),
     KernelFinding(
+        "hyp-split-silent", "C-HYP-WARN", (6, 2, 0), None,
+        "6.2's walker rework removed kvm_set_table_pte and its WARN_ON on a valid entry: "
+        "hyp_map_walker now installs the new table over a valid hyp block it has to split "
+        "(kvm_init_table_pte, then a plain store) without any WARN, where C-HYP-WARN (the "
+        "WARN_ONs of 5.12-6.1) expects one per block replaced; the block's other pages become "
+        "unmapped at EL2 as before, now unreported (no caller is meant to do this, so the WARN "
+        "was the only sign of it); seen running 6.3.8, 6.6.63 and 6.12.19",
+        ("hyp_map_walker", "kvm_init_table_pte"),
+        lambda step: step is not None and bool(step.get("hyp")),
+        text="no WARN from kvm_set_table_pte"),
+    KernelFinding(
         "hyp-split-leak", "S1-LEAK", (6, 1, 0), None,
         "after hyp-split-ref, kvm_pgtable_hyp_destroy drops 1 + the descriptors of each table "
         "page, so the page holding the extra reference stays allocated after the table is "
-        "destroyed; seen running 6.1.176",
+        "destroyed; seen running 6.1.176, 6.3.8, 6.6.63 and 6.12.19",
         ("kvm_pgtable_hyp_destroy", "hyp_free_walker"),
         lambda step: step is not None and bool(step.get("hyp")) and bool(step.get("after_split"))),
     KernelFinding(
         "hyp-split-leak-destroy", "C-HYP-DESTROY", (6, 1, 0), None,
         "hyp-split-leak as C-HYP-DESTROY sees it: the page is not returned by destroy; seen "
-        "running 6.1.176",
+        "running 6.1.176, 6.3.8, 6.6.63 and 6.12.19",
         ("kvm_pgtable_hyp_destroy", "hyp_free_walker"),
         lambda step: step is not None and bool(step.get("hyp")) and bool(step.get("after_split"))),
     KernelFinding(
@@ -261,8 +296,8 @@ FINDINGS = (
         "checks only that the rest of the range from the walk's (unaligned) address is at least "
         "the block's size, so it removes the whole block, pages before the range included, counts "
         "it in the bytes returned and goes on, where C-HYP-UNMAP stops at a leaf reaching outside "
-        "the range; seen running 6.1.176 (map [0x200000, +4M), unmap [0x201000, +2M): the block "
-        "[0x200000, 0x400000) goes, 0x200000 returned)",
+        "the range; seen running 6.1.176, 6.3.8, 6.6.63 and 6.12.19 (map [0x200000, +4M), "
+        "unmap [0x201000, +2M): the block [0x200000, 0x400000) goes, 0x200000 returned)",
         ("kvm_pgtable_hyp_unmap", "hyp_unmap_walker"),
         lambda step: step is not None and bool(step.get("starts_inside_leaf"))),
     KernelFinding(

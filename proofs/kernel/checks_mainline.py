@@ -6,9 +6,10 @@ test_clear_young added, every invariant and contract after every step, and the r
 statements (spec/stage2/mainline.py); catalogued findings of the tree's version are reported as
 such. ``kernel.mainline.upstream-fixes`` puts real 6.x fixes back out in scratch copies
 (``planted_mainline``) and requires each reachable one to be caught by its shortest sequence,
-while the cached, fixed tree passes the same sequence. They are registered only where the tree
-cache holds the trees (see below); without a C compiler they are "unknown" with the reason, never
-passed.
+while the cached, fixed tree passes the same sequence. ``kernel.mainline.hyp.<version>`` runs the
+hyp stage-1 engine (``hyp.py``) on the tree at ``ptspec verify``'s hyp budget. Where the tree
+cache lacks their trees, `verify` leaves them out and says so (``needs``, below); called directly,
+or without a C compiler, they are "unknown" with the reason, never passed.
 """
 
 from __future__ import annotations
@@ -71,6 +72,35 @@ def _lockstep(prefix: str):
     return run
 
 
+HYP_IDS = ["S1-TREE", "S1-BA", "S1-RC", "S1-LEAK", "C-HYP-INIT", "C-HYP-MAP", "C-HYP-UNMAP",
+           "C-HYP-DESTROY", "C-HYP-WARN"]
+HYP_FUNCTIONS = ["kvm_pgtable_hyp_init", "kvm_pgtable_hyp_map", "hyp_map_walker",
+                 "hyp_map_walker_try_leaf", "kvm_pgtable_hyp_unmap", "hyp_unmap_walker",
+                 "kvm_pgtable_hyp_destroy", "hyp_free_walker"]
+
+
+def _hyp(prefix: str):
+    def run(ctx) -> Result:
+        from ptspec.proofs.kernel import checks_engines, engines
+        tree, why = _tree(prefix)
+        if tree is None:
+            return Result.unknown(why)
+        r = engines.run_engine(tree, "hyp", checks_engines.verify_budget(ctx.budget),
+                               seed=ctx.seed, expired=ctx.expired, progress=ctx.progress,
+                               geometry="4k-48")
+        r.id = f"kernel.mainline.hyp.{prefix}"
+        r.detail = f"Linux {tree.version}: {r.detail}"
+        return r
+    run.__doc__ = (f"The reworked walker's hyp stage-1 code (cached linux-{prefix} tree: "
+                   "kvm_pgtable_hyp_init, _map, _unmap, _destroy on 4K / 48-bit VA) driven by "
+                   "the hyp lock-step machine and judged by the spec alone after every step: the "
+                   "S1-* invariants with the per-descriptor reference rule of trees that have "
+                   "kvm_pgtable_hyp_unmap, and the C-HYP-* contracts (C-HYP-UNMAP, C-HYP-WARN "
+                   "included); catalogued findings of the tree's version are reported as such, "
+                   "anything else refutes.")
+    return run
+
+
 def _present(prefix: str) -> bool:
     """Whether the tree cache holds a linux-<prefix>* directory (checked once, at import)."""
     base = T.trees_dir()
@@ -92,6 +122,8 @@ for _p in TREES:
     register(Obligation(f"kernel.mainline.lockstep.{_p}", "hypothesis", INVARIANTS,
                         _lockstep(_p).__doc__, _lockstep(_p), kernel_functions=FUNCTIONS,
                         needs=lambda _p=_p: _needs(_p)))
+    register(Obligation(f"kernel.mainline.hyp.{_p}", "hypothesis", HYP_IDS, _hyp(_p).__doc__,
+                        _hyp(_p), kernel_functions=HYP_FUNCTIONS, needs=lambda _p=_p: _needs(_p)))
 
 
 def upstream_fixes(ctx) -> Result:

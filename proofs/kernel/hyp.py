@@ -17,7 +17,11 @@ things depend on the tree, read from its source, not from its version number:
   finding ``hyp-refcount``, and the table pages are judged by the per-descriptor rule the spec
   states for stage 2 (``S2-RC``'s rule, reported under S1-RC): 1 + the non-zero descriptors;
 * the conflicting re-map WARN_ON sits in ``hyp_map_walker_try_leaf`` where 5.15's sits in
-  ``hyp_pte_needs_update`` (the check moved): the C-HYP-WARN name of that WARN is the spec's.
+  ``hyp_pte_needs_update`` (the check moved): the C-HYP-WARN name of that WARN is the spec's;
+* a table installed over a valid block (the condition of the split findings) is known from
+  ``kvm_set_table_pte``'s WARN up to 6.1 and from the state on every tree (6.2 on, the reworked
+  walker, has no such WARN: ``_table_over_leaf``). The same code runs on 6.2+ trees: their
+  runtime (``kdiff_mainline_rt.c``) includes ``kdiff_rt.c`` and its ``kdiff_hyp_*``.
 
 An unmap step is judged by the S1-* invariants and C-HYP-UNMAP (spec/hyp/unmap.py).
 """
@@ -55,6 +59,20 @@ def has_unmap(tree) -> bool:
 def _functions(tree) -> list[tuple[range, str]]:
     """(line range, name) of every function defined in the tree's pgtable.c."""
     return [(range(a, b + 1), n) for a, b, n in functions_of(str(tree.pgtable_c))]
+
+
+def _table_over_leaf(pre: dict, post: dict) -> bool:
+    """Whether the step replaced a valid block descriptor by a table descriptor in place (a table
+    page of the pre-state whose entry was a block, 0b01, holds a table, 0b11, after it): what
+    kvm_set_table_pte's WARN_ON reported up to 6.1; 6.2 on install tables with
+    kvm_init_table_pte and no WARN, so the state tells it. A 0b01 entry is a block at levels 1-2
+    and never written at level 3 (reserved there), so no level is needed."""
+    after = post.get("pages", {})
+    for pa, words in pre.get("pages", {}).items():
+        new = after.get(pa)
+        if new is not None and any(w & 3 == 1 and n & 3 == 3 for w, n in zip(words, new)):
+            return True
+    return False
 
 
 def _starts_inside_leaf(raw: dict, addr: int) -> bool:
@@ -213,6 +231,7 @@ class CHypHarness(hyp_lockstep.HypHarness):
     def step(self, op: str, **args):
         w0 = len(self.pgt.warnings)
         inside = False
+        pre = self._raw
         if op != "unmap":
             ret, found = super().step(op, **args)
         else:
@@ -222,8 +241,7 @@ class CHypHarness(hyp_lockstep.HypHarness):
             self.lines.append(f"pgt.unmap({fmt(args['addr'])}, {fmt(args['size'])})  # -> "
                               f"{fmt(ret)}")
             self.calls.append((minimize.call("h.step", args, op), self.lines[-1]))
-            pre, post = self._raw, self.pgt.snapshot()
-            self._raw = post
+            post = self._raw = self.pgt.snapshot()
             inside = _starts_inside_leaf(pre, args["addr"])
             found = spec.check_state(post) + spec.check_hyp_step(
                 pre, {"op": op, "args": args, "ret": ret,
@@ -231,14 +249,15 @@ class CHypHarness(hyp_lockstep.HypHarness):
             self.violations.extend(found)
         new = self.pgt.warnings[w0:]
         conflict = any(w.startswith("hyp_pte_needs_update") for w in new)
-        self.split = getattr(self, "split", False) or any(
-            w.startswith("kvm_set_table_pte") for w in new)       # a table over a valid leaf
-        return ret, self._judge(op, args, found, conflict, op == "unmap" and inside)
+        self.split = getattr(self, "split", False) or any(   # a table over a valid leaf
+            w.startswith("kvm_set_table_pte") for w in new) or _table_over_leaf(pre, self._raw)
+        return ret, self._judge(op, args, found, conflict, op == "unmap" and inside, ret)
 
-    def _judge(self, op: str, args: dict, found: list, conflict: bool, inside=False) -> list:
+    def _judge(self, op: str, args: dict, found: list, conflict: bool, inside=False,
+               ret=None) -> list:
         """S1-RC by the tree's counting rule; catalogued findings set aside."""
         before = len(self.violations) - len(found)
-        pending = [(v, {"op": op, "args": args, "hyp": True, "conflict": conflict,
+        pending = [(v, {"op": op, "args": args, "ret": ret, "hyp": True, "conflict": conflict,
                         "after_split": self.split, "starts_inside_leaf": inside})
                    for v in found]
         if self.refcounted:

@@ -22,6 +22,10 @@ The fixes (upstream subject lines paraphrased):
 * ``defer-table-tlbi``: don't defer the TLBI when unmap zaps a table (put back into 6.12);
 * ``split-double-put``: no extra put_page after free_unlinked in the split walker's lost race
   (put back into 6.12; unreachable single-threaded: the split walk is exclusive).
+
+``HYP_PLANTS`` are bugs planted (not upstream fixes) in each 6.x tree's hyp stage-1 unmap
+(``hyp-unmap-keeps-table``, ``hyp-unmap-uncounted``), run by ``run_hyp_sequence`` on the hyp
+harness of ``proofs/kernel/hyp.py``.
 """
 
 from __future__ import annotations
@@ -128,6 +132,27 @@ PLANTS = (
            (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=6)),),
            upstream=False),
 )
+# Bugs planted in the hyp stage-1 code of the reworked walker (not upstream fixes), so that the hyp
+# engine is seen to catch a wrong hyp table on 6.x C code: their sequences run on the hyp harness
+# (``run_hyp_sequence``, 4K / 48-bit VA).
+_HYP_MAP = ("map", dict(addr=0x200000, size=0x1000, phys=0x100200000, prot=4))
+HYP_PLANTS = tuple(
+    Revert(rid, what, tree, edits, ("4k-48",), expect, seq, upstream=False)
+    for tree in ("6.3", "6.6", "6.12")
+    for rid, what, edits, expect, seq in (
+        ("hyp-unmap-keeps-table",
+         "hyp_unmap_walker clears the entry of a table it emptied and drops the parent's "
+         "reference, but never puts the table page itself: it stays allocated, unreachable",
+         (_e("hyp-unmap-keeps-table", "hyp_unmap_walker", "put_page(childp)",
+             "mm_ops->put_page(childp);", ";"),),
+         ("S1-LEAK",), (_HYP_MAP, ("unmap", dict(addr=0x200000, size=0x1000)))),
+        ("hyp-unmap-uncounted",
+         "hyp_unmap_walker removes a leaf without adding its size to the bytes unmapped: "
+         "kvm_pgtable_hyp_unmap returns 0 for a range it did unmap",
+         (_e("hyp-unmap-uncounted", "hyp_unmap_walker", "*unmapped += granule",
+             "*unmapped += granule;", None),),
+         ("C-HYP-UNMAP",), (_HYP_MAP, ("unmap", dict(addr=0x200000, size=0x1000)))),
+    ))
 BY_ID = {r.id: r for r in REVERTS + PLANTS}
 
 
@@ -162,6 +187,18 @@ def run_sequence(revert: Revert, tree):
             h.fail_allocation(args)
         else:
             h.step(kind, **args)
+        if h.violations:
+            break
+    return list(h.violations), h
+
+
+def run_hyp_sequence(revert: Revert, tree):
+    """The plant's sequence on a fresh hyp harness of ``tree`` (4K granule, 48-bit VA, 128 arena
+    pages): (violations, harness)."""
+    from ptspec.proofs.kernel.hyp import hyp_harness
+    h = hyp_harness(tree)(12, 48, 128)
+    for kind, args in revert.sequence:
+        h.step(kind, **args)
         if h.violations:
             break
     return list(h.violations), h
