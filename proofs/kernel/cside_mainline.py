@@ -71,6 +71,8 @@ class CPgtableMainline(CPgtable):
         self.start_level = lib.kdiff_start_level()
         if self.start_level > 3:
             self.start_level -= 256          # s8 level -1 (LPA2) read as a u32 byte
+        if ret != 0:    # no root: pgt->start_level was never set; the one VTCR_EL2.SL0 gave init
+            self.start_level = (2 if self.page_shift == 12 else 3) - ((lib.kdiff_vtcr() >> 6) & 3)
         shift = (self.page_shift - 3) * (4 - ((self.start_level - 1) & 0xFFFFFFFF)) + 3
         self.pgd_pages = ((((1 << self.ia_bits) - 1) >> (shift & 0xFFFFFFFFFFFFFFFF)) + 1)
         if ret == 0:
