@@ -38,6 +38,8 @@ def _bind(lib):
         "kdiff_ml_is_young": (i32, [u64]), "kdiff_ml_test_clear_young": (i32, [u64, u64, i32]),
         "kdiff_ml_split": (i32, [u64, u64, i32]), "kdiff_ml_relax_perms": (i32, [u64, u64]),
     }
+    if hasattr(lib, "kdiff_ml_annotate"):
+        sigs["kdiff_ml_annotate"] = (i32, [u64, u64, i32, i32, u64])
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
@@ -82,13 +84,30 @@ class CPgtableMainline(CPgtable):
 
     def map(self, addr, size, phys, prot, mc, flags: int = 0) -> int:
         return self._lib().kdiff_ml_map(_u64("addr", addr), _u64("size", size), _u64("phys", phys),
-                                        _u64("prot", prot), self._use_mc(mc), flags)
+                                        self._prot(prot), self._use_mc(mc), flags)
+
+    def _prot(self, prot) -> int:
+        """The spec's prot (what step records carry) as the tree's enum kvm_pgtable_prot."""
+        return self.shape.prot_to_tree(_u64("prot", prot))
 
     def set_owner(self, addr, size, mc, owner_id) -> int:
         if isinstance(owner_id, bool) or not isinstance(owner_id, int) or not 0 <= owner_id <= 255:
             raise ValueError(f"owner_id must be a u8 (0..255), not {owner_id!r}")
+        if self.shape.annotate:
+            return self.annotate_owner(addr, size, mc, owner_id)
         return self._lib().kdiff_ml_set_owner(_u64("addr", addr), _u64("size", size),
                                               self._use_mc(mc), owner_id)
+
+    def annotate_owner(self, addr, size, mc, owner_id) -> int:
+        """7.x: set_owner's meaning through kvm_pgtable_stage2_annotate: the ownership type
+        (KVM_HOST_INVALID_PTE_TYPE_DONATION, from the tree's enum) and owner_id in the owner field.
+        Owner 0 (the host taking a page back) and ids above max_owner_id are no annotate call."""
+        if not 1 <= owner_id <= self.max_owner_id:
+            raise ValueError(f"owner_id {owner_id}: only ids 1..{self.max_owner_id} are "
+                             f"annotations in Linux {self.version}")
+        return self._lib().kdiff_ml_annotate(_u64("addr", addr), _u64("size", size),
+                                             self._use_mc(mc), self.shape.donation_type,
+                                             owner_id << self.owner_field[1])
 
     def mkyoung(self, addr) -> int:
         return self._lib().kdiff_ml_mkyoung(_u64("addr", addr))
@@ -106,7 +125,7 @@ class CPgtableMainline(CPgtable):
         return bool(self._lib().kdiff_ml_is_young(_u64("addr", addr)))
 
     def relax_perms(self, addr, prot) -> int:
-        return self._lib().kdiff_ml_relax_perms(_u64("addr", addr), _u64("prot", prot))
+        return self._lib().kdiff_ml_relax_perms(_u64("addr", addr), self._prot(prot))
 
     def test_clear_young(self, addr, size, mkold) -> bool:
         if not self.shape.test_clear_young:

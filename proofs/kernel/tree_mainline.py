@@ -47,6 +47,24 @@ class Mainline:
     prot_bits: tuple = ()       # bit of KVM_PGTABLE_PROT_X (or PX), _W, _R, _DEVICE in the enum
     memattr1: bool = False      # PAGE_S2_MEMATTR takes one argument (7.x)
     walk_flags_api: bool = False  # mkyoung returns void and takes walk flags, relax_perms too (7.x)
+    prot_masks: tuple = ()      # the enum's mask for each spec prot bit (X, W, R, DEVICE): X is PX|UX
+    donation_type: int | None = None  # KVM_HOST_INVALID_PTE_TYPE_DONATION's value (annotate trees)
+
+    def prot_to_tree(self, prot: int) -> int:
+        """A prot in the spec's encoding (spec/arch/descriptor.py PROT_*: X 0, W 1, R 2, DEVICE 3,
+        software bits 58:55) as this tree's enum kvm_pgtable_prot. Bits the spec's enum has no name
+        for (4..54, 59..63) raise ValueError: they would mean something else in the tree."""
+        if not self.prot_masks or self.prot_masks == tuple(1 << b for b in SPEC_PROT_BITS):
+            return prot
+        unknown = prot & ~(SPEC_SW_MASK | ((1 << len(SPEC_PROT_BITS)) - 1))
+        if unknown:
+            raise ValueError(f"prot {prot:#x} sets bits {unknown:#x} that the spec's enum "
+                             "kvm_pgtable_prot does not name (no translation to this tree)")
+        out = prot & SPEC_SW_MASK
+        for bit, mask in zip(SPEC_PROT_BITS, self.prot_masks):
+            if prot >> bit & 1:
+                out |= mask
+        return out
 
     def lock_marker(self) -> tuple[int, int] | None:
         """(mask, bits): a descriptor is the locked marker when (desc & mask) == bits (bit 0, valid,
@@ -84,6 +102,11 @@ class Mainline:
         parts += [n for n, on in (("split", self.split), ("create_unlinked", self.create_unlinked),
                                   ("hyp_unmap", self.hyp_unmap), ("range TLBI", self.tlbi_range),
                                   ("annotate", self.annotate)) if on]
+        if self.prot_masks and self.prot_masks != tuple(1 << b for b in SPEC_PROT_BITS):
+            parts.append("prot enum renumbered (X/W/R/DEVICE = " +
+                         "/".join(f"{m:#x}" for m in self.prot_masks) + "; translated from the spec's)")
+        if self.donation_type is not None:
+            parts.append(f"owner annotations typed {self.donation_type} in bits 63:60")
         if self.lock:
             parts.append(f"locked-PTE marker BIT({self.lock[1]})" if self.lock[0] == "bit" else
                          f"locked-PTE type {self.lock[3]} in bits {self.lock[1]}:{self.lock[2]}")
@@ -113,12 +136,67 @@ def detect(pgtable_c: str, header: str) -> Mainline | None:
         test_clear_young=has("kvm_pgtable_stage2_test_clear_young"),
         annotate=has("kvm_pgtable_stage2_annotate"), lock=lock,
         prot_bits=tuple(_prot_bit(header, n) for n in ("X", "W", "R", "DEVICE")),
+        prot_masks=tuple(_prot_mask(header, n) for n in ("X", "W", "R", "DEVICE")),
+        donation_type=_enum_value(header, "kvm_invalid_pte_type", "KVM_HOST_INVALID_PTE_TYPE_DONATION"),
         memattr1=re.search(r"PAGE_S2_MEMATTR\(\s*\w+\s*\)", pgtable_c) is not None,
         walk_flags_api=re.search(r"void\s+kvm_pgtable_stage2_mkyoung\s*\(", header) is not None)
 
 
 # the enum kvm_pgtable_prot the spec's encodings are (spec/arch/descriptor.py PROT_*)
 SPEC_PROT_BITS = (0, 1, 2, 3)
+SPEC_SW_MASK = 0xF << 55
+# 7.x: pgtable.c stores any annotation in bits 59:1; where pKVM keeps the owner id of a donated page
+# is mem_protect.c's KVM_HOST_DONATION_PTE_OWNER_MASK, GENMASK(3, 1) (not among the cached files,
+# so a fact stated here), and the ids set_owner records use are those of 6.x: up to PKVM_ID_HYP, 1
+ANNOTATE_OWNER_FIELD = (3, 1)
+ANNOTATE_MAX_OWNER_ID = 1        # KVM_PGTABLE_PROT_SW0..3, the same bits in every enum so far
+
+
+def _enum_body(header: str, name: str) -> str | None:
+    m = re.search(rf"enum\s+{name}\s*\{{(.*?)\}};", header, re.S)
+    return None if m is None else re.sub(r"/\*.*?\*/", "", m.group(1), flags=re.S)
+
+
+def _prot_mask(header: str, name: str):
+    """The value of KVM_PGTABLE_PROT_<name> in the tree's enum: BIT(n), or an OR of other members
+    (7.x: X = PX | UX); None if absent."""
+    body = _enum_body(header, "kvm_pgtable_prot")
+    if body is None:
+        return None
+    values = {}
+    for member in body.split(","):
+        if "=" not in member:
+            continue
+        key, expr = (x.strip() for x in member.split("=", 1))
+        total = 0
+        for term in (t.strip() for t in expr.split("|")):
+            b = re.fullmatch(r"BIT\((\d+)\)", term)
+            if b:
+                total |= 1 << int(b.group(1))
+            elif term in values:
+                total |= values[term]
+            else:
+                total = None
+                break
+        if total is not None:
+            values[key] = total
+    return values.get(f"KVM_PGTABLE_PROT_{name}")
+
+
+def _enum_value(header: str, enum: str, member: str):
+    """The value of an enum member (explicit, or one more than the previous), None if absent."""
+    body = _enum_body(header, enum)
+    if body is None:
+        return None
+    value = -1
+    for item in (x.strip() for x in body.split(",")):
+        if not item:
+            continue
+        key, _, expr = (x.strip() for x in item.partition("="))
+        value = int(expr, 0) if expr else value + 1
+        if key == member:
+            return value
+    return None
 
 
 def _prot_bit(header: str, name: str):
@@ -132,12 +210,12 @@ def _prot_bit(header: str, name: str):
 
 def unsupported(ml: Mainline) -> str | None:
     """Why the shim cannot judge this reworked walker yet, or None."""
-    if ml.prot_bits != SPEC_PROT_BITS:
+    if ml.prot_bits != SPEC_PROT_BITS and (None in ml.prot_masks or len(ml.prot_masks) != 4):
         names = ", ".join(f"{n} bit {b}" for n, b in zip(("X/PX", "W", "R", "DEVICE"), ml.prot_bits))
         return (f"enum kvm_pgtable_prot is renumbered ({names}; the spec's is X 0, W 1, R 2, "
                 "DEVICE 3) and set_owner became kvm_pgtable_stage2_annotate (a type in bits "
                 "63:60): not judged by the spec yet (it would misjudge every map)")
-    if ml.annotate:
+    if ml.annotate and ml.donation_type is None:
         return ("kvm_pgtable_stage2_annotate (7.x: invalid descriptors carry a type in bits 63:60 "
                 "and an annotation; set_owner is gone) is not judged by the spec yet")
     if ml.lock is None:

@@ -250,7 +250,7 @@ def contract_set_owner(pre, step, post):
     if early_exit(rep, pre, post, step, A, E, EINVAL if owner > pre.max_owner_id else None):
         return rep.result()
     check_ret(rep, step, (0, ENOMEM))
-    want = D.owner_descriptor(owner, pre.owner_field)
+    want = D.owner_descriptor(owner, pre.owner_field, pre.owner_tag)
     _check_inside(rep, pre, post, A, E, [(A, E, 3)], lambda level, ipa: want, step.ret, allow_eagain=False,
                   page_fn=lambda base: [want] * pre.entries)
     _check_outside(rep, pre, post, A, E, "annotated")

@@ -271,11 +271,12 @@ def own_violations_plain(state):
         for i, d in enumerate(state.pages[pa][:used]):
             if d & D.VALID:
                 continue
-            owner = D.owner_of(d, field)
+            owner = D.owner_of(d, field, state.owner_tag)
             if owner is not None and owner <= top:
                 continue
             at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
-            text = (f"invalid descriptor {d:#x} sets bits {d & ~mask:#x} outside the owner field "
+            text = (f"invalid descriptor {d:#x} sets bits {d & ~(mask | state.owner_tag):#x} outside "
+                    f"the owner field "
                     f"[{field[0]}:{field[1]}]" if owner is None else
                     f"owner id {owner} in descriptor {d:#x} is above KVM_MAX_OWNER_ID {top}")
             out.append(Violation("S2-OWN", f"{at}: {text}", _where(pa, i, level, base, g, d)))
@@ -290,7 +291,9 @@ def s2_own(state, pages=None):
 
     Statement: every descriptor with the valid bit clear is either 0 (owned by the host, id 0) or has
     bits set only inside the owner field (bits 63:56 in the seed patch, 9:2 from 5.15) holding an id
-    in 1..KVM_MAX_OWNER_ID.
+    in 1..KVM_MAX_OWNER_ID. From 7.1 (kernel_version; kvm_pgtable_stage2_annotate) the annotation
+    also carries KVM_HOST_INVALID_PTE_TYPE_DONATION in bits 63:60 (D.owner_tag) and the owner field
+    is pKVM's, bits 3:1.
 
     Why: pKVM uses the host stage-2 as its record of page ownership; a stray bit or an impossible id
     makes the record unreadable (or reads as a different owner), and a non-zero descriptor is counted
@@ -306,7 +309,8 @@ def s2_own(state, pages=None):
     ps, field, top = state.page_shift, state.owner_field, state.max_owner_id
     walk = state.walk()
     mask = D.field_mask(*field)
-    lo = field[1]
+    lo, tag = field[1], state.owner_tag
+    tagmask = D.INVALID_TYPE_MASK if tag else 0
     for pa, (level, base, used, _, _) in _tables(walk, pages):
         descs = state.pages[pa]
         g = G.granule_size(level, ps)
@@ -314,15 +318,19 @@ def s2_own(state, pages=None):
             if i >= used:
                 break
             d = descs[i]
-            if d & D.VALID or (not d & ~mask and 1 <= d >> lo <= top):
+            if d & D.VALID or (d & tagmask == tag and not d & ~(mask | tagmask)
+                               and 1 <= (d & mask) >> lo <= top):
                 continue
             at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
-            if d & ~mask:
-                out.append(Violation("S2-OWN", f"{at}: invalid descriptor {d:#x} sets bits {d & ~mask:#x} "
-                                               f"outside the owner field [{field[0]}:{field[1]}]",
+            if d & ~(mask | tagmask) or d & tagmask != tag:
+                out.append(Violation("S2-OWN", f"{at}: invalid descriptor {d:#x} sets bits "
+                                               f"{d & ~(mask | tagmask):#x} outside the owner field "
+                                               f"[{field[0]}:{field[1]}]" + (
+                                                   f", or bits 63:60 {d >> 60:#x} are not the owner "
+                                                   f"type {tag >> 60}" if tag else ""),
                                      _where(pa, i, level, base, g, d)))
             else:
-                out.append(Violation("S2-OWN", f"{at}: owner id {d >> lo} in descriptor {d:#x} is above "
+                out.append(Violation("S2-OWN", f"{at}: owner id {(d & mask) >> lo} in descriptor {d:#x} is above "
                                                f"KVM_MAX_OWNER_ID {top}", _where(pa, i, level, base, g, d)))
     return out
 
