@@ -111,9 +111,13 @@ class CHypPgtable:
         return ret
 
     def map(self, addr, size, phys, prot) -> int:
+        prot = cside._u64("prot", prot)
+        ml = getattr(self.tree.shape, "mainline", None)
+        if ml is not None:          # the spec's enum kvm_pgtable_prot as the tree's (7.x renumbers)
+            prot = ml.prot_to_tree(prot)
         return self._lib().kvm_pgtable_hyp_map(self.pgt, cside._u64("addr", addr),
                                                cside._u64("size", size),
-                                               cside._u64("phys", phys), cside._u64("prot", prot))
+                                               cside._u64("phys", phys), prot)
 
     def unmap(self, addr, size) -> int:
         if self.unmap_fn is None:

@@ -82,7 +82,8 @@ class MainlineHarness(CSideHarness):
             return None, []             # 7.x: owner 0 and ids above the top are no annotate call
         if op == "split" and not ml.split or op == "test_clear_young" and not ml.test_clear_young:
             return None, []             # not an operation of this tree
-        if op == "test_clear_young":
+        if op == "test_clear_young" and type(args["addr"]) is int and type(args["size"]) is int:
+            # (a value that is no u64 goes on to the binding, which refuses it: C-ARGS)
             # the kernel's callers age within the IPA space (kvm_age_gfn); out of it the walk WARNs
             # and only on a live table (the walk of a destroyed one WARNs too)
             top = 1 << self.params["ia_bits"]

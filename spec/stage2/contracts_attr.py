@@ -236,7 +236,10 @@ def contract_relax_perms(pre, step, post):
     -EAGAIN); from 6.6 the invalidation is this CPU's only, ["tlbi_ipa_nsh", addr, level] (a
     stale entry elsewhere has fewer permissions: a spurious fault at worst; seen in 6.6.63, not 6.3.8);
     from 6.12 a -EAGAIN also logs exactly one ["tlbi_ipa_nsh", addr, level], level a level of the
-    table or TLBI_TTL_UNKNOWN (seen in 6.12.19, not 6.6.63).
+    table or TLBI_TTL_UNKNOWN (seen in 6.12.19, not 6.6.63); from 7.1 the leaf's XN becomes what
+    prot says: a prot without X sets XN (stage2_set_xn_attr; FEAT_XNX), so execute permission is
+    removed (seen in 7.1.5's source, not 6.12.19's; its kernel-doc still says no permission is
+    removed).
 
     Why: the permission-fault path relies on it to make progress; removing a permission, or touching
     a neighbour, silently changes the guest's mappings.
@@ -261,6 +264,8 @@ def contract_relax_perms(pre, step, post):
     check_ret(rep, step, 0)
     set_bits = (D.S2AP_R if prot & D.PROT_R else 0) | (D.S2AP_W if prot & D.PROT_W else 0)
     clr_bits = D.XN if prot & D.PROT_X else 0
+    if not prot & D.PROT_X and kernel_since(pre, (7, 1, 0)):
+        set_bits |= D.XN
     check_leafwise(rep, pre, post, A, E,
                    lambda d, level: (d | set_bits) & ~clr_bits if _valid(d, level) else None)
     level = leaf[LEVEL] if leaf is not None and is_valid(leaf) else 0
