@@ -230,3 +230,14 @@ def test_unmap_whose_page_aligned_end_wraps_is_the_catalogued_deferred_tlbi(pref
     h = subject.subject_factory(tree)(12, 48, fwb=True, arena_pages=64)
     ret, found = h.step("unmap", addr=0, size=0xfffffffffffff001)
     assert ret == 0 and found == [] and h.findings == {"unmap-deferred-tlbi-refused": 1}
+
+
+def test_7_1_counterexample_c_text_speaks_the_tree_s_enum():
+    tree = need_tree("7.1")
+    trace = [("op", "map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=0x6)),
+             ("op", "set_owner", dict(addr=0x400000, size=0x1000, owner_id=1))]
+    text = check.c_test_body(trace, shape=tree.shape)
+    assert "kvm_pgtable_stage2_map(pgt, 0x200000, 0x1000, 0x4000200000, 0xc, mc);" in text
+    assert ("kvm_pgtable_stage2_annotate(pgt, 0x400000, 0x1000, mc, "
+            "KVM_HOST_INVALID_PTE_TYPE_DONATION, 2);") in text
+    assert "0x4000200000, 6, mc);" in check.c_test_body(trace)   # the spec's encoding, no tree
