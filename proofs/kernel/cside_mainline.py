@@ -69,7 +69,9 @@ class CPgtableMainline(CPgtable):
         lib = self._lib()
         if self.initialised:
             raise ValueError("stage-2 table is already initialised")
-        ret = lib.kdiff_ml_init(self.ia_bits, self.flags, int(self.force_pte_all))
+        # the spec's flags (NOFWB 1, IDMAP 2) as the tree's enum (7.x: IDMAP 1, AS_S1 2, no NOFWB)
+        ret = lib.kdiff_ml_init(self.ia_bits, self.shape.flags_to_tree(self.flags),
+                                int(self.force_pte_all))
         self.start_level = lib.kdiff_start_level()
         if self.start_level > 3:
             self.start_level -= 256          # s8 level -1 (LPA2) read as a u32 byte

@@ -49,6 +49,21 @@ class Mainline:
     walk_flags_api: bool = False  # mkyoung returns void and takes walk flags, relax_perms too (7.x)
     prot_masks: tuple = ()      # the enum's mask for each spec prot bit (X, W, R, DEVICE): X is PX|UX
     donation_type: int | None = None  # KVM_HOST_INVALID_PTE_TYPE_DONATION's value (annotate trees)
+    s2_flags: tuple = ()        # (name, value) of enum kvm_pgtable_stage2_flags (7.x drops NOFWB)
+
+    def flags_to_tree(self, flags: int) -> int:
+        """Stage-2 init flags in the spec's encoding (6.x: KVM_PGTABLE_S2_NOFWB BIT(0),
+        KVM_PGTABLE_S2_IDMAP BIT(1)) as this tree's enum; a flag the tree lacks raises ValueError."""
+        have = dict(self.s2_flags)
+        out = 0
+        for bit, name in ((0, "KVM_PGTABLE_S2_NOFWB"), (1, "KVM_PGTABLE_S2_IDMAP")):
+            if flags >> bit & 1:
+                if name not in have:
+                    raise ValueError(f"this tree's enum kvm_pgtable_stage2_flags has no {name}")
+                out |= have[name]
+        if flags & ~3:
+            raise ValueError(f"stage-2 flags {flags:#x}: only NOFWB (1) and IDMAP (2) are known")
+        return out
 
     def prot_to_tree(self, prot: int) -> int:
         """A prot in the spec's encoding (spec/arch/descriptor.py PROT_*: X 0, W 1, R 2, DEVICE 3,
@@ -137,6 +152,7 @@ def detect(pgtable_c: str, header: str) -> Mainline | None:
         annotate=has("kvm_pgtable_stage2_annotate"), lock=lock,
         prot_bits=tuple(_prot_bit(header, n) for n in ("X", "W", "R", "DEVICE")),
         prot_masks=tuple(_prot_mask(header, n) for n in ("X", "W", "R", "DEVICE")),
+        s2_flags=tuple(sorted(_bit_enum(header, "kvm_pgtable_stage2_flags").items())),
         donation_type=_enum_value(header, "kvm_invalid_pte_type", "KVM_HOST_INVALID_PTE_TYPE_DONATION"),
         memattr1=re.search(r"PAGE_S2_MEMATTR\(\s*\w+\s*\)", pgtable_c) is not None,
         walk_flags_api=re.search(r"void\s+kvm_pgtable_stage2_mkyoung\s*\(", header) is not None)
@@ -160,9 +176,14 @@ def _enum_body(header: str, name: str) -> str | None:
 def _prot_mask(header: str, name: str):
     """The value of KVM_PGTABLE_PROT_<name> in the tree's enum: BIT(n), or an OR of other members
     (7.x: X = PX | UX); None if absent."""
-    body = _enum_body(header, "kvm_pgtable_prot")
+    return _bit_enum(header, "kvm_pgtable_prot").get(f"KVM_PGTABLE_PROT_{name}")
+
+
+def _bit_enum(header: str, enum: str) -> dict:
+    """Members of an enum whose values are BIT(n) or ORs of earlier members ({} if absent)."""
+    body = _enum_body(header, enum)
     if body is None:
-        return None
+        return {}
     values = {}
     for member in body.split(","):
         if "=" not in member:
@@ -180,7 +201,7 @@ def _prot_mask(header: str, name: str):
                 break
         if total is not None:
             values[key] = total
-    return values.get(f"KVM_PGTABLE_PROT_{name}")
+    return values
 
 
 def _enum_value(header: str, enum: str, member: str):
