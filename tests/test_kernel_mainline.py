@@ -241,3 +241,19 @@ def test_7_1_counterexample_c_text_speaks_the_tree_s_enum():
     assert ("kvm_pgtable_stage2_annotate(pgt, 0x400000, 0x1000, mc, "
             "KVM_HOST_INVALID_PTE_TYPE_DONATION, 2);") in text
     assert "0x4000200000, 6, mc);" in check.c_test_body(trace)   # the spec's encoding, no tree
+
+
+def test_7_1_init_flags_are_translated(monkeypatch):
+    from ptspec.proofs.kernel import replay
+    tree = need_tree("7.1")
+    ml = tree.shape.mainline
+    assert ml.flags_to_tree(2) == 1                    # KVM_PGTABLE_S2_IDMAP is BIT(0) in 7.1
+    with pytest.raises(ValueError, match="NOFWB"):
+        ml.flags_to_tree(1)                            # 7.1 has no KVM_PGTABLE_S2_NOFWB
+    h = replay.harness(tree, flags=2)
+    assert h.step("map", addr=0x400000, size=0x1000, phys=0x500000, prot=6) == (-22, [])
+    # planted: the spec's IDMAP passed as is (BIT(1) is KVM_PGTABLE_S2_AS_S1 in 7.1) is caught
+    monkeypatch.setattr(TM.Mainline, "flags_to_tree", lambda self, flags: flags)
+    h = replay.harness(tree, flags=2)
+    ret, found = h.step("map", addr=0x400000, size=0x1000, phys=0x500000, prot=6)
+    assert ret == 0 and "C-MAP" in {str(v).split()[0] for v in found}
