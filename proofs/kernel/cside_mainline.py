@@ -11,6 +11,9 @@ go through the runtime's ``kdiff_ml_*`` entry points, and the new ones are added
 number of TLB/cache events logged before (``pages_freed``: [PA, position]); its TLB log adds ``tlbi_range`` (IPA, size in bytes) and
 ``tlbi_ipa_nsh`` (IPA, level).
 
+Prot and init flags are the spec's (what step records carry) and are translated to the tree's
+enums at the call (``tree_mainline``: 7.x renumbers both); on a tree with
+``kvm_pgtable_stage2_annotate`` (7.x) set_owner is that call with the ownership type.
 A call the tree does not have (mkold after 6.4, split before 6.5) raises ValueError before any C
 code runs.
 """

@@ -8,7 +8,8 @@ contract (C-TEST-CLEAR-YOUNG). ``split`` (6.5 on) is an operation of its own (C-
 added to the seeded program by ``program_rules`` (and to the hypothesis machine by
 ``machine_rules``). Maps of the 4k-40 geometry are the fault
 handler's (shared walk, stops on -EAGAIN: ``FAULT_PATH``), the others the non-fault callers'. Every step is also judged by the reworked
-walker's statements (spec/stage2/mainline.py: S2-LOCKED, S2-RCU), with the tree's version.
+walker's statements (spec/stage2/mainline.py: S2-LOCKED, S2-RCU), with the tree's version. On 7.x
+set_owner records of owner 0 or ids above the top are skipped (no annotate call writes them).
 """
 
 from __future__ import annotations

@@ -17,9 +17,15 @@ None for an older walker (``ptspec.proofs.kernel.tree`` reads the rest of the sh
 * ``annotate``: ``kvm_pgtable_stage2_annotate`` replaces ``set_owner`` (7.x: invalid descriptors
   carry a type in bits 63:60 and an annotation in the others).
 
+* ``prot_masks``/``prot_to_tree``: the tree's ``enum kvm_pgtable_prot`` value for each of the spec's
+  X, W, R, DEVICE (7.x renumbers it: X is PX | UX), to translate a spec prot at the C call;
+* ``s2_flags``/``flags_to_tree``: ``enum kvm_pgtable_stage2_flags`` (7.x: IDMAP BIT(0), no NOFWB);
+* ``donation_type``: ``KVM_HOST_INVALID_PTE_TYPE_DONATION``, the annotate type set_owner records use.
+
 Nothing is inferred from the version number. ``defines()`` are the preprocessor symbols
 ``kdiff_mainline_rt.c`` is built with; ``unsupported()`` says, in one line, what the shim cannot
-judge yet (7.x's annotated descriptors), so such a tree is refused rather than misjudged.
+judge (a prot enum with no value for one of the spec's bits, annotate without the donation type),
+so such a tree is refused rather than misjudged.
 """
 
 from __future__ import annotations
