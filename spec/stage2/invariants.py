@@ -254,6 +254,18 @@ def _rc_violations(state, inv, per_descriptor, pages=None):
     return out
 
 
+def _own_text(d, owner, field, top, tag):
+    """What is wrong with invalid descriptor d (owner: D.owner_of's reading of it)."""
+    if owner is not None:
+        return f"owner id {owner} in descriptor {d:#x} is above KVM_MAX_OWNER_ID {top}"
+    tagmask = D.INVALID_TYPE_MASK if tag else 0
+    text = (f"invalid descriptor {d:#x} sets bits {d & ~(D.field_mask(*field) | tagmask):#x} "
+            f"outside the owner field [{field[0]}:{field[1]}]")
+    if tag:
+        text += f", or bits 63:60 {d >> 60:#x} are not the owner type {tag >> 60} with an id"
+    return text
+
+
 def own_violations_plain(state):
     """The plain statement of S2-OWN, one slot at a time: every invalid descriptor of a reached table
     inside the input range is 0 or an owner annotation (D.owner_of) with an id up to max_owner_id.
@@ -265,7 +277,6 @@ def own_violations_plain(state):
         return []
     out = []
     field, top = state.owner_field, state.max_owner_id
-    mask = D.field_mask(*field)
     for pa, (level, base, used, _, _) in state.walk().tables.items():
         g = G.granule_size(level, state.page_shift)
         for i, d in enumerate(state.pages[pa][:used]):
@@ -275,10 +286,7 @@ def own_violations_plain(state):
             if owner is not None and owner <= top:
                 continue
             at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
-            text = (f"invalid descriptor {d:#x} sets bits {d & ~(mask | state.owner_tag):#x} outside "
-                    f"the owner field "
-                    f"[{field[0]}:{field[1]}]" if owner is None else
-                    f"owner id {owner} in descriptor {d:#x} is above KVM_MAX_OWNER_ID {top}")
+            text = _own_text(d, owner, field, top, state.owner_tag)
             out.append(Violation("S2-OWN", f"{at}: {text}", _where(pa, i, level, base, g, d)))
     return out
 
@@ -308,9 +316,7 @@ def s2_own(state, pages=None):
     out = []
     ps, field, top = state.page_shift, state.owner_field, state.max_owner_id
     walk = state.walk()
-    mask = D.field_mask(*field)
-    lo, tag = field[1], state.owner_tag
-    tagmask = D.INVALID_TYPE_MASK if tag else 0
+    tag = state.owner_tag
     for pa, (level, base, used, _, _) in _tables(walk, pages):
         descs = state.pages[pa]
         g = G.granule_size(level, ps)
@@ -318,20 +324,14 @@ def s2_own(state, pages=None):
             if i >= used:
                 break
             d = descs[i]
-            if d & D.VALID or (d & tagmask == tag and not d & ~(mask | tagmask)
-                               and 1 <= (d & mask) >> lo <= top):
+            if d & D.VALID:
+                continue
+            owner = D.owner_of(d, field, tag)         # d is not 0: an id of 1 or more, or None
+            if owner is not None and owner <= top:
                 continue
             at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
-            if d & ~(mask | tagmask) or d & tagmask != tag:
-                out.append(Violation("S2-OWN", f"{at}: invalid descriptor {d:#x} sets bits "
-                                               f"{d & ~(mask | tagmask):#x} outside the owner field "
-                                               f"[{field[0]}:{field[1]}]" + (
-                                                   f", or bits 63:60 {d >> 60:#x} are not the owner "
-                                                   f"type {tag >> 60}" if tag else ""),
-                                     _where(pa, i, level, base, g, d)))
-            else:
-                out.append(Violation("S2-OWN", f"{at}: owner id {(d & mask) >> lo} in descriptor {d:#x} is above "
-                                               f"KVM_MAX_OWNER_ID {top}", _where(pa, i, level, base, g, d)))
+            out.append(Violation("S2-OWN", f"{at}: {_own_text(d, owner, field, top, tag)}",
+                                 _where(pa, i, level, base, g, d)))
     return out
 
 
