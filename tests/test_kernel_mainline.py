@@ -257,3 +257,11 @@ def test_7_1_init_flags_are_translated(monkeypatch):
     h = replay.harness(tree, flags=2)
     ret, found = h.step("map", addr=0x400000, size=0x1000, phys=0x500000, prot=6)
     assert ret == 0 and "C-MAP" in {str(v).split()[0] for v in found}
+
+
+def test_7_1_hyp_counterexample_c_text_speaks_the_tree_s_enum():
+    from ptspec.proofs.kernel import hyp
+    tree = need_tree("7.1")
+    trace = [("op", "map", dict(addr=0x200000, size=0x1000, phys=0x300000, prot=0x5))]
+    assert "0x300000, 0xb);" in hyp.c_test_body(trace, shape=tree.shape)   # R|X -> R|PX|UX
+    assert "0x300000, 5);" in hyp.c_test_body(trace)
