@@ -1,5 +1,5 @@
 """check-kernel on the reworked walker (Linux 6.2 and later): shape detection, the 6.x C judged by
-the spec, the catalogued 6.12 finding, and 7.x refused in one line. Each test needs a cached tree
+the spec, the catalogued 6.12 finding, and 7.1 judged through its renumbered prot enum and\nkvm_pgtable_stage2_annotate. Each test needs a cached tree
 (~/.cache/ptspec/trees/linux-<version>) and skips, saying so, when it is absent (CI has only the
 Debian 6.1 source)."""
 
@@ -39,22 +39,63 @@ def test_shapes_of_the_cached_trees():
         pytest.skip("kdiff: no linux-6.3/6.6/6.12 tree cached")
 
 
-def test_7_x_is_refused_in_one_line(capsys):
+def test_7_1_shape_prot_table_and_annotation_type():
     tree, why = T.cached_tree("7.1")
     if tree is None:
         pytest.skip(f"kdiff: {why}")
-    assert tree.shape.mainline.annotate and tree.shape.mainline.lock == ("type", 63, 60, 1)
-    code = check.main(["--tree", str(tree.root), "--geometry", "4k-39", "--profile", "quick"])
-    out = capsys.readouterr().out.strip().splitlines()
-    assert code == 2
-    assert out[-1].startswith("check-kernel: not checked: enum kvm_pgtable_prot is renumbered")
-    assert "kvm_pgtable_stage2_annotate" in out[-1] and len(out) == 2
-    # it builds (the shim knows 7.x), it is only not judged
-    from ptspec.proofs.kernel import build
-    assert build.library(12, tree).exists()
+    ml = tree.shape.mainline
+    assert ml.annotate and ml.lock == ("type", 63, 60, 1)
+    # read from the tree's enums: X is PX | UX (bits 0, 1), W 2, R 3, DEVICE 4; DONATION follows LOCKED
+    assert ml.prot_masks == (0x3, 0x4, 0x8, 0x10) and ml.donation_type == 2
+    assert T.unsupported(tree.shape) is None
+    assert tree.shape.owner_field == TM.ANNOTATE_OWNER_FIELD and tree.shape.max_owner_id == 1
+    assert ml.prot_to_tree(0x4 | 0x2 | 0x1 | 1 << 55) == 0x8 | 0x4 | 0x3 | 1 << 55
+    with pytest.raises(ValueError, match="does not name"):
+        ml.prot_to_tree(1 << 5)
 
 
-@pytest.mark.parametrize("prefix", ["6.3", "6.6", "6.12"])
+def test_6_x_prot_is_passed_as_is():
+    tree = need_tree("6.12")
+    ml = tree.shape.mainline
+    assert ml.prot_masks == (1, 2, 4, 8) and ml.donation_type is None
+    assert ml.prot_to_tree(0xe | 1 << 58) == 0xe | 1 << 58
+
+
+def test_what_cannot_be_translated_is_still_refused_in_one_line():
+    from dataclasses import replace
+    tree = need_tree("7.1")
+    ml = tree.shape.mainline
+    why = TM.unsupported(replace(ml, donation_type=None))
+    assert why and "kvm_pgtable_stage2_annotate" in why and "\n" not in why
+    why = TM.unsupported(replace(ml, prot_masks=(None, 4, 8, 16)))
+    assert why and why.startswith("enum kvm_pgtable_prot is renumbered")
+
+
+def test_7_1_set_owner_is_an_annotation_judged_by_the_spec():
+    from dataclasses import replace
+    tree = need_tree("7.1")
+    h = _harness(tree)
+    assert h.step("set_owner", addr=0x200000, size=0x2000, owner_id=1) == (0, [])
+    assert h.pgt.get_leaf(0x201000)[1] == 2 << 60 | 1 << 1
+    assert h.step("set_owner", addr=0x200000, size=0x1000, owner_id=0) == (None, [])  # no annotate call
+    # planted: the poisoned type (3) where the donation type belongs is caught
+    h.pgt.shape = replace(h.pgt.shape, donation_type=3)
+    _, found = h.step("set_owner", addr=0x400000, size=0x1000, owner_id=1)
+    assert "C-SET-OWNER" in {str(v).split()[0] for v in found}
+
+
+def test_7_1_map_needs_the_prot_translation():
+    from dataclasses import replace
+    tree = need_tree("7.1")
+    h = _harness(tree)
+    assert h.step("map", addr=0x200000, size=0x1000, phys=0x4000200000, prot=0x7) == (0, [])
+    # planted: the spec's prot passed untranslated (R reads as W, W as UX, X as PX) is caught
+    h.pgt.shape = replace(h.pgt.shape, prot_masks=(1, 2, 4, 8))
+    ret, found = h.step("map", addr=0x400000, size=0x1000, phys=0x4000400000, prot=0x6)
+    assert found and "C-MAP" in {str(v).split()[0] for v in found}
+
+
+@pytest.mark.parametrize("prefix", ["6.3", "6.6", "6.12", "7.1"])
 def test_quick_run_has_no_uncatalogued_violation(prefix):
     tree = need_tree(prefix)
     r = check.check_geometry(tree, "4k-39", budgets.budget("quick"), 0)
@@ -285,3 +326,38 @@ def test_mainline_checks_are_left_out_by_verify_exactly_where_their_tree_is_miss
         f"kernel.mainline.{k}.{p}" for p in set(CM.TREES) - absent for k in ("lockstep", "hyp")}
     for s in left_out:
         assert s["why"].startswith("optional input absent: no linux-"), s
+
+
+def test_7_1_counterexample_c_text_speaks_the_tree_s_enum():
+    tree = need_tree("7.1")
+    trace = [("op", "map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=0x6)),
+             ("op", "set_owner", dict(addr=0x400000, size=0x1000, owner_id=1))]
+    text = check.c_test_body(trace, shape=tree.shape)
+    assert "kvm_pgtable_stage2_map(pgt, 0x200000, 0x1000, 0x4000200000, 0xc, mc);" in text
+    assert ("kvm_pgtable_stage2_annotate(pgt, 0x400000, 0x1000, mc, "
+            "KVM_HOST_INVALID_PTE_TYPE_DONATION, 2);") in text
+    assert "0x4000200000, 6, mc);" in check.c_test_body(trace)   # the spec's encoding, no tree
+
+
+def test_7_1_init_flags_are_translated(monkeypatch):
+    from ptspec.proofs.kernel import replay
+    tree = need_tree("7.1")
+    ml = tree.shape.mainline
+    assert ml.flags_to_tree(2) == 1                    # KVM_PGTABLE_S2_IDMAP is BIT(0) in 7.1
+    with pytest.raises(ValueError, match="NOFWB"):
+        ml.flags_to_tree(1)                            # 7.1 has no KVM_PGTABLE_S2_NOFWB
+    h = replay.harness(tree, flags=2)
+    assert h.step("map", addr=0x400000, size=0x1000, phys=0x500000, prot=6) == (-22, [])
+    # planted: the spec's IDMAP passed as is (BIT(1) is KVM_PGTABLE_S2_AS_S1 in 7.1) is caught
+    monkeypatch.setattr(TM.Mainline, "flags_to_tree", lambda self, flags: flags)
+    h = replay.harness(tree, flags=2)
+    ret, found = h.step("map", addr=0x400000, size=0x1000, phys=0x500000, prot=6)
+    assert ret == 0 and "C-MAP" in {str(v).split()[0] for v in found}
+
+
+def test_7_1_hyp_counterexample_c_text_speaks_the_tree_s_enum():
+    from ptspec.proofs.kernel import hyp
+    tree = need_tree("7.1")
+    trace = [("op", "map", dict(addr=0x200000, size=0x1000, phys=0x300000, prot=0x5))]
+    assert "0x300000, 0xb);" in hyp.c_test_body(trace, shape=tree.shape)   # R|X -> R|PX|UX
+    assert "0x300000, 5);" in hyp.c_test_body(trace)

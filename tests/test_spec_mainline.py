@@ -250,3 +250,82 @@ def test_cmo_software_bits_only_change_is_not_a_new_leaf_from_6_12():
                      spec.load_state(raw(post, "6.12.19"))) == []
     assert ids(check_cmo(spec.load_state(raw(pre, "6.6.63")), spec.load_step(st),
                          spec.load_state(raw(post, "6.6.63")))) == ["C-CMO"]
+
+
+# -- 7.1: typed owner annotations, relax_perms' XN, mkyoung's void ---------------------------------
+
+DONATION = 2 << 60          # KVM_HOST_INVALID_PTE_TYPE_DONATION in bits 63:60
+
+
+def annotated(desc):
+    b = S2(field=(3, 1))
+    b.memcache = []
+    b.page(0x4000_0000, 0x8000_0000)
+    b.set(0x4000_1000, 3, desc)
+    return b
+
+
+def test_owner_annotation_is_typed_from_7_1():
+    from ptspec.spec.arch import descriptor as D
+    assert D.owner_tag(None) == 0 and D.owner_tag((6, 12, 19)) == 0
+    assert D.owner_tag((7, 1, 5)) == DONATION
+    good = annotated(DONATION | 1 << 1)
+    assert spec.check_state(raw(good, "7.1.5")) == []
+    # the same descriptor is no annotation before 7.1 (bits outside the owner field)
+    assert "S2-OWN" in ids(spec.check_state(raw(good, "6.12.19")))
+    # planted: the type left out, the lock type, a typed owner 0, an id above the top
+    for bad in (1 << 1, 1 << 60 | 1 << 1, DONATION, DONATION | 2 << 1):
+        assert "S2-OWN" in ids(spec.check_state(raw(annotated(bad), "7.1.5"))), hex(bad)
+    # the plain statement and the optimised one agree on typed annotations too
+    from ptspec.spec.stage2 import invariants as I
+    from ptspec.spec.stage2.state import load_state
+    for d in (DONATION | 1 << 1, 1 << 1, 1 << 60 | 1 << 1, DONATION, DONATION | 2 << 1, 3 << 60 | 2):
+        for version in ("7.1.5", "6.12.19"):
+            st = load_state(raw(annotated(d), version))
+            assert ([str(v) for v in I.own_violations_plain(st)] ==
+                    [str(v) for v in I.s2_own(st)]), (hex(d), version)
+
+
+def test_set_owner_writes_the_typed_annotation_from_7_1():
+    pre = S2(field=(3, 1))
+    pre.memcache = []
+    pre.page(0x4000_0000, 0x8000_0000)
+    st = step("set_owner", addr=0x4000_1000, size=0x1000, owner_id=1)
+    good = pre.copy()
+    good.set(0x4000_1000, 3, DONATION | 1 << 1)
+    assert contract(raw(pre, "7.1.5"), st, raw(good, "7.1.5")) == []
+    untyped = pre.copy()
+    untyped.set(0x4000_1000, 3, 1 << 1)
+    assert "C-SET-OWNER" in ids(contract(raw(pre, "7.1.5"), st, raw(untyped, "7.1.5")))
+    assert "C-SET-OWNER" in ids(contract(raw(pre, "6.12.19"), st, raw(good, "6.12.19")))
+
+
+def test_relax_perms_sets_xn_for_a_prot_without_x_from_7_1():
+    pre = S2(field=(3, 1))
+    pre.memcache = []
+    pre.page(0x4000_0000, 0x8000_0000, w=False, x=True)
+    st = step("relax_perms", addr=0x4000_0000, prot=RW)
+    tlb = [("tlbi_ipa_nsh", 0x4000_0000, 3)]
+    relaxed_x = pre.copy().page(0x4000_0000, 0x8000_0000, x=True)     # W added, still executable
+    relaxed_xn = pre.copy().page(0x4000_0000, 0x8000_0000, x=False)   # W added, XN set
+    assert contract(raw(pre, "6.12.19"), st, raw(relaxed_x, "6.12.19", tlb=tlb)) == []
+    assert "C-RELAX-PERMS" in ids(contract(raw(pre, "6.12.19"), st, raw(relaxed_xn, "6.12.19", tlb=tlb)))
+    assert contract(raw(pre, "7.1.5"), st, raw(relaxed_xn, "7.1.5", tlb=tlb)) == []
+    assert "C-RELAX-PERMS" in ids(contract(raw(pre, "7.1.5"), st, raw(relaxed_x, "7.1.5", tlb=tlb)))
+
+
+def test_mkyoung_returns_nothing_from_7_1():
+    pre = S2(field=(3, 1))
+    pre.memcache = []
+    pre.page(0x4000_0000, 0x8000_0000, af=False)
+    post = pre.copy().page(0x4000_0000, 0x8000_0000, af=True)
+    old = leaf(0x8000_0000, 3, af=False)
+    assert contract(raw(pre, "7.1.5"), step("mkyoung", ret=0, out={"pte": 0}, addr=0x4000_0000),
+                    raw(post, "7.1.5")) == []
+    assert "C-MKYOUNG" in ids(contract(raw(pre, "7.1.5"), step("mkyoung", ret=old, out={"pte": old},
+                                                               addr=0x4000_0000), raw(post, "7.1.5")))
+    assert contract(raw(pre, "6.12.19"), step("mkyoung", ret=old, out={"pte": old}, addr=0x4000_0000),
+                    raw(post, "6.12.19")) == []
+    # still judged: AF not set is caught on 7.1 too
+    assert "C-MKYOUNG" in ids(contract(raw(pre, "7.1.5"), step("mkyoung", ret=0, out={"pte": 0},
+                                                               addr=0x4000_0000), raw(pre, "7.1.5")))

@@ -82,10 +82,12 @@ C_CALLS = {
 }
 
 
-def c_test_body(trace: list, mc_capacity: int = 16) -> str:
+def c_test_body(trace: list, mc_capacity: int = 16, shape=None) -> str:
     """The operation sequence as the body of a C test function over the kernel's API (a table
     already initialised, a memcache topped up to capacity after init, map and set_owner, as the
-    harness does)."""
+    harness does). ``shape``: the tree's Shape; on a tree whose enum kvm_pgtable_prot is
+    renumbered (7.x) prot values are the tree's, and set_owner is the annotate call that drives it."""
+    ml = getattr(shape, "mainline", None)
     out = ["static void ptspec_counterexample(struct kvm_pgtable *pgt, "
            "struct kvm_mmu_memory_cache *mc)", "{", "	kvm_pte_t pte; u32 level;", ""]
     for entry in trace:
@@ -94,12 +96,22 @@ def c_test_body(trace: list, mc_capacity: int = 16) -> str:
             continue
         _, op, args = entry
         fn, names = C_CALLS[op]
+        if ml is not None and "prot" in args and isinstance(args["prot"], int):
+            try:
+                args = dict(args, prot=ml.prot_to_tree(args["prot"]))
+            except ValueError:
+                pass                # the binding refused it before any C ran; shown as given
+        if op == "set_owner" and ml is not None and ml.annotate and isinstance(args["owner_id"], int):
+            fn, names = "kvm_pgtable_stage2_annotate", ("addr", "size", "@mc", "@type", "annotation")
+            args = dict(args, annotation=args["owner_id"] << shape.owner_field[1])
         vals = []
         for n in names:
             if n == "@mc":
                 vals.append("NULL" if args.get("no_memcache") else "mc")
             elif n == "@leaf":
                 vals.append("&pte, &level")
+            elif n == "@type":
+                vals.append("KVM_HOST_INVALID_PTE_TYPE_DONATION")
             else:
                 v = args[n]
                 vals.append(hex(v) if isinstance(v, int) and v > 9 else str(v))
@@ -123,7 +135,7 @@ def counterexample(failure, tree) -> dict:
     ids = sorted({v.split()[0] for v in failure.violations})
     return {"ops": program, "violations": failure.violations, "tables": tables,
             "statements": {i: _statement(i) for i in ids},
-            "c_test": c_test_body(failure.trace) if all(
+            "c_test": c_test_body(failure.trace, shape=tree.shape) if all(
                 e[0] == "fail" or e[1] in C_CALLS for e in failure.trace) else "",
             "kernel_function": KERNEL_ENTRY.get(op, op)}
 

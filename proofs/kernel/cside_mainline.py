@@ -11,6 +11,9 @@ go through the runtime's ``kdiff_ml_*`` entry points, and the new ones are added
 number of TLB/cache events logged before (``pages_freed``: [PA, position]); its TLB log adds ``tlbi_range`` (IPA, size in bytes) and
 ``tlbi_ipa_nsh`` (IPA, level).
 
+Prot and init flags are the spec's (what step records carry) and are translated to the tree's
+enums at the call (``tree_mainline``: 7.x renumbers both); on a tree with
+``kvm_pgtable_stage2_annotate`` (7.x) set_owner is that call with the ownership type.
 A call the tree does not have (mkold after 6.4, split before 6.5) raises ValueError before any C
 code runs.
 """
@@ -38,6 +41,8 @@ def _bind(lib):
         "kdiff_ml_is_young": (i32, [u64]), "kdiff_ml_test_clear_young": (i32, [u64, u64, i32]),
         "kdiff_ml_split": (i32, [u64, u64, i32]), "kdiff_ml_relax_perms": (i32, [u64, u64]),
     }
+    if hasattr(lib, "kdiff_ml_annotate"):
+        sigs["kdiff_ml_annotate"] = (i32, [u64, u64, i32, i32, u64])
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
@@ -67,7 +72,9 @@ class CPgtableMainline(CPgtable):
         lib = self._lib()
         if self.initialised:
             raise ValueError("stage-2 table is already initialised")
-        ret = lib.kdiff_ml_init(self.ia_bits, self.flags, int(self.force_pte_all))
+        # the spec's flags (NOFWB 1, IDMAP 2) as the tree's enum (7.x: IDMAP 1, AS_S1 2, no NOFWB)
+        ret = lib.kdiff_ml_init(self.ia_bits, self.shape.flags_to_tree(self.flags),
+                                int(self.force_pte_all))
         self.start_level = lib.kdiff_start_level()
         if self.start_level > 3:
             self.start_level -= 256          # s8 level -1 (LPA2) read as a u32 byte
@@ -84,13 +91,30 @@ class CPgtableMainline(CPgtable):
 
     def map(self, addr, size, phys, prot, mc, flags: int = 0) -> int:
         return self._lib().kdiff_ml_map(_u64("addr", addr), _u64("size", size), _u64("phys", phys),
-                                        _u64("prot", prot), self._use_mc(mc), flags)
+                                        self._prot(prot), self._use_mc(mc), flags)
+
+    def _prot(self, prot) -> int:
+        """The spec's prot (what step records carry) as the tree's enum kvm_pgtable_prot."""
+        return self.shape.prot_to_tree(_u64("prot", prot))
 
     def set_owner(self, addr, size, mc, owner_id) -> int:
         if isinstance(owner_id, bool) or not isinstance(owner_id, int) or not 0 <= owner_id <= 255:
             raise ValueError(f"owner_id must be a u8 (0..255), not {owner_id!r}")
+        if self.shape.annotate:
+            return self.annotate_owner(addr, size, mc, owner_id)
         return self._lib().kdiff_ml_set_owner(_u64("addr", addr), _u64("size", size),
                                               self._use_mc(mc), owner_id)
+
+    def annotate_owner(self, addr, size, mc, owner_id) -> int:
+        """7.x: set_owner's meaning through kvm_pgtable_stage2_annotate: the ownership type
+        (KVM_HOST_INVALID_PTE_TYPE_DONATION, from the tree's enum) and owner_id in the owner field.
+        Owner 0 (the host taking a page back) and ids above max_owner_id are no annotate call."""
+        if not 1 <= owner_id <= self.max_owner_id:
+            raise ValueError(f"owner_id {owner_id}: only ids 1..{self.max_owner_id} are "
+                             f"annotations in Linux {self.version}")
+        return self._lib().kdiff_ml_annotate(_u64("addr", addr), _u64("size", size),
+                                             self._use_mc(mc), self.shape.donation_type,
+                                             owner_id << self.owner_field[1])
 
     def mkyoung(self, addr) -> int:
         return self._lib().kdiff_ml_mkyoung(_u64("addr", addr))
@@ -108,7 +132,7 @@ class CPgtableMainline(CPgtable):
         return bool(self._lib().kdiff_ml_is_young(_u64("addr", addr)))
 
     def relax_perms(self, addr, prot) -> int:
-        return self._lib().kdiff_ml_relax_perms(_u64("addr", addr), _u64("prot", prot))
+        return self._lib().kdiff_ml_relax_perms(_u64("addr", addr), self._prot(prot))
 
     def test_clear_young(self, addr, size, mkold) -> bool:
         if not self.shape.test_clear_young:

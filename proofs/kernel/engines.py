@@ -129,7 +129,7 @@ def run_engine(tree, engine: str, budget, *, seed: int = 0, expired=None,
         if engine == "hyp":
             from ptspec.proofs.kernel import hyp
             ops = [e[1] for e in out.failure.trace if e[0] == "op"]
-            cex["c_test"] = hyp.c_test_body(out.failure.trace)
+            cex["c_test"] = hyp.c_test_body(out.failure.trace, shape=tree.shape)
             cex["kernel_function"] = hyp.HYP_CALLS.get(ops[-1] if ops else "",
                                                        ("kvm_pgtable_hyp_init",))[0]
         return Result.refuted(cex, detail=detail, examples=out.cases, **kw)

@@ -129,9 +129,13 @@ class CHypPgtable:
         return ret
 
     def map(self, addr, size, phys, prot) -> int:
+        prot = cside._u64("prot", prot)
+        ml = getattr(self.tree.shape, "mainline", None)
+        if ml is not None:          # the spec's enum kvm_pgtable_prot as the tree's (7.x renumbers)
+            prot = ml.prot_to_tree(prot)
         return self._lib().kvm_pgtable_hyp_map(self.pgt, cside._u64("addr", addr),
                                                cside._u64("size", size),
-                                               cside._u64("phys", phys), cside._u64("prot", prot))
+                                               cside._u64("phys", phys), prot)
 
     def unmap(self, addr, size) -> int:
         if self.unmap_fn is None:
@@ -284,16 +288,24 @@ HYP_CALLS = {"map": ("kvm_pgtable_hyp_map", ("addr", "size", "phys", "prot")),
              "destroy": ("kvm_pgtable_hyp_destroy", ())}
 
 
-def c_test_body(trace: list) -> str:
+def c_test_body(trace: list, shape=None) -> str:
     """The operation sequence as the body of a C test function over the kernel's hyp API (a hyp
-    table already initialised by kvm_pgtable_hyp_init)."""
+    table already initialised by kvm_pgtable_hyp_init); ``shape``: the tree's, whose prot enum the
+    C text speaks (7.x renumbers it)."""
+    ml = getattr(shape, "mainline", None)
     out = ["static void ptspec_hyp_counterexample(struct kvm_pgtable *pgt)", "{"]
     for entry in trace:
         if entry[0] == "fail":
             out.append(f"\t/* the allocation {entry[1]} after this point fails (-ENOMEM) */")
             continue
         fn, names = HYP_CALLS[entry[1]]
-        vals = [hex(entry[2][n]) if entry[2][n] > 9 else str(entry[2][n]) for n in names]
+        args = dict(entry[2])
+        if ml is not None and isinstance(args.get("prot"), int):
+            try:
+                args["prot"] = ml.prot_to_tree(args["prot"])
+            except ValueError:
+                pass                # refused by the binding before any C ran: shown as given
+        vals = [hex(args[n]) if args[n] > 9 else str(args[n]) for n in names]
         out.append(f"\t{fn}({', '.join(['pgt'] + vals)});")
     out.append("}")
     return "\n".join(out)

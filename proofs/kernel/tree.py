@@ -133,10 +133,13 @@ def detect_shape(pgtable_c: str, header: str) -> Shape:
     types = tuple(d[:len(d) - len(n)].strip() for d, n in zip(decls, params))
     own = _OWNER.search(pgtable_c) or _OWNER.search(header)
     mx = _MAX_OWNER.search(pgtable_c) or _MAX_OWNER.search(header)
-    return Shape(m.group(1), params, types, (int(own.group(1)), int(own.group(2))) if own else None,
-                 int(mx.group(1)) if mx else None,
-                 re.search(r"\bforce_pte_cb\s*;", header) is not None,
-                 tree_mainline.detect(pgtable_c, header))
+    ml = tree_mainline.detect(pgtable_c, header)
+    field = (int(own.group(1)), int(own.group(2))) if own else None
+    top = int(mx.group(1)) if mx else None
+    if field is None and ml is not None and ml.annotate and ml.donation_type is not None:
+        field, top = tree_mainline.ANNOTATE_OWNER_FIELD, tree_mainline.ANNOTATE_MAX_OWNER_ID
+    return Shape(m.group(1), params, types, field, top,
+                 re.search(r"\bforce_pte_cb\s*;", header) is not None, ml)
 
 
 def unsupported(shape: Shape) -> str | None:

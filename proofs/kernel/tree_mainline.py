@@ -17,9 +17,15 @@ None for an older walker (``ptspec.proofs.kernel.tree`` reads the rest of the sh
 * ``annotate``: ``kvm_pgtable_stage2_annotate`` replaces ``set_owner`` (7.x: invalid descriptors
   carry a type in bits 63:60 and an annotation in the others).
 
+* ``prot_masks``/``prot_to_tree``: the tree's ``enum kvm_pgtable_prot`` value for each of the spec's
+  X, W, R, DEVICE (7.x renumbers it: X is PX | UX), to translate a spec prot at the C call;
+* ``s2_flags``/``flags_to_tree``: ``enum kvm_pgtable_stage2_flags`` (7.x: IDMAP BIT(0), no NOFWB);
+* ``donation_type``: ``KVM_HOST_INVALID_PTE_TYPE_DONATION``, the annotate type set_owner records use.
+
 Nothing is inferred from the version number. ``defines()`` are the preprocessor symbols
 ``kdiff_mainline_rt.c`` is built with; ``unsupported()`` says, in one line, what the shim cannot
-judge yet (7.x's annotated descriptors), so such a tree is refused rather than misjudged.
+judge (a prot enum with no value for one of the spec's bits, annotate without the donation type),
+so such a tree is refused rather than misjudged.
 """
 
 from __future__ import annotations
@@ -47,6 +53,39 @@ class Mainline:
     prot_bits: tuple = ()       # bit of KVM_PGTABLE_PROT_X (or PX), _W, _R, _DEVICE in the enum
     memattr1: bool = False      # PAGE_S2_MEMATTR takes one argument (7.x)
     walk_flags_api: bool = False  # mkyoung returns void and takes walk flags, relax_perms too (7.x)
+    prot_masks: tuple = ()      # the enum's mask for each spec prot bit (X, W, R, DEVICE): X is PX|UX
+    donation_type: int | None = None  # KVM_HOST_INVALID_PTE_TYPE_DONATION's value (annotate trees)
+    s2_flags: tuple = ()        # (name, value) of enum kvm_pgtable_stage2_flags (7.x drops NOFWB)
+
+    def flags_to_tree(self, flags: int) -> int:
+        """Stage-2 init flags in the spec's encoding (6.x: KVM_PGTABLE_S2_NOFWB BIT(0),
+        KVM_PGTABLE_S2_IDMAP BIT(1)) as this tree's enum; a flag the tree lacks raises ValueError."""
+        have = dict(self.s2_flags)
+        out = 0
+        for bit, name in ((0, "KVM_PGTABLE_S2_NOFWB"), (1, "KVM_PGTABLE_S2_IDMAP")):
+            if flags >> bit & 1:
+                if name not in have:
+                    raise ValueError(f"this tree's enum kvm_pgtable_stage2_flags has no {name}")
+                out |= have[name]
+        if flags & ~3:
+            raise ValueError(f"stage-2 flags {flags:#x}: only NOFWB (1) and IDMAP (2) are known")
+        return out
+
+    def prot_to_tree(self, prot: int) -> int:
+        """A prot in the spec's encoding (spec/arch/descriptor.py PROT_*: X 0, W 1, R 2, DEVICE 3,
+        software bits 58:55) as this tree's enum kvm_pgtable_prot. Bits the spec's enum has no name
+        for (4..54, 59..63) raise ValueError: they would mean something else in the tree."""
+        if not self.prot_masks or self.prot_masks == tuple(1 << b for b in SPEC_PROT_BITS):
+            return prot
+        unknown = prot & ~(SPEC_SW_MASK | ((1 << len(SPEC_PROT_BITS)) - 1))
+        if unknown:
+            raise ValueError(f"prot {prot:#x} sets bits {unknown:#x} that the spec's enum "
+                             "kvm_pgtable_prot does not name (no translation to this tree)")
+        out = prot & SPEC_SW_MASK
+        for bit, mask in zip(SPEC_PROT_BITS, self.prot_masks):
+            if prot >> bit & 1:
+                out |= mask
+        return out
 
     def lock_marker(self) -> tuple[int, int] | None:
         """(mask, bits): a descriptor is the locked marker when (desc & mask) == bits (bit 0, valid,
@@ -84,6 +123,11 @@ class Mainline:
         parts += [n for n, on in (("split", self.split), ("create_unlinked", self.create_unlinked),
                                   ("hyp_unmap", self.hyp_unmap), ("range TLBI", self.tlbi_range),
                                   ("annotate", self.annotate)) if on]
+        if self.prot_masks and self.prot_masks != tuple(1 << b for b in SPEC_PROT_BITS):
+            parts.append("prot enum renumbered (X/W/R/DEVICE = " +
+                         "/".join(f"{m:#x}" for m in self.prot_masks) + "; translated from the spec's)")
+        if self.donation_type is not None:
+            parts.append(f"owner annotations typed {self.donation_type} in bits 63:60")
         if self.lock:
             parts.append(f"locked-PTE marker BIT({self.lock[1]})" if self.lock[0] == "bit" else
                          f"locked-PTE type {self.lock[3]} in bits {self.lock[1]}:{self.lock[2]}")
@@ -113,12 +157,73 @@ def detect(pgtable_c: str, header: str) -> Mainline | None:
         test_clear_young=has("kvm_pgtable_stage2_test_clear_young"),
         annotate=has("kvm_pgtable_stage2_annotate"), lock=lock,
         prot_bits=tuple(_prot_bit(header, n) for n in ("X", "W", "R", "DEVICE")),
+        prot_masks=tuple(_prot_mask(header, n) for n in ("X", "W", "R", "DEVICE")),
+        s2_flags=tuple(sorted(_bit_enum(header, "kvm_pgtable_stage2_flags").items())),
+        donation_type=_enum_value(header, "kvm_invalid_pte_type", "KVM_HOST_INVALID_PTE_TYPE_DONATION"),
         memattr1=re.search(r"PAGE_S2_MEMATTR\(\s*\w+\s*\)", pgtable_c) is not None,
         walk_flags_api=re.search(r"void\s+kvm_pgtable_stage2_mkyoung\s*\(", header) is not None)
 
 
 # the enum kvm_pgtable_prot the spec's encodings are (spec/arch/descriptor.py PROT_*)
 SPEC_PROT_BITS = (0, 1, 2, 3)
+SPEC_SW_MASK = 0xF << 55
+# 7.x: pgtable.c stores any annotation in bits 59:1; where pKVM keeps the owner id of a donated page
+# is mem_protect.c's KVM_HOST_DONATION_PTE_OWNER_MASK, GENMASK(3, 1) (not among the cached files,
+# so a fact stated here), and the ids set_owner records use are those of 6.x: up to PKVM_ID_HYP, 1
+ANNOTATE_OWNER_FIELD = (3, 1)
+ANNOTATE_MAX_OWNER_ID = 1        # KVM_PGTABLE_PROT_SW0..3, the same bits in every enum so far
+
+
+def _enum_body(header: str, name: str) -> str | None:
+    m = re.search(rf"enum\s+{name}\s*\{{(.*?)\}};", header, re.S)
+    return None if m is None else re.sub(r"/\*.*?\*/", "", m.group(1), flags=re.S)
+
+
+def _prot_mask(header: str, name: str):
+    """The value of KVM_PGTABLE_PROT_<name> in the tree's enum: BIT(n), or an OR of other members
+    (7.x: X = PX | UX); None if absent."""
+    return _bit_enum(header, "kvm_pgtable_prot").get(f"KVM_PGTABLE_PROT_{name}")
+
+
+def _bit_enum(header: str, enum: str) -> dict:
+    """Members of an enum whose values are BIT(n) or ORs of earlier members ({} if absent)."""
+    body = _enum_body(header, enum)
+    if body is None:
+        return {}
+    values = {}
+    for member in body.split(","):
+        if "=" not in member:
+            continue
+        key, expr = (x.strip() for x in member.split("=", 1))
+        total = 0
+        for term in (t.strip() for t in expr.split("|")):
+            b = re.fullmatch(r"BIT\((\d+)\)", term)
+            if b:
+                total |= 1 << int(b.group(1))
+            elif term in values:
+                total |= values[term]
+            else:
+                total = None
+                break
+        if total is not None:
+            values[key] = total
+    return values
+
+
+def _enum_value(header: str, enum: str, member: str):
+    """The value of an enum member (explicit, or one more than the previous), None if absent."""
+    body = _enum_body(header, enum)
+    if body is None:
+        return None
+    value = -1
+    for item in (x.strip() for x in body.split(",")):
+        if not item:
+            continue
+        key, _, expr = (x.strip() for x in item.partition("="))
+        value = int(expr, 0) if expr else value + 1
+        if key == member:
+            return value
+    return None
 
 
 def _prot_bit(header: str, name: str):
@@ -132,12 +237,12 @@ def _prot_bit(header: str, name: str):
 
 def unsupported(ml: Mainline) -> str | None:
     """Why the shim cannot judge this reworked walker yet, or None."""
-    if ml.prot_bits != SPEC_PROT_BITS:
+    if ml.prot_bits != SPEC_PROT_BITS and (None in ml.prot_masks or len(ml.prot_masks) != 4):
         names = ", ".join(f"{n} bit {b}" for n, b in zip(("X/PX", "W", "R", "DEVICE"), ml.prot_bits))
         return (f"enum kvm_pgtable_prot is renumbered ({names}; the spec's is X 0, W 1, R 2, "
                 "DEVICE 3) and set_owner became kvm_pgtable_stage2_annotate (a type in bits "
                 "63:60): not judged by the spec yet (it would misjudge every map)")
-    if ml.annotate:
+    if ml.annotate and ml.donation_type is None:
         return ("kvm_pgtable_stage2_annotate (7.x: invalid descriptors carry a type in bits 63:60 "
                 "and an annotation; set_owner is gone) is not judged by the spec yet")
     if ml.lock is None:

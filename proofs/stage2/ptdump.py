@@ -115,7 +115,7 @@ def render(state, title=None):
         elif kind == "opaque":
             lines.append(_line(lo, hi, level, f"TABLE {D.address(d, ps):#x} (not followed: see S2-TREE)"))
         else:
-            owner = D.owner_of(d, st.owner_field) if st.owner_field and not d & D.VALID else None
+            owner = D.owner_of(d, st.owner_field, getattr(st, "owner_tag", 0)) if st.owner_field and not d & D.VALID else None
             text = f"INVALID owner={owner}" if owner else f"INVALID desc={d:#x}"
             lines.append(_line(lo, hi, level, text))
     return "\n".join(lines) + "\n"

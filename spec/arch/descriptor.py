@@ -153,23 +153,49 @@ def field_mask(hi, lo):
     return ((1 << (hi + 1)) - 1) & ~((1 << lo) - 1)
 
 
-def owner_of(desc, owner_field):
+# From 7.1 an owner annotation is typed: kvm_pgtable_stage2_annotate stores the type in bits 63:60
+# (KVM_INVALID_PTE_TYPE_MASK) next to the annotation, and pKVM's host-ownership records use
+# KVM_HOST_INVALID_PTE_TYPE_DONATION, 2 (type 1 is the locked-PTE marker). (since, tag) pairs:
+INVALID_TYPE_MASK = 0xF << 60
+OWNER_TAGS = (((7, 1, 0), 2 << 60),)
+
+
+def owner_tag(kernel_version) -> int:
+    """The type bits an owner annotation carries for a kernel version (a tuple; None: 5.12-6.1): 0
+    before 7.1, KVM_HOST_INVALID_PTE_TYPE_DONATION in bits 63:60 from 7.1."""
+    tag = 0
+    for since, t in OWNER_TAGS:
+        if kernel_version is not None and tuple(kernel_version) >= since:
+            tag = t
+    return tag
+
+
+def owner_of(desc, owner_field, tag=0):
     """Owner id of an invalid descriptor shaped like an annotation, else None.
 
     Returns 0 for the zero descriptor (the host owns it), the id for a descriptor whose only set bits
-    are in the owner field, and None when other bits are set (or the valid bit is set).
+    are in the owner field (and, with a `tag` (owner_tag), whose bits 63:60 are exactly the tag's),
+    and None when other bits are set (or the valid bit is set).
     """
     hi, lo = owner_field
     mask = field_mask(hi, lo)
+    if tag and desc:
+        if desc & INVALID_TYPE_MASK != tag:
+            return None
+        desc &= ~INVALID_TYPE_MASK
+        if not desc:
+            return None             # a typed annotation of owner 0: not a record pKVM writes
     if desc & ~mask:
         return None
     return (desc & mask) >> lo
 
 
-def owner_descriptor(owner_id, owner_field):
-    """The invalid descriptor that records `owner_id` (kvm_init_invalid_leaf_owner)."""
+def owner_descriptor(owner_id, owner_field, tag=0):
+    """The invalid descriptor that records `owner_id` (kvm_init_invalid_leaf_owner; from 7.1
+    kvm_pgtable_stage2_annotate with the tag's type); owner 0 is the zero descriptor."""
     hi, lo = owner_field
-    return (owner_id << lo) & field_mask(hi, lo)
+    d = (owner_id << lo) & field_mask(hi, lo)
+    return d | tag if d else d
 
 
 def prot_attrs(prot, has_fwb):

@@ -98,7 +98,7 @@ def translate(state, ipa):
         if D.is_valid_leaf(d, level):
             oa = D.address(d, ps) + (ipa & (size - 1))
             return Translation(ipa, "valid", level, d, size, pa, idx, oa=oa, attrs=D.leaf_attrs(d))
-        owner = D.owner_of(d, st.owner_field) if st.owner_field and not d & D.VALID else None
+        owner = D.owner_of(d, st.owner_field, getattr(st, "owner_tag", 0)) if st.owner_field and not d & D.VALID else None
         return Translation(ipa, "invalid", level, d, size, pa, idx, owner=owner)
 
 

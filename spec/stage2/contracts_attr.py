@@ -122,7 +122,7 @@ def contract_wrprotect(pre, step, post):
                             lambda descs: [d & ~w if d & D.TYPE_BITS == D.TABLE_OR_PAGE else d for d in descs])
 
 
-def _young_op(inv, pre, step, post, set_bits, clr_bits):
+def _young_op(inv, pre, step, post, set_bits, clr_bits, returns=True):
     rep = Report(inv, step)
     if not check_geometry(rep, pre, post):
         return rep.result()
@@ -130,6 +130,8 @@ def _young_op(inv, pre, step, post, set_bits, clr_bits):
     err = walk_error(pre, A, E)
     leaf = None if err is not None else pre.walk().find(A)
     old = leaf[DESC] if leaf is not None and is_valid(leaf) else 0
+    if not returns:
+        old = 0                 # a void function: the step records 0 for ret and out.pte
     if step.ret != old:
         rep.add(f"returned {step.ret:#x}, expected the old leaf descriptor {old:#x}"
                 + (" (no valid leaf)" if not old else ""))
@@ -152,14 +154,16 @@ def contract_mkyoung(pre, step, post):
 
     Statement: the valid leaf translating addr's page gets AF set, nothing else changes anywhere;
     ret and out.pte are that leaf's pre-op descriptor, or 0 when the page has no valid leaf or addr
-    is outside the IPA space / the table has no root (then nothing changes).
+    is outside the IPA space / the table has no root (then nothing changes). From 7.1
+    (kernel_version) mkyoung returns void (it takes walk flags): ret and out.pte are 0.
 
     Why: the MMU notifier's ageing and the access-fault path depend on it; setting any other bit, or
     touching a neighbouring leaf, changes a guest mapping behind everyone's back.
 
     Constrains: kvm_pgtable_stage2_mkyoung, stage2_update_leaf_attrs, stage2_attr_walker.
     """
-    return _young_op("C-MKYOUNG", pre, step, post, D.AF, 0)
+    return _young_op("C-MKYOUNG", pre, step, post, D.AF, 0,
+                     returns=not kernel_since(pre, (7, 1, 0)))
 
 
 @statement("C-MKOLD", constrains=(
@@ -236,7 +240,10 @@ def contract_relax_perms(pre, step, post):
     -EAGAIN); from 6.6 the invalidation is this CPU's only, ["tlbi_ipa_nsh", addr, level] (a
     stale entry elsewhere has fewer permissions: a spurious fault at worst; seen in 6.6.63, not 6.3.8);
     from 6.12 a -EAGAIN also logs exactly one ["tlbi_ipa_nsh", addr, level], level a level of the
-    table or TLBI_TTL_UNKNOWN (seen in 6.12.19, not 6.6.63).
+    table or TLBI_TTL_UNKNOWN (seen in 6.12.19, not 6.6.63); from 7.1 the leaf's XN becomes what
+    prot says: a prot without X sets XN (stage2_set_xn_attr; FEAT_XNX), so execute permission is
+    removed (seen in 7.1.5's source, not 6.12.19's; its kernel-doc still says no permission is
+    removed).
 
     Why: the permission-fault path relies on it to make progress; removing a permission, or touching
     a neighbour, silently changes the guest's mappings.
@@ -261,6 +268,8 @@ def contract_relax_perms(pre, step, post):
     check_ret(rep, step, 0)
     set_bits = (D.S2AP_R if prot & D.PROT_R else 0) | (D.S2AP_W if prot & D.PROT_W else 0)
     clr_bits = D.XN if prot & D.PROT_X else 0
+    if not prot & D.PROT_X and kernel_since(pre, (7, 1, 0)):
+        set_bits |= D.XN
     check_leafwise(rep, pre, post, A, E,
                    lambda d, level: (d | set_bits) & ~clr_bits if _valid(d, level) else None)
     level = leaf[LEVEL] if leaf is not None and is_valid(leaf) else 0

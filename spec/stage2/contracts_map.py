@@ -235,6 +235,8 @@ def contract_set_owner(pre, step, post):
     (set_owner forces page granularity, as 5.15 does); valid leaves it replaces are broken before
     (S2-BBM). Never -EAGAIN. ret -ENOMEM: each page of R is done, unchanged, or
     invalid 0 as split collateral. Outside R as for map: unchanged or split collateral.
+    From 7.1 (kernel_version) set_owner is kvm_pgtable_stage2_annotate with the ownership type: the
+    annotation also carries KVM_HOST_INVALID_PTE_TYPE_DONATION in bits 63:60 (D.owner_tag).
 
     Why: pKVM reads ownership from these annotations; a page left with the previous owner, or a
     block-sized annotation where 5.15 writes pages, is a wrong ownership record.
@@ -250,7 +252,7 @@ def contract_set_owner(pre, step, post):
     if early_exit(rep, pre, post, step, A, E, EINVAL if owner > pre.max_owner_id else None):
         return rep.result()
     check_ret(rep, step, (0, ENOMEM))
-    want = D.owner_descriptor(owner, pre.owner_field)
+    want = D.owner_descriptor(owner, pre.owner_field, pre.owner_tag)
     _check_inside(rep, pre, post, A, E, [(A, E, 3)], lambda level, ipa: want, step.ret, allow_eagain=False,
                   page_fn=lambda base: [want] * pre.entries)
     _check_outside(rep, pre, post, A, E, "annotated")

@@ -254,6 +254,18 @@ def _rc_violations(state, inv, per_descriptor, pages=None):
     return out
 
 
+def _own_text(d, owner, field, top, tag):
+    """What is wrong with invalid descriptor d (owner: D.owner_of's reading of it)."""
+    if owner is not None:
+        return f"owner id {owner} in descriptor {d:#x} is above KVM_MAX_OWNER_ID {top}"
+    tagmask = D.INVALID_TYPE_MASK if tag else 0
+    text = (f"invalid descriptor {d:#x} sets bits {d & ~(D.field_mask(*field) | tagmask):#x} "
+            f"outside the owner field [{field[0]}:{field[1]}]")
+    if tag:
+        text += f", or bits 63:60 {d >> 60:#x} are not the owner type {tag >> 60} with an id"
+    return text
+
+
 def own_violations_plain(state):
     """The plain statement of S2-OWN, one slot at a time: every invalid descriptor of a reached table
     inside the input range is 0 or an owner annotation (D.owner_of) with an id up to max_owner_id.
@@ -265,19 +277,16 @@ def own_violations_plain(state):
         return []
     out = []
     field, top = state.owner_field, state.max_owner_id
-    mask = D.field_mask(*field)
     for pa, (level, base, used, _, _) in state.walk().tables.items():
         g = G.granule_size(level, state.page_shift)
         for i, d in enumerate(state.pages[pa][:used]):
             if d & D.VALID:
                 continue
-            owner = D.owner_of(d, field)
+            owner = D.owner_of(d, field, state.owner_tag)
             if owner is not None and owner <= top:
                 continue
             at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
-            text = (f"invalid descriptor {d:#x} sets bits {d & ~mask:#x} outside the owner field "
-                    f"[{field[0]}:{field[1]}]" if owner is None else
-                    f"owner id {owner} in descriptor {d:#x} is above KVM_MAX_OWNER_ID {top}")
+            text = _own_text(d, owner, field, top, state.owner_tag)
             out.append(Violation("S2-OWN", f"{at}: {text}", _where(pa, i, level, base, g, d)))
     return out
 
@@ -290,7 +299,9 @@ def s2_own(state, pages=None):
 
     Statement: every descriptor with the valid bit clear is either 0 (owned by the host, id 0) or has
     bits set only inside the owner field (bits 63:56 in the seed patch, 9:2 from 5.15) holding an id
-    in 1..KVM_MAX_OWNER_ID.
+    in 1..KVM_MAX_OWNER_ID. From 7.1 (kernel_version; kvm_pgtable_stage2_annotate) the annotation
+    also carries KVM_HOST_INVALID_PTE_TYPE_DONATION in bits 63:60 (D.owner_tag) and the owner field
+    is pKVM's, bits 3:1.
 
     Why: pKVM uses the host stage-2 as its record of page ownership; a stray bit or an impossible id
     makes the record unreadable (or reads as a different owner), and a non-zero descriptor is counted
@@ -305,8 +316,7 @@ def s2_own(state, pages=None):
     out = []
     ps, field, top = state.page_shift, state.owner_field, state.max_owner_id
     walk = state.walk()
-    mask = D.field_mask(*field)
-    lo = field[1]
+    tag = state.owner_tag
     for pa, (level, base, used, _, _) in _tables(walk, pages):
         descs = state.pages[pa]
         g = G.granule_size(level, ps)
@@ -314,16 +324,14 @@ def s2_own(state, pages=None):
             if i >= used:
                 break
             d = descs[i]
-            if d & D.VALID or (not d & ~mask and 1 <= d >> lo <= top):
+            if d & D.VALID:
+                continue
+            owner = D.owner_of(d, field, tag)         # d is not 0: an id of 1 or more, or None
+            if owner is not None and owner <= top:
                 continue
             at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
-            if d & ~mask:
-                out.append(Violation("S2-OWN", f"{at}: invalid descriptor {d:#x} sets bits {d & ~mask:#x} "
-                                               f"outside the owner field [{field[0]}:{field[1]}]",
-                                     _where(pa, i, level, base, g, d)))
-            else:
-                out.append(Violation("S2-OWN", f"{at}: owner id {d >> lo} in descriptor {d:#x} is above "
-                                               f"KVM_MAX_OWNER_ID {top}", _where(pa, i, level, base, g, d)))
+            out.append(Violation("S2-OWN", f"{at}: {_own_text(d, owner, field, top, tag)}",
+                                 _where(pa, i, level, base, g, d)))
     return out
 
 

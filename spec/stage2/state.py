@@ -14,7 +14,7 @@ Leaves out: the meaning of the contents (the invariants judge that), lguest stat
 
 from array import array
 
-from ptspec.spec.arch import geometry
+from ptspec.spec.arch import descriptor, geometry
 
 KINDS = ("arm64-stage2", "arm64-hyp-s1")
 U64_LIMIT = 1 << 64
@@ -185,6 +185,11 @@ class State:
     @property
     def va_bits(self):
         return self.ia_bits
+
+    @property
+    def owner_tag(self):
+        """The type bits of an owner annotation for this state's kernel_version (0 before 7.1)."""
+        return descriptor.owner_tag(self.kernel_version)
 
     @property
     def stage2(self):

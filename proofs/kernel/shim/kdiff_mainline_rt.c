@@ -130,8 +130,14 @@ int kdiff_ml_map(u64 addr, u64 size, u64 phys, u64 prot, int use_mc, u32 walk_fl
 }
 
 #ifdef KDIFF_ML_ANNOTATE
-/* 7.x: set_owner became kvm_pgtable_stage2_annotate (not driven: the spec does not judge it yet) */
+/* 7.x: set_owner became kvm_pgtable_stage2_annotate (a type and an annotation): the Python side
+ * drives it through kdiff_ml_annotate with the ownership type and the owner id placed */
 int kdiff_ml_set_owner(u64 addr, u64 size, int use_mc, u8 owner_id) { return -ENOSYS; }
+
+int kdiff_ml_annotate(u64 addr, u64 size, int use_mc, int type, u64 annotation)
+{
+	return kvm_pgtable_stage2_annotate(&kdiff_pgt, addr, size, ml_mc(use_mc), type, annotation);
+}
 #else
 int kdiff_ml_set_owner(u64 addr, u64 size, int use_mc, u8 owner_id)
 {
