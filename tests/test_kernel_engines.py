@@ -223,3 +223,21 @@ def test_a_runtime_without_the_engines_entry_points_is_not_checked(monkeypatch):
     monkeypatch.setattr(replay, "allocations", missing)
     r = E.run_engine(t, "errorpaths", budgets.budget("quick"))
     assert r.status == "unknown" and "lacks kdiff_nr_allocs" in r.detail
+
+
+def test_an_internal_exception_is_an_error_result_not_a_traceback(monkeypatch):
+    """A bug in ptspec's own harness (here a planted TypeError in an engine) is reported as one
+    "error" line naming where it was raised; the other checks still run, and the exit code is 2
+    (nothing refuted, something not checked), never a traceback or a verdict on the kernel."""
+    from ptspec.proofs.kernel import check
+    t = _tree()
+
+    def broken(*a, **k):
+        raise TypeError("planted")
+    monkeypatch.setattr(E, "run_check", broken)
+    results = check.run(t, ["4k-39"], "quick", 0, engines=("lockstep", "refusal"))
+    assert [r.status for r in results] == ["passed", "error"], [r.detail for r in results]
+    assert results[1].id == "kernel.refusal.4k-39"
+    assert results[1].detail.startswith("internal error in ptspec, not a verdict on the kernel: "
+                                        "TypeError: planted at test_kernel_engines.py")
+    assert check.exit_code(results) == 2

@@ -210,6 +210,26 @@ def impl_judgement(kernel_version: str, harnesses: dict) -> Result:
                          **kw)
 
 
+def _guarded(cid: str, run) -> Result:
+    """One check; an exception inside ptspec's own harness becomes an "error" result of one line
+    (where it was raised), never a traceback: it is no verdict on the kernel, and the run goes on
+    with the other checks (exit 2 unless a check refuted)."""
+    t0 = time.perf_counter()
+    try:
+        return run()
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:         # noqa: BLE001 - reported, with where it came from
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = (f" at {tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno} "
+                 f"({tb.tb_frame.f_code.co_name})") if tb is not None else ""
+        return Result("error", f"internal error in ptspec, not a verdict on the kernel: "
+                               f"{type(exc).__name__}: {exc}{where}", 0,
+                      seconds=time.perf_counter() - t0, id=cid, engine="")
+
+
 def run(tree, geometries, profile: str, seed: int, with_impl: str | None = None,
         progress=None, engines=("lockstep",), checks=None) -> list[Result]:
     """The selected engines on the tree: the lock-step on each geometry, then each other engine
@@ -223,14 +243,15 @@ def run(tree, geometries, profile: str, seed: int, with_impl: str | None = None,
         if with_impl:
             from ptspec.proofs.kernel.paired import paired_factory
             harness = paired[name] = paired_factory(tree, with_impl)
-        r = check_geometry(tree, name, budget, seed, harness)
+        r = _guarded(f"kernel.lockstep.{name}",
+                     lambda: check_geometry(tree, name, budget, seed, harness))
         results.append(r)
         if progress:
             progress(f"{r.id}: {r.status} ({r.seconds:.1f} s) {r.detail}")
     if checks is None:
         checks = [c for e in engines if e != "lockstep" for c in E.check_ids(e)]
     for cid in checks:
-        r = E.run_check(tree, cid, budget, seed=seed)
+        r = _guarded(cid, lambda: E.run_check(tree, cid, budget, seed=seed))
         results.append(r)
         if progress:
             progress(f"{r.id}: {r.status} ({r.seconds:.1f} s) {r.detail}")
