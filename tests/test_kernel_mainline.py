@@ -3,6 +3,7 @@ the spec, the catalogued 6.12 finding, and 7.1 judged through its renumbered pro
 (~/.cache/ptspec/trees/linux-<version>) and skips, saying so, when it is absent (CI has only the
 Debian 6.1 source)."""
 
+from pathlib import Path
 import pytest
 
 from ptspec.proofs.kernel import check
@@ -361,3 +362,18 @@ def test_7_1_hyp_counterexample_c_text_speaks_the_tree_s_enum():
     trace = [("op", "map", dict(addr=0x200000, size=0x1000, phys=0x300000, prot=0x5))]
     assert "0x300000, 0xb);" in hyp.c_test_body(trace, shape=tree.shape)   # R|X -> R|PX|UX
     assert "0x300000, 5);" in hyp.c_test_body(trace)
+
+
+def test_shared_scratch_copies_are_named_by_content_and_never_rewritten(tmp_path, monkeypatch):
+    """Two runs at once once compiled a scratch copy the other was rewriting (verify twice in
+    parallel: BuildError). A shared copy is now filled privately and renamed into place under a
+    name holding its content's hash; a second call reuses it as it is."""
+    from concurrent.futures import ThreadPoolExecutor
+    tree = need_tree("6.6")
+    monkeypatch.setattr(PM, "scratch_dir", lambda: tmp_path)
+    rv = next(r for r in PM.REVERTS if r.tree == "6.6" and r.sequence)
+    with ThreadPoolExecutor(4) as pool:
+        roots = {str(t.root) for t in pool.map(lambda _: PM.scratch_tree(rv, tree), range(8))}
+    assert len(roots) == 1 and [p.name for p in tmp_path.iterdir()] == [Path(roots.pop()).name]
+    (c,) = [tmp_path / p / "arch/arm64/kvm/hyp/pgtable.c" for p in tmp_path.iterdir()]
+    assert c.read_text() != (Path(tree.root) / "arch/arm64/kvm/hyp/pgtable.c").read_text()

@@ -30,7 +30,9 @@ harness of ``proofs/kernel/hyp.py``.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,16 +167,33 @@ def scratch_tree(revert: Revert, tree, dest=None):
     """Copy the tree's four files to ``dest`` (default: the scratch directory), apply the
     revert's edits to its pgtable.c, and return the opened scratch tree (EditError when an edit's
     anchor is missing)."""
-    dest = Path(dest) if dest is not None else scratch_dir() / f"{revert.id}-{tree.version}"
+    text = (Path(tree.root) / T.FILES[0]).read_text()
+    for edit in revert.edits:
+        text = apply_edit(text, edit)
+    if dest is not None:
+        _fill(Path(dest), tree, text)
+        return T.open_tree(dest)
+    # The shared scratch directory: named by the content it holds and filled in a private
+    # directory first, then renamed into place, so two runs at once never read a half-written copy
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    dest = scratch_dir() / f"{revert.id}-{tree.version}-{digest}"
+    if not dest.is_dir():
+        scratch_dir().mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=scratch_dir()))
+        _fill(tmp, tree, text)
+        try:
+            tmp.rename(dest)
+        except OSError:             # another run put the same copy in place first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return T.open_tree(dest)
+
+
+def _fill(dest: Path, tree, text: str) -> None:
+    """The tree's files under ``dest``, its pgtable.c replaced by ``text``."""
     for rel in T.FILES:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(tree.root) / rel, dest / rel)
-    c = dest / T.FILES[0]
-    text = c.read_text()
-    for edit in revert.edits:
-        text = apply_edit(text, edit)
-    c.write_text(text)
-    return T.open_tree(dest)
+    (dest / T.FILES[0]).write_text(text)
 
 
 def run_sequence(revert: Revert, tree):
