@@ -1,7 +1,8 @@
 """check-kernel on the reworked walker (Linux 6.2 and later): shape detection, the 6.x C judged by
 the spec, the catalogued 6.12 finding, and 7.1 judged through its renumbered prot enum and
-kvm_pgtable_stage2_annotate. Each test needs a cached tree (~/.cache/ptspec/trees/linux-<version>) and skips, saying so, when it is absent (CI has only the
-Debian 6.1 source)."""
+kvm_pgtable_stage2_annotate. Each test needs a cached tree
+(~/.cache/ptspec/trees/linux-<version>) and skips, saying so, when it is absent (CI has only
+the Debian 6.1 source)."""
 
 from pathlib import Path
 
