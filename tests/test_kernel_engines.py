@@ -156,12 +156,13 @@ def test_cli_engines_option_and_json(tmp_path, capsys):
     _tree()
     js = tmp_path / "r.json"
     code = ptspec_main(["check-kernel", "--engines", "exhaustive,refusal", "--profile", "quick",
-                        "--json", str(js)])
+                        "--geometry", "4k-39,16k-47", "--json", str(js)])
     out = capsys.readouterr().out
     assert code == 0, out
     rep = json.loads(js.read_text())
     ids = [c["id"] for c in rep["checks"]]
-    assert ids == ["kernel.exhaustive.4k-39", "kernel.refusal.4k-39"]
+    assert ids == ["kernel.exhaustive.4k-39", "kernel.exhaustive.16k-47",
+                   "kernel.refusal.4k-39", "kernel.refusal.16k-47"]
     assert ptspec_main(["check-kernel", "--engines", "lockstep,fuzz"]) == 2
     assert "unknown engine fuzz" in capsys.readouterr().err
 
@@ -172,8 +173,8 @@ def test_engine_shards_split_by_check_id():
     geos2, checks2 = check.sharded(["4k-39", "4k-48"], (2, 2), engines)
     assert sorted(geos + geos2) == ["4k-39", "4k-48"]
     assert sorted(checks + checks2) == sorted(
-        ["kernel.exhaustive.4k-39", "kernel.errorpaths.4k-39", "kernel.hyp.4k-48",
-         "kernel.hyp.16k-47", "kernel.hyp.64k-48"])
+        ["kernel.exhaustive.4k-39", "kernel.exhaustive.4k-48", "kernel.errorpaths.4k-39",
+         "kernel.errorpaths.4k-48", "kernel.hyp.4k-48", "kernel.hyp.16k-47", "kernel.hyp.64k-48"])
     assert not set(checks) & set(checks2)
     assert check.sharded(["4k-39"], None, ["exhaustive"]) == ([], ["kernel.exhaustive.4k-39"])
 
@@ -184,8 +185,63 @@ def test_hyp_runs_on_every_hyp_geometry_in_check_kernel():
     r = E.run_check(t, "kernel.hyp.16k-47", budgets.budget("quick"))
     assert r.status == "passed" and r.id == "kernel.hyp.16k-47", r.detail
     assert r.detail.startswith("16k-47:")
-    with pytest.raises(ValueError):
-        E.run_engine(t, "exhaustive", budgets.budget("quick"), geometry="16k-47")
+    with pytest.raises(ValueError):                 # a hyp geometry, not a stage-2 one
+        E.run_engine(t, "exhaustive", budgets.budget("quick"), geometry="64k-48")
+
+
+def test_stage2_engines_run_on_every_geometry_in_check_kernel():
+    assert E.check_ids("refusal") == [f"kernel.refusal.{g}" for g in subject.GEOMETRIES]
+    assert E.check_ids("errorpaths", ["64k-44"]) == ["kernel.errorpaths.64k-44"]
+    assert E.check_id("exhaustive") == "kernel.exhaustive.4k-39"      # ptspec verify's
+
+
+def test_a_non_4k_geometry_passes_every_engine_clean():
+    t = _tree()
+    b = budgets.budget("quick")
+    for engine in ("exhaustive", "errorpaths", "refusal"):
+        r = E.run_engine(t, engine, b, geometry="16k-47")
+        assert r.status in ("passed", "proved"), (engine, r.detail)
+        assert r.id == f"kernel.{engine}.16k-47" and r.examples > 50
+    # the table really is 16K pages: the alphabet's page map leaves a level-3 table of 2048 entries
+    h = replay.harness(t, geometry_name="16k-47")
+    h.step("map", addr=0x40004000, size=0x4000, phys=0x80004000, prot=6)
+    assert h.raw_state()["page_shift"] == 14
+    assert {len(words) for words in h.raw_state()["pages"].values()} == {2048}
+
+
+def test_scaled_scenarios_fit_the_geometry():
+    from ptspec.proofs.stage2.errorpaths import scenarios
+    from ptspec.spec.arch import geometry as G
+    assert scenarios(12, 39) == scenarios()
+    for name, (ps, ia, _) in subject.GEOMETRIES.items():
+        setups, targets, idmap, bad = scenarios(ps, ia)
+        page = G.granule_size(3, ps)
+        for op, args in [c for s in setups.values() for c in s] + targets + idmap:
+            assert args["addr"] % page == 0 and args["size"] % page == 0, (name, op, args)
+            assert args["addr"] + args["size"] <= 1 << ia, (name, op, args)
+        assert ("get_leaf", dict(addr=1 << ia)) in bad
+
+
+# (bug, engine, geometry, statements): planted bugs caught on the 16K and 64K granules
+CAUGHT_OTHER_GRANULES = [
+    ("owner-id-bound", "refusal", "64k-44", {"C-SET-OWNER", "S2-OWN"}),
+    ("set-owner-drops-error", "errorpaths", "64k-52", {"C-SET-OWNER"}),
+    ("unmap-busy-table", "exhaustive", "16k-47", {"S2-LEAK", "S2-RC", "C-UNMAP"}),
+]
+
+
+@pytest.mark.parametrize("bug,engine,geometry,ids", CAUGHT_OTHER_GRANULES,
+                         ids=[c[0] for c in CAUGHT_OTHER_GRANULES])
+def test_engines_catch_planted_c_bugs_on_16k_and_64k(tmp_path, bug, engine, geometry, ids):
+    t = _tree()
+    bad = planted.scratch_tree(bug, t, tmp_path / "tree")
+    r = E.run_engine(bad, engine, budgets.budget("quick"), geometry=geometry)
+    assert r.status == "refuted" and r.id == f"kernel.{engine}.{geometry}", r.detail
+    cex = r.counterexample
+    assert {v.split()[0] for v in cex["violations"]} & ids, cex["violations"]
+    env = {}
+    with pytest.raises(AssertionError):          # runs as pasted, ends in the failing judge
+        exec(cex["ops"], env)
 
 
 def test_c_hyp_unmap_on_6_1_and_its_overreach_finding():

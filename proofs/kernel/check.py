@@ -18,8 +18,9 @@ and seed are the same as in an unsharded run, so ``ptspec merge`` of the N JSON 
 unsharded report. Not combined with ``--with-impl`` (its judgement spans every geometry).
 
 ``--engines`` (default all) adds the other C-side engines of ``ptspec.proofs.kernel.engines``, each
-one result: bounded exhaustive exploration, allocation failure at every allocation point and bad
-arguments on 4K/39, hyp stage 1 on 4K/48 where the tree has it.
+one result per geometry: bounded exhaustive exploration, allocation failure at every allocation
+point and bad arguments on each selected geometry (``kernel.<engine>.<geometry>``), hyp stage 1 on
+its own geometries where the tree has it.
 
 Exit status: 0 only catalogued findings (or none), 1 any other violation or difference, 2 nothing
 could be checked (the tree cannot be read or built, no compiler, bad arguments).
@@ -249,7 +250,7 @@ def run(tree, geometries, profile: str, seed: int, with_impl: str | None = None,
         if progress:
             progress(f"{r.id}: {r.status} ({r.seconds:.1f} s) {r.detail}")
     if checks is None:
-        checks = [c for e in engines if e != "lockstep" for c in E.check_ids(e)]
+        checks = [c for e in engines if e != "lockstep" for c in E.check_ids(e, geometries)]
     for cid in checks:
         r = _guarded(cid, lambda: E.run_check(tree, cid, budget, seed=seed))
         results.append(r)
@@ -316,7 +317,8 @@ def parser() -> argparse.ArgumentParser:
                     help=f"one of {', '.join(GEOMETRIES)}, a comma list, or 'all' (default)")
     ap.add_argument("--engines", type=_engines, default=list(E.ENGINES), metavar="LIST",
                     help=f"comma list of {', '.join(E.ENGINES)}, or 'all' (default); the "
-                         "lock-step runs on each --geometry, the others once on their own")
+                         "lock-step, exhaustive, errorpaths and refusal run on each --geometry, hyp "
+                         "on its own")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", metavar="FILE", help="write the JSON report here")
     ap.add_argument("--junit", metavar="FILE", help="write JUnit XML here")
@@ -347,7 +349,7 @@ def check_id(geometry: str) -> str:
 def selection_ids(geometries: list[str], engines=("lockstep",)) -> list[str]:
     """Every check id of a run: the lock-step's per geometry, then the other engines'."""
     return ([check_id(g) for g in geometries] if "lockstep" in engines else []) + \
-        [c for e in engines if e != "lockstep" for c in E.check_ids(e)]
+        [c for e in engines if e != "lockstep" for c in E.check_ids(e, geometries)]
 
 
 def sharded(geometries: list[str], shard: tuple[int, int] | None,

@@ -1,9 +1,10 @@
 """The C-side engines besides the lock-step, as check results: what ``check-kernel --engines`` runs.
 
 Each engine judges the tree's own ``pgtable.c`` by the spec alone and gives one result with its own
-id: ``kernel.exhaustive.4k-39`` (bounded exhaustive exploration, ``exhaustive.py``),
-``kernel.errorpaths.4k-39`` (allocation failure at every allocation point, ``errorpaths.py``),
-``kernel.refusal.4k-39`` (bad arguments, ``refusal.py``) and ``kernel.hyp.4k-48`` (hyp stage 1,
+id: ``kernel.exhaustive.<geometry>`` (bounded exhaustive exploration, ``exhaustive.py``),
+``kernel.errorpaths.<geometry>`` (allocation failure at every allocation point, ``errorpaths.py``),
+``kernel.refusal.<geometry>`` (bad arguments, ``refusal.py``), each on every stage-2 geometry of
+``subject.GEOMETRIES`` in check-kernel (ptspec verify: 4k-39 only), and ``kernel.hyp.4k-48`` (hyp stage 1,
 ``hyp.py``). Catalogued findings of the tree's version are set aside and named in the detail, as
 for the lock-step (``check.findings_of`` reads them from there); anything else refutes, with the
 counterexample of ``check.counterexample``.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from ptspec.proofs.kernel import build, errorpaths, exhaustive, refusal
+from ptspec.proofs.kernel import build, errorpaths, exhaustive, refusal, subject
 from ptspec.proofs.runner.registry import Result
 
 ENGINES = ("lockstep", "exhaustive", "errorpaths", "refusal", "hyp")
@@ -48,11 +49,12 @@ def check_id(engine: str) -> str:
     return CHECKS[engine][0]
 
 
-def check_ids(engine: str) -> list[str]:
-    """Every check of the engine in check-kernel: one per geometry it runs on."""
+def check_ids(engine: str, geometries=None) -> list[str]:
+    """Every check of the engine in check-kernel: one per geometry it runs on (the stage-2
+    engines: each of ``geometries``, default every one of ``subject.GEOMETRIES``; hyp: its own)."""
     if engine == "hyp":
         return [f"kernel.hyp.{g}" for g in HYP_GEOMETRIES]
-    return [check_id(engine)]
+    return [f"kernel.{engine}.{g}" for g in (geometries or subject.GEOMETRIES)]
 
 
 def run_check(tree, cid: str, budget, *, seed: int = 0, expired=None, progress=None) -> Result:
@@ -64,13 +66,14 @@ def run_check(tree, cid: str, budget, *, seed: int = 0, expired=None, progress=N
 
 def _run(tree, engine: str, cid: str, budget, seed: int, expired, progress):
     """The engine's outcome (a ``replay.Outcome``)."""
+    geometry = cid.split(".", 2)[2]
     if engine == "exhaustive":
         return exhaustive.explore(tree, int(budget["exhaustive_depth"]), expired=expired,
-                                  progress=progress)
+                                  progress=progress, geometry=geometry)
     if engine == "errorpaths":
-        return errorpaths.run_all(tree, expired=expired, progress=progress)
+        return errorpaths.run_all(tree, expired=expired, progress=progress, geometry=geometry)
     if engine == "refusal":
-        return refusal.run_all(tree, expired=expired, progress=progress)
+        return refusal.run_all(tree, expired=expired, progress=progress, geometry=geometry)
     from ptspec.proofs.kernel import hyp
     return hyp.run_all(tree, budget, seed=seed, expired=expired, progress=progress,
                        geometry=cid.split(".", 2)[2])
@@ -96,8 +99,8 @@ def _note(findings: dict) -> str:
 
 def run_engine(tree, engine: str, budget, *, seed: int = 0, expired=None,
                progress=None, geometry: str | None = None) -> Result:
-    """One engine on the tree's C code, judged by the spec alone (hyp: on ``geometry``, default
-    4k-48; the others run on 4k-39 only)."""
+    """One engine on the tree's C code, judged by the spec alone, on ``geometry`` (default: the
+    engine's first, hyp 4k-48, the others 4k-39; they run on every ``subject.GEOMETRIES``)."""
     cid, ids = CHECKS[engine]
     if geometry is not None:
         cid = f"kernel.{engine}.{geometry}"
@@ -106,6 +109,8 @@ def run_engine(tree, engine: str, budget, *, seed: int = 0, expired=None,
     kw = dict(id=cid, engine=ENGINE_KIND[engine], invariants=ids)
     t0 = time.perf_counter()
     page_shift = {"16k-47": 14, "64k-48": 16}.get(geometry, ENGINE_PAGE_SHIFT)
+    if geometry in subject.GEOMETRIES:
+        page_shift = subject.GEOMETRIES[geometry][0]
     try:
         build.library(page_shift, tree)
     except build.BuildError as exc:

@@ -20,16 +20,23 @@ from ptspec.impl.pgtable.stage2_map import KVM_PGTABLE_S2_IDMAP
 
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.kernel import replay, subject
-from ptspec.proofs.stage2.errorpaths import IDMAP_STEPS, SETUPS, TARGETS
+from ptspec.proofs.stage2.errorpaths import scenarios
 
 
-def setup_ops(name: str) -> list:
-    return [("op", op, dict(args)) for op, args in SETUPS[name]]
+def scaled(geometry: str | None):
+    """impl's (SETUPS, TARGETS, IDMAP_STEPS, BAD_ARGS) scaled to the geometry (default 4K/39)."""
+    ps, ia = replay.geometry(geometry)
+    return scenarios(ps, ia)
 
 
-def count_allocations(tree, cls, setup: list, op: str, args: dict) -> int:
+def setup_ops(name: str, geometry: str | None = None) -> list:
+    return [("op", op, dict(args)) for op, args in scaled(geometry)[0][name]]
+
+
+def count_allocations(tree, cls, setup: list, op: str, args: dict,
+                      geometry: str | None = None) -> int:
     """Allocation calls ``op`` makes from the state ``setup`` leaves (run once, unjudged)."""
-    h = replay.harness(tree, cls=cls)
+    h = replay.harness(tree, cls=cls, geometry_name=geometry)
     replay.run(h, setup, judge_from=len(setup))
     h.pgt.fail_at([])                       # clears the count and the fault list
     h.check = False
@@ -62,39 +69,43 @@ def failing_init(tree):
     return _failing_init(subject.subject_factory(tree))
 
 
-def cases(tree, cls=None):
-    """Yields (label, harness, violations) for every case, each judged by the spec."""
+def cases(tree, cls=None, geometry: str | None = None):
+    """Yields (label, harness, violations) for every case on the geometry (default 4K/39), each
+    judged by the spec."""
     cls = cls or subject.subject_factory(tree)
-    h = replay.harness(tree, cls=_failing_init(cls))
+    SETUPS, TARGETS, IDMAP_STEPS, _ = scaled(geometry)
+    g = dict(geometry_name=geometry)
+    h = replay.harness(tree, cls=_failing_init(cls), **g)
     yield "init with the root allocation failing", h, list(h.violations)
     for i in range(len(IDMAP_STEPS)):
-        h = replay.harness(tree, cls=cls, flags=KVM_PGTABLE_S2_IDMAP)
+        h = replay.harness(tree, cls=cls, flags=KVM_PGTABLE_S2_IDMAP, **g)
         ops = [("op", op, dict(args)) for op, args in IDMAP_STEPS[:i + 1]]
         found, _ = replay.run(h, ops)
         yield f"identity map: {IDMAP_STEPS[i][0]}({IDMAP_STEPS[i][1]})", h, found
     for name in SETUPS:
-        setup = setup_ops(name)
-        base = replay.harness(tree, cls=cls)
+        setup = setup_ops(name, geometry)
+        base = replay.harness(tree, cls=cls, **g)
         found, _ = replay.run(base, setup)
         if found or base.violations:
             yield f"setup {name}", base, found or list(base.violations)
             continue
         for op, args in TARGETS:
-            n = count_allocations(tree, cls, setup, op, args)
+            n = count_allocations(tree, cls, setup, op, args, geometry)
             for k in range(n):
-                h = replay.harness(tree, cls=cls)
+                h = replay.harness(tree, cls=cls, **g)
                 found, _ = replay.run(h, setup + [("fail", k), ("op", op, dict(args))],
                                       judge_from=len(setup))
                 yield f"{name}: {op} with allocation {k + 1}/{n} failing", h, found
 
 
-def run_all(tree, *, expired=None, progress=None) -> replay.Outcome:
-    """Every case; the first that breaks the spec refutes."""
+def run_all(tree, *, expired=None, progress=None, geometry: str | None = None) -> replay.Outcome:
+    """Every case on the geometry (default 4K/39); the first that breaks the spec refutes."""
     t0 = time.perf_counter()
     cls = subject.subject_factory(tree)
+    SETUPS, TARGETS, _, _ = scaled(geometry)
     n = 0
     points = 0
-    for label, h, found in cases(tree, cls):
+    for label, h, found in cases(tree, cls, geometry):
         n += 1
         points += "failing" in label
         if progress:

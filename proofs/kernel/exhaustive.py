@@ -3,7 +3,8 @@
 The same exploration as impl's ``proofs/stage2/exhaustive.py`` and over its alphabet (block and
 page maps, a straddling and a permission-only re-map, partial and whole unmaps, owner annotations,
 write-protect, access flag and permission changes, flush, get_leaf, is_young, an injected
-allocation failure; all inside two 2M blocks of a 4K / 39-bit table), breadth-first from the
+allocation failure; all inside two 2M blocks of a 4K / 39-bit table, or two level-2 blocks of
+another geometry's granule), breadth-first from the
 empty table, with the C code as the subject. A C table cannot be copied, so each transition
 replays its parent's operation list on a fresh table (unjudged: it was judged when first
 reached) and judges the new operation (``replay.run``): every invariant of the new state, S2-BBM,
@@ -56,12 +57,15 @@ def _entry(op: str, args: dict):
     return ("fail", 0) if op == "fail_next_alloc" else ("op", op, dict(args))
 
 
-def explore(tree, depth: int = 3, *, expired=None, progress=None) -> replay.Outcome:
-    """Breadth-first over the alphabet up to ``depth`` operations on the tree's C code."""
+def explore(tree, depth: int = 3, *, expired=None, progress=None,
+            geometry: str | None = None) -> replay.Outcome:
+    """Breadth-first over the alphabet up to ``depth`` operations on the tree's C code, on the
+    geometry (default 4K/39; pages and blocks scaled to its granule)."""
     t0 = time.perf_counter()
-    ops = alphabet()
+    ops = alphabet(page_shift=replay.geometry(geometry)[0])
     cls = subject.subject_factory(tree)
-    make = lambda: replay.harness(tree, arena_pages=64, mc_capacity=4, cls=cls)   # noqa: E731
+    make = lambda: replay.harness(tree, arena_pages=64, mc_capacity=4, cls=cls,   # noqa: E731
+                                  geometry_name=geometry)
     root = make()
     if root.violations:
         return replay.Outcome("refuted", 1, time.perf_counter() - t0, "init",

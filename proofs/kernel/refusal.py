@@ -16,26 +16,28 @@ from __future__ import annotations
 import time
 
 from ptspec.proofs.kernel import replay, subject
-from ptspec.proofs.kernel.errorpaths import setup_ops
-from ptspec.proofs.stage2.errorpaths import BAD_ARGS, SETUPS
+from ptspec.proofs.kernel.errorpaths import scaled, setup_ops
 
 
-def cases(tree, cls=None):
-    """Yields (label, harness, violations) for every bad call from every setup."""
+def cases(tree, cls=None, geometry: str | None = None):
+    """Yields (label, harness, violations) for every bad call from every setup, on the geometry
+    (default 4K/39; addresses scaled to its granule and IPA size)."""
     cls = cls or subject.subject_factory(tree)
+    SETUPS, _, _, BAD_ARGS = scaled(geometry)
     for name in SETUPS:
-        setup = setup_ops(name)
+        setup = setup_ops(name, geometry)
         for op, args in BAD_ARGS:
-            h = replay.harness(tree, cls=cls)
+            h = replay.harness(tree, cls=cls, geometry_name=geometry)
             found, _ = replay.run(h, setup + [("op", op, dict(args))])
             yield f"{name}: {op}({args})", h, found
 
 
-def run_all(tree, *, expired=None, progress=None) -> replay.Outcome:
+def run_all(tree, *, expired=None, progress=None, geometry: str | None = None) -> replay.Outcome:
     t0 = time.perf_counter()
     cls = subject.subject_factory(tree)
+    SETUPS, _, _, BAD_ARGS = scaled(geometry)
     n = 0
-    for label, h, found in cases(tree, cls):
+    for label, h, found in cases(tree, cls, geometry):
         n += 1
         if progress:
             progress()

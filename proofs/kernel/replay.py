@@ -22,15 +22,27 @@ from dataclasses import dataclass, field
 
 from ptspec.proofs.kernel import subject
 
-# The engines' table: 4K pages, 39-bit IPA (three levels), as proofs/stage2/exhaustive.py and
-# proofs/stage2/errorpaths.py use for impl.
+# The engines' default table: 4K pages, 39-bit IPA (three levels), as proofs/stage2/exhaustive.py
+# and proofs/stage2/errorpaths.py use for impl; ``geometry_name`` picks another of subject.GEOMETRIES.
 PAGE_SHIFT, IA_BITS = 12, 39
 
 
-def harness(tree, *, arena_pages: int = 96, mc_capacity: int = 8, flags: int = 0, cls=None):
-    """A fresh C-side harness on the tree's 4K/39 library, its init already judged."""
+def geometry(name: str | None) -> tuple[int, int]:
+    """(page_shift, ia_bits) of a geometry of ``subject.GEOMETRIES`` (None: the engines' 4K/39)."""
+    if name is None:
+        return PAGE_SHIFT, IA_BITS
+    if name not in subject.GEOMETRIES:
+        raise ValueError(f"unknown geometry {name}; choose from {', '.join(subject.GEOMETRIES)}")
+    return subject.GEOMETRIES[name][:2]
+
+
+def harness(tree, *, arena_pages: int = 96, mc_capacity: int = 8, flags: int = 0, cls=None,
+            geometry_name: str | None = None):
+    """A fresh C-side harness on the tree's library for the geometry (default 4K/39), its init
+    already judged."""
     cls = cls or subject.subject_factory(tree)
-    return cls(PAGE_SHIFT, IA_BITS, arena_pages=arena_pages, mc_capacity=mc_capacity, flags=flags)
+    return cls(*geometry(geometry_name), arena_pages=arena_pages, mc_capacity=mc_capacity,
+               flags=flags)
 
 
 def _unjudged(h):

@@ -37,65 +37,76 @@ from ptspec.proofs.stage2.harness import Stage2Harness
 K4, M2, G1 = (G.granule_size(level, 12) for level in (3, 2, 1))     # 4K page, 2M and 1G blocks
 U64 = (1 << 64) - 1
 
-SETUPS = {
-    "empty": [],
-    "block": [("map", dict(addr=G1, size=M2, phys=2 * G1, prot=KVM_PGTABLE_PROT_RW))],
-    "pages": [("map", dict(addr=G1 + K4, size=3 * K4, phys=2 * G1 + 0x5000,
-                           prot=KVM_PGTABLE_PROT_RWX))],
-    "owned": [("set_owner", dict(addr=G1 + M2, size=2 * K4, owner_id=1)),
-              ("map", dict(addr=G1, size=M2, phys=2 * G1, prot=KVM_PGTABLE_PROT_R))],
-    "gigablock": [("map", dict(addr=G1, size=G1, phys=2 * G1, prot=KVM_PGTABLE_PROT_RW))],
-}
 
-TARGETS = [
-    ("map", dict(addr=G1 + K4, size=K4, phys=3 * G1, prot=KVM_PGTABLE_PROT_RW)),
-    ("map", dict(addr=G1 + M2 - K4, size=M2 + 2 * K4, phys=3 * G1, prot=KVM_PGTABLE_PROT_RW)),
-    ("map", dict(addr=G1 - K4, size=G1 + 2 * K4, phys=3 * G1 - K4, prot=KVM_PGTABLE_PROT_R)),
-    ("map", dict(addr=0, size=4 * M2, phys=2 * G1 + K4, prot=KVM_PGTABLE_PROT_R)),
-    ("set_owner", dict(addr=G1 + 5 * K4, size=M2, owner_id=1)),
-    ("set_owner", dict(addr=G1, size=2 * K4, owner_id=0)),
-]
+def scenarios(page_shift: int = 12, ia_bits: int = 39):
+    """(SETUPS, TARGETS, IDMAP_STEPS, BAD_ARGS) scaled to a geometry: pages, level-2 blocks and
+    level-1 entries of the granule (K4, M2, G1 stand for them; with 16K or 64K pages G1 is the
+    span of a level-1 entry, covered by level-2 blocks), and addresses past the IPA space from
+    ``ia_bits``. The defaults are impl's table (4K, 39-bit); the kernel-side engines use the rest."""
+    K4, M2, G1 = (G.granule_size(level, page_shift) for level in (3, 2, 1))
+    setups = {
+        "empty": [],
+        "block": [("map", dict(addr=G1, size=M2, phys=2 * G1, prot=KVM_PGTABLE_PROT_RW))],
+        "pages": [("map", dict(addr=G1 + K4, size=3 * K4, phys=2 * G1 + 5 * K4,
+                               prot=KVM_PGTABLE_PROT_RWX))],
+        "owned": [("set_owner", dict(addr=G1 + M2, size=2 * K4, owner_id=1)),
+                  ("map", dict(addr=G1, size=M2, phys=2 * G1, prot=KVM_PGTABLE_PROT_R))],
+        "gigablock": [("map", dict(addr=G1, size=G1, phys=2 * G1, prot=KVM_PGTABLE_PROT_RW))],
+    }
 
-IDMAP_STEPS = [
-    ("map", dict(addr=G1, size=M2, phys=G1, prot=KVM_PGTABLE_PROT_RW)),              # identity: a block
-    ("map", dict(addr=G1 + M2, size=K4, phys=G1, prot=KVM_PGTABLE_PROT_RW)),         # -EINVAL
-    ("map", dict(addr=G1 + K4, size=K4, phys=G1 + K4, prot=KVM_PGTABLE_PROT_R)),     # splits the block
-    ("set_owner", dict(addr=G1 + 2 * M2, size=K4, owner_id=1)),
-]
+    targets = [
+        ("map", dict(addr=G1 + K4, size=K4, phys=3 * G1, prot=KVM_PGTABLE_PROT_RW)),
+        ("map", dict(addr=G1 + M2 - K4, size=M2 + 2 * K4, phys=3 * G1, prot=KVM_PGTABLE_PROT_RW)),
+        ("map", dict(addr=G1 - K4, size=G1 + 2 * K4, phys=3 * G1 - K4, prot=KVM_PGTABLE_PROT_R)),
+        ("map", dict(addr=0, size=4 * M2, phys=2 * G1 + K4, prot=KVM_PGTABLE_PROT_R)),
+        ("set_owner", dict(addr=G1 + 5 * K4, size=M2, owner_id=1)),
+        ("set_owner", dict(addr=G1, size=2 * K4, owner_id=0)),
+    ]
 
-BAD_ARGS = [
-    ("map", dict(addr=G1 + 1, size=1, phys=2 * G1 + 7, prot=KVM_PGTABLE_PROT_RW)),   # unaligned
-    ("map", dict(addr=1 << 39, size=K4, phys=0, prot=KVM_PGTABLE_PROT_RW)),          # beyond IPA
-    ("map", dict(addr=(1 << 39) - K4, size=2 * K4, phys=0, prot=KVM_PGTABLE_PROT_RW)),
-    ("map", dict(addr=G1, size=0, phys=0, prot=KVM_PGTABLE_PROT_RW)),                # size 0
-    ("map", dict(addr=G1, size=U64, phys=0, prot=KVM_PGTABLE_PROT_RW)),              # wraps
-    ("map", dict(addr=G1, size=1 << 63, phys=0, prot=KVM_PGTABLE_PROT_RW)),          # huge
-    ("map", dict(addr=G1, size=K4, phys=0,
-                 prot=KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_X)),                # -EINVAL
-    # no memcache (mc == NULL): -ENOMEM where a table is needed, a block still maps
-    ("map", dict(addr=3 * G1 + K4, size=K4, phys=2 * G1, prot=KVM_PGTABLE_PROT_RW, no_memcache=True)),
-    ("map", dict(addr=3 * G1, size=M2, phys=2 * G1, prot=KVM_PGTABLE_PROT_RW, no_memcache=True)),
-    ("set_owner", dict(addr=3 * G1 + K4, size=K4, owner_id=1, no_memcache=True)),
-    ("set_owner", dict(addr=G1, size=K4, owner_id=2)),                               # -EINVAL
-    ("set_owner", dict(addr=G1, size=K4, owner_id=255)),
-    ("unmap", dict(addr=U64 - K4 + 1, size=K4)),
-    ("unmap", dict(addr=G1 + 3, size=U64 - 2)),
-    ("wrprotect", dict(addr=1 << 40, size=1)),
-    ("flush", dict(addr=G1, size=1 << 40)),
-    ("relax_perms", dict(addr=G1, prot=KVM_PGTABLE_PROT_RW | KVM_PGTABLE_PROT_SW1)),
-    ("relax_perms", dict(addr=1 << 39, prot=KVM_PGTABLE_PROT_RW)),
-    ("mkyoung", dict(addr=U64)),
-    ("get_leaf", dict(addr=1 << 39)),
-    # Not u64 at all: Python misuse, refused with ValueError and nothing changed.
-    ("map", dict(addr=-K4, size=K4, phys=0, prot=KVM_PGTABLE_PROT_RW)),
-    ("unmap", dict(addr=G1, size=-1)),
-    ("map", dict(addr=G1, size=K4, phys=1 << 64, prot=KVM_PGTABLE_PROT_RW)),
-    ("set_owner", dict(addr=G1, size=K4, owner_id=-1)),
-    ("set_owner", dict(addr=G1, size=K4, owner_id=256)),
-    ("map", dict(addr=G1, size=K4, phys=0, prot=True)),
-    ("wrprotect", dict(addr="0x40000000", size=K4)),
-    ("mkold", dict(addr=None)),
-]
+    idmap_steps = [
+        ("map", dict(addr=G1, size=M2, phys=G1, prot=KVM_PGTABLE_PROT_RW)),              # identity: a block
+        ("map", dict(addr=G1 + M2, size=K4, phys=G1, prot=KVM_PGTABLE_PROT_RW)),         # -EINVAL
+        ("map", dict(addr=G1 + K4, size=K4, phys=G1 + K4, prot=KVM_PGTABLE_PROT_R)),     # splits the block
+        ("set_owner", dict(addr=G1 + 2 * M2, size=K4, owner_id=1)),
+    ]
+
+    bad_args = [
+        ("map", dict(addr=G1 + 1, size=1, phys=2 * G1 + 7, prot=KVM_PGTABLE_PROT_RW)),   # unaligned
+        ("map", dict(addr=1 << ia_bits, size=K4, phys=0, prot=KVM_PGTABLE_PROT_RW)),          # beyond IPA
+        ("map", dict(addr=(1 << ia_bits) - K4, size=2 * K4, phys=0, prot=KVM_PGTABLE_PROT_RW)),
+        ("map", dict(addr=G1, size=0, phys=0, prot=KVM_PGTABLE_PROT_RW)),                # size 0
+        ("map", dict(addr=G1, size=U64, phys=0, prot=KVM_PGTABLE_PROT_RW)),              # wraps
+        ("map", dict(addr=G1, size=1 << 63, phys=0, prot=KVM_PGTABLE_PROT_RW)),          # huge
+        ("map", dict(addr=G1, size=K4, phys=0,
+                     prot=KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_X)),                # -EINVAL
+        # no memcache (mc == NULL): -ENOMEM where a table is needed, a block still maps
+        ("map", dict(addr=3 * G1 + K4, size=K4, phys=2 * G1, prot=KVM_PGTABLE_PROT_RW, no_memcache=True)),
+        ("map", dict(addr=3 * G1, size=M2, phys=2 * G1, prot=KVM_PGTABLE_PROT_RW, no_memcache=True)),
+        ("set_owner", dict(addr=3 * G1 + K4, size=K4, owner_id=1, no_memcache=True)),
+        ("set_owner", dict(addr=G1, size=K4, owner_id=2)),                               # -EINVAL
+        ("set_owner", dict(addr=G1, size=K4, owner_id=255)),
+        ("unmap", dict(addr=U64 - K4 + 1, size=K4)),
+        ("unmap", dict(addr=G1 + 3, size=U64 - 2)),
+        ("wrprotect", dict(addr=1 << (ia_bits + 1), size=1)),
+        ("flush", dict(addr=G1, size=1 << (ia_bits + 1))),
+        ("relax_perms", dict(addr=G1, prot=KVM_PGTABLE_PROT_RW | KVM_PGTABLE_PROT_SW1)),
+        ("relax_perms", dict(addr=1 << ia_bits, prot=KVM_PGTABLE_PROT_RW)),
+        ("mkyoung", dict(addr=U64)),
+        ("get_leaf", dict(addr=1 << ia_bits)),
+        # Not u64 at all: Python misuse, refused with ValueError and nothing changed.
+        ("map", dict(addr=-K4, size=K4, phys=0, prot=KVM_PGTABLE_PROT_RW)),
+        ("unmap", dict(addr=G1, size=-1)),
+        ("map", dict(addr=G1, size=K4, phys=1 << 64, prot=KVM_PGTABLE_PROT_RW)),
+        ("set_owner", dict(addr=G1, size=K4, owner_id=-1)),
+        ("set_owner", dict(addr=G1, size=K4, owner_id=256)),
+        ("map", dict(addr=G1, size=K4, phys=0, prot=True)),
+        ("wrprotect", dict(addr="0x40000000", size=K4)),
+        ("mkold", dict(addr=None)),
+    ]
+    return setups, targets, idmap_steps, bad_args
+
+
+SETUPS, TARGETS, IDMAP_STEPS, BAD_ARGS = scenarios()
 
 
 

@@ -26,16 +26,20 @@ from ptspec.proofs.stage2.harness import Stage2Harness
 K4, M2 = G.granule_size(3, 12), G.granule_size(2, 12)      # a 4K page and a 2M block, from spec
 
 
-def alphabet(window: int = 0x4000_0000, phys: int = 0x8000_0000) -> list[tuple[str, dict]]:
-    """The operations explored, as (op, args); addresses inside [window, window + 4M)."""
+def alphabet(window: int = 0x4000_0000, phys: int = 0x8000_0000,
+             page_shift: int = 12) -> list[tuple[str, dict]]:
+    """The operations explored, as (op, args); addresses inside two level-2 blocks from
+    ``window`` ([window, window + 4M) with 4K pages). ``page_shift`` scales the pages and blocks
+    to another granule (16K: 32M blocks, 64K: 512M blocks), as the kernel-side engines use it."""
     W, P = window, phys
+    K4, M2 = G.granule_size(3, page_shift), G.granule_size(2, page_shift)
     RW, R, RWX, RX = KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RWX, \
         KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_X
     return [
         ("map", dict(addr=W, size=M2, phys=P, prot=RW)),                   # a block
         ("map", dict(addr=W, size=M2, phys=P, prot=RX)),                   # same, other perms
         ("map", dict(addr=W + K4, size=K4, phys=P + K4, prot=RW)),         # a page inside it
-        ("map", dict(addr=W + K4, size=K4, phys=P + 0x7000, prot=R)),      # a different page
+        ("map", dict(addr=W + K4, size=K4, phys=P + 7 * K4, prot=R)),      # a different page
         ("map", dict(addr=W + M2 - K4, size=2 * K4, phys=P + M2 - K4, prot=RWX)),  # straddles
         ("map", dict(addr=W, size=2 * M2, phys=P, prot=RW)),               # two blocks
         ("map", dict(addr=W + M2 - K4, size=K4, phys=P + M2 - K4, prot=R)),  # first of the straddle
