@@ -7,9 +7,8 @@ hardware walks from the roots (ptspec.spec.arch.walk). Each function takes a Sta
 The structural helpers here (encoding and tree checks) are shared with the hyp stage-1 invariants
 (ptspec.spec.hyp.invariants), which report them under S1-* ids.
 
-Every per-table rule can be limited to a window of tables (``pages``): the tables a step changed
-(ptspec.spec.stage2.window.changed_tables), when every other table was judged before and did not
-change; the whole-state check stays the statement.
+Per-table rules can be limited to a window (``pages``: the tables a step changed, window.py) when
+every other table was judged before and did not change; the whole-state check stays the statement.
 
 Leaves out: two-state properties (S2-BBM, contracts) and everything mmu.c adds (memslots, dirty log).
 """
@@ -259,8 +258,8 @@ def _own_text(d, owner, field, top, tag):
     if owner is not None:
         return f"owner id {owner} in descriptor {d:#x} is above KVM_MAX_OWNER_ID {top}"
     tagmask = D.INVALID_TYPE_MASK if tag else 0
-    text = (f"invalid descriptor {d:#x} sets bits {d & ~(D.field_mask(*field) | tagmask):#x} "
-            f"outside the owner field [{field[0]}:{field[1]}]")
+    bits = d & ~(D.field_mask(*field) | tagmask)
+    text = f"invalid descriptor {d:#x} sets bits {bits:#x} outside the owner field [{field[0]}:{field[1]}]"
     if tag:
         text += f", or bits 63:60 {d >> 60:#x} are not the owner type {tag >> 60} with an id"
     return text
