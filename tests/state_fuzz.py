@@ -97,22 +97,28 @@ def fuzz(kind, cases, seed, judge, state_error, make=sample, part=None):
                 obj = mutate(obj, rng)
             else:
                 obj[part] = mutate(obj[part], rng)
-        try:
-            found = judge(obj)
-        except state_error:
-            outcomes["StateError"] += 1
-            continue
-        except Exception as exc:          # noqa: BLE001 -- counting what escapes is the point
-            outcome = f"{type(exc).__name__} in {_where(exc)}"
-            detail = f"{type(exc).__name__}: {str(exc)[:160]}"
-        else:
-            if isinstance(found, list):
-                outcomes["violations"] += 1
-                continue
-            outcome = detail = f"returned {type(found).__name__}"
-        outcomes[outcome] += 1
-        first.setdefault(outcome, (obj, detail))
+        _judge_one(obj, judge, state_error, outcomes, first)
     return outcomes, first
+
+
+def _judge_one(obj, judge, state_error, outcomes, first) -> None:
+    """Judge one mutated input and count its outcome: a violation list, a StateError, or what
+    escaped (the first input of each escape kind is kept in ``first``)."""
+    try:
+        found = judge(obj)
+    except state_error:
+        outcomes["StateError"] += 1
+        return
+    except Exception as exc:          # noqa: BLE001 -- counting what escapes is the point
+        outcome = f"{type(exc).__name__} in {_where(exc)}"
+        detail = f"{type(exc).__name__}: {str(exc)[:160]}"
+    else:
+        if isinstance(found, list):
+            outcomes["violations"] += 1
+            return
+        outcome = detail = f"returned {type(found).__name__}"
+    outcomes[outcome] += 1
+    first.setdefault(outcome, (obj, detail))
 
 
 def _where(exc):
@@ -179,19 +185,5 @@ def op_fuzz(kind, cases, seed, judge, state_error, make):
     for _ in range(cases):
         obj = make(kind)
         obj["step"] = _op_record(kind, rng)
-        try:
-            found = judge(obj)
-        except state_error:
-            outcomes["StateError"] += 1
-            continue
-        except Exception as exc:          # noqa: BLE001 -- counting what escapes is the point
-            outcome = f"{type(exc).__name__} in {_where(exc)}"
-            detail = f"{type(exc).__name__}: {str(exc)[:160]}"
-        else:
-            if isinstance(found, list):
-                outcomes["violations"] += 1
-                continue
-            outcome = detail = f"returned {type(found).__name__}"
-        outcomes[outcome] += 1
-        first.setdefault(outcome, (obj, detail))
+        _judge_one(obj, judge, state_error, outcomes, first)
     return outcomes, first

@@ -103,19 +103,11 @@ def run_all(tree, *, expired=None, progress=None, geometry: str | None = None) -
     t0 = time.perf_counter()
     cls = subject.subject_factory(tree)
     SETUPS, TARGETS, _, _ = scaled(geometry)
-    n = 0
-    points = 0
-    for label, h, found in cases(tree, cls, geometry):
-        n += 1
-        points += "failing" in label
-        if progress:
-            progress()
-        if found:
-            return replay.Outcome("refuted", n, time.perf_counter() - t0, label,
-                                  replay.Failure.of(label, h, found), dict(cls.seen))
-        if expired is not None and expired():
-            return replay.Outcome("unknown", n, time.perf_counter() - t0,
-                                  f"stopped after {n} cases", findings=dict(cls.seen))
+    return replay.judge_cases(
+        cases(tree, cls, geometry), cls, t0, expired=expired, progress=progress, noun="cases",
+        passed=lambda labels: f"{len(labels)} cases: {sum('failing' in x for x in labels)} injected "
+                              f"allocation failures over {len(SETUPS)} setups x {len(TARGETS)} "
+                              "targets, init, identity map")
     return replay.Outcome("passed", n, time.perf_counter() - t0,
                           f"{n} cases: {points} injected allocation failures over "
                           f"{len(SETUPS)} setups x {len(TARGETS)} targets, init, identity map",

@@ -36,17 +36,10 @@ def run_all(tree, *, expired=None, progress=None, geometry: str | None = None) -
     t0 = time.perf_counter()
     cls = subject.subject_factory(tree)
     SETUPS, _, _, BAD_ARGS = scaled(geometry)
-    n = 0
-    for label, h, found in cases(tree, cls, geometry):
-        n += 1
-        if progress:
-            progress()
-        if found:
-            return replay.Outcome("refuted", n, time.perf_counter() - t0, label,
-                                  replay.Failure.of(label, h, found), dict(cls.seen))
-        if expired is not None and expired():
-            return replay.Outcome("unknown", n, time.perf_counter() - t0,
-                                  f"stopped after {n} calls", findings=dict(cls.seen))
+    return replay.judge_cases(
+        cases(tree, cls, geometry), cls, t0, expired=expired, progress=progress, noun="calls",
+        passed=lambda labels: f"{len(labels)} bad-argument calls ({len(BAD_ARGS)} calls x "
+                              f"{len(SETUPS)} setups)")
     return replay.Outcome("passed", n, time.perf_counter() - t0,
                           f"{n} bad-argument calls ({len(BAD_ARGS)} calls x {len(SETUPS)} setups)",
                           findings=dict(cls.seen))

@@ -18,6 +18,7 @@ uses to find every allocation point of a call.
 from __future__ import annotations
 
 import ctypes
+import time
 from dataclasses import dataclass, field
 
 from ptspec.proofs.kernel import subject
@@ -111,3 +112,23 @@ class Outcome:
     detail: str = ""
     failure: Failure | None = None
     findings: dict = field(default_factory=dict)
+
+
+def judge_cases(cases, cls, t0: float, *, expired, progress, noun: str, passed) -> Outcome:
+    """The engines' shared loop over (label, harness, violations) cases: the first case that broke
+    the spec refutes; an expired hang guard stops with "unknown"; otherwise passed, its detail
+    ``passed(labels)`` (every case's label, in order)."""
+    labels = []
+    for label, h, found in cases:
+        labels.append(label)
+        if progress:
+            progress()
+        if found:
+            return Outcome("refuted", len(labels), time.perf_counter() - t0, label,
+                           Failure.of(label, h, found), dict(cls.seen))
+        if expired is not None and expired():
+            return Outcome("unknown", len(labels), time.perf_counter() - t0,
+                           f"stopped after {len(labels)} {noun}", findings=dict(cls.seen))
+    return Outcome("passed", len(labels), time.perf_counter() - t0, passed(labels),
+                   findings=dict(cls.seen))
+
