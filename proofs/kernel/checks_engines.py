@@ -58,12 +58,9 @@ def verify_budget(budget) -> dict:
 
 def _engine(engine: str):
     def run(ctx) -> Result:
-        tree, why = T.default_tree()
+        tree, why = T.supported_default_tree()
         if tree is None:
             return Result.unknown(f"not checked: {why}")
-        bad = T.unsupported(tree.shape)
-        if bad:
-            return Result.unknown(f"not checked: {bad}")
         return E.run_engine(tree, engine, verify_budget(ctx.budget), seed=ctx.seed,
                             expired=ctx.expired, progress=ctx.progress)
     run.__doc__ = STATEMENTS[engine]

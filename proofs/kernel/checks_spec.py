@@ -28,12 +28,9 @@ FUNCTIONS = ["kvm_pgtable_walk", "__kvm_pgtable_visit", "stage2_map_walker_try_l
 
 def _lockstep(name: str):
     def run(ctx) -> Result:
-        tree, why = T.default_tree()
+        tree, why = T.supported_default_tree()
         if tree is None:
             return Result.unknown(f"not checked: {why}")
-        bad = T.unsupported(tree.shape)
-        if bad:
-            return Result.unknown(f"not checked: {bad}")
         try:
             build.library(subject.GEOMETRIES[name][0], tree)
         except build.BuildError as exc:

@@ -211,6 +211,13 @@ def cached_tree(prefix: str) -> tuple[Tree | None, str]:
         return None, str(exc)
 
 
+def supported_default_tree() -> tuple[Tree | None, str]:
+    """default_tree(), or None and why when the shim cannot build its shape (unsupported)."""
+    tree, why = default_tree()
+    bad = unsupported(tree.shape) if tree is not None else None
+    return (None, bad) if bad else (tree, why)
+
+
 def default_tree() -> tuple[Tree | None, str]:
     """The cached Debian linux-source-6.1 tree, or None and the reason (never downloads)."""
     src, why = fetch.locate()
