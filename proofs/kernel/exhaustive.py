@@ -20,37 +20,15 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from ptspec.spec.arch import descriptor as D
-
 from ptspec.proofs.kernel import replay, subject
-from ptspec.proofs.stage2.exhaustive import alphabet
+from ptspec.proofs.stage2.exhaustive import alphabet, renumbered_tables
 
 
 def canonical(raw: dict, pending: bool):
     """The C table's state with table pages renumbered in walk order."""
-    pages, ps = raw["pages"], raw["page_shift"]
-    names: dict[int, int] = {}
-    out = []
-
-    def visit(pa: int, level: int):
-        names[pa] = len(names)
-        row = [raw["refcount"].get(pa)]
-        for i, w in enumerate(pages[pa]):
-            if not w:
-                continue
-            if D.is_table(w, level):
-                child = D.address(w, ps)
-                if child in pages and child not in names:
-                    visit(child, level + 1)
-                row.append((i, "T", names.get(child, -1)))
-            else:
-                row.append((i, w))
-        out.append((names[pa], tuple(row)))
-
-    for root in raw["roots"]:
-        if root in pages:
-            visit(root, raw["start_level"])
-    return tuple(out), len(pages) - len(names), len(raw["memcache"]), pending
+    tables, reached = renumbered_tables(raw["pages"], raw["refcount"], raw["roots"],
+                                        raw["start_level"], raw["page_shift"])
+    return tables, len(raw["pages"]) - reached, len(raw["memcache"]), pending
 
 
 def _entry(op: str, args: dict):

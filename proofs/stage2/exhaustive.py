@@ -60,19 +60,17 @@ def alphabet(window: int = 0x4000_0000, phys: int = 0x8000_0000,
     ]
 
 
-def canonical(h: Stage2Harness):
-    """The tree's shape with table pages renumbered in walk order, plus the memcache fill and
-    pending fault injection."""
-    pgt = h.pgt
-    pages, ps = pgt.pool.pages, h.params["page_shift"]      # descriptors decoded by spec
+def renumbered_tables(pages: dict, refcount: dict, roots, start_level: int, ps: int):
+    """(the tables reached from the roots, pages renumbered in walk order with each page's
+    refcount and non-zero entries, table pointers by new number; how many are reached): a state
+    key that two runs reaching the same tree on other pages share (impl's and the C side's)."""
     names: dict[int, int] = {}
     out = []
 
     def visit(pa: int, level: int):
         names[pa] = len(names)
-        words = pages[pa]
-        row = [pgt.pool.refcount[pa]]
-        for i, w in enumerate(words):
+        row = [refcount.get(pa)]
+        for i, w in enumerate(pages[pa]):
             if not w:
                 continue
             if D.is_table(w, level):
@@ -84,11 +82,22 @@ def canonical(h: Stage2Harness):
                 row.append((i, w))
         out.append((names[pa], tuple(row)))
 
-    for root in pgt.pgd or ():
-        visit(root, pgt.start_level)
+    for root in roots:
+        if root in pages:
+            visit(root, start_level)
+    return tuple(out), len(names)
+
+
+def canonical(h: Stage2Harness):
+    """The tree's shape with table pages renumbered in walk order, plus the memcache fill and
+    pending fault injection."""
+    pgt = h.pgt
+    pages = pgt.pool.pages                                  # descriptors decoded by spec
+    tables, reached = renumbered_tables(pages, pgt.pool.refcount, pgt.pgd or (), pgt.start_level,
+                                        h.params["page_shift"])
     fail = tuple(sorted(n - pgt.mm_ops.nr_allocs for n in pgt.mm_ops.fail_at
                         if n >= pgt.mm_ops.nr_allocs))
-    return tuple(out), len(pages) - len(names), h.mc.nobjs, fail
+    return tables, len(pages) - reached, h.mc.nobjs, fail
 
 
 @dataclass
