@@ -158,7 +158,7 @@ def check_geometry(tree, name: str, budget, seed: int, harness=None) -> Result:
     found = ", ".join(f"{k} x{n} ({catalogue_versions(k)})" for k, n in sorted(harness.seen.items()))
     note = f"; catalogued findings: {found}" if found else ""
     mainline = getattr(tree.shape, "mainline", None) is not None
-    kw = dict(id=f"kernel.lockstep.{name}", engine="hypothesis",
+    kw = dict(id=f"kernel.lockstep.{name}", engine="random",
               invariants=INVARIANTS + (MAINLINE_INVARIANTS if mainline else []),
               seconds=time.perf_counter() - t0)
     if out.status == "refuted":
@@ -189,7 +189,7 @@ def findings_of(results) -> dict:
 def impl_judgement(kernel_version: str, harnesses: dict) -> Result:
     """One more judge: the C code and impl at ``kernel_version``, compared word for word on the
     same runs the spec judged (``paired.PairedHarness``): the first difference found, if any."""
-    kw = dict(id=f"kernel.diff-impl.{kernel_version}", engine="hypothesis",
+    kw = dict(id=f"kernel.diff-impl.{kernel_version}", engine="random",
               invariants=["KD-RET", "KD-PAGES", "KD-WORDS", "KD-RC", "KD-TLB", "KD-WARN"])
     steps = sum(h.compared[0] for h in harnesses.values())
     for name, h in harnesses.items():

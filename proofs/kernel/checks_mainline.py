@@ -119,7 +119,7 @@ def _needs(*prefixes):
 # without them (CI, a fresh clone) leaves them out and names them in its summary, rather than
 # reporting an "unknown" that would make every verify without 6.x trees exit 2.
 for _p in TREES:
-    register(Obligation(f"kernel.mainline.lockstep.{_p}", "hypothesis", INVARIANTS,
+    register(Obligation(f"kernel.mainline.lockstep.{_p}", "random", INVARIANTS,
                         _lockstep(_p).__doc__, _lockstep(_p), kernel_functions=FUNCTIONS,
                         needs=lambda _p=_p: _needs(_p)))
     register(Obligation(f"kernel.mainline.hyp.{_p}", "hypothesis", HYP_IDS, _hyp(_p).__doc__,

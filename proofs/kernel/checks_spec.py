@@ -48,5 +48,5 @@ def _lockstep(name: str):
 
 
 for _name in VERIFY_SHARE:
-    register(Obligation(f"kernel.lockstep.{_name}", "hypothesis", check.INVARIANTS,
+    register(Obligation(f"kernel.lockstep.{_name}", "random", check.INVARIANTS,
                         _lockstep(_name).__doc__, _lockstep(_name), kernel_functions=FUNCTIONS))

@@ -58,7 +58,7 @@ class Outcome:
         return self.status in ("caught", "crashed", "hung")
 
 
-ENGINE_ORDER = {"z3": 0, "unit": 1, "exhaustive": 2, "crosshair": 3, "hypothesis": 4}
+ENGINE_ORDER = {"z3": 0, "unit": 1, "exhaustive": 2, "crosshair": 3, "hypothesis": 4, "random": 4}
 
 
 def kill_suite(profile: str, area: str, pattern: str | None = None,

@@ -50,7 +50,9 @@ from typing import Any, Callable, Iterator, Mapping
 from ptspec.proofs.runner import budgets as profile_table
 from ptspec.proofs.runner import interrupt
 
-ENGINES = ("z3", "crosshair", "hypothesis", "exhaustive", "unit", "mutant")
+# "random": the seeded random lock-steps of stage 2 (impl and the kernel's C): plain seeded choices
+# through the shared generator (proofs/stage2/program.py), no hypothesis engine behind them.
+ENGINES = ("z3", "crosshair", "hypothesis", "random", "exhaustive", "unit", "mutant")
 STATUSES = ("passed", "proved", "refuted", "unknown", "error")
 PASSING = ("passed", "proved")
 

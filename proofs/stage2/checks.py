@@ -87,7 +87,7 @@ def _lockstep_check(name: str):
 
 
 for _name in lockstep.GEOMETRIES:
-    register(Obligation(f"s2.lockstep.{_name}", "hypothesis", ALL_S2 + ALL_CONTRACTS, "",
+    register(Obligation(f"s2.lockstep.{_name}", "random", ALL_S2 + ALL_CONTRACTS, "",
                         _lockstep_check(_name), kernel_functions=MAP_FUNCTIONS))
 
 
