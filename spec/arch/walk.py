@@ -123,6 +123,37 @@ class Walk:
         if state.roots:
             self._walk_roots()
 
+    def reuse(self, state):
+        """The walk of `state`, a later state of the same table (ptspec.spec.stage2.state.load_state's
+        ``prev``), taking from this walk what it provably shares, else None (walked on first use).
+
+        The walk's shape (tables, levels, bases, parents) reads only the geometry, the roots, which
+        pages exist, and the descriptors of the tables above level 3. When those are the same
+        objects or values in `state` (its pages shared with this walk's state by load_state, which
+        shares only equal pages) and this walk found no problem, the shape is the same and is
+        shared; the non-zero index is kept for every shared page; the intervals too when every
+        reached page is shared. Anything else walks `state` afresh."""
+        old, new = self.state, state
+        if (self.problems or old.roots != new.roots or (old.page_shift, old.ia_bits, old.start_level)
+                != (new.page_shift, new.ia_bits, new.start_level)):
+            return None
+        pages, was = new.pages, old.pages
+        same_all = True
+        for pa, (level, _, _, _, _) in self.tables.items():
+            page = pages.get(pa)
+            if page is not was[pa]:
+                if level < G.LAST_LEVEL or page is None:
+                    return None
+                same_all = False
+        walk = Walk.__new__(Walk)
+        walk.state = new
+        walk.tables = self.tables          # never changed once walked
+        walk.problems = []
+        walk._opaque = self._opaque
+        walk._nonzero = {pa: nz for pa, nz in self._nonzero.items() if pages.get(pa) is was[pa]}
+        walk._intervals = self._intervals if same_all else None
+        return walk
+
     def nonzero(self, pa):
         """Indices of the non-zero descriptors of page pa (cached)."""
         nz = self._nonzero.get(pa)

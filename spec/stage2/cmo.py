@@ -13,7 +13,7 @@ kvm_pgtable_stage2_flush, whose events C-FLUSH judges exactly.
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.stage2.contract_common import Report, op_range
-from ptspec.spec.stage2.segments import covering, covers, is_valid, same_translation, sweep, union
+from ptspec.spec.stage2.segments import covering, covers, diff_within, is_valid, union
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC
@@ -65,11 +65,12 @@ def check_cmo(pre, step, post):
         return []
     ps = pre.page_shift
     dcache, icache = _ranges(post.tlb_log, "dcache"), _ranges(post.tlb_log, "icache")
+    starts = {"dcache": [r[0] for r in dcache], "icache": [r[0] for r in icache]}
 
     def need(ranges, kind, iv, why):
         oa = D.address(iv[DESC], ps)
         size = iv[END] - iv[START]
-        if not covers(ranges, oa, oa + size):
+        if not covers(ranges, oa, oa + size, starts[kind]):
             rep.add(f"{why} {iv[DESC]:#x} at ipa {iv[START]:#x} level {iv[LEVEL]} has no "
                     f"[\"{kind}\", ...] covering its output [{oa:#x}, {oa + size:#x})",
                     {"ipa": iv[START], "level": iv[LEVEL], "desc": iv[DESC]})
@@ -77,8 +78,10 @@ def check_cmo(pre, step, post):
     if step.op == "map":
         seen = set()
         sw_only = kernel_since(pre, (6, 12, 0))
-        for s, e, p, q in sweep(pre, post, A, E):
-            if not is_valid(q) or same_translation(p, q) or q[START] in seen:
+        # the pages of R whose translation changed (diff_within: what sweep(pre, post, A, E)
+        # finds not same_translation, at the cost of the change, not of R's size)
+        for s, e, p, q in diff_within(pre, post, A, E):
+            if not is_valid(q) or q[START] in seen:
                 continue
             if (sw_only and is_valid(p) and p[LEVEL] == q[LEVEL]
                     and not (p[DESC] ^ q[DESC]) & ~D.SW_MASK):

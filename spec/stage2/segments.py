@@ -19,6 +19,7 @@ compact L3Chunks until someone needs segments. ``level3_tables`` and ``complemen
 settle whole level-3 tables by comparing lists and sweep only the rest.
 """
 
+from bisect import bisect_right
 from itertools import compress
 from operator import ne
 
@@ -74,9 +75,15 @@ def intervals(state):
     return ivs if state.roots else [no_root_interval(state)]
 
 
+# bits[1:0] of a valid leaf by level (D.is_valid_leaf): a block 0b01 above level 3, a page 0b11 at it
+_LEAF_TYPE = (D.VALID, D.VALID, D.VALID, D.TABLE_OR_PAGE)
+
+
 def is_valid(iv):
-    """True for an interval that is one valid leaf (block or page)."""
-    return iv[LEVEL] is not None and not iv[OPAQUE] and D.is_valid_leaf(iv[DESC], iv[LEVEL])
+    """True for an interval that is one valid leaf (block or page): D.is_valid_leaf of its
+    descriptor at its level, written out (the checkers call it once per changed leaf)."""
+    level = iv[LEVEL]
+    return level is not None and not iv[OPAQUE] and iv[DESC] & D.TYPE_BITS == _LEAF_TYPE[level]
 
 
 def is_counted_leaf(iv):
@@ -156,6 +163,24 @@ def diff(pre, post):
     slots that differ are expanded into leaves. Otherwise every interval of both states is compared.
     """
     return _expand_chunks(diff_chunks(pre, post), None)
+
+
+def diff_within(pre, post, lo, hi):
+    """The segments of diff(pre, post) that overlap [lo, hi), clipped to it, in order: the pages of
+    [lo, hi) whose translation differs, with the cost of what changed there (the diff is cached on
+    the post-state's walk), not of the range's size."""
+    out = []
+    for item in diff_chunks(pre, post):
+        if type(item) is L3Chunk:
+            if item.base >= hi or item.base + item.g * len(item.A) <= lo:
+                continue
+            segs = item.expand()
+        else:
+            segs = (item,)
+        for s, e, p, q in segs:
+            if s < hi and e > lo:
+                out.append((s if s > lo else lo, e if e < hi else hi, p, q))
+    return out
 
 
 def _expand_chunks(chunks, skip):
@@ -298,10 +323,10 @@ def union(ranges):
     return out
 
 
-def covers(merged, lo, hi):
-    """True when the merged ranges (from union()) contain all of [lo, hi)."""
-    from bisect import bisect_right
-    k = bisect_right([r[0] for r in merged], lo) - 1
+def covers(merged, lo, hi, starts=None):
+    """True when the merged ranges (from union()) contain all of [lo, hi); ``starts``, the
+    ranges' first addresses in order, saves building them again on every call."""
+    k = bisect_right([r[0] for r in merged] if starts is None else starts, lo) - 1
     return k >= 0 and merged[k][0] <= lo and merged[k][1] >= hi
 
 

@@ -216,10 +216,16 @@ class State:
                 f"pages={len(self.pages)}>")
 
 
-def load_state(obj):
+def load_state(obj, prev=None):
     """Validate and normalise a raw state (a dict as in docs/interface.md) into a State.
 
     A State is returned unchanged. Raises StateError naming the key (and page, index) at fault.
+
+    ``prev`` (a State loaded before, typically the pre-state of the step that produced obj): its
+    parsed pages are reused for the pages of obj whose descriptors are equal, and its tree walk
+    for the parts the walk cannot have changed (``Walk.reuse``), so that loading the next state of
+    a run costs what the step changed. The result is the same State either way (every value is
+    still validated); tests/test_window.py holds the two equal.
     """
     if isinstance(obj, State):
         return obj
@@ -269,14 +275,18 @@ def load_state(obj):
     if not isinstance(pages, dict):
         raise StateError(f"pages: expected an object {{pa: [descriptors]}}, got {_type_name(pages)}")
     s.pages = {}
+    old = prev.pages if isinstance(prev, State) and prev.page_shift == s.page_shift else {}
     for key, descs in pages.items():
         pa = _page_key(key, "pages")
-        key = show(key)
         if pa % (1 << s.page_shift):
-            raise StateError(f"pages[{key}]: {pa:#x} is not aligned to the {1 << s.page_shift:#x} page size")
+            raise StateError(f"pages[{show(key)}]: {pa:#x} is not aligned to the {1 << s.page_shift:#x} page size")
         if pa in s.pages:
-            raise StateError(f"pages[{key}]: page {pa:#x} listed twice")
-        s.pages[pa] = _parse_descriptors(descs, f"pages[{key}]", count)
+            raise StateError(f"pages[{show(key)}]: page {pa:#x} listed twice")
+        was = old.get(pa)
+        if was is not None and descs == was and list(map(type, descs)).count(int) == count:
+            s.pages[pa] = was       # equal to prev's, plain ints: the same parse, shared
+        else:
+            s.pages[pa] = _parse_descriptors(descs, f"pages[{show(key)}]", count)
 
     refs = obj["refcount"]
     if not isinstance(refs, dict):
@@ -305,6 +315,8 @@ def load_state(obj):
     s.pool_errors = tuple(errors)
     s.tlb_log = _parse_log(obj.get("tlb_log", []))
     s.kernel_version = _parse_version(obj.get("kernel_version"))
+    if isinstance(prev, State) and prev._walk is not None:
+        s._walk = prev._walk.reuse(s)
     return s
 
 
