@@ -103,6 +103,33 @@ def same_translation(p, q):
     return p[DESC] == q[DESC]
 
 
+def _against_one(ps, qs):
+    """[seg for seg in _merge(ps, qs) if not same_translation(seg[2], seg[3])] when one side is a
+    single interval covering the other side's intervals (a slot against the leaves of a table
+    that replaced it, or the reverse): the other side's intervals, less those translating as it
+    does."""
+    if len(ps) == 1:
+        one, many, first = ps[0], qs, True
+    else:
+        one, many, first = qs[0], ps, False
+    lo, hi = one[START], one[END]
+    if not many or many[0][START] < lo or many[-1][END] > hi:
+        return [seg for seg in _merge(ps, qs) if not same_translation(seg[2], seg[3])]
+    level, desc, opaque = one[LEVEL], one[DESC], one[OPAQUE]
+    if is_valid(one):
+        def same(iv):
+            return iv[LEVEL] == level and iv[DESC] == desc and is_valid(iv)
+    elif opaque:
+        def same(iv):
+            return iv[OPAQUE] and iv[DESC] == desc and iv[LEVEL] == level and not is_valid(iv)
+    else:
+        def same(iv):
+            return iv[DESC] == desc and not iv[OPAQUE] and not is_valid(iv)
+    if first:
+        return [(iv[START], iv[END], one, iv) for iv in many if not same(iv)]
+    return [(iv[START], iv[END], iv, one) for iv in many if not same(iv)]
+
+
 def _merge(ps, qs):
     """Aligned segments of two interval lists that partition the same set of addresses."""
     out = []
@@ -253,6 +280,9 @@ class _TreeDiff:
         return self.out
 
     def _expand(self, ps, qs):
+        if len(ps) == 1 or len(qs) == 1:
+            self.out += _against_one(ps, qs)
+            return
         for seg in _merge(ps, qs):
             if not same_translation(seg[2], seg[3]):
                 self.out.append(seg)

@@ -13,6 +13,8 @@ Leaves out: the meaning of the contents (the invariants judge that), lguest stat
 """
 
 from array import array
+from itertools import chain
+from operator import itemgetter
 
 from ptspec.spec.arch import descriptor, geometry
 
@@ -158,13 +160,19 @@ def _parse_log(value):
     operands) is checked for the whole log at once, at C speed where it can be."""
     log = _parse_list(value, "tlb_log")
     try:
-        if (set(map(type, log)) <= {list, tuple}
-                and all(_EVENT_ARITY.get(e[0]) == len(e) - 1 for e in log)
-                and set(map(type, [e[0] for e in log])) <= {str}):
-            operands = [v for e in log for v in e[1:]]
-            if set(map(type, operands)) <= {int}:
+        if set(map(type, log)) <= {list, tuple}:
+            names = list(map(itemgetter(0), log))
+            arity = {_EVENT_ARITY.get(n) for n in set(names)} if set(map(type, names)) <= {str} else {None}
+            if len(arity) == 1 and None not in arity and set(map(len, log)) == {1 + min(arity)}:
+                # one arity for every event (e.g. tlbi_ipa, dcache and icache: 2 operands)
+                operands = list(chain.from_iterable(map(itemgetter(k), log) for k in range(1, 1 + min(arity))))
+            elif all(_EVENT_ARITY.get(e[0]) == len(e) - 1 for e in log):
+                operands = [v for e in log for v in e[1:]]
+            else:
+                operands = None
+            if operands is not None and set(map(type, operands)) <= {int}:
                 array("Q", operands)                # range checked in C
-                return [tuple(e) for e in log]
+                return list(map(tuple, log))
     except (TypeError, IndexError, OverflowError):
         pass
     return [_parse_event(e, f"tlb_log[{i}]") for i, e in enumerate(log)]
