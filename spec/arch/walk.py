@@ -113,6 +113,8 @@ class Walk:
     intervals: see the module docstring (built on first use: check_state does not need them)
     """
 
+    same_as = None       # an earlier walk whose every reached page this one shares (Walk.reuse)
+
     def __init__(self, state):
         self.state = state
         self.tables = {}
@@ -152,6 +154,7 @@ class Walk:
         walk._opaque = self._opaque
         walk._nonzero = {pa: nz for pa, nz in self._nonzero.items() if pages.get(pa) is was[pa]}
         walk._intervals = self._intervals if same_all else None
+        walk.same_as = self if same_all else None      # every reached page shared: same translation
         return walk
 
     def nonzero(self, pa):
@@ -253,8 +256,14 @@ class Walk:
             return
         descs = st.pages[pa]
         nz = self.nonzero(pa)
+        todo = nz[bisect_left(nz, i_lo):bisect_left(nz, i_hi)] if i_lo or i_hi < len(descs) else nz
+        if level == G.LAST_LEVEL and len(todo) == i_hi - i_lo:
+            # a level-3 run of non-zero slots only: one leaf each, no table to follow
+            out += [(base + i * g, base + (i + 1) * g, 3, descs[i], pa, i, False)
+                    for i in range(i_lo, i_hi)]
+            return
         prev = i_lo
-        for i in (nz[bisect_left(nz, i_lo):bisect_left(nz, i_hi)] if i_lo or i_hi < len(descs) else nz):
+        for i in todo:
             if i > prev:
                 out.append((base + prev * g, base + i * g, level, 0, pa, prev, False))
             d = descs[i]

@@ -195,15 +195,22 @@ def check_bbm(pre, step, post):
     out = []
     reported = set()
     free = _free_bits(pre)
+    settled = None      # a pre leaf judged whatever the post side is (not valid, covered, reported)
     for item in chunks:
         if type(item) is L3Chunk:
             segs = _l3_suspects(step.op, item, free)
         else:
             segs = (item,)
         for s, e, p, q in segs:
-            if not is_valid(p) or p[START] in reported or _exempt(step.op, p, q, free):
+            if p is settled:        # the next part of the same pre leaf (a block split up)
+                continue
+            if not is_valid(p) or p[START] in reported:
+                settled = p
+                continue
+            if _exempt(step.op, p, q, free):
                 continue
             level, lo, hi = p[LEVEL], p[START], p[END]
+            settled = p
             if covered(level, lo, hi):
                 continue
             reported.add(lo)

@@ -264,24 +264,38 @@ def _runs(chunks, page_shift, fwb):
     output or None, needs a CMO-POC judgement, needs a CMO-POU judgement); consecutive segments of
     one kind whose outputs continue each other are merged into one (a map of 512 pages is one
     run); the segment kept is (start, end, first pre interval, first post interval). Level-3
-    chunks are read slot by slot from their descriptor lists, without building intervals."""
+    chunks are read slot by slot from their descriptor lists, without building intervals.
+
+    Per segment (D.address, D.is_cacheable, D.is_executable written out with this state's page
+    size and FWB setting): poc when the post leaf is cacheable and not the same output as a
+    cacheable pre leaf; pou when the post leaf is executable cacheable and not the same output as
+    an executable cacheable pre leaf."""
     out = []
     last = None
     address = D.address
+    cache_attr = D.MEMATTR_NORMAL[fwb] << D.MEMATTR_SHIFT
+    attr_mask, xn = D.MEMATTR_MASK, D.XN
 
     def item(s, e, p, q, pd, qd, pv, qv):
         nonlocal last
         poa = address(pd, page_shift) + (s - p[START]) if pv else None
-        qoa = address(qd, page_shift) + (s - q[START]) if qv else None
-        same = pv and qv and poa == qoa
-        poc = qv and D.is_cacheable(qd, fwb) and not (same and D.is_cacheable(pd, fwb))
-        pou = (qv and not qd & D.XN and D.is_cacheable(qd, fwb)
-               and not (same and not pd & D.XN and D.is_cacheable(pd, fwb)))
+        if qv:
+            qoa = address(qd, page_shift) + (s - q[START])
+            q_cache = qd & attr_mask == cache_attr
+            if pv and poa == qoa:
+                p_cache = pd & attr_mask == cache_attr
+                poc = q_cache and not p_cache
+                pou = q_cache and not qd & xn and not (p_cache and not pd & xn)
+            else:
+                poc = q_cache
+                pou = q_cache and not qd & xn
+        else:
+            qoa, poc, pou = None, False, False
         if last is not None:
             ls, le, lp, lq, lpoa, lqoa, lpoc, lpou = last
-            if (le == s and (lpoa is None) == (poa is None) and (lqoa is None) == (qoa is None)
-                    and (poa is None or lpoa + (s - ls) == poa)
-                    and (qoa is None or lqoa + (s - ls) == qoa) and lpoc == poc and lpou == pou):
+            if (le == s and lpoc == poc and lpou == pou
+                    and (poa is None if lpoa is None else poa == lpoa + (s - ls))
+                    and (qoa is None if lqoa is None else qoa == lqoa + (s - ls))):
                 last[1] = e
                 return
             out.append(((ls, le, lp, lq), lpoa, lqoa, lpoc, lpou))

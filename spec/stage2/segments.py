@@ -174,7 +174,8 @@ def diff_chunks(pre, post):
     cached = getattr(pw, "diff_cache", None)
     if cached is not None and cached[0] is pre:
         return cached[1]
-    out = _diff(pre, post, None)
+    # post's walk shares every reached page with pre's (load_state's prev): nothing differs
+    out = [] if pw.same_as is not None and pw.same_as is pre._walk else _diff(pre, post, None)
     pw.diff_cache = (pre, out)
     return out
 

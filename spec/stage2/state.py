@@ -125,6 +125,18 @@ def _parse_descriptors(value, where, count):
     return [parse_int(d, f"{where}[{i}]", 0, U64_LIMIT - 1) for i, d in enumerate(value)]
 
 
+def _parse_u64s(value, where):
+    """A tuple of u64s from a list, each as parse_int(v, ..., 0, 2**64 - 1) reads it (the plain
+    statement, the last line); a list of plain ints is checked at C speed first."""
+    value = _parse_list(value, where)
+    if set(map(type, value)) <= {int}:
+        try:
+            return tuple(array("Q", value).tolist())
+        except OverflowError:
+            pass
+    return tuple(parse_int(r, f"{where}[{i}]", 0, U64_LIMIT - 1) for i, r in enumerate(value))
+
+
 def _page_key(key, where):
     if type(key) is str and 0 < len(key) <= 20 and key.isascii() and key.isdigit():
         return int(key)
@@ -302,18 +314,16 @@ def load_state(obj, prev=None):
     s.refcount = {}
     for key, n in refs.items():
         pa = _page_key(key, "refcount")
-        key = show(key)
         if pa not in s.pages:
-            raise StateError(f"refcount[{key}]: page {pa:#x} is not in pages")
-        s.refcount[pa] = parse_int(n, f"refcount[{key}]", REF_LO, REF_HI)
+            raise StateError(f"refcount[{show(key)}]: page {pa:#x} is not in pages")
+        s.refcount[pa] = (n if type(n) is int and REF_LO <= n <= REF_HI else
+                          parse_int(n, f"refcount[{show(key)}]", REF_LO, REF_HI))
     for pa in s.pages:
         if pa not in s.refcount:
             raise StateError(f"refcount: no entry for page {pa:#x} of pages")
 
-    s.roots = tuple(parse_int(r, f"roots[{i}]", 0, U64_LIMIT - 1)
-                    for i, r in enumerate(_parse_list(obj["roots"], "roots")))
-    s.memcache = tuple(parse_int(r, f"memcache[{i}]", 0, U64_LIMIT - 1)
-                       for i, r in enumerate(_parse_list(obj.get("memcache", []), "memcache")))
+    s.roots = _parse_u64s(obj["roots"], "roots")
+    s.memcache = _parse_u64s(obj.get("memcache", []), "memcache")
     free = obj.get("free_pages")
     s.free_pages = None if free is None else parse_int(free, "free_pages", 0, U64_LIMIT - 1)
     errors = _parse_list(obj.get("pool_errors", []), "pool_errors")
