@@ -14,8 +14,7 @@ from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2 import contract_common
 from ptspec.spec.stage2.contract_common import Report, check_geometry, check_ret, describe, early_exit, op_range, where_of
-from ptspec.spec.arch.geometry import table_span
-from ptspec.spec.stage2.segments import complement, diff_outside, is_counted_leaf, is_valid, level3_tables, same_translation, sweep
+from ptspec.spec.stage2.segments import complement, diff_outside, is_counted_leaf, is_valid, level3_parts, same_translation, sweep
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import EAGAIN, EINVAL, ENOMEM, ret_name
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
@@ -95,13 +94,20 @@ def _check_outside(rep, pre, post, A, E, what):
 
 
 def _settled_tables(post, A, E, zones, page_fn):
-    """Level-3 tables of the post-state, inside a level-3 zone, that hold exactly page_fn(base)."""
+    """The parts of the post-state's level-3 tables, inside [A, E) and a level-3 zone, whose
+    slots hold exactly what page_fn(base) says for them (whole tables, or a table's end when R
+    starts or ends inside it)."""
     done = []
-    span = table_span(3, post.page_shift)
-    for base, pa in level3_tables(post, A, E):
-        if any(lv == 3 and zs <= base and base + span <= ze for zs, ze, lv in zones) and \
-                post.pages[pa] == page_fn(base):
-            done.append((base, base + span))
+    g = 1 << post.page_shift
+    for x, y, pa, first in level3_parts(post, A, E):
+        base = x - first * g
+        for zs, ze, lv in zones:
+            lo, hi = max(x, zs), min(y, ze)
+            if lv != 3 or lo >= hi:
+                continue
+            i, j = (lo - base) // g, (hi - base) // g
+            if post.pages[pa][i:j] == page_fn(base)[i:j]:
+                done.append((lo, hi))
     return done
 
 

@@ -370,6 +370,21 @@ def level3_tables(state, lo, hi):
                   if level == 3 and lo <= base and base + span <= hi)
 
 
+def level3_parts(state, lo, hi):
+    """(start, end, pa, first slot) of the parts of the reached level-3 tables that lie inside
+    [lo, hi) (whole tables or their ends), by start: level3_tables, cut to the range."""
+    if not state.roots:
+        return []
+    span = table_span(3, state.page_shift)
+    g = 1 << state.page_shift
+    out = []
+    for pa, (level, base, _, _, _) in state.walk().tables.items():
+        if level == 3 and base < hi and base + span > lo:
+            x, y = max(lo, base), min(hi, base + span)
+            out.append((x, y, pa, (x - base) // g))
+    return sorted(out)
+
+
 def complement(done, lo, hi):
     """The parts of [lo, hi) not covered by the sorted, disjoint ranges in `done`."""
     out = []
