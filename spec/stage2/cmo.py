@@ -24,6 +24,27 @@ def _ranges(log, kind):
     return union([ev[1], ev[1] + ev[2]] for ev in log if ev[0] == kind)
 
 
+def _suspects(new, flag, ranges, starts):
+    """Indices of the leaves of `new` (see check_cmo) with new[k][flag] set that may lack a covering
+    event: a run of such leaves, consecutive in `new` with outputs that continue each other, whose
+    whole output is covered needs no leaf-by-leaf look (merged ranges are disjoint and not
+    adjacent: a contiguous range is covered exactly when each of its parts is)."""
+    out = set()
+    k = 0
+    while k < len(new):
+        if not new[k][flag]:
+            k += 1
+            continue
+        j, end = k + 1, new[k][1] + new[k][2]
+        while j < len(new) and new[j][flag] and new[j][1] == end:
+            end += new[j][2]
+            j += 1
+        if not covers(ranges, new[k][1], end, starts):
+            out.update(range(k, j))
+        k = j
+    return out
+
+
 @statement("C-CMO", constrains=(
     "stage2_map_walker_try_leaf", "stage2_unmap_walker", "stage2_flush_dcache",
     "stage2_attr_walker", "icache_inval_pou"))
@@ -80,6 +101,7 @@ def check_cmo(pre, step, post):
         sw_only = kernel_since(pre, (6, 12, 0))
         # the pages of R whose translation changed (diff_within: what sweep(pre, post, A, E)
         # finds not same_translation, at the cost of the change, not of R's size)
+        new = []        # (leaf, output, size, cacheable, executable) of each new leaf, in order
         for s, e, p, q in diff_within(pre, post, A, E):
             if not is_valid(q) or q[START] in seen:
                 continue
@@ -87,9 +109,14 @@ def check_cmo(pre, step, post):
                     and not (p[DESC] ^ q[DESC]) & ~D.SW_MASK):
                 continue        # 6.12 on: only the software bits changed, the same leaf stays
             seen.add(q[START])
-            if D.is_cacheable(q[DESC], pre.has_fwb):
+            new.append((q, D.address(q[DESC], ps), q[END] - q[START],
+                        D.is_cacheable(q[DESC], pre.has_fwb), D.is_executable(q[DESC])))
+        d_suspects = _suspects(new, 3, dcache, starts["dcache"])
+        i_suspects = _suspects(new, 4, icache, starts["icache"])
+        for k, (q, _, _, cacheable, executable) in enumerate(new):
+            if cacheable and k in d_suspects:
                 need(dcache, "dcache", q, "new cacheable leaf")
-            if D.is_executable(q[DESC]):
+            if executable and k in i_suspects:
                 need(icache, "icache", q, "new executable leaf")
     elif step.op == "unmap":
         if not pre.has_fwb:
