@@ -246,9 +246,13 @@ class Walk:
             self._leaves_of(st.roots[k], lo, hi, out)
         return out
 
-    def _leaves_of(self, pa, lo, hi, out):
+    def _leaves_of(self, pa, lo, hi, out, whole=False):
         st = self.state
         level, base, used, _, _ = self.tables[pa]
+        if (whole and level == G.LAST_LEVEL and used == st.entries and lo <= base
+                and base + (used << st.page_shift) <= hi):
+            out.append(pa)          # a whole level-3 table, by its pa (slot's whole=True)
+            return
         g = G.granule_size(level, st.page_shift)
         i_lo = max(0, (lo - base) // g)
         i_hi = min(used, -(-(hi - base) // g))
@@ -272,15 +276,16 @@ class Walk:
                 if (pa, i) in self._opaque:
                     out.append((s, s + g, level, d, pa, i, True))
                 else:
-                    self._leaves_of(D.address(d, st.page_shift), lo, hi, out)
+                    self._leaves_of(D.address(d, st.page_shift), lo, hi, out, whole)
             else:
                 out.append((s, s + g, level, d, pa, i, False))
             prev = i + 1
         if prev < i_hi:
             out.append((base + prev * g, base + i_hi * g, level, 0, pa, prev, False))
 
-    def slot(self, pa, i):
-        """Leaf intervals under slot i of table pa (the slot itself unless it is a followed table)."""
+    def slot(self, pa, i, whole=False):
+        """Leaf intervals under slot i of table pa (the slot itself unless it is a followed table);
+        with `whole`, a level-3 table below the slot stands as its pa instead of its leaves."""
         st = self.state
         level, base, _, _, _ = self.tables[pa]
         d = st.pages[pa][i]
@@ -290,7 +295,7 @@ class Walk:
             if (pa, i) in self._opaque:
                 return [(s, s + g, level, d, pa, i, True)]
             out = []
-            self._leaves_of(D.address(d, st.page_shift), s, s + g, out)
+            self._leaves_of(D.address(d, st.page_shift), s, s + g, out, whole)
             return out
         return [(s, s + g, level, d, pa, i, False)]
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
-from ptspec.spec.stage2.segments import L3Chunk, diff_chunks, is_valid, page_translation, same_page
+from ptspec.spec.stage2.segments import FlatL3, L3Chunk, diff_chunks, is_valid, page_translation, same_page
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
@@ -171,7 +171,7 @@ def check_bbm(pre, step, post):
     if not chunks:
         return []
     log = post.tlb_log
-    if any(ev[0] == "tlbi_vmid" for ev in log):
+    if ("tlbi_vmid",) in log:
         return []
     by_level = defaultdict(list)
     ranges = []
@@ -199,6 +199,10 @@ def check_bbm(pre, step, post):
     for item in chunks:
         if type(item) is L3Chunk:
             segs = _l3_suspects(step.op, item, free)
+        elif type(item) is FlatL3:
+            if item.one_is_pre and not is_valid(item.one):
+                continue        # a new table where nothing valid was: no cached translation changed
+            segs = item.expand()
         else:
             segs = (item,)
         for s, e, p, q in segs:

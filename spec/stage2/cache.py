@@ -28,7 +28,7 @@ from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.arch.cache import CacheGhost, Counts
 from ptspec.spec.arch.walk import START, LEVEL, DESC
-from ptspec.spec.stage2.segments import L3Chunk, diff_chunks, is_valid
+from ptspec.spec.stage2.segments import FlatL3, L3Chunk, diff_chunks, is_valid
 from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 
@@ -311,6 +311,27 @@ def _runs(chunks, page_shift, fwb):
                     s = base + i * g
                     item(s, s + g, (s, s + g, 3, a, chunk.a, i, False),
                          (s, s + g, 3, b, chunk.b, i, False), a, b, pv, qv)
+        elif type(chunk) is FlatL3:
+            nz = chunk.new_pages()
+            if nz is None:
+                for s, e, p, q in chunk.expand():
+                    pv, qv = is_valid(p), is_valid(q)
+                    if pv or qv:
+                        item(s, e, p, q, p[DESC], q[DESC], pv, qv)
+                continue
+            # new pages where nothing was mapped (the rest is invalid on both sides: no run):
+            # item() of each, its merge test written out
+            B, base, g = chunk.B, chunk.base, chunk.g
+            for i in nz:
+                b, s = B[i], base + i * g
+                qoa = address(b, page_shift)
+                poc = b & attr_mask == cache_attr
+                pou = poc and not b & xn
+                if (last is not None and last[1] == s and last[4] is None and last[5] is not None
+                        and last[6] == poc and last[7] == pou and qoa == last[5] + (s - last[0])):
+                    last[1] = s + g
+                else:
+                    item(s, s + g, chunk.one, chunk.page(i), 0, b, False, True)
         else:
             s, e, p, q = chunk
             pv, qv = is_valid(p), is_valid(q)

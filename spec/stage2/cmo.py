@@ -13,7 +13,7 @@ kvm_pgtable_stage2_flush, whose events C-FLUSH judges exactly.
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.stage2.contract_common import Report, op_range
-from ptspec.spec.stage2.segments import covering, covers, diff_within, is_valid, union
+from ptspec.spec.stage2.segments import FlatL3, covering, covers, diff_within, is_valid, union
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC
@@ -102,15 +102,23 @@ def check_cmo(pre, step, post):
         # the pages of R whose translation changed (diff_within: what sweep(pre, post, A, E)
         # finds not same_translation, at the cost of the change, not of R's size)
         new = []        # (leaf, output, size, cacheable, executable) of each new leaf, in order
-        for s, e, p, q in diff_within(pre, post, A, E):
-            if not is_valid(q) or q[START] in seen:
+        fwb = pre.has_fwb
+        for seg in diff_within(pre, post, A, E, compact=True):
+            pages = seg.new_pages() if type(seg) is FlatL3 else None
+            if pages is not None:       # a new table where nothing was mapped: its valid pages
+                g = seg.g
+                new += [(q, D.address(q[DESC], ps), g, D.is_cacheable(q[DESC], fwb),
+                         D.is_executable(q[DESC])) for q in map(seg.page, pages)]
                 continue
-            if (sw_only and is_valid(p) and p[LEVEL] == q[LEVEL]
-                    and not (p[DESC] ^ q[DESC]) & ~D.SW_MASK):
-                continue        # 6.12 on: only the software bits changed, the same leaf stays
-            seen.add(q[START])
-            new.append((q, D.address(q[DESC], ps), q[END] - q[START],
-                        D.is_cacheable(q[DESC], pre.has_fwb), D.is_executable(q[DESC])))
+            for s, e, p, q in (seg.expand() if type(seg) is FlatL3 else (seg,)):
+                if not is_valid(q) or q[START] in seen:
+                    continue
+                if (sw_only and is_valid(p) and p[LEVEL] == q[LEVEL]
+                        and not (p[DESC] ^ q[DESC]) & ~D.SW_MASK):
+                    continue        # 6.12 on: only the software bits changed, the same leaf stays
+                seen.add(q[START])
+                new.append((q, D.address(q[DESC], ps), q[END] - q[START],
+                            D.is_cacheable(q[DESC], fwb), D.is_executable(q[DESC])))
         d_suspects = _suspects(new, 3, dcache, starts["dcache"])
         i_suspects = _suspects(new, 4, icache, starts["icache"])
         for k, (q, _, _, cacheable, executable) in enumerate(new):

@@ -168,8 +168,43 @@ class L3Chunk:
         return out
 
 
+class FlatL3:
+    """A whole level-3 table on one side of a changed slot whose other side is one interval `one`
+    (the zero run, block, annotation or unfollowable table the table replaced, or that replaced
+    it): its segments (expand) are the table's leaves that do not translate as `one` does, each
+    paired with `one`. The diff keeps it compact; check_bbm, CacheJudge and C-CMO read the common
+    case (new_pages) from the descriptor list B without building intervals."""
+    __slots__ = ("one", "one_is_pre", "walk", "pa", "base", "g", "B")
+
+    def __init__(self, one, one_is_pre, walk, pa):
+        self.one, self.one_is_pre, self.walk, self.pa = one, one_is_pre, walk, pa
+        self.base = walk.tables[pa][1]
+        self.g = 1 << walk.state.page_shift
+        self.B = walk.state.pages[pa]
+
+    def expand(self):
+        leaves = []
+        self.walk._leaves_of(self.pa, self.base, self.base + self.g * len(self.B), leaves)
+        return _against_one([self.one], leaves) if self.one_is_pre else _against_one(leaves, [self.one])
+
+    def new_pages(self):
+        """When `one` is the pre-state's and not valid (the table is new where nothing was mapped):
+        the slots i of the table's valid pages, each one segment of expand(), (s, s + g, one, the
+        page's leaf interval (s, s + g, 3, B[i], pa, i, False)) with s = base + i * g; every other
+        segment pairs two invalid translations. Else None."""
+        if not self.one_is_pre or is_valid(self.one):
+            return None
+        B = self.B
+        return [i for i in self.walk.nonzero(self.pa) if B[i] & D.TYPE_BITS == D.TABLE_OR_PAGE]
+
+    def page(self, i):
+        """The leaf interval of valid page i (new_pages)."""
+        s = self.base + i * self.g
+        return (s, s + self.g, 3, self.B[i], self.pa, i, False)
+
+
 def diff_chunks(pre, post):
-    """diff() in compact form: segments and L3Chunks, in input-address order (cached)."""
+    """diff() in compact form: segments, L3Chunks and FlatL3s, in input-address order (cached)."""
     pw = post.walk()
     cached = getattr(pw, "diff_cache", None)
     if cached is not None and cached[0] is pre:
@@ -193,14 +228,19 @@ def diff(pre, post):
     return _expand_chunks(diff_chunks(pre, post), None)
 
 
-def diff_within(pre, post, lo, hi):
+def diff_within(pre, post, lo, hi, compact=False):
     """The segments of diff(pre, post) that overlap [lo, hi), clipped to it, in order: the pages of
     [lo, hi) whose translation differs, with the cost of what changed there (the diff is cached on
-    the post-state's walk), not of the range's size."""
+    the post-state's walk), not of the range's size. `compact`: a FlatL3 that lies inside
+    [lo, hi) is kept whole."""
     out = []
     for item in diff_chunks(pre, post):
-        if type(item) is L3Chunk:
-            if item.base >= hi or item.base + item.g * len(item.A) <= lo:
+        if type(item) is not tuple:
+            end = item.base + item.g * len(item.B)
+            if item.base >= hi or end <= lo:
+                continue
+            if compact and type(item) is FlatL3 and lo <= item.base and end <= hi:
+                out.append(item)
                 continue
             segs = item.expand()
         else:
@@ -214,8 +254,8 @@ def diff_within(pre, post, lo, hi):
 def _expand_chunks(chunks, skip):
     out = []
     for item in chunks:
-        if type(item) is L3Chunk:
-            if skip and skip[0] <= item.base and item.base + item.g * len(item.A) <= skip[1]:
+        if type(item) is not tuple:
+            if skip and skip[0] <= item.base and item.base + item.g * len(item.B) <= skip[1]:
                 continue
             out.extend(item.expand())
         else:
@@ -288,6 +328,25 @@ class _TreeDiff:
             if not same_translation(seg[2], seg[3]):
                 self.out.append(seg)
 
+    def _expand_slot(self, a, b, i):
+        """Slot i of tables a (pre) and b (post), where at most one side is a followed table: the
+        other side is one interval, and every whole level-3 table below the followed side becomes
+        a FlatL3 (the rest of its leaves are compared against that one interval as _expand does)."""
+        ps, qs = self.pw.slot(a, i, True), self.qw.slot(b, i, True)
+        one_is_pre = len(ps) == 1 and type(ps[0]) is tuple
+        one, many, walk = (ps[0], qs, self.qw) if one_is_pre else (qs[0], ps, self.pw)
+        run = []
+        for iv in many:
+            if type(iv) is tuple:
+                run.append(iv)
+                continue
+            if run:
+                self.out += _against_one([one], run) if one_is_pre else _against_one(run, [one])
+                run = []
+            self.out.append(FlatL3(one, one_is_pre, walk, iv))
+        if run:
+            self.out += _against_one([one], run) if one_is_pre else _against_one(run, [one])
+
     def _table(self, a, b):
         pw, qw = self.pw, self.qw
         A, B = self.pre.pages[a], self.post.pages[b]
@@ -316,7 +375,7 @@ class _TreeDiff:
             if (da & TYPE_BITS == TABLE_OR_PAGE and db & TYPE_BITS == TABLE_OR_PAGE and not pw.is_opaque(a, i) and not qw.is_opaque(b, i)):
                 self._table(address(da, self.pre.page_shift), address(db, self.post.page_shift))
             elif da != db or pw.is_opaque(a, i) != qw.is_opaque(b, i):
-                self._expand(pw.slot(a, i), qw.slot(b, i))
+                self._expand_slot(a, b, i)
 
 
 def covering_span(state, lo, hi):

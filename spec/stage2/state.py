@@ -138,6 +138,8 @@ def _parse_u64s(value, where):
 
 
 def _page_key(key, where):
+    if type(key) is int and 0 <= key < U64_LIMIT:
+        return key
     if type(key) is str and 0 < len(key) <= 20 and key.isascii() and key.isdigit():
         return int(key)
     return parse_int(key, f"{where}[{show(key)}]", 0, U64_LIMIT - 1)

@@ -88,7 +88,7 @@ def check_bbm_walk(pre, step, post):
     if not gone:
         return []
     log = post.tlb_log
-    if any(ev[0] == "tlbi_vmid" for ev in log):
+    if ("tlbi_vmid",) in log:
         return []
     out = []
     for ipa, level, table in sorted(gone):
