@@ -25,8 +25,9 @@ def _ranges(log, kind):
 
 
 def _suspects(new, flag, ranges, starts):
-    """Indices of the leaves of `new` (see check_cmo) with new[k][flag] set that may lack a covering
-    event: a run of such leaves, consecutive in `new` with outputs that continue each other, whose
+    """Indices of the entries of `new` (leaves, or runs of pages with one output range and the same
+    attributes; see check_cmo) with new[k][flag] set that may lack a covering event: a run of such
+    entries, consecutive in `new` with outputs that continue each other, whose
     whole output is covered needs no leaf-by-leaf look (merged ranges are disjoint and not
     adjacent: a contiguous range is covered exactly when each of its parts is)."""
     out = set()
@@ -105,10 +106,11 @@ def check_cmo(pre, step, post):
         fwb = pre.has_fwb
         for seg in diff_within(pre, post, A, E, compact=True):
             pages = seg.new_pages() if type(seg) is FlatL3 else None
-            if pages is not None:       # a new table where nothing was mapped: its valid pages
-                g = seg.g
-                new += [(q, D.address(q[DESC], ps), g, D.is_cacheable(q[DESC], fwb),
-                         D.is_executable(q[DESC])) for q in map(seg.page, pages)]
+            if pages is not None:       # a new table where nothing was mapped: its valid pages,
+                for run in seg.page_runs(pages):        # a run of them as one entry
+                    d = seg.B[run[0]]
+                    new.append((seg.page(run[0]), D.address(d, ps), seg.g * len(run),
+                                D.is_cacheable(d, fwb), D.is_executable(d), (seg, run)))
                 continue
             for s, e, p, q in (seg.expand() if type(seg) is FlatL3 else (seg,)):
                 if not is_valid(q) or q[START] in seen:
@@ -118,14 +120,16 @@ def check_cmo(pre, step, post):
                     continue        # 6.12 on: only the software bits changed, the same leaf stays
                 seen.add(q[START])
                 new.append((q, D.address(q[DESC], ps), q[END] - q[START],
-                            D.is_cacheable(q[DESC], fwb), D.is_executable(q[DESC])))
+                            D.is_cacheable(q[DESC], fwb), D.is_executable(q[DESC]), None))
         d_suspects = _suspects(new, 3, dcache, starts["dcache"])
         i_suspects = _suspects(new, 4, icache, starts["icache"])
-        for k, (q, _, _, cacheable, executable) in enumerate(new):
-            if cacheable and k in d_suspects:
-                need(dcache, "dcache", q, "new cacheable leaf")
-            if executable and k in i_suspects:
-                need(icache, "icache", q, "new executable leaf")
+        for k, (q, _, _, cacheable, executable, run) in enumerate(new):
+            d_need, i_need = cacheable and k in d_suspects, executable and k in i_suspects
+            for leaf in (q,) if run is None else map(run[0].page, run[1]):
+                if d_need:
+                    need(dcache, "dcache", leaf, "new cacheable leaf")
+                if i_need:
+                    need(icache, "icache", leaf, "new executable leaf")
     elif step.op == "unmap":
         if not pre.has_fwb:
             post_walk = post.walk() if post.roots else None

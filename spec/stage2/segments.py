@@ -202,6 +202,19 @@ class FlatL3:
         s = self.base + i * self.g
         return (s, s + self.g, 3, self.B[i], self.pa, i, False)
 
+    def page_runs(self, pages):
+        """`pages` (ascending slots) cut into runs [slots] of neighbouring slots whose descriptors
+        step by one page: one output range and the same attribute bits for the whole run."""
+        B, g = self.B, self.g
+        keep = ~D.encode_address(-1, self.walk.state.page_shift)      # bits outside the address
+        out = []
+        for i in pages:
+            if out and out[-1][-1] == i - 1 and B[i] == B[i - 1] + g and not (B[i] ^ B[out[-1][0]]) & keep:
+                out[-1].append(i)
+            else:
+                out.append([i])
+        return out
+
 
 def diff_chunks(pre, post):
     """diff() in compact form: segments, L3Chunks and FlatL3s, in input-address order (cached)."""
