@@ -24,7 +24,8 @@ from ptspec.spec.arch.walk import DESC, END, LEVEL, START
 from ptspec.spec.stage2 import cmo
 from ptspec.spec.stage2.cache import CacheJudge
 from ptspec.spec.stage2.contract_common import Report, op_range
-from ptspec.spec.stage2.segments import covers, is_valid, same_translation, sweep, union
+from ptspec.spec.stage2.ranges import covers, union
+from ptspec.spec.stage2.segments import is_valid, same_translation, sweep
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import walk_error
 

@@ -13,7 +13,8 @@ kvm_pgtable_stage2_flush, whose events C-FLUSH judges exactly.
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.stage2.contract_common import Report, op_range
-from ptspec.spec.stage2.segments import FlatL3, covering, covers, diff_within, is_valid, union
+from ptspec.spec.stage2.ranges import covers, union
+from ptspec.spec.stage2.segments import FlatL3, covering, diff_within, is_valid
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC

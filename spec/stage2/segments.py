@@ -14,12 +14,13 @@ Speed (the optimised form, held equal to the plain one by tests/test_spec_plain.
 comparison computed on the walk's intervals (ptspec.spec.arch.walk) so that the cost is linear in
 the number of leaves, not of pages: the segments where the translation differs (``diff``,
 ``diff_outside``), and an aligned sweep of both states over a range (``sweep``). diff descends both
-trees together and skips identical table pages at C speed; differing level-3 tables are kept as
-compact L3Chunks until someone needs segments. ``level3_tables`` and ``complement`` let a contract
-settle whole level-3 tables by comparing lists and sweep only the rest.
+trees together and skips identical table pages at C speed (and all of them when the post-state
+shares every reached page with the pre-state: load_state's ``prev``); differing level-3 tables are
+kept as compact L3Chunks, and a whole level-3 table against the one slot it replaced (or that
+replaced it) as a FlatL3, until someone needs segments. ptspec.spec.stage2.ranges lets a contract
+settle level-3 tables by comparing lists and sweep only the rest.
 """
 
-from bisect import bisect_right
 from itertools import compress
 from operator import ne
 
@@ -27,6 +28,7 @@ from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch.descriptor import TABLE_OR_PAGE, TYPE_BITS, address
 from ptspec.spec.arch.geometry import granule_shift, table_span
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE, translate
+from ptspec.spec.stage2.ranges import complement, covers, level3_parts, level3_tables, union  # noqa: F401 (their old home)
 
 
 
@@ -410,60 +412,3 @@ def covering(state, lo, hi):
     if not state.roots:
         return [no_root_interval(state)] if lo < hi else []
     return state.walk().overlapping(lo, hi)
-
-
-def union(ranges):
-    """Sorted, merged list of [lo, hi) ranges."""
-    out = []
-    for lo, hi in sorted(ranges):
-        if hi <= lo:
-            continue
-        if out and lo <= out[-1][1]:
-            if hi > out[-1][1]:
-                out[-1][1] = hi
-        else:
-            out.append([lo, hi])
-    return out
-
-
-def covers(merged, lo, hi, starts=None):
-    """True when the merged ranges (from union()) contain all of [lo, hi); ``starts``, the
-    ranges' first addresses in order, saves building them again on every call."""
-    k = bisect_right([r[0] for r in merged] if starts is None else starts, lo) - 1
-    return k >= 0 and merged[k][0] <= lo and merged[k][1] >= hi
-
-
-def level3_tables(state, lo, hi):
-    """(base, pa) of the reached level-3 tables whose whole range lies inside [lo, hi), by base."""
-    if not state.roots:
-        return []
-    span = table_span(3, state.page_shift)
-    return sorted((base, pa) for pa, (level, base, _, _, _) in state.walk().tables.items()
-                  if level == 3 and lo <= base and base + span <= hi)
-
-
-def level3_parts(state, lo, hi):
-    """(start, end, pa, first slot) of the parts of the reached level-3 tables that lie inside
-    [lo, hi) (whole tables or their ends), by start: level3_tables, cut to the range."""
-    if not state.roots:
-        return []
-    span = table_span(3, state.page_shift)
-    g = 1 << state.page_shift
-    out = []
-    for pa, (level, base, _, _, _) in state.walk().tables.items():
-        if level == 3 and base < hi and base + span > lo:
-            x, y = max(lo, base), min(hi, base + span)
-            out.append((x, y, pa, (x - base) // g))
-    return sorted(out)
-
-
-def complement(done, lo, hi):
-    """The parts of [lo, hi) not covered by the sorted, disjoint ranges in `done`."""
-    out = []
-    for s, e in done:
-        if s > lo:
-            out.append((lo, s))
-        lo = max(lo, e)
-    if lo < hi:
-        out.append((lo, hi))
-    return out
