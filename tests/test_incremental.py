@@ -25,7 +25,7 @@ from ptspec.spec.stage2 import cmo
 from ptspec.spec.stage2.cache import CacheJudge
 from ptspec.spec.stage2.contract_common import Report, op_range
 from ptspec.spec.stage2.ranges import covers, union
-from ptspec.spec.stage2.segments import is_valid, same_translation, sweep
+from ptspec.spec.stage2.segments import covering, is_valid, same_translation, sweep
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import walk_error
 
@@ -210,23 +210,46 @@ def _cmo_map_by_sweep(pre, step, post):
     return rep.result()
 
 
+def _cmo_unmap_by_leaves(pre, step, post):
+    """C-CMO of an unmap as the statement reads: each valid cacheable leaf intersecting R whose
+    first page no longer translates validly (a hardware walk of the post-state) needs a dcache."""
+    rep = Report("C-CMO", step)
+    A, E = op_range(pre, step)
+    if pre.has_fwb or walk_error(pre, A, E) is not None or E <= A:
+        return []
+    ranges = union([ev[1], ev[1] + ev[2]] for ev in post.tlb_log if ev[0] == "dcache")
+    for p in covering(pre, A, E):
+        if not is_valid(p) or not D.is_cacheable(p[DESC], False):
+            continue
+        if spec.translate(post, p[START]).valid:
+            continue
+        oa, size = D.address(p[DESC], pre.page_shift), p[END] - p[START]
+        if not covers(ranges, oa, oa + size):
+            rep.add(f"removed cacheable leaf {p[DESC]:#x} at ipa {p[START]:#x} level {p[LEVEL]} has "
+                    f"no [\"dcache\", ...] covering its output [{oa:#x}, {oa + size:#x})",
+                    {"ipa": p[START], "level": p[LEVEL], "desc": p[DESC]})
+    return rep.result()
+
+
 @pytest.mark.parametrize("bug_id", [None, "cmo-skips-blocks"])
 def test_cmo_map_judges_the_diff_as_the_sweep_does(bug_id, monkeypatch):
-    """check_cmo judges a map's new leaves from the diff inside R, runs of pages at once: the same
-    findings, in the same order, as sweeping R leaf by leaf; with a planted bug it finds some."""
+    """check_cmo judges a map's new leaves from the diff inside R, runs of pages at once, and an
+    unmap's removed leaves from the diff: the same findings, in the same order, as sweeping R leaf
+    by leaf; with a planted bug it finds some."""
     maps = found = 0
     with planted(bug_id) if bug_id else _nothing():
         for name in ("4k-39", "64k-44"):
             for seed in range(6):
                 first, records = _judged_steps(name, seed, monkeypatch=monkeypatch)
                 for pre_raw, step, post_raw in records:
-                    if step["op"] != "map":
+                    if step["op"] not in ("map", "unmap"):
                         continue
                     pre, post = spec.load_state(pre_raw), spec.load_state(post_raw)
                     if not pre.cmo:
                         continue
                     st = spec.load_step(step)
-                    want = _text(_cmo_map_by_sweep(pre, st, post))
+                    judge = _cmo_map_by_sweep if st.op == "map" else _cmo_unmap_by_leaves
+                    want = _text(judge(pre, st, post))
                     assert _text(cmo.check_cmo(pre, st, post)) == want
                     maps += 1
                     found += bool(want)
@@ -269,3 +292,30 @@ def test_cmo_map_reports_every_uncleaned_page_of_new_tables(ps):
     got = judged(post, [[k, phys, n * g] for k in ("dcache", "icache")])
     beyond = 2 * (n // 2)                           # the pages mapped beyond [phys, phys + n * g)
     assert len(got) == 17 and got[-1].endswith(f"and {beyond - 16} more finding(s) of the same step")
+
+
+def test_cmo_unmap_reports_each_removed_leaf_without_its_clean():
+    """An unmap removes a block that starts before R, pages, and an annotation: each removed
+    cacheable leaf whose output was not cleaned is reported once, in address order, as the plain
+    reading reports it; a leaf the step left mapped is not."""
+    from tests.test_spec_builder import S2, step
+    pre = S2(ps=12, ia=39, cmo=True)
+    M2, g = 1 << 21, 1 << 12
+    pre.block(0, 2, 0x8000_0000)                        # [0, 2M): starts before R
+    for i in range(4):
+        pre.page(M2 + i * g, 0x9000_0000 + i * g)       # four pages in R
+    pre.owner(M2 + 8 * g, 3, 1)
+    pre.page(M2 + 9 * g, 0xA000_0000)                   # beyond R: stays
+    post = pre.copy()
+    post.set(0, 2, 0)
+    for i in range(4):
+        post.set(M2 + i * g, 3, 0)
+    post.set(M2 + 8 * g, 3, 0)
+    st = spec.load_step(step("unmap", addr=M2 - g, size=9 * g + g))
+    a = spec.load_state(pre.raw())
+    for cleaned, missing in (([0x8000_0000, 0x9000_0000 + g], 3), ([], 5)):
+        b = spec.load_state(post.raw(tlb=[["dcache", pa, M2 if pa == 0x8000_0000 else g]
+                                          for pa in cleaned]))
+        got = _text(cmo.check_cmo(a, st, b))
+        assert got == _text(_cmo_unmap_by_leaves(a, st, b))
+        assert len(got) == missing and "0xa0000000" not in " ".join(got)

@@ -14,7 +14,7 @@ kvm_pgtable_stage2_flush, whose events C-FLUSH judges exactly.
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.stage2.contract_common import Report, op_range
 from ptspec.spec.stage2.ranges import covers, union
-from ptspec.spec.stage2.segments import FlatL3, covering, diff_within, is_valid
+from ptspec.spec.stage2.segments import FlatL3, diff, diff_within, is_valid
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC
@@ -126,6 +126,8 @@ def check_cmo(pre, step, post):
         i_suspects = _suspects(new, 4, icache, starts["icache"])
         for k, (q, _, _, cacheable, executable, run) in enumerate(new):
             d_need, i_need = cacheable and k in d_suspects, executable and k in i_suspects
+            if not (d_need or i_need):
+                continue
             for leaf in (q,) if run is None else map(run[0].page, run[1]):
                 if d_need:
                     need(dcache, "dcache", leaf, "new cacheable leaf")
@@ -133,12 +135,12 @@ def check_cmo(pre, step, post):
                     need(icache, "icache", leaf, "new executable leaf")
     elif step.op == "unmap":
         if not pre.has_fwb:
-            post_walk = post.walk() if post.roots else None
-            for p in covering(pre, A, E):
-                if not is_valid(p) or not D.is_cacheable(p[DESC], False):
-                    continue
-                q = post_walk.find(p[START]) if post_walk else None
-                if q is None or not is_valid(q):
+            # each valid cacheable pre-op leaf intersecting R whose first page is invalid after the
+            # step: the diff's segments that start such a leaf (what post.walk().find(leaf start)
+            # says of each leaf of covering(pre, A, E), at the cost of what changed)
+            for s, e, p, q in diff(pre, post):
+                if (s == p[START] and p[START] < E and p[END] > A and is_valid(p)
+                        and D.is_cacheable(p[DESC], False) and not is_valid(q)):
                     need(dcache, "dcache", p, "removed cacheable leaf")
     else:
         p = pre.walk().find(A)

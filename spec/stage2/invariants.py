@@ -81,14 +81,14 @@ def encoding_violations(state, inv, pages=None):
         descs = state.pages[pa]
         g = G.granule_size(level, ps)
         block_ok = G.level_allows_block(level, ps)
-        for i in walk.nonzero(pa):
+        todo = walk.nonzero(pa) if level < G.LAST_LEVEL else [     # less the pages whose address
+            i for i in walk.nonzero(pa) if descs[i] & page_fast or descs[i] & D.TYPE_BITS != D.TABLE_OR_PAGE]
+        for i in todo:                                             # field is aligned and in range
             if i >= used:
                 break
             d = descs[i]
             if not d & D.VALID:
                 continue
-            if level == G.LAST_LEVEL and d & D.TYPE_BITS == D.TABLE_OR_PAGE and not d & page_fast:
-                continue        # a page whose address field is aligned and in range by construction
             problems = _encoding_problems(d, level, ps, g, block_ok, pa_limit)
             if problems:
                 out += _encoding_report(inv, pa, i, level, base, g, d, problems)
