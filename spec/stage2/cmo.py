@@ -87,13 +87,19 @@ def check_cmo(pre, step, post):
     if walk_error(pre, A, E) is not None or E <= A:
         return []
     ps = pre.page_shift
-    dcache, icache = _ranges(post.tlb_log, "dcache"), _ranges(post.tlb_log, "icache")
-    starts = {"dcache": [r[0] for r in dcache], "icache": [r[0] for r in icache]}
+    merged = {}         # kind -> (its events' ranges, merged; their starts), built when first asked
 
-    def need(ranges, kind, iv, why):
+    def ranges(kind):
+        if kind not in merged:
+            got = _ranges(post.tlb_log, kind)
+            merged[kind] = (got, [r[0] for r in got])
+        return merged[kind]
+
+    def need(kind, iv, why):
         oa = D.address(iv[DESC], ps)
         size = iv[END] - iv[START]
-        if not covers(ranges, oa, oa + size, starts[kind]):
+        got, starts = ranges(kind)
+        if not covers(got, oa, oa + size, starts):
             rep.add(f"{why} {iv[DESC]:#x} at ipa {iv[START]:#x} level {iv[LEVEL]} has no "
                     f"[\"{kind}\", ...] covering its output [{oa:#x}, {oa + size:#x})",
                     {"ipa": iv[START], "level": iv[LEVEL], "desc": iv[DESC]})
@@ -122,17 +128,17 @@ def check_cmo(pre, step, post):
                 seen.add(q[START])
                 new.append((q, D.address(q[DESC], ps), q[END] - q[START],
                             D.is_cacheable(q[DESC], fwb), D.is_executable(q[DESC]), None))
-        d_suspects = _suspects(new, 3, dcache, starts["dcache"])
-        i_suspects = _suspects(new, 4, icache, starts["icache"])
+        d_suspects = _suspects(new, 3, *ranges("dcache")) if new else ()
+        i_suspects = _suspects(new, 4, *ranges("icache")) if new else ()
         for k, (q, _, _, cacheable, executable, run) in enumerate(new):
             d_need, i_need = cacheable and k in d_suspects, executable and k in i_suspects
             if not (d_need or i_need):
                 continue
             for leaf in (q,) if run is None else map(run[0].page, run[1]):
                 if d_need:
-                    need(dcache, "dcache", leaf, "new cacheable leaf")
+                    need("dcache", leaf, "new cacheable leaf")
                 if i_need:
-                    need(icache, "icache", leaf, "new executable leaf")
+                    need("icache", leaf, "new executable leaf")
     elif step.op == "unmap":
         if not pre.has_fwb:
             # each valid cacheable pre-op leaf intersecting R whose first page is invalid after the
@@ -141,11 +147,11 @@ def check_cmo(pre, step, post):
             for s, e, p, q in diff(pre, post):
                 if (s == p[START] and p[START] < E and p[END] > A and is_valid(p)
                         and D.is_cacheable(p[DESC], False) and not is_valid(q)):
-                    need(dcache, "dcache", p, "removed cacheable leaf")
+                    need("dcache", p, "removed cacheable leaf")
     else:
         p = pre.walk().find(A)
         q = post.walk().find(A) if post.roots else None
         if (p is not None and q is not None and is_valid(p) and is_valid(q)
                 and not D.is_executable(p[DESC]) and D.is_executable(q[DESC])):
-            need(icache, "icache", q, "leaf made executable")
+            need("icache", q, "leaf made executable")
     return rep.result()
