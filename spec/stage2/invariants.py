@@ -319,8 +319,8 @@ def s2_own(state, pages=None):
     for pa, (level, base, used, _, _) in _tables(walk, pages):
         descs = state.pages[pa]
         g = G.granule_size(level, ps)
-        if all(d & D.VALID or (D.owner_of(d, field, tag) or top + 1) <= top for d in set(descs[:used]) - {0}):
-            continue        # each distinct value passes the loop's test below: so does every slot
+        if len(walk.nonzero(pa)) > 64 and all(d & D.VALID or (D.owner_of(d, field, tag) or top + 1) <= top for d in set(descs[:used]) - {0}):
+            continue        # a full table whose distinct values each pass the loop's test below
         for i in walk.nonzero(pa):
             if i >= used:
                 break
