@@ -7,12 +7,13 @@ Figures (deterministic budgets and seeds; only the time varies with the machine)
 * the kernel's C ``pgtable.c`` (the cached Debian 6.1) under the same lock-step, judged by the
   spec (``kernel.lockstep.4k-39``): operations per second (skipped without the source or a
   compiler);
-* exhaustive exploration: stage 2 (transitions/s), mmu.c (steps/s), lguest 2-level and PAE
-  (transitions/s).
+* exhaustive exploration: stage 2 (transitions/s), the kernel's C on 64K/44 (transitions/s,
+  skipped like the C lock-step), mmu.c (steps/s), lguest 2-level and PAE (transitions/s).
 
 ``--profile`` adds, for the two lock-steps, where the time goes (cProfile, cumulative seconds of
-the subject's operations, the spec's load, single-state and two-state checks, the window, the
-generator).
+the subject's operations, the spec's load, single-state and two-state checks, the CMO ghost, the
+window, the generator), and the ceiling: the same lock-step with the spec's judgement stubbed out
+(what the subject, its snapshots and the harness cost alone).
 
 Run: .venv/bin/python bench/bench_throughput.py [--runs N] [--profile]
 or as pytest-benchmark runs: .venv/bin/python -m pytest bench/bench_throughput.py
@@ -21,6 +22,7 @@ or as pytest-benchmark runs: .venv/bin/python -m pytest bench/bench_throughput.p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import pstats
 import time
@@ -67,6 +69,36 @@ def c_lockstep(runs: int = 100, geometry: str = "4k-39", seed: int = 0,
     return out.steps, time.perf_counter() - t0
 
 
+def kernel_exhaustive(depth: int = 2, geometry: str = "64k-44") -> tuple[int, float]:
+    """(transitions, seconds) of the C engine's exhaustive exploration (needs the cached tree)."""
+    from ptspec.proofs.kernel import build, exhaustive
+    from ptspec.proofs.kernel import tree as T
+    tree, _ = T.default_tree()
+    build.library(16 if geometry.startswith("64k") else 12, tree)
+    out = exhaustive.explore(tree, depth, geometry=geometry)
+    assert out.status == "passed"
+    return out.cases, out.seconds
+
+
+@contextlib.contextmanager
+def spec_stubbed():
+    """The lock-step harness with the spec's judgement replaced by nothing: what is left is the
+    subject, its snapshots, the harness's records and the generator (the lock-step's ceiling)."""
+    from ptspec import spec
+    from ptspec.proofs.stage2 import harness as H
+    from ptspec.spec.stage2.cache import CacheJudge
+    saved = (H.Stage2Harness._load, spec.check_state, spec.check_step, spec.changed_tables,
+             CacheJudge.check)
+    H.Stage2Harness._load = lambda self, raw, prev=None: None
+    spec.check_state = spec.check_step = CacheJudge.check = lambda *a, **k: []
+    spec.changed_tables = lambda *a, **k: None
+    try:
+        yield
+    finally:
+        (H.Stage2Harness._load, spec.check_state, spec.check_step, spec.changed_tables,
+         CacheJudge.check) = saved
+
+
 def stage2_exhaustive(depth: int = 3) -> tuple[int, float]:
     from ptspec.proofs.stage2 import exhaustive
     out = exhaustive.explore(depth)
@@ -98,6 +130,7 @@ SPLIT = {
     "spec check_state (windowed)": ("spec/stage2/check.py", "check_state"),
     "spec window (changed_tables)": ("spec/stage2/window.py", "changed_tables"),
     "spec check_step (S2-BBM, contract, C-CMO)": ("spec/stage2/check.py", "check_step"),
+    "spec CMO-POC/POU ghost (CacheJudge.check)": ("spec/stage2/cache.py", "check"),
     "generator (Stage2Program.next)": ("proofs/stage2/program.py", "next"),
 }
 
@@ -129,7 +162,10 @@ def main(argv=None) -> None:
     if harness is not None:
         rows.append(("kernel C lock-step 4K/39 (spec-judged)", "ops", c_lockstep,
                      (args.runs, "4k-39", 0, harness)))
-    rows += [("stage-2 exhaustive, depth 3", "transitions", stage2_exhaustive, (3,)),
+    rows.append(("stage-2 exhaustive, depth 3", "transitions", stage2_exhaustive, (3,)))
+    if harness is not None:
+        rows.append(("kernel C exhaustive 64K/44, depth 2", "transitions", kernel_exhaustive, (2,)))
+    rows += [
              ("mmu exhaustive, depth 2 (default layouts)", "steps", mmu_exhaustive, (2,)),
              ("lguest 2level exhaustive, depth 2", "transitions", lguest_exhaustive, ("2level", 2)),
              ("lguest pae exhaustive, depth 2", "transitions", lguest_exhaustive, ("pae", 2))]
@@ -149,6 +185,13 @@ def main(argv=None) -> None:
             print(f"\nwhere the {name} lock-step's time goes (cProfile, cumulative):")
             for label, secs, share in profile_split(fn, *(fargs or (100,))):
                 print(f"  {label:44s} {secs:6.2f} s {share:6.1%}")
+            with spec_stubbed():
+                fn(*(fargs or (100,)))
+                c0 = time.process_time()
+                n, _ = fn(*(fargs or (100,)))
+                c = time.process_time() - c0
+            print(f"  {'ceiling: the same run, spec stubbed':44s} {c:6.2f} s = {n / c:7.0f} ops per "
+                  f"CPU second")
 
 
 # -- pytest-benchmark -------------------------------------------------------------------------

@@ -5,7 +5,8 @@ An executable specification of arm64 KVM stage-2 page tables (arch/arm64/kvm/hyp
 only raw states and step records, and imports only the Python standard library.
 
 Public API:
-    StateError, load_state(obj) -> State (arm64) or LgState (lguest-x86)
+    StateError, load_state(obj, prev=None) -> State (arm64) or LgState (lguest-x86); prev: an
+                                               earlier State whose parse and walk may be reused
     Violation(inv, message, where)
     check_any(raw) -> [Violation]              every single-state statement of a raw state of any
                                                kind (S2-*, S1-*, MS/DIRTY/MMU-WARN with an mmu part,
@@ -47,12 +48,13 @@ from ptspec.spec.arch.geometry import granule_shift, granule_size, stage2_levels
 
 
 
-def load_state(obj):
+def load_state(obj, prev=None):
     """Validate a raw state of any kind: arm64-stage2 / arm64-hyp-s1 (a State), lguest-x86 (an
-    LgState). Raises StateError saying what is wrong and where."""
+    LgState). Raises StateError saying what is wrong and where. ``prev``: an arm64 State loaded
+    before whose parsed pages and walk may be reused (spec.stage2.state.load_state)."""
     if isinstance(obj, LgState) or (isinstance(obj, dict) and obj.get("kind") == "lguest-x86"):
         return load_lguest_state(obj)
-    return _load_arm64_state(obj)
+    return _load_arm64_state(obj, prev)
 
 
 __all__ = [

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from itertools import compress
 from dataclasses import dataclass, field
 
 from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, KVM_PGTABLE_PROT_RWX, KVM_PGTABLE_PROT_X
@@ -70,9 +71,9 @@ def renumbered_tables(pages: dict, refcount: dict, roots, start_level: int, ps: 
     def visit(pa: int, level: int):
         names[pa] = len(names)
         row = [refcount.get(pa)]
-        for i, w in enumerate(pages[pa]):
-            if not w:
-                continue
+        descs = pages[pa]
+        for i in compress(range(len(descs)), descs):        # the non-zero entries, found at C speed
+            w = descs[i]
             if D.is_table(w, level):
                 child = D.address(w, ps)
                 if child in pages and child not in names:

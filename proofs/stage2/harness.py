@@ -114,8 +114,9 @@ class Stage2Harness:
         self.destroyed = False
         self.step("init")
 
-    def _load(self, raw):
-        return spec.load_state(raw)
+    def _load(self, raw, prev=None):
+        """The State of a raw state; ``prev`` (the step's pre-state) lends what did not change."""
+        return spec.load_state(raw, prev)
 
     @property
     def ops_source(self) -> str:
@@ -290,15 +291,18 @@ class Stage2Harness:
             if self.state is not None:
                 # Unjudged (a replayed prefix), but the caches' ghost follows every step: CMO-POC
                 # and CMO-POU judge across steps, so a judged step after the prefix needs its history.
-                post = self._load(self.pgt.snapshot())
+                post = self._load(self.pgt.snapshot(), self.state)
                 self.cache.check(self.state, {"op": op, "args": args, "ret": ret, "out": out}, post)
                 self.state = post
             return ret, []
         post_raw = self.pgt.snapshot()
         self._last_raw = post_raw
-        post = self._load(post_raw)
+        # a full step loads and judges the post-state from scratch: the cross-check of the
+        # incremental load (pages and walk lent by pre) and of the window
+        full = self.steps % FULL_EVERY == 1
+        post = self._load(post_raw, None if full else pre)
         step = {"op": op, "args": args, "ret": ret, "out": out}
-        window = None if self.steps % FULL_EVERY == 1 else spec.changed_tables(pre, post)
+        window = None if full else spec.changed_tables(pre, post)
         found = spec.check_state(post, pages=window) + spec.check_step(pre, step, post)
         found += self.cache.check(pre, step, post)
         found += self._kernel_warnings(op)

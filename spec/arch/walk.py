@@ -113,6 +113,8 @@ class Walk:
     intervals: see the module docstring (built on first use: check_state does not need them)
     """
 
+    same_as = None       # an earlier walk whose every reached page this one shares (Walk.reuse)
+
     def __init__(self, state):
         self.state = state
         self.tables = {}
@@ -122,6 +124,38 @@ class Walk:
         self._opaque = {}          # (table pa, index) of table descriptors the walk did not follow
         if state.roots:
             self._walk_roots()
+
+    def reuse(self, state):
+        """The walk of `state`, a later state of the same table (ptspec.spec.stage2.state.load_state's
+        ``prev``), taking from this walk what it provably shares, else None (walked on first use).
+
+        The walk's shape (tables, levels, bases, parents) reads only the geometry, the roots, which
+        pages exist, and the descriptors of the tables above level 3. When those are the same
+        objects or values in `state` (its pages shared with this walk's state by load_state, which
+        shares only equal pages) and this walk found no problem, the shape is the same and is
+        shared; the non-zero index is kept for every shared page; the intervals too when every
+        reached page is shared. Anything else walks `state` afresh."""
+        old, new = self.state, state
+        if (self.problems or old.roots != new.roots or (old.page_shift, old.ia_bits, old.start_level)
+                != (new.page_shift, new.ia_bits, new.start_level)):
+            return None
+        pages, was = new.pages, old.pages
+        same_all = True
+        for pa, (level, _, _, _, _) in self.tables.items():
+            page = pages.get(pa)
+            if page is not was[pa]:
+                if level < G.LAST_LEVEL or page is None:
+                    return None
+                same_all = False
+        walk = Walk.__new__(Walk)
+        walk.state = new
+        walk.tables = self.tables          # never changed once walked
+        walk.problems = []
+        walk._opaque = self._opaque
+        walk._nonzero = {pa: nz for pa, nz in self._nonzero.items() if pages.get(pa) is was[pa]}
+        walk._intervals = self._intervals if same_all else None
+        walk.same_as = self if same_all else None      # every reached page shared: same translation
+        return walk
 
     def nonzero(self, pa):
         """Indices of the non-zero descriptors of page pa (cached)."""
@@ -212,9 +246,13 @@ class Walk:
             self._leaves_of(st.roots[k], lo, hi, out)
         return out
 
-    def _leaves_of(self, pa, lo, hi, out):
+    def _leaves_of(self, pa, lo, hi, out, whole=False):
         st = self.state
         level, base, used, _, _ = self.tables[pa]
+        if (whole and level == G.LAST_LEVEL and used == st.entries and lo <= base
+                and base + (used << st.page_shift) <= hi):
+            out.append(pa)          # a whole level-3 table, by its pa (slot's whole=True)
+            return
         g = G.granule_size(level, st.page_shift)
         i_lo = max(0, (lo - base) // g)
         i_hi = min(used, -(-(hi - base) // g))
@@ -222,8 +260,14 @@ class Walk:
             return
         descs = st.pages[pa]
         nz = self.nonzero(pa)
+        todo = nz[bisect_left(nz, i_lo):bisect_left(nz, i_hi)] if i_lo or i_hi < len(descs) else nz
+        if level == G.LAST_LEVEL and len(todo) == i_hi - i_lo:
+            # a level-3 run of non-zero slots only: one leaf each, no table to follow
+            out += [(base + i * g, base + (i + 1) * g, 3, descs[i], pa, i, False)
+                    for i in range(i_lo, i_hi)]
+            return
         prev = i_lo
-        for i in (nz[bisect_left(nz, i_lo):bisect_left(nz, i_hi)] if i_lo or i_hi < len(descs) else nz):
+        for i in todo:
             if i > prev:
                 out.append((base + prev * g, base + i * g, level, 0, pa, prev, False))
             d = descs[i]
@@ -232,15 +276,16 @@ class Walk:
                 if (pa, i) in self._opaque:
                     out.append((s, s + g, level, d, pa, i, True))
                 else:
-                    self._leaves_of(D.address(d, st.page_shift), lo, hi, out)
+                    self._leaves_of(D.address(d, st.page_shift), lo, hi, out, whole)
             else:
                 out.append((s, s + g, level, d, pa, i, False))
             prev = i + 1
         if prev < i_hi:
             out.append((base + prev * g, base + i_hi * g, level, 0, pa, prev, False))
 
-    def slot(self, pa, i):
-        """Leaf intervals under slot i of table pa (the slot itself unless it is a followed table)."""
+    def slot(self, pa, i, whole=False):
+        """Leaf intervals under slot i of table pa (the slot itself unless it is a followed table);
+        with `whole`, a level-3 table below the slot stands as its pa instead of its leaves."""
         st = self.state
         level, base, _, _, _ = self.tables[pa]
         d = st.pages[pa][i]
@@ -250,7 +295,7 @@ class Walk:
             if (pa, i) in self._opaque:
                 return [(s, s + g, level, d, pa, i, True)]
             out = []
-            self._leaves_of(D.address(d, st.page_shift), s, s + g, out)
+            self._leaves_of(D.address(d, st.page_shift), s, s + g, out, whole)
             return out
         return [(s, s + g, level, d, pa, i, False)]
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
-from ptspec.spec.stage2.segments import L3Chunk, diff_chunks, is_valid, page_translation, same_page
+from ptspec.spec.stage2.segments import FlatL3, L3Chunk, diff_chunks, is_valid, page_translation, same_page
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
@@ -171,7 +171,7 @@ def check_bbm(pre, step, post):
     if not chunks:
         return []
     log = post.tlb_log
-    if any(ev[0] == "tlbi_vmid" for ev in log):
+    if ("tlbi_vmid",) in log:
         return []
     by_level = defaultdict(list)
     ranges = []
@@ -195,15 +195,26 @@ def check_bbm(pre, step, post):
     out = []
     reported = set()
     free = _free_bits(pre)
+    settled = None      # a pre leaf judged whatever the post side is (not valid, covered, reported)
     for item in chunks:
         if type(item) is L3Chunk:
             segs = _l3_suspects(step.op, item, free)
+        elif type(item) is FlatL3:
+            if item.one_is_pre and not is_valid(item.one):
+                continue        # a new table where nothing valid was: no cached translation changed
+            segs = item.expand()
         else:
             segs = (item,)
         for s, e, p, q in segs:
-            if not is_valid(p) or p[START] in reported or _exempt(step.op, p, q, free):
+            if p is settled:        # the next part of the same pre leaf (a block split up)
+                continue
+            if not is_valid(p) or p[START] in reported:
+                settled = p
+                continue
+            if _exempt(step.op, p, q, free):
                 continue
             level, lo, hi = p[LEVEL], p[START], p[END]
+            settled = p
             if covered(level, lo, hi):
                 continue
             reported.add(lo)

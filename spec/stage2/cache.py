@@ -28,7 +28,7 @@ from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.arch.cache import CacheGhost, Counts
 from ptspec.spec.arch.walk import START, LEVEL, DESC
-from ptspec.spec.stage2.segments import L3Chunk, diff_chunks, is_valid
+from ptspec.spec.stage2.segments import FlatL3, L3Chunk, diff_chunks, is_valid
 from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 
@@ -264,24 +264,38 @@ def _runs(chunks, page_shift, fwb):
     output or None, needs a CMO-POC judgement, needs a CMO-POU judgement); consecutive segments of
     one kind whose outputs continue each other are merged into one (a map of 512 pages is one
     run); the segment kept is (start, end, first pre interval, first post interval). Level-3
-    chunks are read slot by slot from their descriptor lists, without building intervals."""
+    chunks are read slot by slot from their descriptor lists, without building intervals.
+
+    Per segment (D.address, D.is_cacheable, D.is_executable written out with this state's page
+    size and FWB setting): poc when the post leaf is cacheable and not the same output as a
+    cacheable pre leaf; pou when the post leaf is executable cacheable and not the same output as
+    an executable cacheable pre leaf."""
     out = []
     last = None
     address = D.address
+    cache_attr = D.MEMATTR_NORMAL[fwb] << D.MEMATTR_SHIFT
+    attr_mask, xn = D.MEMATTR_MASK, D.XN
 
     def item(s, e, p, q, pd, qd, pv, qv):
         nonlocal last
         poa = address(pd, page_shift) + (s - p[START]) if pv else None
-        qoa = address(qd, page_shift) + (s - q[START]) if qv else None
-        same = pv and qv and poa == qoa
-        poc = qv and D.is_cacheable(qd, fwb) and not (same and D.is_cacheable(pd, fwb))
-        pou = (qv and not qd & D.XN and D.is_cacheable(qd, fwb)
-               and not (same and not pd & D.XN and D.is_cacheable(pd, fwb)))
+        if qv:
+            qoa = address(qd, page_shift) + (s - q[START])
+            q_cache = qd & attr_mask == cache_attr
+            if pv and poa == qoa:
+                p_cache = pd & attr_mask == cache_attr
+                poc = q_cache and not p_cache
+                pou = q_cache and not qd & xn and not (p_cache and not pd & xn)
+            else:
+                poc = q_cache
+                pou = q_cache and not qd & xn
+        else:
+            qoa, poc, pou = None, False, False
         if last is not None:
             ls, le, lp, lq, lpoa, lqoa, lpoc, lpou = last
-            if (le == s and (lpoa is None) == (poa is None) and (lqoa is None) == (qoa is None)
-                    and (poa is None or lpoa + (s - ls) == poa)
-                    and (qoa is None or lqoa + (s - ls) == qoa) and lpoc == poc and lpou == pou):
+            if (le == s and lpoc == poc and lpou == pou
+                    and (poa is None if lpoa is None else poa == lpoa + (s - ls))
+                    and (qoa is None if lqoa is None else qoa == lqoa + (s - ls))):
                 last[1] = e
                 return
             out.append(((ls, le, lp, lq), lpoa, lqoa, lpoc, lpou))
@@ -297,6 +311,27 @@ def _runs(chunks, page_shift, fwb):
                     s = base + i * g
                     item(s, s + g, (s, s + g, 3, a, chunk.a, i, False),
                          (s, s + g, 3, b, chunk.b, i, False), a, b, pv, qv)
+        elif type(chunk) is FlatL3:
+            nz = chunk.new_pages()
+            if nz is None:
+                for s, e, p, q in chunk.expand():
+                    pv, qv = is_valid(p), is_valid(q)
+                    if pv or qv:
+                        item(s, e, p, q, p[DESC], q[DESC], pv, qv)
+                continue
+            # new pages where nothing was mapped (the rest is invalid on both sides: no run):
+            # item() of each, its merge test written out
+            B, base, g = chunk.B, chunk.base, chunk.g
+            for i in nz:
+                b, s = B[i], base + i * g
+                qoa = address(b, page_shift)
+                poc = b & attr_mask == cache_attr
+                pou = poc and not b & xn
+                if (last is not None and last[1] == s and last[4] is None and last[5] is not None
+                        and last[6] == poc and last[7] == pou and qoa == last[5] + (s - last[0])):
+                    last[1] = s + g
+                else:
+                    item(s, s + g, chunk.one, chunk.page(i), 0, b, False, True)
         else:
             s, e, p, q = chunk
             pv, qv = is_valid(p), is_valid(q)

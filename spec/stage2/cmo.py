@@ -13,7 +13,8 @@ kvm_pgtable_stage2_flush, whose events C-FLUSH judges exactly.
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.stage2.contract_common import Report, op_range
-from ptspec.spec.stage2.segments import covering, covers, is_valid, same_translation, sweep, union
+from ptspec.spec.stage2.ranges import covers, union
+from ptspec.spec.stage2.segments import FlatL3, diff, diff_within, is_valid
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC
@@ -22,6 +23,28 @@ from ptspec.spec.statements import statement
 
 def _ranges(log, kind):
     return union([ev[1], ev[1] + ev[2]] for ev in log if ev[0] == kind)
+
+
+def _suspects(new, flag, ranges, starts):
+    """Indices of the entries of `new` (leaves, or runs of pages with one output range and the same
+    attributes; see check_cmo) with new[k][flag] set that may lack a covering event: a run of such
+    entries, consecutive in `new` with outputs that continue each other, whose
+    whole output is covered needs no leaf-by-leaf look (merged ranges are disjoint and not
+    adjacent: a contiguous range is covered exactly when each of its parts is)."""
+    out = set()
+    k = 0
+    while k < len(new):
+        if not new[k][flag]:
+            k += 1
+            continue
+        j, end = k + 1, new[k][1] + new[k][2]
+        while j < len(new) and new[j][flag] and new[j][1] == end:
+            end += new[j][2]
+            j += 1
+        if not covers(ranges, new[k][1], end, starts):
+            out.update(range(k, j))
+        k = j
+    return out
 
 
 @statement("C-CMO", constrains=(
@@ -64,12 +87,19 @@ def check_cmo(pre, step, post):
     if walk_error(pre, A, E) is not None or E <= A:
         return []
     ps = pre.page_shift
-    dcache, icache = _ranges(post.tlb_log, "dcache"), _ranges(post.tlb_log, "icache")
+    merged = {}         # kind -> (its events' ranges, merged; their starts), built when first asked
 
-    def need(ranges, kind, iv, why):
+    def ranges(kind):
+        if kind not in merged:
+            got = _ranges(post.tlb_log, kind)
+            merged[kind] = (got, [r[0] for r in got])
+        return merged[kind]
+
+    def need(kind, iv, why):
         oa = D.address(iv[DESC], ps)
         size = iv[END] - iv[START]
-        if not covers(ranges, oa, oa + size):
+        got, starts = ranges(kind)
+        if not covers(got, oa, oa + size, starts):
             rep.add(f"{why} {iv[DESC]:#x} at ipa {iv[START]:#x} level {iv[LEVEL]} has no "
                     f"[\"{kind}\", ...] covering its output [{oa:#x}, {oa + size:#x})",
                     {"ipa": iv[START], "level": iv[LEVEL], "desc": iv[DESC]})
@@ -77,30 +107,51 @@ def check_cmo(pre, step, post):
     if step.op == "map":
         seen = set()
         sw_only = kernel_since(pre, (6, 12, 0))
-        for s, e, p, q in sweep(pre, post, A, E):
-            if not is_valid(q) or same_translation(p, q) or q[START] in seen:
+        # the pages of R whose translation changed (diff_within: what sweep(pre, post, A, E)
+        # finds not same_translation, at the cost of the change, not of R's size)
+        new = []        # (leaf, output, size, cacheable, executable) of each new leaf, in order
+        fwb = pre.has_fwb
+        for seg in diff_within(pre, post, A, E, compact=True):
+            pages = seg.new_pages() if type(seg) is FlatL3 else None
+            if pages is not None:       # a new table where nothing was mapped: its valid pages,
+                for run in seg.page_runs(pages):        # a run of them as one entry
+                    d = seg.B[run[0]]
+                    new.append((seg.page(run[0]), D.address(d, ps), seg.g * len(run),
+                                D.is_cacheable(d, fwb), D.is_executable(d), (seg, run)))
                 continue
-            if (sw_only and is_valid(p) and p[LEVEL] == q[LEVEL]
-                    and not (p[DESC] ^ q[DESC]) & ~D.SW_MASK):
-                continue        # 6.12 on: only the software bits changed, the same leaf stays
-            seen.add(q[START])
-            if D.is_cacheable(q[DESC], pre.has_fwb):
-                need(dcache, "dcache", q, "new cacheable leaf")
-            if D.is_executable(q[DESC]):
-                need(icache, "icache", q, "new executable leaf")
+            for s, e, p, q in (seg.expand() if type(seg) is FlatL3 else (seg,)):
+                if not is_valid(q) or q[START] in seen:
+                    continue
+                if (sw_only and is_valid(p) and p[LEVEL] == q[LEVEL]
+                        and not (p[DESC] ^ q[DESC]) & ~D.SW_MASK):
+                    continue        # 6.12 on: only the software bits changed, the same leaf stays
+                seen.add(q[START])
+                new.append((q, D.address(q[DESC], ps), q[END] - q[START],
+                            D.is_cacheable(q[DESC], fwb), D.is_executable(q[DESC]), None))
+        d_suspects = _suspects(new, 3, *ranges("dcache")) if new else ()
+        i_suspects = _suspects(new, 4, *ranges("icache")) if new else ()
+        for k, (q, _, _, cacheable, executable, run) in enumerate(new):
+            d_need, i_need = cacheable and k in d_suspects, executable and k in i_suspects
+            if not (d_need or i_need):
+                continue
+            for leaf in (q,) if run is None else map(run[0].page, run[1]):
+                if d_need:
+                    need("dcache", leaf, "new cacheable leaf")
+                if i_need:
+                    need("icache", leaf, "new executable leaf")
     elif step.op == "unmap":
         if not pre.has_fwb:
-            post_walk = post.walk() if post.roots else None
-            for p in covering(pre, A, E):
-                if not is_valid(p) or not D.is_cacheable(p[DESC], False):
-                    continue
-                q = post_walk.find(p[START]) if post_walk else None
-                if q is None or not is_valid(q):
-                    need(dcache, "dcache", p, "removed cacheable leaf")
+            # each valid cacheable pre-op leaf intersecting R whose first page is invalid after the
+            # step: the diff's segments that start such a leaf (what post.walk().find(leaf start)
+            # says of each leaf of covering(pre, A, E), at the cost of what changed)
+            for s, e, p, q in diff(pre, post):
+                if (s == p[START] and p[START] < E and p[END] > A and is_valid(p)
+                        and D.is_cacheable(p[DESC], False) and not is_valid(q)):
+                    need("dcache", p, "removed cacheable leaf")
     else:
         p = pre.walk().find(A)
         q = post.walk().find(A) if post.roots else None
         if (p is not None and q is not None and is_valid(p) and is_valid(q)
                 and not D.is_executable(p[DESC]) and D.is_executable(q[DESC])):
-            need(icache, "icache", q, "leaf made executable")
+            need("icache", q, "leaf made executable")
     return rep.result()

@@ -12,10 +12,10 @@ unmap and relax_perms (ptspec.spec.stage2.cmo).
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
-from ptspec.spec.arch.geometry import table_span
 from ptspec.spec.stage2 import contract_common
 from ptspec.spec.stage2.contract_common import Report, check_geometry, check_nothing_changed, check_ret, describe, early_exit, op_range, where_of
-from ptspec.spec.stage2.segments import complement, covering, diff_outside, is_valid, level3_tables, same_translation, sweep
+from ptspec.spec.stage2.ranges import complement, level3_parts
+from ptspec.spec.stage2.segments import covering, diff_outside, is_valid, same_translation, sweep
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import EAGAIN, EINVAL, walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
@@ -26,8 +26,9 @@ def check_leafwise(rep, pre, post, A, E, transform, page_fn=None):
     """Each pre-op leaf intersecting [A, E) becomes transform(desc, level); every other page is unchanged.
 
     transform returns the expected descriptor (same slot and level) or None for unchanged. page_fn,
-    when given, maps a whole level-3 table's descriptors to the expected ones: tables it accounts
-    for exactly (same place in the post-state) are settled at C speed, the rest is swept leaf by leaf.
+    when given, maps level-3 descriptors to the expected ones slot by slot (a whole table, or the
+    run of its slots inside the walked leaves): runs it accounts for exactly (same place in the
+    post-state) are settled at C speed, the rest is swept leaf by leaf.
     The plain statement is the sweep alone (page_fn ignored, or SETTLE_WHOLE_TABLES false): it judges
     every leaf; tests/test_spec_plain.py holds the two equal.
     """
@@ -36,12 +37,13 @@ def check_leafwise(rep, pre, post, A, E, transform, page_fn=None):
     lo, hi = first[START], last[END]
     done = []
     if page_fn is not None and contract_common.SETTLE_WHOLE_TABLES:
-        post_l3 = dict(level3_tables(post, lo, hi))
-        span = table_span(G.LAST_LEVEL, ps)
-        for base, pa in level3_tables(pre, lo, hi):
-            qpa = post_l3.get(base)
-            if qpa is not None and page_fn(pre.pages[pa]) == post.pages[qpa]:
-                done.append((base, base + span))
+        g = 1 << ps
+        post_l3 = {x - i * g: pa for x, _, pa, i in level3_parts(post, lo, hi)}
+        for x, y, pa, i in level3_parts(pre, lo, hi):       # whole tables, or their ends
+            qpa = post_l3.get(x - i * g)
+            j = i + (y - x) // g
+            if qpa is not None and page_fn(pre.pages[pa][i:j]) == post.pages[qpa][i:j]:
+                done.append((x, y))
     reported = set()
     for x, y in complement(done, lo, hi):
         for s, e, p, q in sweep(pre, post, x, y):

@@ -14,8 +14,8 @@ from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2 import contract_common
 from ptspec.spec.stage2.contract_common import Report, check_geometry, check_ret, describe, early_exit, op_range, where_of
-from ptspec.spec.arch.geometry import table_span
-from ptspec.spec.stage2.segments import complement, diff_outside, is_counted_leaf, is_valid, level3_tables, same_translation, sweep
+from ptspec.spec.stage2.ranges import complement, level3_parts
+from ptspec.spec.stage2.segments import diff_outside, is_counted_leaf, is_valid, same_translation, sweep
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import EAGAIN, EINVAL, ENOMEM, ret_name
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
@@ -95,13 +95,20 @@ def _check_outside(rep, pre, post, A, E, what):
 
 
 def _settled_tables(post, A, E, zones, page_fn):
-    """Level-3 tables of the post-state, inside a level-3 zone, that hold exactly page_fn(base)."""
+    """The parts of the post-state's level-3 tables, inside [A, E) and a level-3 zone, whose
+    slots hold exactly what page_fn(base, i, j) says for them (whole tables, or a table's end when R
+    starts or ends inside it)."""
     done = []
-    span = table_span(3, post.page_shift)
-    for base, pa in level3_tables(post, A, E):
-        if any(lv == 3 and zs <= base and base + span <= ze for zs, ze, lv in zones) and \
-                post.pages[pa] == page_fn(base):
-            done.append((base, base + span))
+    g = 1 << post.page_shift
+    for x, y, pa, first in level3_parts(post, A, E):
+        base = x - first * g
+        for zs, ze, lv in zones:
+            lo, hi = max(x, zs), min(y, ze)
+            if lv != 3 or lo >= hi:
+                continue
+            i, j = (lo - base) // g, (hi - base) // g
+            if post.pages[pa][i:j] == page_fn(base, i, j):
+                done.append((lo, hi))
     return done
 
 
@@ -109,8 +116,9 @@ def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page
                   allow_eagain_rets=(EAGAIN,)):
     """Every page of R holds what the op installs (or, on error, what the error rules allow).
 
-    page_fn(base), when given, is the expected content of a whole level-3 table at `base`: tables
-    that match it are settled at C speed (not with -EAGAIN, whose kept mappings must be seen).
+    page_fn(base, i, j), when given, is the expected content of slots [i, j) of a level-3 table at
+    `base`: slots that match it are settled at C speed (not with -EAGAIN, whose kept mappings must
+    be seen).
     Returns True when some page kept a pre-op leaf that equals the expected one except in
     permissions (what makes the kernel return -EAGAIN).
     """
@@ -205,11 +213,13 @@ def contract_map(pre, step, post):
         def expected(level, ipa):
             return D.leaf_descriptor(phys_al + (ipa - A), attrs, level, ps)
 
-        def page_fn(base):
-            first = expected(3, base)
-            if ps == 16:
-                return [expected(3, base + (i << ps)) for i in range(pre.entries)]
-            return [first + (i << ps) for i in range(pre.entries)]
+        def page_fn(base, i, j):
+            first = expected(3, base + (i << ps))
+            out = [first + ((k - i) << ps) for k in range(i, j)]
+            if out and out[-1] != expected(3, base + ((j - 1) << ps)):
+                # the output crosses 2**48 (64K: address bits 51:48 sit in descriptor bits 15:12)
+                return [expected(3, base + (k << ps)) for k in range(i, j)]
+            return out
 
         # 6.2 on, a walk outside the fault handler goes on past such a leaf and returns 0
         rets = (EAGAIN, 0) if kernel_since(pre, (6, 2, 0)) else (EAGAIN,)
@@ -254,7 +264,7 @@ def contract_set_owner(pre, step, post):
     check_ret(rep, step, (0, ENOMEM))
     want = D.owner_descriptor(owner, pre.owner_field, pre.owner_tag)
     _check_inside(rep, pre, post, A, E, [(A, E, 3)], lambda level, ipa: want, step.ret, allow_eagain=False,
-                  page_fn=lambda base: [want] * pre.entries)
+                  page_fn=lambda base, i, j: [want] * (j - i))
     _check_outside(rep, pre, post, A, E, "annotated")
     return rep.result()
 

@@ -14,9 +14,11 @@ Speed (the optimised form, held equal to the plain one by tests/test_spec_plain.
 comparison computed on the walk's intervals (ptspec.spec.arch.walk) so that the cost is linear in
 the number of leaves, not of pages: the segments where the translation differs (``diff``,
 ``diff_outside``), and an aligned sweep of both states over a range (``sweep``). diff descends both
-trees together and skips identical table pages at C speed; differing level-3 tables are kept as
-compact L3Chunks until someone needs segments. ``level3_tables`` and ``complement`` let a contract
-settle whole level-3 tables by comparing lists and sweep only the rest.
+trees together and skips identical table pages at C speed (and all of them when the post-state
+shares every reached page with the pre-state: load_state's ``prev``); differing level-3 tables are
+kept as compact L3Chunks, and a whole level-3 table against the one slot it replaced (or that
+replaced it) as a FlatL3, until someone needs segments. ptspec.spec.stage2.ranges lets a contract
+settle level-3 tables by comparing lists and sweep only the rest.
 """
 
 from itertools import compress
@@ -26,6 +28,7 @@ from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch.descriptor import TABLE_OR_PAGE, TYPE_BITS, address
 from ptspec.spec.arch.geometry import granule_shift, table_span
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE, translate
+from ptspec.spec.stage2.ranges import complement, covers, level3_parts, level3_tables, union  # noqa: F401 (their old home)
 
 
 
@@ -74,9 +77,15 @@ def intervals(state):
     return ivs if state.roots else [no_root_interval(state)]
 
 
+# bits[1:0] of a valid leaf by level (D.is_valid_leaf): a block 0b01 above level 3, a page 0b11 at it
+_LEAF_TYPE = (D.VALID, D.VALID, D.VALID, D.TABLE_OR_PAGE)
+
+
 def is_valid(iv):
-    """True for an interval that is one valid leaf (block or page)."""
-    return iv[LEVEL] is not None and not iv[OPAQUE] and D.is_valid_leaf(iv[DESC], iv[LEVEL])
+    """True for an interval that is one valid leaf (block or page): D.is_valid_leaf of its
+    descriptor at its level, written out (the checkers call it once per changed leaf)."""
+    level = iv[LEVEL]
+    return level is not None and not iv[OPAQUE] and iv[DESC] & D.TYPE_BITS == _LEAF_TYPE[level]
 
 
 def is_counted_leaf(iv):
@@ -94,6 +103,33 @@ def same_translation(p, q):
     if p[OPAQUE] or q[OPAQUE]:
         return p[OPAQUE] == q[OPAQUE] and p[DESC] == q[DESC] and p[LEVEL] == q[LEVEL]
     return p[DESC] == q[DESC]
+
+
+def _against_one(ps, qs):
+    """[seg for seg in _merge(ps, qs) if not same_translation(seg[2], seg[3])] when one side is a
+    single interval covering the other side's intervals (a slot against the leaves of a table
+    that replaced it, or the reverse): the other side's intervals, less those translating as it
+    does."""
+    if len(ps) == 1:
+        one, many, first = ps[0], qs, True
+    else:
+        one, many, first = qs[0], ps, False
+    lo, hi = one[START], one[END]
+    if not many or many[0][START] < lo or many[-1][END] > hi:
+        return [seg for seg in _merge(ps, qs) if not same_translation(seg[2], seg[3])]
+    level, desc, opaque = one[LEVEL], one[DESC], one[OPAQUE]
+    if is_valid(one):
+        def same(iv):
+            return iv[LEVEL] == level and iv[DESC] == desc and is_valid(iv)
+    elif opaque:
+        def same(iv):
+            return iv[OPAQUE] and iv[DESC] == desc and iv[LEVEL] == level and not is_valid(iv)
+    else:
+        def same(iv):
+            return iv[DESC] == desc and not iv[OPAQUE] and not is_valid(iv)
+    if first:
+        return [(iv[START], iv[END], one, iv) for iv in many if not same(iv)]
+    return [(iv[START], iv[END], iv, one) for iv in many if not same(iv)]
 
 
 def _merge(ps, qs):
@@ -134,13 +170,62 @@ class L3Chunk:
         return out
 
 
+class FlatL3:
+    """A whole level-3 table on one side of a changed slot whose other side is one interval `one`
+    (the zero run, block, annotation or unfollowable table the table replaced, or that replaced
+    it): its segments (expand) are the table's leaves that do not translate as `one` does, each
+    paired with `one`. The diff keeps it compact; check_bbm, CacheJudge and C-CMO read the common
+    case (new_pages) from the descriptor list B without building intervals."""
+    __slots__ = ("one", "one_is_pre", "walk", "pa", "base", "g", "B")
+
+    def __init__(self, one, one_is_pre, walk, pa):
+        self.one, self.one_is_pre, self.walk, self.pa = one, one_is_pre, walk, pa
+        self.base = walk.tables[pa][1]
+        self.g = 1 << walk.state.page_shift
+        self.B = walk.state.pages[pa]
+
+    def expand(self):
+        leaves = []
+        self.walk._leaves_of(self.pa, self.base, self.base + self.g * len(self.B), leaves)
+        return _against_one([self.one], leaves) if self.one_is_pre else _against_one(leaves, [self.one])
+
+    def new_pages(self):
+        """When `one` is the pre-state's and not valid (the table is new where nothing was mapped):
+        the slots i of the table's valid pages, each one segment of expand(), (s, s + g, one, the
+        page's leaf interval (s, s + g, 3, B[i], pa, i, False)) with s = base + i * g; every other
+        segment pairs two invalid translations. Else None."""
+        if not self.one_is_pre or is_valid(self.one):
+            return None
+        B = self.B
+        return [i for i in self.walk.nonzero(self.pa) if B[i] & D.TYPE_BITS == D.TABLE_OR_PAGE]
+
+    def page(self, i):
+        """The leaf interval of valid page i (new_pages)."""
+        s = self.base + i * self.g
+        return (s, s + self.g, 3, self.B[i], self.pa, i, False)
+
+    def page_runs(self, pages):
+        """`pages` (ascending slots) cut into runs [slots] of neighbouring slots whose descriptors
+        step by one page: one output range and the same attribute bits for the whole run."""
+        B, g = self.B, self.g
+        keep = ~D.encode_address(-1, self.walk.state.page_shift)      # bits outside the address
+        out = []
+        for i in pages:
+            if out and out[-1][-1] == i - 1 and B[i] == B[i - 1] + g and not (B[i] ^ B[out[-1][0]]) & keep:
+                out[-1].append(i)
+            else:
+                out.append([i])
+        return out
+
+
 def diff_chunks(pre, post):
-    """diff() in compact form: segments and L3Chunks, in input-address order (cached)."""
+    """diff() in compact form: segments, L3Chunks and FlatL3s, in input-address order (cached)."""
     pw = post.walk()
     cached = getattr(pw, "diff_cache", None)
     if cached is not None and cached[0] is pre:
         return cached[1]
-    out = _diff(pre, post, None)
+    # post's walk shares every reached page with pre's (load_state's prev): nothing differs
+    out = [] if pw.same_as is not None and pw.same_as is pre._walk else _diff(pre, post, None)
     pw.diff_cache = (pre, out)
     return out
 
@@ -158,11 +243,34 @@ def diff(pre, post):
     return _expand_chunks(diff_chunks(pre, post), None)
 
 
+def diff_within(pre, post, lo, hi, compact=False):
+    """The segments of diff(pre, post) that overlap [lo, hi), clipped to it, in order: the pages of
+    [lo, hi) whose translation differs, with the cost of what changed there (the diff is cached on
+    the post-state's walk), not of the range's size. `compact`: a FlatL3 that lies inside
+    [lo, hi) is kept whole."""
+    out = []
+    for item in diff_chunks(pre, post):
+        if type(item) is not tuple:
+            end = item.base + item.g * len(item.B)
+            if item.base >= hi or end <= lo:
+                continue
+            if compact and type(item) is FlatL3 and lo <= item.base and end <= hi:
+                out.append(item)
+                continue
+            segs = item.expand()
+        else:
+            segs = (item,)
+        for s, e, p, q in segs:
+            if s < hi and e > lo:
+                out.append((s if s > lo else lo, e if e < hi else hi, p, q))
+    return out
+
+
 def _expand_chunks(chunks, skip):
     out = []
     for item in chunks:
-        if type(item) is L3Chunk:
-            if skip and skip[0] <= item.base and item.base + item.g * len(item.A) <= skip[1]:
+        if type(item) is not tuple:
+            if skip and skip[0] <= item.base and item.base + item.g * len(item.B) <= skip[1]:
                 continue
             out.extend(item.expand())
         else:
@@ -228,9 +336,31 @@ class _TreeDiff:
         return self.out
 
     def _expand(self, ps, qs):
+        if len(ps) == 1 or len(qs) == 1:
+            self.out += _against_one(ps, qs)
+            return
         for seg in _merge(ps, qs):
             if not same_translation(seg[2], seg[3]):
                 self.out.append(seg)
+
+    def _expand_slot(self, a, b, i):
+        """Slot i of tables a (pre) and b (post), where at most one side is a followed table: the
+        other side is one interval, and every whole level-3 table below the followed side becomes
+        a FlatL3 (the rest of its leaves are compared against that one interval as _expand does)."""
+        ps, qs = self.pw.slot(a, i, True), self.qw.slot(b, i, True)
+        one_is_pre = len(ps) == 1 and type(ps[0]) is tuple
+        one, many, walk = (ps[0], qs, self.qw) if one_is_pre else (qs[0], ps, self.pw)
+        run = []
+        for iv in many:
+            if type(iv) is tuple:
+                run.append(iv)
+                continue
+            if run:
+                self.out += _against_one([one], run) if one_is_pre else _against_one(run, [one])
+                run = []
+            self.out.append(FlatL3(one, one_is_pre, walk, iv))
+        if run:
+            self.out += _against_one([one], run) if one_is_pre else _against_one(run, [one])
 
     def _table(self, a, b):
         pw, qw = self.pw, self.qw
@@ -260,7 +390,7 @@ class _TreeDiff:
             if (da & TYPE_BITS == TABLE_OR_PAGE and db & TYPE_BITS == TABLE_OR_PAGE and not pw.is_opaque(a, i) and not qw.is_opaque(b, i)):
                 self._table(address(da, self.pre.page_shift), address(db, self.post.page_shift))
             elif da != db or pw.is_opaque(a, i) != qw.is_opaque(b, i):
-                self._expand(pw.slot(a, i), qw.slot(b, i))
+                self._expand_slot(a, b, i)
 
 
 def covering_span(state, lo, hi):
@@ -282,45 +412,3 @@ def covering(state, lo, hi):
     if not state.roots:
         return [no_root_interval(state)] if lo < hi else []
     return state.walk().overlapping(lo, hi)
-
-
-def union(ranges):
-    """Sorted, merged list of [lo, hi) ranges."""
-    out = []
-    for lo, hi in sorted(ranges):
-        if hi <= lo:
-            continue
-        if out and lo <= out[-1][1]:
-            if hi > out[-1][1]:
-                out[-1][1] = hi
-        else:
-            out.append([lo, hi])
-    return out
-
-
-def covers(merged, lo, hi):
-    """True when the merged ranges (from union()) contain all of [lo, hi)."""
-    from bisect import bisect_right
-    k = bisect_right([r[0] for r in merged], lo) - 1
-    return k >= 0 and merged[k][0] <= lo and merged[k][1] >= hi
-
-
-def level3_tables(state, lo, hi):
-    """(base, pa) of the reached level-3 tables whose whole range lies inside [lo, hi), by base."""
-    if not state.roots:
-        return []
-    span = table_span(3, state.page_shift)
-    return sorted((base, pa) for pa, (level, base, _, _, _) in state.walk().tables.items()
-                  if level == 3 and lo <= base and base + span <= hi)
-
-
-def complement(done, lo, hi):
-    """The parts of [lo, hi) not covered by the sorted, disjoint ranges in `done`."""
-    out = []
-    for s, e in done:
-        if s > lo:
-            out.append((lo, s))
-        lo = max(lo, e)
-    if lo < hi:
-        out.append((lo, hi))
-    return out

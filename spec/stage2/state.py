@@ -13,6 +13,8 @@ Leaves out: the meaning of the contents (the invariants judge that), lguest stat
 """
 
 from array import array
+from itertools import chain
+from operator import itemgetter
 
 from ptspec.spec.arch import descriptor, geometry
 
@@ -123,7 +125,21 @@ def _parse_descriptors(value, where, count):
     return [parse_int(d, f"{where}[{i}]", 0, U64_LIMIT - 1) for i, d in enumerate(value)]
 
 
+def _parse_u64s(value, where):
+    """A tuple of u64s from a list, each as parse_int(v, ..., 0, 2**64 - 1) reads it (the plain
+    statement, the last line); a list of plain ints is checked at C speed first."""
+    value = _parse_list(value, where)
+    if set(map(type, value)) <= {int}:
+        try:
+            return tuple(array("Q", value).tolist())
+        except OverflowError:
+            pass
+    return tuple(parse_int(r, f"{where}[{i}]", 0, U64_LIMIT - 1) for i, r in enumerate(value))
+
+
 def _page_key(key, where):
+    if type(key) is int and 0 <= key < U64_LIMIT:
+        return key
     if type(key) is str and 0 < len(key) <= 20 and key.isascii() and key.isdigit():
         return int(key)
     return parse_int(key, f"{where}[{show(key)}]", 0, U64_LIMIT - 1)
@@ -158,13 +174,19 @@ def _parse_log(value):
     operands) is checked for the whole log at once, at C speed where it can be."""
     log = _parse_list(value, "tlb_log")
     try:
-        if (set(map(type, log)) <= {list, tuple}
-                and all(_EVENT_ARITY.get(e[0]) == len(e) - 1 for e in log)
-                and set(map(type, [e[0] for e in log])) <= {str}):
-            operands = [v for e in log for v in e[1:]]
-            if set(map(type, operands)) <= {int}:
+        if set(map(type, log)) <= {list, tuple}:
+            names = list(map(itemgetter(0), log))
+            arity = {_EVENT_ARITY.get(n) for n in set(names)} if set(map(type, names)) <= {str} else {None}
+            if len(arity) == 1 and None not in arity and set(map(len, log)) == {1 + min(arity)}:
+                # one arity for every event (e.g. tlbi_ipa, dcache and icache: 2 operands)
+                operands = list(chain.from_iterable(map(itemgetter(k), log) for k in range(1, 1 + min(arity))))
+            elif all(_EVENT_ARITY.get(e[0]) == len(e) - 1 for e in log):
+                operands = [v for e in log for v in e[1:]]
+            else:
+                operands = None
+            if operands is not None and set(map(type, operands)) <= {int}:
                 array("Q", operands)                # range checked in C
-                return [tuple(e) for e in log]
+                return list(map(tuple, log))
     except (TypeError, IndexError, OverflowError):
         pass
     return [_parse_event(e, f"tlb_log[{i}]") for i, e in enumerate(log)]
@@ -216,10 +238,16 @@ class State:
                 f"pages={len(self.pages)}>")
 
 
-def load_state(obj):
+def load_state(obj, prev=None):
     """Validate and normalise a raw state (a dict as in docs/interface.md) into a State.
 
     A State is returned unchanged. Raises StateError naming the key (and page, index) at fault.
+
+    ``prev`` (a State loaded before, typically the pre-state of the step that produced obj): its
+    parsed pages are reused for the pages of obj whose descriptors are equal, and its tree walk
+    for the parts the walk cannot have changed (``Walk.reuse``), so that loading the next state of
+    a run costs what the step changed. The result is the same State either way (every value is
+    still validated); tests/test_window.py holds the two equal.
     """
     if isinstance(obj, State):
         return obj
@@ -269,14 +297,18 @@ def load_state(obj):
     if not isinstance(pages, dict):
         raise StateError(f"pages: expected an object {{pa: [descriptors]}}, got {_type_name(pages)}")
     s.pages = {}
+    old = prev.pages if isinstance(prev, State) and prev.page_shift == s.page_shift else {}
     for key, descs in pages.items():
         pa = _page_key(key, "pages")
-        key = show(key)
         if pa % (1 << s.page_shift):
-            raise StateError(f"pages[{key}]: {pa:#x} is not aligned to the {1 << s.page_shift:#x} page size")
+            raise StateError(f"pages[{show(key)}]: {pa:#x} is not aligned to the {1 << s.page_shift:#x} page size")
         if pa in s.pages:
-            raise StateError(f"pages[{key}]: page {pa:#x} listed twice")
-        s.pages[pa] = _parse_descriptors(descs, f"pages[{key}]", count)
+            raise StateError(f"pages[{show(key)}]: page {pa:#x} listed twice")
+        was = old.get(pa)
+        if was is not None and descs == was and list(map(type, descs)).count(int) == count:
+            s.pages[pa] = was       # equal to prev's, plain ints: the same parse, shared
+        else:
+            s.pages[pa] = _parse_descriptors(descs, f"pages[{show(key)}]", count)
 
     refs = obj["refcount"]
     if not isinstance(refs, dict):
@@ -284,18 +316,16 @@ def load_state(obj):
     s.refcount = {}
     for key, n in refs.items():
         pa = _page_key(key, "refcount")
-        key = show(key)
         if pa not in s.pages:
-            raise StateError(f"refcount[{key}]: page {pa:#x} is not in pages")
-        s.refcount[pa] = parse_int(n, f"refcount[{key}]", REF_LO, REF_HI)
+            raise StateError(f"refcount[{show(key)}]: page {pa:#x} is not in pages")
+        s.refcount[pa] = (n if type(n) is int and REF_LO <= n <= REF_HI else
+                          parse_int(n, f"refcount[{show(key)}]", REF_LO, REF_HI))
     for pa in s.pages:
         if pa not in s.refcount:
             raise StateError(f"refcount: no entry for page {pa:#x} of pages")
 
-    s.roots = tuple(parse_int(r, f"roots[{i}]", 0, U64_LIMIT - 1)
-                    for i, r in enumerate(_parse_list(obj["roots"], "roots")))
-    s.memcache = tuple(parse_int(r, f"memcache[{i}]", 0, U64_LIMIT - 1)
-                       for i, r in enumerate(_parse_list(obj.get("memcache", []), "memcache")))
+    s.roots = _parse_u64s(obj["roots"], "roots")
+    s.memcache = _parse_u64s(obj.get("memcache", []), "memcache")
     free = obj.get("free_pages")
     s.free_pages = None if free is None else parse_int(free, "free_pages", 0, U64_LIMIT - 1)
     errors = _parse_list(obj.get("pool_errors", []), "pool_errors")
@@ -305,6 +335,8 @@ def load_state(obj):
     s.pool_errors = tuple(errors)
     s.tlb_log = _parse_log(obj.get("tlb_log", []))
     s.kernel_version = _parse_version(obj.get("kernel_version"))
+    if isinstance(prev, State) and prev._walk is not None:
+        s._walk = prev._walk.reuse(s)
     return s
 
 

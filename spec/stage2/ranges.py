@@ -1,0 +1,68 @@
+"""Sorted address ranges and the level-3 tables under a range: what the contracts and C-CMO
+settle at C speed before they sweep leaf by leaf.
+
+Models: nothing of the kernel; bookkeeping over [lo, hi) ranges of input or output addresses:
+merging (union), coverage (covers), what is left (complement), and the reached level-3 tables
+that lie in a range, whole (level3_tables) or cut to it (level3_parts).
+"""
+
+from bisect import bisect_right
+
+from ptspec.spec.arch.geometry import table_span
+
+
+def union(ranges):
+    """Sorted, merged list of [lo, hi) ranges."""
+    out = []
+    for lo, hi in sorted(ranges):
+        if hi <= lo:
+            continue
+        if out and lo <= out[-1][1]:
+            if hi > out[-1][1]:
+                out[-1][1] = hi
+        else:
+            out.append([lo, hi])
+    return out
+
+
+def covers(merged, lo, hi, starts=None):
+    """True when the merged ranges (from union()) contain all of [lo, hi); ``starts``, the
+    ranges' first addresses in order, saves building them again on every call."""
+    k = bisect_right([r[0] for r in merged] if starts is None else starts, lo) - 1
+    return k >= 0 and merged[k][0] <= lo and merged[k][1] >= hi
+
+
+def level3_tables(state, lo, hi):
+    """(base, pa) of the reached level-3 tables whose whole range lies inside [lo, hi), by base."""
+    if not state.roots:
+        return []
+    span = table_span(3, state.page_shift)
+    return sorted((base, pa) for pa, (level, base, _, _, _) in state.walk().tables.items()
+                  if level == 3 and lo <= base and base + span <= hi)
+
+
+def level3_parts(state, lo, hi):
+    """(start, end, pa, first slot) of the parts of the reached level-3 tables that lie inside
+    [lo, hi) (whole tables or their ends), by start: level3_tables, cut to the range."""
+    if not state.roots:
+        return []
+    span = table_span(3, state.page_shift)
+    g = 1 << state.page_shift
+    out = []
+    for pa, (level, base, _, _, _) in state.walk().tables.items():
+        if level == 3 and base < hi and base + span > lo:
+            x, y = max(lo, base), min(hi, base + span)
+            out.append((x, y, pa, (x - base) // g))
+    return sorted(out)
+
+
+def complement(done, lo, hi):
+    """The parts of [lo, hi) not covered by the sorted, disjoint ranges in `done`."""
+    out = []
+    for s, e in done:
+        if s > lo:
+            out.append((lo, s))
+        lo = max(lo, e)
+    if lo < hi:
+        out.append((lo, hi))
+    return out
