@@ -319,3 +319,55 @@ def test_cmo_unmap_reports_each_removed_leaf_without_its_clean():
         got = _text(cmo.check_cmo(a, st, b))
         assert got == _text(_cmo_unmap_by_leaves(a, st, b))
         assert len(got) == missing and "0xa0000000" not in " ".join(got)
+
+
+# -- the C-speed readings of the TLB/cache log (round 2) -------------------------------------------
+
+def _log(seed, n=400):
+    import random
+    rnd = random.Random(seed)
+    names = ["tlbi_ipa", "tlbi_vmid", "dcache", "icache", "tlbi_range", "tlbi_ipa_nsh"]
+    out = []
+    for _ in range(n):
+        name = rnd.choice(names)
+        out.append([name] if name == "tlbi_vmid" else
+                   [name, rnd.randrange(1 << 40) & ~0xFFF, rnd.choice([0, 1, 2, 3, 4096, 1 << 21])])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_state_events_equal_the_plain_filter(seed):
+    log = _log(seed)
+    raw = {"kind": "arm64-stage2", "page_shift": 12, "ia_bits": 40, "start_level": 1,
+           "owner_field": [9, 2], "max_owner_id": 1, "roots": [], "pages": {}, "refcount": {},
+           "tlb_log": log}
+    st = spec.load_state(raw)
+    for name in ("tlbi_ipa", "tlbi_vmid", "dcache", "icache", "tlbi_range", "tlbi_ipa_nsh", "x"):
+        assert st.events(name) == [ev for ev in st.tlb_log if ev[0] == name]
+        assert st.events(name) is st.events(name)          # cached
+    for kind in ("dcache", "icache"):
+        assert cmo._ranges(st, kind) == union([ev[1], ev[1] + ev[2]] for ev in st.tlb_log
+                                              if ev[0] == kind)
+
+
+def _plain_decode(raw):
+    names = {1: "tlbi_ipa", 3: "dcache", 4: "icache"}
+    return [["tlbi_vmid"] if k == 2 else [names[k], a, b]
+            for k, a, b in zip(raw[0::3], raw[1::3], raw[2::3])]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_c_log_decode_equals_the_event_by_event_one(seed):
+    """cside.CPgtable._decode (drain's C-speed path for logs of TLB and cache events only) builds
+    what drain's loop builds: the same events, in order, tlbi_vmid without operands."""
+    import random
+    from array import array
+    from ptspec.proofs.kernel import cside
+    rnd = random.Random(seed)
+    raw = array("Q")
+    for _ in range(rnd.randrange(0, 300)):
+        raw.extend([rnd.choice([1, 2, 3, 4]), rnd.randrange(1 << 48), rnd.randrange(1 << 64)])
+    kinds = raw[0::3]
+    got = cside.CPgtable._decode(kinds, raw, kinds.count(cside.EV_TLBI_VMID))
+    assert got == _plain_decode(raw)
+    assert all(type(ev) is list for ev in got)

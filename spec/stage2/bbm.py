@@ -12,6 +12,7 @@ writes), and the hardware's own AF/DBM updates.
 
 from bisect import bisect_left
 from collections import defaultdict
+from itertools import chain
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
@@ -176,11 +177,10 @@ def check_bbm(pre, step, post):
     by_level = defaultdict(list)
     ranges = []
     local = _local_ok(step.op, pre)
-    for ev in log:
-        if ev[0] == "tlbi_ipa" or ev[0] == "tlbi_ipa_nsh" and local:
-            by_level[ev[2]].append(ev[1])
-        elif ev[0] == "tlbi_range":
-            ranges.append((ev[1], ev[1] + ev[2]))
+    for ev in chain(post.events("tlbi_ipa"), post.events("tlbi_ipa_nsh") if local else ()):
+        by_level[ev[2]].append(ev[1])
+    for ev in post.events("tlbi_range"):
+        ranges.append((ev[1], ev[1] + ev[2]))
     for ipas in by_level.values():
         ipas.sort()
 
