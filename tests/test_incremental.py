@@ -352,13 +352,13 @@ def test_state_events_equal_the_plain_filter(seed):
 
 def _plain_decode(raw):
     names = {1: "tlbi_ipa", 3: "dcache", 4: "icache"}
-    return [["tlbi_vmid"] if k == 2 else [names[k], a, b]
+    return [("tlbi_vmid",) if k == 2 else (names[k], a, b)
             for k, a, b in zip(raw[0::3], raw[1::3], raw[2::3])]
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_c_log_decode_equals_the_event_by_event_one(seed):
-    """cside.CPgtable._decode (drain's C-speed path for logs of TLB and cache events only) builds
+    """cside.CPgtable._decode (_drain's C-speed path for logs of TLB and cache events only) builds
     what drain's loop builds: the same events, in order, tlbi_vmid without operands."""
     import random
     from array import array
@@ -370,4 +370,4 @@ def test_c_log_decode_equals_the_event_by_event_one(seed):
     kinds = raw[0::3]
     got = cside.CPgtable._decode(kinds, raw, kinds.count(cside.EV_TLBI_VMID))
     assert got == _plain_decode(raw)
-    assert all(type(ev) is list for ev in got)
+    assert all(type(ev) is tuple for ev in got)

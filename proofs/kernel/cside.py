@@ -236,7 +236,13 @@ class CPgtable:
 
     # -- raw state ----------------------------------------------------------------------------
     def drain(self) -> list:
-        """Move the C log into warnings/errors and return the TLB/CMO events since the last call."""
+        """Move the C log into warnings/errors and return the TLB/CMO events since the last call
+        (each a list, as impl logs them)."""
+        return list(map(list, self._drain()))
+
+    def _drain(self) -> list:
+        """drain's events as tuples (as the raw state's tlb_log holds them: JSON arrays, which
+        spec.load_state reads as lists or tuples; a tuple of ints costs the collector nothing)."""
         lib = self._lib()
         n = lib.kdiff_log_len()
         if lib.kdiff_log_overflowed():
@@ -252,17 +258,17 @@ class CPgtable:
         events = []
         for kind, a, b in zip(kinds, raw[1::3], raw[2::3]):
             if kind == EV_TLBI_IPA:
-                events.append(["tlbi_ipa", a, b])
+                events.append(("tlbi_ipa", a, b))
             elif kind == EV_TLBI_VMID:
-                events.append(["tlbi_vmid"])
+                events.append(("tlbi_vmid",))
             elif kind == EV_DCACHE:
-                events.append(["dcache", a, b])
+                events.append(("dcache", a, b))
             elif kind == EV_ICACHE:
-                events.append(["icache", a, b])
+                events.append(("icache", a, b))
             elif kind > EV_ERR:          # a runtime's own events (kdiff_mainline_rt.c)
                 ev = self._extra_event(kind, a, b, len(self.pending) + len(events))
                 if ev:
-                    events.append(ev)
+                    events.append(tuple(ev))
             elif kind == EV_WARN:
                 self.warnings.append(f"WARN_ON at pgtable.c:{a}")
             elif a == 2:
@@ -282,12 +288,12 @@ class CPgtable:
     @staticmethod
     def _decode(kinds, raw, vmids: int) -> list:
         """The events of a log of TLB and cache events only (no WARN, error or runtime event),
-        built at C speed: what drain's loop builds from the same log (tests hold them equal)."""
-        events = list(map(list, zip(map(_EVENT_NAMES.__getitem__, kinds), raw[1::3], raw[2::3])))
+        built at C speed: what _drain's loop builds from the same log (tests hold them equal)."""
+        events = list(zip(map(_EVENT_NAMES.__getitem__, kinds), raw[1::3], raw[2::3]))
         i = -1
-        for _ in range(vmids):            # ["tlbi_vmid"] takes no operands
+        for _ in range(vmids):            # ("tlbi_vmid",) takes no operands
             i = kinds.index(EV_TLBI_VMID, i + 1)
-            events[i] = ["tlbi_vmid"]
+            events[i] = ("tlbi_vmid",)
         return events
 
     def _extra_event(self, kind: int, a: int, b: int, position: int):
@@ -340,7 +346,7 @@ class CPgtable:
 
     def snapshot(self, drain_log: bool = True) -> dict:
         """The raw state of docs/interface.md (owner field as the tree places it)."""
-        self.drain()
+        self._drain()
         used = self.used_pages()
         state = {
             "kind": "arm64-stage2", "page_shift": self.page_shift, "ia_bits": self.ia_bits,

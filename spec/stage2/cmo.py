@@ -29,7 +29,7 @@ def _ranges(state, kind):
     """The merged output ranges of the state's `kind` events (dcache or icache)."""
     evs = state.events(kind)
     starts = list(map(_FIRST, evs))
-    return union(map(list, zip(starts, map(add, starts, map(_SECOND, evs)))))
+    return union(zip(starts, map(add, starts, map(_SECOND, evs))))
 
 
 def _suspects(new, flag, ranges, starts):
