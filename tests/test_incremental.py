@@ -434,3 +434,59 @@ def test_cache_runs_expand_to_the_page_by_page_flags(seed):
                 got[a] = (None if poa is None else poa + a - s,
                           None if qoa is None else qoa + a - s, bool(poc), bool(pou))
         assert got == _page_flags_plain(pre, post, fwb)
+
+
+@pytest.mark.parametrize("page_shift", [12, 16])
+def test_c_snapshot_pages_equal_the_arena_words(page_shift):
+    """The C side's raw pages (cside.CPgtable._page_tuples: the previous snapshot's tuple for a page
+    whose bytes did not change) hold what the arena holds, step after step, and a page that did
+    not change is the previous tuple itself."""
+    from kdiff_support import need_kernel
+    from ptspec.proofs.kernel.cside import CPgtable
+    src = need_kernel(page_shift)
+    pgt = CPgtable(page_shift, 40, npages=64, src=src)
+    pgt.init()
+    pgt.mc.topup(pgt.mc_capacity)
+    g = 1 << page_shift
+    prev = pgt.snapshot()["pages"]
+    for k, (op, args) in enumerate([("map", (0x20_0000, 8 * g, 0x4000_0000, 3)),
+                                    ("map", (0x20_0000 + 8 * g, 4 * g, 0x5000_0000, 7)),
+                                    ("unmap", (0x20_0000 + 2 * g, g)), ("wrprotect", (0, 1 << 30)),
+                                    ("get_leaf", (0x20_0000,)), ("unmap", (0, 1 << 40))]):
+        if op == "map":
+            getattr(pgt, op)(*args, pgt.mc)
+        else:
+            getattr(pgt, op)(*args)
+        pages = pgt.snapshot()["pages"]
+        assert {pa: list(t) for pa, t in pages.items()} == \
+            {pa: pgt.page_words(pa) for pa in pgt.used_pages()}
+        assert all(type(t) is tuple for t in pages.values())
+        for pa, t in pages.items():
+            if pa in prev and list(prev[pa]) == list(t):
+                assert t is prev[pa]
+        prev = pages
+
+
+def test_load_state_shares_only_the_very_tuple_it_read():
+    """load_state(raw, prev) takes a page's parse from prev without reading it when the raw page
+    is the tuple prev's was read from; an equal new tuple or list is read (and refused when it is
+    not plain ints) as from scratch."""
+    h = H.Stage2Harness(12, 39)
+    h.step("map", addr=0x200000, size=0x10000, phys=0x4020_0000, prot=3)
+    raw = h.raw_state()
+    raw["pages"] = {pa: tuple(w) for pa, w in raw["pages"].items()}
+    pre = spec.load_state(raw)
+    post_raw = dict(raw, pages=dict(raw["pages"]))
+    post = spec.load_state(post_raw, pre)
+    assert all(post.pages[pa] is pre.pages[pa] for pa in pre.pages)
+    pa = next(iter(raw["pages"]))
+    bad = list(raw["pages"][pa])
+    bad[0] = bool(bad[0]) if bad[0] in (0, 1) else float(bad[0])
+    for value in (tuple(bad), bad):
+        post_raw["pages"] = {**raw["pages"], pa: value}
+        with pytest.raises(spec.StateError):
+            spec.load_state(post_raw, pre)
+    fresh = tuple(raw["pages"][pa])           # equal, another object: read, same values
+    post_raw["pages"] = {**raw["pages"], pa: fresh}
+    assert spec.load_state(post_raw, pre).pages == pre.pages
+

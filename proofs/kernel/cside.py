@@ -4,6 +4,9 @@
 ``unmap``, ``wrprotect``, ``mkyoung``, ``mkold``, ``is_young``, ``relax_perms``, ``flush``,
 ``get_leaf``, ``destroy``) and a ``snapshot()`` that returns the raw state of docs/interface.md, so
 ``spec.check_state`` and ``ptspec.proofs.stage2.ptdump`` work on the C side's tables as they do on impl's.
+In that raw state the pages and the tlb_log events are tuples (JSON arrays all the same): a page
+unchanged since the previous snapshot is the previous tuple itself, which ``spec.load_state``
+recognises without reading it again.
 ``CMemcache`` is the shim's one ``kvm_mmu_memory_cache`` (``topup`` / ``free`` / ``objects``).
 
 The library keeps one page table in global state (as the kernel's mm_ops do), so a new
@@ -29,6 +32,7 @@ U64 = (1 << 64) - 1
 
 _LIBS: dict = {}
 _LIVE: dict = {}
+_WORDS: dict = {}         # id(library) -> (arena address, words, memoryview of the arena's words)
 # Extra preprocessor symbols for new CPgtables: set only by ptspec.proofs.kernel.planted (C-side bugs).
 PLANT_DEFINES: tuple = ()
 
@@ -143,6 +147,8 @@ class CPgtable:
         _LIVE[id(lib)] = self
         self.pgt = lib.kdiff_pgtable()
         self.mc = CMemcache(self)
+        self._page_cache: dict = {}          # pa -> (bytes, tuple) of the last snapshot
+        self._page_cache_at = None           # the arena (address, words) the cache is of
         self.warnings: list[str] = []
         self.errors: list[str] = []
         self.pending: list[list] = []
@@ -315,6 +321,36 @@ class CPgtable:
             i = states.find(PG_USED, i + 1)
         return out
 
+    def _arena_words(self):
+        """The arena as a memoryview of u64 words (kept per library and remade when its arena
+        moved: a reset maps a new one; not an attribute, so a CPgtable still deep-copies)."""
+        lib = self._lib()
+        addr, n = lib.kdiff_arena(), self.npages * self.ptrs
+        view = _WORDS.get(id(lib))
+        if view is None or view[:2] != (addr, n):
+            view = _WORDS[id(lib)] = (addr, n, memoryview((ctypes.c_uint64 * n).from_address(addr))
+                                      .cast("B").cast("Q"))
+        if self._page_cache_at != (addr, n):
+            self._page_cache, self._page_cache_at = {}, (addr, n)
+        return view[2]
+
+    def _page_tuples(self, pas) -> dict:
+        """{pa: the page's descriptors as a tuple} for the raw state: a page whose bytes are
+        those of the previous snapshot is the previous tuple itself (an immutable value, which
+        spec.load_state then recognises without reading it again); any other page is read
+        afresh. The same values as page_words (tests hold them equal)."""
+        words = self._arena_words()
+        cache, n, ps = self._page_cache, self.ptrs, self.page_shift
+        out = {}
+        for pa in pas:
+            k = ((pa - ARENA_BASE) >> ps) * n
+            b = words[k:k + n].tobytes()
+            hit = cache.get(pa)
+            if hit is None or hit[0] != b:
+                hit = cache[pa] = (b, tuple(words[k:k + n].tolist()))
+            out[pa] = hit[1]
+        return out
+
     def page_bytes(self, pa: int) -> bytes:
         lib = self._lib()
         return ctypes.string_at(lib.kdiff_arena() + (pa - ARENA_BASE), self.page_size)
@@ -354,7 +390,7 @@ class CPgtable:
             "pa_bits": self.pa_bits, "owner_field": list(self.owner_field),
             "max_owner_id": self.max_owner_id, "has_fwb": self.has_fwb(), "cmo": self.cmo,
             "idmap": bool(self.flags & 2),                           # KVM_PGTABLE_S2_IDMAP
-            "roots": self.roots(), "pages": {pa: self.page_words(pa) for pa in used},
+            "roots": self.roots(), "pages": self._page_tuples(used),
             "refcount": self.refcounts(used), "memcache": sorted(self.mc.objects),
             "free_pages": self.free_pages(), "pool_errors": list(self.errors),
             "tlb_log": list(self.pending), "warnings": list(self.warnings),

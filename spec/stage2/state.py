@@ -206,7 +206,7 @@ class State:
 
     __slots__ = ("kind", "page_shift", "ia_bits", "start_level", "pa_bits", "owner_field",
                  "max_owner_id", "has_fwb", "cmo", "idmap", "roots", "pages", "refcount", "memcache",
-                 "free_pages", "pool_errors", "tlb_log", "kernel_version", "_walk", "_events")
+                 "free_pages", "pool_errors", "tlb_log", "kernel_version", "_walk", "_events", "_tuples")
 
     @property
     def va_bits(self):
@@ -259,7 +259,9 @@ def load_state(obj, prev=None):
     A State is returned unchanged. Raises StateError naming the key (and page, index) at fault.
 
     ``prev`` (a State loaded before, typically the pre-state of the step that produced obj): its
-    parsed pages are reused for the pages of obj whose descriptors are equal, and its tree walk
+    parsed pages are reused for the pages of obj whose descriptors are equal (without reading
+    them when the page is the very tuple prev's page was read from: a tuple cannot change), and
+    its tree walk
     for the parts the walk cannot have changed (``Walk.reuse``), so that loading the next state of
     a run costs what the step changed. The result is the same State either way (every value is
     still validated); tests/test_window.py holds the two equal.
@@ -282,6 +284,7 @@ def load_state(obj, prev=None):
 
     s = State()
     s._walk = s._events = None
+    s._tuples = tuples = {}        # pa -> the raw tuple its page was read from (immutable)
     s.kind = kind
     s.page_shift = parse_int(obj["page_shift"], "page_shift")
     if s.page_shift not in geometry.PAGE_SHIFTS:
@@ -312,7 +315,10 @@ def load_state(obj, prev=None):
     if not isinstance(pages, dict):
         raise StateError(f"pages: expected an object {{pa: [descriptors]}}, got {_type_name(pages)}")
     s.pages = {}
-    old = prev.pages if isinstance(prev, State) and prev.page_shift == s.page_shift else {}
+    if isinstance(prev, State) and prev.page_shift == s.page_shift:
+        old, old_tuples = prev.pages, prev._tuples
+    else:
+        old, old_tuples = {}, {}
     for key, descs in pages.items():
         pa = _page_key(key, "pages")
         if pa % (1 << s.page_shift):
@@ -320,10 +326,14 @@ def load_state(obj, prev=None):
         if pa in s.pages:
             raise StateError(f"pages[{show(key)}]: page {pa:#x} listed twice")
         was = old.get(pa)
-        if was is not None and descs == was and list(map(type, descs)).count(int) == count:
+        if was is not None and descs is old_tuples.get(pa):
+            s.pages[pa] = was       # the very tuple prev's page was read from: the same parse
+        elif was is not None and descs == was and list(map(type, descs)).count(int) == count:
             s.pages[pa] = was       # equal to prev's, plain ints: the same parse, shared
         else:
             s.pages[pa] = _parse_descriptors(descs, f"pages[{show(key)}]", count)
+        if type(descs) is tuple:
+            tuples[pa] = descs
 
     refs = obj["refcount"]
     if not isinstance(refs, dict):
