@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import ctypes
 from array import array
+from itertools import compress
+from operator import not_
 
 from ptspec.proofs.kernel import build
 
@@ -26,7 +28,8 @@ ARENA_BASE = 0x10_0000_0000
 OWNER_FIELD_6_1 = (9, 2)          # KVM_INVALID_PTE_OWNER_MASK in 6.1
 KVM_MAX_OWNER_ID = 1
 EV_TLBI_IPA, EV_TLBI_VMID, EV_DCACHE, EV_ICACHE, EV_WARN, EV_ERR = range(1, 7)
-_EVENT_NAMES = (None, "tlbi_ipa", "tlbi_vmid", "dcache", "icache")     # by event kind
+_EVENT_NAMES = {EV_TLBI_IPA: "tlbi_ipa", EV_TLBI_VMID: "tlbi_vmid", EV_DCACHE: "dcache",
+                EV_ICACHE: "icache"}          # the shim's TLB and cache events, by kind
 PG_FREE, PG_USED, PG_MEMCACHE = 0, 1, 2
 U64 = (1 << 64) - 1
 
@@ -254,27 +257,34 @@ class CPgtable:
         if lib.kdiff_log_overflowed():
             self.errors.append("kdiff: the shim's event log overflowed")
         raw = array("Q", ctypes.string_at(lib.kdiff_log(), 24 * n)) if n else array("Q")
+        events = self._decode(raw)
+        lib.kdiff_log_clear()
+        self.pending.extend(events)
+        return events
+
+    def _decode(self, raw) -> list:
+        """The TLB/cache events of a shim log (u64 triples kind, a, b), in order; its WARNs and
+        allocator errors go to warnings and errors, a runtime's own events to _extra_event. The
+        TLB and cache events are built at C speed, the rest one by one where they stand (the same
+        as one loop over the log: tests hold them equal)."""
         kinds = raw[0::3]
-        vmids = kinds.count(EV_TLBI_VMID)
-        if kinds.count(EV_TLBI_IPA) + vmids + kinds.count(EV_DCACHE) + kinds.count(EV_ICACHE) == n:
-            events = self._decode(kinds, raw, vmids)
-            lib.kdiff_log_clear()
-            self.pending.extend(events)
+        events = list(zip(map(_EVENT_NAMES.get, kinds), raw[1::3], raw[2::3]))
+        i = -1
+        for _ in range(kinds.count(EV_TLBI_VMID)):      # ("tlbi_vmid",) takes no operands
+            i = kinds.index(EV_TLBI_VMID, i + 1)
+            events[i] = ("tlbi_vmid",)
+        others = list(compress(range(len(kinds)), map(not_, map(_EVENT_NAMES.__contains__, kinds))))
+        if not others:
             return events
-        events = []
-        for kind, a, b in zip(kinds, raw[1::3], raw[2::3]):
-            if kind == EV_TLBI_IPA:
-                events.append(("tlbi_ipa", a, b))
-            elif kind == EV_TLBI_VMID:
-                events.append(("tlbi_vmid",))
-            elif kind == EV_DCACHE:
-                events.append(("dcache", a, b))
-            elif kind == EV_ICACHE:
-                events.append(("icache", a, b))
-            elif kind > EV_ERR:          # a runtime's own events (kdiff_mainline_rt.c)
-                ev = self._extra_event(kind, a, b, len(self.pending) + len(events))
+        out, last = [], 0
+        for i in others:
+            out += events[last:i]
+            last = i + 1
+            kind, a, b = kinds[i], raw[3 * i + 1], raw[3 * i + 2]
+            if kind > EV_ERR:          # a runtime's own events (kdiff_mainline_rt.c)
+                ev = self._extra_event(kind, a, b, len(self.pending) + len(out))
                 if ev:
-                    events.append(tuple(ev))
+                    out.append(tuple(ev))
             elif kind == EV_WARN:
                 self.warnings.append(f"WARN_ON at pgtable.c:{a}")
             elif a == 2:
@@ -287,20 +297,8 @@ class CPgtable:
                 self.errors.append(f"page reference to {b:#x} outside the arena")
             else:
                 self.errors.append(f"allocator error {a} on page {b:#x}")
-        lib.kdiff_log_clear()
-        self.pending.extend(events)
-        return events
-
-    @staticmethod
-    def _decode(kinds, raw, vmids: int) -> list:
-        """The events of a log of TLB and cache events only (no WARN, error or runtime event),
-        built at C speed: what _drain's loop builds from the same log (tests hold them equal)."""
-        events = list(zip(map(_EVENT_NAMES.__getitem__, kinds), raw[1::3], raw[2::3]))
-        i = -1
-        for _ in range(vmids):            # ("tlbi_vmid",) takes no operands
-            i = kinds.index(EV_TLBI_VMID, i + 1)
-            events[i] = ("tlbi_vmid",)
-        return events
+        out += events[last:]
+        return out
 
     def _extra_event(self, kind: int, a: int, b: int, position: int):
         """An event of a runtime other than kdiff_rt.c (position: TLB/cache events of the step
