@@ -451,6 +451,12 @@ def test_cache_runs_expand_to_the_page_by_page_flags(seed):
                 out = base + i * 0x1000 if rnd.random() < 0.8 else 0x5000_0000 + rnd.randrange(64) * 0x1000
                 words[i] = (out | 3 | (1 << 10) | rnd.choice([normal, device])
                             | (6 << 6) | rnd.choice([0, D.XN]))
+    if seed % 3 == 0:       # the table removed, nothing (or an owner annotation) in its place
+        parent, slot = next((pa, i) for pa, d in post_raw["pages"].items() for i, w in enumerate(d)
+                            if w & 3 == 3 and w & ~0xFFF & ((1 << 48) - 1) == table)
+        post_raw["pages"][parent][slot] = 0 if seed % 2 else 1 << 2
+        del post_raw["pages"][table], post_raw["refcount"][table]
+        post_raw["refcount"][parent] -= 1
     for fwb in (False, True):
         pre_raw["has_fwb"] = post_raw["has_fwb"] = fwb
         pre, post = spec.load_state(pre_raw), spec.load_state(post_raw)
@@ -516,3 +522,29 @@ def test_load_state_shares_only_the_very_tuple_it_read():
     post_raw["pages"] = {**raw["pages"], pa: fresh}
     assert spec.load_state(post_raw, pre).pages == pre.pages
 
+
+
+@pytest.mark.parametrize("unmap", [(0x210000, 0x20000), (0x200000, 0x200000), (0, 1 << 30)])
+@pytest.mark.parametrize("keep_every", [1, 2, 3, 7, 0])
+def test_bbm_screen_of_level3_pages_equals_the_plain_statement(unmap, keep_every):
+    """check_bbm settles the suspect pages of a level-3 table (changed slots, or a removed table's
+    valid pages) at once when a level-3 tlbi_ipa names each of their pages; with some of those
+    TLBIs dropped it reports exactly the pages the plain, page-by-page statement reports."""
+    from ptspec.spec.stage2 import bbm
+    h = H.Stage2Harness(12, 39)
+    h.step("map", addr=0x201000, size=0x7e000, phys=0x4020_1000, prot=3)
+    h.step("map", addr=0x300000, size=0x4000, phys=0x4040_0000, prot=3)
+    pre = h.state
+    h.step(op="unmap", addr=unmap[0], size=unmap[1])
+    raw = h.raw_state()
+    log = h.state.tlb_log
+    tlbis = [k for k, ev in enumerate(log) if ev[0] == "tlbi_ipa"]
+    assert len(tlbis) > 8
+    drop = set(tlbis[::keep_every]) if keep_every else set()
+    raw["tlb_log"] = [list(ev) for k, ev in enumerate(log) if k not in drop and ev[0] != "tlbi_vmid"]
+    post = spec.load_state(raw)
+    step = spec.load_step({"op": "unmap", "args": {"addr": unmap[0], "size": unmap[1]}, "ret": 0})
+    fast = {(v.where["ipa"], v.where["level"]) for v in bbm.check_bbm(pre, step, post)}
+    plain = bbm.uninvalidated_leaves_plain(pre, step, post, 0x200000, 0x400000)
+    assert fast == plain
+    assert bool(plain) == bool(drop)

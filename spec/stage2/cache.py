@@ -335,6 +335,20 @@ def _runs(chunks, page_shift, fwb):
                      (s, s + g, 3, b, chunk.b, i, False), a, b, pv, qv)
         elif type(chunk) is FlatL3:
             nz = chunk.new_pages()
+            gone = chunk.old_pages() if nz is None else None
+            if gone is not None:
+                # a removed table's valid pages, nothing valid after them: item() of each, its
+                # merge test written out (no CMO need; a run continues the pre outputs)
+                B, base, g = chunk.B, chunk.base, chunk.g
+                for i in gone:
+                    a, s = B[i], base + i * g
+                    poa = address(a, page_shift)
+                    if (last is not None and last[1] == s and last[5] is None and last[4] is not None
+                            and not last[6] and not last[7] and poa == last[4] + (s - last[0])):
+                        last[1] = s + g
+                    else:
+                        item(s, s + g, chunk.page(i), chunk.one, a, 0, True, False)
+                continue
             if nz is None:
                 for s, e, p, q in chunk.expand():
                     pv, qv = is_valid(p), is_valid(q)

@@ -199,8 +199,18 @@ class FlatL3:
         B = self.B
         return [i for i in self.walk.nonzero(self.pa) if B[i] & D.TYPE_BITS == D.TABLE_OR_PAGE]
 
+    def old_pages(self):
+        """When `one` is the post-state's and not valid (the table was removed and nothing valid
+        replaced it): the slots i of the table's valid pages, each one segment of expand(),
+        (s, s + g, the page's leaf interval, one); every other segment pairs two invalid
+        translations. Else None."""
+        if self.one_is_pre or is_valid(self.one):
+            return None
+        B = self.B
+        return [i for i in self.walk.nonzero(self.pa) if B[i] & D.TYPE_BITS == D.TABLE_OR_PAGE]
+
     def page(self, i):
-        """The leaf interval of valid page i (new_pages)."""
+        """The leaf interval of valid page i (new_pages, old_pages)."""
         s = self.base + i * self.g
         return (s, s + self.g, 3, self.B[i], self.pa, i, False)
 
