@@ -548,3 +548,38 @@ def test_bbm_screen_of_level3_pages_equals_the_plain_statement(unmap, keep_every
     plain = bbm.uninvalidated_leaves_plain(pre, step, post, 0x200000, 0x400000)
     assert fast == plain
     assert bool(plain) == bool(drop)
+
+
+@pytest.mark.parametrize("left", [None, 0, 1 << 2, 0x4040_0000 | 0x4C1, 0x4040_0000 | 0x4C3])
+@pytest.mark.parametrize("unmap", [(0x200000, 0x200000), (0x1f0000, 0x220000), (0, 1 << 30)])
+def test_unmap_contract_settles_removed_tables_as_the_sweep_judges_them(left, unmap):
+    """C-UNMAP settles a removed level-3 table at once when one zero slot of the post-state covers
+    it; whatever the post-state holds in that slot instead (an annotation, a block, a table
+    descriptor), the contract reports what the leaf-by-leaf sweep reports."""
+    from ptspec.spec.stage2 import contract_common
+    h = H.Stage2Harness(12, 39)
+    h.step("map", addr=0x201000, size=0x7e000, phys=0x4020_1000, prot=3)
+    h.step("map", addr=0x3f0000, size=0x4000, phys=0x4040_0000, prot=3)
+    h.step("map", addr=0x600000, size=0x1000, phys=0x4060_0000, prot=3)
+    pre = h.state
+    h.step("unmap", addr=unmap[0], size=unmap[1])
+    raw = h.raw_state()
+    if left is not None:                      # plant: the freed table's slot is not zero
+        root = raw["pages"][raw["roots"][0]]
+        if root[0]:                             # the level-2 table's slot for [2M, 4M)
+            words, slot = raw["pages"][root[0] & 0xFFFFFFFFF000], 1
+        else:                                   # the level-2 table went too: the root's [0, 1G)
+            words, slot = root, 0
+        assert words[slot] == 0                 # the level-3 table was freed
+        words[slot] = left
+    post = spec.load_state(raw)
+    step = {"op": "unmap", "args": {"addr": unmap[0], "size": unmap[1]}, "ret": 0}
+    got = []
+    for settle in (True, False):
+        contract_common.SETTLE_WHOLE_TABLES = settle
+        try:
+            got.append([str(v) for v in spec.check_step(pre, step, post) if v.inv == "C-UNMAP"])
+        finally:
+            contract_common.SETTLE_WHOLE_TABLES = True
+    assert got[0] == got[1]
+    assert bool(got[0]) == bool(left)
