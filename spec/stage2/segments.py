@@ -194,18 +194,14 @@ class FlatL3:
         the slots i of the table's valid pages, each one segment of expand(), (s, s + g, one, the
         page's leaf interval (s, s + g, 3, B[i], pa, i, False)) with s = base + i * g; every other
         segment pairs two invalid translations. Else None."""
-        if not self.one_is_pre or is_valid(self.one):
-            return None
-        B = self.B
-        return [i for i in self.walk.nonzero(self.pa) if B[i] & D.TYPE_BITS == D.TABLE_OR_PAGE]
+        return self._valid_pages() if self.one_is_pre and not is_valid(self.one) else None
 
     def old_pages(self):
-        """When `one` is the post-state's and not valid (the table was removed and nothing valid
-        replaced it): the slots i of the table's valid pages, each one segment of expand(),
-        (s, s + g, the page's leaf interval, one); every other segment pairs two invalid
-        translations. Else None."""
-        if self.one_is_pre or is_valid(self.one):
-            return None
+        """The same when `one` is the post-state's and not valid (the table was removed and nothing
+        valid replaced it): segments (s, s + g, the page's leaf interval, one). Else None."""
+        return self._valid_pages() if not self.one_is_pre and not is_valid(self.one) else None
+
+    def _valid_pages(self):
         B = self.B
         return [i for i in self.walk.nonzero(self.pa) if B[i] & D.TYPE_BITS == D.TABLE_OR_PAGE]
 
