@@ -4,6 +4,9 @@
 ``unmap``, ``wrprotect``, ``mkyoung``, ``mkold``, ``is_young``, ``relax_perms``, ``flush``,
 ``get_leaf``, ``destroy``) and a ``snapshot()`` that returns the raw state of docs/interface.md, so
 ``spec.check_state`` and ``ptspec.proofs.stage2.ptdump`` work on the C side's tables as they do on impl's.
+In that raw state the pages and the tlb_log events are tuples (JSON arrays all the same): a page
+unchanged since the previous snapshot is the previous tuple itself, which ``spec.load_state``
+recognises without reading it again.
 ``CMemcache`` is the shim's one ``kvm_mmu_memory_cache`` (``topup`` / ``free`` / ``objects``).
 
 The library keeps one page table in global state (as the kernel's mm_ops do), so a new
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import ctypes
 from array import array
+from itertools import compress
+from operator import not_
 
 from ptspec.proofs.kernel import build
 
@@ -23,11 +28,14 @@ ARENA_BASE = 0x10_0000_0000
 OWNER_FIELD_6_1 = (9, 2)          # KVM_INVALID_PTE_OWNER_MASK in 6.1
 KVM_MAX_OWNER_ID = 1
 EV_TLBI_IPA, EV_TLBI_VMID, EV_DCACHE, EV_ICACHE, EV_WARN, EV_ERR = range(1, 7)
+_EVENT_NAMES = {EV_TLBI_IPA: "tlbi_ipa", EV_TLBI_VMID: "tlbi_vmid", EV_DCACHE: "dcache",
+                EV_ICACHE: "icache"}          # the shim's TLB and cache events, by kind
 PG_FREE, PG_USED, PG_MEMCACHE = 0, 1, 2
 U64 = (1 << 64) - 1
 
 _LIBS: dict = {}
 _LIVE: dict = {}
+_WORDS: dict = {}         # id(library) -> (arena address, words, memoryview of the arena's words)
 # Extra preprocessor symbols for new CPgtables: set only by ptspec.proofs.kernel.planted (C-side bugs).
 PLANT_DEFINES: tuple = ()
 
@@ -142,6 +150,8 @@ class CPgtable:
         _LIVE[id(lib)] = self
         self.pgt = lib.kdiff_pgtable()
         self.mc = CMemcache(self)
+        self._page_cache: dict = {}          # pa -> (bytes, tuple) of the last snapshot
+        self._page_cache_at = None           # the arena (address, words) the cache is of
         self.warnings: list[str] = []
         self.errors: list[str] = []
         self.pending: list[list] = []
@@ -235,26 +245,46 @@ class CPgtable:
 
     # -- raw state ----------------------------------------------------------------------------
     def drain(self) -> list:
-        """Move the C log into warnings/errors and return the TLB/CMO events since the last call."""
+        """Move the C log into warnings/errors and return the TLB/CMO events since the last call
+        (each a list, as impl logs them)."""
+        return list(map(list, self._drain()))
+
+    def _drain(self) -> list:
+        """drain's events as tuples (as the raw state's tlb_log holds them: JSON arrays, which
+        spec.load_state reads as lists or tuples; a tuple of ints costs the collector nothing)."""
         lib = self._lib()
         n = lib.kdiff_log_len()
         if lib.kdiff_log_overflowed():
             self.errors.append("kdiff: the shim's event log overflowed")
         raw = array("Q", ctypes.string_at(lib.kdiff_log(), 24 * n)) if n else array("Q")
-        events = []
-        for kind, a, b in zip(raw[0::3], raw[1::3], raw[2::3]):
-            if kind == EV_TLBI_IPA:
-                events.append(["tlbi_ipa", a, b])
-            elif kind == EV_TLBI_VMID:
-                events.append(["tlbi_vmid"])
-            elif kind == EV_DCACHE:
-                events.append(["dcache", a, b])
-            elif kind == EV_ICACHE:
-                events.append(["icache", a, b])
-            elif kind > EV_ERR:          # a runtime's own events (kdiff_mainline_rt.c)
-                ev = self._extra_event(kind, a, b, len(self.pending) + len(events))
+        events = self._decode(raw)
+        lib.kdiff_log_clear()
+        self.pending.extend(events)
+        return events
+
+    def _decode(self, raw) -> list:
+        """The TLB/cache events of a shim log (u64 triples kind, a, b), in order; its WARNs and
+        allocator errors go to warnings and errors, a runtime's own events to _extra_event. The
+        TLB and cache events are built at C speed, the rest one by one where they stand (the same
+        as one loop over the log: tests hold them equal)."""
+        kinds = raw[0::3]
+        events = list(zip(map(_EVENT_NAMES.get, kinds), raw[1::3], raw[2::3]))
+        i = -1
+        for _ in range(kinds.count(EV_TLBI_VMID)):      # ("tlbi_vmid",) takes no operands
+            i = kinds.index(EV_TLBI_VMID, i + 1)
+            events[i] = ("tlbi_vmid",)
+        others = list(compress(range(len(kinds)), map(not_, map(_EVENT_NAMES.__contains__, kinds))))
+        if not others:
+            return events
+        out, last = [], 0
+        for i in others:
+            out += events[last:i]
+            last = i + 1
+            kind, a, b = kinds[i], raw[3 * i + 1], raw[3 * i + 2]
+            if kind > EV_ERR:          # a runtime's own events (kdiff_mainline_rt.c)
+                ev = self._extra_event(kind, a, b, len(self.pending) + len(out))
                 if ev:
-                    events.append(ev)
+                    out.append(tuple(ev))
             elif kind == EV_WARN:
                 self.warnings.append(f"WARN_ON at pgtable.c:{a}")
             elif a == 2:
@@ -267,9 +297,8 @@ class CPgtable:
                 self.errors.append(f"page reference to {b:#x} outside the arena")
             else:
                 self.errors.append(f"allocator error {a} on page {b:#x}")
-        lib.kdiff_log_clear()
-        self.pending.extend(events)
-        return events
+        out += events[last:]
+        return out
 
     def _extra_event(self, kind: int, a: int, b: int, position: int):
         """An event of a runtime other than kdiff_rt.c (position: TLB/cache events of the step
@@ -288,6 +317,36 @@ class CPgtable:
         while i >= 0:
             out.append(ARENA_BASE + (i << self.page_shift))
             i = states.find(PG_USED, i + 1)
+        return out
+
+    def _arena_words(self):
+        """The arena as a memoryview of u64 words (kept per library and remade when its arena
+        moved: a reset maps a new one; not an attribute, so a CPgtable still deep-copies)."""
+        lib = self._lib()
+        addr, n = lib.kdiff_arena(), self.npages * self.ptrs
+        view = _WORDS.get(id(lib))
+        if view is None or view[:2] != (addr, n):
+            view = _WORDS[id(lib)] = (addr, n, memoryview((ctypes.c_uint64 * n).from_address(addr))
+                                      .cast("B").cast("Q"))
+        if self._page_cache_at != (addr, n):
+            self._page_cache, self._page_cache_at = {}, (addr, n)
+        return view[2]
+
+    def _page_tuples(self, pas) -> dict:
+        """{pa: the page's descriptors as a tuple} for the raw state: a page whose bytes are
+        those of the previous snapshot is the previous tuple itself (an immutable value, which
+        spec.load_state then recognises without reading it again); any other page is read
+        afresh. The same values as page_words (tests hold them equal)."""
+        words = self._arena_words()
+        cache, n, ps = self._page_cache, self.ptrs, self.page_shift
+        out = {}
+        for pa in pas:
+            k = ((pa - ARENA_BASE) >> ps) * n
+            b = words[k:k + n].tobytes()
+            hit = cache.get(pa)
+            if hit is None or hit[0] != b:
+                hit = cache[pa] = (b, tuple(words[k:k + n].tolist()))
+            out[pa] = hit[1]
         return out
 
     def page_bytes(self, pa: int) -> bytes:
@@ -321,7 +380,7 @@ class CPgtable:
 
     def snapshot(self, drain_log: bool = True) -> dict:
         """The raw state of docs/interface.md (owner field as the tree places it)."""
-        self.drain()
+        self._drain()
         used = self.used_pages()
         state = {
             "kind": "arm64-stage2", "page_shift": self.page_shift, "ia_bits": self.ia_bits,
@@ -329,7 +388,7 @@ class CPgtable:
             "pa_bits": self.pa_bits, "owner_field": list(self.owner_field),
             "max_owner_id": self.max_owner_id, "has_fwb": self.has_fwb(), "cmo": self.cmo,
             "idmap": bool(self.flags & 2),                           # KVM_PGTABLE_S2_IDMAP
-            "roots": self.roots(), "pages": {pa: self.page_words(pa) for pa in used},
+            "roots": self.roots(), "pages": self._page_tuples(used),
             "refcount": self.refcounts(used), "memcache": sorted(self.mc.objects),
             "free_pages": self.free_pages(), "pool_errors": list(self.errors),
             "tlb_log": list(self.pending), "warnings": list(self.warnings),

@@ -12,6 +12,8 @@ writes), and the hardware's own AF/DBM updates.
 
 from bisect import bisect_left
 from collections import defaultdict
+from itertools import chain, repeat
+from operator import add
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
@@ -111,9 +113,13 @@ def _l3_suspects(op, chunk, free=0):
     keep = [i for i in chunk.idx
             if A[i] & D.TYPE_BITS == D.TABLE_OR_PAGE and not (B[i] & D.TYPE_BITS == D.TABLE_OR_PAGE and not A[i] & ~B[i] & may_clear
                                       and not B[i] & ~A[i] & not_af)]
-    if not keep:
-        return ()
-    return L3Chunk(chunk.a, chunk.b, chunk.base, chunk.g, keep, A, B).expand()
+    return keep
+
+
+def _pages_hit(by_level, page_shift):
+    """The page numbers (ipa >> page_shift) that a tlbi_ipa of level 3 or with no level hint
+    names: every leaf page inside one of them is covered (check_bbm's covered())."""
+    return {ipa >> page_shift for lv in (3, TTL_UNKNOWN) for ipa in by_level.get(lv, ())}
 
 
 def _violation(step, by_level, s, p, q):
@@ -176,11 +182,10 @@ def check_bbm(pre, step, post):
     by_level = defaultdict(list)
     ranges = []
     local = _local_ok(step.op, pre)
-    for ev in log:
-        if ev[0] == "tlbi_ipa" or ev[0] == "tlbi_ipa_nsh" and local:
-            by_level[ev[2]].append(ev[1])
-        elif ev[0] == "tlbi_range":
-            ranges.append((ev[1], ev[1] + ev[2]))
+    for ev in chain(post.events("tlbi_ipa"), post.events("tlbi_ipa_nsh") if local else ()):
+        by_level[ev[2]].append(ev[1])
+    for ev in post.events("tlbi_range"):
+        ranges.append((ev[1], ev[1] + ev[2]))
     for ipas in by_level.values():
         ipas.sort()
 
@@ -196,13 +201,29 @@ def check_bbm(pre, step, post):
     reported = set()
     free = _free_bits(pre)
     settled = None      # a pre leaf judged whatever the post side is (not valid, covered, reported)
+    hit = None          # _pages_hit, when first needed
     for item in chunks:
-        if type(item) is L3Chunk:
-            segs = _l3_suspects(step.op, item, free)
-        elif type(item) is FlatL3:
-            if item.one_is_pre and not is_valid(item.one):
+        if type(item) is L3Chunk or type(item) is FlatL3:
+            if type(item) is L3Chunk:
+                pages = _l3_suspects(step.op, item, free)
+            elif item.one_is_pre and not is_valid(item.one):
                 continue        # a new table where nothing valid was: no cached translation changed
-            segs = item.expand()
+            else:
+                pages = item.old_pages()    # a removed table's valid pages (else None)
+            if pages:
+                # level-3 pages whose page a level-3 (or unhinted) tlbi_ipa names are covered,
+                # whatever changed: a table all of whose suspects are is settled at C speed
+                if hit is None:
+                    hit = _pages_hit(by_level, pre.page_shift)
+                first = item.base >> pre.page_shift
+                if hit.issuperset(map(add, pages, repeat(first))):
+                    continue
+            if type(item) is L3Chunk:
+                if not pages:
+                    continue
+                segs = L3Chunk(item.a, item.b, item.base, item.g, pages, item.A, item.B).expand()
+            else:
+                segs = item.expand()
         else:
             segs = (item,)
         for s, e, p, q in segs:

@@ -307,12 +307,48 @@ def _runs(chunks, page_shift, fwb):
             for i in chunk.idx:
                 a, b = A[i], B[i]
                 pv, qv = a & 3 == 3, b & 3 == 3
-                if pv or qv:
-                    s = base + i * g
-                    item(s, s + g, (s, s + g, 3, a, chunk.a, i, False),
-                         (s, s + g, 3, b, chunk.b, i, False), a, b, pv, qv)
+                if not (pv or qv):
+                    continue
+                s = base + i * g
+                if last is not None and last[1] == s:
+                    # item()'s merge test written out for a page (its output is the descriptor's
+                    # address): a page that continues the run extends it without its intervals
+                    poa = address(a, page_shift) if pv else None
+                    if qv:
+                        qoa = address(b, page_shift)
+                        q_cache = b & attr_mask == cache_attr
+                        if pv and poa == qoa:
+                            p_cache = a & attr_mask == cache_attr
+                            poc = q_cache and not p_cache
+                            pou = q_cache and not b & xn and not (p_cache and not a & xn)
+                        else:
+                            poc = q_cache
+                            pou = q_cache and not b & xn
+                    else:
+                        qoa, poc, pou = None, False, False
+                    if (last[6] == poc and last[7] == pou
+                            and (poa is None if last[4] is None else poa == last[4] + (s - last[0]))
+                            and (qoa is None if last[5] is None else qoa == last[5] + (s - last[0]))):
+                        last[1] = s + g
+                        continue
+                item(s, s + g, (s, s + g, 3, a, chunk.a, i, False),
+                     (s, s + g, 3, b, chunk.b, i, False), a, b, pv, qv)
         elif type(chunk) is FlatL3:
             nz = chunk.new_pages()
+            gone = chunk.old_pages() if nz is None else None
+            if gone is not None:
+                # a removed table's valid pages, nothing valid after them: item() of each, its
+                # merge test written out (no CMO need; a run continues the pre outputs)
+                B, base, g = chunk.B, chunk.base, chunk.g
+                for i in gone:
+                    a, s = B[i], base + i * g
+                    poa = address(a, page_shift)
+                    if (last is not None and last[1] == s and last[5] is None and last[4] is not None
+                            and not last[6] and not last[7] and poa == last[4] + (s - last[0])):
+                        last[1] = s + g
+                    else:
+                        item(s, s + g, chunk.page(i), chunk.one, a, 0, True, False)
+                continue
             if nz is None:
                 for s, e, p, q in chunk.expand():
                     pv, qv = is_valid(p), is_valid(q)

@@ -11,6 +11,8 @@ Leaves out: the order of a CMO relative to the descriptor write (the log records
 kvm_pgtable_stage2_flush, whose events C-FLUSH judges exactly.
 """
 
+from operator import add, itemgetter
+
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.stage2.contract_common import Report, op_range
 from ptspec.spec.stage2.ranges import covers, union
@@ -20,9 +22,14 @@ from ptspec.spec.stage2.step import walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC
 from ptspec.spec.statements import statement
 
+_FIRST, _SECOND = itemgetter(1), itemgetter(2)
 
-def _ranges(log, kind):
-    return union([ev[1], ev[1] + ev[2]] for ev in log if ev[0] == kind)
+
+def _ranges(state, kind):
+    """The merged output ranges of the state's `kind` events (dcache or icache)."""
+    evs = state.events(kind)
+    starts = list(map(_FIRST, evs))
+    return union(zip(starts, map(add, starts, map(_SECOND, evs))))
 
 
 def _suspects(new, flag, ranges, starts):
@@ -91,7 +98,7 @@ def check_cmo(pre, step, post):
 
     def ranges(kind):
         if kind not in merged:
-            got = _ranges(post.tlb_log, kind)
+            got = _ranges(post, kind)
             merged[kind] = (got, [r[0] for r in got])
         return merged[kind]
 

@@ -5,13 +5,14 @@ Models: what must hold of every stage-2 raw state after every return of every pa
 hardware walks from the roots (ptspec.spec.arch.walk). Each function takes a State and returns Violations.
 
 The structural helpers here (encoding and tree checks) are shared with the hyp stage-1 invariants
-(ptspec.spec.hyp.invariants), which report them under S1-* ids.
-
-Per-table rules can be limited to a window (``pages``: the tables a step changed, window.py) when
-every other table was judged before and did not change; the whole-state check stays the statement.
+(ptspec.spec.hyp.invariants), which report them under S1-* ids. Per-table rules can be limited to
+a window (``pages``: the tables a step changed, window.py) when every other table was judged
+before and did not change; the whole-state check stays the statement.
 
 Leaves out: two-state properties (S2-BBM, contracts) and everything mmu.c adds (memslots, dirty log).
 """
+
+from itertools import compress
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
@@ -72,18 +73,17 @@ def encoding_violations(state, inv, pages=None):
     tables (a window, see _tables).
     """
     out = []
-    ps, pa_limit = state.page_shift, 1 << state.pa_bits
-    walk = state.walk()
+    ps, pa_limit, walk = state.page_shift, 1 << state.pa_bits, state.walk()
     # A level-3 page can only be misaligned or out of range through bits 13:12 (16K, RES0) or
-    # 15:12 (64K, address bits 51:48, out of range when pa_bits is 48): page_fast screens for them.
-    page_fast = {12: 0, 14: D.RES0_16K_MASK, 16: 0 if state.pa_bits >= 52 else D.ADDR_51_48_MASK}[ps]
+    # 15:12 (64K, address bits 51:48, out of range when pa_bits is 48): a page is screened at C speed.
+    page_mask = D.TYPE_BITS | {12: 0, 14: D.RES0_16K_MASK, 16: 0 if state.pa_bits >= 52 else D.ADDR_51_48_MASK}[ps]
     for pa, (level, base, used, _, _) in _tables(walk, pages):
         descs = state.pages[pa]
-        g = G.granule_size(level, ps)
-        block_ok = G.level_allows_block(level, ps)
-        todo = walk.nonzero(pa) if level < G.LAST_LEVEL else [     # less the pages whose address
-            i for i in walk.nonzero(pa) if descs[i] & page_fast or descs[i] & D.TYPE_BITS != D.TABLE_OR_PAGE]
-        for i in todo:                                             # field is aligned and in range
+        g, block_ok = G.granule_size(level, ps), G.level_allows_block(level, ps)
+        nz = walk.nonzero(pa)
+        todo = nz if level < G.LAST_LEVEL else list(compress(nz, map(D.TABLE_OR_PAGE.__ne__, map(
+            page_mask.__and__, map(descs.__getitem__, nz)))))      # less the pages whose type,
+        for i in todo:                                      # address field aligned and in range
             if i >= used:
                 break
             d = descs[i]

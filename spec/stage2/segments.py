@@ -194,13 +194,19 @@ class FlatL3:
         the slots i of the table's valid pages, each one segment of expand(), (s, s + g, one, the
         page's leaf interval (s, s + g, 3, B[i], pa, i, False)) with s = base + i * g; every other
         segment pairs two invalid translations. Else None."""
-        if not self.one_is_pre or is_valid(self.one):
-            return None
+        return self._valid_pages() if self.one_is_pre and not is_valid(self.one) else None
+
+    def old_pages(self):
+        """The same when `one` is the post-state's and not valid (the table was removed and nothing
+        valid replaced it): segments (s, s + g, the page's leaf interval, one). Else None."""
+        return self._valid_pages() if not self.one_is_pre and not is_valid(self.one) else None
+
+    def _valid_pages(self):
         B = self.B
         return [i for i in self.walk.nonzero(self.pa) if B[i] & D.TYPE_BITS == D.TABLE_OR_PAGE]
 
     def page(self, i):
-        """The leaf interval of valid page i (new_pages)."""
+        """The leaf interval of valid page i (new_pages, old_pages)."""
         s = self.base + i * self.g
         return (s, s + self.g, 3, self.B[i], self.pa, i, False)
 

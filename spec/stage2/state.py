@@ -13,7 +13,7 @@ Leaves out: the meaning of the contents (the invariants judge that), lguest stat
 """
 
 from array import array
-from itertools import chain
+from itertools import chain, compress
 from operator import itemgetter
 
 from ptspec.spec.arch import descriptor, geometry
@@ -168,26 +168,30 @@ def _parse_event(event, where):
     return (name, *args)
 
 
+_EVENT_LEN = {name: 1 + n for name, n in _EVENT_ARITY.items()}
+_NAME, _FIRST, _SECOND = itemgetter(0), itemgetter(1), itemgetter(2)
+_OPERANDS = itemgetter(slice(1, None))
+
+
 def _parse_log(value):
     """The tlb_log as a list of event tuples, each as _parse_event reads it (the plain statement,
-    the last line); the common case (every event a list or tuple of a known name and its u64 int
-    operands) is checked for the whole log at once, at C speed where it can be."""
+    the last line); the common case (every event a list or tuple of a known name and as many u64
+    int operands as the name takes) is checked for the whole log at once, at C speed."""
     log = _parse_list(value, "tlb_log")
     try:
         if set(map(type, log)) <= {list, tuple}:
-            names = list(map(itemgetter(0), log))
-            arity = {_EVENT_ARITY.get(n) for n in set(names)} if set(map(type, names)) <= {str} else {None}
-            if len(arity) == 1 and None not in arity and set(map(len, log)) == {1 + min(arity)}:
-                # one arity for every event (e.g. tlbi_ipa, dcache and icache: 2 operands)
-                operands = list(chain.from_iterable(map(itemgetter(k), log) for k in range(1, 1 + min(arity))))
-            elif all(_EVENT_ARITY.get(e[0]) == len(e) - 1 for e in log):
-                operands = [v for e in log for v in e[1:]]
-            else:
-                operands = None
-            if operands is not None and set(map(type, operands)) <= {int}:
-                array("Q", operands)                # range checked in C
-                return list(map(tuple, log))
-    except (TypeError, IndexError, OverflowError):
+            names = list(map(_NAME, log))
+            lens = list(map(len, log))
+            if set(map(type, names)) <= {str} and lens == list(map(_EVENT_LEN.__getitem__, names)):
+                pairs = log if lens.count(3) == len(log) else list(compress(log, map((3).__eq__, lens)))
+                if len(pairs) + lens.count(1) == len(log):      # two operands or none (the usual)
+                    operands = [*map(_FIRST, pairs), *map(_SECOND, pairs)]
+                else:
+                    operands = list(chain.from_iterable(map(_OPERANDS, log)))
+                if set(map(type, operands)) <= {int}:
+                    array("Q", operands)                # range checked in C
+                    return list(map(tuple, log))
+    except (IndexError, KeyError, OverflowError):
         pass
     return [_parse_event(e, f"tlb_log[{i}]") for i, e in enumerate(log)]
 
@@ -202,7 +206,7 @@ class State:
 
     __slots__ = ("kind", "page_shift", "ia_bits", "start_level", "pa_bits", "owner_field",
                  "max_owner_id", "has_fwb", "cmo", "idmap", "roots", "pages", "refcount", "memcache",
-                 "free_pages", "pool_errors", "tlb_log", "kernel_version", "_walk")
+                 "free_pages", "pool_errors", "tlb_log", "kernel_version", "_walk", "_events", "_tuples")
 
     @property
     def va_bits(self):
@@ -232,6 +236,17 @@ class State:
             self._walk = Walk(self)
         return self._walk
 
+    def events(self, name):
+        """The tlb_log's events named ``name``, in log order (picked out at C speed, then cached;
+        the same as ``[ev for ev in self.tlb_log if ev[0] == name]``)."""
+        if self._events is None:
+            self._events = {}
+        got = self._events.get(name)
+        if got is None:
+            log = self.tlb_log
+            got = self._events[name] = list(compress(log, map(name.__eq__, map(_NAME, log))))
+        return got
+
     def __repr__(self):
         return (f"<State {self.kind} {geometry.granule_name(self.page_shift)} ia_bits={self.ia_bits} "
                 f"start_level={self.start_level} roots={[hex(r) for r in self.roots]} "
@@ -244,7 +259,9 @@ def load_state(obj, prev=None):
     A State is returned unchanged. Raises StateError naming the key (and page, index) at fault.
 
     ``prev`` (a State loaded before, typically the pre-state of the step that produced obj): its
-    parsed pages are reused for the pages of obj whose descriptors are equal, and its tree walk
+    parsed pages are reused for the pages of obj whose descriptors are equal (without reading
+    them when the page is the very tuple prev's page was read from: a tuple cannot change), and
+    its tree walk
     for the parts the walk cannot have changed (``Walk.reuse``), so that loading the next state of
     a run costs what the step changed. The result is the same State either way (every value is
     still validated); tests/test_window.py holds the two equal.
@@ -266,7 +283,8 @@ def load_state(obj, prev=None):
             raise StateError(f"{key}: missing (a {kind} state needs {', '.join(required)})")
 
     s = State()
-    s._walk = None
+    s._walk = s._events = None
+    s._tuples = tuples = {}        # pa -> the raw tuple its page was read from (immutable)
     s.kind = kind
     s.page_shift = parse_int(obj["page_shift"], "page_shift")
     if s.page_shift not in geometry.PAGE_SHIFTS:
@@ -297,7 +315,10 @@ def load_state(obj, prev=None):
     if not isinstance(pages, dict):
         raise StateError(f"pages: expected an object {{pa: [descriptors]}}, got {_type_name(pages)}")
     s.pages = {}
-    old = prev.pages if isinstance(prev, State) and prev.page_shift == s.page_shift else {}
+    if isinstance(prev, State) and prev.page_shift == s.page_shift:
+        old, old_tuples = prev.pages, prev._tuples
+    else:
+        old, old_tuples = {}, {}
     for key, descs in pages.items():
         pa = _page_key(key, "pages")
         if pa % (1 << s.page_shift):
@@ -305,10 +326,14 @@ def load_state(obj, prev=None):
         if pa in s.pages:
             raise StateError(f"pages[{show(key)}]: page {pa:#x} listed twice")
         was = old.get(pa)
-        if was is not None and descs == was and list(map(type, descs)).count(int) == count:
+        if was is not None and descs is old_tuples.get(pa):
+            s.pages[pa] = was       # the very tuple prev's page was read from: the same parse
+        elif was is not None and descs == was and list(map(type, descs)).count(int) == count:
             s.pages[pa] = was       # equal to prev's, plain ints: the same parse, shared
         else:
             s.pages[pa] = _parse_descriptors(descs, f"pages[{show(key)}]", count)
+        if type(descs) is tuple:
+            tuples[pa] = descs
 
     refs = obj["refcount"]
     if not isinstance(refs, dict):
