@@ -34,10 +34,10 @@ _TABLE: dict[str, tuple[tuple[float | int, float | int, float | int], str]] = {
     "grace_seconds": ((2, 5, 60), "after the hang guard, a check that did not return is stopped"),
     "hypothesis_examples": ((20, 200, 3000), "runs per hypothesis state machine (max_examples)"),
     "steps": ((12, 30, 80), "operations per random sequence (stateful step count)"),
-    "lockstep_runs": ((60, 250, 3000), "runs of `steps` operations per stage-2 lock-step (impl, and "
+    "lockstep_runs": ((60, 400, 3000), "runs of `steps` operations per stage-2 lock-step (impl, and "
                                        "the kernel's C), plain seeded random choices"),
     "exhaustive_depth": ((2, 3, 5), "operations per sequence in bounded exhaustive exploration"),
-    "stage2_exhaustive_depth": ((2, 4, 6), "operations per sequence in the stage-2 exhaustive "
+    "stage2_exhaustive_depth": ((2, 5, 6), "operations per sequence in the stage-2 exhaustive "
                                            "exploration (s2.exhaustive.*)"),
     "exhaustive_window_pages": ((4, 8, 16), "pages in the IPA window that exhaustive exploration uses"),
     "z3_timeout_ms": ((5_000, 20_000, 300_000), "z3 per-query timeout (solver 'timeout' parameter)"),
