@@ -41,6 +41,23 @@ def test_tlbi_at_the_wrong_level_or_outside_the_leaf():
     assert ids(vs) == ["S2-BBM"]
 
 
+def test_a_tlbi_without_level_hint_covers_a_leaf_of_any_level():
+    # level 0 sets no TTL (__tlbi_level skips it; no stage-2 leaf lives at level 0), as S2-BBM-WALK
+    # reads it; a later kernel's TLBI_TTL_UNKNOWN means the same. 6.6.63's unmap of a table's last
+    # page logs only such table invalidations for it: not a violation.
+    pre = mapped()
+    post = pre.copy().set(0x4000_1000, 3, 0)
+    for hint in (0, 0x7FFF_FFFF):
+        assert bbm(pre, "unmap", post, [("tlbi_ipa", 0x4000_1000, hint)], addr=0x4000_1000, size=0x1000) == []
+        # still inside the leaf only
+        assert ids(bbm(pre, "unmap", post, [("tlbi_ipa", 0x4000_2000, hint)], addr=0x4000_1000,
+                       size=0x1000)) == ["S2-BBM"]
+    split = pre.copy().set(0x4020_0000, 2, 0)          # the 2M block removed
+    assert bbm(pre, "unmap", split, [("tlbi_ipa", 0x4020_0000, 0)], addr=0x4020_0000, size=0x20_0000) == []
+    assert ids(bbm(pre, "unmap", split, [("tlbi_ipa", 0x4020_0000, 3)], addr=0x4020_0000,
+                   size=0x20_0000)) == ["S2-BBM"]
+
+
 def test_attribute_change_needs_tlbi():
     pre = mapped()
     post = pre.copy().page(0x4000_0000, 0x8000_0000, x=True)

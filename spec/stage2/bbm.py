@@ -4,7 +4,7 @@ have been invalidated by that operation.
 Models: the TLB-maintenance half of break-before-make for one step, judged from the pre-state, the
 post-state and the step's tlb_log: every pre-op valid leaf whose translation changed (output
 address, leaf level/size, any attribute, or no longer valid) needs a ``tlbi_vmid`` or a ``tlbi_ipa``
-inside that leaf with the leaf's level as the TTL hint.
+inside that leaf with the leaf's level as the TTL hint, or with no hint.
 
 Leaves out: the order of the invalidation relative to the descriptor writes (the log does not record
 writes), and the hardware's own AF/DBM updates.
@@ -19,14 +19,23 @@ from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2.segments import FlatL3, L3Chunk, diff_chunks, is_valid, page_translation, same_page
 from ptspec.spec.stage2.state import kernel_since
+from ptspec.spec.stage2.walkcache import LEAF_HINTS
 from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, TABLE, INDEX
 
 # attribute bits an op may clear without TLB maintenance, because the caller flushes
 _CALLER_FLUSHES = {"wrprotect": D.S2AP_W, "mkold": D.AF, "test_clear_young": D.AF}
-# TLBI_TTL_UNKNOWN (6.12 on): a tlbi_ipa with no level hint removes entries of any level
+# A tlbi_ipa whose level names no leaf level carries no level hint and removes entries of every
+# level: 0 in the kernels the stage-2 model covers (their __tlbi_level sets no TTL for level 0, and no
+# stage-2 leaf lives at level 0), TLBI_TTL_UNKNOWN (6.12 on) later; S2-BBM-WALK reads hints the same
+# way (walkcache.LEAF_HINTS). The log's no-hint events are grouped under TTL_UNKNOWN.
 TTL_UNKNOWN = 0x7FFFFFFF
+
+
+def _hint(level):
+    """The level a tlbi_ipa's hint names, or TTL_UNKNOWN when it names none."""
+    return level if level in LEAF_HINTS else TTL_UNKNOWN
 
 
 def _local_ok(op, state):
@@ -39,7 +48,7 @@ def _invalidates(ev, level, lo, hi, local_ok=False):
     """Whether one log event removes a cached translation of the leaf [lo, hi) at `level`:
     tlbi_ipa inside the leaf with the leaf's level (or no hint), tlbi_range overlapping it."""
     if ev[0] == "tlbi_ipa" or ev[0] == "tlbi_ipa_nsh" and local_ok:
-        return (ev[2] == level or ev[2] == TTL_UNKNOWN) and lo <= ev[1] < hi
+        return (ev[2] == level or ev[2] not in LEAF_HINTS) and lo <= ev[1] < hi
     if ev[0] == "tlbi_range":
         return ev[1] < hi and lo < ev[1] + ev[2]
     return False
@@ -150,7 +159,8 @@ def check_bbm(pre, step, post):
     Statement: for every page whose pre-op translation was valid and whose post-op translation
     differs (output address, leaf level or size, any attribute bit, or now invalid), the step's
     tlb_log holds ["tlbi_vmid"], or ["tlbi_ipa", ipa, level] with `level` the level of the pre-op
-    leaf (or TLBI_TTL_UNKNOWN, no hint, 6.12 on) and `ipa` inside that leaf, or (6.6 on)
+    leaf (or no level hint: 0, which sets no TTL, or TLBI_TTL_UNKNOWN from 6.12) and `ipa` inside
+    that leaf, or (6.6 on)
     ["tlbi_range", ipa, size] whose range [ipa, ipa + size) overlaps that leaf; for relax_perms
     from 6.6 on, ["tlbi_ipa_nsh", ipa, level] (this CPU only) is enough: another CPU's stale entry
     has fewer permissions, a spurious fault at worst; from 6.12 a change of only the software bits
@@ -183,7 +193,7 @@ def check_bbm(pre, step, post):
     ranges = []
     local = _local_ok(step.op, pre)
     for ev in chain(post.events("tlbi_ipa"), post.events("tlbi_ipa_nsh") if local else ()):
-        by_level[ev[2]].append(ev[1])
+        by_level[_hint(ev[2])].append(ev[1])
     for ev in post.events("tlbi_range"):
         ranges.append((ev[1], ev[1] + ev[2]))
     for ipas in by_level.values():
