@@ -259,6 +259,31 @@ class CacheJudge:
         return out
 
 
+def _needs(pd, qd, poa, qoa, qv, cache_attr):
+    """(CMO-POC, CMO-POU) judgement needed for a post leaf qd (if valid, qv) at output qoa over a
+    pre leaf pd at output poa (None: not valid): poc when the post leaf is cacheable and not the
+    same output as a cacheable pre leaf; pou when it is executable cacheable and not the same
+    output as an executable cacheable pre leaf."""
+    if not qv:
+        return False, False
+    q_cache = qd & D.MEMATTR_MASK == cache_attr
+    if poa is not None and poa == qoa:
+        p_cache = pd & D.MEMATTR_MASK == cache_attr
+        return (q_cache and not p_cache,
+                q_cache and not qd & D.XN and not (p_cache and not pd & D.XN))
+    return q_cache, q_cache and not qd & D.XN
+
+
+def _continues(last, s, poa, qoa, poc, pou):
+    """Whether a segment at s with these outputs and needs continues the run ``last``
+    ([start, end, p, q, pre output, post output, poc, pou]): adjacent, the same needs, and each
+    output continuing the run's (or absent on both)."""
+    ls, le, _, _, lpoa, lqoa, lpoc, lpou = last
+    return (le == s and lpoc == poc and lpou == pou
+            and (poa is None if lpoa is None else poa == lpoa + (s - ls))
+            and (qoa is None if lqoa is None else qoa == lqoa + (s - ls)))
+
+
 def _runs(chunks, page_shift, fwb):
     """The changed segments of diff_chunks(pre, post), each as (segment, pre output or None, post
     output or None, needs a CMO-POC judgement, needs a CMO-POU judgement); consecutive segments of
@@ -274,32 +299,33 @@ def _runs(chunks, page_shift, fwb):
     last = None
     address = D.address
     cache_attr = D.MEMATTR_NORMAL[fwb] << D.MEMATTR_SHIFT
-    attr_mask, xn = D.MEMATTR_MASK, D.XN
 
-    def item(s, e, p, q, pd, qd, pv, qv):
+    def add(s, e, p, q, poa, qoa, poc, pou):
+        """Extend the current run by [s, e), or close it and start a new one there."""
         nonlocal last
-        poa = address(pd, page_shift) + (s - p[START]) if pv else None
-        if qv:
-            qoa = address(qd, page_shift) + (s - q[START])
-            q_cache = qd & attr_mask == cache_attr
-            if pv and poa == qoa:
-                p_cache = pd & attr_mask == cache_attr
-                poc = q_cache and not p_cache
-                pou = q_cache and not qd & xn and not (p_cache and not pd & xn)
-            else:
-                poc = q_cache
-                pou = q_cache and not qd & xn
-        else:
-            qoa, poc, pou = None, False, False
         if last is not None:
-            ls, le, lp, lq, lpoa, lqoa, lpoc, lpou = last
-            if (le == s and lpoc == poc and lpou == pou
-                    and (poa is None if lpoa is None else poa == lpoa + (s - ls))
-                    and (qoa is None if lqoa is None else qoa == lqoa + (s - ls))):
+            if _continues(last, s, poa, qoa, poc, pou):
                 last[1] = e
                 return
+            ls, le, lp, lq, lpoa, lqoa, lpoc, lpou = last
             out.append(((ls, le, lp, lq), lpoa, lqoa, lpoc, lpou))
         last = [s, e, p, q, poa, qoa, poc, pou]
+
+    def item(s, e, p, q, pd, qd, pv, qv):
+        poa = address(pd, page_shift) + (s - p[START]) if pv else None
+        qoa = address(qd, page_shift) + (s - q[START]) if qv else None
+        add(s, e, p, q, poa, qoa, *_needs(pd, qd, poa, qoa, qv, cache_attr))
+
+    def page(s, g, a, b, pv, qv, p, q):
+        """One level-3 slot (its output is the descriptor's address): a slot that continues the
+        run extends it without building its intervals (p, q: callables making them)."""
+        poa = address(a, page_shift) if pv else None
+        qoa = address(b, page_shift) if qv else None
+        poc, pou = _needs(a, b, poa, qoa, qv, cache_attr)
+        if last is not None and _continues(last, s, poa, qoa, poc, pou):
+            last[1] = s + g
+        else:
+            add(s, s + g, p(), q(), poa, qoa, poc, pou)
 
     for chunk in chunks:
         if type(chunk) is L3Chunk:
@@ -307,47 +333,19 @@ def _runs(chunks, page_shift, fwb):
             for i in chunk.idx:
                 a, b = A[i], B[i]
                 pv, qv = a & 3 == 3, b & 3 == 3
-                if not (pv or qv):
-                    continue
-                s = base + i * g
-                if last is not None and last[1] == s:
-                    # item()'s merge test written out for a page (its output is the descriptor's
-                    # address): a page that continues the run extends it without its intervals
-                    poa = address(a, page_shift) if pv else None
-                    if qv:
-                        qoa = address(b, page_shift)
-                        q_cache = b & attr_mask == cache_attr
-                        if pv and poa == qoa:
-                            p_cache = a & attr_mask == cache_attr
-                            poc = q_cache and not p_cache
-                            pou = q_cache and not b & xn and not (p_cache and not a & xn)
-                        else:
-                            poc = q_cache
-                            pou = q_cache and not b & xn
-                    else:
-                        qoa, poc, pou = None, False, False
-                    if (last[6] == poc and last[7] == pou
-                            and (poa is None if last[4] is None else poa == last[4] + (s - last[0]))
-                            and (qoa is None if last[5] is None else qoa == last[5] + (s - last[0]))):
-                        last[1] = s + g
-                        continue
-                item(s, s + g, (s, s + g, 3, a, chunk.a, i, False),
-                     (s, s + g, 3, b, chunk.b, i, False), a, b, pv, qv)
+                if pv or qv:
+                    s = base + i * g
+                    page(s, g, a, b, pv, qv, lambda: (s, s + g, 3, a, chunk.a, i, False),
+                         lambda: (s, s + g, 3, b, chunk.b, i, False))
         elif type(chunk) is FlatL3:
             nz = chunk.new_pages()
             gone = chunk.old_pages() if nz is None else None
             if gone is not None:
-                # a removed table's valid pages, nothing valid after them: item() of each, its
-                # merge test written out (no CMO need; a run continues the pre outputs)
+                # a removed table's valid pages, nothing valid after them
                 B, base, g = chunk.B, chunk.base, chunk.g
                 for i in gone:
-                    a, s = B[i], base + i * g
-                    poa = address(a, page_shift)
-                    if (last is not None and last[1] == s and last[5] is None and last[4] is not None
-                            and not last[6] and not last[7] and poa == last[4] + (s - last[0])):
-                        last[1] = s + g
-                    else:
-                        item(s, s + g, chunk.page(i), chunk.one, a, 0, True, False)
+                    page(base + i * g, g, B[i], 0, True, False, lambda: chunk.page(i),
+                         lambda: chunk.one)
                 continue
             if nz is None:
                 for s, e, p, q in chunk.expand():
@@ -355,19 +353,10 @@ def _runs(chunks, page_shift, fwb):
                     if pv or qv:
                         item(s, e, p, q, p[DESC], q[DESC], pv, qv)
                 continue
-            # new pages where nothing was mapped (the rest is invalid on both sides: no run):
-            # item() of each, its merge test written out
+            # new pages where nothing was mapped (the rest is invalid on both sides: no run)
             B, base, g = chunk.B, chunk.base, chunk.g
             for i in nz:
-                b, s = B[i], base + i * g
-                qoa = address(b, page_shift)
-                poc = b & attr_mask == cache_attr
-                pou = poc and not b & xn
-                if (last is not None and last[1] == s and last[4] is None and last[5] is not None
-                        and last[6] == poc and last[7] == pou and qoa == last[5] + (s - last[0])):
-                    last[1] = s + g
-                else:
-                    item(s, s + g, chunk.one, chunk.page(i), 0, b, False, True)
+                page(base + i * g, g, 0, B[i], False, True, lambda: chunk.one, lambda: chunk.page(i))
         else:
             s, e, p, q = chunk
             pv, qv = is_valid(p), is_valid(q)
