@@ -1,4 +1,5 @@
-"""Shared by the planted-bug tests: a printed counterexample program judges by itself.
+"""Shared by the tests: a printed counterexample program judges by itself, and the seeded
+lock-step program driven through a harness step by step.
 
 ``assert_program_judges(program, plant)``: the program (a refutation's ``ops``) ends in an
 ``assert``, raises AssertionError when executed as pasted (fresh namespace) with the defect
@@ -6,6 +7,9 @@ planted (``plant()`` a context manager), and runs clean on the impl as it is.
 """
 
 import pytest
+
+from ptspec.proofs.stage2 import strategies as S
+from ptspec.proofs.stage2.program import Stage2Program
 
 
 def assert_program_judges(program, plant):
@@ -16,3 +20,19 @@ def assert_program_judges(program, plant):
     with plant(), pytest.raises(AssertionError):
         exec(program, {})
     exec(program, {})            # the impl without the defect: the same program passes
+
+
+def program_steps(h, page_shift, ia_bits, seed, steps):
+    """Drive harness ``h`` through ``steps`` entries of the seeded lock-step program (the
+    generator and chooser of ``s2.lockstep.*``), injecting the allocation failures it asks for;
+    yields the violations of each operation step, after the program has seen its return value."""
+    prog = Stage2Program(S.geometry(page_shift, ia_bits))
+    ch = S.RandomChooser(seed)
+    for _ in range(steps):
+        e = prog.next(ch)
+        if e[0] == "fail":
+            h.fail_allocation(e[1])
+            continue
+        ret, found = h.step(e[1], **e[2])
+        prog.returned(e, ret)
+        yield found

@@ -12,9 +12,8 @@ import pytest
 from ptspec import spec
 from ptspec.proofs.stage2 import harness as H
 from ptspec.proofs.stage2 import lockstep
-from ptspec.proofs.stage2 import strategies as S
 from ptspec.proofs.stage2.planted import planted
-from ptspec.proofs.stage2.program import Stage2Program
+from program_support import program_steps
 
 
 def _states(name, seed, steps=60):
@@ -22,16 +21,8 @@ def _states(name, seed, steps=60):
     ps, ia, field = lockstep.GEOMETRIES[name]
     h = H.Stage2Harness(ps, ia, owner_field=field, arena_pages=512 if ps == 12 else 128,
                         check=False)
-    prog = Stage2Program(S.geometry(ps, ia))
-    ch = S.RandomChooser(seed)
     pre = spec.load_state(h.pgt.snapshot())
-    for _ in range(steps):
-        e = prog.next(ch)
-        if e[0] == "fail":
-            h.fail_allocation(e[1])
-            continue
-        ret, _ = h.step(e[1], **e[2])
-        prog.returned(e, ret)
+    for _ in program_steps(h, ps, ia, seed, steps):
         post = spec.load_state(h.pgt.snapshot())
         yield pre, post
         pre = post

@@ -1,0 +1,280 @@
+"""The spec's C-speed readings equal their plain statements: the TLB/cache log's parse and
+per-kind event lists, the kernel-C snapshot's log decode and shared page tuples, the CMO ghost's
+runs over level-3 tables, and the S2-BBM and C-UNMAP screens that settle whole level-3 tables at
+once. Each test compares a shortcut with the plain page-by-page or event-by-event reading (and
+fails when its shortcut is broken); tests/test_incremental.py holds the step's judgement as a whole.
+"""
+
+import pytest
+
+from ptspec import spec
+from ptspec.proofs.stage2 import harness as H
+from ptspec.spec.arch import descriptor as D
+from ptspec.spec.arch.walk import DESC, START
+from ptspec.spec.stage2 import cmo
+from ptspec.spec.stage2.ranges import union
+from ptspec.spec.stage2.segments import is_valid
+
+
+# -- the C-speed readings of the TLB/cache log (round 2) -------------------------------------------
+
+def _log(seed, n=400):
+    import random
+    rnd = random.Random(seed)
+    names = ["tlbi_ipa", "tlbi_vmid", "dcache", "icache", "tlbi_range", "tlbi_ipa_nsh"]
+    out = []
+    for _ in range(n):
+        name = rnd.choice(names)
+        out.append([name] if name == "tlbi_vmid" else
+                   [name, rnd.randrange(1 << 40) & ~0xFFF, rnd.choice([0, 1, 2, 3, 4096, 1 << 21])])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_state_events_equal_the_plain_filter(seed):
+    log = _log(seed)
+    raw = {"kind": "arm64-stage2", "page_shift": 12, "ia_bits": 40, "start_level": 1,
+           "owner_field": [9, 2], "max_owner_id": 1, "roots": [], "pages": {}, "refcount": {},
+           "tlb_log": log}
+    st = spec.load_state(raw)
+    for name in ("tlbi_ipa", "tlbi_vmid", "dcache", "icache", "tlbi_range", "tlbi_ipa_nsh", "x"):
+        assert st.events(name) == [ev for ev in st.tlb_log if ev[0] == name]
+        assert st.events(name) is st.events(name)          # cached
+    for kind in ("dcache", "icache"):
+        assert cmo._ranges(st, kind) == union([ev[1], ev[1] + ev[2]] for ev in st.tlb_log
+                                              if ev[0] == kind)
+
+
+def _plain_decode(raw):
+    """The shim's log read one event at a time: (events, warnings, errors)."""
+    names = {1: "tlbi_ipa", 3: "dcache", 4: "icache"}
+    events, warnings, errors = [], [], []
+    for k, a, b in zip(raw[0::3], raw[1::3], raw[2::3]):
+        if k == 2:
+            events.append(("tlbi_vmid",))
+        elif k in names:
+            events.append((names[k], a, b))
+        elif k > 6:                 # a runtime's own event, told how many events came before
+            errors.append(f"event kind {k} after {len(events)}")
+        elif k == 5:
+            warnings.append(f"WARN_ON at pgtable.c:{a}")
+        elif a == 2:
+            warnings.append("kvm_mmu_memory_cache_alloc on an empty memcache")
+        elif a in (3, 5):
+            errors.append(f"{'put_page' if a == 3 else 'get_page'} on page {b:#x} that is not "
+                          f"allocated{' (double free?)' if a == 3 else ''}")
+        elif a == 1:
+            errors.append(f"page reference to {b:#x} outside the arena")
+        else:
+            errors.append(f"allocator error {a} on page {b:#x}")
+    return events, warnings, errors
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_c_log_decode_equals_the_event_by_event_one(seed):
+    """cside.CPgtable._decode (TLB and cache events built at C speed, the rest where they stand)
+    reads the shim's log as one loop over it does: the same events in order, tlbi_vmid without
+    operands, the same WARNs and errors."""
+    import random
+    from array import array
+    from ptspec.proofs.kernel import cside
+    rnd = random.Random(seed)
+    raw = array("Q")
+    weights = [1, 1, 1, 1] + ([0, 0, 0] if seed % 4 == 0 else [0.05, 0.1, 0.02])
+    for _ in range(rnd.randrange(0, 300)):
+        kind = rnd.choices([1, 2, 3, 4, 5, 6, 7], weights)[0]
+        a = rnd.choice([0, 1, 2, 3, 4, 5]) if kind == 6 else rnd.randrange(1 << 48)
+        raw.extend([kind, a, rnd.randrange(1 << 64)])
+    pgt = object.__new__(cside.CPgtable)
+    pgt.warnings, pgt.errors, pgt.pending = [], [], []
+    pgt._extra_event = lambda kind, a, b, position: pgt.errors.append(
+        f"event kind {kind} after {position}")
+    got = pgt._decode(raw)
+    assert (got, pgt.warnings, pgt.errors) == _plain_decode(raw)
+    assert all(type(ev) is tuple for ev in got)
+
+
+def _page_flags_plain(pre, post, fwb):
+    """Per level-3 page valid on either side: (pre output, post output, needs CMO-POC, needs
+    CMO-POU), as cache._runs's docstring states them, page by page."""
+    out = {}
+    for s, e, p, q in spec.stage2.segments.diff(pre, post):
+        pv, qv = is_valid(p), is_valid(q)
+        if not (pv or qv):
+            continue
+        for a in range(s, e, 1 << pre.page_shift):
+            poa = D.address(p[DESC], pre.page_shift) + (a - p[START]) if pv else None
+            qoa = D.address(q[DESC], pre.page_shift) + (a - q[START]) if qv else None
+            same = pv and qv and poa == qoa
+            qc = qv and D.is_cacheable(q[DESC], fwb)
+            pc = same and D.is_cacheable(p[DESC], fwb)
+            poc = qc and not pc
+            pou = (qc and D.is_executable(q[DESC])
+                   and not (pc and D.is_executable(p[DESC])))
+            out[a] = (poa, qoa, bool(poc), bool(pou))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_cache_runs_expand_to_the_page_by_page_flags(seed):
+    """CacheJudge's runs (cache._runs, whose level-3 pages extend a run without building their
+    intervals) expand to exactly the per-page outputs and CMO needs of the plain reading: a run
+    merges only pages with the same needs and continuing outputs on both sides."""
+    import copy
+    import random
+    from ptspec.spec.stage2.cache import _runs
+    from ptspec.spec.stage2.segments import diff_chunks
+    rnd = random.Random(seed)
+    h = H.Stage2Harness(12, 39)
+    h.step("map", addr=0x200000, size=0x80000, phys=0x4020_0000, prot=7)
+    pre_raw = h.raw_state()
+    table = next(pa for pa, d in pre_raw["pages"].items()
+                 if any(d) and pa not in pre_raw["roots"] and d[0] & 3 == 3)
+    normal, device = 0xF << 2, 0x1 << 2
+    post_raw = copy.deepcopy(pre_raw)
+    post_raw["tlb_log"] = []
+    for raw in (pre_raw, post_raw):
+        words = raw["pages"][table]
+        base = 0x4000_0000 + rnd.randrange(4) * 0x1000
+        for i in range(512):
+            r = rnd.random()
+            if r < 0.15:
+                words[i] = 0
+            elif r < 0.6 and raw is post_raw:
+                continue                       # as before
+            else:
+                out = base + i * 0x1000 if rnd.random() < 0.8 else 0x5000_0000 + rnd.randrange(64) * 0x1000
+                words[i] = (out | 3 | (1 << 10) | rnd.choice([normal, device])
+                            | (6 << 6) | rnd.choice([0, D.XN]))
+    if seed % 3 == 0:       # the table removed, nothing (or an owner annotation) in its place
+        parent, slot = next((pa, i) for pa, d in post_raw["pages"].items() for i, w in enumerate(d)
+                            if w & 3 == 3 and w & ~0xFFF & ((1 << 48) - 1) == table)
+        post_raw["pages"][parent][slot] = 0 if seed % 2 else 1 << 2
+        del post_raw["pages"][table], post_raw["refcount"][table]
+        post_raw["refcount"][parent] -= 1
+    for fwb in (False, True):
+        pre_raw["has_fwb"] = post_raw["has_fwb"] = fwb
+        pre, post = spec.load_state(pre_raw), spec.load_state(post_raw)
+        got = {}
+        for (s, e, _, _), poa, qoa, poc, pou in _runs(diff_chunks(pre, post), 12, fwb):
+            for a in range(s, e, 0x1000):
+                got[a] = (None if poa is None else poa + a - s,
+                          None if qoa is None else qoa + a - s, bool(poc), bool(pou))
+        assert got == _page_flags_plain(pre, post, fwb)
+
+
+@pytest.mark.parametrize("page_shift", [12, 16])
+def test_c_snapshot_pages_equal_the_arena_words(page_shift):
+    """The C side's raw pages (cside.CPgtable._page_tuples: the previous snapshot's tuple for a page
+    whose bytes did not change) hold what the arena holds, step after step, and a page that did
+    not change is the previous tuple itself."""
+    from kdiff_support import need_kernel
+    from ptspec.proofs.kernel.cside import CPgtable
+    src = need_kernel(page_shift)
+    pgt = CPgtable(page_shift, 40, npages=64, src=src)
+    pgt.init()
+    pgt.mc.topup(pgt.mc_capacity)
+    g = 1 << page_shift
+    prev = pgt.snapshot()["pages"]
+    for k, (op, args) in enumerate([("map", (0x20_0000, 8 * g, 0x4000_0000, 3)),
+                                    ("map", (0x20_0000 + 8 * g, 4 * g, 0x5000_0000, 7)),
+                                    ("unmap", (0x20_0000 + 2 * g, g)), ("wrprotect", (0, 1 << 30)),
+                                    ("get_leaf", (0x20_0000,)), ("unmap", (0, 1 << 40))]):
+        if op == "map":
+            getattr(pgt, op)(*args, pgt.mc)
+        else:
+            getattr(pgt, op)(*args)
+        pages = pgt.snapshot()["pages"]
+        assert {pa: list(t) for pa, t in pages.items()} == \
+            {pa: pgt.page_words(pa) for pa in pgt.used_pages()}
+        assert all(type(t) is tuple for t in pages.values())
+        for pa, t in pages.items():
+            if pa in prev and list(prev[pa]) == list(t):
+                assert t is prev[pa]
+        prev = pages
+
+
+def test_load_state_shares_only_the_very_tuple_it_read():
+    """load_state(raw, prev) takes a page's parse from prev without reading it when the raw page
+    is the tuple prev's was read from; an equal new tuple or list is read (and refused when it is
+    not plain ints) as from scratch."""
+    h = H.Stage2Harness(12, 39)
+    h.step("map", addr=0x200000, size=0x10000, phys=0x4020_0000, prot=3)
+    raw = h.raw_state()
+    raw["pages"] = {pa: tuple(w) for pa, w in raw["pages"].items()}
+    pre = spec.load_state(raw)
+    post_raw = dict(raw, pages=dict(raw["pages"]))
+    post = spec.load_state(post_raw, pre)
+    assert all(post.pages[pa] is pre.pages[pa] for pa in pre.pages)
+    pa = next(iter(raw["pages"]))
+    bad = list(raw["pages"][pa])
+    bad[0] = bool(bad[0]) if bad[0] in (0, 1) else float(bad[0])
+    for value in (tuple(bad), bad):
+        post_raw["pages"] = {**raw["pages"], pa: value}
+        with pytest.raises(spec.StateError):
+            spec.load_state(post_raw, pre)
+    fresh = tuple(raw["pages"][pa])           # equal, another object: read, same values
+    post_raw["pages"] = {**raw["pages"], pa: fresh}
+    assert spec.load_state(post_raw, pre).pages == pre.pages
+
+
+
+@pytest.mark.parametrize("unmap", [(0x210000, 0x20000), (0x200000, 0x200000), (0, 1 << 30)])
+@pytest.mark.parametrize("keep_every", [1, 2, 3, 7, 0])
+def test_bbm_screen_of_level3_pages_equals_the_plain_statement(unmap, keep_every):
+    """check_bbm settles the suspect pages of a level-3 table (changed slots, or a removed table's
+    valid pages) at once when a level-3 tlbi_ipa names each of their pages; with some of those
+    TLBIs dropped it reports exactly the pages the plain, page-by-page statement reports."""
+    from ptspec.spec.stage2 import bbm
+    h = H.Stage2Harness(12, 39)
+    h.step("map", addr=0x201000, size=0x7e000, phys=0x4020_1000, prot=3)
+    h.step("map", addr=0x300000, size=0x4000, phys=0x4040_0000, prot=3)
+    pre = h.state
+    h.step(op="unmap", addr=unmap[0], size=unmap[1])
+    raw = h.raw_state()
+    log = h.state.tlb_log
+    tlbis = [k for k, ev in enumerate(log) if ev[0] == "tlbi_ipa"]
+    assert len(tlbis) > 8
+    drop = set(tlbis[::keep_every]) if keep_every else set()
+    raw["tlb_log"] = [list(ev) for k, ev in enumerate(log) if k not in drop and ev[0] != "tlbi_vmid"]
+    post = spec.load_state(raw)
+    step = spec.load_step({"op": "unmap", "args": {"addr": unmap[0], "size": unmap[1]}, "ret": 0})
+    fast = {(v.where["ipa"], v.where["level"]) for v in bbm.check_bbm(pre, step, post)}
+    plain = bbm.uninvalidated_leaves_plain(pre, step, post, 0x200000, 0x400000)
+    assert fast == plain
+    assert bool(plain) == bool(drop)
+
+
+@pytest.mark.parametrize("left", [None, 0, 1 << 2, 0x4040_0000 | 0x4C1, 0x4040_0000 | 0x4C3])
+@pytest.mark.parametrize("unmap", [(0x200000, 0x200000), (0x1f0000, 0x220000), (0, 1 << 30)])
+def test_unmap_contract_settles_removed_tables_as_the_sweep_judges_them(left, unmap):
+    """C-UNMAP settles a removed level-3 table at once when one zero slot of the post-state covers
+    it; whatever the post-state holds in that slot instead (an annotation, a block, a table
+    descriptor), the contract reports what the leaf-by-leaf sweep reports."""
+    from ptspec.spec.stage2 import contract_common
+    h = H.Stage2Harness(12, 39)
+    h.step("map", addr=0x201000, size=0x7e000, phys=0x4020_1000, prot=3)
+    h.step("map", addr=0x3f0000, size=0x4000, phys=0x4040_0000, prot=3)
+    h.step("map", addr=0x600000, size=0x1000, phys=0x4060_0000, prot=3)
+    pre = h.state
+    h.step("unmap", addr=unmap[0], size=unmap[1])
+    raw = h.raw_state()
+    if left is not None:                      # plant: the freed table's slot is not zero
+        root = raw["pages"][raw["roots"][0]]
+        if root[0]:                             # the level-2 table's slot for [2M, 4M)
+            words, slot = raw["pages"][root[0] & 0xFFFFFFFFF000], 1
+        else:                                   # the level-2 table went too: the root's [0, 1G)
+            words, slot = root, 0
+        assert words[slot] == 0                 # the level-3 table was freed
+        words[slot] = left
+    post = spec.load_state(raw)
+    step = {"op": "unmap", "args": {"addr": unmap[0], "size": unmap[1]}, "ret": 0}
+    got = []
+    for settle in (True, False):
+        contract_common.SETTLE_WHOLE_TABLES = settle
+        try:
+            got.append([str(v) for v in spec.check_step(pre, step, post) if v.inv == "C-UNMAP"])
+        finally:
+            contract_common.SETTLE_WHOLE_TABLES = True
+    assert got[0] == got[1]
+    assert bool(got[0]) == bool(left)
