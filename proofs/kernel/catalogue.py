@@ -136,6 +136,12 @@ def _sw_prot(step, op: str) -> bool:
             and (step.get("args", {}).get("prot", 0) & ~0xf) != 0)
 
 
+def _conflict_einval(step) -> bool:
+    """A hyp map step over a conflicting valid entry that returned -EINVAL (the two
+    hyp-conflict-page-einval findings: C-HYP-MAP's and C-HYP-WARN's view of one behaviour)."""
+    return step is not None and bool(step.get("conflict")) and step.get("ret") == -22
+
+
 FINDINGS = (
     KernelFinding(
         "eagain-abort", "C-MAP", (5, 13, 0), None,
@@ -224,8 +230,7 @@ FINDINGS = (
         "goes on) expects 0 and the rest of the range mapped; a caller's misuse behind a WARN; "
         "seen running 6.1.176, 6.3.8, 6.6.63 and 6.12.19",
         ("hyp_map_walker_try_leaf", "hyp_map_walker"),
-        lambda step: (step is not None and bool(step.get("conflict"))
-                      and step.get("ret") == -22)),
+        _conflict_einval),
     KernelFinding(
         "hyp-conflict-page-einval-warn", "C-HYP-WARN", (6, 1, 0), None,
         "hyp-conflict-page-einval as C-HYP-WARN sees it: the conflict's WARN and "
@@ -233,8 +238,7 @@ FINDINGS = (
         "where C-HYP-WARN expects only the conflict's, from a map returning 0; seen running "
         "6.1.176, 6.3.8, 6.6.63 and 6.12.19",
         ("hyp_map_walker_try_leaf", "hyp_map_walker"),
-        lambda step: (step is not None and bool(step.get("conflict"))
-                      and step.get("ret") == -22)),
+        _conflict_einval),
     KernelFinding(
         "hyp-conflict-split", "C-HYP-MAP", (6, 1, 0), None,
         "a hyp map over a valid leaf it conflicts with (more than software bits differ): "
