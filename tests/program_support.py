@@ -1,10 +1,15 @@
 """Shared by the tests: a printed counterexample program judges by itself, and the seeded
 lock-step program driven through a harness step by step.
 
+``editable(raw)``: a deep copy of a raw state whose pages are lists, for a test to edit (a
+snapshot's pages are tuples).
+
 ``assert_program_judges(program, plant)``: the program (a refutation's ``ops``) ends in an
 ``assert``, raises AssertionError when executed as pasted (fresh namespace) with the defect
 planted (``plant()`` a context manager), and runs clean on the impl as it is.
 """
+
+import copy
 
 import pytest
 
@@ -36,3 +41,10 @@ def program_steps(h, page_shift, ia_bits, seed, steps):
         ret, found = h.step(e[1], **e[2])
         prog.returned(e, ret)
         yield found
+
+
+def editable(raw):
+    """A deep copy of raw state ``raw`` with every page (and every VM state's stage-2 page) a list."""
+    out = copy.deepcopy(raw)
+    out["pages"] = {pa: list(words) for pa, words in out["pages"].items()}
+    return out

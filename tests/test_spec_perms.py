@@ -6,9 +6,9 @@ memslot fact changed. Also: the ghost keys are validated, old states without the
 MS judges every pfn of a host leaf (not only its first).
 """
 
-import copy
 
 import pytest
+from program_support import editable
 
 from ptspec.proofs.mmu.harness import VmHarness
 from ptspec.proofs.mmu.layouts import LOG, make_layout
@@ -38,7 +38,7 @@ def run(layout, *accesses):
 
 def set_bits(raw, ipa, on=0, off=0):
     """The state with the descriptor of the leaf at ipa changed (bits on set, bits off cleared)."""
-    raw = copy.deepcopy(raw)
+    raw = editable(raw)
     leaf = MmuView(raw).leaf_at(ipa)
     assert leaf is not None
     for words in raw["pages"].values():
@@ -81,14 +81,14 @@ def pages():
 
 def test_fetch_block_is_justified_and_without_the_record_it_is_not(exec_block):
     assert check_perms(MmuView(exec_block)) == []
-    raw = copy.deepcopy(exec_block)
+    raw = editable(exec_block)
     raw["mmu"]["memslots"][0]["fetched"] = []
     assert ids(check_mmu_state(raw)) == {"MS-PERM"}
     assert "is executable but no instruction fetch" in perm_msgs(raw)[0]
 
 
 def test_a_block_over_one_fetched_page_is_a_violation(exec_block):
-    raw = copy.deepcopy(exec_block)
+    raw = editable(exec_block)
     slot = raw["mmu"]["memslots"][0]
     slot["fetched"] = grants(raw, (1, 1))                       # the fetch was granted one page
     msgs = perm_msgs(raw)
@@ -121,21 +121,21 @@ def test_device_memory_is_never_executable():
     bad["mmu"]["dic"] = True
     assert ids(check_mmu_state(bad)) == {"MS-PERM"}
     assert "executable device memory" in perm_msgs(bad)[0]
-    ro = copy.deepcopy(raw)
+    ro = editable(raw)
     ro["mmu"]["ioremap"][0][3] = False
     assert any("requested read-only" in m for m in perm_msgs(ro))
 
 
 def test_write_needs_slot_vma_host_and_a_logged_write(pages):
     ipa = G + 2 * P
-    raw = copy.deepcopy(pages)
+    raw = editable(pages)
     raw["mmu"]["vmas"][0]["writable"] = False          # no VM_WRITE (the host leaf still says w)
     assert ids(check_mmu_state(raw)) == {"MS-PERM"}
     assert "no VM_WRITE VMA" in perm_msgs(raw)[0]
-    raw = copy.deepcopy(pages)
+    raw = editable(pages)
     raw["mmu"]["memslots"][0]["flags"] = 2             # read-only slot: MS says so too
     assert "MS-PERM" in ids(check_mmu_state(raw))
-    raw = copy.deepcopy(pages)
+    raw = editable(pages)
     raw["mmu"]["memslots"][0]["flags"] = LOG          # logging, and no write was logged
     raw["mmu"]["memslots"][0]["dirty_bitmap"] = 0
     assert any("before a write fault for it was logged" in m for m in perm_msgs(raw))
@@ -146,7 +146,7 @@ def test_write_needs_slot_vma_host_and_a_logged_write(pages):
 
 
 def test_no_access_without_host_backing(pages):
-    raw = copy.deepcopy(pages)
+    raw = editable(pages)
     raw["mmu"]["host_map"] = []
     msgs = perm_msgs(raw)
     assert msgs and all("has no host page" in m for m in msgs), msgs
@@ -163,12 +163,12 @@ def test_ghost_keys_are_validated_and_optional(pages):
             (lambda m: m.__setitem__("dic", 1), "mmu.dic"),
             (lambda m: m["host_map"][0].__setitem__(1, P + 8), "host_map[0][1]"),
             (lambda m: m["host_map"][0].__setitem__(0, m["host_map"][0][0] + 8), "host_map[0][0]")):
-        raw = copy.deepcopy(pages)
+        raw = editable(pages)
         change(raw["mmu"])
         with pytest.raises(StateError, match=r"mmu\.") as e:
             MmuView(raw)
         assert where in str(e.value), (where, e.value)
-    old = copy.deepcopy(pages)                       # a state written before the ghost keys
+    old = editable(pages)                       # a state written before the ghost keys
     del old["mmu"]["dic"]
     for s in old["mmu"]["memslots"]:
         del s["fetched"]
@@ -187,7 +187,7 @@ def test_covered():
 
 def test_ms_judges_every_pfn_of_a_host_leaf(exec_block):
     """A THP whose second half lies beyond RAM: MS used to judge the host leaf by its first pfn."""
-    raw = copy.deepcopy(exec_block)
+    raw = editable(exec_block)
     head = raw["mmu"]["host_map"][0][2]
     raw["mmu"]["ram_pfns"] = [head - 16, head + 256]
     msgs = [str(v) for v in check_ms(MmuView(raw))]

@@ -11,9 +11,9 @@ Each runs impl's own code through its harness, then corrupts the states (descrip
 leaves) so that both forms are compared on failing inputs too.
 """
 
-import copy
 
 import pytest
+from program_support import editable
 
 from ptspec import spec
 from ptspec.spec.arch import geometry as G
@@ -85,7 +85,7 @@ def test_hyp_map_sweep_equals_plain():
             for i, w in enumerate(post["pages"][pa]):
                 if w & 1:
                     for bit in (6, 12):
-                        bad = copy.deepcopy(post)
+                        bad = editable(post)
                         bad["pages"][pa][i] ^= 1 << bit
                         bads.append(bad)
         for bad in bads:
@@ -118,13 +118,13 @@ def test_ms_equals_plain(backing):
     assert leaves
     for lf in leaves[:6]:
         for bit in (2, 7, 12, 21):
-            bad = copy.deepcopy(raw)
+            bad = editable(raw)
             for words in bad["pages"].values():
                 for i, w in enumerate(words):
                     if w == lf.desc:
                         words[i] = w ^ (1 << bit)
             views.append(MmuView(bad))
-    split = copy.deepcopy(raw)                     # every host leaf of an even page count halved
+    split = editable(raw)                     # every host leaf of an even page count halved
     split["mmu"]["host_map"] = [piece for start, size, pfn, kind, w in raw["mmu"]["host_map"]
                                 for piece in ([[start, size // 2, pfn, kind, w],
                                                [start + size // 2, size // 2, pfn + (size // 2 >> 12), kind, w]]

@@ -6,6 +6,7 @@ fails when its shortcut is broken); tests/test_incremental.py holds the step's j
 """
 
 import pytest
+from program_support import editable
 
 from ptspec import spec
 from ptspec.proofs.stage2 import harness as H
@@ -127,11 +128,11 @@ def test_cache_runs_expand_to_the_page_by_page_flags(seed):
     rnd = random.Random(seed)
     h = H.Stage2Harness(12, 39)
     h.step("map", addr=0x200000, size=0x80000, phys=0x4020_0000, prot=7)
-    pre_raw = h.raw_state()
+    pre_raw = editable(h.raw_state())
     table = next(pa for pa, d in pre_raw["pages"].items()
                  if any(d) and pa not in pre_raw["roots"] and d[0] & 3 == 3)
     normal, device = 0xF << 2, 0x1 << 2
-    post_raw = copy.deepcopy(pre_raw)
+    post_raw = editable(pre_raw)
     post_raw["tlb_log"] = []
     for raw in (pre_raw, post_raw):
         words = raw["pages"][table]
@@ -192,6 +193,39 @@ def test_c_snapshot_pages_equal_the_arena_words(page_shift):
             if pa in prev and list(prev[pa]) == list(t):
                 assert t is prev[pa]
         prev = pages
+
+
+@pytest.mark.parametrize("page_shift", [12, 16])
+def test_impl_snapshot_pages_are_the_table_and_unchanged_ones_the_same_tuple(page_shift):
+    """impl's snapshot gives each page as a tuple equal to the pool's words, step after step; a
+    page that did not change is the previous snapshot's tuple itself (what load_state's identity
+    shortcut relies on), and a page that changed is a new tuple."""
+    from ptspec.impl.pgtable.pool import KvmMmuMemoryCache
+    from ptspec.impl.pgtable.stage2 import KvmPgtable
+    pgt = KvmPgtable(page_shift, 40)
+    pgt.init()
+    mc = KvmMmuMemoryCache(pgt.pool)
+    g = 1 << page_shift
+    prev = pgt.snapshot()["pages"]
+    changed = 0
+    for op, args in [("map", (0x20_0000, 8 * g, 0x4000_0000, 3)),
+                     ("map", (0x20_0000 + 8 * g, 4 * g, 0x5000_0000, 7)),
+                     ("unmap", (0x20_0000 + 2 * g, g)), ("wrprotect", (0, 1 << 30)),
+                     ("get_leaf", (0x20_0000,)), ("unmap", (0, 1 << 40))]:
+        if op == "map":
+            mc.topup(8)
+            pgt.map(*args, mc)
+        else:
+            getattr(pgt, op)(*args)
+        pages = pgt.snapshot()["pages"]
+        in_mc = pgt.pool.in_memcache
+        assert pages == {pa: tuple(w) for pa, w in pgt.pool.pages.items() if pa not in in_mc}
+        for pa, t in pages.items():
+            if pa in prev:
+                assert (t is prev[pa]) == (t == prev[pa])
+                changed += t is not prev[pa]
+        prev = pages
+    assert changed                   # the steps did change pages (the identity test is not idle)
 
 
 def test_load_state_shares_only_the_very_tuple_it_read():
@@ -258,7 +292,7 @@ def test_unmap_contract_settles_removed_tables_as_the_sweep_judges_them(left, un
     h.step("map", addr=0x600000, size=0x1000, phys=0x4060_0000, prot=3)
     pre = h.state
     h.step("unmap", addr=unmap[0], size=unmap[1])
-    raw = h.raw_state()
+    raw = editable(h.raw_state())
     if left is not None:                      # plant: the freed table's slot is not zero
         root = raw["pages"][raw["roots"][0]]
         if root[0]:                             # the level-2 table's slot for [2M, 4M)

@@ -100,6 +100,7 @@ class KvmPgtable:
         self.mm_ops = MmOps(self.pool, self.log, cmo=cmo)
         self.warnings: list[str] = []
         self.pgd = None          # list of root page PAs once initialised
+        self._last_pages: dict = {}     # the last snapshot's pages (pa -> tuple of descriptors)
 
     # -- small kernel helpers used by the walkers --------------------------------------------
     def has_fwb(self) -> bool:
@@ -176,11 +177,21 @@ class KvmPgtable:
 
     # -- raw state ---------------------------------------------------------------------------
     def snapshot(self, drain_log: bool = True) -> dict:
-        """The raw state of docs/interface.md; drains the TLB/CMO log unless told not to."""
+        """The raw state of docs/interface.md; drains the TLB/CMO log unless told not to. Pages
+        are tuples (immutable: a snapshot never changes with the table)."""
         drain_log = args.flag("drain_log", drain_log)
         pool = self.pool
         in_mc = pool.in_memcache
-        pages = {pa: list(words) for pa, words in pool.pages.items() if pa not in in_mc}
+        # each page as a tuple; a page equal to the last snapshot's is that very tuple, which
+        # tells a reader (spec.load_state with a previous state) that it did not change
+        last = self._last_pages
+        pages = {}
+        for pa, words in pool.pages.items():
+            if pa not in in_mc:
+                t = tuple(words)
+                was = last.get(pa)
+                pages[pa] = was if was == t else t
+        self._last_pages = pages
         state = {
             "kind": "arm64-stage2",
             "page_shift": self.gran.page_shift,

@@ -80,7 +80,6 @@ class VmHarness:
         self.steps = 0
         self.trace: list = []           # what was run after the layout's slots: (op, args)
         self.calls: list = []           # the same, as harness calls (source, impl line it ran)
-        self.make_source = minimize.call("VmHarness", {"arena_pages": arena_pages}, layout)
         self.initial = (copy.deepcopy(layout), arena_pages)      # what ``replay`` starts from
         self.make_imports = ["from ptspec.proofs.mmu.harness import VmHarness"]
         self._view = self._snapshot() if check else None
@@ -92,9 +91,17 @@ class VmHarness:
     def raw_state(self) -> dict:
         return mmu_raw_state(self.kvm, self.guest, drain_log=False)
 
+    @property
+    def make_source(self) -> str:
+        """The harness's construction as Python (rendered when a program is asked for)."""
+        layout, arena_pages = self.initial
+        return minimize.call("VmHarness", {"arena_pages": arena_pages}, layout)
+
     def _snapshot(self):
         raw = mmu_raw_state(self.kvm, self.guest)
-        view = MmuView(raw)
+        prev = getattr(self, "_view", None)
+        # the stage-2 part loaded with the previous state lending its unchanged pages and walk
+        view = MmuView(raw, spec.load_state(raw, prev.s2 if prev is not None else None))
         view.warn_violations = check_mmu_warnings(raw)
         return view
 

@@ -69,6 +69,18 @@ def _obj(v, where):
     return v
 
 
+def _int(value, lo, hi, where, *parts):
+    """parse_int(value, where, lo, hi), its message (``where`` formatted with ``show`` of each of
+    ``parts``) built only when the value is refused."""
+    if type(value) is int and lo <= value <= hi:
+        return value
+    if type(value) is str and value.isdigit() and value.isascii() and len(value) <= 20:
+        n = int(value)
+        if lo <= n <= hi:
+            return n
+    return parse_int(value, where.format(*map(show, parts)), lo, hi)
+
+
 def load_lguest_state(raw):
     """An LgState from a raw dict (or an LgState, returned as is)."""
     if isinstance(raw, LgState):
@@ -112,13 +124,13 @@ def load_lguest_state(raw):
         if not isinstance(words, dict):
             raise StateError(f"tables[{pa}]: expected an object index -> word")
         n = LAYOUTS[fmt == "pae"].page_entries
-        tables[pa_i] = {parse_int(k, f"tables[{pa}] index {show(k)}", 0, n - 1):
-                        parse_int(v, f"tables[{pa}][{show(k)}]", 0, word_hi) for k, v in words.items()}
-    refs = {parse_int(k, f"refs key {show(k)}", 0, U64): parse_int(v, f"refs[{show(k)}]", REF_LO, REF_HI)
+        tables[pa_i] = {_int(k, 0, n - 1, "tables[{}] index {}", key, k):
+                        _int(v, 0, word_hi, "tables[{}][{}]", key, k) for k, v in words.items()}
+    refs = {_int(k, 0, U64, "refs key {}", k): _int(v, REF_LO, REF_HI, "refs[{}]", k)
             for k, v in _obj(_req(raw, "refs", "state"), "refs").items()}
     mem = {}
     for k, v in _obj(_req(raw, "guest_mem", "state"), "guest_mem").items():
-        a = parse_int(k, f"guest_mem key {show(k)}", 0, U64)
+        a = _int(k, 0, U64, "guest_mem key {}", k)
         if a % WORD_BYTES:
             raise StateError(f"guest_mem[{k}]: word address not 4-byte aligned")
         mem[a] = parse_int(v, f"guest_mem[{k}]", 0, U32)

@@ -68,6 +68,11 @@ def parse_int(value, where, lo=None, hi=None):
     '_' and non-ASCII digits are rejected."""
     if type(value) is int and (lo is None or value >= lo) and (hi is None or value <= hi):
         return value
+    if (type(value) is str and value.isdigit() and value.isascii()
+            and len(value) <= MAX_INT_TEXT):           # plain ASCII decimal: what _int_text reads
+        n = int(value)
+        if (lo is None or n >= lo) and (hi is None or n <= hi):
+            return n
     if isinstance(value, bool):
         raise StateError(f"{where}: expected an integer, got {value!r}")
     if type(value) is int:
