@@ -121,7 +121,6 @@ def test_cache_runs_expand_to_the_page_by_page_flags(seed):
     """CacheJudge's runs (cache._runs, whose level-3 pages extend a run without building their
     intervals) expand to exactly the per-page outputs and CMO needs of the plain reading: a run
     merges only pages with the same needs and continuing outputs on both sides."""
-    import copy
     import random
     from ptspec.spec.stage2.cache import _runs
     from ptspec.spec.stage2.segments import diff_chunks
