@@ -209,8 +209,8 @@ def _tree():
 def test_clean_tree_passes_with_its_catalogued_finding(tmp_path, capsys):
     _tree()
     js = tmp_path / "r.json"
-    code = ptspec_main(["check-kernel", "--geometry", "4k-39", "--profile", "default",
-                        "--json", str(js)])
+    code = ptspec_main(["check-kernel", "--geometry", "4k-39", "--engines", "lockstep",
+                        "--profile", "default", "--json", str(js)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "Linux 6.1." in out and "owner ids in bits 9:2" in out

@@ -133,9 +133,10 @@ def test_ms_equals_plain(backing):
     views.append(MmuView(split))
     refuted = 0
     for view in views:
-        inside = [lf for lf in view.leaves() if ms_leaf_breaks_plain(view, lf) is not None]
-        plain = {lf.ipa for lf in inside if ms_leaf_breaks_plain(view, lf)}
-        fast = {v.where["ipa"] for v in check_ms(view) if "ipa" in v.where} & {lf.ipa for lf in inside}
+        breaks = [(lf.ipa, ms_leaf_breaks_plain(view, lf)) for lf in view.leaves()]
+        inside = {ipa for ipa, b in breaks if b is not None}
+        plain = {ipa for ipa, b in breaks if b}
+        fast = {v.where["ipa"] for v in check_ms(view) if "ipa" in v.where} & inside
         assert fast == plain, (backing, fast, plain)
         refuted += bool(plain)
     assert refuted, "the corrupted states must break MS"
