@@ -11,8 +11,9 @@ replays its parent's operation list on a fresh table (unjudged: it was judged wh
 reached) and judges the new operation (``replay.run``): every invariant of the new state, S2-BBM,
 the operation's contract, WARN_ONs. States are identified by the raw state the spec reads: the
 tree's shape with table pages numbered in walk order (descriptors decoded by ``spec.arch``), the
-refcounts, the memcache fill, pages in use outside the tree, and whether an injected allocation
-failure is still pending. Within the bound the check is complete: any reachable violation is found,
+refcounts, the memcache fill, pages in use outside the tree, whether an injected allocation
+failure is still pending, and the cache ghost the future CMO-POC / CMO-POU verdicts read
+(``ghost_key``: output addresses clean to PoC / PoU since the host last wrote them). Within the bound the check is complete: any reachable violation is found,
 with a shortest sequence that reaches it.
 """
 
@@ -22,14 +23,17 @@ import time
 from collections import deque
 
 from ptspec.proofs.kernel import replay, subject
-from ptspec.proofs.stage2.exhaustive import alphabet, renumbered_tables
+from ptspec.proofs.stage2.exhaustive import alphabet, ghost_key, renumbered_tables
 
 
-def canonical(raw: dict, pending: bool):
-    """The C table's state with table pages renumbered in walk order."""
+def canonical(raw: dict, pending: bool, cache=None):
+    """The C table's state with table pages renumbered in walk order, and the part of the run's
+    cache ghost (``cache``: the harness's CacheJudge; None: left out) that its future CMO-POC /
+    CMO-POU verdicts depend on (``ghost_key``)."""
     tables, reached = renumbered_tables(raw["pages"], raw["refcount"], raw["roots"],
                                         raw["start_level"], raw["page_shift"])
-    return tables, len(raw["pages"]) - reached, len(raw["memcache"]), pending
+    ghost = None if cache is None else ghost_key(cache, raw["cmo"], raw["has_fwb"])
+    return tables, len(raw["pages"]) - reached, len(raw["memcache"]), pending, ghost
 
 
 def _entry(op: str, args: dict):
@@ -49,7 +53,7 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
     if root.violations:
         return replay.Outcome("refuted", 1, time.perf_counter() - t0, "init",
                               replay.Failure.of("init", root, root.violations), dict(cls.seen))
-    seen = {canonical(root.raw_state(), False)}
+    seen = {canonical(root.raw_state(), False, root.cache)}
     frontier = deque([([], False)])           # (operation list, failure pending)
     transitions = 0
     while frontier:
@@ -74,7 +78,7 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
                                       dict(cls.seen))
             # an injected failure is pending until an allocation consumed it
             now_pending = entry[0] == "fail" or (pending and _unconsumed(h))
-            key = canonical(h.raw_state(), now_pending)
+            key = canonical(h.raw_state(), now_pending, h.cache)
             if key not in seen:
                 seen.add(key)
                 frontier.append((path + [entry], now_pending))

@@ -6,7 +6,8 @@ permission-only re-map, partial and whole unmaps, owner annotations, write-prote
 and permission changes, flush, and an injected allocation failure) is applied breadth-first from the
 empty table. States are identified by the shape of the tree (table pages numbered in walk order, so
 two states that differ only in which physical pages hold the tables are the same) together with the
-memcache fill; a state already seen is not expanded again. Every transition is checked by the spec
+memcache fill, a pending injected failure and the cache ghost CMO-POC / CMO-POU judge the future
+steps by (``ghost_key``); a state already seen is not expanded again. Every transition is checked by the spec
 (all invariants of the new state, S2-BBM and the operation's contract), so within the bound the
 check is complete: any reachable violation is found, with the shortest sequence that reaches it.
 """
@@ -89,16 +90,41 @@ def renumbered_tables(pages: dict, refcount: dict, roots, start_level: int, ps: 
     return tuple(out), len(names)
 
 
+def ghost_key(judge, cmo: bool, has_fwb: bool):
+    """The part of a run's cache ghost (the spec's ``CacheJudge``: which output addresses are
+    D-clean to PoC and I-clean to PoU since the host last wrote them) that the run's future
+    CMO-POC / CMO-POU verdicts depend on, for a state key. Two states with the same tables but
+    another ghost have other futures: a later map over an address clean in one and not in the
+    other is a violation from one of them only.
+
+    None for a table that is not a guest's (no CMO hooks, ``cmo`` false): neither statement
+    judges it. Else (D-clean, I-clean) as interval bounds (the ghost keeps them sorted, disjoint
+    and merged, so equal sets give equal keys); D-clean is left out (None) under FWB, where
+    CMO-POC requires nothing and an I-cache invalidation needs no clean before it, I-clean with
+    DIC, where CMO-POU requires nothing. The addresses are output addresses, which the key's
+    renumbering of table pages leaves alone; every one of them is mapped by a leaf of the tables
+    (the host writes, and so un-cleans, every address a step stops mapping). The ghost's count of
+    leaves per output address is a function of the tables and is not repeated here."""
+    guest = cmo if judge.guest is None else judge.guest
+    if not guest:
+        return None
+    g = judge.ghost
+    d = None if has_fwb else (tuple(g.dclean.lo), tuple(g.dclean.hi))
+    i = None if judge.dic else (tuple(g.iclean.lo), tuple(g.iclean.hi))
+    return d, i
+
+
 def canonical(h: Stage2Harness):
-    """The tree's shape with table pages renumbered in walk order, plus the memcache fill and
-    pending fault injection."""
+    """The tree's shape with table pages renumbered in walk order, plus the memcache fill,
+    pending fault injection and the cache ghost's part the future verdicts read (``ghost_key``)."""
     pgt = h.pgt
     pages = pgt.pool.pages                                  # descriptors decoded by spec
     tables, reached = renumbered_tables(pages, pgt.pool.refcount, pgt.pgd or (), pgt.start_level,
                                         h.params["page_shift"])
     fail = tuple(sorted(n - pgt.mm_ops.nr_allocs for n in pgt.mm_ops.fail_at
                         if n >= pgt.mm_ops.nr_allocs))
-    return tables, len(pages) - reached, h.mc.nobjs, fail
+    return (tables, len(pages) - reached, h.mc.nobjs, fail,
+            ghost_key(h.cache, pgt.cmo, pgt.has_fwb()))           # as its snapshot says
 
 
 @dataclass
