@@ -345,3 +345,29 @@ def test_engines_catch_bugs_only_the_geometry_options_reach(tmp_path, monkeypatc
     monkeypatch.setattr(replay, "options", lambda name: {})  # the engines as they were
     before = E.run_engine(bad, engine, budgets.budget("quick"), geometry=geometry)
     assert before.status in ("passed", "proved"), before.detail
+
+
+def test_exhaustive_keys_hold_the_cache_ghost_on_the_c_side():
+    """Two runs of the C code to the same tables: a read-write page alone, and the same page after
+    an executable block over it (whose I-cache the block's map invalidated; the page keeps the
+    block's output, so the host never wrote it): one key before, two now (the old key's parts
+    equal); only the cleaner is subsumed by the dirtier, never the other way."""
+    from ptspec.proofs.stage2.exhaustive import Explored, alphabet
+    t = _tree()
+    ops = alphabet()
+    assert ops[1][1]["prot"] == 5 and ops[2][1]["prot"] == 6 and ops[2][1]["size"] == 0x1000
+
+    def key(indices):
+        h = replay.harness(t, arena_pages=64, mc_capacity=4)
+        found, _ = replay.run(h, [("op", *ops[i]) for i in indices])
+        assert found == []
+        return exhaustive.canonical(h.raw_state(), False, h.cache)
+    dirty, clean = key([2]), key([1, 2])
+    assert clean[:-1] == dirty[:-1] and clean != dirty
+    page = ops[2][1]["phys"]
+    assert dirty[-1][1] == ((), ()) and clean[-1][1] == ((page,), (page + 0x1000,))  # I-clean
+    assert clean[-1][0] == dirty[-1][0]                                             # D-clean
+    seen = Explored()
+    assert seen.add(dirty) and not seen.add(clean)
+    seen = Explored()
+    assert seen.add(clean) and seen.add(dirty) and seen.states == 2

@@ -13,7 +13,9 @@ the operation's contract, WARN_ONs. States are identified by the raw state the s
 tree's shape with table pages numbered in walk order (descriptors decoded by ``spec.arch``), the
 refcounts, the memcache fill, pages in use outside the tree, whether an injected allocation
 failure is still pending, and the cache ghost the future CMO-POC / CMO-POU verdicts read
-(``ghost_key``: output addresses clean to PoC / PoU since the host last wrote them). Within the bound the check is complete: any reachable violation is found,
+(``ghost_key``: output addresses clean to PoC / PoU since the host last wrote them); a state whose
+ghost is only cleaner than an explored one's with the same tables is not explored again
+(``Explored``). Within the bound the check is complete: any reachable violation is found,
 with a shortest sequence that reaches it.
 """
 
@@ -23,7 +25,7 @@ import time
 from collections import deque
 
 from ptspec.proofs.kernel import replay, subject
-from ptspec.proofs.stage2.exhaustive import alphabet, ghost_key, renumbered_tables
+from ptspec.proofs.stage2.exhaustive import Explored, alphabet, ghost_key, renumbered_tables
 
 
 def canonical(raw: dict, pending: bool, cache=None):
@@ -53,7 +55,8 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
     if root.violations:
         return replay.Outcome("refuted", 1, time.perf_counter() - t0, "init",
                               replay.Failure.of("init", root, root.violations), dict(cls.seen))
-    seen = {canonical(root.raw_state(), False, root.cache)}
+    seen = Explored()
+    seen.add(canonical(root.raw_state(), False, root.cache))
     frontier = deque([([], False)])           # (operation list, failure pending)
     transitions = 0
     while frontier:
@@ -63,7 +66,7 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
         for op, args in ops:
             if expired is not None and expired():
                 return replay.Outcome("unknown", transitions, time.perf_counter() - t0,
-                                      f"stopped at depth {len(path)}: {len(seen)} states, "
+                                      f"stopped at depth {len(path)}: {seen.states} states, "
                                       f"{transitions} transitions", findings=dict(cls.seen))
             entry = _entry(op, args)
             h = make()
@@ -78,13 +81,11 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
                                       dict(cls.seen))
             # an injected failure is pending until an allocation consumed it
             now_pending = entry[0] == "fail" or (pending and _unconsumed(h))
-            key = canonical(h.raw_state(), now_pending, h.cache)
-            if key not in seen:
-                seen.add(key)
+            if seen.add(canonical(h.raw_state(), now_pending, h.cache)):
                 frontier.append((path + [entry], now_pending))
     secs = time.perf_counter() - t0
     return replay.Outcome("passed", transitions, secs,
-                          f"depth {depth}: {len(seen)} distinct states, {transitions} transitions "
+                          f"depth {depth}: {seen.states} distinct states, {transitions} transitions "
                           f"({transitions / max(secs, 1e-9):.0f} ops/s)", findings=dict(cls.seen))
 
 

@@ -7,7 +7,8 @@ and permission changes, flush, and an injected allocation failure) is applied br
 empty table. States are identified by the shape of the tree (table pages numbered in walk order, so
 two states that differ only in which physical pages hold the tables are the same) together with the
 memcache fill, a pending injected failure and the cache ghost CMO-POC / CMO-POU judge the future
-steps by (``ghost_key``); a state already seen is not expanded again. Every transition is checked by the spec
+steps by (``ghost_key``); a state already seen is not expanded again, nor one whose ghost is only
+cleaner than a seen one's with the same tables (``Explored``: it has no verdict the other lacks). Every transition is checked by the spec
 (all invariants of the new state, S2-BBM and the operation's contract), so within the bound the
 check is complete: any reachable violation is found, with the shortest sequence that reaches it.
 """
@@ -15,6 +16,7 @@ check is complete: any reachable violation is found, with the shortest sequence 
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections import deque
 from itertools import compress
 from dataclasses import dataclass, field
@@ -114,6 +116,51 @@ def ghost_key(judge, cmo: bool, has_fwb: bool):
     return d, i
 
 
+def _within(small, big) -> bool:
+    """Whether the interval set ``small`` lies inside ``big`` (both as ``ghost_key`` gives them:
+    sorted, disjoint, merged bounds, so each interval of small lies in one interval of big)."""
+    blo, bhi = big
+    for a, b in zip(*small):
+        i = bisect_right(blo, a) - 1
+        if i < 0 or bhi[i] < b:
+            return False
+    return True
+
+
+def no_cleaner(ghost, other) -> bool:
+    """Whether the ghost ``ghost`` (of ``ghost_key``) is clean nowhere ``other`` is not: its clean
+    sets inside other's, part by part (a part left out, None, is so in both: same table)."""
+    if ghost is None or other is None:
+        return ghost == other
+    return all(g == o if g is None or o is None else _within(g, o) for g, o in zip(ghost, other))
+
+
+class Explored:
+    """The states a breadth-first exploration has expanded, by ``canonical`` key (its last part
+    the ghost of ``ghost_key``), with subsumption over the ghost: ``add(key)`` is False (do not
+    expand) when a state with the same tables, memcache and pending failure (the rest of the key)
+    and a ghost clean nowhere this one is not was already expanded. That loses no verdict: the
+    subject never reads the ghost, so from both states the same operations do the same to the
+    tables; the ghost only grows by clean events and shrinks by host writes over the same
+    addresses in both, so the dirtier one stays dirtier; and a CMO-POC / CMO-POU verdict is a
+    gap in a clean set over a range, so every one of the cleaner state's is also the dirtier
+    one's. Breadth-first, the kept state was reached no later, so it has at least as many
+    operations left. ``states``: how many were expanded."""
+
+    def __init__(self):
+        self._ghosts: dict = {}
+        self.states = 0
+
+    def add(self, key) -> bool:
+        rest, ghost = key[:-1], key[-1]
+        kept = self._ghosts.setdefault(rest, [])
+        if any(no_cleaner(g, ghost) for g in kept):
+            return False
+        kept[:] = [g for g in kept if not no_cleaner(ghost, g)] + [ghost]
+        self.states += 1
+        return True
+
+
 def canonical(h: Stage2Harness):
     """The tree's shape with table pages renumbered in walk order, plus the memcache fill,
     pending fault injection and the cache ghost's part the future verdicts read (``ghost_key``)."""
@@ -152,7 +199,8 @@ def explore(depth: int = 3, *, harness_factory=Stage2Harness, expired=None, prog
     if root.violations:
         return ExploreOutcome("refuted", 1, 0, 0, time.perf_counter() - t0, _program(root),
                               [str(v) for v in root.violations], root.raw_state())
-    seen = {canonical(root)}
+    seen = Explored()
+    seen.add(canonical(root))
     frontier = deque([(root, 0)])
     transitions = 0
     while frontier:
@@ -161,7 +209,7 @@ def explore(depth: int = 3, *, harness_factory=Stage2Harness, expired=None, prog
             continue
         for op, args in ops:
             if expired is not None and expired():
-                return ExploreOutcome("unknown", len(seen), transitions, d,
+                return ExploreOutcome("unknown", seen.states, transitions, d,
                                       time.perf_counter() - t0)
             child = h.fork()
             if op == "fail_next_alloc":
@@ -173,11 +221,9 @@ def explore(depth: int = 3, *, harness_factory=Stage2Harness, expired=None, prog
             if progress:
                 progress()
             if found:
-                return ExploreOutcome("refuted", len(seen), transitions, d + 1,
+                return ExploreOutcome("refuted", seen.states, transitions, d + 1,
                                       time.perf_counter() - t0, _program(child),
                                       [str(v) for v in found], child.raw_state())
-            key = canonical(child)
-            if key not in seen:
-                seen.add(key)
+            if seen.add(canonical(child)):
                 frontier.append((child, d + 1))
-    return ExploreOutcome("passed", len(seen), transitions, depth, time.perf_counter() - t0)
+    return ExploreOutcome("passed", seen.states, transitions, depth, time.perf_counter() - t0)
