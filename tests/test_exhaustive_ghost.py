@@ -88,3 +88,20 @@ def test_within_reads_merged_interval_bounds():
     assert not X._within(((0x0,), (0x1000,)), big)
     assert X._within(((), ()), ((), ()))
     assert not X._within(((0x0,), (0x1000,)), ((), ()))
+
+
+def test_the_explored_table_is_the_lock_steps_geometry_with_its_options(monkeypatch):
+    """s2.exhaustive.4k-39 builds lockstep's 4k-39 table with lockstep.OPTIONS for it (none
+    today), as the C engines build theirs with subject.OPTIONS."""
+    from ptspec.proofs.stage2 import lockstep
+    made = []
+
+    def factory(*a, **kw):
+        made.append((a, kw))
+        return Stage2Harness(*a, **kw)
+    X.explore(0, harness_factory=factory)
+    assert made[0][0] == (12, 39) and "fwb" not in made[0][1]
+    monkeypatch.setitem(lockstep.OPTIONS, "4k-39", {"fwb": True})
+    made.clear()
+    out = X.explore(1, harness_factory=factory)
+    assert made[0][1]["fwb"] is True and out.status == "passed" and out.transitions == len(OPS)

@@ -25,6 +25,7 @@ from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, KVM
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 
+from ptspec.proofs.stage2 import lockstep
 from ptspec.proofs.stage2.harness import Stage2Harness
 
 K4, M2 = G.granule_size(3, 12), G.granule_size(2, 12)      # a 4K page and a 2M block, from spec
@@ -192,10 +193,17 @@ def _program(h) -> str:
     return h.program() if type(h) is Stage2Harness else h.ops_source
 
 
+# The table explored (s2.exhaustive.4k-39): the lock-step's geometry of that name, its shape and
+# its table options (lockstep.OPTIONS), so that the id means one table configuration in both.
+GEOMETRY = "4k-39"
+
+
 def explore(depth: int = 3, *, harness_factory=Stage2Harness, expired=None, progress=None) -> ExploreOutcome:
-    ops = alphabet()
+    page_shift, ia_bits, owner_field = lockstep.GEOMETRIES[GEOMETRY]
+    ops = alphabet(page_shift=page_shift)
     t0 = time.perf_counter()
-    root = harness_factory(12, 39, arena_pages=64, mc_capacity=4)
+    root = harness_factory(page_shift, ia_bits, owner_field=owner_field, arena_pages=64,
+                           mc_capacity=4, **lockstep.OPTIONS.get(GEOMETRY, {}))
     if root.violations:
         return ExploreOutcome("refuted", 1, 0, 0, time.perf_counter() - t0, _program(root),
                               [str(v) for v in root.violations], root.raw_state())
