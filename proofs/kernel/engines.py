@@ -4,11 +4,11 @@ Each engine judges the tree's own ``pgtable.c`` by the spec alone and gives one 
 id: ``kernel.exhaustive.<geometry>`` (bounded exhaustive exploration, ``exhaustive.py``),
 ``kernel.errorpaths.<geometry>`` (allocation failure at every allocation point, ``errorpaths.py``),
 ``kernel.refusal.<geometry>`` (bad arguments, ``refusal.py``), each on every stage-2 geometry of
-``subject.GEOMETRIES`` in check-kernel (ptspec verify: 4k-39 only) with the geometry's table options
-(``subject.OPTIONS``, as the lock-step: FWB on 4k-48, pages forced on 4k-34, no CMO on 16k-40), and ``kernel.hyp.4k-48`` (hyp stage 1,
-``hyp.py``). Catalogued findings of the tree's version are set aside and named in the detail, as
-for the lock-step (``check.findings_of`` reads them from there); anything else refutes, with the
-counterexample of ``check.counterexample``.
+``subject.GEOMETRIES`` in check-kernel (ptspec verify: 4k-39 only) with the geometry's table
+options (``subject.OPTIONS``, as the lock-step: FWB on 4k-48, pages forced on 4k-34, no CMO on
+16k-40), and ``kernel.hyp.4k-48`` (hyp stage 1, ``hyp.py``). Catalogued findings of the tree's
+version are set aside and named in the detail, as for the lock-step (``check.findings_of`` reads
+them from there); anything else refutes, with the counterexample of ``check.counterexample``.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ The same exploration as impl's ``proofs/stage2/exhaustive.py`` and over its alph
 page maps, a straddling and a permission-only re-map, partial and whole unmaps, owner annotations,
 write-protect, access flag and permission changes, flush, get_leaf, is_young, an injected
 allocation failure; all inside two 2M blocks of a 4K / 39-bit table, or two level-2 blocks of
-another geometry's granule), breadth-first from the
-empty table, with the C code as the subject, built with the geometry's table options as the C
-lock-step builds it (``replay.options``: FWB on 4k-48, pages forced on 4k-34, no CMO on 16k-40). A C table cannot be copied, so each transition
+another geometry's granule), breadth-first from the empty table, with the C code as the subject,
+built with the geometry's table options as the C lock-step builds it (``replay.options``: FWB on
+4k-48, pages forced on 4k-34, no CMO on 16k-40). A C table cannot be copied, so each transition
 replays its parent's operation list on a fresh table (unjudged: it was judged when first
 reached) and judges the new operation (``replay.run``): every invariant of the new state, S2-BBM,
 the operation's contract, WARN_ONs. States are identified by the raw state the spec reads: the
@@ -85,7 +85,8 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
                 frontier.append((path + [entry], now_pending))
     secs = time.perf_counter() - t0
     return replay.Outcome("passed", transitions, secs,
-                          f"depth {depth}: {seen.states} distinct states, {transitions} transitions "
+                          f"depth {depth}: {seen.states} distinct states, {transitions} "
+                          f"transitions "
                           f"({transitions / max(secs, 1e-9):.0f} ops/s)", findings=dict(cls.seen))
 
 

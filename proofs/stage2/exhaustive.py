@@ -8,9 +8,10 @@ empty table. States are identified by the shape of the tree (table pages numbere
 two states that differ only in which physical pages hold the tables are the same) together with the
 memcache fill, a pending injected failure and the cache ghost CMO-POC / CMO-POU judge the future
 steps by (``ghost_key``); a state already seen is not expanded again, nor one whose ghost is only
-cleaner than a seen one's with the same tables (``Explored``: it has no verdict the other lacks). Every transition is checked by the spec
-(all invariants of the new state, S2-BBM and the operation's contract), so within the bound the
-check is complete: any reachable violation is found, with the shortest sequence that reaches it.
+cleaner than a seen one's with the same tables (``Explored``: it has no verdict the other lacks).
+Every transition is checked by the spec (all invariants of the new state, S2-BBM and the
+operation's contract), so within the bound the check is complete: any reachable violation is
+found, with the shortest sequence that reaches it.
 """
 
 from __future__ import annotations
