@@ -76,6 +76,8 @@ CAUGHT = [
     ("attr-mask-lo", "exhaustive", {"C-WRPROTECT", "C-MKYOUNG", "C-RELAX-PERMS", "C-MKOLD"}),
     ("unmap-no-cmo", "exhaustive", {"C-CMO"}),
     ("force-pte-level", "exhaustive", {"C-SET-OWNER"}),
+    ("cmo-skips-blocks", "exhaustive", {"CMO-POC"}),        # the ghost statements, across steps
+    ("relax-no-icache", "exhaustive", {"CMO-POU"}),
     ("set-owner-drops-error", "errorpaths", {"C-SET-OWNER"}),
     ("init-no-enomem", "errorpaths", {"S2-TREE", "C-INIT"}),
     ("hyp-leaf-no-ref", "hyp", {"S1-RC"}),

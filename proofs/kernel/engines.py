@@ -23,7 +23,8 @@ ENGINES = ("lockstep", "exhaustive", "errorpaths", "refusal", "hyp")
 # engine -> (check id, statements judged, kernel functions)
 EXHAUSTIVE_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "C-INIT", "C-MAP",
                   "C-SET-OWNER", "C-UNMAP", "C-WRPROTECT", "C-MKYOUNG", "C-MKOLD", "C-IS-YOUNG",
-                  "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF", "C-CMO", "KERNEL-WARN"]
+                  "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF", "C-CMO", "CMO-POC", "CMO-POU",
+                  "KERNEL-WARN"]
 ERROR_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "C-INIT", "C-MAP",
              "C-SET-OWNER", "KERNEL-WARN"]
 REFUSAL_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "C-MAP", "C-SET-OWNER",

@@ -198,6 +198,9 @@ C_SOURCE_BUGS = {e.id: e for e in (
     CEdit("force-pte-cb-ignored", "map never asks the table's force_pte_cb: blocks are installed "
           "where the callback forces pages", "kvm_pgtable_stage2_map", ".force_pte",
           "pgt->force_pte_cb && pgt->force_pte_cb(addr, addr + size, prot)", "false"),
+    CEdit("relax-no-icache", "relax_perms grants execute permission without invalidating the "
+          "I-cache of the leaf's output", "stage2_attr_walker", "icache_inval_pou &&",
+          "mm_ops->icache_inval_pou &&", "0 &&"),
     CEdit("init-no-enomem", "stage-2 init reports success when its root allocation fails",
           "__kvm_pgtable_stage2_init", "return -ENOMEM;", "return -ENOMEM;", "return 0;"),
 )}
