@@ -76,6 +76,8 @@ CAUGHT = [
     ("attr-mask-lo", "exhaustive", {"C-WRPROTECT", "C-MKYOUNG", "C-RELAX-PERMS", "C-MKOLD"}),
     ("unmap-no-cmo", "exhaustive", {"C-CMO"}),
     ("force-pte-level", "exhaustive", {"C-SET-OWNER"}),
+    ("cmo-skips-blocks", "exhaustive", {"CMO-POC"}),        # the ghost statements, across steps
+    ("relax-no-icache", "exhaustive", {"CMO-POU"}),
     ("set-owner-drops-error", "errorpaths", {"C-SET-OWNER"}),
     ("init-no-enomem", "errorpaths", {"S2-TREE", "C-INIT"}),
     ("hyp-leaf-no-ref", "hyp", {"S1-RC"}),
@@ -297,3 +299,77 @@ def test_an_internal_exception_is_an_error_result_not_a_traceback(monkeypatch):
     assert results[1].detail.startswith("internal error in ptspec, not a verdict on the kernel: "
                                         "TypeError: planted at test_kernel_engines.py")
     assert check.exit_code(results) == 2
+
+
+def test_every_c_engine_builds_the_geometrys_table_options():
+    """replay.harness (every C engine's table) applies subject.OPTIONS as the C lock-step does:
+    FWB on 4k-48, pages forced on 4k-34, no CMO hooks on 16k-40; none on 4k-39."""
+    t = _tree()
+    want = {"4k-39": (False, True, False), "4k-48": (True, True, False),
+            "4k-34": (False, True, True), "16k-40": (False, False, False)}
+    for name, (fwb, cmo, force) in want.items():
+        h = replay.harness(t, geometry_name=name)
+        raw = h.raw_state()
+        assert (raw["has_fwb"], raw["cmo"], h.pgt.force_pte_all) == (fwb, cmo, force), name
+        assert f"fwb={fwb}, cmo={cmo}" in h.make_source and f"force_pte={force}" in h.make_source
+    assert subject.OPTIONS.keys() <= want.keys()
+    # the errorpaths' and refusal's cases are built through it too (init failing included)
+    label, h, _ = next(errorpaths.cases(t, geometry="4k-48"))
+    assert label.startswith("init") and h.params["fwb"] is True
+    _, h, _ = next(refusal.cases(t, geometry="4k-34"))
+    assert h.pgt.force_pte_all
+
+
+# (bug, engine, geometry, statements): bugs only a geometry's table options reach (FWB on 4k-48,
+# the shim's page-forcing force_pte_cb on 4k-34); before the engines applied subject.OPTIONS the
+# same check passed them (asserted below with the options taken away again)
+CAUGHT_BY_OPTIONS = [
+    ("fwb-memattr", "exhaustive", "4k-48", {"C-MAP"}),
+    ("fwb-memattr", "errorpaths", "4k-48", {"C-MAP"}),
+    ("force-pte-cb-ignored", "exhaustive", "4k-34", {"C-MAP"}),
+]
+
+
+@pytest.mark.parametrize("bug,engine,geometry,ids", CAUGHT_BY_OPTIONS,
+                         ids=[f"{c[0]}-{c[1]}" for c in CAUGHT_BY_OPTIONS])
+def test_engines_catch_bugs_only_the_geometry_options_reach(tmp_path, monkeypatch, bug, engine,
+                                                            geometry, ids):
+    t = _tree()
+    bad = planted.scratch_tree(bug, t, tmp_path / "tree")
+    r = E.run_engine(bad, engine, budgets.budget("quick"), geometry=geometry)
+    assert r.status == "refuted" and r.id == f"kernel.{engine}.{geometry}", r.detail
+    cex = r.counterexample
+    assert {v.split()[0] for v in cex["violations"]} & ids, cex["violations"]
+    opts = subject.OPTIONS[geometry]
+    assert all(f"{k}=True" in cex["ops"] for k in opts)     # the program builds the same table
+    with pytest.raises(AssertionError):                     # runs as pasted, ends in the judge
+        exec(cex["ops"], {})
+    monkeypatch.setattr(replay, "options", lambda name: {})  # the engines as they were
+    before = E.run_engine(bad, engine, budgets.budget("quick"), geometry=geometry)
+    assert before.status in ("passed", "proved"), before.detail
+
+
+def test_exhaustive_keys_hold_the_cache_ghost_on_the_c_side():
+    """Two runs of the C code to the same tables: a read-write page alone, and the same page after
+    an executable block over it (whose I-cache the block's map invalidated; the page keeps the
+    block's output, so the host never wrote it): one key before, two now (the old key's parts
+    equal); only the cleaner is subsumed by the dirtier, never the other way."""
+    from ptspec.proofs.stage2.exhaustive import Explored, alphabet
+    t = _tree()
+    ops = alphabet()
+    assert ops[1][1]["prot"] == 5 and ops[2][1]["prot"] == 6 and ops[2][1]["size"] == 0x1000
+
+    def key(indices):
+        h = replay.harness(t, arena_pages=64, mc_capacity=4)
+        found, _ = replay.run(h, [("op", *ops[i]) for i in indices])
+        assert found == []
+        return exhaustive.canonical(h.raw_state(), False, h.cache)
+    dirty, clean = key([2]), key([1, 2])
+    assert clean[:-1] == dirty[:-1] and clean != dirty
+    page = ops[2][1]["phys"]
+    assert dirty[-1][1] == ((), ()) and clean[-1][1] == ((page,), (page + 0x1000,))  # I-clean
+    assert clean[-1][0] == dirty[-1][0]                                             # D-clean
+    seen = Explored()
+    assert seen.add(dirty) and not seen.add(clean)
+    seen = Explored()
+    assert seen.add(clean) and seen.add(dirty) and seen.states == 2

@@ -32,8 +32,9 @@ FUNCTIONS = {
 STATEMENTS = {
     "exhaustive": "Every sequence of the stage-2 exploration alphabet up to the profile's depth on "
                   "the kernel's own pgtable.c (the cached Debian source), two 2M blocks of a "
-                  "4K / 39-bit table, states deduplicated by tree shape; every transition judged "
-                  "by the spec alone (every invariant, S2-BBM, its contract, WARN_ONs).",
+                  "4K / 39-bit table, states deduplicated by tree shape and cache ghost; every "
+                  "transition judged by the spec alone (every invariant, S2-BBM, its contract, "
+                  "WARN_ONs).",
     "errorpaths": "Every allocation point of the kernel's map and set_owner made to fail in turn "
                   "(from states holding blocks, pages, owner annotations and a 1G block), init "
                   "with its root allocation failing, the identity-mapped table: every invariant "

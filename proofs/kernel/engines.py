@@ -4,10 +4,11 @@ Each engine judges the tree's own ``pgtable.c`` by the spec alone and gives one 
 id: ``kernel.exhaustive.<geometry>`` (bounded exhaustive exploration, ``exhaustive.py``),
 ``kernel.errorpaths.<geometry>`` (allocation failure at every allocation point, ``errorpaths.py``),
 ``kernel.refusal.<geometry>`` (bad arguments, ``refusal.py``), each on every stage-2 geometry of
-``subject.GEOMETRIES`` in check-kernel (ptspec verify: 4k-39 only), and ``kernel.hyp.4k-48`` (hyp stage 1,
-``hyp.py``). Catalogued findings of the tree's version are set aside and named in the detail, as
-for the lock-step (``check.findings_of`` reads them from there); anything else refutes, with the
-counterexample of ``check.counterexample``.
+``subject.GEOMETRIES`` in check-kernel (ptspec verify: 4k-39 only) with the geometry's table
+options (``subject.OPTIONS``, as the lock-step: FWB on 4k-48, pages forced on 4k-34, no CMO on
+16k-40), and ``kernel.hyp.4k-48`` (hyp stage 1, ``hyp.py``). Catalogued findings of the tree's
+version are set aside and named in the detail, as for the lock-step (``check.findings_of`` reads
+them from there); anything else refutes, with the counterexample of ``check.counterexample``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ ENGINES = ("lockstep", "exhaustive", "errorpaths", "refusal", "hyp")
 # engine -> (check id, statements judged, kernel functions)
 EXHAUSTIVE_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "C-INIT", "C-MAP",
                   "C-SET-OWNER", "C-UNMAP", "C-WRPROTECT", "C-MKYOUNG", "C-MKOLD", "C-IS-YOUNG",
-                  "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF", "C-CMO", "KERNEL-WARN"]
+                  "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF", "C-CMO", "CMO-POC", "CMO-POU",
+                  "KERNEL-WARN"]
 ERROR_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "C-INIT", "C-MAP",
              "C-SET-OWNER", "KERNEL-WARN"]
 REFUSAL_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "C-MAP", "C-SET-OWNER",

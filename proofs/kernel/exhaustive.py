@@ -4,14 +4,18 @@ The same exploration as impl's ``proofs/stage2/exhaustive.py`` and over its alph
 page maps, a straddling and a permission-only re-map, partial and whole unmaps, owner annotations,
 write-protect, access flag and permission changes, flush, get_leaf, is_young, an injected
 allocation failure; all inside two 2M blocks of a 4K / 39-bit table, or two level-2 blocks of
-another geometry's granule), breadth-first from the
-empty table, with the C code as the subject. A C table cannot be copied, so each transition
+another geometry's granule), breadth-first from the empty table, with the C code as the subject,
+built with the geometry's table options as the C lock-step builds it (``replay.options``: FWB on
+4k-48, pages forced on 4k-34, no CMO on 16k-40). A C table cannot be copied, so each transition
 replays its parent's operation list on a fresh table (unjudged: it was judged when first
 reached) and judges the new operation (``replay.run``): every invariant of the new state, S2-BBM,
 the operation's contract, WARN_ONs. States are identified by the raw state the spec reads: the
 tree's shape with table pages numbered in walk order (descriptors decoded by ``spec.arch``), the
-refcounts, the memcache fill, pages in use outside the tree, and whether an injected allocation
-failure is still pending. Within the bound the check is complete: any reachable violation is found,
+refcounts, the memcache fill, pages in use outside the tree, whether an injected allocation
+failure is still pending, and the cache ghost the future CMO-POC / CMO-POU verdicts read
+(``ghost_key``: output addresses clean to PoC / PoU since the host last wrote them); a state whose
+ghost is only cleaner than an explored one's with the same tables is not explored again
+(``Explored``). Within the bound the check is complete: any reachable violation is found,
 with a shortest sequence that reaches it.
 """
 
@@ -21,14 +25,17 @@ import time
 from collections import deque
 
 from ptspec.proofs.kernel import replay, subject
-from ptspec.proofs.stage2.exhaustive import alphabet, renumbered_tables
+from ptspec.proofs.stage2.exhaustive import Explored, alphabet, ghost_key, renumbered_tables
 
 
-def canonical(raw: dict, pending: bool):
-    """The C table's state with table pages renumbered in walk order."""
+def canonical(raw: dict, pending: bool, cache=None):
+    """The C table's state with table pages renumbered in walk order, and the part of the run's
+    cache ghost (``cache``: the harness's CacheJudge; None: left out) that its future CMO-POC /
+    CMO-POU verdicts depend on (``ghost_key``)."""
     tables, reached = renumbered_tables(raw["pages"], raw["refcount"], raw["roots"],
                                         raw["start_level"], raw["page_shift"])
-    return tables, len(raw["pages"]) - reached, len(raw["memcache"]), pending
+    ghost = None if cache is None else ghost_key(cache, raw["cmo"], raw["has_fwb"])
+    return tables, len(raw["pages"]) - reached, len(raw["memcache"]), pending, ghost
 
 
 def _entry(op: str, args: dict):
@@ -48,7 +55,8 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
     if root.violations:
         return replay.Outcome("refuted", 1, time.perf_counter() - t0, "init",
                               replay.Failure.of("init", root, root.violations), dict(cls.seen))
-    seen = {canonical(root.raw_state(), False)}
+    seen = Explored()
+    seen.add(canonical(root.raw_state(), False, root.cache))
     frontier = deque([([], False)])           # (operation list, failure pending)
     transitions = 0
     while frontier:
@@ -58,7 +66,7 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
         for op, args in ops:
             if expired is not None and expired():
                 return replay.Outcome("unknown", transitions, time.perf_counter() - t0,
-                                      f"stopped at depth {len(path)}: {len(seen)} states, "
+                                      f"stopped at depth {len(path)}: {seen.states} states, "
                                       f"{transitions} transitions", findings=dict(cls.seen))
             entry = _entry(op, args)
             h = make()
@@ -73,13 +81,12 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
                                       dict(cls.seen))
             # an injected failure is pending until an allocation consumed it
             now_pending = entry[0] == "fail" or (pending and _unconsumed(h))
-            key = canonical(h.raw_state(), now_pending)
-            if key not in seen:
-                seen.add(key)
+            if seen.add(canonical(h.raw_state(), now_pending, h.cache)):
                 frontier.append((path + [entry], now_pending))
     secs = time.perf_counter() - t0
     return replay.Outcome("passed", transitions, secs,
-                          f"depth {depth}: {len(seen)} distinct states, {transitions} transitions "
+                          f"depth {depth}: {seen.states} distinct states, {transitions} "
+                          f"transitions "
                           f"({transitions / max(secs, 1e-9):.0f} ops/s)", findings=dict(cls.seen))
 
 

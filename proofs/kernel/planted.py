@@ -190,6 +190,17 @@ C_SOURCE_BUGS = {e.id: e for e in (
     CEdit("hyp-unmap-count", "hyp unmap removes leaves but does not count them in the bytes it "
           "returns", "hyp_unmap_walker", "unmapped += granule", "data->unmapped += granule",
           "(void)granule"),
+    # bugs only a geometry's table options reach (subject.OPTIONS): FWB on 4k-48, the shim's
+    # page-forcing force_pte_cb on 4k-34 (tests/test_kernel_engines.py)
+    CEdit("fwb-memattr", "a normal-memory leaf gets the MemAttr encoding of a CPU without FWB "
+          "also when the table has FWB", "stage2_set_prot_attr", "KVM_S2_MEMATTR(pgt, NORMAL)",
+          "KVM_S2_MEMATTR(pgt, NORMAL)", "PAGE_S2_MEMATTR(NORMAL, false)"),
+    CEdit("force-pte-cb-ignored", "map never asks the table's force_pte_cb: blocks are installed "
+          "where the callback forces pages", "kvm_pgtable_stage2_map", ".force_pte",
+          "pgt->force_pte_cb && pgt->force_pte_cb(addr, addr + size, prot)", "false"),
+    CEdit("relax-no-icache", "relax_perms grants execute permission without invalidating the "
+          "I-cache of the leaf's output", "stage2_attr_walker", "icache_inval_pou &&",
+          "mm_ops->icache_inval_pou &&", "0 &&"),
     CEdit("init-no-enomem", "stage-2 init reports success when its root allocation fails",
           "__kvm_pgtable_stage2_init", "return -ENOMEM;", "return -ENOMEM;", "return 0;"),
 )}

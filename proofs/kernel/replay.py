@@ -37,13 +37,20 @@ def geometry(name: str | None) -> tuple[int, int]:
     return subject.GEOMETRIES[name][:2]
 
 
+def options(name: str | None) -> dict:
+    """The table options of a geometry (``subject.OPTIONS``: FWB on 4k-48, pages forced on 4k-34,
+    no CMO hooks on 16k-40), as the C lock-step builds its tables: ``kernel.<engine>.<geometry>``
+    is the same table configuration in every engine."""
+    return dict(subject.OPTIONS.get(name, {})) if name is not None else {}
+
+
 def harness(tree, *, arena_pages: int = 96, mc_capacity: int = 8, flags: int = 0, cls=None,
             geometry_name: str | None = None):
-    """A fresh C-side harness on the tree's library for the geometry (default 4K/39), its init
-    already judged."""
+    """A fresh C-side harness on the tree's library for the geometry (default 4K/39) with the
+    geometry's options (``options``), its init already judged."""
     cls = cls or subject.subject_factory(tree)
     return cls(*geometry(geometry_name), arena_pages=arena_pages, mc_capacity=mc_capacity,
-               flags=flags)
+               flags=flags, **options(geometry_name))
 
 
 def _unjudged(h):

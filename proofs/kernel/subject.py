@@ -33,7 +33,10 @@ GEOMETRIES = {
     "4k-34": (12, 34, None), "16k-47": (14, 47, None), "16k-40": (14, 40, None),
     "64k-44": (16, 44, None), "64k-52": (16, 52, None),
 }
-# Per-geometry table options: FWB on one, the shim's page-forcing force_pte_cb on another.
+# Per-geometry table options: FWB on one, the shim's page-forcing force_pte_cb on another, no CMO
+# hooks on a third; every C engine builds its tables with them (the lock-step through
+# lockstep.harness_maker, the others through replay.harness), so kernel.<engine>.<geometry> is one
+# table configuration.
 OPTIONS = {"4k-48": {"fwb": True}, "4k-34": {"force_pte": True}, "16k-40": {"cmo": False}}
 
 

@@ -97,7 +97,8 @@ def exhaustive_4k_39(ctx):
     """Every sequence of the exploration alphabet (block and page maps, straddling and
     permission-only re-maps, partial and whole unmaps, owner annotations, write-protect, access
     flag and permission changes, flush, an injected allocation failure) up to the profile's depth,
-    over two 2M blocks of a 4K / 39-bit table, states deduplicated by tree shape; every transition
+    over two 2M blocks of a 4K / 39-bit table, states deduplicated by tree shape and cache ghost
+    (a state only cleaner than an explored one is skipped); every transition
     checked against every invariant and its contract."""
     depth = ctx.budget["stage2_exhaustive_depth"]
     out = exhaustive.explore(depth, expired=ctx.expired, progress=ctx.progress)

@@ -6,14 +6,18 @@ permission-only re-map, partial and whole unmaps, owner annotations, write-prote
 and permission changes, flush, and an injected allocation failure) is applied breadth-first from the
 empty table. States are identified by the shape of the tree (table pages numbered in walk order, so
 two states that differ only in which physical pages hold the tables are the same) together with the
-memcache fill; a state already seen is not expanded again. Every transition is checked by the spec
-(all invariants of the new state, S2-BBM and the operation's contract), so within the bound the
-check is complete: any reachable violation is found, with the shortest sequence that reaches it.
+memcache fill, a pending injected failure and the cache ghost CMO-POC / CMO-POU judge the future
+steps by (``ghost_key``); a state already seen is not expanded again, nor one whose ghost is only
+cleaner than a seen one's with the same tables (``Explored``: it has no verdict the other lacks).
+Every transition is checked by the spec (all invariants of the new state, S2-BBM and the
+operation's contract), so within the bound the check is complete: any reachable violation is
+found, with the shortest sequence that reaches it.
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections import deque
 from itertools import compress
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, KVM
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 
+from ptspec.proofs.stage2 import lockstep
 from ptspec.proofs.stage2.harness import Stage2Harness
 
 K4, M2 = G.granule_size(3, 12), G.granule_size(2, 12)      # a 4K page and a 2M block, from spec
@@ -89,16 +94,86 @@ def renumbered_tables(pages: dict, refcount: dict, roots, start_level: int, ps: 
     return tuple(out), len(names)
 
 
+def ghost_key(judge, cmo: bool, has_fwb: bool):
+    """The part of a run's cache ghost (the spec's ``CacheJudge``: which output addresses are
+    D-clean to PoC and I-clean to PoU since the host last wrote them) that the run's future
+    CMO-POC / CMO-POU verdicts depend on, for a state key. Two states with the same tables but
+    another ghost have other futures: a later map over an address clean in one and not in the
+    other is a violation from one of them only.
+
+    None for a table that is not a guest's (no CMO hooks, ``cmo`` false): neither statement
+    judges it. Else (D-clean, I-clean) as interval bounds (the ghost keeps them sorted, disjoint
+    and merged, so equal sets give equal keys); D-clean is left out (None) under FWB, where
+    CMO-POC requires nothing and an I-cache invalidation needs no clean before it, I-clean with
+    DIC, where CMO-POU requires nothing. The addresses are output addresses, which the key's
+    renumbering of table pages leaves alone; every one of them is mapped by a leaf of the tables
+    (the host writes, and so un-cleans, every address a step stops mapping). The ghost's count of
+    leaves per output address is a function of the tables and is not repeated here."""
+    guest = cmo if judge.guest is None else judge.guest
+    if not guest:
+        return None
+    g = judge.ghost
+    d = None if has_fwb else (tuple(g.dclean.lo), tuple(g.dclean.hi))
+    i = None if judge.dic else (tuple(g.iclean.lo), tuple(g.iclean.hi))
+    return d, i
+
+
+def _within(small, big) -> bool:
+    """Whether the interval set ``small`` lies inside ``big`` (both as ``ghost_key`` gives them:
+    sorted, disjoint, merged bounds, so each interval of small lies in one interval of big)."""
+    blo, bhi = big
+    for a, b in zip(*small):
+        i = bisect_right(blo, a) - 1
+        if i < 0 or bhi[i] < b:
+            return False
+    return True
+
+
+def no_cleaner(ghost, other) -> bool:
+    """Whether the ghost ``ghost`` (of ``ghost_key``) is clean nowhere ``other`` is not: its clean
+    sets inside other's, part by part (a part left out, None, is so in both: same table)."""
+    if ghost is None or other is None:
+        return ghost == other
+    return all(g == o if g is None or o is None else _within(g, o) for g, o in zip(ghost, other))
+
+
+class Explored:
+    """The states a breadth-first exploration has expanded, by ``canonical`` key (its last part
+    the ghost of ``ghost_key``), with subsumption over the ghost: ``add(key)`` is False (do not
+    expand) when a state with the same tables, memcache and pending failure (the rest of the key)
+    and a ghost clean nowhere this one is not was already expanded. That loses no verdict: the
+    subject never reads the ghost, so from both states the same operations do the same to the
+    tables; the ghost only grows by clean events and shrinks by host writes over the same
+    addresses in both, so the dirtier one stays dirtier; and a CMO-POC / CMO-POU verdict is a
+    gap in a clean set over a range, so every one of the cleaner state's is also the dirtier
+    one's. Breadth-first, the kept state was reached no later, so it has at least as many
+    operations left. ``states``: how many were expanded."""
+
+    def __init__(self):
+        self._ghosts: dict = {}
+        self.states = 0
+
+    def add(self, key) -> bool:
+        rest, ghost = key[:-1], key[-1]
+        kept = self._ghosts.setdefault(rest, [])
+        if any(no_cleaner(g, ghost) for g in kept):
+            return False
+        kept[:] = [g for g in kept if not no_cleaner(ghost, g)] + [ghost]
+        self.states += 1
+        return True
+
+
 def canonical(h: Stage2Harness):
-    """The tree's shape with table pages renumbered in walk order, plus the memcache fill and
-    pending fault injection."""
+    """The tree's shape with table pages renumbered in walk order, plus the memcache fill,
+    pending fault injection and the cache ghost's part the future verdicts read (``ghost_key``)."""
     pgt = h.pgt
     pages = pgt.pool.pages                                  # descriptors decoded by spec
     tables, reached = renumbered_tables(pages, pgt.pool.refcount, pgt.pgd or (), pgt.start_level,
                                         h.params["page_shift"])
     fail = tuple(sorted(n - pgt.mm_ops.nr_allocs for n in pgt.mm_ops.fail_at
                         if n >= pgt.mm_ops.nr_allocs))
-    return tables, len(pages) - reached, h.mc.nobjs, fail
+    return (tables, len(pages) - reached, h.mc.nobjs, fail,
+            ghost_key(h.cache, pgt.cmo, pgt.has_fwb()))           # as its snapshot says
 
 
 @dataclass
@@ -119,14 +194,22 @@ def _program(h) -> str:
     return h.program() if type(h) is Stage2Harness else h.ops_source
 
 
+# The table explored (s2.exhaustive.4k-39): the lock-step's geometry of that name, its shape and
+# its table options (lockstep.OPTIONS), so that the id means one table configuration in both.
+GEOMETRY = "4k-39"
+
+
 def explore(depth: int = 3, *, harness_factory=Stage2Harness, expired=None, progress=None) -> ExploreOutcome:
-    ops = alphabet()
+    page_shift, ia_bits, owner_field = lockstep.GEOMETRIES[GEOMETRY]
+    ops = alphabet(page_shift=page_shift)
     t0 = time.perf_counter()
-    root = harness_factory(12, 39, arena_pages=64, mc_capacity=4)
+    root = harness_factory(page_shift, ia_bits, owner_field=owner_field, arena_pages=64,
+                           mc_capacity=4, **lockstep.OPTIONS.get(GEOMETRY, {}))
     if root.violations:
         return ExploreOutcome("refuted", 1, 0, 0, time.perf_counter() - t0, _program(root),
                               [str(v) for v in root.violations], root.raw_state())
-    seen = {canonical(root)}
+    seen = Explored()
+    seen.add(canonical(root))
     frontier = deque([(root, 0)])
     transitions = 0
     while frontier:
@@ -135,7 +218,7 @@ def explore(depth: int = 3, *, harness_factory=Stage2Harness, expired=None, prog
             continue
         for op, args in ops:
             if expired is not None and expired():
-                return ExploreOutcome("unknown", len(seen), transitions, d,
+                return ExploreOutcome("unknown", seen.states, transitions, d,
                                       time.perf_counter() - t0)
             child = h.fork()
             if op == "fail_next_alloc":
@@ -147,11 +230,9 @@ def explore(depth: int = 3, *, harness_factory=Stage2Harness, expired=None, prog
             if progress:
                 progress()
             if found:
-                return ExploreOutcome("refuted", len(seen), transitions, d + 1,
+                return ExploreOutcome("refuted", seen.states, transitions, d + 1,
                                       time.perf_counter() - t0, _program(child),
                                       [str(v) for v in found], child.raw_state())
-            key = canonical(child)
-            if key not in seen:
-                seen.add(key)
+            if seen.add(canonical(child)):
                 frontier.append((child, d + 1))
-    return ExploreOutcome("passed", len(seen), transitions, depth, time.perf_counter() - t0)
+    return ExploreOutcome("passed", seen.states, transitions, depth, time.perf_counter() - t0)
