@@ -248,7 +248,10 @@ def test_planted_c_bug_is_refuted_by_the_spec_alone(tmp_path):
     assert "subject_factory(open_tree(" in cex["ops"] and "(12, 39" in cex["ops"]
     assert cex["ops"].rstrip().splitlines()[-1].startswith("assert not h.violations")
     assert "C side: Linux" in cex["tables"]
-    assert "kvm_pgtable_stage2_" in cex["c_test"] and cex["c_test"].startswith("static void")
+    assert "kvm_pgtable_stage2_" in cex["c_test"]
+    head, fn = cex["c_test"].splitlines()[:2]
+    assert head == "/* pgt: 4K pages, ia_bits 39, start level 1; FWB off; mm_ops with the CMO hooks */"
+    assert fn.startswith("static void")
     # the counterexample runs as pasted and ends in the judge, which fails as the run did
     env = {}
     with pytest.raises(AssertionError):

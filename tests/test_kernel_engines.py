@@ -98,7 +98,11 @@ def test_engines_catch_planted_c_bugs(tmp_path, bug, engine, ids):
     env = {}
     with pytest.raises(AssertionError):          # runs as pasted, ends in the failing judge
         exec(cex["ops"], env)
-    assert cex["c_test"].startswith("static void")
+    c_test = cex["c_test"]
+    if engine != "hyp":                          # a stage-2 table: which one, above the function
+        head, c_test = c_test.split("\n", 1)
+        assert head.startswith("/* pgt: 4K pages, ia_bits 39,")
+    assert c_test.startswith("static void")
 
 
 def test_the_clean_tree_passes_the_hyp_engine_with_its_findings():
@@ -342,6 +346,8 @@ def test_engines_catch_bugs_only_the_geometry_options_reach(tmp_path, monkeypatc
     assert {v.split()[0] for v in cex["violations"]} & ids, cex["violations"]
     opts = subject.OPTIONS[geometry]
     assert all(f"{k}=True" in cex["ops"] for k in opts)     # the program builds the same table
+    if opts.get("fwb"):                                     # and the C test says which table
+        assert cex["c_test"].startswith("/* pgt: 4K pages, ia_bits 48, start level 0; FWB on;")
     with pytest.raises(AssertionError):                     # runs as pasted, ends in the judge
         exec(cex["ops"], {})
     monkeypatch.setattr(replay, "options", lambda name: {})  # the engines as they were

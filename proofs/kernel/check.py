@@ -83,14 +83,22 @@ C_CALLS = {
 }
 
 
-def c_test_body(trace: list, mc_capacity: int = 16, shape=None) -> str:
+def c_test_body(trace: list, mc_capacity: int = 16, shape=None, raw=None) -> str:
     """The operation sequence as the body of a C test function over the kernel's API (a table
     already initialised, a memcache topped up to capacity after init, map and set_owner, as the
     harness does). ``shape``: the tree's Shape; on a tree whose enum kvm_pgtable_prot is
-    renumbered (7.x) prot values are the tree's, and set_owner is the annotate call that drives it."""
+    renumbered (7.x) prot values are the tree's, and set_owner is the annotate call that drives it.
+    ``raw``: a raw state of the run, whose table configuration (granule, IPA size, FWB, CMO hooks,
+    identity map) the comment above the function states."""
     ml = getattr(shape, "mainline", None)
-    out = ["static void ptspec_counterexample(struct kvm_pgtable *pgt, "
-           "struct kvm_mmu_memory_cache *mc)", "{", "	kvm_pte_t pte; u32 level;", ""]
+    out = []
+    if raw and raw.get("kind") == "arm64-stage2":
+        out.append(f"/* pgt: {1 << raw['page_shift'] >> 10}K pages, ia_bits {raw['ia_bits']}, "
+                   f"start level {raw['start_level']}; FWB {'on' if raw.get('has_fwb') else 'off'}"
+                   f"; mm_ops {'with' if raw.get('cmo') else 'without'} the CMO hooks"
+                   f"{'; KVM_PGTABLE_S2_IDMAP' if raw.get('idmap') else ''} */")
+    out += ["static void ptspec_counterexample(struct kvm_pgtable *pgt, "
+            "struct kvm_mmu_memory_cache *mc)", "{", "	kvm_pte_t pte; u32 level;", ""]
     for entry in trace:
         if entry[0] == "fail":
             out.append(f"	/* the allocation {entry[1]} after this point fails (-ENOMEM) */")
@@ -136,7 +144,7 @@ def counterexample(failure, tree) -> dict:
     ids = sorted({v.split()[0] for v in failure.violations})
     return {"ops": program, "violations": failure.violations, "tables": tables,
             "statements": {i: _statement(i) for i in ids},
-            "c_test": c_test_body(failure.trace, shape=tree.shape) if all(
+            "c_test": c_test_body(failure.trace, shape=tree.shape, raw=failure.raw_state) if all(
                 e[0] == "fail" or e[1] in C_CALLS for e in failure.trace) else "",
             "kernel_function": KERNEL_ENTRY.get(op, op)}
 
