@@ -352,6 +352,16 @@ FINDINGS = (
         ("kvm_pgtable_stage2_split", "stage2_split_walker", "kvm_pgtable_stage2_pte_prot"),
         lambda step: step is not None and step.get("op") == "split"),
     KernelFinding(
+        "split-drops-memtype-pou", "CMO-POU", (6, 5, 0), None,
+        "split-drops-memtype as CMO-POU sees it later: relax_perms granting X to a page of such a "
+        "split block invalidates the I-cache, but the D-cache of memory the device or normal "
+        "non-cacheable block mapped was never cleaned (none is owed for it), so the invalidation "
+        "cannot make the guest fetch what the host last wrote; relax_perms cleans nothing by "
+        "design (the map that made a page cacheable did); seen running 6.12.19 and 7.1.5",
+        ("kvm_pgtable_stage2_split", "kvm_pgtable_stage2_relax_perms", "stage2_attr_walker"),
+        lambda step: step is not None and step.get("op") == "relax_perms",
+        text="its D-cache was not cleaned"),
+    KernelFinding(
         "unmap-deferred-tlbi-refused", "C-UNMAP", (6, 6, 0), None,
         "with FWB and range TLBI (stage2_unmap_defer_tlb_flush), kvm_pgtable_stage2_unmap "
         "invalidates [addr, addr + size) after the walk whatever the walk returned: a range the "

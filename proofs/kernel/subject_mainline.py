@@ -71,6 +71,12 @@ class MainlineHarness(CSideHarness):
             rules.append(test_clear_young)
         return rules
 
+    @classmethod
+    def program_normal_nc(cls) -> bool:
+        """The tree's enum kvm_pgtable_prot has KVM_PGTABLE_PROT_NORMAL_NC (6.9 on): the seeded
+        program's maps draw non-cacheable prots too (``strategies.PROT_BASE_NC``)."""
+        return cls.tree.shape.mainline.normal_nc is not None
+
     def step(self, op: str, **args):
         ml = self.tree.shape.mainline
         if op in ("mkold", "is_young") and not ml.mkold and "addr" in args:

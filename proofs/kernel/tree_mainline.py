@@ -19,6 +19,8 @@ None for an older walker (``ptspec.proofs.kernel.tree`` reads the rest of the sh
 
 * ``prot_masks``/``prot_to_tree``: the tree's ``enum kvm_pgtable_prot`` value for each of the spec's
   X, W, R, DEVICE (7.x renumbers it: X is PX | UX), to translate a spec prot at the C call;
+* ``normal_nc``: the enum's ``KVM_PGTABLE_PROT_NORMAL_NC`` (6.9 on; None without it): the spec's
+  NORMAL_NC bit is translated to it, and the generator draws NORMAL_NC prots only for such a tree;
 * ``s2_flags``/``flags_to_tree``: ``enum kvm_pgtable_stage2_flags`` (7.x: IDMAP BIT(0), no NOFWB);
 * ``donation_type``: ``KVM_HOST_INVALID_PTE_TYPE_DONATION``, the annotate type set_owner records use.
 
@@ -56,6 +58,7 @@ class Mainline:
     prot_masks: tuple = ()      # the enum's mask for each spec prot bit (X, W, R, DEVICE): X is PX|UX
     donation_type: int | None = None  # KVM_HOST_INVALID_PTE_TYPE_DONATION's value (annotate trees)
     s2_flags: tuple = ()        # (name, value) of enum kvm_pgtable_stage2_flags (7.x drops NOFWB)
+    normal_nc: int | None = None  # KVM_PGTABLE_PROT_NORMAL_NC's value (6.9 on), None if absent
 
     def flags_to_tree(self, flags: int) -> int:
         """Stage-2 init flags in the spec's encoding (6.x: KVM_PGTABLE_S2_NOFWB BIT(0),
@@ -73,19 +76,34 @@ class Mainline:
 
     def prot_to_tree(self, prot: int) -> int:
         """A prot in the spec's encoding (spec/arch/descriptor.py PROT_*: X 0, W 1, R 2, DEVICE 3,
-        software bits 58:55) as this tree's enum kvm_pgtable_prot. Bits the spec's enum has no name
-        for (4..54, 59..63) raise ValueError: they would mean something else in the tree."""
-        if not self.prot_masks or self.prot_masks == tuple(1 << b for b in SPEC_PROT_BITS):
+        NORMAL_NC 4, software bits 58:55) as this tree's enum kvm_pgtable_prot. Bits the spec's
+        enum has no name for (5..54, 59..63), and NORMAL_NC on a tree whose enum lacks it, raise
+        ValueError when the tree's enum is renumbered: they would mean something else in it. (On
+        a tree with the spec's numbering the prot is passed as it is: before 6.9 pgtable.c ignores
+        bit 4.)"""
+        if self.identity_prot():
             return prot
-        unknown = prot & ~(SPEC_SW_MASK | ((1 << len(SPEC_PROT_BITS)) - 1))
+        known = SPEC_SW_MASK | ((1 << len(SPEC_PROT_BITS)) - 1)
+        if self.normal_nc is not None:
+            known |= SPEC_PROT_NORMAL_NC
+        unknown = prot & ~known
         if unknown:
             raise ValueError(f"prot {prot:#x} sets bits {unknown:#x} that the spec's enum "
-                             "kvm_pgtable_prot does not name (no translation to this tree)")
+                             "kvm_pgtable_prot does not name or this tree's lacks (no "
+                             "translation to this tree)")
         out = prot & SPEC_SW_MASK
         for bit, mask in zip(SPEC_PROT_BITS, self.prot_masks):
             if prot >> bit & 1:
                 out |= mask
+        if prot & SPEC_PROT_NORMAL_NC:
+            out |= self.normal_nc
         return out
+
+    def identity_prot(self) -> bool:
+        """The tree's enum kvm_pgtable_prot numbers X, W, R, DEVICE (and NORMAL_NC, if it has
+        it) as the spec's does: a spec prot is passed unchanged."""
+        return ((not self.prot_masks or self.prot_masks == tuple(1 << b for b in SPEC_PROT_BITS))
+                and self.normal_nc in (None, SPEC_PROT_NORMAL_NC))
 
     def lock_marker(self) -> tuple[int, int] | None:
         """(mask, bits): a descriptor is the locked marker when (desc & mask) == bits (bit 0, valid,
@@ -126,6 +144,8 @@ class Mainline:
         if self.prot_masks and self.prot_masks != tuple(1 << b for b in SPEC_PROT_BITS):
             parts.append("prot enum renumbered (X/W/R/DEVICE = " +
                          "/".join(f"{m:#x}" for m in self.prot_masks) + "; translated from the spec's)")
+        if self.normal_nc is not None:
+            parts.append(f"NORMAL_NC prot {self.normal_nc:#x}")
         if self.donation_type is not None:
             parts.append(f"owner annotations typed {self.donation_type} in bits 63:60")
         if self.lock:
@@ -159,6 +179,7 @@ def detect(pgtable_c: str, header: str) -> Mainline | None:
         prot_bits=tuple(_prot_bit(header, n) for n in ("X", "W", "R", "DEVICE")),
         prot_masks=tuple(_prot_mask(header, n) for n in ("X", "W", "R", "DEVICE")),
         s2_flags=tuple(sorted(_bit_enum(header, "kvm_pgtable_stage2_flags").items())),
+        normal_nc=_prot_mask(header, "NORMAL_NC"),
         donation_type=_enum_value(header, "kvm_invalid_pte_type", "KVM_HOST_INVALID_PTE_TYPE_DONATION"),
         memattr1=re.search(r"PAGE_S2_MEMATTR\(\s*\w+\s*\)", pgtable_c) is not None,
         walk_flags_api=re.search(r"void\s+kvm_pgtable_stage2_mkyoung\s*\(", header) is not None)
@@ -167,6 +188,7 @@ def detect(pgtable_c: str, header: str) -> Mainline | None:
 # the enum kvm_pgtable_prot the spec's encodings are (spec/arch/descriptor.py PROT_*)
 SPEC_PROT_BITS = (0, 1, 2, 3)
 SPEC_SW_MASK = 0xF << 55
+SPEC_PROT_NORMAL_NC = 1 << 4     # spec/arch/descriptor.py PROT_NORMAL_NC
 # 7.x: pgtable.c stores any annotation in bits 59:1; where pKVM keeps the owner id of a donated page
 # is mem_protect.c's KVM_HOST_DONATION_PTE_OWNER_MASK, GENMASK(3, 1) (not among the cached files,
 # so a fact stated here), and the ids set_owner records use are those of 6.x: up to PKVM_ID_HYP, 1

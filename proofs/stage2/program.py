@@ -35,10 +35,14 @@ class Stage2Program:
     """Operations for one geometry; ``begin()`` starts a run, ``next(ch)`` gives its next entry,
     ``returned(entry, ret)`` tells it what the subject answered (successful maps are re-used)."""
 
-    def __init__(self, geom: S.Geometry, extra_rules=()):
+    def __init__(self, geom: S.Geometry, extra_rules=(), normal_nc: bool = False):
         """``extra_rules``: operations a subject has beyond these (functions of a chooser that
-        return a trace entry), from the subject's ``program_rules(options)`` hook."""
+        return a trace entry), from the subject's ``program_rules(options)`` hook. ``normal_nc``:
+        the subject's enum kvm_pgtable_prot has KVM_PGTABLE_PROT_NORMAL_NC (6.9 on), so maps
+        also draw non-cacheable prots (``strategies.PROT_BASE_NC``); off, the program is the same
+        as without the argument."""
         self.geom = geom
+        self.normal_nc = normal_nc
         self.opt = S.options(geom)
         rules = (self.map, self.map_anywhere, self.map_aligned, self.straddle,
                  self.set_owner, self.unmap, self.wrprotect, self.leaf_op, self.relax_perms,
@@ -62,22 +66,25 @@ class Stage2Program:
             a = entry[2]
             self.mapped.append((a["addr"], a["size"], a["phys"], a["prot"]))
 
+    def _prot(self, ch) -> int:
+        return choose_prot(ch, self.normal_nc)
+
     # -- the rules ----------------------------------------------------------------------------
     def map(self, ch):
         a = choose_address(ch, self.opt)
         return "op", "map", dict(addr=a, size=choose_size(ch, self.opt),
-                                 phys=a + choose_phys_offset(ch, self.opt), prot=choose_prot(ch))
+                                 phys=a + choose_phys_offset(ch, self.opt), prot=self._prot(ch))
 
     def map_anywhere(self, ch):
         return "op", "map", dict(addr=choose_address(ch, self.opt), size=choose_size(ch, self.opt),
-                                 phys=choose_phys(ch, self.opt), prot=choose_prot(ch))
+                                 phys=choose_phys(ch, self.opt), prot=self._prot(ch))
 
     def map_aligned(self, ch):
         """A whole aligned entry at a level that takes leaves: blocks, and (over existing tables)
         the anchor that coalesces a subtree into one block."""
         a = choose_address(ch, self.opt)
         d = choose_phys_offset(ch, self.opt)
-        prot = choose_prot(ch)
+        prot = self._prot(ch)
         g = self.geom.gran.size[ch.choice(self.opt.aligned_levels)]
         a &= ~(g - 1)
         return "op", "map", dict(addr=a, size=g, phys=(a + d) & ~(g - 1), prot=prot)
@@ -115,7 +122,7 @@ class Stage2Program:
         """A range crossing an entry boundary at some level (walker alignment edge)."""
         a, s = choose_straddle(ch, self.opt)
         d = choose_phys_offset(ch, self.opt)
-        prot = choose_prot(ch)
+        prot = self._prot(ch)
         op = ch.choice(RANGE_OPS)
         args = {"addr": a, "size": s}
         if op == "map":

@@ -38,6 +38,7 @@ U64 = (1 << 64) - 1
 
 KVM_PGTABLE_PROT_X, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_R = D.PROT_X, D.PROT_W, D.PROT_R
 KVM_PGTABLE_PROT_DEVICE = D.PROT_DEVICE
+KVM_PGTABLE_PROT_NORMAL_NC = D.PROT_NORMAL_NC
 _SW_LOW = (D.PROT_SW & -D.PROT_SW)             # lowest software bit of the prot field
 KVM_PGTABLE_PROT_SW0, KVM_PGTABLE_PROT_SW3 = _SW_LOW, _SW_LOW << 3
 
@@ -224,8 +225,20 @@ PERM_SETS = (0, _R, _W, _X, _R | _W, _R | _X, _W | _X, _R | _W | _X, _R | KVM_PG
 PERM_CHANGES = (0, _W, _X, _R, _W | _X)
 
 
-def choose_prot(ch) -> int:
-    return ch.choice(PROT_BASE) + ch.choice(_PROT_SW)
+# with NORMAL_NC (a subject whose enum kvm_pgtable_prot has it, 6.9 on): read-only and read-write
+# non-cacheable maps, and the two combinations stage2_set_prot_attr refuses (with X, with DEVICE)
+PROT_BASE_NC = PROT_BASE + [
+    KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_NORMAL_NC,
+    KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_W | KVM_PGTABLE_PROT_NORMAL_NC,
+    KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_X | KVM_PGTABLE_PROT_NORMAL_NC,
+    KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_NORMAL_NC]
+
+
+def choose_prot(ch, normal_nc: bool = False) -> int:
+    """A map's prot: a base from PROT_BASE (PROT_BASE_NC for a subject with NORMAL_NC) plus,
+    sometimes, a software bit. Without NORMAL_NC the choices are those of every earlier version
+    (the same seed gives the same program)."""
+    return ch.choice(PROT_BASE_NC if normal_nc else PROT_BASE) + ch.choice(_PROT_SW)
 
 
 def choose_growth(ch, opt: Options) -> tuple[int, int]:

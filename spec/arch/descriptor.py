@@ -3,8 +3,9 @@
 Models: how a 64-bit descriptor is classified at a given level (invalid, table, block, page, or the
 reserved level-3 encoding 0b01), how the output or next-table address is decoded (bits[47:page_shift],
 plus bits 51:48 held in descriptor bits 15:12 with the 64K granule), the stage-2 leaf attribute
-fields KVM uses, the MemAttr values it writes with and without FWB, the pKVM owner annotation kept
-in invalid descriptors, and the ``enum kvm_pgtable_prot`` bits.
+fields KVM uses, the MemAttr values it writes with and without FWB (normal, device, and from 6.9 normal
+non-cacheable), the pKVM owner annotation kept in invalid descriptors, and the ``enum
+kvm_pgtable_prot`` bits.
 
 Leaves out: stage-1 attribute meanings (hyp stage-1 tables are checked only for structure), FEAT_LPA2
 address encodings, and architecture features KVM 5.x does not use (the contiguous hint and DBM are
@@ -53,11 +54,16 @@ PROT_X = 1 << 0
 PROT_W = 1 << 1
 PROT_R = 1 << 2
 PROT_DEVICE = 1 << 3
+PROT_NORMAL_NC = 1 << 4          # KVM_PGTABLE_PROT_NORMAL_NC: means something from 6.9 only
 PROT_SW = 0xF << SW_SHIFT        # KVM_PGTABLE_PROT_SW0..3: the leaf's software bits 58:55
 
 # MemAttr[3:0] values KVM writes (PAGE_S2_MEMATTR), keyed by has_fwb
 MEMATTR_NORMAL = {False: 0xF, True: 0x6}
 MEMATTR_DEVICE = {False: 0x1, True: 0x1}
+MEMATTR_NORMAL_NC = {False: 0x5, True: 0x5}   # MT_S2_NORMAL_NC / MT_S2_FWB_NORMAL_NC
+# the first release whose stage2_set_prot_attr reads KVM_PGTABLE_PROT_NORMAL_NC (before it the bit
+# is ignored: the leaf is normal cacheable)
+NORMAL_NC_SINCE = (6, 9, 0)
 
 SH_NAMES = {0: "NS", 1: "SH?", 2: "OS", 3: "IS"}
 
@@ -135,11 +141,14 @@ def memattr_name(memattr, has_fwb):
         return "NORMAL"
     if memattr == MEMATTR_DEVICE[has_fwb]:
         return "DEVICE_nGnRE"
+    if memattr == MEMATTR_NORMAL_NC[has_fwb]:
+        return "NORMAL_NC"
     return f"MEMATTR={memattr:#x}"
 
 
 def is_cacheable(desc, has_fwb):
-    """MemAttr is KVM's normal (write-back cacheable) encoding for this FWB setting."""
+    """MemAttr is KVM's normal (write-back cacheable) encoding for this FWB setting (device and
+    normal non-cacheable are not)."""
     return (desc & MEMATTR_MASK) >> MEMATTR_SHIFT == MEMATTR_NORMAL[has_fwb]
 
 
@@ -198,16 +207,27 @@ def owner_descriptor(owner_id, owner_field, tag=0):
     return d | tag if d else d
 
 
-def prot_attrs(prot, has_fwb):
+def has_normal_nc(kernel_version) -> bool:
+    """Whether KVM_PGTABLE_PROT_NORMAL_NC means anything for a kernel version (a tuple; None:
+    5.12-6.1): from 6.9 on."""
+    return kernel_version is not None and tuple(kernel_version) >= NORMAL_NC_SINCE
+
+
+def prot_attrs(prot, has_fwb, normal_nc=False):
     """The leaf attribute bits KVM derives from a kvm_pgtable_prot (stage2_set_prot_attr).
 
-    MemAttr normal or device, S2AP R/W from PROT_R/PROT_W, SH inner shareable, AF set, XN unless
-    PROT_X, software bits 58:55 copied from the prot. Returns None for X with DEVICE (-EINVAL).
+    MemAttr normal, device, or (with `normal_nc`, 6.9 on: has_normal_nc) normal non-cacheable for
+    PROT_NORMAL_NC, S2AP R/W from PROT_R/PROT_W, SH inner shareable, AF set, XN unless PROT_X,
+    software bits 58:55 copied from the prot. Returns None (-EINVAL) for X with DEVICE, and with
+    `normal_nc` for X with NORMAL_NC and for DEVICE with NORMAL_NC. Without `normal_nc` the
+    NORMAL_NC bit is ignored, as the kernels before it do.
     """
     device = bool(prot & PROT_DEVICE)
-    if device and prot & PROT_X:
+    nc = normal_nc and bool(prot & PROT_NORMAL_NC)
+    if (device or nc) and prot & PROT_X or device and nc:
         return None
-    attr = (MEMATTR_DEVICE if device else MEMATTR_NORMAL)[has_fwb] << MEMATTR_SHIFT
+    memattr = MEMATTR_DEVICE if device else MEMATTR_NORMAL_NC if nc else MEMATTR_NORMAL
+    attr = memattr[has_fwb] << MEMATTR_SHIFT
     if not prot & PROT_X:
         attr |= XN
     if prot & PROT_R:

@@ -166,8 +166,12 @@ def pou_violations(ghost, step, post, seg, oa, dic):
     if gap is None:
         return []
     q = _leaf_at(post, seg, s + gap - oa)
-    why = ("its I-cache was not invalidated after its D-cache was cleaned" if ghost.dclean.first_gap(gap, gap + 1) is None
-           and not ghost.coherent_d else "its I-cache was not invalidated")
+    if ghost.coherent_d:
+        why = "its I-cache was not invalidated"
+    elif ghost.dclean.first_gap(gap, gap + 1) is None:
+        why = "its I-cache was not invalidated after its D-cache was cleaned"
+    else:               # an invalidation counts only after a clean: none since the host's write
+        why = "its D-cache was not cleaned (so no I-cache invalidation counts)"
     return [Violation("CMO-POU", f"{step.op}: executable leaf at ipa {q[START]:#x} level {q[LEVEL]} "
                                  f"({q[DESC]:#x}) made [{s:#x}, {e:#x}) visible over output "
                                  f"[{oa:#x}, {oa + e - s:#x}), but at {gap:#x} {why} since the host "

@@ -181,7 +181,9 @@ def contract_map(pre, step, post):
     pre-op leaf was already that leaf but for permissions (S2AP, XN) keep it, and at least one page
     did so. By kernel version: from 6.2 a map outside the fault handler (no
     KVM_PGTABLE_WALK_HANDLE_FAULT, as the shim calls it) goes on past such a leaf and may return 0
-    with those pages kept (seen in 6.3.8; 6.1.176 stops: eagain-abort). ret -ENOMEM: each page of R is done, unchanged, or invalid 0 because its pre-op block was
+    with those pages kept (seen in 6.3.8; 6.1.176 stops: eagain-abort). From 6.9
+    (KVM_PGTABLE_PROT_NORMAL_NC, D.has_normal_nc) a prot with NORMAL_NC maps MemAttr normal
+    non-cacheable, and NORMAL_NC with X or with DEVICE is -EINVAL (before 6.9 the bit is ignored). ret -ENOMEM: each page of R is done, unchanged, or invalid 0 because its pre-op block was
     split. Outside R: unchanged, except pages of a pre-op block intersecting R, which may become
     invalid 0 (the split's collateral). A map whose output range exceeds 2**pa_bits is outside the
     contract's domain: only the outside-R rule is checked then.
@@ -201,7 +203,7 @@ def contract_map(pre, step, post):
     ps = pre.page_shift
     a = step.args
     A, E = op_range(pre, step)
-    attrs = D.prot_attrs(a["prot"], pre.has_fwb)
+    attrs = D.prot_attrs(a["prot"], pre.has_fwb, D.has_normal_nc(pre.kernel_version))
     refused = attrs is None or (pre.idmap and a["addr"] != a["phys"])
     if early_exit(rep, pre, post, step, A, E, EINVAL if refused else None):
         return rep.result()
