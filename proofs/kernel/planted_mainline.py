@@ -23,6 +23,11 @@ The fixes (upstream subject lines paraphrased):
 * ``split-double-put``: no extra put_page after free_unlinked in the split walker's lost race
   (put back into 6.12; unreachable single-threaded: the split walk is exclusive).
 
+````PLANTS`` are bugs planted for a statement (not upstream fixes): the locked-PTE marker left or
+stored valid (S2-LOCKED), and NORMAL_NC (6.9 on) mishandled by ``stage2_set_prot_attr`` (C-MAP):
+``nc-as-normal`` (normal cacheable MemAttr), ``nc-x-accepted`` (NORMAL_NC | X mapped),
+``nc-device-accepted`` (DEVICE | NORMAL_NC mapped as normal memory).
+
 ``HYP_PLANTS`` are bugs planted (not upstream fixes) in each 6.x tree's hyp stage-1 unmap
 (``hyp-unmap-keeps-table``, ``hyp-unmap-uncounted``), run by ``run_hyp_sequence`` on the hyp
 harness of ``proofs/kernel/hyp.py``.
@@ -133,7 +138,21 @@ PLANTS = (
            ("4k-39",), ("S2-LOCKED",),
            (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=6)),),
            upstream=False),
-)
+) + tuple(
+    # NORMAL_NC (6.9 on): bugs in stage2_set_prot_attr that only a spec judging the NORMAL_NC prot,
+    # and a generator that draws it, can see (tests/test_kernel_mainline.py)
+    Revert(rid, what, "6.12", (_e(rid, "stage2_set_prot_attr", token, old, new),),
+           ("4k-39",), ("C-MAP",), (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000,
+                                                  prot=prot)),), upstream=False)
+    for rid, what, token, old, new, prot in (
+        ("nc-as-normal", "a NORMAL_NC prot is given the normal cacheable MemAttr",
+         "KVM_S2_MEMATTR(pgt, NORMAL_NC)", "NORMAL_NC)", "NORMAL)", 0x16),
+        ("nc-x-accepted", "the NORMAL_NC case skips its X check: NORMAL_NC | X maps an "
+         "executable non-cacheable leaf instead of -EINVAL",
+         "case KVM_PGTABLE_PROT_NORMAL_NC:", "NORMAL_NC:", "NORMAL_NC: if (0)", 0x15),
+        ("nc-device-accepted", "DEVICE | NORMAL_NC is no longer refused: it falls to the default "
+         "(normal cacheable) case", "case KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_NORMAL_NC:",
+         "case", None, 0x1e)))
 # Bugs planted in the hyp stage-1 code of the reworked walker (not upstream fixes), so that the hyp
 # engine is seen to catch a wrong hyp table on 6.x C code: their sequences run on the hyp harness
 # (``run_hyp_sequence``, 4K / 48-bit VA).
