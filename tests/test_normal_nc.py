@@ -230,3 +230,50 @@ def test_planted_nc_bug_is_caught_only_by_the_new_judgement(tmp_path, monkeypatc
     assert got == []
     got, _ = PM.run_sequence(rv, need_tree("6.12"))
     assert ids(got) == ["C-MAP"]
+
+
+@pytest.mark.parametrize("prefix,prot", [("6.12", R | NC), ("7.1", R | NC), ("6.12", R | W | DEVICE)])
+def test_split_block_then_exec_is_the_catalogued_memtype_pou(prefix, prot):
+    """A non-cacheable (or device) block split into normal cacheable pages (split-drops-memtype),
+    then relax_perms granting X to one of them: the I-cache is invalidated, but the D-cache of
+    that memory was never cleaned (none was owed for the block): split-drops-memtype-pou, named
+    by CMO-POU's message. A normal block split and made executable is clean."""
+    from ptspec.proofs.kernel import subject
+    h = subject.subject_factory(need_tree(prefix))(12, 39, arena_pages=512, cmo=True)
+    assert h.step("map", addr=0x40200000, size=0x200000, phys=0x140200000, prot=prot) == (0, [])
+    assert h.step("split", addr=0x401ff000, size=0x2000) == (0, [])
+    assert h.step("relax_perms", addr=0x40300fff, prot=R | X) == (0, [])
+    assert h.findings == {"split-drops-memtype": 1, "split-drops-memtype-cmo": 1,
+                          "split-drops-memtype-pou": 1}
+    assert h.step("map", addr=0x40400000, size=0x200000, phys=0x140400000, prot=R) == (0, [])
+    assert h.step("split", addr=0x40400000, size=0x1000) == (0, [])
+    assert h.step("relax_perms", addr=0x40500000, prot=R | X) == (0, [])
+    assert h.findings["split-drops-memtype-pou"] == 1          # unchanged
+
+
+def test_cmo_pou_names_a_d_cache_never_cleaned():
+    """CMO-POU's message says which half of the maintenance is missing: the D-cache clean (an
+    I-cache invalidation counts only after it), or the I-cache invalidation after a clean; the
+    catalogue tells split-drops-memtype-pou by the first."""
+    from ptspec.proofs.kernel import catalogue
+    pre = S2(cmo=True)
+    post = pre.copy().page(G1, 0x8000_0000, x=True)
+    st = step("map", 0, addr=G1, size=0x1000, phys=0x8000_0000, prot=R | W | X, force_pte=False)
+    icache = [("icache", 0x8000_0000, 0x1000)]
+    dcache = [("dcache", 0x8000_0000, 0x1000)]
+    seen = []
+    for tlb, text in ((icache, "its D-cache was not cleaned"),
+                      (dcache, "its I-cache was not invalidated after its D-cache was cleaned"),
+                      (icache + dcache, "its I-cache was not invalidated after its D-cache")):
+        got = [v for v in CacheJudge().check(load_state(_raw(pre)), st,
+                                             load_state(_raw(post, tlb=tlb))) if v.inv == "CMO-POU"]
+        assert len(got) == 1 and text in got[0].message, (tlb, got)
+        seen.append(got[0])
+    assert CacheJudge().check(load_state(_raw(pre)), st,
+                              load_state(_raw(post, tlb=dcache + icache))) == []
+    relax = {"op": "relax_perms", "ret": 0, "args": {}}
+    assert catalogue.finding_for(seen[0], relax, (6, 12, 19)).id == "split-drops-memtype-pou"
+    assert catalogue.finding_for(seen[0], relax, (6, 1, 176)) is None       # before split (6.5)
+    assert catalogue.finding_for(seen[0], dict(relax, op="map"), (6, 12, 19)) is None
+    assert catalogue.finding_for(seen[1], relax, (6, 12, 19)) is None       # the I-cache half
+    assert catalogue.finding_for(seen[2], relax, (6, 12, 19)) is None
