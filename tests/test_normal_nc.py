@@ -277,3 +277,29 @@ def test_cmo_pou_names_a_d_cache_never_cleaned():
     assert catalogue.finding_for(seen[0], dict(relax, op="map"), (6, 12, 19)) is None
     assert catalogue.finding_for(seen[1], relax, (6, 12, 19)) is None       # the I-cache half
     assert catalogue.finding_for(seen[2], relax, (6, 12, 19)) is None
+
+
+# -- found on the way: the 7.1.5 lock-step's new draws reached it (not NC-specific) --------------
+
+@pytest.mark.parametrize("prefix", ["6.6", "6.12", "7.1"])
+def test_unaligned_unmap_deferred_tlbi_is_the_catalogued_short_range(prefix):
+    """With FWB and range TLBI the deferred invalidation covers size >> PAGE_SHIFT pages: an
+    unmap of [0x3ff000, +0x1001) removes the 2M block at 0x400000 and invalidates only the page
+    at 0x3ff000 (S2-BBM; unmap-deferred-tlbi-short). The same unmap with a page-multiple size
+    invalidates the block and is clean."""
+    from ptspec.proofs.kernel import subject
+    make = subject.subject_factory(need_tree(prefix))
+    h = make(12, 48, arena_pages=512, fwb=True, cmo=True)
+    assert h.step("map", addr=0x200000, size=0x400000, phys=0x100200000, prot=R | X) == (0, [])
+    assert h.step("unmap", addr=0x3ff000, size=0x1001) == (0, [])
+    assert h.findings == {"unmap-deferred-tlbi-short": 1}
+    assert ("tlbi_range", 0x3ff000, 0x1000) in h._last_raw["tlb_log"]
+    h = make(12, 48, arena_pages=512, fwb=True, cmo=True)
+    assert h.step("map", addr=0x200000, size=0x400000, phys=0x100200000, prot=R | X) == (0, [])
+    assert h.step("unmap", addr=0x3ff000, size=0x2000) == (0, [])
+    assert h.findings == {}
+    # without FWB nothing is deferred: every removed leaf is invalidated at once
+    h = make(12, 48, arena_pages=512, fwb=False, cmo=True)
+    assert h.step("map", addr=0x200000, size=0x400000, phys=0x100200000, prot=R | X) == (0, [])
+    assert h.step("unmap", addr=0x3ff000, size=0x1001) == (0, [])
+    assert h.findings == {}

@@ -373,6 +373,22 @@ FINDINGS = (
         lambda step: (step is not None and step.get("op") == "unmap"
                       and (step.get("ret") != 0 or step["args"]["addr"] + step["args"]["size"]
                            > (1 << 64) - (1 << 16)))),   # the page-aligned end wraps (any granule)
+    KernelFinding(
+        "unmap-deferred-tlbi-short", "S2-BBM", (6, 6, 0), None,
+        "with FWB and range TLBI (stage2_unmap_defer_tlb_flush), kvm_pgtable_stage2_unmap's "
+        "deferred invalidation kvm_tlb_flush_vmid_range(mmu, addr, size) covers size >> "
+        "PAGE_SHIFT pages from addr, while the walk covers addr rounded down to its end rounded "
+        "up: for a size that is not a multiple of the page size the last page's leaf (a whole "
+        "block there) is removed and never invalidated, a stale translation of memory the guest "
+        "no longer owns. The kernel's callers pass page-aligned (memslot) ranges; seen running "
+        "6.6.63, 6.12.19 and 7.1.5 (reached by the 7.1.5 lock-step once NORMAL_NC prots changed "
+        "its draws: unmap(0x3ff000, 0x1001) over a 2M block at 0x400000)",
+        ("kvm_pgtable_stage2_unmap", "kvm_tlb_flush_vmid_range", "stage2_unmap_put_pte"),
+        # the size is no multiple of the smallest granule (4K): no multiple of the page either
+        lambda step: (step is not None and step.get("op") == "unmap"
+                      and isinstance(step["args"].get("size"), int)
+                      and step["args"]["size"] % 4096 != 0),
+        text="now invalid"),
 )
 
 
