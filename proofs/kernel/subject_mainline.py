@@ -10,6 +10,8 @@ added to the seeded program by ``program_rules`` (and to the hypothesis machine 
 handler's (shared walk, stops on -EAGAIN: ``FAULT_PATH``), the others the non-fault callers'. Every step is also judged by the reworked
 walker's statements (spec/stage2/mainline.py: S2-LOCKED, S2-RCU), with the tree's version. On 7.x
 set_owner records of owner 0 or ids above the top are skipped (no annotate call writes them).
+On a tree whose enum kvm_pgtable_prot has KVM_PGTABLE_PROT_NORMAL_NC (6.9 on) the seeded program's
+maps draw NORMAL_NC prots too (``program_normal_nc``).
 """
 
 from __future__ import annotations
