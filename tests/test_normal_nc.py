@@ -101,6 +101,19 @@ def test_a_normal_nc_leaf_owes_no_d_cache_clean():
         assert ids(got) == want
 
 
+def test_flush_of_a_normal_nc_leaf_cleans_nothing():
+    """C-FLUSH judges the flush's events exactly: none for an NC leaf, one for a normal leaf."""
+    nc = S2(cmo=True).set(G1, 3, _nc(leaf(0x8000_0000, 3)))
+    normal = S2(cmo=True).page(G1, 0x8000_0000)
+    st = step("flush", 0, addr=G1, size=0x1000)
+    ev = [("dcache", 0x8000_0000, 0x1000)]
+
+    def judge(s2, tlb):
+        return ids(spec.check_step(_raw(s2, V612), st, _raw(s2, V612, tlb)))
+    assert judge(nc, []) == [] and judge(normal, ev) == []
+    assert judge(nc, ev) == ["C-FLUSH"] and judge(normal, []) == ["C-FLUSH"]
+
+
 # -- the generator ------------------------------------------------------------------------------
 
 # sha256 (first 16 hex digits) of the programs of seeds 0..19, 300 entries each, per geometry, as
