@@ -54,7 +54,7 @@ def test_7_1_shape_prot_table_and_annotation_type():
     assert tree.shape.owner_field == TM.ANNOTATE_OWNER_FIELD and tree.shape.max_owner_id == 1
     assert ml.prot_to_tree(0x4 | 0x2 | 0x1 | 1 << 55) == 0x8 | 0x4 | 0x3 | 1 << 55
     with pytest.raises(ValueError, match="does not name"):
-        ml.prot_to_tree(1 << 5)
+        ml.prot_to_tree(1 << 7)       # bits 4-6: NORMAL_NC, PX, UX
 
 
 def test_6_x_prot_is_passed_as_is():

@@ -26,7 +26,8 @@ The fixes (upstream subject lines paraphrased):
 ````PLANTS`` are bugs planted for a statement (not upstream fixes): the locked-PTE marker left or
 stored valid (S2-LOCKED), and NORMAL_NC (6.9 on) mishandled by ``stage2_set_prot_attr`` (C-MAP):
 ``nc-as-normal`` (normal cacheable MemAttr), ``nc-x-accepted`` (NORMAL_NC | X mapped),
-``nc-device-accepted`` (DEVICE | NORMAL_NC mapped as normal memory).
+``nc-device-accepted`` (DEVICE | NORMAL_NC mapped as normal memory), and PX/UX (7.1 on):
+``xnx-assumed`` (PX without UX mapped on a CPU without FEAT_XNX).
 
 ``HYP_PLANTS`` are bugs planted (not upstream fixes) in each 6.x tree's hyp stage-1 unmap
 (``hyp-unmap-keeps-table``, ``hyp-unmap-uncounted``), run by ``run_hyp_sequence`` on the hyp
@@ -153,6 +154,15 @@ PLANTS = (
         ("nc-device-accepted", "DEVICE | NORMAL_NC is no longer refused: it falls to the default "
          "(normal cacheable) case", "case KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_NORMAL_NC:",
          "case", None, 0x1e)))
+# PX/UX (7.1 on): stage2_set_xn_attr takes FEAT_XNX as present on a CPU without it, so a prot with
+# one of PX and UX writes XN 0b01/0b11 (which such a CPU does not implement) instead of -EINVAL
+PLANTS += (
+    Revert("xnx-assumed", "stage2_set_xn_attr skips its ARM64_HAS_XNX check: PX without UX maps "
+           "(XN 0b11) on a CPU without FEAT_XNX instead of -EINVAL", "7.1",
+           (_e("xnx-assumed", "stage2_set_xn_attr", "ARM64_HAS_XNX", "px != ux", "0"),),
+           ("4k-39",), ("C-MAP",),
+           (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=0x24)),),
+           upstream=False),)
 # Bugs planted in the hyp stage-1 code of the reworked walker (not upstream fixes), so that the hyp
 # engine is seen to catch a wrong hyp table on 6.x C code: their sequences run on the hyp harness
 # (``run_hyp_sequence``, 4K / 48-bit VA).

@@ -11,7 +11,8 @@ handler's (shared walk, stops on -EAGAIN: ``FAULT_PATH``), the others the non-fa
 walker's statements (spec/stage2/mainline.py: S2-LOCKED, S2-RCU), with the tree's version. On 7.x
 set_owner records of owner 0 or ids above the top are skipped (no annotate call writes them).
 On a tree whose enum kvm_pgtable_prot has KVM_PGTABLE_PROT_NORMAL_NC (6.9 on) the seeded program's
-maps draw NORMAL_NC prots too (``program_normal_nc``).
+maps draw NORMAL_NC prots too (``program_normal_nc``); on one that splits X into PX and UX (7.1 on),
+maps and relax_perms draw prots with one of them (``program_px_ux``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,13 @@ class MainlineHarness(CSideHarness):
         """The tree's enum kvm_pgtable_prot has KVM_PGTABLE_PROT_NORMAL_NC (6.9 on): the seeded
         program's maps draw non-cacheable prots too (``strategies.PROT_BASE_NC``)."""
         return cls.tree.shape.mainline.normal_nc is not None
+
+    @classmethod
+    def program_px_ux(cls) -> bool:
+        """The tree's enum kvm_pgtable_prot splits X into KVM_PGTABLE_PROT_PX and _UX (7.1 on):
+        maps and relax_perms draw prots with one of them too (``strategies.prot_options``)."""
+        ml = cls.tree.shape.mainline
+        return ml.px is not None and ml.ux is not None
 
     def step(self, op: str, **args):
         ml = self.tree.shape.mainline

@@ -21,6 +21,8 @@ None for an older walker (``ptspec.proofs.kernel.tree`` reads the rest of the sh
   X, W, R, DEVICE (7.x renumbers it: X is PX | UX), to translate a spec prot at the C call;
 * ``normal_nc``: the enum's ``KVM_PGTABLE_PROT_NORMAL_NC`` (6.9 on; None without it): the spec's
   NORMAL_NC bit is translated to it, and the generator draws NORMAL_NC prots only for such a tree;
+* ``px``/``ux``: the enum's ``KVM_PGTABLE_PROT_PX`` and ``_UX`` (7.1 on): the spec's PX and UX bits
+  are translated to them, and the generator draws prots with one of them only for such a tree;
 * ``s2_flags``/``flags_to_tree``: ``enum kvm_pgtable_stage2_flags`` (7.x: IDMAP BIT(0), no NOFWB);
 * ``donation_type``: ``KVM_HOST_INVALID_PTE_TYPE_DONATION``, the annotate type set_owner records use.
 
@@ -59,6 +61,8 @@ class Mainline:
     donation_type: int | None = None  # KVM_HOST_INVALID_PTE_TYPE_DONATION's value (annotate trees)
     s2_flags: tuple = ()        # (name, value) of enum kvm_pgtable_stage2_flags (7.x drops NOFWB)
     normal_nc: int | None = None  # KVM_PGTABLE_PROT_NORMAL_NC's value (6.9 on), None if absent
+    px: int | None = None       # KVM_PGTABLE_PROT_PX's value (7.1 on), None if absent
+    ux: int | None = None       # KVM_PGTABLE_PROT_UX's value (7.1 on), None if absent
 
     def flags_to_tree(self, flags: int) -> int:
         """Stage-2 init flags in the spec's encoding (6.x: KVM_PGTABLE_S2_NOFWB BIT(0),
@@ -76,16 +80,17 @@ class Mainline:
 
     def prot_to_tree(self, prot: int) -> int:
         """A prot in the spec's encoding (spec/arch/descriptor.py PROT_*: X 0, W 1, R 2, DEVICE 3,
-        NORMAL_NC 4, software bits 58:55) as this tree's enum kvm_pgtable_prot. Bits the spec's
-        enum has no name for (5..54, 59..63), and NORMAL_NC on a tree whose enum lacks it, raise
+        NORMAL_NC 4, PX 5, UX 6, software bits 58:55) as this tree's enum kvm_pgtable_prot. Bits
+        the spec's enum has no name for (7..54, 59..63), and NORMAL_NC, PX or UX on a tree whose
+        enum lacks it, raise
         ValueError when the tree's enum is renumbered: they would mean something else in it. (On
         a tree with the spec's numbering the prot is passed as it is: before 6.9 pgtable.c ignores
         bit 4.)"""
         if self.identity_prot():
             return prot
         known = SPEC_SW_MASK | ((1 << len(SPEC_PROT_BITS)) - 1)
-        if self.normal_nc is not None:
-            known |= SPEC_PROT_NORMAL_NC
+        for spec_bit, tree_value in self._extra_bits():
+            known |= spec_bit
         unknown = prot & ~known
         if unknown:
             raise ValueError(f"prot {prot:#x} sets bits {unknown:#x} that the spec's enum "
@@ -95,9 +100,16 @@ class Mainline:
         for bit, mask in zip(SPEC_PROT_BITS, self.prot_masks):
             if prot >> bit & 1:
                 out |= mask
-        if prot & SPEC_PROT_NORMAL_NC:
-            out |= self.normal_nc
+        for spec_bit, tree_value in self._extra_bits():
+            if prot & spec_bit:
+                out |= tree_value
         return out
+
+    def _extra_bits(self):
+        """(spec bit, tree value) of the prot bits beyond X/W/R/DEVICE this tree's enum has."""
+        return tuple((b, v) for b, v in ((SPEC_PROT_NORMAL_NC, self.normal_nc),
+                                         (SPEC_PROT_PX, self.px), (SPEC_PROT_UX, self.ux))
+                     if v is not None)
 
     def identity_prot(self) -> bool:
         """The tree's enum kvm_pgtable_prot numbers X, W, R, DEVICE (and NORMAL_NC, if it has
@@ -146,6 +158,8 @@ class Mainline:
                          "/".join(f"{m:#x}" for m in self.prot_masks) + "; translated from the spec's)")
         if self.normal_nc is not None:
             parts.append(f"NORMAL_NC prot {self.normal_nc:#x}")
+        if self.px is not None and self.ux is not None:
+            parts.append(f"PX/UX prots {self.px:#x}/{self.ux:#x} (no FEAT_XNX: one alone is -EINVAL)")
         if self.donation_type is not None:
             parts.append(f"owner annotations typed {self.donation_type} in bits 63:60")
         if self.lock:
@@ -180,6 +194,7 @@ def detect(pgtable_c: str, header: str) -> Mainline | None:
         prot_masks=tuple(_prot_mask(header, n) for n in ("X", "W", "R", "DEVICE")),
         s2_flags=tuple(sorted(_bit_enum(header, "kvm_pgtable_stage2_flags").items())),
         normal_nc=_prot_mask(header, "NORMAL_NC"),
+        px=_prot_mask(header, "PX"), ux=_prot_mask(header, "UX"),
         donation_type=_enum_value(header, "kvm_invalid_pte_type", "KVM_HOST_INVALID_PTE_TYPE_DONATION"),
         memattr1=re.search(r"PAGE_S2_MEMATTR\(\s*\w+\s*\)", pgtable_c) is not None,
         walk_flags_api=re.search(r"void\s+kvm_pgtable_stage2_mkyoung\s*\(", header) is not None)
@@ -189,6 +204,7 @@ def detect(pgtable_c: str, header: str) -> Mainline | None:
 SPEC_PROT_BITS = (0, 1, 2, 3)
 SPEC_SW_MASK = 0xF << 55
 SPEC_PROT_NORMAL_NC = 1 << 4     # spec/arch/descriptor.py PROT_NORMAL_NC
+SPEC_PROT_PX, SPEC_PROT_UX = 1 << 5, 1 << 6   # PROT_PX, PROT_UX (X, bit 0, is both)
 # 7.x: pgtable.c stores any annotation in bits 59:1; where pKVM keeps the owner id of a donated page
 # is mem_protect.c's KVM_HOST_DONATION_PTE_OWNER_MASK, GENMASK(3, 1) (not among the cached files,
 # so a fact stated here), and the ids set_owner records use are those of 6.x: up to PKVM_ID_HYP, 1

@@ -127,11 +127,14 @@ def subject_program(geom, harness_factory) -> Stage2Program:
     """The lock-step program for a subject: Stage2Program plus the operations the subject adds
     through a ``program_rules(options)`` class method (functions of a chooser returning a trace
     entry; None or empty: nothing to add), e.g. a newer tree's split and test_clear_young, and
-    whose maps draw NORMAL_NC prots when its ``program_normal_nc()`` class method says so."""
+    whose maps draw NORMAL_NC prots when its ``program_normal_nc()`` class method says so, and
+    PX/UX prots when its ``program_px_ux()`` does."""
     hook = getattr(harness_factory, "program_rules", None)
     extra = hook(S.options(geom)) if hook is not None else None
     nc = getattr(harness_factory, "program_normal_nc", None)     # a tree with NORMAL_NC (6.9 on)
-    return Stage2Program(geom, tuple(extra or ()), normal_nc=bool(nc is not None and nc()))
+    pxux = getattr(harness_factory, "program_px_ux", None)       # a tree with PX/UX (7.1 on)
+    return Stage2Program(geom, tuple(extra or ()), normal_nc=bool(nc is not None and nc()),
+                         px_ux=bool(pxux is not None and pxux()))
 
 
 def run_program(make, program: Stage2Program, chooser, steps: int, counter: dict):

@@ -35,14 +35,17 @@ class Stage2Program:
     """Operations for one geometry; ``begin()`` starts a run, ``next(ch)`` gives its next entry,
     ``returned(entry, ret)`` tells it what the subject answered (successful maps are re-used)."""
 
-    def __init__(self, geom: S.Geometry, extra_rules=(), normal_nc: bool = False):
+    def __init__(self, geom: S.Geometry, extra_rules=(), normal_nc: bool = False,
+                 px_ux: bool = False):
         """``extra_rules``: operations a subject has beyond these (functions of a chooser that
         return a trace entry), from the subject's ``program_rules(options)`` hook. ``normal_nc``:
         the subject's enum kvm_pgtable_prot has KVM_PGTABLE_PROT_NORMAL_NC (6.9 on), so maps
         also draw non-cacheable prots (``strategies.PROT_BASE_NC``); off, the program is the same
-        as without the argument."""
+        as without the argument. ``px_ux``: the enum splits X into PX and UX (7.1 on): maps and
+        relax_perms also draw prots with one of them (``strategies.prot_options``)."""
         self.geom = geom
-        self.normal_nc = normal_nc
+        self.normal_nc, self.px_ux = normal_nc, px_ux
+        self.perm_sets = S.prot_options(normal_nc, px_ux)[1]
         self.opt = S.options(geom)
         rules = (self.map, self.map_anywhere, self.map_aligned, self.straddle,
                  self.set_owner, self.unmap, self.wrprotect, self.leaf_op, self.relax_perms,
@@ -67,7 +70,7 @@ class Stage2Program:
             self.mapped.append((a["addr"], a["size"], a["phys"], a["prot"]))
 
     def _prot(self, ch) -> int:
-        return choose_prot(ch, self.normal_nc)
+        return choose_prot(ch, self.normal_nc, self.px_ux)
 
     # -- the rules ----------------------------------------------------------------------------
     def map(self, ch):
@@ -149,7 +152,7 @@ class Stage2Program:
 
     def relax_perms(self, ch):
         return "op", "relax_perms", dict(addr=choose_address(ch, self.opt),
-                                         prot=ch.choice(S.PERM_SETS))
+                                         prot=ch.choice(self.perm_sets))
 
     def flush(self, ch):
         return "op", "flush", dict(addr=choose_address(ch, self.opt), size=choose_size(ch, self.opt))

@@ -39,6 +39,7 @@ U64 = (1 << 64) - 1
 KVM_PGTABLE_PROT_X, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_R = D.PROT_X, D.PROT_W, D.PROT_R
 KVM_PGTABLE_PROT_DEVICE = D.PROT_DEVICE
 KVM_PGTABLE_PROT_NORMAL_NC = D.PROT_NORMAL_NC
+KVM_PGTABLE_PROT_PX, KVM_PGTABLE_PROT_UX = D.PROT_PX, D.PROT_UX
 _SW_LOW = (D.PROT_SW & -D.PROT_SW)             # lowest software bit of the prot field
 KVM_PGTABLE_PROT_SW0, KVM_PGTABLE_PROT_SW3 = _SW_LOW, _SW_LOW << 3
 
@@ -234,11 +235,31 @@ PROT_BASE_NC = PROT_BASE + [
     KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_NORMAL_NC]
 
 
-def choose_prot(ch, normal_nc: bool = False) -> int:
-    """A map's prot: a base from PROT_BASE (PROT_BASE_NC for a subject with NORMAL_NC) plus,
-    sometimes, a software bit. Without NORMAL_NC the choices are those of every earlier version
-    (the same seed gives the same program)."""
-    return ch.choice(PROT_BASE_NC if normal_nc else PROT_BASE) + ch.choice(_PROT_SW)
+# with PX and UX (a subject whose enum splits X, 7.1 on): each alone (-EINVAL without FEAT_XNX)
+# and both named apart (the same as X)
+PROT_PX_UX = [KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_PX,
+              KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_W | KVM_PGTABLE_PROT_UX,
+              KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_PX | KVM_PGTABLE_PROT_UX]
+PERM_SETS_PX_UX = (KVM_PGTABLE_PROT_PX, KVM_PGTABLE_PROT_UX,
+                   KVM_PGTABLE_PROT_R | KVM_PGTABLE_PROT_PX | KVM_PGTABLE_PROT_UX)
+
+
+@functools.lru_cache(maxsize=None)
+def prot_options(normal_nc: bool = False, px_ux: bool = False) -> tuple:
+    """(map prot bases, relax_perms sets) for a subject: PROT_BASE and PERM_SETS, with the
+    NORMAL_NC and PX/UX choices added where the subject has them (the same lists, so the same
+    programs, as every earlier version where it has neither)."""
+    base = PROT_BASE_NC if normal_nc else PROT_BASE
+    if px_ux:
+        return tuple(base + PROT_PX_UX), PERM_SETS + PERM_SETS_PX_UX
+    return tuple(base), PERM_SETS
+
+
+def choose_prot(ch, normal_nc: bool = False, px_ux: bool = False) -> int:
+    """A map's prot: a base from PROT_BASE (with NORMAL_NC and PX/UX choices for a subject that
+    has them: prot_options) plus, sometimes, a software bit. Without them the choices are those
+    of every earlier version (the same seed gives the same program)."""
+    return ch.choice(prot_options(normal_nc, px_ux)[0]) + ch.choice(_PROT_SW)
 
 
 def choose_growth(ch, opt: Options) -> tuple[int, int]:

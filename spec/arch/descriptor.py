@@ -55,6 +55,10 @@ PROT_W = 1 << 1
 PROT_R = 1 << 2
 PROT_DEVICE = 1 << 3
 PROT_NORMAL_NC = 1 << 4          # KVM_PGTABLE_PROT_NORMAL_NC: means something from 6.9 only
+# 7.1 splits X into KVM_PGTABLE_PROT_PX | KVM_PGTABLE_PROT_UX: the spec's X stays both, and these
+# two name one of them alone (privileged / unprivileged execute); they mean something from 7.1 only
+PROT_PX = 1 << 5
+PROT_UX = 1 << 6
 PROT_SW = 0xF << SW_SHIFT        # KVM_PGTABLE_PROT_SW0..3: the leaf's software bits 58:55
 
 # MemAttr[3:0] values KVM writes (PAGE_S2_MEMATTR), keyed by has_fwb
@@ -64,6 +68,10 @@ MEMATTR_NORMAL_NC = {False: 0x5, True: 0x5}   # MT_S2_NORMAL_NC / MT_S2_FWB_NORM
 # the first release whose stage2_set_prot_attr reads KVM_PGTABLE_PROT_NORMAL_NC (before it the bit
 # is ignored: the leaf is normal cacheable)
 NORMAL_NC_SINCE = (6, 9, 0)
+# the first release whose stage2_set_xn_attr reads PX and UX apart. Judged as on a CPU without
+# FEAT_XNX (ARM64_HAS_XNX, which the userspace build answers "no"): exactly one of them is -EINVAL,
+# so the XN field (bits 54:53 from 7.1) only ever holds 0b00 or 0b10, bit 54 as before
+PX_UX_SINCE = (7, 1, 0)
 
 SH_NAMES = {0: "NS", 1: "SH?", 2: "OS", 3: "IS"}
 
@@ -213,22 +221,39 @@ def has_normal_nc(kernel_version) -> bool:
     return kernel_version is not None and tuple(kernel_version) >= NORMAL_NC_SINCE
 
 
-def prot_attrs(prot, has_fwb, normal_nc=False):
+def has_px_ux(kernel_version) -> bool:
+    """Whether the spec's PROT_PX / PROT_UX mean anything for a kernel version: from 7.1 on."""
+    return kernel_version is not None and tuple(kernel_version) >= PX_UX_SINCE
+
+
+def exec_bits(prot, px_ux=False):
+    """(px, ux): whether a prot asks for privileged and unprivileged execute. X is both; with
+    `px_ux` (7.1 on: has_px_ux) PROT_PX and PROT_UX add one each, before 7.1 they are ignored."""
+    x = bool(prot & PROT_X)
+    if not px_ux:
+        return x, x
+    return x or bool(prot & PROT_PX), x or bool(prot & PROT_UX)
+
+
+def prot_attrs(prot, has_fwb, normal_nc=False, px_ux=False):
     """The leaf attribute bits KVM derives from a kvm_pgtable_prot (stage2_set_prot_attr).
 
     MemAttr normal, device, or (with `normal_nc`, 6.9 on: has_normal_nc) normal non-cacheable for
     PROT_NORMAL_NC, S2AP R/W from PROT_R/PROT_W, SH inner shareable, AF set, XN unless PROT_X,
     software bits 58:55 copied from the prot. Returns None (-EINVAL) for X with DEVICE, and with
     `normal_nc` for X with NORMAL_NC and for DEVICE with NORMAL_NC. Without `normal_nc` the
-    NORMAL_NC bit is ignored, as the kernels before it do.
+    NORMAL_NC bit is ignored, as the kernels before it do. With `px_ux` (7.1 on) "X" is either of
+    PX and UX (exec_bits): with DEVICE or NORMAL_NC still -EINVAL, and exactly one of them is
+    -EINVAL too (no FEAT_XNX: PX_UX_SINCE); XN is set unless both.
     """
     device = bool(prot & PROT_DEVICE)
     nc = normal_nc and bool(prot & PROT_NORMAL_NC)
-    if (device or nc) and prot & PROT_X or device and nc:
+    px, ux = exec_bits(prot, px_ux)
+    if (device or nc) and (px or ux) or device and nc or px != ux:
         return None
     memattr = MEMATTR_DEVICE if device else MEMATTR_NORMAL_NC if nc else MEMATTR_NORMAL
     attr = memattr[has_fwb] << MEMATTR_SHIFT
-    if not prot & PROT_X:
+    if not px:
         attr |= XN
     if prot & PROT_R:
         attr |= S2AP_R

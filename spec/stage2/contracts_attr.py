@@ -256,7 +256,8 @@ def contract_relax_perms(pre, step, post):
     table or TLBI_TTL_UNKNOWN (seen in 6.12.19, not 6.6.63); from 7.1 the leaf's XN becomes what
     prot says: a prot without X sets XN (stage2_set_xn_attr; FEAT_XNX), so execute permission is
     removed (seen in 7.1.5's source, not 6.12.19's; its kernel-doc still says no permission is
-    removed).
+    removed); and a prot with exactly one of PX and UX (D.exec_bits) is -EINVAL with nothing
+    changed and nothing logged (judged without FEAT_XNX).
 
     Why: the permission-fault path relies on it to make progress; removing a permission, or touching
     a neighbour, silently changes the guest's mappings.
@@ -268,7 +269,8 @@ def contract_relax_perms(pre, step, post):
         return rep.result()
     prot = step.args["prot"]
     A, E = op_range(pre, step)
-    if early_exit(rep, pre, post, step, A, E, EINVAL if prot & D.PROT_SW else None):
+    px, ux = D.exec_bits(prot, D.has_px_ux(pre.kernel_version))
+    if early_exit(rep, pre, post, step, A, E, EINVAL if prot & D.PROT_SW or px != ux else None):
         return rep.result()
     leaf = pre.walk().find(A)
     if kernel_since(pre, (6, 2, 0)) and (leaf is None or not is_valid(leaf)):
@@ -280,8 +282,8 @@ def contract_relax_perms(pre, step, post):
         return rep.result()
     check_ret(rep, step, 0)
     set_bits = (D.S2AP_R if prot & D.PROT_R else 0) | (D.S2AP_W if prot & D.PROT_W else 0)
-    clr_bits = D.XN if prot & D.PROT_X else 0
-    if not prot & D.PROT_X and kernel_since(pre, (7, 1, 0)):
+    clr_bits = D.XN if px else 0
+    if not px and kernel_since(pre, (7, 1, 0)):
         set_bits |= D.XN
     check_leafwise(rep, pre, post, A, E,
                    lambda d, level: (d | set_bits) & ~clr_bits if _valid(d, level) else None)
