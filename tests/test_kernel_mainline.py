@@ -379,3 +379,21 @@ def test_shared_scratch_copies_are_named_by_content_and_never_rewritten(tmp_path
     assert len(roots) == 1 and [p.name for p in tmp_path.iterdir()] == [Path(roots.pop()).name]
     (c,) = [tmp_path / p / "arch/arm64/kvm/hyp/pgtable.c" for p in tmp_path.iterdir()]
     assert c.read_text() != (Path(tree.root) / "arch/arm64/kvm/hyp/pgtable.c").read_text()
+
+
+def test_hypothesis_driver_runs_a_mainline_subject_and_its_own_operations():
+    """The lock-step's hypothesis driver on a 6.6 tree: the program's draws include the tree's
+    own operations (split, test_clear_young, by program_rules) and the run is judged clean."""
+    from ptspec.proofs.stage2 import lockstep
+    base = subject.subject_factory(need_tree("6.6"))
+    ops = []
+
+    class Counting(base):
+        def step(self, op, **args):
+            ops.append(op)
+            return super().step(op, **args)
+    out = lockstep.run_lockstep("4k-39", examples=20, steps=30, seed=0, harness_factory=Counting,
+                                geometries=subject.GEOMETRIES, options=subject.OPTIONS,
+                                driver="hypothesis")
+    assert out.status == "passed", out.failure
+    assert out.steps > 100 and {"split", "test_clear_young"} <= set(ops)

@@ -5,8 +5,8 @@ operation records, checks and findings, plus what changed in the API. Where a tr
 ``kvm_pgtable_stage2_mkold``/``_is_young`` (6.5 on), the generator's mkold and is_young records
 become the call that replaced them, ``test_clear_young(addr, PAGE_SIZE, mkold)``, judged by its own
 contract (C-TEST-CLEAR-YOUNG). ``split`` (6.5 on) is an operation of its own (C-SPLIT); its rule is
-added to the seeded program by ``program_rules`` (and to the hypothesis machine by
-``machine_rules``). Maps of the 4k-40 geometry are the fault
+added to the seeded program by ``program_rules`` (which both lock-step drivers, random and
+hypothesis, run). Maps of the 4k-40 geometry are the fault
 handler's (shared walk, stops on -EAGAIN: ``FAULT_PATH``), the others the non-fault callers'. Every step is also judged by the reworked
 walker's statements (spec/stage2/mainline.py: S2-LOCKED, S2-RCU), with the tree's version. On 7.x
 set_owner records of owner 0 or ids above the top are skipped (no annotate call writes them).
@@ -17,8 +17,6 @@ maps and relax_perms draw prots with one of them (``program_px_ux``).
 
 from __future__ import annotations
 
-from hypothesis import strategies as st
-from hypothesis.stateful import rule
 
 from ptspec.spec.stage2 import mainline as ML
 from ptspec.proofs.kernel.cside_mainline import CPgtableMainline
@@ -36,24 +34,6 @@ class MainlineHarness(CSideHarness):
     # as the non-fault callers do (walk flags 0)
     FAULT_PATH = {(12, 40)}
     FAULT_FLAGS = (1 << 3) | (1 << 4)
-
-    @classmethod
-    def machine_rules(cls, addr, size):
-        """Rules the lock-step machine adds for this tree: split and test_clear_young over a
-        drawn range, where the tree has them (None: nothing to add)."""
-        ml = cls.tree.shape.mainline
-        rules = {}
-        if ml.split:
-            @rule(a=addr, s=size)
-            def split(self, a, s):
-                self._step("split", addr=a, size=s)
-            rules["split"] = split
-        if ml.test_clear_young:
-            @rule(a=addr, s=size, mkold=st.booleans())
-            def test_clear_young(self, a, s, mkold):
-                self._step("test_clear_young", addr=a, size=s, mkold=int(mkold))
-            rules["test_clear_young"] = test_clear_young
-        return type("MainlineRules", (), rules) if rules else None
 
     @classmethod
     def program_rules(cls, opt):

@@ -114,11 +114,8 @@ def make_machine(name: str, harness_factory=Stage2Harness, geometries=None, opti
             ret = self._step(entry[1], **entry[2])
             self.program.returned(entry, ret)
 
-    extra = getattr(harness_factory, "machine_rules", None)
-    if extra is not None:           # a subject with operations of its own (subject_mainline)
-        mixin = extra(addr, size)
-        if mixin is not None:
-            Stage2Lockstep = type("Stage2Lockstep", (mixin, Stage2Lockstep), {})
+    # a subject's operations of its own (subject_mainline's split, test_clear_young) come with
+    # the program (program_rules): the one rule above draws them too
     Stage2Lockstep.__name__ = f"Stage2Lockstep_{name.replace('-', '_')}"
     return Stage2Lockstep
 
