@@ -58,7 +58,7 @@ from crosshair.statespace import AnalysisMessage, MessageType
 from crosshair.util import UnknownSatisfiability
 
 REFUTING = (MessageType.POST_FAIL, MessageType.EXEC_ERR, MessageType.POST_ERR)
-RLIMIT_REASON = "max. resource limit exceeded"       # z3's reason_unknown() at the rlimit
+RLIMIT = "rlimit"                   # a query that stopped at smt_rlimit (z3 says "canceled" or so)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +129,11 @@ def _observing(smt_rlimit: int):
         try:
             return solver_is_sat(solver, *exprs)
         except UnknownSatisfiability:
-            seen.unknown[solver.reason_unknown()] += 1
+            used = _rlimit_count(solver) - before
+            # z3 says "canceled" or "max. resource limit exceeded" at the rlimit, "timeout" at
+            # its clock: the units the query used tell which
+            at_rlimit = smt_rlimit > 0 and used >= smt_rlimit
+            seen.unknown[RLIMIT if at_rlimit else solver.reason_unknown()] += 1
             raise
         finally:
             seen.queries += 1
@@ -166,8 +170,9 @@ def _why(seen: _Observed, budget: Budget) -> str:
     for e in seen.explorations:
         if not e.exhausted:
             if e.cpu_seconds >= e.guard_seconds:
-                reasons.append(f"hang guard: stopped after {e.cpu_seconds:.1f}s CPU at iteration "
-                               f"{e.iterations}, paths not exhausted")
+                reasons.append(f"hang guard: stopped after {e.cpu_seconds:.3g}s CPU (guard "
+                               f"{e.guard_seconds:.3g}s) at iteration {e.iterations}, paths not "
+                               "exhausted")
             else:
                 reasons.append(f"iteration budget exhausted: {budget.max_iterations} iterations "
                                "did not exhaust the paths")
@@ -175,10 +180,10 @@ def _why(seen: _Observed, budget: Budget) -> str:
             reasons.append(f"paths exhausted in {e.iterations} iterations, but some ended "
                            "unknown")
     for reason, n in sorted(seen.unknown.items()):
-        if reason == RLIMIT_REASON:
+        if reason == RLIMIT:
             reasons.append(f"z3 rlimit exhausted: {budget.smt_rlimit} units per query "
                            f"({n} queries)")
-        elif reason in ("timeout", "canceled"):
+        elif reason == "timeout":
             reasons.append(f"hang guard: {n} z3 queries stopped at their wall-clock guard")
         else:
             reasons.append(f"z3 unknown ({reason}) on {n} queries")
