@@ -105,3 +105,17 @@ def test_same_verdicts_on_a_twenty_times_slower_clock(normal, slow_machine):
         assert normal[i].status == "proved", (i, normal[i].detail)
         assert (slow.status, slow.examples) == (normal[i].status, normal[i].examples), \
             (i, slow.detail)
+
+
+# The slowest z3 rate measured on the 2-core reference machine: a bit-blasted cubic over 96-bit
+# vectors spent 5,000,000 units in 6.4 CPU seconds (lemma queries run at 2-4 M units/s).
+SLOWEST_UNITS_PER_SECOND = 750_000
+
+
+def test_a_query_at_the_rlimit_ends_inside_the_hang_guard_on_a_five_times_slower_machine():
+    # so the rlimit, not the clock, stops a hard query: a slower machine gets the same verdict
+    for name in budgets.PROFILE_NAMES:
+        b = budgets.budget(name)
+        for key in ("z3_rlimit", "crosshair_smt_rlimit"):
+            worst = 5 * b[key] / SLOWEST_UNITS_PER_SECOND
+            assert worst < budgets.hang_guard(b), (name, key, worst, budgets.hang_guard(b))

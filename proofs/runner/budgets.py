@@ -40,8 +40,8 @@ _TABLE: dict[str, tuple[tuple[float | int, float | int, float | int], str]] = {
     "stage2_exhaustive_depth": ((2, 5, 6), "operations per sequence in the stage-2 exhaustive "
                                            "exploration (s2.exhaustive.*)"),
     "exhaustive_window_pages": ((4, 8, 16), "pages in the IPA window that exhaustive exploration uses"),
-    "z3_rlimit": ((5_000_000, 50_000_000, 1_000_000_000), "z3 per-query resource limit ('rlimit'); "
-                                                          "z3's clock is the hang guard"),
+    "z3_rlimit": ((5_000_000, 20_000_000, 400_000_000), "z3 per-query resource limit ('rlimit'); "
+                                                        "z3's clock is the hang guard"),
     "crosshair_max_iterations": ((100, 500, 5_000), "CrossHair iterations (paths tried) per contract "
                                                     "/ diff pair (a diff splits them between its two "
                                                     "argument orders)"),
