@@ -58,7 +58,8 @@ from crosshair.statespace import AnalysisMessage, MessageType
 from crosshair.util import UnknownSatisfiability
 
 REFUTING = (MessageType.POST_FAIL, MessageType.EXEC_ERR, MessageType.POST_ERR)
-RLIMIT = "rlimit"                   # a query that stopped at smt_rlimit (z3 says "canceled" or so)
+RLIMIT = "rlimit"                   # a query that stopped at smt_rlimit
+RLIMIT_REASON = "max. resource limit exceeded"      # one of z3's words for it ("canceled" the other)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +94,6 @@ class _Observed:
     explorations: list = dataclasses.field(default_factory=list)
     queries: int = 0
     unknown: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-    max_rlimit: int = 0              # largest z3 resource use of one query
     max_seconds: float = 0.0         # longest wall-clock time of one query
 
     @property
@@ -101,15 +101,11 @@ class _Observed:
         return sum(e.iterations for e in self.explorations)
 
 
-def _rlimit_count(solver) -> int:
-    stats = solver.statistics()
-    return int(stats.get_key_value("rlimit count")) if "rlimit count" in stats.keys() else 0
-
-
 @contextlib.contextmanager
-def _observing(smt_rlimit: int):
+def _observing(smt_rlimit: int, guard_seconds: float):
     """Record every exploration and solver query of the CrossHair calls inside, with z3's rlimit
-    per query set to `smt_rlimit`; everything is restored on exit."""
+    per query set to `smt_rlimit`; everything is restored on exit. (A query's resource use is not
+    read: z3's statistics of CrossHair's solvers cost about 15% of the run.)"""
     seen = _Observed()
     explore_loop = ch_core.explore_loop
     solver_is_sat = ch_statespace.solver_is_sat
@@ -125,19 +121,20 @@ def _observing(smt_rlimit: int):
         return result
 
     def recorded_query(solver, *exprs):
-        before, t0 = _rlimit_count(solver), time.monotonic()
+        t0 = time.monotonic()
         try:
             return solver_is_sat(solver, *exprs)
         except UnknownSatisfiability:
-            used = _rlimit_count(solver) - before
-            # z3 says "canceled" or "max. resource limit exceeded" at the rlimit, "timeout" at
-            # its clock: the units the query used tell which
-            at_rlimit = smt_rlimit > 0 and used >= smt_rlimit
-            seen.unknown[RLIMIT if at_rlimit else solver.reason_unknown()] += 1
+            # z3 says "canceled" or "max. resource limit exceeded" at the rlimit, "timeout" (or
+            # "canceled") at its clock, which CrossHair sets to a quarter of the guard or more
+            reason = solver.reason_unknown()
+            clock = reason == "timeout" or time.monotonic() - t0 >= guard_seconds / 4
+            if smt_rlimit > 0 and not clock and reason in ("canceled", RLIMIT_REASON):
+                reason = RLIMIT
+            seen.unknown[reason] += 1
             raise
         finally:
             seen.queries += 1
-            seen.max_rlimit = max(seen.max_rlimit, _rlimit_count(solver) - before)
             seen.max_seconds = max(seen.max_seconds, time.monotonic() - t0)
 
     ch_core.explore_loop = recorded_loop
@@ -160,8 +157,8 @@ def _options(budget: Budget) -> AnalysisOptionSet:
 
 
 def _spent(seen: _Observed) -> str:
-    return (f"{seen.iterations} iterations, {seen.queries} z3 queries, the largest "
-            f"{seen.max_rlimit} rlimit units, the longest {seen.max_seconds:.3f}s")
+    return (f"{seen.iterations} iterations, {seen.queries} z3 queries, the longest "
+            f"{seen.max_seconds:.3f}s")
 
 
 def _why(seen: _Observed, budget: Budget) -> str:
@@ -201,7 +198,7 @@ def _describe(m: AnalysisMessage) -> str:
 def check_contract(fn, budget: Budget) -> ChOutcome:
     """CrossHair's verdict on the PEP 316 contracts of fn."""
     t0 = time.monotonic()
-    with _observing(budget.smt_rlimit) as seen:
+    with _observing(budget.smt_rlimit, budget.guard_seconds) as seen:
         messages = run_checkables(analyze_function(fn, _options(budget)))
     seconds = time.monotonic() - t0
     name = fn.__name__
@@ -230,7 +227,7 @@ def diff(fn1, fn2, budget: Budget) -> ChOutcome:
     """CrossHair's diff_behavior of fn1 and fn2 (same signature), with exhaustion required."""
     t0 = time.monotonic()
     options = DEFAULT_OPTIONS.overlay(_options(budget))
-    with _observing(budget.smt_rlimit) as seen:
+    with _observing(budget.smt_rlimit, budget.guard_seconds) as seen:
         found = diff_behavior(FunctionInfo.from_fn(fn1), FunctionInfo.from_fn(fn2), options)
     seconds = time.monotonic() - t0
     label = f"{fn1.__name__} vs {fn2.__name__}"
