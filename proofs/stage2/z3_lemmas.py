@@ -69,9 +69,8 @@ def combine(cases, rlimit: int, timeout_ms: int | None = None, deadline=None) ->
     refutation or unknown. `rlimit` is each query's budget; `deadline` (the check's hang guard)
     is the z3 clock (`timeout_ms`, when given, caps it further). `show(values)` turns a
     counterexample's input values into a concrete replay; `program(values)` (``None`` when there
-    is none) into a runnable Python program that
-    calls the impl with them and ends in the ``assert`` of the case's property, which fails: it
-    becomes the counterexample's ``program``."""
+    is none) into a runnable Python program that calls the impl with them and ends in the
+    ``assert`` of the case's property, which fails: it becomes the counterexample's ``program``."""
     t0 = time.monotonic()
     paths = queries = n = top_rlimit = 0
     top_seconds = 0.0
