@@ -60,16 +60,20 @@ def _hard_contract(x: int, y: int) -> int:
     return ((x & 0xF0F0_F0F0) >> 4) + y
 
 
+SMALL = R.Budget(max_iterations=20, smt_rlimit=1_000_000, guard_seconds=60)
+
+
 def test_no_exhaustion_is_unknown_not_passed():
-    out = R.diff(_never_exhausted, _never_exhausted_too, 1, 0.5)
+    out = R.diff(_never_exhausted, _never_exhausted_too, SMALL)
     assert out.status == "unknown", out
-    out = R.check_contract(_hard_contract, 1, 0.5)
+    assert "iteration budget exhausted: 20 iterations" in out.detail
+    out = R.check_contract(_hard_contract, SMALL)
     assert out.status == "unknown", out
-    assert "Not confirmed" in out.detail
+    assert "Not confirmed" in out.detail and "iteration budget exhausted" in out.detail
 
 
 def test_nothing_checked_is_unknown():
     def no_contract(x: int) -> int:
         return x
-    out = R.check_contract(no_contract, 1, 0.5)
+    out = R.check_contract(no_contract, SMALL)
     assert out.status == "unknown" and "nothing" in out.detail

@@ -9,7 +9,7 @@ pasted, fails its final assert with the bug planted and passes without it.
 import pytest
 
 from program_support import assert_program_judges  # (tests/ is on sys.path)
-from ptspec.proofs.runner import registry
+from ptspec.proofs.runner import budgets, registry
 from ptspec.proofs.stage2.planted_proofs import CAUGHT_BY, get, planted
 
 registry.load_all()
@@ -31,7 +31,7 @@ def test_z3_module_loads():
 def test_obligation_proves_on_the_tree(oid):
     r = registry.run_obligation(registry.get(oid), "default", 0)
     assert r.status == "proved", (oid, r.detail, r.counterexample)
-    assert r.examples > 0 and r.rlimit == 50_000_000
+    assert r.examples > 0 and r.rlimit == budgets.budget("default")["z3_rlimit"]
 
 
 @pytest.mark.parametrize("bug,oid", Z3_CASES, ids=[f"{b}->{o}" for b, o in Z3_CASES])

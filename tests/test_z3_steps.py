@@ -7,7 +7,7 @@ import random
 import pytest
 import z3
 
-from ptspec.proofs.runner import registry
+from ptspec.proofs.runner import budgets, registry
 from ptspec.proofs.stage2.planted_proofs import STEP_CAUGHT_BY, get, planted
 from ptspec.proofs.stage2 import z3_steps_model as M
 from ptspec.spec.arch import descriptor as SD
@@ -35,7 +35,7 @@ def test_registered():
 def test_proves_on_the_tree(oid):
     r = registry.run_obligation(registry.get(oid), "default", 0)
     assert r.status == "proved", (oid, r.detail, r.counterexample)
-    assert r.examples > 0 and r.rlimit == 50_000_000
+    assert r.examples > 0 and r.rlimit == budgets.budget("default")["z3_rlimit"]
 
 
 @pytest.mark.parametrize("bug,oid", CASES, ids=[f"{b}->{o}" for b, o in CASES])

@@ -8,6 +8,7 @@ sequence as Python, the violations, the memslots and the stage-2 tables, and the
 
 from __future__ import annotations
 
+from ptspec.proofs.engines.z3.explore import HangGuard, guard_ms
 from ptspec.proofs.mmu import exhaustive as mmu_exhaustive
 from ptspec.proofs.mmu import hyp_va as mmu_hypva
 from ptspec.proofs.mmu import lockstep as mmu_machine
@@ -120,8 +121,12 @@ def z3_hyp_va(ctx):
     64K/48)."""
     n = 0
     for vb, ps in ((39, 12), (48, 12), (47, 14), (48, 16)):
-        status, info = mmu_hypva.z3_allocator(vb, ps, ctx.budget["z3_timeout_ms"],
-                                              ctx.budget["z3_rlimit"])
+        try:   # the rlimit is the budget; the z3 clock is what is left of the hang guard
+            guard = guard_ms(ctx.deadline)
+        except HangGuard:
+            return Result.unknown(f"hang guard reached after {n} geometries; budget not "
+                                  "completed", examples=n)
+        status, info = mmu_hypva.z3_allocator(vb, ps, guard, ctx.budget["z3_rlimit"])
         if status == "refuted":
             return Result.refuted({"ops": hyp_allocator(vb, ps)(info),
                                    "inputs": f"io_map_base={info['io_map_base']:#x}, "

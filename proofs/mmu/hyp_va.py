@@ -84,18 +84,20 @@ def run_sequences(n_sequences: int, seed: int = 0, expired=lambda: False):
     return checked, None
 
 
-def _z3_setup(va_bits: int, page_shift: int, timeout_ms: int, rlimit: int):
+def _z3_setup(va_bits: int, page_shift: int, timeout_ms: int | None, rlimit: int):
     import z3
     s = z3.Solver()
-    s.set("timeout", int(timeout_ms))
+    if timeout_ms is not None:           # the hang guard (None: no clock); the rlimit is the budget
+        s.set("timeout", max(int(timeout_ms), 1))
     s.set("rlimit", int(rlimit))
     b0, phys, size = z3.BitVecs("io_map_base phys size", 64)
     alloc, base, crossed = mmu_hyp.hyp_private_va(b0, phys, size, va_bits, page_shift)
     return z3, s, (b0, phys, size), (alloc, base, crossed)
 
 
-def z3_allocator(va_bits: int, page_shift: int, timeout_ms: int, rlimit: int):
+def z3_allocator(va_bits: int, page_shift: int, timeout_ms: int | None, rlimit: int):
     """('proved' | 'refuted' | 'unknown', model or reason)."""
+    from ptspec.proofs.engines.z3.explore import rlimit_count, why_unknown
     z3, s, (b0, phys, size), (alloc, base, crossed) = _z3_setup(va_bits, page_shift, timeout_ms,
                                                                 rlimit)
     page = 1 << page_shift
@@ -110,6 +112,7 @@ def z3_allocator(va_bits: int, page_shift: int, timeout_ms: int, rlimit: int):
     ok = z3.And((crossed == 0) == fits,
                 z3.Implies(crossed == 0, z3.And(base + alloc == b0, z3.ZeroExt(2, alloc) == a66)))
     s.add(z3.Not(ok))
+    before = rlimit_count(s)
     r = s.check()
     if r == z3.unsat:
         return "proved", None
@@ -117,7 +120,7 @@ def z3_allocator(va_bits: int, page_shift: int, timeout_ms: int, rlimit: int):
         m = s.model()
         return "refuted", {k: m.eval(v, model_completion=True).as_long()
                            for k, v in (("io_map_base", b0), ("phys", phys), ("size", size))}
-    return "unknown", s.reason_unknown()
+    return "unknown", why_unknown(s, rlimit, rlimit_count(s) - before)
 
 
 def z3_wrap_witness(va_bits: int = 48, page_shift: int = 12, timeout_ms: int = 20000,

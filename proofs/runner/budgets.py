@@ -40,10 +40,13 @@ _TABLE: dict[str, tuple[tuple[float | int, float | int, float | int], str]] = {
     "stage2_exhaustive_depth": ((2, 5, 6), "operations per sequence in the stage-2 exhaustive "
                                            "exploration (s2.exhaustive.*)"),
     "exhaustive_window_pages": ((4, 8, 16), "pages in the IPA window that exhaustive exploration uses"),
-    "z3_timeout_ms": ((5_000, 20_000, 300_000), "z3 per-query timeout (solver 'timeout' parameter)"),
-    "z3_rlimit": ((5_000_000, 50_000_000, 1_000_000_000), "z3 per-query resource limit ('rlimit')"),
-    "crosshair_per_condition_timeout": ((3, 15, 300), "CrossHair seconds per contract / diff pair"),
-    "crosshair_per_path_timeout": ((1, 3, 30), "CrossHair seconds per explored path"),
+    "z3_rlimit": ((5_000_000, 20_000_000, 400_000_000), "z3 per-query resource limit ('rlimit'); "
+                                                        "z3's clock is the hang guard"),
+    "crosshair_max_iterations": ((100, 500, 5_000), "CrossHair iterations (paths tried) per contract "
+                                                    "/ diff pair (a diff splits them between its two "
+                                                    "argument orders)"),
+    "crosshair_smt_rlimit": ((1_000_000, 5_000_000, 50_000_000), "z3 resource limit ('rlimit') per "
+                                                                 "solver query inside CrossHair"),
     "shrink_replays": ((60, 200, 1000), "replays delta debugging may spend cutting a found "
                                         "violation's trace to the shortest one that still fails"),
     "mutant_examples": ((20, 100, 1000), "hypothesis examples spent trying to kill one mutant"),

@@ -27,7 +27,7 @@ A check module (a file `proofs/<area>/checks*.py`; it is found by name, nothing 
                 kernel_functions=["kvm_granule_shift"], profiles={"quick", "default", "deep"})
     def granule_shift(ctx):
         '''For every level, the impl's granule shift is the one the architecture gives.'''
-        ...  # use ctx.budget["z3_timeout_ms"], ctx.seed, ctx.progress(), ctx.expired()
+        ...  # use ctx.budget["z3_rlimit"], ctx.seed, ctx.progress(), ctx.expired()
         return Result.proved(examples=4)   # or Result.refuted({...}), Result.unknown("why")
 
 Statuses: "passed" (tested, no counterexample), "proved" (complete for what it covers), "refuted",

@@ -2,13 +2,13 @@
 
 Importing this module registers them (``proofs/runner/registry.py``). Each runs CrossHair in-process
 (``proofs/engines/crosshair.py``) on the targets of ``proofs/stage2/crosshair_targets.py`` with the profile's
-``crosshair_per_condition_timeout`` and ``crosshair_per_path_timeout`` (capped here so that each
-obligation stays at a few seconds in the default profile). A refutation's ``ops`` is a program that
+``crosshair_max_iterations`` (paths tried per contract or diff pair) and ``crosshair_smt_rlimit`` (z3
+resource units per query): the same verdict on any machine. CrossHair's own clocks are set to what is
+left of the check's hang guard (``ctx.deadline``), so they only stop a hung run. A refutation's ``ops`` is a program that
 makes the refuting call and ends in the failing ``assert`` (``proofs/stage2/crosshair_programs.py``).
 A pass needs CrossHair's own evidence:
 "confirmed over all paths" for a contract, "all paths exhausted" for a diff; anything short of
-that is unknown. Not in the quick profile: CrossHair needs more than its 3-second budget to
-exhaust these paths.
+that is unknown, and says why (iteration budget, rlimit, hang guard). Not in the quick profile.
 """
 
 from __future__ import annotations
@@ -18,15 +18,14 @@ from ptspec.proofs.stage2 import crosshair_targets as T
 from ptspec.proofs.runner.registry import Result, obligation
 
 PROFILES = {"default", "deep"}
-CAP_CONDITION = {"quick": 3, "default": 8, "deep": 300}
-CAP_PATH = {"quick": 1, "default": 2, "deep": 30}
 
 
 def _limits(ctx):
+    """The profile's CrossHair budget, with what is left of the check's hang guard as its clock."""
+    from ptspec.proofs.engines.crosshair import Budget
     b = ctx.budget
-    cond = min(float(b["crosshair_per_condition_timeout"]), CAP_CONDITION.get(ctx.profile, 8))
-    path = min(float(b["crosshair_per_path_timeout"]), CAP_PATH.get(ctx.profile, 2))
-    return cond, path
+    return Budget(int(b["crosshair_max_iterations"]), int(b["crosshair_smt_rlimit"]),
+                  max(ctx.time_left(), 0.0))
 
 
 def _result(outs, kernel_function, invariant) -> Result:
@@ -45,10 +44,9 @@ def _result(outs, kernel_function, invariant) -> Result:
 
 def _contracts(ctx, fns, kernel_function, invariant):
     from ptspec.proofs.engines.crosshair import check_contract
-    cond, path = _limits(ctx)
     outs = []
     for fn in fns:
-        outs.append(check_contract(fn, cond, path))
+        outs.append(check_contract(fn, _limits(ctx)))
         cex = outs[-1].counterexample
         if outs[-1].status == "refuted" and cex:
             program = CP.contract_program(fn, cex.get("call", ""), cex.get("condition", ""))
@@ -69,10 +67,9 @@ def _hex(text):
 
 def _diffs(ctx, pairs, kernel_function, invariant, annotate=None, setup=()):
     from ptspec.proofs.engines.crosshair import diff
-    cond, path = _limits(ctx)
     outs = []
     for a, b in pairs:
-        out = diff(a, b, cond, path)
+        out = diff(a, b, _limits(ctx))
         if out.status == "refuted":
             cex = out.counterexample
             cex["args"] = {k: _hex(v) for k, v in cex["args"].items()}

@@ -3,7 +3,9 @@
 Importing this module registers them (``proofs/runner/registry.py``). Each one runs a lemma family of
 ``proofs/stage2/z3_lemmas.py``, ``proofs/stage2/z3_leafsteps.py`` (stage-2 pgtable.c), ``proofs/mmu/z3_lemmas.py``
 (mmu.c memslot blocks) or ``proofs/lguest/z3_lemmas.py`` (lguest guest-entry checks) under the profile's z3 budget: ``z3_rlimit``
-(the deterministic limit, recorded in the Result) and ``z3_timeout_ms``, both per query. A proof is
+per query (the deterministic limit, recorded in the Result); the z3 clock is the check's hang guard
+(``ctx.deadline``), never the budget. The detail names the largest resource use of one query, and an
+unknown says whether the rlimit ("rlimit exhausted: N units") or the hang guard stopped it. A proof is
 "proved"; a counterexample (inputs in hex, the violated statements, the path, and as ``ops`` a
 program that calls the impl with those inputs and ends in the failing ``assert`` of the property:
 the case's ``program`` builder, ``combine`` in ``z3_lemmas.py``) is "refuted"; z3
@@ -22,7 +24,8 @@ from ptspec.proofs.runner.registry import Result, obligation
 def to_result(out, ctx) -> Result:
     """A z3_bv.Outcome as a registry Result."""
     rlimit = int(ctx.budget["z3_rlimit"])
-    detail = f"{out.detail}; {out.queries} z3 queries, rlimit {rlimit} per query"
+    detail = (f"{out.detail}; {out.queries} z3 queries, rlimit {rlimit} per query (the largest "
+              f"used {out.max_query_rlimit}, the longest took {out.max_query_seconds:.3f}s)")
     if out.status == "proved":
         return Result.proved(examples=out.paths, detail=detail, rlimit=rlimit)
     if out.status == "refuted":
@@ -42,7 +45,7 @@ def to_result(out, ctx) -> Result:
 
 def _run(lemma, ctx) -> Result:
     b = ctx.budget
-    return to_result(lemma(int(b["z3_rlimit"]), int(b["z3_timeout_ms"]), ctx.deadline), ctx)
+    return to_result(lemma(int(b["z3_rlimit"]), None, ctx.deadline), ctx)
 
 
 _KERNEL: dict[str, str] = {}

@@ -5,8 +5,8 @@ walker-step lemmas of ``proofs/stage2/z3_steps_walkers.py`` and ``z3_steps_hyp.p
 callback of every walker, on a whole symbolic table page); ``s2.proof.walk.*`` run the walk lemmas
 of ``proofs/stage2/z3_steps_walk.py``. docs/proofs.md composes them into "every operation, from
 every state satisfying the invariants and for every argument, returns with the invariants true".
-Budgets are the profile's ``z3_rlimit`` / ``z3_timeout_ms`` per query (deterministic: the rlimit
-decides); z3 ``unknown`` or too many paths is "unknown", never a pass. Their planted bugs are
+The budget is the profile's ``z3_rlimit`` per query (deterministic); the z3 clock is the check's
+hang guard only (``ctx.deadline``); z3 ``unknown`` or too many paths is "unknown", never a pass. Their planted bugs are
 ``planted_proofs.STEP_CAUGHT_BY`` (tests/test_z3_steps.py).
 """
 
@@ -56,7 +56,7 @@ def _register(name, lemma, invariants, kernel_functions):
 
     def run(ctx):
         b = ctx.budget
-        out = lemma(int(b["z3_rlimit"]), int(b["z3_timeout_ms"]), ctx.deadline)
+        out = lemma(int(b["z3_rlimit"]), None, ctx.deadline)
         r = to_result(out, ctx)
         if r.counterexample is not None:
             r.counterexample["kernel_function"] = KERNEL[oid]

@@ -64,27 +64,32 @@ def model_values(cex: dict) -> dict:
     return out
 
 
-def combine(cases, rlimit: int, timeout_ms: int, deadline=None) -> Outcome:
+def combine(cases, rlimit: int, timeout_ms: int | None = None, deadline=None) -> Outcome:
     """Prove each (label, body, inputs, assume[, show[, program]]) case; stop at the first
-    refutation or unknown. `show(values)` turns a counterexample's input values into a concrete
-    replay; `program(values)` (``None`` when there is none) into a runnable Python program that
-    calls the impl with them and ends in the ``assert`` of the case's property, which fails: it
-    becomes the counterexample's ``program``."""
+    refutation or unknown. `rlimit` is each query's budget; `deadline` (the check's hang guard)
+    is the z3 clock (`timeout_ms`, when given, caps it further). `show(values)` turns a
+    counterexample's input values into a concrete replay; `program(values)` (``None`` when there
+    is none) into a runnable Python program that calls the impl with them and ends in the
+    ``assert`` of the case's property, which fails: it becomes the counterexample's ``program``."""
     t0 = time.monotonic()
-    paths = queries = n = 0
+    paths = queries = n = top_rlimit = 0
+    top_seconds = 0.0
     for label, body, inputs, assume, *extra in cases:
         show = extra[0] if extra else None
         program = extra[1] if len(extra) > 1 else None
         if deadline is not None and time.monotonic() > deadline:
             return Outcome("unknown", paths, queries, f"budget not completed (hang guard) after {n} cases",
                            seconds=time.monotonic() - t0)
-        out = prove(body, inputs, assume=assume, rlimit=rlimit, timeout_ms=timeout_ms, what=label,
-                    show=show)
+        out = prove(body, inputs, assume=assume, rlimit=rlimit, timeout_ms=timeout_ms,
+                    deadline=deadline, what=label, show=show)
         paths += out.paths
         queries += out.queries
+        top_rlimit = max(top_rlimit, out.max_query_rlimit)
+        top_seconds = max(top_seconds, out.max_query_seconds)
         n += 1
         if out.status != "proved":
             out.paths, out.queries = paths, queries
+            out.max_query_rlimit, out.max_query_seconds = top_rlimit, top_seconds
             if out.counterexample is not None:
                 out.counterexample = {"case": label, **out.counterexample}
                 if program is not None:
@@ -95,7 +100,8 @@ def combine(cases, rlimit: int, timeout_ms: int, deadline=None) -> Outcome:
             out.seconds = time.monotonic() - t0
             return out
     return Outcome("proved", paths, queries, f"{n} cases, {paths} paths",
-                   seconds=time.monotonic() - t0)
+                   seconds=time.monotonic() - t0, max_query_rlimit=top_rlimit,
+                   max_query_seconds=top_seconds)
 
 
 # ------------------------------------------------------------------- kvm_block_mapping_supported

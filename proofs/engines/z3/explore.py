@@ -6,11 +6,17 @@
   feasible too; feasible sides are queued. Each path yields its path condition, the side conditions
   met on it (no overflow of the int model) and the value ``body`` returned (or the exception it
   raised).
-* ``prove(...)`` asks z3, in a fresh context, under the profile's ``rlimit`` and timeout, whether
-  some path violates the property (the value ``body`` returned: a Boolean, or a dict of named
-  Booleans) or a side condition, or raised. ``unknown`` from z3, contradictory assumptions (nothing
-  checked) or more paths than allowed are reported as unknown, never as proved. Counterexamples are
-  the model's values of the named inputs in hex, the violated statements and the path taken.
+* ``prove(...)`` asks z3, in a fresh context, under the profile's ``rlimit``, whether some path
+  violates the property (the value ``body`` returned: a Boolean, or a dict of named Booleans) or a
+  side condition, or raised. ``unknown`` from z3, contradictory assumptions (nothing checked) or
+  more paths than allowed are reported as unknown, never as proved. Counterexamples are the model's
+  values of the named inputs in hex, the violated statements and the path taken.
+
+The budget of every query is its ``rlimit`` (z3 resource units: the same stopping point on any
+machine). The z3 wall-clock ``timeout`` is only the hang guard: each query gets what is left until
+the check's ``deadline`` (``guard_ms``; an optional ``timeout_ms`` caps it further, for tests), so a
+slow machine reaches the same verdicts later and only a hung run is stopped by the clock. An
+unknown says which limit stopped it (``why_unknown``): "rlimit exhausted: N units" or "hang guard".
 """
 
 from __future__ import annotations
@@ -38,36 +44,83 @@ class TooManyPaths(Exception):
     pass
 
 
-def _solver(rlimit: int, timeout_ms: int) -> z3.Solver:
-    s = z3.Solver()
-    s.set("rlimit", int(rlimit))
-    s.set("timeout", int(timeout_ms))
-    return s
+class HangGuard(BaseException):
+    """The check's hang guard stopped a query (a BaseException: impl code must not swallow it)."""
+
+
+def guard_ms(deadline: float | None, timeout_ms: int | None = None) -> int | None:
+    """The z3 'timeout' (ms) for a query started now: what is left until `deadline`
+    (time.monotonic()), capped by `timeout_ms`; None for no clock at all. HangGuard when the
+    deadline has passed."""
+    left = None
+    if deadline is not None and deadline != float("inf"):
+        left = int((deadline - time.monotonic()) * 1000)
+        if left <= 0:
+            raise HangGuard("the hang guard was reached before the query")
+    if timeout_ms is not None:
+        left = int(timeout_ms) if left is None else min(left, int(timeout_ms))
+    return left
+
+
+def rlimit_count(solver: z3.Solver) -> int:
+    """z3's resource counter of the solver's context (it only grows: a query's use is a difference)."""
+    stats = solver.statistics()
+    return int(stats.get_key_value("rlimit count")) if "rlimit count" in stats.keys() else 0
+
+
+def why_unknown(solver: z3.Solver, rlimit: int, used: int) -> str:
+    """Which limit made a query that used `used` resource units unknown: the budget or the clock."""
+    reason = solver.reason_unknown()
+    if rlimit and used >= rlimit:
+        return f"rlimit exhausted: {rlimit} units"
+    if reason in ("timeout", "canceled"):
+        return f"hang guard: z3 stopped by the clock after {used} of {rlimit} rlimit units"
+    return f"z3 unknown ({reason}) after {used} of {rlimit} rlimit units"
+
+
+def _check(solver: z3.Solver, rlimit: int, deadline, timeout_ms, *conds):
+    """solver.check(*conds) with the hang guard as its clock: (result, rlimit units used, seconds)."""
+    ms = guard_ms(deadline, timeout_ms)
+    if ms is not None:
+        solver.set("timeout", max(ms, 1))
+    before, t0 = rlimit_count(solver), time.monotonic()
+    r = solver.check(*conds)
+    return r, rlimit_count(solver) - before, time.monotonic() - t0
 
 
 class Explorer:
     """Run a Python callable over every feasible path of its symbolic branches."""
 
-    def __init__(self, assume=(), *, rlimit: int, timeout_ms: int, max_paths: int = 512):
+    def __init__(self, assume=(), *, rlimit: int, timeout_ms: int | None = None,
+                 deadline: float | None = None, max_paths: int = 512):
         self.assume = [as_bool(a) for a in assume]
         self.rlimit = rlimit
         self.timeout_ms = timeout_ms
+        self.deadline = deadline
         self.max_paths = max_paths
         self.solver_calls = 0
         self.unknown_forks = 0
+        self.max_query_rlimit = 0        # the largest resource use of one query
+        self.max_query_seconds = 0.0
         self._solver = None
 
     def _check(self, conds):
         """(feasible, model or None) of the path conditions `conds` under the assumptions."""
         if self._solver is None:
-            self._solver = _solver(self.rlimit, self.timeout_ms)
+            self._solver = z3.Solver()
+            self._solver.set("rlimit", int(self.rlimit))
             self._solver.add(*self.assume)
         s = self._solver
         self.solver_calls += 1
-        r = s.check(*conds)
+        r, used, seconds = _check(s, self.rlimit, self.deadline, self.timeout_ms, *conds)
+        self.max_query_rlimit = max(self.max_query_rlimit, used)
+        self.max_query_seconds = max(self.max_query_seconds, seconds)
         if r == z3.sat:
             return True, s.model()
         if r == z3.unknown:
+            why = why_unknown(s, self.rlimit, used)
+            if why.startswith("hang guard"):
+                raise HangGuard(why)
             self.unknown_forks += 1       # explore it: an infeasible path only costs time
             return True, None
         return False, None
@@ -147,6 +200,8 @@ class Outcome:
     detail: str = ""
     counterexample: dict | None = None
     seconds: float = 0.0
+    max_query_rlimit: int = 0        # the largest resource use of one z3 query (of `rlimit` allowed)
+    max_query_seconds: float = 0.0   # the longest z3 query (information, not a verdict input)
 
 
 def _named_terms(value) -> list:
@@ -165,23 +220,32 @@ def hexmodel(model: z3.ModelRef, inputs: dict) -> dict:
     return out
 
 
-def prove(body: Callable[[], Any], inputs: dict, *, assume=(), rlimit: int, timeout_ms: int,
-          max_paths: int = 512, what: str = "", show: Callable[[dict], dict] | None = None
-          ) -> Outcome:
+def prove(body: Callable[[], Any], inputs: dict, *, assume=(), rlimit: int,
+          timeout_ms: int | None = None, deadline: float | None = None, max_paths: int = 512,
+          what: str = "", show: Callable[[dict], dict] | None = None) -> Outcome:
     """Prove that on every path of `body` (under `assume`) it returns a true value (or a dict of
     named true values: the names of the false ones are reported), raises nothing and meets every
     side condition. `inputs` name the symbolic inputs for counterexamples; `show`
-    may add derived values (computed concretely from the hex inputs) to a counterexample."""
+    may add derived values (computed concretely from the hex inputs) to a counterexample.
+    `rlimit` is the budget of each query; `deadline` (time.monotonic()) the hang guard."""
     t0 = time.monotonic()
     assume = list(assume) + list(getattr(inputs, "ranges", []))
-    ex = Explorer(assume, rlimit=rlimit, timeout_ms=timeout_ms, max_paths=max_paths)
+    ex = Explorer(assume, rlimit=rlimit, timeout_ms=timeout_ms, deadline=deadline,
+                  max_paths=max_paths)
+
+    def outcome(status, paths=0, queries=0, detail="", cex=None):
+        return Outcome(status, paths, queries, detail, cex, time.monotonic() - t0,
+                       ex.max_query_rlimit, ex.max_query_seconds)
+
     try:
         paths = ex.run(body)
     except TooManyPaths as e:
-        return Outcome("unknown", detail=f"{what}: {e}", seconds=time.monotonic() - t0)
+        return outcome("unknown", detail=f"{what}: {e}")
+    except HangGuard as e:
+        return outcome("unknown", 0, ex.solver_calls, f"{what}: {e} (budget not completed)")
     if not paths:
-        return Outcome("unknown", detail=f"{what}: the assumptions are contradictory, nothing was "
-                                         "checked", seconds=time.monotonic() - t0)
+        return outcome("unknown", detail=f"{what}: the assumptions are contradictory, nothing was "
+                                         "checked")
     bad = []
     terms = []
     for p in paths:
@@ -195,16 +259,19 @@ def prove(body: Callable[[], Any], inputs: dict, *, assume=(), rlimit: int, time
     fresh = z3.Context()
     s = z3.Solver(ctx=fresh)
     s.set("rlimit", int(rlimit))
-    s.set("timeout", int(timeout_ms))
     s.add(query.translate(fresh))
-    r = s.check()
     queries = ex.solver_calls + 1
+    try:
+        r, used, seconds = _check(s, rlimit, deadline, timeout_ms)
+    except HangGuard as e:
+        return outcome("unknown", len(paths), queries, f"{what}: {e} (budget not completed)")
+    ex.max_query_rlimit = max(ex.max_query_rlimit, used)
+    ex.max_query_seconds = max(ex.max_query_seconds, seconds)
     if r == z3.unsat:
-        return Outcome("proved", len(paths), queries, seconds=time.monotonic() - t0)
+        return outcome("proved", len(paths), queries)
     if r == z3.unknown:
-        return Outcome("unknown", len(paths), queries,
-                       detail=f"{what}: z3 unknown ({s.reason_unknown()}) at rlimit {rlimit}",
-                       seconds=time.monotonic() - t0)
+        return outcome("unknown", len(paths), queries,
+                       f"{what}: z3 unknown, {why_unknown(s, rlimit, used)}")
     m = s.model().translate(z3.main_ctx())
     cex = hexmodel(m, inputs)
     for i, p in enumerate(paths):
@@ -223,5 +290,4 @@ def prove(body: Callable[[], Any], inputs: dict, *, assume=(), rlimit: int, time
                              if isinstance(v, str) and v.startswith("0x")}))
         except Exception as e:     # a display problem must not hide the refutation
             cex["show_error"] = repr(e)
-    return Outcome("refuted", len(paths), queries, detail=what, counterexample=cex,
-                   seconds=time.monotonic() - t0)
+    return outcome("refuted", len(paths), queries, what, cex)
