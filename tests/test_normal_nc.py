@@ -316,3 +316,23 @@ def test_unaligned_unmap_deferred_tlbi_is_the_catalogued_short_range(prefix):
     assert h.step("map", addr=0x200000, size=0x400000, phys=0x100200000, prot=R | X) == (0, [])
     assert h.step("unmap", addr=0x3ff000, size=0x1001) == (0, [])
     assert h.findings == {}
+
+
+def test_the_short_range_finding_covers_only_leaves_past_the_invalidated_range():
+    """unmap-deferred-tlbi-short sets aside an S2-BBM violation of an unaligned unmap only where
+    the range TLBI cannot reach (at or after addr + (size >> PAGE_SHIFT pages)); a stale leaf
+    inside the invalidated pages is another bug and stays a violation."""
+    from ptspec.proofs.kernel import catalogue
+    from ptspec.spec.violation import Violation
+    step = {"op": "unmap", "ret": 0, "args": {"addr": 0x3ff000, "size": 0x1001}, "page_shift": 12}
+
+    def bbm(changed_at):
+        return Violation("S2-BBM", f"unmap: valid 2M leaf changed at {changed_at:#x} (now invalid "
+                                   "(0x0)) with no tlbi", {"changed_at": changed_at})
+    f = catalogue.finding_for(bbm(0x400000), step, (6, 12, 19))
+    assert f is not None and f.id == "unmap-deferred-tlbi-short"
+    assert catalogue.finding_for(bbm(0x3ff000), step, (6, 12, 19)) is None
+    assert catalogue.finding_for(bbm(0x400000), step, (6, 1, 0)) is None     # before 6.6
+    assert catalogue.finding_for(bbm(0x400000), dict(step, args={"addr": 0x3ff000,
+                                                                  "size": 0x2000}),
+                                 (6, 12, 19)) is None                         # page multiple

@@ -109,6 +109,7 @@ class KernelFinding:
     when: object                # step record -> bool: the violation's step matches the finding
     text: str = ""              # and the violation's message holds this (empty: any message)
     also: tuple = ()            # more (since, until) ranges: a fix backported to a stable branch
+    where: object = None        # (violation, step) -> bool: the violation's place fits it too
 
     def _ranges(self):
         return ((self.since, self.until),) + tuple(self.also)
@@ -388,8 +389,19 @@ FINDINGS = (
         lambda step: (step is not None and step.get("op") == "unmap"
                       and isinstance(step["args"].get("size"), int)
                       and step["args"]["size"] % 4096 != 0),
-        text="now invalid"),
+        text="now invalid", where=lambda v, step: _past_the_range_tlbi(v, step)),
 )
+
+
+def _past_the_range_tlbi(violation, step) -> bool:
+    """The leaf changed at or after the end of what kvm_tlb_flush_vmid_range(mmu, addr, size)
+    invalidates, addr + (size >> PAGE_SHIFT pages): the part of the walk the deferred TLBI misses
+    (step page_shift: the table's; without it, 64K, whose bound is the lowest)."""
+    where = getattr(violation, "where", None) or {}
+    ps = step.get("page_shift") or 16
+    a = step["args"]
+    at = where.get("changed_at")
+    return isinstance(at, int) and at >= a["addr"] + (a["size"] >> ps << ps)
 
 
 def finding_for(violation, step, version: tuple):
@@ -397,6 +409,6 @@ def finding_for(violation, step, version: tuple):
     vid = str(violation).split()[0]
     for f in FINDINGS:
         if (f.statement == vid and f.applies_to(version) and f.when(step)
-                and f.text in str(violation)):
+                and f.text in str(violation) and (f.where is None or f.where(violation, step))):
             return f
     return None

@@ -130,7 +130,8 @@ class CSideHarness(Stage2Harness):
         ret, found = super().step(op, **args)
         if not found:
             return ret, found
-        step = {"op": op, "ret": ret, "args": args, "cmo": self.params["cmo"]}
+        step = {"op": op, "ret": ret, "args": args, "cmo": self.params["cmo"],
+                "page_shift": self.params["page_shift"]}
         kept = []
         for v in found:
             f = catalogue.finding_for(v, step, self.version)
