@@ -157,8 +157,7 @@ def _options(budget: Budget) -> AnalysisOptionSet:
 
 
 def _spent(seen: _Observed) -> str:
-    return (f"{seen.iterations} iterations, {seen.queries} z3 queries, the longest "
-            f"{seen.max_seconds:.3f}s")
+    return f"{seen.iterations} iterations, {seen.queries} z3 queries"
 
 
 def _why(seen: _Observed, budget: Budget) -> str:
