@@ -42,7 +42,7 @@ _TABLE: dict[str, tuple[tuple[float | int, float | int, float | int], str]] = {
     "exhaustive_window_pages": ((4, 8, 16), "pages in the IPA window that exhaustive exploration uses"),
     "z3_rlimit": ((5_000_000, 20_000_000, 400_000_000), "z3 per-query resource limit ('rlimit'); "
                                                         "z3's clock is the hang guard"),
-    "crosshair_max_iterations": ((100, 500, 5_000), "CrossHair iterations (paths tried) per contract "
+    "crosshair_max_iterations": ((100, 200, 5_000), "CrossHair iterations (paths tried) per contract "
                                                     "/ diff pair (a diff splits them between its two "
                                                     "argument orders)"),
     "crosshair_smt_rlimit": ((1_000_000, 5_000_000, 50_000_000), "z3 resource limit ('rlimit') per "
