@@ -236,15 +236,21 @@ CAUGHT_OTHER_GRANULES = [
 ]
 
 
-@pytest.mark.parametrize("bug,engine,geometry,ids", CAUGHT_OTHER_GRANULES,
-                         ids=[c[0] for c in CAUGHT_OTHER_GRANULES])
-def test_engines_catch_planted_c_bugs_on_16k_and_64k(tmp_path, bug, engine, geometry, ids):
-    t = _tree()
-    bad = planted.scratch_tree(bug, t, tmp_path / "tree")
+def _refuted_on(tmp_path, bug, engine, geometry, ids):
+    """The planted bug's scratch tree, refuted by the engine on the geometry at the quick profile
+    with one of the statements ``ids``: (the tree, the counterexample)."""
+    bad = planted.scratch_tree(bug, _tree(), tmp_path / "tree")
     r = E.run_engine(bad, engine, budgets.budget("quick"), geometry=geometry)
     assert r.status == "refuted" and r.id == f"kernel.{engine}.{geometry}", r.detail
     cex = r.counterexample
     assert {v.split()[0] for v in cex["violations"]} & ids, cex["violations"]
+    return bad, cex
+
+
+@pytest.mark.parametrize("bug,engine,geometry,ids", CAUGHT_OTHER_GRANULES,
+                         ids=[c[0] for c in CAUGHT_OTHER_GRANULES])
+def test_engines_catch_planted_c_bugs_on_16k_and_64k(tmp_path, bug, engine, geometry, ids):
+    _, cex = _refuted_on(tmp_path, bug, engine, geometry, ids)
     env = {}
     with pytest.raises(AssertionError):          # runs as pasted, ends in the failing judge
         exec(cex["ops"], env)
@@ -338,12 +344,7 @@ CAUGHT_BY_OPTIONS = [
                          ids=[f"{c[0]}-{c[1]}" for c in CAUGHT_BY_OPTIONS])
 def test_engines_catch_bugs_only_the_geometry_options_reach(tmp_path, monkeypatch, bug, engine,
                                                             geometry, ids):
-    t = _tree()
-    bad = planted.scratch_tree(bug, t, tmp_path / "tree")
-    r = E.run_engine(bad, engine, budgets.budget("quick"), geometry=geometry)
-    assert r.status == "refuted" and r.id == f"kernel.{engine}.{geometry}", r.detail
-    cex = r.counterexample
-    assert {v.split()[0] for v in cex["violations"]} & ids, cex["violations"]
+    bad, cex = _refuted_on(tmp_path, bug, engine, geometry, ids)
     opts = subject.OPTIONS[geometry]
     assert all(f"{k}=True" in cex["ops"] for k in opts)     # the program builds the same table
     if opts.get("fwb"):                                     # and the C test says which table

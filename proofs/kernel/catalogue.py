@@ -143,6 +143,11 @@ def _conflict_einval(step) -> bool:
     return step is not None and bool(step.get("conflict")) and step.get("ret") == -22
 
 
+def _op(name: str):
+    """The step predicate of a finding that any step of one operation shows."""
+    return lambda step: step is not None and step.get("op") == name
+
+
 FINDINGS = (
     KernelFinding(
         "eagain-abort", "C-MAP", (5, 13, 0), None,
@@ -180,7 +185,7 @@ FINDINGS = (
         "this is the older design rather than a safety bug (also on a set_owner that fails with "
         "-ENOMEM part way, whose done part is annotated the same way); run on 5.14.2",
         ("kvm_pgtable_stage2_set_owner", "stage2_map_walker_try_leaf"),
-        lambda step: step is not None and step.get("op") == "set_owner"),
+        _op("set_owner")),
     KernelFinding(
         "unmap-direct-cmo", "C-CMO", (5, 14, 0), (5, 15, 0),
         "kvm_pgtable_stage2_unmap and kvm_pgtable_stage2_flush call the kernel's "
@@ -333,7 +338,7 @@ FINDINGS = (
         "6.12.19 (the first fixed release is not pinned down here)",
         ("kvm_pgtable_stage2_create_unlinked", "kvm_pgtable_stage2_free_unlinked",
          "stage2_split_walker"),
-        lambda step: step is not None and step.get("op") == "split"),
+        _op("split")),
     KernelFinding(
         "split-drops-memtype", "C-SPLIT", (6, 5, 0), None,
         "kvm_pgtable_stage2_split rebuilds a block from kvm_pgtable_stage2_pte_prot(pte), which "
@@ -351,7 +356,7 @@ FINDINGS = (
         "pages makes cacheable guest mappings visible over memory no clean to PoC covered (a "
         "device mapping owes none); seen running 6.6.63 and 6.12.19",
         ("kvm_pgtable_stage2_split", "stage2_split_walker", "kvm_pgtable_stage2_pte_prot"),
-        lambda step: step is not None and step.get("op") == "split"),
+        _op("split")),
     KernelFinding(
         "split-drops-memtype-pou", "CMO-POU", (6, 5, 0), None,
         "split-drops-memtype as CMO-POU sees it later: relax_perms granting X to a page of such a "
