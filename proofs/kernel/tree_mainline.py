@@ -24,7 +24,9 @@ None for an older walker (``ptspec.proofs.kernel.tree`` reads the rest of the sh
 * ``px``/``ux``: the enum's ``KVM_PGTABLE_PROT_PX`` and ``_UX`` (7.1 on): the spec's PX and UX bits
   are translated to them, and the generator draws prots with one of them only for such a tree;
 * ``s2_flags``/``flags_to_tree``: ``enum kvm_pgtable_stage2_flags`` (7.x: IDMAP BIT(0), no NOFWB);
-* ``donation_type``: ``KVM_HOST_INVALID_PTE_TYPE_DONATION``, the annotate type set_owner records use.
+* ``donation_type``: ``KVM_HOST_INVALID_PTE_TYPE_DONATION``, the annotate type set_owner records use;
+  ``poisoned_type``: ``KVM_GUEST_INVALID_PTE_TYPE_POISONED`` (annotate records carry the spec's
+  7.1 numbers, so a tree that renumbers the enum is refused).
 
 Nothing is inferred from the version number. ``defines()`` are the preprocessor symbols
 ``kdiff_mainline_rt.c`` is built with; ``unsupported()`` says, in one line, what the shim cannot
@@ -59,6 +61,7 @@ class Mainline:
     walk_flags_api: bool = False  # mkyoung returns void and takes walk flags, relax_perms too (7.x)
     prot_masks: tuple = ()      # the enum's mask for each spec prot bit (X, W, R, DEVICE): X is PX|UX
     donation_type: int | None = None  # KVM_HOST_INVALID_PTE_TYPE_DONATION's value (annotate trees)
+    poisoned_type: int | None = None  # KVM_GUEST_INVALID_PTE_TYPE_POISONED's value (annotate trees)
     s2_flags: tuple = ()        # (name, value) of enum kvm_pgtable_stage2_flags (7.x drops NOFWB)
     normal_nc: int | None = None  # KVM_PGTABLE_PROT_NORMAL_NC's value (6.9 on), None if absent
     px: int | None = None       # KVM_PGTABLE_PROT_PX's value (7.1 on), None if absent
@@ -196,6 +199,7 @@ def detect(pgtable_c: str, header: str) -> Mainline | None:
         normal_nc=_prot_mask(header, "NORMAL_NC"),
         px=_prot_mask(header, "PX"), ux=_prot_mask(header, "UX"),
         donation_type=_enum_value(header, "kvm_invalid_pte_type", "KVM_HOST_INVALID_PTE_TYPE_DONATION"),
+        poisoned_type=_enum_value(header, "kvm_invalid_pte_type", "KVM_GUEST_INVALID_PTE_TYPE_POISONED"),
         memattr1=re.search(r"PAGE_S2_MEMATTR\(\s*\w+\s*\)", pgtable_c) is not None,
         walk_flags_api=re.search(r"void\s+kvm_pgtable_stage2_mkyoung\s*\(", header) is not None)
 
@@ -283,6 +287,11 @@ def unsupported(ml: Mainline) -> str | None:
     if ml.annotate and ml.donation_type is None:
         return ("kvm_pgtable_stage2_annotate (7.x: invalid descriptors carry a type in bits 63:60 "
                 "and an annotation; set_owner is gone) is not judged by the spec yet")
+    if ml.annotate and ((ml.donation_type, ml.poisoned_type) != (2, 3)
+                        or ml.lock is not None and ml.lock[0] == "type" and ml.lock[3] != 1):
+        return ("enum kvm_invalid_pte_type is renumbered (the spec's is 7.1's: LOCKED 1, "
+                f"DONATION 2, POISONED 3; this tree's DONATION {ml.donation_type}, POISONED "
+                f"{ml.poisoned_type}): annotations would be misjudged")
     if ml.lock is None:
         return "no locked-PTE marker (KVM_INVALID_PTE_LOCKED) found: the shim cannot watch it"
     if ml.free == "free_unlinked" and not ml.test_clear_young and not ml.mkold:

@@ -187,6 +187,49 @@ def owner_tag(kernel_version) -> int:
     return tag
 
 
+# kvm_pgtable_stage2_annotate (7.1) stores any annotation an invalid descriptor can hold: a type
+# (enum kvm_invalid_pte_type) in bits 63:60 and an annotation in bits 59:1 (KVM_INVALID_PTE_ANNOT_MASK).
+# Types 0 (the empty descriptor) and 1 (KVM_INVALID_PTE_TYPE_LOCKED, break-before-make's marker) are
+# refused; DONATION (2) is pKVM's owner record on the host stage-2 (owner_tag), and POISONED (3) marks
+# a guest page the host reclaimed by force. pgtable.c gives other types no meaning: it stores them.
+INVALID_TYPE_SHIFT = 60
+TYPE_LOCKED, TYPE_DONATION, TYPE_POISONED = 1, 2, 3     # enum kvm_invalid_pte_type in 7.1
+ANNOT_MASK = U64 & ~(VALID | INVALID_TYPE_MASK)          # KVM_INVALID_PTE_ANNOT_MASK: bits 59:1
+ANNOTATE_SINCE = (7, 1, 0)
+
+
+def has_annotate(kernel_version) -> bool:
+    """Whether a kernel version's stage-2 invalid descriptors are typed annotations written by
+    kvm_pgtable_stage2_annotate (a tuple; None: 5.12-6.1): from 7.1 on."""
+    return kernel_version is not None and tuple(kernel_version) >= ANNOTATE_SINCE
+
+
+def annotation_descriptor(type_, annotation):
+    """The invalid descriptor kvm_pgtable_stage2_annotate stores for (type, annotation), or None
+    when the call must be refused (-EINVAL): an annotation with bit 0 or any of bits 63:60 set, a
+    type of 0 or TYPE_LOCKED, or a type the 4-bit field cannot hold (16 and above, or negative: the
+    field would store another type than the one asked for)."""
+    if annotation & ~ANNOT_MASK or not TYPE_LOCKED < type_ < 16:
+        return None
+    return annotation | type_ << INVALID_TYPE_SHIFT
+
+
+def annotation_type(desc) -> int:
+    """The type (bits 63:60) of an invalid descriptor from 7.1."""
+    return (desc & INVALID_TYPE_MASK) >> INVALID_TYPE_SHIFT
+
+
+def is_other_annotation(desc, tag) -> bool:
+    """From 7.1 (tag: owner_tag, non-zero): an invalid descriptor that annotate stores and that is
+    not an owner record: a type other than 0, TYPE_LOCKED and the owner type, with any annotation
+    in bits 59:1 (POISONED, with annotation 0, is what pKVM writes; the rest pgtable.c stores as
+    given). Before 7.1 (tag 0) there is no such descriptor."""
+    if not tag or desc & VALID:
+        return False
+    t = annotation_type(desc)
+    return t not in (0, TYPE_LOCKED) and t << INVALID_TYPE_SHIFT != tag
+
+
 def owner_of(desc, owner_field, tag=0):
     """Owner id of an invalid descriptor shaped like an annotation, else None.
 

@@ -274,6 +274,46 @@ def contract_set_owner(pre, step, post):
     return rep.result()
 
 
+@statement("C-ANNOTATE", constrains=(
+    "kvm_pgtable_stage2_annotate", "stage2_map_walker_try_leaf", "stage2_leaf_mapping_allowed"),
+    kernel_versions="7.1-")
+def contract_annotate(pre, step, post):
+    """C-ANNOTATE: kvm_pgtable_stage2_annotate writes one typed annotation on every page of a range.
+
+    Statement (7.1 on; kernel_version): -EINVAL with nothing changed when the annotation has bit 0
+    or any of bits 63:60 set, or the type is 0, KVM_INVALID_PTE_TYPE_LOCKED, or a value the 4-bit
+    type field cannot hold (D.annotation_descriptor); -ERANGE/-EINVAL from the walk with nothing
+    changed; an empty range returns 0. Otherwise, as set_owner: every page of R becomes the invalid
+    descriptor annotation | type << 60 in a level-3 slot (annotate forces page granularity), valid
+    leaves it replaces broken before (S2-BBM), never -EAGAIN, on -ENOMEM each page done, unchanged,
+    or invalid 0 as split collateral; outside R unchanged or split collateral. A state before 7.1
+    has no such call.
+
+    Why: pKVM records page ownership (KVM_HOST_INVALID_PTE_TYPE_DONATION) and pages the host took
+    back from a guest (KVM_GUEST_INVALID_PTE_TYPE_POISONED) with it; a type 0 or LOCKED descriptor
+    would read as an empty entry or as a break-before-make in progress forever, and an annotation
+    with bit 0 set is a valid descriptor: a translation nobody asked for.
+
+    Constrains: kvm_pgtable_stage2_annotate, stage2_map_walker_try_leaf, stage2_leaf_mapping_allowed.
+    """
+    rep = Report("C-ANNOTATE", step)
+    if not D.has_annotate(pre.kernel_version):
+        rep.add("kvm_pgtable_stage2_annotate does not exist before 7.1 (the state's kernel_version "
+                f"is {pre.kernel_version!r})")
+        return rep.result()
+    if not check_geometry(rep, pre, post):
+        return rep.result()
+    A, E = op_range(pre, step)
+    want = D.annotation_descriptor(step.args["type"], step.args["annotation"])
+    if early_exit(rep, pre, post, step, A, E, EINVAL if want is None else None):
+        return rep.result()
+    check_ret(rep, step, (0, ENOMEM))
+    _check_inside(rep, pre, post, A, E, [(A, E, 3)], lambda level, ipa: want, step.ret, allow_eagain=False,
+                  page_fn=lambda base, i, j: [want] * (j - i))
+    _check_outside(rep, pre, post, A, E, "annotated")
+    return rep.result()
+
+
 @statement("C-INIT", constrains=(
     "kvm_pgtable_stage2_init", "kvm_pgd_pages", "zalloc_pages_exact", "kvm_get_vtcr"))
 def contract_init(pre, step, post):
