@@ -1,8 +1,9 @@
-"""7.1's kvm_pgtable_stage2_annotate driven with its own inputs (C-ANNOTATE), POISONED and other
-typed annotations in the tables (S2-OWN), the generator's annotate draws (only for a subject that
-has annotate: impl's and 6.x trees' programs stay as they were), the catalogued
-annotate-type-truncated, and three planted bugs each caught by the new judgement only. The tree
-tests skip without a cached tree."""
+"""7.1's annotations and init flags. kvm_pgtable_stage2_annotate driven with its own inputs
+(C-ANNOTATE), POISONED and other typed annotations in the tables (S2-OWN), the generator's annotate
+draws (only for a subject that has annotate: impl's and 6.x trees' programs stay as they were), the
+catalogued annotate-type-truncated; KVM_PGTABLE_S2_AS_S1 (C-MAP's MemAttr, cacheability, 16k-47's
+table); four planted bugs each caught by the new judgement only. The tree tests skip without a
+cached tree."""
 
 import pytest
 
@@ -137,8 +138,12 @@ def test_7_1_annotate_inputs_on_the_c():
     assert h.step("set_owner", addr=0x400000, size=0x1000, owner_id=2) == (None, [])
     assert h.step("set_owner", addr=0x400000, size=0x1000, owner_id=1) == (0, [])
     assert h.pgt.get_leaf(0x400000)[1] == OWNER1
-    assert any("kvm_pgtable_stage2_annotate" in c for c in h.lines) is False   # Python lines
     assert any(ln.startswith("pgt.annotate(0x201000, 0x2000, mc, 3, 0x0)") for ln in h.lines)
+    from ptspec.proofs.kernel import check
+    text = check.c_test_body(h.trace, shape=h.tree.shape)
+    assert "kvm_pgtable_stage2_annotate(pgt, 0x201000, 0x2000, mc, 3, 0);" in text
+    assert "kvm_pgtable_stage2_annotate(pgt, 0x400000, 0x1000, mc, " \
+           "KVM_HOST_INVALID_PTE_TYPE_DONATION, 2);" in text
 
 
 @pytest.mark.parametrize("t,a,stored,left", [
@@ -194,3 +199,70 @@ def test_planted_bugs_are_caught_only_with_annotate_driven(tmp_path):
                 return [f for f in base.program_rules(opt) if f.__name__ != "annotate"]
         r = check.check_geometry(scratch, "4k-39", quick, 0, harness=Blind)
         assert r.status == "passed", (rid, r.detail)
+
+
+# -- KVM_PGTABLE_S2_AS_S1 ------------------------------------------------------------------------
+
+def test_as_s1_memattr_for_every_prot_and_the_same_refusals():
+    R, W, X, DEV, NC = D.PROT_R, D.PROT_W, D.PROT_X, D.PROT_DEVICE, D.PROT_NORMAL_NC
+    for fwb, want in ((False, 0xF), (True, 0x7)):
+        for prot in (R | W, R | W | DEV, R | NC, R | X):
+            attrs = D.prot_attrs(prot, fwb, True, True, as_s1=True)
+            assert attrs is not None and D.leaf_attrs(attrs).memattr == want, (hex(prot), fwb)
+            assert D.is_cacheable(attrs, fwb, as_s1=True)
+        for prot in (R | X | DEV, R | X | NC, R | DEV | NC, R | D.PROT_PX):
+            assert D.prot_attrs(prot, fwb, True, True, as_s1=True) is None, hex(prot)
+    # with FWB a device leaf of an AS_S1 table is not "normal", yet cacheable there
+    dev = D.prot_attrs(R | DEV, True, as_s1=True)
+    assert not D.is_cacheable(dev, True) and D.is_cacheable(dev, True, as_s1=True)
+
+
+def test_c_map_reads_as_s1_from_the_state():
+    from test_spec_builder import leaf
+    pre = _s2()
+    post_s1, post_dev = pre.copy(), pre.copy()
+    post_s1.page(0x2000, 0x8000_2000)                        # MemAttr 0xf (normal = AS_S1, no FWB)
+    post_dev.set(0x2000, 3, leaf(0x8000_2000, 3, 12, device=True))
+    args = dict(addr=0x2000, size=0x1000, phys=0x8000_2000, prot=D.PROT_R | D.PROT_W | D.PROT_DEVICE,
+                force_pte=False)
+
+    def judge(post, as_s1):
+        raw_pre, raw_post = _raw(pre, V71), _raw(post, V71)
+        raw_pre["as_s1"] = raw_post["as_s1"] = as_s1
+        return ids(spec.check_step(raw_pre, step("map", 0, **args), raw_post))
+    assert judge(post_s1, True) == [] and judge(post_dev, False) == []
+    assert judge(post_dev, True) == ["C-MAP"] and judge(post_s1, False) == ["C-MAP"]
+
+
+def test_as_s1_only_on_16k_47_of_a_tree_that_has_it():
+    from ptspec.proofs.kernel import subject
+    h = subject.subject_factory(need_tree("7.1"))(14, 47, arena_pages=512, cmo=True)
+    assert h.pgt.snapshot(False)["as_s1"] and "flags=4" in h.make_source
+    # a device map: stage 1 decides (MemAttr 0xf without FWB), and it is cacheable: D-cache cleaned
+    ret, found = h.step("map", addr=0x200000, size=0x4000, phys=0x4000200000, prot=0xe)
+    assert (ret, found) == (0, []) and D.leaf_attrs(h.pgt.get_leaf(0x200000)[1]).memattr == 0xF
+    assert any(ln.startswith("pgt.map(0x200000") for ln in h.lines)
+    assert not subject.subject_factory(need_tree("7.1"))(14, 40).pgt.snapshot(False)["as_s1"]
+    h612 = subject.subject_factory(need_tree("6.12"))(14, 47, arena_pages=512)
+    assert not h612.pgt.snapshot(False)["as_s1"]
+    with pytest.raises(ValueError, match="AS_S1"):
+        subject.subject_factory(need_tree("6.12"))(12, 39, flags=4)
+
+
+def test_planted_as_s1_bug_is_caught_only_with_as_s1_set(tmp_path):
+    from ptspec.proofs.kernel import check
+    from ptspec.proofs.kernel import planted_mainline as PM
+    from ptspec.proofs.kernel import subject
+    from ptspec.proofs.runner import budgets
+    rv = PM.BY_ID["as-s1-device-forced"]
+    scratch = PM.scratch_tree(rv, need_tree("7.1"), tmp_path / "t")
+    assert ids(PM.run_sequence(rv, scratch)[0]) == ["C-MAP"]
+    assert PM.run_sequence(rv, need_tree("7.1"))[0] == []
+    quick = budgets.budget("quick")
+    r = check.check_geometry(scratch, "16k-47", quick, 0)
+    assert r.status == "refuted" and r.detail.startswith("16k-47: C-MAP"), r.detail
+
+    class NoAsS1(subject.subject_factory(scratch)):
+        AS_S1_GEOMETRIES = set()
+    r = check.check_geometry(scratch, "16k-47", quick, 0, harness=NoAsS1)
+    assert r.status == "passed", r.detail

@@ -25,6 +25,7 @@ import ctypes
 
 from ptspec.proofs.kernel import cside
 from ptspec.proofs.kernel.cside import CPgtable, _u64
+from ptspec.proofs.kernel.tree_mainline import SPEC_FLAG_AS_S1
 
 EV_TLBI_RANGE, EV_TLBI_NSH, EV_LOCK, EV_FREE_UNLINKED, EV_FREED = 7, 8, 9, 10, 11
 
@@ -56,7 +57,12 @@ class CPgtableMainline(CPgtable):
     def __init__(self, page_shift: int = 12, ia_bits: int = 40, *, src=None, **kw):
         if src is None or getattr(src.shape, "mainline", None) is None:
             raise ValueError("CPgtableMainline needs a tree with the reworked walker (6.2 on)")
+        as_s1 = kw.get("flags", 0) & SPEC_FLAG_AS_S1    # 7.1's KVM_PGTABLE_S2_AS_S1 (flags_to_tree)
+        if as_s1 and "KVM_PGTABLE_S2_AS_S1" not in dict(src.shape.mainline.s2_flags):
+            raise ValueError(f"Linux {src.version} has no KVM_PGTABLE_S2_AS_S1")
+        kw["flags"] = kw.get("flags", 0) & ~SPEC_FLAG_AS_S1
         super().__init__(page_shift, ia_bits, src=src, **kw)
+        self.flags |= as_s1
         self.shape = src.shape.mainline
         self.version = src.version
         _bind(self.lib)
@@ -180,6 +186,7 @@ class CPgtableMainline(CPgtable):
     def snapshot(self, drain_log: bool = True) -> dict:
         state = super().snapshot(drain_log)
         state["kernel_version"] = self.version
+        state["as_s1"] = bool(self.flags & SPEC_FLAG_AS_S1)
         state["pte_locks"] = [list(x) for x in self.locks]
         state["unlinked_freed"] = [list(x) for x in self.freed]
         state["pages_freed"] = [list(x) for x in self.pages_freed]

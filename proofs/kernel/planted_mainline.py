@@ -30,7 +30,8 @@ stored valid (S2-LOCKED), and NORMAL_NC (6.9 on) mishandled by ``stage2_set_prot
 ``xnx-assumed`` (PX without UX mapped on a CPU without FEAT_XNX), and annotate (7.1 on, C-ANNOTATE,
 S2-RC): ``annotate-locked-accepted`` (type LOCKED stored), ``annotate-mask-unchecked`` (an
 annotation with bit 0 stored as a valid descriptor), ``poison-uncounted`` (POISONED annotations
-not counted in the table's refcount).
+not counted in the table's refcount), and AS_S1 (7.1 on, 16k-47's table): ``as-s1-device-forced``
+(a device map in an AS_S1 table given Device-nGnRE).
 
 ``HYP_PLANTS`` are bugs planted (not upstream fixes) in each 6.x tree's hyp stage-1 unmap
 (``hyp-unmap-keeps-table``, ``hyp-unmap-uncounted``), run by ``run_hyp_sequence`` on the hyp
@@ -191,6 +192,17 @@ PLANTS += (
            (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=6)),
             ("annotate", dict(addr=0x201000, size=0x1000, type=3, annotation=0))),
            upstream=False),)
+# KVM_PGTABLE_S2_AS_S1 (7.1 on): the device case of stage2_set_prot_attr bypasses the table's AS_S1
+# override (PAGE_S2_MEMATTR instead of KVM_S2_MEMATTR): a device map in an AS_S1 table forces
+# Device-nGnRE at stage 2 where stage 1 should decide; the same code without AS_S1 is unchanged
+PLANTS += (
+    Revert("as-s1-device-forced", "stage2_set_prot_attr's device case ignores "
+           "KVM_PGTABLE_S2_AS_S1: a device map in an AS_S1 table gets MemAttr Device-nGnRE", "7.1",
+           (_e("as-s1-device-forced", "stage2_set_prot_attr", "KVM_S2_MEMATTR(pgt, DEVICE_nGnRE)",
+               "KVM_S2_MEMATTR(pgt, DEVICE_nGnRE)", "PAGE_S2_MEMATTR(DEVICE_nGnRE)"),),
+           ("16k-47",), ("C-MAP",),
+           (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=0xe)),),
+           harness=(("flags", 4),), upstream=False),)   # 4k-39 with AS_S1 (SPEC_FLAG_AS_S1)
 # Bugs planted in the hyp stage-1 code of the reworked walker (not upstream fixes), so that the hyp
 # engine is seen to catch a wrong hyp table on 6.x C code: their sequences run on the hyp harness
 # (``run_hyp_sequence``, 4K / 48-bit VA).

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from ptspec.spec.stage2 import mainline as ML
 from ptspec.proofs.kernel.cside_mainline import CPgtableMainline
+from ptspec.proofs.kernel.tree_mainline import SPEC_FLAG_AS_S1
 from ptspec.proofs.kernel.subject import CSideHarness
 from ptspec.proofs.stage2.harness import ERRNO_NAMES, fmt
 from ptspec.proofs.stage2.strategies import choose_address, choose_annotation, choose_size
@@ -38,6 +39,16 @@ class MainlineHarness(CSideHarness):
     # as the non-fault callers do (walk flags 0)
     FAULT_PATH = {(12, 40)}
     FAULT_FLAGS = (1 << 3) | (1 << 4)
+    # Geometries whose table is initialised with KVM_PGTABLE_S2_AS_S1 (7.1 on, where the tree's
+    # enum kvm_pgtable_stage2_flags has it): every leaf's MemAttr is stage 1's (16k-47: no FWB, CMO
+    # hooks on, no other option, so the rest of the lock-step keeps its normal/device/NC coverage)
+    AS_S1_GEOMETRIES = {(14, 47)}
+
+    def __init__(self, page_shift: int = 12, ia_bits: int = 40, **kw):
+        if ((page_shift, ia_bits) in self.AS_S1_GEOMETRIES
+                and "KVM_PGTABLE_S2_AS_S1" in dict(self.tree.shape.mainline.s2_flags)):
+            kw["flags"] = kw.get("flags", 0) | SPEC_FLAG_AS_S1
+        super().__init__(page_shift, ia_bits, **kw)
 
     @classmethod
     def program_rules(cls, opt):

@@ -69,16 +69,19 @@ class Mainline:
 
     def flags_to_tree(self, flags: int) -> int:
         """Stage-2 init flags in the spec's encoding (6.x: KVM_PGTABLE_S2_NOFWB BIT(0),
-        KVM_PGTABLE_S2_IDMAP BIT(1)) as this tree's enum; a flag the tree lacks raises ValueError."""
+        KVM_PGTABLE_S2_IDMAP BIT(1); and SPEC_FLAG_AS_S1, BIT(2), for 7.1's KVM_PGTABLE_S2_AS_S1)
+        as this tree's enum; a flag the tree lacks raises ValueError."""
         have = dict(self.s2_flags)
         out = 0
-        for bit, name in ((0, "KVM_PGTABLE_S2_NOFWB"), (1, "KVM_PGTABLE_S2_IDMAP")):
+        for bit, name in ((0, "KVM_PGTABLE_S2_NOFWB"), (1, "KVM_PGTABLE_S2_IDMAP"),
+                          (2, "KVM_PGTABLE_S2_AS_S1")):
             if flags >> bit & 1:
                 if name not in have:
                     raise ValueError(f"this tree's enum kvm_pgtable_stage2_flags has no {name}")
                 out |= have[name]
-        if flags & ~3:
-            raise ValueError(f"stage-2 flags {flags:#x}: only NOFWB (1) and IDMAP (2) are known")
+        if flags & ~7:
+            raise ValueError(f"stage-2 flags {flags:#x}: only NOFWB (1), IDMAP (2) and AS_S1 (4) "
+                             "are known")
         return out
 
     def prot_to_tree(self, prot: int) -> int:
@@ -213,7 +216,8 @@ SPEC_PROT_PX, SPEC_PROT_UX = 1 << 5, 1 << 6   # PROT_PX, PROT_UX (X, bit 0, is b
 # is mem_protect.c's KVM_HOST_DONATION_PTE_OWNER_MASK, GENMASK(3, 1) (not among the cached files,
 # so a fact stated here), and the ids set_owner records use are those of 6.x: up to PKVM_ID_HYP, 1
 ANNOTATE_OWNER_FIELD = (3, 1)
-ANNOTATE_MAX_OWNER_ID = 1        # KVM_PGTABLE_PROT_SW0..3, the same bits in every enum so far
+ANNOTATE_MAX_OWNER_ID = 1
+SPEC_FLAG_AS_S1 = 1 << 2         # the spec's (and the harness's) init flag for KVM_PGTABLE_S2_AS_S1        # KVM_PGTABLE_PROT_SW0..3, the same bits in every enum so far
 
 
 def _enum_body(header: str, name: str) -> str | None:

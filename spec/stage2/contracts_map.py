@@ -185,7 +185,10 @@ def contract_map(pre, step, post):
     (KVM_PGTABLE_PROT_NORMAL_NC, D.has_normal_nc) a prot with NORMAL_NC maps MemAttr normal
     non-cacheable, and NORMAL_NC with X or with DEVICE is -EINVAL (before 6.9 the bit is ignored).
     From 7.1 (D.has_px_ux) X is split into PX and UX: a prot with exactly one of them is -EINVAL
-    (judged without FEAT_XNX), and either of them counts as X with DEVICE or NORMAL_NC. ret -ENOMEM: each page of R is done, unchanged, or invalid 0 because its pre-op block was
+    (judged without FEAT_XNX), and either of them counts as X with DEVICE or NORMAL_NC; in a table
+    initialised with KVM_PGTABLE_S2_AS_S1 (the state's as_s1) every leaf's MemAttr is the AS_S1
+    encoding (D.MEMATTR_AS_S1), device and NORMAL_NC prots included, the -EINVAL rules unchanged.
+    ret -ENOMEM: each page of R is done, unchanged, or invalid 0 because its pre-op block was
     split. Outside R: unchanged, except pages of a pre-op block intersecting R, which may become
     invalid 0 (the split's collateral). A map whose output range exceeds 2**pa_bits is outside the
     contract's domain: only the outside-R rule is checked then.
@@ -206,7 +209,7 @@ def contract_map(pre, step, post):
     a = step.args
     A, E = op_range(pre, step)
     attrs = D.prot_attrs(a["prot"], pre.has_fwb, D.has_normal_nc(pre.kernel_version),
-                         D.has_px_ux(pre.kernel_version))
+                         D.has_px_ux(pre.kernel_version), pre.as_s1)
     refused = attrs is None or (pre.idmap and a["addr"] != a["phys"])
     if early_exit(rep, pre, post, step, A, E, EINVAL if refused else None):
         return rep.result()
