@@ -168,6 +168,11 @@ class Mainline:
             parts.append(f"PX/UX prots {self.px:#x}/{self.ux:#x} (no FEAT_XNX: one alone is -EINVAL)")
         if self.donation_type is not None:
             parts.append(f"owner annotations typed {self.donation_type} in bits 63:60")
+        if self.annotate and self.poisoned_type is not None:
+            parts.append(f"annotate driven (POISONED {self.poisoned_type}, other types, refused "
+                         "inputs)")
+        if "KVM_PGTABLE_S2_AS_S1" in dict(self.s2_flags):
+            parts.append("KVM_PGTABLE_S2_AS_S1 on 16k-47's table")
         if self.lock:
             parts.append(f"locked-PTE marker BIT({self.lock[1]})" if self.lock[0] == "bit" else
                          f"locked-PTE type {self.lock[3]} in bits {self.lock[1]}:{self.lock[2]}")
