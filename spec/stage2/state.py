@@ -211,7 +211,8 @@ class State:
     """
 
     __slots__ = ("kind", "page_shift", "ia_bits", "start_level", "pa_bits", "owner_field",
-                 "max_owner_id", "has_fwb", "cmo", "idmap", "as_s1", "roots", "pages", "refcount", "memcache",
+                 "max_owner_id", "has_fwb", "cmo", "idmap", "as_s1", "roots", "pages", "refcount",
+                 "memcache",
                  "free_pages", "pool_errors", "tlb_log", "kernel_version", "_walk", "_events", "_tuples")
 
     @property
