@@ -155,7 +155,7 @@ def load_lguest_state(raw):
         kernel_address=parse_int(_req(raw, "kernel_address", "state"), "kernel_address", 0, U32),
         linear_pages=_bool(_req(raw, "linear_pages", "state"), "linear_pages"),
         cpu_pgd=cpu_pgd,
-        stack=(parse_int(stack[0], "stack[0]", 0, U32), parse_int(stack[1], "stack[1]", 0, U64)),
+        stack=(parse_int(stack[0], "stack[0]", 0, U32), parse_int(stack[1], "stack[1]", 0, U32)),
         dead=dead, freed=_bool(raw.get("freed", False), "freed"),
         guest_mem=mem, pgdirs=pgdirs, tables=tables, refs=refs,
         host_errors=[(str(k), str(t)) for k, t in errors])

@@ -1,0 +1,609 @@
+"""No traceback, ever: hypothesis fuzz of every input ptspec reads from a user.
+
+The readers: ``spec.check_any`` (raw states of the four kinds and step files ``{"pre", "step",
+"post"}``, as ``ptspec check-state`` hands them), ``spec.check_state`` / ``spec.check_step`` called
+by a program with dicts, the ``ptspec check-state FILE`` command (JSON text), and ``ptspec merge
+REPORT.json...``. Valid inputs (tests/state_samples.py, exported by the impl harnesses) are mutated:
+keys deleted, values of another type or hostile (extreme integers, odd strings, nested junk), page
+keys renamed or duplicated, table descriptors rewired to other pages (cycles, shared tables), step
+records with random ops, args, ret and out. The only acceptable outcomes are a list of violations or
+a StateError (API), exit 0/1 or exit 2 with one line on stderr that is not an "internal error" (CLI,
+merge), each within a CPU-time budget (a walk must cost what the input holds, not what an address
+it names spans): a hang is interrupted by a CPU-time timer and fails the test.
+
+Every hypothesis run is derandomized, with no deadline and no example database: the same examples
+each time. PTSPEC_FUZZ_HEAVY=N multiplies every example count by N. The hand-written adversarial
+cases at the bottom pin the bugs the fuzz found (each names its input shape) and the planted-bug
+tests show the harness can fail.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import signal
+import time
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ptspec import spec
+from ptspec.proofs.cli import check_state as cli_check_state
+from ptspec.proofs.cli import main as cli
+from state_samples import KINDS, sample, step_sample
+
+HEAVY = max(1, int(os.environ.get("PTSPEC_FUZZ_HEAVY", "1") or 1))
+CPU_BUDGET = 5.0          # CPU seconds for one judgement of one (small) input; the samples take < 0.1
+COUNTS: Counter = Counter()     # examples run per (reader, kind): printed at the end (-s)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_counts():
+    yield
+    print("\nfuzz examples run:", dict(sorted(COUNTS.items())))
+
+
+def fuzz_settings(n):
+    return settings(max_examples=n * HEAVY, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=list(HealthCheck), print_blob=False)
+
+
+class OverBudget(Exception):
+    """The CPU-time budget of one judgement ran out (a hang or a walk over an address range)."""
+
+
+def _on_prof(signum, frame):
+    raise OverBudget(f"more than {CPU_BUDGET} CPU seconds")
+
+
+def within_budget(fn, *args):
+    """fn(*args), interrupted by OverBudget after CPU_BUDGET seconds of this process's CPU time."""
+    old = signal.signal(signal.SIGPROF, _on_prof)
+    signal.setitimer(signal.ITIMER_PROF, CPU_BUDGET)
+    try:
+        return fn(*args)
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old)
+
+
+def judged(fn, obj):
+    """fn(obj) must return a list of Violations or raise StateError, within the budget."""
+    try:
+        found = within_budget(fn, obj)
+    except spec.StateError as exc:
+        text = str(exc)
+        assert text and "\n" not in text and len(text) < 400, f"StateError message: {text!r}"
+        return "StateError"
+    assert isinstance(found, list) and all(isinstance(v, spec.Violation) for v in found), found
+    for v in found:
+        str(v)                  # a violation can be printed
+    return "violations"
+
+
+def plain(obj):
+    """obj with tuples as lists (the samples hold some tuples; a mutation edits lists in place)."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
+# -- mutation of a JSON tree ------------------------------------------------------------------
+
+EXTREME = [0, 1, -1, 2, 3, 4, 7, 12, 16, 32, 52, 63, 64, 0xFFF, 0x1000, 0x200000, 1 << 31,
+           (1 << 32) - 1, 1 << 32, 1 << 48, (1 << 48) - 0x1000, 1 << 52, (1 << 52) - 0x10000,
+           1 << 62, 1 << 63, (1 << 63) - 1, (1 << 64) - 1, 1 << 64, (1 << 64) - 0x1000,
+           -(1 << 63), -(1 << 64), 1 << 200, -(1 << 200)]
+ODD_STRINGS = ["", "x", "0x", "0x1g", "1_2", " 12", "12 ", "\u0661\u0662", "-0x10", "0x1000",
+               "18446744073709551615", "18446744073709551616", "0xffffffffffffffff", "-1", "1e3",
+               "9" * 90, "0x" + "f" * 78, "nan", "true", "null", "arm64-stage2", "lguest-x86",
+               "arm64-hyp-s1", "tlbi_ipa", "tlbi_vmid", "map", "access", "done", "\x00", "\ud800"]
+PAGE_KEYS = ["0", "4096", "0x1000", "0X1000", "-4096", "4095", "18446744073709547520",
+             "0xfffffffffffff000", "18446744073709551616", "9223372036854775808", " 4096",
+             "4096 ", "+4096", "1e4", "", "\u0664\u0660\u0669\u0666", "0x", "00004096", "4_096"]
+
+scalars = st.one_of(
+    st.sampled_from(EXTREME), st.integers(-(1 << 70), 1 << 70), st.sampled_from(ODD_STRINGS),
+    st.text(max_size=4), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none())
+junk = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(["0", "a", "kind", "op", "4096"]),
+                                                 inner, max_size=3)), max_leaves=8)
+
+
+def _nodes(obj, path=()):
+    yield path, obj
+    if len(path) > 10:
+        return
+    if isinstance(obj, dict):
+        for k, v in list(obj.items()):
+            yield from _nodes(v, path + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _nodes(v, path + (i,))
+
+
+def _role(path):
+    return tuple("*" if isinstance(k, int) or k.isdigit() or k.startswith("0x") else k for k in path)
+
+
+def _retyped(old):
+    """old as another JSON type: int <-> str <-> float <-> bool <-> None <-> list <-> dict."""
+    if type(old) is int:
+        return [str(old), hex(old) if old >= 0 else str(old), float(old) if abs(old) < 1 << 1000
+                else 1e308, bool(old), None, [old], {"0": old}]
+    if isinstance(old, str):
+        return [len(old), None, [old], {old: old}, old.upper(), old + "x", old[:-1]]
+    if isinstance(old, list):
+        return [{str(i): v for i, v in enumerate(old)}, old[:-1], old + old[:1], old[::-1], [old],
+                tuple(old), len(old)]
+    if isinstance(old, dict):
+        return [list(old.values()), list(old), {}, [old]]
+    return [0, "0", [], {}]
+
+
+@st.composite
+def mutated(draw, base):
+    """A copy of base with one to three mutations at nodes drawn by role."""
+    obj = plain(base)
+    for _ in range(draw(st.integers(1, 3))):
+        roles = {}
+        for path, value in _nodes(obj):
+            roles.setdefault(_role(path), []).append((path, value))
+        role = draw(st.sampled_from(sorted(roles, key=repr)))
+        path, old = draw(st.sampled_from(roles[role]))
+        action = draw(st.sampled_from(["replace", "retype", "delete", "rekey", "junk", "grow"]))
+        if action == "retype":
+            new = draw(st.sampled_from(_retyped(old)))
+        elif action == "junk":
+            new = draw(junk)
+        elif action == "grow" and isinstance(old, list):
+            new = old + [draw(st.sampled_from(old)) if old else 0] * draw(st.sampled_from([1, 7, 600]))
+        elif action == "rekey" and isinstance(old, dict) and old:
+            k = draw(st.sampled_from(sorted(old, key=str)))
+            new = dict(old)
+            new[draw(st.sampled_from(PAGE_KEYS))] = new.pop(k) if draw(st.booleans()) else new[k]
+        else:
+            new = draw(scalars)
+        if not path:
+            obj = new
+            continue
+        parent = obj
+        for k in path[:-1]:
+            parent = parent[k]
+        if action == "delete":
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = new
+    return obj
+
+
+# -- table rewiring: cycles, shared tables, descriptors pointing anywhere -----------------------
+
+def _addr_bits(pa, ps):
+    """A table descriptor's output-address field (64K: PA 51:48 in bits 15:12)."""
+    bits = pa & ((1 << 48) - 1) & ~((1 << ps) - 1)
+    return bits | (((pa >> 48) & 0xF) << 12 if ps == 16 else 0)
+
+
+@st.composite
+def rewired(draw, base):
+    """A copy of an arm64 state (or of the pre/post of a step file) whose descriptors are rewritten
+    to tables of other pages (an ancestor, itself, a sibling, a root, a page that is not there) or
+    to drawn 64-bit values, roots reordered or repeated."""
+    obj = plain(base)
+    states = [obj[k] for k in ("pre", "post") if k in obj] or [obj]
+    s = draw(st.sampled_from(states))
+    pages = s["pages"]
+    ps = int(s["page_shift"])
+    keys = sorted(pages, key=str)
+    for _ in range(draw(st.integers(1, 4))):
+        key = draw(st.sampled_from(keys))
+        i = draw(st.integers(0, len(pages[key]) - 1))
+        target = draw(st.one_of(st.sampled_from(keys).map(lambda k: int(k, 0) if isinstance(k, str) else k),
+                                st.sampled_from([0, 1 << ps, (1 << 52) - (1 << ps), 1 << 47])))
+        desc = draw(st.one_of(
+            st.just(_addr_bits(target, ps) | 3),
+            st.just(_addr_bits(target, ps) | 1),
+            st.sampled_from([(1 << 64) - 1, (1 << 64) - 2, 3, 1, 2, 1 << 63]),
+            st.integers(0, (1 << 64) - 1)))
+        pages[key][i] = desc
+    if draw(st.booleans()) and s["roots"]:
+        r = s["roots"]
+        s["roots"] = draw(st.sampled_from([r + r[:1], r[::-1], [int(keys[0], 0) if isinstance(keys[0], str)
+                                                                  else keys[0]] * 2, r * 3]))
+    return obj
+
+
+# -- step records of every op, with arguments drawn hostile or well-typed -----------------------
+
+@st.composite
+def step_records(draw, kind):
+    from ptspec.spec.lguest import step as lg_step
+    from ptspec.spec.mmu import step as vm_step
+    from ptspec.spec.stage2 import step as s2_step
+    ints = st.one_of(st.sampled_from(EXTREME), st.integers(0, (1 << 64) - 1),
+                     st.sampled_from(["0x1000", "4096", (1 << 64) - 1]))
+    maybe = lambda s: st.one_of(s, scalars)                     # noqa: E731
+    if kind == "vm":
+        op = draw(st.sampled_from(sorted(vm_step.OPS) + ["nope"]))
+        required, optional, _, out_keys = vm_step.OPS.get(op, ((), (), None, ()))
+        args = {n: draw(maybe(ints)) for n in required}
+        for n in optional:
+            if draw(st.booleans()):
+                args[n] = draw(maybe({"kind": st.sampled_from(vm_step.KINDS), "enomem": st.booleans(),
+                                      "writable": st.booleans(), "races": st.integers(-1, 1 << 17),
+                                      "race": st.tuples(st.sampled_from(vm_step.RACES), ints).map(list)}[n]))
+        out = {}
+        for k in out_keys:
+            if draw(st.booleans()):
+                out[k] = draw(maybe({"result": st.sampled_from(vm_step.RESULTS),
+                                     "errno": st.sampled_from([0, -12, -14, 5]),
+                                     "faults": st.lists(st.lists(maybe(st.integers(-2, 14)), max_size=5), max_size=3),
+                                     "invalidated": st.one_of(st.none(), st.lists(ints, max_size=3)),
+                                     "cleared": st.one_of(ints, st.just((1 << 600) - 1))}[k]))
+        rec = {"op": op, "args": args, "ret": draw(maybe(st.sampled_from(
+            [0, -12, -14, -22, True, False, None, *vm_step.RESULTS]))), "out": out,
+            "dic": draw(maybe(st.booleans()))}
+    elif kind == "lguest-x86":
+        op = draw(st.sampled_from(sorted(lg_step.OPS) + ["nope"]))
+        rec = {"op": op, "args": {n: draw(maybe(ints)) for n in lg_step.OPS.get(op, ())},
+               "ret": draw(maybe(st.sampled_from([None, True, False, 0, -12, -22]))),
+               "out": {"fail_alloc": draw(maybe(st.integers(0, 2))), "fail_gup": draw(maybe(st.integers(0, 2)))}}
+    else:
+        ops = ["init", "map", "destroy"] if kind == "arm64-hyp-s1" else sorted(s2_step.OP_ARGS)
+        op = draw(st.sampled_from(ops + ["nope"]))
+        args = {n: draw(maybe(ints)) for n in s2_step.OP_ARGS.get(op, ())}
+        if op == "map" and draw(st.booleans()):
+            args["force_pte"] = draw(maybe(st.booleans()))
+        rec = {"op": op, "args": args, "ret": draw(maybe(st.sampled_from([0, -12, -22, -34, -11, 1]))),
+               "out": draw(st.sampled_from([{}, {"young": True}, {"warnings": ["x"]}]) | st.builds(
+                   lambda p, lv: {"pte": p, "level": lv}, ints, maybe(st.integers(-1, 4))))}
+    if draw(st.integers(0, 4)) == 0:
+        rec = draw(mutated(rec))
+    return rec
+
+
+# -- the API: check_any on states and step files -----------------------------------------------
+
+def _fuzz_any(obj, label):
+    COUNTS[label] += 1
+    judged(spec.check_any, obj)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mutated_states_are_judged_or_refused(kind):
+    @fuzz_settings(60)
+    @given(st.data())
+    def run(data):
+        _fuzz_any(data.draw(mutated(sample(kind))), f"state {kind}")
+    run()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mutated_step_files_are_judged_or_refused(kind):
+    @fuzz_settings(40)
+    @given(st.data())
+    def run(data):
+        _fuzz_any(data.draw(mutated(step_sample(kind))), f"step file {kind}")
+    run()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_random_step_records_are_judged_or_refused(kind):
+    @fuzz_settings(60)
+    @given(st.data())
+    def run(data):
+        obj = step_sample(kind)
+        obj["step"] = data.draw(step_records(kind))
+        _fuzz_any(obj, f"step record {kind}")
+    run()
+
+
+@pytest.mark.parametrize("kind", ["arm64-stage2", "arm64-hyp-s1", "vm"])
+def test_rewired_tables_are_judged_or_refused(kind):
+    """Descriptors rewired to ancestors, to themselves, to siblings, to roots, to missing pages, or
+    to any 64-bit value: a cycle or a table reached twice is a violation (S2-TREE / S1-TREE), not
+    a hang or an exception."""
+    @fuzz_settings(40)
+    @given(st.data())
+    def run(data):
+        _fuzz_any(data.draw(rewired(sample(kind))), f"rewired {kind}")
+        _fuzz_any(data.draw(rewired(step_sample(kind))), f"rewired step file {kind}")
+    run()
+
+
+def test_programmatic_entry_points_take_any_dict():
+    """check_state(dict) and check_step(dict, dict, dict): the same promise as check_any."""
+    @fuzz_settings(40)
+    @given(st.data())
+    def run(data):
+        kind = data.draw(st.sampled_from(["arm64-stage2", "arm64-hyp-s1"]))
+        base = step_sample(kind)
+        obj = data.draw(mutated(base))
+        COUNTS[f"check_state/check_step {kind}"] += 1
+        judged(spec.check_state, obj.get("pre") if isinstance(obj, dict) else obj)
+        if isinstance(obj, dict) and all(k in obj for k in ("pre", "step", "post")):
+            judged(lambda o: spec.check_step(o["pre"], o["step"], o["post"]), obj)
+    run()
+
+
+# -- the CLI: check-state on JSON text ----------------------------------------------------------
+
+TEXT_EDITS = [
+    lambda t: t[: len(t) // 2], lambda t: t.replace("0", "1" * 41, 1), lambda t: "[" * 300 + t,
+    lambda t: t.replace("false", "NaN", 1), lambda t: t.replace("0", "Infinity", 1),
+    lambda t: "\ufeff" + t, lambda t: t.replace('"', "'", 1), lambda t: t + t, lambda t: "",
+    lambda t: t.replace("{", '{"kind": "arm64-stage2", ', 1), lambda t: t.replace(",", ",,", 1),
+    lambda t: t.replace("1", "-" + "9" * 39, 1), lambda t: t.replace("[", '["\\ud800", ', 1),
+]
+
+
+def _check_state_cli(tmp_path, payload, capsys):
+    path = tmp_path / "in.json"
+    if isinstance(payload, bytes):
+        path.write_bytes(payload)
+    else:
+        path.write_text(payload, encoding="utf-8", errors="surrogatepass")
+    code = within_budget(cli_check_state.run, str(path), print)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code in (0, 1, 2), code
+    assert len(err) == 1, err
+    assert "internal error" not in err[0] and "Traceback" not in err[0], err[0]
+    if code == 2:
+        assert err[0].startswith("ptspec check-state: ")
+    return code
+
+
+def test_check_state_cli_on_mutated_files(tmp_path, capsys):
+    @fuzz_settings(40)
+    @given(st.data())
+    def run(data):
+        kind = data.draw(st.sampled_from(KINDS))
+        make = data.draw(st.sampled_from([sample, step_sample]))
+        obj = data.draw(mutated(make(kind)))
+        try:
+            text = json.dumps(obj)
+        except (TypeError, ValueError):
+            return
+        if data.draw(st.booleans()):
+            text = data.draw(st.sampled_from(TEXT_EDITS))(text)
+        COUNTS["check-state CLI"] += 1
+        _check_state_cli(tmp_path, text if data.draw(st.integers(0, 9)) else text.encode()[:-3] + b"\xff",
+                         capsys)
+    run()
+
+
+# -- ptspec merge on mutated reports ------------------------------------------------------------
+
+def _fake_reports(tmp_path):
+    """verify --shard i/2 reports over three fake obligations (as tests/test_merge.py makes them)."""
+    from ptspec.proofs.runner import registry
+    from ptspec.proofs.runner.registry import Obligation, Result
+
+    def ob(i):
+        return Obligation(id=f"t.{i}", engine="unit", invariants=["S2-RC"], statement=f"fake {i}",
+                          run=lambda ctx: Result.passed(1))
+    paths = []
+    with registry.isolated():
+        for i in "abc":
+            registry.register(ob(i))
+        for i in (1, 2):
+            p = tmp_path / f"s-{i}.json"
+            cli.main(["verify", "--profile", "quick", "--seed", "0", "--shard", f"{i}/2", "--json", str(p)])
+            paths.append(p)
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def _mutants_reports():
+    """Two mutants shard reports of one fake outcome each."""
+    from ptspec.proofs.mutation import corpus, mutants
+    from ptspec.proofs.runner import parallel
+    ids = sorted(b.id for b in corpus.all_bugs())[:2]
+    out = []
+    for i in (1, 2):
+        outcomes = [dataclasses.asdict(mutants.Outcome(t, "corpus", "caught", seconds=0.5))
+                    for t in parallel.shard_ids(ids, i, 2)]
+        out.append({"profile": "quick", "seed": 0, "mode": "corpus", "escalate": None,
+                    "baseline": {}, "outcomes": outcomes, "score": {}, "shard": f"{i}/2",
+                    "selection": ids})
+    return out
+
+
+def _merge_cli(tmp_path, reports, capsys):
+    paths = []
+    for i, rep in enumerate(reports):
+        p = tmp_path / f"m{i}.json"
+        if isinstance(rep, (str, bytes)):
+            p.write_bytes(rep.encode() if isinstance(rep, str) else rep)
+        else:
+            p.write_text(json.dumps(rep))
+        paths.append(str(p))
+    out = tmp_path / "merged.json"
+    code = within_budget(cli.main, ["merge", *paths, "--json", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code in (0, 1, 2), code
+    if code == 2:
+        assert len(err) == 1 and err[0].startswith("ptspec merge: "), err
+        assert "internal error" not in err[0], err[0]
+    return code, err
+
+
+@pytest.fixture(scope="module")
+def verify_reports(tmp_path_factory):
+    return _fake_reports(tmp_path_factory.mktemp("reports"))
+
+
+def test_merge_of_the_unmutated_reports_succeeds(tmp_path, capsys, verify_reports):
+    """The merge fuzz starts from reports that merge (so a refusal is the mutation's doing)."""
+    assert _merge_cli(tmp_path, verify_reports, capsys)[0] == 0
+    capsys.readouterr()
+    assert _merge_cli(tmp_path, _mutants_reports(), capsys)[0] in (0, 1)
+
+
+def test_merge_of_mutated_reports(tmp_path, capsys, verify_reports):
+    @fuzz_settings(60)
+    @given(st.data())
+    def run(data):
+        base = data.draw(st.sampled_from([verify_reports, _mutants_reports()]))
+        reports = copy.deepcopy(base)
+        i = data.draw(st.integers(0, len(reports) - 1))
+        reports[i] = data.draw(mutated(reports[i]))
+        COUNTS["merge"] += 1
+        _merge_cli(tmp_path, reports, capsys)
+    run()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('{"a": ' + "1" * 5000 + "}", "integer"),                 # int() refuses 4300+ digits
+    ("[" * 100000 + "]" * 100000, "nested"),                   # the json module recurses
+    ('{"checks": [1], "shard": "1/1", "selection": []}', "checks[0]"),
+    (b'{"checks": []}\xff', "utf-8"),
+    ('{"checks": [], "shard": "1/10000000000000", "selection": []}', "and 9999999999994 more missing"),
+])
+def test_merge_refuses_unreadable_reports_in_one_line(tmp_path, capsys, text, needle):
+    code, err = _merge_cli(tmp_path, [text], capsys)
+    assert code == 2 and needle in err[0], err
+
+
+
+
+# -- hand-written adversarial inputs ------------------------------------------------------------
+
+def _ids(found):
+    return sorted({v.inv for v in found})
+
+
+def _s2(**kw):
+    from test_spec_builder import S2
+    return S2(**kw)
+
+
+def _table_slot(b, ipa, level):
+    """(table pa, index) of the level-`level` slot translating ipa (tables created on the way)."""
+    return b.slot(ipa, level)
+
+
+ANY = "any verdict"       # the case asserts only that it is judged (no exception, within budget)
+
+
+def _adversarial_tables():
+    """(name, raw state, the statement it must break or None for a clean state) of the shapes
+    the walk must survive: a table pointing at itself, at its ancestor, at a root, a table
+    reached twice, a 52-bit PA with 64K pages, descriptors with every bit set."""
+    from test_spec_builder import table_desc
+    cases = []
+    b = _s2().page(0x200000, 0x4000_0000)
+    pa, i = _table_slot(b, 0x200000, 2)             # the level-2 slot above the page's table
+    b.pages[pa][i + 1] = table_desc(pa)              # the table points at itself
+    cases.append(("self-referencing table", b.raw(), "S2-TREE"))
+    b = _s2().page(0x200000, 0x4000_0000)
+    l1, i1 = _table_slot(b, 0x200000, 1)
+    l2, _ = _table_slot(b, 0x200000, 2)
+    b.pages[l2][7] = table_desc(l1)                  # a level-2 entry back to its parent table
+    cases.append(("cycle through an ancestor", b.raw(), "S2-TREE"))
+    b = _s2().page(0x200000, 0x4000_0000)
+    l2, i2 = _table_slot(b, 0x200000, 2)
+    b.pages[l2][i2 + 1] = b.pages[l2][i2]            # one level-3 table under two entries
+    cases.append(("a table reached twice", b.raw(), "S2-TREE"))
+    b = _s2().page(0x200000, 0x4000_0000)
+    l2, i2 = _table_slot(b, 0x200000, 2)
+    b.pages[l2][i2 + 1] = table_desc(b.roots[0])     # down into a root table
+    cases.append(("a table entry to a root", b.raw(), "S2-TREE"))
+    b = _s2().page(0x200000, 0x4000_0000)
+    b.roots = b.roots * 2
+    cases.append(("roots listed twice", b.raw(), "S2-TREE"))
+    b = _s2().page(0x200000, 0x4000_0000)
+    l2, i2 = _table_slot(b, 0x200000, 2)
+    b.pages[l2][i2 + 1] = (1 << 64) - 1              # every bit set: a table to a missing page
+    b.pages[b.roots[0]][5] = (1 << 64) - 1
+    cases.append(("descriptors with every bit set", b.raw(), "S2-TREE"))
+    b = _s2(ps=16, ia=52, pa_bits=52, arena=0xF_0000_0000_0000)   # tables above 2**48 too
+    b.page(0x1234_0000, 0xF_FFFF_FFFF_0000).block((1 << 52) - (1 << 29), 2, 0x8_0000_0000_0000)
+    cases.append(("52-bit PA with 64K pages", b.raw(hexa=True), None))
+    b = _s2().page(0x200000, 0x4000_0000)
+    pa, i = _table_slot(b, 0x200000, 3)
+    b.pages[pa][i] = (1 << 64) - 1                   # a page descriptor with every bit set
+    cases.append(("a leaf with every bit set", b.raw(), ANY))     # a valid page to 0xfffffffff000
+    return cases
+
+
+@pytest.mark.parametrize("name, raw, inv", _adversarial_tables(), ids=lambda x: x if isinstance(x, str) else "")
+def test_adversarial_tables_are_violations_not_errors(name, raw, inv):
+    found = within_budget(spec.check_any, raw)
+    assert isinstance(found, list)
+    if inv is None:
+        assert found == [], [str(v) for v in found]
+    elif inv is ANY:
+        assert all(isinstance(v, spec.Violation) for v in found)
+    else:
+        assert inv in _ids(found), (name, [str(v) for v in found])
+
+
+def _lguest_clear_all(stack_pages):
+    obj = step_sample("lguest-x86")
+    obj["step"] = {"op": "clear_all", "args": {}, "ret": None, "out": {"fail_alloc": 0, "fail_gup": 0}}
+    obj["post"]["stack"] = [0xC000_8000, stack_pages]
+    return obj
+
+
+def test_lguest_stack_of_u32_pages_is_judged_in_bounded_time():
+    """Found by this fuzz: an lguest clear_all step whose post-state's stack has 2**30 pages ran
+    for hours (the stack's pages were enumerated one by one, and compared as a list). The count
+    wraps after 2**20 pages of the 32-bit space, so the judgement now costs at most that."""
+    t0 = time.process_time()
+    found = within_budget(spec.check_any, _lguest_clear_all((1 << 32) - 1))
+    assert isinstance(found, list)
+    assert time.process_time() - t0 < CPU_BUDGET
+    # the same verdict as for a stack count that does not wrap
+    assert _ids(found) == _ids(spec.check_any(_lguest_clear_all(3)))
+
+
+def test_lguest_stack_pages_beyond_u32_are_refused():
+    """stack_pages is an unsigned int in the kernel (and in the impl): a larger count is not a
+    state, and the error names the key."""
+    obj = sample("lguest-x86")
+    obj["stack"] = [0xC000_8000, 1 << 32]
+    with pytest.raises(spec.StateError, match=r"^stack\[1\]"):
+        spec.check_any(obj)
+
+
+def test_budget_catches_a_planted_hang(monkeypatch):
+    """The CPU-time budget can fail: a loader that loops forever is interrupted, never a pass."""
+    from ptspec.spec.lguest import state as lg_state
+    orig = lg_state.load_lguest_state
+
+    def hang(raw):
+        while True:
+            pass
+    monkeypatch.setattr("ptspec.spec.any_state.load_lguest_state", hang)
+    with pytest.raises(OverBudget):
+        judged(spec.check_any, sample("lguest-x86"))
+    assert orig is lg_state.load_lguest_state
+
+
+def test_fuzz_catches_a_planted_crash(monkeypatch):
+    """The state fuzz can fail: a loader that lets a TypeError out on a string start_level is
+    found within this module's example budget."""
+    from ptspec.spec.stage2 import state as s2_state
+    orig = s2_state.parse_int
+
+    def planted(value, where, lo=None, hi=None):
+        if where == "start_level" and not isinstance(value, int):
+            raise TypeError("planted")
+        return orig(value, where, lo, hi)
+    monkeypatch.setattr(s2_state, "parse_int", planted)
+
+    @fuzz_settings(60)
+    @given(st.data())
+    def run(data):
+        judged(spec.check_any, data.draw(mutated(sample("arm64-stage2"))))
+    with pytest.raises(Exception) as info:
+        run()
+    assert "planted" in str(info.value) or any("planted" in str(e) for e in
+                                               getattr(info.value, "exceptions", ()))
