@@ -318,18 +318,27 @@ def test_rewired_tables_are_judged_or_refused(kind):
     run()
 
 
-def test_programmatic_entry_points_take_any_dict():
-    """check_state(dict) and check_step(dict, dict, dict): the same promise as check_any."""
-    @fuzz_settings(40)
+TWO_STATE = {"arm64-stage2": "check_step", "arm64-hyp-s1": "check_hyp_step", "vm": "check_vm_step",
+             "lguest-x86": "lguest_check_step"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_programmatic_entry_points_take_any_dict(kind):
+    """check_state(dict) and each kind's two-state check (check_step, check_hyp_step,
+    check_vm_step, lguest_check_step) called with dicts, the pre-state not judged first (as a
+    program may call them): the same promise as check_any."""
+    two = getattr(spec, TWO_STATE[kind])
+    one = spec.lguest_check_state if kind == "lguest-x86" else spec.check_state
+
+    @fuzz_settings(25)
     @given(st.data())
     def run(data):
-        kind = data.draw(st.sampled_from(["arm64-stage2", "arm64-hyp-s1"]))
-        base = step_sample(kind)
-        obj = data.draw(mutated(base))
-        COUNTS[f"check_state/check_step {kind}"] += 1
-        judged(spec.check_state, obj.get("pre") if isinstance(obj, dict) else obj)
+        obj = data.draw(st.one_of(mutated(step_sample(kind)), rewired(step_sample(kind))) if kind != "lguest-x86"
+                        else mutated(step_sample(kind)))
+        COUNTS[f"programmatic {kind}"] += 1
+        judged(one, obj.get("pre") if isinstance(obj, dict) else obj)
         if isinstance(obj, dict) and all(k in obj for k in ("pre", "step", "post")):
-            judged(lambda o: spec.check_step(o["pre"], o["step"], o["post"]), obj)
+            judged(lambda o: two(o["pre"], o["step"], o["post"]), obj)
     run()
 
 
@@ -607,3 +616,85 @@ def test_fuzz_catches_a_planted_crash(monkeypatch):
         run()
     assert "planted" in str(info.value) or any("planted" in str(e) for e in
                                                getattr(info.value, "exceptions", ()))
+
+
+def _pfnmap_prepare(break_block=None, hole=None):
+    """A VM step file: set_memory_region creates a 512G memslot over a VM_PFNMAP VMA, and post maps
+    it with 512 level-1 device blocks (block ``break_block`` to the wrong address, block ``hole``
+    absent)."""
+    from test_spec_builder import leaf
+    g = 1 << 30
+    obj = step_sample("vm")
+    pre, post = obj["pre"], obj["post"]
+    base, uaddr, pa = 512 * g, 1 << 46, 1 << 44
+    root = post["roots"][1]                  # the second concatenated root: IPA [512G, 1T)
+    blocks = [leaf(pa + i * g + (g if i == break_block else 0), 1, device=True) for i in range(512)]
+    if hole is not None:
+        blocks[hole] = 0
+    post["pages"] = dict(post["pages"])
+    post["pages"][root] = blocks
+    post["refcount"][root] = 1 + sum(1 for d in blocks if d)
+    for s in (pre, post):
+        s["mmu"]["vmas"].append({"start": uaddr, "end": uaddr + 512 * g, "kind": "pfnmap",
+                                 "pgoff": pa >> 12})
+        s["mmu"]["host_map"].append([uaddr, 512 * g, pa >> 12, "pfnmap", True])
+    post["mmu"]["memslots"].append({"id": 1, "base_gfn": base >> 12, "npages": (512 * g) >> 12,
+                                    "userspace_addr": uaddr, "flags": 0})
+    obj["step"] = {"op": "set_memory_region", "args": {"slot": 1, "flags": 0, "guest_phys_addr": base,
+                   "memory_size": 512 * g, "userspace_addr": uaddr}, "ret": 0, "out": {}, "dic": False}
+    return obj
+
+
+def _prepare_findings(obj):
+    return [v.message for v in within_budget(spec.check_any, obj) if v.inv == "C-MMU-PREPARE"]
+
+
+def test_pfnmap_prepare_over_blocks_is_judged_per_leaf():
+    """Found by this fuzz: C-MMU-PREPARE walked a PFNMAP memslot page by page (2**27 leaf lookups
+    for 512G mapped by 512 device blocks: hours). It now judges each stage-2 leaf once, and still
+    finds a wrong block or a hole anywhere in the range."""
+    assert _prepare_findings(_pfnmap_prepare()) == []
+    wrong = _prepare_findings(_pfnmap_prepare(break_block=300))
+    assert wrong and f"ipa {(512 + 300) << 30:#x}" in wrong[0], wrong
+    hole = _prepare_findings(_pfnmap_prepare(hole=511))
+    assert hole and f"ipa {(512 + 511) << 30:#x}" in hole[0], hole
+
+
+def _hyp_big_map(ret, out, pre_mapped=False):
+    """A hyp step file: map 2**47 bytes from VA 0 to PA 0x1000 (no block fits: every slot is a
+    page) from the sample's empty pre-state to its post-state, which maps 0x200000-0x201fff
+    (``pre_mapped``: from the post-state to itself)."""
+    obj = step_sample("arm64-hyp-s1")
+    if pre_mapped:
+        obj["pre"] = copy.deepcopy(obj["post"])
+    obj["step"] = {"op": "map", "args": {"addr": 0, "size": 1 << 47, "phys": 0x1000, "prot": 6},
+                   "ret": ret, "out": out}
+    return obj
+
+
+def test_hyp_map_of_a_huge_range_is_judged_in_bounded_time():
+    """Found by this fuzz: C-HYP-WARN walked every page slot of the range (2**35 for 2**47 bytes
+    without a block), and C-HYP-MAP on -ENOMEM every empty page slot of the post-state. Both now
+    skip the slots whose path meets only empty entries, and still find what is there."""
+    found = within_budget(spec.check_any, _hyp_big_map(0, {"warnings": []}, pre_mapped=True))
+    warn = [v.message for v in found if v.inv == "C-HYP-WARN"]
+    assert warn and "hyp_pte_needs_update at 0x200000" in warn[0], warn
+    found = within_budget(spec.check_any, _hyp_big_map(-12, {}))
+    pages = sorted({v.where.get("ipa") for v in found if v.inv == "C-HYP-MAP"})
+    assert pages == [0x200000, 0x201000], [str(v) for v in found]    # the two pages pre had
+
+
+def test_hyp_step_over_a_dangling_pre_table_is_judged():
+    """Found by this fuzz: check_hyp_step (called by a program, the pre-state not judged first)
+    raised KeyError when a table descriptor of pre pointed at a page not in pages and the step
+    recorded its WARNs: C-HYP-WARN's walk read the missing page. It now reads it as empty, as
+    C-HYP-MAP does; check_any reports the pre-state's S1-TREE instead of judging the step."""
+    obj = step_sample("arm64-hyp-s1")
+    pre = obj["pre"]
+    pre["pages"] = {k: list(v) for k, v in pre["pages"].items()}
+    pre["pages"][pre["roots"][0]][0] = 0x7000_0000 | 3       # a table at a page that is not there
+    obj["step"] = {"op": "map", "args": {"addr": 0, "size": 0x1000, "phys": 0x1000, "prot": 6},
+                   "ret": 0, "out": {"warnings": []}}
+    found = spec.check_hyp_step(obj["pre"], obj["step"], obj["post"])
+    assert "C-HYP-MAP" in _ids(found)
+    assert _ids(spec.check_any(obj)) == ["S1-TREE"]

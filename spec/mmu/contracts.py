@@ -135,7 +135,8 @@ def check_set_memory_region(pre: MmuView, step, post: MmuView):
     if ret == 0 and change in ("create", "move"):
         for v in pfnmaps:
             lo, hi = max(uaddr, v["start"]), min(uaddr + size, v["end"])
-            for hva in range(lo, hi, pre.psize):
+            hva = lo
+            while hva < hi:          # each page from lo on; a leaf's pages are judged at its first
                 ipa = gpa + (hva - uaddr)
                 leaf = post.leaf_at(ipa)
                 want = (v["pgoff"] << pre.ps) + (hva - v["start"])
@@ -144,6 +145,9 @@ def check_set_memory_region(pre: MmuView, step, post: MmuView):
                     out.append(_v("C-MMU-PREPARE", f"PFNMAP page at ipa {ipa:#x} (pa {want:#x}) "
                                                    f"is not mapped as device memory after prepare"))
                     break
+                # the other pages of this leaf: the same leaf, and its output and the wanted pa
+                # both advance with the page, so they agree there too
+                hva += -(-(leaf.ipa + leaf.size - ipa) // pre.psize) * pre.psize
     if ret != 0 and change in ("create", "move", "flags") and size:
         before = set(pre.leaves_in(gpa, end))
         new = [lf for lf in post.leaves_in(gpa, end) if lf not in before]
