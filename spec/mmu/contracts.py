@@ -11,6 +11,7 @@ Each id's statement (PROGRESS, C-MMU-ABORT, -PREPARE, -COMMIT, -FLUSH-SLOT, -NOT
 C-MMU-CMO is stated on check_cmo below.
 """
 
+from bisect import bisect_right
 import errno
 
 from ptspec.spec.arch import descriptor as D
@@ -298,14 +299,24 @@ STEP_CHECKS = {
 }
 
 
-def _covered(ranges, lo, hi):
-    pos = lo
+def _union(ranges):
+    """The union of [a, b) ranges as (starts, ends) of sorted disjoint runs (touching ones joined):
+    built once per step, so that each _covered query costs a bisection, not a sort of the log."""
+    starts, ends = [], []
     for a, b in sorted(ranges):
-        if a <= pos < b:
-            pos = b
-        if pos >= hi:
-            return True
-    return pos >= hi
+        if ends and a <= ends[-1]:
+            ends[-1] = max(ends[-1], b)
+        elif a < b:
+            starts.append(a)
+            ends.append(b)
+    return starts, ends
+
+
+def _covered(union, lo, hi):
+    """Is [lo, hi) inside the union (``_union``) of the ranges?"""
+    starts, ends = union
+    i = bisect_right(starts, lo) - 1
+    return lo >= hi or (i >= 0 and lo < ends[i] and hi <= ends[i])
 
 
 @statement("C-MMU-CMO", constrains=(
@@ -353,6 +364,7 @@ def check_cmo(pre: MmuView, step, post: MmuView):
         out.append(_v("C-MMU-CMO", f"access: I-cache invalidation of [{ic[0][0]:#x}, "
                                    f"{ic[0][1]:#x}) although the CPU has DIC"))
     unchanged = set(pre.leaves())
+    dc_union, ic_union = _union(dc), _union(ic)
     for ipa, size, level, d in post.leaves():
         if (ipa, size, level, d) in unchanged or post.is_device(d):
             continue
@@ -360,7 +372,7 @@ def check_cmo(pre: MmuView, step, post: MmuView):
         olds = pre.leaves_in(ipa, ipa + size)
         fresh = not olds or any(pre.oa(o.desc) + (max(o.ipa, ipa) - o.ipa) != oa + (max(o.ipa, ipa) - ipa)
                                 for o in olds)
-        if fresh and not fwb and not _covered(dc, oa, oa + size):
+        if fresh and not fwb and not _covered(dc_union, oa, oa + size):
             out.append(_v("C-MMU-CMO", f"{op}: leaf [{ipa:#x}, {ipa + size:#x}) -> {oa:#x} was "
                                        f"installed without cleaning it to PoC", ipa=ipa))
             break
@@ -368,7 +380,7 @@ def check_cmo(pre: MmuView, step, post: MmuView):
             old = pre.leaf_at(ipa)
             same = old is not None and old.ipa == ipa and old.size == size and \
                 pre.oa(old.desc) == oa and not old.desc & XN
-            if not same and not _covered(ic, oa, oa + size):
+            if not same and not _covered(ic_union, oa, oa + size):
                 out.append(_v("C-MMU-CMO", f"access: leaf [{ipa:#x}, {ipa + size:#x}) -> {oa:#x} "
                                            f"became executable without an I-cache invalidation",
                               ipa=ipa))
