@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from ptspec import spec
 from ptspec.proofs.cli import check_state as cli_check_state
 from ptspec.proofs.cli import main as cli
+from ptspec.spec.mmu.state import MmuView
 from state_samples import KINDS, sample, step_sample
 
 HEAVY = max(1, int(os.environ.get("PTSPEC_FUZZ_HEAVY", "1") or 1))
@@ -736,16 +737,74 @@ def test_vm_cmo_of_many_leaves_is_not_quadratic():
     assert cmo and cmo[0].where.get("ipa") == (512 << 30) + 5000 * 0x1000, [str(v) for v in cmo]
 
 
-@fuzz_settings(200)
+@fuzz_settings(300)
 @given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 12)), max_size=8),
        st.integers(0, 45), st.integers(1, 12))
-def test_covered_by_the_union_is_the_plain_chain(ranges, lo, size):
-    """_covered over _union is the plain statement: walk the ranges in order from lo, extending
-    the covered prefix by each range that contains its end."""
-    from ptspec.spec.mmu.contracts import _covered, _union
+def test_union_queries_are_the_plain_chain(ranges, lo, size):
+    """first_uncovered over ranges_union (and C-MMU-CMO's _covered) is the plain statement,
+    perms.covered: walk the sorted ranges from lo, extending the covered prefix by each range that
+    reaches it."""
+    from ptspec.spec.mmu.contracts import _covered
+    from ptspec.spec.mmu.perms import covered, first_uncovered, ranges_union
     ranges = [(a, a + n) for a, n in ranges]
-    pos = lo
-    for a, b in sorted(ranges):
-        if a <= pos < b:
-            pos = b
-    assert _covered(_union(ranges), lo, lo + size) == (pos >= lo + size)
+    plain = covered(sorted(ranges), lo, lo + size)
+    assert first_uncovered(ranges_union(ranges), lo, lo + size) == plain
+    assert _covered(ranges_union(ranges), lo, lo + size) == (plain is None)
+
+
+def _vm_fetched(others, drop=None):
+    """The VM sample with its memslot's 512 pages mapped by executable, read-only 4K leaves, each
+    granted by a fetched range at its translation offset (leaf ``drop``'s left out), and
+    ``others`` grants per page at other offsets (a translation the page no longer has)."""
+    obj = sample("vm")
+    slot = obj["mmu"]["memslots"][0]
+    ipa0, pfn0 = slot["base_gfn"] << 12, obj["mmu"]["host_map"][0][2]
+    view = MmuView(obj)
+    table = view.s2.walk().find(ipa0 + 0x3000)[4]           # the level-3 table of the slot
+    attrs = view.leaf_at(ipa0 + 0x3000).desc & ~((1 << 48) - 1 & ~0xFFF) & ~(1 << 54) & ~(1 << 7)
+    obj["pages"] = dict(obj["pages"])
+    obj["pages"][table] = [attrs | (pfn0 + g) << 12 for g in range(512)]
+    obj["refcount"][table] = 513
+    slot["fetched"] = [[g, 1, (pfn0 + g + k) << 12] for g in range(512) for k in range(others + 1)
+                       if (g, k) != (drop, 0)]
+    return obj
+
+
+def test_ms_perm_grants_are_a_bisection_per_leaf():
+    """Found by this fuzz: MS-PERM filtered and walked the memslot's whole fetched list for every
+    executable leaf (512 leaves x 300K grants: ~8 CPU seconds, quadratic). The grants are
+    grouped by offset and joined once per slot now, with the same verdict: every page granted is
+    fine, a missing grant is found at its page (and tests/test_spec_perms.py, the twin above)."""
+    perm = lambda found: [v.message for v in found if v.inv == "MS-PERM"]    # noqa: E731
+    assert perm(within_budget(spec.check_any, _vm_fetched(600))) == []     # was ~8 CPU seconds
+    bad = perm(within_budget(spec.check_any, _vm_fetched(20, drop=300)))
+    gfn = (1 << 20) + 300
+    assert len(bad) == 1 and f"gfn {gfn:#x} is executable" in bad[0], bad
+
+
+def _lguest_shared_pte_table(extra_slots=0):
+    """The lguest sample with every PGD entry below the switcher of its current pgdir pointing at
+    one PTE table whose 1024 entries are present (``extra_slots`` more slots with that pgdir)."""
+    obj = sample("lguest-x86")
+    root = obj["pgdirs"][0]["pgdir"]
+    pte = 16785408                                  # the sample's PTE table under pgd[0]
+    obj["tables"] = {str(k) if not isinstance(k, str) else k: dict(v) for k, v in obj["tables"].items()}
+    obj["tables"][str(pte)] = {str(k): (0x2000 + k) << 12 | 0x67 for k in range(1024)}
+    for i in range(1023):
+        obj["tables"][str(root)][str(i)] = pte | 0x67
+    obj["pgdirs"] = obj["pgdirs"] + [dict(obj["pgdirs"][0], switcher_mapped=False)
+                                     for _ in range(extra_slots)]
+    return obj
+
+
+def test_lguest_shared_shadow_table_is_walked_once():
+    """Found by this fuzz: one shadow PTE table under all 1023 PGD entries of a pgdir made the
+    shadow walk list 2**20 translations (and as many LG-SHADOW violations) from 2K words of input:
+    12 CPU seconds, and 12 more per slot sharing that pgdir. A table page is read once per walk now
+    (LG-RC reports the sharing, as before), and a state has at most 8 slots (the kernel 4)."""
+    found = within_budget(spec.check_any, _lguest_shared_pte_table(extra_slots=6))
+    rc = [v.message for v in found if v.inv == "LG-RC"]
+    assert any(f"shadow table page {16785408:#x} shared by" in m for m in rc), rc
+    assert len(found) < 20000, len(found)            # proportional to the 1024 PTEs, not 2**20
+    with pytest.raises(spec.StateError, match=r"^pgdirs: expected 1 to 8 slots, got 9"):
+        spec.check_any(_lguest_shared_pte_table(extra_slots=7))

@@ -13,6 +13,7 @@ from ptspec.spec.lguest.walk import LAYOUTS, PAGE
 from ptspec.spec.stage2.state import StateError, parse_int, show
 
 U32 = (1 << 32) - 1
+MAX_PGDIRS = 8          # struct lguest has pgdirs[4]; the impl models up to 8 slots
 U64 = (1 << 64) - 1
 REF_LO, REF_HI = -(1 << 31), (1 << 31) - 1     # a page count is an atomic_t
 WORD_BYTES = 4                      # guest_mem holds 32-bit little-endian words
@@ -113,8 +114,8 @@ def load_lguest_state(raw):
                        "switcher_mapped": _bool(_req(pd, "switcher_mapped", w), f"{w}.switcher_mapped"),
                        "last_host_cpu": parse_int(_req(pd, "last_host_cpu", w), f"{w}.last_host_cpu",
                                                   -1, host_cpus - 1)})
-    if not pgdirs:
-        raise StateError("pgdirs: expected at least one slot")
+    if not pgdirs or len(pgdirs) > MAX_PGDIRS:
+        raise StateError(f"pgdirs: expected 1 to {MAX_PGDIRS} slots, got {len(pgdirs)}")
     tables = {}
     for pa, words in _obj(_req(raw, "tables", "state"), "tables").items():
         key, pa = pa, show(pa)

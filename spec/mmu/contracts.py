@@ -11,10 +11,10 @@ Each id's statement (PROGRESS, C-MMU-ABORT, -PREPARE, -COMMIT, -FLUSH-SLOT, -NOT
 C-MMU-CMO is stated on check_cmo below.
 """
 
-from bisect import bisect_right
 import errno
 
 from ptspec.spec.arch import descriptor as D
+from ptspec.spec.mmu.perms import first_uncovered, ranges_union
 from ptspec.spec.mmu.state import LOG_DIRTY, READONLY, MmuView
 from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
@@ -299,24 +299,9 @@ STEP_CHECKS = {
 }
 
 
-def _union(ranges):
-    """The union of [a, b) ranges as (starts, ends) of sorted disjoint runs (touching ones joined):
-    built once per step, so that each _covered query costs a bisection, not a sort of the log."""
-    starts, ends = [], []
-    for a, b in sorted(ranges):
-        if ends and a <= ends[-1]:
-            ends[-1] = max(ends[-1], b)
-        elif a < b:
-            starts.append(a)
-            ends.append(b)
-    return starts, ends
-
-
 def _covered(union, lo, hi):
-    """Is [lo, hi) inside the union (``_union``) of the ranges?"""
-    starts, ends = union
-    i = bisect_right(starts, lo) - 1
-    return lo >= hi or (i >= 0 and lo < ends[i] and hi <= ends[i])
+    """Is [lo, hi) inside the union (perms.ranges_union) of the ranges?"""
+    return first_uncovered(union, lo, hi) is None
 
 
 @statement("C-MMU-CMO", constrains=(
@@ -364,7 +349,7 @@ def check_cmo(pre: MmuView, step, post: MmuView):
         out.append(_v("C-MMU-CMO", f"access: I-cache invalidation of [{ic[0][0]:#x}, "
                                    f"{ic[0][1]:#x}) although the CPU has DIC"))
     unchanged = set(pre.leaves())
-    dc_union, ic_union = _union(dc), _union(ic)
+    dc_union, ic_union = ranges_union(dc), ranges_union(ic)
     for ipa, size, level, d in post.leaves():
         if (ipa, size, level, d) in unchanged or post.is_device(d):
             continue

@@ -62,7 +62,7 @@ class S2Leaf(NamedTuple):
 
 class Slot:
     __slots__ = ("id", "base_gfn", "npages", "uaddr", "flags", "bitmap", "written", "fetched",
-                 "start", "end")
+                 "start", "end", "_granted")
 
     def __init__(self, raw, ps, i):
         w = f"mmu.memslots[{i}]"
@@ -98,6 +98,18 @@ class Slot:
             fetched.append((ipa, ipa + (n << ps), pa - ipa))
         # what instruction fetches were granted: IPA ranges, each with its translation offset
         self.fetched = sorted(fetched)
+        self._granted = None
+
+    def granted(self, delta):
+        """The fetched IPA ranges granted at translation offset delta (pa - ipa), as a
+        perms.ranges_union (built once for all offsets: a leaf's query is then a bisection)."""
+        if self._granted is None:
+            from ptspec.spec.mmu.perms import ranges_union
+            by = {}
+            for a, b, off in self.fetched:
+                by.setdefault(off, []).append((a, b))
+            self._granted = {off: ranges_union(r) for off, r in by.items()}
+        return self._granted.get(delta, ((), ()))
 
     def dirty(self, g):
         """Is bit g (gfn base_gfn + g) set in the dirty bitmap?"""
