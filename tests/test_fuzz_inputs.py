@@ -397,8 +397,13 @@ def _fake_reports(tmp_path):
     from ptspec.proofs.runner.registry import Obligation, Result
 
     def ob(i):
+        def go(ctx):
+            if i == "b":
+                return Result.refuted({"violations": ["S2-RC planted"], "ops": "pgt.map(0, 1)",
+                                       "tables": "root 0x1000", "kernel_function": "f"}, "planted")
+            return Result.passed(1)
         return Obligation(id=f"t.{i}", engine="unit", invariants=["S2-RC"], statement=f"fake {i}",
-                          run=lambda ctx: Result.passed(1))
+                          run=go)
     paths = []
     with registry.isolated():
         for i in "abc":
@@ -417,8 +422,10 @@ def _mutants_reports():
     ids = sorted(b.id for b in corpus.all_bugs())[:2]
     out = []
     for i in (1, 2):
-        outcomes = [dataclasses.asdict(mutants.Outcome(t, "corpus", "caught", seconds=0.5))
-                    for t in parallel.shard_ids(ids, i, 2)]
+        outcomes = [dataclasses.asdict(mutants.Outcome(
+            t, "corpus", "caught", seconds=0.5, check="t.a", invariants=["S2-RC"],
+            counterexample={"violations": ["S2-RC x"], "ops": "pgt.map(0, 1)"}))
+            for t in parallel.shard_ids(ids, i, 2)]
         out.append({"profile": "quick", "seed": 0, "mode": "corpus", "escalate": None,
                     "baseline": {}, "outcomes": outcomes, "score": {}, "shard": f"{i}/2",
                     "selection": ids})
@@ -451,7 +458,7 @@ def verify_reports(tmp_path_factory):
 
 def test_merge_of_the_unmutated_reports_succeeds(tmp_path, capsys, verify_reports):
     """The merge fuzz starts from reports that merge (so a refusal is the mutation's doing)."""
-    assert _merge_cli(tmp_path, verify_reports, capsys)[0] == 0
+    assert _merge_cli(tmp_path, verify_reports, capsys)[0] == 1          # t.b is refuted
     capsys.readouterr()
     assert _merge_cli(tmp_path, _mutants_reports(), capsys)[0] in (0, 1)
 

@@ -201,6 +201,11 @@ def _check_shape(kind: str, path: str, rep: dict[str, Any]) -> None:
             typed(f"{name}[{i}].{key}", item[key], types, " or ".join(
                 {str: "a string", int: "an integer", float: "a number", dict: "an object",
                  list: "a list", bool: "true or false", type(None): "null"}[t] for t in types))
+        for key in ("invariants", "expected"):
+            for j, x in enumerate(item.get(key) or []):
+                typed(f"{name}[{i}].{key}[{j}]", x, (str,), "an id (a string)")
+        cx = item.get("counterexample") or {}
+        typed(f"{name}[{i}].counterexample.violations", cx.get("violations", []), (list,), "a list")
         if kind != "mutants" and item["status"] not in STATUSES:
             raise bad(f"{name}[{i}].status", f"one of {', '.join(STATUSES)}", item["status"])
         if known is not None and item["target"] not in known:
