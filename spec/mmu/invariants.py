@@ -229,7 +229,7 @@ def check_dirty(view: MmuView):
                 continue
             lo, hi = max(ipa, s.start), min(ipa + size, s.end)
             g0, g1 = (lo - s.start) >> ps, (hi - s.start) >> ps
-            clean = ~(s.bitmap >> g0) & ((1 << (g1 - g0)) - 1)     # the leaf's gfns not dirty
+            clean = ~s.bits(g0, g1 - g0) & ((1 << (g1 - g0)) - 1)    # the leaf's gfns not dirty
             if clean:
                 g = g0 + (clean & -clean).bit_length() - 1        # the first of them
                 out.append(_v("DIRTY", f"memslot {s.id} is logging and gfn "

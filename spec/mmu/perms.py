@@ -171,7 +171,7 @@ def _host_perms(view, slot, leaf, w):
                              f"but hva {bad:#x} is in no VM_WRITE VMA")]
     if slot.logging:
         g0, n = (ipa - slot.start) >> ps, size >> ps
-        clean = ~(slot.bitmap >> g0) & ((1 << n) - 1)
+        clean = ~slot.bits(g0, n) & ((1 << n) - 1)
         if clean:
             g = g0 + (clean & -clean).bit_length() - 1
             out.append(leaf.v(f": memslot {slot.id} is logging and gfn {slot.base_gfn + g:#x} "

@@ -62,7 +62,7 @@ class S2Leaf(NamedTuple):
 
 class Slot:
     __slots__ = ("id", "base_gfn", "npages", "uaddr", "flags", "bitmap", "written", "fetched",
-                 "start", "end", "_granted")
+                 "start", "end", "_granted", "_bitbytes")
 
     def __init__(self, raw, ps, i):
         w = f"mmu.memslots[{i}]"
@@ -79,6 +79,7 @@ class Slot:
                 raise StateError(f"{w}.dirty_bitmap: expected a bit mask of {self.npages} bits "
                                  f"(bit g = gfn base_gfn + g), got a {bm.bit_length()}-bit mask")
         self.bitmap = bm
+        self._bitbytes = None
         self.written = {parse_int(x, f"{w}.written[{j}]", 0, max(self.npages - 1, 0))
                         for j, x in enumerate(_list(raw.get("written", ()), f"{w}.written"))}
         if self.written and not self.npages:
@@ -113,7 +114,16 @@ class Slot:
 
     def dirty(self, g):
         """Is bit g (gfn base_gfn + g) set in the dirty bitmap?"""
-        return self.bitmap is not None and bool(self.bitmap >> g & 1)
+        return self.bitmap is not None and bool(self.bits(g, 1))
+
+    def bits(self, g, n):
+        """Bits g .. g + n - 1 of the dirty bitmap (bit 0 = gfn base_gfn + g), as an int; read from
+        a byte copy made once, so each query costs its n bits, not the bitmap's size."""
+        if self._bitbytes is None:
+            bm = self.bitmap or 0
+            self._bitbytes = bm.to_bytes((bm.bit_length() + 7) // 8, "little")
+        window = int.from_bytes(self._bitbytes[g >> 3:(g + n + 7) >> 3], "little")
+        return window >> (g & 7) & ((1 << n) - 1)
 
     @property
     def logging(self):
