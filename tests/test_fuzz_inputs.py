@@ -117,6 +117,23 @@ junk = st.recursive(scalars, lambda inner: st.one_of(
                                                  inner, max_size=3)), max_leaves=8)
 
 
+# optional keys the samples leave out (docs/interface.md, docs/mmu.md, docs/lguest.md), with
+# values of the right shape: the "add" mutation puts one into an object
+OPTIONAL = {
+    "kernel_version": ["7.1.5", "6.6.63", "6.12.19", "6.3.8", "5.15.100", "5.14", "6.1"],
+    "as_s1": [True], "idmap": [True], "cmo": [True], "has_fwb": [True], "pa_bits": [52],
+    "memcache": [[0x7000_0000], []], "free_pages": [0, 1, (1 << 64) - 1], "pool_errors": [["ENOMEM"]],
+    "tlb_log": [[["tlbi_range", 0, 1 << 40]], [["tlbi_ipa_nsh", 0x200000, 3]], [["icache", 0, 4096]]],
+    "dirty_bitmap": [0, 1, (1 << 512) - 1, "0x" + "f" * 78], "written": [[0], [511]],
+    "fetched": [[[0, 1, 0x40000000]], [[0, 512, 0]]], "ioremap": [[[0, 0, 1 << 52, True]]],
+    "vmas": [[{"start": 0, "end": (1 << 64) - 1, "kind": "pfnmap", "pgoff": 0}]],
+    "host_map": [[[0, 1 << 52, 0, "hugetlb", True]]], "ram_pfns": [[0, (1 << 52) - 1]],
+    "kvm_page_refs": [{"4096": 1}], "dic": [True], "init_set": [True], "manual_protect": [True],
+    "stack": [[0xC000_8000, (1 << 32) - 1], [0, 2]], "dead": ["killed"], "freed": [True],
+    "warnings": [["x"]], "force_pte": [True], "race": [["zap", 0]], "races": [1 << 16],
+}
+
+
 def _nodes(obj, path=()):
     yield path, obj
     if len(path) > 10:
@@ -158,8 +175,12 @@ def mutated(draw, base):
             roles.setdefault(_role(path), []).append((path, value))
         role = draw(st.sampled_from(sorted(roles, key=repr)))
         path, old = draw(st.sampled_from(roles[role]))
-        action = draw(st.sampled_from(["replace", "retype", "delete", "rekey", "junk", "grow"]))
-        if action == "retype":
+        action = draw(st.sampled_from(["replace", "retype", "delete", "rekey", "junk", "grow", "add"]))
+        if action == "add" and isinstance(old, dict):
+            key = draw(st.sampled_from(sorted(OPTIONAL)))
+            new = dict(old)
+            new[key] = copy.deepcopy(draw(st.one_of(st.sampled_from(OPTIONAL[key]), scalars)))
+        elif action == "retype":
             new = draw(st.sampled_from(_retyped(old)))
         elif action == "junk":
             new = draw(junk)
