@@ -509,17 +509,18 @@ def _mutants_reports():
     return out
 
 
-def _merge_cli(tmp_path, reports, capsys):
+def _merge_cli(tmp_path, reports, capsys, junit=False):
     paths = []
     for i, rep in enumerate(reports):
         p = tmp_path / f"m{i}.json"
         if isinstance(rep, (str, bytes)):
-            p.write_bytes(rep.encode() if isinstance(rep, str) else rep)
+            p.write_bytes(rep.encode("utf-8", "surrogatepass") if isinstance(rep, str) else rep)
         else:
             p.write_text(json.dumps(rep))
         paths.append(str(p))
     out = tmp_path / "merged.json"
-    code = within_budget(cli.main, ["merge", *paths, "--json", str(out)])
+    code = within_budget(cli.main, ["merge", *paths, "--json", str(out)]
+                         + (["--junit", str(tmp_path / "merged.xml")] if junit else []))
     err = capsys.readouterr().err.strip().splitlines()
     assert code in (0, 1, 2), code
     if code == 2:
@@ -549,7 +550,7 @@ def test_merge_of_mutated_reports(tmp_path, capsys, verify_reports):
         i = data.draw(st.integers(0, len(reports) - 1))
         reports[i] = data.draw(mutated(reports[i]))
         COUNTS["merge"] += 1
-        _merge_cli(tmp_path, reports, capsys)
+        _merge_cli(tmp_path, reports, capsys, junit=data.draw(st.booleans()))
     run()
 
 
