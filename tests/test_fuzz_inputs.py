@@ -949,3 +949,30 @@ def test_written_pages_against_a_huge_bitmap():
     dirty = [v.message for v in found if v.inv == "DIRTY"]
     gfn = ((512 << 30) >> 12) + 4000
     assert dirty and f"the guest wrote gfn {gfn:#x} but" in dirty[0], dirty
+
+
+@pytest.mark.parametrize("key", ["kind", "writable", "thp", "page_shift"])
+def test_vma_optional_keys_take_their_defaults(key):
+    """Found by this fuzz: a VMA without "kind" or "writable" (optional: anon, writable) made
+    check_access and check_set_memory_region raise KeyError. The loader stores the defaults now;
+    the verdict is that of the VMA written with them."""
+    defaults = {"kind": "anon", "writable": True, "thp": False}
+    steps = [step_sample("vm")["step"],
+             {"op": "set_memory_region", "args": {"slot": 1, "flags": 0, "guest_phys_addr": 1 << 36,
+              "memory_size": 0x200000, "userspace_addr": 1 << 46}, "ret": 0, "out": {}, "dic": False}]
+    for step in steps:
+        cut, full = step_sample("vm"), step_sample("vm")
+        cut["step"] = full["step"] = step
+        for part in ("pre", "post"):
+            for v_cut, v_full in zip(cut[part]["mmu"]["vmas"], full[part]["mmu"]["vmas"]):
+                if key in defaults:
+                    v_full[key] = defaults[key]
+                v_cut.pop(key, None)
+        assert [str(v) for v in spec.check_any(cut)] == [str(v) for v in spec.check_any(full)]
+
+
+def test_pfnmap_vma_needs_pgoff():
+    obj = sample("vm")
+    obj["mmu"]["vmas"].append({"start": 1 << 47, "end": (1 << 47) + 0x1000, "kind": "pfnmap"})
+    with pytest.raises(spec.StateError, match=r"^mmu\.vmas\[1\]\.pgoff: missing"):
+        spec.check_any(obj)

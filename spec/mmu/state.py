@@ -140,15 +140,16 @@ def _vma(raw, i):
     v = dict(raw)
     v["start"] = _u64(_req(raw, "start", w), f"{w}.start")
     v["end"] = _u64(_req(raw, "end", w), f"{w}.end", v["start"])
-    kind = raw.get("kind", "anon")
+    kind = v["kind"] = raw.get("kind", "anon")
     if type(kind) is not str or kind not in VMA_KINDS:
         raise StateError(f"{w}.kind: expected one of {', '.join(VMA_KINDS)}, got {show(kind)}")
-    for key in ("writable", "thp"):
-        if key in raw:
-            v[key] = _bool(raw[key], f"{w}.{key}")
+    for key, default in (("writable", True), ("thp", False)):       # VM_WRITE, THP enabled
+        v[key] = _bool(raw[key], f"{w}.{key}") if key in raw else default
     for key in ("page_shift", "pgoff"):
         if raw.get(key) is not None:
             v[key] = _u64(raw[key], f"{w}.{key}")
+    if kind == "pfnmap" and v.get("pgoff") is None:
+        raise StateError(f"{w}.pgoff: missing (a pfnmap VMA maps pfn pgoff at its start)")
     return v
 
 
