@@ -420,6 +420,53 @@ def test_programmatic_entry_points_take_any_dict(kind):
     run()
 
 
+SWEEP = ["delete", None, -1, [], True]
+
+
+def _sweep_cases(base):
+    """(paths, action) of a systematic sweep: for every role of the base (a key path with indices
+    and page keys as '*'), its node paths (deepest first), with every action of SWEEP."""
+    roles = {}
+    for path, _ in _nodes(base):
+        if path:
+            roles.setdefault(_role(path), []).append(path)
+    return [(role, sorted(paths, key=len, reverse=True), action)
+            for role, paths in sorted(roles.items(), key=lambda rp: repr(rp[0])) for action in SWEEP]
+
+
+def _swept(base, paths, action):
+    obj = plain(base)
+    for path in paths:
+        parent = obj
+        try:
+            for k in path[:-1]:
+                parent = parent[k]
+            if action == "delete":
+                del parent[path[-1]]
+            else:
+                parent[path[-1]] = copy.deepcopy(action)
+        except (KeyError, IndexError, TypeError):
+            pass                 # a node an earlier edit of this sweep removed
+    return obj
+
+
+@pytest.mark.parametrize("make", [sample, step_sample], ids=["state", "step file"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_key_deleted_or_retyped_everywhere(kind, make):
+    """A deterministic sweep: every key of every part (all vmas' "writable", every memslot's
+    "npages", every descriptor list ...) deleted, or made null, -1, [] or true, at all its places
+    at once: a list of violations or a StateError each time."""
+    base = make(kind)
+    for role, paths, action in _sweep_cases(base):
+        COUNTS[f"sweep {make.__name__} {kind}"] += 1
+        try:
+            judged(spec.check_any, _swept(base, paths, action))
+        except AssertionError:
+            raise
+        except Exception as exc:           # noqa: BLE001 -- name the sweep case that escaped
+            raise AssertionError(f"{role} -> {action!r}: {type(exc).__name__}: {exc}") from exc
+
+
 # -- the CLI: check-state on JSON text ----------------------------------------------------------
 
 TEXT_EDITS = [
