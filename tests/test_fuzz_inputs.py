@@ -420,18 +420,20 @@ def test_programmatic_entry_points_take_any_dict(kind):
     run()
 
 
-SWEEP = ["delete", None, -1, [], True]
+SWEEP = ["delete", None, -1, [], True, (1 << 64) - 1, 1 << 47, "0x1000"]
 
 
 def _sweep_cases(base):
-    """(paths, action) of a systematic sweep: for every role of the base (a key path with indices
-    and page keys as '*'), its node paths (deepest first), with every action of SWEEP."""
+    """(role, paths, action) of a systematic sweep: for every role of the base (a key path with
+    indices and page keys as '*'), all its node paths (deepest first) and its first node alone,
+    with every action of SWEEP."""
     roles = {}
     for path, _ in _nodes(base):
         if path:
             roles.setdefault(_role(path), []).append(path)
-    return [(role, sorted(paths, key=len, reverse=True), action)
-            for role, paths in sorted(roles.items(), key=lambda rp: repr(rp[0])) for action in SWEEP]
+    return [(role, chosen, action)
+            for role, paths in sorted(roles.items(), key=lambda rp: repr(rp[0]))
+            for chosen in (sorted(paths, key=len, reverse=True), paths[:1]) for action in SWEEP]
 
 
 def _swept(base, paths, action):
@@ -454,8 +456,9 @@ def _swept(base, paths, action):
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_key_deleted_or_retyped_everywhere(kind, make):
     """A deterministic sweep: every key of every part (all vmas' "writable", every memslot's
-    "npages", every descriptor list ...) deleted, or made null, -1, [] or true, at all its places
-    at once: a list of violations or a StateError each time."""
+    "npages", every descriptor list ...) deleted, or made null, -1, [], true, 2**64 - 1, 2**47 or
+    "0x1000", at all its places
+    at once and at its first place alone: a list of violations or a StateError each time."""
     base = make(kind)
     for role, paths, action in _sweep_cases(base):
         COUNTS[f"sweep {make.__name__} {kind}"] += 1
