@@ -1,6 +1,6 @@
 """Real upstream fixes of the reworked walker (6.x pgtable.c) put back out, in scratch copies.
 
-Each ``Revert`` undoes one fix the kernel made between 6.2 and 7.1, as edits described by kernel
+Each ``Revert`` undoes one fix the kernel made between 6.2 and 7.2, as edits described by kernel
 names only (``planted.CEdit``: in a function, on the first line holding a token, replace a piece
 or delete the line; no kernel code is kept here). ``scratch_tree(revert, tree, dest)`` copies the
 tree's four files to a scratch directory outside the repository and applies the edits there; the
@@ -21,7 +21,10 @@ The fixes (upstream subject lines paraphrased):
   ``data->phys`` per installed leaf (which a skipped leaf leaves behind);
 * ``defer-table-tlbi``: don't defer the TLBI when unmap zaps a table (put back into 6.12);
 * ``split-double-put``: no extra put_page after free_unlinked in the split walker's lost race
-  (put back into 6.12; unreachable single-threaded: the split walk is exclusive).
+  (put back into 6.12; unreachable single-threaded: the split walk is exclusive);
+* ``relax-perms-tlbi-level``: pass TLBI_TTL_UNKNOWN, not the unset level, when relax_perms' walk
+  returns -EAGAIN (the 7.2-rc fix, backported to 7.1.5; put back into 7.1.5, which gives 7.1.3's
+  code).
 
 ````PLANTS`` are bugs planted for a statement (not upstream fixes): the locked-PTE marker left or
 stored valid (S2-LOCKED), and NORMAL_NC (6.9 on) mishandled by ``stage2_set_prot_attr`` (C-MAP):
@@ -121,6 +124,18 @@ REVERTS = (
            "6.12", (_e("split-double-put", "stage2_split_walker", "kvm_pgtable_stage2_free_unlinked(",
                        "level);", "level); mm_ops->put_page(childp);"),),
            ("4k-39",), ("S2-LEAK",)),
+    # The 7.2 cycle's one known change to pgtable.c: 8d187d4b33c2 (kvmarm fixes for 7.2-rc),
+    # backported to 7.1.y as ab2afe109266 (first in 7.1.5). Put back out of the cached 7.1.5, the
+    # relax_perms TLBI takes the level the failed walk never wrote (7.1.3's code)
+    Revert("relax-perms-tlbi-level",
+           "kvm_pgtable_stage2_relax_perms passes the TLBI the level stage2_update_leaf_attrs "
+           "only writes on success, also when the walk returned -EAGAIN (no valid leaf): an "
+           "uninitialised TTL hint instead of TLBI_TTL_UNKNOWN",
+           "7.1", (_e("relax-perms-tlbi-level", "kvm_pgtable_stage2_relax_perms",
+                      "TLBI_TTL_UNKNOWN : level", "(ret == -EAGAIN) ? TLBI_TTL_UNKNOWN : level",
+                      "level"),),
+           ("4k-39",), ("C-RELAX-PERMS",),
+           (("relax_perms", dict(addr=0x100800, prot=3)),)),
 )
 # Bugs planted (not upstream fixes) so that the reworked walker's marker statement is seen to fail
 # on the C code itself, not only on hand-built states (tests/test_spec_mainline.py).
