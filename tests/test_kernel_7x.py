@@ -93,17 +93,64 @@ def test_relax_perms_finding_range_follows_the_backport():
     assert "8d187d4b33c2" in f.why and "ab2afe109266" in f.why
 
 
-# -- the version plumbing past 7.1 ----------------------------------------------------------------
+# -- 7.2-rc's pgtable.c, rebuilt from 7.1.5, and the version plumbing past 7.1 -------------------
 
-def test_7_1_sources_under_a_7_2_version_line_are_judged_with_the_7_1_statements(tmp_path):
-    """Every version gate of the spec is "from X on": a tree past 7.1 whose code has 7.1's API is
-    judged by the 7.1 statements (typed owner annotations, the typed locked-PTE marker, PX/UX,
-    void mkyoung). A gate written for 7.1 alone would make this quick lock-step refute."""
+XSTEP = (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=7)),   # R|W|X
+         ("relax_perms", dict(addr=0x200000, prot=2)))                           # W, no X
+
+
+def _xn_run(tree):
+    h = subject.subject_factory(tree)(12, 39, arena_pages=512)
+    found = []
+    for op, args in XSTEP:
+        found += [str(v).split()[0] for v in h.step(op, **args)[1]]
+    return found
+
+
+def test_7_2_relax_perms_leaves_xn_and_the_spec_knows_it_by_version(tmp_path):
+    """7.2-rc's relax_perms touches XN only for a prot with X; 7.1 sets XN for one without. Each
+    code is clean under its own version line and a C-RELAX-PERMS violation under the other's."""
     tree = need_tree("7.1")
-    t72 = _relabel(tree, tmp_path / "72", "7.2.0")
+    v72 = PM.v72_scratch_tree(tree, tmp_path / "72", "7.2.0")
+    assert _xn_run(v72) == []
+    assert _xn_run(PM.v72_scratch_tree(tree, tmp_path / "72as715", "7.1.5")) == ["C-RELAX-PERMS"]
+    assert _xn_run(_relabel(tree, tmp_path / "715as72", "7.2.0")) == ["C-RELAX-PERMS"]
+    assert _xn_run(tree) == []
+
+
+def test_7_2_rc_code_under_a_7_2_version_line_passes_a_quick_lockstep(tmp_path):
+    """Every other version gate of the spec is "from X on": 7.2-rc's code (7.1.5 with V72_EDITS)
+    under a 7.2.0 line is judged by the 7.1 statements too (typed owner annotations and locked-PTE
+    marker, PX/UX, void mkyoung) and passes. A gate written for 7.1 alone (planted: PX/UX only for
+    7.1.x, an owner tag that stops at 7.2) makes the same run refute."""
+    tree = need_tree("7.1")
+    t72 = PM.v72_scratch_tree(tree, tmp_path / "72")
     assert t72.version == "7.2.0" and T.unsupported(t72.shape) is None
     assert t72.shape.mainline == tree.shape.mainline          # the shape is read, not the version
     r = check.check_geometry(t72, "4k-39", budgets.budget("quick"), 0)
     assert r.status == "passed", check.format_result(r)
     assert "relax-perms-eagain-level" not in r.detail
     assert _relax_hole(t72) == (-11, [], {})
+
+
+def test_c_relax_perms_xn_by_version_on_built_states():
+    """The statement alone (no tree): W added to an executable page; 6.12 and 7.2 keep it
+    executable, 7.1 sets XN. Each of the other two outcomes is C-RELAX-PERMS."""
+    from ptspec import spec
+    from test_spec_builder import S2, RW, step, ids
+    pre = S2(field=(3, 1))
+    pre.memcache = []
+    pre.page(0x4000_0000, 0x8000_0000, w=False, x=True)
+    st = step("relax_perms", addr=0x4000_0000, prot=RW)
+    tlb = [("tlbi_ipa_nsh", 0x4000_0000, 3)]
+    keeps_x = pre.copy().page(0x4000_0000, 0x8000_0000, x=True)
+    sets_xn = pre.copy().page(0x4000_0000, 0x8000_0000, x=False)
+
+    def judge(post, version):
+        a, b = pre.raw(), post.raw(tlb=tlb)
+        a["kernel_version"] = b["kernel_version"] = version
+        return ids(spec.check_step(a, st, b))
+    for version, good, bad in (("6.12.19", keeps_x, sets_xn), ("7.1.5", sets_xn, keeps_x),
+                               ("7.2.0", keeps_x, sets_xn)):
+        assert judge(good, version) == [], version
+        assert "C-RELAX-PERMS" in judge(bad, version), version

@@ -238,6 +238,10 @@ def _check_retry_tlbi(rep, pre, step, post):
                 "TLBI_TTL_UNKNOWN: the walk never set the level it passes (uninitialised)")
 
 
+# The first kernel whose relax_perms leaves XN alone for a prot without X (7.1 sets it).
+XN_ON_REQUEST_SINCE = (7, 2, 0)
+
+
 @statement("C-RELAX-PERMS", constrains=(
     "kvm_pgtable_stage2_relax_perms", "stage2_update_leaf_attrs", "stage2_attr_walker"))
 def contract_relax_perms(pre, step, post):
@@ -256,8 +260,10 @@ def contract_relax_perms(pre, step, post):
     table or TLBI_TTL_UNKNOWN (seen in 6.12.19, not 6.6.63); from 7.1 the leaf's XN becomes what
     prot says: a prot without X sets XN (stage2_set_xn_attr; FEAT_XNX), so execute permission is
     removed (seen in 7.1.5's source, not 6.12.19's; its kernel-doc still says no permission is
-    removed); and a prot with exactly one of PX and UX (D.exec_bits) is -EINVAL with nothing
-    changed and nothing logged (judged without FEAT_XNX).
+    removed); from 7.2 XN is touched only when prot asks for X, so a prot without X leaves it as
+    it was again ("Only update XN attr when requested during S2 relaxation", a 7.2-rc fix; seen in
+    7.2-rc's source at 8d187d4b33c2, not 7.1.5's); and from 7.1 a prot with exactly one of PX and
+    UX (D.exec_bits) is -EINVAL with nothing changed and nothing logged (judged without FEAT_XNX).
 
     Why: the permission-fault path relies on it to make progress; removing a permission, or touching
     a neighbour, silently changes the guest's mappings.
@@ -283,7 +289,7 @@ def contract_relax_perms(pre, step, post):
     check_ret(rep, step, 0)
     set_bits = (D.S2AP_R if prot & D.PROT_R else 0) | (D.S2AP_W if prot & D.PROT_W else 0)
     clr_bits = D.XN if px else 0
-    if not px and kernel_since(pre, (7, 1, 0)):
+    if not px and kernel_since(pre, (7, 1, 0)) and not kernel_since(pre, XN_ON_REQUEST_SINCE):
         set_bits |= D.XN
     check_leafwise(rep, pre, post, A, E,
                    lambda d, level: (d | set_bits) & ~clr_bits if _valid(d, level) else None)
