@@ -88,8 +88,9 @@ def test_the_7_2_fix_put_back_is_catalogued_only_where_the_kernel_had_it(tmp_pat
 
 def test_relax_perms_finding_range_follows_the_backport():
     f = next(k for k in catalogue.FINDINGS if k.id == "relax-perms-eagain-level")
-    assert f.applies_to((6, 12, 19)) and f.applies_to((7, 1, 4))
-    assert not f.applies_to((7, 1, 5)) and not f.applies_to((7, 2, 0))
+    assert f.applies_to((6, 12, 19)) and f.applies_to((7, 0, 9)) and f.applies_to((7, 1, 4))
+    assert not f.applies_to((6, 12, 98)) and not f.applies_to((7, 1, 5))
+    assert not f.applies_to((7, 2, 0)) and not f.applies_to((6, 6, 63))
     assert "8d187d4b33c2" in f.why and "ab2afe109266" in f.why
 
 
