@@ -1,14 +1,14 @@
-"""Kernels after 7.1 (docs/kernel-mainline.md "7.2: what would change").
+"""Kernels after 7.1 (docs/kernel-mainline.md "7.2").
 
-No consistent 7.2 or 7.3 tree has been found yet, so the tests here are of two kinds:
+No consistent 7.2 or 7.3 tree has been found, so the tests here are of two kinds:
 
 * a cached ``linux-7.2*`` / ``linux-7.3*`` tree, when one is put in the tree cache, is opened,
   driven and judged like 7.1.5 (they skip, saying so, when it is absent);
-* what is known of 7.2's pgtable.c is judged now: its one known change (8d187d4b33c2, the
-  relax_perms TLBI level, backported to 7.1.y in 7.1.5) and the version plumbing past 7.1. The
-  scratch trees are the cached 7.1.5 under another version line, and 7.1.5 with that fix put back
-  out (``planted_mainline``'s ``relax-perms-tlbi-level``, which gives 7.1.3's code): they test how
-  ptspec reads a version, not what a real 7.2 does.
+* what is known of 7.2's pgtable.c is judged now, on scratch copies of the cached 7.1.5: its
+  relax_perms TLBI-level fix (8d187d4b33c2, backported in 7.1.5; ``relax-perms-tlbi-level`` puts
+  it back out, which gives 7.1.3's code), its relax_perms XN change (f35c08c09250;
+  ``planted_mainline.V72_EDITS``), and the version plumbing past 7.1. They test how ptspec reads
+  a version and what the spec says of 7.2's code, not a real 7.2 tree.
 """
 
 import re
@@ -94,7 +94,7 @@ def test_relax_perms_finding_range_follows_the_backport():
     assert "8d187d4b33c2" in f.why and "ab2afe109266" in f.why
 
 
-# -- 7.2-rc's pgtable.c, rebuilt from 7.1.5, and the version plumbing past 7.1 -------------------
+# -- 7.2's pgtable.c, rebuilt from 7.1.5, and the version plumbing past 7.1 ----------------------
 
 XSTEP = (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=7)),   # R|W|X
          ("relax_perms", dict(addr=0x200000, prot=2)))                           # W, no X
@@ -109,7 +109,7 @@ def _xn_run(tree):
 
 
 def test_7_2_relax_perms_leaves_xn_and_the_spec_knows_it_by_version(tmp_path):
-    """7.2-rc's relax_perms touches XN only for a prot with X; 7.1 sets XN for one without. Each
+    """7.2's relax_perms touches XN only for a prot with X; 7.1 sets XN for one without. Each
     code is clean under its own version line and a C-RELAX-PERMS violation under the other's."""
     tree = need_tree("7.1")
     v72 = PM.v72_scratch_tree(tree, tmp_path / "72", "7.2.0")
@@ -119,8 +119,8 @@ def test_7_2_relax_perms_leaves_xn_and_the_spec_knows_it_by_version(tmp_path):
     assert _xn_run(tree) == []
 
 
-def test_7_2_rc_code_under_a_7_2_version_line_passes_a_quick_lockstep(tmp_path):
-    """Every other version gate of the spec is "from X on": 7.2-rc's code (7.1.5 with V72_EDITS)
+def test_7_2_code_under_a_7_2_version_line_passes_a_quick_lockstep(tmp_path):
+    """Every other version gate of the spec is "from X on": 7.2's code (7.1.5 with V72_EDITS)
     under a 7.2.0 line is judged by the 7.1 statements too (typed owner annotations and locked-PTE
     marker, PX/UX, void mkyoung) and passes. A gate written for 7.1 alone (planted: PX/UX only for
     7.1.x, an owner tag that stops at 7.2) makes the same run refute."""

@@ -201,18 +201,13 @@ HYP_PLANTS = tuple(
     ))
 BY_ID = {r.id: r for r in REVERTS + PLANTS}
 
-# 7.2-rc's pgtable.c (mainline at 8d187d4b33c2, kvmarm fixes of the 7.2-rc cycle) is the cached
-# 7.1.5's with two changes (docs/kernel-mainline.md "7.2"): stage2_pte_executable counts a leaf
-# executable only when its XN field is 0b00 (7.1.5 asks kvm_pgtable_stage2_pte_prot for PX or UX;
-# the two agree without FEAT_XNX), and relax_perms updates XN only when prot asks for X ("Only
-# update XN attr when requested during S2 relaxation"). V72_EDITS make them in a scratch copy of
-# 7.1.5, by kernel names, so that 7.2's behaviour can be judged where no 7.2 tree is cached.
+# 7.2's pgtable.c differs from the cached 7.1.5's, as far as the sources read here show
+# (docs/kernel-mainline.md "7.2"), by one change: relax_perms updates XN only when prot asks for X
+# ("Only update XN attr when requested during S2 relaxation", f35c08c09250, a 7.2-rc fix). V72_EDITS
+# make it in a scratch copy of 7.1.5, by kernel names, so that 7.2's behaviour can be judged where
+# no 7.2 tree is cached. (Mainline at 8d187d4b33c2 also has the older stage2_pte_executable that
+# 17f073f78fc4 fixed for FEAT_XNX; 7.1.5 and, by then, mainline have the fix.)
 V72_EDITS = (
-    _e("v7.2", "stage2_pte_executable", "kvm_pgtable_stage2_pte_prot(pte)",
-       "kvm_pgtable_stage2_pte_prot(pte)", None),
-    _e("v7.2", "stage2_pte_executable", "KVM_PGTABLE_PROT_UX | KVM_PGTABLE_PROT_PX",
-       "prot & (KVM_PGTABLE_PROT_UX | KVM_PGTABLE_PROT_PX)",
-       "kvm_pte_valid(pte) && !(pte & KVM_PTE_LEAF_ATTR_HI_S2_XN)"),
     _e("v7.2", "kvm_pgtable_stage2_relax_perms", "stage2_set_xn_attr(prot, &xn)", "ret = ",
        "if (prot & KVM_PGTABLE_PROT_X) { ret = "),
     _e("v7.2", "kvm_pgtable_stage2_relax_perms", "clr |= ~xn", "KVM_PTE_LEAF_ATTR_HI_S2_XN;",
@@ -222,8 +217,8 @@ V72_EDITS = (
 
 def v72_scratch_tree(tree, dest, version: str = "7.2.0"):
     """7.1.5's four files under ``dest`` with V72_EDITS applied to pgtable.c and the Makefile's
-    version lines set to ``version``: the opened tree (a stand-in for 7.2-rc's pgtable.c with
-    7.1.5's headers, not a 7.2 tree)."""
+    version lines set to ``version``: the opened tree (a stand-in for 7.2's pgtable.c with 7.1.5's
+    headers, not a 7.2 tree)."""
     import re
     text = (Path(tree.root) / T.FILES[0]).read_text()
     for edit in V72_EDITS:
