@@ -155,3 +155,15 @@ def test_c_relax_perms_xn_by_version_on_built_states():
                                ("7.2.0", keeps_x, sets_xn)):
         assert judge(good, version) == [], version
         assert "C-RELAX-PERMS" in judge(bad, version), version
+
+
+def test_planted_tlbi_level_bug_in_the_7_2_scratch_is_caught(tmp_path):
+    """relax-perms-tlbi-level planted in 7.2's code (7.1.5 with V72_EDITS, 7.2.0 line): the
+    relax_perms step where nothing is mapped is a C-RELAX-PERMS violation, not a catalogued finding
+    (7.2 is past the range); the unplanted copy runs it clean."""
+    tree = need_tree("7.1")
+    v72 = PM.v72_scratch_tree(tree, tmp_path / "72")
+    planted = PM.scratch_tree(PM.BY_ID["relax-perms-tlbi-level"], v72, tmp_path / "72p")
+    assert planted.version == "7.2.0"
+    assert _relax_hole(planted) == (-11, ["C-RELAX-PERMS"], {})
+    assert _relax_hole(v72) == (-11, [], {})
