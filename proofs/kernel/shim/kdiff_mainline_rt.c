@@ -116,6 +116,12 @@ int kdiff_ml_reset(u64 n, int fwb, int cmo, u64 mc_capacity)
 	return ret;
 }
 
+/* the CPU has FEAT_XNX (cpus_have_final_cap(ARM64_HAS_XNX)); kdiff_reset clears it */
+void kdiff_ml_set_xnx(int on)
+{
+	has_xnx = on;
+}
+
 int kdiff_ml_init(u32 ia_bits, u32 flags, int force_pte)
 {
 	kdiff_arch.vtcr = kvm_get_vtcr(KDIFF_PARANGE_MAX, 0, ia_bits);
