@@ -215,3 +215,12 @@ def test_planted_px_ux_swap_is_caught_only_with_xnx(tmp_path):
     assert h.step(*rv.sequence[0][:1], **rv.sequence[0][1]) == (-22, [])
     r = check.check_geometry(scratch, "4k-40", budgets.budget("quick"), 0)
     assert r.status == "refuted" and "C-MAP" in r.detail, r.detail
+
+
+def test_ptdump_names_the_el_that_may_execute():
+    from ptspec.proofs.stage2.ptdump import render as ptdump
+    pre = S2()
+    for xn, col in ((0, "RWX"), (XN_UX, "RWU"), (XN_PX, "RWP"), (XN_NONE, "RW-")):
+        text = ptdump(_raw(_with_xn(pre, xn)))
+        assert f" {col} " in text, (hex(xn), text)
+    assert " RW- " in ptdump(_raw(_with_xn(pre, XN_PX), xnx=False))     # bit 54 set: no X
