@@ -215,6 +215,11 @@ def test_planted_px_ux_swap_is_caught_only_with_xnx(tmp_path):
     assert h.step(*rv.sequence[0][:1], **rv.sequence[0][1]) == (-22, [])
     r = check.check_geometry(scratch, "4k-40", budgets.budget("quick"), 0)
     assert r.status == "refuted" and "C-MAP" in r.detail, r.detail
+    # the counterexample says the table has FEAT_XNX, and its program fails as the run did
+    cex = r.counterexample
+    assert "xnx=True" in cex["ops"] and "FEAT_XNX" in cex["c_test"] and "FEAT_XNX" in cex["tables"]
+    with pytest.raises(AssertionError, match="C-MAP"):
+        exec(cex["ops"], {})
 
 
 def test_ptdump_names_the_el_that_may_execute():

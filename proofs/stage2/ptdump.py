@@ -94,7 +94,7 @@ def render(state, title=None):
         lines.append(f"stage 2: {G.granule_name(ps)} granule, ia_bits {st.ia_bits}, start level "
                      f"{st.start_level}, pa_bits {st.pa_bits}, FWB {'on' if st.has_fwb else 'off'}, CMO "
                      f"{'on' if st.cmo else 'off'}, owner field [{st.owner_field[0]}:{st.owner_field[1]}], "
-                     f"max owner {st.max_owner_id}")
+                     f"max owner {st.max_owner_id}" + (", FEAT_XNX" if st.has_xnx else ""))
     else:
         lines.append(f"hyp stage 1: {G.granule_name(ps)} granule, va_bits {st.ia_bits}, start level "
                      f"{st.start_level}, pa_bits {st.pa_bits}")
