@@ -51,7 +51,8 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
     geometry (default 4K/39; pages and blocks scaled to its granule)."""
     t0 = time.perf_counter()
     cls = subject.subject_factory(tree)
-    ops = alphabet(page_shift=replay.geometry(geometry)[0]) + replay.prot_cases(cls, geometry)["explore"]
+    ops = (alphabet(page_shift=replay.geometry(geometry)[0])
+           + replay.prot_cases(cls, geometry)["explore"])
     make = lambda: replay.harness(tree, arena_pages=64, mc_capacity=4, cls=cls,   # noqa: E731
                                   geometry_name=geometry)
     root = make()

@@ -4,8 +4,8 @@ Every bad-argument call of impl's ``proofs/stage2/errorpaths.py`` (``BAD_ARGS``:
 ranges, addresses beyond the IPA space, size 0, sizes that wrap or are huge, prot values KVM
 refuses, owner ids past ``KVM_MAX_OWNER_ID``, calls without a memcache, and values that are not
 u64 at all; on trees with NORMAL_NC or PX/UX also the prots those make -EINVAL:
-``replay.prot_cases``) is made on the C code from each setup's state (``SETUPS``: empty, a block, pages, owner
-annotations, a 1G block), each on a freshly replayed table. The spec judges each call as any step:
+``replay.prot_cases``) is made on the C code from each setup's state (``SETUPS``: empty, a block,
+pages, owner annotations, a 1G block), each on a freshly replayed table. The spec judges each call as any step:
 a call the kernel refuses returns the errno the operation's contract names (-EINVAL, -ERANGE,
 -ENOMEM) and changes nothing (tables, refcounts, memcache, no TLB or cache maintenance), every
 invariant still holds; a value that is no kernel value is refused by the Python binding before the
