@@ -63,3 +63,15 @@ def test_planted_nc_bug_is_caught_by_the_exhaustive_exploration(tmp_path, monkey
     monkeypatch.setattr(replay, "prot_cases",
                         lambda cls, g=None: {"explore": [], "targets": [], "bad": []})
     assert exhaustive.explore(scratch, 1).status == "passed"
+
+
+def test_planted_xnx_swap_is_caught_by_the_exhaustive_exploration_on_the_xnx_table(tmp_path):
+    """xnx-px-ux-swapped (7.1.5 scratch copy): the exhaustive exploration of 4k-40 (FEAT_XNX)
+    refutes it at depth 1 (R|UX mapped as XN 0b11); on 4K/39 (no FEAT_XNX) the prot is -EINVAL
+    before the encoding and depth 1 passes."""
+    from ptspec.proofs.kernel import planted_mainline as PM
+    scratch = PM.scratch_tree(PM.BY_ID["xnx-px-ux-swapped"], need_tree("7.1"), tmp_path / "t")
+    out = exhaustive.explore(scratch, 1, geometry="4k-40")
+    assert out.status == "refuted" and "C-MAP" in out.failure.violations[0], out.detail
+    assert "xnx=True" in out.failure.program
+    assert exhaustive.explore(scratch, 1).status == "passed"
