@@ -88,3 +88,23 @@ def test_real_kernel_checks_are_in_area_kernel_and_the_rest_are_not():
     assert kdiff and all(areas[i] == "kernel" for i in kdiff)
     assert "stage2" in {a for i, a in areas.items() if i.startswith("s2.")}
     assert None not in areas.values() and {"kernel", "stage2", "mmu", "lguest"} <= set(areas.values())
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--systematic", "--module", "nosuch", "--list"], "no impl module nosuch (known: "),
+    (["--systematic", "--only", "pgtable.pte:nosuch:ret0", "--list"], "no such mutant(s)"),
+    (["--systematic", "--sample", "-3", "--list"], "--sample wants a whole number >= 1, not -3"),
+    (["--systematic", "--sample", "0", "--list"], "--sample wants a whole number >= 1, not 0"),
+    (["--jobs", "0"], "--jobs wants a whole number >= 1, not 0"),
+    (["--only", "nosuch"], "unknown corpus bug(s): nosuch"),
+])
+def test_mutants_refusals_are_one_line_exit_2(capsys, args, needle):
+    """`ptspec mutants` refuses arguments it cannot honour before it runs anything (these raised
+    a traceback, or ran everything for --sample 0, or started with no worker for --jobs 0)."""
+    try:
+        code = cli.main(["mutants", *args])
+    except SystemExit as exc:            # argparse's own refusals
+        code = exc.code
+    out, err = capsys.readouterr()
+    said = [line for line in (out + err).splitlines() if line.startswith("ptspec mutants")]
+    assert code == 2 and len(said) == 1 and needle in said[0], out + err

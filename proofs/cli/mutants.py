@@ -61,7 +61,8 @@ def add_parser(sub) -> None:
     m.add_argument("--systematic", action="store_true", help="mechanical mutants of impl/")
     m.add_argument("--module", action="append", metavar="NAME",
                    help="impl module(s) to mutate, e.g. pgtable.stage2_map (default: all)")
-    m.add_argument("--sample", type=int, metavar="N", help="a fixed deterministic sample of N mutants")
+    m.add_argument("--sample", type=_count_arg("--sample"), metavar="N",
+                   help="a fixed deterministic sample of N mutants")
     m.add_argument("--list", action="store_true", help="list the targets and exit")
     m.add_argument("--checks", metavar="PATTERN",
                    help="run only these obligations against each target (as verify --only)")
@@ -69,12 +70,26 @@ def add_parser(sub) -> None:
     m.add_argument("--escalate", metavar="PROFILE", choices=("default", "deep"),
                    help="(--systematic) run the survivors of --profile again under this profile")
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--jobs", type=int, default=1, help="worker processes, one target each")
+    m.add_argument("--jobs", type=_count_arg("--jobs"), default=1,
+                   help="worker processes, one target each")
     m.add_argument("--json", metavar="FILE", help="write every outcome as JSON")
     m.add_argument("--shard", type=_shard_arg, metavar="I/N",
                    help="run only shard I of N (1-based) of the selected targets, split by id as "
                         "verify --shard; `ptspec merge` joins the N JSON reports")
     m.set_defaults(func=cmd_mutants)
+
+
+def _count_arg(flag: str):
+    """An argparse type for a whole number >= 1 (refused in one line, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} wants a whole number >= 1, not {text!r}") from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{flag} wants a whole number >= 1, not {n}")
+        return n
+    return parse
 
 
 def _shard_arg(text: str) -> tuple[int, int]:
@@ -109,8 +124,17 @@ def _targets(args) -> list[tuple[str, str]]:
     only = {i.strip() for o in args.only or [] for i in o.split(",") if i.strip()}
     if args.systematic:
         modules = [m if m.startswith("ptspec.impl.") else f"ptspec.impl.{m}" for m in args.module or []] or None
+        known = mutate.impl_modules()
+        unknown = [m for m in modules or [] if m not in known]
+        if unknown:
+            raise SystemExit(f"ptspec mutants: no impl module {', '.join(sorted(u.removeprefix('ptspec.impl.') for u in unknown))} (known: "
+                             f"{', '.join(k.removeprefix('ptspec.impl.') for k in known)})")
         ms = mutate.enumerate_mutants(modules)
         if only:
+            missing = only - {m.id for m in ms}
+            if missing:
+                raise SystemExit(f"ptspec mutants: no such mutant(s) in the selected modules: "
+                                 f"{', '.join(sorted(missing))} (see --systematic --list)")
             ms = [m for m in ms if m.id in only]
         if args.sample:
             ms = mutants.sample(ms, args.sample, args.seed)

@@ -396,6 +396,31 @@ FINDINGS = (
                       and isinstance(step["args"].get("size"), int)
                       and step["args"]["size"] % 4096 != 0),
         text="now invalid", where=lambda v, step: _past_the_range_tlbi(v, step)),
+    KernelFinding(
+        "split-drops-memtype-pou-split", "CMO-POU", (6, 5, 0), None,
+        "split-drops-memtype as CMO-POU sees it at the split itself: a device block that "
+        "relax_perms made executable (stage2_attr_walker checks no memory type) splits into normal "
+        "cacheable executable pages, over memory whose D-cache was never cleaned nor I-cache "
+        "invalidated (a device mapping owes neither); the guest may fetch stale instructions. Seen "
+        "running 7.1.5 (4k-39, once the annotate draws changed the program: map a 1G R|W|DEVICE "
+        "block, relax_perms(X) on it, split two pages of it)",
+        ("kvm_pgtable_stage2_split", "stage2_split_walker", "kvm_pgtable_stage2_pte_prot"),
+        _op("split"), text="its D-cache was not cleaned"),
+    KernelFinding(
+        "annotate-type-truncated", "C-ANNOTATE", (7, 1, 0), None,
+        "kvm_pgtable_stage2_annotate refuses type 0 and KVM_INVALID_PTE_TYPE_LOCKED, then puts the "
+        "type into bits 63:60 with FIELD_PREP, which keeps its low 4 bits only (no range check for "
+        "a value not known at compile time): a type of 16 or more passes the check and stores type "
+        "& 0xf, so 16 writes an untyped annotation (with annotation 0, a zero descriptor: an unmap "
+        "reported as an annotation) and 17 leaves the locked-PTE marker in the table for good, the "
+        "two values the check exists to refuse; 18 and 19 become DONATION and POISONED. Every "
+        "in-tree caller passes an enumerator (pKVM's mem_protect.c), so no kernel path reaches it; "
+        "a hardening gap (checking type against the field, or the enum's last value, closes it). "
+        "Seen running 7.1.5; the lock-step draws 18 and 19 only (16 and 17 leave a table every "
+        "later step would be judged broken by; tests/test_annotate.py shows them)",
+        ("kvm_pgtable_stage2_annotate",),
+        lambda step: (step is not None and step.get("op") == "annotate"
+                      and isinstance(step["args"].get("type"), int) and step["args"]["type"] >= 16)),
 )
 
 

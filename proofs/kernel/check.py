@@ -56,7 +56,8 @@ INVARIANTS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "S2-BB
               "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF", "C-DESTROY", "C-CMO", "CMO-POC", "CMO-POU", "C-ARGS",
               "KERNEL-WARN"]
 # what a tree with the reworked walker (6.2 on) is judged by as well (spec/stage2/mainline.py)
-MAINLINE_INVARIANTS = ["S2-LOCKED", "S2-RCU", "S2-TABLE-TLBI", "C-SPLIT", "C-TEST-CLEAR-YOUNG"]
+MAINLINE_INVARIANTS = ["S2-LOCKED", "S2-RCU", "S2-TABLE-TLBI", "C-SPLIT", "C-TEST-CLEAR-YOUNG",
+                       "C-ANNOTATE"]
 
 
 def _statement(vid: str) -> str:
@@ -80,6 +81,7 @@ C_CALLS = {
     "destroy": ("kvm_pgtable_stage2_destroy", ()),
     "test_clear_young": ("kvm_pgtable_stage2_test_clear_young", ("addr", "size", "mkold")),
     "split": ("kvm_pgtable_stage2_split", ("addr", "size", "@mc")),
+    "annotate": ("kvm_pgtable_stage2_annotate", ("addr", "size", "@mc", "type", "annotation")),
 }
 
 
@@ -126,7 +128,7 @@ def c_test_body(trace: list, mc_capacity: int = 16, shape=None, raw=None) -> str
                 v = args[n]
                 vals.append(hex(v) if isinstance(v, int) and v > 9 else str(v))
         out.append(f"	{fn}({', '.join(['pgt'] + vals)});")
-        if op in ("map", "set_owner"):
+        if op in ("map", "set_owner", "annotate"):
             out.append(f"	kvm_mmu_topup_memory_cache(mc, {mc_capacity});")
     out.append("}")
     return "\n".join(out)

@@ -67,6 +67,13 @@ PROT_SW = 0xF << SW_SHIFT        # KVM_PGTABLE_PROT_SW0..3: the leaf's software 
 MEMATTR_NORMAL = {False: 0xF, True: 0x6}
 MEMATTR_DEVICE = {False: 0x1, True: 0x1}
 MEMATTR_NORMAL_NC = {False: 0x5, True: 0x5}   # MT_S2_NORMAL_NC / MT_S2_FWB_NORMAL_NC
+# KVM_PGTABLE_S2_AS_S1 (7.1, an init flag: "final memory attributes are that of stage 1"): every
+# leaf's MemAttr is PAGE_S2_MEMATTR(AS_S1), whatever the prot asks for: MT_S2_AS_S1 is MT_S2_NORMAL
+# (0xf: stage 2 normal write-back, so the combination is stage 1's) and MT_S2_FWB_AS_S1 is 7 (FWB:
+# use stage 1's attributes). stage2_pte_cacheable compares with the same encoding, so every valid
+# leaf of such a table is cacheable (is_cacheable with as_s1)
+MEMATTR_AS_S1 = {False: 0xF, True: 0x7}
+AS_S1_SINCE = (7, 1, 0)
 # the first release whose stage2_set_prot_attr reads KVM_PGTABLE_PROT_NORMAL_NC (before it the bit
 # is ignored: the leaf is normal cacheable)
 NORMAL_NC_SINCE = (6, 9, 0)
@@ -159,10 +166,12 @@ def memattr_name(memattr, has_fwb):
     return f"MEMATTR={memattr:#x}"
 
 
-def is_cacheable(desc, has_fwb):
+def is_cacheable(desc, has_fwb, as_s1=False):
     """MemAttr is KVM's normal (write-back cacheable) encoding for this FWB setting (device and
-    normal non-cacheable are not)."""
-    return (desc & MEMATTR_MASK) >> MEMATTR_SHIFT == MEMATTR_NORMAL[has_fwb]
+    normal non-cacheable are not); in a KVM_PGTABLE_S2_AS_S1 table, the AS_S1 encoding (every leaf
+    KVM writes there: stage2_pte_cacheable compares with KVM_S2_MEMATTR(pgt, NORMAL))."""
+    normal = MEMATTR_AS_S1 if as_s1 else MEMATTR_NORMAL
+    return (desc & MEMATTR_MASK) >> MEMATTR_SHIFT == normal[has_fwb]
 
 
 def xn_exec_mask(has_xnx=False):
@@ -213,6 +222,49 @@ def owner_tag(kernel_version) -> int:
         if kernel_version is not None and tuple(kernel_version) >= since:
             tag = t
     return tag
+
+
+# kvm_pgtable_stage2_annotate (7.1) stores any annotation an invalid descriptor can hold: a type
+# (enum kvm_invalid_pte_type) in bits 63:60 and an annotation in bits 59:1 (KVM_INVALID_PTE_ANNOT_MASK).
+# Types 0 (the empty descriptor) and 1 (KVM_INVALID_PTE_TYPE_LOCKED, break-before-make's marker) are
+# refused; DONATION (2) is pKVM's owner record on the host stage-2 (owner_tag), and POISONED (3) marks
+# a guest page the host reclaimed by force. pgtable.c gives other types no meaning: it stores them.
+INVALID_TYPE_SHIFT = 60
+TYPE_LOCKED, TYPE_DONATION, TYPE_POISONED = 1, 2, 3     # enum kvm_invalid_pte_type in 7.1
+ANNOT_MASK = U64 & ~(VALID | INVALID_TYPE_MASK)          # KVM_INVALID_PTE_ANNOT_MASK: bits 59:1
+ANNOTATE_SINCE = (7, 1, 0)
+
+
+def has_annotate(kernel_version) -> bool:
+    """Whether a kernel version's stage-2 invalid descriptors are typed annotations written by
+    kvm_pgtable_stage2_annotate (a tuple; None: 5.12-6.1): from 7.1 on."""
+    return kernel_version is not None and tuple(kernel_version) >= ANNOTATE_SINCE
+
+
+def annotation_descriptor(type_, annotation):
+    """The invalid descriptor kvm_pgtable_stage2_annotate stores for (type, annotation), or None
+    when the call must be refused (-EINVAL): an annotation with bit 0 or any of bits 63:60 set, a
+    type of 0 or TYPE_LOCKED, or a type the 4-bit field cannot hold (16 and above, or negative: the
+    field would store another type than the one asked for)."""
+    if annotation & ~ANNOT_MASK or not TYPE_LOCKED < type_ < 16:
+        return None
+    return annotation | type_ << INVALID_TYPE_SHIFT
+
+
+def annotation_type(desc) -> int:
+    """The type (bits 63:60) of an invalid descriptor from 7.1."""
+    return (desc & INVALID_TYPE_MASK) >> INVALID_TYPE_SHIFT
+
+
+def is_other_annotation(desc, tag) -> bool:
+    """From 7.1 (tag: owner_tag, non-zero): an invalid descriptor that annotate stores and that is
+    not an owner record: a type other than 0, TYPE_LOCKED and the owner type, with any annotation
+    in bits 59:1 (POISONED, with annotation 0, is what pKVM writes; the rest pgtable.c stores as
+    given). Before 7.1 (tag 0) there is no such descriptor."""
+    if not tag or desc & VALID:
+        return False
+    t = annotation_type(desc)
+    return t not in (0, TYPE_LOCKED) and t << INVALID_TYPE_SHIFT != tag
 
 
 def owner_of(desc, owner_field, tag=0):
@@ -280,7 +332,7 @@ def exec_bits(prot, px_ux=False):
     return x or bool(prot & PROT_PX), x or bool(prot & PROT_UX)
 
 
-def prot_attrs(prot, has_fwb, normal_nc=False, px_ux=False, xnx=False):
+def prot_attrs(prot, has_fwb, normal_nc=False, px_ux=False, as_s1=False, xnx=False):
     """The leaf attribute bits KVM derives from a kvm_pgtable_prot (stage2_set_prot_attr).
 
     MemAttr normal, device, or (with `normal_nc`, 6.9 on: has_normal_nc) normal non-cacheable for
@@ -289,9 +341,11 @@ def prot_attrs(prot, has_fwb, normal_nc=False, px_ux=False, xnx=False):
     `normal_nc` for X with NORMAL_NC and for DEVICE with NORMAL_NC. Without `normal_nc` the
     NORMAL_NC bit is ignored, as the kernels before it do. With `px_ux` (7.1 on) "X" is either of
     PX and UX (exec_bits): with DEVICE or NORMAL_NC still -EINVAL, and exactly one of them is
-    -EINVAL too without FEAT_XNX (PX_UX_SINCE); XN is set unless both. With `xnx` (uses_xnx:
-    7.1 on a CPU with FEAT_XNX) one alone is mapped, its XN field from xn_field (UX only 0b01,
-    PX only 0b11).
+    -EINVAL too without FEAT_XNX (PX_UX_SINCE); XN is set unless both. With `as_s1` (a table
+    initialised with KVM_PGTABLE_S2_AS_S1, 7.1 on) the MemAttr is MEMATTR_AS_S1 for every prot the
+    rules above accept (device and non-cacheable included: stage 1 decides). With `xnx`
+    (uses_xnx: 7.1 on a CPU with FEAT_XNX) one of PX and UX alone is mapped, its XN field from
+    xn_field (UX only 0b01, PX only 0b11).
     """
     device = bool(prot & PROT_DEVICE)
     nc = normal_nc and bool(prot & PROT_NORMAL_NC)
@@ -299,7 +353,8 @@ def prot_attrs(prot, has_fwb, normal_nc=False, px_ux=False, xnx=False):
     xn = xn_field(px, ux, xnx and px_ux)
     if (device or nc) and (px or ux) or device and nc or xn is None:
         return None
-    memattr = MEMATTR_DEVICE if device else MEMATTR_NORMAL_NC if nc else MEMATTR_NORMAL
+    memattr = (MEMATTR_AS_S1 if as_s1 else MEMATTR_DEVICE if device else MEMATTR_NORMAL_NC if nc
+               else MEMATTR_NORMAL)
     attr = memattr[has_fwb] << MEMATTR_SHIFT
     attr |= xn
     if prot & PROT_R:
