@@ -140,8 +140,7 @@ class Lguest(ShadowOps, PgdirOps):
         new.pgdirs = [pd.copy() for pd in self.pgdirs]
         new.cpu = LgCpu()
         new.cpu.cpu_pgd, new.cpu.linear_pages = self.cpu.cpu_pgd, self.cpu.linear_pages
-        new.rng = self.rng                # shared until one of the two draws (prandom_u32)
-        self.rng_shared = new.rng_shared = True
+        self.rng_shared = new.rng_shared = True   # one rng for both until one draws (prandom_u32)
         new.forced_random = list(self.forced_random)
         return new
 
