@@ -8,10 +8,12 @@ telling, set_pte with good and hostile PTEs (including on the pinned stack page)
 entry, of the switcher's entry in a pgdir that is not running and one past PTRS_PER_PGD,
 new_pagetable for each pgdir (a third one evicting each slot), flush_user, clear_all,
 running on each host CPU, guest_pa, set_stack (2 pages, 3 pages) and pin, injected allocation and
-get_user_pages failures, and free. States are
-identified by their raw state (plus pending injected failures); a state already seen is not
-expanded again. Every transition is checked against every invariant and its contract, so within the
-bound the check is complete, and the first violation found comes with a shortest sequence.
+get_user_pages failures, and free. States are identified by their raw state (plus pending
+injected failures). Every state reached is checked against every invariant, and every transition
+against its contract and the per-step LG-SHADOW, so within the bound the check is complete, and
+the first violation found comes with a shortest sequence. A state already seen is not expanded,
+loaded or judged against the invariants again (it passed them when first seen; its loaded form is
+kept with its key): only the step into it is checked.
 """
 
 from __future__ import annotations
