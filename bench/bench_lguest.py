@@ -76,7 +76,7 @@ def main():
             out = lguest_exhaustive.explore(depth, fmt)
             cpu = time.process_time() - cpu
             print(f"{fmt:6}  exhaustive depth {depth}  {out.status} {out.states} states "
-                  f"{out.transitions} transitions {rate(out.transitions, cpu)} per CPU second")
+                  f"{out.transitions} transitions {out.transitions / cpu:8.0f} per CPU second")
 
 
 if __name__ == "__main__":
