@@ -183,8 +183,8 @@ def xn_exec_mask(has_xnx=False):
 
 def is_executable(desc, has_xnx=False):
     """A valid leaf the guest may execute from at some EL: XN clear; with FEAT_XNX (has_xnx) any XN
-    field but 0b10 (0b01: EL0 only, 0b11: EL1 only, 0b00: both)."""
-    return desc & xn_exec_mask(has_xnx) != XN
+    field but 0b10 (0b01: EL0 only, 0b11: EL1 only, 0b00: both). (xn_exec_mask written out.)"""
+    return desc & (XN_FIELD if has_xnx else XN) != XN
 
 
 def exec_levels(desc, has_xnx=False):
