@@ -383,8 +383,9 @@ FINDINGS = (
         "unmap-deferred-tlbi-short", "S2-BBM", (6, 6, 0), None,
         "with FWB and range TLBI (stage2_unmap_defer_tlb_flush), kvm_pgtable_stage2_unmap's "
         "deferred invalidation kvm_tlb_flush_vmid_range(mmu, addr, size) covers size >> "
-        "PAGE_SHIFT pages from addr, while the walk covers addr rounded down to its end rounded "
-        "up: for a size that is not a multiple of the page size the last page's leaf (a whole "
+        "PAGE_SHIFT pages from addr's page (the hyp rounds addr down), while the walk covers addr "
+        "rounded down to that plus size rounded up: for a size that is not a multiple of the page "
+        "size (whatever addr's alignment) the last page's leaf (a whole "
         "block there) is removed and never invalidated, a stale translation of memory the guest "
         "no longer owns. The kernel's callers pass page-aligned (memslot) ranges; seen running "
         "6.6.63, 6.12.19 and 7.1.5 (reached by the 7.1.5 lock-step once NORMAL_NC prots changed "
@@ -425,13 +426,14 @@ FINDINGS = (
 
 def _past_the_range_tlbi(violation, step) -> bool:
     """The leaf changed at or after the end of what kvm_tlb_flush_vmid_range(mmu, addr, size)
-    invalidates, addr + (size >> PAGE_SHIFT pages): the part of the walk the deferred TLBI misses
-    (step page_shift: the table's; without it, 64K, whose bound is the lowest)."""
+    invalidates, addr's page + (size >> PAGE_SHIFT pages) (__kvm_tlb_flush_vmid_range rounds
+    addr down to the page): the part of the walk the deferred TLBI misses (step page_shift: the
+    table's; without it, 64K, whose bound is the lowest)."""
     where = getattr(violation, "where", None) or {}
     ps = step.get("page_shift") or 16
     a = step["args"]
     at = where.get("changed_at")
-    return isinstance(at, int) and at >= a["addr"] + (a["size"] >> ps << ps)
+    return isinstance(at, int) and at >= (a["addr"] >> ps << ps) + (a["size"] >> ps << ps)
 
 
 def finding_for(violation, step, version: tuple):

@@ -27,7 +27,8 @@ The fixes (upstream subject lines paraphrased):
 stored valid (S2-LOCKED), and NORMAL_NC (6.9 on) mishandled by ``stage2_set_prot_attr`` (C-MAP):
 ``nc-as-normal`` (normal cacheable MemAttr), ``nc-x-accepted`` (NORMAL_NC | X mapped),
 ``nc-device-accepted`` (DEVICE | NORMAL_NC mapped as normal memory), and PX/UX (7.1 on):
-``xnx-assumed`` (PX without UX mapped on a CPU without FEAT_XNX), and annotate (7.1 on, C-ANNOTATE,
+``xnx-assumed`` (PX without UX mapped on a CPU without FEAT_XNX), ``xnx-px-ux-swapped`` (with
+FEAT_XNX, PX alone and UX alone given each other's XN value), and annotate (7.1 on, C-ANNOTATE,
 S2-RC): ``annotate-locked-accepted`` (type LOCKED stored), ``annotate-mask-unchecked`` (an
 annotation with bit 0 stored as a valid descriptor), ``poison-uncounted`` (POISONED annotations
 not counted in the table's refcount), and AS_S1 (7.1 on, 16k-47's table): ``as-s1-device-forced``
@@ -166,7 +167,17 @@ PLANTS += (
            (_e("xnx-assumed", "stage2_set_xn_attr", "ARM64_HAS_XNX", "px != ux", "0"),),
            ("4k-39",), ("C-MAP",),
            (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=0x24)),),
-           upstream=False),)
+           upstream=False),
+    # FEAT_XNX (the table option xnx, 4k-40): the 2-bit XN values of PX alone and UX alone
+    # exchanged, so a guest kernel mapping may execute at EL0 only and a user one at EL1 only.
+    # Without FEAT_XNX one alone is -EINVAL before the encoding: only an XNX table sees it
+    Revert("xnx-px-ux-swapped", "stage2_set_xn_attr encodes UX alone as XN 0b11 and PX alone "
+           "as 0b01 (FEAT_XNX's meanings exchanged)", "7.1",
+           (_e("xnx-px-ux-swapped", "stage2_set_xn_attr", "else if (!px && ux)", "!px && ux",
+               "px && !ux"),),
+           ("4k-40",), ("C-MAP", "C-RELAX-PERMS"),
+           (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=0x24)),),
+           harness=(("xnx", True),), upstream=False),)
 # kvm_pgtable_stage2_annotate (7.1 on): its two argument checks weakened, and POISONED annotations
 # left out of the table's refcount; the lock-step drives annotate (and POISONED) only since C-ANNOTATE
 PLANTS += (

@@ -257,7 +257,8 @@ def contract_relax_perms(pre, step, post):
     prot says: a prot without X sets XN (stage2_set_xn_attr; FEAT_XNX), so execute permission is
     removed (seen in 7.1.5's source, not 6.12.19's; its kernel-doc still says no permission is
     removed); and a prot with exactly one of PX and UX (D.exec_bits) is -EINVAL with nothing
-    changed and nothing logged (judged without FEAT_XNX).
+    changed and nothing logged without FEAT_XNX; with it (the state's has_xnx) the leaf's 2-bit
+    XN field becomes D.xn_field of PX and UX (UX only 0b01, PX only 0b11).
 
     Why: the permission-fault path relies on it to make progress; removing a permission, or touching
     a neighbour, silently changes the guest's mappings.
@@ -270,7 +271,9 @@ def contract_relax_perms(pre, step, post):
     prot = step.args["prot"]
     A, E = op_range(pre, step)
     px, ux = D.exec_bits(prot, D.has_px_ux(pre.kernel_version))
-    if early_exit(rep, pre, post, step, A, E, EINVAL if prot & D.PROT_SW or px != ux else None):
+    xnx = D.uses_xnx(pre.kernel_version, pre.has_xnx)
+    xn = D.xn_field(px, ux, xnx)
+    if early_exit(rep, pre, post, step, A, E, EINVAL if prot & D.PROT_SW or xn is None else None):
         return rep.result()
     leaf = pre.walk().find(A)
     if kernel_since(pre, (6, 2, 0)) and (leaf is None or not is_valid(leaf)):
@@ -285,6 +288,8 @@ def contract_relax_perms(pre, step, post):
     clr_bits = D.XN if px else 0
     if not px and kernel_since(pre, (7, 1, 0)):
         set_bits |= D.XN
+    if xnx:                 # FEAT_XNX: the whole field becomes what PX and UX say
+        set_bits, clr_bits = set_bits & ~D.XN_FIELD | xn, D.XN_FIELD & ~xn
     check_leafwise(rep, pre, post, A, E,
                    lambda d, level: (d | set_bits) & ~clr_bits if _valid(d, level) else None)
     level = leaf[LEVEL] if leaf is not None and is_valid(leaf) else 0
