@@ -387,8 +387,9 @@ FINDINGS = (
         "unmap-deferred-tlbi-short", "S2-BBM", (6, 6, 0), None,
         "with FWB and range TLBI (stage2_unmap_defer_tlb_flush), kvm_pgtable_stage2_unmap's "
         "deferred invalidation kvm_tlb_flush_vmid_range(mmu, addr, size) covers size >> "
-        "PAGE_SHIFT pages from addr, while the walk covers addr rounded down to its end rounded "
-        "up: for a size that is not a multiple of the page size the last page's leaf (a whole "
+        "PAGE_SHIFT pages from addr's page (the hyp rounds addr down), while the walk covers addr "
+        "rounded down to that plus size rounded up: for a size that is not a multiple of the page "
+        "size (whatever addr's alignment) the last page's leaf (a whole "
         "block there) is removed and never invalidated, a stale translation of memory the guest "
         "no longer owns. The kernel's callers pass page-aligned (memslot) ranges; seen running "
         "6.6.63, 6.12.19 and 7.1.5 (reached by the 7.1.5 lock-step once NORMAL_NC prots changed "
@@ -399,18 +400,44 @@ FINDINGS = (
                       and isinstance(step["args"].get("size"), int)
                       and step["args"]["size"] % 4096 != 0),
         text="now invalid", where=lambda v, step: _past_the_range_tlbi(v, step)),
+    KernelFinding(
+        "split-drops-memtype-pou-split", "CMO-POU", (6, 5, 0), None,
+        "split-drops-memtype as CMO-POU sees it at the split itself: a device block that "
+        "relax_perms made executable (stage2_attr_walker checks no memory type) splits into normal "
+        "cacheable executable pages, over memory whose D-cache was never cleaned nor I-cache "
+        "invalidated (a device mapping owes neither); the guest may fetch stale instructions. Seen "
+        "running 7.1.5 (4k-39, once the annotate draws changed the program: map a 1G R|W|DEVICE "
+        "block, relax_perms(X) on it, split two pages of it)",
+        ("kvm_pgtable_stage2_split", "stage2_split_walker", "kvm_pgtable_stage2_pte_prot"),
+        _op("split"), text="its D-cache was not cleaned"),
+    KernelFinding(
+        "annotate-type-truncated", "C-ANNOTATE", (7, 1, 0), None,
+        "kvm_pgtable_stage2_annotate refuses type 0 and KVM_INVALID_PTE_TYPE_LOCKED, then puts the "
+        "type into bits 63:60 with FIELD_PREP, which keeps its low 4 bits only (no range check for "
+        "a value not known at compile time): a type of 16 or more passes the check and stores type "
+        "& 0xf, so 16 writes an untyped annotation (with annotation 0, a zero descriptor: an unmap "
+        "reported as an annotation) and 17 leaves the locked-PTE marker in the table for good, the "
+        "two values the check exists to refuse; 18 and 19 become DONATION and POISONED. Every "
+        "in-tree caller passes an enumerator (pKVM's mem_protect.c), so no kernel path reaches it; "
+        "a hardening gap (checking type against the field, or the enum's last value, closes it). "
+        "Seen running 7.1.5; the lock-step draws 18 and 19 only (16 and 17 leave a table every "
+        "later step would be judged broken by; tests/test_annotate.py shows them)",
+        ("kvm_pgtable_stage2_annotate",),
+        lambda step: (step is not None and step.get("op") == "annotate"
+                      and isinstance(step["args"].get("type"), int) and step["args"]["type"] >= 16)),
 )
 
 
 def _past_the_range_tlbi(violation, step) -> bool:
     """The leaf changed at or after the end of what kvm_tlb_flush_vmid_range(mmu, addr, size)
-    invalidates, addr + (size >> PAGE_SHIFT pages): the part of the walk the deferred TLBI misses
-    (step page_shift: the table's; without it, 64K, whose bound is the lowest)."""
+    invalidates, addr's page + (size >> PAGE_SHIFT pages) (__kvm_tlb_flush_vmid_range rounds
+    addr down to the page): the part of the walk the deferred TLBI misses (step page_shift: the
+    table's; without it, 64K, whose bound is the lowest)."""
     where = getattr(violation, "where", None) or {}
     ps = step.get("page_shift") or 16
     a = step["args"]
     at = where.get("changed_at")
-    return isinstance(at, int) and at >= a["addr"] + (a["size"] >> ps << ps)
+    return isinstance(at, int) and at >= (a["addr"] >> ps << ps) + (a["size"] >> ps << ps)
 
 
 def finding_for(violation, step, version: tuple):

@@ -56,7 +56,8 @@ INVARIANTS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "S2-BB
               "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF", "C-DESTROY", "C-CMO", "CMO-POC", "CMO-POU", "C-ARGS",
               "KERNEL-WARN"]
 # what a tree with the reworked walker (6.2 on) is judged by as well (spec/stage2/mainline.py)
-MAINLINE_INVARIANTS = ["S2-LOCKED", "S2-RCU", "S2-TABLE-TLBI", "C-SPLIT", "C-TEST-CLEAR-YOUNG"]
+MAINLINE_INVARIANTS = ["S2-LOCKED", "S2-RCU", "S2-TABLE-TLBI", "C-SPLIT", "C-TEST-CLEAR-YOUNG",
+                       "C-ANNOTATE"]
 
 
 def _statement(vid: str) -> str:
@@ -80,6 +81,7 @@ C_CALLS = {
     "destroy": ("kvm_pgtable_stage2_destroy", ()),
     "test_clear_young": ("kvm_pgtable_stage2_test_clear_young", ("addr", "size", "mkold")),
     "split": ("kvm_pgtable_stage2_split", ("addr", "size", "@mc")),
+    "annotate": ("kvm_pgtable_stage2_annotate", ("addr", "size", "@mc", "type", "annotation")),
 }
 
 
@@ -96,7 +98,8 @@ def c_test_body(trace: list, mc_capacity: int = 16, shape=None, raw=None) -> str
         out.append(f"/* pgt: {1 << raw['page_shift'] >> 10}K pages, ia_bits {raw['ia_bits']}, "
                    f"start level {raw['start_level']}; FWB {'on' if raw.get('has_fwb') else 'off'}"
                    f"; mm_ops {'with' if raw.get('cmo') else 'without'} the CMO hooks"
-                   f"{'; KVM_PGTABLE_S2_IDMAP' if raw.get('idmap') else ''} */")
+                   f"{'; KVM_PGTABLE_S2_IDMAP' if raw.get('idmap') else ''}"
+                   f"{'; a CPU with FEAT_XNX (ARM64_HAS_XNX)' if raw.get('has_xnx') else ''} */")
     out += ["static void ptspec_counterexample(struct kvm_pgtable *pgt, "
             "struct kvm_mmu_memory_cache *mc)", "{", "	kvm_pte_t pte; u32 level;", ""]
     for entry in trace:
@@ -125,7 +128,7 @@ def c_test_body(trace: list, mc_capacity: int = 16, shape=None, raw=None) -> str
                 v = args[n]
                 vals.append(hex(v) if isinstance(v, int) and v > 9 else str(v))
         out.append(f"	{fn}({', '.join(['pgt'] + vals)});")
-        if op in ("map", "set_owner"):
+        if op in ("map", "set_owner", "annotate"):
             out.append(f"	kvm_mmu_topup_memory_cache(mc, {mc_capacity});")
     out.append("}")
     return "\n".join(out)

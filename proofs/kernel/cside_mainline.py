@@ -13,7 +13,8 @@ number of TLB/cache events logged before (``pages_freed``: [PA, position]); its 
 
 Prot and init flags are the spec's (what step records carry) and are translated to the tree's
 enums at the call (``tree_mainline``: 7.x renumbers both); on a tree with
-``kvm_pgtable_stage2_annotate`` (7.x) set_owner is that call with the ownership type.
+``kvm_pgtable_stage2_annotate`` (7.x) set_owner is that call with the ownership type, and
+``annotate`` calls it with any type and annotation.
 A call the tree does not have (mkold after 6.4, split before 6.5) raises ValueError before any C
 code runs.
 """
@@ -24,6 +25,7 @@ import ctypes
 
 from ptspec.proofs.kernel import cside
 from ptspec.proofs.kernel.cside import CPgtable, _u64
+from ptspec.proofs.kernel.tree_mainline import SPEC_FLAG_AS_S1
 
 EV_TLBI_RANGE, EV_TLBI_NSH, EV_LOCK, EV_FREE_UNLINKED, EV_FREED = 7, 8, 9, 10, 11
 
@@ -40,6 +42,7 @@ def _bind(lib):
         "kdiff_ml_mkyoung": (u64, [u64]), "kdiff_ml_mkold": (u64, [u64]),
         "kdiff_ml_is_young": (i32, [u64]), "kdiff_ml_test_clear_young": (i32, [u64, u64, i32]),
         "kdiff_ml_split": (i32, [u64, u64, i32]), "kdiff_ml_relax_perms": (i32, [u64, u64]),
+        "kdiff_ml_set_xnx": (None, [i32]),
     }
     if hasattr(lib, "kdiff_ml_annotate"):
         sigs["kdiff_ml_annotate"] = (i32, [u64, u64, i32, i32, u64])
@@ -52,15 +55,26 @@ def _bind(lib):
 class CPgtableMainline(CPgtable):
     """pgtable.c of 6.2 on, with the API of CPgtable plus split and test_clear_young."""
 
-    def __init__(self, page_shift: int = 12, ia_bits: int = 40, *, src=None, **kw):
+    def __init__(self, page_shift: int = 12, ia_bits: int = 40, *, src=None, xnx: bool = False,
+                 **kw):
         if src is None or getattr(src.shape, "mainline", None) is None:
             raise ValueError("CPgtableMainline needs a tree with the reworked walker (6.2 on)")
+        if xnx and not src.shape.mainline.xnx:
+            raise ValueError(f"Linux {src.version}'s pgtable.c never asks for ARM64_HAS_XNX "
+                             "(FEAT_XNX is a 7.1 option)")
+        as_s1 = kw.get("flags", 0) & SPEC_FLAG_AS_S1    # 7.1's KVM_PGTABLE_S2_AS_S1 (flags_to_tree)
+        if as_s1 and "KVM_PGTABLE_S2_AS_S1" not in dict(src.shape.mainline.s2_flags):
+            raise ValueError(f"Linux {src.version} has no KVM_PGTABLE_S2_AS_S1")
+        kw["flags"] = kw.get("flags", 0) & ~SPEC_FLAG_AS_S1
         super().__init__(page_shift, ia_bits, src=src, **kw)
+        self.flags |= as_s1
         self.shape = src.shape.mainline
         self.version = src.version
         _bind(self.lib)
         if self.lib.kdiff_ml_reset(self.npages, int(self.fwb_cap), int(self.cmo), self.mc_capacity):
             raise MemoryError(f"could not map an arena of {self.npages} pages")
+        self.xnx = bool(xnx)            # the CPU has FEAT_XNX (cpus_have_final_cap(ARM64_HAS_XNX))
+        self.lib.kdiff_ml_set_xnx(int(self.xnx))
         self.lib.kdiff_ml_set_lock_marker(*(self.shape.lock_marker() or (0, 0)))
         self.pgt = self.lib.kdiff_pgtable()
         self.mc = cside.CMemcache(self)
@@ -112,9 +126,20 @@ class CPgtableMainline(CPgtable):
         if not 1 <= owner_id <= self.max_owner_id:
             raise ValueError(f"owner_id {owner_id}: only ids 1..{self.max_owner_id} are "
                              f"annotations in Linux {self.version}")
+        return self.annotate(addr, size, mc, self.shape.donation_type,
+                             owner_id << self.owner_field[1])
+
+    def annotate(self, addr, size, mc, type_, annotation) -> int:
+        """kvm_pgtable_stage2_annotate(pgt, addr, size, mc, type, annotation) (7.x) as called:
+        ``type_`` is an enum kvm_invalid_pte_type (a u32 here; the C refuses 0 and LOCKED itself),
+        ``annotation`` a u64. A tree without annotate raises ValueError before any C runs."""
+        if not self.shape.annotate:
+            raise ValueError(f"Linux {self.version} has no kvm_pgtable_stage2_annotate")
+        if isinstance(type_, bool) or not isinstance(type_, int) or not 0 <= type_ <= 0xFFFFFFFF:
+            raise ValueError(f"type must be an enum kvm_invalid_pte_type value (a u32), not {type_!r}")
         return self._lib().kdiff_ml_annotate(_u64("addr", addr), _u64("size", size),
-                                             self._use_mc(mc), self.shape.donation_type,
-                                             owner_id << self.owner_field[1])
+                                             self._use_mc(mc), type_ - (1 << 32) if type_ >> 31 else type_,
+                                             _u64("annotation", annotation))
 
     def mkyoung(self, addr) -> int:
         return self._lib().kdiff_ml_mkyoung(_u64("addr", addr))
@@ -168,6 +193,9 @@ class CPgtableMainline(CPgtable):
     def snapshot(self, drain_log: bool = True) -> dict:
         state = super().snapshot(drain_log)
         state["kernel_version"] = self.version
+        state["as_s1"] = bool(self.flags & SPEC_FLAG_AS_S1)
+        if self.xnx:
+            state["has_xnx"] = True         # (absent: no FEAT_XNX, as every state before it)
         state["pte_locks"] = [list(x) for x in self.locks]
         state["unlinked_freed"] = [list(x) for x in self.freed]
         state["pages_freed"] = [list(x) for x in self.pages_freed]

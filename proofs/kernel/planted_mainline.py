@@ -30,7 +30,12 @@ The fixes (upstream subject lines paraphrased):
 stored valid (S2-LOCKED), and NORMAL_NC (6.9 on) mishandled by ``stage2_set_prot_attr`` (C-MAP):
 ``nc-as-normal`` (normal cacheable MemAttr), ``nc-x-accepted`` (NORMAL_NC | X mapped),
 ``nc-device-accepted`` (DEVICE | NORMAL_NC mapped as normal memory), and PX/UX (7.1 on):
-``xnx-assumed`` (PX without UX mapped on a CPU without FEAT_XNX).
+``xnx-assumed`` (PX without UX mapped on a CPU without FEAT_XNX), ``xnx-px-ux-swapped`` (with
+FEAT_XNX, PX alone and UX alone given each other's XN value), and annotate (7.1 on, C-ANNOTATE,
+S2-RC): ``annotate-locked-accepted`` (type LOCKED stored), ``annotate-mask-unchecked`` (an
+annotation with bit 0 stored as a valid descriptor), ``poison-uncounted`` (POISONED annotations
+not counted in the table's refcount), and AS_S1 (7.1 on, 16k-47's table): ``as-s1-device-forced``
+(a device map in an AS_S1 table given Device-nGnRE).
 
 ``HYP_PLANTS`` are bugs planted (not upstream fixes) in each 6.x tree's hyp stage-1 unmap
 (``hyp-unmap-keeps-table``, ``hyp-unmap-uncounted``), run by ``run_hyp_sequence`` on the hyp
@@ -177,7 +182,53 @@ PLANTS += (
            (_e("xnx-assumed", "stage2_set_xn_attr", "ARM64_HAS_XNX", "px != ux", "0"),),
            ("4k-39",), ("C-MAP",),
            (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=0x24)),),
+           upstream=False),
+    # FEAT_XNX (the table option xnx, 4k-40): the 2-bit XN values of PX alone and UX alone
+    # exchanged, so a guest kernel mapping may execute at EL0 only and a user one at EL1 only.
+    # Without FEAT_XNX one alone is -EINVAL before the encoding: only an XNX table sees it
+    Revert("xnx-px-ux-swapped", "stage2_set_xn_attr encodes UX alone as XN 0b11 and PX alone "
+           "as 0b01 (FEAT_XNX's meanings exchanged)", "7.1",
+           (_e("xnx-px-ux-swapped", "stage2_set_xn_attr", "else if (!px && ux)", "!px && ux",
+               "px && !ux"),),
+           ("4k-40",), ("C-MAP", "C-RELAX-PERMS"),
+           (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=0x24)),),
+           harness=(("xnx", True),), upstream=False),)
+# kvm_pgtable_stage2_annotate (7.1 on): its two argument checks weakened, and POISONED annotations
+# left out of the table's refcount; the lock-step drives annotate (and POISONED) only since C-ANNOTATE
+PLANTS += (
+    Revert("annotate-locked-accepted", "kvm_pgtable_stage2_annotate refuses type 0 only: "
+           "KVM_INVALID_PTE_TYPE_LOCKED is stored, a locked-PTE marker left in the table", "7.1",
+           (_e("annotate-locked-accepted", "kvm_pgtable_stage2_annotate",
+               "KVM_INVALID_PTE_TYPE_LOCKED)", "!type ||", "!type || 0 &&"),),
+           ("4k-39",), ("C-ANNOTATE", "S2-LOCKED", "S2-OWN"),
+           (("annotate", dict(addr=0x200000, size=0x1000, type=1, annotation=0)),),
+           upstream=False),
+    Revert("annotate-mask-unchecked", "kvm_pgtable_stage2_annotate skips its annotation check: "
+           "an annotation with bit 0 set is stored as a valid descriptor", "7.1",
+           (_e("annotate-mask-unchecked", "kvm_pgtable_stage2_annotate",
+               "KVM_INVALID_PTE_ANNOT_MASK", "if (", "if (0 && "),),
+           ("4k-39",), ("C-ANNOTATE",),
+           (("annotate", dict(addr=0x200000, size=0x1000, type=3, annotation=1)),),
+           upstream=False),
+    Revert("poison-uncounted", "stage2_pte_is_counted leaves POISONED annotations out: a page "
+           "annotated POISONED takes no reference on its table (and unmap drops none)", "7.1",
+           (_e("poison-uncounted", "stage2_pte_is_counted", "return !!pte", "!!pte",
+               "(!!pte && (pte >> 60) != 3)"),),
+           ("4k-39",), ("S2-RC",),
+           (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=6)),
+            ("annotate", dict(addr=0x201000, size=0x1000, type=3, annotation=0))),
            upstream=False),)
+# KVM_PGTABLE_S2_AS_S1 (7.1 on): the device case of stage2_set_prot_attr bypasses the table's AS_S1
+# override (PAGE_S2_MEMATTR instead of KVM_S2_MEMATTR): a device map in an AS_S1 table forces
+# Device-nGnRE at stage 2 where stage 1 should decide; the same code without AS_S1 is unchanged
+PLANTS += (
+    Revert("as-s1-device-forced", "stage2_set_prot_attr's device case ignores "
+           "KVM_PGTABLE_S2_AS_S1: a device map in an AS_S1 table gets MemAttr Device-nGnRE", "7.1",
+           (_e("as-s1-device-forced", "stage2_set_prot_attr", "KVM_S2_MEMATTR(pgt, DEVICE_nGnRE)",
+               "KVM_S2_MEMATTR(pgt, DEVICE_nGnRE)", "PAGE_S2_MEMATTR(DEVICE_nGnRE)"),),
+           ("16k-47",), ("C-MAP",),
+           (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=0xe)),),
+           harness=(("flags", 4),), upstream=False),)   # 4k-39 with AS_S1 (SPEC_FLAG_AS_S1)
 # Bugs planted in the hyp stage-1 code of the reworked walker (not upstream fixes), so that the hyp
 # engine is seen to catch a wrong hyp table on 6.x C code: their sequences run on the hyp harness
 # (``run_hyp_sequence``, 4K / 48-bit VA).

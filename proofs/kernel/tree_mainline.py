@@ -23,8 +23,12 @@ None for an older walker (``ptspec.proofs.kernel.tree`` reads the rest of the sh
   NORMAL_NC bit is translated to it, and the generator draws NORMAL_NC prots only for such a tree;
 * ``px``/``ux``: the enum's ``KVM_PGTABLE_PROT_PX`` and ``_UX`` (7.1 on): the spec's PX and UX bits
   are translated to them, and the generator draws prots with one of them only for such a tree;
+* ``xnx``: pgtable.c reads ``ARM64_HAS_XNX`` (7.1 on): a table may be built on a CPU with
+  FEAT_XNX (the shim answers the capability from the table's ``xnx`` option);
 * ``s2_flags``/``flags_to_tree``: ``enum kvm_pgtable_stage2_flags`` (7.x: IDMAP BIT(0), no NOFWB);
-* ``donation_type``: ``KVM_HOST_INVALID_PTE_TYPE_DONATION``, the annotate type set_owner records use.
+* ``donation_type``: ``KVM_HOST_INVALID_PTE_TYPE_DONATION``, the annotate type set_owner records use;
+  ``poisoned_type``: ``KVM_GUEST_INVALID_PTE_TYPE_POISONED`` (annotate records carry the spec's
+  7.1 numbers, so a tree that renumbers the enum is refused).
 
 Nothing is inferred from the version number. ``defines()`` are the preprocessor symbols
 ``kdiff_mainline_rt.c`` is built with; ``unsupported()`` says, in one line, what the shim cannot
@@ -59,23 +63,28 @@ class Mainline:
     walk_flags_api: bool = False  # mkyoung returns void and takes walk flags, relax_perms too (7.x)
     prot_masks: tuple = ()      # the enum's mask for each spec prot bit (X, W, R, DEVICE): X is PX|UX
     donation_type: int | None = None  # KVM_HOST_INVALID_PTE_TYPE_DONATION's value (annotate trees)
+    poisoned_type: int | None = None  # KVM_GUEST_INVALID_PTE_TYPE_POISONED's value (annotate trees)
     s2_flags: tuple = ()        # (name, value) of enum kvm_pgtable_stage2_flags (7.x drops NOFWB)
     normal_nc: int | None = None  # KVM_PGTABLE_PROT_NORMAL_NC's value (6.9 on), None if absent
     px: int | None = None       # KVM_PGTABLE_PROT_PX's value (7.1 on), None if absent
     ux: int | None = None       # KVM_PGTABLE_PROT_UX's value (7.1 on), None if absent
+    xnx: bool = False           # pgtable.c asks cpus_have_final_cap(ARM64_HAS_XNX) (7.1 on)
 
     def flags_to_tree(self, flags: int) -> int:
         """Stage-2 init flags in the spec's encoding (6.x: KVM_PGTABLE_S2_NOFWB BIT(0),
-        KVM_PGTABLE_S2_IDMAP BIT(1)) as this tree's enum; a flag the tree lacks raises ValueError."""
+        KVM_PGTABLE_S2_IDMAP BIT(1); and SPEC_FLAG_AS_S1, BIT(2), for 7.1's KVM_PGTABLE_S2_AS_S1)
+        as this tree's enum; a flag the tree lacks raises ValueError."""
         have = dict(self.s2_flags)
         out = 0
-        for bit, name in ((0, "KVM_PGTABLE_S2_NOFWB"), (1, "KVM_PGTABLE_S2_IDMAP")):
+        for bit, name in ((0, "KVM_PGTABLE_S2_NOFWB"), (1, "KVM_PGTABLE_S2_IDMAP"),
+                          (2, "KVM_PGTABLE_S2_AS_S1")):
             if flags >> bit & 1:
                 if name not in have:
                     raise ValueError(f"this tree's enum kvm_pgtable_stage2_flags has no {name}")
                 out |= have[name]
-        if flags & ~3:
-            raise ValueError(f"stage-2 flags {flags:#x}: only NOFWB (1) and IDMAP (2) are known")
+        if flags & ~7:
+            raise ValueError(f"stage-2 flags {flags:#x}: only NOFWB (1), IDMAP (2) and AS_S1 (4) "
+                             "are known")
         return out
 
     def prot_to_tree(self, prot: int) -> int:
@@ -159,9 +168,15 @@ class Mainline:
         if self.normal_nc is not None:
             parts.append(f"NORMAL_NC prot {self.normal_nc:#x}")
         if self.px is not None and self.ux is not None:
-            parts.append(f"PX/UX prots {self.px:#x}/{self.ux:#x} (no FEAT_XNX: one alone is -EINVAL)")
+            parts.append(f"PX/UX prots {self.px:#x}/{self.ux:#x} (no FEAT_XNX: one alone is -EINVAL"
+                         + ("; FEAT_XNX: XN 0b01/0b11)" if self.xnx else ")"))
         if self.donation_type is not None:
             parts.append(f"owner annotations typed {self.donation_type} in bits 63:60")
+        if self.annotate and self.poisoned_type is not None:
+            parts.append(f"annotate driven (POISONED {self.poisoned_type}, other types, refused "
+                         "inputs)")
+        if "KVM_PGTABLE_S2_AS_S1" in dict(self.s2_flags):
+            parts.append("KVM_PGTABLE_S2_AS_S1 on 16k-47's table")
         if self.lock:
             parts.append(f"locked-PTE marker BIT({self.lock[1]})" if self.lock[0] == "bit" else
                          f"locked-PTE type {self.lock[3]} in bits {self.lock[1]}:{self.lock[2]}")
@@ -195,7 +210,9 @@ def detect(pgtable_c: str, header: str) -> Mainline | None:
         s2_flags=tuple(sorted(_bit_enum(header, "kvm_pgtable_stage2_flags").items())),
         normal_nc=_prot_mask(header, "NORMAL_NC"),
         px=_prot_mask(header, "PX"), ux=_prot_mask(header, "UX"),
+        xnx=re.search(r"cpus_have_final_cap\(\s*ARM64_HAS_XNX\s*\)", pgtable_c) is not None,
         donation_type=_enum_value(header, "kvm_invalid_pte_type", "KVM_HOST_INVALID_PTE_TYPE_DONATION"),
+        poisoned_type=_enum_value(header, "kvm_invalid_pte_type", "KVM_GUEST_INVALID_PTE_TYPE_POISONED"),
         memattr1=re.search(r"PAGE_S2_MEMATTR\(\s*\w+\s*\)", pgtable_c) is not None,
         walk_flags_api=re.search(r"void\s+kvm_pgtable_stage2_mkyoung\s*\(", header) is not None)
 
@@ -209,7 +226,8 @@ SPEC_PROT_PX, SPEC_PROT_UX = 1 << 5, 1 << 6   # PROT_PX, PROT_UX (X, bit 0, is b
 # is mem_protect.c's KVM_HOST_DONATION_PTE_OWNER_MASK, GENMASK(3, 1) (not among the cached files,
 # so a fact stated here), and the ids set_owner records use are those of 6.x: up to PKVM_ID_HYP, 1
 ANNOTATE_OWNER_FIELD = (3, 1)
-ANNOTATE_MAX_OWNER_ID = 1        # KVM_PGTABLE_PROT_SW0..3, the same bits in every enum so far
+ANNOTATE_MAX_OWNER_ID = 1
+SPEC_FLAG_AS_S1 = 1 << 2         # the spec's (and the harness's) init flag for KVM_PGTABLE_S2_AS_S1        # KVM_PGTABLE_PROT_SW0..3, the same bits in every enum so far
 
 
 def _enum_body(header: str, name: str) -> str | None:
@@ -283,6 +301,11 @@ def unsupported(ml: Mainline) -> str | None:
     if ml.annotate and ml.donation_type is None:
         return ("kvm_pgtable_stage2_annotate (7.x: invalid descriptors carry a type in bits 63:60 "
                 "and an annotation; set_owner is gone) is not judged by the spec yet")
+    if ml.annotate and ((ml.donation_type, ml.poisoned_type) != (2, 3)
+                        or ml.lock is not None and ml.lock[0] == "type" and ml.lock[3] != 1):
+        return ("enum kvm_invalid_pte_type is renumbered (the spec's is 7.1's: LOCKED 1, "
+                f"DONATION 2, POISONED 3; this tree's DONATION {ml.donation_type}, POISONED "
+                f"{ml.poisoned_type}): annotations would be misjudged")
     if ml.lock is None:
         return "no locked-PTE marker (KVM_INVALID_PTE_LOCKED) found: the shim cannot watch it"
     if ml.free == "free_unlinked" and not ml.test_clear_young and not ml.mkold:

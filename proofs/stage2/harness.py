@@ -59,10 +59,11 @@ def _same_tables(a: dict, b: dict) -> bool:
 
 def kernel_values(op: str, args: dict) -> bool:
     """Whether every argument of `op` is a value the kernel function can be called with: a u64
-    (not a bool), an owner id a u8. Anything else is Python misuse, refused with ValueError."""
+    (not a bool), an owner id a u8, an annotate type a u32. Anything else is Python misuse,
+    refused with ValueError."""
     for name in OP_ARGS.get(op, ()):
         v = args.get(name)
-        top = 0xFF if name == "owner_id" else U64
+        top = 0xFF if name == "owner_id" else 0xFFFFFFFF if name == "type" else U64   # type: an enum
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top:
             return False
     return True

@@ -262,6 +262,29 @@ def choose_prot(ch, normal_nc: bool = False, px_ux: bool = False) -> int:
     return ch.choice(prot_options(normal_nc, px_ux)[0]) + ch.choice(_PROT_SW)
 
 
+# kvm_pgtable_stage2_annotate's inputs (7.1 on, a subject that has it): POISONED (what pKVM writes
+# for a page the host reclaimed from a guest) and DONATION owner records (owner id 1, bits 3:1) most
+# often; the refused types 0 and LOCKED; types pgtable.c stores with no meaning (4, 15); and 18, 19:
+# too big for the 4-bit field, they pass annotate's check and store DONATION / POISONED (the
+# catalogued annotate-type-truncated). 16 and 17 would store type 0 / the locked marker and leave the
+# table broken for every later step: their own sequences show them (tests/test_annotate.py).
+ANNOTATE_TYPES = (D.TYPE_POISONED,) * 3 + (D.TYPE_DONATION,) * 2 + (0, D.TYPE_LOCKED, 4, 15, 18, 19)
+OWNER_RECORD = 1 << 1                  # PKVM_ID_HYP in pKVM's owner field, bits 3:1
+ANNOTATION_ANY = 0x0123456789ABCDE0 & D.ANNOT_MASK   # bits a type with no owner field may hold
+# refused annotations: bit 0 (it would make the descriptor valid), bits 63:60 (the type field)
+ANNOTATIONS_BAD = (1, 1 << 63)
+
+
+def choose_annotation(ch) -> dict:
+    """type and annotation of an annotate record: an owner record for the DONATION type (the only
+    annotation S2-OWN knows for it), 0 or any bits 59:1 for the others, now and then a refused
+    annotation (bit 0, or a bit of 63:60)."""
+    t = ch.choice(ANNOTATE_TYPES)
+    good = (OWNER_RECORD,) if t % 16 == D.TYPE_DONATION else (0, ANNOTATION_ANY)
+    a = ch.choice(good * 3 + tuple(x | good[0] for x in ANNOTATIONS_BAD))
+    return {"type": t, "annotation": a}
+
+
 def choose_growth(ch, opt: Options) -> tuple[int, int]:
     """(bytes added before, bytes added after) a re-mapped range: none, a page, a level-2 block."""
     page, blk = opt.geom.gran.page_size, opt.geom.gran.size[2]

@@ -14,9 +14,10 @@ from ptspec.spec.stage2.mainline import contract_split, contract_test_clear_youn
 from ptspec.spec.stage2.contracts_attr import contract_flush, contract_get_leaf, contract_is_young, contract_mkold, contract_mkyoung, contract_relax_perms, contract_unmap, contract_wrprotect
 from ptspec.spec.hyp.contracts import HYP_CONTRACTS
 from ptspec.spec.hyp.warn import contract_hyp_warn
-from ptspec.spec.stage2.contracts_map import contract_destroy, contract_init, contract_map, contract_set_owner
+from ptspec.spec.stage2.contracts_map import contract_annotate, contract_destroy, contract_init, contract_map, contract_set_owner
 from ptspec.spec.hyp.invariants import s1_ba, s1_leak, s1_rc, s1_tree
-from ptspec.spec.stage2.invariants import s2_ba, s2_leak, s2_own, s2_rc, s2_tree
+from ptspec.spec.stage2.invariants import s2_ba, s2_leak, s2_rc, s2_tree
+from ptspec.spec.stage2.ownership import s2_own
 from ptspec.spec.lguest.check import lguest_check_state
 from ptspec.spec.lguest.state import LgState
 from ptspec.spec.mmu.invariants import check_dirty, check_mmu_state, check_ms
@@ -74,13 +75,14 @@ CONTRACTS = {op: _two_states(fn) for op, fn in {
     "destroy": contract_destroy,
     "test_clear_young": contract_test_clear_young,       # 6.5 on (spec/stage2/mainline.py)
     "split": contract_split,
+    "annotate": contract_annotate,      # 7.1 on
 }.items()}
 
 OP_CONTRACT_ID = {
     "init": "C-INIT", "map": "C-MAP", "set_owner": "C-SET-OWNER", "unmap": "C-UNMAP",
     "wrprotect": "C-WRPROTECT", "mkyoung": "C-MKYOUNG", "mkold": "C-MKOLD", "is_young": "C-IS-YOUNG",
     "relax_perms": "C-RELAX-PERMS", "flush": "C-FLUSH", "get_leaf": "C-GET-LEAF", "destroy": "C-DESTROY",
-    "test_clear_young": "C-TEST-CLEAR-YOUNG", "split": "C-SPLIT",
+    "test_clear_young": "C-TEST-CLEAR-YOUNG", "split": "C-SPLIT", "annotate": "C-ANNOTATE",
 }
 
 

@@ -123,6 +123,7 @@ def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page
     permissions (what makes the kernel return -EAGAIN).
     """
     ps = pre.page_shift
+    perms = D.perms_mask(pre.kernel_version)     # S2AP and XN (7.1: the 2-bit field)
     kept_same_mapping = False
     reported = set()
     done = (_settled_tables(post, A, E, zones, page_fn)
@@ -130,7 +131,7 @@ def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page
     segs = [seg for x, y in complement(done, A, E) for seg in sweep(pre, post, x, y)]
     for s, e, p, q, lv in _split_by_zones(segs, zones):
         kept = (allow_eagain and is_valid(p) and p[LEVEL] == lv and same_translation(p, q)
-                and (p[DESC] & ~D.PERMS) == (expected(lv, p[START]) & ~D.PERMS))
+                and (p[DESC] & ~perms) == (expected(lv, p[START]) & ~perms))
         kept_same_mapping = kept_same_mapping or kept
         want = expected(lv, q[START]) if q[LEVEL] == lv else None
         if want is not None and not q[OPAQUE] and q[DESC] == want and is_valid(q) == bool(want & D.VALID):
@@ -185,7 +186,12 @@ def contract_map(pre, step, post):
     (KVM_PGTABLE_PROT_NORMAL_NC, D.has_normal_nc) a prot with NORMAL_NC maps MemAttr normal
     non-cacheable, and NORMAL_NC with X or with DEVICE is -EINVAL (before 6.9 the bit is ignored).
     From 7.1 (D.has_px_ux) X is split into PX and UX: a prot with exactly one of them is -EINVAL
-    (judged without FEAT_XNX), and either of them counts as X with DEVICE or NORMAL_NC. ret -ENOMEM: each page of R is done, unchanged, or invalid 0 because its pre-op block was
+    without FEAT_XNX, and either of them counts as X with DEVICE or NORMAL_NC; with FEAT_XNX (the
+    state's has_xnx) one alone maps with XN 0b01 (UX only) or 0b11 (PX only), D.xn_field, and a
+    re-map differing in the 2-bit XN field only (D.perms_mask) is a permission change; in a table
+    initialised with KVM_PGTABLE_S2_AS_S1 (the state's as_s1) every leaf's MemAttr is the AS_S1
+    encoding (D.MEMATTR_AS_S1), device and NORMAL_NC prots included, the -EINVAL rules unchanged.
+    ret -ENOMEM: each page of R is done, unchanged, or invalid 0 because its pre-op block was
     split. Outside R: unchanged, except pages of a pre-op block intersecting R, which may become
     invalid 0 (the split's collateral). A map whose output range exceeds 2**pa_bits is outside the
     contract's domain: only the outside-R rule is checked then.
@@ -206,7 +212,8 @@ def contract_map(pre, step, post):
     a = step.args
     A, E = op_range(pre, step)
     attrs = D.prot_attrs(a["prot"], pre.has_fwb, D.has_normal_nc(pre.kernel_version),
-                         D.has_px_ux(pre.kernel_version))
+                         D.has_px_ux(pre.kernel_version), pre.as_s1,
+                         D.uses_xnx(pre.kernel_version, pre.has_xnx))
     refused = attrs is None or (pre.idmap and a["addr"] != a["phys"])
     if early_exit(rep, pre, post, step, A, E, EINVAL if refused else None):
         return rep.result()
@@ -268,6 +275,46 @@ def contract_set_owner(pre, step, post):
         return rep.result()
     check_ret(rep, step, (0, ENOMEM))
     want = D.owner_descriptor(owner, pre.owner_field, pre.owner_tag)
+    _check_inside(rep, pre, post, A, E, [(A, E, 3)], lambda level, ipa: want, step.ret, allow_eagain=False,
+                  page_fn=lambda base, i, j: [want] * (j - i))
+    _check_outside(rep, pre, post, A, E, "annotated")
+    return rep.result()
+
+
+@statement("C-ANNOTATE", constrains=(
+    "kvm_pgtable_stage2_annotate", "stage2_map_walker_try_leaf", "stage2_leaf_mapping_allowed"),
+    kernel_versions="7.1-")
+def contract_annotate(pre, step, post):
+    """C-ANNOTATE: kvm_pgtable_stage2_annotate writes one typed annotation on every page of a range.
+
+    Statement (7.1 on; kernel_version): -EINVAL with nothing changed when the annotation has bit 0
+    or any of bits 63:60 set, or the type is 0, KVM_INVALID_PTE_TYPE_LOCKED, or a value the 4-bit
+    type field cannot hold (D.annotation_descriptor); -ERANGE/-EINVAL from the walk with nothing
+    changed; an empty range returns 0. Otherwise, as set_owner: every page of R becomes the invalid
+    descriptor annotation | type << 60 in a level-3 slot (annotate forces page granularity), valid
+    leaves it replaces broken before (S2-BBM), never -EAGAIN, on -ENOMEM each page done, unchanged,
+    or invalid 0 as split collateral; outside R unchanged or split collateral. A state before 7.1
+    has no such call.
+
+    Why: pKVM records page ownership (KVM_HOST_INVALID_PTE_TYPE_DONATION) and pages the host took
+    back from a guest (KVM_GUEST_INVALID_PTE_TYPE_POISONED) with it; a type 0 or LOCKED descriptor
+    would read as an empty entry or as a break-before-make in progress forever, and an annotation
+    with bit 0 set is a valid descriptor: a translation nobody asked for.
+
+    Constrains: kvm_pgtable_stage2_annotate, stage2_map_walker_try_leaf, stage2_leaf_mapping_allowed.
+    """
+    rep = Report("C-ANNOTATE", step)
+    if not D.has_annotate(pre.kernel_version):
+        rep.add("kvm_pgtable_stage2_annotate does not exist before 7.1 (the state's kernel_version "
+                f"is {pre.kernel_version!r})")
+        return rep.result()
+    if not check_geometry(rep, pre, post):
+        return rep.result()
+    A, E = op_range(pre, step)
+    want = D.annotation_descriptor(step.args["type"], step.args["annotation"])
+    if early_exit(rep, pre, post, step, A, E, EINVAL if want is None else None):
+        return rep.result()
+    check_ret(rep, step, (0, ENOMEM))
     _check_inside(rep, pre, post, A, E, [(A, E, 3)], lambda level, ipa: want, step.ret, allow_eagain=False,
                   page_fn=lambda base, i, j: [want] * (j - i))
     _check_outside(rep, pre, post, A, E, "annotated")

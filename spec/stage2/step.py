@@ -33,6 +33,7 @@ OP_ARGS = {
     # the reworked walker's operations (spec/stage2/mainline.py)
     "test_clear_young": ("addr", "size", "mkold"),
     "split": ("addr", "size"),
+    "annotate": ("addr", "size", "type", "annotation"),       # 7.1 on (contracts_map.contract_annotate)
 }
 
 ERRNO_NAMES = {0: "0", EINVAL: "-EINVAL", ERANGE: "-ERANGE", ENOMEM: "-ENOMEM", EAGAIN: "-EAGAIN"}

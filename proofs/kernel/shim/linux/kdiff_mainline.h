@@ -111,7 +111,8 @@ struct rb_root_cached { void *rb_node; void *rb_leftmost; };
 #ifdef KDIFF_ML_MEMATTR1
 /* 7.x: PAGE_S2_MEMATTR(attr) reads the FWB capability itself; VTCR fields are masks */
 #undef PAGE_S2_MEMATTR
-#define MT_S2_AS_S1			0x0
+/* asm/memory.h (not among the cached files): stage 2 normal write-back, so stage 1's attributes win */
+#define MT_S2_AS_S1			MT_S2_NORMAL
 #define MT_S2_FWB_AS_S1			7
 #define PAGE_S2_MEMATTR(attr) \
 	(kdiff_has_cap(ARM64_HAS_STAGE2_FWB) ? PTE_S2_MEMATTR(MT_S2_FWB_ ## attr) \
