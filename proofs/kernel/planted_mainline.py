@@ -24,7 +24,9 @@ The fixes (upstream subject lines paraphrased):
   (put back into 6.12; unreachable single-threaded: the split walk is exclusive);
 * ``relax-perms-tlbi-level``: pass TLBI_TTL_UNKNOWN, not the unset level, when relax_perms' walk
   returns -EAGAIN (the 7.2-rc fix, backported to 7.1.5; put back into 7.1.5, which gives 7.1.3's
-  code).
+  code);
+* ``xnx-icache-executable``: with FEAT_XNX, count a leaf executable at either EL as executable for
+  the I-cache invalidation (17f073f78fc4; put back into 7.1.5, judged on an XNX table).
 
 ````PLANTS`` are bugs planted for a statement (not upstream fixes): the locked-PTE marker left or
 stored valid (S2-LOCKED), and NORMAL_NC (6.9 on) mishandled by ``stage2_set_prot_attr`` (C-MAP):
@@ -141,6 +143,21 @@ REVERTS = (
                       "level"),),
            ("4k-39",), ("C-RELAX-PERMS",),
            (("relax_perms", dict(addr=0x100800, prot=3)),)),
+    # 17f073f78fc4 (June 2026, in 7.0.y/7.1.y stable; the base of the 7.2-rc fixes branch still
+    # lacks it, see docs/kernel-mainline.md "7.2"): with FEAT_XNX (the table option xnx, 4k-40) XN
+    # is a 2-bit field, and testing it for zero misses a leaf executable at one EL only
+    Revert("xnx-icache-executable",
+           "stage2_pte_executable takes a leaf as executable only when its whole XN field is 0: "
+           "with FEAT_XNX a PX-only (0b11) or UX-only (0b01) leaf gets no I-cache invalidation",
+           "7.1", (_e("xnx-icache-executable", "stage2_pte_executable",
+                      "kvm_pgtable_stage2_pte_prot(pte)", "kvm_pgtable_stage2_pte_prot(pte)", None),
+                   _e("xnx-icache-executable", "stage2_pte_executable",
+                      "KVM_PGTABLE_PROT_UX | KVM_PGTABLE_PROT_PX",
+                      "prot & (KVM_PGTABLE_PROT_UX | KVM_PGTABLE_PROT_PX)",
+                      "kvm_pte_valid(pte) && !(pte & KVM_PTE_LEAF_ATTR_HI_S2_XN)")),
+           ("4k-40",), ("C-CMO", "CMO-POU"),
+           (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=0x24)),),
+           harness=(("xnx", True),)),
 )
 # Bugs planted (not upstream fixes) so that the reworked walker's marker statement is seen to fail
 # on the C code itself, not only on hand-built states (tests/test_spec_mainline.py).
