@@ -100,8 +100,8 @@ XSTEP = (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=7)),  
          ("relax_perms", dict(addr=0x200000, prot=2)))                           # W, no X
 
 
-def _xn_run(tree):
-    h = subject.subject_factory(tree)(12, 39, arena_pages=512)
+def _xn_run(tree, xnx=False):
+    h = subject.subject_factory(tree)(12, 39, arena_pages=512, **({"xnx": True} if xnx else {}))
     found = []
     for op, args in XSTEP:
         found += [str(v).split()[0] for v in h.step(op, **args)[1]]
@@ -113,24 +113,29 @@ def test_7_2_relax_perms_leaves_xn_and_the_spec_knows_it_by_version(tmp_path):
     code is clean under its own version line and a C-RELAX-PERMS violation under the other's."""
     tree = need_tree("7.1")
     v72 = PM.v72_scratch_tree(tree, tmp_path / "72", "7.2.0")
-    assert _xn_run(v72) == []
-    assert _xn_run(PM.v72_scratch_tree(tree, tmp_path / "72as715", "7.1.5")) == ["C-RELAX-PERMS"]
-    assert _xn_run(_relabel(tree, tmp_path / "715as72", "7.2.0")) == ["C-RELAX-PERMS"]
-    assert _xn_run(tree) == []
+    v72_as_715 = PM.v72_scratch_tree(tree, tmp_path / "72as715", "7.1.5")
+    t715_as_72 = _relabel(tree, tmp_path / "715as72", "7.2.0")
+    for xnx in (False, True):                      # with FEAT_XNX too (the xnx table option)
+        assert _xn_run(v72, xnx) == [], xnx
+        assert _xn_run(v72_as_715, xnx) == ["C-RELAX-PERMS"], xnx
+        assert _xn_run(t715_as_72, xnx) == ["C-RELAX-PERMS"], xnx
+        assert _xn_run(tree, xnx) == [], xnx
 
 
 def test_7_2_code_under_a_7_2_version_line_passes_a_quick_lockstep(tmp_path):
     """Every other version gate of the spec is "from X on": 7.2's code (7.1.5 with V72_EDITS)
     under a 7.2.0 line is judged by the 7.1 statements too (typed owner annotations and locked-PTE
-    marker, PX/UX, void mkyoung) and passes. A gate written for 7.1 alone (planted: PX/UX only for
-    7.1.x, an owner tag that stops at 7.2) makes the same run refute."""
+    marker, PX/UX, void mkyoung) and passes, with and without FEAT_XNX. A gate written for 7.1
+    alone (planted: PX/UX only for 7.1.x, an owner tag that stops at 7.2) makes the same run
+    refute."""
     tree = need_tree("7.1")
     t72 = PM.v72_scratch_tree(tree, tmp_path / "72")
     assert t72.version == "7.2.0" and T.unsupported(t72.shape) is None
     assert t72.shape.mainline == tree.shape.mainline          # the shape is read, not the version
-    r = check.check_geometry(t72, "4k-39", budgets.budget("quick"), 0)
-    assert r.status == "passed", check.format_result(r)
-    assert "relax-perms-eagain-level" not in r.detail
+    for geometry in ("4k-39", "4k-40"):           # 4k-40: FEAT_XNX's table (the xnx option)
+        r = check.check_geometry(t72, geometry, budgets.budget("quick"), 0)
+        assert r.status == "passed", check.format_result(r)
+        assert "relax-perms-eagain-level" not in r.detail
     assert _relax_hole(t72) == (-11, [], {})
 
 
