@@ -318,16 +318,20 @@ FINDINGS = (
         lambda step: bool(step and step.get("hyp")) and _sw_prot(step, "map")),
     # the reworked walker (6.2 on): docs/kernel-mainline.md
     KernelFinding(
-        "relax-perms-eagain-level", "C-RELAX-PERMS", (6, 12, 0), (7, 1, 0),
+        "relax-perms-eagain-level", "C-RELAX-PERMS", (6, 12, 0), (6, 12, 98),
         "kvm_pgtable_stage2_relax_perms invalidates the faulting IPA on this CPU also when the walk "
         "returns -EAGAIN (no valid leaf: another CPU changed it), but passes the TLBI the `level` "
         "that stage2_update_leaf_attrs only writes on success: an uninitialised stack value as "
         "the TTL hint (-2 in the userspace build, which fills uninitialised locals with 0xfe), so the invalidation may miss the stale "
-        "entry it is for and the vCPU can fault again; seen running 6.12.19; 7.1.5 passes "
-        "TLBI_TTL_UNKNOWN on -EAGAIN (the first fixed release is not pinned down here)",
+        "entry it is for and the vCPU can fault again; seen running 6.12.19. Fixed upstream for 7.2 "
+        "by \"KVM: arm64: Fix propagation of TLBI level in kvm_pgtable_stage2_relax_perms()\" "
+        "(8d187d4b33c2, a kvmarm fix of the 7.2-rc cycle), which passes TLBI_TTL_UNKNOWN on "
+        "-EAGAIN; backported to 7.1.y as ab2afe109266, first in 7.1.5 (7.1.3's source still has "
+        "the uninitialised level), and to 6.12.y by 6.12.98 (a branch on 6.12.98 carries it)",
         ("kvm_pgtable_stage2_relax_perms", "stage2_update_leaf_attrs"),
         lambda step: (step is not None and step.get("op") == "relax_perms"
-                      and step.get("ret") == -11)),
+                      and step.get("ret") == -11),
+        also=(((6, 13, 0), (7, 1, 5)),)),
     KernelFinding(
         "create-unlinked-double-put", "S2-LEAK", (6, 5, 0), (6, 12, 0),
         "when the walk that fills a new unlinked table fails (an allocation fails part way), "
