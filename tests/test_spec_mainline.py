@@ -277,13 +277,13 @@ def test_owner_annotation_is_typed_from_7_1():
     for bad in (1 << 1, 1 << 60 | 1 << 1, DONATION, DONATION | 2 << 1):
         assert "S2-OWN" in ids(spec.check_state(raw(annotated(bad), "7.1.5"))), hex(bad)
     # the plain statement and the optimised one agree on typed annotations too
-    from ptspec.spec.stage2 import invariants as I
+    from ptspec.spec.stage2 import ownership as O
     from ptspec.spec.stage2.state import load_state
     for d in (DONATION | 1 << 1, 1 << 1, 1 << 60 | 1 << 1, DONATION, DONATION | 2 << 1, 3 << 60 | 2):
         for version in ("7.1.5", "6.12.19"):
             st = load_state(raw(annotated(d), version))
-            assert ([str(v) for v in I.own_violations_plain(st)] ==
-                    [str(v) for v in I.s2_own(st)]), (hex(d), version)
+            assert ([str(v) for v in O.own_violations_plain(st)] ==
+                    [str(v) for v in O.s2_own(st)]), (hex(d), version)
 
 
 def test_set_owner_writes_the_typed_annotation_from_7_1():

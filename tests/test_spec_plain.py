@@ -9,7 +9,7 @@ equal to the plain form written beside it in spec/:
 * bbm.check_bbm (interval diff, level-3 chunk screen)                     == uninvalidated_leaves_plain
 * invariants.encoding_violations (non-zero index, level-3 page screen)    == encoding_violations_plain
 * invariants.slot_violations (non-zero index, full level-3 tables skipped) == slot_violations_plain
-* invariants.s2_own (non-zero index)                                      == own_violations_plain
+* ownership.s2_own (non-zero index)                                      == own_violations_plain
 * contracts settling whole level-3 tables (SETTLE_WHOLE_TABLES)            == the leaf-by-leaf sweep
 * contracts_map.expected_zones (nested intervals)                         == expected_level per page
 * walk.Walk intervals (zero runs, range queries)                          == translate per page
@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ptspec import spec
 from ptspec.spec.arch import geometry as G
-from ptspec.spec.stage2 import bbm, contract_common, invariants, segments
+from ptspec.spec.stage2 import bbm, contract_common, invariants, ownership, segments
 from ptspec.spec.stage2.contracts_map import expected_level, expected_zones
 from ptspec.spec.stage2.state import StateError, _parse_descriptors, _parse_event, parse_int
 from ptspec.proofs.stage2.exhaustive import alphabet
@@ -228,8 +228,8 @@ def test_encoding_and_slot_checks_equal_plain_on_every_bit(ps):
                 [str(v) for v in invariants.encoding_violations_plain(st_, "S2-BA")], bit
             assert [str(v) for v in invariants.slot_violations(st_, "S2-TREE")] == \
                 [str(v) for v in invariants.slot_violations_plain(st_, "S2-TREE")], bit
-            assert [str(v) for v in invariants.s2_own(st_)] == \
-                [str(v) for v in invariants.own_violations_plain(st_)], bit
+            assert [str(v) for v in ownership.s2_own(st_)] == \
+                [str(v) for v in ownership.own_violations_plain(st_)], bit
 
 
 @pytest.mark.parametrize("owner_field", [(63, 56), (9, 2)])
@@ -251,8 +251,8 @@ def test_own_equals_plain_at_the_id_boundary(owner_field):
                     if w and not w & D.VALID and D.owner_of(w, old):
                         words[i] = D.owner_descriptor(top + delta, owner_field) if top + delta else 0
             st_ = spec.load_state(bad)
-            plain = [str(v) for v in invariants.own_violations_plain(st_)]
-            assert [str(v) for v in invariants.s2_own(st_)] == plain
+            plain = [str(v) for v in ownership.own_violations_plain(st_)]
+            assert [str(v) for v in ownership.s2_own(st_)] == plain
             assert bool(plain) == (delta == 1)
 
 

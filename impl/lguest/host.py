@@ -11,7 +11,10 @@ Models (Linux 4.7, as page_tables.c sees it through mm/ and drivers/lguest/lg.h)
   launcher's other pages, the switcher pages, each CPU's regs page): ``get_user_pages_fast`` on the
   launcher's address space (may be made to fail), ``get_page``, ``put_page``;
 - guest-physical memory, as the launcher maps it at ``mem_base``: ``lgread``/``lgwrite`` with
-  lguest_address_ok's bounds check (a failed access kills the guest and reads as zero).
+  lguest_address_ok's bounds check (a failed access kills the guest and reads as zero). It is held
+  as the aligned 32-bit little-endian words ever written (address -> word; a word never written
+  is absent and reads as zero), so a copy costs the words written, not the memory's size (the
+  exhaustive explorer copies a Host for every transition).
 
 Left out: swapping, copy-on-write in get_user_pages, NUMA; the launcher's own pages beyond guest
 memory are a few frames (its binary and stack) that gup can reach but the guest must never map.
@@ -46,8 +49,7 @@ class Host:
         self.count[self.REGS_PFN] = 1
         for g in range(pfn_limit + self.LAUNCHER_EXTRA):
             self.count[self.GUEST_BASE_PFN + g] = 1
-        self.guest_mem = bytearray(pfn_limit * PAGE_SIZE)
-        self.touched: set[int] = set()                   # 4-byte words of guest memory ever written
+        self.guest_mem: dict[int, int] = {}             # every word ever written: address -> word
 
     def clone(self) -> "Host":
         new = object.__new__(Host)
@@ -56,8 +58,7 @@ class Host:
         new.tables = {k: dict(v) for k, v in self.tables.items()}
         new.errors = [list(e) for e in self.errors]
         new.count = dict(self.count)
-        new.guest_mem = bytearray(self.guest_mem)
-        new.touched = set(self.touched)
+        new.guest_mem = dict(self.guest_mem)
         return new
 
     # --- get_zeroed_page / free_page -------------------------------------------------------
@@ -147,24 +148,31 @@ class Host:
         end = addr + length
         return end <= ULONG_MASK + 1 and end <= self.pfn_limit * PAGE_SIZE
 
+    def _span(self, addr: int, length: int) -> tuple[range, int]:
+        """The aligned words holding [addr, addr+length), and all of them as one little-endian
+        integer (the first word lowest)."""
+        words = range(addr & ~3, addr + length, 4)
+        value = 0
+        for i, a in enumerate(words):
+            value |= self.guest_mem.get(a, 0) << (32 * i)
+        return words, value
+
     def guest_read(self, addr: int, length: int):
         if not self.address_ok(addr, length):
             return None
-        return int.from_bytes(self.guest_mem[addr:addr + length], "little")
+        _, value = self._span(addr, length)
+        return (value >> (8 * (addr & 3))) & ((1 << (8 * length)) - 1)
 
     def guest_write(self, addr: int, length: int, value: int) -> bool:
         if not self.address_ok(addr, length):
             return False
-        self.guest_mem[addr:addr + length] = (value & ((1 << (8 * length)) - 1)).to_bytes(length, "little")
-        for a in range(addr & ~3, addr + length, 4):
-            self.touched.add(a)
+        words, old = self._span(addr, length)
+        shift, mask = 8 * (addr & 3), (1 << (8 * length)) - 1
+        new = (old & ~(mask << shift)) | ((value & mask) << shift)
+        for i, a in enumerate(words):          # every word the store covers counts as written
+            self.guest_mem[a] = (new >> (32 * i)) & 0xFFFF_FFFF
         return True
 
     def guest_words(self) -> dict[int, int]:
         """Every non-zero aligned 32-bit word of guest memory (for the raw state)."""
-        out = {}
-        for a in sorted(self.touched):
-            w = int.from_bytes(self.guest_mem[a:a + 4], "little")
-            if w:
-                out[a] = w
-        return out
+        return {a: w for a, w in sorted(self.guest_mem.items()) if w}

@@ -130,6 +130,7 @@ class Lguest(ShadowOps, PgdirOps):
         self.freed = False
         self.rng = random.Random(rng_seed)
         self.forced_random: list[int] = []
+        self.rng_shared = False          # rng is also a clone's (or its original's): copy it to draw
 
     def clone(self):
         """A deep copy (for exhaustive exploration)."""
@@ -139,14 +140,17 @@ class Lguest(ShadowOps, PgdirOps):
         new.pgdirs = [pd.copy() for pd in self.pgdirs]
         new.cpu = LgCpu()
         new.cpu.cpu_pgd, new.cpu.linear_pages = self.cpu.cpu_pgd, self.cpu.linear_pages
-        new.rng = random.Random()
-        new.rng.setstate(self.rng.getstate())
+        self.rng_shared = new.rng_shared = True   # one rng for both until one draws (prandom_u32)
         new.forced_random = list(self.forced_random)
         return new
 
     def prandom_u32(self):
         if self.forced_random:
             return self.forced_random.pop(0)
+        if self.rng_shared:               # copy on the first draw: the other one keeps its sequence
+            rng = random.Random()
+            rng.setstate(self.rng.getstate())
+            self.rng, self.rng_shared = rng, False
         return self.rng.getrandbits(32)
 
     def kill_guest(self, reason):

@@ -318,16 +318,20 @@ FINDINGS = (
         lambda step: bool(step and step.get("hyp")) and _sw_prot(step, "map")),
     # the reworked walker (6.2 on): docs/kernel-mainline.md
     KernelFinding(
-        "relax-perms-eagain-level", "C-RELAX-PERMS", (6, 12, 0), (7, 1, 0),
+        "relax-perms-eagain-level", "C-RELAX-PERMS", (6, 12, 0), (6, 12, 98),
         "kvm_pgtable_stage2_relax_perms invalidates the faulting IPA on this CPU also when the walk "
         "returns -EAGAIN (no valid leaf: another CPU changed it), but passes the TLBI the `level` "
         "that stage2_update_leaf_attrs only writes on success: an uninitialised stack value as "
         "the TTL hint (-2 in the userspace build, which fills uninitialised locals with 0xfe), so the invalidation may miss the stale "
-        "entry it is for and the vCPU can fault again; seen running 6.12.19; 7.1.5 passes "
-        "TLBI_TTL_UNKNOWN on -EAGAIN (the first fixed release is not pinned down here)",
+        "entry it is for and the vCPU can fault again; seen running 6.12.19. Fixed upstream for 7.2 "
+        "by \"KVM: arm64: Fix propagation of TLBI level in kvm_pgtable_stage2_relax_perms()\" "
+        "(8d187d4b33c2, a kvmarm fix of the 7.2-rc cycle), which passes TLBI_TTL_UNKNOWN on "
+        "-EAGAIN; backported to 7.1.y as ab2afe109266, first in 7.1.5 (7.1.3's source still has "
+        "the uninitialised level), and to 6.12.y by 6.12.98 (a branch on 6.12.98 carries it)",
         ("kvm_pgtable_stage2_relax_perms", "stage2_update_leaf_attrs"),
         lambda step: (step is not None and step.get("op") == "relax_perms"
-                      and step.get("ret") == -11)),
+                      and step.get("ret") == -11),
+        also=(((6, 13, 0), (7, 1, 5)),)),
     KernelFinding(
         "create-unlinked-double-put", "S2-LEAK", (6, 5, 0), (6, 12, 0),
         "when the walk that fills a new unlinked table fails (an allocation fails part way), "
@@ -383,8 +387,9 @@ FINDINGS = (
         "unmap-deferred-tlbi-short", "S2-BBM", (6, 6, 0), None,
         "with FWB and range TLBI (stage2_unmap_defer_tlb_flush), kvm_pgtable_stage2_unmap's "
         "deferred invalidation kvm_tlb_flush_vmid_range(mmu, addr, size) covers size >> "
-        "PAGE_SHIFT pages from addr, while the walk covers addr rounded down to its end rounded "
-        "up: for a size that is not a multiple of the page size the last page's leaf (a whole "
+        "PAGE_SHIFT pages from addr's page (the hyp rounds addr down), while the walk covers addr "
+        "rounded down to that plus size rounded up: for a size that is not a multiple of the page "
+        "size (whatever addr's alignment) the last page's leaf (a whole "
         "block there) is removed and never invalidated, a stale translation of memory the guest "
         "no longer owns. The kernel's callers pass page-aligned (memslot) ranges; seen running "
         "6.6.63, 6.12.19 and 7.1.5 (reached by the 7.1.5 lock-step once NORMAL_NC prots changed "
@@ -425,13 +430,14 @@ FINDINGS = (
 
 def _past_the_range_tlbi(violation, step) -> bool:
     """The leaf changed at or after the end of what kvm_tlb_flush_vmid_range(mmu, addr, size)
-    invalidates, addr + (size >> PAGE_SHIFT pages): the part of the walk the deferred TLBI misses
-    (step page_shift: the table's; without it, 64K, whose bound is the lowest)."""
+    invalidates, addr's page + (size >> PAGE_SHIFT pages) (__kvm_tlb_flush_vmid_range rounds
+    addr down to the page): the part of the walk the deferred TLBI misses (step page_shift: the
+    table's; without it, 64K, whose bound is the lowest)."""
     where = getattr(violation, "where", None) or {}
     ps = step.get("page_shift") or 16
     a = step["args"]
     at = where.get("changed_at")
-    return isinstance(at, int) and at >= a["addr"] + (a["size"] >> ps << ps)
+    return isinstance(at, int) and at >= (a["addr"] >> ps << ps) + (a["size"] >> ps << ps)
 
 
 def finding_for(violation, step, version: tuple):

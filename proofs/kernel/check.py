@@ -98,7 +98,8 @@ def c_test_body(trace: list, mc_capacity: int = 16, shape=None, raw=None) -> str
         out.append(f"/* pgt: {1 << raw['page_shift'] >> 10}K pages, ia_bits {raw['ia_bits']}, "
                    f"start level {raw['start_level']}; FWB {'on' if raw.get('has_fwb') else 'off'}"
                    f"; mm_ops {'with' if raw.get('cmo') else 'without'} the CMO hooks"
-                   f"{'; KVM_PGTABLE_S2_IDMAP' if raw.get('idmap') else ''} */")
+                   f"{'; KVM_PGTABLE_S2_IDMAP' if raw.get('idmap') else ''}"
+                   f"{'; a CPU with FEAT_XNX (ARM64_HAS_XNX)' if raw.get('has_xnx') else ''} */")
     out += ["static void ptspec_counterexample(struct kvm_pgtable *pgt, "
             "struct kvm_mmu_memory_cache *mc)", "{", "	kvm_pte_t pte; u32 level;", ""]
     for entry in trace:

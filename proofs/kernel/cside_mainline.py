@@ -42,6 +42,7 @@ def _bind(lib):
         "kdiff_ml_mkyoung": (u64, [u64]), "kdiff_ml_mkold": (u64, [u64]),
         "kdiff_ml_is_young": (i32, [u64]), "kdiff_ml_test_clear_young": (i32, [u64, u64, i32]),
         "kdiff_ml_split": (i32, [u64, u64, i32]), "kdiff_ml_relax_perms": (i32, [u64, u64]),
+        "kdiff_ml_set_xnx": (None, [i32]),
     }
     if hasattr(lib, "kdiff_ml_annotate"):
         sigs["kdiff_ml_annotate"] = (i32, [u64, u64, i32, i32, u64])
@@ -54,9 +55,13 @@ def _bind(lib):
 class CPgtableMainline(CPgtable):
     """pgtable.c of 6.2 on, with the API of CPgtable plus split and test_clear_young."""
 
-    def __init__(self, page_shift: int = 12, ia_bits: int = 40, *, src=None, **kw):
+    def __init__(self, page_shift: int = 12, ia_bits: int = 40, *, src=None, xnx: bool = False,
+                 **kw):
         if src is None or getattr(src.shape, "mainline", None) is None:
             raise ValueError("CPgtableMainline needs a tree with the reworked walker (6.2 on)")
+        if xnx and not src.shape.mainline.xnx:
+            raise ValueError(f"Linux {src.version}'s pgtable.c never asks for ARM64_HAS_XNX "
+                             "(FEAT_XNX is a 7.1 option)")
         as_s1 = kw.get("flags", 0) & SPEC_FLAG_AS_S1    # 7.1's KVM_PGTABLE_S2_AS_S1 (flags_to_tree)
         if as_s1 and "KVM_PGTABLE_S2_AS_S1" not in dict(src.shape.mainline.s2_flags):
             raise ValueError(f"Linux {src.version} has no KVM_PGTABLE_S2_AS_S1")
@@ -68,6 +73,8 @@ class CPgtableMainline(CPgtable):
         _bind(self.lib)
         if self.lib.kdiff_ml_reset(self.npages, int(self.fwb_cap), int(self.cmo), self.mc_capacity):
             raise MemoryError(f"could not map an arena of {self.npages} pages")
+        self.xnx = bool(xnx)            # the CPU has FEAT_XNX (cpus_have_final_cap(ARM64_HAS_XNX))
+        self.lib.kdiff_ml_set_xnx(int(self.xnx))
         self.lib.kdiff_ml_set_lock_marker(*(self.shape.lock_marker() or (0, 0)))
         self.pgt = self.lib.kdiff_pgtable()
         self.mc = cside.CMemcache(self)
@@ -187,6 +194,8 @@ class CPgtableMainline(CPgtable):
         state = super().snapshot(drain_log)
         state["kernel_version"] = self.version
         state["as_s1"] = bool(self.flags & SPEC_FLAG_AS_S1)
+        if self.xnx:
+            state["has_xnx"] = True         # (absent: no FEAT_XNX, as every state before it)
         state["pte_locks"] = [list(x) for x in self.locks]
         state["unlinked_freed"] = [list(x) for x in self.freed]
         state["pages_freed"] = [list(x) for x in self.pages_freed]

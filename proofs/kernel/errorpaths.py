@@ -2,7 +2,8 @@
 
 The scenarios of impl's ``proofs/stage2/errorpaths.py`` (setups leaving blocks, pages, owner
 annotations and a 1G block behind; target maps and set_owners that need new tables, straddle
-blocks or cover whole ones), run on the C code. For each target the call is first run once,
+blocks or cover whole ones; on trees with NORMAL_NC a straddling NC map, with FEAT_XNX a PX-only
+map: ``replay.prot_cases``), run on the C code. For each target the call is first run once,
 unjudged, to count the allocation calls it makes (the shim's allocator counts them); then, from a
 freshly replayed setup, once per allocation point k with exactly the k-th allocation failing
 (the shim's ``kdiff_fail_at``). Each failing call is judged by the spec like any other step: every
@@ -23,10 +24,16 @@ from ptspec.proofs.kernel import replay, subject
 from ptspec.proofs.stage2.errorpaths import scenarios
 
 
-def scaled(geometry: str | None):
-    """impl's (SETUPS, TARGETS, IDMAP_STEPS, BAD_ARGS) scaled to the geometry (default 4K/39)."""
+def scaled(geometry: str | None, cls=None):
+    """impl's (SETUPS, TARGETS, IDMAP_STEPS, BAD_ARGS) scaled to the geometry (default 4K/39);
+    with a subject class, TARGETS and BAD_ARGS also get the cases of the prots its tree has
+    beyond impl's (``replay.prot_cases``: NORMAL_NC from 6.9, PX/UX from 7.1, FEAT_XNX)."""
     ps, ia = replay.geometry(geometry)
-    return scenarios(ps, ia)
+    setups, targets, idmap_steps, bad_args = scenarios(ps, ia)
+    if cls is not None:
+        extra = replay.prot_cases(cls, geometry)
+        targets, bad_args = targets + extra["targets"], bad_args + extra["bad"]
+    return setups, targets, idmap_steps, bad_args
 
 
 def setup_ops(name: str, geometry: str | None = None) -> list:
@@ -73,7 +80,7 @@ def cases(tree, cls=None, geometry: str | None = None):
     """Yields (label, harness, violations) for every case on the geometry (default 4K/39), each
     judged by the spec."""
     cls = cls or subject.subject_factory(tree)
-    SETUPS, TARGETS, IDMAP_STEPS, _ = scaled(geometry)
+    SETUPS, TARGETS, IDMAP_STEPS, _ = scaled(geometry, cls)
     g = dict(geometry_name=geometry)
     h = replay.harness(tree, cls=_failing_init(cls), **g)
     yield "init with the root allocation failing", h, list(h.violations)
@@ -102,7 +109,7 @@ def run_all(tree, *, expired=None, progress=None, geometry: str | None = None) -
     """Every case on the geometry (default 4K/39); the first that breaks the spec refutes."""
     t0 = time.perf_counter()
     cls = subject.subject_factory(tree)
-    SETUPS, TARGETS, _, _ = scaled(geometry)
+    SETUPS, TARGETS, _, _ = scaled(geometry, cls)
     return replay.judge_cases(
         cases(tree, cls, geometry), cls, t0, expired=expired, progress=progress, noun="cases",
         passed=lambda labels: f"{len(labels)} cases: {sum('failing' in x for x in labels)} injected "

@@ -6,7 +6,10 @@ write-protect, access flag and permission changes, flush, get_leaf, is_young, an
 allocation failure; all inside two 2M blocks of a 4K / 39-bit table, or two level-2 blocks of
 another geometry's granule), breadth-first from the empty table, with the C code as the subject,
 built with the geometry's table options as the C lock-step builds it (``replay.options``: FWB on
-4k-48, pages forced on 4k-34, no CMO on 16k-40). A C table cannot be copied, so each transition
+4k-48, pages forced on 4k-34, no CMO on 16k-40, FEAT_XNX on 4k-40 where the tree reads it). The
+alphabet gains the prots the tree has beyond impl's (``replay.prot_cases``: a NORMAL_NC block and
+NORMAL_NC | X from 6.9, UX alone mapped and PX alone granted from 7.1); for older trees it is
+impl's. A C table cannot be copied, so each transition
 replays its parent's operation list on a fresh table (unjudged: it was judged when first
 reached) and judges the new operation (``replay.run``): every invariant of the new state, S2-BBM,
 the operation's contract, WARN_ONs. States are identified by the raw state the spec reads: the
@@ -47,8 +50,9 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
     """Breadth-first over the alphabet up to ``depth`` operations on the tree's C code, on the
     geometry (default 4K/39; pages and blocks scaled to its granule)."""
     t0 = time.perf_counter()
-    ops = alphabet(page_shift=replay.geometry(geometry)[0])
     cls = subject.subject_factory(tree)
+    ops = (alphabet(page_shift=replay.geometry(geometry)[0])
+           + replay.prot_cases(cls, geometry)["explore"])
     make = lambda: replay.harness(tree, arena_pages=64, mc_capacity=4, cls=cls,   # noqa: E731
                                   geometry_name=geometry)
     root = make()

@@ -1,6 +1,6 @@
 """Real upstream fixes of the reworked walker (6.x pgtable.c) put back out, in scratch copies.
 
-Each ``Revert`` undoes one fix the kernel made between 6.2 and 7.1, as edits described by kernel
+Each ``Revert`` undoes one fix the kernel made between 6.2 and 7.2, as edits described by kernel
 names only (``planted.CEdit``: in a function, on the first line holding a token, replace a piece
 or delete the line; no kernel code is kept here). ``scratch_tree(revert, tree, dest)`` copies the
 tree's four files to a scratch directory outside the repository and applies the edits there; the
@@ -21,13 +21,19 @@ The fixes (upstream subject lines paraphrased):
   ``data->phys`` per installed leaf (which a skipped leaf leaves behind);
 * ``defer-table-tlbi``: don't defer the TLBI when unmap zaps a table (put back into 6.12);
 * ``split-double-put``: no extra put_page after free_unlinked in the split walker's lost race
-  (put back into 6.12; unreachable single-threaded: the split walk is exclusive).
+  (put back into 6.12; unreachable single-threaded: the split walk is exclusive);
+* ``relax-perms-tlbi-level``: pass TLBI_TTL_UNKNOWN, not the unset level, when relax_perms' walk
+  returns -EAGAIN (the 7.2-rc fix, backported to 7.1.5; put back into 7.1.5, which gives 7.1.3's
+  code);
+* ``xnx-icache-executable``: with FEAT_XNX, count a leaf executable at either EL as executable for
+  the I-cache invalidation (17f073f78fc4; put back into 7.1.5, judged on an XNX table).
 
 ````PLANTS`` are bugs planted for a statement (not upstream fixes): the locked-PTE marker left or
 stored valid (S2-LOCKED), and NORMAL_NC (6.9 on) mishandled by ``stage2_set_prot_attr`` (C-MAP):
 ``nc-as-normal`` (normal cacheable MemAttr), ``nc-x-accepted`` (NORMAL_NC | X mapped),
 ``nc-device-accepted`` (DEVICE | NORMAL_NC mapped as normal memory), and PX/UX (7.1 on):
-``xnx-assumed`` (PX without UX mapped on a CPU without FEAT_XNX), and annotate (7.1 on, C-ANNOTATE,
+``xnx-assumed`` (PX without UX mapped on a CPU without FEAT_XNX), ``xnx-px-ux-swapped`` (with
+FEAT_XNX, PX alone and UX alone given each other's XN value), and annotate (7.1 on, C-ANNOTATE,
 S2-RC): ``annotate-locked-accepted`` (type LOCKED stored), ``annotate-mask-unchecked`` (an
 annotation with bit 0 stored as a valid descriptor), ``poison-uncounted`` (POISONED annotations
 not counted in the table's refcount), and AS_S1 (7.1 on, 16k-47's table): ``as-s1-device-forced``
@@ -125,6 +131,33 @@ REVERTS = (
            "6.12", (_e("split-double-put", "stage2_split_walker", "kvm_pgtable_stage2_free_unlinked(",
                        "level);", "level); mm_ops->put_page(childp);"),),
            ("4k-39",), ("S2-LEAK",)),
+    # The 7.2 cycle's one known change to pgtable.c: 8d187d4b33c2 (kvmarm fixes for 7.2-rc),
+    # backported to 7.1.y as ab2afe109266 (first in 7.1.5). Put back out of the cached 7.1.5, the
+    # relax_perms TLBI takes the level the failed walk never wrote (7.1.3's code)
+    Revert("relax-perms-tlbi-level",
+           "kvm_pgtable_stage2_relax_perms passes the TLBI the level stage2_update_leaf_attrs "
+           "only writes on success, also when the walk returned -EAGAIN (no valid leaf): an "
+           "uninitialised TTL hint instead of TLBI_TTL_UNKNOWN",
+           "7.1", (_e("relax-perms-tlbi-level", "kvm_pgtable_stage2_relax_perms",
+                      "TLBI_TTL_UNKNOWN : level", "(ret == -EAGAIN) ? TLBI_TTL_UNKNOWN : level",
+                      "level"),),
+           ("4k-39",), ("C-RELAX-PERMS",),
+           (("relax_perms", dict(addr=0x100800, prot=3)),)),
+    # 17f073f78fc4 (June 2026, in 7.0.y/7.1.y stable; the base of the 7.2-rc fixes branch still
+    # lacks it, see docs/kernel-mainline.md "7.2"): with FEAT_XNX (the table option xnx, 4k-40) XN
+    # is a 2-bit field, and testing it for zero misses a leaf executable at one EL only
+    Revert("xnx-icache-executable",
+           "stage2_pte_executable takes a leaf as executable only when its whole XN field is 0: "
+           "with FEAT_XNX a PX-only (0b11) or UX-only (0b01) leaf gets no I-cache invalidation",
+           "7.1", (_e("xnx-icache-executable", "stage2_pte_executable",
+                      "kvm_pgtable_stage2_pte_prot(pte)", "kvm_pgtable_stage2_pte_prot(pte)", None),
+                   _e("xnx-icache-executable", "stage2_pte_executable",
+                      "KVM_PGTABLE_PROT_UX | KVM_PGTABLE_PROT_PX",
+                      "prot & (KVM_PGTABLE_PROT_UX | KVM_PGTABLE_PROT_PX)",
+                      "kvm_pte_valid(pte) && !(pte & KVM_PTE_LEAF_ATTR_HI_S2_XN)")),
+           ("4k-40",), ("C-CMO", "CMO-POU"),
+           (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=0x24)),),
+           harness=(("xnx", True),)),
 )
 # Bugs planted (not upstream fixes) so that the reworked walker's marker statement is seen to fail
 # on the C code itself, not only on hand-built states (tests/test_spec_mainline.py).
@@ -166,7 +199,17 @@ PLANTS += (
            (_e("xnx-assumed", "stage2_set_xn_attr", "ARM64_HAS_XNX", "px != ux", "0"),),
            ("4k-39",), ("C-MAP",),
            (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=0x24)),),
-           upstream=False),)
+           upstream=False),
+    # FEAT_XNX (the table option xnx, 4k-40): the 2-bit XN values of PX alone and UX alone
+    # exchanged, so a guest kernel mapping may execute at EL0 only and a user one at EL1 only.
+    # Without FEAT_XNX one alone is -EINVAL before the encoding: only an XNX table sees it
+    Revert("xnx-px-ux-swapped", "stage2_set_xn_attr encodes UX alone as XN 0b11 and PX alone "
+           "as 0b01 (FEAT_XNX's meanings exchanged)", "7.1",
+           (_e("xnx-px-ux-swapped", "stage2_set_xn_attr", "else if (!px && ux)", "!px && ux",
+               "px && !ux"),),
+           ("4k-40",), ("C-MAP", "C-RELAX-PERMS"),
+           (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=0x24)),),
+           harness=(("xnx", True),), upstream=False),)
 # kvm_pgtable_stage2_annotate (7.1 on): its two argument checks weakened, and POISONED annotations
 # left out of the table's refcount; the lock-step drives annotate (and POISONED) only since C-ANNOTATE
 PLANTS += (
@@ -225,6 +268,37 @@ HYP_PLANTS = tuple(
          ("C-HYP-UNMAP",), (_HYP_MAP, ("unmap", dict(addr=0x200000, size=0x1000)))),
     ))
 BY_ID = {r.id: r for r in REVERTS + PLANTS}
+
+# 7.2's pgtable.c differs from the cached 7.1.5's, as far as the sources read here show
+# (docs/kernel-mainline.md "7.2"), by one change: relax_perms updates XN only when prot asks for X
+# ("Only update XN attr when requested during S2 relaxation", f35c08c09250, a 7.2-rc fix). V72_EDITS
+# make it in a scratch copy of 7.1.5, by kernel names, so that 7.2's behaviour can be judged where
+# no 7.2 tree is cached. (Mainline at 8d187d4b33c2 also has the older stage2_pte_executable that
+# 17f073f78fc4 fixed for FEAT_XNX; 7.1.5 and, by then, mainline have the fix.)
+V72_EDITS = (
+    _e("v7.2", "kvm_pgtable_stage2_relax_perms", "stage2_set_xn_attr(prot, &xn)", "ret = ",
+       "if (prot & KVM_PGTABLE_PROT_X) { ret = "),
+    _e("v7.2", "kvm_pgtable_stage2_relax_perms", "clr |= ~xn", "KVM_PTE_LEAF_ATTR_HI_S2_XN;",
+       "KVM_PTE_LEAF_ATTR_HI_S2_XN; }"),
+)
+
+
+def v72_scratch_tree(tree, dest, version: str = "7.2.0"):
+    """7.1.5's four files under ``dest`` with V72_EDITS applied to pgtable.c and the Makefile's
+    version lines set to ``version``: the opened tree (a stand-in for 7.2's pgtable.c with 7.1.5's
+    headers, not a 7.2 tree)."""
+    import re
+    text = (Path(tree.root) / T.FILES[0]).read_text()
+    for edit in V72_EDITS:
+        text = apply_edit(text, edit)
+    dest = Path(dest)
+    _fill(dest, tree, text)
+    mk = dest / "Makefile"
+    body = mk.read_text()
+    for key, val in zip(("VERSION", "PATCHLEVEL", "SUBLEVEL"), version.split(".")):
+        body = re.sub(rf"^{key} = \d+$", f"{key} = {val}", body, count=1, flags=re.M)
+    mk.write_text(body)
+    return T.open_tree(dest)
 
 
 def scratch_dir() -> Path:

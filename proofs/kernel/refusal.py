@@ -3,8 +3,9 @@
 Every bad-argument call of impl's ``proofs/stage2/errorpaths.py`` (``BAD_ARGS``: unaligned
 ranges, addresses beyond the IPA space, size 0, sizes that wrap or are huge, prot values KVM
 refuses, owner ids past ``KVM_MAX_OWNER_ID``, calls without a memcache, and values that are not
-u64 at all) is made on the C code from each setup's state (``SETUPS``: empty, a block, pages, owner
-annotations, a 1G block), each on a freshly replayed table. The spec judges each call as any step:
+u64 at all; on trees with NORMAL_NC or PX/UX also the prots those make -EINVAL:
+``replay.prot_cases``) is made on the C code from each setup's state (``SETUPS``: empty, a block,
+pages, owner annotations, a 1G block), each on a freshly replayed table. The spec judges each call as any step:
 a call the kernel refuses returns the errno the operation's contract names (-EINVAL, -ERANGE,
 -ENOMEM) and changes nothing (tables, refcounts, memcache, no TLB or cache maintenance), every
 invariant still holds; a value that is no kernel value is refused by the Python binding before the
@@ -23,7 +24,7 @@ def cases(tree, cls=None, geometry: str | None = None):
     """Yields (label, harness, violations) for every bad call from every setup, on the geometry
     (default 4K/39; addresses scaled to its granule and IPA size)."""
     cls = cls or subject.subject_factory(tree)
-    SETUPS, _, _, BAD_ARGS = scaled(geometry)
+    SETUPS, _, _, BAD_ARGS = scaled(geometry, cls)
     for name in SETUPS:
         setup = setup_ops(name, geometry)
         for op, args in BAD_ARGS:
@@ -35,7 +36,7 @@ def cases(tree, cls=None, geometry: str | None = None):
 def run_all(tree, *, expired=None, progress=None, geometry: str | None = None) -> replay.Outcome:
     t0 = time.perf_counter()
     cls = subject.subject_factory(tree)
-    SETUPS, _, _, BAD_ARGS = scaled(geometry)
+    SETUPS, _, _, BAD_ARGS = scaled(geometry, cls)
     return replay.judge_cases(
         cases(tree, cls, geometry), cls, t0, expired=expired, progress=progress, noun="calls",
         passed=lambda labels: f"{len(labels)} bad-argument calls ({len(BAD_ARGS)} calls x "

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 
 from ptspec.proofs.kernel import subject
+from ptspec.spec.arch import descriptor as D
+from ptspec.spec.arch import geometry as G
 
 # The engines' default table: 4K pages, 39-bit IPA (three levels), as proofs/stage2/exhaustive.py
 # and proofs/stage2/errorpaths.py use for impl; ``geometry_name`` picks another of subject.GEOMETRIES.
@@ -39,8 +41,8 @@ def geometry(name: str | None) -> tuple[int, int]:
 
 def options(name: str | None) -> dict:
     """The table options of a geometry (``subject.OPTIONS``: FWB on 4k-48, pages forced on 4k-34,
-    no CMO hooks on 16k-40), as the C lock-step builds its tables: ``kernel.<engine>.<geometry>``
-    is the same table configuration in every engine."""
+    no CMO hooks on 16k-40, FEAT_XNX on 4k-40 where the tree reads it), as the C lock-step builds
+    its tables: ``kernel.<engine>.<geometry>`` is the same table configuration in every engine."""
     return dict(subject.OPTIONS.get(name, {})) if name is not None else {}
 
 
@@ -51,6 +53,51 @@ def harness(tree, *, arena_pages: int = 96, mc_capacity: int = 8, flags: int = 0
     cls = cls or subject.subject_factory(tree)
     return cls(*geometry(geometry_name), arena_pages=arena_pages, mc_capacity=mc_capacity,
                flags=flags, **options(geometry_name))
+
+
+def prot_features(cls, geometry_name: str | None = None) -> tuple[bool, bool, bool]:
+    """(NORMAL_NC, PX/UX, FEAT_XNX): the prots beyond X/W/R/DEVICE the subject's tree has
+    (``program_normal_nc``: 6.9 on; ``program_px_ux``: 7.1 on) and whether the geometry's table
+    is built with FEAT_XNX (``options``, only where pgtable.c reads ARM64_HAS_XNX). All False for
+    impl-era trees (6.1-6.8), whose engines' cases stay as they were."""
+    nc = getattr(cls, "program_normal_nc", None)
+    pxux = getattr(cls, "program_px_ux", None)
+    ml = getattr(cls.tree.shape, "mainline", None)
+    xnx = bool(options(geometry_name).get("xnx") and ml is not None and ml.xnx)
+    return bool(nc and nc()), bool(pxux and pxux()), xnx
+
+
+def prot_cases(cls, geometry_name: str | None = None) -> dict:
+    """The engines' extra cases for the subject's prot features (``prot_features``), in the
+    spec's prot encoding, scaled to the geometry's granule like the engines' own alphabets
+    (K4 a page, M2 a level-2 block, W/P the exhaustive window and its output, G1 the error
+    paths' level-1 entry): ``explore`` operations for the exhaustive alphabet, ``targets`` maps
+    for allocation failure, ``bad`` calls the kernel refuses (-EINVAL, nothing changed). Empty
+    lists when the tree has none of them."""
+    nc, pxux, xnx = prot_features(cls, geometry_name)
+    ps = geometry(geometry_name)[0]
+    K4, M2, G1 = (G.granule_size(level, ps) for level in (3, 2, 1))
+    W, P = 0x4000_0000, 0x8000_0000
+    R, W_, X, DEV = D.PROT_R, D.PROT_W, D.PROT_X, D.PROT_DEVICE
+    NC, PX, UX = D.PROT_NORMAL_NC, D.PROT_PX, D.PROT_UX
+    explore, targets, bad = [], [], []
+    if nc:
+        explore += [("map", dict(addr=W, size=M2, phys=P, prot=R | W_ | NC)),        # NC block
+                    ("map", dict(addr=W + K4, size=K4, phys=P + K4, prot=R | X | NC))]  # -EINVAL
+        targets += [("map", dict(addr=G1 + M2 - K4, size=M2 + 2 * K4, phys=3 * G1,
+                                 prot=R | W_ | NC))]
+        bad += [("map", dict(addr=G1, size=K4, phys=0, prot=R | X | NC)),
+                ("map", dict(addr=G1, size=K4, phys=0, prot=R | DEV | NC))]
+    if pxux:
+        explore += [("map", dict(addr=W + K4, size=K4, phys=P + K4, prot=R | UX)),
+                     ("relax_perms", dict(addr=W + K4, prot=R | PX))]
+        bad += [("map", dict(addr=G1, size=K4, phys=0, prot=R | DEV | UX))]
+        if xnx:
+            targets += [("map", dict(addr=G1 + K4, size=K4, phys=3 * G1, prot=R | PX))]
+        else:
+            bad += [("map", dict(addr=G1, size=K4, phys=0, prot=R | PX)),
+                    ("relax_perms", dict(addr=G1, prot=R | UX))]
+    return {"explore": explore, "targets": targets, "bad": bad}
 
 
 def _unjudged(h):

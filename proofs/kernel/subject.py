@@ -34,10 +34,12 @@ GEOMETRIES = {
     "64k-44": (16, 44, None), "64k-52": (16, 52, None),
 }
 # Per-geometry table options: FWB on one, the shim's page-forcing force_pte_cb on another, no CMO
-# hooks on a third; every C engine builds its tables with them (the lock-step through
-# lockstep.harness_maker, the others through replay.harness), so kernel.<engine>.<geometry> is one
-# table configuration.
-OPTIONS = {"4k-48": {"fwb": True}, "4k-34": {"force_pte": True}, "16k-40": {"cmo": False}}
+# hooks on a third, a CPU with FEAT_XNX on a fourth (only where pgtable.c reads ARM64_HAS_XNX, 7.1
+# on; elsewhere the option is dropped, as force_pte is on a tree without force_pte_cb); every C
+# engine builds its tables with them (the lock-step through lockstep.harness_maker, the others
+# through replay.harness), so kernel.<engine>.<geometry> is one table configuration.
+OPTIONS = {"4k-48": {"fwb": True}, "4k-34": {"force_pte": True}, "16k-40": {"cmo": False},
+           "4k-40": {"xnx": True}}
 
 
 class CSideHarness(Stage2Harness):
@@ -50,22 +52,25 @@ class CSideHarness(Stage2Harness):
     def __init__(self, page_shift: int = 12, ia_bits: int = 40, *, owner_field=None,
                  fwb: bool = False, cmo: bool = True, arena_pages: int = 256,
                  mc_capacity: int = 16, check: bool = True, force_pte: bool = False,
-                 flags: int = 0):
+                 flags: int = 0, xnx: bool = False):
         shape = self.tree.shape
         owner_field = tuple(shape.owner_field)
         if not shape.force_pte_cb:
             force_pte = False       # 5.14: no force_pte_cb to give (the geometry runs without)
+        ml = getattr(shape, "mainline", None)
+        xnx = bool(xnx and ml is not None and ml.xnx)   # FEAT_XNX: only a 7.1+ pgtable.c reads it
+        extra = {"xnx": True} if xnx else {}            # (absent otherwise: programs as before)
         self.version = self.tree.version_tuple()
         self.make_source = minimize.call(
             f"subject_factory(open_tree({str(self.tree.root)!r}))",
             dict(fwb=fwb, cmo=cmo, arena_pages=arena_pages, mc_capacity=mc_capacity,
-                 force_pte=force_pte, flags=flags), page_shift, ia_bits, hex_ints=False)
+                 force_pte=force_pte, flags=flags, **extra), page_shift, ia_bits, hex_ints=False)
         self.params = dict(page_shift=page_shift, ia_bits=ia_bits, owner_field=owner_field,
-                           fwb=fwb, cmo=cmo, flags=flags)
+                           fwb=fwb, cmo=cmo, flags=flags, **extra)
         self.pgt = self.pgtable_class(page_shift, ia_bits, npages=arena_pages, fwb=fwb, flags=flags,
                             cmo=cmo, mc_capacity=mc_capacity, force_pte=force_pte,
                             src=self.tree, owner_field=owner_field,
-                            max_owner_id=shape.max_owner_id)
+                            max_owner_id=shape.max_owner_id, **extra)
         self.mc = self.pgt.mc
         self.check = check
         self.lines = [
@@ -76,7 +81,8 @@ class CSideHarness(Stage2Harness):
             f"tree = open_tree({str(self.tree.root)!r})",
             f"pgt = CPgtable({page_shift}, {ia_bits}, npages={arena_pages}, fwb={fwb}, "
             f"flags={flags}, cmo={cmo}, mc_capacity={mc_capacity}, force_pte={force_pte}, "
-            f"src=tree, owner_field={owner_field}, max_owner_id={shape.max_owner_id})",
+            f"src=tree, owner_field={owner_field}, max_owner_id={shape.max_owner_id}"
+            + (", xnx=True)" if xnx else ")"),
             "mc = pgt.mc",
         ]
         self.findings: dict = {}        # finding id -> times seen

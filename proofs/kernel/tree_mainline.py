@@ -23,6 +23,8 @@ None for an older walker (``ptspec.proofs.kernel.tree`` reads the rest of the sh
   NORMAL_NC bit is translated to it, and the generator draws NORMAL_NC prots only for such a tree;
 * ``px``/``ux``: the enum's ``KVM_PGTABLE_PROT_PX`` and ``_UX`` (7.1 on): the spec's PX and UX bits
   are translated to them, and the generator draws prots with one of them only for such a tree;
+* ``xnx``: pgtable.c reads ``ARM64_HAS_XNX`` (7.1 on): a table may be built on a CPU with
+  FEAT_XNX (the shim answers the capability from the table's ``xnx`` option);
 * ``s2_flags``/``flags_to_tree``: ``enum kvm_pgtable_stage2_flags`` (7.x: IDMAP BIT(0), no NOFWB);
 * ``donation_type``: ``KVM_HOST_INVALID_PTE_TYPE_DONATION``, the annotate type set_owner records use;
   ``poisoned_type``: ``KVM_GUEST_INVALID_PTE_TYPE_POISONED`` (annotate records carry the spec's
@@ -66,6 +68,7 @@ class Mainline:
     normal_nc: int | None = None  # KVM_PGTABLE_PROT_NORMAL_NC's value (6.9 on), None if absent
     px: int | None = None       # KVM_PGTABLE_PROT_PX's value (7.1 on), None if absent
     ux: int | None = None       # KVM_PGTABLE_PROT_UX's value (7.1 on), None if absent
+    xnx: bool = False           # pgtable.c asks cpus_have_final_cap(ARM64_HAS_XNX) (7.1 on)
 
     def flags_to_tree(self, flags: int) -> int:
         """Stage-2 init flags in the spec's encoding (6.x: KVM_PGTABLE_S2_NOFWB BIT(0),
@@ -165,7 +168,8 @@ class Mainline:
         if self.normal_nc is not None:
             parts.append(f"NORMAL_NC prot {self.normal_nc:#x}")
         if self.px is not None and self.ux is not None:
-            parts.append(f"PX/UX prots {self.px:#x}/{self.ux:#x} (no FEAT_XNX: one alone is -EINVAL)")
+            parts.append(f"PX/UX prots {self.px:#x}/{self.ux:#x} (no FEAT_XNX: one alone is -EINVAL"
+                         + ("; FEAT_XNX: XN 0b01/0b11)" if self.xnx else ")"))
         if self.donation_type is not None:
             parts.append(f"owner annotations typed {self.donation_type} in bits 63:60")
         if self.annotate and self.poisoned_type is not None:
@@ -206,6 +210,7 @@ def detect(pgtable_c: str, header: str) -> Mainline | None:
         s2_flags=tuple(sorted(_bit_enum(header, "kvm_pgtable_stage2_flags").items())),
         normal_nc=_prot_mask(header, "NORMAL_NC"),
         px=_prot_mask(header, "PX"), ux=_prot_mask(header, "UX"),
+        xnx=re.search(r"cpus_have_final_cap\(\s*ARM64_HAS_XNX\s*\)", pgtable_c) is not None,
         donation_type=_enum_value(header, "kvm_invalid_pte_type", "KVM_HOST_INVALID_PTE_TYPE_DONATION"),
         poisoned_type=_enum_value(header, "kvm_invalid_pte_type", "KVM_GUEST_INVALID_PTE_TYPE_POISONED"),
         memattr1=re.search(r"PAGE_S2_MEMATTR\(\s*\w+\s*\)", pgtable_c) is not None,

@@ -8,15 +8,17 @@ telling, set_pte with good and hostile PTEs (including on the pinned stack page)
 entry, of the switcher's entry in a pgdir that is not running and one past PTRS_PER_PGD,
 new_pagetable for each pgdir (a third one evicting each slot), flush_user, clear_all,
 running on each host CPU, guest_pa, set_stack (2 pages, 3 pages) and pin, injected allocation and
-get_user_pages failures, and free. States are
-identified by their raw state (plus pending injected failures); a state already seen is not
-expanded again. Every transition is checked against every invariant and its contract, so within the
-bound the check is complete, and the first violation found comes with a shortest sequence.
+get_user_pages failures, and free. States are identified by their raw state (plus pending
+injected failures). Every state reached is checked against every invariant, and every transition
+against its contract and the per-step LG-SHADOW, so within the bound the check is complete, and
+the first violation found comes with a shortest sequence. A state already seen is not expanded,
+loaded or judged against the invariants again (it passed them when first seen; its loaded form is
+kept with its key): only the step into it is checked.
 """
 
 from __future__ import annotations
 
-import json
+import marshal
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -104,7 +106,11 @@ class ExploreOutcome:
 
 
 def _key(lg, raw):
-    return json.dumps([raw, lg.host.fail_next_alloc, lg.host.fail_next_gup], sort_keys=True)
+    """The identity of a state: its raw state and the injected failures still pending. marshal
+    format 0 (no back-references, no interning marks) gives equal bytes for equal values; the raw
+    state lists its dict keys in an order fixed by their values (raw_state sorts tables, refs and
+    guest memory), so equal raw states give equal keys, and unequal ones unequal keys."""
+    return marshal.dumps([raw, lg.host.fail_next_alloc, lg.host.fail_next_gup], 0)
 
 
 def _apply(node: Node, op: str, args: dict):
@@ -151,7 +157,10 @@ def explore(depth: int, fmt: str = "2level", *, variant: str = "corrected", npgd
         return ExploreOutcome("refuted", 0, 1, h.steps, time.perf_counter() - t0, cx["ops"],
                               cx["violations"], h.raw, cx["tables"], cx["kernel_function"])
     root = Node(h.lg, h.raw, load_lguest_state(h.raw), list(h.lines), list(h.calls))
-    seen = {_key(h.lg, h.raw)}
+    # key -> the state's LgState. A state already seen has passed every invariant (the root in the
+    # harness, the others below; the check reads only the state), so a transition back into it
+    # needs only its step checked, against the state loaded the first time.
+    seen = {_key(h.lg, h.raw): root.state}
     frontier = deque([(root, 0)])
     transitions = 0
     ops = [(op, a) for op, a in alphabet(fmt) if op not in exclude]
@@ -170,18 +179,20 @@ def explore(depth: int, fmt: str = "2level", *, variant: str = "corrected", npgd
             transitions += 1
             progress()
             raw = lg.raw_state() if step else node.raw
-            st = load_lguest_state(raw) if step else node.state
+            key = _key(lg, raw)
+            known = seen.get(key)
+            st = node.state if not step else known if known is not None else load_lguest_state(raw)
             if step:
-                found = lguest_check_state(st) + lguest_check_step(node.state, step, st)
+                found = (lguest_check_state(st) if known is None else []) + \
+                    lguest_check_step(node.state, step, st)
                 if found:
                     program = h.program(node.calls + _calls(op, args, lines[-1]))
                     return ExploreOutcome("refuted", depth, len(seen), transitions,
                                           time.perf_counter() - t0, program, [str(v) for v in found],
                                           raw, render_lguest(raw), op)
-            key = _key(lg, raw)
-            if key in seen:
+            if known is not None:
                 continue
-            seen.add(key)
+            seen[key] = st
             frontier.append((Node(lg, raw, st, node.lines + lines,
                                   node.calls + _calls(op, args, lines[-1])), d + 1))
     return ExploreOutcome("passed", depth, len(seen), transitions, time.perf_counter() - t0)

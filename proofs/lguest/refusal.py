@@ -16,7 +16,7 @@ def private_state(lg) -> dict:
         "arena": list(h.arena),
         "fail_next_alloc": h.fail_next_alloc,
         "fail_next_gup": h.fail_next_gup,
-        "touched": sorted(h.touched),
+        "written": sorted(h.guest_mem),
         "rng": lg.rng.getstate(),
         "forced_random": list(lg.forced_random),
         "lguest_data": lg.lguest_data,

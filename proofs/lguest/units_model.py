@@ -122,6 +122,13 @@ def host(fmt):
     _expect(h.guest_write(0x10, 8, (1 << 72) | (0x1234 << 32) | 0xFFFF_FFFF) and
             h.guest_read(0x10, 8) == (0x1234 << 32) | 0xFFFF_FFFF and h.guest_read(0x14, 4) == 0x1234,
             f"{fmt}: an 8-byte guest write is not little endian and truncated")
+    h.guest_write(0x50, 8, (1 << 64) - 1)
+    h.guest_write(0x51, 2, 0x1234)        # inside one word: the bytes on either side stay
+    h.guest_write(0x56, 1, 0)
+    _expect(h.guest_read(0x50, 8) == 0xFF00_FFFF_FF12_34FF and h.guest_read(0x51, 2) == 0x1234
+            and h.guest_read(0x53, 3) == 0xFF_FFFF and h.guest_read(0x55, 2) == 0xFF,
+            f"{fmt}: a store or load inside a word reaches the wrong bytes")
+    h.guest_write(0x50, 8, 0)
     h.guest_write(0x22, 2, 0xABCD)
     h.guest_write(0x30, 4, 0)
     h.guest_write(0x41, 4, 0x4433_2211)

@@ -1,7 +1,8 @@
 """Render a raw state's tables the way the kernel's ptdump shows page tables, adapted to stage 2.
 
 One line per run of consecutive leaves that share level and attributes and map contiguous output
-addresses: input range, size, level, permissions (R/W/X from S2AP and XN), AF, shareability, leaf
+addresses: input range, size, level, permissions (R/W/X from S2AP and XN; with FEAT_XNX P or U
+for a leaf only EL1 or only EL0 may execute from), AF, shareability, leaf
 kind, memory type (NORMAL / DEVICE_nGnRE / raw MemAttr), software bits, and the output address of
 the run's start. Owner annotations (invalid descriptors that carry an owner id) get a line with
 ``owner=N``; holes (descriptor 0) are omitted. A header gives the geometry and one line per table
@@ -24,9 +25,12 @@ def _attr_key(desc, page_shift):
     return desc & ~D.encode_address(-1, page_shift) & ((1 << 64) - 1)
 
 
-def _s2_attrs(desc, level, has_fwb):
+def _s2_attrs(desc, level, has_fwb, has_xnx=False):
     a = D.leaf_attrs(desc)
     perms = ("R" if a.r else "-") + ("W" if a.w else "-") + ("-" if a.xn else "X")
+    if has_xnx:         # FEAT_XNX: X both ELs, P EL1 only (XN 0b11), U EL0 only (0b01), - none
+        perms = perms[:2] + {(True, True): "X", (True, False): "P", (False, True): "U",
+                             (False, False): "-"}[D.exec_levels(desc, True)]
     parts = [perms, "AF" if a.af else "  ", f"SH={D.SH_NAMES[a.sh]}", "BLK " if level < 3 else "PAGE",
              D.memattr_name(a.memattr, has_fwb)]
     if a.sw:
@@ -90,7 +94,7 @@ def render(state, title=None):
         lines.append(f"stage 2: {G.granule_name(ps)} granule, ia_bits {st.ia_bits}, start level "
                      f"{st.start_level}, pa_bits {st.pa_bits}, FWB {'on' if st.has_fwb else 'off'}, CMO "
                      f"{'on' if st.cmo else 'off'}, owner field [{st.owner_field[0]}:{st.owner_field[1]}], "
-                     f"max owner {st.max_owner_id}")
+                     f"max owner {st.max_owner_id}" + (", FEAT_XNX" if st.has_xnx else ""))
     else:
         lines.append(f"hyp stage 1: {G.granule_name(ps)} granule, va_bits {st.ia_bits}, start level "
                      f"{st.start_level}, pa_bits {st.pa_bits}")
@@ -110,7 +114,7 @@ def render(state, title=None):
         lines.append("")
     for lo, hi, level, d, kind in runs:
         if kind == "valid":
-            attrs = _s2_attrs(d, level, st.has_fwb) if st.kind == "arm64-stage2" else _s1_attrs(d, level)
+            attrs = _s2_attrs(d, level, st.has_fwb, st.has_xnx) if st.kind == "arm64-stage2" else _s1_attrs(d, level)
             lines.append(_line(lo, hi, level, f"{attrs}  -> {D.address(d, ps):#x}"))
         elif kind == "opaque":
             lines.append(_line(lo, hi, level, f"TABLE {D.address(d, ps):#x} (not followed: see S2-TREE)"))

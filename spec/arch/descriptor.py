@@ -28,7 +28,9 @@ SH_INNER = 3                       # KVM_PTE_LEAF_ATTR_LO_S2_SH_IS
 AF = 1 << 10                       # KVM_PTE_LEAF_ATTR_LO_S2_AF
 DBM = 1 << 51
 CONTIGUOUS = 1 << 52
-XN = 1 << 54                       # KVM_PTE_LEAF_ATTR_HI_S2_XN
+XN = 1 << 54                       # KVM_PTE_LEAF_ATTR_HI_S2_XN (5.x-6.x); XN[1] from 7.1
+XN_PXN = 1 << 53                   # XN[0] (FEAT_XNX): with XN[1], the 2-bit XN field of 7.1
+XN_FIELD = XN | XN_PXN             # KVM_PTE_LEAF_ATTR_HI_S2_XN from 7.1: GENMASK(54, 53)
 SW_SHIFT, SW_MASK = 55, 0xF << 55  # KVM_PTE_LEAF_ATTR_HI_SW
 TABLE_UPPER_MASK = 0x1F << 59       # NSTable/APTable/XNTable/PXNTable: RES0 at stage 2
 PERMS = S2AP_R | S2AP_W | XN        # what a re-map may differ in and still be "the same mapping"
@@ -75,10 +77,13 @@ AS_S1_SINCE = (7, 1, 0)
 # the first release whose stage2_set_prot_attr reads KVM_PGTABLE_PROT_NORMAL_NC (before it the bit
 # is ignored: the leaf is normal cacheable)
 NORMAL_NC_SINCE = (6, 9, 0)
-# the first release whose stage2_set_xn_attr reads PX and UX apart. Judged as on a CPU without
-# FEAT_XNX (ARM64_HAS_XNX, which the userspace build answers "no"): exactly one of them is -EINVAL,
-# so the XN field (bits 54:53 from 7.1) only ever holds 0b00 or 0b10, bit 54 as before
+# the first release whose stage2_set_xn_attr reads PX and UX apart. On a CPU without FEAT_XNX
+# (ARM64_HAS_XNX; a state's has_xnx false) exactly one of them is -EINVAL, so the XN field (bits
+# 54:53 from 7.1) only ever holds 0b00 or 0b10, bit 54 as before. With FEAT_XNX (has_xnx) the
+# field holds the architecture's 2-bit XN[1:0]: which ELs may execute from the leaf
 PX_UX_SINCE = (7, 1, 0)
+# XN[1:0] -> (EL1 may execute, EL0 may execute), FEAT_XNX's stage-2 encoding (Arm ARM, D8: "XN")
+XNX_EXEC = {0b00: (True, True), 0b01: (False, True), 0b10: (False, False), 0b11: (True, False)}
 
 SH_NAMES = {0: "NS", 1: "SH?", 2: "OS", 3: "IS"}
 
@@ -169,9 +174,32 @@ def is_cacheable(desc, has_fwb, as_s1=False):
     return (desc & MEMATTR_MASK) >> MEMATTR_SHIFT == normal[has_fwb]
 
 
-def is_executable(desc):
-    """A valid leaf the guest may execute from: XN clear."""
-    return not desc & XN
+def xn_exec_mask(has_xnx=False):
+    """The descriptor bits that decide whether a leaf is executable: XN (bit 54), or with FEAT_XNX
+    (a state's has_xnx) the 2-bit field 54:53. A leaf is executable at no EL exactly when these
+    bits equal XN alone (0b10); any other value lets some EL execute (is_executable)."""
+    return XN_FIELD if has_xnx else XN
+
+
+def is_executable(desc, has_xnx=False):
+    """A valid leaf the guest may execute from at some EL: XN clear; with FEAT_XNX (has_xnx) any XN
+    field but 0b10 (0b01: EL0 only, 0b11: EL1 only, 0b00: both). (xn_exec_mask written out.)"""
+    return desc & (XN_FIELD if has_xnx else XN) != XN
+
+
+def exec_levels(desc, has_xnx=False):
+    """(EL1 may execute, EL0 may execute) of a valid leaf: XNX_EXEC of its field with FEAT_XNX;
+    without it bit 53 is RES0 and bit 54 decides both."""
+    if has_xnx:
+        return XNX_EXEC[(desc & XN_FIELD) >> 53]
+    x = not desc & XN
+    return x, x
+
+
+def perms_mask(kernel_version) -> int:
+    """KVM_PTE_LEAF_ATTR_S2_PERMS for a kernel version: S2AP R/W and the XN field (bit 54; from
+    7.1 bits 54:53). A re-map that differs from a leaf only in these bits is the -EAGAIN case."""
+    return PERMS | XN_PXN if has_px_ux(kernel_version) else PERMS
 
 
 def field_mask(hi, lo):
@@ -278,6 +306,23 @@ def has_px_ux(kernel_version) -> bool:
     return kernel_version is not None and tuple(kernel_version) >= PX_UX_SINCE
 
 
+def uses_xnx(kernel_version, has_xnx) -> bool:
+    """Whether stage2_set_xn_attr encodes PX and UX apart: a 7.1+ kernel (has_px_ux) on a CPU with
+    FEAT_XNX (has_xnx: ARM64_HAS_XNX). Before 7.1 the capability is never read."""
+    return bool(has_xnx) and has_px_ux(kernel_version)
+
+
+def xn_field(px, ux, xnx=False):
+    """The XN bits stage2_set_xn_attr writes for (privileged, unprivileged) execute, or None
+    (-EINVAL): both 0b00, neither 0b10 (XN); with `xnx` (uses_xnx) UX only 0b01 and PX only 0b11
+    (XNX_EXEC); without it exactly one of them is -EINVAL."""
+    if px == ux:
+        return 0 if px else XN
+    if not xnx:
+        return None
+    return XN_PXN if ux else XN_FIELD
+
+
 def exec_bits(prot, px_ux=False):
     """(px, ux): whether a prot asks for privileged and unprivileged execute. X is both; with
     `px_ux` (7.1 on: has_px_ux) PROT_PX and PROT_UX add one each, before 7.1 they are ignored."""
@@ -287,7 +332,7 @@ def exec_bits(prot, px_ux=False):
     return x or bool(prot & PROT_PX), x or bool(prot & PROT_UX)
 
 
-def prot_attrs(prot, has_fwb, normal_nc=False, px_ux=False, as_s1=False):
+def prot_attrs(prot, has_fwb, normal_nc=False, px_ux=False, as_s1=False, xnx=False):
     """The leaf attribute bits KVM derives from a kvm_pgtable_prot (stage2_set_prot_attr).
 
     MemAttr normal, device, or (with `normal_nc`, 6.9 on: has_normal_nc) normal non-cacheable for
@@ -296,20 +341,22 @@ def prot_attrs(prot, has_fwb, normal_nc=False, px_ux=False, as_s1=False):
     `normal_nc` for X with NORMAL_NC and for DEVICE with NORMAL_NC. Without `normal_nc` the
     NORMAL_NC bit is ignored, as the kernels before it do. With `px_ux` (7.1 on) "X" is either of
     PX and UX (exec_bits): with DEVICE or NORMAL_NC still -EINVAL, and exactly one of them is
-    -EINVAL too (no FEAT_XNX: PX_UX_SINCE); XN is set unless both. With `as_s1` (a table
+    -EINVAL too without FEAT_XNX (PX_UX_SINCE); XN is set unless both. With `as_s1` (a table
     initialised with KVM_PGTABLE_S2_AS_S1, 7.1 on) the MemAttr is MEMATTR_AS_S1 for every prot the
-    rules above accept (device and non-cacheable included: stage 1 decides).
+    rules above accept (device and non-cacheable included: stage 1 decides). With `xnx`
+    (uses_xnx: 7.1 on a CPU with FEAT_XNX) one of PX and UX alone is mapped, its XN field from
+    xn_field (UX only 0b01, PX only 0b11).
     """
     device = bool(prot & PROT_DEVICE)
     nc = normal_nc and bool(prot & PROT_NORMAL_NC)
     px, ux = exec_bits(prot, px_ux)
-    if (device or nc) and (px or ux) or device and nc or px != ux:
+    xn = xn_field(px, ux, xnx and px_ux)
+    if (device or nc) and (px or ux) or device and nc or xn is None:
         return None
     memattr = (MEMATTR_AS_S1 if as_s1 else MEMATTR_DEVICE if device else MEMATTR_NORMAL_NC if nc
                else MEMATTR_NORMAL)
     attr = memattr[has_fwb] << MEMATTR_SHIFT
-    if not px:
-        attr |= XN
+    attr |= xn
     if prot & PROT_R:
         attr |= S2AP_R
     if prot & PROT_W:

@@ -98,7 +98,8 @@ def load_lguest_state(raw):
     frames = _req(raw, "guest_frames", "state")
     if not isinstance(frames, list) or len(frames) != pfn_limit:
         raise StateError(f"guest_frames: expected a list of pfn_limit={pfn_limit} host frames")
-    frames = [parse_int(f, f"guest_frames[{i}]", 0, (1 << 32) - 1) for i, f in enumerate(frames)]
+    frames = [f if type(f) is int and 0 <= f <= U32 else parse_int(f, f"guest_frames[{i}]", 0, U32)
+              for i, f in enumerate(frames)]
     sw_pages = _req(raw, "switcher_pages", "state")
     host_cpus = parse_int(_req(raw, "host_cpus", "state"), "host_cpus", 1, 64)
     if not isinstance(sw_pages, list) or len(sw_pages) != 1 + 2 * host_cpus:
@@ -117,14 +118,13 @@ def load_lguest_state(raw):
     if not pgdirs or len(pgdirs) > MAX_PGDIRS:
         raise StateError(f"pgdirs: expected 1 to {MAX_PGDIRS} slots, got {len(pgdirs)}")
     tables = {}
-    for pa, words in _obj(_req(raw, "tables", "state"), "tables").items():
-        key, pa = pa, show(pa)
-        pa_i = parse_int(key, f"tables key {pa}", 0, U64)
+    n = LAYOUTS[fmt == "pae"].page_entries
+    for key, words in _obj(_req(raw, "tables", "state"), "tables").items():
+        pa_i = _int(key, 0, U64, "tables key {}", key)
         if pa_i % PAGE:
-            raise StateError(f"tables[{pa}]: page address not page aligned")
+            raise StateError(f"tables[{show(key)}]: page address not page aligned")
         if not isinstance(words, dict):
-            raise StateError(f"tables[{pa}]: expected an object index -> word")
-        n = LAYOUTS[fmt == "pae"].page_entries
+            raise StateError(f"tables[{show(key)}]: expected an object index -> word")
         tables[pa_i] = {_int(k, 0, n - 1, "tables[{}] index {}", key, k):
                         _int(v, 0, word_hi, "tables[{}][{}]", key, k) for k, v in words.items()}
     refs = {_int(k, 0, U64, "refs key {}", k): _int(v, REF_LO, REF_HI, "refs[{}]", k)
@@ -134,7 +134,7 @@ def load_lguest_state(raw):
         a = _int(k, 0, U64, "guest_mem key {}", k)
         if a % WORD_BYTES:
             raise StateError(f"guest_mem[{k}]: word address not 4-byte aligned")
-        mem[a] = parse_int(v, f"guest_mem[{k}]", 0, U32)
+        mem[a] = v if type(v) is int and 0 <= v <= U32 else parse_int(v, f"guest_mem[{k}]", 0, U32)
     errors = _req(raw, "host_errors", "state")
     if not isinstance(errors, list) or not all(isinstance(e, (list, tuple)) and len(e) == 2
                                                and all(isinstance(t, str) for t in e) for e in errors):

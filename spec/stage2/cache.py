@@ -63,7 +63,7 @@ class PlainCacheJudge:
             self.dclean, self.iclean = set(), set()
             return set()
         page = 1 << post.page_shift
-        fwb = post.has_fwb
+        fwb, xnx = post.has_fwb, post.has_xnx
         for ev in post.tlb_log:
             for pa in range(ev[1], ev[1] + ev[2], page) if ev[0] in ("dcache", "icache") else ():
                 if ev[0] == "dcache":
@@ -79,9 +79,9 @@ class PlainCacheJudge:
             if (guest and not fwb and D.is_cacheable(desc, fwb) and oa not in self.dclean
                     and not (same and D.is_cacheable(prev[1], fwb))):
                 found.add("CMO-POC")
-            if (guest and not self.dic and D.is_executable(desc) and D.is_cacheable(desc, fwb)
+            if (guest and not self.dic and D.is_executable(desc, xnx) and D.is_cacheable(desc, fwb)
                     and oa not in self.iclean
-                    and not (same and D.is_executable(prev[1]) and D.is_cacheable(prev[1], fwb))):
+                    and not (same and D.is_executable(prev[1], xnx) and D.is_cacheable(prev[1], fwb))):
                 found.add("CMO-POU")
         still = {v[2] for v in new.values()}
         for _, _, oa in old.values():
@@ -243,7 +243,8 @@ class CacheJudge:
         ghost.coherent_d = fwb
         ghost.apply(post.tlb_log)
         out, gone = [], []
-        for seg, poa, qoa, need_poc, need_pou in _runs(diff_chunks(pre, post), pre.page_shift, fwb):
+        for seg, poa, qoa, need_poc, need_pou in _runs(diff_chunks(pre, post), pre.page_shift, fwb,
+                                                      post.has_xnx):
             s, e = seg[0], seg[1]
             if poa is not None:
                 self.mapped.add(poa, poa + e - s, -1)
@@ -263,19 +264,20 @@ class CacheJudge:
         return out
 
 
-def _needs(pd, qd, poa, qoa, qv, cache_attr):
+def _needs(pd, qd, poa, qoa, qv, cache_attr, xn_mask=D.XN):
     """(CMO-POC, CMO-POU) judgement needed for a post leaf qd (if valid, qv) at output qoa over a
     pre leaf pd at output poa (None: not valid): poc when the post leaf is cacheable and not the
     same output as a cacheable pre leaf; pou when it is executable cacheable and not the same
-    output as an executable cacheable pre leaf."""
+    output as an executable cacheable pre leaf. Executable: the bits of ``xn_mask``
+    (D.xn_exec_mask) are not XN alone (D.is_executable)."""
     if not qv:
         return False, False
     q_cache = qd & D.MEMATTR_MASK == cache_attr
     if poa is not None and poa == qoa:
         p_cache = pd & D.MEMATTR_MASK == cache_attr
         return (q_cache and not p_cache,
-                q_cache and not qd & D.XN and not (p_cache and not pd & D.XN))
-    return q_cache, q_cache and not qd & D.XN
+                q_cache and qd & xn_mask != D.XN and not (p_cache and pd & xn_mask != D.XN))
+    return q_cache, q_cache and qd & xn_mask != D.XN
 
 
 def _continues(last, s, poa, qoa, poc, pou):
@@ -288,7 +290,7 @@ def _continues(last, s, poa, qoa, poc, pou):
             and (qoa is None if lqoa is None else qoa == lqoa + (s - ls)))
 
 
-def _runs(chunks, page_shift, fwb):
+def _runs(chunks, page_shift, fwb, xnx=False):
     """The changed segments of diff_chunks(pre, post), each as (segment, pre output or None, post
     output or None, needs a CMO-POC judgement, needs a CMO-POU judgement); consecutive segments of
     one kind whose outputs continue each other are merged into one (a map of 512 pages is one
@@ -296,13 +298,14 @@ def _runs(chunks, page_shift, fwb):
     chunks are read slot by slot from their descriptor lists, without building intervals.
 
     Per segment (D.address, D.is_cacheable, D.is_executable written out with this state's page
-    size and FWB setting): poc when the post leaf is cacheable and not the same output as a
+    size, FWB and FEAT_XNX setting): poc when the post leaf is cacheable and not the same output as a
     cacheable pre leaf; pou when the post leaf is executable cacheable and not the same output as
     an executable cacheable pre leaf."""
     out = []
     last = None
     address = D.address
     cache_attr = D.MEMATTR_NORMAL[fwb] << D.MEMATTR_SHIFT
+    xn_mask = D.xn_exec_mask(xnx)
 
     def add(s, e, p, q, poa, qoa, poc, pou):
         """Extend the current run by [s, e), or close it and start a new one there."""
@@ -318,14 +321,14 @@ def _runs(chunks, page_shift, fwb):
     def item(s, e, p, q, pd, qd, pv, qv):
         poa = address(pd, page_shift) + (s - p[START]) if pv else None
         qoa = address(qd, page_shift) + (s - q[START]) if qv else None
-        add(s, e, p, q, poa, qoa, *_needs(pd, qd, poa, qoa, qv, cache_attr))
+        add(s, e, p, q, poa, qoa, *_needs(pd, qd, poa, qoa, qv, cache_attr, xn_mask))
 
     def page(s, g, a, b, pv, qv, p, q):
         """One level-3 slot (its output is the descriptor's address): a slot that continues the
         run extends it without building its intervals (p, q: callables making them)."""
         poa = address(a, page_shift) if pv else None
         qoa = address(b, page_shift) if qv else None
-        poc, pou = _needs(a, b, poa, qoa, qv, cache_attr)
+        poc, pou = _needs(a, b, poa, qoa, qv, cache_attr, xn_mask)
         if last is not None and _continues(last, s, poa, qoa, poc, pou):
             last[1] = s + g
         else:

@@ -16,7 +16,8 @@ from ptspec.spec.hyp.contracts import HYP_CONTRACTS
 from ptspec.spec.hyp.warn import contract_hyp_warn
 from ptspec.spec.stage2.contracts_map import contract_annotate, contract_destroy, contract_init, contract_map, contract_set_owner
 from ptspec.spec.hyp.invariants import s1_ba, s1_leak, s1_rc, s1_tree
-from ptspec.spec.stage2.invariants import s2_ba, s2_leak, s2_own, s2_rc, s2_tree
+from ptspec.spec.stage2.invariants import s2_ba, s2_leak, s2_rc, s2_tree
+from ptspec.spec.stage2.ownership import s2_own
 from ptspec.spec.lguest.check import lguest_check_state
 from ptspec.spec.lguest.state import LgState
 from ptspec.spec.mmu.invariants import check_dirty, check_mmu_state, check_ms

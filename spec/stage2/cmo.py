@@ -63,7 +63,8 @@ def check_cmo(pre, step, post):
     Statement: when the table does cache maintenance (state cmo true):
     map: every leaf the step newly installed in R (a valid post-op leaf that differs from the page's
     pre-op translation) is covered by ["dcache", pa, size] events if its MemAttr is cacheable
-    (normal), and by ["icache", pa, size] events if it is executable (XN clear), [pa, pa + size)
+    (normal), and by ["icache", pa, size] events if it is executable (XN clear; with FEAT_XNX any XN
+    but 0b10: D.is_executable), [pa, pa + size)
     covering the leaf's whole output range;
     unmap: without FWB, every removed valid cacheable leaf intersecting R is covered by dcache events;
     relax_perms: a leaf that becomes executable is covered by icache events.
@@ -117,14 +118,14 @@ def check_cmo(pre, step, post):
         # the pages of R whose translation changed (diff_within: what sweep(pre, post, A, E)
         # finds not same_translation, at the cost of the change, not of R's size)
         new = []        # (leaf, output, size, cacheable, executable) of each new leaf, in order
-        fwb = pre.has_fwb
+        fwb, xnx = pre.has_fwb, pre.has_xnx
         for seg in diff_within(pre, post, A, E, compact=True):
             pages = seg.new_pages() if type(seg) is FlatL3 else None
             if pages is not None:       # a new table where nothing was mapped: its valid pages,
                 for run in seg.page_runs(pages):        # a run of them as one entry
                     d = seg.B[run[0]]
                     new.append((seg.page(run[0]), D.address(d, ps), seg.g * len(run),
-                                D.is_cacheable(d, fwb), D.is_executable(d), (seg, run)))
+                                D.is_cacheable(d, fwb), D.is_executable(d, xnx), (seg, run)))
                 continue
             for s, e, p, q in (seg.expand() if type(seg) is FlatL3 else (seg,)):
                 if not is_valid(q) or q[START] in seen:
@@ -134,7 +135,7 @@ def check_cmo(pre, step, post):
                     continue        # 6.12 on: only the software bits changed, the same leaf stays
                 seen.add(q[START])
                 new.append((q, D.address(q[DESC], ps), q[END] - q[START],
-                            D.is_cacheable(q[DESC], fwb), D.is_executable(q[DESC]), None))
+                            D.is_cacheable(q[DESC], fwb), D.is_executable(q[DESC], xnx), None))
         d_suspects = _suspects(new, 3, *ranges("dcache")) if new else ()
         i_suspects = _suspects(new, 4, *ranges("icache")) if new else ()
         for k, (q, _, _, cacheable, executable, run) in enumerate(new):
@@ -159,6 +160,7 @@ def check_cmo(pre, step, post):
         p = pre.walk().find(A)
         q = post.walk().find(A) if post.roots else None
         if (p is not None and q is not None and is_valid(p) and is_valid(q)
-                and not D.is_executable(p[DESC]) and D.is_executable(q[DESC])):
+                and not D.is_executable(p[DESC], pre.has_xnx)
+                and D.is_executable(q[DESC], pre.has_xnx)):
             need("icache", q, "leaf made executable")
     return rep.result()

@@ -20,7 +20,7 @@ from ptspec.spec.arch.walk import START, LEVEL, DESC, TABLE, INDEX, OPAQUE
 SETTLE_WHOLE_TABLES = True
 
 GEOMETRY_FIELDS = ("kind", "page_shift", "ia_bits", "start_level", "pa_bits", "owner_field",
-                   "max_owner_id", "has_fwb", "cmo", "idmap", "as_s1")
+                   "max_owner_id", "has_fwb", "has_xnx", "cmo", "idmap", "as_s1")
 MAX_REPORTS = 16
 
 

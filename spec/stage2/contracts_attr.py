@@ -238,6 +238,10 @@ def _check_retry_tlbi(rep, pre, step, post):
                 "TLBI_TTL_UNKNOWN: the walk never set the level it passes (uninitialised)")
 
 
+# The first kernel whose relax_perms leaves XN alone for a prot without X (7.1 sets it).
+XN_ON_REQUEST_SINCE = (7, 2, 0)
+
+
 @statement("C-RELAX-PERMS", constrains=(
     "kvm_pgtable_stage2_relax_perms", "stage2_update_leaf_attrs", "stage2_attr_walker"))
 def contract_relax_perms(pre, step, post):
@@ -256,8 +260,12 @@ def contract_relax_perms(pre, step, post):
     table or TLBI_TTL_UNKNOWN (seen in 6.12.19, not 6.6.63); from 7.1 the leaf's XN becomes what
     prot says: a prot without X sets XN (stage2_set_xn_attr; FEAT_XNX), so execute permission is
     removed (seen in 7.1.5's source, not 6.12.19's; its kernel-doc still says no permission is
-    removed); and a prot with exactly one of PX and UX (D.exec_bits) is -EINVAL with nothing
-    changed and nothing logged (judged without FEAT_XNX).
+    removed); a prot with exactly one of PX and UX (D.exec_bits) is -EINVAL with nothing
+    changed and nothing logged without FEAT_XNX; with it (the state's has_xnx) the leaf's 2-bit
+    XN field becomes D.xn_field of PX and UX (UX only 0b01, PX only 0b11); from 7.2 XN is touched
+    only when prot asks for X (PX or UX), so a prot without X leaves it as it was again, with or
+    without FEAT_XNX ("Only update XN attr when requested during S2 relaxation", a 7.2-rc fix;
+    seen in 7.2-rc's source at 8d187d4b33c2, not 7.1.5's).
 
     Why: the permission-fault path relies on it to make progress; removing a permission, or touching
     a neighbour, silently changes the guest's mappings.
@@ -270,7 +278,9 @@ def contract_relax_perms(pre, step, post):
     prot = step.args["prot"]
     A, E = op_range(pre, step)
     px, ux = D.exec_bits(prot, D.has_px_ux(pre.kernel_version))
-    if early_exit(rep, pre, post, step, A, E, EINVAL if prot & D.PROT_SW or px != ux else None):
+    xnx = D.uses_xnx(pre.kernel_version, pre.has_xnx)
+    xn = D.xn_field(px, ux, xnx)
+    if early_exit(rep, pre, post, step, A, E, EINVAL if prot & D.PROT_SW or xn is None else None):
         return rep.result()
     leaf = pre.walk().find(A)
     if kernel_since(pre, (6, 2, 0)) and (leaf is None or not is_valid(leaf)):
@@ -283,8 +293,11 @@ def contract_relax_perms(pre, step, post):
     check_ret(rep, step, 0)
     set_bits = (D.S2AP_R if prot & D.PROT_R else 0) | (D.S2AP_W if prot & D.PROT_W else 0)
     clr_bits = D.XN if px else 0
-    if not px and kernel_since(pre, (7, 1, 0)):
+    keep_xn = not (px or ux) and kernel_since(pre, XN_ON_REQUEST_SINCE)    # 7.2: X not asked for
+    if not px and kernel_since(pre, (7, 1, 0)) and not keep_xn:
         set_bits |= D.XN
+    if xnx and not keep_xn:  # FEAT_XNX: the whole field becomes what PX and UX say
+        set_bits, clr_bits = set_bits & ~D.XN_FIELD | xn, D.XN_FIELD & ~xn
     check_leafwise(rep, pre, post, A, E,
                    lambda d, level: (d | set_bits) & ~clr_bits if _valid(d, level) else None)
     level = leaf[LEVEL] if leaf is not None and is_valid(leaf) else 0

@@ -123,6 +123,7 @@ def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page
     permissions (what makes the kernel return -EAGAIN).
     """
     ps = pre.page_shift
+    perms = D.perms_mask(pre.kernel_version)     # S2AP and XN (7.1: the 2-bit field)
     kept_same_mapping = False
     reported = set()
     done = (_settled_tables(post, A, E, zones, page_fn)
@@ -130,7 +131,7 @@ def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page
     segs = [seg for x, y in complement(done, A, E) for seg in sweep(pre, post, x, y)]
     for s, e, p, q, lv in _split_by_zones(segs, zones):
         kept = (allow_eagain and is_valid(p) and p[LEVEL] == lv and same_translation(p, q)
-                and (p[DESC] & ~D.PERMS) == (expected(lv, p[START]) & ~D.PERMS))
+                and (p[DESC] & ~perms) == (expected(lv, p[START]) & ~perms))
         kept_same_mapping = kept_same_mapping or kept
         want = expected(lv, q[START]) if q[LEVEL] == lv else None
         if want is not None and not q[OPAQUE] and q[DESC] == want and is_valid(q) == bool(want & D.VALID):
@@ -185,7 +186,9 @@ def contract_map(pre, step, post):
     (KVM_PGTABLE_PROT_NORMAL_NC, D.has_normal_nc) a prot with NORMAL_NC maps MemAttr normal
     non-cacheable, and NORMAL_NC with X or with DEVICE is -EINVAL (before 6.9 the bit is ignored).
     From 7.1 (D.has_px_ux) X is split into PX and UX: a prot with exactly one of them is -EINVAL
-    (judged without FEAT_XNX), and either of them counts as X with DEVICE or NORMAL_NC; in a table
+    without FEAT_XNX, and either of them counts as X with DEVICE or NORMAL_NC; with FEAT_XNX (the
+    state's has_xnx) one alone maps with XN 0b01 (UX only) or 0b11 (PX only), D.xn_field, and a
+    re-map differing in the 2-bit XN field only (D.perms_mask) is a permission change; in a table
     initialised with KVM_PGTABLE_S2_AS_S1 (the state's as_s1) every leaf's MemAttr is the AS_S1
     encoding (D.MEMATTR_AS_S1), device and NORMAL_NC prots included, the -EINVAL rules unchanged.
     ret -ENOMEM: each page of R is done, unchanged, or invalid 0 because its pre-op block was
@@ -209,7 +212,8 @@ def contract_map(pre, step, post):
     a = step.args
     A, E = op_range(pre, step)
     attrs = D.prot_attrs(a["prot"], pre.has_fwb, D.has_normal_nc(pre.kernel_version),
-                         D.has_px_ux(pre.kernel_version), pre.as_s1)
+                         D.has_px_ux(pre.kernel_version), pre.as_s1,
+                         D.uses_xnx(pre.kernel_version, pre.has_xnx))
     refused = attrs is None or (pre.idmap and a["addr"] != a["phys"])
     if early_exit(rep, pre, post, step, A, E, EINVAL if refused else None):
         return rep.result()

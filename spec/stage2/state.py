@@ -6,8 +6,8 @@ every key, type, range and length, converts hex strings and string page keys to 
 descriptor lists (so later changes to the source do not alter the snapshot), and says exactly what
 is wrong and where when the input is not a state.
 
-Optional stage-2 keys and their defaults: pa_bits 48, has_fwb false, cmo false, idmap false, as_s1
-false (KVM_PGTABLE_S2_AS_S1, 7.1 on), memcache [],
+Optional stage-2 keys and their defaults: pa_bits 48, has_fwb false, has_xnx false, cmo false,
+idmap false, as_s1 false (KVM_PGTABLE_S2_AS_S1, 7.1 on), memcache [],
 free_pages absent (None), pool_errors [], tlb_log []. Unknown keys are ignored.
 
 Leaves out: the meaning of the contents (the invariants judge that), lguest states.
@@ -211,8 +211,8 @@ class State:
     """
 
     __slots__ = ("kind", "page_shift", "ia_bits", "start_level", "pa_bits", "owner_field",
-                 "max_owner_id", "has_fwb", "cmo", "idmap", "as_s1", "roots", "pages", "refcount",
-                 "memcache",
+                 "max_owner_id", "has_fwb", "has_xnx", "cmo", "idmap", "as_s1", "roots", "pages",
+                 "refcount", "memcache",
                  "free_pages", "pool_errors", "tlb_log", "kernel_version", "_walk", "_events", "_tuples")
 
     @property
@@ -312,12 +312,13 @@ def load_state(obj, prev=None):
         s.owner_field = (hi, lo)
         s.max_owner_id = parse_int(obj["max_owner_id"], "max_owner_id", 0, (1 << (hi - lo + 1)) - 1)
         s.has_fwb = _parse_bool(obj.get("has_fwb", False), "has_fwb")
+        s.has_xnx = _parse_bool(obj.get("has_xnx", False), "has_xnx")      # FEAT_XNX (7.1 on)
         s.cmo = _parse_bool(obj.get("cmo", False), "cmo")
         s.idmap = _parse_bool(obj.get("idmap", False), "idmap")
         s.as_s1 = _parse_bool(obj.get("as_s1", False), "as_s1")
     else:
         s.owner_field, s.max_owner_id, s.has_fwb, s.cmo, s.idmap = None, 0, False, False, False
-        s.as_s1 = False
+        s.has_xnx = s.as_s1 = False
 
     count = 1 << (s.page_shift - 3)
     pages = obj["pages"]

@@ -27,9 +27,13 @@ typedef u32 kdiff_level_t;
 enum { EV_TLBI_RANGE = 7, EV_TLBI_NSH = 8, EV_LOCK = 9, EV_FREE_UNLINKED = 10, EV_FREED = 11 };
 
 /* one event per range; the kernel's loop over MAX_TLBI_RANGE_PAGES chunks is merged back into
-   one event when a chunk starts where the previous one ended (same addresses invalidated) */
+   one event when a chunk starts where the previous one ended (same addresses invalidated). The
+   event is what the hardware invalidates: the hyp's handler (nvhe and vhe tlb.c) takes its stride
+   as PAGE_SIZE and rounds start down to it before the range TLBIs, so `pages` pages from the
+   page holding start (an unaligned start does not shift the range up by its offset) */
 void __kvm_tlb_flush_vmid_range(struct kvm_s2_mmu *mmu, phys_addr_t start, unsigned long pages)
 {
+	start &= ~((phys_addr_t)PAGE_SIZE - 1);
 	if (loglen && logbuf[loglen - 1][0] == EV_TLBI_RANGE &&
 	    logbuf[loglen - 1][1] + (logbuf[loglen - 1][2] << PAGE_SHIFT) == start) {
 		logbuf[loglen - 1][2] += pages;
@@ -114,6 +118,12 @@ int kdiff_ml_reset(u64 n, int fwb, int cmo, u64 mc_capacity)
 #endif
 	kdiff_mmu.split_page_cache.nobjs = 0;
 	return ret;
+}
+
+/* the CPU has FEAT_XNX (cpus_have_final_cap(ARM64_HAS_XNX)); kdiff_reset clears it */
+void kdiff_ml_set_xnx(int on)
+{
+	has_xnx = on;
 }
 
 int kdiff_ml_init(u32 ia_bits, u32 flags, int force_pte)

@@ -47,6 +47,7 @@ static u64 fail_at[KDIFF_FAIL_MAX];
 static int nr_fail;
 
 static bool has_fwb;
+static bool has_xnx;		/* FEAT_XNX: read by 7.1's stage2_set_xn_attr (kdiff_ml_set_xnx) */
 static struct kvm_arch kdiff_arch = { .mmu = { .arch = &kdiff_arch } };
 #define kdiff_mmu (kdiff_arch.mmu)
 static struct kvm_pgtable kdiff_pgt;
@@ -64,7 +65,16 @@ static void log_event(u64 kind, u64 a, u64 b)
 }
 
 void kdiff_warn(int line) { log_event(EV_WARN, (u64)line, 0); }
-bool kdiff_has_cap(int cap) { return cap == ARM64_HAS_STAGE2_FWB ? has_fwb : false; }
+bool kdiff_has_cap(int cap)
+{
+	if (cap == ARM64_HAS_STAGE2_FWB)
+		return has_fwb;
+#ifdef ARM64_HAS_XNX
+	if (cap == ARM64_HAS_XNX)
+		return has_xnx;
+#endif
+	return false;
+}
 
 void __kvm_tlb_flush_vmid_ipa(struct kvm_s2_mmu *mmu, phys_addr_t ipa, int level)
 {
@@ -290,6 +300,7 @@ int kdiff_reset(u64 n, int fwb, int cmo, u64 mc_capacity)
 	nr_allocs = 0;
 	nr_fail = 0;
 	has_fwb = fwb;
+	has_xnx = false;
 	kdiff_mm_ops.dcache_clean_inval_poc = cmo ? mm_dcache : NULL;
 	kdiff_mm_ops.icache_inval_pou = cmo ? mm_icache : NULL;
 	memset(&kdiff_pgt, 0, sizeof(kdiff_pgt));
