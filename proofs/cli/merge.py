@@ -43,9 +43,14 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
         kind, merged = M.merge(reports)
     except M.MergeError as exc:
         return _fail(str(exc))
+    except Exception as exc:                  # noqa: BLE001 -- the last resort: never a traceback
+        return _fail(f"internal error in merging: {type(exc).__name__}: {str(exc)[:200]}")
     if kind == "mutants" and args.junit:
         return _fail("--junit: mutants reports have no JUnit form; use --json")
-    code = _summary(kind, merged, reports, console)
+    try:
+        code = _summary(kind, merged, reports, console)
+    except Exception as exc:                  # noqa: BLE001 -- the last resort: never a traceback
+        return _fail(f"internal error in the summary: {type(exc).__name__}: {str(exc)[:200]}")
     from ptspec.proofs.report import junit, results as report
     results = [M.result_of(c) for c in merged.get("checks", [])]
     writes = []

@@ -14,10 +14,11 @@ reports, appears once, first, as in an unsharded run.
 from __future__ import annotations
 
 import json
+from itertools import islice
 from typing import Any
 
 from ptspec.proofs.runner import parallel
-from ptspec.proofs.runner.registry import Result
+from ptspec.proofs.runner.registry import STATUSES, Result
 
 KINDS = ("verify", "mutants", "check-kernel")
 _SAME = {"verify": ("profile", "seed", "ptspec", "skipped"),
@@ -38,6 +39,11 @@ def load(path: str) -> dict[str, Any]:
         raise MergeError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MergeError(f"{path}: not a JSON report: {exc}") from None
+    except ValueError as exc:          # an integer literal of more digits than int() converts
+        raise MergeError(f"{path}: not a JSON report: an integer too long to read "
+                         f"({str(exc).split(':')[0]})") from None
+    except RecursionError:
+        raise MergeError(f"{path}: not a JSON report: nested too deeply to read") from None
     if not isinstance(data, dict):
         raise MergeError(f"{path}: not a ptspec report (a JSON object is expected)")
     return data
@@ -81,9 +87,11 @@ def _shards(kind: str, reports: list[tuple[str, dict]]) -> tuple[int, list[tuple
         seen[i] = path
         ordered.append((i, path, rep))
     assert count is not None
-    missing = [f"{i}/{count}" for i in range(1, count + 1) if i not in seen]
-    if missing:
-        raise MergeError(f"shard{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing "
+    if len(seen) < count:      # the first few missing, without a loop over a huge count
+        missing = [f"{i}/{count}" for i in islice((i for i in range(1, count + 1) if i not in seen), 5)]
+        more = count - len(seen) - len(missing)
+        raise MergeError(f"shard{'s' if count - len(seen) > 1 else ''} {', '.join(missing)}"
+                         f"{f' and {more} more' if more else ''} missing "
                          f"(given: {', '.join(f'{i}/{count}' for i in sorted(seen))})")
     return count, [(path, rep) for _, path, rep in sorted(ordered, key=lambda t: t[0])]
 
@@ -102,6 +110,8 @@ def check(reports: list[tuple[str, dict]]) -> tuple[str, int, list[tuple[str, di
         where = ", ".join(f"{p} is {k}" for (p, _), k in zip(reports, kinds))
         raise MergeError(f"the reports are of different kinds ({where})")
     kind = kinds[0]
+    for path, rep in reports:
+        _check_shape(kind, path, rep)
     n, ordered = _shards(kind, reports)
     first_path, first = ordered[0]
     for path, rep in ordered:
@@ -130,8 +140,84 @@ def check(reports: list[tuple[str, dict]]) -> tuple[str, int, list[tuple[str, di
     return kind, n, ordered
 
 
+_NUMBER = (int, float)
+_CHECK_FIELDS = {"id": (str,), "status": (str,), "detail": (str, type(None)),
+                 "examples": (int, type(None)), "counterexample": (dict, type(None)),
+                 "rlimit": (int, type(None)), "seconds": (*_NUMBER, type(None)),
+                 "engine": (str, type(None)), "invariants": (list, type(None))}
+_OUTCOME_FIELDS = {"target": (str,), "kind": (str,), "status": (str,), "check": (str, type(None)),
+                   "invariants": (list,), "expected": (list,), "expected_hit": (bool, type(None)),
+                   "seconds": _NUMBER, "checks_run": (int,), "detail": (str,),
+                   "counterexample": (dict, type(None)), "profile": (str,)}
+
+
+def _check_shape(kind: str, path: str, rep: dict[str, Any]) -> None:
+    """A MergeError naming the first key of a report that is not of the type its writer gives it
+    (validated before anything reads it)."""
+    def bad(where: str, want: str, value: Any) -> MergeError:
+        return MergeError(f"{path}: {where}: expected {want}, got {_short(value)}")
+
+    def typed(where: str, value: Any, types: tuple, want: str) -> None:
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise bad(where, want, value)
+
+    if not isinstance(rep.get("shard"), (str, type(None))):
+        raise bad("shard", 'a string like "1/2"', rep.get("shard"))
+    for key, types, want in (("profile", (str, type(None)), "a string"),
+                             ("seed", (int, type(None)), "an integer"),
+                             ("selection", (list, type(None)), "a list of ids"),
+                             ("jobs", (int, type(None)), "an integer"),
+                             ("summary", (dict, type(None)), "an object"),
+                             ("skipped", (list, type(None)), "a list"),
+                             ("baseline", (dict, type(None)), "an object")):
+        typed(key, rep.get(key), types, want)
+    for i, item in enumerate(rep.get("selection") or []):
+        typed(f"selection[{i}]", item, (str,), "an id (a string)")
+    if kind == "mutants":
+        if rep.get("mode") not in ("corpus", "systematic"):
+            raise bad("mode", "corpus or systematic", rep.get("mode"))
+        for k, v in (rep.get("baseline") or {}).items():
+            typed(f"baseline[{_short(k)}]", v, (str,), "a status (a string)")
+        items, fields, name = rep["outcomes"], _OUTCOME_FIELDS, "outcomes"
+    else:
+        if kind == "check-kernel":
+            typed("kernel", rep["kernel"], (dict,), "an object")
+        items, fields, name = rep["checks"], _CHECK_FIELDS, "checks"
+    known = None
+    if kind == "mutants" and rep.get("mode") == "corpus":
+        from ptspec.proofs.mutation import corpus
+        known = {b.id for b in corpus.all_bugs()}
+    for i, item in enumerate(items):
+        typed(f"{name}[{i}]", item, (dict,), "an object")
+        extra = sorted(set(item) - set(fields), key=str) if kind == "mutants" else []
+        if extra:
+            raise MergeError(f"{path}: {name}[{i}].{extra[0]}: unknown key of an outcome")
+        for key, types in fields.items():
+            required = key in (("target", "kind", "status") if kind == "mutants" else ("id", "status"))
+            if key not in item:
+                if required:
+                    raise MergeError(f"{path}: {name}[{i}].{key}: missing")
+                continue
+            typed(f"{name}[{i}].{key}", item[key], types, " or ".join(
+                {str: "a string", int: "an integer", float: "a number", dict: "an object",
+                 list: "a list", bool: "true or false", type(None): "null"}[t] for t in types))
+        for key in ("invariants", "expected"):
+            for j, x in enumerate(item.get(key) or []):
+                typed(f"{name}[{i}].{key}[{j}]", x, (str,), "an id (a string)")
+        cx = item.get("counterexample") or {}
+        typed(f"{name}[{i}].counterexample.violations", cx.get("violations", []), (list,), "a list")
+        if kind != "mutants" and item["status"] not in STATUSES:
+            raise bad(f"{name}[{i}].status", f"one of {', '.join(STATUSES)}", item["status"])
+        if known is not None and item["target"] not in known:
+            raise MergeError(f"{path}: {name}[{i}].target: {_short(item['target'])} is not a bug of "
+                             "the corpus")
+
+
 def _short(value: Any) -> str:
-    text = json.dumps(value, default=str)
+    try:
+        text = json.dumps(value, default=str)
+    except (ValueError, RecursionError):         # a circular or too deep value: named by its type
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -180,7 +180,7 @@ def contract_hyp_map(pre, step, post):
                     {"ipa": va, "level": level, "desc": got or 0})
         nxt = va - va % g + g
         if iv is not None and not iv[DESC]:          # a run of empty slots: skip to its end
-            nxt = min(nxt, iv[END]) if ok else nxt
+            nxt = iv[END] if ok else nxt     # ok there: -ENOMEM, where every empty slot is ok
         va = max(nxt if ok else min(nxt, iv[END] if iv else nxt), va + (1 << ps))
     old, new = _nonzero_leaves(pre), _nonzero_leaves(post)
     for (s, level), d in old.items():

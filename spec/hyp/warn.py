@@ -31,7 +31,8 @@ TABLE_OVER_VALID = "kvm_set_table_pte"
 
 def _entry(state, pa, va, level):
     idx = (va >> G.granule_shift(level, state.page_shift)) % state.entries
-    return state.pages[pa][idx] if pa is not None else 0
+    page = state.pages.get(pa) if pa is not None else None
+    return page[idx] if page is not None else 0      # a missing page: S1-TREE reports it
 
 
 def due_warnings(pre, A, E, phys_al, attrs):
@@ -48,16 +49,20 @@ def due_warnings(pre, A, E, phys_al, attrs):
     while va < E:
         pa = pre.roots[0]
         step = 1 << ps
+        quiet = 0        # the end of the first empty entry on the path: below it nothing is due
         for level in range(pre.start_level, G.MAX_LEVELS):
             g = G.granule_size(level, ps)
             base = va - va % g
             if (level, base) in split:                # replaced by a table earlier in this walk
                 pa = None
+                quiet = quiet or base + g
                 continue
             d = _entry(pre, pa, va, level)
             if pa is not None and D.is_table(d, level):
                 pa = D.address(d, ps)
                 continue
+            if not d & D.VALID:
+                quiet = quiet or base + g
             oa = phys_al + (base - A)
             if G.level_allows_leaf(level, ps) and base >= A and base + g <= E and oa % g == 0:
                 new = D.leaf_descriptor(oa, attrs, level, ps)
@@ -69,7 +74,7 @@ def due_warnings(pre, A, E, phys_al, attrs):
                 out.append((base, TABLE_OVER_VALID))
                 split.add((level, base))
             pa = None                                 # a fresh (zeroed) table goes here
-        va += step
+        va = max(va + step, quiet)     # the slots up to quiet meet only empty entries: no WARN
     return out
 
 

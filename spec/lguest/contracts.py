@@ -62,10 +62,14 @@ def newly_dead(pre, post):
     return pre.dead is None and post.dead is not None
 
 
+STACK_PAGES_MAX = (U32 + 1) // PAGE     # distinct pages of the 32-bit space: k and k + this coincide
+
+
 def stack_vas(st):
-    """The guest kernel stack pages lguest pins (pin_stack_pages): esp1 - 1 - k * PAGE."""
+    """The guest kernel stack pages lguest pins (pin_stack_pages): esp1 - 1 - k * PAGE, each page
+    once (a count past the 2**20 pages of the 32-bit space wraps onto pages already listed)."""
     esp, pages = st.stack
-    return [((esp - 1 - k * PAGE) & U32) & ~(PAGE - 1) for k in range(pages)]
+    return [((esp - 1 - k * PAGE) & U32) & ~(PAGE - 1) for k in range(min(pages, STACK_PAGES_MAX))]
 
 
 def stack_unpinned(cid, post, post_t, slot, what):
@@ -212,8 +216,7 @@ def c_set_pgd(pre, step, post, pre_t, post_t):
 
 
 def _only_stack(cid, post, post_t, slots, limit, what):
-    esp, pages = post.stack
-    stack = {(esp - 1 - k * PAGE) & ~(PAGE - 1) & U32 for k in range(pages)}
+    stack = set(stack_vas(post))
     for (i, va) in sorted(post_t):
         if i in slots and va < limit and not (i == post.cpu_pgd and va in stack):
             return [Violation(cid, f"{what}: slot {i} still maps {va:#x}", {"slot": i, "va": va})]

@@ -160,7 +160,8 @@ def c_set_stack(pre, step, post, pre_t, post_t):
         out.append(Violation("LG-C-STACK", f"set_stack({a['esp']:#x}, {a['pages']}) left the stack at "
                              f"{tuple(post.stack)}", {}))
     vas = stack_vas(post)
-    out += _unchanged("LG-C-STACK", pre_t, post_t, lambda i, va: not (i == pre.cpu_pgd and va in vas),
+    stack = set(vas)
+    out += _unchanged("LG-C-STACK", pre_t, post_t, lambda i, va: not (i == pre.cpu_pgd and va in stack),
                       "set_stack may change only the stack pages")
     return out + _pinned(pre, step, post, post_t, vas, f"set_stack({a['esp']:#x}, {a['pages']})")
 

@@ -13,6 +13,7 @@ from ptspec.spec.lguest.walk import LAYOUTS, PAGE
 from ptspec.spec.stage2.state import StateError, parse_int, show
 
 U32 = (1 << 32) - 1
+MAX_PGDIRS = 8          # struct lguest has pgdirs[4]; the impl models up to 8 slots
 U64 = (1 << 64) - 1
 REF_LO, REF_HI = -(1 << 31), (1 << 31) - 1     # a page count is an atomic_t
 WORD_BYTES = 4                      # guest_mem holds 32-bit little-endian words
@@ -114,8 +115,8 @@ def load_lguest_state(raw):
                        "switcher_mapped": _bool(_req(pd, "switcher_mapped", w), f"{w}.switcher_mapped"),
                        "last_host_cpu": parse_int(_req(pd, "last_host_cpu", w), f"{w}.last_host_cpu",
                                                   -1, host_cpus - 1)})
-    if not pgdirs:
-        raise StateError("pgdirs: expected at least one slot")
+    if not pgdirs or len(pgdirs) > MAX_PGDIRS:
+        raise StateError(f"pgdirs: expected 1 to {MAX_PGDIRS} slots, got {len(pgdirs)}")
     tables = {}
     n = LAYOUTS[fmt == "pae"].page_entries
     for key, words in _obj(_req(raw, "tables", "state"), "tables").items():
@@ -155,7 +156,7 @@ def load_lguest_state(raw):
         kernel_address=parse_int(_req(raw, "kernel_address", "state"), "kernel_address", 0, U32),
         linear_pages=_bool(_req(raw, "linear_pages", "state"), "linear_pages"),
         cpu_pgd=cpu_pgd,
-        stack=(parse_int(stack[0], "stack[0]", 0, U32), parse_int(stack[1], "stack[1]", 0, U64)),
+        stack=(parse_int(stack[0], "stack[0]", 0, U32), parse_int(stack[1], "stack[1]", 0, U32)),
         dead=dead, freed=_bool(raw.get("freed", False), "freed"),
         guest_mem=mem, pgdirs=pgdirs, tables=tables, refs=refs,
         host_errors=[(str(k), str(t)) for k, t in errors])

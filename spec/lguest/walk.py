@@ -171,7 +171,9 @@ class Shadow:
 def shadow_translations(st, root, problems=None):
     """Every present shadow translation under the shadow pgdir at host address root: {va: Shadow}.
 
-    Structure problems found on the way (a table entry pointing to a page the host does not hold as
+    A table page already read in this walk is not read again (the shadow tables never share a
+    table inside one pgdir: LG-RC reports a page under two entries), so the walk costs what the
+    tables hold. Structure problems found on the way (a table entry pointing to a page the host does not hold as
     a table, a large page) are appended to ``problems`` as (kind, text) when it is a list.
     """
     lay = LAYOUTS[st.pae]
@@ -182,10 +184,17 @@ def shadow_translations(st, root, problems=None):
             problems.append(("root", f"pgdir {root:#x} is not a table page the host holds"))
         return out
 
+    expanded = set()      # table pages this walk has read: one under two entries is read once
+
     def table(pa, what):
         t = st.tables.get(pa)
-        if t is None and problems is not None:
-            problems.append(("dangling", f"{what} points to {pa:#x}, not a table page the host holds"))
+        if t is None:
+            if problems is not None:
+                problems.append(("dangling", f"{what} points to {pa:#x}, not a table page the host holds"))
+            return None
+        if pa in expanded:
+            return None           # shared: LG-RC reports it; read again it would multiply the walk
+        expanded.add(pa)
         return t
 
     for i, top in sorted(rootw.items()):

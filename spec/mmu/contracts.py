@@ -14,6 +14,7 @@ C-MMU-CMO is stated on check_cmo below.
 import errno
 
 from ptspec.spec.arch import descriptor as D
+from ptspec.spec.mmu.perms import first_uncovered, ranges_union
 from ptspec.spec.mmu.state import LOG_DIRTY, READONLY, MmuView
 from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
@@ -135,7 +136,8 @@ def check_set_memory_region(pre: MmuView, step, post: MmuView):
     if ret == 0 and change in ("create", "move"):
         for v in pfnmaps:
             lo, hi = max(uaddr, v["start"]), min(uaddr + size, v["end"])
-            for hva in range(lo, hi, pre.psize):
+            hva = lo
+            while hva < hi:          # each page from lo on; a leaf's pages are judged at its first
                 ipa = gpa + (hva - uaddr)
                 leaf = post.leaf_at(ipa)
                 want = (v["pgoff"] << pre.ps) + (hva - v["start"])
@@ -144,6 +146,9 @@ def check_set_memory_region(pre: MmuView, step, post: MmuView):
                     out.append(_v("C-MMU-PREPARE", f"PFNMAP page at ipa {ipa:#x} (pa {want:#x}) "
                                                    f"is not mapped as device memory after prepare"))
                     break
+                # the other pages of this leaf: the same leaf, and its output and the wanted pa
+                # both advance with the page, so they agree there too
+                hva += -(-(leaf.ipa + leaf.size - ipa) // pre.psize) * pre.psize
     if ret != 0 and change in ("create", "move", "flags") and size:
         before = set(pre.leaves_in(gpa, end))
         new = [lf for lf in post.leaves_in(gpa, end) if lf not in before]
@@ -294,14 +299,9 @@ STEP_CHECKS = {
 }
 
 
-def _covered(ranges, lo, hi):
-    pos = lo
-    for a, b in sorted(ranges):
-        if a <= pos < b:
-            pos = b
-        if pos >= hi:
-            return True
-    return pos >= hi
+def _covered(union, lo, hi):
+    """Is [lo, hi) inside the union (perms.ranges_union) of the ranges?"""
+    return first_uncovered(union, lo, hi) is None
 
 
 @statement("C-MMU-CMO", constrains=(
@@ -349,6 +349,7 @@ def check_cmo(pre: MmuView, step, post: MmuView):
         out.append(_v("C-MMU-CMO", f"access: I-cache invalidation of [{ic[0][0]:#x}, "
                                    f"{ic[0][1]:#x}) although the CPU has DIC"))
     unchanged = set(pre.leaves())
+    dc_union, ic_union = ranges_union(dc), ranges_union(ic)
     for ipa, size, level, d in post.leaves():
         if (ipa, size, level, d) in unchanged or post.is_device(d):
             continue
@@ -356,7 +357,7 @@ def check_cmo(pre: MmuView, step, post: MmuView):
         olds = pre.leaves_in(ipa, ipa + size)
         fresh = not olds or any(pre.oa(o.desc) + (max(o.ipa, ipa) - o.ipa) != oa + (max(o.ipa, ipa) - ipa)
                                 for o in olds)
-        if fresh and not fwb and not _covered(dc, oa, oa + size):
+        if fresh and not fwb and not _covered(dc_union, oa, oa + size):
             out.append(_v("C-MMU-CMO", f"{op}: leaf [{ipa:#x}, {ipa + size:#x}) -> {oa:#x} was "
                                        f"installed without cleaning it to PoC", ipa=ipa))
             break
@@ -364,7 +365,7 @@ def check_cmo(pre: MmuView, step, post: MmuView):
             old = pre.leaf_at(ipa)
             same = old is not None and old.ipa == ipa and old.size == size and \
                 pre.oa(old.desc) == oa and not old.desc & XN
-            if not same and not _covered(ic, oa, oa + size):
+            if not same and not _covered(ic_union, oa, oa + size):
                 out.append(_v("C-MMU-CMO", f"access: leaf [{ipa:#x}, {ipa + size:#x}) -> {oa:#x} "
                                            f"became executable without an I-cache invalidation",
                               ipa=ipa))

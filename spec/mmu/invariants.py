@@ -228,14 +228,15 @@ def check_dirty(view: MmuView):
             if not d & D.S2AP_W:
                 continue
             lo, hi = max(ipa, s.start), min(ipa + size, s.end)
-            for g in range((lo - s.start) >> ps, (hi - s.start) >> ps):
-                if not s.dirty(g):
-                    out.append(_v("DIRTY", f"memslot {s.id} is logging and gfn "
-                                           f"{s.base_gfn + g:#x} is writable at stage 2 (leaf "
-                                           f"[{ipa:#x}, {ipa + size:#x}) level {level}) but not in "
-                                           f"the dirty bitmap: a write would not be logged",
-                                  slot=s.id, ipa=ipa, desc=d))
-                    break
+            g0, g1 = (lo - s.start) >> ps, (hi - s.start) >> ps
+            clean = ~s.bits(g0, g1 - g0) & ((1 << (g1 - g0)) - 1)    # the leaf's gfns not dirty
+            if clean:
+                g = g0 + (clean & -clean).bit_length() - 1        # the first of them
+                out.append(_v("DIRTY", f"memslot {s.id} is logging and gfn "
+                                       f"{s.base_gfn + g:#x} is writable at stage 2 (leaf "
+                                       f"[{ipa:#x}, {ipa + size:#x}) level {level}) but not in "
+                                       f"the dirty bitmap: a write would not be logged",
+                              slot=s.id, ipa=ipa, desc=d))
     return out
 
 

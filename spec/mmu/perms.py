@@ -23,6 +23,8 @@ Leaves out: where the leaf translates to (MS), the dirty bitmap's own consistenc
 maintenance (C-MMU-CMO), the access flag.
 """
 
+from bisect import bisect_right
+
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.mmu.state import READONLY, MmuView
 from ptspec.spec.statements import statement
@@ -45,6 +47,27 @@ def covered(ranges, lo, hi):
             pos = b
             if pos >= hi:
                 return None
+    return pos if pos < hi else None
+
+
+def ranges_union(ranges):
+    """The union of [a, b) ranges as (starts, ends) of sorted disjoint runs, touching ones joined:
+    built once, it answers each ``first_uncovered`` query with one bisection."""
+    starts, ends = [], []
+    for a, b in sorted(ranges):
+        if ends and a <= ends[-1]:
+            ends[-1] = max(ends[-1], b)
+        elif a < b:
+            starts.append(a)
+            ends.append(b)
+    return starts, ends
+
+
+def first_uncovered(union, lo, hi):
+    """``covered`` over a ``ranges_union``: the first address of [lo, hi) outside it, or None."""
+    starts, ends = union
+    i = bisect_right(starts, lo) - 1
+    pos = ends[i] if i >= 0 and ends[i] > lo else lo
     return pos if pos < hi else None
 
 
@@ -104,7 +127,7 @@ def perms_of_leaf(view: MmuView, ipa, size, level, d):
     out += _host_perms(view, slot, leaf, w)
     if x and not device and not view.dic:
         delta = view.oa(d) - ipa             # a grant counts only while it translates the same
-        bad = covered([(a, b) for a, b, off in slot.fetched if off == delta], ipa, ipa + size)
+        bad = first_uncovered(slot.granted(delta), ipa, ipa + size)
         if bad is not None:
             out.append(leaf.v(f": gfn {bad >> view.ps:#x} is executable but no instruction fetch "
                               f"of the guest faulted for it at this address (and the CPU has no "
@@ -148,7 +171,7 @@ def _host_perms(view, slot, leaf, w):
                              f"but hva {bad:#x} is in no VM_WRITE VMA")]
     if slot.logging:
         g0, n = (ipa - slot.start) >> ps, size >> ps
-        clean = ~(slot.bitmap >> g0) & ((1 << n) - 1)
+        clean = ~slot.bits(g0, n) & ((1 << n) - 1)
         if clean:
             g = g0 + (clean & -clean).bit_length() - 1
             out.append(leaf.v(f": memslot {slot.id} is logging and gfn {slot.base_gfn + g:#x} "

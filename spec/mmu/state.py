@@ -62,7 +62,7 @@ class S2Leaf(NamedTuple):
 
 class Slot:
     __slots__ = ("id", "base_gfn", "npages", "uaddr", "flags", "bitmap", "written", "fetched",
-                 "start", "end")
+                 "start", "end", "_granted", "_bitbytes")
 
     def __init__(self, raw, ps, i):
         w = f"mmu.memslots[{i}]"
@@ -79,6 +79,7 @@ class Slot:
                 raise StateError(f"{w}.dirty_bitmap: expected a bit mask of {self.npages} bits "
                                  f"(bit g = gfn base_gfn + g), got a {bm.bit_length()}-bit mask")
         self.bitmap = bm
+        self._bitbytes = None
         self.written = {parse_int(x, f"{w}.written[{j}]", 0, max(self.npages - 1, 0))
                         for j, x in enumerate(_list(raw.get("written", ()), f"{w}.written"))}
         if self.written and not self.npages:
@@ -98,10 +99,31 @@ class Slot:
             fetched.append((ipa, ipa + (n << ps), pa - ipa))
         # what instruction fetches were granted: IPA ranges, each with its translation offset
         self.fetched = sorted(fetched)
+        self._granted = None
+
+    def granted(self, delta):
+        """The fetched IPA ranges granted at translation offset delta (pa - ipa), as a
+        perms.ranges_union (built once for all offsets: a leaf's query is then a bisection)."""
+        if self._granted is None:
+            from ptspec.spec.mmu.perms import ranges_union
+            by = {}
+            for a, b, off in self.fetched:
+                by.setdefault(off, []).append((a, b))
+            self._granted = {off: ranges_union(r) for off, r in by.items()}
+        return self._granted.get(delta, ((), ()))
 
     def dirty(self, g):
         """Is bit g (gfn base_gfn + g) set in the dirty bitmap?"""
-        return self.bitmap is not None and bool(self.bitmap >> g & 1)
+        return self.bitmap is not None and bool(self.bits(g, 1))
+
+    def bits(self, g, n):
+        """Bits g .. g + n - 1 of the dirty bitmap (bit 0 = gfn base_gfn + g), as an int; read from
+        a byte copy made once, so each query costs its n bits, not the bitmap's size."""
+        if self._bitbytes is None:
+            bm = self.bitmap or 0
+            self._bitbytes = bm.to_bytes((bm.bit_length() + 7) // 8, "little")
+        window = int.from_bytes(self._bitbytes[g >> 3:(g + n + 7) >> 3], "little")
+        return window >> (g & 7) & ((1 << n) - 1)
 
     @property
     def logging(self):
@@ -118,15 +140,16 @@ def _vma(raw, i):
     v = dict(raw)
     v["start"] = _u64(_req(raw, "start", w), f"{w}.start")
     v["end"] = _u64(_req(raw, "end", w), f"{w}.end", v["start"])
-    kind = raw.get("kind", "anon")
+    kind = v["kind"] = raw.get("kind", "anon")
     if type(kind) is not str or kind not in VMA_KINDS:
         raise StateError(f"{w}.kind: expected one of {', '.join(VMA_KINDS)}, got {show(kind)}")
-    for key in ("writable", "thp"):
-        if key in raw:
-            v[key] = _bool(raw[key], f"{w}.{key}")
+    for key, default in (("writable", True), ("thp", False)):       # VM_WRITE, THP enabled
+        v[key] = _bool(raw[key], f"{w}.{key}") if key in raw else default
     for key in ("page_shift", "pgoff"):
         if raw.get(key) is not None:
             v[key] = _u64(raw[key], f"{w}.{key}")
+    if kind == "pfnmap" and v.get("pgoff") is None:
+        raise StateError(f"{w}.pgoff: missing (a pfnmap VMA maps pfn pgoff at its start)")
     return v
 
 
