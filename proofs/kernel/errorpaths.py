@@ -31,7 +31,7 @@ def scaled(geometry: str | None, cls=None):
     ps, ia = replay.geometry(geometry)
     setups, targets, idmap_steps, bad_args = scenarios(ps, ia)
     if cls is not None:
-        extra = replay.prot_cases(cls, geometry)
+        extra = replay.extra_cases(cls, geometry)
         targets, bad_args = targets + extra["targets"], bad_args + extra["bad"]
     return setups, targets, idmap_steps, bad_args
 

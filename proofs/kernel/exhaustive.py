@@ -52,7 +52,7 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
     t0 = time.perf_counter()
     cls = subject.subject_factory(tree)
     ops = (alphabet(page_shift=replay.geometry(geometry)[0])
-           + replay.prot_cases(cls, geometry)["explore"])
+           + replay.extra_cases(cls, geometry)["explore"])
     make = lambda: replay.harness(tree, arena_pages=64, mc_capacity=4, cls=cls,   # noqa: E731
                                   geometry_name=geometry)
     root = make()
