@@ -45,14 +45,25 @@ def _entry(op: str, args: dict):
     return ("fail", 0) if op == "fail_next_alloc" else ("op", op, dict(args))
 
 
+def _alphabet(cls, geometry: str | None) -> list:
+    """impl's alphabet on the geometry and the tree's cases beyond it (``replay.extra_cases``).
+    On a tree with annotate, set_owner entries whose owner id no annotate call writes (owner 0:
+    the subject skips them, ``MainlineHarness.step``) are left out: each was a transition that
+    changed nothing."""
+    ops = (alphabet(page_shift=replay.geometry(geometry)[0])
+           + replay.extra_cases(cls, geometry)["explore"])
+    if replay.has_annotate(cls):
+        ops = [(op, a) for op, a in ops if op != "set_owner" or a["owner_id"] != 0]
+    return ops
+
+
 def explore(tree, depth: int = 3, *, expired=None, progress=None,
             geometry: str | None = None) -> replay.Outcome:
     """Breadth-first over the alphabet up to ``depth`` operations on the tree's C code, on the
     geometry (default 4K/39; pages and blocks scaled to its granule)."""
     t0 = time.perf_counter()
     cls = subject.subject_factory(tree)
-    ops = (alphabet(page_shift=replay.geometry(geometry)[0])
-           + replay.extra_cases(cls, geometry)["explore"])
+    ops = _alphabet(cls, geometry)
     make = lambda: replay.harness(tree, arena_pages=64, mc_capacity=4, cls=cls,   # noqa: E731
                                   geometry_name=geometry)
     root = make()
