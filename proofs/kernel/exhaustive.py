@@ -58,9 +58,11 @@ def _alphabet(cls, geometry: str | None) -> list:
 
 
 def explore(tree, depth: int = 3, *, expired=None, progress=None,
-            geometry: str | None = None) -> replay.Outcome:
+            geometry: str | None = None, observe=None) -> replay.Outcome:
     """Breadth-first over the alphabet up to ``depth`` operations on the tree's C code, on the
-    geometry (default 4K/39; pages and blocks scaled to its granule)."""
+    geometry (default 4K/39; pages and blocks scaled to its granule). ``observe(h, path, entry)``,
+    if given, sees every judged transition that passed (the harness after ``entry``): what a test
+    counts the exploration reaching."""
     t0 = time.perf_counter()
     cls = subject.subject_factory(tree)
     ops = _alphabet(cls, geometry)
@@ -94,6 +96,8 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
                                       f"depth {len(path) + 1}",
                                       replay.Failure.of(f"depth {len(path) + 1}", h, found),
                                       dict(cls.seen))
+            if observe is not None:
+                observe(h, path, entry)
             # an injected failure is pending until an allocation consumed it
             now_pending = entry[0] == "fail" or (pending and _unconsumed(h))
             if seen.add(canonical(h.raw_state(), now_pending, h.cache)):
