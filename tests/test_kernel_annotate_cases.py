@@ -42,8 +42,8 @@ def test_trees_without_annotate_keep_their_cases_and_counts():
 def test_7_1_cases_by_geometry():
     cls = subject.subject_factory(need_tree("7.1"))
     assert replay.has_annotate(cls)
-    for g, n in ((None, 2), ("4k-40", 2), ("16k-47", 1), ("64k-52", 1)):
-        cases = replay.annotate_cases(cls, g)       # the block-sized one with 4K pages only
+    for g, n in ((None, 2), ("4k-39", 2), ("4k-40", 1), ("16k-47", 1), ("64k-52", 1)):
+        cases = replay.annotate_cases(cls, g)       # the block-sized one on 4K/39 only
         assert [a["type"] for _, a in cases["explore"]] == [D.TYPE_POISONED] * n
         assert len(cases["targets"]) == 2
         types = {a["type"] for _, a in cases["bad"]}
@@ -73,7 +73,7 @@ def test_7_1_refusal_and_errorpaths_pass_with_annotate():
 
 def test_relax_perms_to_px_alone_on_an_existing_leaf_is_explored_on_4k_40():
     """With FEAT_XNX (4k-40) the exploration reaches relax_perms(R|PX) on a valid leaf, pages and
-    blocks, leaving XN 0b11 (EL1 may execute, EL0 not): 7 transitions at depth 2 (63 at depth 3);
+    blocks, leaving XN 0b11 (EL1 may execute, EL0 not): 7 transitions at depth 2 (57 up to depth 3);
     without FEAT_XNX (4K/39) the prot is -EINVAL and no leaf gets that field."""
     def count(geometry):
         hits = collections.Counter()

@@ -111,14 +111,13 @@ def has_annotate(cls) -> bool:
 def annotate_cases(cls, geometry_name: str | None = None) -> dict:
     """The engines' annotate cases (7.1 on, ``has_annotate``), shaped and scaled as
     ``prot_cases``. ``explore``: POISONED over a page inside the window's first block (any bits
-    59:1) and, with 4K pages, over the whole second block (annotation 0); DONATION over the same
-    page and block is the alphabet's set_owner of owner 1 on these trees (owner 0's is no call,
-    and the exhaustive engine leaves it out). Kept small for check-kernel's time: with a third
-    entry (DONATION over two pages) depth 3 on 4K/39 grew from 205 to 369 states, with these two
-    to 293 (+43%, transitions +35%). A block-sized annotate writes one page entry per page of
-    the block (annotate forces pages): 512 with 4K pages, 8,192 with 64K, where it made 64k-52's
-    exploration 68% dearer per CPU second; there the block-sized annotate walk is the
-    alphabet's set_owner of a whole block. ``targets``: POISONED over a range that needs new
+    59:1) and, on the default 4K/39 table only, over the whole second block (annotation 0);
+    DONATION over the same page and block is the alphabet's set_owner of owner 1 on these trees
+    (owner 0's is no call, and the exhaustive engine leaves it out), so the block-sized annotate
+    walk is explored on every geometry. Kept small for check-kernel's time: a block-sized
+    annotate writes one page entry per page of the block (annotate forces pages), and with it
+    depth 3 cost 50-70% more CPU on 4k-34, 16k-40 and 64k-52 (4K/39: 205 -> 293 states, 1,575
+    -> 2,132 transitions, a few CPU seconds); with the page alone 3-14% more. ``targets``: POISONED over a range that needs new
     tables and over one straddling a level-2 entry, for allocation failure at each point.
     ``bad``: what annotate refuses with -EINVAL (type 0, LOCKED, an annotation with bit 0 or a
     bit of 63:60), -ENOMEM without a memcache where a table is needed, an address past the IPA
@@ -138,8 +137,8 @@ def annotate_cases(cls, geometry_name: str | None = None) -> dict:
         return ("annotate", dict(addr=addr, size=size, type=type_, annotation=annotation, **kw))
 
     explore = [ann(W + K4, K4, POI, ANY)]                 # a page inside the first block
-    if ps == 12:
-        explore.append(ann(W + M2, M2, POI, 0))           # a whole block-sized range (4K only)
+    if (ps, ia) == (PAGE_SHIFT, IA_BITS):
+        explore.append(ann(W + M2, M2, POI, 0))           # a whole block-sized range (4K/39 only)
     targets = [ann(G1 + 5 * K4, M2, POI, ANY),            # new tables, into the next block
                ann(G1 + M2 - K4, 2 * K4, POI, 0)]         # straddles two level-2 entries
     bad = [ann(G1, K4, 0, 0),                             # type 0: -EINVAL
