@@ -3,7 +3,8 @@
 The scenarios of impl's ``proofs/stage2/errorpaths.py`` (setups leaving blocks, pages, owner
 annotations and a 1G block behind; target maps and set_owners that need new tables, straddle
 blocks or cover whole ones; on trees with NORMAL_NC a straddling NC map, with FEAT_XNX a PX-only
-map: ``replay.prot_cases``), run on the C code. For each target the call is first run once,
+map: ``replay.prot_cases``; with annotate, POISONED over new tables and across two level-2
+entries: ``replay.annotate_cases``), run on the C code. For each target the call is first run once,
 unjudged, to count the allocation calls it makes (the shim's allocator counts them); then, from a
 freshly replayed setup, once per allocation point k with exactly the k-th allocation failing
 (the shim's ``kdiff_fail_at``). Each failing call is judged by the spec like any other step: every
@@ -26,12 +27,12 @@ from ptspec.proofs.stage2.errorpaths import scenarios
 
 def scaled(geometry: str | None, cls=None):
     """impl's (SETUPS, TARGETS, IDMAP_STEPS, BAD_ARGS) scaled to the geometry (default 4K/39);
-    with a subject class, TARGETS and BAD_ARGS also get the cases of the prots its tree has
-    beyond impl's (``replay.prot_cases``: NORMAL_NC from 6.9, PX/UX from 7.1, FEAT_XNX)."""
+    with a subject class, TARGETS and BAD_ARGS also get the cases its tree has beyond impl's
+    (``replay.extra_cases``: NORMAL_NC from 6.9, PX/UX from 7.1, FEAT_XNX, annotate from 7.1)."""
     ps, ia = replay.geometry(geometry)
     setups, targets, idmap_steps, bad_args = scenarios(ps, ia)
     if cls is not None:
-        extra = replay.prot_cases(cls, geometry)
+        extra = replay.extra_cases(cls, geometry)
         targets, bad_args = targets + extra["targets"], bad_args + extra["bad"]
     return setups, targets, idmap_steps, bad_args
 
@@ -115,7 +116,3 @@ def run_all(tree, *, expired=None, progress=None, geometry: str | None = None) -
         passed=lambda labels: f"{len(labels)} cases: {sum('failing' in x for x in labels)} injected "
                               f"allocation failures over {len(SETUPS)} setups x {len(TARGETS)} "
                               "targets, init, identity map")
-    return replay.Outcome("passed", n, time.perf_counter() - t0,
-                          f"{n} cases: {points} injected allocation failures over "
-                          f"{len(SETUPS)} setups x {len(TARGETS)} targets, init, identity map",
-                          findings=dict(cls.seen))

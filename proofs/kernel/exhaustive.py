@@ -8,8 +8,10 @@ another geometry's granule), breadth-first from the empty table, with the C code
 built with the geometry's table options as the C lock-step builds it (``replay.options``: FWB on
 4k-48, pages forced on 4k-34, no CMO on 16k-40, FEAT_XNX on 4k-40 where the tree reads it). The
 alphabet gains the prots the tree has beyond impl's (``replay.prot_cases``: a NORMAL_NC block and
-NORMAL_NC | X from 6.9, UX alone mapped and PX alone granted from 7.1); for older trees it is
-impl's. A C table cannot be copied, so each transition
+NORMAL_NC | X from 6.9, UX alone mapped and PX alone granted from 7.1) and, where the tree has
+``kvm_pgtable_stage2_annotate`` (7.1), POISONED annotations over a page and a block
+(``replay.annotate_cases``; set_owner of owner 0, no annotate call there, is left out); for older
+trees it is impl's. A C table cannot be copied, so each transition
 replays its parent's operation list on a fresh table (unjudged: it was judged when first
 reached) and judges the new operation (``replay.run``): every invariant of the new state, S2-BBM,
 the operation's contract, WARN_ONs. States are identified by the raw state the spec reads: the
@@ -45,14 +47,27 @@ def _entry(op: str, args: dict):
     return ("fail", 0) if op == "fail_next_alloc" else ("op", op, dict(args))
 
 
+def _alphabet(cls, geometry: str | None) -> list:
+    """impl's alphabet on the geometry and the tree's cases beyond it (``replay.extra_cases``).
+    On a tree with annotate, set_owner entries whose owner id no annotate call writes (owner 0:
+    the subject skips them, ``MainlineHarness.step``) are left out: each was a transition that
+    changed nothing."""
+    ops = (alphabet(page_shift=replay.geometry(geometry)[0])
+           + replay.extra_cases(cls, geometry)["explore"])
+    if replay.has_annotate(cls):
+        ops = [(op, a) for op, a in ops if op != "set_owner" or a["owner_id"] != 0]
+    return ops
+
+
 def explore(tree, depth: int = 3, *, expired=None, progress=None,
-            geometry: str | None = None) -> replay.Outcome:
+            geometry: str | None = None, observe=None) -> replay.Outcome:
     """Breadth-first over the alphabet up to ``depth`` operations on the tree's C code, on the
-    geometry (default 4K/39; pages and blocks scaled to its granule)."""
+    geometry (default 4K/39; pages and blocks scaled to its granule). ``observe(h, path, entry)``,
+    if given, sees every judged transition that passed (the harness after ``entry``): what a test
+    counts the exploration reaching."""
     t0 = time.perf_counter()
     cls = subject.subject_factory(tree)
-    ops = (alphabet(page_shift=replay.geometry(geometry)[0])
-           + replay.prot_cases(cls, geometry)["explore"])
+    ops = _alphabet(cls, geometry)
     make = lambda: replay.harness(tree, arena_pages=64, mc_capacity=4, cls=cls,   # noqa: E731
                                   geometry_name=geometry)
     root = make()
@@ -83,6 +98,8 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
                                       f"depth {len(path) + 1}",
                                       replay.Failure.of(f"depth {len(path) + 1}", h, found),
                                       dict(cls.seen))
+            if observe is not None:
+                observe(h, path, entry)
             # an injected failure is pending until an allocation consumed it
             now_pending = entry[0] == "fail" or (pending and _unconsumed(h))
             if seen.add(canonical(h.raw_state(), now_pending, h.cache)):

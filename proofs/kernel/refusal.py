@@ -4,9 +4,11 @@ Every bad-argument call of impl's ``proofs/stage2/errorpaths.py`` (``BAD_ARGS``:
 ranges, addresses beyond the IPA space, size 0, sizes that wrap or are huge, prot values KVM
 refuses, owner ids past ``KVM_MAX_OWNER_ID``, calls without a memcache, and values that are not
 u64 at all; on trees with NORMAL_NC or PX/UX also the prots those make -EINVAL:
-``replay.prot_cases``) is made on the C code from each setup's state (``SETUPS``: empty, a block,
-pages, owner annotations, a 1G block), each on a freshly replayed table. The spec judges each call as any step:
-a call the kernel refuses returns the errno the operation's contract names (-EINVAL, -ERANGE,
+``replay.prot_cases``; with annotate its refused types and annotations, no memcache, past the
+IPA space, and types 18/19, counted as the catalogued annotate-type-truncated:
+``replay.annotate_cases``) is made on the C code from each setup's state (``SETUPS``: empty,
+a block, pages, owner annotations, a 1G block), each on a freshly replayed table. The spec judges
+each call as any step: a call the kernel refuses returns the errno the operation's contract names (-EINVAL, -ERANGE,
 -ENOMEM) and changes nothing (tables, refcounts, memcache, no TLB or cache maintenance), every
 invariant still holds; a value that is no kernel value is refused by the Python binding before the
 C code runs, with the tables unchanged (C-ARGS).
@@ -41,6 +43,3 @@ def run_all(tree, *, expired=None, progress=None, geometry: str | None = None) -
         cases(tree, cls, geometry), cls, t0, expired=expired, progress=progress, noun="calls",
         passed=lambda labels: f"{len(labels)} bad-argument calls ({len(BAD_ARGS)} calls x "
                               f"{len(SETUPS)} setups)")
-    return replay.Outcome("passed", n, time.perf_counter() - t0,
-                          f"{n} bad-argument calls ({len(BAD_ARGS)} calls x {len(SETUPS)} setups)",
-                          findings=dict(cls.seen))

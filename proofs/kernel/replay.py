@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from ptspec.proofs.kernel import subject
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
+from ptspec.proofs.stage2 import strategies as S
 
 # The engines' default table: 4K pages, 39-bit IPA (three levels), as proofs/stage2/exhaustive.py
 # and proofs/stage2/errorpaths.py use for impl; ``geometry_name`` picks another of subject.GEOMETRIES.
@@ -98,6 +99,65 @@ def prot_cases(cls, geometry_name: str | None = None) -> dict:
             bad += [("map", dict(addr=G1, size=K4, phys=0, prot=R | PX)),
                     ("relax_perms", dict(addr=G1, prot=R | UX))]
     return {"explore": explore, "targets": targets, "bad": bad}
+
+
+def has_annotate(cls) -> bool:
+    """The subject's tree has ``kvm_pgtable_stage2_annotate`` with 7.1's types (the gate of the
+    lock-step's annotate rule, ``MainlineHarness.program_rules``); False for every tree before."""
+    ml = getattr(cls.tree.shape, "mainline", None)
+    return bool(ml is not None and ml.annotate and ml.donation_type is not None)
+
+
+def annotate_cases(cls, geometry_name: str | None = None) -> dict:
+    """The engines' annotate cases (7.1 on, ``has_annotate``), shaped and scaled as
+    ``prot_cases``. ``explore``: POISONED over a page inside the window's first block (any bits
+    59:1) and, on the default 4K/39 table only, over the whole second block (annotation 0);
+    DONATION over the same page and block is the alphabet's set_owner of owner 1 on these trees
+    (owner 0's is no call, and the exhaustive engine leaves it out), so the block-sized annotate
+    walk is explored on every geometry. Kept small for check-kernel's time: a block-sized
+    annotate writes one page entry per page of the block (annotate forces pages), and with it
+    depth 3 cost 50-70% more CPU on 4k-34, 16k-40 and 64k-52 (4K/39: 205 -> 293 states, 1,575
+    -> 2,132 transitions, a few CPU seconds); with the page alone 3-14% more. ``targets``: POISONED over a range that needs new
+    tables and over one straddling a level-2 entry, for allocation failure at each point.
+    ``bad``: what annotate refuses with -EINVAL (type 0, LOCKED, an annotation with bit 0 or a
+    bit of 63:60), -ENOMEM without a memcache where a table is needed, an address past the IPA
+    space, a type that is no u32 (the binding's ValueError, C-ARGS), and types 18 and 19, which
+    the kernel stores as DONATION / POISONED (the catalogued annotate-type-truncated, drawn as
+    the lock-step draws them: 16 and 17 are left to tests/test_annotate.py). Empty lists for a
+    tree without annotate."""
+    if not has_annotate(cls):
+        return {"explore": [], "targets": [], "bad": []}
+    ps, ia = geometry(geometry_name)
+    K4, M2, G1 = (G.granule_size(level, ps) for level in (3, 2, 1))
+    W = 0x4000_0000
+    POI, DON, LOCKED = D.TYPE_POISONED, D.TYPE_DONATION, D.TYPE_LOCKED
+    OWNER, ANY = S.OWNER_RECORD, S.ANNOTATION_ANY
+
+    def ann(addr, size, type_, annotation, **kw):
+        return ("annotate", dict(addr=addr, size=size, type=type_, annotation=annotation, **kw))
+
+    explore = [ann(W + K4, K4, POI, ANY)]                 # a page inside the first block
+    if (ps, ia) == (PAGE_SHIFT, IA_BITS):
+        explore.append(ann(W + M2, M2, POI, 0))           # a whole block-sized range (4K/39 only)
+    targets = [ann(G1 + 5 * K4, M2, POI, ANY),            # new tables, into the next block
+               ann(G1 + M2 - K4, 2 * K4, POI, 0)]         # straddles two level-2 entries
+    bad = [ann(G1, K4, 0, 0),                             # type 0: -EINVAL
+           ann(G1, K4, LOCKED, 0),                        # the locked-PTE marker: -EINVAL
+           ann(G1, K4, POI, 1),                           # bit 0 (a valid descriptor): -EINVAL
+           ann(G1, K4, POI, 1 << 63),                     # a bit of the type field: -EINVAL
+           ann(3 * G1 + K4, K4, POI, 0, no_memcache=True),    # a table needed: -ENOMEM
+           ann(1 << ia, K4, POI, 0),                      # past the IPA space
+           ann(G1, K4, -1, 0),                            # no u32: refused by the binding
+           ann(G1, K4, 16 + DON, OWNER),                  # stored as DONATION (catalogued)
+           ann(G1, K4, 16 + POI, 0)]                      # stored as POISONED (catalogued)
+    return {"explore": explore, "targets": targets, "bad": bad}
+
+
+def extra_cases(cls, geometry_name: str | None = None) -> dict:
+    """The engines' cases beyond impl's for the subject's tree: ``prot_cases`` then
+    ``annotate_cases``, list by list (all empty before 6.9)."""
+    prots, ann = prot_cases(cls, geometry_name), annotate_cases(cls, geometry_name)
+    return {k: prots[k] + ann[k] for k in ("explore", "targets", "bad")}
 
 
 def _unjudged(h):

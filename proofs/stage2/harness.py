@@ -216,10 +216,11 @@ class Stage2Harness:
         p = self.params
         want = {"page_shift": p["page_shift"], "ia_bits": p["ia_bits"],
                 "owner_field": list(p["owner_field"]), "cmo": p["cmo"],
-                "has_fwb": bool(p["fwb"]) and not p.get("flags", 0) & 1}     # KVM_PGTABLE_S2_NOFWB
+                "has_fwb": bool(p["fwb"]) and not p.get("flags", 0) & 1,     # KVM_PGTABLE_S2_NOFWB
+                "has_xnx": bool(p.get("xnx"))}          # FEAT_XNX; a raw state without the key: no
         return [spec.Violation("C-INIT", f"init: the state reports {k} = {raw.get(k)!r}, the "
                                          f"table was built with {v!r}", {})
-                for k, v in want.items() if raw.get(k) != v]
+                for k, v in want.items() if raw.get(k, False if k == "has_xnx" else None) != v]
 
     def fail_allocation(self, k: int = 0):
         """Make the k-th page-table allocation from now on fail (fault injection)."""
