@@ -66,7 +66,7 @@ def test_block_descriptor_word_for_word():
     assert pgt.map(G1, M2, 0x8000_0000, KVM_PGTABLE_PROT_RW, mc) == 0
     assert leaf(pgt, G1 + 0x1234) == (0x8000_0000 | XN | RW_ATTR | 0b01, 2)
     log = pgt.snapshot()["tlb_log"]
-    assert log == [["dcache", 0x8000_0000, M2]]      # no TLBI: nothing was there before
+    assert log == [("dcache", 0x8000_0000, M2)]      # no TLBI: nothing was there before
 
 
 def test_map_inside_a_block_splits_it_and_unmaps_the_rest():
@@ -76,7 +76,7 @@ def test_map_inside_a_block_splits_it_and_unmaps_the_rest():
     assert pgt.map(G1 + K4, K4, 0x9000_0000, KVM_PGTABLE_PROT_R, mc) == 0
     assert leaf(pgt, G1 + K4)[1] == 3
     assert leaf(pgt, G1) == (0, 3)                    # the rest of the old block is gone
-    assert ["tlbi_ipa", G1 + K4, 2] in pgt.snapshot()["tlb_log"]
+    assert ("tlbi_ipa", G1 + K4, 2) in pgt.snapshot()["tlb_log"]
 
 
 def test_map_over_pages_coalesces_into_a_block_with_a_vmid_flush():
@@ -86,7 +86,7 @@ def test_map_over_pages_coalesces_into_a_block_with_a_vmid_flush():
     pgt.snapshot()
     assert pgt.map(G1, M2, 0x8000_0000, KVM_PGTABLE_PROT_RW, mc) == 0
     assert leaf(pgt, G1)[1] == 2
-    assert ["tlbi_vmid"] in pgt.snapshot()["tlb_log"]
+    assert ("tlbi_vmid",) in pgt.snapshot()["tlb_log"]
     assert len(pgt.pool.pages) == used - 1           # the level-3 table went back to the pool
 
 
@@ -204,7 +204,7 @@ def test_relax_perms_and_attribute_walkers():
     assert pgt.relax_perms(G1, KVM_PGTABLE_PROT_RWX) == 0
     pte = leaf(pgt, G1)[0]
     assert pte & 0x80 and not pte & XN
-    assert ["tlbi_ipa", G1, 3] in pgt.snapshot()["tlb_log"]
+    assert ("tlbi_ipa", G1, 3) in pgt.snapshot()["tlb_log"]
     assert pgt.relax_perms(G1, 1 << 55) == -errno.EINVAL
     old = pgt.mkold(G1)
     assert old == pte and not pgt.is_young(G1)

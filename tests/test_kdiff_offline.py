@@ -131,6 +131,22 @@ def test_build_failure_is_skipped_with_the_compiler_output(tmp_path, monkeypatch
     assert out.status == "skipped" and "compiling pgtable.c failed" in out.reason
 
 
+def test_the_build_key_is_hashed_again_only_when_an_input_file_changes(tmp_path, monkeypatch):
+    """build._cached_key: the same inputs hash once; a changed pgtable.c (size and time) hashes
+    again and names another library."""
+    from ptspec.proofs.kernel import build
+    _fake_cache(tmp_path, monkeypatch)
+    src, _ = fetch.locate()
+    hashed = []
+    real = build._key
+    monkeypatch.setattr(build, "_key", lambda *a: hashed.append(a) or real(*a))
+    first = build._cached_key(src, "cc", 12)
+    assert build._cached_key(src, "cc", 12) == first and len(hashed) == 1
+    assert build._cached_key(src, "cc", 14) != first and len(hashed) == 2
+    src.pgtable_c.write_bytes(src.pgtable_c.read_bytes() + b"\n/* changed */\n")
+    assert build._cached_key(src, "cc", 12) != first and len(hashed) == 3
+
+
 def test_profiles_are_impl_kernel_versions():
     from ptspec.proofs.kernel import kernels
     pgt, mc = kernels.make_impl("6.1", 12, 39, npages=64)

@@ -103,3 +103,38 @@ def test_a_subject_adds_operations_through_program_rules():
         out = lockstep.run_lockstep("4k-39", examples=5, steps=30, seed=0,
                                     harness_factory=WithExtra, driver=driver)
         assert out.status == "passed" and seen, driver
+
+
+def test_a_run_sets_the_older_objects_aside_from_its_collections_and_puts_them_back():
+    """quiet_gc: during a run the objects made before it are frozen (gc.freeze), after it none
+    are, and a reference cycle the run drops is still collected."""
+    import gc
+    import weakref
+
+    class Node:
+        pass
+    seen = {}
+
+    def spy():
+        seen["frozen"] = gc.get_freeze_count()
+        a, b = Node(), Node()
+        a.b, b.a = b, a
+        seen["ref"] = weakref.ref(a)
+    make = lockstep.harness_maker("4k-39")
+
+    def harness(*args, **kwargs):
+        spy()
+        return make()
+    assert gc.get_freeze_count() == 0
+    out = lockstep.run_lockstep("4k-39", examples=1, steps=3, seed=0,
+                                harness_factory=lambda *a, **k: harness())
+    assert out.status == "passed"
+    assert seen["frozen"] > 0 and gc.get_freeze_count() == 0
+    gc.collect()
+    assert seen["ref"]() is None
+    with lockstep.quiet_gc():             # nested: the outer freeze is left alone
+        outer = gc.get_freeze_count()
+        with lockstep.quiet_gc():
+            pass
+        assert gc.get_freeze_count() == outer > 0
+    assert gc.get_freeze_count() == 0

@@ -192,6 +192,19 @@ def test_c_snapshot_pages_equal_the_arena_words(page_shift):
             if pa in prev and list(prev[pa]) == list(t):
                 assert t is prev[pa]
         prev = pages
+    # a fresh table of the same library: a page equal to what the last table showed there is
+    # that tuple itself, and every page still holds the arena's words
+    firsts = []
+    for _ in range(2):
+        pgt = CPgtable(page_shift, 40, npages=64, src=src)
+        pgt.init()
+        pages = pgt.snapshot()["pages"]
+        assert {pa: list(t) for pa, t in pages.items()} == \
+            {pa: pgt.page_words(pa) for pa in pgt.used_pages()}
+        firsts.append(pages)
+    assert firsts[0] and all(firsts[1][pa] is t for pa, t in firsts[0].items()
+                             if pa in firsts[1] and list(firsts[1][pa]) == list(t))
+    assert any(pa in firsts[1] for pa in firsts[0])
 
 
 @pytest.mark.parametrize("page_shift", [12, 16])

@@ -86,7 +86,7 @@ class PagePool:
         return None
 
     def free_pages(self):
-        return sum(self._is_free)
+        return self._is_free.count(1)
 
     # -- references -------------------------------------------------------------------------
     def get_page(self, pa: int):

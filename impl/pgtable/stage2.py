@@ -178,7 +178,7 @@ class KvmPgtable:
     # -- raw state ---------------------------------------------------------------------------
     def snapshot(self, drain_log: bool = True) -> dict:
         """The raw state of docs/interface.md; drains the TLB/CMO log unless told not to. Pages
-        are tuples (immutable: a snapshot never changes with the table)."""
+        and events are tuples (immutable: a snapshot never changes with the table)."""
         drain_log = args.flag("drain_log", drain_log)
         pool = self.pool
         in_mc = pool.in_memcache
@@ -209,7 +209,7 @@ class KvmPgtable:
             "memcache": sorted(in_mc),
             "free_pages": pool.free_pages(),
             "pool_errors": list(pool.errors),
-            "tlb_log": [list(e) for e in self.log],
+            "tlb_log": list(self.log),
             "warnings": self.warnings + pool.warnings,
         }
         if drain_log:

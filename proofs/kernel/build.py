@@ -40,7 +40,17 @@ class BuildError(RuntimeError):
     """The library could not be built; the message says why."""
 
 
+_COMPILERS: dict = {}        # ($CC, $PATH) -> what compiler() found there
+
+
 def compiler() -> str | None:
+    where = (os.environ.get("CC"), os.environ.get("PATH"))
+    if where not in _COMPILERS:
+        _COMPILERS[where] = _find_compiler()
+    return _COMPILERS[where]
+
+
+def _find_compiler() -> str | None:
     cc = os.environ.get("CC")
     if cc and shutil.which(cc):
         return shutil.which(cc)
@@ -51,10 +61,13 @@ def compiler() -> str | None:
     return None
 
 
+HEADERS = ("asm/kvm_pgtable.h", "asm/stage2_pgtable.h")
+
+
 def _key(src: fetch.Source, cc: str, page_shift: int, defines=()) -> str:
     h = hashlib.sha256()
     h.update(src.pgtable_c.read_bytes())
-    for hdr in ("asm/kvm_pgtable.h", "asm/stage2_pgtable.h"):
+    for hdr in HEADERS:
         h.update((src.include_dir / hdr).read_bytes())
     for f in SHIM_FILES:
         h.update(f.encode())
@@ -62,6 +75,35 @@ def _key(src: fetch.Source, cc: str, page_shift: int, defines=()) -> str:
     h.update(repr((CFLAGS + _extra_cflags(defines), page_shift, PARANGE[page_shift], cc,
                    tuple(defines))).encode())
     return h.hexdigest()[:16]
+
+
+# _key read and hashed every input file on every call: ~1 ms per C table made, which a lock-step
+# run and each exhaustive transition do. The key is kept per signature of its inputs (path, size
+# and modification time of each file, as make judges them), so a changed file is hashed again.
+_KEYS: dict = {}
+
+
+_INPUTS: dict = {}          # (pgtable.c, include dir) -> the input files' paths, as strings
+
+
+def _signature(src: fetch.Source, cc: str, page_shift: int, defines) -> tuple:
+    where = (src.pgtable_c, src.include_dir)
+    files = _INPUTS.get(where)
+    if files is None:
+        files = _INPUTS[where] = tuple(map(str, (
+            src.pgtable_c, *(src.include_dir / hdr for hdr in HEADERS),
+            *(SHIM_DIR / f for f in SHIM_FILES))))
+    return (tuple((f, st.st_size, st.st_mtime_ns) for f in files for st in (os.stat(f),)),
+            cc, page_shift, tuple(defines))
+
+
+def _cached_key(src: fetch.Source, cc: str, page_shift: int, defines=()) -> str:
+    """_key, hashed again only when an input file's size or modification time changed."""
+    sig = _signature(src, cc, page_shift, defines)
+    key = _KEYS.get(sig)
+    if key is None:
+        key = _KEYS[sig] = _key(src, cc, page_shift, defines)
+    return key
 
 
 def _runtime(defines) -> str:
@@ -88,7 +130,7 @@ def library(page_shift: int, src: fetch.Source | None = None, defines=()) -> Pat
     if cc is None:
         raise BuildError("no C compiler (cc, gcc or clang; or $CC) found on PATH")
     out_dir = fetch.cache_dir() / "build"
-    out = out_dir / f"pgtable-{src.version}-{page_shift}-{_key(src, cc, page_shift, defines)}.so"
+    out = out_dir / f"pgtable-{src.version}-{page_shift}-{_cached_key(src, cc, page_shift, defines)}.so"
     if out.exists():
         return out
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ U64 = (1 << 64) - 1
 _LIBS: dict = {}
 _LIVE: dict = {}
 _WORDS: dict = {}         # id(library) -> (arena address, words, memoryview of the arena's words)
+_PAGES: dict = {}         # id(library) -> {pa: (bytes, tuple)} of the pages its tables last showed
 # Extra preprocessor symbols for new CPgtables: set only by ptspec.proofs.kernel.planted (C-side bugs).
 PLANT_DEFINES: tuple = ()
 
@@ -328,15 +329,17 @@ class CPgtable:
         if view is None or view[:2] != (addr, n):
             view = _WORDS[id(lib)] = (addr, n, memoryview((ctypes.c_uint64 * n).from_address(addr))
                                       .cast("B").cast("Q"))
-        if self._page_cache_at != (addr, n):
-            self._page_cache, self._page_cache_at = {}, (addr, n)
+        if self._page_cache_at != (addr, n):        # one page cache per library, shared by its
+            self._page_cache = _PAGES.setdefault(id(lib), {})   # tables (a hit is equal bytes)
+            self._page_cache_at = (addr, n)
         return view[2]
 
     def _page_tuples(self, pas) -> dict:
         """{pa: the page's descriptors as a tuple} for the raw state: a page whose bytes are
-        those of the previous snapshot is the previous tuple itself (an immutable value, which
-        spec.load_state then recognises without reading it again); any other page is read
-        afresh. The same values as page_words (tests hold them equal)."""
+        those the library's tables last showed at that address (this table's previous snapshot,
+        or a fresh table's page equal to an earlier table's) is that tuple itself (an immutable
+        value, which spec.load_state then recognises without reading it again); any other page
+        is read afresh. The same values as page_words (tests hold them equal)."""
         words = self._arena_words()
         cache, n, ps = self._page_cache, self.ptrs, self.page_shift
         out = {}
