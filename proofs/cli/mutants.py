@@ -161,10 +161,15 @@ def cmd_mutants(args, console: Console) -> int:
             atomic.write_text(args.json, json.dumps(build_report(args, [], [], selection), indent=1))
         return 2
     if args.list:
+        by_module: dict[str, dict] = {}        # each module's mutants, enumerated once
         for kind, t in targets:
-            console.print(t if kind == "corpus" else mutate.describe(
-                {m.id: m for m in mutate.enumerate_mutants([mutate.module_of(t)])}[t]),
-                markup=False, highlight=False)
+            if kind != "corpus":
+                module = mutate.module_of(t)
+                if module not in by_module:
+                    by_module[module] = {m.id: m for m in mutate.enumerate_mutants([module])}
+                t = mutate.describe(by_module[module][t])
+            # one line per target, however narrow the terminal (`| wc -l` counts targets)
+            console.print(t, markup=False, highlight=False, soft_wrap=True)
         return 0
     if not targets:
         print("ptspec mutants: nothing selected")
