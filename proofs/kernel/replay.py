@@ -166,9 +166,11 @@ def _unjudged(h):
 
 
 def _judge_from_here(h):
-    """Judge again from the current state: the raw state now is the next step's pre-state."""
+    """Judge again from the current state: the raw state now is the next step's pre-state. It is
+    loaded with the state the unjudged steps kept current (the caches' ghost follows them) as
+    ``prev``, so pages they did not change are not parsed again (the same State either way)."""
     h._last_raw = h.pgt.snapshot()
-    h.state = h._load(h._last_raw)
+    h.state = h._load(h._last_raw, h.state)
     h.warned = len(h.pgt.warnings)
     h.check = True
 
