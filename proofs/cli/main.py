@@ -223,16 +223,6 @@ def cmd_profiles(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _jobs_arg(text: str) -> int:
-    try:
-        jobs = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--jobs wants a whole number >= 1, not {text!r}") from None
-    if jobs < 1:
-        raise argparse.ArgumentTypeError(f"--jobs wants a whole number >= 1, not {jobs}")
-    return jobs
-
-
 def _shard_arg(text: str) -> tuple[int, int]:
     try:
         return parallel.parse_shard(text)
@@ -262,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--ktap", action="store_true",
                    help="print KTAP version 1 (the kernel's KUnit/kselftest format) on stdout; the "
                         "human output goes to stderr")
-    v.add_argument("--jobs", "-j", type=_jobs_arg, default=1, metavar="N",
+    v.add_argument("--jobs", "-j", type=verify_args.count_arg("--jobs"), default=1, metavar="N",
                    help="run obligations in N worker processes (default 1: in this process); results "
                         "are reported in registry order")
     v.add_argument("--skip", action="append", metavar="AREA",

@@ -27,6 +27,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ptspec.proofs.cli import verify_args
 from ptspec.proofs.mutation import corpus
 from ptspec.proofs.mutation import mutants
 from ptspec.proofs.mutation import mutate
@@ -61,7 +62,7 @@ def add_parser(sub) -> None:
     m.add_argument("--systematic", action="store_true", help="mechanical mutants of impl/")
     m.add_argument("--module", action="append", metavar="NAME",
                    help="impl module(s) to mutate, e.g. pgtable.stage2_map (default: all)")
-    m.add_argument("--sample", type=_count_arg("--sample"), metavar="N",
+    m.add_argument("--sample", type=verify_args.count_arg("--sample"), metavar="N",
                    help="a fixed deterministic sample of N mutants")
     m.add_argument("--list", action="store_true", help="list the targets and exit")
     m.add_argument("--checks", metavar="PATTERN",
@@ -70,26 +71,13 @@ def add_parser(sub) -> None:
     m.add_argument("--escalate", metavar="PROFILE", choices=("default", "deep"),
                    help="(--systematic) run the survivors of --profile again under this profile")
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--jobs", type=_count_arg("--jobs"), default=1,
+    m.add_argument("--jobs", type=verify_args.count_arg("--jobs"), default=1,
                    help="worker processes, one target each")
     m.add_argument("--json", metavar="FILE", help="write every outcome as JSON")
     m.add_argument("--shard", type=_shard_arg, metavar="I/N",
                    help="run only shard I of N (1-based) of the selected targets, split by id as "
                         "verify --shard; `ptspec merge` joins the N JSON reports")
     m.set_defaults(func=cmd_mutants)
-
-
-def _count_arg(flag: str):
-    """An argparse type for a whole number >= 1 (refused in one line, exit 2)."""
-    def parse(text: str) -> int:
-        try:
-            n = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} wants a whole number >= 1, not {text!r}") from None
-        if n < 1:
-            raise argparse.ArgumentTypeError(f"{flag} wants a whole number >= 1, not {n}")
-        return n
-    return parse
 
 
 def _shard_arg(text: str) -> tuple[int, int]:

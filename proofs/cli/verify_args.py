@@ -1,4 +1,5 @@
-"""What `ptspec verify` and `ptspec list` refuse before running anything, and `--skip AREA`.
+"""What `ptspec verify` and `ptspec list` refuse before running anything, and `--skip AREA`;
+the whole-number arguments of verify and mutants (``count_arg``).
 
 Models: the command line's contract, and the frame a run happens in (``guarded``: report paths,
 stale reports, signals). Refused with one line and exit 2: an `--only` pattern that
@@ -13,6 +14,7 @@ leaves out every obligation of the area; the summary and the JSON report list th
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import Callable, Iterable
@@ -132,3 +134,17 @@ def skipped_line(left_out: list[dict]) -> str:
     parts = [f"{len(ids)} of area {area} ({', '.join(ids)})" for area, ids in by_area.items()]
     reasons = sorted({s["why"] for s in left_out})
     return f"skipped {len(left_out)} obligation(s): " + "; ".join(parts) + " -- " + "; ".join(reasons)
+
+
+def count_arg(flag: str):
+    """An argparse type for a whole number >= 1 (refused in one line, exit 2): `--jobs` of verify
+    and mutants, `--sample` of mutants."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} wants a whole number >= 1, not {text!r}") from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{flag} wants a whole number >= 1, not {n}")
+        return n
+    return parse
