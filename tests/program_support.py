@@ -1,6 +1,9 @@
 """Shared by the tests: a printed counterexample program judges by itself, and the seeded
 lock-step program driven through a harness step by step.
 
+``drawn_args(harness_factory, n)``: the arguments the seeded 4K/39 program of a subject draws for
+each operation in its first ``n`` entries (every call taken as returning 0).
+
 ``editable(raw)``: a deep copy of a raw state whose pages are lists, for a test to edit (a
 snapshot's pages are tuples).
 
@@ -41,6 +44,22 @@ def program_steps(h, page_shift, ia_bits, seed, steps):
         ret, found = h.step(e[1], **e[2])
         prog.returned(e, ret)
         yield found
+
+
+def drawn_args(harness_factory, n):
+    """op -> the argument dicts of its calls among the first ``n`` entries of the seeded (seed 0)
+    lock-step program of ``harness_factory``'s subject on 4K/39, each call taken as returning 0
+    (what the generator draws for that subject, without running it)."""
+    from ptspec.proofs.stage2 import lockstep
+    prog = lockstep.subject_program(S.geometry(12, 39), harness_factory)
+    ch = S.RandomChooser(0)
+    out = {}
+    for _ in range(n):
+        e = prog.next(ch)
+        if e[0] == "op":
+            out.setdefault(e[1], []).append(e[2])
+        prog.returned(e, 0)
+    return out
 
 
 def editable(raw):

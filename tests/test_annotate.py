@@ -9,11 +9,11 @@ import pytest
 
 from ptspec import spec
 from ptspec.spec.arch import descriptor as D
-from ptspec.proofs.stage2 import lockstep
 from ptspec.proofs.stage2 import strategies as S
 from ptspec.proofs.stage2.harness import Stage2Harness
 from test_spec_builder import S2, step, ids
 from kdiff_support import need_tree
+from program_support import drawn_args
 
 V71, V612 = "7.1.5", "6.12.19"
 POISON = D.TYPE_POISONED << 60
@@ -86,15 +86,7 @@ def test_c_annotate_contract():
 # -- the generator -----------------------------------------------------------------------------
 
 def _annotates(harness_factory, n=3000):
-    prog = lockstep.subject_program(S.geometry(12, 39), harness_factory)
-    ch = S.RandomChooser(0)
-    out = []
-    for _ in range(n):
-        e = prog.next(ch)
-        if e[0] == "op" and e[1] == "annotate":
-            out.append((e[2]["type"], e[2]["annotation"]))
-        prog.returned(e, 0)
-    return out
+    return [(a["type"], a["annotation"]) for a in drawn_args(harness_factory, n).get("annotate", [])]
 
 
 def test_annotate_draws_only_for_a_subject_that_has_it():

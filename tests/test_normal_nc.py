@@ -18,6 +18,7 @@ from ptspec.proofs.stage2.harness import Stage2Harness
 from ptspec.proofs.stage2.program import Stage2Program
 from test_spec_builder import S2, R, W, X, DEVICE, EINVAL, leaf, step, ids
 from kdiff_support import need_tree
+from program_support import drawn_args
 
 NC = D.PROT_NORMAL_NC
 G1 = 0x4000_0000
@@ -143,15 +144,7 @@ def test_program_without_normal_nc_is_the_recorded_one(name):
 
 
 def _prots(harness_factory, n=2000):
-    prog = lockstep.subject_program(S.geometry(12, 39), harness_factory)
-    ch = S.RandomChooser(0)
-    out = []
-    for _ in range(n):
-        e = prog.next(ch)
-        if e[0] == "op" and e[1] == "map":
-            out.append(e[2]["prot"])
-        prog.returned(e, 0)
-    return out
+    return [a["prot"] for a in drawn_args(harness_factory, n).get("map", [])]
 
 
 def test_nc_prots_only_for_a_subject_that_has_them():

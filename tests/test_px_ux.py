@@ -8,11 +8,10 @@ import pytest
 
 from ptspec import spec
 from ptspec.spec.arch import descriptor as D
-from ptspec.proofs.stage2 import lockstep
-from ptspec.proofs.stage2 import strategies as S
 from ptspec.proofs.stage2.harness import Stage2Harness
 from test_spec_builder import S2, R, W, X, DEVICE, EINVAL, step, ids
 from kdiff_support import need_tree
+from program_support import drawn_args
 
 PX, UX, NC = D.PROT_PX, D.PROT_UX, D.PROT_NORMAL_NC
 G1 = 0x4000_0000
@@ -77,17 +76,9 @@ def test_c_relax_perms_px_ux_by_version():
 
 
 def _prots(harness_factory, n=2000):
-    prog = lockstep.subject_program(S.geometry(12, 39), harness_factory)
-    ch = S.RandomChooser(0)
-    maps, relax = [], []
-    for _ in range(n):
-        e = prog.next(ch)
-        if e[0] == "op" and e[1] == "map":
-            maps.append(e[2]["prot"])
-        if e[0] == "op" and e[1] == "relax_perms":
-            relax.append(e[2]["prot"])
-        prog.returned(e, 0)
-    return maps, relax
+    drawn = drawn_args(harness_factory, n)
+    return ([a["prot"] for a in drawn.get("map", [])],
+            [a["prot"] for a in drawn.get("relax_perms", [])])
 
 
 def test_px_ux_prots_only_for_a_subject_that_has_them():
