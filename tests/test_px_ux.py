@@ -4,8 +4,6 @@ map and relax_perms; both are X; before 7.1 they mean nothing); the 7.1 enum tra
 seeded program draws them only for a subject whose enum has them; a planted stage2_set_xn_attr
 bug. The tree tests skip without a cached tree."""
 
-import pytest
-
 from ptspec import spec
 from ptspec.spec.arch import descriptor as D
 from ptspec.proofs.stage2.harness import Stage2Harness

@@ -127,7 +127,6 @@ def test_device_memory_is_never_executable():
 
 
 def test_write_needs_slot_vma_host_and_a_logged_write(pages):
-    ipa = G + 2 * P
     raw = editable(pages)
     raw["mmu"]["vmas"][0]["writable"] = False          # no VM_WRITE (the host leaf still says w)
     assert ids(check_mmu_state(raw)) == {"MS-PERM"}

@@ -67,7 +67,7 @@ def parse_json(text: str):
     except json.JSONDecodeError as exc:
         raise ReadError(f"not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
-        raise ReadError(f"nested too deeply to read") from None
+        raise ReadError("nested too deeply to read") from None
 
 
 def read_text(name: str) -> str:

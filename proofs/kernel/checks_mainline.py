@@ -17,7 +17,6 @@ from __future__ import annotations
 from ptspec.proofs.kernel import build
 from ptspec.proofs.kernel import check
 from ptspec.proofs.kernel import planted_mainline as PM
-from ptspec.proofs.kernel import subject
 from ptspec.proofs.kernel import tree as T
 from ptspec.proofs.runner.registry import Obligation, Result, register
 

@@ -42,7 +42,7 @@ from ptspec.proofs.engines import minimize
 from ptspec.proofs.hyp import lockstep as hyp_lockstep
 from ptspec.proofs.kernel import build, catalogue, cside, replay
 from ptspec.proofs.kernel.subject import functions_of, source_text
-from ptspec.proofs.stage2.harness import ERRNO_NAMES, fmt
+from ptspec.proofs.stage2.harness import fmt
 from ptspec.proofs.stage2.lockstep import StepViolation, shortest_failure
 
 GEOMETRY = "4k-48"

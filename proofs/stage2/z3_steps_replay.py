@@ -13,7 +13,7 @@ from __future__ import annotations
 from ptspec.spec.arch import descriptor as SD
 from ptspec.spec.arch import geometry as SG
 
-from ptspec.proofs.stage2.z3_steps_model import PTP, U64, StepPgt
+from ptspec.proofs.stage2.z3_steps_model import PTP, U64
 
 
 class Page(list):

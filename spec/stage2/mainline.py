@@ -35,7 +35,7 @@ from ptspec.spec.stage2.contract_common import (Report, check_geometry, check_no
 from ptspec.spec.stage2.contracts_attr import check_leafwise
 from ptspec.spec.stage2.segments import covering, diff, is_valid
 from ptspec.spec.stage2.state import load_state
-from ptspec.spec.stage2.step import ENOMEM, load_step, walk_error
+from ptspec.spec.stage2.step import ENOMEM, walk_error
 from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 
