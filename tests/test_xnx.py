@@ -188,6 +188,22 @@ def test_7_1_with_xnx_maps_one_of_px_and_ux():
     assert subject.OPTIONS["4k-40"] == {"xnx": True}
 
 
+def test_xnx_tables_meet_every_cache_maintenance_regime():
+    """On 7.1 the FEAT_XNX option is on three geometries: alone (4k-40), with FWB (4k-48, so no
+    D-cache clean is owed and PX/UX-only leaves still owe an I-cache invalidation) and without CMO
+    hooks (16k-40): every C engine's table (replay.harness) reports has_xnx with that geometry's
+    FWB and CMO; the Debian 6.1 table of the same geometries reports no XNX."""
+    from ptspec.proofs.kernel import replay, subject
+    tree = need_tree("7.1")
+    want = {"4k-40": (False, True), "4k-48": (True, True), "16k-40": (False, False)}
+    for name, (fwb, cmo) in want.items():
+        raw = replay.harness(tree, geometry_name=name).raw_state()
+        assert (raw.get("has_xnx"), raw["has_fwb"], raw["cmo"]) == (True, fwb, cmo), name
+    assert {n for n, o in subject.OPTIONS.items() if o.get("xnx")} == set(want)
+    raw = replay.harness(need_tree("6.1"), geometry_name="4k-48").raw_state()
+    assert "has_xnx" not in raw and raw["has_fwb"]
+
+
 def test_xnx_option_is_dropped_where_pgtable_c_never_reads_it():
     from ptspec.proofs.kernel import subject
     tree = need_tree("6.12")
