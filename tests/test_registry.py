@@ -243,6 +243,68 @@ def test_check_that_swallows_the_stop_is_still_unknown(short_grace):
     assert r.status == "unknown" and "stopped" in r.detail and r.counterexample is None
 
 
+def test_check_that_swallows_the_stop_and_runs_on_is_stopped_again(short_grace):
+    """A check that catches its stop and keeps going (as a mutant that loops does when the stop
+    lands where it cannot propagate) is stopped by the next alarm; unknown, never its own word."""
+    caught = []
+
+    def run(ctx):
+        while True:
+            try:
+                time.sleep(10)
+            except registry.DeadlineExceeded:
+                if caught:
+                    raise
+                caught.append(1)
+
+    t0 = time.monotonic()
+    r = registry.run_obligation(ob(run=run, time_scale=0.002), "quick", 0)
+    assert time.monotonic() - t0 < 3 and caught == [1]
+    assert r.status == "unknown" and r.detail.startswith("stopped")
+
+
+def test_a_stop_landing_in_a_gc_callback_is_delivered_again_and_not_printed(short_grace, capsys):
+    """The alarm fires while a gc callback runs (hypothesis registers one): Python cannot raise
+    it there ("Exception ignored in ..."), so the check would run on past its guard; the stop is
+    raised again outside the callback, and nothing is printed for the lost one."""
+    import gc
+    in_callback = []
+
+    def slow_callback(phase, info):
+        if phase == "start" and not in_callback:
+            in_callback.append(1)
+            end = time.monotonic() + 0.5        # the first alarm (at ~0.1 s) lands in here
+            while time.monotonic() < end:
+                pass
+
+    def run(ctx):
+        gc.callbacks.append(slow_callback)
+        try:
+            while True:                           # runs on forever unless stopped
+                gc.collect()
+                time.sleep(0.01)
+        finally:
+            gc.callbacks.remove(slow_callback)
+
+    t0 = time.monotonic()
+    r = registry.run_obligation(ob(run=run, time_scale=0.002), "quick", 0)
+    assert time.monotonic() - t0 < 3 and in_callback == [1]
+    assert r.status == "unknown" and r.detail.startswith("stopped")
+    err = capsys.readouterr().err
+    assert "DeadlineExceeded" not in err and "Exception ignored" not in err, err
+
+
+def test_the_stop_timer_is_off_and_the_hooks_restored_after_a_stop(short_grace):
+    import signal
+    import sys
+    hook, handler = sys.unraisablehook, signal.getsignal(signal.SIGALRM)
+    r = registry.run_obligation(ob(run=lambda ctx: time.sleep(10), time_scale=0.002), "quick", 0)
+    assert r.status == "unknown"
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert sys.unraisablehook is hook and signal.getsignal(signal.SIGALRM) is handler
+    time.sleep(0.6)                               # no late stop arrives here
+
+
 def test_progress_reaches_the_listener_and_a_broken_listener_is_harmless():
     events = []
 

@@ -41,6 +41,7 @@ import dataclasses
 import fnmatch
 import importlib
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -291,12 +292,22 @@ def _summarise(exc: BaseException, frames: int = 4) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
+# After the first stop, the timer keeps firing at this interval until the guarded block is left: a
+# DeadlineExceeded raised where Python cannot propagate it (inside a gc callback, such as the one
+# hypothesis registers, or a __del__: "Exception ignored in ...") or caught by the check is raised
+# again, so a check that loops on after its stop was lost is still stopped (a mutant once ran on,
+# and grew to 16 GB, after its only alarm landed in a gc callback).
+RESTOP_SECONDS = 0.25
+
+
 @contextlib.contextmanager
 def _hard_stop(seconds: float) -> Iterator[list[bool]]:
-    """Raise DeadlineExceeded in this thread after `seconds`, where a timer signal is available.
+    """Raise DeadlineExceeded in this thread after `seconds`, and again every RESTOP_SECONDS until
+    the block is left, where a timer signal is available.
 
     Yields a one-element list that becomes [True] once the alarm fired (even if the check swallowed
-    the exception).
+    the exception). A stop Python could not deliver (raised in a gc callback or a finaliser) is
+    not printed as an ignored exception: the next one is delivered.
     """
     fired = [False]
     usable = (hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
@@ -306,18 +317,35 @@ def _hard_stop(seconds: float) -> Iterator[list[bool]]:
     if not usable:
         yield fired
         return
+    active = [True]
 
     def on_alarm(signum: int, frame: Any) -> None:
+        if not active[0]:                   # the block is being left: nothing more to stop
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            return
         fired[0] = True
         raise DeadlineExceeded()
 
+    def unraisable(args: Any) -> None:
+        if not isinstance(args.exc_value, DeadlineExceeded):
+            old_hook(args)
+
     old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001), RESTOP_SECONDS)
     try:
         yield fired
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        while True:             # a stop landing here, before the timer is off, is absorbed
+            try:
+                active[0] = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                break
+            except DeadlineExceeded:
+                continue
         signal.signal(signal.SIGALRM, old)
+        sys.unraisablehook = old_hook
 
 
 def _invalid(value: Any) -> str | None:
