@@ -59,6 +59,40 @@ def test_s2_own_accepts_poisoned_and_other_types_on_7_1_only():
             assert got == want, (hex(desc), version, got)
 
 
+# pKVM's record of a page donated to a protected guest (7.1's mem_protect.c): DONATION type, owner
+# PKVM_ID_GUEST in bits 3:1, the guest's VM handle (0x1000, pKVM's first) and gfn 0x8_0123 in 59:4
+GUEST_META = 0x1000 | 0x8_0123 << 16
+GUEST_REC = (D.TYPE_DONATION << 60) | GUEST_META << 4 | D.PKVM_ID_GUEST << 1
+
+
+def test_s2_own_accepts_a_guest_donation_record_on_7_1_only():
+    """S2-OWN judged real pKVM host stage-2 tables wrong: a page donated to a guest records its VM
+    handle and gfn next to PKVM_ID_GUEST (no KVM_MAX_OWNER_ID bounds it). Metadata next to any
+    other owner, a guest record without a VM handle (pKVM's start at 0x1000), the guest's id
+    without the owner type, or the record before 7.1 stay violations; the plain statement agrees
+    on each."""
+    from ptspec.spec.stage2.ownership import own_violations_plain
+    from ptspec.spec.stage2.state import load_state
+    tag71 = D.owner_tag((7, 1, 0))
+    assert D.is_guest_donation(GUEST_REC, tag71) and not D.is_guest_donation(GUEST_REC, 0)
+    hyp_meta = (D.TYPE_DONATION << 60) | GUEST_META << 4 | D.PKVM_ID_HYP << 1
+    for desc, v71, v612 in ((GUEST_REC, [], ["S2-OWN"]),
+                            (GUEST_REC & ~(0xFFFF << 4), ["S2-OWN"], ["S2-OWN"]),  # handle 0
+                            ((D.TYPE_DONATION << 60) | D.PKVM_ID_GUEST << 1, ["S2-OWN"], ["S2-OWN"]),
+                            (hyp_meta, ["S2-OWN"], ["S2-OWN"]),                 # HYP: no metadata
+                            (hyp_meta + (1 << 2), ["S2-OWN"], ["S2-OWN"]),      # owner 3: no writer
+                            ((D.TYPE_DONATION << 60) | GUEST_META << 4, ["S2-OWN"], ["S2-OWN"]),  # host
+                            (GUEST_META << 4 | D.PKVM_ID_GUEST << 1, ["S2-OWN"], ["S2-OWN"])):   # untyped
+        s = _s2()
+        s.page(0x1000, 0x8000_0000)
+        s.set(0x2000, 3, desc)
+        for version, want in ((V71, v71), (V612, v612)):
+            raw = _raw(s, version)
+            got = [i for i in ids(spec.check_state(raw)) if i == "S2-OWN"]
+            assert got == want, (hex(desc), version, got)
+            assert [v.inv for v in own_violations_plain(load_state(raw))] == want
+
+
 def _annotate_step(pre, post, version, ret, **args):
     return ids(spec.check_step(_raw(pre, version), step("annotate", ret, **args),
                                _raw(post, version)))
@@ -96,9 +130,11 @@ def test_annotate_draws_only_for_a_subject_that_has_it():
     got = _annotates(subject.subject_factory(need_tree("7.1")))
     assert {t for t, _ in got} == set(S.ANNOTATE_TYPES)
     assert (D.TYPE_DONATION, S.OWNER_RECORD) in got and (D.TYPE_POISONED, 0) in got
+    assert (D.TYPE_DONATION, S.GUEST_RECORD) in got and S.GUEST_RECORD == GUEST_REC & D.ANNOT_MASK
     assert any(a & 1 for _, a in got) and any(a >> 60 for _, a in got)     # refused annotations
-    # a DONATION record is always pKVM's owner record (id 1), stored or refused
-    assert all(a & ~(1 | 1 << 63) == S.OWNER_RECORD for t, a in got if t % 16 == D.TYPE_DONATION)
+    # a DONATION record is always one of pKVM's (the hypervisor's, a guest's), stored or refused
+    assert all(a & ~(1 | 1 << 63) in (S.OWNER_RECORD, S.GUEST_RECORD)
+               for t, a in got if t % 16 == D.TYPE_DONATION)
 
 
 # -- the C (7.1.5) -------------------------------------------------------------------------------
@@ -106,6 +142,20 @@ def test_annotate_draws_only_for_a_subject_that_has_it():
 def _h71(**kw):
     from ptspec.proofs.kernel import subject
     return subject.subject_factory(need_tree("7.1"))(12, 39, arena_pages=512, cmo=True, **kw)
+
+
+def test_7_1_c_stores_a_guest_donation_record_s2_own_accepts(monkeypatch):
+    """7.1.5's annotate stores pKVM's guest record as given (C-ANNOTATE); S2-OWN accepts it, and
+    without the guest record in the statement the same step is an S2-OWN violation."""
+    h = _h71()
+    assert h.step("map", addr=0x200000, size=0x4000, phys=0x4000200000, prot=6) == (0, [])
+    args = dict(addr=0x201000, size=0x1000, type=D.TYPE_DONATION, annotation=S.GUEST_RECORD)
+    assert h.step("annotate", **args) == (0, [])
+    assert h.pgt.get_leaf(0x201000)[1] == GUEST_REC
+    monkeypatch.setattr(D, "is_guest_donation", lambda desc, tag: False)
+    h = _h71()
+    assert h.step("map", addr=0x200000, size=0x4000, phys=0x4000200000, prot=6) == (0, [])
+    assert "S2-OWN" in ids(h.step("annotate", **args)[1])
 
 
 def test_7_1_annotate_inputs_on_the_c():

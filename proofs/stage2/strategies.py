@@ -270,17 +270,20 @@ def choose_prot(ch, normal_nc: bool = False, px_ux: bool = False) -> int:
 # table broken for every later step: their own sequences show them (tests/test_annotate.py).
 ANNOTATE_TYPES = (D.TYPE_POISONED,) * 3 + (D.TYPE_DONATION,) * 2 + (0, D.TYPE_LOCKED, 4, 15, 18, 19)
 OWNER_RECORD = 1 << 1                  # PKVM_ID_HYP in pKVM's owner field, bits 3:1
+# a page donated to a guest: PKVM_ID_GUEST with the VM handle (pKVM's first, 0x1000) and a gfn in 59:4
+GUEST_RECORD = (0x1000 | 0x8_0123 << 16) << 4 | D.PKVM_ID_GUEST << 1
 ANNOTATION_ANY = 0x0123456789ABCDE0 & D.ANNOT_MASK   # bits a type with no owner field may hold
 # refused annotations: bit 0 (it would make the descriptor valid), bits 63:60 (the type field)
 ANNOTATIONS_BAD = (1, 1 << 63)
 
 
 def choose_annotation(ch) -> dict:
-    """type and annotation of an annotate record: an owner record for the DONATION type (the only
-    annotation S2-OWN knows for it), 0 or any bits 59:1 for the others, now and then a refused
-    annotation (bit 0, or a bit of 63:60)."""
+    """type and annotation of an annotate record: for the DONATION type pKVM's records (the
+    hypervisor's owner record, or a guest's with its VM handle and gfn: the annotations S2-OWN
+    knows for it), 0 or any bits 59:1 for the others, now and then a refused annotation (bit 0,
+    or a bit of 63:60)."""
     t = ch.choice(ANNOTATE_TYPES)
-    good = (OWNER_RECORD,) if t % 16 == D.TYPE_DONATION else (0, ANNOTATION_ANY)
+    good = (OWNER_RECORD, GUEST_RECORD) if t % 16 == D.TYPE_DONATION else (0, ANNOTATION_ANY)
     a = ch.choice(good * 3 + tuple(x | good[0] for x in ANNOTATIONS_BAD))
     return {"type": t, "annotation": a}
 

@@ -267,6 +267,29 @@ def is_other_annotation(desc, tag) -> bool:
     return t not in (0, TYPE_LOCKED) and t << INVALID_TYPE_SHIFT != tag
 
 
+# pKVM's DONATION records (mem_protect.c, 7.1: host_stage2_set_owner_metadata_locked) keep the owner
+# (enum pkvm_component_id) in bits 3:1 (KVM_HOST_DONATION_PTE_OWNER_MASK) and metadata in bits 59:4
+# (KVM_HOST_DONATION_PTE_EXTRA_MASK). The hypervisor's records (PKVM_ID_HYP) carry none; a page
+# donated to a protected guest records PKVM_ID_GUEST with the guest's VM handle (metadata bits
+# 15:0) and gfn (bits 55:16), which pKVM reads back when the host touches the page; VM handles
+# start at 0x1000 (pkvm.c's HANDLE_OFFSET), so a guest's record never has handle 0. The host
+# (PKVM_ID_HOST) is never recorded: it owns a page by a mapping.
+PKVM_ID_HOST, PKVM_ID_HYP, PKVM_ID_GUEST = 0, 1, 2
+DONATION_OWNER_MASK = field_mask(3, 1)
+DONATION_META_MASK = field_mask(59, 4)
+DONATION_HANDLE_MASK = field_mask(19, 4)        # metadata bits 15:0: the guest's VM handle
+
+
+def is_guest_donation(desc, tag) -> bool:
+    """From 7.1 (tag: owner_tag, non-zero): pKVM's record of a page donated to a guest, an
+    invalid descriptor of the owner type whose owner bits 3:1 are PKVM_ID_GUEST, with metadata in
+    bits 59:4 that names a VM (a non-zero handle in bits 19:4; the gfn above it is any). Before
+    7.1 (tag 0) there is no such record."""
+    return (bool(tag) and not desc & VALID and desc & INVALID_TYPE_MASK == tag
+            and (desc & DONATION_OWNER_MASK) >> 1 == PKVM_ID_GUEST
+            and desc & DONATION_HANDLE_MASK != 0)
+
+
 def owner_of(desc, owner_field, tag=0):
     """Owner id of an invalid descriptor shaped like an annotation, else None.
 

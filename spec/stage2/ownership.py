@@ -6,7 +6,8 @@ annotations), judged over the tables the hardware walks from the roots, like the
 single-state invariants (ptspec.spec.stage2.invariants, whose table and report helpers it shares).
 A window of tables (``pages``) may limit the check as there.
 
-Leaves out: who may own a page (pKVM's mem_protect.c), and the meaning of an annotation's bits.
+Leaves out: who may own a page (pKVM's mem_protect.c), and the meaning of an annotation's bits
+(beyond the shape of pKVM's donation records: owner in bits 3:1, a guest's metadata in 59:4).
 """
 
 from ptspec.spec.arch import descriptor as D
@@ -24,15 +25,16 @@ def _own_text(d, owner, field, top, tag):
     bits = d & ~(D.field_mask(*field) | tagmask)
     text = f"invalid descriptor {d:#x} sets bits {bits:#x} outside the owner field [{field[0]}:{field[1]}]"
     if tag:
-        text += (f", or bits 63:60 {d >> 60:#x} are not the owner type {tag >> 60} with an id, "
-                 "nor another type annotate stores")
+        text += (f", or bits 63:60 {d >> 60:#x} are not the owner type {tag >> 60} with an id "
+                 "(or a guest's donation record), nor another type annotate stores")
     return text
 
 
 def own_violations_plain(state):
     """The plain statement of S2-OWN, one slot at a time: every invalid descriptor of a reached table
     inside the input range is 0 or an owner annotation (D.owner_of) with an id up to max_owner_id,
-    or (from 7.1) an annotation of another type (D.is_other_annotation).
+    or (from 7.1) an annotation of another type (D.is_other_annotation) or a guest's donation
+    record (D.is_guest_donation).
 
     s2_own reports the same list, skipping zero slots through the walk's non-zero index
     (tests/test_spec_plain.py holds them equal).
@@ -47,7 +49,8 @@ def own_violations_plain(state):
             if d & D.VALID:
                 continue
             owner = D.owner_of(d, field, state.owner_tag)
-            if owner is not None and owner <= top or D.is_other_annotation(d, state.owner_tag):
+            if (owner is not None and owner <= top or D.is_other_annotation(d, state.owner_tag)
+                    or D.is_guest_donation(d, state.owner_tag)):
                 continue
             at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
             text = _own_text(d, owner, field, top, state.owner_tag)
@@ -68,7 +71,11 @@ def s2_own(state, pages=None):
     is pKVM's, bits 3:1; an annotation of another type annotate accepts (not 0, not
     KVM_INVALID_PTE_TYPE_LOCKED: KVM_GUEST_INVALID_PTE_TYPE_POISONED, or a type pgtable.c gives no
     meaning) is well formed with any bits 59:1 (D.is_other_annotation), and an untyped non-zero
-    invalid descriptor is not (no 7.1 writer makes one).
+    invalid descriptor is not (no 7.1 writer makes one). pKVM's record of a page donated to a
+    protected guest is an owner-type annotation with PKVM_ID_GUEST in bits 3:1 and the guest's VM
+    handle and gfn in bits 59:4 (mem_protect.c's host_stage2_set_owner_metadata_locked): well
+    formed when it names a VM (a non-zero handle: D.is_guest_donation); metadata next to any other
+    owner id, or a guest record without a handle, is not (no writer).
 
     Why: pKVM uses the host stage-2 as its record of page ownership; a stray bit or an impossible id
     makes the record unreadable (or reads as a different owner), and a non-zero descriptor is counted
@@ -88,7 +95,8 @@ def s2_own(state, pages=None):
         descs = state.pages[pa]
         g = G.granule_size(level, ps)
         if len(walk.nonzero(pa)) > 64 and all(d & D.VALID or (D.owner_of(d, field, tag) or top + 1) <= top
-                                              or D.is_other_annotation(d, tag) for d in set(descs[:used]) - {0}):
+                                              or D.is_other_annotation(d, tag) or D.is_guest_donation(d, tag)
+                                              for d in set(descs[:used]) - {0}):
             continue        # a full table whose distinct values each pass the loop's test below
         for i in walk.nonzero(pa):
             if i >= used:
@@ -97,7 +105,7 @@ def s2_own(state, pages=None):
             if d & D.VALID:
                 continue
             owner = D.owner_of(d, field, tag)         # d is not 0: an id of 1 or more, or None
-            if owner is not None and owner <= top or D.is_other_annotation(d, tag):
+            if owner is not None and owner <= top or D.is_other_annotation(d, tag) or D.is_guest_donation(d, tag):
                 continue
             at = f"table {pa:#x} index {i} at level {level} (ipa {base + i * g:#x})"
             out.append(Violation("S2-OWN", f"{at}: {_own_text(d, owner, field, top, tag)}",
