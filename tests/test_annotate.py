@@ -291,6 +291,38 @@ def test_as_s1_only_on_16k_47_of_a_tree_that_has_it():
         subject.subject_factory(need_tree("6.12"))(12, 39, flags=4)
 
 
+def test_as_s1_with_fwb_on_the_c():
+    """AS_S1 and FWB together (no geometry has both): 7.1.5 writes MT_S2_FWB_AS_S1 (7) for normal,
+    device and non-cacheable maps alike; every leaf is cacheable to stage2_pte_cacheable (it
+    compares with the AS_S1 encoding), so pgtable.c calls the D-cache hook for each (with FWB the
+    host's hook does nothing: no clean is owed, an extra one is harmless) and the I-cache hook for
+    the executable map; the spec judges each step clean, and the same map read as a plain FWB
+    table (as_s1 off in both states) refutes C-MAP."""
+    from ptspec.proofs.kernel import subject
+    R, W, X, DEV, NC = D.PROT_R, D.PROT_W, D.PROT_X, D.PROT_DEVICE, D.PROT_NORMAL_NC
+
+    def make():
+        return subject.subject_factory(need_tree("7.1", 14))(14, 47, arena_pages=512, cmo=True,
+                                                              fwb=True)
+    h = make()
+    raw = h.raw_state()
+    assert raw["as_s1"] and raw["has_fwb"] and "fwb=True" in h.make_source
+    events = []
+    for addr, prot in ((0x200000, R | W), (0x400000, R | DEV), (0x600000, R | NC), (0x800000, R | X)):
+        ret, found = h.step("map", addr=addr, size=0x4000, phys=0x4000000000 + addr, prot=prot)
+        assert (ret, found) == (0, []), (hex(prot), found)
+        assert D.leaf_attrs(h.pgt.get_leaf(addr)[1]).memattr == 0x7, hex(prot)
+        events += [ev[0] for ev in h.state.tlb_log]
+    assert events == ["dcache"] * 4 + ["icache"], events
+    h = make()
+    pre = h.raw_state()
+    args = dict(addr=0x200000, size=0x4000, phys=0x4000200000, prot=R | W)
+    assert h.step("map", **args)[1] == []
+    post = h.raw_state()
+    pre["as_s1"] = post["as_s1"] = False
+    assert "C-MAP" in ids(spec.check_step(pre, step("map", 0, force_pte=False, **args), post))
+
+
 def test_planted_as_s1_bug_is_caught_only_with_as_s1_set(tmp_path):
     from ptspec.proofs.kernel import check
     from ptspec.proofs.kernel import planted_mainline as PM
