@@ -13,7 +13,7 @@ from ptspec.proofs.stage2 import harness as H
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch.walk import DESC, START
 from ptspec.spec.stage2 import cmo
-from ptspec.spec.stage2.ranges import union
+from ptspec.spec.stage2.ranges import union, union_sized
 from ptspec.spec.stage2.segments import is_valid
 
 
@@ -44,6 +44,21 @@ def test_state_events_equal_the_plain_filter(seed):
     for kind in ("dcache", "icache"):
         assert cmo._ranges(st, kind) == union([ev[1], ev[1] + ev[2]] for ev in st.tlb_log
                                               if ev[0] == kind)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_union_sized_equals_union_of_the_ranges(seed):
+    """ranges.union_sized (neighbours in order joined at C speed, then union) is union() of the
+    ranges: logs of runs of page after page, repeats, empty ranges and overlaps."""
+    import random
+    rnd = random.Random(seed)
+    for _ in range(3000):
+        starts, sizes = [], []
+        for _ in range(rnd.randrange(9)):
+            cont = starts and rnd.random() < 0.6
+            starts.append(starts[-1] + sizes[-1] if cont else rnd.randrange(48))
+            sizes.append(rnd.choice([0, 1, 2, 3, 5, 8]))
+        assert union_sized(starts, sizes) == union([a, a + n] for a, n in zip(starts, sizes))
 
 
 def _plain_decode(raw):
@@ -152,15 +167,66 @@ def test_cache_runs_expand_to_the_page_by_page_flags(seed):
         post_raw["pages"][parent][slot] = 0 if seed % 2 else 1 << 2
         del post_raw["pages"][table], post_raw["refcount"][table]
         post_raw["refcount"][parent] -= 1
-    for fwb in (False, True):
-        pre_raw["has_fwb"] = post_raw["has_fwb"] = fwb
-        pre, post = spec.load_state(pre_raw), spec.load_state(post_raw)
-        got = {}
-        for (s, e, _, _), poa, qoa, poc, pou in _runs(diff_chunks(pre, post), 12, fwb):
-            for a in range(s, e, 0x1000):
-                got[a] = (None if poa is None else poa + a - s,
-                          None if qoa is None else qoa + a - s, bool(poc), bool(pou))
-        assert got == _page_flags_plain(pre, post, fwb)
+    # seed % 3 == 0: also the other way round, a new table where nothing (or an annotation) was
+    for a_raw, b_raw in ((pre_raw, post_raw), (post_raw, pre_raw))[:2 if seed % 3 == 0 else 1]:
+        for fwb in (False, True):
+            a_raw["has_fwb"] = b_raw["has_fwb"] = fwb
+            pre, post = spec.load_state(a_raw), spec.load_state(b_raw)
+            got = {}
+            for (s, e, _, _), poa, qoa, poc, pou in _runs(diff_chunks(pre, post), 12, fwb):
+                for a in range(s, e, 0x1000):
+                    got[a] = (None if poa is None else poa + a - s,
+                              None if qoa is None else qoa + a - s, bool(poc), bool(pou))
+            assert got == _page_flags_plain(pre, post, fwb)
+
+
+@pytest.mark.parametrize("page_shift", [12, 16])
+def test_flat_l3_valid_runs_equal_the_plain_page_runs(page_shift):
+    """FlatL3.valid_runs (cut at C speed, cached) is page_runs of the valid pages, slot by slot:
+    tables of neighbouring pages with continuing and jumping outputs, holes, invalid slots,
+    attribute changes and outputs whose next page carries out of the address field."""
+    import random
+    from ptspec.spec.stage2.segments import FlatL3, diff_chunks
+    rnd = random.Random(page_shift)
+    g = 1 << page_shift
+    top = (1 << 48) - g                         # the last page of the 48-bit address field
+    h = H.Stage2Harness(page_shift, 40 if page_shift == 12 else 42)
+    h.step("map", addr=0, size=2 * g, phys=0x4000_0000, prot=3)
+    pre_raw = editable(h.raw_state())
+    table = next(pa for pa, d in pre_raw["pages"].items()
+                 if pa not in pre_raw["roots"] and d[0] & 3 == 3 and D.address(d[0], page_shift) == 0x4000_0000)
+    parent, slot = next((pa, i) for pa, d in pre_raw["pages"].items() for i, w in enumerate(d)
+                        if w & 3 == 3 and D.address(w, page_shift) == table)
+    seen = carried = 0
+    for _ in range(40):
+        words = [0] * len(pre_raw["pages"][table])
+        out = rnd.choice([0x4000_0000, top - 5 * g])
+        for i in range(len(words)):
+            r = rnd.random()
+            out = out + g if r < 0.8 else rnd.randrange(1 << 20) * g
+            if r < 0.1:
+                continue
+            if r < 0.5 and i and words[i - 1]:
+                words[i] = words[i - 1] + g     # at the top of the field: a carry into bit 48
+                continue
+            words[i] = D.encode_address(out % (1 << 48), page_shift) | rnd.choice([3, 3, 3, 1, 1 << 2]) | (
+                rnd.choice([0, D.XN]) if rnd.random() < 0.1 else 0) | 0x400 | (0xF << 2)
+        post_raw = editable(pre_raw)
+        post_raw["pages"][table] = words
+        pre_cut = editable(pre_raw)
+        pre_cut["pages"][parent][slot] = 0
+        del pre_cut["pages"][table], pre_cut["refcount"][table]
+        pre_cut["refcount"][parent] -= 1
+        for one, two in ((pre_cut, post_raw), (post_raw, pre_cut)):
+            flats = [c for c in diff_chunks(spec.load_state(one), spec.load_state(two)) if type(c) is FlatL3]
+            assert len(flats) == 1
+            f = flats[0]
+            want = f.page_runs([i for i, w in enumerate(words) if w & 3 == 3])
+            assert f._valid_pages() == [i for i, w in enumerate(words) if w & 3 == 3]
+            assert list(map(list, f.valid_runs())) == want
+            seen += any(len(r) > 1 for r in want)
+            carried += any(w >> 48 for w in words)
+    assert seen and carried
 
 
 @pytest.mark.parametrize("page_shift", [12, 16])

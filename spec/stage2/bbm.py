@@ -186,18 +186,25 @@ def check_bbm(pre, step, post):
     chunks = diff_chunks(pre, post)
     if not chunks:
         return []
-    log = post.tlb_log
-    if ("tlbi_vmid",) in log:
-        return []
     by_level = defaultdict(list)
     ranges = []
-    local = _local_ok(step.op, pre)
-    for ev in chain(post.events("tlbi_ipa"), post.events("tlbi_ipa_nsh") if local else ()):
-        by_level[_hint(ev[2])].append(ev[1])
-    for ev in post.events("tlbi_range"):
-        ranges.append((ev[1], ev[1] + ev[2]))
-    for ipas in by_level.values():
-        ipas.sort()
+    log_read = False        # the log is read when the first changed valid leaf asks for it
+
+    def read_log():
+        """False when the log holds a tlbi_vmid (everything is invalidated); else fills by_level
+        and ranges from the step's tlbi events."""
+        nonlocal log_read
+        log_read = True
+        if ("tlbi_vmid",) in post.tlb_log:
+            return False
+        local = _local_ok(step.op, pre)
+        for ev in chain(post.events("tlbi_ipa"), post.events("tlbi_ipa_nsh") if local else ()):
+            by_level[_hint(ev[2])].append(ev[1])
+        for ev in post.events("tlbi_range"):
+            ranges.append((ev[1], ev[1] + ev[2]))
+        for ipas in by_level.values():
+            ipas.sort()
+        return True
 
     def covered(level, lo, hi):
         for lv in (level, TTL_UNKNOWN):
@@ -221,6 +228,8 @@ def check_bbm(pre, step, post):
             else:
                 pages = item.old_pages()    # a removed table's valid pages (else None)
             if pages:
+                if not log_read and not read_log():
+                    return []
                 # level-3 pages whose page a level-3 (or unhinted) tlbi_ipa names are covered,
                 # whatever changed: a table all of whose suspects are is settled at C speed
                 if hit is None:
@@ -246,6 +255,8 @@ def check_bbm(pre, step, post):
                 continue
             level, lo, hi = p[LEVEL], p[START], p[END]
             settled = p
+            if not log_read and not read_log():
+                return []
             if covered(level, lo, hi):
                 continue
             reported.add(lo)

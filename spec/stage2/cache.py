@@ -345,25 +345,27 @@ def _runs(chunks, page_shift, fwb, xnx=False):
                     page(s, g, a, b, pv, qv, lambda: (s, s + g, 3, a, chunk.a, i, False),
                          lambda: (s, s + g, 3, b, chunk.b, i, False))
         elif type(chunk) is FlatL3:
-            nz = chunk.new_pages()
-            gone = chunk.old_pages() if nz is None else None
-            if gone is not None:
-                # a removed table's valid pages, nothing valid after them
-                B, base, g = chunk.B, chunk.base, chunk.g
-                for i in gone:
-                    page(base + i * g, g, B[i], 0, True, False, lambda: chunk.page(i),
-                         lambda: chunk.one)
-                continue
-            if nz is None:
+            new = chunk.new_pages() is not None
+            if not new and chunk.old_pages() is None:
                 for s, e, p, q in chunk.expand():
                     pv, qv = is_valid(p), is_valid(q)
                     if pv or qv:
                         item(s, e, p, q, p[DESC], q[DESC], pv, qv)
                 continue
-            # new pages where nothing was mapped (the rest is invalid on both sides: no run)
+            # a new table's valid pages where nothing was mapped, or a removed table's with nothing
+            # valid after them (the rest is invalid on both sides: no run), taken a run of
+            # neighbouring pages with continuing outputs and the same attributes at a time
+            # (FlatL3.valid_runs): every page of it has the needs and output of its first one
             B, base, g = chunk.B, chunk.base, chunk.g
-            for i in nz:
-                page(base + i * g, g, 0, B[i], False, True, lambda: chunk.one, lambda: chunk.page(i))
+            for run in chunk.valid_runs():
+                i = run[0]
+                s, e, d = base + i * g, base + (run[-1] + 1) * g, B[i]
+                if new:
+                    qoa = address(d, page_shift)
+                    add(s, e, chunk.one, chunk.page(i), None, qoa,
+                        *_needs(0, d, None, qoa, True, cache_attr, xn_mask))
+                else:
+                    add(s, e, chunk.page(i), chunk.one, address(d, page_shift), None, False, False)
         else:
             s, e, p, q = chunk
             pv, qv = is_valid(p), is_valid(q)

@@ -11,11 +11,11 @@ Leaves out: the order of a CMO relative to the descriptor write (the log records
 kvm_pgtable_stage2_flush, whose events C-FLUSH judges exactly.
 """
 
-from operator import add, itemgetter
+from operator import itemgetter
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.stage2.contract_common import Report, op_range
-from ptspec.spec.stage2.ranges import covers, union
+from ptspec.spec.stage2.ranges import covers, union_sized
 from ptspec.spec.stage2.segments import FlatL3, diff, diff_within, is_valid
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import walk_error
@@ -28,8 +28,7 @@ _FIRST, _SECOND = itemgetter(1), itemgetter(2)
 def _ranges(state, kind):
     """The merged output ranges of the state's `kind` events (dcache or icache)."""
     evs = state.events(kind)
-    starts = list(map(_FIRST, evs))
-    return union(zip(starts, map(add, starts, map(_SECOND, evs))))
+    return union_sized(list(map(_FIRST, evs)), list(map(_SECOND, evs)))
 
 
 def _suspects(new, flag, ranges, starts):
@@ -120,9 +119,9 @@ def check_cmo(pre, step, post):
         new = []        # (leaf, output, size, cacheable, executable) of each new leaf, in order
         fwb, xnx = pre.has_fwb, pre.has_xnx
         for seg in diff_within(pre, post, A, E, compact=True):
-            pages = seg.new_pages() if type(seg) is FlatL3 else None
-            if pages is not None:       # a new table where nothing was mapped: its valid pages,
-                for run in seg.page_runs(pages):        # a run of them as one entry
+            if type(seg) is FlatL3 and seg.new_pages() is not None:
+                # a new table where nothing was mapped: its valid pages, a run of them as one entry
+                for run in seg.valid_runs():
                     d = seg.B[run[0]]
                     new.append((seg.page(run[0]), D.address(d, ps), seg.g * len(run),
                                 D.is_cacheable(d, fwb), D.is_executable(d, xnx), (seg, run)))

@@ -21,8 +21,8 @@ replaced it) as a FlatL3, until someone needs segments. ptspec.spec.stage2.range
 settle level-3 tables by comparing lists and sweep only the rest.
 """
 
-from itertools import compress
-from operator import ne
+from itertools import compress, repeat
+from operator import add, and_, ne, or_
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch.descriptor import TABLE_OR_PAGE, TYPE_BITS, address
@@ -79,6 +79,7 @@ def intervals(state):
 
 # bits[1:0] of a valid leaf by level (D.is_valid_leaf): a block 0b01 above level 3, a page 0b11 at it
 _LEAF_TYPE = (D.VALID, D.VALID, D.VALID, D.TABLE_OR_PAGE)
+_PAGE_TYPE = D.TABLE_OR_PAGE
 
 
 def is_valid(iv):
@@ -176,13 +177,14 @@ class FlatL3:
     it): its segments (expand) are the table's leaves that do not translate as `one` does, each
     paired with `one`. The diff keeps it compact; check_bbm, CacheJudge and C-CMO read the common
     case (new_pages) from the descriptor list B without building intervals."""
-    __slots__ = ("one", "one_is_pre", "walk", "pa", "base", "g", "B")
+    __slots__ = ("one", "one_is_pre", "walk", "pa", "base", "g", "B", "_valid", "_runs")
 
     def __init__(self, one, one_is_pre, walk, pa):
         self.one, self.one_is_pre, self.walk, self.pa = one, one_is_pre, walk, pa
         self.base = walk.tables[pa][1]
         self.g = 1 << walk.state.page_shift
         self.B = walk.state.pages[pa]
+        self._valid = self._runs = None     # _valid_pages(), valid_runs(): asked by every checker
 
     def expand(self):
         leaves = []
@@ -202,17 +204,45 @@ class FlatL3:
         return self._valid_pages() if not self.one_is_pre and not is_valid(self.one) else None
 
     def _valid_pages(self):
-        B = self.B
-        return [i for i in self.walk.nonzero(self.pa) if B[i] & D.TYPE_BITS == D.TABLE_OR_PAGE]
+        """The slots of the table's valid pages, ascending (computed once: the diff is cached, and
+        S2-BBM, C-CMO and the CMO ghost read the same FlatL3)."""
+        if self._valid is None:
+            B, nz = self.B, self.walk.nonzero(self.pa)
+            self._valid = list(compress(nz, map(_PAGE_TYPE.__eq__, map(and_, map(B.__getitem__, nz),
+                                                                       repeat(D.TYPE_BITS)))))
+        return self._valid
 
     def page(self, i):
         """The leaf interval of valid page i (new_pages, old_pages)."""
         s = self.base + i * self.g
         return (s, s + self.g, 3, self.B[i], self.pa, i, False)
 
+    def valid_runs(self):
+        """page_runs(self._valid_pages()), each run as a range of slots, computed once and at C
+        speed: the valid pages are cut where a slot does not follow its neighbour or a descriptor
+        does not step by one page from its neighbour's; a piece whose first and last descriptors
+        differ outside the address field (a carry out of it: the bits above it only grow along
+        the piece) is cut by page_runs itself."""
+        if self._runs is None:
+            pages, B, g = self._valid_pages(), self.B, self.g
+            n = len(pages)
+            d = list(map(B.__getitem__, pages))
+            keep = ~D.encode_address(-1, self.walk.state.page_shift)
+            cuts = list(compress(range(1, n), map(or_, map(ne, pages[1:], map(add, pages, repeat(1))),
+                                                  map(ne, d[1:], map(add, d, repeat(g))))))
+            out = []
+            for x, y in zip([0, *cuts], [*cuts, n]) if n else ():
+                if (d[x] ^ d[y - 1]) & keep:
+                    out.extend(range(r[0], r[-1] + 1) for r in self.page_runs(pages[x:y]))
+                else:
+                    out.append(range(pages[x], pages[y - 1] + 1))
+            self._runs = out
+        return self._runs
+
     def page_runs(self, pages):
         """`pages` (ascending slots) cut into runs [slots] of neighbouring slots whose descriptors
-        step by one page: one output range and the same attribute bits for the whole run."""
+        step by one page: one output range and the same attribute bits for the whole run (the
+        plain form of valid_runs)."""
         B, g = self.B, self.g
         keep = ~D.encode_address(-1, self.walk.state.page_shift)      # bits outside the address
         out = []
