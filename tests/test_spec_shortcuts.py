@@ -390,3 +390,32 @@ def test_unmap_contract_settles_removed_tables_as_the_sweep_judges_them(left, un
             contract_common.SETTLE_WHOLE_TABLES = True
     assert got[0] == got[1]
     assert bool(got[0]) == bool(left)
+
+
+@pytest.mark.parametrize("kept", [True, False])
+@pytest.mark.parametrize("size", [0x200000, 0x100000])
+def test_map_contract_settles_tables_on_eagain_as_the_sweep_judges_them(kept, size):
+    """C-MAP settles the level-3 tables that hold exactly the expected pages with -EAGAIN too, and
+    reads from the pre-state's tables whether one of those pages kept its leaf: the kept half of
+    a re-map (the kernel returns -EAGAIN on reaching it) lets it pass, a table where every page is
+    new does not; both forms report the same."""
+    from ptspec.spec.stage2 import contract_common
+    h = H.Stage2Harness(12, 39)
+    h.step("map", addr=0x200000, size=0x1000, phys=0x4000_0000, prot=3)
+    if kept:                                    # the second half already mapped as asked
+        h.step("map", addr=0x300000, size=0x100000, phys=0x4050_1000, prot=3)
+    pre = h.state
+    ret, _ = h.step("map", addr=0x200000 + 0x200000 - size, size=size,
+                    phys=0x4040_1000 + 0x200000 - size, prot=3)
+    post = h.state
+    step = {"op": "map", "args": {"addr": 0x200000 + 0x200000 - size, "size": size,
+                                  "phys": 0x4040_1000 + 0x200000 - size, "prot": 3}, "ret": -11}
+    got = []
+    for settle in (True, False):
+        contract_common.SETTLE_WHOLE_TABLES = settle
+        try:
+            got.append([str(v) for v in spec.check_step(pre, step, post) if v.inv == "C-MAP"])
+        finally:
+            contract_common.SETTLE_WHOLE_TABLES = True
+    assert got[0] == got[1]
+    assert bool(got[0]) == (not kept), (ret, got[0])
