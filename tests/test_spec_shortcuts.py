@@ -419,3 +419,54 @@ def test_map_contract_settles_tables_on_eagain_as_the_sweep_judges_them(kept, si
             contract_common.SETTLE_WHOLE_TABLES = True
     assert got[0] == got[1]
     assert bool(got[0]) == (not kept), (ret, got[0])
+
+
+@pytest.mark.parametrize("ps", [12, 16])
+def test_cmo_judges_level3_slots_a_run_at_a_time_as_the_sweep_does(ps):
+    """C-CMO reads the differing slots of a level-3 table a run of pages at a time (L3Chunk), and a
+    new or removed table only inside R (a FlatL3 R covers in part): a map into an existing table,
+    a map whose new table also holds pages outside R, an unmap of part of a table, with pages the
+    log leaves uncleaned: the same findings, in the same order, as the leaf-by-leaf reading."""
+    from test_incremental import _cmo_map_by_sweep, _cmo_unmap_by_leaves, _text
+    from test_spec_builder import RWX, S2, step
+    from ptspec.spec.stage2.segments import FlatL3, L3Chunk, diff_chunks
+    ia = 39 if ps == 12 else 44
+    g, n = 1 << ps, 1 << (ps - 3)
+    base, phys = n * g * 4, 0x8000_0000
+    holes = {3, 4, 9, n - 1}
+    log = [[k, phys + i * g, g] for i in range(n) if i not in holes for k in ("dcache", "icache")]
+    lo, hi = 2, n - 1                               # R = [base + lo * g, base + hi * g)
+    st = spec.load_step(step("map", addr=base + lo * g, size=(hi - lo) * g, phys=phys + lo * g,
+                             prot=RWX, force_pte=True))
+    seen = set()
+    for existing in (True, False):
+        pre = S2(ps=ps, ia=ia, cmo=True)
+        if existing:
+            pre.page(base, phys)                    # the table is there: an L3Chunk
+        post = pre.copy()
+        for i in range(1, n):                       # pages 1 and n - 1 lie outside R
+            post.page(base + i * g, phys + i * g, x=True)
+        a, b = spec.load_state(pre.raw()), spec.load_state(post.raw(tlb=log))
+        seen.update(type(c) for c in diff_chunks(a, b))
+        got = _text(cmo.check_cmo(a, st, b))
+        assert got == _text(_cmo_map_by_sweep(a, st, b))
+        assert len(got) == 2 * len(holes & set(range(lo, hi)))
+    assert seen == {FlatL3, L3Chunk}
+    pre = S2(ps=ps, ia=ia, cmo=True)
+    for i in range(n):
+        pre.page(base + i * g, phys + i * g)
+    post = pre.copy()
+    for i in range(lo, hi):
+        post.set(base + i * g, 3, 0)
+    unmap = spec.load_step(step("unmap", addr=base + lo * g, size=(hi - lo) * g))
+    a = spec.load_state(pre.raw())
+    b = spec.load_state(post.raw(tlb=[ev for ev in log if ev[0] == "dcache"]))
+    got = _text(cmo.check_cmo(a, unmap, b))
+    assert got == _text(_cmo_unmap_by_leaves(a, unmap, b))
+    assert len(got) == len(holes & set(range(lo, hi)))
+    # the whole table removed (a FlatL3), also its pages outside R: C-CMO judges those of R only
+    post = pre.copy().set(base, 2, 0)
+    b = spec.load_state(post.raw(tlb=[ev for ev in log if ev[0] == "dcache"]))
+    got = _text(cmo.check_cmo(a, unmap, b))
+    assert got == _text(_cmo_unmap_by_leaves(a, unmap, b))
+    assert len(got) == len(holes & set(range(lo, hi)))

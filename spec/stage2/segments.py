@@ -21,6 +21,7 @@ replaced it) as a FlatL3, until someone needs segments. ptspec.spec.stage2.range
 settle level-3 tables by comparing lists and sweep only the rest.
 """
 
+from bisect import bisect_left
 from itertools import compress, repeat
 from operator import add, and_, ne, or_
 
@@ -162,6 +163,22 @@ class L3Chunk:
     def __init__(self, a, b, base, g, idx, A, B):
         self.a, self.b, self.base, self.g, self.idx, self.A, self.B = a, b, base, g, idx, A, B
 
+    def page(self, i):
+        """The post-state's leaf interval of slot i."""
+        s = self.base + i * self.g
+        return (s, s + self.g, 3, self.B[i], self.b, i, False)
+
+    def old_page(self, i):
+        """The pre-state's leaf interval of slot i."""
+        s = self.base + i * self.g
+        return (s, s + self.g, 3, self.A[i], self.a, i, False)
+
+    def slots_within(self, lo, hi):
+        """The chunk's differing slots that overlap [lo, hi), in order."""
+        r = _slots_within(self.base, self.g, len(self.B), lo, hi)
+        idx = self.idx
+        return idx[bisect_left(idx, r.start):bisect_left(idx, r.stop)]
+
     def expand(self):
         a, b, base, g, A, B = self.a, self.b, self.base, self.g, self.A, self.B
         out = []
@@ -218,40 +235,66 @@ class FlatL3:
         return (s, s + self.g, 3, self.B[i], self.pa, i, False)
 
     def valid_runs(self):
-        """page_runs(self._valid_pages()), each run as a range of slots, computed once and at C
-        speed: the valid pages are cut where a slot does not follow its neighbour or a descriptor
-        does not step by one page from its neighbour's; a piece whose first and last descriptors
-        differ outside the address field (a carry out of it: the bits above it only grow along
-        the piece) is cut by page_runs itself."""
+        """page_runs of the table's valid pages (each run a range of slots), computed once."""
         if self._runs is None:
-            pages, B, g = self._valid_pages(), self.B, self.g
-            n = len(pages)
-            d = list(map(B.__getitem__, pages))
-            keep = ~D.encode_address(-1, self.walk.state.page_shift)
-            cuts = list(compress(range(1, n), map(or_, map(ne, pages[1:], map(add, pages, repeat(1))),
-                                                  map(ne, d[1:], map(add, d, repeat(g))))))
-            out = []
-            for x, y in zip([0, *cuts], [*cuts, n]) if n else ():
-                if (d[x] ^ d[y - 1]) & keep:
-                    out.extend(range(r[0], r[-1] + 1) for r in self.page_runs(pages[x:y]))
-                else:
-                    out.append(range(pages[x], pages[y - 1] + 1))
-            self._runs = out
+            self._runs = page_runs(self._valid_pages(), self.B, self.g, self.walk.state.page_shift)
         return self._runs
 
     def page_runs(self, pages):
-        """`pages` (ascending slots) cut into runs [slots] of neighbouring slots whose descriptors
-        step by one page: one output range and the same attribute bits for the whole run (the
-        plain form of valid_runs)."""
-        B, g = self.B, self.g
-        keep = ~D.encode_address(-1, self.walk.state.page_shift)      # bits outside the address
-        out = []
-        for i in pages:
-            if out and out[-1][-1] == i - 1 and B[i] == B[i - 1] + g and not (B[i] ^ B[out[-1][0]]) & keep:
-                out[-1].append(i)
-            else:
-                out.append([i])
-        return out
+        """page_runs_plain of `pages` in this table (the plain form of valid_runs)."""
+        return page_runs_plain(pages, self.B, self.g, self.walk.state.page_shift)
+
+    def slots_within(self, lo, hi):
+        """range of the table's slots that overlap [lo, hi)."""
+        return _slots_within(self.base, self.g, len(self.B), lo, hi)
+
+
+def _slots_within(base, g, n, lo, hi):
+    return range(max(0, (lo - base) // g), min(n, max(0, -(-(hi - base) // g))))
+
+
+def page_runs_plain(slots, B, g, page_shift):
+    """`slots` (ascending) of descriptor list B cut into runs [slots] of neighbouring slots whose
+    descriptors step by one page (g): one output range and the same attribute bits for the whole
+    run."""
+    keep = ~D.encode_address(-1, page_shift)      # bits outside the address
+    out = []
+    for i in slots:
+        if out and out[-1][-1] == i - 1 and B[i] == B[i - 1] + g and not (B[i] ^ B[out[-1][0]]) & keep:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def clip_runs(runs, within):
+    """The parts of `runs` (ranges of slots, ascending) inside the range `within`."""
+    lo, hi = within.start, within.stop
+    out = []
+    for r in runs:
+        if r.stop <= lo or r.start >= hi:
+            continue
+        out.append(r if lo <= r.start and r.stop <= hi else range(max(lo, r.start), min(hi, r.stop)))
+    return out
+
+
+def page_runs(slots, B, g, page_shift):
+    """page_runs_plain, each run as a range of slots, computed at C speed: the slots are cut where
+    a slot does not follow its neighbour or a descriptor does not step by one page from its
+    neighbour's; a piece whose first and last descriptors differ outside the address field (a
+    carry out of it: the bits above it only grow along the piece) is cut by page_runs_plain."""
+    n = len(slots)
+    d = list(map(B.__getitem__, slots))
+    keep = ~D.encode_address(-1, page_shift)
+    cuts = list(compress(range(1, n), map(or_, map(ne, slots[1:], map(add, slots, repeat(1))),
+                                          map(ne, d[1:], map(add, d, repeat(g))))))
+    out = []
+    for x, y in zip([0, *cuts], [*cuts, n]) if n else ():
+        if (d[x] ^ d[y - 1]) & keep:
+            out.extend(range(r[0], r[-1] + 1) for r in page_runs_plain(slots[x:y], B, g, page_shift))
+        else:
+            out.append(range(slots[x], slots[y - 1] + 1))
+    return out
 
 
 def diff_chunks(pre, post):
@@ -282,15 +325,15 @@ def diff(pre, post):
 def diff_within(pre, post, lo, hi, compact=False):
     """The segments of diff(pre, post) that overlap [lo, hi), clipped to it, in order: the pages of
     [lo, hi) whose translation differs, with the cost of what changed there (the diff is cached on
-    the post-state's walk), not of the range's size. `compact`: a FlatL3 that lies inside
-    [lo, hi) is kept whole."""
+    the post-state's walk), not of the range's size. `compact`: an L3Chunk or FlatL3 that
+    overlaps [lo, hi) is kept whole (not clipped: the caller reads its slots_within(lo, hi))."""
     out = []
     for item in diff_chunks(pre, post):
         if type(item) is not tuple:
             end = item.base + item.g * len(item.B)
             if item.base >= hi or end <= lo:
                 continue
-            if compact and type(item) is FlatL3 and lo <= item.base and end <= hi:
+            if compact:
                 out.append(item)
                 continue
             segs = item.expand()
