@@ -10,6 +10,9 @@ Leaves out: how the walker gets there (anchors, table allocation order), which t
 S2-BBM judge; cache maintenance (ptspec.spec.stage2.cmo).
 """
 
+from itertools import compress
+from operator import eq, ne
+
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2 import contract_common
@@ -96,8 +99,9 @@ def _check_outside(rep, pre, post, A, E, what):
 
 def _settled_tables(post, A, E, zones, page_fn):
     """The parts of the post-state's level-3 tables, inside [A, E) and a level-3 zone, whose
-    slots hold exactly what page_fn(base, i, j) says for them (whole tables, or a table's end when R
-    starts or ends inside it), as (lo, hi, table pa, first slot i, end slot j)."""
+    slots hold exactly what page_fn(base, i, j) says for them (whole tables, a table's end when R
+    starts or ends inside it, or the runs of a table's slots that do), as (lo, hi, table pa,
+    first slot i, end slot j), by address."""
     done = []
     g = 1 << post.page_shift
     for x, y, pa, first in level3_parts(post, A, E):
@@ -107,8 +111,15 @@ def _settled_tables(post, A, E, zones, page_fn):
             if lv != 3 or lo >= hi:
                 continue
             i, j = (lo - base) // g, (hi - base) // g
-            if post.pages[pa][i:j] == page_fn(base, i, j):
+            got, want = post.pages[pa][i:j], page_fn(base, i, j)
+            if got == want:
                 done.append((lo, hi, pa, i, j))
+                continue
+            # the runs of slots that hold what page_fn says (cut at C speed where that changes)
+            same = list(map(eq, got, want))
+            cuts = [0, *compress(range(1, j - i), map(ne, same[1:], same)), j - i]
+            done.extend((lo + x * g, lo + y * g, pa, i + x, i + y)
+                        for x, y in zip(cuts, cuts[1:]) if same[x])
     return done
 
 
