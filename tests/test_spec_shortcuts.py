@@ -151,16 +151,20 @@ def test_cache_runs_expand_to_the_page_by_page_flags(seed):
     for raw in (pre_raw, post_raw):
         words = raw["pages"][table]
         base = 0x4000_0000 + rnd.randrange(4) * 0x1000
+        if seed % 4 == 1:                   # outputs that carry out of the 48-bit address field
+            base = (1 << 48) - 300 * 0x1000 + rnd.randrange(4) * 0x1000
         for i in range(512):
             r = rnd.random()
+            if seed % 4 == 1 and 290 <= i < 310:
+                r = 1                           # new pages whose outputs cross 2**48
             if r < 0.15:
                 words[i] = 0
             elif r < 0.6 and raw is post_raw:
                 continue                       # as before
             else:
-                out = base + i * 0x1000 if rnd.random() < 0.8 else 0x5000_0000 + rnd.randrange(64) * 0x1000
-                words[i] = (out | 3 | (1 << 10) | rnd.choice([normal, device])
-                            | (6 << 6) | rnd.choice([0, D.XN]))
+                out = base + i * 0x1000 if r == 1 or rnd.random() < 0.8 else 0x5000_0000 + rnd.randrange(64) * 0x1000
+                words[i] = (out | 3 | (1 << 10) | (6 << 6) | (
+                    normal if seed % 4 == 1 else rnd.choice([normal, device]) | rnd.choice([0, D.XN])))
     if seed % 3 == 0:       # the table removed, nothing (or an owner annotation) in its place
         parent, slot = next((pa, i) for pa, d in post_raw["pages"].items() for i, w in enumerate(d)
                             if w & 3 == 3 and w & ~0xFFF & ((1 << 48) - 1) == table)

@@ -24,6 +24,9 @@ the kernel's hooks skip the D-cache clean, also for executable pages, so the D-s
 coherent for instruction fetches there (docs/cmo.md).
 """
 
+from itertools import compress, repeat
+from operator import add, and_, eq, mul, ne, or_, sub
+
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.arch.cache import CacheGhost, Counts
@@ -290,6 +293,37 @@ def _continues(last, s, poa, qoa, poc, pou):
             and (qoa is None if lqoa is None else qoa == lqoa + (s - ls)))
 
 
+def _pieces(slots, A, B, g, page_shift):
+    """Cut `slots` (ascending slots of a level-3 table, descriptors A before and B after) into
+    pieces [x, y) of positions in `slots`, found at C speed, whose slots are neighbours and whose
+    descriptors on each side are all invalid, or all valid pages stepping by one page (g) with the
+    same bits outside the address field: every slot of a piece has the first one's validity on
+    each side, outputs continuing the first one's, the same attributes, hence the same needs. A
+    piece whose first and last descriptors differ outside the address field (a carry out of it)
+    is taken slot by slot."""
+    n = len(slots)
+    if n < 2:
+        return [(0, n)] if n else []
+    offs = list(map(mul, slots, repeat(g)))
+    cut = list(map(ne, slots[1:], map(add, slots, repeat(1))))
+    sides = []
+    for X in (A, B):
+        d = list(map(X.__getitem__, slots))
+        v = list(map(eq, map(and_, d, repeat(D.TYPE_BITS)), repeat(D.TABLE_OR_PAGE)))
+        key = list(zip(v, map(mul, map(sub, d, offs), v)))    # (valid, desc - slot * g if valid)
+        cut = list(map(or_, cut, map(ne, key[1:], key)))
+        sides.append((d, v))
+    keep = ~D.encode_address(-1, page_shift)
+    cuts = list(compress(range(1, n), cut))
+    out = []
+    for x, y in zip([0, *cuts], [*cuts, n]):
+        if y - x > 1 and any(v[x] and (d[x] ^ d[y - 1]) & keep for d, v in sides):
+            out.extend((k, k + 1) for k in range(x, y))
+        else:
+            out.append((x, y))
+    return out
+
+
 def _runs(chunks, page_shift, fwb, xnx=False):
     """The changed segments of diff_chunks(pre, post), each as (segment, pre output or None, post
     output or None, needs a CMO-POC judgement, needs a CMO-POU judgement); consecutive segments of
@@ -323,27 +357,27 @@ def _runs(chunks, page_shift, fwb, xnx=False):
         qoa = address(qd, page_shift) + (s - q[START]) if qv else None
         add(s, e, p, q, poa, qoa, *_needs(pd, qd, poa, qoa, qv, cache_attr, xn_mask))
 
-    def page(s, g, a, b, pv, qv, p, q):
-        """One level-3 slot (its output is the descriptor's address): a slot that continues the
-        run extends it without building its intervals (p, q: callables making them)."""
+    def pages(s, e, a, b, pv, qv, p, q):
+        """Level-3 slots [s, e) whose outputs continue the first one's (a, b its descriptors), all
+        with its needs (_pieces): a piece that continues the run extends it without building its
+        intervals (p, q: callables making them)."""
         poa = address(a, page_shift) if pv else None
         qoa = address(b, page_shift) if qv else None
         poc, pou = _needs(a, b, poa, qoa, qv, cache_attr, xn_mask)
         if last is not None and _continues(last, s, poa, qoa, poc, pou):
-            last[1] = s + g
+            last[1] = e
         else:
-            add(s, s + g, p(), q(), poa, qoa, poc, pou)
+            add(s, e, p(), q(), poa, qoa, poc, pou)
 
     for chunk in chunks:
         if type(chunk) is L3Chunk:
             A, B, base, g = chunk.A, chunk.B, chunk.base, chunk.g
-            for i in chunk.idx:
-                a, b = A[i], B[i]
-                pv, qv = a & 3 == 3, b & 3 == 3
-                if pv or qv:
-                    s = base + i * g
-                    page(s, g, a, b, pv, qv, lambda: (s, s + g, 3, a, chunk.a, i, False),
-                         lambda: (s, s + g, 3, b, chunk.b, i, False))
+            slots = [i for i in chunk.idx if A[i] & 3 == 3 or B[i] & 3 == 3]
+            for x, y in _pieces(slots, A, B, g, page_shift):
+                i = slots[x]
+                a, b, s = A[i], B[i], base + i * g
+                pages(s, s + (y - x) * g, a, b, a & 3 == 3, b & 3 == 3, lambda: chunk.old_page(i),
+                      lambda: chunk.page(i))
         elif type(chunk) is FlatL3:
             new = chunk.new_pages() is not None
             if not new and chunk.old_pages() is None:
