@@ -168,7 +168,10 @@ def test_cache_runs_expand_to_the_page_by_page_flags(seed):
     if seed % 3 == 0:       # the table removed, nothing (or an owner annotation) in its place
         parent, slot = next((pa, i) for pa, d in post_raw["pages"].items() for i, w in enumerate(d)
                             if w & 3 == 3 and w & ~0xFFF & ((1 << 48) - 1) == table)
-        post_raw["pages"][parent][slot] = 0 if seed % 2 else 1 << 2
+        # seed 6: a 2M block in its place (and the other way round below: a block split into a
+        # table), whose pages share outputs with the table's when the table's base is 0x4000_0000
+        block = 0x4000_0000 | 1 | (1 << 10) | (6 << 6) | normal
+        post_raw["pages"][parent][slot] = block if seed == 6 else 0 if seed % 2 else 1 << 2
         del post_raw["pages"][table], post_raw["refcount"][table]
         post_raw["refcount"][parent] -= 1
     # seed % 3 == 0: also the other way round, a new table where nothing (or an annotation) was
@@ -474,3 +477,41 @@ def test_cmo_judges_level3_slots_a_run_at_a_time_as_the_sweep_does(ps):
     got = _text(cmo.check_cmo(a, unmap, b))
     assert got == _text(_cmo_unmap_by_leaves(a, unmap, b))
     assert len(got) == len(holes & set(range(lo, hi)))
+
+
+@pytest.mark.parametrize("ps", [12, 16])
+def test_cache_runs_take_uniform_level3_changes_at_once_as_page_by_page(ps):
+    """The ghost's runs take the differing slots of a level-3 table at once when they are
+    neighbours whose descriptors on each side are one invalid value or pages stepping by one page
+    (a set_owner over pages, a re-map, a permission change); a slot that breaks the step, and
+    outputs that carry out of the 48-bit address field, are not: the same per-page outputs and
+    needs as the plain reading."""
+    from ptspec.spec.stage2.cache import _runs
+    from ptspec.spec.stage2.segments import L3Chunk, diff_chunks
+    from test_spec_builder import S2, leaf
+    g, n = 1 << ps, 1 << (ps - 3)
+    ia = 39 if ps == 12 else 44
+    base = n * g * 4
+    for out0 in (0x8000_0000, (1 << 48) - 5 * g):
+        pre = S2(ps=ps, ia=ia, cmo=True)
+        d0 = leaf(out0, 3, ps)
+        for i in range(2, 40):
+            pre.set(base + i * g, 3, d0 + (i - 2) * g)      # from the top: carries past 2**48
+        posts = [pre.copy() for _ in range(4)]
+        for i in range(2, 40):
+            posts[0].set(base + i * g, 3, 1 << 2)                               # annotations
+            posts[1].set(base + i * g, 3, leaf(0x9000_0000 + i * g, 3, ps, x=True))    # re-map
+            posts[2].set(base + i * g, 3, (d0 + (i - 2) * g) & ~(1 << 54))      # made executable
+            posts[3].set(base + i * g, 3, leaf(0x9000_0000 + i * g + (g if i == 20 else 0), 3, ps))
+        for post in posts:
+            for fwb in (False, True):
+                a = spec.load_state(dict(pre.raw(), has_fwb=fwb))
+                b = spec.load_state(dict(post.raw(), has_fwb=fwb))
+                chunks = diff_chunks(a, b)
+                assert [type(c) for c in chunks] == [L3Chunk]
+                got = {}
+                for (s, e, _, _), poa, qoa, poc, pou in _runs(chunks, ps, fwb):
+                    for x in range(s, e, g):
+                        got[x] = (None if poa is None else poa + x - s,
+                                  None if qoa is None else qoa + x - s, bool(poc), bool(pou))
+                assert got == _page_flags_plain(a, b, fwb)

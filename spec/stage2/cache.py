@@ -293,35 +293,27 @@ def _continues(last, s, poa, qoa, poc, pou):
             and (qoa is None if lqoa is None else qoa == lqoa + (s - ls)))
 
 
-def _pieces(slots, A, B, g, page_shift):
-    """Cut `slots` (ascending slots of a level-3 table, descriptors A before and B after) into
-    pieces [x, y) of positions in `slots`, found at C speed, whose slots are neighbours and whose
-    descriptors on each side are all invalid, or all valid pages stepping by one page (g) with the
-    same bits outside the address field: every slot of a piece has the first one's validity on
-    each side, outputs continuing the first one's, the same attributes, hence the same needs. A
-    piece whose first and last descriptors differ outside the address field (a carry out of it)
-    is taken slot by slot."""
+def _one_piece(slots, A, B, g, page_shift):
+    """Whether `slots` (ascending slots of a level-3 table, descriptors A before and B after) are
+    neighbours whose descriptors on each side are all one invalid value, or valid pages stepping
+    by one page (g) with the same bits outside the address field (no carry out of it: the bits
+    above it only grow along the list): then every slot has the first one's validity on each side,
+    outputs continuing the first one's, the same attributes, hence the same needs. Read at C
+    speed (list comparisons)."""
     n = len(slots)
-    if n < 2:
-        return [(0, n)] if n else []
-    offs = list(map(mul, slots, repeat(g)))
-    cut = list(map(ne, slots[1:], map(add, slots, repeat(1))))
-    sides = []
-    for X in (A, B):
-        d = list(map(X.__getitem__, slots))
-        v = list(map(eq, map(and_, d, repeat(D.TYPE_BITS)), repeat(D.TABLE_OR_PAGE)))
-        key = list(zip(v, map(mul, map(sub, d, offs), v)))    # (valid, desc - slot * g if valid)
-        cut = list(map(or_, cut, map(ne, key[1:], key)))
-        sides.append((d, v))
+    lo = slots[0]
+    if slots[-1] - lo != n - 1:
+        return False
     keep = ~D.encode_address(-1, page_shift)
-    cuts = list(compress(range(1, n), cut))
-    out = []
-    for x, y in zip([0, *cuts], [*cuts, n]):
-        if y - x > 1 and any(v[x] and (d[x] ^ d[y - 1]) & keep for d, v in sides):
-            out.extend((k, k + 1) for k in range(x, y))
-        else:
-            out.append((x, y))
-    return out
+    for X in (A, B):
+        d = X[lo:lo + n]
+        first = d[0]
+        if first & D.TYPE_BITS == D.TABLE_OR_PAGE:
+            if (first ^ d[-1]) & keep or d != list(range(first, first + n * g, g)):
+                return False
+        elif d.count(first) != n:
+            return False
+    return True
 
 
 def _runs(chunks, page_shift, fwb, xnx=False):
@@ -373,7 +365,9 @@ def _runs(chunks, page_shift, fwb, xnx=False):
         if type(chunk) is L3Chunk:
             A, B, base, g = chunk.A, chunk.B, chunk.base, chunk.g
             slots = [i for i in chunk.idx if A[i] & 3 == 3 or B[i] & 3 == 3]
-            for x, y in _pieces(slots, A, B, g, page_shift):
+            n = len(slots)
+            for x, y in ((0, n),) if n > 1 and _one_piece(slots, A, B, g, page_shift) else \
+                    zip(range(n), range(1, n + 1)):
                 i = slots[x]
                 a, b, s = A[i], B[i], base + i * g
                 pages(s, s + (y - x) * g, a, b, a & 3 == 3, b & 3 == 3, lambda: chunk.old_page(i),
@@ -381,10 +375,31 @@ def _runs(chunks, page_shift, fwb, xnx=False):
         elif type(chunk) is FlatL3:
             new = chunk.new_pages() is not None
             if not new and chunk.old_pages() is None:
-                for s, e, p, q in chunk.expand():
-                    pv, qv = is_valid(p), is_valid(q)
-                    if pv or qv:
-                        item(s, e, p, q, p[DESC], q[DESC], pv, qv)
+                one, B, base, g = chunk.one, chunk.B, chunk.base, chunk.g
+                if not is_valid(one) or one[LEVEL] == G.LAST_LEVEL:
+                    for s, e, p, q in chunk.expand():
+                        pv, qv = is_valid(p), is_valid(q)
+                        if pv or qv:
+                            item(s, e, p, q, p[DESC], q[DESC], pv, qv)
+                    continue
+                # a valid block against the table that replaced it (or that it replaced): every
+                # leaf of the table differs from it, and the block's pages continue each other; the
+                # table's slots are taken a piece at a time: each run of its valid pages
+                # (FlatL3.valid_runs) and each stretch of invalid slots between them
+                pieces, pos = [], 0
+                for run in chunk.valid_runs():
+                    if run.start > pos:
+                        pieces.append((pos, run.start))
+                    pieces.append((run.start, run.stop))
+                    pos = run.stop
+                if pos < len(B):
+                    pieces.append((pos, len(B)))
+                for x, y in pieces:
+                    s, e, leaf, b = base + x * g, base + y * g, chunk.leaf(x), B[x]
+                    if chunk.one_is_pre:
+                        item(s, e, one, leaf, one[DESC], b, True, b & 3 == 3)
+                    else:
+                        item(s, e, leaf, one, b, one[DESC], b & 3 == 3, True)
                 continue
             # a new table's valid pages where nothing was mapped, or a removed table's with nothing
             # valid after them (the rest is invalid on both sides: no run), taken a run of

@@ -234,6 +234,18 @@ class FlatL3:
         s = self.base + i * self.g
         return (s, s + self.g, 3, self.B[i], self.pa, i, False)
 
+    def leaf(self, i):
+        """The table's leaf interval holding slot i (as the walk builds it: a non-zero slot alone,
+        a zero slot in the run of zero slots around it)."""
+        d, g, base = self.B[i], self.g, self.base
+        if d:
+            return (base + i * g, base + (i + 1) * g, 3, d, self.pa, i, False)
+        nz = self.walk.nonzero(self.pa)
+        k = bisect_left(nz, i)
+        first = nz[k - 1] + 1 if k else 0
+        end = nz[k] if k < len(nz) else len(self.B)
+        return (base + first * g, base + end * g, 3, 0, self.pa, first, False)
+
     def valid_runs(self):
         """page_runs of the table's valid pages (each run a range of slots), computed once."""
         if self._runs is None:
