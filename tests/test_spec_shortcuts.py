@@ -205,10 +205,14 @@ def test_flat_l3_valid_runs_equal_the_plain_page_runs(page_shift):
     parent, slot = next((pa, i) for pa, d in pre_raw["pages"].items() for i, w in enumerate(d)
                         if w & 3 == 3 and D.address(w, page_shift) == table)
     seen = carried = 0
-    for _ in range(40):
+    for k in range(42):
         words = [0] * len(pre_raw["pages"][table])
         out = rnd.choice([0x4000_0000, top - 5 * g])
-        for i in range(len(words)):
+        if k >= 40:                             # every slot a page, stepping by one page (from
+            out = top - 5 * g if k == 41 else out       # below the top of the field: a carry)
+            first = D.encode_address(out, page_shift) | 0x403 | (0xF << 2)
+            words = [first + i * g for i in range(len(words))]
+        for i in range(len(words) if k < 40 else 0):
             r = rnd.random()
             out = out + g if r < 0.8 else rnd.randrange(1 << 20) * g
             if r < 0.1:

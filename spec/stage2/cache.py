@@ -306,7 +306,7 @@ def _one_piece(slots, A, B, g, page_shift):
         return False
     keep = ~D.encode_address(-1, page_shift)
     for X in (A, B):
-        d = X[lo:lo + n]
+        d = list(X[lo:lo + n])
         first = d[0]
         if first & D.TYPE_BITS == D.TABLE_OR_PAGE:
             if (first ^ d[-1]) & keep or d != list(range(first, first + n * g, g)):

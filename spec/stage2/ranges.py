@@ -36,6 +36,8 @@ def union_sized(starts, sizes):
     n = len(starts)
     if n < 2:
         return union(zip(starts, ends))
+    if starts[1:] == ends[:-1]:                 # one run (a list comparison says)
+        return union([(starts[0], ends[-1])])
     cuts = list(compress(range(1, n), map(ne, starts[1:], ends[:-1])))     # k: starts[k] != ends[k - 1]
     firsts = [0, *cuts]
     lasts = [k - 1 for k in cuts]

@@ -296,12 +296,20 @@ def page_runs(slots, B, g, page_shift):
     neighbour's; a piece whose first and last descriptors differ outside the address field (a
     carry out of it: the bits above it only grow along the piece) is cut by page_runs_plain."""
     n = len(slots)
-    d = list(map(B.__getitem__, slots))
+    if not n:
+        return []
     keep = ~D.encode_address(-1, page_shift)
+    lo = slots[0]
+    if slots[-1] - lo == n - 1:             # neighbours: often one run (a list comparison says)
+        d = list(B[lo:lo + n])
+        if not (d[0] ^ d[-1]) & keep and d == list(range(d[0], d[0] + n * g, g)):
+            return [range(lo, lo + n)]
+    else:
+        d = list(map(B.__getitem__, slots))
     cuts = list(compress(range(1, n), map(or_, map(ne, slots[1:], map(add, slots, repeat(1))),
                                           map(ne, d[1:], map(add, d, repeat(g))))))
     out = []
-    for x, y in zip([0, *cuts], [*cuts, n]) if n else ():
+    for x, y in zip([0, *cuts], [*cuts, n]):
         if (d[x] ^ d[y - 1]) & keep:
             out.extend(range(r[0], r[-1] + 1) for r in page_runs_plain(slots[x:y], B, g, page_shift))
         else:
