@@ -259,7 +259,7 @@ def contract_map(pre, step, post):
 
         def page_fn(base, i, j):
             first = expected(3, base + (i << ps))
-            out = [first + ((k - i) << ps) for k in range(i, j)]
+            out = list(range(first, first + ((j - i) << ps), 1 << ps))
             if out and out[-1] != expected(3, base + ((j - 1) << ps)):
                 # the output crosses 2**48 (64K: address bits 51:48 sit in descriptor bits 15:12)
                 return [expected(3, base + (k << ps)) for k in range(i, j)]

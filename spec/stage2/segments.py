@@ -225,6 +225,10 @@ class FlatL3:
         S2-BBM, C-CMO and the CMO ghost read the same FlatL3)."""
         if self._valid is None:
             B, nz = self.B, self.walk.nonzero(self.pa)
+            first = B[nz[0]] if nz else 0
+            if len(nz) == len(B) and first & D.TYPE_BITS != D.TABLE_OR_PAGE and B.count(first) == len(B):
+                self._valid = []                # one annotation in every slot (a set_owner's table)
+                return self._valid
             self._valid = list(compress(nz, map(_PAGE_TYPE.__eq__, map(and_, map(B.__getitem__, nz),
                                                                        repeat(D.TYPE_BITS)))))
         return self._valid
@@ -465,7 +469,7 @@ class _TreeDiff:
         pw, qw = self.pw, self.qw
         A, B = self.pre.pages[a], self.post.pages[b]
         level, base, used, _, _ = pw.tables[a]
-        if A == B:
+        if A is B or A == B:
             if level == 3:
                 return
             todo = [i for i in pw.nonzero(a) if i < used and A[i] & TYPE_BITS == TABLE_OR_PAGE]
