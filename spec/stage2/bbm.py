@@ -12,8 +12,8 @@ writes), and the hardware's own AF/DBM updates.
 
 from bisect import bisect_left
 from collections import defaultdict
-from itertools import chain, repeat
-from operator import add
+from itertools import chain, compress, repeat
+from operator import add, itemgetter, rshift
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
@@ -31,6 +31,7 @@ _CALLER_FLUSHES = {"wrprotect": D.S2AP_W, "mkold": D.AF, "test_clear_young": D.A
 # stage-2 leaf lives at level 0), TLBI_TTL_UNKNOWN (6.12 on) later; S2-BBM-WALK reads hints the same
 # way (walkcache.LEAF_HINTS). The log's no-hint events are grouped under TTL_UNKNOWN.
 TTL_UNKNOWN = 0x7FFFFFFF
+_IPA_OF, _LEVEL_OF = itemgetter(1), itemgetter(2)
 
 
 def _hint(level):
@@ -116,7 +117,18 @@ def _exempt(op, p, q, free=0):
 
 def _l3_suspects(op, chunk, free=0):
     """The segments of a level-3 chunk that may need a TLBI: valid before, and not exempt."""
-    A, B = chunk.A, chunk.B
+    A, B, idx = chunk.A, chunk.B, chunk.idx
+    n = len(idx)
+    if n > 1 and idx[-1] - idx[0] == n - 1:
+        # neighbouring slots, now all one invalid value, before pages stepping by one page (all
+        # valid: they share their low bits): every slot is a suspect (list comparisons, C speed)
+        lo = idx[0]
+        after = B[lo:lo + n]
+        if after[0] & D.TYPE_BITS != D.TABLE_OR_PAGE and after.count(after[0]) == n:
+            first = A[lo]
+            if first & D.TYPE_BITS == D.TABLE_OR_PAGE and list(A[lo:lo + n]) == list(
+                    range(first, first + n * chunk.g, chunk.g)):
+                return list(idx)
     may_clear = ~(_CALLER_FLUSHES.get(op, 0) | free)
     not_af = ~(D.AF | free)
     keep = [i for i in chunk.idx
@@ -128,7 +140,8 @@ def _l3_suspects(op, chunk, free=0):
 def _pages_hit(by_level, page_shift):
     """The page numbers (ipa >> page_shift) that a tlbi_ipa of level 3 or with no level hint
     names: every leaf page inside one of them is covered (check_bbm's covered())."""
-    return {ipa >> page_shift for lv in (3, TTL_UNKNOWN) for ipa in by_level.get(lv, ())}
+    return set(chain.from_iterable(map(rshift, by_level.get(lv, ()), repeat(page_shift))
+                                   for lv in (3, TTL_UNKNOWN)))
 
 
 def _violation(step, by_level, s, p, q):
@@ -198,8 +211,10 @@ def check_bbm(pre, step, post):
         if ("tlbi_vmid",) in post.tlb_log:
             return False
         local = _local_ok(step.op, pre)
-        for ev in chain(post.events("tlbi_ipa"), post.events("tlbi_ipa_nsh") if local else ()):
-            by_level[_hint(ev[2])].append(ev[1])
+        evs = post.events("tlbi_ipa") + (post.events("tlbi_ipa_nsh") if local else [])
+        levels = list(map(_LEVEL_OF, evs))
+        for level in set(levels):       # the events of each hint, picked out at C speed
+            by_level[_hint(level)] += map(_IPA_OF, compress(evs, map(level.__eq__, levels)))
         for ev in post.events("tlbi_range"):
             ranges.append((ev[1], ev[1] + ev[2]))
         for ipas in by_level.values():
