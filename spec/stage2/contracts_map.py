@@ -161,12 +161,16 @@ def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page
     kept_same_mapping = allow_eagain and _kept_in_settled(pre, post, settled)
     done = [(lo, hi) for lo, hi, _, _, _ in settled]
     segs = [seg for x, y in complement(done, A, E) for seg in sweep(pre, post, x, y)]
-    for s, e, p, q, lv in _split_by_zones(segs, zones):
-        kept = (allow_eagain and is_valid(p) and p[LEVEL] == lv and same_translation(p, q)
+    last = None         # (post leaf, level, whether it is what KVM builds): a block swept
+    for s, e, p, q, lv in _split_by_zones(segs, zones):        # against each pre-op page under it
+        kept = (allow_eagain and p[LEVEL] == lv and is_valid(p) and same_translation(p, q)
                 and (p[DESC] & ~perms) == (expected(lv, p[START]) & ~perms))
         kept_same_mapping = kept_same_mapping or kept
-        want = expected(lv, q[START]) if q[LEVEL] == lv else None
-        if want is not None and not q[OPAQUE] and q[DESC] == want and is_valid(q) == bool(want & D.VALID):
+        if last is None or last[0] is not q or last[1] != lv:
+            want = expected(lv, q[START]) if q[LEVEL] == lv else None
+            last = (q, lv, want is not None and not q[OPAQUE] and q[DESC] == want
+                    and is_valid(q) == bool(want & D.VALID))
+        if last[2]:
             continue
         if kept and ret in allow_eagain_rets:
             continue
