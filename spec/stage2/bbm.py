@@ -256,6 +256,11 @@ def check_bbm(pre, step, post):
                 if not pages:
                     continue
                 segs = L3Chunk(item.a, item.b, item.base, item.g, pages, item.A, item.B).expand()
+            elif item.one_is_pre and is_valid(item.one) and item.one[LEVEL] < G.LAST_LEVEL:
+                # a valid block split into this table: every leaf of the table differs from it
+                # (another level), none is exempt, and the block is judged at its first segment
+                first = item.leaf(0)
+                segs = ((first[START], first[END], item.one, first),)
             else:
                 segs = item.expand()
         else:
