@@ -205,10 +205,12 @@ def test_flat_l3_valid_runs_equal_the_plain_page_runs(page_shift):
     parent, slot = next((pa, i) for pa, d in pre_raw["pages"].items() for i, w in enumerate(d)
                         if w & 3 == 3 and D.address(w, page_shift) == table)
     seen = carried = 0
-    for k in range(44):
+    for k in range(45):
         words = [0] * len(pre_raw["pages"][table])
-        if k >= 42:                             # one descriptor in every slot: an annotation, a page
+        if 42 <= k < 44:                        # one descriptor in every slot: an annotation, a page
             words = [1 << 2 if k == 42 else D.encode_address(0x4000_0000, page_shift) | 0x403] * len(words)
+        if k == 44:                             # invalid words stepping by one page: no valid page
+            words = [(1 << 2) + i * g for i in range(len(words))]
         out = rnd.choice([0x4000_0000, top - 5 * g])
         if 40 <= k < 42:                        # every slot a page, stepping by one page (from
             out = top - 5 * g if k == 41 else out       # below the top of the field: a carry)

@@ -229,6 +229,11 @@ class FlatL3:
             if len(nz) == len(B) and first & D.TYPE_BITS != D.TABLE_OR_PAGE and B.count(first) == len(B):
                 self._valid = []                # one annotation in every slot (a set_owner's table)
                 return self._valid
+            n = len(nz)
+            if n and first & D.TYPE_BITS == D.TABLE_OR_PAGE and nz[-1] - nz[0] == n - 1 and list(
+                    B[nz[0]:nz[0] + n]) == list(range(first, first + n * self.g, self.g)):
+                self._valid = list(nz)          # neighbouring pages stepping by one page (a map's):
+                return self._valid              # all valid, as they share their low bits
             self._valid = list(compress(nz, map(_PAGE_TYPE.__eq__, map(and_, map(B.__getitem__, nz),
                                                                        repeat(D.TYPE_BITS)))))
         return self._valid
