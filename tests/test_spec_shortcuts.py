@@ -523,3 +523,32 @@ def test_cache_runs_take_uniform_level3_changes_at_once_as_page_by_page(ps):
                         got[x] = (None if poa is None else poa + x - s,
                                   None if qoa is None else qoa + x - s, bool(poc), bool(pou))
                 assert got == _page_flags_plain(a, b, fwb)
+
+
+@pytest.mark.parametrize("ps", [12, 16])
+def test_diff_outside_skips_the_slots_inside_as_the_whole_diff_clipped(ps):
+    """diff_outside leaves out a level-3 chunk's slots that lie wholly inside [lo, hi) before
+    expanding it: the same segments as the whole diff's, clipped to the outside of [lo, hi), for
+    ranges whose ends fall on, between and inside the changed slots."""
+    from ptspec.spec.stage2.segments import L3Chunk, diff, diff_chunks, diff_outside
+    from test_spec_builder import S2, leaf
+    g, n = 1 << ps, 1 << (ps - 3)
+    base = n * g * 4
+    pre = S2(ps=ps, ia=39 if ps == 12 else 44)
+    for i in range(n):
+        pre.page(base + i * g, 0x8000_0000 + i * g)
+    post = pre.copy()
+    for i in (0, 2, 3, 4, 7, 8, 9, 12, n - 1):
+        post.set(base + i * g, 3, leaf(0x9000_0000 + i * g, 3, ps) if i % 2 else 0)
+    a, b = spec.load_state(pre.raw()), spec.load_state(post.raw())
+    assert [type(c) for c in diff_chunks(a, b)] == [L3Chunk]
+    whole = diff(a, b)
+    for lo, hi in ((3, 8), (2, 9), (3, 3), (0, n), (5, 6), (2.5, 8.5), (0.5, n - 0.5)):
+        lo, hi = base + int(lo * g), base + int(hi * g)
+        want = []
+        for s, e, p, q in whole:
+            if s < lo:
+                want.append((s, min(e, lo), p, q))
+            if e > hi:
+                want.append((max(s, hi), e, p, q))
+        assert diff_outside(a, b, lo, hi) == want

@@ -380,6 +380,13 @@ def _expand_chunks(chunks, skip):
         if type(item) is not tuple:
             if skip and skip[0] <= item.base and item.base + item.g * len(item.B) <= skip[1]:
                 continue
+            if skip and type(item) is L3Chunk:
+                # only its slots not wholly inside `skip` (the others give nothing outside it)
+                idx, base, g = item.idx, item.base, item.g
+                first, last = -(-(skip[0] - base) // g), (skip[1] - base) // g
+                if first < last:
+                    out_idx = idx[:bisect_left(idx, first)] + idx[bisect_left(idx, last):]
+                    item = L3Chunk(item.a, item.b, base, g, out_idx, item.A, item.B)
             out.extend(item.expand())
         else:
             out.append(item)
