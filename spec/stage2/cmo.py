@@ -14,6 +14,7 @@ kvm_pgtable_stage2_flush, whose events C-FLUSH judges exactly.
 from operator import itemgetter
 
 from ptspec.spec.arch import descriptor as D
+from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2.contract_common import Report, op_range
 from ptspec.spec.stage2.ranges import covers, union_sized
 from ptspec.spec.stage2.segments import FlatL3, L3Chunk, clip_runs, diff_chunks, diff_within, is_valid, page_runs
@@ -136,10 +137,21 @@ def check_cmo(pre, step, post):
                     sw_only and old[i] & D.TYPE_BITS == D.TABLE_OR_PAGE and not (old[i] ^ now[i]) & ~D.SW_MASK)]
                 _add_runs(new, seg.page, page_runs(pages, now, seg.g, ps), now, ps, fwb, xnx)
                 continue
-            if type(seg) is FlatL3 and seg.new_pages() is not None:
-                # a new table where nothing was mapped: its valid pages of R
+            if type(seg) is FlatL3 and seg.one_is_pre and (seg.new_pages() is not None or (
+                    is_valid(seg.one) and seg.one[LEVEL] < G.LAST_LEVEL)):
+                # a new table where nothing was mapped, or where a block was (a valid leaf of
+                # another level: never the same leaf): its valid pages of R
                 within = seg.slots_within(A, E)
                 _add_runs(new, seg.page, clip_runs(seg.valid_runs(), within), seg.B, ps, fwb, xnx)
+                continue
+            if (type(seg) is FlatL3 and not seg.one_is_pre and is_valid(seg.one)
+                    and seg.one[LEVEL] < G.LAST_LEVEL):
+                # a block where a table was: every segment has it as its post-op leaf, one entry
+                q = seg.one
+                if q[START] not in seen:
+                    seen.add(q[START])
+                    new.append((q, D.address(q[DESC], ps), q[END] - q[START],
+                                D.is_cacheable(q[DESC], fwb), D.is_executable(q[DESC], xnx), None))
                 continue
             for s, e, p, q in (seg.expand() if type(seg) is FlatL3 else (seg,)):
                 if s >= E or e <= A or not is_valid(q) or q[START] in seen:
