@@ -24,9 +24,6 @@ the kernel's hooks skip the D-cache clean, also for executable pages, so the D-s
 coherent for instruction fetches there (docs/cmo.md).
 """
 
-from itertools import compress, repeat
-from operator import add, and_, eq, mul, ne, or_, sub
-
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.arch.cache import CacheGhost, Counts
@@ -321,7 +318,9 @@ def _runs(chunks, page_shift, fwb, xnx=False):
     output or None, needs a CMO-POC judgement, needs a CMO-POU judgement); consecutive segments of
     one kind whose outputs continue each other are merged into one (a map of 512 pages is one
     run); the segment kept is (start, end, first pre interval, first post interval). Level-3
-    chunks are read slot by slot from their descriptor lists, without building intervals.
+    chunks are read from their descriptor lists without building intervals: neighbouring slots
+    that _one_piece finds alike at once, others slot by slot; a table against a valid block a
+    run of valid pages (FlatL3.valid_runs) or a stretch of invalid slots at a time.
 
     Per segment (D.address, D.is_cacheable, D.is_executable written out with this state's page
     size, FWB and FEAT_XNX setting): poc when the post leaf is cacheable and not the same output as a
@@ -351,7 +350,7 @@ def _runs(chunks, page_shift, fwb, xnx=False):
 
     def pages(s, e, a, b, pv, qv, p, q):
         """Level-3 slots [s, e) whose outputs continue the first one's (a, b its descriptors), all
-        with its needs (_pieces): a piece that continues the run extends it without building its
+        with its needs (_one_piece): a piece that continues the run extends it without building its
         intervals (p, q: callables making them)."""
         poa = address(a, page_shift) if pv else None
         qoa = address(b, page_shift) if qv else None
