@@ -189,14 +189,18 @@ def test_intervals_and_counts_agree_with_plain_sets():
                 {x for x in range(q, q + r) if cref[x] <= 0}
 
 
+@pytest.mark.parametrize("contiguous", [False, True])
 @pytest.mark.parametrize("coherent", [False, True])
-def test_ghost_apply_in_runs_equals_event_by_event(coherent):
+def test_ghost_apply_in_runs_equals_event_by_event(coherent, contiguous):
+    """contiguous: events mostly continue the one before (runs of pages, as the kernel logs them)."""
     rng = random.Random(7)
     for _ in range(400):
         log = []
         for _ in range(rng.randrange(1, 14)):
             kind = rng.choice(("dcache", "icache", "icache", "tlbi_ipa"))
             pa = rng.randrange(0, 12) * 0x1000
+            if contiguous and log and rng.random() < 0.7:
+                pa = log[-1][1] + (log[-1][2] if log[-1][0] != "tlbi_ipa" else 0)
             log.append((kind, pa, rng.choice((0x1000, 0x2000))) if kind != "tlbi_ipa" else (kind, pa, 3))
             if rng.random() < 0.3:
                 log.append(log[-1])

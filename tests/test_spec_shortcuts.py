@@ -13,7 +13,7 @@ from ptspec.proofs.stage2 import harness as H
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch.walk import DESC, START
 from ptspec.spec.stage2 import cmo
-from ptspec.spec.stage2.ranges import union
+from ptspec.spec.stage2.ranges import union, union_sized
 from ptspec.spec.stage2.segments import is_valid
 
 
@@ -44,6 +44,21 @@ def test_state_events_equal_the_plain_filter(seed):
     for kind in ("dcache", "icache"):
         assert cmo._ranges(st, kind) == union([ev[1], ev[1] + ev[2]] for ev in st.tlb_log
                                               if ev[0] == kind)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_union_sized_equals_union_of_the_ranges(seed):
+    """ranges.union_sized (neighbours in order joined at C speed, then union) is union() of the
+    ranges: logs of runs of page after page, repeats, empty ranges and overlaps."""
+    import random
+    rnd = random.Random(seed)
+    for _ in range(3000):
+        starts, sizes = [], []
+        for _ in range(rnd.randrange(9)):
+            cont = starts and rnd.random() < 0.6
+            starts.append(starts[-1] + sizes[-1] if cont else rnd.randrange(48))
+            sizes.append(rnd.choice([0, 1, 2, 3, 5, 8]))
+        assert union_sized(starts, sizes) == union([a, a + n] for a, n in zip(starts, sizes))
 
 
 def _plain_decode(raw):
@@ -136,31 +151,97 @@ def test_cache_runs_expand_to_the_page_by_page_flags(seed):
     for raw in (pre_raw, post_raw):
         words = raw["pages"][table]
         base = 0x4000_0000 + rnd.randrange(4) * 0x1000
+        if seed % 4 == 1:                   # outputs that carry out of the 48-bit address field
+            base = (1 << 48) - 300 * 0x1000 + rnd.randrange(4) * 0x1000
         for i in range(512):
             r = rnd.random()
+            if seed % 4 == 1 and 290 <= i < 310:
+                r = 1                           # new pages whose outputs cross 2**48
             if r < 0.15:
                 words[i] = 0
             elif r < 0.6 and raw is post_raw:
                 continue                       # as before
             else:
-                out = base + i * 0x1000 if rnd.random() < 0.8 else 0x5000_0000 + rnd.randrange(64) * 0x1000
-                words[i] = (out | 3 | (1 << 10) | rnd.choice([normal, device])
-                            | (6 << 6) | rnd.choice([0, D.XN]))
+                out = base + i * 0x1000 if r == 1 or rnd.random() < 0.8 else 0x5000_0000 + rnd.randrange(64) * 0x1000
+                words[i] = (out | 3 | (1 << 10) | (6 << 6) | (
+                    normal if seed % 4 == 1 else rnd.choice([normal, device]) | rnd.choice([0, D.XN])))
     if seed % 3 == 0:       # the table removed, nothing (or an owner annotation) in its place
         parent, slot = next((pa, i) for pa, d in post_raw["pages"].items() for i, w in enumerate(d)
                             if w & 3 == 3 and w & ~0xFFF & ((1 << 48) - 1) == table)
-        post_raw["pages"][parent][slot] = 0 if seed % 2 else 1 << 2
+        # seed 6: a 2M block in its place (and the other way round below: a block split into a
+        # table), whose pages share outputs with the table's when the table's base is 0x4000_0000
+        block = 0x4000_0000 | 1 | (1 << 10) | (6 << 6) | normal
+        post_raw["pages"][parent][slot] = block if seed == 6 else 0 if seed % 2 else 1 << 2
         del post_raw["pages"][table], post_raw["refcount"][table]
         post_raw["refcount"][parent] -= 1
-    for fwb in (False, True):
-        pre_raw["has_fwb"] = post_raw["has_fwb"] = fwb
-        pre, post = spec.load_state(pre_raw), spec.load_state(post_raw)
-        got = {}
-        for (s, e, _, _), poa, qoa, poc, pou in _runs(diff_chunks(pre, post), 12, fwb):
-            for a in range(s, e, 0x1000):
-                got[a] = (None if poa is None else poa + a - s,
-                          None if qoa is None else qoa + a - s, bool(poc), bool(pou))
-        assert got == _page_flags_plain(pre, post, fwb)
+    # seed % 3 == 0: also the other way round, a new table where nothing (or an annotation) was
+    for a_raw, b_raw in ((pre_raw, post_raw), (post_raw, pre_raw))[:2 if seed % 3 == 0 else 1]:
+        for fwb in (False, True):
+            a_raw["has_fwb"] = b_raw["has_fwb"] = fwb
+            pre, post = spec.load_state(a_raw), spec.load_state(b_raw)
+            got = {}
+            for (s, e, _, _), poa, qoa, poc, pou in _runs(diff_chunks(pre, post), 12, fwb):
+                for a in range(s, e, 0x1000):
+                    got[a] = (None if poa is None else poa + a - s,
+                              None if qoa is None else qoa + a - s, bool(poc), bool(pou))
+            assert got == _page_flags_plain(pre, post, fwb)
+
+
+@pytest.mark.parametrize("page_shift", [12, 16])
+def test_flat_l3_valid_runs_equal_the_plain_page_runs(page_shift):
+    """FlatL3.valid_runs (cut at C speed, cached) is page_runs of the valid pages, slot by slot:
+    tables of neighbouring pages with continuing and jumping outputs, holes, invalid slots,
+    attribute changes and outputs whose next page carries out of the address field."""
+    import random
+    from ptspec.spec.stage2.segments import FlatL3, diff_chunks
+    rnd = random.Random(page_shift)
+    g = 1 << page_shift
+    top = (1 << 48) - g                         # the last page of the 48-bit address field
+    h = H.Stage2Harness(page_shift, 40 if page_shift == 12 else 42)
+    h.step("map", addr=0, size=2 * g, phys=0x4000_0000, prot=3)
+    pre_raw = editable(h.raw_state())
+    table = next(pa for pa, d in pre_raw["pages"].items()
+                 if pa not in pre_raw["roots"] and d[0] & 3 == 3 and D.address(d[0], page_shift) == 0x4000_0000)
+    parent, slot = next((pa, i) for pa, d in pre_raw["pages"].items() for i, w in enumerate(d)
+                        if w & 3 == 3 and D.address(w, page_shift) == table)
+    seen = carried = 0
+    for k in range(45):
+        words = [0] * len(pre_raw["pages"][table])
+        if 42 <= k < 44:                        # one descriptor in every slot: an annotation, a page
+            words = [1 << 2 if k == 42 else D.encode_address(0x4000_0000, page_shift) | 0x403] * len(words)
+        if k == 44:                             # invalid words stepping by one page: no valid page
+            words = [(1 << 2) + i * g for i in range(len(words))]
+        out = rnd.choice([0x4000_0000, top - 5 * g])
+        if 40 <= k < 42:                        # every slot a page, stepping by one page (from
+            out = top - 5 * g if k == 41 else out       # below the top of the field: a carry)
+            first = D.encode_address(out, page_shift) | 0x403 | (0xF << 2)
+            words = [first + i * g for i in range(len(words))]
+        for i in range(len(words) if k < 40 else 0):
+            r = rnd.random()
+            out = out + g if r < 0.8 else rnd.randrange(1 << 20) * g
+            if r < 0.1:
+                continue
+            if r < 0.5 and i and words[i - 1]:
+                words[i] = words[i - 1] + g     # at the top of the field: a carry into bit 48
+                continue
+            words[i] = D.encode_address(out % (1 << 48), page_shift) | rnd.choice([3, 3, 3, 1, 1 << 2]) | (
+                rnd.choice([0, D.XN]) if rnd.random() < 0.1 else 0) | 0x400 | (0xF << 2)
+        post_raw = editable(pre_raw)
+        post_raw["pages"][table] = words
+        pre_cut = editable(pre_raw)
+        pre_cut["pages"][parent][slot] = 0
+        del pre_cut["pages"][table], pre_cut["refcount"][table]
+        pre_cut["refcount"][parent] -= 1
+        for one, two in ((pre_cut, post_raw), (post_raw, pre_cut)):
+            flats = [c for c in diff_chunks(spec.load_state(one), spec.load_state(two)) if type(c) is FlatL3]
+            assert len(flats) == 1
+            f = flats[0]
+            want = f.page_runs([i for i, w in enumerate(words) if w & 3 == 3])
+            assert f._valid_pages() == [i for i, w in enumerate(words) if w & 3 == 3]
+            assert list(map(list, f.valid_runs())) == want
+            seen += any(len(r) > 1 for r in want)
+            carried += any(w >> 48 for w in words)
+    assert seen and carried
 
 
 @pytest.mark.parametrize("page_shift", [12, 16])
@@ -324,3 +405,150 @@ def test_unmap_contract_settles_removed_tables_as_the_sweep_judges_them(left, un
             contract_common.SETTLE_WHOLE_TABLES = True
     assert got[0] == got[1]
     assert bool(got[0]) == bool(left)
+
+
+@pytest.mark.parametrize("kept", [True, False])
+@pytest.mark.parametrize("size", [0x200000, 0x100000])
+def test_map_contract_settles_tables_on_eagain_as_the_sweep_judges_them(kept, size):
+    """C-MAP settles the level-3 tables that hold exactly the expected pages with -EAGAIN too, and
+    reads from the pre-state's tables whether one of those pages kept its leaf: the kept half of
+    a re-map (the kernel returns -EAGAIN on reaching it) lets it pass, a table where every page is
+    new does not; both forms report the same."""
+    from ptspec.spec.stage2 import contract_common
+    h = H.Stage2Harness(12, 39)
+    h.step("map", addr=0x200000, size=0x1000, phys=0x4000_0000, prot=3)
+    if kept:                                    # the second half already mapped as asked
+        h.step("map", addr=0x300000, size=0x100000, phys=0x4050_1000, prot=3)
+    pre = h.state
+    ret, _ = h.step("map", addr=0x200000 + 0x200000 - size, size=size,
+                    phys=0x4040_1000 + 0x200000 - size, prot=3)
+    post = h.state
+    step = {"op": "map", "args": {"addr": 0x200000 + 0x200000 - size, "size": size,
+                                  "phys": 0x4040_1000 + 0x200000 - size, "prot": 3}, "ret": -11}
+    got = []
+    for settle in (True, False):
+        contract_common.SETTLE_WHOLE_TABLES = settle
+        try:
+            got.append([str(v) for v in spec.check_step(pre, step, post) if v.inv == "C-MAP"])
+        finally:
+            contract_common.SETTLE_WHOLE_TABLES = True
+    assert got[0] == got[1]
+    assert bool(got[0]) == (not kept), (ret, got[0])
+
+
+@pytest.mark.parametrize("ps", [12, 16])
+def test_cmo_judges_level3_slots_a_run_at_a_time_as_the_sweep_does(ps):
+    """C-CMO reads the differing slots of a level-3 table a run of pages at a time (L3Chunk), and a
+    new or removed table only inside R (a FlatL3 R covers in part): a map into an existing table,
+    a map whose new table also holds pages outside R, an unmap of part of a table, with pages the
+    log leaves uncleaned: the same findings, in the same order, as the leaf-by-leaf reading."""
+    from test_incremental import _cmo_map_by_sweep, _cmo_unmap_by_leaves, _text
+    from test_spec_builder import RWX, S2, step
+    from ptspec.spec.stage2.segments import FlatL3, L3Chunk, diff_chunks
+    ia = 39 if ps == 12 else 44
+    g, n = 1 << ps, 1 << (ps - 3)
+    base, phys = n * g * 4, 0x8000_0000
+    holes = {3, 4, 9, n - 1}
+    log = [[k, phys + i * g, g] for i in range(n) if i not in holes for k in ("dcache", "icache")]
+    lo, hi = 2, n - 1                               # R = [base + lo * g, base + hi * g)
+    st = spec.load_step(step("map", addr=base + lo * g, size=(hi - lo) * g, phys=phys + lo * g,
+                             prot=RWX, force_pte=True))
+    seen = set()
+    for existing in (True, False):
+        pre = S2(ps=ps, ia=ia, cmo=True)
+        if existing:
+            pre.page(base, phys)                    # the table is there: an L3Chunk
+        post = pre.copy()
+        for i in range(1, n):                       # pages 1 and n - 1 lie outside R
+            post.page(base + i * g, phys + i * g, x=True)
+        a, b = spec.load_state(pre.raw()), spec.load_state(post.raw(tlb=log))
+        seen.update(type(c) for c in diff_chunks(a, b))
+        got = _text(cmo.check_cmo(a, st, b))
+        assert got == _text(_cmo_map_by_sweep(a, st, b))
+        assert len(got) == 2 * len(holes & set(range(lo, hi)))
+    assert seen == {FlatL3, L3Chunk}
+    pre = S2(ps=ps, ia=ia, cmo=True)
+    for i in range(n):
+        pre.page(base + i * g, phys + i * g)
+    post = pre.copy()
+    for i in range(lo, hi):
+        post.set(base + i * g, 3, 0)
+    unmap = spec.load_step(step("unmap", addr=base + lo * g, size=(hi - lo) * g))
+    a = spec.load_state(pre.raw())
+    b = spec.load_state(post.raw(tlb=[ev for ev in log if ev[0] == "dcache"]))
+    got = _text(cmo.check_cmo(a, unmap, b))
+    assert got == _text(_cmo_unmap_by_leaves(a, unmap, b))
+    assert len(got) == len(holes & set(range(lo, hi)))
+    # the whole table removed (a FlatL3), also its pages outside R: C-CMO judges those of R only
+    post = pre.copy().set(base, 2, 0)
+    b = spec.load_state(post.raw(tlb=[ev for ev in log if ev[0] == "dcache"]))
+    got = _text(cmo.check_cmo(a, unmap, b))
+    assert got == _text(_cmo_unmap_by_leaves(a, unmap, b))
+    assert len(got) == len(holes & set(range(lo, hi)))
+
+
+@pytest.mark.parametrize("ps", [12, 16])
+def test_cache_runs_take_uniform_level3_changes_at_once_as_page_by_page(ps):
+    """The ghost's runs take the differing slots of a level-3 table at once when they are
+    neighbours whose descriptors on each side are one invalid value or pages stepping by one page
+    (a set_owner over pages, a re-map, a permission change); a slot that breaks the step, and
+    outputs that carry out of the 48-bit address field, are not: the same per-page outputs and
+    needs as the plain reading."""
+    from ptspec.spec.stage2.cache import _runs
+    from ptspec.spec.stage2.segments import L3Chunk, diff_chunks
+    from test_spec_builder import S2, leaf
+    g, n = 1 << ps, 1 << (ps - 3)
+    ia = 39 if ps == 12 else 44
+    base = n * g * 4
+    for out0 in (0x8000_0000, (1 << 48) - 5 * g):
+        pre = S2(ps=ps, ia=ia, cmo=True)
+        d0 = leaf(out0, 3, ps)
+        for i in range(2, 40):
+            pre.set(base + i * g, 3, d0 + (i - 2) * g)      # from the top: carries past 2**48
+        posts = [pre.copy() for _ in range(4)]
+        for i in range(2, 40):
+            posts[0].set(base + i * g, 3, 1 << 2)                               # annotations
+            posts[1].set(base + i * g, 3, leaf(0x9000_0000 + i * g, 3, ps, x=True))    # re-map
+            posts[2].set(base + i * g, 3, (d0 + (i - 2) * g) & ~(1 << 54))      # made executable
+            posts[3].set(base + i * g, 3, leaf(0x9000_0000 + i * g + (g if i == 20 else 0), 3, ps))
+        for post in posts:
+            for fwb in (False, True):
+                a = spec.load_state(dict(pre.raw(), has_fwb=fwb))
+                b = spec.load_state(dict(post.raw(), has_fwb=fwb))
+                chunks = diff_chunks(a, b)
+                assert [type(c) for c in chunks] == [L3Chunk]
+                got = {}
+                for (s, e, _, _), poa, qoa, poc, pou in _runs(chunks, ps, fwb):
+                    for x in range(s, e, g):
+                        got[x] = (None if poa is None else poa + x - s,
+                                  None if qoa is None else qoa + x - s, bool(poc), bool(pou))
+                assert got == _page_flags_plain(a, b, fwb)
+
+
+@pytest.mark.parametrize("ps", [12, 16])
+def test_diff_outside_skips_the_slots_inside_as_the_whole_diff_clipped(ps):
+    """diff_outside leaves out a level-3 chunk's slots that lie wholly inside [lo, hi) before
+    expanding it: the same segments as the whole diff's, clipped to the outside of [lo, hi), for
+    ranges whose ends fall on, between and inside the changed slots."""
+    from ptspec.spec.stage2.segments import L3Chunk, diff, diff_chunks, diff_outside
+    from test_spec_builder import S2, leaf
+    g, n = 1 << ps, 1 << (ps - 3)
+    base = n * g * 4
+    pre = S2(ps=ps, ia=39 if ps == 12 else 44)
+    for i in range(n):
+        pre.page(base + i * g, 0x8000_0000 + i * g)
+    post = pre.copy()
+    for i in (0, 2, 3, 4, 7, 8, 9, 12, n - 1):
+        post.set(base + i * g, 3, leaf(0x9000_0000 + i * g, 3, ps) if i % 2 else 0)
+    a, b = spec.load_state(pre.raw()), spec.load_state(post.raw())
+    assert [type(c) for c in diff_chunks(a, b)] == [L3Chunk]
+    whole = diff(a, b)
+    for lo, hi in ((3, 8), (2, 9), (3, 3), (0, n), (5, 6), (2.5, 8.5), (0.5, n - 0.5)):
+        lo, hi = base + int(lo * g), base + int(hi * g)
+        want = []
+        for s, e, p, q in whole:
+            if s < lo:
+                want.append((s, min(e, lo), p, q))
+            if e > hi:
+                want.append((max(s, hi), e, p, q))
+        assert diff_outside(a, b, lo, hi) == want

@@ -169,15 +169,21 @@ class CacheGhost:
         """Apply the dcache / icache events of a log in order. The same as event() one by one
         (tests hold them equal); runs of events over consecutive addresses, as the kernel issues
         them page by page, are applied as one range."""
+        if len(log) > 1 and log[-1] == log[0] and log.count(log[0]) == len(log):
+            log = log[:1]               # one event again and again (counted at C speed)
         d_run = i_run = None            # [lo, hi) being extended by consecutive events
-        prev = None
-        for ev in log:
+        i_part = None                   # the same for icache events not wholly D-clean: each
+        prev = None                     # takes the D-clean part of its range (event()), and no
+        for ev in log:                  # dcache event comes between them
             if ev == prev:              # the same event again at once: no new effect
                 continue
             prev = ev
             kind = ev[0]
             if kind == "dcache":
                 a, b = ev[1], ev[1] + ev[2]
+                if i_part is not None:
+                    self._icache_part(*i_part)
+                    i_part = None
                 if d_run is not None and d_run[1] == a:
                     d_run[1] = b
                     continue
@@ -200,11 +206,24 @@ class CacheGhost:
                 if d_run is not None:
                     self.dclean.add(*d_run)
                     d_run = None
-                self.event(ev)
+                if i_part is not None and i_part[1] == a:
+                    i_part[1] = b
+                    continue
+                if i_part is not None:
+                    self._icache_part(*i_part)
+                i_part = [a, b]
         if d_run is not None:
             self.dclean.add(*d_run)
         if i_run is not None:
             self.iclean.add(*i_run)
+        if i_part is not None:
+            self._icache_part(*i_part)
+
+    def _icache_part(self, a, b):
+        """An icache event over [a, b) where the D-side is neither coherent nor wholly clean: the
+        I-cache becomes clean where the D-cache is (event())."""
+        for lo, hi in self.dclean.intersect(a, b):
+            self.iclean.add(lo, hi)
 
     def d_gap(self, pa, size):
         """The first address of [pa, pa + size) whose D-cache is not clean to PoC, or None."""

@@ -12,8 +12,8 @@ writes), and the hardware's own AF/DBM updates.
 
 from bisect import bisect_left
 from collections import defaultdict
-from itertools import chain, repeat
-from operator import add
+from itertools import chain, compress, repeat
+from operator import add, itemgetter, rshift
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
@@ -31,6 +31,7 @@ _CALLER_FLUSHES = {"wrprotect": D.S2AP_W, "mkold": D.AF, "test_clear_young": D.A
 # stage-2 leaf lives at level 0), TLBI_TTL_UNKNOWN (6.12 on) later; S2-BBM-WALK reads hints the same
 # way (walkcache.LEAF_HINTS). The log's no-hint events are grouped under TTL_UNKNOWN.
 TTL_UNKNOWN = 0x7FFFFFFF
+_IPA_OF, _LEVEL_OF = itemgetter(1), itemgetter(2)
 
 
 def _hint(level):
@@ -116,7 +117,18 @@ def _exempt(op, p, q, free=0):
 
 def _l3_suspects(op, chunk, free=0):
     """The segments of a level-3 chunk that may need a TLBI: valid before, and not exempt."""
-    A, B = chunk.A, chunk.B
+    A, B, idx = chunk.A, chunk.B, chunk.idx
+    n = len(idx)
+    if n > 1 and idx[-1] - idx[0] == n - 1:
+        # neighbouring slots, now all one invalid value, before pages stepping by one page (all
+        # valid: they share their low bits): every slot is a suspect (list comparisons, C speed)
+        lo = idx[0]
+        after = B[lo:lo + n]
+        if after[0] & D.TYPE_BITS != D.TABLE_OR_PAGE and after.count(after[0]) == n:
+            first = A[lo]
+            if first & D.TYPE_BITS == D.TABLE_OR_PAGE and list(A[lo:lo + n]) == list(
+                    range(first, first + n * chunk.g, chunk.g)):
+                return list(idx)
     may_clear = ~(_CALLER_FLUSHES.get(op, 0) | free)
     not_af = ~(D.AF | free)
     keep = [i for i in chunk.idx
@@ -128,7 +140,8 @@ def _l3_suspects(op, chunk, free=0):
 def _pages_hit(by_level, page_shift):
     """The page numbers (ipa >> page_shift) that a tlbi_ipa of level 3 or with no level hint
     names: every leaf page inside one of them is covered (check_bbm's covered())."""
-    return {ipa >> page_shift for lv in (3, TTL_UNKNOWN) for ipa in by_level.get(lv, ())}
+    return set(chain.from_iterable(map(rshift, by_level.get(lv, ()), repeat(page_shift))
+                                   for lv in (3, TTL_UNKNOWN)))
 
 
 def _violation(step, by_level, s, p, q):
@@ -186,18 +199,27 @@ def check_bbm(pre, step, post):
     chunks = diff_chunks(pre, post)
     if not chunks:
         return []
-    log = post.tlb_log
-    if ("tlbi_vmid",) in log:
-        return []
     by_level = defaultdict(list)
     ranges = []
-    local = _local_ok(step.op, pre)
-    for ev in chain(post.events("tlbi_ipa"), post.events("tlbi_ipa_nsh") if local else ()):
-        by_level[_hint(ev[2])].append(ev[1])
-    for ev in post.events("tlbi_range"):
-        ranges.append((ev[1], ev[1] + ev[2]))
-    for ipas in by_level.values():
-        ipas.sort()
+    log_read = False        # the log is read when the first changed valid leaf asks for it
+
+    def read_log():
+        """False when the log holds a tlbi_vmid (everything is invalidated); else fills by_level
+        and ranges from the step's tlbi events."""
+        nonlocal log_read
+        log_read = True
+        if ("tlbi_vmid",) in post.tlb_log:
+            return False
+        local = _local_ok(step.op, pre)
+        evs = post.events("tlbi_ipa") + (post.events("tlbi_ipa_nsh") if local else [])
+        levels = list(map(_LEVEL_OF, evs))
+        for level in set(levels):       # the events of each hint, picked out at C speed
+            by_level[_hint(level)] += map(_IPA_OF, compress(evs, map(level.__eq__, levels)))
+        for ev in post.events("tlbi_range"):
+            ranges.append((ev[1], ev[1] + ev[2]))
+        for ipas in by_level.values():
+            ipas.sort()
+        return True
 
     def covered(level, lo, hi):
         for lv in (level, TTL_UNKNOWN):
@@ -221,6 +243,8 @@ def check_bbm(pre, step, post):
             else:
                 pages = item.old_pages()    # a removed table's valid pages (else None)
             if pages:
+                if not log_read and not read_log():
+                    return []
                 # level-3 pages whose page a level-3 (or unhinted) tlbi_ipa names are covered,
                 # whatever changed: a table all of whose suspects are is settled at C speed
                 if hit is None:
@@ -232,6 +256,11 @@ def check_bbm(pre, step, post):
                 if not pages:
                     continue
                 segs = L3Chunk(item.a, item.b, item.base, item.g, pages, item.A, item.B).expand()
+            elif item.one_is_pre and is_valid(item.one) and item.one[LEVEL] < G.LAST_LEVEL:
+                # a valid block split into this table: every leaf of the table differs from it
+                # (another level), none is exempt, and the block is judged at its first segment
+                first = item.leaf(0)
+                segs = ((first[START], first[END], item.one, first),)
             else:
                 segs = item.expand()
         else:
@@ -246,6 +275,8 @@ def check_bbm(pre, step, post):
                 continue
             level, lo, hi = p[LEVEL], p[START], p[END]
             settled = p
+            if not log_read and not read_log():
+                return []
             if covered(level, lo, hi):
                 continue
             reported.add(lo)

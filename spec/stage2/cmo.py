@@ -11,12 +11,13 @@ Leaves out: the order of a CMO relative to the descriptor write (the log records
 kvm_pgtable_stage2_flush, whose events C-FLUSH judges exactly.
 """
 
-from operator import add, itemgetter
+from operator import itemgetter
 
 from ptspec.spec.arch import descriptor as D
+from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2.contract_common import Report, op_range
-from ptspec.spec.stage2.ranges import covers, union
-from ptspec.spec.stage2.segments import FlatL3, diff, diff_within, is_valid
+from ptspec.spec.stage2.ranges import covers, union_sized
+from ptspec.spec.stage2.segments import FlatL3, L3Chunk, clip_runs, diff_chunks, diff_within, is_valid, page_runs
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC
@@ -28,8 +29,16 @@ _FIRST, _SECOND = itemgetter(1), itemgetter(2)
 def _ranges(state, kind):
     """The merged output ranges of the state's `kind` events (dcache or icache)."""
     evs = state.events(kind)
-    starts = list(map(_FIRST, evs))
-    return union(zip(starts, map(add, starts, map(_SECOND, evs))))
+    return union_sized(list(map(_FIRST, evs)), list(map(_SECOND, evs)))
+
+
+def _add_runs(entries, page, runs, B, page_shift, fwb, xnx):
+    """Append to `entries` (see check_cmo) one entry per run of level-3 slots (segments.page_runs
+    of descriptor list B: one output range, the same attributes), page(i) the leaf of slot i."""
+    for run in runs:
+        d = B[run[0]]
+        entries.append((page(run[0]), D.address(d, page_shift), len(run) << page_shift,
+                         D.is_cacheable(d, fwb), D.is_executable(d, xnx), (page, run)))
 
 
 def _suspects(new, flag, ranges, starts):
@@ -117,18 +126,35 @@ def check_cmo(pre, step, post):
         sw_only = kernel_since(pre, (6, 12, 0))
         # the pages of R whose translation changed (diff_within: what sweep(pre, post, A, E)
         # finds not same_translation, at the cost of the change, not of R's size)
-        new = []        # (leaf, output, size, cacheable, executable) of each new leaf, in order
+        new = []        # (leaf, output, size, cacheable, executable, run) of each new leaf, in order
         fwb, xnx = pre.has_fwb, pre.has_xnx
         for seg in diff_within(pre, post, A, E, compact=True):
-            pages = seg.new_pages() if type(seg) is FlatL3 else None
-            if pages is not None:       # a new table where nothing was mapped: its valid pages,
-                for run in seg.page_runs(pages):        # a run of them as one entry
-                    d = seg.B[run[0]]
-                    new.append((seg.page(run[0]), D.address(d, ps), seg.g * len(run),
-                                D.is_cacheable(d, fwb), D.is_executable(d, xnx), (seg, run)))
+            if type(seg) is L3Chunk:
+                # differing level-3 slots of R: each valid post page is a new leaf, unless (6.12
+                # on) only its software bits changed from the valid page before it
+                old, now, within = seg.A, seg.B, seg.slots_within(A, E)
+                pages = [i for i in within if now[i] & D.TYPE_BITS == D.TABLE_OR_PAGE and not (
+                    sw_only and old[i] & D.TYPE_BITS == D.TABLE_OR_PAGE and not (old[i] ^ now[i]) & ~D.SW_MASK)]
+                _add_runs(new, seg.page, page_runs(pages, now, seg.g, ps), now, ps, fwb, xnx)
+                continue
+            if type(seg) is FlatL3 and seg.one_is_pre and (seg.new_pages() is not None or (
+                    is_valid(seg.one) and seg.one[LEVEL] < G.LAST_LEVEL)):
+                # a new table where nothing was mapped, or where a block was (a valid leaf of
+                # another level: never the same leaf): its valid pages of R
+                within = seg.slots_within(A, E)
+                _add_runs(new, seg.page, clip_runs(seg.valid_runs(), within), seg.B, ps, fwb, xnx)
+                continue
+            if (type(seg) is FlatL3 and not seg.one_is_pre and is_valid(seg.one)
+                    and seg.one[LEVEL] < G.LAST_LEVEL):
+                # a block where a table was: every segment has it as its post-op leaf, one entry
+                q = seg.one
+                if q[START] not in seen:
+                    seen.add(q[START])
+                    new.append((q, D.address(q[DESC], ps), q[END] - q[START],
+                                D.is_cacheable(q[DESC], fwb), D.is_executable(q[DESC], xnx), None))
                 continue
             for s, e, p, q in (seg.expand() if type(seg) is FlatL3 else (seg,)):
-                if not is_valid(q) or q[START] in seen:
+                if s >= E or e <= A or not is_valid(q) or q[START] in seen:
                     continue
                 if (sw_only and is_valid(p) and p[LEVEL] == q[LEVEL]
                         and not (p[DESC] ^ q[DESC]) & ~D.SW_MASK):
@@ -142,7 +168,7 @@ def check_cmo(pre, step, post):
             d_need, i_need = cacheable and k in d_suspects, executable and k in i_suspects
             if not (d_need or i_need):
                 continue
-            for leaf in (q,) if run is None else map(run[0].page, run[1]):
+            for leaf in (q,) if run is None else map(*run):
                 if d_need:
                     need("dcache", leaf, "new cacheable leaf")
                 if i_need:
@@ -151,11 +177,32 @@ def check_cmo(pre, step, post):
         if not pre.has_fwb:
             # each valid cacheable pre-op leaf intersecting R whose first page is invalid after the
             # step: the diff's segments that start such a leaf (what post.walk().find(leaf start)
-            # says of each leaf of covering(pre, A, E), at the cost of what changed)
-            for s, e, p, q in diff(pre, post):
-                if (s == p[START] and p[START] < E and p[END] > A and is_valid(p)
-                        and D.is_cacheable(p[DESC], False) and not is_valid(q)):
-                    need("dcache", p, "removed cacheable leaf")
+            # says of each leaf of covering(pre, A, E), at the cost of what changed); level-3
+            # pages a run at a time, a run whose whole output is covered judged at once
+            gone = []       # (leaf, output, size, cacheable, executable, run), as `new` above
+            for item in diff_chunks(pre, post):
+                if type(item) is L3Chunk:
+                    old, now = item.A, item.B
+                    pages = [i for i in item.slots_within(A, E)
+                             if old[i] & D.TYPE_BITS == D.TABLE_OR_PAGE and D.is_cacheable(old[i], False)
+                             and now[i] & D.TYPE_BITS != D.TABLE_OR_PAGE]
+                    _add_runs(gone, item.old_page, page_runs(pages, old, item.g, ps), old, ps, False, False)
+                    continue
+                if type(item) is FlatL3 and item.old_pages() is not None:
+                    # a removed table's valid pages, nothing valid after them
+                    runs = clip_runs(item.valid_runs(), item.slots_within(A, E))
+                    runs = [r for r in runs if D.is_cacheable(item.B[r[0]], False)]
+                    _add_runs(gone, item.page, runs, item.B, ps, False, False)
+                    continue
+                for s, e, p, q in (item.expand() if type(item) is not tuple else (item,)):
+                    if (s == p[START] and p[START] < E and p[END] > A and is_valid(p)
+                            and D.is_cacheable(p[DESC], False) and not is_valid(q)):
+                        gone.append((p, D.address(p[DESC], ps), p[END] - p[START], True, False, None))
+            suspects = _suspects(gone, 3, *ranges("dcache")) if gone else ()
+            for k, (p, _, _, _, _, run) in enumerate(gone):
+                if k in suspects:
+                    for leaf in (p,) if run is None else map(*run):
+                        need("dcache", leaf, "removed cacheable leaf")
     else:
         p = pre.walk().find(A)
         q = post.walk().find(A) if post.roots else None

@@ -10,6 +10,9 @@ Leaves out: how the walker gets there (anchors, table allocation order), which t
 S2-BBM judge; cache maintenance (ptspec.spec.stage2.cmo).
 """
 
+from itertools import compress
+from operator import eq, ne
+
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2 import contract_common
@@ -18,7 +21,7 @@ from ptspec.spec.stage2.ranges import complement, level3_parts
 from ptspec.spec.stage2.segments import diff_outside, is_counted_leaf, is_valid, same_translation, sweep
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import EAGAIN, EINVAL, ENOMEM, ret_name
-from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
+from ptspec.spec.arch.walk import START, END, LEVEL, DESC, TABLE, INDEX, OPAQUE
 from ptspec.spec.statements import statement
 
 
@@ -96,8 +99,9 @@ def _check_outside(rep, pre, post, A, E, what):
 
 def _settled_tables(post, A, E, zones, page_fn):
     """The parts of the post-state's level-3 tables, inside [A, E) and a level-3 zone, whose
-    slots hold exactly what page_fn(base, i, j) says for them (whole tables, or a table's end when R
-    starts or ends inside it)."""
+    slots hold exactly what page_fn(base, i, j) says for them (whole tables, a table's end when R
+    starts or ends inside it, or the runs of a table's slots that do), as (lo, hi, table pa,
+    first slot i, end slot j), by address."""
     done = []
     g = 1 << post.page_shift
     for x, y, pa, first in level3_parts(post, A, E):
@@ -107,9 +111,36 @@ def _settled_tables(post, A, E, zones, page_fn):
             if lv != 3 or lo >= hi:
                 continue
             i, j = (lo - base) // g, (hi - base) // g
-            if post.pages[pa][i:j] == page_fn(base, i, j):
-                done.append((lo, hi))
+            got, want = post.pages[pa][i:j], page_fn(base, i, j)
+            if got == want:
+                done.append((lo, hi, pa, i, j))
+                continue
+            # the runs of slots that hold what page_fn says (cut at C speed where that changes)
+            same = list(map(eq, got, want))
+            cuts = [0, *compress(range(1, j - i), map(ne, same[1:], same)), j - i]
+            done.extend((lo + x * g, lo + y * g, pa, i + x, i + y)
+                        for x, y in zip(cuts, cuts[1:]) if same[x])
     return done
+
+
+def _kept_in_settled(pre, post, done):
+    """Whether a page of the settled parts (_settled_tables) kept its pre-op leaf: what the sweep
+    finds `kept` there. A settled page holds the expected valid page, so it was kept exactly when
+    the pre-state translates it by the same descriptor in a level-3 slot (the same translation,
+    hence equal to the expected leaf in permissions too)."""
+    if not pre.roots:
+        return False
+    walk = pre.walk()
+    for lo, _, pa, i, j in done:
+        p = walk.find(lo)
+        if p is None or p[LEVEL] != G.LAST_LEVEL or p[OPAQUE]:
+            continue
+        k = p[INDEX]
+        B = post.pages[pa]
+        if any(a == b and b & D.TYPE_BITS == D.TABLE_OR_PAGE
+               for a, b in zip(pre.pages[p[TABLE]][k:k + j - i], B[i:j])):
+            return True
+    return False
 
 
 def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page_fn=None,
@@ -117,24 +148,29 @@ def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page
     """Every page of R holds what the op installs (or, on error, what the error rules allow).
 
     page_fn(base, i, j), when given, is the expected content of slots [i, j) of a level-3 table at
-    `base`: slots that match it are settled at C speed (not with -EAGAIN, whose kept mappings must
-    be seen).
+    `base`: slots that match it are settled at C speed (the sweep would find each of them right;
+    whether one of them kept its pre-op leaf is read from the pre-state's table: _kept_in_settled).
     Returns True when some page kept a pre-op leaf that equals the expected one except in
     permissions (what makes the kernel return -EAGAIN).
     """
     ps = pre.page_shift
     perms = D.perms_mask(pre.kernel_version)     # S2AP and XN (7.1: the 2-bit field)
-    kept_same_mapping = False
     reported = set()
-    done = (_settled_tables(post, A, E, zones, page_fn)
-            if page_fn and ret != EAGAIN and contract_common.SETTLE_WHOLE_TABLES else [])
+    settled = (_settled_tables(post, A, E, zones, page_fn)
+               if page_fn and contract_common.SETTLE_WHOLE_TABLES else [])
+    kept_same_mapping = allow_eagain and _kept_in_settled(pre, post, settled)
+    done = [(lo, hi) for lo, hi, _, _, _ in settled]
     segs = [seg for x, y in complement(done, A, E) for seg in sweep(pre, post, x, y)]
-    for s, e, p, q, lv in _split_by_zones(segs, zones):
-        kept = (allow_eagain and is_valid(p) and p[LEVEL] == lv and same_translation(p, q)
+    last = None         # (post leaf, level, whether it is what KVM builds): a block swept
+    for s, e, p, q, lv in _split_by_zones(segs, zones):        # against each pre-op page under it
+        kept = (allow_eagain and p[LEVEL] == lv and is_valid(p) and same_translation(p, q)
                 and (p[DESC] & ~perms) == (expected(lv, p[START]) & ~perms))
         kept_same_mapping = kept_same_mapping or kept
-        want = expected(lv, q[START]) if q[LEVEL] == lv else None
-        if want is not None and not q[OPAQUE] and q[DESC] == want and is_valid(q) == bool(want & D.VALID):
+        if last is None or last[0] is not q or last[1] != lv:
+            want = expected(lv, q[START]) if q[LEVEL] == lv else None
+            last = (q, lv, want is not None and not q[OPAQUE] and q[DESC] == want
+                    and is_valid(q) == bool(want & D.VALID))
+        if last[2]:
             continue
         if kept and ret in allow_eagain_rets:
             continue
@@ -227,7 +263,7 @@ def contract_map(pre, step, post):
 
         def page_fn(base, i, j):
             first = expected(3, base + (i << ps))
-            out = [first + ((k - i) << ps) for k in range(i, j)]
+            out = list(range(first, first + ((j - i) << ps), 1 << ps))
             if out and out[-1] != expected(3, base + ((j - 1) << ps)):
                 # the output crosses 2**48 (64K: address bits 51:48 sit in descriptor bits 15:12)
                 return [expected(3, base + (k << ps)) for k in range(i, j)]

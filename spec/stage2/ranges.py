@@ -7,6 +7,8 @@ that lie in a range, whole (level3_tables) or cut to it (level3_parts).
 """
 
 from bisect import bisect_right
+from itertools import compress
+from operator import add, ne
 
 from ptspec.spec.arch.geometry import table_span
 
@@ -23,6 +25,24 @@ def union(ranges):
         else:
             out.append([lo, hi])
     return out
+
+
+def union_sized(starts, sizes):
+    """union(zip(starts, starts + sizes)): the merged ranges given by first addresses and sizes
+    (sizes >= 0), e.g. a log's cache-maintenance events. Ranges that continue each other in the
+    given order tile one range (a log that cleans page after page is one), so they are joined first
+    at C speed and union() merges the few that are left."""
+    ends = list(map(add, starts, sizes))
+    n = len(starts)
+    if n < 2:
+        return union(zip(starts, ends))
+    if starts[1:] == ends[:-1]:                 # one run (a list comparison says)
+        return union([(starts[0], ends[-1])])
+    cuts = list(compress(range(1, n), map(ne, starts[1:], ends[:-1])))     # k: starts[k] != ends[k - 1]
+    firsts = [0, *cuts]
+    lasts = [k - 1 for k in cuts]
+    lasts.append(n - 1)
+    return union(zip(map(starts.__getitem__, firsts), map(ends.__getitem__, lasts)))
 
 
 def covers(merged, lo, hi, starts=None):

@@ -21,8 +21,9 @@ replaced it) as a FlatL3, until someone needs segments. ptspec.spec.stage2.range
 settle level-3 tables by comparing lists and sweep only the rest.
 """
 
-from itertools import compress
-from operator import ne
+from bisect import bisect_left
+from itertools import compress, repeat
+from operator import add, and_, ne, or_
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch.descriptor import TABLE_OR_PAGE, TYPE_BITS, address
@@ -79,6 +80,7 @@ def intervals(state):
 
 # bits[1:0] of a valid leaf by level (D.is_valid_leaf): a block 0b01 above level 3, a page 0b11 at it
 _LEAF_TYPE = (D.VALID, D.VALID, D.VALID, D.TABLE_OR_PAGE)
+_PAGE_TYPE = D.TABLE_OR_PAGE
 
 
 def is_valid(iv):
@@ -161,6 +163,22 @@ class L3Chunk:
     def __init__(self, a, b, base, g, idx, A, B):
         self.a, self.b, self.base, self.g, self.idx, self.A, self.B = a, b, base, g, idx, A, B
 
+    def page(self, i):
+        """The post-state's leaf interval of slot i."""
+        s = self.base + i * self.g
+        return (s, s + self.g, 3, self.B[i], self.b, i, False)
+
+    def old_page(self, i):
+        """The pre-state's leaf interval of slot i."""
+        s = self.base + i * self.g
+        return (s, s + self.g, 3, self.A[i], self.a, i, False)
+
+    def slots_within(self, lo, hi):
+        """The chunk's differing slots that overlap [lo, hi), in order."""
+        r = _slots_within(self.base, self.g, len(self.B), lo, hi)
+        idx = self.idx
+        return idx[bisect_left(idx, r.start):bisect_left(idx, r.stop)]
+
     def expand(self):
         a, b, base, g, A, B = self.a, self.b, self.base, self.g, self.A, self.B
         out = []
@@ -176,13 +194,14 @@ class FlatL3:
     it): its segments (expand) are the table's leaves that do not translate as `one` does, each
     paired with `one`. The diff keeps it compact; check_bbm, CacheJudge and C-CMO read the common
     case (new_pages) from the descriptor list B without building intervals."""
-    __slots__ = ("one", "one_is_pre", "walk", "pa", "base", "g", "B")
+    __slots__ = ("one", "one_is_pre", "walk", "pa", "base", "g", "B", "_valid", "_runs")
 
     def __init__(self, one, one_is_pre, walk, pa):
         self.one, self.one_is_pre, self.walk, self.pa = one, one_is_pre, walk, pa
         self.base = walk.tables[pa][1]
         self.g = 1 << walk.state.page_shift
         self.B = walk.state.pages[pa]
+        self._valid = self._runs = None     # _valid_pages(), valid_runs(): asked by every checker
 
     def expand(self):
         leaves = []
@@ -202,26 +221,109 @@ class FlatL3:
         return self._valid_pages() if not self.one_is_pre and not is_valid(self.one) else None
 
     def _valid_pages(self):
-        B = self.B
-        return [i for i in self.walk.nonzero(self.pa) if B[i] & D.TYPE_BITS == D.TABLE_OR_PAGE]
+        """The slots of the table's valid pages, ascending (computed once: the diff is cached, and
+        S2-BBM, C-CMO and the CMO ghost read the same FlatL3)."""
+        if self._valid is None:
+            B, nz = self.B, self.walk.nonzero(self.pa)
+            first = B[nz[0]] if nz else 0
+            if len(nz) == len(B) and first & D.TYPE_BITS != D.TABLE_OR_PAGE and B.count(first) == len(B):
+                self._valid = []                # one annotation in every slot (a set_owner's table)
+                return self._valid
+            n = len(nz)
+            if n and first & D.TYPE_BITS == D.TABLE_OR_PAGE and nz[-1] - nz[0] == n - 1 and list(
+                    B[nz[0]:nz[0] + n]) == list(range(first, first + n * self.g, self.g)):
+                self._valid = list(nz)          # neighbouring pages stepping by one page (a map's):
+                return self._valid              # all valid, as they share their low bits
+            self._valid = list(compress(nz, map(_PAGE_TYPE.__eq__, map(and_, map(B.__getitem__, nz),
+                                                                       repeat(D.TYPE_BITS)))))
+        return self._valid
 
     def page(self, i):
         """The leaf interval of valid page i (new_pages, old_pages)."""
         s = self.base + i * self.g
         return (s, s + self.g, 3, self.B[i], self.pa, i, False)
 
+    def leaf(self, i):
+        """The table's leaf interval holding slot i (as the walk builds it: a non-zero slot alone,
+        a zero slot in the run of zero slots around it)."""
+        d, g, base = self.B[i], self.g, self.base
+        if d:
+            return (base + i * g, base + (i + 1) * g, 3, d, self.pa, i, False)
+        nz = self.walk.nonzero(self.pa)
+        k = bisect_left(nz, i)
+        first = nz[k - 1] + 1 if k else 0
+        end = nz[k] if k < len(nz) else len(self.B)
+        return (base + first * g, base + end * g, 3, 0, self.pa, first, False)
+
+    def valid_runs(self):
+        """page_runs of the table's valid pages (each run a range of slots), computed once."""
+        if self._runs is None:
+            self._runs = page_runs(self._valid_pages(), self.B, self.g, self.walk.state.page_shift)
+        return self._runs
+
     def page_runs(self, pages):
-        """`pages` (ascending slots) cut into runs [slots] of neighbouring slots whose descriptors
-        step by one page: one output range and the same attribute bits for the whole run."""
-        B, g = self.B, self.g
-        keep = ~D.encode_address(-1, self.walk.state.page_shift)      # bits outside the address
-        out = []
-        for i in pages:
-            if out and out[-1][-1] == i - 1 and B[i] == B[i - 1] + g and not (B[i] ^ B[out[-1][0]]) & keep:
-                out[-1].append(i)
-            else:
-                out.append([i])
-        return out
+        """page_runs_plain of `pages` in this table (the plain form of valid_runs)."""
+        return page_runs_plain(pages, self.B, self.g, self.walk.state.page_shift)
+
+    def slots_within(self, lo, hi):
+        """range of the table's slots that overlap [lo, hi)."""
+        return _slots_within(self.base, self.g, len(self.B), lo, hi)
+
+
+def _slots_within(base, g, n, lo, hi):
+    return range(max(0, (lo - base) // g), min(n, max(0, -(-(hi - base) // g))))
+
+
+def page_runs_plain(slots, B, g, page_shift):
+    """`slots` (ascending) of descriptor list B cut into runs [slots] of neighbouring slots whose
+    descriptors step by one page (g): one output range and the same attribute bits for the whole
+    run."""
+    keep = ~D.encode_address(-1, page_shift)      # bits outside the address
+    out = []
+    for i in slots:
+        if out and out[-1][-1] == i - 1 and B[i] == B[i - 1] + g and not (B[i] ^ B[out[-1][0]]) & keep:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def clip_runs(runs, within):
+    """The parts of `runs` (ranges of slots, ascending) inside the range `within`."""
+    lo, hi = within.start, within.stop
+    out = []
+    for r in runs:
+        if r.stop <= lo or r.start >= hi:
+            continue
+        out.append(r if lo <= r.start and r.stop <= hi else range(max(lo, r.start), min(hi, r.stop)))
+    return out
+
+
+def page_runs(slots, B, g, page_shift):
+    """page_runs_plain, each run as a range of slots, computed at C speed: the slots are cut where
+    a slot does not follow its neighbour or a descriptor does not step by one page from its
+    neighbour's; a piece whose first and last descriptors differ outside the address field (a
+    carry out of it: the bits above it only grow along the piece) is cut by page_runs_plain."""
+    n = len(slots)
+    if not n:
+        return []
+    keep = ~D.encode_address(-1, page_shift)
+    lo = slots[0]
+    if slots[-1] - lo == n - 1:             # neighbours: often one run (a list comparison says)
+        d = list(B[lo:lo + n])
+        if not (d[0] ^ d[-1]) & keep and d == list(range(d[0], d[0] + n * g, g)):
+            return [range(lo, lo + n)]
+    else:
+        d = list(map(B.__getitem__, slots))
+    cuts = list(compress(range(1, n), map(or_, map(ne, slots[1:], map(add, slots, repeat(1))),
+                                          map(ne, d[1:], map(add, d, repeat(g))))))
+    out = []
+    for x, y in zip([0, *cuts], [*cuts, n]):
+        if (d[x] ^ d[y - 1]) & keep:
+            out.extend(range(r[0], r[-1] + 1) for r in page_runs_plain(slots[x:y], B, g, page_shift))
+        else:
+            out.append(range(slots[x], slots[y - 1] + 1))
+    return out
 
 
 def diff_chunks(pre, post):
@@ -252,15 +354,15 @@ def diff(pre, post):
 def diff_within(pre, post, lo, hi, compact=False):
     """The segments of diff(pre, post) that overlap [lo, hi), clipped to it, in order: the pages of
     [lo, hi) whose translation differs, with the cost of what changed there (the diff is cached on
-    the post-state's walk), not of the range's size. `compact`: a FlatL3 that lies inside
-    [lo, hi) is kept whole."""
+    the post-state's walk), not of the range's size. `compact`: an L3Chunk or FlatL3 that
+    overlaps [lo, hi) is kept whole (not clipped: the caller reads its slots_within(lo, hi))."""
     out = []
     for item in diff_chunks(pre, post):
         if type(item) is not tuple:
             end = item.base + item.g * len(item.B)
             if item.base >= hi or end <= lo:
                 continue
-            if compact and type(item) is FlatL3 and lo <= item.base and end <= hi:
+            if compact:
                 out.append(item)
                 continue
             segs = item.expand()
@@ -278,6 +380,13 @@ def _expand_chunks(chunks, skip):
         if type(item) is not tuple:
             if skip and skip[0] <= item.base and item.base + item.g * len(item.B) <= skip[1]:
                 continue
+            if skip and type(item) is L3Chunk:
+                # only its slots not wholly inside `skip` (the others give nothing outside it)
+                idx, base, g = item.idx, item.base, item.g
+                first, last = -(-(skip[0] - base) // g), (skip[1] - base) // g
+                if first < last:
+                    out_idx = idx[:bisect_left(idx, first)] + idx[bisect_left(idx, last):]
+                    item = L3Chunk(item.a, item.b, base, g, out_idx, item.A, item.B)
             out.extend(item.expand())
         else:
             out.append(item)
@@ -372,7 +481,7 @@ class _TreeDiff:
         pw, qw = self.pw, self.qw
         A, B = self.pre.pages[a], self.post.pages[b]
         level, base, used, _, _ = pw.tables[a]
-        if A == B:
+        if A is B or A == B:
             if level == 3:
                 return
             todo = [i for i in pw.nonzero(a) if i < used and A[i] & TYPE_BITS == TABLE_OR_PAGE]
