@@ -100,7 +100,8 @@ class KvmPgtable:
         self.mm_ops = MmOps(self.pool, self.log, cmo=cmo)
         self.warnings: list[str] = []
         self.pgd = None          # list of root page PAs once initialised
-        self._last_pages: dict = {}     # the last snapshot's pages (pa -> tuple of descriptors)
+        # the last snapshot's pages: pa -> (the tuple it gave, a private copy of the words then)
+        self._last_pages: dict = {}
 
     # -- small kernel helpers used by the walkers --------------------------------------------
     def has_fwb(self) -> bool:
@@ -183,15 +184,20 @@ class KvmPgtable:
         pool = self.pool
         in_mc = pool.in_memcache
         # each page as a tuple; a page equal to the last snapshot's is that very tuple, which
-        # tells a reader (spec.load_state with a previous state) that it did not change
+        # tells a reader (spec.load_state with a previous state) that it did not change. The
+        # words are compared with a private list copy (list == list): an unchanged page costs
+        # one comparison, no new tuple
         last = self._last_pages
+        kept = {}
         pages = {}
         for pa, words in pool.pages.items():
             if pa not in in_mc:
-                t = tuple(words)
                 was = last.get(pa)
-                pages[pa] = was if was == t else t
-        self._last_pages = pages
+                if was is None or words != was[1]:
+                    was = (tuple(words), words[:])
+                pages[pa] = was[0]
+                kept[pa] = was
+        self._last_pages = kept
         state = {
             "kind": "arm64-stage2",
             "page_shift": self.gran.page_shift,
