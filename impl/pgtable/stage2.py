@@ -40,6 +40,9 @@ from ptspec.impl.pgtable import stage2_walkers
 from ptspec.impl.pgtable.stage2_map import KVM_PGTABLE_S2_IDMAP, KVM_PGTABLE_S2_NOFWB
 
 
+_NOT_SEEN = (None, None)      # a page the last snapshot did not have: (tuple, copy of the words)
+
+
 def _u64(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise args.ArgTypeError(f"{name} must be an integer, not {type(value).__name__}")
@@ -192,11 +195,11 @@ class KvmPgtable:
         pages = {}
         for pa, words in pool.pages.items():
             if pa not in in_mc:
-                was = last.get(pa)
-                if was is None or words != was[1]:
-                    was = (tuple(words), words[:])
-                pages[pa] = was[0]
-                kept[pa] = was
+                t, copy = last.get(pa, _NOT_SEEN)
+                if words != copy:
+                    t, copy = tuple(words), words[:]
+                pages[pa] = t
+                kept[pa] = (t, copy)
         self._last_pages = kept
         state = {
             "kind": "arm64-stage2",
