@@ -57,12 +57,10 @@ class PagePool:
         self.warnings: list[str] = []
         self._heap = list(range(npages))        # free page indices (may hold stale entries)
         self._is_free = bytearray(b"\x01") * npages
-        self._nfree = npages                    # how many bytes of _is_free are 1
 
     # -- allocation -------------------------------------------------------------------------
     def _take(self, i: int) -> int:
         self._is_free[i] = 0
-        self._nfree -= 1
         pa = self.base_pa + (i << self.page_shift)
         self.pages[pa] = [0] * self.ptrs
         self.refcount[pa] = 1
@@ -88,8 +86,7 @@ class PagePool:
         return None
 
     def free_pages(self):
-        """How many arena pages are free (kept as a count: a snapshot asks at every step)."""
-        return self._nfree
+        return self._is_free.count(1)
 
     # -- references -------------------------------------------------------------------------
     def get_page(self, pa: int):
@@ -123,7 +120,6 @@ class PagePool:
         del self.refcount[pa]
         self.in_memcache.discard(pa)
         self._is_free[i] = 1
-        self._nfree += 1
         heapq.heappush(self._heap, i)
 
     def free_page(self, pa: int):
