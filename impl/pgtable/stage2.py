@@ -106,6 +106,14 @@ class KvmPgtable:
         # the last snapshot's pages: pa -> (the tuple it gave, a private copy of the words then)
         self._last_pages: dict = {}
 
+    def __getstate__(self) -> dict:
+        """A copy (pickle or deepcopy, as the harness's fork makes) starts with no record of the
+        last snapshot: the record only lets a snapshot hand out the very tuples of the last one,
+        and a copy's tuples would not be those a reader holds anyway."""
+        state = dict(self.__dict__)
+        state["_last_pages"] = {}
+        return state
+
     # -- small kernel helpers used by the walkers --------------------------------------------
     def has_fwb(self) -> bool:
         """stage2_has_fwb"""
