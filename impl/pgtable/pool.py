@@ -90,10 +90,12 @@ class PagePool:
 
     # -- references -------------------------------------------------------------------------
     def get_page(self, pa: int):
-        if pa not in self.refcount:
+        refcount = self.refcount
+        rc = refcount.get(pa)
+        if rc is None:
             self.errors.append(f"get_page on page {pa:#x} that is not allocated")
             return
-        self.refcount[pa] += 1
+        refcount[pa] = rc + 1
 
     def put_page(self, pa: int):
         rc = self.refcount.get(pa)

@@ -40,6 +40,9 @@ from ptspec.impl.pgtable import stage2_walkers
 from ptspec.impl.pgtable.stage2_map import KVM_PGTABLE_S2_IDMAP, KVM_PGTABLE_S2_NOFWB
 
 
+_NOT_SEEN = (None, None)      # a page the last snapshot did not have: (tuple, copy of the words)
+
+
 def _u64(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise args.ArgTypeError(f"{name} must be an integer, not {type(value).__name__}")
@@ -100,7 +103,16 @@ class KvmPgtable:
         self.mm_ops = MmOps(self.pool, self.log, cmo=cmo)
         self.warnings: list[str] = []
         self.pgd = None          # list of root page PAs once initialised
-        self._last_pages: dict = {}     # the last snapshot's pages (pa -> tuple of descriptors)
+        # the last snapshot's pages: pa -> (the tuple it gave, a private copy of the words then)
+        self._last_pages: dict = {}
+
+    def __getstate__(self) -> dict:
+        """A copy (pickle or deepcopy, as the harness's fork makes) starts with no record of the
+        last snapshot: the record only lets a snapshot hand out the very tuples of the last one,
+        and a copy's tuples would not be those a reader holds anyway."""
+        state = dict(self.__dict__)
+        state["_last_pages"] = {}
+        return state
 
     # -- small kernel helpers used by the walkers --------------------------------------------
     def has_fwb(self) -> bool:
@@ -183,15 +195,20 @@ class KvmPgtable:
         pool = self.pool
         in_mc = pool.in_memcache
         # each page as a tuple; a page equal to the last snapshot's is that very tuple, which
-        # tells a reader (spec.load_state with a previous state) that it did not change
+        # tells a reader (spec.load_state with a previous state) that it did not change. The
+        # words are compared with a private list copy (list == list): an unchanged page costs
+        # one comparison, no new tuple
         last = self._last_pages
+        kept = {}
         pages = {}
         for pa, words in pool.pages.items():
             if pa not in in_mc:
-                t = tuple(words)
-                was = last.get(pa)
-                pages[pa] = was if was == t else t
-        self._last_pages = pages
+                t, copy = last.get(pa, _NOT_SEEN)
+                if words != copy:
+                    t, copy = tuple(words), words[:]
+                pages[pa] = t
+                kept[pa] = (t, copy)
+        self._last_pages = kept
         state = {
             "kind": "arm64-stage2",
             "page_shift": self.gran.page_shift,

@@ -62,7 +62,7 @@ def stage2_put_pte(pgt, tbl: list, ptp: int, idx: int, addr: int, level: int):
 
 class Stage2MapData:
     __slots__ = ("pgt", "phys", "attr", "owner_id", "anchor", "childp", "memcache", "force_pte",
-                 "ret", "has_fwb")
+                 "ret", "has_fwb", "mm_ops", "gran", "pa_bits")
 
     def __init__(self, pgt, phys: int, memcache, owner_id: int = 0, force_pte: bool = False):
         self.pgt = pgt
@@ -75,13 +75,16 @@ class Stage2MapData:
         self.force_pte = force_pte
         self.ret = 0
         self.has_fwb = pgt.has_fwb()      # stage2_has_fwb(): fixed for the table's lifetime
+        self.mm_ops = pgt.mm_ops          # map_data.mm_ops = pgt->mm_ops
+        self.gran = pgt.gran              # the build's granule and PA range (constants)
+        self.pa_bits = pgt.pa_bits
 
     def walk(self, addr, end, level, tbl, ptp, idx, flag):
-        """stage2_map_walker: dispatch on the walk flag."""
-        if flag == KVM_PGTABLE_WALK_TABLE_PRE:
-            return stage2_map_walk_table_pre(addr, end, level, tbl, ptp, idx, self)
+        """stage2_map_walker: dispatch on the walk flag (LEAF, the most frequent, first)."""
         if flag == KVM_PGTABLE_WALK_LEAF:
             return stage2_map_walk_leaf(addr, end, level, tbl, ptp, idx, self)
+        if flag == KVM_PGTABLE_WALK_TABLE_PRE:
+            return stage2_map_walk_table_pre(addr, end, level, tbl, ptp, idx, self)
         if flag == KVM_PGTABLE_WALK_TABLE_POST:
             return stage2_map_walk_table_post(addr, end, level, tbl, ptp, idx, self)
         return -errno.EINVAL
@@ -90,23 +93,23 @@ class Stage2MapData:
 def stage2_leaf_mapping_allowed(addr: int, end: int, level: int, data: Stage2MapData) -> bool:
     if data.force_pte and level < 3:
         return False
-    pgt = data.pgt
-    return kvm_block_mapping_supported(pgt.gran, addr, end, data.phys, level, pgt.pa_bits)
+    return kvm_block_mapping_supported(data.gran, addr, end, data.phys, level, data.pa_bits)
 
 
 def stage2_map_walker_try_leaf(addr, end, level, tbl, ptp, idx, data: Stage2MapData) -> int:
     pgt = data.pgt
-    mm_ops = pgt.mm_ops
+    mm_ops = data.mm_ops
+    gran = data.gran
     old = tbl[idx]
-    granule = pgt.gran.size[level]
+    granule = gran.size[level]
     phys = data.phys
 
     if not stage2_leaf_mapping_allowed(addr, end, level, data):
         return -E2BIG
 
-    phys_valid = kvm_phys_is_valid(phys, pgt.pa_bits)
+    phys_valid = kvm_phys_is_valid(phys, data.pa_bits)
     if phys_valid:
-        new = kvm_init_valid_leaf_pte(phys, data.attr, level, pgt.gran.page_shift)
+        new = kvm_init_valid_leaf_pte(phys, data.attr, level, gran.page_shift)
     else:
         new = kvm_init_invalid_leaf_owner(data.owner_id, pgt.owner_field)
 
@@ -122,9 +125,9 @@ def stage2_map_walker_try_leaf(addr, end, level, tbl, ptp, idx, data: Stage2MapD
 
     if not skipped:
         if mm_ops.dcache_clean_inval_poc and stage2_pte_cacheable(new, data.has_fwb):
-            mm_ops.dcache_clean_inval_poc(kvm_pte_to_phys(new, pgt.gran.page_shift), granule)
+            mm_ops.dcache_clean_inval_poc(kvm_pte_to_phys(new, gran.page_shift), granule)
         if mm_ops.icache_inval_pou and stage2_pte_executable(new):
-            mm_ops.icache_inval_pou(kvm_pte_to_phys(new, pgt.gran.page_shift), granule)
+            mm_ops.icache_inval_pou(kvm_pte_to_phys(new, gran.page_shift), granule)
         tbl[idx] = new
         if stage2_pte_is_counted(new):
             mm_ops.get_page(ptp)
@@ -155,7 +158,7 @@ def _is_anchor(data: Stage2MapData, tbl, idx) -> bool:
 
 def stage2_map_walk_leaf(addr, end, level, tbl, ptp, idx, data: Stage2MapData) -> int:
     pgt = data.pgt
-    mm_ops = pgt.mm_ops
+    mm_ops = data.mm_ops
     pte = tbl[idx]
 
     if data.anchor is not None:

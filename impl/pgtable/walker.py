@@ -93,10 +93,11 @@ def __kvm_pgtable_walk(data: WalkData, ptp: int, level: int) -> int:
         return -errno.EINVAL
     tbl = data.pages[ptp]
     ret = 0
-    idx = (data.addr >> data.shift[level]) & (data.ptrs - 1)
     ptrs = data.ptrs
+    idx = (data.addr >> data.shift[level]) & (ptrs - 1)
+    end = data.end                  # fixed for the walk; data.addr moves with every visit
     while idx < ptrs:
-        if data.addr >= data.end:
+        if data.addr >= end:
             break
         ret = __kvm_pgtable_visit(data, tbl, ptp, idx, level)
         if ret:
