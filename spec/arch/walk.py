@@ -23,6 +23,7 @@ query, ``Walk.overlapping``, cuts such runs at the first and last slot it overla
 from bisect import bisect_left
 from dataclasses import dataclass
 from itertools import compress
+from operator import is_
 from typing import NamedTuple, Optional
 
 from ptspec.spec.arch import descriptor as D
@@ -140,16 +141,16 @@ class Walk:
                 != (new.page_shift, new.ia_bits, new.start_level)):
             return None
         pages, was = new.pages, old.pages
-        same_all = True
-        for pa, (level, _, _, _, _) in self.tables.items():
-            page = pages.get(pa)
-            if page is not was[pa]:
-                if level < G.LAST_LEVEL or page is None:
+        tables = self.tables
+        same_all = all(map(is_, map(pages.get, tables), map(was.__getitem__, tables)))
+        if not same_all:
+            for pa, (level, _, _, _, _) in tables.items():
+                page = pages.get(pa)
+                if page is not was[pa] and (level < G.LAST_LEVEL or page is None):
                     return None
-                same_all = False
         walk = Walk.__new__(Walk)
         walk.state = new
-        walk.tables = self.tables          # never changed once walked
+        walk.tables = tables               # never changed once walked
         walk.problems = []
         walk._opaque = self._opaque
         walk._nonzero = {pa: nz for pa, nz in self._nonzero.items() if pages.get(pa) is was[pa]}
@@ -305,11 +306,33 @@ class Walk:
     # -- queries -------------------------------------------------------------------------------
 
     def find(self, ipa):
-        """The leaf slot (interval) translating `ipa`, or None (no root, or outside the input range)."""
-        if not 0 <= ipa < 1 << self.state.ia_bits:
+        """The leaf slot (interval) translating `ipa`, or None (no root, or outside the input range):
+        ``overlapping(ipa, ipa + 1)``'s one interval, found by descending from the root
+        (tests/test_spec_geometry_walk.py holds the two equal)."""
+        st = self.state
+        if not 0 <= ipa < 1 << st.ia_bits or not st.roots:
             return None
-        found = self.overlapping(ipa, ipa + 1)
-        return found[0] if found else None
+        ps = st.page_shift
+        k = ipa // G.table_span(st.start_level, ps)
+        if k >= len(st.roots):
+            return None
+        bad = self._opaque.get((None, k))
+        if bad:
+            s, e, level, rpa = bad
+            return (s, e, level, 0, rpa, 0, True) if s < e else None
+        pa, tables, pages, opaque = st.roots[k], self.tables, st.pages, self._opaque
+        while True:
+            level, base, _, _, _ = tables[pa]
+            g = G.granule_size(level, ps)
+            i = (ipa - base) // g
+            d = pages[pa][i]
+            s = base + i * g
+            if level < G.LAST_LEVEL and d & D.TYPE_BITS == D.TABLE_OR_PAGE:
+                if (pa, i) in opaque:
+                    return (s, s + g, level, d, pa, i, True)
+                pa = D.address(d, ps)       # a followed table: one level down
+                continue
+            return (s, s + g, level, d, pa, i, False)
 
 
 def leaves(state):

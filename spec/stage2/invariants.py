@@ -194,20 +194,23 @@ def leak_violations(state, inv):
     """Pages not reached from the roots, pages also in the memcache, pool errors."""
     out = []
     walk = state.walk()
-    for pa in state.pages:
-        if pa not in walk.tables:
-            if not state.roots:
-                msg = f"page {pa:#x} is still in use, but the table has no root (destroyed)"
-            else:
-                msg = f"page {pa:#x} is in use but not reached from the roots (leaked)"
-            out.append(Violation(inv, msg, {"table": pa}))
-    seen = set()
-    for pa in state.memcache:
-        if pa in state.pages:
-            out.append(Violation(inv, f"page {pa:#x} is both a table page and in the memcache", {"table": pa}))
-        if pa in seen:
-            out.append(Violation(inv, f"page {pa:#x} is in the memcache twice", {"table": pa}))
-        seen.add(pa)
+    pages, mc = state.pages, state.memcache
+    if not pages.keys() <= walk.tables.keys():        # (each loop: when it can find something)
+        for pa in pages:
+            if pa not in walk.tables:
+                if not state.roots:
+                    msg = f"page {pa:#x} is still in use, but the table has no root (destroyed)"
+                else:
+                    msg = f"page {pa:#x} is in use but not reached from the roots (leaked)"
+                out.append(Violation(inv, msg, {"table": pa}))
+    if not pages.keys().isdisjoint(mc) or len(set(mc)) != len(mc):
+        seen = set()
+        for pa in mc:
+            if pa in pages:
+                out.append(Violation(inv, f"page {pa:#x} is both a table page and in the memcache", {"table": pa}))
+            if pa in seen:
+                out.append(Violation(inv, f"page {pa:#x} is in the memcache twice", {"table": pa}))
+            seen.add(pa)
     for err in state.pool_errors:
         out.append(Violation(inv, f"page pool error: {err}", {}))
     return out

@@ -13,6 +13,8 @@ the whole state every few steps as a cross-check). The rules over the whole tree
 geometry, the walk's problems, S2-LEAK) are never windowed.
 """
 
+from operator import is_
+
 SETTINGS = ("kind", "page_shift", "ia_bits", "start_level", "pa_bits", "owner_field",
             "max_owner_id")
 
@@ -23,9 +25,12 @@ def changed_tables(pre, post):
     state-wide setting differs. pre and post are States (ptspec.spec.stage2.state)."""
     if pre is None or any(getattr(pre, k) != getattr(post, k) for k in SETTINGS):
         return None
-    was = pre.walk().tables
+    was, tables = pre.walk().tables, post.walk().tables
     pages, refs = pre.pages, pre.refcount
     post_pages, post_refs = post.pages, post.refcount
-    return {pa for pa, where in post.walk().tables.items()
+    if (tables is was and refs == post_refs            # the same walk (lent by load_state's prev)
+            and all(map(is_, map(pages.get, tables), map(post_pages.__getitem__, tables)))):
+        return set()                # and every table the very page pre's was: nothing changed
+    return {pa for pa, where in tables.items()
             if was.get(pa) != where or pages.get(pa) != post_pages[pa]
             or refs.get(pa) != post_refs[pa]}
