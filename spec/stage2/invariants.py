@@ -12,8 +12,6 @@ before and did not change; the whole-state check stays the statement.
 Leaves out: two-state properties (S2-BBM, contracts) and everything mmu.c adds (memslots, dirty log).
 """
 
-from itertools import compress
-
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.statements import statement
@@ -75,15 +73,15 @@ def encoding_violations(state, inv, pages=None):
     out = []
     ps, pa_limit, walk = state.page_shift, 1 << state.pa_bits, state.walk()
     # A level-3 page can only be misaligned or out of range through bits 13:12 (16K, RES0) or
-    # 15:12 (64K, address bits 51:48, out of range when pa_bits is 48): a page is screened at C speed.
+    # 15:12 (64K, address bits 51:48, out of range when pa_bits is 48): a page is screened by one mask.
     page_mask = D.TYPE_BITS | {12: 0, 14: D.RES0_16K_MASK, 16: 0 if state.pa_bits >= 52 else D.ADDR_51_48_MASK}[ps]
     for pa, (level, base, used, _, _) in _tables(walk, pages):
         descs = state.pages[pa]
         g, block_ok = G.granule_size(level, ps), G.level_allows_block(level, ps)
         nz = walk.nonzero(pa)
-        todo = nz if level < G.LAST_LEVEL else list(compress(nz, map(D.TABLE_OR_PAGE.__ne__, map(
-            page_mask.__and__, map(descs.__getitem__, nz)))))      # less the pages whose type,
-        for i in todo:                                      # address field aligned and in range
+        todo = nz if level < G.LAST_LEVEL else [    # less the pages whose type, address field
+            i for i in nz if descs[i] & page_mask != D.TABLE_OR_PAGE]       # aligned and in range
+        for i in todo:
             if i >= used:
                 break
             d = descs[i]

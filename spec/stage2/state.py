@@ -14,7 +14,7 @@ Leaves out: the meaning of the contents (the invariants judge that), lguest stat
 """
 
 from array import array
-from itertools import chain, compress
+from itertools import chain
 from operator import is_, itemgetter
 
 from ptspec.spec.arch import descriptor, geometry
@@ -318,8 +318,8 @@ class State:
         return self._walk
 
     def events(self, name):
-        """The tlb_log's events named ``name``, in log order (picked out at C speed, then cached;
-        the same as ``[ev for ev in self.tlb_log if ev[0] == name]``)."""
+        """The tlb_log's events named ``name``, in log order: ``[ev for ev in self.tlb_log if ev[0]
+        == name]``, cached (and without a pass when the log has no event of that name, or no other)."""
         if self._events is None:
             self._events = {}
         if name not in self._names:        # no such event in the log (the set _read_log found)
@@ -328,7 +328,7 @@ class State:
         if got is None:
             log = self.tlb_log
             got = self._events[name] = (list(log) if len(self._names) == 1 else    # all of them
-                                        list(compress(log, map(name.__eq__, map(_NAME, log)))))
+                                        [ev for ev in log if ev[0] == name])
         return got
 
     def __repr__(self):
