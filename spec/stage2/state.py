@@ -197,12 +197,11 @@ def _read_log(value):
     try:
         kinds = set(map(type, log))
         if kinds <= {list, tuple}:
-            names = list(map(_NAME, log))
-            distinct = set(names)
+            distinct = set(map(_NAME, log))
             if set(map(type, distinct)) <= {str}:
                 if distinct <= _TWO_OPERANDS and set(map(len, log)) == {3}:     # the usual log
                     operands = [*map(_FIRST, log), *map(_SECOND, log)]
-                elif list(map(len, log)) == list(map(_EVENT_LEN.__getitem__, names)):
+                elif list(map(len, log)) == list(map(_EVENT_LEN.__getitem__, map(_NAME, log))):
                     operands = list(chain.from_iterable(map(_OPERANDS, log)))
                 else:
                     operands = None
@@ -322,13 +321,11 @@ class State:
         == name]``, cached (and without a pass when the log has no event of that name, or no other)."""
         if self._events is None:
             self._events = {}
-        if name not in self._names:        # no such event in the log (the set _read_log found)
-            return []
         got = self._events.get(name)
         if got is None:
-            log = self.tlb_log
-            got = self._events[name] = (list(log) if len(self._names) == 1 else    # all of them
-                                        [ev for ev in log if ev[0] == name])
+            log, names = self.tlb_log, self._names      # names: the set _read_log found
+            got = self._events[name] = ([] if name not in names else list(log) if len(names) == 1
+                                        else [ev for ev in log if ev[0] == name])
         return got
 
     def __repr__(self):
