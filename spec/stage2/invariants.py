@@ -75,13 +75,14 @@ def encoding_violations(state, inv, pages=None):
     # A level-3 page can only be misaligned or out of range through bits 13:12 (16K, RES0) or
     # 15:12 (64K, address bits 51:48, out of range when pa_bits is 48): a page is screened by one mask.
     page_mask = D.TYPE_BITS | {12: 0, 14: D.RES0_16K_MASK, 16: 0 if state.pa_bits >= 52 else D.ADDR_51_48_MASK}[ps]
+    valid, page = D.VALID, D.TABLE_OR_PAGE
     for pa, (level, base, used, _, _) in _tables(walk, pages):
         descs = state.pages[pa]
         g, block_ok = G.granule_size(level, ps), G.level_allows_block(level, ps)
         nz = walk.nonzero(pa)
-        todo = nz if level < G.LAST_LEVEL else [    # less the pages whose type, address field
-            i for i in nz if descs[i] & page_mask != D.TABLE_OR_PAGE]       # aligned and in range
-        for i in todo:
+        todo = nz if level < G.LAST_LEVEL else [    # the valid ones, less the pages whose type,
+            i for i in nz if descs[i] & valid and descs[i] & page_mask != page]
+        for i in todo:                              # address field aligned and in range
             if i >= used:
                 break
             d = descs[i]
