@@ -309,7 +309,7 @@ class Walk:
     def find(self, ipa):
         """The leaf slot (interval) translating `ipa`, or None (no root, or outside the input range):
         ``overlapping(ipa, ipa + 1)``'s one interval, found by descending from the root
-        (tests/test_spec_geometry_walk.py holds the two equal)."""
+        (tests/test_state_reuse.py holds the two equal)."""
         st = self.state
         if not 0 <= ipa < 1 << st.ia_bits or not st.roots:
             return None
