@@ -27,6 +27,7 @@ from ptspec.spec.stage2.ranges import covers, union
 from ptspec.spec.stage2.segments import covering, is_valid, same_translation, sweep
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import walk_error
+from ptspec.spec.stage2.window import changed_tables_plain
 
 FIELDS = ("kind", "page_shift", "ia_bits", "start_level", "pa_bits", "owner_field", "max_owner_id",
           "has_fwb", "cmo", "idmap", "roots", "pages", "refcount", "memcache", "free_pages",
@@ -86,6 +87,7 @@ def _compare(first, records):
         assert _text(spec.check_state(post_i)) == whole
         if not spec.check_state(pre_f):
             window = spec.changed_tables(pre_i, post_i)
+            assert window == changed_tables_plain(pre_i, post_i)
             assert _text(spec.check_state(post_i, pages=window)) == whole
         judged += 1
         broken += bool(full)

@@ -13,6 +13,7 @@ from ptspec import spec
 from ptspec.proofs.stage2 import harness as H
 from ptspec.proofs.stage2 import lockstep
 from ptspec.proofs.stage2.planted import planted
+from ptspec.spec.stage2.window import changed_tables_plain
 from program_support import program_steps
 
 
@@ -42,6 +43,7 @@ def test_window_equals_the_whole_state(name, bug_id):
                 if spec.check_state(pre):
                     break
                 window = spec.changed_tables(pre, post)
+                assert window == changed_tables_plain(pre, post)
                 want = [str(v) for v in spec.check_state(post)]
                 assert [str(v) for v in spec.check_state(post, pages=window)] == want
                 checked += 1

@@ -22,7 +22,8 @@ query, ``Walk.overlapping``, cuts such runs at the first and last slot it overla
 
 from bisect import bisect_left
 from dataclasses import dataclass
-from itertools import compress
+from itertools import compress, repeat
+from operator import is_
 from typing import NamedTuple, Optional
 
 from ptspec.spec.arch import descriptor as D
@@ -140,16 +141,16 @@ class Walk:
                 != (new.page_shift, new.ia_bits, new.start_level)):
             return None
         pages, was = new.pages, old.pages
-        same_all = True
-        for pa, (level, _, _, _, _) in self.tables.items():
-            page = pages.get(pa)
-            if page is not was[pa]:
-                if level < G.LAST_LEVEL or page is None:
+        tables = self.tables
+        same_all = all(map(is_, map(pages.get, tables), map(was.__getitem__, tables)))
+        if not same_all:
+            for pa, (level, _, _, _, _) in tables.items():
+                page = pages.get(pa)
+                if page is not was[pa] and (level < G.LAST_LEVEL or page is None):
                     return None
-                same_all = False
         walk = Walk.__new__(Walk)
         walk.state = new
-        walk.tables = self.tables          # never changed once walked
+        walk.tables = tables               # never changed once walked
         walk.problems = []
         walk._opaque = self._opaque
         walk._nonzero = {pa: nz for pa, nz in self._nonzero.items() if pages.get(pa) is was[pa]}
@@ -263,8 +264,9 @@ class Walk:
         todo = nz[bisect_left(nz, i_lo):bisect_left(nz, i_hi)] if i_lo or i_hi < len(descs) else nz
         if level == G.LAST_LEVEL and len(todo) == i_hi - i_lo:
             # a level-3 run of non-zero slots only: one leaf each, no table to follow
-            out += [(base + i * g, base + (i + 1) * g, 3, descs[i], pa, i, False)
-                    for i in range(i_lo, i_hi)]
+            lo_ipa, hi_ipa = base + i_lo * g, base + i_hi * g        # tuples built at C speed
+            out += zip(range(lo_ipa, hi_ipa, g), range(lo_ipa + g, hi_ipa + g, g), repeat(3),
+                       descs[i_lo:i_hi], repeat(pa), range(i_lo, i_hi), repeat(False))
             return
         prev = i_lo
         for i in todo:
@@ -305,11 +307,33 @@ class Walk:
     # -- queries -------------------------------------------------------------------------------
 
     def find(self, ipa):
-        """The leaf slot (interval) translating `ipa`, or None (no root, or outside the input range)."""
-        if not 0 <= ipa < 1 << self.state.ia_bits:
+        """The leaf slot (interval) translating `ipa`, or None (no root, or outside the input range):
+        ``overlapping(ipa, ipa + 1)``'s one interval, found by descending from the root
+        (tests/test_state_reuse.py holds the two equal)."""
+        st = self.state
+        if not 0 <= ipa < 1 << st.ia_bits or not st.roots:
             return None
-        found = self.overlapping(ipa, ipa + 1)
-        return found[0] if found else None
+        ps = st.page_shift
+        k = ipa // G.table_span(st.start_level, ps)
+        if k >= len(st.roots):
+            return None
+        bad = self._opaque.get((None, k))
+        if bad:
+            s, e, level, rpa = bad
+            return (s, e, level, 0, rpa, 0, True) if s < e else None
+        pa, tables, pages, opaque = st.roots[k], self.tables, st.pages, self._opaque
+        while True:
+            level, base, _, _, _ = tables[pa]
+            g = G.granule_size(level, ps)
+            i = (ipa - base) // g
+            d = pages[pa][i]
+            s = base + i * g
+            if level < G.LAST_LEVEL and d & D.TYPE_BITS == D.TABLE_OR_PAGE:
+                if (pa, i) in opaque:
+                    return (s, s + g, level, d, pa, i, True)
+                pa = D.address(d, ps)       # a followed table: one level down
+                continue
+            return (s, s + g, level, d, pa, i, False)
 
 
 def leaves(state):

@@ -7,6 +7,8 @@ value is the one the kernel returns; and how findings are described to a reviewe
 1 GiB range that went wrong yields a readable report).
 """
 
+from operator import attrgetter
+
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2.segments import is_valid
@@ -69,8 +71,13 @@ def where_of(iv, s=None):
     return w
 
 
+_GEOMETRY = attrgetter(*GEOMETRY_FIELDS)
+
+
 def geometry_changes(pre, post):
     """Names of configuration fields that differ between the two states."""
+    if _GEOMETRY(pre) == _GEOMETRY(post):
+        return []
     return [f for f in GEOMETRY_FIELDS if getattr(pre, f) != getattr(post, f)
             and not (f == "start_level" and not pre.roots)]
 
@@ -88,7 +95,8 @@ def check_nothing_changed(rep, pre, post, why, allow_log=False):
     if pre.roots != post.roots:
         rep.add(f"{why}, yet roots changed from {[hex(r) for r in pre.roots]} to "
                 f"{[hex(r) for r in post.roots]}")
-    for pa in sorted(set(pre.pages) | set(post.pages)):
+    same = pre.pages == post.pages and pre.refcount == post.refcount   # (then the loop finds nothing)
+    for pa in () if same else sorted(set(pre.pages) | set(post.pages)):
         a, b = pre.pages.get(pa), post.pages.get(pa)
         if a is None or b is None:
             rep.add(f"{why}, yet page {pa:#x} was {'allocated' if a is None else 'freed'}", {"table": pa})
@@ -99,7 +107,7 @@ def check_nothing_changed(rep, pre, post, why, allow_log=False):
         elif pre.refcount[pa] != post.refcount[pa]:
             rep.add(f"{why}, yet the refcount of table {pa:#x} changed from {pre.refcount[pa]} to "
                     f"{post.refcount[pa]}", {"table": pa})
-    if sorted(pre.memcache) != sorted(post.memcache):
+    if pre.memcache != post.memcache and sorted(pre.memcache) != sorted(post.memcache):
         rep.add(f"{why}, yet the memcache changed ({len(pre.memcache)} -> {len(post.memcache)} pages)")
     if post.tlb_log and not allow_log:
         rep.add(f"{why}, yet the step logged {len(post.tlb_log)} TLB/cache event(s), first "

@@ -12,8 +12,6 @@ before and did not change; the whole-state check stays the statement.
 Leaves out: two-state properties (S2-BBM, contracts) and everything mmu.c adds (memslots, dirty log).
 """
 
-from itertools import compress
-
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.statements import statement
@@ -75,15 +73,16 @@ def encoding_violations(state, inv, pages=None):
     out = []
     ps, pa_limit, walk = state.page_shift, 1 << state.pa_bits, state.walk()
     # A level-3 page can only be misaligned or out of range through bits 13:12 (16K, RES0) or
-    # 15:12 (64K, address bits 51:48, out of range when pa_bits is 48): a page is screened at C speed.
+    # 15:12 (64K, address bits 51:48, out of range when pa_bits is 48): a page is screened by one mask.
     page_mask = D.TYPE_BITS | {12: 0, 14: D.RES0_16K_MASK, 16: 0 if state.pa_bits >= 52 else D.ADDR_51_48_MASK}[ps]
+    valid, page = D.VALID, D.TABLE_OR_PAGE
     for pa, (level, base, used, _, _) in _tables(walk, pages):
         descs = state.pages[pa]
         g, block_ok = G.granule_size(level, ps), G.level_allows_block(level, ps)
         nz = walk.nonzero(pa)
-        todo = nz if level < G.LAST_LEVEL else list(compress(nz, map(D.TABLE_OR_PAGE.__ne__, map(
-            page_mask.__and__, map(descs.__getitem__, nz)))))      # less the pages whose type,
-        for i in todo:                                      # address field aligned and in range
+        todo = nz if level < G.LAST_LEVEL else [    # the valid ones, less the pages whose type,
+            i for i in nz if descs[i] & valid and descs[i] & page_mask != page]
+        for i in todo:                              # address field aligned and in range
             if i >= used:
                 break
             d = descs[i]
@@ -194,20 +193,23 @@ def leak_violations(state, inv):
     """Pages not reached from the roots, pages also in the memcache, pool errors."""
     out = []
     walk = state.walk()
-    for pa in state.pages:
-        if pa not in walk.tables:
-            if not state.roots:
-                msg = f"page {pa:#x} is still in use, but the table has no root (destroyed)"
-            else:
-                msg = f"page {pa:#x} is in use but not reached from the roots (leaked)"
-            out.append(Violation(inv, msg, {"table": pa}))
-    seen = set()
-    for pa in state.memcache:
-        if pa in state.pages:
-            out.append(Violation(inv, f"page {pa:#x} is both a table page and in the memcache", {"table": pa}))
-        if pa in seen:
-            out.append(Violation(inv, f"page {pa:#x} is in the memcache twice", {"table": pa}))
-        seen.add(pa)
+    pages, mc = state.pages, state.memcache
+    if not pages.keys() <= walk.tables.keys():        # (each loop: when it can find something)
+        for pa in pages:
+            if pa not in walk.tables:
+                if not state.roots:
+                    msg = f"page {pa:#x} is still in use, but the table has no root (destroyed)"
+                else:
+                    msg = f"page {pa:#x} is in use but not reached from the roots (leaked)"
+                out.append(Violation(inv, msg, {"table": pa}))
+    if not pages.keys().isdisjoint(mc) or len(set(mc)) != len(mc):
+        seen = set()
+        for pa in mc:
+            if pa in pages:
+                out.append(Violation(inv, f"page {pa:#x} is both a table page and in the memcache", {"table": pa}))
+            if pa in seen:
+                out.append(Violation(inv, f"page {pa:#x} is in the memcache twice", {"table": pa}))
+            seen.add(pa)
     for err in state.pool_errors:
         out.append(Violation(inv, f"page pool error: {err}", {}))
     return out

@@ -90,15 +90,19 @@ def s2_own(state, pages=None):
     out = []
     ps, field, top = state.page_shift, state.owner_field, state.max_owner_id
     walk = state.walk()
-    tag = state.owner_tag
+    tag, valid = state.owner_tag, D.VALID
     for pa, (level, base, used, _, _) in _tables(walk, pages):
         descs = state.pages[pa]
         g = G.granule_size(level, ps)
-        if len(walk.nonzero(pa)) > 64 and all(d & D.VALID or (D.owner_of(d, field, tag) or top + 1) <= top
-                                              or D.is_other_annotation(d, tag) or D.is_guest_donation(d, tag)
-                                              for d in set(descs[:used]) - {0}):
-            continue        # a full table whose distinct values each pass the loop's test below
-        for i in walk.nonzero(pa):
+        nz = walk.nonzero(pa)
+        if len(nz) > 64:            # a full table: its distinct invalid non-zero values, each once
+            live = descs[:used]     # (picked from the slots when leaves fill it, else from its values)
+            odd = {d for d in (live if descs[nz[0]] & valid else set(live)) if not d & valid}
+            odd.discard(0)
+            if all((D.owner_of(d, field, tag) or top + 1) <= top or D.is_other_annotation(d, tag)
+                   or D.is_guest_donation(d, tag) for d in odd):
+                continue            # each passes the loop's test below
+        for i in nz:
             if i >= used:
                 break
             d = descs[i]

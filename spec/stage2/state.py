@@ -14,8 +14,8 @@ Leaves out: the meaning of the contents (the invariants judge that), lguest stat
 """
 
 from array import array
-from itertools import chain, compress
-from operator import itemgetter
+from itertools import chain
+from operator import is_, itemgetter
 
 from ptspec.spec.arch import descriptor, geometry
 
@@ -179,27 +179,99 @@ _NAME, _FIRST, _SECOND = itemgetter(0), itemgetter(1), itemgetter(2)
 _OPERANDS = itemgetter(slice(1, None))
 
 
+_TWO_OPERANDS = frozenset(name for name, n in _EVENT_ARITY.items() if n == 2)
+
+
 def _parse_log(value):
     """The tlb_log as a list of event tuples, each as _parse_event reads it (the plain statement,
     the last line); the common case (every event a list or tuple of a known name and as many u64
     int operands as the name takes) is checked for the whole log at once, at C speed."""
+    return _read_log(value)[0]
+
+
+def _read_log(value):
+    """(_parse_log(value), the set of the event names in it)."""
     log = _parse_list(value, "tlb_log")
+    if not log:
+        return [], frozenset()
     try:
-        if set(map(type, log)) <= {list, tuple}:
-            names = list(map(_NAME, log))
-            lens = list(map(len, log))
-            if set(map(type, names)) <= {str} and lens == list(map(_EVENT_LEN.__getitem__, names)):
-                pairs = log if lens.count(3) == len(log) else list(compress(log, map((3).__eq__, lens)))
-                if len(pairs) + lens.count(1) == len(log):      # two operands or none (the usual)
-                    operands = [*map(_FIRST, pairs), *map(_SECOND, pairs)]
-                else:
+        kinds = set(map(type, log))
+        if kinds <= {list, tuple}:
+            distinct = set(map(_NAME, log))
+            if set(map(type, distinct)) <= {str}:
+                if distinct <= _TWO_OPERANDS and set(map(len, log)) == {3}:     # the usual log
+                    operands = [*map(_FIRST, log), *map(_SECOND, log)]
+                elif list(map(len, log)) == list(map(_EVENT_LEN.__getitem__, map(_NAME, log))):
                     operands = list(chain.from_iterable(map(_OPERANDS, log)))
-                if set(map(type, operands)) <= {int}:
+                else:
+                    operands = None
+                if operands is not None and set(map(type, operands)) <= {int}:
                     array("Q", operands)                # range checked in C
-                    return list(map(tuple, log))
-    except (IndexError, KeyError, OverflowError):
+                    return (list(log) if kinds == {tuple} else list(map(tuple, log))), distinct
+    except (IndexError, KeyError, OverflowError, TypeError):
         pass
-    return [_parse_event(e, f"tlb_log[{i}]") for i, e in enumerate(log)]
+    events = [_parse_event(e, f"tlb_log[{i}]") for i, e in enumerate(log)]
+    return events, set(map(_NAME, events))
+
+
+def _same_tuples(pages, tuples):
+    """Whether the raw ``pages`` hold exactly the pages of ``tuples`` (pa -> the raw tuple a
+    State's page was read from), each as that very tuple object: then they read the same."""
+    return (len(pages) == len(tuples) and pages.keys() == tuples.keys()
+            and set(map(type, pages)) == {int}                  # int keys (True == 1, 1.0 == 1)
+            and all(map(is_, pages.values(), map(tuples.__getitem__, pages))))
+
+
+def _parse_pages(pages, page_shift, old, old_tuples, tuples):
+    """The pages as pa -> list of descriptors; a page equal to one of ``old`` (a previous State's
+    pages; ``old_tuples``: the raw tuples they were read from) is shared with it. The raw tuples
+    read are recorded in ``tuples``."""
+    count = 1 << (page_shift - 3)
+    out = {}
+    for key, descs in pages.items():
+        pa = _page_key(key, "pages")
+        if pa % (1 << page_shift):
+            raise StateError(f"pages[{show(key)}]: {pa:#x} is not aligned to the {1 << page_shift:#x} page size")
+        if pa in out:
+            raise StateError(f"pages[{show(key)}]: page {pa:#x} listed twice")
+        was = old.get(pa)
+        if was is not None and descs is old_tuples.get(pa):
+            out[pa] = was       # the very tuple prev's page was read from: the same parse
+        elif was is not None and descs == was and list(map(type, descs)).count(int) == count:
+            out[pa] = was       # equal to prev's, plain ints: the same parse, shared
+        else:
+            out[pa] = _parse_descriptors(descs, f"pages[{show(key)}]", count)
+        if type(descs) is tuple:
+            tuples[pa] = descs
+    return out
+
+
+def _parse_refcount_plain(refs, pages):
+    """The refcount object as pa -> n, key by key: one entry for each page of ``pages`` (pa ->
+    descriptors), n an atomic_t (the plain statement; _parse_refcount is the same, faster)."""
+    if not isinstance(refs, dict):
+        raise StateError(f"refcount: expected an object {{pa: n}}, got {_type_name(refs)}")
+    out = {}
+    for key, n in refs.items():
+        pa = _page_key(key, "refcount")
+        if pa not in pages:
+            raise StateError(f"refcount[{show(key)}]: page {pa:#x} is not in pages")
+        out[pa] = (n if type(n) is int and REF_LO <= n <= REF_HI else
+                   parse_int(n, f"refcount[{show(key)}]", REF_LO, REF_HI))
+    for pa in pages:
+        if pa not in out:
+            raise StateError(f"refcount: no entry for page {pa:#x} of pages")
+    return out
+
+
+def _parse_refcount(refs, pages):
+    """_parse_refcount_plain's reading; the usual object (int keys, exactly the pages', int values
+    in range) is checked at C speed and copied (tests/test_state_log.py holds the two equal)."""
+    if (type(refs) is dict and refs.keys() == pages.keys() and set(map(type, refs)) <= {int}
+            and set(map(type, refs.values())) <= {int}
+            and (not refs or REF_LO <= min(refs.values()) and max(refs.values()) <= REF_HI)):
+        return dict(refs)
+    return _parse_refcount_plain(refs, pages)
 
 
 class State:
@@ -213,7 +285,8 @@ class State:
     __slots__ = ("kind", "page_shift", "ia_bits", "start_level", "pa_bits", "owner_field",
                  "max_owner_id", "has_fwb", "has_xnx", "cmo", "idmap", "as_s1", "roots", "pages",
                  "refcount", "memcache",
-                 "free_pages", "pool_errors", "tlb_log", "kernel_version", "_walk", "_events", "_tuples")
+                 "free_pages", "pool_errors", "tlb_log", "kernel_version", "_walk", "_events", "_tuples",
+                 "_names")
 
     @property
     def va_bits(self):
@@ -244,14 +317,15 @@ class State:
         return self._walk
 
     def events(self, name):
-        """The tlb_log's events named ``name``, in log order (picked out at C speed, then cached;
-        the same as ``[ev for ev in self.tlb_log if ev[0] == name]``)."""
+        """The tlb_log's events named ``name``, in log order: ``[ev for ev in self.tlb_log if ev[0]
+        == name]``, cached (and without a pass when the log has no event of that name, or no other)."""
         if self._events is None:
             self._events = {}
         got = self._events.get(name)
         if got is None:
-            log = self.tlb_log
-            got = self._events[name] = list(compress(log, map(name.__eq__, map(_NAME, log))))
+            log, names = self.tlb_log, self._names      # names: the set _read_log found
+            got = self._events[name] = ([] if name not in names else list(log) if len(names) == 1
+                                        else [ev for ev in log if ev[0] == name])
         return got
 
     def __repr__(self):
@@ -320,44 +394,20 @@ def load_state(obj, prev=None):
         s.owner_field, s.max_owner_id, s.has_fwb, s.cmo, s.idmap = None, 0, False, False, False
         s.has_xnx = s.as_s1 = False
 
-    count = 1 << (s.page_shift - 3)
     pages = obj["pages"]
     if not isinstance(pages, dict):
         raise StateError(f"pages: expected an object {{pa: [descriptors]}}, got {_type_name(pages)}")
-    s.pages = {}
     if isinstance(prev, State) and prev.page_shift == s.page_shift:
         old, old_tuples = prev.pages, prev._tuples
     else:
         old, old_tuples = {}, {}
-    for key, descs in pages.items():
-        pa = _page_key(key, "pages")
-        if pa % (1 << s.page_shift):
-            raise StateError(f"pages[{show(key)}]: {pa:#x} is not aligned to the {1 << s.page_shift:#x} page size")
-        if pa in s.pages:
-            raise StateError(f"pages[{show(key)}]: page {pa:#x} listed twice")
-        was = old.get(pa)
-        if was is not None and descs is old_tuples.get(pa):
-            s.pages[pa] = was       # the very tuple prev's page was read from: the same parse
-        elif was is not None and descs == was and list(map(type, descs)).count(int) == count:
-            s.pages[pa] = was       # equal to prev's, plain ints: the same parse, shared
-        else:
-            s.pages[pa] = _parse_descriptors(descs, f"pages[{show(key)}]", count)
-        if type(descs) is tuple:
-            tuples[pa] = descs
-
-    refs = obj["refcount"]
-    if not isinstance(refs, dict):
-        raise StateError(f"refcount: expected an object {{pa: n}}, got {_type_name(refs)}")
-    s.refcount = {}
-    for key, n in refs.items():
-        pa = _page_key(key, "refcount")
-        if pa not in s.pages:
-            raise StateError(f"refcount[{show(key)}]: page {pa:#x} is not in pages")
-        s.refcount[pa] = (n if type(n) is int and REF_LO <= n <= REF_HI else
-                          parse_int(n, f"refcount[{show(key)}]", REF_LO, REF_HI))
-    for pa in s.pages:
-        if pa not in s.refcount:
-            raise StateError(f"refcount: no entry for page {pa:#x} of pages")
+    if old_tuples and _same_tuples(pages, old_tuples):
+        # every page is the very tuple prev's was read from: prev's parse of each, in obj's order
+        s.pages = dict(zip(pages, map(old.__getitem__, pages)))
+        s._tuples = old_tuples
+    else:
+        s.pages = _parse_pages(pages, s.page_shift, old, old_tuples, tuples)
+    s.refcount = _parse_refcount(obj["refcount"], s.pages)
 
     s.roots = _parse_u64s(obj["roots"], "roots")
     s.memcache = _parse_u64s(obj.get("memcache", []), "memcache")
@@ -368,7 +418,7 @@ def load_state(obj, prev=None):
         if not isinstance(e, str):
             raise StateError(f"pool_errors[{i}]: expected a string, got {show(e)}")
     s.pool_errors = tuple(errors)
-    s.tlb_log = _parse_log(obj.get("tlb_log", []))
+    s.tlb_log, s._names = _read_log(obj.get("tlb_log", []))
     s.kernel_version = _parse_version(obj.get("kernel_version"))
     if isinstance(prev, State) and prev._walk is not None:
         s._walk = prev._walk.reuse(s)
