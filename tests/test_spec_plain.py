@@ -4,7 +4,7 @@ Each test drives impl (through the stage-2 harness's own calls) over a small win
 geometry, takes the raw states before and after every step, and holds the fast form of a statement
 equal to the plain form written beside it in spec/:
 
-* segments.diff / diff_outside (intervals, tree descent, L3 chunks, cache)  == differing_pages
+* treediff.diff / diff_outside (intervals, tree descent, L3 chunks, cache)  == differing_pages
 * segments.sweep (aligned intervals of two states)                       == page_translation per page
 * bbm.check_bbm (interval diff, level-3 chunk screen)                     == uninvalidated_leaves_plain
 * invariants.encoding_violations (non-zero index, level-3 page screen)    == encoding_violations_plain
@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ptspec import spec
 from ptspec.spec.arch import geometry as G
-from ptspec.spec.stage2 import bbm, contract_common, invariants, ownership, segments
+from ptspec.spec.stage2 import bbm, contract_common, invariants, ownership, segments, treediff
 from ptspec.spec.stage2.contracts_map import expected_level, expected_zones
 from ptspec.spec.stage2.state import StateError, _parse_descriptors, _parse_event, parse_int
 from ptspec.proofs.stage2.exhaustive import alphabet
@@ -109,7 +109,7 @@ def raw_of(state):
 def test_diff_equals_differing_pages(ops, ps):
     for pre, step, post in run(ops, ps, 39 if ps == 12 else 40):
         lo, hi = WINDOW
-        segs = segments.diff(pre, post)
+        segs = treediff.diff(pre, post)
         assert all(lo <= s and e <= hi for s, e, _, _ in segs), "a change outside the window"
         assert pages_of(segs, lo, hi, ps) == set(segments.differing_pages(pre, post, lo, hi))
 
@@ -121,9 +121,9 @@ def test_diff_outside_equals_differing_pages(ops, a, b):
         lo, hi = WINDOW
         x, y = sorted((lo + a * K4, lo + b * K4 + K4))
         want = {p for p in segments.differing_pages(pre, post, lo, hi) if not x <= p < y}
-        assert pages_of(segments.diff_outside(pre, post, x, y), lo, hi, 12) == want
-        segments.diff(pre, post)                   # again, from the cached diff
-        assert pages_of(segments.diff_outside(pre, post, x, y), lo, hi, 12) == want
+        assert pages_of(treediff.diff_outside(pre, post, x, y), lo, hi, 12) == want
+        treediff.diff(pre, post)                   # again, from the cached diff
+        assert pages_of(treediff.diff_outside(pre, post, x, y), lo, hi, 12) == want
 
 
 @SETTINGS

@@ -4,8 +4,8 @@ range-restricted leaf queries agree with the full list, and translate() agrees w
 from hypothesis import given, settings, strategies as st
 
 from ptspec import spec
-from ptspec.spec.stage2 import segments
-from ptspec.spec.stage2.segments import _expand_chunks, _flat_diff, _TreeDiff, diff_outside
+from ptspec.spec.stage2 import segments, treediff
+from ptspec.spec.stage2.treediff import _expand_chunks, _flat_diff, _TreeDiff, diff_outside
 from test_spec_builder import S2
 
 GEOS = [(12, 32), (12, 40), (14, 36), (16, 42)]
@@ -60,7 +60,7 @@ def test_tree_diff_matches_flat_diff(geo, first, second, lo, size):
     want = segments.union([x, y] for s, e, _, _ in flat for x, y in ((s, min(e, lo)), (max(s, hi), e)) if x < y)
     pre2, post2 = spec.load_state(pre_b.raw()), spec.load_state(post_b.raw())
     assert coverage(diff_outside(pre2, post2, lo, hi)) == want
-    segments.diff(pre2, post2)
+    treediff.diff(pre2, post2)
     assert coverage(diff_outside(pre2, post2, lo, hi)) == want
 
 

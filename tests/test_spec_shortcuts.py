@@ -112,9 +112,10 @@ def test_c_log_decode_equals_the_event_by_event_one(seed):
 
 def _page_flags_plain(pre, post, fwb):
     """Per level-3 page valid on either side: (pre output, post output, needs CMO-POC, needs
-    CMO-POU), as cache._runs's docstring states them, page by page."""
+    CMO-POU), as cache_runs.changed_runs's docstring states them, page by page."""
     out = {}
-    for s, e, p, q in spec.stage2.segments.diff(pre, post):
+    from ptspec.spec.stage2.treediff import diff
+    for s, e, p, q in diff(pre, post):
         pv, qv = is_valid(p), is_valid(q)
         if not (pv or qv):
             continue
@@ -133,12 +134,12 @@ def _page_flags_plain(pre, post, fwb):
 
 @pytest.mark.parametrize("seed", range(12))
 def test_cache_runs_expand_to_the_page_by_page_flags(seed):
-    """CacheJudge's runs (cache._runs, whose level-3 pages extend a run without building their
+    """CacheJudge's runs (cache_runs.changed_runs, whose level-3 pages extend a run without building their
     intervals) expand to exactly the per-page outputs and CMO needs of the plain reading: a run
     merges only pages with the same needs and continuing outputs on both sides."""
     import random
-    from ptspec.spec.stage2.cache import _runs
-    from ptspec.spec.stage2.segments import diff_chunks
+    from ptspec.spec.stage2.cache_runs import changed_runs as _runs
+    from ptspec.spec.stage2.treediff import diff_chunks
     rnd = random.Random(seed)
     h = H.Stage2Harness(12, 39)
     h.step("map", addr=0x200000, size=0x80000, phys=0x4020_0000, prot=7)
@@ -193,7 +194,8 @@ def test_flat_l3_valid_runs_equal_the_plain_page_runs(page_shift):
     tables of neighbouring pages with continuing and jumping outputs, holes, invalid slots,
     attribute changes and outputs whose next page carries out of the address field."""
     import random
-    from ptspec.spec.stage2.segments import FlatL3, diff_chunks
+    from ptspec.spec.stage2.segments import FlatL3
+    from ptspec.spec.stage2.treediff import diff_chunks
     rnd = random.Random(page_shift)
     g = 1 << page_shift
     top = (1 << 48) - g                         # the last page of the 48-bit address field
@@ -444,7 +446,8 @@ def test_cmo_judges_level3_slots_a_run_at_a_time_as_the_sweep_does(ps):
     log leaves uncleaned: the same findings, in the same order, as the leaf-by-leaf reading."""
     from test_incremental import _cmo_map_by_sweep, _cmo_unmap_by_leaves, _text
     from test_spec_builder import RWX, S2, step
-    from ptspec.spec.stage2.segments import FlatL3, L3Chunk, diff_chunks
+    from ptspec.spec.stage2.segments import FlatL3, L3Chunk
+    from ptspec.spec.stage2.treediff import diff_chunks
     ia = 39 if ps == 12 else 44
     g, n = 1 << ps, 1 << (ps - 3)
     base, phys = n * g * 4, 0x8000_0000
@@ -494,8 +497,9 @@ def test_cache_runs_take_uniform_level3_changes_at_once_as_page_by_page(ps):
     (a set_owner over pages, a re-map, a permission change); a slot that breaks the step, and
     outputs that carry out of the 48-bit address field, are not: the same per-page outputs and
     needs as the plain reading."""
-    from ptspec.spec.stage2.cache import _runs
-    from ptspec.spec.stage2.segments import L3Chunk, diff_chunks
+    from ptspec.spec.stage2.cache_runs import changed_runs as _runs
+    from ptspec.spec.stage2.segments import L3Chunk
+    from ptspec.spec.stage2.treediff import diff_chunks
     from test_spec_builder import S2, leaf
     g, n = 1 << ps, 1 << (ps - 3)
     ia = 39 if ps == 12 else 44
@@ -530,7 +534,8 @@ def test_diff_outside_skips_the_slots_inside_as_the_whole_diff_clipped(ps):
     """diff_outside leaves out a level-3 chunk's slots that lie wholly inside [lo, hi) before
     expanding it: the same segments as the whole diff's, clipped to the outside of [lo, hi), for
     ranges whose ends fall on, between and inside the changed slots."""
-    from ptspec.spec.stage2.segments import L3Chunk, diff, diff_chunks, diff_outside
+    from ptspec.spec.stage2.segments import L3Chunk
+    from ptspec.spec.stage2.treediff import diff, diff_chunks, diff_outside
     from test_spec_builder import S2, leaf
     g, n = 1 << ps, 1 << (ps - 3)
     base = n * g * 4

@@ -153,9 +153,9 @@ def test_c_cmo_owes_an_icache_invalidation_to_a_leaf_executable_at_one_el():
 
 
 def test_cmo_pou_runs_judge_xnx_executability():
-    """The CMO ghost's per-segment needs (cache._needs): a cacheable leaf is owed an I-cache
+    """The CMO ghost's per-segment needs (cache_runs.needs): a cacheable leaf is owed an I-cache
     judgement when it is executable at some EL: with FEAT_XNX 0b11 is, without it bit 54 says no."""
-    from ptspec.spec.stage2.cache import _needs
+    from ptspec.spec.stage2.cache_runs import needs as _needs
     attr = D.MEMATTR_NORMAL[False] << D.MEMATTR_SHIFT
     d = leaf(OA, 3) | XN_PX                                 # bits 54:53 = 0b11
     assert _needs(0, d, None, OA, True, attr, D.xn_exec_mask(True)) == (True, True)

@@ -17,7 +17,8 @@ from operator import add, itemgetter, rshift
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
-from ptspec.spec.stage2.segments import FlatL3, L3Chunk, diff_chunks, is_valid, page_translation, same_page
+from ptspec.spec.stage2.segments import FlatL3, L3Chunk, is_valid, page_translation, same_page
+from ptspec.spec.stage2.treediff import diff_chunks
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.walkcache import LEAF_HINTS
 from ptspec.spec.statements import statement

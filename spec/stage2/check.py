@@ -14,7 +14,8 @@ from ptspec.spec.stage2.mainline import contract_split, contract_test_clear_youn
 from ptspec.spec.stage2.contracts_attr import contract_flush, contract_get_leaf, contract_is_young, contract_mkold, contract_mkyoung, contract_relax_perms, contract_unmap, contract_wrprotect
 from ptspec.spec.hyp.contracts import HYP_CONTRACTS
 from ptspec.spec.hyp.warn import contract_hyp_warn
-from ptspec.spec.stage2.contracts_map import contract_annotate, contract_destroy, contract_init, contract_map, contract_set_owner
+from ptspec.spec.stage2.contracts_map import contract_annotate, contract_map, contract_set_owner
+from ptspec.spec.stage2.contracts_table import contract_destroy, contract_init
 from ptspec.spec.hyp.invariants import s1_ba, s1_leak, s1_rc, s1_tree
 from ptspec.spec.stage2.invariants import s2_ba, s2_leak, s2_rc, s2_tree
 from ptspec.spec.stage2.ownership import s2_own

@@ -17,7 +17,8 @@ from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2.contract_common import Report, op_range
 from ptspec.spec.stage2.ranges import covers, union_sized
-from ptspec.spec.stage2.segments import FlatL3, L3Chunk, clip_runs, diff_chunks, diff_within, is_valid, page_runs
+from ptspec.spec.stage2.segments import FlatL3, L3Chunk, clip_runs, is_valid, page_runs
+from ptspec.spec.stage2.treediff import diff_chunks, diff_within
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC

@@ -15,7 +15,8 @@ from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2 import contract_common
 from ptspec.spec.stage2.contract_common import Report, check_geometry, check_nothing_changed, check_ret, describe, early_exit, op_range, where_of
 from ptspec.spec.stage2.ranges import complement, level3_parts
-from ptspec.spec.stage2.segments import covering, diff_outside, is_valid, same_translation, sweep
+from ptspec.spec.stage2.segments import covering, is_valid, same_translation, sweep
+from ptspec.spec.stage2.treediff import diff_outside
 from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.stage2.step import EAGAIN, EINVAL, walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE

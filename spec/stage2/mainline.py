@@ -33,7 +33,8 @@ from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
 from ptspec.spec.stage2.contract_common import (Report, check_geometry, check_nothing_changed,
                                                 check_ret, describe, op_range, where_of)
 from ptspec.spec.stage2.contracts_attr import check_leafwise
-from ptspec.spec.stage2.segments import covering, diff, is_valid
+from ptspec.spec.stage2.segments import covering, is_valid
+from ptspec.spec.stage2.treediff import diff
 from ptspec.spec.stage2.state import load_state
 from ptspec.spec.stage2.step import ENOMEM, walk_error
 from ptspec.spec.statements import statement
