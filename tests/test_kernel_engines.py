@@ -313,8 +313,8 @@ def test_an_internal_exception_is_an_error_result_not_a_traceback(monkeypatch):
 
 def test_every_c_engine_builds_the_geometrys_table_options():
     """replay.harness (every C engine's table) applies subject.OPTIONS as the C lock-step does:
-    FWB on 4k-48, pages forced on 4k-34, no CMO hooks on 16k-40; none on 4k-39; FEAT_XNX on 4k-40
-    is dropped on this tree (its pgtable.c never reads it: tests/test_xnx.py)."""
+    FWB on 4k-48, pages forced on 4k-34, no CMO hooks on 16k-40; none on 4k-39; FEAT_XNX (4k-40,
+    4k-48, 16k-40) is dropped on this tree (its pgtable.c never reads it: tests/test_xnx.py)."""
     t = _tree()
     want = {"4k-39": (False, True, False), "4k-48": (True, True, False),
             "4k-34": (False, True, True), "16k-40": (False, False, False),

@@ -42,8 +42,9 @@ def geometry(name: str | None) -> tuple[int, int]:
 
 def options(name: str | None) -> dict:
     """The table options of a geometry (``subject.OPTIONS``: FWB on 4k-48, pages forced on 4k-34,
-    no CMO hooks on 16k-40, FEAT_XNX on 4k-40 where the tree reads it), as the C lock-step builds
-    its tables: ``kernel.<engine>.<geometry>`` is the same table configuration in every engine."""
+    no CMO hooks on 16k-40, FEAT_XNX on 4k-40, 4k-48 and 16k-40 where the tree reads it), as the
+    C lock-step builds its tables: ``kernel.<engine>.<geometry>`` is the same table configuration
+    in every engine."""
     return dict(subject.OPTIONS.get(name, {})) if name is not None else {}
 
 
