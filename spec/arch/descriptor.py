@@ -276,7 +276,6 @@ def is_other_annotation(desc, tag) -> bool:
 # (PKVM_ID_HOST) is never recorded: it owns a page by a mapping.
 PKVM_ID_HOST, PKVM_ID_HYP, PKVM_ID_GUEST = 0, 1, 2
 DONATION_OWNER_MASK = field_mask(3, 1)
-DONATION_META_MASK = field_mask(59, 4)
 DONATION_HANDLE_MASK = field_mask(19, 4)        # metadata bits 15:0: the guest's VM handle
 
 
