@@ -26,7 +26,7 @@ from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_R,
 
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.stage2 import strategies as S
-from ptspec.proofs.stage2.harness import ERRNO_NAMES, Stage2Harness, fmt
+from ptspec.proofs.stage2.harness import ERRNO_NAMES, Stage2Harness, SubjectFault, fmt
 from ptspec.proofs.stage2.lockstep import StepViolation, shortest_failure
 
 # name -> (page_shift, va_bits)
@@ -68,18 +68,21 @@ class HypHarness:
             self.trace.append(("op", op, dict(args)))
         pre = self._raw
         warned = len(self.pgt.warnings)
-        if op == "init":
-            ret = self.pgt.init()
-            call = "pgt.init()"
-        elif op == "map":
-            ret = self.pgt.map(args["addr"], args["size"], args["phys"], args["prot"])
-            call = f"pgt.map({fmt(args['addr'])}, {fmt(args['size'])}, {fmt(args['phys'])}, " \
-                   f"{fmt(args['prot'])})"
-        elif op == "destroy":
-            self.pgt.destroy()
-            ret, call, self.destroyed = 0, "pgt.destroy()", True
-        else:
-            raise ValueError(f"unknown hyp operation {op!r}")
+        try:
+            if op == "init":
+                ret = self.pgt.init()
+                call = "pgt.init()"
+            elif op == "map":
+                ret = self.pgt.map(args["addr"], args["size"], args["phys"], args["prot"])
+                call = f"pgt.map({fmt(args['addr'])}, {fmt(args['size'])}, " \
+                       f"{fmt(args['phys'])}, {fmt(args['prot'])})"
+            elif op == "destroy":
+                self.pgt.destroy()
+                ret, call, self.destroyed = 0, "pgt.destroy()", True
+            else:
+                raise ValueError(f"unknown hyp operation {op!r}")
+        except SubjectFault as exc:
+            return None, self._did_not_return(op, args, exc)
         self.steps += 1
         self.lines.append(f"{call}  # -> {ERRNO_NAMES.get(ret, fmt(ret))}")
         if op != "init":
@@ -90,6 +93,19 @@ class HypHarness:
             post)
         self.violations.extend(found)
         return ret, found
+
+
+    def _did_not_return(self, op: str, args: dict, exc: SubjectFault) -> list:
+        """C-RETURNS: the call ran past its budget or faulted (the kernel's C code, guard.py);
+        its tables are not judged (the last snapshot stays the state)."""
+        self.steps += 1
+        shown = ", ".join(fmt(v) for v in args.values())
+        self.lines.append(f"pgt.{op}({shown})  # does not return: {exc}")
+        if op != "init":
+            self.calls.append((minimize.call("h.step", args, op), self.lines[-1]))
+        found = [spec.Violation("C-RETURNS", f"{op}: {exc}", {"op": op})]
+        self.violations.extend(found)
+        return found
 
 
 def hyp_geometry(name: str):

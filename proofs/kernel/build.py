@@ -23,7 +23,8 @@ from ptspec.proofs.kernel.tree import shim_defines
 
 SHIM_DIR = Path(__file__).with_name("shim")
 SHIM_FILES = ("linux/bits.h", "linux/bitfield.h", "linux/types.h", "linux/pgtable.h",
-              "linux/kvm_host.h", "kdiff_rt.c", "linux/kdiff_mainline.h", "kdiff_mainline_rt.c")
+              "linux/kvm_host.h", "kdiff_rt.c", "linux/kdiff_mainline.h", "kdiff_mainline_rt.c",
+              "kdiff_guard.c")
 CFLAGS = ("-O2", "-fPIC", "-shared", "-fno-strict-aliasing", "-fwrapv", "-w")
 # The reworked walker's builds fill uninitialised locals with a pattern (0xfe bytes), so a read of
 # one is the same wrong value on every machine (6.12's relax_perms TLBI level) instead of whatever
@@ -138,7 +139,8 @@ def library(page_shift: int, src: fetch.Source | None = None, defines=()) -> Pat
     cmd = [cc, *CFLAGS, *_extra_cflags(defines), f"-DPAGE_SHIFT={page_shift}",
            f"-DKDIFF_PARANGE_MAX={PARANGE[page_shift]}",
            *(f"-D{d}" for d in defines), "-I", str(SHIM_DIR), "-I", str(src.include_dir),
-           "-o", str(tmp), str(src.pgtable_c), str(SHIM_DIR / _runtime(defines))]
+           "-o", str(tmp), str(src.pgtable_c), str(SHIM_DIR / _runtime(defines)),
+           str(SHIM_DIR / "kdiff_guard.c")]
     r = subprocess.run(cmd, capture_output=True, text=True)
     extra = _extra_cflags(defines)
     if r.returncode != 0 and extra and any(f.split("=")[0] in (r.stderr or "") for f in extra):

@@ -54,7 +54,7 @@ SHARE = {"4k-39": 1, "4k-48": 2, "4k-40": 2, "4k-34": 2, "16k-47": 4, "16k-40": 
 INVARIANTS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "S2-BBM-WALK", "C-INIT", "C-MAP",
               "C-SET-OWNER", "C-UNMAP", "C-WRPROTECT", "C-MKYOUNG", "C-MKOLD", "C-IS-YOUNG",
               "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF", "C-DESTROY", "C-CMO", "CMO-POC", "CMO-POU", "C-ARGS",
-              "KERNEL-WARN"]
+              "KERNEL-WARN", "C-RETURNS"]
 # what a tree with the reworked walker (6.2 on) is judged by as well (spec/stage2/mainline.py)
 MAINLINE_INVARIANTS = ["S2-LOCKED", "S2-RCU", "S2-TABLE-TLBI", "C-SPLIT", "C-TEST-CLEAR-YOUNG",
                        "C-ANNOTATE"]

@@ -72,7 +72,7 @@ def _lockstep(prefix: str):
 
 
 HYP_IDS = ["S1-TREE", "S1-BA", "S1-RC", "S1-LEAK", "C-HYP-INIT", "C-HYP-MAP", "C-HYP-UNMAP",
-           "C-HYP-DESTROY", "C-HYP-WARN"]
+           "C-HYP-DESTROY", "C-HYP-WARN", "C-RETURNS"]
 HYP_FUNCTIONS = ["kvm_pgtable_hyp_init", "kvm_pgtable_hyp_map", "hyp_map_walker",
                  "hyp_map_walker_try_leaf", "kvm_pgtable_hyp_unmap", "hyp_unmap_walker",
                  "kvm_pgtable_hyp_destroy", "hyp_free_walker"]

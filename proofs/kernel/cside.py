@@ -22,7 +22,7 @@ from array import array
 from itertools import compress
 from operator import not_
 
-from ptspec.proofs.kernel import build
+from ptspec.proofs.kernel import build, guard
 
 ARENA_BASE = 0x10_0000_0000
 OWNER_FIELD_6_1 = (9, 2)          # KVM_INVALID_PTE_OWNER_MASK in 6.1
@@ -76,11 +76,7 @@ def load(page_shift: int, defines=(), src=None) -> ctypes.CDLL:
         "kvm_pgtable_stage2_flush": (i32, [vp, u64, u64]),
         "kvm_pgtable_stage2_destroy": (None, [vp]),
     }
-    for name, (res, args) in sigs.items():
-        fn = getattr(lib, name, None)
-        if fn is None:             # an entry point this version lacks (6.5 drops mkold)
-            continue
-        fn.restype, fn.argtypes = res, args
+    guard.bind(lib, sigs)          # skips an entry point this version lacks (6.5 drops mkold)
     if lib.kdiff_page_shift() != page_shift:
         raise build.BuildError(f"a library for {page_shift} was built for another granule")
     _LIBS[key] = lib

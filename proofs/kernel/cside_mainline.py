@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ctypes
 
-from ptspec.proofs.kernel import cside
+from ptspec.proofs.kernel import cside, guard
 from ptspec.proofs.kernel.cside import CPgtable, _u64
 from ptspec.proofs.kernel.tree_mainline import SPEC_FLAG_AS_S1
 
@@ -46,9 +46,7 @@ def _bind(lib):
     }
     if hasattr(lib, "kdiff_ml_annotate"):
         sigs["kdiff_ml_annotate"] = (i32, [u64, u64, i32, i32, u64])
-    for name, (res, args) in sigs.items():
-        fn = getattr(lib, name)
-        fn.restype, fn.argtypes = res, args
+    guard.bind(lib, sigs)
     lib._ml_bound = True
 
 

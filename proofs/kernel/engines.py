@@ -24,18 +24,19 @@ ENGINES = ("lockstep", "exhaustive", "errorpaths", "refusal", "hyp")
 EXHAUSTIVE_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "C-INIT", "C-MAP",
                   "C-SET-OWNER", "C-UNMAP", "C-WRPROTECT", "C-MKYOUNG", "C-MKOLD", "C-IS-YOUNG",
                   "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF", "C-CMO", "CMO-POC", "CMO-POU",
-                  "KERNEL-WARN"]
+                  "KERNEL-WARN", "C-RETURNS"]
 ERROR_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "C-INIT", "C-MAP",
-             "C-SET-OWNER", "KERNEL-WARN"]
+             "C-SET-OWNER", "KERNEL-WARN", "C-RETURNS"]
 REFUSAL_IDS = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "C-MAP", "C-SET-OWNER",
                "C-UNMAP", "C-WRPROTECT", "C-MKYOUNG", "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF",
-               "C-ARGS", "KERNEL-WARN"]
+               "C-ARGS", "KERNEL-WARN", "C-RETURNS"]
 CHECKS = {
     "exhaustive": ("kernel.exhaustive.4k-39", EXHAUSTIVE_IDS),
     "errorpaths": ("kernel.errorpaths.4k-39", ERROR_IDS),
     "refusal": ("kernel.refusal.4k-39", REFUSAL_IDS),
     "hyp": ("kernel.hyp.4k-48", ["S1-TREE", "S1-BA", "S1-RC", "S1-LEAK", "C-HYP-INIT",
-                                 "C-HYP-MAP", "C-HYP-UNMAP", "C-HYP-DESTROY", "C-HYP-WARN"]),
+                                 "C-HYP-MAP", "C-HYP-UNMAP", "C-HYP-DESTROY", "C-HYP-WARN",
+                                 "C-RETURNS"]),
 }
 ENGINE_PAGE_SHIFT = 12
 ENGINE_KIND = {"exhaustive": "exhaustive", "errorpaths": "unit", "refusal": "unit",

@@ -40,9 +40,9 @@ from ptspec.spec.stage2.invariants import _rc_violations
 
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.hyp import lockstep as hyp_lockstep
-from ptspec.proofs.kernel import build, catalogue, cside, replay
+from ptspec.proofs.kernel import build, catalogue, cside, guard, replay
 from ptspec.proofs.kernel.subject import functions_of, source_text
-from ptspec.proofs.stage2.harness import fmt
+from ptspec.proofs.stage2.harness import SubjectFault, fmt
 from ptspec.proofs.stage2.lockstep import StepViolation, shortest_failure
 
 GEOMETRY = "4k-48"
@@ -91,15 +91,14 @@ class CHypPgtable:
         self.tree = tree
         self.lib = lib = cside.load(page_shift, cside.PLANT_DEFINES, tree)
         u64, u32, i32, vp = ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p
-        for name, res, args in (("kdiff_hyp_init", i32, [u32]), ("kdiff_hyp_pgtable", vp, []),
-                                ("kdiff_hyp_start_level", u32, []), ("kdiff_hyp_pgd_pa", u64, []),
-                                ("kvm_pgtable_hyp_map", i32, [vp, u64, u64, u64, u64]),
-                                ("kvm_pgtable_hyp_destroy", None, [vp])):
-            fn = getattr(lib, name)
-            fn.restype, fn.argtypes = res, args
+        sigs = {"kdiff_hyp_init": (i32, [u32]), "kdiff_hyp_pgtable": (vp, []),
+                "kdiff_hyp_start_level": (u32, []), "kdiff_hyp_pgd_pa": (u64, []),
+                "kvm_pgtable_hyp_map": (i32, [vp, u64, u64, u64, u64]),
+                "kvm_pgtable_hyp_destroy": (None, [vp])}
+        if has_unmap(tree):
+            sigs["kvm_pgtable_hyp_unmap"] = (u64, [vp, u64, u64])
+        guard.bind(lib, sigs)          # the calls into the tree's code guarded (guard.py)
         self.unmap_fn = getattr(lib, "kvm_pgtable_hyp_unmap", None) if has_unmap(tree) else None
-        if self.unmap_fn is not None:
-            self.unmap_fn.restype, self.unmap_fn.argtypes = u64, [vp, u64, u64]
         self.page_shift, self.page_size, self.va_bits, self.npages = \
             page_shift, 1 << page_shift, va_bits, npages
         self.pa_bits = 52 if lib.kdiff_parange_max() == 6 else 48
@@ -240,7 +239,10 @@ class CHypHarness(hyp_lockstep.HypHarness):
             ret, found = super().step(op, **args)
         else:
             self.trace.append(("op", op, dict(args)))
-            ret = self.pgt.unmap(args["addr"], args["size"])
+            try:
+                ret = self.pgt.unmap(args["addr"], args["size"])
+            except SubjectFault as exc:
+                return None, self._did_not_return(op, args, exc)
             self.steps += 1
             self.lines.append(f"pgt.unmap({fmt(args['addr'])}, {fmt(args['size'])})  # -> "
                               f"{fmt(ret)}")

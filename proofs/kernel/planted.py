@@ -201,6 +201,16 @@ C_SOURCE_BUGS = {e.id: e for e in (
     CEdit("relax-no-icache", "relax_perms grants execute permission without invalidating the "
           "I-cache of the leaf's output", "stage2_attr_walker", "icache_inval_pou &&",
           "mm_ops->icache_inval_pou &&", "0 &&"),
+    # a call that does not come back (C-RETURNS, proofs/kernel/guard.py; tests/test_kernel_guard.py)
+    CEdit("walk-no-advance", "after a leaf or an empty entry the walker aligns its address down "
+          "but never moves it past the entry: the walk repeats the same address",
+          "__kvm_pgtable_visit", "data->addr +=", "data->addr +=", None),
+    CEdit("tlbi-range-stuck", "the deferred range invalidation (6.6 on) never counts down the "
+          "pages it has invalidated: an unmap on a CPU with range TLBI loops for good",
+          "kvm_tlb_flush_vmid_range", "pages -= inval_pages", "pages -= inval_pages", None),
+    CEdit("destroy-null-ops", "destroy gives its free walker no mm_ops: the first counted entry "
+          "dereferences a NULL pointer", "kvm_pgtable_stage2_destroy", ".arg", "pgt->mm_ops",
+          "NULL"),
     CEdit("init-no-enomem", "stage-2 init reports success when its root allocation fails",
           "__kvm_pgtable_stage2_init", "return -ENOMEM;", "return -ENOMEM;", "return 0;"),
 )}

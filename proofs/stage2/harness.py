@@ -48,6 +48,12 @@ FULL_EVERY = 16
 CALLER_WARNINGS = ("kvm_pgtable_stage2_map: identity map with addr != phys",)
 
 
+class SubjectFault(RuntimeError):
+    """The subject's call did not come back: it ran past its budget of CPU time or faulted
+    (raised for the kernel's C code by ptspec.proofs.kernel.guard; the message names the call).
+    A harness reports it as a C-RETURNS violation of the step and calls that table no more."""
+
+
 def fmt(v) -> str:
     return hex(v) if isinstance(v, int) and not isinstance(v, bool) and v > 9 else repr(v)
 
@@ -257,6 +263,8 @@ class Stage2Harness:
                 pre_full = self._full_snapshot()
         try:
             ret, out = self._call(op, args)
+        except SubjectFault as exc:
+            return self._did_not_return(op, args, exc)
         except ValueError as exc:
             # Python misuse: impl must refuse before touching anything.
             self.lines.append(f"# pgt.{op}(**{args!r}) raised ValueError: {exc}")
@@ -316,6 +324,18 @@ class Stage2Harness:
         self.state = post
         self.violations.extend(found)
         return ret, found
+
+    def _did_not_return(self, op: str, args: dict, exc: SubjectFault):
+        """C-RETURNS: the call ran past its budget or faulted. The step is the violation; the
+        tables are left as the call left them (half done, not judged), and the harness's state
+        stays the pre-state, so a counterexample shows the tables the call started from."""
+        self.steps += 1
+        self._record(op, {k: v for k, v in args.items() if k != "no_memcache"}, None,
+                     bool(args.get("no_memcache")))
+        self.lines[-1] = self.lines[-1].rsplit("  # -> ", 1)[0] + f"  # does not return: {exc}"
+        found = [spec.Violation("C-RETURNS", f"{op}: {exc}", {"op": op})]
+        self.violations.extend(found)
+        return None, found
 
 
 def replay(trace: list, make) -> tuple:

@@ -1,9 +1,9 @@
-"""What every call into the stage-2 page-table library must do, whatever the operation: C-ARGS and
-KERNEL-WARN (arch/arm64/kvm/hyp/pgtable.c, 5.12-5.15).
+"""What every call into the stage-2 page-table library must do, whatever the operation: C-ARGS,
+KERNEL-WARN and C-RETURNS (arch/arm64/kvm/hyp/pgtable.c, 5.12-5.15 and the trees judged since).
 
-Models two statements about calls rather than states: a call with arguments the kernel cannot be
-given (Python misuse of the model) is refused cleanly, and no call reaches one of the library's
-WARN_ONs. They are evaluated by the lock-step harness (proofs/stage2/harness.py), which sees the
+Models three statements about calls rather than states: a call with arguments the kernel cannot be
+given (Python misuse of the model) is refused cleanly, no call reaches one of the library's
+WARN_ONs, and every call returns (no endless loop, no fault). They are evaluated by the lock-step harness (proofs/stage2/harness.py), which sees the
 call and its arguments; the statements live here. Leaves out: the operations' own contracts (C-*).
 """
 
@@ -44,3 +44,22 @@ Constrains: kvm_set_table_pte, __kvm_pgtable_walk, stage2_map_walk_leaf, hyp_map
 kvm_pgtable_stage2_destroy, kvm_pgtable_hyp_destroy.
 """, constrains=("kvm_set_table_pte", "__kvm_pgtable_walk", "stage2_map_walk_leaf",
                  "hyp_map_walker", "kvm_pgtable_stage2_destroy", "kvm_pgtable_hyp_destroy"))
+
+declare("""C-RETURNS: every call into the page-table library returns.
+
+Statement: each operation comes back to its caller with a result: it neither runs on without end
+nor faults (a bad pointer, a stack overflow, a trap). Seen by the harness around the call: for the
+kernel's C code, a call still running after its budget of CPU time (ptspec.proofs.kernel.guard,
+hundreds of times the longest operation measured) or stopped by SIGSEGV, SIGBUS, SIGFPE, SIGILL or
+SIGTRAP breaks the statement; the tables it left half done are not judged further.
+
+Why: a walk that never ends is a CPU stuck at EL2 or in the host with the MMU lock held, and a
+fault there is a host crash; neither leaves a state for the other statements to judge, so without
+this statement a tree with such a bug would hang or kill the check instead of failing it.
+
+Constrains: every entry point (kvm_pgtable_stage2_map, kvm_pgtable_stage2_unmap,
+kvm_pgtable_stage2_set_owner, kvm_pgtable_hyp_map, ...) and the walk they share
+(_kvm_pgtable_walk, __kvm_pgtable_walk, __kvm_pgtable_visit).
+""", constrains=("kvm_pgtable_stage2_map", "kvm_pgtable_stage2_unmap",
+                 "kvm_pgtable_stage2_set_owner", "kvm_pgtable_hyp_map", "_kvm_pgtable_walk",
+                 "__kvm_pgtable_walk", "__kvm_pgtable_visit"))
