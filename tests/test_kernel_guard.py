@@ -190,3 +190,36 @@ def test_an_endless_loop_in_a_real_tree_is_refuted(tmp_path, short_budget):
     r = _refuted(bad, "4k-48")
     assert "did not return within 0.3 s of CPU time" in r.counterexample["violations"][0]
     assert time.process_time() - t0 < 120
+
+
+def test_a_table_outside_the_page_table_memory_faults_by_its_pa(tmp_path):
+    """table-pa-high: the map installs a table descriptor whose address is outside the arena and
+    walks into it in the same call. The shim maps every PA outside the arena into its PROT_NONE
+    trap window (kdiff_rt.c), so the walk faults there (not in the process's own memory), and the
+    verdict names the PA."""
+    need_kernel(12)
+    bad = planted.scratch_tree("table-pa-high", T.default_tree()[0], tmp_path / "tree")
+    r = _refuted(bad)
+    first = r.counterexample["violations"][0]
+    assert first.startswith("C-RETURNS map: kvm_pgtable_stage2_map faulted: SIGSEGV at PA 0x10")
+    assert "outside the page-table memory" in first
+
+
+def test_cache_maintenance_of_guest_memory_is_logged_by_its_pa():
+    """Guest memory (outside the arena) reaches the CMO hooks through the trap window: the log
+    still names its PA (the same events as before the window)."""
+    need_kernel(12)
+    from ptspec.proofs.kernel.cside import CPgtable
+    p = CPgtable(12, 39, npages=64)
+    assert p.init() == 0
+    p.drain()
+    p.mc.topup(p.mc.capacity)
+    assert p.map(0x40000000, 0x200000, 0x2_4020_0000, 6, p.mc) == 0     # R|W, normal: cleaned
+    assert ["dcache", 0x2_4020_0000, 0x200000] in p.drain()
+    p.mc.topup(p.mc.capacity)
+    assert p.map(0x80000000, 0x3000, 0x3_0000_1000, 7, p.mc) == 0       # R|W|X pages
+    ev = p.drain()
+    assert [["dcache", 0x3_0000_1000 + k * 0x1000, 0x1000] for k in range(3)] == \
+        [e for e in ev if e[0] == "dcache"]
+    assert [e for e in ev if e[0] == "icache"] == \
+        [["icache", 0x3_0000_1000 + k * 0x1000, 0x1000] for k in range(3)]

@@ -88,7 +88,7 @@ class GuardedCall:
     """A library function called through ``kdiff_guarded_call``: the same arguments and result
     as the plain ctypes function; raises SubjectFault when the call does not come back."""
 
-    __slots__ = ("name", "address", "restype", "argtypes", "_call", "_args", "_status")
+    __slots__ = ("name", "address", "restype", "argtypes", "_call", "_args", "_status", "_trap")
 
     def __init__(self, lib, name: str, restype, argtypes):
         raw = lib[name]                          # a fresh function pointer (no attribute cache)
@@ -99,6 +99,11 @@ class GuardedCall:
         tramp.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint64), ctypes.c_uint64,
                           ctypes.POINTER(ctypes.c_uint64)]
         self._call = tramp
+        try:                                     # the shim's trap window (kdiff_rt.c)
+            self._trap = lib["kdiff_trap_pa"]
+            self._trap.restype, self._trap.argtypes = ctypes.c_uint64, [ctypes.c_uint64]
+        except AttributeError:
+            self._trap = None
         self._args = (ctypes.c_uint64 * 8)()
         self._status = (ctypes.c_uint64 * 2)()
 
@@ -127,8 +132,13 @@ class GuardedCall:
                     "operations return in microseconds to milliseconds): a loop that does not end")
         where = ""
         if sig in (signal.SIGSEGV, signal.SIGBUS):       # a host address varies from run to run
-            where = (f" at address {addr:#x} (a NULL pointer)" if addr < NULL_PAGE
-                     else " at a host address (a wild pointer)")
+            pa = self._trap(addr) if self._trap is not None else U64
+            if pa != U64:
+                where = (f" at PA {pa:#x}, outside the page-table memory: a table address no "
+                         "allocation handed out")
+            else:
+                where = (f" at address {addr:#x} (a NULL pointer)" if addr < NULL_PAGE
+                         else " at a host address (a wild pointer)")
         return f"{call} faulted: {_signal_name(sig)}{where}"
 
 

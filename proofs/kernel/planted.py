@@ -211,6 +211,10 @@ C_SOURCE_BUGS = {e.id: e for e in (
     CEdit("destroy-null-ops", "destroy gives its free walker no mm_ops: the first counted entry "
           "dereferences a NULL pointer", "kvm_pgtable_stage2_destroy", ".arg", "pgt->mm_ops",
           "NULL"),
+    CEdit("table-pa-high", "a new table's descriptor carries its page's address with bit 30 "
+          "set: the walk that installed it descends into memory no allocation handed out",
+          "kvm_set_table_pte", "virt_to_phys(childp)", "mm_ops->virt_to_phys(childp)",
+          "(mm_ops->virt_to_phys(childp) | BIT(30))"),
     CEdit("init-no-enomem", "stage-2 init reports success when its root allocation fails",
           "__kvm_pgtable_stage2_init", "return -ENOMEM;", "return -ENOMEM;", "return 0;"),
 )}

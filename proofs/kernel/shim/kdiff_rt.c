@@ -83,14 +83,52 @@ void __kvm_tlb_flush_vmid_ipa(struct kvm_s2_mmu *mmu, phys_addr_t ipa, int level
 
 void __kvm_tlb_flush_vmid(struct kvm_s2_mmu *mmu) { log_event(EV_TLBI_VMID, 0, 0); }
 
-/* -- addresses ------------------------------------------------------------------------------ */
+/* -- addresses ------------------------------------------------------------------------------
+ * A PA inside the arena is its page there. Any other PA (guest memory a leaf maps, whose cache
+ * maintenance is only logged; or a table address a buggy tree computed) becomes a pointer into
+ * the trap window: KDIFF_TRAP_SLOTS pages of PROT_NONE, one per translation, round robin, whose
+ * slot remembers the page's PA. The CMO hooks log such a pointer as its PA (kdiff_virt_to_phys);
+ * code that reads or writes through one faults, and the guard (kdiff_guard.c) reports that call
+ * (C-RETURNS, with the PA: kdiff_trap_pa) instead of letting it touch the process's own memory.
+ * The arena itself lies between two PROT_NONE pages, so running off either end faults too.
+ */
+#define KDIFF_TRAP_SLOTS	4096
+static unsigned char *trap;
+static u64 trap_pa[KDIFF_TRAP_SLOTS];
+static u64 trap_next;
+
+static bool in_arena(phys_addr_t pa)
+{
+	return pa - KDIFF_ARENA_BASE < (npages << PAGE_SHIFT);
+}
+
 static void *kdiff_phys_to_virt(phys_addr_t pa)
 {
-	return (void *)((uintptr_t)arena + (uintptr_t)(pa - KDIFF_ARENA_BASE));
+	u64 slot;
+
+	if (in_arena(pa) || !trap)
+		return (void *)((uintptr_t)arena + (uintptr_t)(pa - KDIFF_ARENA_BASE));
+	slot = trap_next++ % KDIFF_TRAP_SLOTS;
+	trap_pa[slot] = pa & ~(u64)(PAGE_SIZE - 1);
+	return trap + (slot << PAGE_SHIFT) + (pa & (PAGE_SIZE - 1));
+}
+
+/* the PA behind a pointer into the trap window, or ~0 */
+u64 kdiff_trap_pa(u64 va)
+{
+	u64 off = va - (u64)(uintptr_t)trap;
+
+	if (!trap || off >= ((u64)KDIFF_TRAP_SLOTS << PAGE_SHIFT))
+		return ~0ULL;
+	return trap_pa[off >> PAGE_SHIFT] + (off & (PAGE_SIZE - 1));
 }
 
 static phys_addr_t kdiff_virt_to_phys(void *va)
 {
+	u64 pa = kdiff_trap_pa((u64)(uintptr_t)va);
+
+	if (pa != ~0ULL)
+		return pa;
 	return (phys_addr_t)((uintptr_t)va - (uintptr_t)arena) + KDIFF_ARENA_BASE;
 }
 
@@ -277,12 +315,27 @@ int kdiff_parange_max(void) { return KDIFF_PARANGE_MAX; }
 /* a fresh arena of n pages, empty log and memcache; returns 0 or -ENOMEM */
 int kdiff_reset(u64 n, int fwb, int cmo, u64 mc_capacity)
 {
+	unsigned char *region;
+
 	if (arena)
-		munmap(arena, npages << PAGE_SHIFT);
+		munmap(arena - PAGE_SIZE, (npages + 2) << PAGE_SHIFT);
 	free(refcount);
 	free(pstate);
-	arena = mmap(NULL, n << PAGE_SHIFT, PROT_READ | PROT_WRITE,
-		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (!trap) {
+		trap = mmap(NULL, (u64)KDIFF_TRAP_SLOTS << PAGE_SHIFT, PROT_NONE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (trap == MAP_FAILED)
+			trap = NULL;
+	}
+	/* the arena's pages, with a PROT_NONE page before and after */
+	region = mmap(NULL, (n + 2) << PAGE_SHIFT, PROT_NONE,
+		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	arena = region == MAP_FAILED ? MAP_FAILED : region + PAGE_SIZE;
+	if (arena != MAP_FAILED && n &&
+	    mprotect(arena, n << PAGE_SHIFT, PROT_READ | PROT_WRITE)) {
+		munmap(region, (n + 2) << PAGE_SHIFT);
+		arena = MAP_FAILED;
+	}
 	refcount = calloc(n, sizeof(*refcount));
 	pstate = calloc(n, 1);
 	if (arena == MAP_FAILED || !refcount || !pstate || mc_capacity > KDIFF_MC_MAX) {
