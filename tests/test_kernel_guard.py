@@ -202,7 +202,7 @@ def test_a_table_outside_the_page_table_memory_faults_by_its_pa(tmp_path):
     r = _refuted(bad)
     first = r.counterexample["violations"][0]
     assert first.startswith("C-RETURNS map: kvm_pgtable_stage2_map faulted: SIGSEGV at PA 0x10")
-    assert "outside the page-table memory" in first
+    assert "outside the page-table memory the allocator handed out" in first
 
 
 def test_cache_maintenance_of_guest_memory_is_logged_by_its_pa():

@@ -134,8 +134,7 @@ class GuardedCall:
         if sig in (signal.SIGSEGV, signal.SIGBUS):       # a host address varies from run to run
             pa = self._trap(addr) if self._trap is not None else U64
             if pa != U64:
-                where = (f" at PA {pa:#x}, outside the page-table memory: a table address no "
-                         "allocation handed out")
+                where = f" at PA {pa:#x}, outside the page-table memory the allocator handed out"
             else:
                 where = (f" at address {addr:#x} (a NULL pointer)" if addr < NULL_PAGE
                          else " at a host address (a wild pointer)")

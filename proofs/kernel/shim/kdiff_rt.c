@@ -113,14 +113,19 @@ static void *kdiff_phys_to_virt(phys_addr_t pa)
 	return trap + (slot << PAGE_SHIFT) + (pa & (PAGE_SIZE - 1));
 }
 
-/* the PA behind a pointer into the trap window, or ~0 */
+/* the PA behind a pointer into the trap window or into the PROT_NONE page before or after the
+ * arena (what a fault address means), or ~0 */
 u64 kdiff_trap_pa(u64 va)
 {
 	u64 off = va - (u64)(uintptr_t)trap;
+	u64 near = va - ((u64)(uintptr_t)arena - PAGE_SIZE);
 
-	if (!trap || off >= ((u64)KDIFF_TRAP_SLOTS << PAGE_SHIFT))
-		return ~0ULL;
-	return trap_pa[off >> PAGE_SHIFT] + (off & (PAGE_SIZE - 1));
+	if (trap && off < ((u64)KDIFF_TRAP_SLOTS << PAGE_SHIFT))
+		return trap_pa[off >> PAGE_SHIFT] + (off & (PAGE_SIZE - 1));
+	if (arena && near < ((npages + 2) << PAGE_SHIFT) &&
+	    (near < PAGE_SIZE || near >= ((npages + 1) << PAGE_SHIFT)))
+		return KDIFF_ARENA_BASE - PAGE_SIZE + near;
+	return ~0ULL;
 }
 
 static phys_addr_t kdiff_virt_to_phys(void *va)
