@@ -106,9 +106,9 @@ def same_translation(p, q):
     return p[DESC] == q[DESC]
 
 
-def _against_one(ps, qs):
-    """[seg for seg in _merge(ps, qs) if not same_translation(seg[2], seg[3])] when one side is a
-    single interval covering the other side's intervals (a slot against the leaves of a table
+def against_one(ps, qs):
+    """[seg for seg in merge_segments(ps, qs) if not same_translation(seg[2], seg[3])] when one
+    side is a single interval covering the other side's intervals (a slot against the leaves of a table
     that replaced it, or the reverse): the other side's intervals, less those translating as it
     does."""
     if len(ps) == 1:
@@ -117,7 +117,7 @@ def _against_one(ps, qs):
         one, many, first = qs[0], ps, False
     lo, hi = one[START], one[END]
     if not many or many[0][START] < lo or many[-1][END] > hi:
-        return [seg for seg in _merge(ps, qs) if not same_translation(seg[2], seg[3])]
+        return [seg for seg in merge_segments(ps, qs) if not same_translation(seg[2], seg[3])]
     level, desc, opaque = one[LEVEL], one[DESC], one[OPAQUE]
     if is_valid(one):
         def same(iv):
@@ -133,7 +133,7 @@ def _against_one(ps, qs):
     return [(iv[START], iv[END], iv, one) for iv in many if not same(iv)]
 
 
-def _merge(ps, qs):
+def merge_segments(ps, qs):
     """Aligned segments of two interval lists that partition the same set of addresses."""
     out = []
     i = j = 0
@@ -205,7 +205,8 @@ class FlatL3:
     def expand(self):
         leaves = []
         self.walk._leaves_of(self.pa, self.base, self.base + self.g * len(self.B), leaves)
-        return _against_one([self.one], leaves) if self.one_is_pre else _against_one(leaves, [self.one])
+        return (against_one([self.one], leaves) if self.one_is_pre
+                else against_one(leaves, [self.one]))
 
     def new_pages(self):
         """When `one` is the pre-state's and not valid (the table is new where nothing was mapped):
@@ -335,7 +336,7 @@ def sweep(pre, post, lo, hi):
         return []
     ps = pre.walk().overlapping(lo, hi) if pre.roots else [no_root_interval(pre)]
     qs = post.walk().overlapping(lo, hi) if post.roots else [no_root_interval(post)]
-    segs = _merge(ps, qs)
+    segs = merge_segments(ps, qs)
     return [(max(s, lo), min(e, hi), p, q) for s, e, p, q in segs if s < hi and e > lo]
 
 

@@ -19,8 +19,8 @@ from operator import ne
 
 from ptspec.spec.arch.descriptor import TABLE_OR_PAGE, TYPE_BITS, address
 from ptspec.spec.arch.geometry import granule_shift, table_span
-from ptspec.spec.stage2.segments import (FlatL3, L3Chunk, _against_one, _merge, covering_span,
-                                         intervals, same_translation)
+from ptspec.spec.stage2.segments import (FlatL3, L3Chunk, against_one, covering_span,
+                                         intervals, merge_segments, same_translation)
 
 
 def diff_chunks(pre, post):
@@ -117,7 +117,7 @@ def _flat_diff(pre, post):
     p_set, q_set = set(p_all), set(q_all)
     ps = sorted(p_set.difference(q_set))
     qs = sorted(q_set.difference(p_set))
-    return [seg for seg in _merge(ps, qs) if not same_translation(seg[2], seg[3])]
+    return [seg for seg in merge_segments(ps, qs) if not same_translation(seg[2], seg[3])]
 
 
 class _TreeDiff:
@@ -149,9 +149,9 @@ class _TreeDiff:
 
     def _expand(self, ps, qs):
         if len(ps) == 1 or len(qs) == 1:
-            self.out += _against_one(ps, qs)
+            self.out += against_one(ps, qs)
             return
-        for seg in _merge(ps, qs):
+        for seg in merge_segments(ps, qs):
             if not same_translation(seg[2], seg[3]):
                 self.out.append(seg)
 
@@ -168,11 +168,11 @@ class _TreeDiff:
                 run.append(iv)
                 continue
             if run:
-                self.out += _against_one([one], run) if one_is_pre else _against_one(run, [one])
+                self.out += against_one([one], run) if one_is_pre else against_one(run, [one])
                 run = []
             self.out.append(FlatL3(one, one_is_pre, walk, iv))
         if run:
-            self.out += _against_one([one], run) if one_is_pre else _against_one(run, [one])
+            self.out += against_one([one], run) if one_is_pre else against_one(run, [one])
 
     def _table(self, a, b):
         pw, qw = self.pw, self.qw
