@@ -86,13 +86,15 @@ void __kvm_tlb_flush_vmid(struct kvm_s2_mmu *mmu) { log_event(EV_TLBI_VMID, 0, 0
 /* -- addresses ------------------------------------------------------------------------------
  * A PA inside the arena is its page there. Any other PA (guest memory a leaf maps, whose cache
  * maintenance is only logged; or a table address a buggy tree computed) becomes a pointer into
- * the trap window: KDIFF_TRAP_SLOTS pages of PROT_NONE, one per translation, round robin, whose
- * slot remembers the page's PA. The CMO hooks log such a pointer as its PA (kdiff_virt_to_phys);
+ * the trap window: 16 MiB of PROT_NONE pages, one per translation, round robin, whose slot
+ * remembers the page's PA. The CMO hooks log such a pointer as its PA (kdiff_virt_to_phys);
  * code that reads or writes through one faults, and the guard (kdiff_guard.c) reports that call
  * (C-RETURNS, with the PA: kdiff_trap_pa) instead of letting it touch the process's own memory.
- * The arena itself lies between two PROT_NONE pages, so running off either end faults too.
+ * The arena itself lies between two 16 MiB PROT_NONE guards, so running off either end (a table
+ * index run away by up to 16 MiB) faults too.
  */
-#define KDIFF_TRAP_SLOTS	4096
+#define KDIFF_TRAP_SLOTS	((16ULL << 20) >> PAGE_SHIFT)	/* a 16 MiB window */
+#define KDIFF_GUARD		(16ULL << 20)	/* PROT_NONE bytes before and after the arena */
 static unsigned char *trap;
 static u64 trap_pa[KDIFF_TRAP_SLOTS];
 static u64 trap_next;
@@ -118,13 +120,13 @@ static void *kdiff_phys_to_virt(phys_addr_t pa)
 u64 kdiff_trap_pa(u64 va)
 {
 	u64 off = va - (u64)(uintptr_t)trap;
-	u64 near = va - ((u64)(uintptr_t)arena - PAGE_SIZE);
+	u64 near = va - ((u64)(uintptr_t)arena - KDIFF_GUARD);
 
 	if (trap && off < ((u64)KDIFF_TRAP_SLOTS << PAGE_SHIFT))
 		return trap_pa[off >> PAGE_SHIFT] + (off & (PAGE_SIZE - 1));
-	if (arena && near < ((npages + 2) << PAGE_SHIFT) &&
-	    (near < PAGE_SIZE || near >= ((npages + 1) << PAGE_SHIFT)))
-		return KDIFF_ARENA_BASE - PAGE_SIZE + near;
+	if (arena && near < (npages << PAGE_SHIFT) + 2 * KDIFF_GUARD &&
+	    (near < KDIFF_GUARD || near >= (npages << PAGE_SHIFT) + KDIFF_GUARD))
+		return KDIFF_ARENA_BASE - KDIFF_GUARD + near;
 	return ~0ULL;
 }
 
@@ -323,7 +325,7 @@ int kdiff_reset(u64 n, int fwb, int cmo, u64 mc_capacity)
 	unsigned char *region;
 
 	if (arena)
-		munmap(arena - PAGE_SIZE, (npages + 2) << PAGE_SHIFT);
+		munmap(arena - KDIFF_GUARD, (npages << PAGE_SHIFT) + 2 * KDIFF_GUARD);
 	free(refcount);
 	free(pstate);
 	if (!trap) {
@@ -332,13 +334,13 @@ int kdiff_reset(u64 n, int fwb, int cmo, u64 mc_capacity)
 		if (trap == MAP_FAILED)
 			trap = NULL;
 	}
-	/* the arena's pages, with a PROT_NONE page before and after */
-	region = mmap(NULL, (n + 2) << PAGE_SHIFT, PROT_NONE,
+	/* the arena's pages, between two PROT_NONE guards */
+	region = mmap(NULL, (n << PAGE_SHIFT) + 2 * KDIFF_GUARD, PROT_NONE,
 		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	arena = region == MAP_FAILED ? MAP_FAILED : region + PAGE_SIZE;
+	arena = region == MAP_FAILED ? MAP_FAILED : region + KDIFF_GUARD;
 	if (arena != MAP_FAILED && n &&
 	    mprotect(arena, n << PAGE_SHIFT, PROT_READ | PROT_WRITE)) {
-		munmap(region, (n + 2) << PAGE_SHIFT);
+		munmap(region, (n << PAGE_SHIFT) + 2 * KDIFF_GUARD);
 		arena = MAP_FAILED;
 	}
 	refcount = calloc(n, sizeof(*refcount));
