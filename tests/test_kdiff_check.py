@@ -370,3 +370,24 @@ def test_cli_exit_1_on_a_violation_with_json_and_junit(tmp_path, capsys):
     rep = json.loads(js.read_text())
     assert rep["summary"]["refuted"] == 1 and rep["kernel"]["version"] == t.version
     assert "kernel.lockstep.4k-39" in ju.read_text() and "<failure" in ju.read_text()
+
+
+def test_a_tree_calling_a_function_the_shim_lacks_is_refused_naming_it(tmp_path):
+    """A tree whose pgtable.c calls a kernel function the shim does not define is refused at
+    build time (-Wl,-z,defs), in words that name the function: not checked, exit 2; before, the
+    library failed to load and the check reported an internal error of ptspec."""
+    t = need_kernel(12)
+    tree = T.default_tree()[0]
+    assert t is not None
+    bad = planted.scratch_tree("walk-align", tree, tmp_path / "tree")     # a scratch copy
+    c = bad.pgtable_c
+    text = c.read_text()
+    head = "int kvm_pgtable_stage2_unmap("
+    i = text.index(head)
+    j = text.index("{", i) + 1
+    c.write_text(text[:i] + "extern void ptspec_no_such_helper(void);\n" + text[i:j]
+                 + "\n\tptspec_no_such_helper();\n" + text[j:])
+    with pytest.raises(build.BuildError, match="undefined reference to `ptspec_no_such_helper'"):
+        build.library(12, T.open_tree(tmp_path / "tree"))
+    assert ptspec_main(["check-kernel", "--tree", str(tmp_path / "tree"), "--profile", "quick",
+                        "--geometry", "4k-39", "--engines", "lockstep"]) == 2

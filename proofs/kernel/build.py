@@ -25,7 +25,10 @@ SHIM_DIR = Path(__file__).with_name("shim")
 SHIM_FILES = ("linux/bits.h", "linux/bitfield.h", "linux/types.h", "linux/pgtable.h",
               "linux/kvm_host.h", "kdiff_rt.c", "linux/kdiff_mainline.h", "kdiff_mainline_rt.c",
               "kdiff_guard.c")
-CFLAGS = ("-O2", "-fPIC", "-shared", "-fno-strict-aliasing", "-fwrapv", "-w")
+CFLAGS = ("-O2", "-fPIC", "-shared", "-fno-strict-aliasing", "-fwrapv", "-w",
+          # every function the tree calls must be one the shim defines: a missing one is a build
+          # error naming it (not a failure to load the library)
+          "-Wl,-z,defs")
 # The reworked walker's builds fill uninitialised locals with a pattern (0xfe bytes), so a read of
 # one is the same wrong value on every machine (6.12's relax_perms TLBI level) instead of whatever
 # the stack held; dropped if the compiler does not know the option.
