@@ -240,3 +240,22 @@ def test_systematic_list_prints_one_line_per_mutant(capsys):
     want = mutate.enumerate_mutants([f"ptspec.impl.{module}"])
     assert len(lines) == len(want) and any(len(line) > 120 for line in lines)
     assert [line.split(" ", 1)[0] for line in lines] == [m.id for m in want]
+
+
+def test_one_job_runs_in_a_worker_under_the_memory_limit(monkeypatch):
+    """--jobs 1 (the default) runs its targets in one worker process with the address-space limit,
+    as --jobs N does: stop 24's in-process run let one runaway mutant grow to 16 GB."""
+    import concurrent.futures as cf
+    made = []
+
+    class Recorder(cf.ThreadPoolExecutor):          # the pool's wiring, run in threads here
+        def __init__(self, max_workers, mp_context=None, initializer=None):
+            made.append((max_workers, mp_context.get_start_method(), initializer))
+            super().__init__(max_workers)
+
+    monkeypatch.setattr(mutants.cf, "ProcessPoolExecutor", Recorder)
+    monkeypatch.setattr(mutants, "_worker", lambda args: dict(
+        target=args[1], kind=args[0], status="caught", profile=args[2]))
+    outs = mutants.run_many([("mutant", "pgtable.pte:GENMASK:cmp0")], "quick", 0, jobs=1)
+    assert made == [(1, "spawn", mutants._limit_memory)]
+    assert outs[0].status == "caught"

@@ -289,8 +289,9 @@ def run_many(targets: list[tuple[str, str]], profile: str, seed: int, jobs: int 
              pattern: str | None = None, allowed: set[str] | None = None,
              reach: dict[str, set[str]] | None = None,
              on_done: Callable[[Outcome, int, int], None] | None = None) -> list[Outcome]:
-    """Run every (kind, id) target; with jobs > 1 in fresh worker processes, one target each.
-    With `reach`, each mutant's checks are narrowed here (unreached ones need no worker)."""
+    """Run every (kind, id) target in `jobs` worker processes (at least one; each under the
+    WORKER_MEMORY address-space limit), one target at a time each. With `reach`, each mutant's
+    checks are narrowed here (unreached ones need no worker)."""
     outcomes: dict[int, Outcome] = {}
     n = len(targets)
     work: list[tuple[int, str, str, set[str] | None]] = []
@@ -305,12 +306,12 @@ def run_many(targets: list[tuple[str, str]], profile: str, seed: int, jobs: int 
                     on_done(outcomes[i], len(outcomes), n)
                 continue
         work.append((i, kind, target, mine))
-    if jobs <= 1:
-        for i, kind, target, mine in work:
-            outcomes[i] = run_target(kind, target, profile, seed, pattern, allowed=mine)
-            if on_done:
-                on_done(outcomes[i], len(outcomes), n)
-    else:
+    # Always in worker processes, --jobs 1 included (one worker): a mutant that allocates without
+    # bound meets the worker's address-space limit (WORKER_MEMORY) instead of the host's memory
+    # (stop 24's in-process run: one runaway mutant grew to 16 GB), and one that kills its worker
+    # is an error for itself only. A worker starts in about a second and serves many targets.
+    if work:
+        jobs = max(1, jobs)
         ctx = multiprocessing.get_context("spawn")
         pending = list(work)
         while pending:
