@@ -30,6 +30,7 @@ int wild_read(uint64_t a) { return *(volatile int *)(uintptr_t)(0x100000000000ul
 int divide(int a, int b) { return a / b; }
 uint64_t deep(uint64_t n) { volatile char pad[4096]; pad[0] = (char)n; return deep(n + 1) + pad[0]; }
 int trap(void) { __builtin_trap(); }
+int smash(uint64_t n) { char buf[8]; volatile char *p = buf; for (uint64_t i = 0; i < n; i++) p[i] = 1; return buf[0]; }
 int sum8(uint64_t a, uint64_t b, uint32_t c, int8_t d, uint64_t e, uint64_t f, uint64_t g,
          uint64_t h) { return (int)(a + b + c + d + e + f + g + h); }
 uint8_t low_byte(uint64_t a) { return (uint8_t)a; }
@@ -46,7 +47,7 @@ def lib(tmp_path_factory):
     d = tmp_path_factory.mktemp("guard")
     (d / "spin.c").write_text(SPIN_C)
     so = d / "libspin.so"
-    r = subprocess.run([cc, "-O1", "-fPIC", "-shared", "-o", str(so), str(d / "spin.c"),
+    r = subprocess.run([cc, "-O1", "-fPIC", "-shared", "-fstack-protector-strong", "-o", str(so), str(d / "spin.c"),
                         str(build.SHIM_DIR / "kdiff_guard.c")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     lib = ctypes.CDLL(str(so))
@@ -54,6 +55,7 @@ def lib(tmp_path_factory):
     # guarded as the kernel's entry points are (the names are ours: bind guards kvm_pgtable_*)
     names = {"spin": (u64, [u64]), "null_read": (i32, [u64]), "wild_read": (i32, [u64]),
              "divide": (i32, [i32, i32]), "deep": (u64, [u64]), "trap": (i32, []),
+             "smash": (i32, [u64]),
              "sum8": (i32, [u64, u64, u32, ctypes.c_int8, u64, u64, u64, u64]),
              "low_byte": (u8, [u64]), "negative": (i32, []),
              "out_param": (u32, [ctypes.POINTER(u64)])}
@@ -80,6 +82,8 @@ def test_a_loop_that_never_ends_comes_back_as_a_fault(lib, short_budget):
     (lambda lib: lib.divide(1, 0), r"divide faulted: SIGFPE"),
     (lambda lib: lib.deep(0), r"deep faulted: SIGSEGV"),          # the stack overflowed
     (lambda lib: lib.trap(), r"trap faulted: SIG(ILL|TRAP)"),
+    # a stack buffer overrun past the canary: the stack protector aborts
+    (lambda lib: lib.smash(16), r"smash faulted: SIGABRT"),
 ])
 def test_faults_come_back_named(lib, call, text):
     with pytest.raises(SubjectFault, match=text):

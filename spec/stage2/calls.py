@@ -50,8 +50,9 @@ declare("""C-RETURNS: every call into the page-table library returns.
 Statement: each operation comes back to its caller with a result: it neither runs on without end
 nor faults (a bad pointer, a stack overflow, a trap). Seen by the harness around the call: for the
 kernel's C code, a call still running after its budget of CPU time (ptspec.proofs.kernel.guard,
-hundreds of times the longest operation measured) or stopped by SIGSEGV, SIGBUS, SIGFPE, SIGILL or
-SIGTRAP breaks the statement; the tables it left half done are not judged further.
+hundreds of times the longest operation measured) or stopped by SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+SIGTRAP or SIGABRT (the stack protector) breaks the statement; the tables it left half done are
+not judged further.
 
 Why: a walk that never ends is a CPU stuck at EL2 or in the host with the MMU lock held, and a
 fault there is a host crash; neither leaves a state for the other statements to judge, so without

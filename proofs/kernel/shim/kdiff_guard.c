@@ -10,8 +10,8 @@
  * - a budget of CPU time (ITIMER_PROF: user and system time of this process, so the machine's
  *   load does not count): when it runs out, SIGPROF ends the call;
  * - handlers for the faults a bad pointer or a bad instruction raise (SIGSEGV, SIGBUS, SIGFPE,
- *   SIGILL, SIGTRAP for __builtin_trap) on an alternate stack (so a runaway recursion that
- *   overflows the stack is caught too).
+ *   SIGILL, SIGTRAP for __builtin_trap, SIGABRT for the compiler's stack protector) on an
+ *   alternate stack (so a runaway recursion that overflows the stack is caught too).
  *
  * An ending signal jumps back here (siglongjmp) and the call returns with status[0] = the signal,
  * status[1] = the faulting address (SIGSEGV, SIGBUS). The library's state is then whatever the
@@ -41,7 +41,7 @@
 typedef uint64_t (*kdiff_fn8)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t,
 			      uint64_t, uint64_t);
 
-static const int guard_sigs[] = { SIGPROF, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP };
+static const int guard_sigs[] = { SIGPROF, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT };
 #define GUARD_NSIGS	((int)(sizeof(guard_sigs) / sizeof(guard_sigs[0])))
 #define GUARD_STACK	(256 * 1024)
 
