@@ -134,6 +134,8 @@ def run_engine(tree, engine: str, budget, *, seed: int = 0, expired=None,
     if out.status == "refuted":
         from ptspec.proofs.kernel.check import counterexample
         cex = counterexample(out.failure, tree)
+        if cex.get("violations"):           # the one-line verdict names what broke, as the
+            detail = f"{out.detail}: {cex['violations'][0]}{_note(out.findings)}"   # lock-step's
         if engine == "hyp":
             from ptspec.proofs.kernel import hyp
             ops = [e[1] for e in out.failure.trace if e[0] == "op"]
