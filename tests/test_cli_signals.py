@@ -184,3 +184,40 @@ def test_a_swallowed_raise_is_raised_again_without_progress_reports(tmp_path):
             timer.cancel()
         assert time.monotonic() - started < 3
     assert json.loads((tmp_path / "r.json").read_text())["interrupted"] == "SIGTERM"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_check_kernel_cleanly(tmp_path, sig):
+    """`ptspec check-kernel` (its own runner) on the cached kernel source: Ctrl-C or SIGTERM ends
+    it with 128 + signal and no traceback; a stale report is removed at the start, and the one
+    written says interrupted, with every unfinished check unknown (skipped without the source)."""
+    from kdiff_support import need_kernel
+    need_kernel(12)
+    report = tmp_path / "k.json"
+    report.write_text(json.dumps({"summary": {"passed": 1}, "note": "stale success"}))
+    proc = subprocess.Popen([sys.executable, "-m", "ptspec.proofs.cli.main", "check-kernel",
+                             "--geometry", "all", "--json", str(report)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while report.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not report.exists(), "the stale report was not removed at the start of the run"
+        time.sleep(3.0)                 # a lock-step is running now
+        assert proc.poll() is None, proc.communicate()
+        os.kill(proc.pid, sig)
+        sent = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 128 + sig, (proc.returncode, err[-2000:])
+        assert time.monotonic() - sent < 15
+        assert "Traceback" not in err + out
+        assert f"check-kernel: interrupted by {signal.Signals(sig).name}" in out
+        data = json.loads(report.read_text())
+        assert data["interrupted"] == signal.Signals(sig).name
+        assert data["summary"]["unknown"] >= 1 and data["summary"]["refuted"] == 0
+        assert data["summary"]["total"] == 35          # every selected check is in the report
+    finally:
+        if proc.poll() is None or _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

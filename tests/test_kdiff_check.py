@@ -391,3 +391,18 @@ def test_a_tree_calling_a_function_the_shim_lacks_is_refused_naming_it(tmp_path)
         build.library(12, T.open_tree(tmp_path / "tree"))
     assert ptspec_main(["check-kernel", "--tree", str(tmp_path / "tree"), "--profile", "quick",
                         "--geometry", "4k-39", "--engines", "lockstep"]) == 2
+
+
+def test_check_kernel_refuses_report_paths_that_cannot_mean_what_they_say(tmp_path, capsys):
+    """As verify: an empty --json or --junit name, or one file for both, is refused in one line
+    (exit 2) before anything runs; an earlier run's report at the path is removed at the start."""
+    assert ptspec_main(["check-kernel", "--json", "", "--geometry", "4k-39"]) == 2
+    assert "--json wants a file name" in capsys.readouterr().out
+    same = str(tmp_path / "r")
+    assert ptspec_main(["check-kernel", "--json", same, "--junit", same]) == 2
+    assert "name the same file" in capsys.readouterr().out
+    stale = tmp_path / "stale.json"
+    stale.write_text('{"summary": {"passed": 1}}')
+    assert ptspec_main(["check-kernel", "--tree", str(tmp_path / "nothing-here"),
+                        "--json", str(stale)]) == 2
+    assert not stale.exists()

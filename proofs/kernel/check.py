@@ -41,6 +41,7 @@ from ptspec.proofs.kernel import kernels
 from ptspec.proofs.kernel import subject
 from ptspec.proofs.kernel import tree as T
 from ptspec.proofs.runner import budgets
+from ptspec.proofs.runner import interrupt
 from ptspec.proofs.runner import parallel
 from ptspec.proofs.runner.registry import Result
 from ptspec.proofs.stage2 import lockstep
@@ -242,13 +243,22 @@ def _guarded(cid: str, run) -> Result:
                       seconds=time.perf_counter() - t0, id=cid, engine="")
 
 
+def planned(geometries, engines=("lockstep",), checks=None) -> list[str]:
+    """The ids of the checks ``run`` makes, in its order (the impl comparison aside)."""
+    if checks is None:
+        checks = [c for e in engines if e != "lockstep" for c in E.check_ids(e, geometries)]
+    return [f"kernel.lockstep.{g}" for g in (geometries if "lockstep" in engines else ())] + \
+        list(checks)
+
+
 def run(tree, geometries, profile: str, seed: int, with_impl: str | None = None,
-        progress=None, engines=("lockstep",), checks=None) -> list[Result]:
+        progress=None, engines=("lockstep",), checks=None, results=None) -> list[Result]:
     """The selected engines on the tree: the lock-step on each geometry, then each other engine
     (``ptspec.proofs.kernel.engines``) on its own geometries (``checks``: their check ids; default
-    every check of the engines named)."""
+    every check of the engines named). ``results``: a list each result is appended to as it comes
+    (what an interrupted run had finished)."""
     budget = budgets.budget(profile)
-    results = []
+    results = [] if results is None else results
     paired = {}
     for name in (geometries if "lockstep" in engines else ()):
         harness = None
@@ -392,6 +402,19 @@ def main(argv=None) -> int:
         args = ap.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    from ptspec.proofs.cli.verify_args import output_problem
+    from ptspec.proofs.report import atomic
+    problem = output_problem(args.json, args.junit)
+    if problem:
+        print(f"check-kernel: {problem}")
+        return 2
+    for path in (args.json, args.junit):
+        if path:
+            try:
+                atomic.remove_stale(path)     # an earlier run's report must not outlive this one
+            except OSError as exc:
+                print(f"check-kernel: cannot write {path}: {exc.strerror or exc}")
+                return 2
     if args.shard and args.with_impl:
         print("check-kernel: --shard and --with-impl do not combine (the comparison with impl "
               "spans every geometry); run --with-impl unsharded")
@@ -425,9 +448,16 @@ def main(argv=None) -> int:
         for ln in str(exc).splitlines()[1:6]:
             print(f"  {ln}")
         return 2
-    results = run(tree, geometries, args.profile, args.seed, args.with_impl,
-                  progress=lambda m: print(m, file=sys.stderr), engines=args.engines,
-                  checks=checks)
+    results: list[Result] = []
+    with interrupt.handling():
+        try:
+            run(tree, geometries, args.profile, args.seed, args.with_impl,
+                progress=lambda m: print(m, file=sys.stderr), engines=args.engines,
+                checks=checks, results=results)
+        except KeyboardInterrupt:           # Ctrl-C or SIGTERM (interrupt.Interrupted)
+            interrupt.acknowledge()
+            return _interrupted(args, tree, results, selection,
+                                planned(geometries, args.engines, checks))
     for r in results:
         print(format_result(r))
     for fid, n in sorted(findings_of(results).items()):
@@ -442,13 +472,31 @@ def main(argv=None) -> int:
     return code
 
 
+def _interrupted(args, tree, results: list[Result], selection: list[str],
+                 ids: list[str]) -> int:
+    """An interrupted run: what finished, the rest "unknown: interrupted", reports that say so,
+    and the exit code 128 + the signal (130 for SIGINT, 143 for SIGTERM); never a traceback."""
+    how = interrupt.name() or "SIGINT"
+    done = {r.id for r in results}
+    results += [Result.unknown(f"interrupted by {how} before it finished", id=cid, engine="")
+                for cid in ids if cid not in done]
+    for r in results:
+        print(format_result(r))
+    code = interrupt.exit_code()
+    print(f"check-kernel: interrupted by {how}: {len(done)} of {len(ids)} checks finished, "
+          f"{sum(r.status == 'refuted' for r in results)} refuted; no verdict on the rest; "
+          f"exit {code}")
+    _write_reports(args, tree, results, selection, interrupted=how)
+    return code
+
+
 def kernel_key(tree, results) -> dict:
     """The report's "kernel" object: the tree judged and the catalogued findings seen."""
     return {"tree": str(tree.root), "version": tree.version, "shape": tree.shape.describe(),
             "findings": findings_of(results)}
 
 
-def _write_reports(args, tree, results, selection: list[str]) -> None:
+def _write_reports(args, tree, results, selection: list[str], interrupted: str = "") -> None:
     from ptspec.proofs.report import junit, results as report
     from ptspec.proofs.report import atomic
     shard = f"{args.shard[0]}/{args.shard[1]}" if args.shard else None
@@ -457,9 +505,14 @@ def _write_reports(args, tree, results, selection: list[str]) -> None:
         rep["kernel"] = kernel_key(tree, results)
         if shard:
             rep["selection"] = selection
+        if interrupted:                 # as verify's: a run no CI may take for a finished one
+            rep["interrupted"] = interrupted
         atomic.write_text(args.json, report.dumps(rep))
     if args.junit:
-        junit.write_junit(results, args.junit, args.profile, args.seed, shard=shard)
+        shown = results + ([Result("error", f"the run was interrupted by {interrupted}",
+                                   id="ptspec.interrupted", engine="unit")]
+                           if interrupted else [])
+        junit.write_junit(shown, args.junit, args.profile, args.seed, shard=shard)
 
 
 if __name__ == "__main__":
