@@ -221,3 +221,50 @@ def test_signal_stops_check_kernel_cleanly(tmp_path, sig):
         if proc.poll() is None or _group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_ctrl_c_during_a_z3_query_is_passed_on():
+    """z3 catches SIGINT itself while it solves and answers unknown ("interrupted from
+    keyboard"); the run's interrupt would be lost and verify, mutants or a proof would go on.
+    solver_check raises it again for Python's handler (here the default: KeyboardInterrupt)."""
+    import z3
+    from ptspec.proofs.engines.z3.explore import solver_check
+    x, y = z3.BitVec("x", 256), z3.BitVec("y", 256)
+    s = z3.Solver()
+    s.set("timeout", 60_000)
+    s.add(x * y == 0x1234567890ABCDEF1234567890ABCDEF1234567890ABCDEF1234567890ABCDEF1,
+          z3.UGT(x, 1), z3.UGT(y, 1))          # hard: factor a 256-bit number
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            solver_check(s)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_mutants_cleanly(sig):
+    """`ptspec mutants` (its baseline in-process, its targets in a worker): 128 + signal, a
+    one-line message, no traceback from it or its worker, no worker left behind."""
+    proc = subprocess.Popen([sys.executable, "-m", "ptspec.proofs.cli.main", "mutants", "--only",
+                             "valid-update-ref"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        time.sleep(4.0)
+        assert proc.poll() is None, proc.communicate()
+        os.kill(proc.pid, sig)
+        sent = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 128 + sig, (proc.returncode, err[-2000:])
+        assert time.monotonic() - sent < 20
+        assert "Traceback" not in err + out, err[-2000:]
+        assert f"interrupted by {signal.Signals(sig).name}" in out
+        time.sleep(0.5)
+        assert _group_alive(proc.pid) == []
+    finally:
+        if proc.poll() is None or _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -32,6 +32,7 @@ from ptspec.proofs.mutation import corpus
 from ptspec.proofs.mutation import mutants
 from ptspec.proofs.mutation import mutate
 from ptspec.proofs.report import atomic
+from ptspec.proofs.runner import interrupt
 from ptspec.proofs.runner import parallel
 
 SURVIVORS_DIR = Path(mutants.__file__).with_name("survivors")   # package data, installed with the wheel
@@ -163,7 +164,33 @@ def cmd_mutants(args, console: Console) -> int:
         print("ptspec mutants: nothing selected")
         return 2
 
+    problem = verify_args.output_problem(args.json, None)
+    if problem:
+        print(f"ptspec mutants: {problem}")
+        return 2
+    if args.json:
+        try:
+            atomic.remove_stale(args.json)   # an earlier run's report must not outlive this one
+        except OSError as exc:
+            print(f"ptspec mutants: cannot write {args.json}: {exc.strerror or exc}")
+            return 2
+    finished: list = []
+    with interrupt.handling():
+        try:
+            return _measure(args, console, targets, selection, finished)
+        except KeyboardInterrupt:          # Ctrl-C or SIGTERM: the workers are stopped already
+            interrupt.acknowledge()
+            how = interrupt.name() or "SIGINT"
+            print(f"ptspec mutants: interrupted by {how}: {len(finished)} of {len(targets)} "
+                  f"target(s) finished; no score, no report written", flush=True)
+            return interrupt.exit_code()
+
+
+def _measure(args, console: Console, targets, selection, finished: list) -> int:
+    """Run the targets (and the escalation), then report; ``finished`` collects the outcomes as
+    they come (what an interrupted run had done)."""
     def done(o, k, n):
+        finished.append(o)
         what = f"{o.status:9} {o.target}"
         if o.check:
             what += f"  [{o.check} {','.join(o.invariants)} {o.seconds:.1f}s]"

@@ -97,7 +97,7 @@ def _z3_setup(va_bits: int, page_shift: int, timeout_ms: int | None, rlimit: int
 
 def z3_allocator(va_bits: int, page_shift: int, timeout_ms: int | None, rlimit: int):
     """('proved' | 'refuted' | 'unknown', model or reason)."""
-    from ptspec.proofs.engines.z3.explore import rlimit_count, why_unknown
+    from ptspec.proofs.engines.z3.explore import rlimit_count, solver_check, why_unknown
     z3, s, (b0, phys, size), (alloc, base, crossed) = _z3_setup(va_bits, page_shift, timeout_ms,
                                                                 rlimit)
     page = 1 << page_shift
@@ -113,7 +113,7 @@ def z3_allocator(va_bits: int, page_shift: int, timeout_ms: int | None, rlimit: 
                 z3.Implies(crossed == 0, z3.And(base + alloc == b0, z3.ZeroExt(2, alloc) == a66)))
     s.add(z3.Not(ok))
     before = rlimit_count(s)
-    r = s.check()
+    r = solver_check(s)
     if r == z3.unsat:
         return "proved", None
     if r == z3.sat:
@@ -126,11 +126,12 @@ def z3_allocator(va_bits: int, page_shift: int, timeout_ms: int | None, rlimit: 
 def z3_wrap_witness(va_bits: int = 48, page_shift: int = 12, timeout_ms: int = 20000,
                     rlimit: int = 50_000_000):
     """A request outside the domain that the allocator accepts although it does not fit."""
+    from ptspec.proofs.engines.z3.explore import solver_check
     z3, s, (b0, phys, size), (alloc, base, crossed) = _z3_setup(va_bits, page_shift, timeout_ms,
                                                                 rlimit)
     s.add(z3.ULT(b0, 1 << va_bits), b0 == 0x4100_0000, phys == 0, crossed == 0,
           z3.UGT(size, b0))
-    if s.check() == z3.sat:
+    if solver_check(s) == z3.sat:
         m = s.model()
         return {"io_map_base": m.eval(b0).as_long(), "size": m.eval(size).as_long(),
                 "base": m.eval(base, model_completion=True).as_long()}

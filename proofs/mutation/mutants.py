@@ -247,11 +247,27 @@ WORKER_MEMORY = 6 << 30      # bytes of address space per worker: a runaway muta
 
 
 def _limit_memory() -> None:
+    """A worker's start: its address-space limit; Ctrl-C is its parent's to handle (the parent
+    stops the workers; a terminal's Ctrl-C reaches the whole process group, and a worker must not
+    die of it with a traceback of its own); it dies with its parent (PR_SET_PDEATHSIG)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from ptspec.proofs.runner.parallel import _die_with_parent
+    _die_with_parent()
     try:
         import resource
         resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY, WORKER_MEMORY))
     except (ImportError, ValueError, OSError):     # not on this platform: run unlimited
         pass
+
+
+def _stop_workers(pool) -> None:
+    """Ctrl-C or SIGTERM in the parent: the pool's workers are killed at once (their targets are
+    not finished; shutting the pool down would wait for each to end its current one)."""
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        if proc.is_alive():
+            proc.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _run_alone(item, profile, seed, pattern, ctx) -> Outcome:
@@ -261,6 +277,9 @@ def _run_alone(item, profile, seed, pattern, ctx) -> Outcome:
         try:
             return Outcome(**pool.submit(_worker, (kind, target, profile, seed, pattern,
                                                    mine)).result())
+        except KeyboardInterrupt:
+            _stop_workers(pool)
+            raise
         except Exception as exc:
             return Outcome(target, kind, "error", detail=f"worker died: {exc!r}")
 
@@ -323,20 +342,26 @@ def run_many(targets: list[tuple[str, str]], profile: str, seed: int, jobs: int 
                                         initializer=_limit_memory) as pool:
                 futures = {pool.submit(_worker, (kind, target, profile, seed, pattern, mine)):
                            (i, kind, target, mine) for i, kind, target, mine in pending}
-                for fut in cf.as_completed(futures):
-                    i, kind, target, _ = futures[fut]
-                    try:
-                        outcomes[i] = Outcome(**fut.result())
-                    except cf.process.BrokenProcessPool:
-                        broken = True
-                        continue
-                    except MemoryError:         # its answer could not even be sent back
-                        outcomes[i] = Outcome(target, kind, "crashed", profile=profile, detail=(
-                            "MemoryError: the target allocated without bound"))
-                    except Exception as exc:    # a worker that failed is an error for its target
-                        outcomes[i] = Outcome(target, kind, "error", detail=f"worker failed: {exc!r}")
-                    if on_done:
-                        on_done(outcomes[i], len(outcomes), n)
+                try:
+                    for fut in cf.as_completed(futures):
+                        i, kind, target, _ = futures[fut]
+                        try:
+                            outcomes[i] = Outcome(**fut.result())
+                        except cf.process.BrokenProcessPool:
+                            broken = True
+                            continue
+                        except MemoryError:         # its answer could not even be sent back
+                            outcomes[i] = Outcome(target, kind, "crashed", profile=profile,
+                                                  detail="MemoryError: the target allocated "
+                                                         "without bound")
+                        except Exception as exc:    # a failed worker: an error for its target
+                            outcomes[i] = Outcome(target, kind, "error",
+                                                  detail=f"worker failed: {exc!r}")
+                        if on_done:
+                            on_done(outcomes[i], len(outcomes), n)
+                except KeyboardInterrupt:       # Ctrl-C / SIGTERM: no waiting for the workers
+                    _stop_workers(pool)
+                    raise
             left = [w for w in pending if w[0] not in outcomes]
             if broken and left:
                 # the pool cannot say which target killed it: run them one at a time in turn

@@ -7,7 +7,9 @@ current and remaining checks "unknown: interrupted".
 
 A raise can be swallowed: by a tool catching BaseException, or by landing in a callback whose
 exceptions Python only reports (hypothesis's gc callback does this: the lock-step check then ran
-on for 20 s). So until the runner acknowledges the interrupt (``acknowledge()``: the CLI does it when
+on for 20 s). The signal itself can be swallowed too: z3 takes SIGINT while it solves and answers
+"unknown" (its queries go through ptspec.proofs.engines.z3.explore.solver_check, which raises the
+signal again). So until the runner acknowledges the interrupt (``acknowledge()``: the CLI does it when
 the runner reports the interrupted check finished, and when verify returns), a helper thread sends
 the same signal to the main thread again every NAG_SECONDS, and the handler raises again; the
 runner also asks ``check()`` after every check returns, and ``Checking`` at every progress report.

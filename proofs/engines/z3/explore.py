@@ -22,6 +22,7 @@ unknown says which limit stopped it (``why_unknown``): "rlimit exhausted: N unit
 from __future__ import annotations
 
 import dataclasses
+import signal
 import time
 from typing import Any, Callable
 
@@ -78,13 +79,24 @@ def why_unknown(solver: z3.Solver, rlimit: int, used: int) -> str:
     return f"z3 unknown ({reason}) after {used} of {rlimit} rlimit units"
 
 
+def solver_check(solver: z3.Solver, *conds):
+    """solver.check(*conds), with Ctrl-C passed on. z3 catches SIGINT itself while it solves and
+    answers unknown ("interrupted from keyboard"): Python's handler never runs, so the run's
+    interrupt (proofs/runner/interrupt.py) would be lost and the run would go on with the check
+    merely unknown. The signal is raised again here, for Python's handler to act on."""
+    r = solver.check(*conds)
+    if r == z3.unknown and solver.reason_unknown() == "interrupted from keyboard":
+        signal.raise_signal(signal.SIGINT)
+    return r
+
+
 def _check(solver: z3.Solver, rlimit: int, deadline, timeout_ms, *conds):
     """solver.check(*conds) with the hang guard as its clock: (result, rlimit units used, seconds)."""
     ms = guard_ms(deadline, timeout_ms)
     if ms is not None:
         solver.set("timeout", max(ms, 1))
     before, t0 = rlimit_count(solver), time.monotonic()
-    r = solver.check(*conds)
+    r = solver_check(solver, *conds)
     return r, rlimit_count(solver) - before, time.monotonic() - t0
 
 
