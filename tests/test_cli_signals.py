@@ -268,3 +268,24 @@ def test_signal_stops_mutants_cleanly(sig):
         if proc.poll() is None or _group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_signal_stops_diff_kernel_cleanly():
+    """`ptspec diff-kernel` (skipped without the cached source): SIGTERM ends it with 143 and
+    one line, no traceback."""
+    from kdiff_support import need_kernel
+    need_kernel(12)
+    proc = subprocess.Popen([sys.executable, "-m", "ptspec.proofs.cli.main", "diff-kernel",
+                             "--ops", "500000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        time.sleep(4.0)
+        assert proc.poll() is None, proc.communicate()
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 143, (proc.returncode, err[-2000:])
+        assert "Traceback" not in err + out and "kdiff: interrupted by SIGTERM" in out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -297,9 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_diff_kernel(args: argparse.Namespace, console: Console) -> int:
-    """`ptspec diff-kernel [--ops N] [--seed S] [--geometry G] [--fetch] ...` (see its --help)."""
+    """`ptspec diff-kernel [--ops N] [--seed S] [--geometry G] [--fetch] ...` (see its --help).
+    Ctrl-C or SIGTERM ends it with 128 + the signal and one line (no traceback)."""
     from ptspec.proofs.kernel import differ
-    return differ.main(list(args.rest))
+    with interrupt.handling():
+        try:
+            return differ.main(list(args.rest))
+        except KeyboardInterrupt:
+            interrupt.acknowledge()
+            print(f"kdiff: interrupted by {interrupt.name() or 'SIGINT'}; no verdict", flush=True)
+            return interrupt.exit_code()
 
 
 def cmd_check_kernel(args: argparse.Namespace, console: Console) -> int:
