@@ -94,7 +94,6 @@ class HypHarness:
         self.violations.extend(found)
         return ret, found
 
-
     def _did_not_return(self, op: str, args: dict, exc: SubjectFault) -> list:
         """C-RETURNS: the call ran past its budget or faulted (the kernel's C code, guard.py);
         its tables are not judged (the last snapshot stays the state)."""

@@ -12,7 +12,8 @@ recognises without reading it again.
 The library keeps one page table in global state (as the kernel's mm_ops do), so a new
 ``CPgtable`` resets the arena of that granule's library: one live C table per granule at a time.
 Python misuse (a value that is not a u64, a destroy without a root) raises ValueError here, before
-the C code is called, as impl does.
+the C code is called, as impl does. A call into the kernel's code that does not return within its
+CPU budget, or faults, raises SubjectFault (``ptspec.proofs.kernel.guard``).
 """
 
 from __future__ import annotations

@@ -330,9 +330,13 @@ class Stage2Harness:
         tables are left as the call left them (half done, not judged), and the harness's state
         stays the pre-state, so a counterexample shows the tables the call started from."""
         self.steps += 1
-        self._record(op, {k: v for k, v in args.items() if k != "no_memcache"}, None,
-                     bool(args.get("no_memcache")))
-        self.lines[-1] = self.lines[-1].rsplit("  # -> ", 1)[0] + f"  # does not return: {exc}"
+        try:
+            self._record(op, {k: v for k, v in args.items() if k != "no_memcache"}, None,
+                         bool(args.get("no_memcache")))
+            call = self.lines.pop().rsplit("  # -> ", 1)[0]
+        except (KeyError, TypeError, ValueError):   # arguments no record line knows: as given
+            call = f"pgt.{op}(**{args!r})"
+        self.lines.append(f"{call}  # does not return: {exc}")
         found = [spec.Violation("C-RETURNS", f"{op}: {exc}", {"op": op})]
         self.violations.extend(found)
         return None, found
