@@ -227,3 +227,26 @@ def test_cache_maintenance_of_guest_memory_is_logged_by_its_pa():
         [e for e in ev if e[0] == "dcache"]
     assert [e for e in ev if e[0] == "icache"] == \
         [["icache", 0x3_0000_1000 + k * 0x1000, 0x1000] for k in range(3)]
+
+
+def test_the_timer_taken_by_another_thread_still_ends_the_call(lib, short_budget):
+    """SIGPROF is sent to the process: with another thread running Python (a progress display),
+    the guard still ends the guarded call on the caller's thread (passed on with tgkill), and a
+    thread that is not in a guarded call is left alone."""
+    import threading
+    stop = threading.Event()
+    spins = [0]
+
+    def busy():                                  # takes its share of the process's signals
+        while not stop.is_set():
+            spins[0] += 1
+    t = threading.Thread(target=busy, daemon=True)
+    t.start()
+    try:
+        for _ in range(3):
+            with pytest.raises(SubjectFault, match="did not return"):
+                lib.spin(1)
+    finally:
+        stop.set()
+        t.join()
+    assert spins[0] > 0

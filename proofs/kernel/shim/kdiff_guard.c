@@ -22,8 +22,10 @@
  * are installed once, at the first guarded call of the library, and chain to the handlers they
  * replaced for a signal that comes outside a guarded call (Python's faulthandler, or another
  * library's guard, which may be inside its own guarded call); an alternate signal stack is set up
- * only where the thread has none. A call then costs two setitimer calls. The process's
- * ITIMER_PROF belongs to the guard: a profiler that samples by it would be cut short.
+ * only where the thread has none. A call then costs two setitimer calls and a gettid. The timer's
+ * SIGPROF goes to the process: a thread other than the caller's that takes it passes it on to the
+ * caller's (tgkill), and a fault in another thread goes to the handlers the guard replaced. The
+ * process's ITIMER_PROF belongs to the guard: a profiler that samples by it would be cut short.
  *
  * The function is called with eight u64 words: the kernel's entry points take at most eight
  * integer or pointer arguments, which the arm64 and x86-64 calling conventions pass in the same
@@ -37,6 +39,10 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#endif
 
 typedef uint64_t (*kdiff_fn8)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t,
 			      uint64_t, uint64_t);
@@ -49,6 +55,7 @@ static sigjmp_buf guard_env;
 static volatile sig_atomic_t guard_armed;
 static volatile sig_atomic_t guard_signal;
 static volatile uintptr_t guard_addr;
+static volatile long guard_tid;		/* the thread inside the guarded call */
 static int guard_installed;
 static struct sigaction guard_prev[GUARD_NSIGS];
 static char guard_stack[GUARD_STACK] __attribute__((aligned(16)));
@@ -75,10 +82,34 @@ static void guard_chain(int i, int sig, siginfo_t *si, void *uc)
 	p->sa_handler(sig);
 }
 
+static long this_tid(void)
+{
+#ifdef __linux__
+	return syscall(SYS_gettid);
+#else
+	return 0;
+#endif
+}
+
 static void guard_handler(int sig, siginfo_t *si, void *uc)
 {
 	int i;
 
+	if (guard_armed && this_tid() != guard_tid) {
+#ifdef __linux__
+		if (sig == SIGPROF) {
+			/* the timer's signal is the process's: a Python thread (a progress display)
+			 * may take it while the guarded call runs on the main thread; pass it on */
+			syscall(SYS_tgkill, getpid(), guard_tid, sig);
+			return;
+		}
+#endif
+		/* a fault of another thread is not the guarded call's */
+		for (i = 0; i < GUARD_NSIGS; i++)
+			if (guard_sigs[i] == sig)
+				guard_chain(i, sig, si, uc);
+		return;
+	}
 	if (guard_armed) {
 		guard_armed = 0;
 		guard_signal = sig;
@@ -128,6 +159,7 @@ uint64_t kdiff_guarded_call(void *fn, const uint64_t *a, uint64_t budget_usec, u
 		it.it_value.tv_usec = 1;
 	guard_signal = 0;
 	guard_addr = 0;
+	guard_tid = this_tid();
 	if (sigsetjmp(guard_env, 0) == 0) {
 		guard_armed = 1;
 		setitimer(ITIMER_PROF, &it, NULL);
