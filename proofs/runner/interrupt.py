@@ -8,8 +8,8 @@ current and remaining checks "unknown: interrupted".
 A raise can be swallowed: by a tool catching BaseException, or by landing in a callback whose
 exceptions Python only reports (hypothesis's gc callback does this: the lock-step check then ran
 on for 20 s). The signal itself can be swallowed too: z3 takes SIGINT while it solves and answers
-"unknown" (its queries go through ptspec.proofs.engines.z3.explore.solver_check, which raises the
-signal again). So until the runner acknowledges the interrupt (``acknowledge()``: the CLI does it when
+"unknown"; ``handling()`` turns that off (z3's ``ctrl_c`` parameter), and ptspec's own queries
+(ptspec.proofs.engines.z3.explore.solver_check) raise the signal again should z3 still take it. So until the runner acknowledges the interrupt (``acknowledge()``: the CLI does it when
 the runner reports the interrupted check finished, and when verify returns), a helper thread sends
 the same signal to the main thread again every NAG_SECONDS, and the handler raises again; the
 runner also asks ``check()`` after every check returns, and ``Checking`` at every progress report.
@@ -110,9 +110,23 @@ class Checking:
 
 def _unraisable(hook: Any) -> Any:
     def quiet(info: Any) -> None:
-        if not isinstance(info.exc_value, Interrupted):
+        # once a signal came, what objects half built by the interrupted code raise when they
+        # are freed (z3's AstRef.__del__ on an object whose constructor was cut) is not news
+        if not isinstance(info.exc_value, Interrupted) and not _received:
             hook(info)
     return quiet
+
+
+def _z3_leaves_sigint_to_python() -> None:
+    """z3 takes SIGINT itself while it solves and answers "unknown" (interrupted from keyboard):
+    the run would never see the signal (CrossHair's queries too). With its ``ctrl_c`` parameter
+    off, the signal reaches the run's handler, which raises once the query returns (queries are
+    bounded by their rlimit or timeout). A process without z3 has nothing to do."""
+    try:
+        import z3
+        z3.set_param("ctrl_c", False)
+    except Exception:           # noqa: BLE001 - no z3, or one without the parameter
+        pass
 
 
 @contextlib.contextmanager
@@ -122,6 +136,7 @@ def handling() -> Iterator[None]:
         yield
         return
     _received.clear()
+    _z3_leaves_sigint_to_python()
     with _lock:
         _state.update(active=True, acknowledged=False, run=_state["run"] + 1)
     old = {s: signal.signal(s, _on_signal) for s in SIGNALS}
