@@ -228,14 +228,14 @@ def test_ctrl_c_during_a_z3_query_is_passed_on(ctrl_c):
     """With z3's own SIGINT handling (its default), z3 takes the signal and answers unknown
     ("interrupted from keyboard"): solver_check raises it again for Python's handler (here the
     default: KeyboardInterrupt). With it off (what interrupt.handling() sets), the signal reaches
-    Python's handler directly, once the query ends (here at its 5 s timeout)."""
+    Python's handler directly, once the query ends (here at its 2 s timeout)."""
     import z3
     from ptspec.proofs.engines.z3.explore import solver_check
     z3.set_param("ctrl_c", ctrl_c)
     ctx = z3.Context()        # its own: an interrupted context stays canceled for later queries
     x, y = z3.BitVec("x", 256, ctx=ctx), z3.BitVec("y", 256, ctx=ctx)
     s = z3.Solver(ctx=ctx)
-    s.set("timeout", 5_000)
+    s.set("timeout", 2_000)
     s.add(x * y == 0x1234567890ABCDEF1234567890ABCDEF1234567890ABCDEF1234567890ABCDEF1,
           z3.UGT(x, 1), z3.UGT(y, 1))          # hard: factor a 256-bit number
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
