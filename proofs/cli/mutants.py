@@ -164,16 +164,10 @@ def cmd_mutants(args, console: Console) -> int:
         print("ptspec mutants: nothing selected")
         return 2
 
-    problem = verify_args.output_problem(args.json, None)
+    problem = verify_args.prepare_reports(args.json, None)
     if problem:
         print(f"ptspec mutants: {problem}")
         return 2
-    if args.json:
-        try:
-            atomic.remove_stale(args.json)   # an earlier run's report must not outlive this one
-        except OSError as exc:
-            print(f"ptspec mutants: cannot write {args.json}: {exc.strerror or exc}")
-            return 2
     finished: list = []
     with interrupt.handling():
         try:

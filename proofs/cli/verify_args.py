@@ -61,23 +61,32 @@ def output_problem(json_path: str | None, junit_path: str | None) -> str | None:
     return None
 
 
+def prepare_reports(json_path: str | None, junit_path: str | None) -> str | None:
+    """Before a run that writes reports (verify, check-kernel, mutants): why the paths cannot be
+    used, or None once any report an earlier run left at them is removed (it must not outlive
+    this run, whatever becomes of it)."""
+    problem = output_problem(json_path, junit_path)
+    if problem:
+        return problem
+    for path in (json_path, junit_path):
+        if path:
+            try:
+                atomic.remove_stale(path)
+            except OSError as exc:
+                return f"cannot write {path}: {exc.strerror or exc}"
+    return None
+
+
 def guarded(json_path: str | None, junit_path: str | None, verify: Callable[[], int | None]) -> int:
     """Run verify() after checking the report paths and removing a stale report there, under the
     run's signal handling (proofs/runner/interrupt.py): Ctrl-C or SIGTERM ends it with 128 + the
     signal number, never 0, and no report claiming success."""
-    problem = output_problem(json_path, junit_path)
-    if problem:
-        print(f"ptspec verify: {problem}", file=sys.stderr)
-        return 2
     with interrupt.handling():
         try:
-            for path in (json_path, junit_path):
-                if path:
-                    try:
-                        atomic.remove_stale(path)   # an earlier run's report must not outlive this one
-                    except OSError as exc:
-                        print(f"ptspec verify: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
-                        return 2
+            problem = prepare_reports(json_path, junit_path)
+            if problem:
+                print(f"ptspec verify: {problem}", file=sys.stderr)
+                return 2
             code = verify()
         except KeyboardInterrupt:
             interrupt.acknowledge()

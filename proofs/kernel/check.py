@@ -36,6 +36,8 @@ from ptspec import spec
 
 from ptspec.proofs.kernel import build
 from ptspec.proofs.kernel import catalogue
+from ptspec.proofs.kernel import check_output
+from ptspec.proofs.kernel.check_output import exit_code, findings_of, format_result  # noqa: F401
 from ptspec.proofs.kernel import engines as E
 from ptspec.proofs.kernel import kernels
 from ptspec.proofs.kernel import subject
@@ -186,18 +188,6 @@ def catalogue_versions(finding_id: str) -> str:
     return f"Linux {f.versions()}"
 
 
-def findings_of(results) -> dict:
-    """finding id -> count, over the results' details (for the summary line)."""
-    out = {}
-    for r in results:
-        for f in catalogue.FINDINGS:
-            tag = f"{f.id} x"
-            if tag in r.detail:
-                n = int(r.detail.split(tag, 1)[1].split()[0])
-                out[f.id] = out.get(f.id, 0) + n
-    return out
-
-
 def impl_judgement(kernel_version: str, harnesses: dict) -> Result:
     """One more judge: the C code and impl at ``kernel_version``, compared word for word on the
     same runs the spec judged (``paired.PairedHarness``): the first difference found, if any."""
@@ -283,32 +273,6 @@ def run(tree, geometries, profile: str, seed: int, with_impl: str | None = None,
         if progress:
             progress(f"{r.id}: {r.status} ({r.seconds:.1f} s) {r.detail}")
     return results
-
-
-def format_result(r: Result) -> str:
-    lines = [f"{r.id}: {r.status.upper()} ({r.examples} operations, {r.seconds:.1f} s): {r.detail}"]
-    cex = r.counterexample
-    if cex:
-        lines += ["  broken:"] + [f"    {v}" for v in cex["violations"][:8]]
-        for vid, text in cex.get("statements", {}).items():
-            if text:
-                lines.append(f"    {vid}: {text}")
-        lines += [f"  kernel function: {cex['kernel_function']}", "",
-                  "operation sequence (pasteable):", cex["ops"], ""]
-        if cex.get("c_test"):
-            lines += ["the same sequence in C:", cex["c_test"], ""]
-        lines += [cex["tables"]]
-        if cex.get("tables_impl"):
-            lines += ["", "impl:", cex["tables_impl"]]
-    return "\n".join(lines)
-
-
-def exit_code(results: list[Result]) -> int:
-    if any(r.status == "refuted" for r in results):
-        return 1
-    if not results or any(r.status in ("unknown", "error") for r in results):
-        return 2
-    return 0
 
 
 def _geometries(text: str) -> list[str]:
@@ -402,19 +366,11 @@ def main(argv=None) -> int:
         args = ap.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
-    from ptspec.proofs.cli.verify_args import output_problem
-    from ptspec.proofs.report import atomic
-    problem = output_problem(args.json, args.junit)
+    from ptspec.proofs.cli.verify_args import prepare_reports
+    problem = prepare_reports(args.json, args.junit)
     if problem:
         print(f"check-kernel: {problem}")
         return 2
-    for path in (args.json, args.junit):
-        if path:
-            try:
-                atomic.remove_stale(path)     # an earlier run's report must not outlive this one
-            except OSError as exc:
-                print(f"check-kernel: cannot write {path}: {exc.strerror or exc}")
-                return 2
     if args.shard and args.with_impl:
         print("check-kernel: --shard and --with-impl do not combine (the comparison with impl "
               "spans every geometry); run --with-impl unsharded")
@@ -438,7 +394,7 @@ def main(argv=None) -> int:
     if not geometries and not checks:
         print(f"check-kernel: nothing checked: shard {args.shard[0]}/{args.shard[1]} is empty "
               f"({len(selection)} checks selected, fewer than the shards)")
-        _write_reports(args, tree, [], selection)
+        check_output.write_reports(args, tree, [], selection)
         return 2
     try:
         build.library(subject.GEOMETRIES[geometries[0]][0] if geometries else
@@ -456,7 +412,7 @@ def main(argv=None) -> int:
                 checks=checks, results=results)
         except KeyboardInterrupt:           # Ctrl-C or SIGTERM (interrupt.Interrupted)
             interrupt.acknowledge()
-            return _interrupted(args, tree, results, selection,
+            return check_output.interrupted(args, tree, results, selection,
                                 planned(geometries, args.engines, checks))
     for r in results:
         print(format_result(r))
@@ -468,51 +424,8 @@ def main(argv=None) -> int:
     print(f"check-kernel: {sum(r.status in ('passed', 'proved') for r in results)} passed, "
           f"{sum(r.status == 'refuted' for r in results)} refuted, "
           f"{sum(r.status in ('unknown', 'error') for r in results)} not checked; exit {code}")
-    _write_reports(args, tree, results, selection)
+    check_output.write_reports(args, tree, results, selection)
     return code
-
-
-def _interrupted(args, tree, results: list[Result], selection: list[str],
-                 ids: list[str]) -> int:
-    """An interrupted run: what finished, the rest "unknown: interrupted", reports that say so,
-    and the exit code 128 + the signal (130 for SIGINT, 143 for SIGTERM); never a traceback."""
-    how = interrupt.name() or "SIGINT"
-    done = {r.id for r in results}
-    results += [Result.unknown(f"interrupted by {how} before it finished", id=cid, engine="")
-                for cid in ids if cid not in done]
-    for r in results:
-        print(format_result(r))
-    code = interrupt.exit_code()
-    print(f"check-kernel: interrupted by {how}: {len(done)} of {len(ids)} checks finished, "
-          f"{sum(r.status == 'refuted' for r in results)} refuted; no verdict on the rest; "
-          f"exit {code}")
-    _write_reports(args, tree, results, selection, interrupted=how)
-    return code
-
-
-def kernel_key(tree, results) -> dict:
-    """The report's "kernel" object: the tree judged and the catalogued findings seen."""
-    return {"tree": str(tree.root), "version": tree.version, "shape": tree.shape.describe(),
-            "findings": findings_of(results)}
-
-
-def _write_reports(args, tree, results, selection: list[str], interrupted: str = "") -> None:
-    from ptspec.proofs.report import junit, results as report
-    from ptspec.proofs.report import atomic
-    shard = f"{args.shard[0]}/{args.shard[1]}" if args.shard else None
-    if args.json:
-        rep = report.build_report(results, args.profile, args.seed, shard=shard)
-        rep["kernel"] = kernel_key(tree, results)
-        if shard:
-            rep["selection"] = selection
-        if interrupted:                 # as verify's: a run no CI may take for a finished one
-            rep["interrupted"] = interrupted
-        atomic.write_text(args.json, report.dumps(rep))
-    if args.junit:
-        shown = results + ([Result("error", f"the run was interrupted by {interrupted}",
-                                   id="ptspec.interrupted", engine="unit")]
-                           if interrupted else [])
-        junit.write_junit(shown, args.junit, args.profile, args.seed, shard=shard)
 
 
 if __name__ == "__main__":
