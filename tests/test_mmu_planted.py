@@ -26,7 +26,7 @@ EXHAUSTIVE = {
 }
 MACHINE = ["memslot-bounds", "force-pte-size", "ipa-limit", "perm-level", "thp-no-align",
            "no-mark-dirty", "cm-no-skip", "commit-no-wp", "flush-slot-short", "unmap-gfn-short",
-           "unmap-vm-pfnmap", "exec-on-read"]
+           "unmap-vm-pfnmap", "exec-on-read", "ioremap-eagain-retry"]
 PERM_BUGS = ["exec-on-read", "block-keeps-exec"]
 
 

@@ -12,7 +12,7 @@ from ptspec.proofs.stage2.checks import counterexample
 from ptspec.proofs.runner.registry import Obligation, Result, register
 
 HYP_IDS = ["S1-TREE", "S1-BA", "S1-RC", "S1-LEAK", "C-HYP-INIT", "C-HYP-MAP", "C-HYP-DESTROY",
-           "C-HYP-WARN"]
+           "C-HYP-WARN", "C-RETURNS"]
 HYP_FUNCTIONS = ["kvm_pgtable_hyp_init", "kvm_pgtable_hyp_map", "hyp_map_walker",
                  "hyp_map_walker_try_leaf", "hyp_pte_needs_update", "hyp_set_prot_attr",
                  "kvm_pgtable_hyp_destroy", "hyp_free_walker"]

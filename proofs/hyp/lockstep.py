@@ -12,6 +12,7 @@ the VA range, and injected allocation failures.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from ptspec.impl.pgtable.pool import PagePool
 from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_DEVICE, KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_SW0, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X
 
 from ptspec.proofs.engines import minimize
-from ptspec.proofs.stage2 import strategies as S
+from ptspec.proofs.stage2 import returns, strategies as S
 from ptspec.proofs.stage2.harness import ERRNO_NAMES, Stage2Harness, SubjectFault, fmt
 from ptspec.proofs.stage2.lockstep import StepViolation, shortest_failure
 
@@ -35,6 +36,8 @@ HYP_GEOMETRIES = {"4k-48": (12, 48), "16k-47": (14, 47), "64k-48": (16, 48)}
 
 class HypHarness:
     """One impl hyp stage-1 table checked against the spec after every step."""
+
+    python_subject = True           # as Stage2Harness's: impl's calls run under returns.within
 
     def __init__(self, page_shift: int = 12, va_bits: int = 48, arena_pages: int = 128):
         self.pool = PagePool(page_shift, arena_pages)
@@ -68,19 +71,21 @@ class HypHarness:
             self.trace.append(("op", op, dict(args)))
         pre = self._raw
         warned = len(self.pgt.warnings)
+        guard = returns.within(f"pgt.{op}") if self.python_subject else contextlib.nullcontext()
         try:
-            if op == "init":
-                ret = self.pgt.init()
-                call = "pgt.init()"
-            elif op == "map":
-                ret = self.pgt.map(args["addr"], args["size"], args["phys"], args["prot"])
-                call = f"pgt.map({fmt(args['addr'])}, {fmt(args['size'])}, " \
-                       f"{fmt(args['phys'])}, {fmt(args['prot'])})"
-            elif op == "destroy":
-                self.pgt.destroy()
-                ret, call, self.destroyed = 0, "pgt.destroy()", True
-            else:
-                raise ValueError(f"unknown hyp operation {op!r}")
+            with guard:
+                if op == "init":
+                    ret = self.pgt.init()
+                    call = "pgt.init()"
+                elif op == "map":
+                    ret = self.pgt.map(args["addr"], args["size"], args["phys"], args["prot"])
+                    call = f"pgt.map({fmt(args['addr'])}, {fmt(args['size'])}, " \
+                           f"{fmt(args['phys'])}, {fmt(args['prot'])})"
+                elif op == "destroy":
+                    self.pgt.destroy()
+                    ret, call, self.destroyed = 0, "pgt.destroy()", True
+                else:
+                    raise ValueError(f"unknown hyp operation {op!r}")
         except SubjectFault as exc:
             return None, self._did_not_return(op, args, exc)
         self.steps += 1

@@ -200,6 +200,8 @@ class CHypPgtable:
 class CHypHarness(hyp_lockstep.HypHarness):
     """The hyp lock-step harness over the tree's C code (bound to a tree by ``hyp_harness``)."""
 
+    python_subject = False          # its calls are guarded in C (guard.py)
+
     tree = None
     seen: dict = {}
 

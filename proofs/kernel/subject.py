@@ -47,6 +47,8 @@ OPTIONS = {"4k-48": {"fwb": True, "xnx": True}, "4k-34": {"force_pte": True},
 class CSideHarness(Stage2Harness):
     """One C stage-2 table (the tree's pgtable.c) checked against the spec after every step."""
 
+    python_subject = False          # its calls are guarded in C (guard.py)
+
     tree = None                     # set by subject_factory: the kernel tree being judged
     pgtable_class = CPgtable        # the C table (subject_mainline's for 6.2 on)
     seen: dict = {}                 # set by subject_factory: findings over every harness of a run

@@ -19,7 +19,8 @@ from ptspec.proofs.runner.registry import Result, obligation
 
 S2 = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "S2-BBM-WALK", "CMO-POC", "CMO-POU"]
 MMU = ["MS", "MS-PERM", "DIRTY", "PROGRESS", "C-MMU-ABORT", "C-MMU-PREPARE", "C-MMU-COMMIT",
-       "C-MMU-FLUSH-SLOT", "C-MMU-NOTIFIER", "C-MMU-WP", "C-MMU-IOREMAP", "C-MMU-UNMAP-VM", "C-MMU-CMO", "MMU-WARN"]
+       "C-MMU-FLUSH-SLOT", "C-MMU-NOTIFIER", "C-MMU-WP", "C-MMU-IOREMAP", "C-MMU-UNMAP-VM", "C-MMU-CMO", "MMU-WARN",
+       "C-MMU-RETURNS"]
 FAULT_PATH = ["kvm_handle_guest_abort", "user_mem_abort", "fault_supports_stage2_huge_mapping",
               "transparent_hugepage_adjust", "handle_access_fault", "kvm_arch_prepare_memory_region",
               "kvm_arch_commit_memory_region", "kvm_arch_flush_shadow_memslot",

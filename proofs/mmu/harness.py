@@ -19,6 +19,7 @@ import errno
 
 from ptspec import spec
 from ptspec.proofs.engines import minimize
+from ptspec.proofs.stage2 import returns
 from ptspec.impl.mmu.guest import Guest, Vmm, once
 from ptspec.impl.mmu.host import HostMM
 from ptspec.impl.mmu.kvm import Kvm
@@ -200,7 +201,17 @@ class VmHarness:
                 self.calls[-1] = (self.calls[-1][0], self.lines[-1].replace("\n", "; "))
 
     def _step(self, op, **args):
-        ret, out, line = self._call(op, args)
+        try:
+            with returns.within(op):
+                ret, out, line = self._call(op, args)
+        except returns.SubjectFault as exc:
+            # C-MMU-RETURNS: the operation did not come back; its half-done state is not judged
+            self.steps += 1
+            self.lines.append(f"{op}({', '.join(f'{k}={h(v)}' for k, v in args.items())})"
+                              f"  # does not return: {exc}")
+            found = [spec.Violation("C-MMU-RETURNS", f"{op}: {exc}", {"op": op})]
+            self.violations.extend(found)
+            return None, found
         self.steps += 1
         shown = ERRNO.get(ret, h(ret)) if isinstance(ret, int) and not isinstance(ret, bool) \
             else repr(ret)

@@ -146,6 +146,12 @@ BUGS = {b.id: b for b in [
            "            invalidate_icache_guest_page(kvm, pfn, vma_pagesize)",
            "            if fault_status != FSC_PERM:\n"
            "                invalidate_icache_guest_page(kvm, pfn, vma_pagesize)"),
+    MmuBug("ioremap-eagain-retry", "kvm_phys_addr_ioremap retries a page whose map answered "
+           "-EAGAIN (already mapped so): an ioremap over its own mapping never returns",
+           ("C-MMU-RETURNS",), S, "kvm_phys_addr_ioremap",
+           "        ret = pgt.map(addr, psize, pa, prot, cache)\n        if ret:\n",
+           "        ret = pgt.map(addr, psize, pa, prot, cache)\n"
+           "        if ret == -errno.EAGAIN:\n            continue\n        if ret:\n"),
     MmuBug("hyp-va-no-xor", "the private VA allocator tests bit VA_BITS-1 of the new base only",
            ("C-HYP-VA",), H, "hyp_private_va",
            "crossed = (base ^ io_map_base) & (1 << (va_bits - 1))",

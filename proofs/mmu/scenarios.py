@@ -98,7 +98,10 @@ SCENARIOS = {
                            _acc(0x800000, "write")]),
     "ioremap-unaligned": (dict(backing="anon", nblocks=1),
                           lambda h: [("ioremap", dict(ipa=0x800FF0, pa=0x9000FF0, size=0x20,
-                                                      writable=True)), _acc(0x801000, "write")]),
+                                                      writable=True)), _acc(0x801000, "write"),
+                                     # the same page again: the map finds it mapped just so
+                                     ("ioremap", dict(ipa=0x800000, pa=0x9000000, size=0x1000,
+                                                      writable=True))]),
     "pfnmap-unmap-vm": (dict(backing="pfnmap", nblocks=1, second_slot=True),
                         lambda h: [_acc(G + 0x2000, "write"), _acc(0x10000, "write"),
                                    ("unmap_vm", {}), _acc(G + 0x3000), _acc(G, "exec")]),

@@ -50,7 +50,15 @@ _TABLE: dict[str, tuple[tuple[float | int, float | int, float | int], str]] = {
     "shrink_replays": ((60, 200, 1000), "replays delta debugging may spend cutting a found "
                                         "violation's trace to the shortest one that still fails"),
     "mutant_examples": ((20, 100, 1000), "hypothesis examples spent trying to kill one mutant"),
+    "call_cpu_seconds": ((2, 2, 2), "CPU seconds one operation of the subject (impl's Python, the "
+                                    "kernel's C) may run before it is judged not to return "
+                                    "(C-RETURNS); the same in every profile, a verdict input"),
 }
+
+# The operations return in microseconds to milliseconds (the longest measured, a whole-range map on
+# 64K pages, about 20 ms of CPU): a budget hundreds of times that gives the same verdict on a slower
+# machine. One value for every profile, read by the harnesses, which do not know the profile.
+CALL_CPU_SECONDS: float = float(_TABLE["call_cpu_seconds"][0][0])
 
 _INDEX = {name: i for i, name in enumerate(PROFILE_NAMES)}
 

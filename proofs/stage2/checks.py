@@ -21,7 +21,7 @@ from ptspec.proofs.runner.registry import Obligation, Result, obligation, regist
 ALL_S2 = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "S2-BBM-WALK"]
 ALL_CONTRACTS = ["C-INIT", "C-MAP", "C-SET-OWNER", "C-UNMAP", "C-WRPROTECT", "C-MKYOUNG",
                  "C-MKOLD", "C-IS-YOUNG", "C-RELAX-PERMS", "C-FLUSH", "C-GET-LEAF", "C-DESTROY",
-                 "C-CMO", "CMO-POC", "CMO-POU"]
+                 "C-CMO", "CMO-POC", "CMO-POU", "C-RETURNS"]
 
 KERNEL_ENTRY = {
     "init": "__kvm_pgtable_stage2_init", "map": "kvm_pgtable_stage2_map",

@@ -23,7 +23,8 @@ from ptspec.proofs.engines import minimize
 from ptspec.impl.pgtable.pool import KvmMmuMemoryCache, PagePool
 from ptspec.impl.pgtable.pte import OWNER_FIELD_SEED
 from ptspec.impl.pgtable.stage2 import KvmPgtable
-from ptspec.proofs.stage2 import refusal
+from ptspec.proofs.stage2 import refusal, returns
+from ptspec.proofs.stage2.returns import SubjectFault   # noqa: F401  (the harnesses' name for it)
 from ptspec.spec.stage2.cache import CacheJudge
 
 ERRNO_NAMES = {-getattr(errno, n): f"-errno.{n}" for n in
@@ -46,12 +47,6 @@ FULL_EVERY = 16
 
 # A WARN the kernel raises for its caller's misuse, not for its own state: the caller's bug.
 CALLER_WARNINGS = ("kvm_pgtable_stage2_map: identity map with addr != phys",)
-
-
-class SubjectFault(RuntimeError):
-    """The subject's call did not come back: it ran past its budget of CPU time or faulted
-    (raised for the kernel's C code by ptspec.proofs.kernel.guard; the message names the call).
-    A harness reports it as a C-RETURNS violation of the step and calls that table no more."""
 
 
 def fmt(v) -> str:
@@ -77,6 +72,10 @@ def kernel_values(op: str, args: dict) -> bool:
 
 class Stage2Harness:
     """One impl stage-2 table checked against the spec after every step."""
+
+    # impl's operations run under returns.within (a CPU budget, C-RETURNS); the kernel's C
+    # harnesses say False: their library calls are guarded in C (ptspec.proofs.kernel.guard)
+    python_subject = True
 
     def __init__(self, page_shift: int = 12, ia_bits: int = 40, *, owner_field=OWNER_FIELD_SEED,
                  fwb: bool = False, cmo: bool = True, arena_pages: int = 256,
@@ -262,7 +261,11 @@ class Stage2Harness:
             if not kernel_values(op, args):       # a refusal is due: all of impl's state, first
                 pre_full = self._full_snapshot()
         try:
-            ret, out = self._call(op, args)
+            if self.python_subject:
+                with returns.within(f"pgt.{op}"):
+                    ret, out = self._call(op, args)
+            else:
+                ret, out = self._call(op, args)
         except SubjectFault as exc:
             return self._did_not_return(op, args, exc)
         except ValueError as exc:

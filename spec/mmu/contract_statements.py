@@ -166,3 +166,23 @@ kvm_mmu_init, kvm_init_stage2_mmu, get_user_pages.
                  "kvm_clear_dirty_log_protect", "kvm_phys_addr_ioremap", "create_hyp_mappings",
                  "create_hyp_io_mappings", "kvm_mmu_init", "kvm_init_stage2_mmu",
                  "get_user_pages"))
+
+declare("""C-MMU-RETURNS: every call into the VM, host or hyp model returns.
+
+Statement: each VM-level operation (a guest access and the faults it takes, a memslot or
+dirty-log ioctl, a host mm change and the notifiers it runs, a hyp mapping) comes back to its
+caller: it does not run on without end. Seen by the harness around the call: one still running
+after its budget of CPU time (ptspec.proofs.runner.budgets.CALL_CPU_SECONDS, hundreds of times the
+longest operation measured) breaks the statement, and the half-done state is not judged further.
+
+Why: a fault handler or a notifier that loops is a vCPU or a host thread stuck with kvm->mmu_lock
+held; it leaves no state for the other statements to judge, so without this one such a bug would
+stop the check on its wall-clock guard (an "unknown" that depends on the machine's load) instead
+of failing it with the operations that lead there.
+
+Constrains: kvm_handle_guest_abort, user_mem_abort, __kvm_set_memory_region,
+kvm_get_dirty_log_protect, kvm_clear_dirty_log_protect, kvm_unmap_gfn_range, stage2_unmap_vm,
+create_hyp_mappings.
+""", constrains=("kvm_handle_guest_abort", "user_mem_abort", "__kvm_set_memory_region",
+                 "kvm_get_dirty_log_protect", "kvm_clear_dirty_log_protect",
+                 "kvm_unmap_gfn_range", "stage2_unmap_vm", "create_hyp_mappings"))

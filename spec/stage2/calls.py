@@ -48,11 +48,12 @@ kvm_pgtable_stage2_destroy, kvm_pgtable_hyp_destroy.
 declare("""C-RETURNS: every call into the page-table library returns.
 
 Statement: each operation comes back to its caller with a result: it neither runs on without end
-nor faults (a bad pointer, a stack overflow, a trap). Seen by the harness around the call: for the
-kernel's C code, a call still running after its budget of CPU time (ptspec.proofs.kernel.guard,
-hundreds of times the longest operation measured) or stopped by SIGSEGV, SIGBUS, SIGFPE, SIGILL,
-SIGTRAP or SIGABRT (the stack protector) breaks the statement; the tables it left half done are
-not judged further.
+nor faults (a bad pointer, a stack overflow, a trap). Seen by the harness around the call: a
+call still running after its budget of CPU time (ptspec.proofs.runner.budgets.CALL_CPU_SECONDS,
+hundreds of times the longest operation measured) breaks the statement, for impl's Python
+(ptspec.proofs.stage2.returns) as for the kernel's C (ptspec.proofs.kernel.guard), and so does a
+C call stopped by SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP or SIGABRT (the stack protector); the
+tables it left half done are not judged further.
 
 Why: a walk that never ends is a CPU stuck at EL2 or in the host with the MMU lock held, and a
 fault there is a host crash; neither leaves a state for the other statements to judge, so without

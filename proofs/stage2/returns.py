@@ -1,0 +1,62 @@
+"""C-RETURNS for impl: a Python operation that must come back within a budget of CPU time.
+
+Models nothing of the kernel; it is how the lock-step harnesses see that one of impl's operations
+(a faithful copy of a kernel function, possibly a mutant of it) does not return. The kernel's C
+code has its own guard (ptspec.proofs.kernel.guard: ITIMER_PROF, fault signals); Python code
+cannot fault, but it can loop, and before this a loop in impl was only stopped by the check's
+wall-clock hang guard: an "unknown" (or a mutant "hung") whose verdict depended on how busy the
+machine was, and with no operation sequence to show.
+
+``within(seconds)`` arms ITIMER_VIRTUAL (this process's user CPU time, so a loaded machine does
+not shorten it) around the call; when it expires, SIGVTALRM's handler raises ``_Overrun``, a
+BaseException so that no ``except Exception`` in the code under test can swallow it, and the
+context turns it into ``SubjectFault``, which the harness reports as a C-RETURNS violation with
+the shortened sequence that led there. SIGPROF is left to the C guard (its handler is installed
+from C; Python could not restore it). Outside the main thread (where Python runs no signal
+handlers) the call runs unguarded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+from ptspec.proofs.runner.budgets import CALL_CPU_SECONDS
+
+
+class SubjectFault(RuntimeError):
+    """The subject's call did not come back: it ran past its budget of CPU time or faulted
+    (raised here for impl's Python code, by ptspec.proofs.kernel.guard for the kernel's C code;
+    the message names the call). A harness reports it as a C-RETURNS violation of the step and
+    calls that table no more."""
+
+
+class _Overrun(BaseException):
+    """Raised in the operation by SIGVTALRM's handler (never escapes ``within``)."""
+
+
+def _overrun(signum, frame):
+    raise _Overrun
+
+
+@contextlib.contextmanager
+def within(what: str, seconds: float | None = None):
+    """Run the block under a budget of ``seconds`` (default CALL_CPU_SECONDS) of CPU time;
+    raises SubjectFault naming ``what`` when the block is still running after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seconds = CALL_CPU_SECONDS if seconds is None else seconds
+    previous = signal.signal(signal.SIGVTALRM, _overrun)
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
+    try:
+        yield
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+    except _Overrun:
+        raise SubjectFault(f"{what} did not return within {seconds:g} s of CPU time (the "
+                           "operations return in microseconds to milliseconds): a loop that "
+                           "does not end") from None
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
