@@ -7,7 +7,7 @@ cannot fault, but it can loop, and before this a loop in impl was only stopped b
 wall-clock hang guard: an "unknown" (or a mutant "hung") whose verdict depended on how busy the
 machine was, and with no operation sequence to show.
 
-``within(seconds)`` arms ITIMER_VIRTUAL (this process's user CPU time, so a loaded machine does
+``within(what)`` arms ITIMER_VIRTUAL (this process's user CPU time, so a loaded machine does
 not shorten it) around the call; when it expires, SIGVTALRM's handler raises ``_Overrun``, a
 BaseException so that no ``except Exception`` in the code under test can swallow it, and the
 context turns it into ``SubjectFault``, which the harness reports as a C-RETURNS violation with
@@ -18,7 +18,6 @@ handlers) the call runs unguarded.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 
@@ -37,26 +36,39 @@ class _Overrun(BaseException):
 
 
 def _overrun(signum, frame):
-    raise _Overrun
+    if within.armed:
+        raise _Overrun
 
 
-@contextlib.contextmanager
-def within(what: str, seconds: float | None = None):
-    """Run the block under a budget of ``seconds`` (default CALL_CPU_SECONDS) of CPU time;
-    raises SubjectFault naming ``what`` when the block is still running after it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    seconds = CALL_CPU_SECONDS if seconds is None else seconds
-    previous = signal.signal(signal.SIGVTALRM, _overrun)
-    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
-    try:
-        yield
+class within:
+    """``with within(what):`` runs the block under a budget of ``seconds`` (default
+    CALL_CPU_SECONDS) of CPU time and raises SubjectFault naming ``what`` when the block is still
+    running after it. The handler is installed at the first use and stays (it does nothing while
+    no block is armed, and a handler someone else installed since is replaced at the next use)."""
+
+    __slots__ = ("what", "seconds", "guarded")
+    armed = False                   # one block at a time (the harnesses do not nest operations)
+
+    def __init__(self, what: str, seconds: float | None = None):
+        self.what = what
+        self.seconds = CALL_CPU_SECONDS if seconds is None else seconds
+
+    def __enter__(self):
+        self.guarded = threading.current_thread() is threading.main_thread()
+        if self.guarded:
+            if signal.getsignal(signal.SIGVTALRM) is not _overrun:
+                signal.signal(signal.SIGVTALRM, _overrun)
+            within.armed = True
+            signal.setitimer(signal.ITIMER_VIRTUAL, self.seconds)
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if not self.guarded:
+            return False
+        within.armed = False
         signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-    except _Overrun:
-        raise SubjectFault(f"{what} did not return within {seconds:g} s of CPU time (the "
-                           "operations return in microseconds to milliseconds): a loop that "
-                           "does not end") from None
-    finally:
-        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-        signal.signal(signal.SIGVTALRM, previous)
+        if kind is _Overrun:
+            raise SubjectFault(f"{self.what} did not return within {self.seconds:g} s of CPU time "
+                               "(the operations return in microseconds to milliseconds): a loop "
+                               "that does not end") from None
+        return False
