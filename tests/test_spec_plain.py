@@ -202,7 +202,7 @@ def test_encoding_and_slot_checks_equal_plain(ops, ps, picks):
                 [str(v) for v in invariants.slot_violations_plain(st_, "S2-TREE")]
 
 
-BITS = [0, 1, 6, 12, 13, 14, 15, 16, 21, 30, 47, 48, 52, 56, 59, 63]
+BITS = [0, 1, 6, 11, 12, 13, 14, 15, 16, 21, 30, 47, 48, 50, 51, 52, 53, 56, 59, 63]
 
 
 @pytest.mark.parametrize("ps", [12, 14, 16])

@@ -87,9 +87,10 @@ def test_descriptor_statements_match_the_spec(ps):
         g = 1 << (ps + (3 - level) * (ps - 3))
         from ptspec.spec.arch import geometry as SG
         for d in _descs(rng, ps):
-            want_ba = not (d & SD.VALID) or not SI._encoding_problems(
-                d, level, ps, g, SG.level_allows_block(level, ps), 1 << pa_bits)
-            assert _z3_true(M.ba_ok(d, level, ps, pa_bits)) == want_ba, (hex(d), level)
+            for unwritten in (0, SD.s2_leaf_unwritten()):     # hyp stage 1, stage 2
+                want_ba = not (d & SD.VALID) or not SI._encoding_problems(
+                    d, level, ps, g, SG.level_allows_block(level, ps), 1 << pa_bits, unwritten)
+                assert _z3_true(M.ba_ok(d, level, ps, pa_bits, unwritten)) == want_ba, (hex(d), level)
             for field in ((63, 56), (9, 2)):
                 owner = SD.owner_of(d, field)
                 want_own = bool(d & SD.VALID) or d == 0 or (owner is not None and owner <= 1)

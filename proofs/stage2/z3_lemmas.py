@@ -332,6 +332,8 @@ def lemma_prot_attr(rlimit, timeout_ms, deadline=None) -> Outcome:
                           | (0 if la.xn else SD.PROT_X) | (la.sw << 55))
                 return {"C-MAP: the attributes are the architecture's encoding of prot":
                         _z(attr) == _z(want),
+                        "S2-BA: the attributes set none of the leaf bits KVM never writes":
+                        _z(attr) & SD.s2_leaf_unwritten() == 0,
                         "C-GET-LEAF: kvm_pgtable_stage2_pte_prot reads the leaf's permissions":
                         _z(back) == _z(expect),
                         "C-MAP: R, W, X and software bits survive encode + decode":

@@ -35,10 +35,10 @@ from ptspec.impl.pgtable import stage2_map
 from ptspec.proofs.engines.z3.bv import sym
 from ptspec.proofs.stage2.z3_lemmas import aligned, combine
 from ptspec.proofs.stage2.z3_steps_model import (FIELD, GEOMS, NEW_TABLE, PTP, U64, StepPgt,
-                                                 block_allowed, count, counted, desc_addr, entry_ok,
-                                                 entry_props, is_table, label, levels, no_warn,
-                                                 page_assumptions, phys_ok, step_inputs, walk_range,
-                                                 z)
+                                                 attr_ok, block_allowed, count, counted, desc_addr,
+                                                 entry_ok, entry_props, is_table, label, levels,
+                                                 no_warn, page_assumptions, phys_ok, step_inputs,
+                                                 walk_range, z)
 from ptspec.proofs.stage2.z3_steps_replay import (CHILD_FREED, ENTRY, FRAME, NO_WARN, NO_WRITE,
                                                   RC_AFTER, RC_KEPT, RC_UNVISITED, replay, ret_in)
 
@@ -117,7 +117,7 @@ def lemma_map_leaf(rlimit, timeout_ms, deadline=None, *, set_owner=False):
                     if set_owner:
                         assume.append(z(oid) <= 1)
                     else:
-                        assume.append(phys_ok(phys, ps, SG.IPA_RANGE[ps][1]))
+                        assume += [phys_ok(phys, ps, SG.IPA_RANGE[ps][1]), attr_ok(attr)]
                     def code(v, force=force):
                         phys = U64 if set_owner else v["phys"]
                         return (f"data = stage2_map.Stage2MapData(pgt, {phys:#x}, object(), "
@@ -220,8 +220,8 @@ def lemma_map_table_pre(rlimit, timeout_ms, deadline=None):
                     assume = page_assumptions(page, idx, j, old, n, level, ps,
                                               SG.IPA_RANGE[ps][1], FIELD, 1)
                     assume += [is_table(old, level), desc_addr(old, ps) != PTP,
-                               phys_ok(phys, ps, SG.IPA_RANGE[ps][1])] + walk_range(addr, end,
-                                                                                      ps, ia)
+                               phys_ok(phys, ps, SG.IPA_RANGE[ps][1]), attr_ok(attr)]
+                    assume += walk_range(addr, end, ps, ia)
                     def code(v, anchored=anchored, force=force):
                         return (_data_code(v, "elsewhere" if anchored else "none", force)
                                 + f"ret = stage2_map.stage2_map_walk_table_pre({v['addr']:#x}, "
@@ -266,8 +266,8 @@ def lemma_map_anchored_leaf(rlimit, timeout_ms, deadline=None):
                 assume = page_assumptions(page, idx, j, old, n, level, ps, SG.IPA_RANGE[ps][1],
                                           FIELD, 1)
                 assume += [z3.Not(is_table(old, level)),
-                           phys_ok(phys, ps, SG.IPA_RANGE[ps][1])] + walk_range(addr, end, ps,
-                                                                                  ia)
+                           phys_ok(phys, ps, SG.IPA_RANGE[ps][1]), attr_ok(attr)]
+                assume += walk_range(addr, end, ps, ia)
                 def code(v):
                     return (_data_code(v, "elsewhere")
                             + f"ret = stage2_map.stage2_map_walk_leaf({v['addr']:#x}, "
@@ -339,7 +339,7 @@ def lemma_map_table_post(rlimit, timeout_ms, deadline=None):
                         return ok
                     assume = [z(j) < SG.entries_per_table(ps), z(idx) < SG.entries_per_table(ps),
                               z(n) < SG.entries_per_table(ps), page.before(idx) == z(old),
-                              z(c) == 1, phys_ok(phys, ps, SG.IPA_RANGE[ps][1])]
+                              z(c) == 1, phys_ok(phys, ps, SG.IPA_RANGE[ps][1]), attr_ok(attr)]
                     assume += walk_range(addr, end, ps, ia)
                     if phase == "anchor":
                         # TABLE_PRE cleared the entry and kept its child; the block was allowed;

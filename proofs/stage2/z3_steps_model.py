@@ -199,11 +199,12 @@ def desc_addr(d, ps: int) -> z3.BitVecRef:
     return a
 
 
-def ba_ok(d, level: int, ps: int, pa_bits: int) -> z3.BoolRef:
+def ba_ok(d, level: int, ps: int, pa_bits: int, unwritten: int = 0) -> z3.BoolRef:
     """spec S2-BA for one descriptor at `level` (the checks of invariants._encoding_problems): a
     valid descriptor is not the reserved level-3 encoding, a block only where the granule allows
     one, 16K RES0 address bits clear, a leaf's output address aligned to its size, every address
-    below 2**pa_bits."""
+    below 2**pa_bits, and a leaf's `unwritten` bits clear (stage 2: D.s2_leaf_unwritten(), 5.x
+    has no FEAT_XNX; hyp stage 1: 0)."""
     dz = z(d)
     valid = dz & SD.VALID != 0
     typ = dz & SD.TYPE != 0
@@ -218,6 +219,8 @@ def ba_ok(d, level: int, ps: int, pa_bits: int) -> z3.BoolRef:
     if ps == 14:
         conds.append(dz & SD.RES0_16K_MASK == 0)
     conds.append(z3.Implies(leaf, z3.URem(addr, z3.BitVecVal(g, W)) == 0))
+    if unwritten:
+        conds.append(z3.Implies(leaf, dz & unwritten == 0))
     return z3.Implies(valid, z3.And(*conds))
 
 
@@ -238,7 +241,9 @@ def entry_ok(d, level: int, ps: int, pa_bits: int, field=(63, 56), max_id=1) -> 
     (`field` None: no S2-OWN, as for hyp stage 1, whose invalid entries the spec leaves free)."""
     dz = z(d)
     own = own_ok(d, field, max_id) if field is not None else z3.BoolVal(True)
-    return z3.And(dz >= 0, dz <= U64, own, ba_ok(d, level, ps, pa_bits), tree_ok(d, level))
+    unwritten = SD.s2_leaf_unwritten() if field is not None else 0
+    return z3.And(dz >= 0, dz <= U64, own, ba_ok(d, level, ps, pa_bits, unwritten),
+                  tree_ok(d, level))
 
 
 def entry_props(d, level: int, ps: int, pa_bits: int, field=(63, 56), max_id=1,
@@ -249,8 +254,8 @@ def entry_props(d, level: int, ps: int, pa_bits: int, field=(63, 56), max_id=1,
     own = {"S2-OWN: the entry is valid, 0 or an owner annotation": own_ok(d, field, max_id)} \
         if inv == "S2" else {}
     return {**own,
-            f"{inv}-BA: the entry's kind and address are allowed at its level": ba_ok(d, level, ps,
-                                                                                     pa_bits),
+            f"{inv}-BA: the entry's kind and address are allowed at its level": ba_ok(
+                d, level, ps, pa_bits, SD.s2_leaf_unwritten() if inv == "S2" else 0),
             f"{inv}-TREE: a table entry keeps bits 63:59 zero; the entry is a u64": z3.And(
                 tree_ok(d, level), dz >= 0, dz <= U64)}
 
@@ -324,3 +329,9 @@ def walk_range(addr, end, ps, ia):
 
 def phys_ok(phys, ps, pa_bits):
     return z3.Or(z3.And(z(phys) < (1 << pa_bits), aligned(phys, 1 << ps)), z(phys) == U64)
+
+
+def attr_ok(attr):
+    """The map's attributes set none of the leaf bits KVM never writes: what
+    stage2_set_prot_attr gives (proved by z3_lemmas.lemma_prot_attr, s2.proof.prot-attr)."""
+    return z(attr) & SD.s2_leaf_unwritten() == 0

@@ -23,9 +23,9 @@ from ptspec.impl.pgtable import walker as W
 from ptspec.impl.pgtable.pte import KVM_PTE_LEAF_ATTR_HI, KVM_PTE_LEAF_ATTR_LO
 
 from ptspec.proofs.stage2.z3_lemmas import combine
-from ptspec.proofs.stage2.z3_steps_model import (FIELD, GEOMS, PTP, U64, StepPgt, count, counted,
-                                                 desc_addr, entry_props, is_table, label, levels,
-                                                 no_warn, page_assumptions, step_inputs, z)
+from ptspec.proofs.stage2.z3_steps_model import (FIELD, GEOMS, PTP, U64, StepPgt, attr_ok, count,
+                                                 counted, desc_addr, entry_props, is_table, label,
+                                                 levels, no_warn, page_assumptions, step_inputs, z)
 from ptspec.proofs.stage2.z3_steps_replay import (CHILD_FREED, ENTRY, FRAME, NO_WARN, NO_WRITE,
                                                   RC_AFTER, RC_KEPT, RC_UNVISITED, replay, ret_in)
 
@@ -149,8 +149,10 @@ def lemma_attr_step(rlimit, timeout_ms, deadline=None):
                     return ok
                 assume = page_assumptions(page, idx, j, old, n, level, ps, SG.IPA_RANGE[ps][1],
                                           FIELD, 1)
+                # every caller sets only AF, S2AP R/W or (relax_perms) clears XN: nothing of
+                # the leaf bits KVM never writes (the spec's S2-BA)
                 assume += [z3.Not(is_table(old, level)), z(aset) & (U64 & ~ATTR_MASK) == 0,
-                           z(aclr) & (U64 & ~ATTR_MASK) == 0]
+                           z(aclr) & (U64 & ~ATTR_MASK) == 0, attr_ok(aset)]
                 def code(v):
                     return (f"data = stage2_walkers.Stage2AttrData({v['attr_set']:#x}, "
                             f"{v['attr_clr']:#x})\n"

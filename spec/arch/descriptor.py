@@ -40,6 +40,12 @@ LEAF_ATTR_LO = ((1 << ADDR_LOW_SHIFT) - 1) & ~TYPE_BITS        # KVM_PTE_LEAF_AT
 LEAF_ATTR_HI_SHIFT = 51
 LEAF_ATTR_HI = ((1 << 64) - 1) & ~((1 << LEAF_ATTR_HI_SHIFT) - 1)  # KVM_PTE_LEAF_ATTR_HI: bits 63:51
 
+# Stage-2 leaf bits KVM never writes (5.12 to 7.1): bit 11 (FnXS with FEAT_XS), bits 52:48
+# (address bits 49:48 with FEAT_LPA2, which the spec leaves out; GP, a stage-1 bit; DBM; the
+# contiguous hint) and bits 63:59 (PBHA, RES0). Bit 53 is XN[0] with FEAT_XNX only. The software
+# bits 58:55 are KVM's own (pKVM's page states).
+S2_LEAF_UNWRITTEN = (1 << 11) | (0x1F << 48) | (0x1F << 59)
+
 ADDR_MASK_48 = ((1 << ADDR_FIELD_TOP) - 1)
 U64 = (1 << 64) - 1
 
@@ -172,6 +178,16 @@ def is_cacheable(desc, has_fwb, as_s1=False):
     KVM writes there: stage2_pte_cacheable compares with KVM_S2_MEMATTR(pgt, NORMAL))."""
     normal = MEMATTR_AS_S1 if as_s1 else MEMATTR_NORMAL
     return (desc & MEMATTR_MASK) >> MEMATTR_SHIFT == normal[has_fwb]
+
+
+def s2_leaf_unwritten(has_xnx=False):
+    """The bits of a stage-2 leaf KVM never sets: S2_LEAF_UNWRITTEN, and bit 53 without FEAT_XNX."""
+    return S2_LEAF_UNWRITTEN | (0 if has_xnx else XN_PXN)
+
+
+def bit_list(bits):
+    """The set bits of ``bits``, highest first, as text ("52, 11")."""
+    return ", ".join(str(b) for b in range(63, -1, -1) if bits >> b & 1)
 
 
 def xn_exec_mask(has_xnx=False):

@@ -37,6 +37,12 @@ def _tables(walk, pages):
 
 # -- shared structural checks ---------------------------------------------------------------------
 
+def _unwritten(state):
+    """The leaf bits the encoding check requires clear: stage 2's (D.s2_leaf_unwritten); none for
+    hyp stage 1, whose attribute bits the spec does not judge."""
+    return D.s2_leaf_unwritten(state.has_xnx) if state.kind == STAGE2 else 0
+
+
 def encoding_violations_plain(state, inv):
     """The plain statement of the encoding check: every valid descriptor of every reached table, one
     slot at a time (slots beyond the input range are tree_violations' business).
@@ -44,7 +50,7 @@ def encoding_violations_plain(state, inv):
     encoding_violations returns the same list faster (tests/test_spec_plain.py holds them equal).
     """
     out = []
-    ps, pa_limit = state.page_shift, 1 << state.pa_bits
+    ps, pa_limit, unwritten = state.page_shift, 1 << state.pa_bits, _unwritten(state)
     walk = state.walk()
     for pa, (level, base, used, _, _) in walk.tables.items():
         descs = state.pages[pa]
@@ -54,7 +60,8 @@ def encoding_violations_plain(state, inv):
             d = descs[i]
             if d & D.VALID:
                 out += _encoding_report(inv, pa, i, level, base, g, d,
-                                        _encoding_problems(d, level, ps, g, block_ok, pa_limit))
+                                        _encoding_problems(d, level, ps, g, block_ok, pa_limit,
+                                                           unwritten))
     return out
 
 
@@ -72,9 +79,12 @@ def encoding_violations(state, inv, pages=None):
     """
     out = []
     ps, pa_limit, walk = state.page_shift, 1 << state.pa_bits, state.walk()
+    unwritten = _unwritten(state)
     # A level-3 page can only be misaligned or out of range through bits 13:12 (16K, RES0) or
-    # 15:12 (64K, address bits 51:48, out of range when pa_bits is 48): a page is screened by one mask.
-    page_mask = D.TYPE_BITS | {12: 0, 14: D.RES0_16K_MASK, 16: 0 if state.pa_bits >= 52 else D.ADDR_51_48_MASK}[ps]
+    # 15:12 (64K, address bits 51:48, out of range when pa_bits is 48), and otherwise wrong only
+    # through the bits KVM never writes: a page is screened by one mask.
+    page_mask = D.TYPE_BITS | unwritten | {12: 0, 14: D.RES0_16K_MASK,
+                                           16: 0 if state.pa_bits >= 52 else D.ADDR_51_48_MASK}[ps]
     valid, page = D.VALID, D.TABLE_OR_PAGE
     for pa, (level, base, used, _, _) in _tables(walk, pages):
         descs = state.pages[pa]
@@ -88,17 +98,21 @@ def encoding_violations(state, inv, pages=None):
             d = descs[i]
             if not d & D.VALID:
                 continue
-            problems = _encoding_problems(d, level, ps, g, block_ok, pa_limit)
+            problems = _encoding_problems(d, level, ps, g, block_ok, pa_limit, unwritten)
             if problems:
                 out += _encoding_report(inv, pa, i, level, base, g, d, problems)
     return out
 
 
-def _encoding_problems(d, level, ps, g, block_ok, pa_limit):
+def _encoding_problems(d, level, ps, g, block_ok, pa_limit, unwritten=0):
     kind = D.classify(d, level)
     if kind == D.RESERVED:
         return [f"descriptor {d:#x} uses the reserved encoding 0b01 at level 3 (a page must be 0b11)"]
     out = []
+    if kind != D.TABLE and d & unwritten:
+        out.append(f"leaf {d:#x} sets bit(s) {D.bit_list(d & unwritten)}, which KVM never writes "
+                   f"in a stage-2 leaf ({D.bit_list(unwritten)} must be 0: RES0, or features KVM "
+                   f"does not use)")
     if kind == D.BLOCK and not block_ok:
         out.append(f"block descriptor {d:#x} at level {level}, where KVM allows no block with the "
                    f"{G.granule_name(ps)} granule")
@@ -266,11 +280,14 @@ def s2_ba(state, pages=None):
     a block sits only where KVM allows one (never level 0, level 1 only with 4K, level 2 always);
     a leaf's output address is aligned to the size it maps and lies below 2**pa_bits (with 64K,
     address bits 51:48 come from descriptor bits 15:12); a table descriptor's address is page aligned
-    and below 2**pa_bits. With 16K, address bits 13:12 are RES0.
+    and below 2**pa_bits. With 16K, address bits 13:12 are RES0. A leaf leaves clear the bits KVM
+    never writes at stage 2: 11, 52:48, 63:59, and 53 without FEAT_XNX (the state's has_xnx).
 
     Why: a misaligned block maps memory the caller never asked for (the hardware ignores the low
     bits, so the block silently starts earlier); a block at a level the granule does not support, or
-    the reserved level-3 encoding, faults or is CONSTRAINED UNPREDICTABLE.
+    the reserved level-3 encoding, faults or is CONSTRAINED UNPREDICTABLE; a stray contiguous hint,
+    DBM or PBHA bit changes what the hardware does with the mapping (a TLB entry for 16 pages, the
+    hardware setting write permission, implementation-defined attributes) behind KVM's back.
 
     Constrains: kvm_block_mapping_supported / kvm_level_supports_block_mapping, stage2_map_walker_try_leaf,
     kvm_init_valid_leaf_pte / kvm_phys_to_pte, kvm_set_table_pte, and in mmu.c the size user_mem_abort
