@@ -99,3 +99,14 @@ def test_one_budget_for_every_profile():
     every profile uses."""
     values = {budgets.budget(p)["call_cpu_seconds"] for p in budgets.PROFILE_NAMES}
     assert values == {budgets.CALL_CPU_SECONDS} and returns.CALL_CPU_SECONDS == 2.0
+
+
+def test_a_nested_block_runs_under_the_outer_budget():
+    with pytest.raises(SubjectFault, match="outer did not return within 0.3 s"):
+        with returns.within("outer", 0.3):
+            with returns.within("inner", 5):
+                pass
+            assert returns.within.armed           # the inner exit left the outer armed
+            while True:
+                pass
+    assert not returns.within.armed and signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)

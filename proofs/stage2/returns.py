@@ -47,14 +47,15 @@ class within:
     no block is armed, and a handler someone else installed since is replaced at the next use)."""
 
     __slots__ = ("what", "seconds", "guarded")
-    armed = False                   # one block at a time (the harnesses do not nest operations)
+    armed = False                   # a block is running under the timer
 
     def __init__(self, what: str, seconds: float | None = None):
         self.what = what
         self.seconds = CALL_CPU_SECONDS if seconds is None else seconds
 
     def __enter__(self):
-        self.guarded = threading.current_thread() is threading.main_thread()
+        # a block inside an armed one runs under the outer budget (its exit must not disarm it)
+        self.guarded = not within.armed and threading.current_thread() is threading.main_thread()
         if self.guarded:
             if signal.getsignal(signal.SIGVTALRM) is not _overrun:
                 signal.signal(signal.SIGVTALRM, _overrun)
