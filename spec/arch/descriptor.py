@@ -8,8 +8,8 @@ non-cacheable), the pKVM owner annotation kept in invalid descriptors, and the `
 kvm_pgtable_prot`` bits.
 
 Leaves out: stage-1 attribute meanings (hyp stage-1 tables are checked only for structure), FEAT_LPA2
-address encodings, and architecture features KVM 5.x does not use (the contiguous hint and DBM are
-decoded for display only).
+address encodings, and the meaning of architecture features KVM does not use (the contiguous hint,
+DBM, PBHA): a stage-2 leaf must keep their bits clear (S2_LEAF_UNWRITTEN, judged by S2-BA).
 """
 
 from collections import namedtuple
