@@ -12,6 +12,7 @@ from ptspec.proofs.mmu import hyp_va as mmu_hypva
 from ptspec.proofs.mmu import lockstep as mmu_machine
 from ptspec.proofs.mmu import scenarios as mmu_scenarios
 from ptspec.proofs.mmu.planted import BUGS, HISTORICAL, planted_mmu
+from ptspec.proofs.stage2 import returns
 
 STAGE2_BUGS = sorted(b for b in BUGS if not b.startswith("hyp-"))
 HYP_BUGS = sorted(b for b in BUGS if b.startswith("hyp-"))
@@ -28,6 +29,14 @@ MACHINE = ["memslot-bounds", "force-pte-size", "ipa-limit", "perm-level", "thp-n
            "no-mark-dirty", "cm-no-skip", "commit-no-wp", "flush-slot-short", "unmap-gfn-short",
            "unmap-vm-pfnmap", "exec-on-read", "ioremap-eagain-retry"]
 PERM_BUGS = ["exec-on-read", "block-keeps-exec"]
+
+
+@pytest.fixture(autouse=True)
+def _shorter_call_budget(monkeypatch):
+    """ioremap-eagain-retry loops: each time a run reaches it costs the budget of CPU time; 2 s
+    instead of 10 keeps these tests short and is still several times the longest legitimate VM
+    operation (0.3 s)."""
+    monkeypatch.setattr(returns, "IMPL_CALL_CPU_SECONDS", 2.0)
 
 
 def ids(violations):

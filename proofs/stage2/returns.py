@@ -21,7 +21,7 @@ from __future__ import annotations
 import signal
 import threading
 
-from ptspec.proofs.runner.budgets import CALL_CPU_SECONDS
+from ptspec.proofs.runner.budgets import IMPL_CALL_CPU_SECONDS
 
 
 class SubjectFault(RuntimeError):
@@ -42,7 +42,7 @@ def _overrun(signum, frame):
 
 class within:
     """``with within(what):`` runs the block under a budget of ``seconds`` (default
-    CALL_CPU_SECONDS) of CPU time and raises SubjectFault naming ``what`` when the block is still
+    IMPL_CALL_CPU_SECONDS) of CPU time and raises SubjectFault naming ``what`` when the block is still
     running after it. The handler is installed at the first use and stays (it does nothing while
     no block is armed, and a handler someone else installed since is replaced at the next use)."""
 
@@ -51,7 +51,7 @@ class within:
 
     def __init__(self, what: str, seconds: float | None = None):
         self.what = what
-        self.seconds = CALL_CPU_SECONDS if seconds is None else seconds
+        self.seconds = IMPL_CALL_CPU_SECONDS if seconds is None else seconds
 
     def __enter__(self):
         # a block inside an armed one runs under the outer budget (its exit must not disarm it)

@@ -172,8 +172,8 @@ declare("""C-MMU-RETURNS: every call into the VM, host or hyp model returns.
 Statement: each VM-level operation (a guest access and the faults it takes, a memslot or
 dirty-log ioctl, a host mm change and the notifiers it runs, a hyp mapping) comes back to its
 caller: it does not run on without end. Seen by the harness around the call: one still running
-after its budget of CPU time (ptspec.proofs.runner.budgets.CALL_CPU_SECONDS, hundreds of times the
-longest operation measured) breaks the statement, and the half-done state is not judged further.
+after its budget of CPU time (ptspec.proofs.runner.budgets.IMPL_CALL_CPU_SECONDS, tens of times
+the longest operation measured) breaks the statement, and the half-done state is not judged further.
 
 Why: a fault handler or a notifier that loops is a vCPU or a host thread stuck with kvm->mmu_lock
 held; it leaves no state for the other statements to judge, so without this one such a bug would

@@ -49,9 +49,10 @@ declare("""C-RETURNS: every call into the page-table library returns.
 
 Statement: each operation comes back to its caller with a result: it neither runs on without end
 nor faults (a bad pointer, a stack overflow, a trap). Seen by the harness around the call: a
-call still running after its budget of CPU time (ptspec.proofs.runner.budgets.CALL_CPU_SECONDS,
-hundreds of times the longest operation measured) breaks the statement, for impl's Python
-(ptspec.proofs.stage2.returns) as for the kernel's C (ptspec.proofs.kernel.guard), and so does a
+call still running after its budget of CPU time (ptspec.proofs.runner.budgets: CALL_CPU_SECONDS for
+the kernel's C, ptspec.proofs.kernel.guard; IMPL_CALL_CPU_SECONDS for impl's Python,
+ptspec.proofs.stage2.returns; tens to hundreds of times the longest operation measured) breaks
+the statement, and so does a
 C call stopped by SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP or SIGABRT (the stack protector); the
 tables it left half done are not judged further.
 
