@@ -36,7 +36,6 @@ def _loop_at_level_2_above_1g(monkeypatch):
 
 def test_an_endless_loop_in_impl_is_refuted_with_a_one_step_sequence(monkeypatch, short_budget):
     _loop_at_level_2_above_1g(monkeypatch)
-    c0 = time.process_time()
     out = lockstep.run_lockstep("4k-39", examples=60, steps=12, seed=0)
     assert out.status == "refuted"
     assert len(out.failure.violations) == 1
@@ -44,7 +43,6 @@ def test_an_endless_loop_in_impl_is_refuted_with_a_one_step_sequence(monkeypatch
         "C-RETURNS map: pgt.map did not return within 0.3 s of CPU time")
     steps = [line for line in out.failure.program.splitlines() if line.startswith("h.step(")]
     assert len(steps) == 1 and "does not return" in steps[0]
-    assert time.process_time() - c0 < 30          # a few 0.3 s overruns while shrinking
 
 
 def test_the_step_shows_the_call_that_did_not_return(monkeypatch, short_budget):
