@@ -167,13 +167,14 @@ kvm_mmu_init, kvm_init_stage2_mmu, get_user_pages.
                  "create_hyp_io_mappings", "kvm_mmu_init", "kvm_init_stage2_mmu",
                  "get_user_pages"))
 
-declare("""C-MMU-RETURNS: every call into the VM, host or hyp model returns.
+declare("""C-MMU-RETURNS: every VM-level operation returns.
 
-Statement: each VM-level operation (a guest access and the faults it takes, a memslot or
-dirty-log ioctl, a host mm change and the notifiers it runs, a hyp mapping) comes back to its
-caller: it does not run on without end. Seen by the harness around the call: one still running
-after its budget of CPU time (ptspec.proofs.runner.budgets.IMPL_CALL_CPU_SECONDS, tens of times
-the longest operation measured) breaks the statement, and the half-done state is not judged further.
+Statement: each operation the VM harness drives (a guest access and the faults it takes, a memslot
+or dirty-log ioctl, an ioremap, stage2_unmap_vm, a host mm change and the notifiers it runs: zap,
+THP split, KSM, ageing) comes back to its caller: it does not run on without end. Seen by the
+harness around the call: one still running after its budget of CPU time
+(ptspec.proofs.runner.budgets.IMPL_CALL_CPU_SECONDS, tens of times the longest operation measured)
+breaks the statement, and the half-done state is not judged further.
 
 Why: a fault handler or a notifier that loops is a vCPU or a host thread stuck with kvm->mmu_lock
 held; it leaves no state for the other statements to judge, so without this one such a bug would
@@ -181,8 +182,9 @@ stop the check on its wall-clock guard (an "unknown" that depends on the machine
 of failing it with the operations that lead there.
 
 Constrains: kvm_handle_guest_abort, user_mem_abort, __kvm_set_memory_region,
-kvm_get_dirty_log_protect, kvm_clear_dirty_log_protect, kvm_unmap_gfn_range, stage2_unmap_vm,
-create_hyp_mappings.
+kvm_get_dirty_log_protect, kvm_clear_dirty_log_protect, kvm_phys_addr_ioremap, stage2_unmap_vm,
+kvm_unmap_gfn_range, kvm_set_spte_gfn, kvm_age_gfn.
 """, constrains=("kvm_handle_guest_abort", "user_mem_abort", "__kvm_set_memory_region",
                  "kvm_get_dirty_log_protect", "kvm_clear_dirty_log_protect",
-                 "kvm_unmap_gfn_range", "stage2_unmap_vm", "create_hyp_mappings"))
+                 "kvm_phys_addr_ioremap", "stage2_unmap_vm", "kvm_unmap_gfn_range",
+                 "kvm_set_spte_gfn", "kvm_age_gfn"))
