@@ -85,3 +85,45 @@ def test_planted_leaf_with_the_contiguous_bit_is_refuted(monkeypatch):
     h = Stage2Harness(12, 40, check=False)
     h.step("map", addr=0x200000, size=0x1000, phys=0x40200000, prot=3)
     assert [v.inv for v in spec.check_state(spec.load_state(h.raw_state()))] == ["S2-BA"]
+
+
+def test_hyp_leaf_bits_kvm_never_writes_are_refuted_by_s1_ba():
+    """The EL2 stage-1 rule: bits 11, 52:51, 49:48 and 63:59 refuted; GP (50) and PXN (53), which
+    6.x / 7.1 write at EL2, and the software bits stay free."""
+    from ptspec.proofs.hyp.lockstep import HypHarness
+    for bit in range(64):
+        h = HypHarness(12, 48)
+        assert h.step("map", addr=0x200000, size=0x1000, phys=0x80000000, prot=6)[0] == 0   # R|W
+        raw = h.raw_state()
+        raw["pages"] = {pa: list(words) for pa, words in raw["pages"].items()}
+        walk = spec.load_state(raw).walk()
+        leaf = [(pa, i) for pa, t in walk.tables.items() if t[0] == 3
+                for i, w in enumerate(raw["pages"][pa]) if w & 1]
+        assert len(leaf) == 1
+        pa, i = leaf[0]
+        raw["pages"][pa][i] |= 1 << bit
+        found = [str(v) for v in spec.check_state(spec.load_state(raw)) if "never writes" in str(v)]
+        if D.HYP_LEAF_UNWRITTEN >> bit & 1:
+            assert len(found) == 1 and found[0].startswith("S1-BA ") and "EL2 stage-1" in found[0], \
+                (bit, found)
+        else:
+            assert found == [], (bit, found)
+
+
+def test_z3_refutes_a_hyp_prot_attr_with_the_contiguous_bit(monkeypatch):
+    """s2.proof.prot-attr's hyp case: hyp_set_prot_attr setting bit 52 is refuted, and the pasted
+    program fails on the planted code and passes on the real one."""
+    from ptspec.proofs.stage2 import z3_lemmas
+    real = P.hyp_set_prot_attr
+
+    def bad(prot):
+        ret, attr = real(prot)
+        return ret, (attr | D.CONTIGUOUS if ret == 0 else attr)
+    monkeypatch.setattr(P, "hyp_set_prot_attr", bad)
+    out = z3_lemmas.lemma_prot_attr(5_000_000, None)
+    assert out.status == "refuted" and out.counterexample["case"] == "hyp"
+    program = out.counterexample["program"]
+    with pytest.raises(AssertionError, match="S1-BA"):
+        exec(program, {})
+    monkeypatch.setattr(P, "hyp_set_prot_attr", real)
+    exec(program, {})

@@ -79,8 +79,8 @@ _register("walk-advance", z3_stage2.lemma_walk_advance, ["C-UNMAP", "C-MAP", "C-
           ["__kvm_pgtable_visit"])
 _register("descriptor-oa", z3_stage2.lemma_descriptor_oa, ["S2-BA", "S2-TREE"],
           ["kvm_phys_to_pte", "kvm_pte_to_phys", "kvm_init_valid_leaf_pte", "kvm_set_table_pte"])
-_register("prot-attr", z3_stage2.lemma_prot_attr, ["C-MAP", "C-GET-LEAF"],
-          ["stage2_set_prot_attr", "kvm_pgtable_stage2_pte_prot"])
+_register("prot-attr", z3_stage2.lemma_prot_attr, ["C-MAP", "C-GET-LEAF", "S2-BA", "S1-BA"],
+          ["stage2_set_prot_attr", "kvm_pgtable_stage2_pte_prot", "hyp_set_prot_attr"])
 _register("owner", z3_stage2.lemma_owner, ["S2-OWN", "S2-RC"],
           ["kvm_init_invalid_leaf_owner", "stage2_pte_is_counted"])
 _register("needs-update", z3_stage2.lemma_needs_update, ["C-MAP"],

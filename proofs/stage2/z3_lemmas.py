@@ -12,7 +12,8 @@ Functions are looked up through the module the kernel code calls them from (``st
 is what the lemma checks.
 
 Each ``lemma_*`` returns a ``z3_bv.Outcome`` (proved / refuted with a hex counterexample / unknown).
-Left out here: the hyp stage-1 encodings (``hyp_set_prot_attr``) and the table-descent half of the
+Left out here: the hyp stage-1 encodings (``hyp_set_prot_attr``; only its leaving the bits KVM
+never writes clear is proved, in lemma_prot_attr) and the table-descent half of the
 walker (its per-level index and advance are proved; descent is the exhaustive checker's job).
 """
 
@@ -311,7 +312,8 @@ def lemma_prot_attr(rlimit, timeout_ms, deadline=None) -> Outcome:
     the attributes the architecture encoding asks for (ptspec.spec.arch.descriptor.prot_attrs: MemAttr for
     normal/device with and without FWB, S2AP R/W, XN unless X, SH inner, AF, software bits); and
     kvm_pgtable_stage2_pte_prot of the leaf built from them gives back R, W, X and the software
-    bits of the request."""
+    bits of the request; neither it nor hyp_set_prot_attr sets a leaf bit KVM never writes (the
+    step proofs assume that of their attributes, z3_steps_model.attr_ok)."""
     def cases():
         for fwb in (False, True):
             inputs: dict = {}
@@ -340,6 +342,16 @@ def lemma_prot_attr(rlimit, timeout_ms, deadline=None) -> Outcome:
                         _z(back) == _z(prot) & (SD.PROT_R | SD.PROT_W | SD.PROT_X | SD.PROT_SW)}
             yield (f"fwb={fwb}", body, inputs, [_z(pa) < (1 << 48), aligned(pa, 1 << 12)], None,
                    ZP.prot_attr(fwb))
+        inputs = {}
+        prot = sym("prot", 64, inputs)
+
+        def hyp_body(prot=prot):
+            ret, attr = P.hyp_set_prot_attr(prot)
+            if ret != 0:
+                return {"C-HYP-MAP: a refused prot gives no attributes": z3.BoolVal(attr is None)}
+            return {"S1-BA: the attributes set none of the leaf bits KVM never writes at EL2":
+                    _z(attr) & SD.HYP_LEAF_UNWRITTEN == 0}
+        yield ("hyp", hyp_body, inputs, [], None, ZP.hyp_prot_attr())
     return combine(cases(), rlimit, timeout_ms, deadline)
 
 

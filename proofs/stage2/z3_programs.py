@@ -157,7 +157,20 @@ def prot_attr(fwb: bool):
              " 'C-GET-LEAF: kvm_pgtable_stage2_pte_prot reads the leaf\\'s permissions':"
              " back == expect,"
              " 'C-MAP: R, W, X and software bits survive encode + decode':"
-             " back == prot & (SD.PROT_R | SD.PROT_W | SD.PROT_X | SD.PROT_SW)}"],
+             " back == prot & (SD.PROT_R | SD.PROT_W | SD.PROT_X | SD.PROT_SW),"
+             " 'S2-BA: the attributes set none of the leaf bits KVM never writes':"
+             " attr & SD.s2_leaf_unwritten() == 0}"],
+            CHECKS)
+    return program
+
+
+def hyp_prot_attr():
+    def program(v):
+        return judged_program(
+            [SD, "from ptspec.impl.pgtable import pte as P"], _pick(v, ("prot",)),
+            ["ret, attr = P.hyp_set_prot_attr(prot)",
+             "checks = {'S1-BA: the attributes set none of the leaf bits KVM never writes at EL2':"
+             " ret != 0 or attr & SD.HYP_LEAF_UNWRITTEN == 0}"],
             CHECKS)
     return program
 

@@ -29,9 +29,9 @@ from ptspec.impl.pgtable import hyp
 
 from ptspec.proofs.engines.z3.bv import sym
 from ptspec.proofs.stage2.z3_lemmas import aligned, combine
-from ptspec.proofs.stage2.z3_steps_model import (GEOMS, NEW_TABLE, PTP, StepPgt, desc_addr,
-                                                 entry_props, is_table, label, page_assumptions,
-                                                 step_inputs, z)
+from ptspec.proofs.stage2.z3_steps_model import (GEOMS, NEW_TABLE, PTP, StepPgt, attr_ok,
+                                                 desc_addr, entry_props, is_table, label,
+                                                 page_assumptions, step_inputs, z)
 from ptspec.proofs.stage2.z3_steps_replay import FRAME, replay, ret_in
 
 
@@ -96,7 +96,8 @@ def lemma_hyp_map_step(rlimit, timeout_ms, deadline=None):
                            # the callers' contract: hyp maps physical memory. The kernel does not
                            # check it: kvm_block_mapping_supported treats a PA beyond the range as
                            # KVM_PHYS_INVALID (no alignment check) and a block is installed from it
-                           z(phys) < (1 << SG.IPA_RANGE[ps][1])]
+                           z(phys) < (1 << SG.IPA_RANGE[ps][1]),
+                           attr_ok(attr, hyp=True)]       # hyp_set_prot_attr's (prot-attr)
                 def code(v):
                     return (f"data = hyp.HypMapData(pgt, {v['phys']:#x})\n"
                             f"data.attr = {v['attr']:#x}\n"

@@ -204,7 +204,7 @@ def ba_ok(d, level: int, ps: int, pa_bits: int, unwritten: int = 0) -> z3.BoolRe
     valid descriptor is not the reserved level-3 encoding, a block only where the granule allows
     one, 16K RES0 address bits clear, a leaf's output address aligned to its size, every address
     below 2**pa_bits, and a leaf's `unwritten` bits clear (stage 2: D.s2_leaf_unwritten(), 5.x
-    has no FEAT_XNX; hyp stage 1: 0)."""
+    has no FEAT_XNX; hyp stage 1: D.HYP_LEAF_UNWRITTEN)."""
     dz = z(d)
     valid = dz & SD.VALID != 0
     typ = dz & SD.TYPE != 0
@@ -241,7 +241,7 @@ def entry_ok(d, level: int, ps: int, pa_bits: int, field=(63, 56), max_id=1) -> 
     (`field` None: no S2-OWN, as for hyp stage 1, whose invalid entries the spec leaves free)."""
     dz = z(d)
     own = own_ok(d, field, max_id) if field is not None else z3.BoolVal(True)
-    unwritten = SD.s2_leaf_unwritten() if field is not None else 0
+    unwritten = SD.s2_leaf_unwritten() if field is not None else SD.HYP_LEAF_UNWRITTEN
     return z3.And(dz >= 0, dz <= U64, own, ba_ok(d, level, ps, pa_bits, unwritten),
                   tree_ok(d, level))
 
@@ -255,7 +255,8 @@ def entry_props(d, level: int, ps: int, pa_bits: int, field=(63, 56), max_id=1,
         if inv == "S2" else {}
     return {**own,
             f"{inv}-BA: the entry's kind and address are allowed at its level": ba_ok(
-                d, level, ps, pa_bits, SD.s2_leaf_unwritten() if inv == "S2" else 0),
+                d, level, ps, pa_bits,
+                SD.s2_leaf_unwritten() if inv == "S2" else SD.HYP_LEAF_UNWRITTEN),
             f"{inv}-TREE: a table entry keeps bits 63:59 zero; the entry is a u64": z3.And(
                 tree_ok(d, level), dz >= 0, dz <= U64)}
 
@@ -331,7 +332,8 @@ def phys_ok(phys, ps, pa_bits):
     return z3.Or(z3.And(z(phys) < (1 << pa_bits), aligned(phys, 1 << ps)), z(phys) == U64)
 
 
-def attr_ok(attr):
+def attr_ok(attr, hyp=False):
     """The map's attributes set none of the leaf bits KVM never writes: what
-    stage2_set_prot_attr gives (proved by z3_lemmas.lemma_prot_attr, s2.proof.prot-attr)."""
-    return z(attr) & SD.s2_leaf_unwritten() == 0
+    stage2_set_prot_attr (hyp_set_prot_attr with `hyp`) gives (proved by
+    z3_lemmas.lemma_prot_attr, s2.z3.prot-attr)."""
+    return z(attr) & (SD.HYP_LEAF_UNWRITTEN if hyp else SD.s2_leaf_unwritten()) == 0

@@ -45,6 +45,9 @@ LEAF_ATTR_HI = ((1 << 64) - 1) & ~((1 << LEAF_ATTR_HI_SHIFT) - 1)  # KVM_PTE_LEA
 # contiguous hint) and bits 63:59 (PBHA, RES0). Bit 53 is XN[0] with FEAT_XNX only. The software
 # bits 58:55 are KVM's own (pKVM's page states).
 S2_LEAF_UNWRITTEN = (1 << 11) | (0x1F << 48) | (0x1F << 59)
+# A hyp stage-1 leaf: the same, less GP (bit 50, BTI-guarded EL2 text from 6.x) and PXN (bit 53,
+# written from 7.1); bit 54 is XN / UXN.
+HYP_LEAF_UNWRITTEN = (1 << 11) | (0x3 << 48) | (0x3 << 51) | (0x1F << 59)
 
 ADDR_MASK_48 = ((1 << ADDR_FIELD_TOP) - 1)
 U64 = (1 << 64) - 1

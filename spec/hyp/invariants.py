@@ -44,7 +44,8 @@ def s1_ba(state):
 
     Statement: as S2-BA: pages at level 3 are 0b11 (0b01 is reserved), blocks only at levels KVM
     allows (kvm_block_mapping_supported), leaf output addresses aligned to the leaf size and below
-    2**pa_bits, table addresses page aligned.
+    2**pa_bits, table addresses page aligned; a leaf keeps clear the bits KVM never writes at EL2
+    (11, 52:51, 49:48, 63:59: nG, the contiguous hint, DBM, LPA2 address bits, PBHA).
 
     Why: a misaligned hyp block maps host memory EL2 was never meant to see.
 

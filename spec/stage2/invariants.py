@@ -38,9 +38,9 @@ def _tables(walk, pages):
 # -- shared structural checks ---------------------------------------------------------------------
 
 def _unwritten(state):
-    """The leaf bits the encoding check requires clear: stage 2's (D.s2_leaf_unwritten); none for
-    hyp stage 1, whose attribute bits the spec does not judge."""
-    return D.s2_leaf_unwritten(state.has_xnx) if state.kind == STAGE2 else 0
+    """The leaf bits the encoding check requires clear: stage 2's (D.s2_leaf_unwritten), or hyp
+    stage 1's (D.HYP_LEAF_UNWRITTEN)."""
+    return D.s2_leaf_unwritten(state.has_xnx) if state.kind == STAGE2 else D.HYP_LEAF_UNWRITTEN
 
 
 def encoding_violations_plain(state, inv):
@@ -110,8 +110,9 @@ def _encoding_problems(d, level, ps, g, block_ok, pa_limit, unwritten=0):
         return [f"descriptor {d:#x} uses the reserved encoding 0b01 at level 3 (a page must be 0b11)"]
     out = []
     if kind != D.TABLE and d & unwritten:
+        stage = "a stage-2" if unwritten != D.HYP_LEAF_UNWRITTEN else "an EL2 stage-1"
         out.append(f"leaf {d:#x} sets bit(s) {D.bit_list(d & unwritten)}, which KVM never writes "
-                   f"in a stage-2 leaf ({D.bit_list(unwritten)} must be 0: RES0, or features KVM "
+                   f"in {stage} leaf ({D.bit_list(unwritten)} must be 0: RES0, or features KVM "
                    f"does not use)")
     if kind == D.BLOCK and not block_ok:
         out.append(f"block descriptor {d:#x} at level {level}, where KVM allows no block with the "
