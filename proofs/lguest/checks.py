@@ -19,7 +19,7 @@ from ptspec.proofs.runner.registry import Obligation, Result, obligation, regist
 LG_INVARIANTS = ["LG-SHADOW", "LG-RC", "LG-SWITCHER", "LG-BND"]
 LG_CONTRACTS = ["LG-C-SET-PTE", "LG-C-SET-PGD", "LG-C-SET-PMD", "LG-C-NEW-PGTABLE", "LG-C-FLUSH",
                 "LG-C-CLEAR-ALL", "LG-C-DEMAND", "LG-C-RUN", "LG-C-INIT", "LG-C-FREE", "LG-C-OTHER",
-                "LG-C-STACK"]
+                "LG-C-STACK", "LG-C-RETURNS"]
 KERNEL_FUNCTIONS = ["demand_page", "page_writable", "pin_page", "guest_set_pte", "do_set_pte",
                     "guest_set_pgd", "guest_set_pmd", "find_pgdir", "new_pgdir",
                     "guest_new_pagetable", "flush_user_mappings", "guest_pagetable_flush_user",

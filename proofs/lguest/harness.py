@@ -20,6 +20,7 @@ from ptspec.spec.lguest.state import load_lguest_state
 
 from ptspec.proofs.lguest import refusal
 from ptspec.proofs.lguest.ptdump import render_lguest
+from ptspec.proofs.stage2 import returns
 
 # op -> (Lguest method, argument names)
 OPS = {
@@ -67,6 +68,7 @@ class LguestHarness:
                       f"lg = Lguest({fmt!r}, variant={variant!r}{extra})"]
         self.violations: list = []
         self.steps = 0
+        self.hung = False               # a call did not return: the guest is called no more
         self.last_op = None
         self.raw = self.lg.raw_state()
         self.state = load_lguest_state(self.raw) if check else None
@@ -147,12 +149,23 @@ class LguestHarness:
         if set(args) != set(names):
             raise TypeError(f"{op} takes {names}, got {sorted(args)}")
         call = f"lg.{method}({', '.join(_fmt(args[n]) for n in names)})"
+        if self.hung:               # the host is stuck in the earlier call (LG-C-RETURNS)
+            return None
         pre, pre_state = self.raw, self.state
         pre_private = refusal.private_state(self.lg) if self.check else None
         pending = {"fail_alloc": self.lg.host.fail_next_alloc, "fail_gup": self.lg.host.fail_next_gup}
         self._log(("step", op, dict(args)), minimize.call("h.step", args, op))
         try:
-            ret = getattr(self.lg, method)(*(args[n] for n in names))
+            with returns.within(f"lg.{method}"):
+                ret = getattr(self.lg, method)(*(args[n] for n in names))
+        except returns.SubjectFault as exc:
+            # LG-C-RETURNS: the call did not come back; its half-done state is not judged
+            from ptspec.spec.violation import Violation
+            self.lines.append(f"{call}  # does not return: {exc}")
+            self.calls[-1] = (self.calls[-1][0], self.lines[-1])
+            self.steps, self.hung = self.steps + 1, True
+            self.violations.append(Violation("LG-C-RETURNS", f"{call}: {exc}", {}))
+            return None
         except (ValueError, TypeError) as exc:
             self.lines.append(f"# {call} -> {type(exc).__name__}: {exc}")
             self.calls[-1] = (self.calls[-1][0], self.lines[-1][2:])

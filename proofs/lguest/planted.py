@@ -139,6 +139,15 @@ def _new_pgdir_no_flush(orig):
     return new_pgdir
 
 
+def _new_pgdir_waits_for_a_free_slot(orig):
+    def new_pgdir(self, gpgdir):
+        # draws again while every slot holds a pgdir, waiting for a free one: none ever comes
+        while all(pd.pgdir for pd in self.pgdirs):
+            self.prandom_u32()
+        return orig(self, gpgdir)
+    return new_pgdir
+
+
 def _release_all_skips_current(orig):
     def release_all(self):
         cur = self.pgdirs[self.cpu.cpu_pgd]
@@ -251,6 +260,9 @@ BUGS = {b.id: b for b in [
         "gpgdir", ("LG-C-SET-PTE", "LG-SHADOW"), (("guest_set_pte", _set_pte_every_slot),)),
     Bug("new-pgdir-keeps-user", "new_pgdir reuses a slot without dropping its user mappings",
         ("LG-C-NEW-PGTABLE", "LG-SHADOW"), (("new_pgdir", _new_pgdir_no_flush),)),
+    Bug("new-pgdir-spins", "new_pgdir waits for a slot with no pgdir: once every slot shadows one, "
+        "a switch to a new page table never returns", ("LG-C-RETURNS",),
+        (("new_pgdir", _new_pgdir_waits_for_a_free_slot),)),
     Bug("clear-all-skips-current", "release_all_pagetables skips the current pgdir",
         ("LG-C-CLEAR-ALL", "LG-C-NEW-PGTABLE"),
         (("release_all_pagetables", _release_all_skips_current),)),

@@ -202,6 +202,24 @@ honoured by dropping every shadow translation; one that survives may be one the 
 Constrains: guest_set_pmd (which calls guest_pagetable_clear_all), pin_stack_pages.
 """, constrains=("guest_set_pmd", "guest_pagetable_clear_all", "pin_stack_pages"))
 
+declare("""LG-C-RETURNS: every hypercall and fault the host handles returns.
+
+Statement: each operation the harness drives (a guest PTE, PGD or PMD update, a new page table, a
+demand fault, a flush, a stack change, a switch to the guest) comes back to its caller: it does
+not run on without end. Seen by the harness around the call: one still running after its budget of
+CPU time (ptspec.proofs.runner.budgets.IMPL_CALL_CPU_SECONDS, tens of times the longest operation
+measured) breaks the statement, and the half-done state is not judged further.
+
+Why: lguest handles these in the host kernel on the guest's behalf; a loop there hangs the host
+CPU with the guest's lock held, and without this statement such a bug would stop the check on its
+wall-clock guard (an "unknown" that depends on the machine's load) instead of failing it with the
+operations that lead there.
+
+Constrains: guest_new_pagetable, new_pgdir, find_pgdir, demand_page, guest_set_pte,
+guest_set_pgd, guest_set_pmd, guest_pagetable_clear_all.
+""", constrains=("guest_new_pagetable", "new_pgdir", "find_pgdir", "demand_page", "guest_set_pte",
+                 "guest_set_pgd", "guest_set_pmd", "guest_pagetable_clear_all"))
+
 declare("""LG-C-ARGS: a call with arguments that are not kernel values changes nothing.
 
 Statement: an operation called with an argument that is not an unsigned 32-bit value (64-bit for a
