@@ -12,7 +12,6 @@ the VA range, and injected allocation failures.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 
@@ -71,9 +70,8 @@ class HypHarness:
             self.trace.append(("op", op, dict(args)))
         pre = self._raw
         warned = len(self.pgt.warnings)
-        guard = returns.within(f"pgt.{op}") if self.python_subject else contextlib.nullcontext()
         try:
-            with guard:
+            with returns.guard(f"pgt.{op}", self.python_subject):
                 if op == "init":
                     ret = self.pgt.init()
                     call = "pgt.init()"

@@ -25,6 +25,7 @@ import ctypes
 import signal
 
 from ptspec.proofs.runner import budgets
+from ptspec.proofs.stage2 import returns
 from ptspec.proofs.stage2.harness import SubjectFault
 
 CALL_CPU_SECONDS = budgets.CALL_CPU_SECONDS   # (a module name: tests shorten it)
@@ -129,8 +130,7 @@ class GuardedCall:
         such as the table's address would differ from run to run)."""
         call = self.name
         if sig == signal.SIGPROF:
-            return (f"{call} did not return within {CALL_CPU_SECONDS:g} s of CPU time (the "
-                    "operations return in microseconds to milliseconds): a loop that does not end")
+            return returns.overrun(call, CALL_CPU_SECONDS)
         where = ""
         if sig in (signal.SIGSEGV, signal.SIGBUS):       # a host address varies from run to run
             pa = self._trap(addr) if self._trap is not None else U64

@@ -73,7 +73,7 @@ def kernel_values(op: str, args: dict) -> bool:
 class Stage2Harness:
     """One impl stage-2 table checked against the spec after every step."""
 
-    # impl's operations run under returns.within (a CPU budget, C-RETURNS); the kernel's C
+    # impl's operations run under returns.guard (a CPU budget, C-RETURNS); the kernel's C
     # harnesses say False: their library calls are guarded in C (ptspec.proofs.kernel.guard)
     python_subject = True
 
@@ -261,10 +261,7 @@ class Stage2Harness:
             if not kernel_values(op, args):       # a refusal is due: all of impl's state, first
                 pre_full = self._full_snapshot()
         try:
-            if self.python_subject:
-                with returns.within(f"pgt.{op}"):
-                    ret, out = self._call(op, args)
-            else:
+            with returns.guard(f"pgt.{op}", self.python_subject):
                 ret, out = self._call(op, args)
         except SubjectFault as exc:
             return self._did_not_return(op, args, exc)

@@ -18,6 +18,7 @@ handlers) the call runs unguarded.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 
@@ -29,6 +30,19 @@ class SubjectFault(RuntimeError):
     (raised here for impl's Python code, by ptspec.proofs.kernel.guard for the kernel's C code;
     the message names the call). A harness reports it as a C-RETURNS violation of the step and
     calls that table no more."""
+
+
+def overrun(what: str, seconds: float) -> str:
+    """The verdict's text for a call still running after its budget (impl's here, the kernel's C
+    in ptspec.proofs.kernel.guard)."""
+    return (f"{what} did not return within {seconds:g} s of CPU time (the operations return in "
+            "microseconds to milliseconds): a loop that does not end")
+
+
+def guard(what: str, python_subject: bool = True):
+    """``within(what)`` around an operation of impl's Python; nothing for a subject whose calls
+    are guarded elsewhere (the kernel's C, ptspec.proofs.kernel.guard)."""
+    return within(what) if python_subject else contextlib.nullcontext()
 
 
 class _Overrun(BaseException):
@@ -69,7 +83,5 @@ class within:
         within.armed = False
         signal.setitimer(signal.ITIMER_VIRTUAL, 0)
         if kind is _Overrun:
-            raise SubjectFault(f"{self.what} did not return within {self.seconds:g} s of CPU time "
-                               "(the operations return in microseconds to milliseconds): a loop "
-                               "that does not end") from None
+            raise SubjectFault(overrun(self.what, self.seconds)) from None
         return False
