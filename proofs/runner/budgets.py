@@ -55,8 +55,9 @@ _TABLE: dict[str, tuple[tuple[float | int, float | int, float | int], str]] = {
                                     "measured: 8 ms); the same in every profile, a verdict input"),
     "impl_call_cpu_seconds": ((10, 10, 10), "CPU seconds one operation of impl's Python may run "
                                             "before it is judged not to return (C-RETURNS, "
-                                            "C-MMU-RETURNS; the longest measured: 0.3 s, a "
-                                            "set_owner on 16K/47); the same in every profile"),
+                                            "C-MMU-RETURNS, LG-C-RETURNS; the longest measured: "
+                                            "0.3 s, a set_owner on 16K/47); the same in every "
+                                            "profile"),
 }
 
 # The kernel's C operations return in microseconds to milliseconds (the longest measured in whole

@@ -9,7 +9,8 @@ kvm_pgtable_prot`` bits.
 
 Leaves out: stage-1 attribute meanings (hyp stage-1 tables are checked only for structure), FEAT_LPA2
 address encodings, and the meaning of architecture features KVM does not use (the contiguous hint,
-DBM, PBHA): a stage-2 leaf must keep their bits clear (S2_LEAF_UNWRITTEN, judged by S2-BA).
+DBM, PBHA): a leaf must keep their bits clear (S2_LEAF_UNWRITTEN and HYP_LEAF_UNWRITTEN, judged
+by S2-BA and S1-BA).
 """
 
 from collections import namedtuple
