@@ -223,6 +223,36 @@ def _named_terms(value) -> list:
     return [("property", as_bool(value))]
 
 
+def _statement_names(terms) -> list:
+    """The named statements of every path, in the order the body declares them (first seen)."""
+    return list(dict.fromkeys(name for named in terms for name, _ in named))
+
+
+def _first_statement_model(solver, ctx, assume, paths, terms, rlimit, deadline, timeout_ms):
+    """A model of the refutation that breaks the first statement (in declaration order) any path
+    can break. z3 builds its terms with argument orders that depend on what the process created
+    before (simplification orders by term id), so the plain model of the refutation, and with it
+    the statements it happens to break, could change with the tests or checks run earlier; asking
+    statement by statement makes the first one named the same in every run. The refuting model
+    itself when no single statement is refutable within the budget (a raise, a side condition).
+    Returns (model, queries asked)."""
+    asked = 0
+    for name in _statement_names(terms):
+        broken = [z3.And(p.cond, z3.Not(t)) for p, named in zip(paths, terms)
+                  for k, t in named if k == name]
+        q = z3.Solver(ctx=ctx)
+        q.set("rlimit", int(rlimit))
+        q.add(z3.And(*[as_bool(a) for a in assume], z3.Or(*broken)).translate(ctx))
+        asked += 1
+        try:
+            r, _, _ = _check(q, rlimit, deadline, timeout_ms)
+        except HangGuard:
+            break
+        if r == z3.sat:
+            return q.model(), asked
+    return solver.model(), asked
+
+
 def hexmodel(model: z3.ModelRef, inputs: dict) -> dict:
     """The model's values of the named inputs, as hex strings."""
     out = {}
@@ -284,7 +314,9 @@ def prove(body: Callable[[], Any], inputs: dict, *, assume=(), rlimit: int,
     if r == z3.unknown:
         return outcome("unknown", len(paths), queries,
                        f"{what}: z3 unknown, {why_unknown(s, rlimit, used)}")
-    m = s.model().translate(z3.main_ctx())
+    m, asked = _first_statement_model(s, fresh, assume, paths, terms, rlimit, deadline, timeout_ms)
+    queries += asked
+    m = m.translate(z3.main_ctx())
     cex = hexmodel(m, inputs)
     for i, p in enumerate(paths):
         if z3.is_true(m.eval(bad[i], model_completion=True)):
