@@ -27,3 +27,10 @@ def need_tree(prefix: str, page_shift: int = 12):
     library built for this granule; else skip the test with the reason."""
     from ptspec.proofs.kernel import tree as T
     return _built(*T.cached_tree(prefix), page_shift)
+
+
+def need_default_tree(page_shift: int = 12):
+    """The cached Debian 6.1 tree (ptspec.proofs.kernel.tree.default_tree), with its library built
+    for this granule; else skip the test with the reason."""
+    from ptspec.proofs.kernel import tree as T
+    return _built(*T.default_tree(), page_shift)

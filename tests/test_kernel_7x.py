@@ -140,8 +140,8 @@ def test_7_2_code_under_a_7_2_version_line_passes_a_quick_lockstep(tmp_path):
 
 
 def test_c_relax_perms_xn_by_version_on_built_states():
-    """The statement alone (no tree): W added to an executable page; 6.12 and 7.2 keep it
-    executable, 7.1 sets XN. Each of the other two outcomes is C-RELAX-PERMS."""
+    """The statement alone (no tree): W added to an executable page; 6.12-6.18 and 7.2 keep it
+    executable, 6.19-7.1 set XN (stage2_set_xn_attr came with 6.19's PX/UX split). Each of the other two outcomes is C-RELAX-PERMS."""
     from ptspec import spec
     from test_spec_builder import S2, RW, step, ids
     pre = S2(field=(3, 1))
@@ -156,7 +156,8 @@ def test_c_relax_perms_xn_by_version_on_built_states():
         a, b = pre.raw(), post.raw(tlb=tlb)
         a["kernel_version"] = b["kernel_version"] = version
         return ids(spec.check_step(a, st, b))
-    for version, good, bad in (("6.12.19", keeps_x, sets_xn), ("7.1.5", sets_xn, keeps_x),
+    for version, good, bad in (("6.12.19", keeps_x, sets_xn), ("6.18.35", keeps_x, sets_xn),
+                               ("6.19.0", sets_xn, keeps_x), ("7.1.5", sets_xn, keeps_x),
                                ("7.2.0", keeps_x, sets_xn)):
         assert judge(good, version) == [], version
         assert "C-RELAX-PERMS" in judge(bad, version), version
@@ -172,3 +173,99 @@ def test_planted_tlbi_level_bug_in_the_7_2_scratch_is_caught(tmp_path):
     assert planted.version == "7.2.0"
     assert _relax_hole(planted) == (-11, ["C-RELAX-PERMS"], {})
     assert _relax_hole(v72) == (-11, [], {})
+
+
+def test_version_gates_sit_where_the_sources_change():
+    """Each gate at the release whose source first has the change (checked against the cached
+    6.12.19, 6.13.7, 6.18.35, 6.19.9, 7.0.0 and 7.1.5 sources): mkyoung returns void from 6.13;
+    PX/UX and the 2-bit XN field from 6.19; KVM_PGTABLE_S2_AS_S1 from 7.0; typed annotations
+    (annotate, the typed locked marker) from 7.1. The statements judge by these, so a gate one
+    release off refutes every tree in between."""
+    from ptspec import spec
+    from ptspec.spec.arch import descriptor as D
+    from ptspec.spec.stage2 import contracts_attr as CA
+    from ptspec.spec.stage2 import mainline as ML
+    from test_spec_builder import S2, leaf, step, ids
+    assert CA.MKYOUNG_VOID_SINCE == (6, 13, 0)
+    assert D.PX_UX_SINCE == (6, 19, 0) and not D.has_px_ux((6, 18, 35)) and D.has_px_ux((6, 19, 0))
+    assert D.perms_mask((6, 18, 35)) == D.PERMS and D.perms_mask((6, 19, 0)) == D.PERMS | D.XN_PXN
+    assert D.AS_S1_SINCE == (7, 0, 0)
+    assert D.ANNOTATE_SINCE == (7, 1, 0) and not D.has_annotate((7, 0, 0))
+    assert [since for since, _ in ML.LOCK_MARKERS] == [(6, 2, 0), (7, 1, 0)]
+    # C-MKYOUNG: 6.12 returns the old leaf, 6.13 nothing
+    pre = S2(field=(3, 1))
+    pre.memcache = []
+    pre.page(0x4000_0000, 0x8000_0000, af=False)
+    post = pre.copy().page(0x4000_0000, 0x8000_0000)
+    old = leaf(0x8000_0000, 3, af=False)
+
+    def judge(ret, version):
+        a, b = pre.raw(), post.raw()
+        a["kernel_version"] = b["kernel_version"] = version
+        return ids(spec.check_step(a, step("mkyoung", ret, {"pte": ret}, addr=0x4000_0000), b))
+    assert judge(old, "6.12.19") == [] and judge(0, "6.12.19") == ["C-MKYOUNG"]
+    assert judge(0, "6.13.0") == [] and judge(old, "6.13.0") == ["C-MKYOUNG"]
+    # C-MAP: a prot with UX alone is ignored on 6.18 (bit 6 means nothing) and -EINVAL on 6.19
+    empty = S2(field=(3, 1))
+    empty.memcache = []
+    mapped = empty.copy().page(0x4000_0000, 0x8000_0000)
+    R = D.PROT_R | D.PROT_W
+
+    def judge_map(post, ret, version):
+        a, b = empty.raw(), post.raw()
+        a["kernel_version"] = b["kernel_version"] = version
+        return ids(spec.check_step(a, step("map", ret, addr=0x4000_0000, size=0x1000,
+                                           phys=0x8000_0000, prot=R | D.PROT_UX, force_pte=False), b))
+    assert judge_map(mapped, 0, "6.18.35") == [] and "C-MAP" in judge_map(empty.copy(), -22, "6.18.35")
+    assert judge_map(empty.copy(), -22, "6.19.0") == [] and "C-MAP" in judge_map(mapped, 0, "6.19.0")
+
+
+def test_xnx_icache_finding_is_one_el_leaves_of_6_19_and_7_0_only():
+    """The catalogued xnx-icache-executable (the real bug 17f073f78fc4 fixed for 7.1): a C-CMO or
+    CMO-POU violation of a map over a leaf executable at one EL (XN 0b01 / 0b11) on 6.19 or 7.0; not
+    on 7.1.5 (fixed: the same violation is a refutation there), not for a leaf with XN 0b00 or
+    0b10, not for another operation."""
+    from ptspec.proofs.kernel import catalogue as C
+    from ptspec.spec.violation import Violation
+    from test_spec_builder import leaf
+    px_only = leaf(0x8000_0000, 3, x=True) | 0b11 << 53
+    both = leaf(0x8000_0000, 3, x=True)
+    cmo = lambda d: Violation("C-CMO", f"map: new executable leaf {d:#x} at ipa 0x40000000 level 3 "  # noqa: E731
+                                       "has no [\"icache\", ...] covering its output", {"desc": d})
+    pou = lambda d: Violation("CMO-POU", f"map: executable leaf at ipa 0x40000000 level 3 ({d:#x}) "  # noqa: E731
+                                         "made [...] visible, but at 0x80000000 its I-cache was not "
+                                         "invalidated since the host last wrote it", {"desc": d})
+    m = {"op": "map", "args": {}, "ret": 0}
+    for v, fid in ((cmo(px_only), "xnx-icache-executable"), (pou(px_only), "xnx-icache-executable-pou")):
+        for version in ((6, 19, 9), (7, 0, 0)):
+            assert C.finding_for(v, m, version).id == fid, (fid, version)
+        assert C.finding_for(v, m, (7, 1, 5)) is None and C.finding_for(v, m, (6, 18, 35)) is None
+        assert C.finding_for(v, {"op": "unmap", "args": {}, "ret": 0}, (6, 19, 9)) is None
+    assert C.finding_for(cmo(both), m, (6, 19, 9)) is None
+    assert C.finding_for(cmo(leaf(0x8000_0000, 3, x=True) | 0b01 << 53), m, (7, 0, 0)) is not None
+
+
+def test_a_summed_up_step_is_catalogued_only_when_every_violation_it_holds_is():
+    """A contract keeps 16 findings of a step and sums up the rest ("... and N more"); the
+    catalogue judges the summary by the violations it holds: all the same catalogued finding ->
+    that finding; one that is not (here a leaf with XN 0b00) -> a refutation."""
+    from ptspec.proofs.kernel import catalogue as C
+    from ptspec.spec.stage2.contract_common import MAX_REPORTS, Report
+    from ptspec.spec.stage2.step import load_step
+    from test_spec_builder import leaf
+    m = {"op": "map", "args": {"addr": 0, "size": 0x1000, "phys": 0, "prot": 0, "force_pte": False},
+         "ret": 0}
+
+    def summary(descs):
+        rep = Report("C-CMO", load_step(m))
+        for d in descs:
+            rep.add(f"new executable leaf {d:#x} at ipa 0x0 level 3 has no [\"icache\", ...] "
+                    "covering its output", {"desc": d})
+        out = rep.result()
+        assert len(out) == MAX_REPORTS + 1 and "more finding(s)" in str(out[-1])
+        return out[-1]
+    one_el = leaf(0x8000_0000, 3, x=True) | 0b11 << 53
+    both = leaf(0x8000_0000, 3, x=True)
+    assert C.finding_for(summary([one_el] * 40), m, (6, 19, 9)).id == "xnx-icache-executable"
+    assert C.finding_for(summary([one_el] * 39 + [both]), m, (6, 19, 9)) is None
+    assert C.finding_for(summary([one_el] * 40), m, (7, 1, 5)) is None

@@ -98,7 +98,7 @@ def test_7_1_map_needs_the_prot_translation():
     assert found and "C-MAP" in {str(v).split()[0] for v in found}
 
 
-@pytest.mark.parametrize("prefix", ["6.3", "6.6", "6.12", "7.1"])
+@pytest.mark.parametrize("prefix", ["6.3", "6.6", "6.8", "6.12", "6.13", "6.18", "6.19", "7.0", "7.1"])
 def test_quick_run_has_no_uncatalogued_violation(prefix):
     tree = need_tree(prefix)
     r = check.check_geometry(tree, "4k-39", budgets.budget("quick"), 0)
@@ -397,3 +397,47 @@ def test_hypothesis_driver_runs_a_mainline_subject_and_its_own_operations():
                                 driver="hypothesis")
     assert out.status == "passed", out.failure
     assert out.steps > 100 and {"split", "test_clear_young"} <= set(ops)
+
+
+def test_mkyoung_and_walk_flags_are_read_apart():
+    """6.13 made kvm_pgtable_stage2_mkyoung void; 6.18 gave it and relax_perms walk flags. A tree
+    between them (6.13-6.17) has the first change only: the shim must call mkyoung with two
+    arguments there (it did not build 6.13.7 when one regex stood for both)."""
+    ctx = "struct kvm_pgtable_visit_ctx { int x; };\n"
+    h613 = ctx + ("void kvm_pgtable_stage2_mkyoung(struct kvm_pgtable *pgt, u64 addr);\n"
+                  "int kvm_pgtable_stage2_relax_perms(struct kvm_pgtable *pgt, u64 addr,\n"
+                  "\t\t\t\t   enum kvm_pgtable_prot prot);\n")
+    h618 = ctx + ("enum kvm_pgtable_walk_flags { KVM_PGTABLE_WALK_HANDLE_FAULT = BIT(4), };\n"
+                  "void kvm_pgtable_stage2_mkyoung(struct kvm_pgtable *pgt, u64 addr,\n"
+                  "\t\t\t\tenum kvm_pgtable_walk_flags flags);\n"
+                  "int kvm_pgtable_stage2_relax_perms(struct kvm_pgtable *pgt, u64 addr,\n"
+                  "\t\t\t\t   enum kvm_pgtable_prot prot, enum kvm_pgtable_walk_flags flags);\n")
+    h612 = ctx + "kvm_pte_t kvm_pgtable_stage2_mkyoung(struct kvm_pgtable *pgt, u64 addr);\n"
+    shapes = {name: TM.detect("", h) for name, h in (("6.12", h612), ("6.13", h613), ("6.18", h618))}
+    assert {n: (s.mkyoung_void, s.walk_flags_api) for n, s in shapes.items()} == {
+        "6.12": (False, False), "6.13": (True, False), "6.18": (True, True)}
+    assert "KDIFF_ML_MKYOUNG_VOID" in shapes["6.13"].defines()
+    assert "KDIFF_ML_WALK_FLAGS_API" not in shapes["6.13"].defines()
+    # 6.18's fault path passes KVM_PGTABLE_WALK_HANDLE_FAULT (a visitor's -EAGAIN is returned);
+    # 6.19 replaced it with IGNORE_EAGAIN, and passing nothing is the fault path's there
+    assert {"KDIFF_ML_WALK_FLAGS_API", "KDIFF_ML_HANDLE_FAULT"} <= set(shapes["6.18"].defines())
+    h619 = h618.replace("KVM_PGTABLE_WALK_HANDLE_FAULT", "KVM_PGTABLE_WALK_IGNORE_EAGAIN")
+    assert "KDIFF_ML_HANDLE_FAULT" not in TM.detect("", h619).defines()
+    for prefix in ("6.13", "6.18"):
+        tree, _ = T.cached_tree(prefix)
+        if tree is not None:
+            assert tree.shape.mainline.mkyoung_void
+            assert tree.shape.mainline.walk_flags_api == (prefix == "6.18")
+
+
+@pytest.mark.parametrize("prefix", ["6.19", "7.0"])
+def test_xnx_trees_before_the_icache_fix_show_only_the_catalogued_finding(prefix):
+    """6.19 and 7.0 (FEAT_XNX, stage2_pte_executable testing the whole XN field) on the XNX table
+    of 4k-40: the lock-step passes with xnx-icache-executable catalogued, and 7.1.5 (fixed) has
+    none of it."""
+    tree = need_tree(prefix)
+    r = check.check_geometry(tree, "4k-40", budgets.budget("quick"), 0)
+    assert r.status == "passed", check.format_result(r)
+    assert "xnx-icache-executable x" in r.detail
+    fixed = check.check_geometry(need_tree("7.1"), "4k-40", budgets.budget("quick"), 0)
+    assert fixed.status == "passed" and "xnx-icache" not in fixed.detail

@@ -11,7 +11,7 @@ from ptspec import spec
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.stage2.state import StateError, load_state
 from test_spec_builder import S2, R, W, X, DEVICE, EINVAL, leaf, step, ids
-from kdiff_support import need_tree
+from kdiff_support import need_default_tree, need_tree
 
 PX, UX, NC = D.PROT_PX, D.PROT_UX, D.PROT_NORMAL_NC
 G1, OA = 0x4000_0000, 0x8000_0000
@@ -200,7 +200,7 @@ def test_xnx_tables_meet_every_cache_maintenance_regime():
         raw = replay.harness(tree, geometry_name=name).raw_state()
         assert (raw.get("has_xnx"), raw["has_fwb"], raw["cmo"]) == (True, fwb, cmo), name
     assert {n for n, o in subject.OPTIONS.items() if o.get("xnx")} == set(want)
-    raw = replay.harness(need_tree("6.1"), geometry_name="4k-48").raw_state()
+    raw = replay.harness(need_default_tree(), geometry_name="4k-48").raw_state()
     assert "has_xnx" not in raw and raw["has_fwb"]
 
 

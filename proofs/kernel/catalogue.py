@@ -9,7 +9,9 @@ entry that no longer reproduces is itself a finding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+
+from dataclasses import dataclass, replace
 
 from ptspec.proofs.kernel.pair import Pair
 
@@ -143,6 +145,17 @@ def _conflict_einval(step) -> bool:
     return step is not None and bool(step.get("conflict")) and step.get("ret") == -22
 
 
+def _xnx_one_el(violation) -> bool:
+    """Whether a cache-maintenance violation is about a leaf whose XN field (bits 54:53) says
+    executable at one EL only (0b01 or 0b11): the leaves xnx-icache-executable misjudges. Read
+    from the descriptor the violation names (its where's desc, else the 0x... before "at ipa")."""
+    desc = (getattr(violation, "where", None) or {}).get("desc")
+    if desc is None:
+        m = re.search(r"(0x[0-9a-f]+) at ipa", str(violation))
+        desc = int(m.group(1), 16) if m else None
+    return desc is not None and (desc >> 53) & 0b11 in (0b01, 0b11)
+
+
 def _op(name: str):
     """The step predicate of a finding that any step of one operation shows."""
     return lambda step: step is not None and step.get("op") == name
@@ -172,10 +185,25 @@ FINDINGS = (
         "(reviewed for stable on 15 Aug 2024, taken here as 6.1.106; ptspec runs only 6.1.176) "
         "and 6.6.y; mainline 6.3.8 still passes the level (the 6.2 range below ends at 6.6.0: "
         "6.4 and 6.5 were not run, 6.6.63 passes 0, and the first fixed 6.6.y is not pinned down); "
-        "run on 5.15.100, 5.14.2 and 6.3.8",
+        "run on 5.15.100, 5.14.2, 5.17-rc5, 5.19.0 and 6.3.8; 6.8.0 (mainline, before the fix "
+        "reached it in the 6.9 cycle) passes the level too: its stage2_unmap_put_pte treats a "
+        "table like a leaf (the range 6.7-6.8; 6.7 not run, 6.6.63 is fixed, 6.12.19 too)",
         ("stage2_put_pte", "stage2_unmap_walker"),
         lambda step: step is not None and step.get("op") == "unmap",
-        also=(((6, 2, 0), (6, 6, 0)),)),
+        also=(((6, 2, 0), (6, 6, 0)), ((6, 7, 0), (6, 9, 0)))),
+    KernelFinding(
+        "table-tlbi-deferred", "S2-TABLE-TLBI", (6, 7, 0), (6, 9, 0),
+        "with FWB and range TLBI (stage2_unmap_defer_tlb_flush) stage2_unmap_put_pte defers the "
+        "invalidation of a table descriptor it zapped, like a leaf's, to the range TLBI at the "
+        "end of the walk, but the table page is freed at once: until that TLBI a walker may "
+        "still use the walk-cache entry of a page that is back in the allocator; fixed in the "
+        "6.9 cycle together with table-tlbi-level (a zapped table is invalidated at once, without "
+        "a level hint: the shape 6.6.63's backport and 6.12.19 have; ptspec's planted "
+        "defer-table-tlbi puts it back into 6.12); seen running 6.8.0 (6.6.y before the backport "
+        "has it too; the first fixed 6.6.y is not pinned down, so the range is 6.7-6.8)",
+        ("stage2_unmap_put_pte", "stage2_unmap_walker", "kvm_pgtable_stage2_unmap"),
+        lambda step: step is not None and step.get("op") == "unmap",
+        text="was freed with no TLB invalidation"),
     KernelFinding(
         "set-owner-blocks", "C-SET-OWNER", (5, 14, 0), (5, 15, 0),
         "kvm_pgtable_stage2_set_owner walks with the map walker but without forcing pages (5.14 "
@@ -216,19 +244,19 @@ FINDINGS = (
         "C-MAP expects in it",
         ("kvm_pgtable_stage2_map", "stage2_set_prot_attr"), lambda step: _sw_prot(step, "map")),
     KernelFinding(
-        "hyp-refcount", "S1-RC", (6, 1, 0), None,
+        "hyp-refcount", "S1-RC", (5, 17, 0), None,
         "hyp stage-1 tables count a reference per non-zero descriptor, as stage-2 tables do "
         "(hyp_map_walker takes one for each new leaf and table, kvm_pgtable_hyp_unmap drops them "
         "and frees emptied tables), while S1-RC states 5.12-5.15's rule that every hyp table "
         "page keeps its single reference; the design that came with kvm_pgtable_hyp_unmap, not "
         "a bug: the C-side hyp check (ptspec.proofs.kernel.hyp) then judges the per-descriptor "
-        "rule instead, on trees that have kvm_pgtable_hyp_unmap; seen running 6.1.176, 6.3.8, "
-        "6.6.63 and 6.12.19, not 5.15.100 (no release between them was run, so the range starts "
-        "at 6.1)",
+        "rule instead, on trees that have kvm_pgtable_hyp_unmap; seen running 5.17-rc5, 5.19.0, "
+        "6.1.176, 6.3.8, 6.6.63 and 6.12.19, not 5.15.100 (5.16 was not run: the range starts "
+        "at 5.17, the first release run that has kvm_pgtable_hyp_unmap)",
         ("hyp_map_walker", "hyp_map_walker_try_leaf", "kvm_pgtable_hyp_unmap"),
         lambda step: step is not None and bool(step.get("hyp"))),
     KernelFinding(
-        "hyp-conflict-page-einval", "C-HYP-MAP", (6, 1, 0), None,
+        "hyp-conflict-page-einval", "C-HYP-MAP", (5, 17, 0), None,
         "a hyp map over a valid page (last level) it conflicts with: hyp_map_walker_try_leaf "
         "WARNs and returns false, hyp_map_walker cannot put a table at the last level, WARNs "
         "again and fails the walk with -EINVAL: the map stops there (pages before it mapped, "
@@ -238,7 +266,7 @@ FINDINGS = (
         ("hyp_map_walker_try_leaf", "hyp_map_walker"),
         _conflict_einval),
     KernelFinding(
-        "hyp-conflict-page-einval-warn", "C-HYP-WARN", (6, 1, 0), None,
+        "hyp-conflict-page-einval-warn", "C-HYP-WARN", (5, 17, 0), None,
         "hyp-conflict-page-einval as C-HYP-WARN sees it: the conflict's WARN and "
         "hyp_map_walker's own (no table at the last level) come with a map that returns -EINVAL, "
         "where C-HYP-WARN expects only the conflict's, from a map returning 0; seen running "
@@ -246,7 +274,7 @@ FINDINGS = (
         ("hyp_map_walker_try_leaf", "hyp_map_walker"),
         _conflict_einval),
     KernelFinding(
-        "hyp-conflict-split", "C-HYP-MAP", (6, 1, 0), None,
+        "hyp-conflict-split", "C-HYP-MAP", (5, 17, 0), None,
         "a hyp map over a valid leaf it conflicts with (more than software bits differ): "
         "hyp_map_walker_try_leaf has already advanced data->phys past the leaf when its WARN_ON "
         "fires and returns false, so hyp_map_walker installs a new table over the valid block "
@@ -257,7 +285,7 @@ FINDINGS = (
         ("hyp_map_walker_try_leaf", "hyp_map_walker"),
         lambda step: step is not None and bool(step.get("conflict"))),
     KernelFinding(
-        "hyp-conflict-split-warn", "C-HYP-WARN", (6, 1, 0), (6, 2, 0),
+        "hyp-conflict-split-warn", "C-HYP-WARN", (5, 17, 0), (6, 2, 0),
         "the same conflicting hyp re-map as hyp-conflict-split: the table installed over the "
         "valid block raises kvm_set_table_pte's WARN_ON too, where C-HYP-WARN expects only the "
         "conflict's; seen running 6.1.176; 6.2's walker rework removed kvm_set_table_pte and its "
@@ -265,7 +293,7 @@ FINDINGS = (
         ("kvm_set_table_pte", "hyp_map_walker"),
         lambda step: step is not None and bool(step.get("conflict"))),
     KernelFinding(
-        "hyp-split-ref", "S1-RC", (6, 1, 0), None,
+        "hyp-split-ref", "S1-RC", (5, 17, 0), None,
         "when hyp_map_walker installs a table over a valid leaf (a block split by a map inside "
         "it, or hyp-conflict-split; kvm_set_table_pte WARNs up to 6.1, the harness reads it from "
         "the state on 6.2 on), it takes a reference for the new "
@@ -288,20 +316,20 @@ FINDINGS = (
         lambda step: step is not None and bool(step.get("hyp")),
         text="no WARN from kvm_set_table_pte"),
     KernelFinding(
-        "hyp-split-leak", "S1-LEAK", (6, 1, 0), None,
+        "hyp-split-leak", "S1-LEAK", (5, 17, 0), None,
         "after hyp-split-ref, kvm_pgtable_hyp_destroy drops 1 + the descriptors of each table "
         "page, so the page holding the extra reference stays allocated after the table is "
         "destroyed; seen running 6.1.176, 6.3.8, 6.6.63 and 6.12.19",
         ("kvm_pgtable_hyp_destroy", "hyp_free_walker"),
         lambda step: step is not None and bool(step.get("hyp")) and bool(step.get("after_split"))),
     KernelFinding(
-        "hyp-split-leak-destroy", "C-HYP-DESTROY", (6, 1, 0), None,
+        "hyp-split-leak-destroy", "C-HYP-DESTROY", (5, 17, 0), None,
         "hyp-split-leak as C-HYP-DESTROY sees it: the page is not returned by destroy; seen "
         "running 6.1.176, 6.3.8, 6.6.63 and 6.12.19",
         ("kvm_pgtable_hyp_destroy", "hyp_free_walker"),
         lambda step: step is not None and bool(step.get("hyp")) and bool(step.get("after_split"))),
     KernelFinding(
-        "hyp-unmap-overreach", "C-HYP-UNMAP", (6, 1, 0), None,
+        "hyp-unmap-overreach", "C-HYP-UNMAP", (5, 17, 0), None,
         "kvm_pgtable_hyp_unmap of a range that starts inside a valid block: hyp_unmap_walker "
         "checks only that the rest of the range from the walk's (unaligned) address is at least "
         "the block's size, so it removes the whole block, pages before the range included, counts "
@@ -318,12 +346,12 @@ FINDINGS = (
         lambda step: bool(step and step.get("hyp")) and _sw_prot(step, "map")),
     # the reworked walker (6.2 on): docs/kernel-mainline.md
     KernelFinding(
-        "relax-perms-eagain-level", "C-RELAX-PERMS", (6, 12, 0), (6, 12, 98),
+        "relax-perms-eagain-level", "C-RELAX-PERMS", (6, 8, 0), (6, 12, 98),
         "kvm_pgtable_stage2_relax_perms invalidates the faulting IPA on this CPU also when the walk "
         "returns -EAGAIN (no valid leaf: another CPU changed it), but passes the TLBI the `level` "
         "that stage2_update_leaf_attrs only writes on success: an uninitialised stack value as "
         "the TTL hint (-2 in the userspace build, which fills uninitialised locals with 0xfe), so the invalidation may miss the stale "
-        "entry it is for and the vCPU can fault again; seen running 6.12.19. Fixed upstream for 7.2 "
+        "entry it is for and the vCPU can fault again; the invalidation on -EAGAIN came with 6.8 (6.6.63 has none; 6.7 not checked); seen running 6.8.0, 6.12.19, 6.13.7, 6.18.35, 6.19.9 and 7.0.0. Fixed upstream for 7.2 "
         "by \"KVM: arm64: Fix propagation of TLBI level in kvm_pgtable_stage2_relax_perms()\" "
         "(8d187d4b33c2, a kvmarm fix of the 7.2-rc cycle), which passes TLBI_TTL_UNKNOWN on "
         "-EAGAIN; backported to 7.1.y as ab2afe109266, first in 7.1.5 (7.1.3's source still has "
@@ -371,6 +399,29 @@ FINDINGS = (
         ("kvm_pgtable_stage2_split", "kvm_pgtable_stage2_relax_perms", "stage2_attr_walker"),
         lambda step: step is not None and step.get("op") == "relax_perms",
         text="its D-cache was not cleaned"),
+    KernelFinding(
+        "xnx-icache-executable", "C-CMO", (6, 19, 0), (7, 1, 0),
+        "with FEAT_XNX the stage-2 XN field is two bits (54:53) and a leaf executable at one EL "
+        "only holds 0b01 (EL0) or 0b11 (EL1), but stage2_pte_executable still takes a leaf as "
+        "executable only when the whole field is 0: a map (or a relax_perms) that makes a leaf "
+        "executable at EL1 or at EL0 alone invalidates no I-cache, so the guest can fetch stale "
+        "instructions; the bug came with 6.19's PX/UX split and is fixed by 17f073f78fc4 "
+        "(stage2_pte_executable reads kvm_pgtable_stage2_pte_prot), in 7.1.3 and 7.1.5; seen "
+        "running 6.19.9 and 7.0.0 (whether 6.19.y or 7.0.y stable took the fix is not pinned "
+        "down here); only on a CPU with FEAT_XNX (the XNX tables of 4k-40 and 4k-48)",
+        ("stage2_pte_executable", "stage2_map_walker_try_leaf", "stage2_attr_walker"),
+        lambda step: step is not None and step.get("op") in ("map", "relax_perms"),
+        text='["icache"',
+        where=lambda v, step: _xnx_one_el(v)),
+    KernelFinding(
+        "xnx-icache-executable-pou", "CMO-POU", (6, 19, 0), (7, 1, 0),
+        "xnx-icache-executable as CMO-POU sees it: the leaf executable at one EL becomes visible "
+        "to the guest over output whose I-cache was never invalidated since the host wrote it; "
+        "seen running 6.19.9 and 7.0.0",
+        ("stage2_pte_executable", "stage2_map_walker_try_leaf", "stage2_attr_walker"),
+        lambda step: step is not None and step.get("op") in ("map", "relax_perms"),
+        text="its I-cache was not invalidated",
+        where=lambda v, step: _xnx_one_el(v)),
     KernelFinding(
         "unmap-deferred-tlbi-refused", "C-UNMAP", (6, 6, 0), None,
         "with FWB and range TLBI (stage2_unmap_defer_tlb_flush), kvm_pgtable_stage2_unmap "
@@ -427,6 +478,17 @@ FINDINGS = (
                       and isinstance(step["args"].get("type"), int) and step["args"]["type"] >= 16)),
 )
 
+# The hyp findings first seen on 6.1.176 reach back to 5.17: the hyp map and unmap walkers of the
+# 5.17-rc5 and 5.19.0 trees are 6.1.176's (the same functions, but for the TLBI level hint of
+# hyp_unmap_walker), and running them shows hyp-refcount and hyp-conflict-split there; 5.15.100
+# has neither (no kvm_pgtable_hyp_unmap), 5.16 was not run.
+_HYP_SINCE_5_17 = ("hyp-conflict-page-einval", "hyp-conflict-page-einval-warn", "hyp-conflict-split",
+                   "hyp-conflict-split-warn", "hyp-split-ref", "hyp-split-leak",
+                   "hyp-split-leak-destroy", "hyp-unmap-overreach")
+FINDINGS = tuple(replace(f, why=f.why + "; from 5.17: 5.17-rc5's and 5.19.0's hyp walkers are "
+                             "6.1.176's (5.16 not run)") if f.id in _HYP_SINCE_5_17 else f
+                 for f in FINDINGS)
+
 
 def _past_the_range_tlbi(violation, step) -> bool:
     """The leaf changed at or after the end of what kvm_tlb_flush_vmid_range(mmu, addr, size)
@@ -441,7 +503,14 @@ def _past_the_range_tlbi(violation, step) -> bool:
 
 
 def finding_for(violation, step, version: tuple):
-    """The catalogued finding a violation of this step is, for this kernel version, or None."""
+    """The catalogued finding a violation of this step is, for this kernel version, or None. A
+    contract's "... and N more finding(s)" summary is that finding when every violation it stands
+    for is (spec.stage2.contract_common.Report keeps them in where["dropped"]); one that is not,
+    or a summary without them, is none."""
+    dropped = (getattr(violation, "where", None) or {}).get("dropped")
+    if dropped is not None:
+        found = {finding_for(v, step, version) for v in dropped}
+        return found.pop() if len(found) == 1 and None not in found else None
     vid = str(violation).split()[0]
     for f in FINDINGS:
         if (f.statement == vid and f.applies_to(version) and f.when(step)

@@ -6,7 +6,7 @@ id: ``kernel.exhaustive.<geometry>`` (bounded exhaustive exploration, ``exhausti
 ``kernel.refusal.<geometry>`` (bad arguments, ``refusal.py``), each on every stage-2 geometry of
 ``subject.GEOMETRIES`` in check-kernel (ptspec verify: 4k-39 only) with the geometry's table
 options (``subject.OPTIONS``, as the lock-step: FWB on 4k-48, pages forced on 4k-34, no CMO on
-16k-40, FEAT_XNX on 4k-40, 4k-48 and 16k-40 from 7.1), and ``kernel.hyp.4k-48`` (hyp stage 1, ``hyp.py``). Catalogued findings of the tree's
+16k-40, FEAT_XNX on 4k-40, 4k-48 and 16k-40 from 6.19), and ``kernel.hyp.4k-48`` (hyp stage 1, ``hyp.py``). Catalogued findings of the tree's
 version are set aside and named in the detail, as for the lock-step (``check.findings_of`` reads
 them from there); anything else refutes, with the counterexample of ``check.counterexample``.
 """

@@ -28,7 +28,7 @@ from ptspec.proofs.stage2.errorpaths import scenarios
 def scaled(geometry: str | None, cls=None):
     """impl's (SETUPS, TARGETS, IDMAP_STEPS, BAD_ARGS) scaled to the geometry (default 4K/39);
     with a subject class, TARGETS and BAD_ARGS also get the cases its tree has beyond impl's
-    (``replay.extra_cases``: NORMAL_NC from 6.9, PX/UX from 7.1, FEAT_XNX, annotate from 7.1)."""
+    (``replay.extra_cases``: NORMAL_NC from 6.9, PX/UX from 6.19, FEAT_XNX, annotate from 7.1)."""
     ps, ia = replay.geometry(geometry)
     setups, targets, idmap_steps, bad_args = scenarios(ps, ia)
     if cls is not None:

@@ -8,7 +8,7 @@ another geometry's granule), breadth-first from the empty table, with the C code
 built with the geometry's table options as the C lock-step builds it (``replay.options``: FWB on
 4k-48, pages forced on 4k-34, no CMO on 16k-40, FEAT_XNX on 4k-40 where the tree reads it). The
 alphabet gains the prots the tree has beyond impl's (``replay.prot_cases``: a NORMAL_NC block and
-NORMAL_NC | X from 6.9, UX alone mapped and PX alone granted from 7.1) and, where the tree has
+NORMAL_NC | X from 6.9, UX alone mapped and PX alone granted from 6.19) and, where the tree has
 ``kvm_pgtable_stage2_annotate`` (7.1), POISONED annotations over a page and a block
 (``replay.annotate_cases``; set_owner of owner 0, no annotate call there, is left out); for older
 trees it is impl's. A C table cannot be copied, so each transition

@@ -31,12 +31,12 @@ The fixes (upstream subject lines paraphrased):
 ````PLANTS`` are bugs planted for a statement (not upstream fixes): the locked-PTE marker left or
 stored valid (S2-LOCKED), and NORMAL_NC (6.9 on) mishandled by ``stage2_set_prot_attr`` (C-MAP):
 ``nc-as-normal`` (normal cacheable MemAttr), ``nc-x-accepted`` (NORMAL_NC | X mapped),
-``nc-device-accepted`` (DEVICE | NORMAL_NC mapped as normal memory), and PX/UX (7.1 on):
+``nc-device-accepted`` (DEVICE | NORMAL_NC mapped as normal memory), and PX/UX (6.19 on):
 ``xnx-assumed`` (PX without UX mapped on a CPU without FEAT_XNX), ``xnx-px-ux-swapped`` (with
 FEAT_XNX, PX alone and UX alone given each other's XN value), and annotate (7.1 on, C-ANNOTATE,
 S2-RC): ``annotate-locked-accepted`` (type LOCKED stored), ``annotate-mask-unchecked`` (an
 annotation with bit 0 stored as a valid descriptor), ``poison-uncounted`` (POISONED annotations
-not counted in the table's refcount), and AS_S1 (7.1 on, 16k-47's table): ``as-s1-device-forced``
+not counted in the table's refcount), and AS_S1 (7.0 on, 16k-47's table): ``as-s1-device-forced``
 (a device map in an AS_S1 table given Device-nGnRE).
 
 ``HYP_PLANTS`` are bugs planted (not upstream fixes) in each 6.x tree's hyp stage-1 unmap
@@ -191,7 +191,7 @@ PLANTS = (
         ("nc-device-accepted", "DEVICE | NORMAL_NC is no longer refused: it falls to the default "
          "(normal cacheable) case", "case KVM_PGTABLE_PROT_DEVICE | KVM_PGTABLE_PROT_NORMAL_NC:",
          "case", None, 0x1e)))
-# PX/UX (7.1 on): stage2_set_xn_attr takes FEAT_XNX as present on a CPU without it, so a prot with
+# PX/UX (6.19 on): stage2_set_xn_attr takes FEAT_XNX as present on a CPU without it, so a prot with
 # one of PX and UX writes XN 0b01/0b11 (which such a CPU does not implement) instead of -EINVAL
 PLANTS += (
     Revert("xnx-assumed", "stage2_set_xn_attr skips its ARM64_HAS_XNX check: PX without UX maps "
@@ -235,7 +235,7 @@ PLANTS += (
            (("map", dict(addr=0x200000, size=0x1000, phys=0x4000200000, prot=6)),
             ("annotate", dict(addr=0x201000, size=0x1000, type=3, annotation=0))),
            upstream=False),)
-# KVM_PGTABLE_S2_AS_S1 (7.1 on): the device case of stage2_set_prot_attr bypasses the table's AS_S1
+# KVM_PGTABLE_S2_AS_S1 (7.0 on): the device case of stage2_set_prot_attr bypasses the table's AS_S1
 # override (PAGE_S2_MEMATTR instead of KVM_S2_MEMATTR): a device map in an AS_S1 table forces
 # Device-nGnRE at stage 2 where stage 1 should decide; the same code without AS_S1 is unchanged
 PLANTS += (

@@ -59,7 +59,7 @@ def harness(tree, *, arena_pages: int = 96, mc_capacity: int = 8, flags: int = 0
 
 def prot_features(cls, geometry_name: str | None = None) -> tuple[bool, bool, bool]:
     """(NORMAL_NC, PX/UX, FEAT_XNX): the prots beyond X/W/R/DEVICE the subject's tree has
-    (``program_normal_nc``: 6.9 on; ``program_px_ux``: 7.1 on) and whether the geometry's table
+    (``program_normal_nc``: 6.9 on; ``program_px_ux``: 6.19 on) and whether the geometry's table
     is built with FEAT_XNX (``options``, only where pgtable.c reads ARM64_HAS_XNX). All False for
     impl-era trees (6.1-6.8), whose engines' cases stay as they were."""
     nc = getattr(cls, "program_normal_nc", None)

@@ -34,7 +34,7 @@ GEOMETRIES = {
     "64k-44": (16, 44, None), "64k-52": (16, 52, None),
 }
 # Per-geometry table options: FWB on one, the shim's page-forcing force_pte_cb on another, no CMO
-# hooks on a third, a CPU with FEAT_XNX (only where pgtable.c reads ARM64_HAS_XNX, 7.1 on; elsewhere
+# hooks on a third, a CPU with FEAT_XNX (only where pgtable.c reads ARM64_HAS_XNX, 6.19 on; elsewhere
 # the option is dropped, as force_pte is on a tree without force_pte_cb) on 4k-40 alone and with
 # FWB (4k-48) and without CMO hooks (16k-40), so PX/UX-only leaves meet each cache-maintenance
 # regime; every C engine builds its tables with them (the lock-step through

@@ -15,7 +15,7 @@ C-ANNOTATE) is an operation of its own, drawn by ``program_rules`` where the tre
 POISONED and other stored types, DONATION owner records, and the refused inputs
 (``strategies.choose_annotation``).
 On a tree whose enum kvm_pgtable_prot has KVM_PGTABLE_PROT_NORMAL_NC (6.9 on) the seeded program's
-maps draw NORMAL_NC prots too (``program_normal_nc``); on one that splits X into PX and UX (7.1 on),
+maps draw NORMAL_NC prots too (``program_normal_nc``); on one that splits X into PX and UX (6.19 on),
 maps and relax_perms draw prots with one of them (``program_px_ux``).
 """
 

@@ -199,10 +199,12 @@ def trees_dir() -> Path:
 
 
 def cached_tree(prefix: str) -> tuple[Tree | None, str]:
-    """The first cached tree whose directory name starts with ``linux-<prefix>`` (e.g. "5.15"),
-    or None and why (never downloads)."""
+    """The first cached tree whose directory name is ``linux-<prefix>`` or starts with
+    ``linux-<prefix>.`` (e.g. "5.15": linux-5.15.100, not linux-5.150; "6.1" is not 6.12), or None
+    and why (never downloads)."""
     base = trees_dir()
-    names = sorted(p for p in base.glob(f"linux-{prefix}*") if p.is_dir()) if base.is_dir() else []
+    names = sorted(p for p in base.glob(f"linux-{prefix}*") if p.is_dir() and (
+        p.name == f"linux-{prefix}" or p.name.startswith(f"linux-{prefix}."))) if base.is_dir() else []
     if not names:
         return None, f"no linux-{prefix}* tree in {base}"
     try:

@@ -60,7 +60,9 @@ class Mainline:
     lock: tuple | None          # ("bit", n) or ("type", hi, lo, value)
     prot_bits: tuple = ()       # bit of KVM_PGTABLE_PROT_X (or PX), _W, _R, _DEVICE in the enum
     memattr1: bool = False      # PAGE_S2_MEMATTR takes one argument (7.x)
-    walk_flags_api: bool = False  # mkyoung returns void and takes walk flags, relax_perms too (7.x)
+    walk_flags_api: bool = False  # mkyoung and relax_perms take walk flags (6.18 on)
+    mkyoung_void: bool = False  # kvm_pgtable_stage2_mkyoung returns nothing (6.13 on)
+    handle_fault: bool = False  # the walk flags have KVM_PGTABLE_WALK_HANDLE_FAULT (6.2-6.18)
     prot_masks: tuple = ()      # the enum's mask for each spec prot bit (X, W, R, DEVICE): X is PX|UX
     donation_type: int | None = None  # KVM_HOST_INVALID_PTE_TYPE_DONATION's value (annotate trees)
     poisoned_type: int | None = None  # KVM_GUEST_INVALID_PTE_TYPE_POISONED's value (annotate trees)
@@ -151,6 +153,10 @@ class Mainline:
             out.append("KDIFF_ML_MEMATTR1")
         if self.walk_flags_api:
             out.append("KDIFF_ML_WALK_FLAGS_API")
+        if self.mkyoung_void:
+            out.append("KDIFF_ML_MKYOUNG_VOID")
+        if self.walk_flags_api and self.handle_fault:
+            out.append("KDIFF_ML_HANDLE_FAULT")
         if self.annotate:
             out.append("KDIFF_ML_ANNOTATE")
         return tuple(out)
@@ -162,6 +168,12 @@ class Mainline:
         parts += [n for n, on in (("split", self.split), ("create_unlinked", self.create_unlinked),
                                   ("hyp_unmap", self.hyp_unmap), ("range TLBI", self.tlbi_range),
                                   ("annotate", self.annotate)) if on]
+        if self.walk_flags_api:
+            parts.append("mkyoung/relax_perms take walk flags (the shim passes "
+                         + ("KVM_PGTABLE_WALK_HANDLE_FAULT, as the fault path does)" if self.handle_fault
+                            else "none, as the fault path does)"))
+        elif self.mkyoung_void:
+            parts.append("void mkyoung")
         if self.prot_masks and self.prot_masks != tuple(1 << b for b in SPEC_PROT_BITS):
             parts.append("prot enum renumbered (X/W/R/DEVICE = " +
                          "/".join(f"{m:#x}" for m in self.prot_masks) + "; translated from the spec's)")
@@ -214,7 +226,10 @@ def detect(pgtable_c: str, header: str) -> Mainline | None:
         donation_type=_enum_value(header, "kvm_invalid_pte_type", "KVM_HOST_INVALID_PTE_TYPE_DONATION"),
         poisoned_type=_enum_value(header, "kvm_invalid_pte_type", "KVM_GUEST_INVALID_PTE_TYPE_POISONED"),
         memattr1=re.search(r"PAGE_S2_MEMATTR\(\s*\w+\s*\)", pgtable_c) is not None,
-        walk_flags_api=re.search(r"void\s+kvm_pgtable_stage2_mkyoung\s*\(", header) is not None)
+        walk_flags_api=re.search(r"kvm_pgtable_stage2_relax_perms\s*\([^)]*kvm_pgtable_walk_flags",
+                                 header) is not None,
+        mkyoung_void=re.search(r"void\s+kvm_pgtable_stage2_mkyoung\s*\(", header) is not None,
+        handle_fault=re.search(r"\bKVM_PGTABLE_WALK_HANDLE_FAULT\s*=", header) is not None)
 
 
 # the enum kvm_pgtable_prot the spec's encodings are (spec/arch/descriptor.py PROT_*)

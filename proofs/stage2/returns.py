@@ -18,6 +18,7 @@ handlers) the call runs unguarded.
 
 from __future__ import annotations
 
+import _signal      # getsignal without the enum conversion of signal.getsignal (per operation)
 import contextlib
 import signal
 import threading
@@ -69,9 +70,9 @@ class within:
 
     def __enter__(self):
         # a block inside an armed one runs under the outer budget (its exit must not disarm it)
-        self.guarded = not within.armed and threading.current_thread() is threading.main_thread()
+        self.guarded = not within.armed and threading.get_ident() == threading.main_thread().ident
         if self.guarded:
-            if signal.getsignal(signal.SIGVTALRM) is not _overrun:
+            if _signal.getsignal(signal.SIGVTALRM) is not _overrun:
                 signal.signal(signal.SIGVTALRM, _overrun)
             within.armed = True
             signal.setitimer(signal.ITIMER_VIRTUAL, self.seconds)

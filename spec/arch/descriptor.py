@@ -29,9 +29,9 @@ SH_INNER = 3                       # KVM_PTE_LEAF_ATTR_LO_S2_SH_IS
 AF = 1 << 10                       # KVM_PTE_LEAF_ATTR_LO_S2_AF
 DBM = 1 << 51
 CONTIGUOUS = 1 << 52
-XN = 1 << 54                       # KVM_PTE_LEAF_ATTR_HI_S2_XN (5.x-6.x); XN[1] from 7.1
-XN_PXN = 1 << 53                   # XN[0] (FEAT_XNX): with XN[1], the 2-bit XN field of 7.1
-XN_FIELD = XN | XN_PXN             # KVM_PTE_LEAF_ATTR_HI_S2_XN from 7.1: GENMASK(54, 53)
+XN = 1 << 54                       # KVM_PTE_LEAF_ATTR_HI_S2_XN (5.x-6.x); XN[1] from 6.19
+XN_PXN = 1 << 53                   # XN[0] (FEAT_XNX): with XN[1], the 2-bit XN field of 6.19
+XN_FIELD = XN | XN_PXN             # KVM_PTE_LEAF_ATTR_HI_S2_XN from 6.19: GENMASK(54, 53)
 SW_SHIFT, SW_MASK = 55, 0xF << 55  # KVM_PTE_LEAF_ATTR_HI_SW
 TABLE_UPPER_MASK = 0x1F << 59       # NSTable/APTable/XNTable/PXNTable: RES0 at stage 2
 PERMS = S2AP_R | S2AP_W | XN        # what a re-map may differ in and still be "the same mapping"
@@ -67,8 +67,8 @@ PROT_W = 1 << 1
 PROT_R = 1 << 2
 PROT_DEVICE = 1 << 3
 PROT_NORMAL_NC = 1 << 4          # KVM_PGTABLE_PROT_NORMAL_NC: means something from 6.9 only
-# 7.1 splits X into KVM_PGTABLE_PROT_PX | KVM_PGTABLE_PROT_UX: the spec's X stays both, and these
-# two name one of them alone (privileged / unprivileged execute); they mean something from 7.1 only
+# 6.19 splits X into KVM_PGTABLE_PROT_PX | KVM_PGTABLE_PROT_UX: the spec's X stays both, and these
+# two name one of them alone (privileged / unprivileged execute); they mean something from 6.19 only
 PROT_PX = 1 << 5
 PROT_UX = 1 << 6
 PROT_SW = 0xF << SW_SHIFT        # KVM_PGTABLE_PROT_SW0..3: the leaf's software bits 58:55
@@ -77,21 +77,21 @@ PROT_SW = 0xF << SW_SHIFT        # KVM_PGTABLE_PROT_SW0..3: the leaf's software 
 MEMATTR_NORMAL = {False: 0xF, True: 0x6}
 MEMATTR_DEVICE = {False: 0x1, True: 0x1}
 MEMATTR_NORMAL_NC = {False: 0x5, True: 0x5}   # MT_S2_NORMAL_NC / MT_S2_FWB_NORMAL_NC
-# KVM_PGTABLE_S2_AS_S1 (7.1, an init flag: "final memory attributes are that of stage 1"): every
+# KVM_PGTABLE_S2_AS_S1 (7.0, an init flag: "final memory attributes are that of stage 1"): every
 # leaf's MemAttr is PAGE_S2_MEMATTR(AS_S1), whatever the prot asks for: MT_S2_AS_S1 is MT_S2_NORMAL
 # (0xf: stage 2 normal write-back, so the combination is stage 1's) and MT_S2_FWB_AS_S1 is 7 (FWB:
 # use stage 1's attributes). stage2_pte_cacheable compares with the same encoding, so every valid
 # leaf of such a table is cacheable (is_cacheable with as_s1)
 MEMATTR_AS_S1 = {False: 0xF, True: 0x7}
-AS_S1_SINCE = (7, 1, 0)
+AS_S1_SINCE = (7, 0, 0)
 # the first release whose stage2_set_prot_attr reads KVM_PGTABLE_PROT_NORMAL_NC (before it the bit
 # is ignored: the leaf is normal cacheable)
 NORMAL_NC_SINCE = (6, 9, 0)
 # the first release whose stage2_set_xn_attr reads PX and UX apart. On a CPU without FEAT_XNX
 # (ARM64_HAS_XNX; a state's has_xnx false) exactly one of them is -EINVAL, so the XN field (bits
-# 54:53 from 7.1) only ever holds 0b00 or 0b10, bit 54 as before. With FEAT_XNX (has_xnx) the
+# 54:53 from 6.19) only ever holds 0b00 or 0b10, bit 54 as before. With FEAT_XNX (has_xnx) the
 # field holds the architecture's 2-bit XN[1:0]: which ELs may execute from the leaf
-PX_UX_SINCE = (7, 1, 0)
+PX_UX_SINCE = (6, 19, 0)
 # XN[1:0] -> (EL1 may execute, EL0 may execute), FEAT_XNX's stage-2 encoding (Arm ARM, D8: "XN")
 XNX_EXEC = {0b00: (True, True), 0b01: (False, True), 0b10: (False, False), 0b11: (True, False)}
 
@@ -218,7 +218,7 @@ def exec_levels(desc, has_xnx=False):
 
 def perms_mask(kernel_version) -> int:
     """KVM_PTE_LEAF_ATTR_S2_PERMS for a kernel version: S2AP R/W and the XN field (bit 54; from
-    7.1 bits 54:53). A re-map that differs from a leaf only in these bits is the -EAGAIN case."""
+    6.19 bits 54:53). A re-map that differs from a leaf only in these bits is the -EAGAIN case."""
     return PERMS | XN_PXN if has_px_ux(kernel_version) else PERMS
 
 
@@ -344,13 +344,13 @@ def has_normal_nc(kernel_version) -> bool:
 
 
 def has_px_ux(kernel_version) -> bool:
-    """Whether the spec's PROT_PX / PROT_UX mean anything for a kernel version: from 7.1 on."""
+    """Whether the spec's PROT_PX / PROT_UX mean anything for a kernel version: from 6.19 on."""
     return kernel_version is not None and tuple(kernel_version) >= PX_UX_SINCE
 
 
 def uses_xnx(kernel_version, has_xnx) -> bool:
-    """Whether stage2_set_xn_attr encodes PX and UX apart: a 7.1+ kernel (has_px_ux) on a CPU with
-    FEAT_XNX (has_xnx: ARM64_HAS_XNX). Before 7.1 the capability is never read."""
+    """Whether stage2_set_xn_attr encodes PX and UX apart: a 6.19+ kernel (has_px_ux) on a CPU with
+    FEAT_XNX (has_xnx: ARM64_HAS_XNX). Before 6.19 the capability is never read."""
     return bool(has_xnx) and has_px_ux(kernel_version)
 
 
@@ -367,7 +367,7 @@ def xn_field(px, ux, xnx=False):
 
 def exec_bits(prot, px_ux=False):
     """(px, ux): whether a prot asks for privileged and unprivileged execute. X is both; with
-    `px_ux` (7.1 on: has_px_ux) PROT_PX and PROT_UX add one each, before 7.1 they are ignored."""
+    `px_ux` (6.19 on: has_px_ux) PROT_PX and PROT_UX add one each, before 6.19 they are ignored."""
     x = bool(prot & PROT_X)
     if not px_ux:
         return x, x
@@ -381,12 +381,12 @@ def prot_attrs(prot, has_fwb, normal_nc=False, px_ux=False, as_s1=False, xnx=Fal
     PROT_NORMAL_NC, S2AP R/W from PROT_R/PROT_W, SH inner shareable, AF set, XN unless PROT_X,
     software bits 58:55 copied from the prot. Returns None (-EINVAL) for X with DEVICE, and with
     `normal_nc` for X with NORMAL_NC and for DEVICE with NORMAL_NC. Without `normal_nc` the
-    NORMAL_NC bit is ignored, as the kernels before it do. With `px_ux` (7.1 on) "X" is either of
+    NORMAL_NC bit is ignored, as the kernels before it do. With `px_ux` (6.19 on) "X" is either of
     PX and UX (exec_bits): with DEVICE or NORMAL_NC still -EINVAL, and exactly one of them is
     -EINVAL too without FEAT_XNX (PX_UX_SINCE); XN is set unless both. With `as_s1` (a table
-    initialised with KVM_PGTABLE_S2_AS_S1, 7.1 on) the MemAttr is MEMATTR_AS_S1 for every prot the
+    initialised with KVM_PGTABLE_S2_AS_S1, 7.0 on) the MemAttr is MEMATTR_AS_S1 for every prot the
     rules above accept (device and non-cacheable included: stage 1 decides). With `xnx`
-    (uses_xnx: 7.1 on a CPU with FEAT_XNX) one of PX and UX alone is mapped, its XN field from
+    (uses_xnx: 6.19 on a CPU with FEAT_XNX) one of PX and UX alone is mapped, its XN field from
     xn_field (UX only 0b01, PX only 0b11).
     """
     device = bool(prot & PROT_DEVICE)

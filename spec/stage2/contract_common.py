@@ -27,24 +27,26 @@ MAX_REPORTS = 16
 
 
 class Report:
-    """Collects violations of one contract, keeping at most MAX_REPORTS detailed ones."""
+    """Collects violations of one contract, keeping at most MAX_REPORTS detailed ones; the rest are
+    summed up in one "... and N more" violation whose where["dropped"] holds them (for a reader
+    that must judge each, as the kernel catalogue does; a reviewer sees the count)."""
 
     def __init__(self, inv, step):
         self.inv = inv
         self.step = step
         self.items = []
-        self.dropped = 0
+        self.rest = []
 
     def add(self, message, where=None):
-        if len(self.items) < MAX_REPORTS:
-            self.items.append(Violation(self.inv, f"{self.step.op}: {message}", dict(where or {})))
-        else:
-            self.dropped += 1
+        v = Violation(self.inv, f"{self.step.op}: {message}", dict(where or {}))
+        (self.items if len(self.items) < MAX_REPORTS else self.rest).append(v)
 
     def result(self):
-        if self.dropped:
-            self.items.append(Violation(self.inv, f"{self.step.op}: ... and {self.dropped} more "
-                                                  f"finding(s) of the same step", {}))
+        if self.rest:
+            self.items.append(Violation(self.inv, f"{self.step.op}: ... and {len(self.rest)} more "
+                                                  f"finding(s) of the same step",
+                                        {"dropped": tuple(self.rest)}))
+            self.rest = []
         return self.items
 
 

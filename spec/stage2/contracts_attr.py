@@ -161,6 +161,10 @@ def _young_op(inv, pre, step, post, set_bits, clr_bits, returns=True):
     return rep.result()
 
 
+# The first kernel whose kvm_pgtable_stage2_mkyoung returns nothing.
+MKYOUNG_VOID_SINCE = (6, 13, 0)
+
+
 @statement("C-MKYOUNG", constrains=(
     "kvm_pgtable_stage2_mkyoung", "stage2_update_leaf_attrs", "stage2_attr_walker"))
 def contract_mkyoung(pre, step, post):
@@ -168,8 +172,9 @@ def contract_mkyoung(pre, step, post):
 
     Statement: the valid leaf translating addr's page gets AF set, nothing else changes anywhere;
     ret and out.pte are that leaf's pre-op descriptor, or 0 when the page has no valid leaf or addr
-    is outside the IPA space / the table has no root (then nothing changes). From 7.1
-    (kernel_version) mkyoung returns void (it takes walk flags): ret and out.pte are 0.
+    is outside the IPA space / the table has no root (then nothing changes). From 6.13
+    (kernel_version) mkyoung returns void (seen in 6.13.7's source, not 6.12.19's; from 6.18 it
+    also takes walk flags): ret and out.pte are 0.
 
     Why: the MMU notifier's ageing and the access-fault path depend on it; setting any other bit, or
     touching a neighbouring leaf, changes a guest mapping behind everyone's back.
@@ -177,7 +182,7 @@ def contract_mkyoung(pre, step, post):
     Constrains: kvm_pgtable_stage2_mkyoung, stage2_update_leaf_attrs, stage2_attr_walker.
     """
     return _young_op("C-MKYOUNG", pre, step, post, D.AF, 0,
-                     returns=not kernel_since(pre, (7, 1, 0)))
+                     returns=not kernel_since(pre, MKYOUNG_VOID_SINCE))
 
 
 @statement("C-MKOLD", constrains=(
@@ -239,7 +244,10 @@ def _check_retry_tlbi(rep, pre, step, post):
                 "TLBI_TTL_UNKNOWN: the walk never set the level it passes (uninitialised)")
 
 
-# The first kernel whose relax_perms leaves XN alone for a prot without X (7.1 sets it).
+# The first kernel whose relax_perms invalidates also when its walk returns -EAGAIN (6.8.0 does,
+# 6.6.63 does not; 6.7 was not checked).
+RETRY_TLBI_SINCE = (6, 8, 0)
+# The first kernel whose relax_perms leaves XN alone for a prot without X (6.19 to 7.1 set it).
 XN_ON_REQUEST_SINCE = (7, 2, 0)
 
 
@@ -257,10 +265,10 @@ def contract_relax_perms(pre, step, post):
     -EAGAIN with nothing changed and nothing logged (the fault is retried; 6.1.176 returns 0, 6.3.8
     -EAGAIN); from 6.6 the invalidation is this CPU's only, ["tlbi_ipa_nsh", addr, level] (a
     stale entry elsewhere has fewer permissions: a spurious fault at worst; seen in 6.6.63, not 6.3.8);
-    from 6.12 a -EAGAIN also logs exactly one ["tlbi_ipa_nsh", addr, level], level a level of the
-    table or TLBI_TTL_UNKNOWN (seen in 6.12.19, not 6.6.63); from 7.1 the leaf's XN becomes what
+    from 6.8 a -EAGAIN also logs exactly one ["tlbi_ipa_nsh", addr, level], level a level of the
+    table or TLBI_TTL_UNKNOWN (seen in 6.8.0 and 6.12.19, not 6.6.63; 6.7 not checked); from 6.19 the leaf's XN becomes what
     prot says: a prot without X sets XN (stage2_set_xn_attr; FEAT_XNX), so execute permission is
-    removed (seen in 7.1.5's source, not 6.12.19's; its kernel-doc still says no permission is
+    removed (seen in 6.19.9's and 7.1.5's sources, not 6.18.35's; its kernel-doc still says no permission is
     removed); a prot with exactly one of PX and UX (D.exec_bits) is -EINVAL with nothing
     changed and nothing logged without FEAT_XNX; with it (the state's has_xnx) the leaf's 2-bit
     XN field becomes D.xn_field of PX and UX (UX only 0b01, PX only 0b11); from 7.2 XN is touched
@@ -286,7 +294,7 @@ def contract_relax_perms(pre, step, post):
     leaf = pre.walk().find(A)
     if kernel_since(pre, (6, 2, 0)) and (leaf is None or not is_valid(leaf)):
         check_ret(rep, step, EAGAIN, " (6.2 on: no valid leaf, the fault is retried)")
-        retry_tlbi = kernel_since(pre, (6, 12, 0))
+        retry_tlbi = kernel_since(pre, RETRY_TLBI_SINCE)
         check_nothing_changed(rep, pre, post, "no valid leaf to relax (6.2 on)", allow_log=retry_tlbi)
         if retry_tlbi:
             _check_retry_tlbi(rep, pre, step, post)
@@ -295,7 +303,7 @@ def contract_relax_perms(pre, step, post):
     set_bits = (D.S2AP_R if prot & D.PROT_R else 0) | (D.S2AP_W if prot & D.PROT_W else 0)
     clr_bits = D.XN if px else 0
     keep_xn = not (px or ux) and kernel_since(pre, XN_ON_REQUEST_SINCE)    # 7.2: X not asked for
-    if not px and kernel_since(pre, (7, 1, 0)) and not keep_xn:
+    if not px and kernel_since(pre, D.PX_UX_SINCE) and not keep_xn:
         set_bits |= D.XN
     if xnx and not keep_xn:  # FEAT_XNX: the whole field becomes what PX and UX say
         set_bits, clr_bits = set_bits & ~D.XN_FIELD | xn, D.XN_FIELD & ~xn

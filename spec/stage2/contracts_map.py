@@ -156,7 +156,7 @@ def _check_inside(rep, pre, post, A, E, zones, expected, ret, allow_eagain, page
     permissions (what makes the kernel return -EAGAIN).
     """
     ps = pre.page_shift
-    perms = D.perms_mask(pre.kernel_version)     # S2AP and XN (7.1: the 2-bit field)
+    perms = D.perms_mask(pre.kernel_version)     # S2AP and XN (6.19: the 2-bit field)
     reported = set()
     settled = (_settled_tables(post, A, E, zones, page_fn)
                if page_fn and contract_common.SETTLE_WHOLE_TABLES else [])
@@ -223,7 +223,7 @@ def contract_map(pre, step, post):
     with those pages kept (seen in 6.3.8; 6.1.176 stops: eagain-abort). From 6.9
     (KVM_PGTABLE_PROT_NORMAL_NC, D.has_normal_nc) a prot with NORMAL_NC maps MemAttr normal
     non-cacheable, and NORMAL_NC with X or with DEVICE is -EINVAL (before 6.9 the bit is ignored).
-    From 7.1 (D.has_px_ux) X is split into PX and UX: a prot with exactly one of them is -EINVAL
+    From 6.19 (D.has_px_ux) X is split into PX and UX: a prot with exactly one of them is -EINVAL
     without FEAT_XNX, and either of them counts as X with DEVICE or NORMAL_NC; with FEAT_XNX (the
     state's has_xnx) one alone maps with XN 0b01 (UX only) or 0b11 (PX only), D.xn_field, and a
     re-map differing in the 2-bit XN field only (D.perms_mask) is a permission change; in a table

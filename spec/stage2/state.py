@@ -7,7 +7,7 @@ descriptor lists (so later changes to the source do not alter the snapshot), and
 is wrong and where when the input is not a state.
 
 Optional stage-2 keys and their defaults: pa_bits 48, has_fwb false, has_xnx false, cmo false,
-idmap false, as_s1 false (KVM_PGTABLE_S2_AS_S1, 7.1 on), memcache [],
+idmap false, as_s1 false (KVM_PGTABLE_S2_AS_S1, 7.0 on), memcache [],
 free_pages absent (None), pool_errors [], tlb_log []. Unknown keys are ignored.
 
 Leaves out: the meaning of the contents (the invariants judge that), lguest states, and the rules
@@ -297,7 +297,7 @@ def load_state(obj, prev=None):
         s.owner_field = (hi, lo)
         s.max_owner_id = parse_int(obj["max_owner_id"], "max_owner_id", 0, (1 << (hi - lo + 1)) - 1)
         s.has_fwb = _parse_bool(obj.get("has_fwb", False), "has_fwb")
-        s.has_xnx = _parse_bool(obj.get("has_xnx", False), "has_xnx")      # FEAT_XNX (7.1 on)
+        s.has_xnx = _parse_bool(obj.get("has_xnx", False), "has_xnx")      # FEAT_XNX (6.19 on)
         s.cmo = _parse_bool(obj.get("cmo", False), "cmo")
         s.idmap = _parse_bool(obj.get("idmap", False), "idmap")
         s.as_s1 = _parse_bool(obj.get("as_s1", False), "as_s1")

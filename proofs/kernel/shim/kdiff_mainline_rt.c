@@ -155,29 +155,35 @@ int kdiff_ml_set_owner(u64 addr, u64 size, int use_mc, u8 owner_id)
 }
 #endif
 
-#ifdef KDIFF_ML_WALK_FLAGS_API
-/* 7.x: mkyoung returns nothing and takes walk flags; relax_perms takes walk flags */
-u64 kdiff_ml_mkyoung(u64 addr)
-{
-	kvm_pgtable_stage2_mkyoung(&kdiff_pgt, addr, 0);
-	return 0;
-}
-
-int kdiff_ml_relax_perms(u64 addr, u64 prot)
-{
-	return kvm_pgtable_stage2_relax_perms(&kdiff_pgt, addr, prot, 0);
-}
+/* mkyoung: 6.13 on it returns nothing (KDIFF_ML_MKYOUNG_VOID); 6.18 on it and relax_perms also
+ * take walk flags (KDIFF_ML_WALK_FLAGS_API): the shim passes what the fault path (mmu.c's
+ * user_mem_abort, handle_access_fault) passes as far as a single-threaded walk can tell: in 6.18
+ * KVM_PGTABLE_WALK_HANDLE_FAULT (KDIFF_ML_HANDLE_FAULT), so that a visitor's -EAGAIN ends the walk
+ * and is returned; from 6.19 -EAGAIN ends a walk unless the caller asks otherwise (IGNORE_EAGAIN),
+ * so nothing. (pKVM's mem_protect.c passes 0: in 6.18 its relax_perms then returns 0 where there
+ * is no valid leaf; the spec states the fault path's -EAGAIN.) */
+#if defined(KDIFF_ML_WALK_FLAGS_API) && defined(KDIFF_ML_HANDLE_FAULT)
+#define KDIFF_ML_FLAGS_ARG , KVM_PGTABLE_WALK_HANDLE_FAULT
+#elif defined(KDIFF_ML_WALK_FLAGS_API)
+#define KDIFF_ML_FLAGS_ARG , 0
 #else
+#define KDIFF_ML_FLAGS_ARG
+#endif
+
 u64 kdiff_ml_mkyoung(u64 addr)
 {
+#if defined(KDIFF_ML_MKYOUNG_VOID) || defined(KDIFF_ML_WALK_FLAGS_API)
+	kvm_pgtable_stage2_mkyoung(&kdiff_pgt, addr KDIFF_ML_FLAGS_ARG);
+	return 0;
+#else
 	return kvm_pgtable_stage2_mkyoung(&kdiff_pgt, addr);
+#endif
 }
 
 int kdiff_ml_relax_perms(u64 addr, u64 prot)
 {
-	return kvm_pgtable_stage2_relax_perms(&kdiff_pgt, addr, prot);
+	return kvm_pgtable_stage2_relax_perms(&kdiff_pgt, addr, prot KDIFF_ML_FLAGS_ARG);
 }
-#endif
 
 #ifdef KDIFF_ML_MKOLD
 u64 kdiff_ml_mkold(u64 addr) { return kvm_pgtable_stage2_mkold(&kdiff_pgt, addr); }
