@@ -83,6 +83,7 @@ CAUGHT = [
     ("hyp-leaf-no-ref", "hyp", {"S1-RC"}),
     ("hyp-unmap-keep-ref", "hyp", {"S1-RC"}),
     ("hyp-unmap-count", "hyp", {"C-HYP-UNMAP"}),
+    ("hyp-unmap-table-hint", "hyp", {"S1-UNMAP-TLBI"}),
 ]
 
 
@@ -383,3 +384,50 @@ def test_exhaustive_keys_hold_the_cache_ghost_on_the_c_side():
     assert seen.add(dirty) and not seen.add(clean)
     seen = Explored()
     assert seen.add(clean) and seen.add(dirty) and seen.states == 2
+
+
+def test_s1_unmap_tlbi_judges_the_el2_invalidations_of_6_1():
+    """S1-UNMAP-TLBI on the Debian 6.1 hyp code: an unmap that frees a page and the two tables
+    above it (a second mapping keeps the level-1 table) logs vale2is of the page with its level
+    and vae2is of each table without a hint: clean. The same step with a table's hint set to its
+    level, with hints that name no level the page is at, with only last-level invalidations, or
+    with no log at all is refuted, naming what was left in the TLB or the walk caches."""
+    from ptspec import spec
+    from ptspec.proofs.kernel import hyp
+    h = hyp.hyp_harness(_tree())(12, 48, 128)
+    assert h.step("map", addr=0x200000, size=0x1000, phys=0x100200000, prot=4) == (0, [])
+    assert h.step("map", addr=0x40000000, size=0x1000, phys=0x100400000, prot=4) == (0, [])
+    pre = h.raw_state()
+    assert h.step("unmap", addr=0x200000, size=0x1000) == (0x1000, [])
+    post = h.raw_state()
+    assert post["tlb_log"] == [("tlbi_el2_last", 0x200000, 3), ("tlbi_el2", 0x200000, 0),
+                               ("tlbi_el2", 0x200000, 0)]
+    step = {"op": "unmap", "args": {"addr": 0x200000, "size": 0x1000}, "ret": 0x1000,
+            "out": {"warnings": []}}
+
+    def judged(log):
+        return [str(v) for v in spec.check_hyp_step(pre, step, dict(post, tlb_log=log))
+                if v.inv == "S1-UNMAP-TLBI"]
+    assert judged(post["tlb_log"]) == []
+    hinted = judged([("tlbi_el2_last", 0x200000, 3), ("tlbi_el2", 0x200000, 2),
+                     ("tlbi_el2", 0x200000, 1)])
+    assert len(hinted) == 2 and all("table descriptor at level" in v for v in hinted), hinted
+    assert any("level 1 for [0x0, 0x40000000)" in v for v in hinted)
+    # without the page's own vale2is the no-hint vae2is of the same VA still removes it; with
+    # hints that name other levels nothing does
+    assert judged(post["tlb_log"][1:]) == []
+    no_leaf = judged([("tlbi_el2", 0x200000, 2), ("tlbi_el2", 0x200000, 1)])
+    assert len(no_leaf) == 3 and sum("leaf" in v and "level 3" in v for v in no_leaf) == 1, no_leaf
+    # the last-level form does not reach the walk caches
+    last_only = judged([("tlbi_el2_last", 0x200000, 0)] * 3)
+    assert len(last_only) == 2 and all("table descriptor" in v for v in last_only)
+    assert len(judged([])) == 3
+
+
+def test_the_old_hyp_table_hint_is_caught_by_s1_unmap_tlbi_alone(tmp_path):
+    """hyp-unmap-table-hint (5.17-6.8's hyp_unmap_walker in 6.1's code): every other statement
+    passes it; without S1-UNMAP-TLBI the hyp engine would pass the planted tree."""
+    bad = planted.scratch_tree("hyp-unmap-table-hint", _tree(), tmp_path / "tree")
+    r = E.run_engine(bad, "hyp", budgets.budget("default"))
+    assert r.status == "refuted"
+    assert {v.split()[0] for v in r.counterexample["violations"]} == {"S1-UNMAP-TLBI"}

@@ -339,6 +339,20 @@ FINDINGS = (
         ("kvm_pgtable_hyp_unmap", "hyp_unmap_walker"),
         lambda step: step is not None and bool(step.get("starts_inside_leaf"))),
     KernelFinding(
+        "hyp-table-tlbi-level", "S1-UNMAP-TLBI", (5, 17, 0), (6, 1, 106),
+        "hyp_unmap_walker invalidates a hyp table descriptor it cleared (a table the unmap "
+        "emptied) by `tlbi vae2is` with the table's own level as the TLBI level hint: the hint "
+        "names the level of a leaf, a table descriptor is none, so the EL2 walk-cache entry of "
+        "the freed table need not go (S1-UNMAP-TLBI). The hyp half of table-tlbi-level, fixed "
+        "by the same 36e008323926 ('KVM: arm64: Don't pass a TLBI level hint when zapping table "
+        "entries', 2024; it passes 0, later TLBI_TTL_UNKNOWN): Debian's 6.1.176 and 6.6.63 pass "
+        "0, 6.12.19 on TLBI_TTL_UNKNOWN; seen running 5.17-rc5, 5.19.0, 6.3.8 and 6.8.0 "
+        "(ranges as table-tlbi-level's: the first fixed 6.1.y and 6.6.y are not pinned down)",
+        ("hyp_unmap_walker", "kvm_pgtable_hyp_unmap", "__tlbi_level"),
+        lambda step: step is not None and step.get("op") == "unmap",
+        text="table descriptor at level",
+        also=(((6, 2, 0), (6, 6, 0)), ((6, 7, 0), (6, 9, 0)))),
+    KernelFinding(
         "hyp-prot-sw-unknown", "C-HYP-MAP", (5, 14, 0), (5, 15, 0),
         _SW_WHY + "; here kvm_pgtable_hyp_map installs the hyp leaf without the software bits "
         "C-HYP-MAP expects in it",

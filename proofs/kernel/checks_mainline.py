@@ -72,7 +72,7 @@ def _lockstep(prefix: str):
 
 
 HYP_IDS = ["S1-TREE", "S1-BA", "S1-RC", "S1-LEAK", "C-HYP-INIT", "C-HYP-MAP", "C-HYP-UNMAP",
-           "C-HYP-DESTROY", "C-HYP-WARN", "C-RETURNS"]
+           "C-HYP-DESTROY", "C-HYP-WARN", "S1-UNMAP-TLBI", "C-RETURNS"]
 HYP_FUNCTIONS = ["kvm_pgtable_hyp_init", "kvm_pgtable_hyp_map", "hyp_map_walker",
                  "hyp_map_walker_try_leaf", "kvm_pgtable_hyp_unmap", "hyp_unmap_walker",
                  "kvm_pgtable_hyp_destroy", "hyp_free_walker"]
@@ -94,8 +94,9 @@ def _hyp(prefix: str):
                    "kvm_pgtable_hyp_init, _map, _unmap, _destroy on 4K / 48-bit VA) driven by "
                    "the hyp lock-step machine and judged by the spec alone after every step: the "
                    "S1-* invariants with the per-descriptor reference rule of trees that have "
-                   "kvm_pgtable_hyp_unmap, and the C-HYP-* contracts (C-HYP-UNMAP, C-HYP-WARN "
-                   "included); catalogued findings of the tree's version are reported as such, "
+                   "kvm_pgtable_hyp_unmap, the C-HYP-* contracts (C-HYP-UNMAP, C-HYP-WARN "
+                   "included) and S1-UNMAP-TLBI (the EL2 invalidations of what an unmap "
+                   "removed); catalogued findings of the tree's version are reported as such, "
                    "anything else refutes.")
     return run
 

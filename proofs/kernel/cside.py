@@ -29,6 +29,9 @@ ARENA_BASE = 0x10_0000_0000
 OWNER_FIELD_6_1 = (9, 2)          # KVM_INVALID_PTE_OWNER_MASK in 6.1
 KVM_MAX_OWNER_ID = 1
 EV_TLBI_IPA, EV_TLBI_VMID, EV_DCACHE, EV_ICACHE, EV_WARN, EV_ERR = range(1, 7)
+# hyp stage 1's TLBI by VA at EL2 (vae2is, vale2is): read by the hyp harness (ptspec.proofs.kernel.hyp)
+EV_TLBI_EL2, EV_TLBI_EL2_LAST = 12, 13
+EL2_EVENT_NAMES = {EV_TLBI_EL2: "tlbi_el2", EV_TLBI_EL2_LAST: "tlbi_el2_last"}
 _EVENT_NAMES = {EV_TLBI_IPA: "tlbi_ipa", EV_TLBI_VMID: "tlbi_vmid", EV_DCACHE: "dcache",
                 EV_ICACHE: "icache"}          # the shim's TLB and cache events, by kind
 PG_FREE, PG_USED, PG_MEMCACHE = 0, 1, 2

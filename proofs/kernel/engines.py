@@ -36,7 +36,7 @@ CHECKS = {
     "refusal": ("kernel.refusal.4k-39", REFUSAL_IDS),
     "hyp": ("kernel.hyp.4k-48", ["S1-TREE", "S1-BA", "S1-RC", "S1-LEAK", "C-HYP-INIT",
                                  "C-HYP-MAP", "C-HYP-UNMAP", "C-HYP-DESTROY", "C-HYP-WARN",
-                                 "C-RETURNS"]),
+                                 "S1-UNMAP-TLBI", "C-RETURNS"]),
 }
 ENGINE_PAGE_SHIFT = 12
 ENGINE_KIND = {"exhaustive": "exhaustive", "errorpaths": "unit", "refusal": "unit",

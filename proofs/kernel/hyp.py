@@ -23,7 +23,8 @@ things depend on the tree, read from its source, not from its version number:
   walker, has no such WARN: ``_table_over_leaf``). The same code runs on 6.2+ trees: their
   runtime (``kdiff_mainline_rt.c``) includes ``kdiff_rt.c`` and its ``kdiff_hyp_*``.
 
-An unmap step is judged by the S1-* invariants and C-HYP-UNMAP (spec/hyp/unmap.py).
+An unmap step is judged by the S1-* invariants, C-HYP-UNMAP (spec/hyp/unmap.py) and S1-UNMAP-TLBI
+(spec/hyp/tlbi.py: the shim logs hyp_unmap_walker's TLBIs by VA at EL2 into the state's tlb_log).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class CHypPgtable:
         self.pgt = lib.kdiff_hyp_pgtable()
         self.warnings: list[str] = []
         self.errors: list[str] = []
+        self.pending: list = []             # EL2 invalidations since the last snapshot
         self.initialised = False
         self.start_level = 4 - (va_bits - 4) // (page_shift - 3)   # before init: from va_bits
         self._fns = None
@@ -161,8 +163,9 @@ class CHypPgtable:
         return WARN_ALIASES.get(name, name)
 
     def drain(self) -> None:
-        """The shim's log: WARN_ONs (named by their function) and allocator errors; hyp issues
-        no TLB or cache maintenance the spec judges, so those events are dropped."""
+        """The shim's log: WARN_ONs (named by their function), allocator errors, and the EL2 TLB
+        invalidations (hyp_unmap_walker's, kept in ``pending`` for the next snapshot's tlb_log,
+        as ``["tlbi_el2" | "tlbi_el2_last", va, level]``); hyp issues no cache maintenance."""
         lib = self._lib()
         n = lib.kdiff_log_len()
         raw = (ctypes.c_uint64 * (3 * n)).from_address(lib.kdiff_log()) if n else []
@@ -172,6 +175,8 @@ class CHypPgtable:
                 self.warnings.append(f"{self._function_of(a)}: WARN_ON at pgtable.c:{a}")
             elif kind == cside.EV_ERR:
                 self.errors.append(f"allocator error {a} on page {b:#x}")
+            elif kind in cside.EL2_EVENT_NAMES:
+                self.pending.append((cside.EL2_EVENT_NAMES[kind], a, b))
         lib.kdiff_log_clear()
 
     def snapshot(self) -> dict:
@@ -194,7 +199,13 @@ class CHypPgtable:
             "refcount": {pa: rc[(pa - cside.ARENA_BASE) >> self.page_shift] for pa in used},
             "memcache": [], "free_pages": int(lib.kdiff_free_pages()),
             "pool_errors": list(self.errors), "warnings": list(self.warnings),
+            "tlb_log": self._take_log(),
         }
+
+    def _take_log(self) -> list:
+        """The EL2 invalidations since the last snapshot (each snapshot is a step's post-state)."""
+        out, self.pending = self.pending, []
+        return out
 
 
 class CHypHarness(hyp_lockstep.HypHarness):
@@ -225,7 +236,9 @@ class CHypHarness(hyp_lockstep.HypHarness):
         self.step("init")
 
     def raw_state(self, drain_log: bool = False) -> dict:
-        return self._raw if self.pgt.lib is None else self.pgt.snapshot()
+        """The state after the last step, with that step's EL2 invalidations (every change to the
+        table is a step, so a fresh snapshot would read the same tables and an empty log)."""
+        return self._raw
 
     def fail_allocation(self, k: int = 0):
         self.pgt.fail_at([k])

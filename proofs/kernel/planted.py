@@ -190,6 +190,11 @@ C_SOURCE_BUGS = {e.id: e for e in (
     CEdit("hyp-unmap-count", "hyp unmap removes leaves but does not count them in the bytes it "
           "returns", "hyp_unmap_walker", "unmapped += granule", "data->unmapped += granule",
           "(void)granule"),
+    CEdit("hyp-unmap-table-hint", "hyp unmap invalidates a table descriptor it cleared with the "
+          "table's own level as the TLBI hint (the 5.17-6.8 mainline code put back into 6.1's "
+          "hyp_unmap_walker): the EL2 walk-cache entry of the freed table need not go",
+          "hyp_unmap_walker", "vae2is", "__TLBI_VADDR(addr, 0), 0);",
+          "__TLBI_VADDR(addr, 0), level);"),
     # bugs only a geometry's table options reach (subject.OPTIONS): FWB on 4k-48, the shim's
     # page-forcing force_pte_cb on 4k-34 (tests/test_kernel_engines.py)
     CEdit("fwb-memattr", "a normal-memory leaf gets the MemAttr encoding of a CPU without FWB "

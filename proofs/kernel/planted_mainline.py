@@ -267,6 +267,21 @@ HYP_PLANTS = tuple(
              "*unmapped += granule;", None),),
          ("C-HYP-UNMAP",), (_HYP_MAP, ("unmap", dict(addr=0x200000, size=0x1000)))),
     ))
+# The hyp half of 36e008323926 undone: a table hyp_unmap_walker emptied is invalidated with its
+# own level as the hint again (6.3.8 and 6.8.0 still have that code; catalogued there as
+# hyp-table-tlbi-level), caught by S1-UNMAP-TLBI on the unmap that frees the table.
+HYP_PLANTS += (Revert("hyp-table-tlbi-hint",
+                      "hyp_unmap_walker invalidates a table descriptor it cleared with the table's "
+                      "level as the TLBI hint, so the EL2 walk-cache entry of the freed table "
+                      "need not go",
+                      "6.12", (_e("hyp-table-tlbi-hint", "hyp_unmap_walker", "vae2is",
+                                  "TLBI_TTL_UNKNOWN);", "ctx->level);"),),
+                      ("4k-48",), ("S1-UNMAP-TLBI",),
+                      # a second mapping keeps the level-1 table, so no TLBI of the level-0
+                      # descriptor (no hint before 6.10) covers the freed tables' walk entries
+                      (_HYP_MAP, ("map", dict(addr=0x40000000, size=0x1000, phys=0x100400000,
+                                              prot=4)),
+                       ("unmap", dict(addr=0x200000, size=0x1000)))),)
 BY_ID = {r.id: r for r in REVERTS + PLANTS}
 
 # 7.2's pgtable.c differs from the cached 7.1.5's, as far as the sources read here show

@@ -6,7 +6,7 @@ at the first page that is not mapped, or whose leaf does not lie entirely inside
 leaf before that point is removed and counted in the return value (bytes unmapped).
 
 Leaves out: which table pages are freed (S1-LEAK and S1-RC judge the tree that remains), TLB
-invalidation (hyp TLB maintenance is not modelled).
+invalidation (S1-UNMAP-TLBI, spec/hyp/tlbi.py).
 """
 
 from ptspec.spec.arch import geometry as G

@@ -14,6 +14,7 @@ from ptspec.spec.stage2.mainline import contract_split, contract_test_clear_youn
 from ptspec.spec.stage2.contracts_attr import contract_flush, contract_get_leaf, contract_is_young, contract_mkold, contract_mkyoung, contract_relax_perms, contract_unmap, contract_wrprotect
 from ptspec.spec.hyp.contracts import HYP_CONTRACTS
 from ptspec.spec.hyp.warn import contract_hyp_warn
+from ptspec.spec.hyp.tlbi import check_hyp_unmap_tlbi
 from ptspec.spec.stage2.contracts_map import contract_annotate, contract_map, contract_set_owner
 from ptspec.spec.stage2.contracts_table import contract_destroy, contract_init
 from ptspec.spec.hyp.invariants import s1_ba, s1_leak, s1_rc, s1_tree
@@ -119,6 +120,7 @@ HYP_CONTRACT_IDS = {"init": "C-HYP-INIT", "map": "C-HYP-MAP", "destroy": "C-HYP-
                     "unmap": "C-HYP-UNMAP"}
 CHECKS.update({HYP_CONTRACT_IDS[op]: fn for op, fn in HYP_CONTRACTS.items()})
 CHECKS["C-HYP-WARN"] = _two_states(contract_hyp_warn)
+CHECKS["S1-UNMAP-TLBI"] = _two_states(check_hyp_unmap_tlbi)
 
 
 # mmu.c: MS, MS-PERM and DIRTY judge a stage-2 state with its "mmu" part; the C-MMU-* contracts judge steps
@@ -173,7 +175,7 @@ def check_hyp_step(pre, step, post):
     if step.op not in HYP_CONTRACTS:
         raise StateError(f"step: hyp stage-1 has no operation {step.op!r} (known: {', '.join(HYP_CONTRACTS)})")
     return (HYP_CONTRACTS[step.op](pre, step, post) + contract_hyp_warn(pre, step, post)
-            + check_pool_balance(pre, step, post))
+            + check_hyp_unmap_tlbi(pre, step, post) + check_pool_balance(pre, step, post))
 
 
 def check_step(pre, step, post):

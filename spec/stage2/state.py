@@ -64,7 +64,10 @@ def _page_key(key, where):
 
 _EVENT_ARITY = {"tlbi_ipa": 2, "tlbi_vmid": 0, "dcache": 2, "icache": 2,
                 # 6.6 on: TLBI by IPA range [ipa, ipa + size); TLBI of this CPU only (nsh)
-                "tlbi_range": 2, "tlbi_ipa_nsh": 2}
+                "tlbi_range": 2, "tlbi_ipa_nsh": 2,
+                # hyp stage 1 (arm64-hyp-s1): TLBI by VA at EL2, all levels (vae2is) or the last
+                # level only (vale2is), [va, level hint] (spec/hyp/tlbi.py)
+                "tlbi_el2": 2, "tlbi_el2_last": 2}
 
 
 def _parse_event(event, where):

@@ -65,6 +65,13 @@ static void log_event(u64 kind, u64 a, u64 b)
 }
 
 void kdiff_warn(int line) { log_event(EV_WARN, (u64)line, 0); }
+
+/* hyp stage 1's TLBI by VA at EL2 (linux/kvm_host.h's __tlbi_level); kinds after the 6.2 runtime's */
+enum { EV_TLBI_EL2 = 12, EV_TLBI_EL2_LAST = 13 };
+void kdiff_tlbi_el2(int last_level, u64 va, u64 level)
+{
+	log_event(last_level ? EV_TLBI_EL2_LAST : EV_TLBI_EL2, va, level);
+}
 bool kdiff_has_cap(int cap)
 {
 	if (cap == ARM64_HAS_STAGE2_FWB)

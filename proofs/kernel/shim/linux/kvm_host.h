@@ -165,9 +165,18 @@ void __kvm_tlb_flush_vmid(struct kvm_s2_mmu *mmu);
 #define KDIFF_PUT_PTE_KEEP_REF(ptep, mmu, addr, level, mm_ops) \
 	do { *(ptep) = 0; kvm_call_hyp(__kvm_tlb_flush_vmid_ipa, mmu, addr, level); } while (0)
 
-/* hyp stage-1 TLB maintenance (compiled, not exercised by the differ) */
-#define __TLBI_VADDR(addr, asid)	((u64)(addr) >> 12)
-#define __tlbi_level(op, addr, level)	do { (void)(addr); (void)(level); } while (0)
+/*
+ * hyp stage-1 TLB maintenance (hyp_unmap_walker): logged for the hyp harness (S1-UNMAP-TLBI) as
+ * ["tlbi_el2", va, level] for vae2is and ["tlbi_el2_last", va, level] for vale2is. __TLBI_VADDR
+ * is the identity here, so the operand is the VA on every tree (7.1 passes the VA itself); the
+ * level is logged as given (TLBI_TTL_UNKNOWN included). Another TLBI op does not compile.
+ */
+void kdiff_tlbi_el2(int last_level, u64 va, u64 level);
+#define KDIFF_TLBI_LAST_vae2is		0
+#define KDIFF_TLBI_LAST_vale2is		1
+#define __TLBI_VADDR(addr, asid)	((u64)(addr))
+#define __tlbi_level(op, addr, level)	\
+	kdiff_tlbi_el2(KDIFF_TLBI_LAST_##op, (u64)(addr), (u64)(s64)(level))
 #define __tlbi_sync_s1ish_hyp()		do { } while (0)
 
 #endif
