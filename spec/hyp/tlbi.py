@@ -22,7 +22,10 @@ Leaves out: the order of the invalidation against the descriptor write and the p
 (the log records neither), the DSB/ISB that complete it, and the hyp map (it replaces no valid
 entry but in the WARNed conflict cases, C-HYP-WARN's). As for stage 2, a state's ``tlb_log``
 holds what the step did (docs/interface.md) and a state without one did nothing: an unmap that
-removed something is then refuted. impl's hyp stage 1 (5.15) has no unmap.
+removed something is then refuted. impl's hyp stage 1 (5.15) has no unmap. Hint 0 is read as no
+hint on every kernel, as stage 2 reads it; the kernels that have TLBI_TTL_UNKNOWN (6.12.19 on)
+encode 0 as level 0 and pass TLBI_TTL_UNKNOWN for tables, so they are judged right, but a table
+descriptor at level 0 invalidated with hint 0 on such a kernel would pass here.
 """
 
 from ptspec.spec.arch import geometry as G
@@ -73,8 +76,8 @@ def check_hyp_unmap_tlbi(pre, step, post):
     reading and writing memory it gave back; a removed table left in the walk caches lets a later
     walk go on through a table page that is back in the allocator. The kernel invalidated a
     removed table with the table's own level as the hint until the 2024 fix (36e008323926, which
-    passes no hint: 0, later TLBI_TTL_UNKNOWN; 5.17-6.8 mainline pass the level): a hint that names a leaf where there is none is
-    not required to remove anything.
+    passes no hint: 0, later TLBI_TTL_UNKNOWN; 5.17-6.8 mainline pass the level): a hint that
+    names a leaf where there is none is not required to remove anything.
 
     Constrains: kvm_pgtable_hyp_unmap, hyp_unmap_walker, __tlbi_level.
     """

@@ -264,17 +264,18 @@ def contract_relax_perms(pre, step, post):
     By kernel version (the state's kernel_version): from 6.2 a page with no valid leaf returns
     -EAGAIN with nothing changed and nothing logged (the fault is retried; 6.1.176 returns 0, 6.3.8
     -EAGAIN); from 6.6 the invalidation is this CPU's only, ["tlbi_ipa_nsh", addr, level] (a
-    stale entry elsewhere has fewer permissions: a spurious fault at worst; seen in 6.6.63, not 6.3.8);
-    from 6.8 a -EAGAIN also logs exactly one ["tlbi_ipa_nsh", addr, level], level a level of the
-    table or TLBI_TTL_UNKNOWN (seen in 6.8.0 and 6.12.19, not 6.6.63; 6.7 not checked); from 6.19 the leaf's XN becomes what
-    prot says: a prot without X sets XN (stage2_set_xn_attr; FEAT_XNX), so execute permission is
-    removed (seen in 6.19.9's and 7.1.5's sources, not 6.18.35's; its kernel-doc still says no permission is
-    removed); a prot with exactly one of PX and UX (D.exec_bits) is -EINVAL with nothing
-    changed and nothing logged without FEAT_XNX; with it (the state's has_xnx) the leaf's 2-bit
-    XN field becomes D.xn_field of PX and UX (UX only 0b01, PX only 0b11); from 7.2 XN is touched
-    only when prot asks for X (PX or UX), so a prot without X leaves it as it was again, with or
-    without FEAT_XNX ("Only update XN attr when requested during S2 relaxation", a 7.2-rc fix;
-    seen in 7.2-rc's source at 8d187d4b33c2, not 7.1.5's).
+    stale entry elsewhere has fewer permissions: a spurious fault at worst; seen in 6.6.63, not
+    6.3.8); from 6.8 a -EAGAIN also logs exactly one ["tlbi_ipa_nsh", addr, level], level a level
+    of the table or TLBI_TTL_UNKNOWN (seen in 6.8.0 and 6.12.19, not 6.6.63; 6.7 not checked);
+    from 6.19 the leaf's XN becomes what prot says: a prot without X sets XN (stage2_set_xn_attr;
+    FEAT_XNX), so execute permission is removed (seen in 6.19.9's and 7.1.5's sources, not
+    6.18.35's; its kernel-doc still says no permission is removed); a prot with exactly one of PX
+    and UX (D.exec_bits) is -EINVAL with nothing changed and nothing logged without FEAT_XNX; with
+    it (the state's has_xnx) the leaf's 2-bit XN field becomes D.xn_field of PX and UX (UX only
+    0b01, PX only 0b11); from 7.2 XN is touched only when prot asks for X (PX or UX), so a prot
+    without X leaves it as it was again, with or without FEAT_XNX ("Only update XN attr when
+    requested during S2 relaxation", a 7.2-rc fix; seen in 7.2-rc's source at 8d187d4b33c2, not
+    7.1.5's).
 
     Why: the permission-fault path relies on it to make progress; removing a permission, or touching
     a neighbour, silently changes the guest's mappings.
