@@ -290,7 +290,10 @@ def test_a_stop_landing_in_a_gc_callback_is_delivered_again_and_not_printed(shor
 
     t0 = time.monotonic()
     r = registry.run_obligation(ob(run=run, time_scale=0.002), "quick", 0)
-    assert time.monotonic() - t0 < 10
+    # the run never ends by itself, so returning at all is the stop; the bound only rules out a
+    # stop that came by luck much later (each full collection of a loaded test process can take
+    # a good part of a second: 12.9 s was seen once on a 2-core machine running three jobs)
+    assert time.monotonic() - t0 < 60
     assert r.status == "unknown" and r.detail.startswith("stopped")
     err = capsys.readouterr().err
     assert "DeadlineExceeded" not in err and "Exception ignored" not in err, err

@@ -64,7 +64,7 @@ def _covered(log, lo, hi, kinds, hints_ok):
 def check_hyp_unmap_tlbi(pre, step, post):
     """S1-UNMAP-TLBI: every hyp leaf and table descriptor an unmap removed was invalidated at EL2.
 
-    Statement (hyp unmap steps): for every valid leaf of the pre-state at level L over [s, e)
+    Statement: on a hyp unmap step, for every valid leaf of the pre-state at level L over [s, e)
     that the post-state does not have (same start, level and descriptor), the step's log holds
     ["tlbi_el2" or "tlbi_el2_last", va, hint] with s <= va < e and hint L or no leaf level; for
     every table descriptor the pre-state's walk reaches at level L over [s, e) that the
