@@ -386,3 +386,20 @@ def test_6_1_c_code_passes_the_ghost_and_a_planted_block_without_clean_is_refute
         h = subject.subject_factory(tree)(12, 39, arena_pages=64, mc_capacity=8)
         _, found = h.step("map", addr=0x20_0000, size=0x20_0000, phys=0x80_0000_0000, prot=7)
         assert ids(found) == expect, found
+
+
+def test_the_table_tlbi_ranges_hold_the_trees_that_were_run():
+    """The releases each zapped-table finding was seen on (or not) sit inside (outside) its
+    ranges: table-tlbi-level (S2-BBM-WALK), table-tlbi-deferred (S2-TABLE-TLBI) and
+    hyp-table-tlbi-level (S1-UNMAP-TLBI), as check-kernel ran them in stop 27."""
+    by_id = {f.id: f for f in catalogue.FINDINGS}
+    seen = {"table-tlbi-level": [(5, 14, 2), (5, 15, 100), (5, 17, 0), (5, 19, 0), (6, 1, 55),
+                                 (6, 3, 8), (6, 6, 9), (6, 8, 0)],
+            "table-tlbi-deferred": [(6, 6, 9), (6, 8, 0)],
+            "hyp-table-tlbi-level": [(5, 17, 0), (5, 19, 0), (6, 1, 55), (6, 3, 8), (6, 6, 9),
+                                     (6, 8, 0)]}
+    clean = [(6, 1, 158), (6, 1, 176), (6, 6, 63), (6, 6, 87), (6, 12, 19), (6, 13, 7),
+             (6, 18, 35), (6, 19, 9), (7, 0, 0), (7, 1, 5)]
+    for fid, versions in seen.items():
+        assert all(by_id[fid].applies_to(v) for v in versions), fid
+        assert not any(by_id[fid].applies_to(v) for v in clean), fid

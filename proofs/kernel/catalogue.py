@@ -186,25 +186,28 @@ FINDINGS = (
         "6.1.176 do not) "
         "and 6.6.y; mainline 6.3.8 still passes the level (the 6.2 range below ends at 6.6.0: "
         "6.4 and 6.5 were not run, 6.6.63 passes 0, and the first fixed 6.6.y is not pinned down); "
-        "run on 5.15.100, 5.14.2, 5.17-rc5, 5.19.0 and 6.3.8; 6.8.0 (mainline, before the fix "
-        "reached it in the 6.9 cycle) passes the level too: its stage2_unmap_put_pte treats a "
-        "table like a leaf (the range 6.7-6.8; 6.7 not run, 6.6.63 is fixed, 6.12.19 too)",
+        "run on 5.15.100, 5.14.2, 5.17-rc5, 5.19.0 and 6.3.8; 6.6.9 and 6.8.0 (before the fix "
+        "reached them: the 6.9 cycle, and a 6.6.y after 6.6.9 and at the latest 6.6.63, which "
+        "is fixed, as 6.6.87 and 6.12.19 are) pass the level too: their stage2_unmap_put_pte "
+        "treats a table like a leaf (ranges 6.2 to 6.6.63, 6.7-6.8; 6.7 not run)",
         ("stage2_put_pte", "stage2_unmap_walker"),
         lambda step: step is not None and step.get("op") == "unmap",
-        also=(((6, 2, 0), (6, 6, 0)), ((6, 7, 0), (6, 9, 0)))),
+        also=(((6, 2, 0), (6, 6, 63)), ((6, 7, 0), (6, 9, 0)))),
     KernelFinding(
-        "table-tlbi-deferred", "S2-TABLE-TLBI", (6, 7, 0), (6, 9, 0),
+        "table-tlbi-deferred", "S2-TABLE-TLBI", (6, 6, 0), (6, 6, 63),
         "with FWB and range TLBI (stage2_unmap_defer_tlb_flush) stage2_unmap_put_pte defers the "
         "invalidation of a table descriptor it zapped, like a leaf's, to the range TLBI at the "
         "end of the walk, but the table page is freed at once: until that TLBI a walker may "
         "still use the walk-cache entry of a page that is back in the allocator; fixed in the "
         "6.9 cycle together with table-tlbi-level (a zapped table is invalidated at once, without "
         "a level hint: the shape 6.6.63's backport and 6.12.19 have; ptspec's planted "
-        "defer-table-tlbi puts it back into 6.12); seen running 6.8.0 (6.6.y before the backport "
-        "has it too; the first fixed 6.6.y is not pinned down, so the range is 6.7-6.8)",
+        "defer-table-tlbi puts it back into 6.12); deferral came with 6.6's range TLBI; seen "
+        "running 6.6.9 and 6.8.0 (the first fixed 6.6.y lies after 6.6.9 and at the latest at "
+        "6.6.63, which is fixed, as 6.6.87 is)",
         ("stage2_unmap_put_pte", "stage2_unmap_walker", "kvm_pgtable_stage2_unmap"),
         lambda step: step is not None and step.get("op") == "unmap",
-        text="was freed with no TLB invalidation"),
+        text="was freed with no TLB invalidation",
+        also=(((6, 7, 0), (6, 9, 0)),)),
     KernelFinding(
         "set-owner-blocks", "C-SET-OWNER", (5, 14, 0), (5, 15, 0),
         "kvm_pgtable_stage2_set_owner walks with the map walker but without forcing pages (5.14 "
@@ -347,12 +350,12 @@ FINDINGS = (
         "the freed table need not go (S1-UNMAP-TLBI). The hyp half of table-tlbi-level, fixed "
         "by the same 36e008323926 ('KVM: arm64: Don't pass a TLBI level hint when zapping table "
         "entries', 2024; it passes 0, later TLBI_TTL_UNKNOWN): Debian's 6.1.176 and 6.6.63 pass "
-        "0, 6.12.19 on TLBI_TTL_UNKNOWN; seen running 5.17-rc5, 5.19.0, 6.3.8 and 6.8.0 "
-        "(ranges as table-tlbi-level's: the first fixed 6.1.y and 6.6.y are not pinned down)",
+        "0, 6.12.19 on TLBI_TTL_UNKNOWN; seen running 5.17-rc5, 5.19.0, 6.1.55, 6.3.8, 6.6.9 "
+        "and 6.8.0 (ranges as table-tlbi-level's)",
         ("hyp_unmap_walker", "kvm_pgtable_hyp_unmap", "__tlbi_level"),
         lambda step: step is not None and step.get("op") == "unmap",
         text="table descriptor at level",
-        also=(((6, 2, 0), (6, 6, 0)), ((6, 7, 0), (6, 9, 0)))),
+        also=(((6, 2, 0), (6, 6, 63)), ((6, 7, 0), (6, 9, 0)))),
     KernelFinding(
         "hyp-prot-sw-unknown", "C-HYP-MAP", (5, 14, 0), (5, 15, 0),
         _SW_WHY + "; here kvm_pgtable_hyp_map installs the hyp leaf without the software bits "
