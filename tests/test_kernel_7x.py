@@ -269,3 +269,8 @@ def test_a_summed_up_step_is_catalogued_only_when_every_violation_it_holds_is():
     assert C.finding_for(summary([one_el] * 40), m, (6, 19, 9)).id == "xnx-icache-executable"
     assert C.finding_for(summary([one_el] * 39 + [both]), m, (6, 19, 9)) is None
     assert C.finding_for(summary([one_el] * 40), m, (7, 1, 5)) is None
+    # past MAX_DROPPED a summary keeps none of them: not each was judged, so it is no finding
+    import ptspec.spec.stage2.contract_common as CC
+    many = summary([one_el] * (MAX_REPORTS + CC.MAX_DROPPED + 1))
+    assert many.where["dropped"] is None and f"... and {CC.MAX_DROPPED + 1} more" in str(many)
+    assert C.finding_for(many, m, (6, 19, 9)) is None

@@ -524,10 +524,12 @@ def finding_for(violation, step, version: tuple):
     """The catalogued finding a violation of this step is, for this kernel version, or None. A
     contract's "... and N more finding(s)" summary is that finding when every violation it stands
     for is (spec.stage2.contract_common.Report keeps them in where["dropped"]); one that is not,
-    or a summary without them, is none."""
-    dropped = (getattr(violation, "where", None) or {}).get("dropped")
-    if dropped is not None:
-        found = {finding_for(v, step, version) for v in dropped}
+    or a summary that did not keep them all (more than MAX_DROPPED), is none."""
+    where = getattr(violation, "where", None) or {}
+    if "dropped" in where:
+        if where["dropped"] is None:        # more than a Report keeps: not each was judged
+            return None
+        found = {finding_for(v, step, version) for v in where["dropped"]}
         return found.pop() if len(found) == 1 and None not in found else None
     vid = str(violation).split()[0]
     for f in FINDINGS:

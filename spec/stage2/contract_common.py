@@ -24,29 +24,37 @@ SETTLE_WHOLE_TABLES = True
 GEOMETRY_FIELDS = ("kind", "page_shift", "ia_bits", "start_level", "pa_bits", "owner_field",
                    "max_owner_id", "has_fwb", "has_xnx", "cmo", "idmap", "as_s1")
 MAX_REPORTS = 16
+MAX_DROPPED = 1 << 16    # the summed-up findings a Report keeps for a reader that judges each
 
 
 class Report:
     """Collects violations of one contract, keeping at most MAX_REPORTS detailed ones; the rest are
     summed up in one "... and N more" violation whose where["dropped"] holds them (for a reader
-    that must judge each, as the kernel catalogue does; a reviewer sees the count)."""
+    that must judge each, as the kernel catalogue does; a reviewer sees the count), up to
+    MAX_DROPPED of them: past that where["dropped"] is None (such a reader then judges the
+    summary as it would an unknown finding)."""
 
     def __init__(self, inv, step):
         self.inv = inv
         self.step = step
         self.items = []
         self.rest = []
+        self.dropped = 0
 
     def add(self, message, where=None):
-        v = Violation(self.inv, f"{self.step.op}: {message}", dict(where or {}))
-        (self.items if len(self.items) < MAX_REPORTS else self.rest).append(v)
+        if len(self.items) < MAX_REPORTS:
+            self.items.append(Violation(self.inv, f"{self.step.op}: {message}", dict(where or {})))
+            return
+        self.dropped += 1
+        if self.dropped <= MAX_DROPPED:
+            self.rest.append(Violation(self.inv, f"{self.step.op}: {message}", dict(where or {})))
 
     def result(self):
-        if self.rest:
-            self.items.append(Violation(self.inv, f"{self.step.op}: ... and {len(self.rest)} more "
-                                                  f"finding(s) of the same step",
-                                        {"dropped": tuple(self.rest)}))
-            self.rest = []
+        if self.dropped:
+            kept = tuple(self.rest) if self.dropped <= MAX_DROPPED else None
+            self.items.append(Violation(self.inv, f"{self.step.op}: ... and {self.dropped} more "
+                                                  f"finding(s) of the same step", {"dropped": kept}))
+            self.rest, self.dropped = [], 0
         return self.items
 
 
