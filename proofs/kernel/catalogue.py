@@ -145,10 +145,11 @@ def _conflict_einval(step) -> bool:
     return step is not None and bool(step.get("conflict")) and step.get("ret") == -22
 
 
-def _xnx_one_el(violation) -> bool:
+def _xnx_one_el(violation, step=None) -> bool:
     """Whether a cache-maintenance violation is about a leaf whose XN field (bits 54:53) says
-    executable at one EL only (0b01 or 0b11): the leaves xnx-icache-executable misjudges. Read
-    from the descriptor the violation names (its where's desc, else the 0x... before "at ipa")."""
+    executable at one EL only (0b01 or 0b11): the leaves xnx-icache-executable misjudges (a
+    ``where`` predicate: the step is not read). Read from the descriptor the violation names
+    (its where's desc, else the 0x... before "at ipa")."""
     desc = (getattr(violation, "where", None) or {}).get("desc")
     if desc is None:
         m = re.search(r"(0x[0-9a-f]+) at ipa", str(violation))
@@ -156,9 +157,18 @@ def _xnx_one_el(violation) -> bool:
     return desc is not None and (desc >> 53) & 0b11 in (0b01, 0b11)
 
 
-def _op(name: str):
-    """The step predicate of a finding that any step of one operation shows."""
-    return lambda step: step is not None and step.get("op") == name
+def _op(*names: str):
+    """The step predicate of a finding that any step of these operations shows."""
+    return lambda step: step is not None and step.get("op") in names
+
+
+# The 2024 fix of zapped tables' invalidation (36e008323926 and its companion) reached 6.6.y by
+# 6.6.63 and mainline in the 6.9 cycle: the ranges after 6.1.y that its stage-2 and hyp findings
+# share (table-tlbi-level, hyp-table-tlbi-level).
+_ZAPPED_TABLE_RANGES = (((6, 2, 0), (6, 6, 63)), ((6, 7, 0), (6, 9, 0)))
+# the kernel functions of xnx-icache-executable, in either statement's view
+_XNX_ICACHE_FUNCTIONS = ("stage2_pte_executable", "stage2_map_walker_try_leaf",
+                         "stage2_attr_walker")
 
 
 FINDINGS = (
@@ -191,8 +201,8 @@ FINDINGS = (
         "is fixed, as 6.6.87 and 6.12.19 are) pass the level too: their stage2_unmap_put_pte "
         "treats a table like a leaf (ranges 6.2 to 6.6.63, 6.7-6.8; 6.7 not run)",
         ("stage2_put_pte", "stage2_unmap_walker"),
-        lambda step: step is not None and step.get("op") == "unmap",
-        also=(((6, 2, 0), (6, 6, 63)), ((6, 7, 0), (6, 9, 0)))),
+        _op("unmap"),
+        also=_ZAPPED_TABLE_RANGES),
     KernelFinding(
         "table-tlbi-deferred", "S2-TABLE-TLBI", (6, 6, 0), (6, 6, 63),
         "with FWB and range TLBI (stage2_unmap_defer_tlb_flush) stage2_unmap_put_pte defers the "
@@ -205,7 +215,7 @@ FINDINGS = (
         "running 6.6.9 and 6.8.0 (the first fixed 6.6.y lies after 6.6.9 and at the latest at "
         "6.6.63, which is fixed, as 6.6.87 is)",
         ("stage2_unmap_put_pte", "stage2_unmap_walker", "kvm_pgtable_stage2_unmap"),
-        lambda step: step is not None and step.get("op") == "unmap",
+        _op("unmap"),
         text="was freed with no TLB invalidation",
         also=(((6, 7, 0), (6, 9, 0)),)),
     KernelFinding(
@@ -353,9 +363,9 @@ FINDINGS = (
         "0, 6.12.19 on TLBI_TTL_UNKNOWN; seen running 5.17-rc5, 5.19.0, 6.1.55, 6.3.8, 6.6.9 "
         "and 6.8.0 (ranges as table-tlbi-level's)",
         ("hyp_unmap_walker", "kvm_pgtable_hyp_unmap", "__tlbi_level"),
-        lambda step: step is not None and step.get("op") == "unmap",
+        _op("unmap"),
         text="table descriptor at level",
-        also=(((6, 2, 0), (6, 6, 63)), ((6, 7, 0), (6, 9, 0)))),
+        also=_ZAPPED_TABLE_RANGES),
     KernelFinding(
         "hyp-prot-sw-unknown", "C-HYP-MAP", (5, 14, 0), (5, 15, 0),
         _SW_WHY + "; here kvm_pgtable_hyp_map installs the hyp leaf without the software bits "
@@ -398,7 +408,7 @@ FINDINGS = (
         "normally installed page by page); seen running 6.6.63 and 6.12.19, still so in 7.1.5's "
         "source",
         ("kvm_pgtable_stage2_split", "stage2_split_walker", "kvm_pgtable_stage2_pte_prot"),
-        lambda step: step is not None and step.get("op") == "split",
+        _op("split"),
         text="the memory type changed"),
     KernelFinding(
         "split-drops-memtype-cmo", "CMO-POC", (6, 5, 0), None,
@@ -415,7 +425,7 @@ FINDINGS = (
         "cannot make the guest fetch what the host last wrote; relax_perms cleans nothing by "
         "design (the map that made a page cacheable did); seen running 6.12.19 and 7.1.5",
         ("kvm_pgtable_stage2_split", "kvm_pgtable_stage2_relax_perms", "stage2_attr_walker"),
-        lambda step: step is not None and step.get("op") == "relax_perms",
+        _op("relax_perms"),
         text="its D-cache was not cleaned"),
     KernelFinding(
         "xnx-icache-executable", "C-CMO", (6, 19, 0), (7, 1, 0),
@@ -427,19 +437,17 @@ FINDINGS = (
         "(stage2_pte_executable reads kvm_pgtable_stage2_pte_prot), in 7.1.3 and 7.1.5; seen "
         "running 6.19.9 and 7.0.0 (whether 6.19.y or 7.0.y stable took the fix is not pinned "
         "down here); only on a CPU with FEAT_XNX (the XNX tables of 4k-40 and 4k-48)",
-        ("stage2_pte_executable", "stage2_map_walker_try_leaf", "stage2_attr_walker"),
-        lambda step: step is not None and step.get("op") in ("map", "relax_perms"),
+        _XNX_ICACHE_FUNCTIONS, _op("map", "relax_perms"),
         text='["icache"',
-        where=lambda v, step: _xnx_one_el(v)),
+        where=_xnx_one_el),
     KernelFinding(
         "xnx-icache-executable-pou", "CMO-POU", (6, 19, 0), (7, 1, 0),
         "xnx-icache-executable as CMO-POU sees it: the leaf executable at one EL becomes visible "
         "to the guest over output whose I-cache was never invalidated since the host wrote it; "
         "seen running 6.19.9 and 7.0.0",
-        ("stage2_pte_executable", "stage2_map_walker_try_leaf", "stage2_attr_walker"),
-        lambda step: step is not None and step.get("op") in ("map", "relax_perms"),
+        _XNX_ICACHE_FUNCTIONS, _op("map", "relax_perms"),
         text="its I-cache was not invalidated",
-        where=lambda v, step: _xnx_one_el(v)),
+        where=_xnx_one_el),
     KernelFinding(
         "unmap-deferred-tlbi-refused", "C-UNMAP", (6, 6, 0), None,
         "with FWB and range TLBI (stage2_unmap_defer_tlb_flush), kvm_pgtable_stage2_unmap "
