@@ -5,6 +5,7 @@ import pytest
 
 from ptspec import spec
 from ptspec.proofs.kernel import catalogue
+from ptspec.proofs.kernel import findings
 from ptspec.proofs.stage2 import exhaustive
 from ptspec.proofs.stage2.harness import Stage2Harness
 from ptspec.proofs.stage2.planted import BUGS, planted
@@ -104,11 +105,11 @@ def test_the_5_15_hint_is_a_catalogued_finding_for_5_10_to_6_1_105():
     v = "S2-BBM-WALK unmap: table descriptor at level 2 for [0x0, 0x200000) -> table 0x1000 ..."
     un = {"op": "unmap", "ret": 0, "args": {"addr": 0, "size": 0x20_0000}}
     for version in ((5, 14, 2), (5, 15, 100)):
-        assert catalogue.finding_for(v, un, version).id == "table-tlbi-level"
-    assert catalogue.finding_for(v, un, (6, 1, 176)) is None
-    assert catalogue.finding_for(v, un, (6, 1, 105)).id == "table-tlbi-level"   # before the backport
-    assert catalogue.finding_for(v, un, (5, 9, 0)) is None
-    assert catalogue.finding_for(v, dict(un, op="map"), (5, 15, 100)) is None
+        assert findings.finding_for(v, un, version).id == "table-tlbi-level"
+    assert findings.finding_for(v, un, (6, 1, 176)) is None
+    assert findings.finding_for(v, un, (6, 1, 105)).id == "table-tlbi-level"   # before the backport
+    assert findings.finding_for(v, un, (5, 9, 0)) is None
+    assert findings.finding_for(v, dict(un, op="map"), (5, 15, 100)) is None
     entry = next(e for e in catalogue.ENTRIES if e.id == "table-tlbi-level")
     assert entry.shows_in == ("5.15",)            # impl's default now passes no hint, as 6.1
 
@@ -392,7 +393,7 @@ def test_the_table_tlbi_ranges_hold_the_trees_that_were_run():
     """The releases each zapped-table finding was seen on (or not) sit inside (outside) its
     ranges: table-tlbi-level (S2-BBM-WALK), table-tlbi-deferred (S2-TABLE-TLBI) and
     hyp-table-tlbi-level (S1-UNMAP-TLBI), as check-kernel ran them in stop 27."""
-    by_id = {f.id: f for f in catalogue.FINDINGS}
+    by_id = {f.id: f for f in findings.FINDINGS}
     seen = {"table-tlbi-level": [(5, 14, 2), (5, 15, 100), (5, 17, 0), (5, 19, 0), (6, 1, 55),
                                  (6, 3, 8), (6, 6, 9), (6, 8, 0)],
             "table-tlbi-deferred": [(6, 6, 9), (6, 8, 0)],

@@ -8,7 +8,7 @@ import errno
 import pytest
 
 from ptspec.proofs.kernel import build
-from ptspec.proofs.kernel import catalogue
+from ptspec.proofs.kernel import findings
 from ptspec.proofs.kernel import check
 from ptspec.proofs.kernel import checks_spec
 from ptspec.proofs.kernel import planted
@@ -167,34 +167,34 @@ def test_exit_code_rules():
 def test_findings_apply_only_to_their_versions():
     v = "C-MAP map: the rest of the range was left unmapped"
     eagain = {"op": "map", "ret": -errno.EAGAIN}
-    assert catalogue.finding_for(v, eagain, (6, 1, 176)).id == "eagain-abort"
-    assert catalogue.finding_for(v, eagain, (5, 10, 0)) is None          # before the finding
-    assert catalogue.finding_for(v, {"op": "map", "ret": 0}, (6, 1, 0)) is None
-    assert catalogue.finding_for("S2-RC table ...", eagain, (6, 1, 0)) is None
+    assert findings.finding_for(v, eagain, (6, 1, 176)).id == "eagain-abort"
+    assert findings.finding_for(v, eagain, (5, 10, 0)) is None          # before the finding
+    assert findings.finding_for(v, {"op": "map", "ret": 0}, (6, 1, 0)) is None
+    assert findings.finding_for("S2-RC table ...", eagain, (6, 1, 0)) is None
 
 
 def test_5_14_findings_apply_to_5_14_only_and_to_their_steps():
     own = {"op": "set_owner", "ret": 0, "args": {"owner_id": 0}}
     v = "C-SET-OWNER set_owner: [0x200000, 0x40000000) should be invalid 0x0 at level 3"
-    assert catalogue.finding_for(v, own, (5, 14, 2)).id == "set-owner-blocks"
-    assert catalogue.finding_for(v, own, (5, 15, 100)) is None
+    assert findings.finding_for(v, own, (5, 14, 2)).id == "set-owner-blocks"
+    assert findings.finding_for(v, own, (5, 15, 100)) is None
     sw = {"op": "relax_perms", "ret": 0, "args": {"addr": 0, "prot": (1 << 55) | 4}}
     plain = {"op": "relax_perms", "ret": 0, "args": {"addr": 0, "prot": 4}}
     r = "C-RELAX-PERMS relax_perms: returned 0, expected -EINVAL"
-    assert catalogue.finding_for(r, sw, (5, 14, 2)).id == "prot-sw-unknown"
-    assert catalogue.finding_for(r, plain, (5, 14, 2)) is None         # only unknown prot bits
-    assert catalogue.finding_for(r, sw, (5, 15, 0)) is None
+    assert findings.finding_for(r, sw, (5, 14, 2)).id == "prot-sw-unknown"
+    assert findings.finding_for(r, plain, (5, 14, 2)) is None         # only unknown prot bits
+    assert findings.finding_for(r, sw, (5, 15, 0)) is None
     m = "C-MAP map: [0x0, 0x1000) should be a 4K page"
-    assert catalogue.finding_for(m, dict(sw, op="map"), (5, 14, 2)).id == "prot-sw-unknown-map"
-    assert catalogue.finding_for(m, dict(plain, op="map"), (5, 14, 2)) is None
+    assert findings.finding_for(m, dict(sw, op="map"), (5, 14, 2)).id == "prot-sw-unknown-map"
+    assert findings.finding_for(m, dict(plain, op="map"), (5, 14, 2)) is None
     c = "C-CMO unmap: the table does no cache maintenance (cmo false), yet the step logged"
     un = {"op": "unmap", "ret": 0, "args": {}, "cmo": False}
-    assert catalogue.finding_for(c, un, (5, 14, 2)).id == "unmap-direct-cmo"
-    assert catalogue.finding_for(c, dict(un, cmo=True), (5, 14, 2)) is None
-    assert catalogue.finding_for(c, un, (5, 15, 100)) is None
+    assert findings.finding_for(c, un, (5, 14, 2)).id == "unmap-direct-cmo"
+    assert findings.finding_for(c, dict(un, cmo=True), (5, 14, 2)) is None
+    assert findings.finding_for(c, un, (5, 15, 100)) is None
     f = "C-FLUSH flush: unexpected event ['dcache', '0x100004000', '0x4000'] in the log"
-    assert catalogue.finding_for(f, dict(un, op="flush"), (5, 14, 2)).id == "flush-direct-cmo"
-    assert catalogue.finding_for(f, dict(un, op="flush", cmo=True), (5, 14, 2)) is None
+    assert findings.finding_for(f, dict(un, op="flush"), (5, 14, 2)).id == "flush-direct-cmo"
+    assert findings.finding_for(f, dict(un, op="flush", cmo=True), (5, 14, 2)) is None
 
 
 # -- the kernel's C under the spec ----------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ptspec.proofs.kernel import check
-from ptspec.proofs.kernel import catalogue
+from ptspec.proofs.kernel import findings
 from ptspec.proofs.kernel import checks_mainline as CM
 from ptspec.proofs.kernel import planted_mainline as PM
 from ptspec.proofs.kernel import subject
@@ -87,7 +87,7 @@ def test_the_7_2_fix_put_back_is_catalogued_only_where_the_kernel_had_it(tmp_pat
 
 
 def test_relax_perms_finding_range_follows_the_backport():
-    f = next(k for k in catalogue.FINDINGS if k.id == "relax-perms-eagain-level")
+    f = next(k for k in findings.FINDINGS if k.id == "relax-perms-eagain-level")
     assert f.applies_to((6, 12, 19)) and f.applies_to((7, 0, 9)) and f.applies_to((7, 1, 4))
     assert not f.applies_to((6, 12, 98)) and not f.applies_to((7, 1, 5))
     assert not f.applies_to((7, 2, 0)) and not f.applies_to((6, 6, 63))
@@ -225,7 +225,7 @@ def test_xnx_icache_finding_is_one_el_leaves_of_6_19_and_7_0_only():
     CMO-POU violation of a map over a leaf executable at one EL (XN 0b01 / 0b11) on 6.19 or 7.0; not
     on 7.1.5 (fixed: the same violation is a refutation there), not for a leaf with XN 0b00 or
     0b10, not for another operation."""
-    from ptspec.proofs.kernel import catalogue as C
+    from ptspec.proofs.kernel import findings as C
     from ptspec.spec.violation import Violation
     from test_spec_builder import leaf
     px_only = leaf(0x8000_0000, 3, x=True) | 0b11 << 53
@@ -249,7 +249,7 @@ def test_a_summed_up_step_is_catalogued_only_when_every_violation_it_holds_is():
     """A contract keeps 16 findings of a step and sums up the rest ("... and N more"); the
     catalogue judges the summary by the violations it holds: all the same catalogued finding ->
     that finding; one that is not (here a leaf with XN 0b00) -> a refutation."""
-    from ptspec.proofs.kernel import catalogue as C
+    from ptspec.proofs.kernel import findings as C
     from ptspec.spec.stage2.contract_common import MAX_REPORTS, Report
     from ptspec.spec.stage2.step import load_step
     from test_spec_builder import leaf

@@ -270,8 +270,8 @@ def test_hyp_split_of_a_block_is_silent_on_6_x_and_its_reference_catalogued(pref
 def test_hyp_split_silent_is_not_a_6_1_finding():
     """hyp-split-silent applies from 6.2 only (6.1 WARNs in kvm_set_table_pte), and the
     conflict's extra kvm_set_table_pte WARN is catalogued up to 6.2 only."""
-    from ptspec.proofs.kernel import catalogue
-    by_id = {f.id: f for f in catalogue.FINDINGS}
+    from ptspec.proofs.kernel import findings
+    by_id = {f.id: f for f in findings.FINDINGS}
     assert not by_id["hyp-split-silent"].applies_to((6, 1, 176))
     assert by_id["hyp-split-silent"].applies_to((6, 3, 8))
     assert by_id["hyp-conflict-split-warn"].applies_to((6, 1, 176))

@@ -261,7 +261,7 @@ def test_cmo_pou_names_a_d_cache_never_cleaned():
     """CMO-POU's message says which half of the maintenance is missing: the D-cache clean (an
     I-cache invalidation counts only after it), or the I-cache invalidation after a clean; the
     catalogue tells split-drops-memtype-pou by the first."""
-    from ptspec.proofs.kernel import catalogue
+    from ptspec.proofs.kernel import findings
     pre = S2(cmo=True)
     post = pre.copy().page(G1, 0x8000_0000, x=True)
     st = step("map", 0, addr=G1, size=0x1000, phys=0x8000_0000, prot=R | W | X, force_pte=False)
@@ -278,11 +278,11 @@ def test_cmo_pou_names_a_d_cache_never_cleaned():
     assert CacheJudge().check(load_state(_raw(pre)), st,
                               load_state(_raw(post, tlb=dcache + icache))) == []
     relax = {"op": "relax_perms", "ret": 0, "args": {}}
-    assert catalogue.finding_for(seen[0], relax, (6, 12, 19)).id == "split-drops-memtype-pou"
-    assert catalogue.finding_for(seen[0], relax, (6, 1, 176)) is None       # before split (6.5)
-    assert catalogue.finding_for(seen[0], dict(relax, op="map"), (6, 12, 19)) is None
-    assert catalogue.finding_for(seen[1], relax, (6, 12, 19)) is None       # the I-cache half
-    assert catalogue.finding_for(seen[2], relax, (6, 12, 19)) is None
+    assert findings.finding_for(seen[0], relax, (6, 12, 19)).id == "split-drops-memtype-pou"
+    assert findings.finding_for(seen[0], relax, (6, 1, 176)) is None       # before split (6.5)
+    assert findings.finding_for(seen[0], dict(relax, op="map"), (6, 12, 19)) is None
+    assert findings.finding_for(seen[1], relax, (6, 12, 19)) is None       # the I-cache half
+    assert findings.finding_for(seen[2], relax, (6, 12, 19)) is None
 
 
 # -- found on the way: the 7.1.5 lock-step's new draws reached it (not NC-specific) --------------
@@ -315,17 +315,17 @@ def test_the_short_range_finding_covers_only_leaves_past_the_invalidated_range()
     """unmap-deferred-tlbi-short sets aside an S2-BBM violation of an unaligned unmap only where
     the range TLBI cannot reach (at or after addr + (size >> PAGE_SHIFT pages)); a stale leaf
     inside the invalidated pages is another bug and stays a violation."""
-    from ptspec.proofs.kernel import catalogue
+    from ptspec.proofs.kernel import findings
     from ptspec.spec.violation import Violation
     step = {"op": "unmap", "ret": 0, "args": {"addr": 0x3ff000, "size": 0x1001}, "page_shift": 12}
 
     def bbm(changed_at):
         return Violation("S2-BBM", f"unmap: valid 2M leaf changed at {changed_at:#x} (now invalid "
                                    "(0x0)) with no tlbi", {"changed_at": changed_at})
-    f = catalogue.finding_for(bbm(0x400000), step, (6, 12, 19))
+    f = findings.finding_for(bbm(0x400000), step, (6, 12, 19))
     assert f is not None and f.id == "unmap-deferred-tlbi-short"
-    assert catalogue.finding_for(bbm(0x3ff000), step, (6, 12, 19)) is None
-    assert catalogue.finding_for(bbm(0x400000), step, (6, 1, 0)) is None     # before 6.6
-    assert catalogue.finding_for(bbm(0x400000), dict(step, args={"addr": 0x3ff000,
+    assert findings.finding_for(bbm(0x3ff000), step, (6, 12, 19)) is None
+    assert findings.finding_for(bbm(0x400000), step, (6, 1, 0)) is None     # before 6.6
+    assert findings.finding_for(bbm(0x400000), dict(step, args={"addr": 0x3ff000,
                                                                   "size": 0x2000}),
                                  (6, 12, 19)) is None                         # page multiple

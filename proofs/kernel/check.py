@@ -4,7 +4,7 @@ For each geometry, the stage-2 lock-step machine (``ptspec.proofs.stage2.lockste
 ``ptspec.proofs.stage2.strategies``) drives the tree's C code, compiled in userspace against the
 shim, through ``subject.CSideHarness``: every invariant after every operation, every operation
 against its contract, injected allocation failures and bad arguments. A violation that is a
-catalogued finding for the tree's kernel version (``catalogue.FINDINGS``) is reported as that
+catalogued finding for the tree's kernel version (``findings.FINDINGS``) is reported as that
 finding; any other is a violation, shortened by replay (``ptspec.proofs.engines.minimize``) and
 printed as pasteable Python driving the C library, with the C tables in ptdump style.
 
@@ -35,7 +35,7 @@ import time
 from ptspec import spec
 
 from ptspec.proofs.kernel import build
-from ptspec.proofs.kernel import catalogue
+from ptspec.proofs.kernel import findings
 from ptspec.proofs.kernel import check_output
 from ptspec.proofs.kernel.check_output import exit_code, findings_of, format_result  # noqa: F401
 from ptspec.proofs.kernel import engines as E
@@ -184,7 +184,7 @@ def check_geometry(tree, name: str, budget, seed: int, harness=None) -> Result:
 
 
 def catalogue_versions(finding_id: str) -> str:
-    f = next(x for x in catalogue.FINDINGS if x.id == finding_id)
+    f = next(x for x in findings.FINDINGS if x.id == finding_id)
     return f"Linux {f.versions()}"
 
 
@@ -417,7 +417,7 @@ def main(argv=None) -> int:
     for r in results:
         print(format_result(r))
     for fid, n in sorted(findings_of(results).items()):
-        f = next(x for x in catalogue.FINDINGS if x.id == fid)
+        f = next(x for x in findings.FINDINGS if x.id == fid)
         print(f"check-kernel: catalogued finding {fid} ({n} steps; Linux {f.versions()}; this tree "
               f"is {tree.version}): {f.statement}: {f.why}")
     code = exit_code(results)

@@ -7,7 +7,7 @@ Models nothing of the kernel: how a verdict on a tree is shown and recorded.
 
 from __future__ import annotations
 
-from ptspec.proofs.kernel import catalogue
+from ptspec.proofs.kernel import findings
 from ptspec.proofs.runner import interrupt
 from ptspec.proofs.runner.registry import Result
 
@@ -16,7 +16,7 @@ def findings_of(results) -> dict:
     """finding id -> count, over the results' details (for the summary line)."""
     out = {}
     for r in results:
-        for f in catalogue.FINDINGS:
+        for f in findings.FINDINGS:
             tag = f"{f.id} x"
             if tag in r.detail:
                 n = int(r.detail.split(tag, 1)[1].split()[0])

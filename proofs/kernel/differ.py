@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from ptspec import spec
 
 from ptspec.proofs.kernel import build
-from ptspec.proofs.kernel import catalogue
+from ptspec.proofs.kernel import findings
 from ptspec.proofs.kernel import fetch
 from ptspec.proofs.kernel.tree import version_tuple
 from ptspec.proofs.kernel import kernels
@@ -33,7 +33,7 @@ from ptspec.proofs.kernel.pair import GEOMETRIES, Pair
 RUN_LEN = 400           # operations per fresh pair of tables
 
 # Where a released kernel departs from a spec contract (a catalogued finding for its version,
-# ptspec.proofs.kernel.catalogue.FINDINGS), the C-side check counts the violation as that finding
+# ptspec.proofs.kernel.findings.FINDINGS), the C-side check counts the violation as that finding
 # and reports the count, never silently; any other violation is reported. See docs/kernel.md.
 
 
@@ -105,7 +105,7 @@ def split_known(found, step, tally, version=(6, 1, 0)):
     (counted in tally by finding id)."""
     kept = []
     for v in found:
-        f = catalogue.finding_for(v, step, version)
+        f = findings.finding_for(v, step, version)
         if f is not None:
             tally[f.id] = tally.get(f.id, 0) + 1
         else:
@@ -306,7 +306,7 @@ def format_outcome(out: Outcome, profile: str) -> str:
     for g, n in out.per_geometry.items():
         lines.append(f"  {g}: {n} operations")
     for fid, n in sorted(out.known.items()):
-        f = next(x for x in catalogue.FINDINGS if x.id == fid)
+        f = next(x for x in findings.FINDINGS if x.id == fid)
         lines.append(f"  C side: {n} {f.statement} violations are the catalogued finding {fid} "
                      f"(Linux {f.versions()}; this tree is {out.version}): {f.why}")
     if out.status == "unknown":

@@ -41,7 +41,7 @@ from ptspec.spec.stage2.invariants import _rc_violations
 
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.hyp import lockstep as hyp_lockstep
-from ptspec.proofs.kernel import build, catalogue, cside, guard, replay
+from ptspec.proofs.kernel import build, cside, findings, guard, replay
 from ptspec.proofs.kernel.subject import functions_of, source_text
 from ptspec.proofs.stage2.harness import SubjectFault, fmt
 from ptspec.proofs.stage2.lockstep import StepViolation, shortest_failure
@@ -290,7 +290,7 @@ class CHypHarness(hyp_lockstep.HypHarness):
                                                 per_descriptor=True)]
         kept = []
         for v, step in pending:
-            f = catalogue.finding_for(v, step, self.version)
+            f = findings.finding_for(v, step, self.version)
             if f is not None and (f.id != "hyp-refcount" or self.refcounted):
                 self.seen[f.id] = self.seen.get(f.id, 0) + 1
             else:

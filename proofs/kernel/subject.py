@@ -6,7 +6,7 @@ the lock-step machine), the same checks after every step (every invariant on the
 S2-BBM and the operation's contract on the transition, WARN_ONs, Python misuse refused without a
 change), the same replayable trace and allocation-failure injection (the shim's allocator fails
 the k-th allocation from now). Only the judge differs from impl's run in one way: a violation that
-matches a catalogued finding for the tree's kernel version (``catalogue.FINDINGS``) is counted as
+matches a catalogued finding for the tree's kernel version (``findings.FINDINGS``) is counted as
 that finding, not reported as a violation.
 
 The C table is configured from the tree's detected shape (owner field and largest owner id), not
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ptspec import spec
 
-from ptspec.proofs.kernel import catalogue
+from ptspec.proofs.kernel import findings
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.kernel.cside import CPgtable
 from ptspec.proofs.stage2.harness import Stage2Harness
@@ -144,7 +144,7 @@ class CSideHarness(Stage2Harness):
                 "page_shift": self.params["page_shift"]}
         kept = []
         for v in found:
-            f = catalogue.finding_for(v, step, self.version)
+            f = findings.finding_for(v, step, self.version)
             if f is None:
                 kept.append(v)
             else:
