@@ -29,30 +29,12 @@ descriptor at level 0 invalidated with hint 0 on such a kernel would pass here.
 """
 
 from ptspec.spec.arch import geometry as G
-from ptspec.spec.arch.walk import DESC, END, LEVEL, START
 from ptspec.spec.stage2.state import load_state
 from ptspec.spec.stage2.step import load_step
-from ptspec.spec.stage2.walkcache import LEAF_HINTS
+from ptspec.spec.hyp.unmap import nonzero_leaves
+from ptspec.spec.stage2.walkcache import LEAF_HINTS, walk_entries
 from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
-
-
-def _leaves(state):
-    """{(start, level): (end, desc)} of the valid leaves of a hyp state."""
-    if not state.roots:
-        return {}
-    return {(iv[START], iv[LEVEL]): (iv[END], iv[DESC])
-            for iv in state.walk().overlapping(0, 1 << state.ia_bits) if iv[DESC]}
-
-
-def _table_entries(state):
-    """{(va, level): next-level table pa} for every table descriptor the walk reaches (va: the
-    start of the range it covers, level: its own level); roots have no descriptor."""
-    if not state.roots:
-        return {}
-    return {(base, level - 1): pa
-            for pa, (level, base, _used, parent, _pindex) in state.walk().tables.items()
-            if parent is not None}
 
 
 def _covered(log, lo, hi, kinds, hints_ok):
@@ -86,20 +68,19 @@ def check_hyp_unmap_tlbi(pre, step, post):
         return []
     log = post.tlb_log
     out = []
-    now = _leaves(post)
-    for (s, level), (e, d) in _leaves(pre).items():
-        if now.get((s, level)) == (e, d):
+    now = nonzero_leaves(post)
+    for (s, level), d in nonzero_leaves(pre).items():
+        if now.get((s, level)) == d:
             continue
+        e = s + G.granule_size(level, pre.page_shift)
         if not _covered(log, s, e, ("tlbi_el2", "tlbi_el2_last"),
                         lambda h, level=level: h == level or h not in LEAF_HINTS):
             out.append(Violation("S1-UNMAP-TLBI", f"unmap: leaf {d:#x} at [{s:#x}, {e:#x}) level "
                                  f"{level} was removed with no TLBI of an address in it whose hint "
                                  f"is {level} or none; the log has {_show(log, s, e)}",
                                  {"ipa": s, "level": level, "desc": d}))
-    after = _table_entries(post)
-    for (s, level), table in sorted(_table_entries(pre).items()):
-        if after.get((s, level)) == table:
-            continue
+    # the walk-cache entries (va, descriptor level, next table) pre had and post has not
+    for s, level, table in sorted(walk_entries(pre) - walk_entries(post)):
         e = s + G.granule_size(level, pre.page_shift)
         if not _covered(log, s, e, ("tlbi_el2",), lambda h: h not in LEAF_HINTS):
             out.append(Violation("S1-UNMAP-TLBI", f"unmap: table descriptor at level {level} for "

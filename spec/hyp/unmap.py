@@ -31,7 +31,9 @@ def removed_leaves(pre, A, E):
     return out
 
 
-def _leaves(state):
+def nonzero_leaves(state):
+    """{(start, level): desc} of every non-zero leaf the walk reaches (S1-UNMAP-TLBI reads it
+    too)."""
     top = 1 << state.ia_bits
     return {(iv[START], iv[LEVEL]): iv[DESC] for iv in state.walk().overlapping(0, top)
             if iv[DESC]}
@@ -62,7 +64,7 @@ def contract_hyp_unmap(pre, step, post):
     if step.ret != want:
         rep.add(f"returned {step.ret:#x}, expected {want:#x} (the bytes of the "
                 f"{len(gone)} whole leaves at the start of [{A:#x}, {E:#x}))")
-    before, after = _leaves(pre), _leaves(post)
+    before, after = nonzero_leaves(pre), nonzero_leaves(post)
     removed = {(s, level) for s, _, level, _ in gone}
     for (s, level), d in before.items():
         if (s, level) in removed:
