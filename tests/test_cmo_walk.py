@@ -58,6 +58,31 @@ def test_a_freed_table_needs_an_invalidation_without_a_level_hint(log, ok):
         assert spec.check_step(pre.raw(), step("unmap", addr=IPA, size=0x20_0000), post.raw(log))
 
 
+@pytest.mark.parametrize("version,ok", [
+    (None, True), ("6.1.176", True), ("6.6.87", True), ("6.7.0", True),   # 0 sets no TTL
+    ("6.8.0", False), ("6.12.19", False), ("7.1.5", False),              # 0 names level 0
+])
+def test_hint_0_covers_a_table_descriptor_only_before_6_8(version, ok):
+    """From 6.8 __tlbi_level encodes any level in 0..3 (LPA2), so a hint of 0 promises a level-0
+    leaf and a CPU with FEAT_LPA2 may keep the cached table descriptor; TLBI_TTL_UNKNOWN is the
+    no-hint value there. Before 6.8 a level of 0 sets no TTL (6.1.y and 6.6.y pass it for zapped
+    tables, correctly)."""
+    pre, post = _freed_table()
+
+    def judged(log):
+        pre_raw, post_raw = pre.raw(), post.raw(log)
+        if version:
+            pre_raw["kernel_version"] = post_raw["kernel_version"] = version
+        return check_bbm_walk(spec.load_state(pre_raw), spec.load_step(step("unmap", addr=IPA, size=0x20_0000)),
+                              spec.load_state(post_raw))
+    found = judged([("tlbi_ipa", IPA, 0)])
+    assert (found == []) == ok, found
+    if not ok:
+        assert ids(found) == ["S2-BBM-WALK"] and "level 0" in str(found[0]), found
+    assert judged([("tlbi_ipa", IPA, TTL_UNKNOWN)]) == []      # no hint on every kernel
+    assert ids(judged([("tlbi_ipa", IPA, 2)])) == ["S2-BBM-WALK"]
+
+
 def test_unchanged_tables_and_destroy_need_nothing():
     pre, _ = _freed_table()
     assert _judge(pre, pre.copy(), []) == []

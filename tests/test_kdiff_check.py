@@ -31,7 +31,7 @@ OWNER = "#define KVM_INVALID_PTE_OWNER_MASK\tGENMASK(9, 2)\n#define KVM_MAX_OWNE
 
 
 def fake_tree(path, *, init=INIT_5_16, owner=OWNER, force_pte_cb=True,
-              makefile="VERSION = 6\nPATCHLEVEL = 7\nSUBLEVEL = 3\nEXTRAVERSION =\n", skip=()):
+              makefile="VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 3\nEXTRAVERSION =\n", skip=()):
     files = {
         "arch/arm64/kvm/hyp/pgtable.c": owner + init,
         "arch/arm64/include/asm/kvm_pgtable.h":
@@ -51,7 +51,7 @@ def fake_tree(path, *, init=INIT_5_16, owner=OWNER, force_pte_cb=True,
 # -- version and shape detection --------------------------------------------------------------
 def test_version_and_shape_of_a_5_16_style_tree(tmp_path):
     t = T.open_tree(fake_tree(tmp_path))
-    assert t.version == "6.7.3" and t.version_tuple() == (6, 7, 3)
+    assert t.version == "6.1.3" and t.version_tuple() == (6, 1, 3)
     assert t.shape.init == "__kvm_pgtable_stage2_init"
     assert t.shape.init_params == ("pgt", "mmu", "mm_ops", "flags", "force_pte_cb")
     assert t.shape.owner_field == (9, 2) and t.shape.max_owner_id == 1
@@ -124,6 +124,47 @@ def test_bad_trees_give_one_line_errors(tmp_path):
 
 
 # -- exit codes without running kernel code -----------------------------------------------------
+def test_kernel_version_judges_a_tree_as_another_kernel(tmp_path):
+    """--kernel-version: the tree is judged as that kernel, its Makefile's version is kept, and a
+    pasteable program opens it the same way; a malformed version is one line."""
+    t = T.open_tree(fake_tree(tmp_path), kernel_version="6.1")
+    assert (t.version, t.makefile_version, t.version_tuple()) == ("6.1.0", "6.1.3", (6, 1, 0))
+    assert t.opener() == f"open_tree({str(t.root)!r}, kernel_version='6.1.0')"
+    assert T.open_tree(fake_tree(tmp_path)).opener() == f"open_tree({str(t.root)!r})"
+    for bad in ("6", "6.x", "6.1.2.3", "v6.1", ""):
+        with pytest.raises(T.TreeError) as exc:
+            T.open_tree(tmp_path, kernel_version=bad)
+        assert "\n" not in str(exc.value) and "MAJOR.MINOR" in str(exc.value)
+
+
+def test_a_tree_whose_source_contradicts_its_version_is_refused(tmp_path, capsys):
+    """A 5.16-6.1 walker judged as 6.7 (a Makefile that does not say what the code is) is refused
+    with the remedy, not judged by 6.7's rules; --kernel-version 6.1 judges it; every cached tree
+    is consistent with its own Makefile."""
+    root = fake_tree(tmp_path, makefile="VERSION = 6\nPATCHLEVEL = 7\nSUBLEVEL = 3\n")
+    t = T.open_tree(root)
+    assert len(T.version_conflicts(t)) == 1 and "lacks the reworked walker" in T.version_conflicts(t)[0]
+    assert ptspec_main(["check-kernel", "--tree", str(root)]) == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("check-kernel: not checked: its source lacks the reworked walker")
+    assert out[-1].endswith("pass --kernel-version with the kernel whose pgtable.c it carries")
+    assert T.version_conflicts(T.open_tree(root, kernel_version="6.1.3")) == []
+    assert ptspec_main(["check-kernel", "--tree", str(root), "--kernel-version", "6.x"]) == 2
+    assert "expected MAJOR.MINOR" in capsys.readouterr().out
+    from ptspec.proofs.kernel.tree import trees_dir
+    for d in sorted(trees_dir().glob("linux-*")) if trees_dir().is_dir() else []:
+        assert T.version_conflicts(T.open_tree(d)) == [], d
+
+
+def test_a_mainline_tree_judged_as_an_earlier_kernel_names_each_interface(tmp_path):
+    tree = need_tree("7.1")
+    bad = T.version_conflicts(T.open_tree(tree.root, kernel_version="6.12.0"))
+    names = ("mkyoung returning void", "PROT_PX/UX", "S2_AS_S1", "stage2_annotate")
+    assert len(bad) == 4 and all(n in b for n, b in zip(names, bad)), bad   # NORMAL_NC is 6.9's
+    assert all("has " in b and "judged as Linux 6.12.0" in b for b in bad)
+    assert T.version_conflicts(T.open_tree(tree.root, kernel_version="7.1.0")) == []
+
+
 def test_exit_2_for_a_tree_that_cannot_be_read(tmp_path, capsys):
     assert ptspec_main(["check-kernel", "--tree", str(tmp_path / "nowhere")]) == 2
     assert "not checked: " in capsys.readouterr().out

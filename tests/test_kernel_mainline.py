@@ -441,3 +441,21 @@ def test_xnx_trees_before_the_icache_fix_show_only_the_catalogued_finding(prefix
     assert "xnx-icache-executable x" in r.detail
     fixed = check.check_geometry(need_tree("7.1"), "4k-40", budgets.budget("quick"), 0)
     assert fixed.status == "passed" and "xnx-icache" not in fixed.detail
+
+
+@pytest.mark.parametrize("rid", ["table-tlbi-zero", "hyp-table-tlbi-zero"])
+def test_hint_0_for_a_table_on_6_8_on_is_caught_only_by_the_level_0_reading(rid, tmp_path,
+                                                                             monkeypatch):
+    """6.6.y's no-hint 0 for a zapped table, put into 6.12 (stage 2 and hyp): refuted because from
+    6.8 a hint of 0 names level 0 (walkcache.leaf_hints); read as before 6.8 it would pass."""
+    from ptspec.spec.hyp import tlbi
+    from ptspec.spec.stage2 import bbm, walkcache
+    rv = PM.BY_ID.get(rid) or next(r for r in PM.HYP_PLANTS if r.id == rid)
+    run = PM.run_hyp_sequence if rid.startswith("hyp") else PM.run_sequence
+    scratch = PM.scratch_tree(rv, need_tree("6.12"), tmp_path / "t")
+    got, _ = run(rv, scratch)
+    assert {str(v).split()[0] for v in got} == set(rv.expect), [str(v) for v in got]
+    assert all("table descriptor" in str(v) for v in got)
+    for mod in (walkcache, bbm, tlbi):
+        monkeypatch.setattr(mod, "leaf_hints", lambda state: walkcache.LEAF_HINTS)
+    assert run(rv, scratch)[0] == []

@@ -58,6 +58,22 @@ def test_a_tlbi_without_level_hint_covers_a_leaf_of_any_level():
                    size=0x20_0000)) == ["S2-BBM"]
 
 
+def test_hint_0_names_level_0_from_6_8():
+    """6.8's __tlbi_level encodes a level of 0 as a TTL hint: it no longer covers a level-3 page
+    or a level-2 block there (TLBI_TTL_UNKNOWN does); before 6.8 it covers both."""
+    pre = mapped()
+    page = pre.copy().set(0x4000_1000, 3, 0)
+    block = pre.copy().set(0x4020_0000, 2, 0)
+    for version, ok in ((None, True), ("6.6.87", True), ("6.8.0", False), ("7.1.5", False)):
+        for post, addr, size in ((page, 0x4000_1000, 0x1000), (block, 0x4020_0000, 0x20_0000)):
+            for hint, covers in ((0, ok), (0x7FFF_FFFF, True)):
+                pre_raw, post_raw = pre.raw(), post.raw([("tlbi_ipa", addr, hint)])
+                if version:
+                    pre_raw["kernel_version"] = post_raw["kernel_version"] = version
+                vs = spec.check_step(pre_raw, step("unmap", addr=addr, size=size), post_raw)
+                assert ("S2-BBM" not in ids(vs)) == covers, (version, hint, vs)
+
+
 def test_attribute_change_needs_tlbi():
     pre = mapped()
     post = pre.copy().page(0x4000_0000, 0x8000_0000, x=True)

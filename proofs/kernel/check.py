@@ -293,6 +293,10 @@ def parser() -> argparse.ArgumentParser:
         "0: only catalogued findings; 1: another violation; 2: nothing could be checked."))
     ap.add_argument("--tree", metavar="DIR",
                     help="a kernel source tree (default: the cached Debian linux-source-6.1)")
+    ap.add_argument("--kernel-version", metavar="X.Y.Z",
+                    help="judge the tree as this kernel instead of its Makefile's version (a "
+                         "distro or vendor tree carrying later changes): the spec's per-version "
+                         "rules and the catalogue's ranges follow it")
     ap.add_argument("--with-impl", metavar="KERNEL_VERSION", choices=list(kernels.PROFILES),
                     help="also compare the C code word for word with impl at this kernel version "
                          f"({', '.join(kernels.PROFILES)})")
@@ -348,16 +352,31 @@ def sharded(geometries: list[str], shard: tuple[int, int] | None,
     return geos, others
 
 
-def open_tree_or_reason(directory):
-    """(tree, '') or (None, one line saying why it cannot be checked)."""
+def open_tree_or_reason(directory, kernel_version=None):
+    """(tree, '') or (None, one line saying why it cannot be checked), the tree judged as
+    `kernel_version` when given."""
     if directory is None:
         tree, why = T.default_tree()
-        return tree, why
+        if tree is None:
+            return tree, why
+        directory = tree.root
     try:
-        tree = T.open_tree(directory)
+        tree = T.open_tree(directory, kernel_version)
     except (T.TreeError, OSError) as exc:
         return None, str(exc)
     return tree, ""
+
+
+def version_conflict(tree) -> str | None:
+    """One line refusing a tree whose source contradicts the version it is judged as
+    (tree.version_conflicts: a backport its Makefile does not show), with the remedy; or None."""
+    bad = T.version_conflicts(tree)
+    if not bad:
+        return None
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    fix = ("pass --kernel-version with the kernel whose pgtable.c it carries"
+           if tree.makefile_version is None else "pass the kernel whose pgtable.c it carries")
+    return f"{bad[0]}{more}: its code is not that release's; {fix}"
 
 
 def main(argv=None) -> int:
@@ -377,12 +396,14 @@ def main(argv=None) -> int:
         return 2
     selection = selection_ids(args.geometry, args.engines)
     geometries, checks = sharded(args.geometry, args.shard, args.engines)
-    tree, why = open_tree_or_reason(args.tree)
+    tree, why = open_tree_or_reason(args.tree, args.kernel_version)
     if tree is None:
         print(f"check-kernel: not checked: {why}")
         return 2
-    print(f"check-kernel: Linux {tree.version} at {tree.root}: {tree.shape.describe()}")
-    bad = T.unsupported(tree.shape)
+    judged = (f" (judged as {tree.version}: --kernel-version; its Makefile says "
+              f"{tree.makefile_version})" if tree.makefile_version else "")
+    print(f"check-kernel: Linux {tree.version} at {tree.root}{judged}: {tree.shape.describe()}")
+    bad = T.unsupported(tree.shape) or version_conflict(tree)
     if bad:
         print(f"check-kernel: not checked: {bad}")
         return 2

@@ -70,8 +70,11 @@ def interrupted(args, tree, results: list[Result], selection: list[str],
 
 def kernel_key(tree, results) -> dict:
     """The report's "kernel" object: the tree judged and the catalogued findings seen."""
-    return {"tree": str(tree.root), "version": tree.version, "shape": tree.shape.describe(),
-            "findings": findings_of(results)}
+    out = {"tree": str(tree.root), "version": tree.version, "shape": tree.shape.describe(),
+           "findings": findings_of(results)}
+    if getattr(tree, "makefile_version", None):       # judged as another kernel (--kernel-version)
+        out["makefile_version"] = tree.makefile_version
+    return out
 
 
 def write_reports(args, tree, results, selection: list[str], interrupted: str = "") -> None:

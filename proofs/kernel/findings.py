@@ -72,6 +72,16 @@ def _xnx_one_el(violation, step=None) -> bool:
     return desc is not None and (desc >> 53) & 0b11 in (0b01, 0b11)
 
 
+def _own_level_hint(violation) -> bool:
+    """An S2-BBM-WALK violation whose log has an invalidation inside the removed descriptor's
+    range with that descriptor's own level as the hint (table-tlbi-level's shape), not one with
+    no invalidation there, or with another hint (a 6.8+ kernel's 0, say)."""
+    level = (getattr(violation, "where", None) or {}).get("level")
+    _, _, near = str(violation).partition("; the log has ")
+    return level is not None and str(level) in re.findall(r"tlbi_ipa 0x[0-9a-f]+ level (-?\d+)",
+                                                          near)
+
+
 def _op(*names: str):
     """The step predicate of a finding that any step of these operations shows."""
     return lambda step: step is not None and step.get("op") in names
@@ -117,7 +127,7 @@ FINDINGS = (
         "treats a table like a leaf (ranges 6.2 to 6.6.63, 6.7-6.8; 6.7 not run)",
         ("stage2_put_pte", "stage2_unmap_walker"),
         _op("unmap"),
-        also=_ZAPPED_TABLE_RANGES),
+        also=_ZAPPED_TABLE_RANGES, where=lambda v, step: _own_level_hint(v)),
     KernelFinding(
         "table-tlbi-deferred", "S2-TABLE-TLBI", (6, 6, 0), (6, 6, 63),
         "with FWB and range TLBI (stage2_unmap_defer_tlb_flush) stage2_unmap_put_pte defers the "
@@ -302,6 +312,8 @@ FINDINGS = (
         ("kvm_pgtable_stage2_relax_perms", "stage2_update_leaf_attrs"),
         lambda step: (step is not None and step.get("op") == "relax_perms"
                       and step.get("ret") == -11),
+        # only the hint: a -EAGAIN that changes something, or logs no invalidation or two, is not it
+        text="the walk never set the level it passes",
         also=(((6, 13, 0), (7, 1, 5)),)),
     KernelFinding(
         "create-unlinked-double-put", "S2-LEAK", (6, 5, 0), (6, 12, 0),

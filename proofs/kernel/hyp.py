@@ -200,6 +200,9 @@ class CHypPgtable:
             "memcache": [], "free_pages": int(lib.kdiff_free_pages()),
             "pool_errors": list(self.errors), "warnings": list(self.warnings),
             "tlb_log": self._take_log(),
+            # the hint encoding of __tlbi_level is the kernel's (S1-UNMAP-TLBI reads hint 0 as no
+            # hint before 6.8, as level 0 from 6.8)
+            "kernel_version": self.tree.version,
         }
 
     def _take_log(self) -> list:
@@ -223,10 +226,10 @@ class CHypHarness(hyp_lockstep.HypHarness):
         self.pgt = CHypPgtable(tree, page_shift, va_bits, arena_pages)
         self.lines = ["from ptspec.proofs.kernel.hyp import CHypPgtable",
                       "from ptspec.proofs.kernel.tree import open_tree",
-                      f"pgt = CHypPgtable(open_tree({str(tree.root)!r}), {page_shift}, "
+                      f"pgt = CHypPgtable({tree.opener()}, {page_shift}, "
                       f"{va_bits}, {arena_pages})"]
         self.violations, self.trace, self.calls = [], [], []
-        self.make_source = minimize.call(f"hyp_harness(open_tree({str(tree.root)!r}))", {},
+        self.make_source = minimize.call(f"hyp_harness({tree.opener()})", {},
                                          page_shift, va_bits, arena_pages, hex_ints=False)
         self.make_imports = ["from ptspec.proofs.kernel.hyp import hyp_harness",
                              "from ptspec.proofs.kernel.tree import open_tree"]

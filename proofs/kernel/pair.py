@@ -56,6 +56,11 @@ def _h(v):
     return hex(v) if isinstance(v, int) and not isinstance(v, bool) and v > 9 else repr(v)
 
 
+def _opener(src) -> str:
+    """How a pasteable program opens `src` again (a tree judged as another kernel keeps that)."""
+    return src.opener() if hasattr(src, "opener") else f"open_tree({str(src.root)!r})"
+
+
 class Pair:
     """The C kernel code and impl, driven together."""
 
@@ -85,7 +90,7 @@ class Pair:
             "from ptspec.proofs.kernel.pair import Pair",
             f"p = Pair({geometry!r}, {profile!r}, fwb={fwb}, cmo={cmo}, npages={npages}, "
             f"mc_capacity={mc_capacity}, flags={flags}, force_pte={force_pte}"
-            + ("" if src is None else f", src=open_tree({str(src.root)!r})") + ")",
+            + ("" if src is None else f", src={_opener(src)}") + ")",
         ]
         if src is not None:
             self.lines.insert(1, "from ptspec.proofs.kernel.tree import open_tree")

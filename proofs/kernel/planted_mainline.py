@@ -282,6 +282,27 @@ HYP_PLANTS += (Revert("hyp-table-tlbi-hint",
                       (_HYP_MAP, ("map", dict(addr=0x40000000, size=0x1000, phys=0x100400000,
                                               prot=4)),
                        ("unmap", dict(addr=0x200000, size=0x1000)))),)
+# 6.1.y's and 6.6.y's backports of 36e008323926 pass 0 for a zapped table, which sets no TTL
+# there; from 6.8 __tlbi_level encodes 0 as a level-0 hint (LPA2), so the same 0 in a 6.8+ tree
+# leaves the walk-cache entry on a CPU with FEAT_LPA2: the backport's shape put into 6.12's stage-2
+# unmap and hyp unmap, caught by S2-BBM-WALK and S1-UNMAP-TLBI (walkcache.leaf_hints)
+PLANTS += (
+    Revert("table-tlbi-zero", "stage2_unmap_put_pte invalidates a zapped table with hint 0 (6.6.y's "
+           "no-hint value), a level-0 hint from 6.8", "6.12",
+           (_e("table-tlbi-zero", "stage2_unmap_put_pte", "TLBI_TTL_UNKNOWN);",
+               "TLBI_TTL_UNKNOWN);", "0);"),),
+           ("4k-39",), ("S2-BBM-WALK",),
+           (("map", dict(addr=0x0, size=0x1000, phys=0x4000000000, prot=6)),
+            ("unmap", dict(addr=0x0, size=0x1000))), upstream=False),)
+HYP_PLANTS += (Revert("hyp-table-tlbi-zero",
+                      "hyp_unmap_walker invalidates a table descriptor it cleared with hint 0 "
+                      "(6.6.y's no-hint value), a level-0 hint from 6.8",
+                      "6.12", (_e("hyp-table-tlbi-zero", "hyp_unmap_walker", "vae2is",
+                                  "TLBI_TTL_UNKNOWN);", "0);"),),
+                      ("4k-48",), ("S1-UNMAP-TLBI",),
+                      (_HYP_MAP, ("map", dict(addr=0x40000000, size=0x1000, phys=0x100400000,
+                                              prot=4)),
+                       ("unmap", dict(addr=0x200000, size=0x1000))), upstream=False),)
 BY_ID = {r.id: r for r in REVERTS + PLANTS}
 
 # 7.2's pgtable.c differs from the cached 7.1.5's, as far as the sources read here show

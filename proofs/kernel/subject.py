@@ -66,7 +66,7 @@ class CSideHarness(Stage2Harness):
         extra = {"xnx": True} if xnx else {}            # (absent otherwise: programs as before)
         self.version = self.tree.version_tuple()
         self.make_source = minimize.call(
-            f"subject_factory(open_tree({str(self.tree.root)!r}))",
+            f"subject_factory({self.tree.opener()})",
             dict(fwb=fwb, cmo=cmo, arena_pages=arena_pages, mc_capacity=mc_capacity,
                  force_pte=force_pte, flags=flags, **extra), page_shift, ia_bits, hex_ints=False)
         self.params = dict(page_shift=page_shift, ia_bits=ia_bits, owner_field=owner_field,
@@ -82,7 +82,7 @@ class CSideHarness(Stage2Harness):
              if self.pgtable_class.__name__ == "CPgtable" else
              f"from {self.pgtable_class.__module__} import {self.pgtable_class.__name__} as CPgtable"),
             "from ptspec.proofs.kernel.tree import open_tree",
-            f"tree = open_tree({str(self.tree.root)!r})",
+            f"tree = {self.tree.opener()}",
             f"pgt = CPgtable({page_shift}, {ia_bits}, npages={arena_pages}, fwb={fwb}, "
             f"flags={flags}, cmo={cmo}, mc_capacity={mc_capacity}, force_pte={force_pte}, "
             f"src=tree, owner_field={owner_field}, max_owner_id={shape.max_owner_id}"

@@ -22,6 +22,13 @@ A tree of another shape is refused with one line naming what the shim lacks (``T
 never half-built. Nothing is copied from the tree: the build compiles its files where they are
 (``ptspec.proofs.kernel.build``, cached by content hash outside the repository).
 ``default_tree()`` is the cached Debian 6.1 source (``ptspec.proofs.kernel.fetch``).
+
+The spec judges a state by its ``kernel_version`` (the behaviour of each kernel), so the version a
+tree is judged as matters. ``open_tree(DIR, kernel_version=...)`` judges a tree as another kernel
+than its Makefile says (a distro or vendor tree carrying later changes); ``version_conflicts``
+lists where the source's own API contradicts the version it is judged as (a later interface the
+spec ties to a later kernel, or an earlier one missing), so that such a tree is refused with the
+remedy rather than misjudged.
 """
 
 from __future__ import annotations
@@ -81,6 +88,7 @@ class Tree:
     version: str
     shape: Shape
     sha256: dict = field(default_factory=dict)
+    makefile_version: str | None = None   # the Makefile's, when judged as another (kernel_version)
 
     @property
     def pgtable_c(self) -> Path:
@@ -92,6 +100,51 @@ class Tree:
 
     def version_tuple(self) -> tuple:
         return version_tuple(self.version)
+
+    def opener(self) -> str:
+        """The Python expression that opens this tree again as it is judged (for pasteable
+        programs)."""
+        judged = "" if self.makefile_version is None else f", kernel_version={self.version!r}"
+        return f"open_tree({str(self.root)!r}{judged})"
+
+
+_VERSION_ARG = re.compile(r"\d+\.\d+(\.\d+)?")
+
+
+def parse_version(text: str) -> str:
+    """'6.8' or '6.8.0' -> '6.8.0'; TreeError (one line) for anything else."""
+    if not isinstance(text, str) or not _VERSION_ARG.fullmatch(text.strip()):
+        raise TreeError(f"kernel version {text!r}: expected MAJOR.MINOR[.SUBLEVEL], e.g. 6.8.0")
+    parts = text.strip().split(".")
+    return ".".join(str(int(x)) for x in (parts + ["0"])[:3])
+
+
+def version_conflicts(tree: Tree) -> list[str]:
+    """Where the tree's source contradicts the version it is judged as, one line each: an
+    interface the spec's version gates tie to a kernel (the reworked walker from 6.2, mkyoung
+    returning void from 6.13, KVM_PGTABLE_PROT_NORMAL_NC from 6.9, PX/UX from 6.19,
+    KVM_PGTABLE_S2_AS_S1 from 7.0, annotate from 7.1) present before that version or missing
+    from it on. Empty for every tree whose code is its Makefile's release."""
+    from ptspec.spec.arch import descriptor as D
+    from ptspec.spec.stage2 import contracts_attr
+    ml = tree.shape.mainline
+    v = tree.version_tuple()
+    feats = [("the reworked walker (struct kvm_pgtable_visit_ctx)", ml is not None, (6, 2, 0))]
+    if ml is not None:
+        feats += [
+            ("kvm_pgtable_stage2_mkyoung returning void", ml.mkyoung_void,
+             contracts_attr.MKYOUNG_VOID_SINCE),
+            ("KVM_PGTABLE_PROT_NORMAL_NC", ml.normal_nc is not None, D.NORMAL_NC_SINCE),
+            ("KVM_PGTABLE_PROT_PX/UX", ml.px is not None, D.PX_UX_SINCE),
+            ("KVM_PGTABLE_S2_AS_S1", "KVM_PGTABLE_S2_AS_S1" in dict(ml.s2_flags), D.AS_S1_SINCE),
+            ("kvm_pgtable_stage2_annotate", ml.annotate, D.ANNOTATE_SINCE)]
+    out = []
+    for what, has, since in feats:
+        if has != (v >= tuple(since)):
+            out.append(f"its source {'has' if has else 'lacks'} {what}, which the spec ties to "
+                       f"Linux {'.'.join(map(str, since))} and later, but it is judged as Linux "
+                       f"{tree.version}")
+    return out
 
 
 def version_tuple(version: str) -> tuple:
@@ -178,8 +231,10 @@ def shim_defines(shape: Shape | None) -> tuple:
     return ()
 
 
-def open_tree(directory) -> Tree:
-    """The tree at `directory`, its version and shape; TreeError (one line) if it cannot be used."""
+def open_tree(directory, kernel_version: str | None = None) -> Tree:
+    """The tree at `directory`, its version and shape; TreeError (one line) if it cannot be used.
+    With `kernel_version` the tree is judged as that kernel (its Makefile's version is kept as
+    makefile_version)."""
     root = Path(directory)
     if not root.is_dir():
         raise TreeError(f"{root}: not a directory")
@@ -187,8 +242,11 @@ def open_tree(directory) -> Tree:
     if missing:
         raise TreeError(f"{root}: missing {', '.join(missing)}")
     version = read_version(root / "Makefile")
+    judged = parse_version(kernel_version) if kernel_version is not None else None
     shape = detect_shape((root / FILES[0]).read_text(errors="replace"),
                          (root / FILES[1]).read_text(errors="replace"))
+    if judged is not None:
+        return Tree(root.resolve(), judged, shape, makefile_version=version)
     return Tree(root.resolve(), version, shape)
 
 

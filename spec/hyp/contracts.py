@@ -23,6 +23,7 @@ from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2.contract_common import MAX_REPORTS, Report, check_nothing_changed, check_ret
 from ptspec.spec.arch.walk import DESC, END, LEVEL, START, translate
+from ptspec.spec.hyp.unmap import nonzero_leaves
 from ptspec.spec.stage2.state import load_state
 from ptspec.spec.stage2.step import EINVAL, ENOMEM, ERANGE, load_step, walked_range
 from ptspec.spec.statements import statement
@@ -108,15 +109,6 @@ def hyp_map_wrong_pages_plain(pre, step, post):
     return wrong
 
 
-def _nonzero_leaves(state):
-    """{(va, level): desc} of every non-zero leaf slot of the tree."""
-    out = {}
-    for s, e, level, d, pa, idx, opaque in state.walk().intervals:
-        if d and not opaque:
-            out[(s, level)] = d
-    return out
-
-
 @statement("C-HYP-MAP", constrains=(
     "kvm_pgtable_hyp_map", "hyp_set_prot_attr", "hyp_map_walker", "hyp_map_walker_try_leaf",
     "hyp_pte_needs_update", "kvm_block_mapping_supported", "kvm_set_table_pte"))
@@ -182,7 +174,7 @@ def contract_hyp_map(pre, step, post):
         if iv is not None and not iv[DESC]:          # a run of empty slots: skip to its end
             nxt = iv[END] if ok else nxt     # ok there: -ENOMEM, where every empty slot is ok
         va = max(nxt if ok else min(nxt, iv[END] if iv else nxt), va + (1 << ps))
-    old, new = _nonzero_leaves(pre), _nonzero_leaves(post)
+    old, new = nonzero_leaves(pre, opaque=False), nonzero_leaves(post, opaque=False)
     for (s, level), d in old.items():
         g = G.granule_size(level, ps)
         if s + g <= A or s >= E:

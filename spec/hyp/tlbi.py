@@ -14,25 +14,22 @@ level]`` for ``vae2is`` and ``["tlbi_el2_last", va, level]`` for ``vale2is``):
   entries only) with s <= va < e and no leaf level as its hint. The hint (FEAT_TTL) promises at
   which level the *leaf* for va lies, and an invalidation whose hint is wrong for an entry is not
   required to remove it: a table descriptor is never a leaf. Hints are read as for stage 2
-  (``spec.stage2.walkcache.LEAF_HINTS``: 1-3 name a leaf level; 0, which sets no TTL in the
-  kernels before TLBI_TTL_UNKNOWN, and TLBI_TTL_UNKNOWN name none; hyp leaves never live at
-  level 0).
+  (``spec.stage2.walkcache.leaf_hints``: 1-3 name a leaf level, and 0 from 6.8, whose
+  ``__tlbi_level`` encodes level 0 as a hint; before 6.8 0 sets no TTL and names none, as
+  TLBI_TTL_UNKNOWN does on every kernel).
 
 Leaves out: the order of the invalidation against the descriptor write and the page's release
 (the log records neither), the DSB/ISB that complete it, and the hyp map (it replaces no valid
 entry but in the WARNed conflict cases, C-HYP-WARN's). As for stage 2, a state's ``tlb_log``
 holds what the step did (docs/interface.md) and a state without one did nothing: an unmap that
-removed something is then refuted. impl's hyp stage 1 (5.15) has no unmap. Hint 0 is read as no
-hint on every kernel, as stage 2 reads it; the kernels that have TLBI_TTL_UNKNOWN (6.12.19 on)
-encode 0 as level 0 and pass TLBI_TTL_UNKNOWN for tables, so they are judged right, but a table
-descriptor at level 0 invalidated with hint 0 on such a kernel would pass here.
+removed something is then refuted. impl's hyp stage 1 (5.15) has no unmap.
 """
 
 from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2.state import load_state
 from ptspec.spec.stage2.step import load_step
 from ptspec.spec.hyp.unmap import nonzero_leaves
-from ptspec.spec.stage2.walkcache import LEAF_HINTS, walk_entries
+from ptspec.spec.stage2.walkcache import leaf_hints, walk_entries
 from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 
@@ -58,8 +55,9 @@ def check_hyp_unmap_tlbi(pre, step, post):
     reading and writing memory it gave back; a removed table left in the walk caches lets a later
     walk go on through a table page that is back in the allocator. The kernel invalidated a
     removed table with the table's own level as the hint until the 2024 fix (36e008323926, which
-    passes no hint: 0, later TLBI_TTL_UNKNOWN; 5.17-6.8 mainline pass the level): a hint that
-    names a leaf where there is none is not required to remove anything.
+    passes no hint: 0 on 6.1.y and 6.6.y, TLBI_TTL_UNKNOWN from 6.10; 5.17-6.9 mainline pass the
+    level): a hint that names a leaf where there is none is not required to remove anything. From
+    6.8 a hint of 0 names level 0 (walkcache.leaf_hints), so passing 0 for a table there is wrong too.
 
     Constrains: kvm_pgtable_hyp_unmap, hyp_unmap_walker, __tlbi_level.
     """
@@ -68,13 +66,14 @@ def check_hyp_unmap_tlbi(pre, step, post):
         return []
     log = post.tlb_log
     out = []
+    hints = leaf_hints(pre)
     now = nonzero_leaves(post)
     for (s, level), d in nonzero_leaves(pre).items():
         if now.get((s, level)) == d:
             continue
         e = s + G.granule_size(level, pre.page_shift)
         if not _covered(log, s, e, ("tlbi_el2", "tlbi_el2_last"),
-                        lambda h, level=level: h == level or h not in LEAF_HINTS):
+                        lambda h, level=level: h == level or h not in hints):
             out.append(Violation("S1-UNMAP-TLBI", f"unmap: leaf {d:#x} at [{s:#x}, {e:#x}) level "
                                  f"{level} was removed with no TLBI of an address in it whose hint "
                                  f"is {level} or none; the log has {_show(log, s, e)}",
@@ -82,7 +81,7 @@ def check_hyp_unmap_tlbi(pre, step, post):
     # the walk-cache entries (va, descriptor level, next table) pre had and post has not
     for s, level, table in sorted(walk_entries(pre) - walk_entries(post)):
         e = s + G.granule_size(level, pre.page_shift)
-        if not _covered(log, s, e, ("tlbi_el2",), lambda h: h not in LEAF_HINTS):
+        if not _covered(log, s, e, ("tlbi_el2",), lambda h: h not in hints):
             out.append(Violation("S1-UNMAP-TLBI", f"unmap: table descriptor at level {level} for "
                                  f"[{s:#x}, {e:#x}) -> table {table:#x} was removed with no "
                                  f"tlbi_el2 (vae2is) inside the range without a level hint; the "

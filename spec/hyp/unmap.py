@@ -10,7 +10,7 @@ invalidation (S1-UNMAP-TLBI, spec/hyp/tlbi.py).
 """
 
 from ptspec.spec.arch import geometry as G
-from ptspec.spec.arch.walk import DESC, END, LEVEL, START
+from ptspec.spec.arch.walk import DESC, END, LEVEL, OPAQUE, START
 from ptspec.spec.stage2.contract_common import Report
 from ptspec.spec.stage2.state import load_state
 from ptspec.spec.stage2.step import load_step, walked_range
@@ -31,12 +31,12 @@ def removed_leaves(pre, A, E):
     return out
 
 
-def nonzero_leaves(state):
-    """{(start, level): desc} of every non-zero leaf the walk reaches (S1-UNMAP-TLBI reads it
-    too)."""
-    top = 1 << state.ia_bits
-    return {(iv[START], iv[LEVEL]): iv[DESC] for iv in state.walk().overlapping(0, top)
-            if iv[DESC]}
+def nonzero_leaves(state, opaque=True):
+    """{(start, level): desc} of every non-zero leaf the walk reaches; with opaque=False without
+    the table descriptors the walk could not follow (S2-TREE reports those). S1-UNMAP-TLBI and
+    C-HYP-MAP read it too."""
+    return {(iv[START], iv[LEVEL]): iv[DESC] for iv in state.walk().intervals
+            if iv[DESC] and (opaque or not iv[OPAQUE])}
 
 
 @statement("C-HYP-UNMAP", constrains=("kvm_pgtable_hyp_unmap", "hyp_unmap_walker"))

@@ -20,7 +20,7 @@ from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2.segments import FlatL3, L3Chunk, is_valid, page_translation, same_page
 from ptspec.spec.stage2.treediff import diff_chunks
 from ptspec.spec.stage2.state import kernel_since
-from ptspec.spec.stage2.walkcache import LEAF_HINTS
+from ptspec.spec.stage2.walkcache import LEAF_HINTS, leaf_hints
 from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, TABLE, INDEX
@@ -28,16 +28,17 @@ from ptspec.spec.arch.walk import START, END, LEVEL, DESC, TABLE, INDEX
 # attribute bits an op may clear without TLB maintenance, because the caller flushes
 _CALLER_FLUSHES = {"wrprotect": D.S2AP_W, "mkold": D.AF, "test_clear_young": D.AF}
 # A tlbi_ipa whose level names no leaf level carries no level hint and removes entries of every
-# level: 0 in the kernels the stage-2 model covers (their __tlbi_level sets no TTL for level 0, and no
-# stage-2 leaf lives at level 0), TLBI_TTL_UNKNOWN (6.12 on) later; S2-BBM-WALK reads hints the same
-# way (walkcache.LEAF_HINTS). The log's no-hint events are grouped under TTL_UNKNOWN.
+# level: 0 before 6.8 (__tlbi_level sets no TTL for level 0, and no stage-2 leaf lives at level 0;
+# from 6.8 0 is a level-0 hint, walkcache.leaf_hints), TLBI_TTL_UNKNOWN (6.12 on) later; S2-BBM-WALK
+# reads hints the same way. The log's no-hint events are grouped under TTL_UNKNOWN.
 TTL_UNKNOWN = 0x7FFFFFFF
 _IPA_OF, _LEVEL_OF = itemgetter(1), itemgetter(2)
 
 
-def _hint(level):
-    """The level a tlbi_ipa's hint names, or TTL_UNKNOWN when it names none."""
-    return level if level in LEAF_HINTS else TTL_UNKNOWN
+def _hint(level, hints=LEAF_HINTS):
+    """The level a tlbi_ipa's hint names, or TTL_UNKNOWN when it names none (`hints`: the
+    state's walkcache.leaf_hints)."""
+    return level if level in hints else TTL_UNKNOWN
 
 
 def _local_ok(op, state):
@@ -46,11 +47,11 @@ def _local_ok(op, state):
     return op == "relax_perms" and kernel_since(state, (6, 6, 0))
 
 
-def _invalidates(ev, level, lo, hi, local_ok=False):
+def _invalidates(ev, level, lo, hi, local_ok=False, hints=LEAF_HINTS):
     """Whether one log event removes a cached translation of the leaf [lo, hi) at `level`:
     tlbi_ipa inside the leaf with the leaf's level (or no hint), tlbi_range overlapping it."""
     if ev[0] == "tlbi_ipa" or ev[0] == "tlbi_ipa_nsh" and local_ok:
-        return (ev[2] == level or ev[2] not in LEAF_HINTS) and lo <= ev[1] < hi
+        return (ev[2] == level or ev[2] not in hints) and lo <= ev[1] < hi
     if ev[0] == "tlbi_range":
         return ev[1] < hi and lo < ev[1] + ev[2]
     return False
@@ -99,7 +100,7 @@ def uninvalidated_leaves_plain(pre, step, post, lo, hi):
         size = G.granule_size(level, pre.page_shift)
         leaf = ipa - ipa % size
         local = _local_ok(step.op, pre)
-        if not any(_invalidates(ev, level, leaf, leaf + size, local) for ev in log):
+        if not any(_invalidates(ev, level, leaf, leaf + size, local, leaf_hints(pre)) for ev in log):
             out.add((leaf, level))
     return out
 
@@ -173,7 +174,7 @@ def check_bbm(pre, step, post):
     Statement: for every page whose pre-op translation was valid and whose post-op translation
     differs (output address, leaf level or size, any attribute bit, or now invalid), the step's
     tlb_log holds ["tlbi_vmid"], or ["tlbi_ipa", ipa, level] with `level` the level of the pre-op
-    leaf (or no level hint: 0, which sets no TTL, or TLBI_TTL_UNKNOWN from 6.12) and `ipa` inside
+    leaf (or no level hint: 0 before 6.8, which sets no TTL, or TLBI_TTL_UNKNOWN) and `ipa` inside
     that leaf, or (6.6 on)
     ["tlbi_range", ipa, size] whose range [ipa, ipa + size) overlaps that leaf; for relax_perms
     from 6.6 on, ["tlbi_ipa_nsh", ipa, level] (this CPU only) is enough: another CPU's stale entry
@@ -214,8 +215,9 @@ def check_bbm(pre, step, post):
         local = _local_ok(step.op, pre)
         evs = post.events("tlbi_ipa") + (post.events("tlbi_ipa_nsh") if local else [])
         levels = list(map(_LEVEL_OF, evs))
+        hints = leaf_hints(pre)
         for level in set(levels):       # the events of each hint, picked out at C speed
-            by_level[_hint(level)] += map(_IPA_OF, compress(evs, map(level.__eq__, levels)))
+            by_level[_hint(level, hints)] += map(_IPA_OF, compress(evs, map(level.__eq__, levels)))
         for ev in post.events("tlbi_range"):
             ranges.append((ev[1], ev[1] + ev[2]))
         for ipas in by_level.values():

@@ -13,9 +13,11 @@ The level hint (FEAT_TTL, the ``level`` of a ``["tlbi_ipa", ipa, level]`` event)
 hardware at which level the *leaf* entry for the address lies, and an invalidation whose hint is
 wrong for an entry is not required to remove it. A table descriptor is never a leaf, so a hint of
 1, 2 or 3 promises that the entry to drop is a leaf at that level, and a cached table descriptor
-may survive it. Level 0 is "no level information" for the kernels the stage-2 model covers (their
-``__tlbi_level`` sets no TTL for level 0, and stage-2 leaves never live at level 0); a value outside
-0..3 (a later kernel's ``TLBI_TTL_UNKNOWN``, logged as the int it is) means the same.
+may survive it. Level 0 is "no level information" before 6.8 (``__tlbi_level`` sets no TTL for a
+level of 0); from 6.8 (LPA2's rework of ``__tlbi_level``: any level in 0..3 is encoded, and
+``TLBI_TTL_UNKNOWN``, INT_MAX, asks for no hint) 0 is a hint that the leaf is at level 0, which a
+CPU with FEAT_LPA2 honours, so it no longer covers a table descriptor (``leaf_hints``). A value
+outside 0..3 (``TLBI_TTL_UNKNOWN``, logged as the int it is) names no level on every kernel.
 
 Leaves out: the order of the invalidation relative to the descriptor write (the log records no
 writes: an invalidation before the clear would not do), leaf translations (S2-BBM judges those),
@@ -23,19 +25,31 @@ and descriptors the walk cannot follow (S2-TREE reports them).
 """
 
 from ptspec.spec.arch import geometry as G
+from ptspec.spec.stage2.state import kernel_since
 from ptspec.spec.statements import statement
 from ptspec.spec.violation import Violation
 
-LEAF_HINTS = (1, 2, 3)          # hints that name a leaf level; any other value names none
+LEAF_HINTS = (1, 2, 3)          # hints that name a leaf level before 6.8; any other value names none
+LEAF_HINTS_LPA2 = (0, 1, 2, 3)  # from 6.8: level 0 is a hint too (FEAT_LPA2 has level-0 leaves)
+# The first kernel whose __tlbi_level encodes a level of 0 as a TTL hint (seen in 6.8.0's
+# asm/tlbflush.h, `level >= 0 && level <= 3`; 6.6.y and 6.1.y test `level` and skip 0).
+TTL_LEVEL0_SINCE = (6, 8, 0)
 
 
-def covers_walk_entry(event, lo, hi):
-    """Whether one tlb_log event removes walk-cache entries for an address in [lo, hi)."""
+def leaf_hints(state):
+    """The level hints that name a leaf level on the state's kernel: 1-3, and 0 too from 6.8 (a
+    state without a kernel_version is the 5.12-6.1 code: 1-3)."""
+    return LEAF_HINTS_LPA2 if kernel_since(state, TTL_LEVEL0_SINCE) else LEAF_HINTS
+
+
+def covers_walk_entry(event, lo, hi, hints=LEAF_HINTS):
+    """Whether one tlb_log event removes walk-cache entries for an address in [lo, hi), `hints`
+    being the level hints that name a leaf level (leaf_hints of the state)."""
     if event[0] == "tlbi_vmid":
         return True
     if event[0] == "tlbi_range":    # 6.6 on: by IPA range, no level hint (TLBI_TTL_UNKNOWN)
         return event[1] < hi and lo < event[1] + event[2]
-    return event[0] == "tlbi_ipa" and lo <= event[1] < hi and event[2] not in LEAF_HINTS
+    return event[0] == "tlbi_ipa" and lo <= event[1] < hi and event[2] not in hints
 
 
 def walk_entries(state):
@@ -60,7 +74,7 @@ def check_bbm_walk(pre, step, post):
     [ipa, ipa + granule(L)), pointing to next-level table T) such that the post-op walk does not
     reach T from the same range at the same level, the step's tlb_log holds ["tlbi_vmid"], or
     ["tlbi_ipa", a, h] with a inside [ipa, ipa + granule(L)) and h not a leaf level (h not in 1..3:
-    0, or a later kernel's TLBI_TTL_UNKNOWN), or ["tlbi_range", a, n] with [a, a + n) overlapping
+    0 before 6.8, or TLBI_TTL_UNKNOWN; from 6.8 0 names level 0), or ["tlbi_range", a, n] with [a, a + n) overlapping
     that range (6.6 on). destroy is exempt (the VMID is retired).
 
     Why: the walk caches keep table descriptors so that later walks skip the upper levels. A cached
@@ -91,9 +105,10 @@ def check_bbm_walk(pre, step, post):
     if ("tlbi_vmid",) in log:
         return []
     out = []
+    hints = leaf_hints(pre)
     for ipa, level, table in sorted(gone):
         hi = ipa + G.granule_size(level, pre.page_shift)
-        if any(covers_walk_entry(ev, ipa, hi) for ev in log):
+        if any(covers_walk_entry(ev, ipa, hi, hints) for ev in log):
             continue
         near = [f"tlbi_ipa {ev[1]:#x} level {ev[2]}" for ev in log
                 if ev[0] == "tlbi_ipa" and ipa <= ev[1] < hi]
