@@ -268,6 +268,16 @@ def test_a_summed_up_step_is_catalogued_only_when_every_violation_it_holds_is():
     both = leaf(0x8000_0000, 3, x=True)
     assert C.finding_for(summary([one_el] * 40), m, (6, 19, 9)).id == "xnx-icache-executable"
     assert C.finding_for(summary([one_el] * 39 + [both]), m, (6, 19, 9)) is None
+    # two catalogued findings behind one summary (each is one): catalogued
+    import dataclasses
+    other = dataclasses.replace(next(f for f in C.FINDINGS if f.id == "xnx-icache-executable"),
+                                id="twin", where=lambda v, step: v.where["desc"] == both)
+    saved, C.FINDINGS = C.FINDINGS, C.FINDINGS + (other,)
+    try:
+        assert C.finding_for(summary([one_el] * 39 + [both]), m, (6, 19, 9)).id == "xnx-icache-executable"
+        assert C.finding_for(summary([both] * 40), m, (6, 19, 9)).id == "twin"
+    finally:
+        C.FINDINGS = saved
     assert C.finding_for(summary([one_el] * 40), m, (7, 1, 5)) is None
     # past MAX_DROPPED a summary keeps none of them: not each was judged, so it is no finding
     import ptspec.spec.stage2.contract_common as CC

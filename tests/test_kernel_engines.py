@@ -441,3 +441,20 @@ def test_the_old_hyp_table_hint_is_caught_by_s1_unmap_tlbi_alone(tmp_path):
     r = E.run_engine(bad, "hyp", budgets.budget("default"))
     assert r.status == "refuted"
     assert {v.split()[0] for v in r.counterexample["violations"]} == {"S1-UNMAP-TLBI"}
+
+
+def test_every_profile_frees_a_hyp_table_whose_parent_stays(tmp_path):
+    """The hyp engine runs hyp.table_freeing_programs before its random runs: map a page at a and
+    at a + granule(L), unmap a, for each level L from the start level to 2. So the quick profile
+    too refutes hyp-unmap-table-hint, with a 3-step program; the clean tree passes them."""
+    from ptspec.proofs.kernel import hyp
+    progs = hyp.table_freeing_programs(12, 48)
+    assert len(progs) == 3 and all([op for op, _ in p] == ["map", "map", "unmap"] for p in progs)
+    assert {p[1][1]["addr"] - p[0][1]["addr"] for p in progs} == {1 << 39, 1 << 30, 1 << 21}
+    assert len(hyp.table_freeing_programs(16, 48)) == 2           # 64K/48 starts at level 1
+    bad = planted.scratch_tree("hyp-unmap-table-hint", _tree(), tmp_path / "tree")
+    r = E.run_engine(bad, "hyp", budgets.budget("quick"))
+    assert r.status == "refuted", r.detail
+    assert {v.split()[0] for v in r.counterexample["violations"]} == {"S1-UNMAP-TLBI"}
+    assert r.counterexample["ops"].count("h.step(") == 3, r.counterexample["ops"]
+    assert E.run_engine(_tree(), "hyp", budgets.budget("quick")).status == "passed"

@@ -459,3 +459,32 @@ def test_hint_0_for_a_table_on_6_8_on_is_caught_only_by_the_level_0_reading(rid,
     for mod in (walkcache, bbm, tlbi):
         monkeypatch.setattr(mod, "leaf_hints", lambda state: walkcache.LEAF_HINTS)
     assert run(rv, scratch)[0] == []
+
+
+def test_after_a_hyp_split_only_its_own_extra_reference_is_catalogued():
+    """hyp-split-ref, hyp-split-leak and -destroy match the table page a split left one reference
+    too many (per split) only: another page's wrong refcount, a second extra reference or a pool
+    error in a run that split a block is refuted, not absorbed by "after a split"."""
+    from ptspec.proofs.kernel import findings
+    from ptspec.spec.violation import Violation
+    h = _hyp(need_tree("6.6"))
+    assert h.step("map", addr=0x40000000, size=0x200000, phys=0x140000000, prot=5) == (0, [])
+    assert h.step("map", addr=0x40100000, size=0x1000, phys=0x240103000, prot=0xe)[1] == []
+    assert len(h.excess) == 1 and list(h.excess.values()) == [1]       # the block's level-2 table
+    (t, n), = h.excess.items()
+    step = {"op": "map", "hyp_per_descriptor": True, "after_split": True, "split_excess": dict(h.excess)}
+    v = lambda table, rc, counted: Violation(     # noqa: E731
+        "S1-RC", f"table {table:#x} at level 2: refcount {rc}, counted descriptors {counted}",
+        {"table": table, "level": 2, "ipa": 0, "refcount": rc, "counted": counted})
+    V = (6, 6, 63)
+    assert findings.finding_for(v(t, 1 + 5 + n, 5), step, V).id == "hyp-split-ref"
+    assert findings.finding_for(v(t, 1 + 5 + n + 1, 5), step, V) is None
+    assert findings.finding_for(v(t + 0x1000, 1 + 5 + n, 5), step, V) is None
+    hstep = {"op": "destroy", "hyp": True, "after_split": True, "split_excess": dict(h.excess)}
+    leak = lambda table: Violation("S1-LEAK", f"page {table:#x} is still in use, but the table "  # noqa: E731
+                                   "has no root (destroyed)", {"table": table})
+    assert findings.finding_for(leak(t), hstep, V).id == "hyp-split-leak"
+    assert findings.finding_for(leak(t + 0x1000), hstep, V) is None
+    assert findings.finding_for(Violation("S1-LEAK", "page pool error: double free", {}), hstep, V) is None
+    assert h.step("destroy") == (0, [])
+    assert {"hyp-split-ref", "hyp-split-leak", "hyp-split-leak-destroy"} <= set(h.seen)

@@ -113,6 +113,12 @@ def split_known(found, step, tally, version=(6, 1, 0)):
     return kept
 
 
+def _with_pre(step, pre):
+    """The step record with the spec's reading of its pre-state (a finding's ``where`` may read
+    it: eagain-abort's pages left as they were)."""
+    return step if step is None else dict(step, pre=pre)
+
+
 def _version(config) -> tuple:
     """The kernel version of the C side a Pair config builds (its tree, or the cached source)."""
     src = config.get("src")
@@ -139,9 +145,10 @@ def replay(geometry, profile, config, ops, spec_every=0, strict=False):
         if spec_every and (n + 1) % spec_every == 0:
             step = (step_record(name, args, rets, pair.c.force_pte_all) if spec_every == 1
                     else None)
+            pre = pair._c_pre
             found = pair.check_c(step)
             if not strict:
-                found = split_known(found, step, tally, _version(config))
+                found = split_known(found, _with_pre(step, pre), tally, _version(config))
             if found:
                 return n, "c-violation", [str(v) for v in found], pair
         elif spec_every:
@@ -270,9 +277,10 @@ def run(geometries, ops_total, seed=0, profile=kernels.DEFAULT_PROFILE, spec_eve
                     out.spec_checks += 1
                     step = (step_record(op[0], op[1], rets, config["force_pte"])
                             if spec_every == 1 else None)
+                    pre = pair._c_pre
                     v = pair.check_c(step)
                     if not strict:
-                        v = split_known(v, step, tally, version_tuple(src.version))
+                        v = split_known(v, _with_pre(step, pre), tally, version_tuple(src.version))
                     if v:
                         found = ("c-violation", [str(x) for x in v])
                 elif spec_every:

@@ -14,6 +14,8 @@ import re
 
 from dataclasses import dataclass, replace
 
+from ptspec.spec.arch.walk import DESC
+
 
 @dataclass(frozen=True)
 class KernelFinding:
@@ -72,6 +74,58 @@ def _xnx_one_el(violation, step=None) -> bool:
     return desc is not None and (desc >> 53) & 0b11 in (0b01, 0b11)
 
 
+def _left_as_it_was(violation, step) -> bool:
+    """A C-MAP violation at a page the map left as it was (eagain-abort's shape: the walk stopped
+    before it): the leaf found there is the pre-state's. A page the stopped map changed to
+    something C-MAP does not expect is not eagain-abort. Needs the step's "pre" (the spec's
+    reading of the pre-state, which proofs.kernel.subject passes); without it, no."""
+    where = getattr(violation, "where", None) or {}
+    pre = step.get("pre") if step else None
+    if pre is None or "ipa" not in where or "desc" not in where:
+        return False
+    leaf = pre.walk().find(where["ipa"]) if pre.roots else None
+    return (leaf[DESC] if leaf is not None else 0) == where["desc"]
+
+
+def _split_excess(violation, step) -> bool:
+    """A per-descriptor S1-RC violation of a table page whose refcount is above 1 + its counted
+    descriptors by exactly the number of blocks a table replaced in it (hyp-split-ref; the hyp
+    harness keeps that count, "split_excess"): any other count, or another page, is not it."""
+    where = getattr(violation, "where", None) or {}
+    excess = (step or {}).get("split_excess") or {}
+    t = where.get("table")
+    return (t in excess and "refcount" in where
+            and where["refcount"] - 1 - where.get("counted", 0) == excess[t])
+
+
+def _split_page(violation, step) -> bool:
+    """An S1-LEAK or C-HYP-DESTROY violation naming a table page that holds hyp-split-ref's extra
+    reference (hyp-split-leak): another page, or a pool error, is not it."""
+    where = getattr(violation, "where", None) or {}
+    return where.get("table") in ((step or {}).get("split_excess") or {})
+
+
+def _memtype_changed(violation, step) -> bool:
+    """A CMO-POC violation at a leaf whose MemAttr is not what the pre-state's leaf at that
+    address had (split-drops-memtype's shape: the block was device or non-cacheable, its pages
+    are normal): a split of a normal block that skips a clean owed for it is not it."""
+    from ptspec.spec.arch import descriptor as D
+    where = getattr(violation, "where", None) or {}
+    pre = step.get("pre") if step else None
+    if pre is None or "leaf_ipa" not in where or not pre.roots:
+        return False
+    old = pre.walk().find(where["leaf_ipa"])
+    return (old is not None and old[DESC] & D.VALID
+            and (old[DESC] ^ where["desc"]) & D.MEMATTR_MASK != 0)
+
+
+def _only_range_tlbis(violation) -> bool:
+    """A C-UNMAP "refused or empty walk, yet the step logged" violation whose log holds range
+    invalidations only (unmap-deferred-tlbi-refused); a log with any other event is not it."""
+    where = getattr(violation, "where", None) or {}
+    return where.get("log_kinds") == ["tlbi_range"]
+
+
 def _own_level_hint(violation) -> bool:
     """An S2-BBM-WALK violation whose log has an invalidation inside the removed descriptor's
     range with that descriptor's own level as the hint (table-tlbi-level's shape), not one with
@@ -108,7 +162,8 @@ FINDINGS = (
         "still stops, seen so on 6.3.8, 6.6.63 and 6.12.19 (docs/kernel-mainline.md); no fix "
         "known to ptspec",
         ("stage2_map_walker_try_leaf", "kvm_pgtable_walk"),
-        lambda step: step is not None and step.get("op") == "map" and step.get("ret") == -11),
+        lambda step: step is not None and step.get("op") == "map" and step.get("ret") == -11,
+        where=lambda v, step: _left_as_it_was(v, step)),
     KernelFinding(
         "table-tlbi-level", "S2-BBM-WALK", (5, 10, 0), (6, 1, 106),
         "stage2_put_pte invalidates a table descriptor it cleared (stage2_unmap_walker freeing a "
@@ -242,7 +297,8 @@ FINDINGS = (
         "6.12.19 (5.15 counts no references here)",
         ("hyp_map_walker", "kvm_set_table_pte", "kvm_pgtable_hyp_unmap"),
         lambda step: step is not None and bool(step.get("hyp_per_descriptor"))
-        and bool(step.get("after_split"))),
+        and bool(step.get("after_split")),
+        where=lambda v, step: _split_excess(v, step)),
     KernelFinding(
         "hyp-split-silent", "C-HYP-WARN", (6, 2, 0), None,
         "6.2's walker rework removed kvm_set_table_pte and its WARN_ON on a valid entry: "
@@ -260,13 +316,15 @@ FINDINGS = (
         "page, so the page holding the extra reference stays allocated after the table is "
         "destroyed; seen running 6.1.176, 6.3.8, 6.6.63 and 6.12.19",
         ("kvm_pgtable_hyp_destroy", "hyp_free_walker"),
-        lambda step: step is not None and bool(step.get("hyp")) and bool(step.get("after_split"))),
+        lambda step: step is not None and bool(step.get("hyp")) and bool(step.get("after_split")),
+        where=lambda v, step: _split_page(v, step)),
     KernelFinding(
         "hyp-split-leak-destroy", "C-HYP-DESTROY", (5, 17, 0), None,
         "hyp-split-leak as C-HYP-DESTROY sees it: the page is not returned by destroy; seen "
         "running 6.1.176, 6.3.8, 6.6.63 and 6.12.19",
         ("kvm_pgtable_hyp_destroy", "hyp_free_walker"),
-        lambda step: step is not None and bool(step.get("hyp")) and bool(step.get("after_split"))),
+        lambda step: step is not None and bool(step.get("hyp")) and bool(step.get("after_split")),
+        where=lambda v, step: _split_page(v, step)),
     KernelFinding(
         "hyp-unmap-overreach", "C-HYP-UNMAP", (5, 17, 0), None,
         "kvm_pgtable_hyp_unmap of a range that starts inside a valid block: hyp_unmap_walker "
@@ -325,7 +383,9 @@ FINDINGS = (
         "6.12.19 (the first fixed release is not pinned down here)",
         ("kvm_pgtable_stage2_create_unlinked", "kvm_pgtable_stage2_free_unlinked",
          "stage2_split_walker"),
-        _op("split")),
+        # a split that fails with -ENOMEM and puts a page that is no longer allocated, only
+        lambda step: step is not None and step.get("op") == "split" and step.get("ret") == -12,
+        text="that is not allocated"),
     KernelFinding(
         "split-drops-memtype", "C-SPLIT", (6, 5, 0), None,
         "kvm_pgtable_stage2_split rebuilds a block from kvm_pgtable_stage2_pte_prot(pte), which "
@@ -343,7 +403,7 @@ FINDINGS = (
         "pages makes cacheable guest mappings visible over memory no clean to PoC covered (a "
         "device mapping owes none); seen running 6.6.63 and 6.12.19",
         ("kvm_pgtable_stage2_split", "stage2_split_walker", "kvm_pgtable_stage2_pte_prot"),
-        _op("split")),
+        _op("split"), where=lambda v, step: _memtype_changed(v, step)),
     KernelFinding(
         "split-drops-memtype-pou", "CMO-POU", (6, 5, 0), None,
         "split-drops-memtype as CMO-POU sees it later: relax_perms granting X to a page of such a "
@@ -384,7 +444,9 @@ FINDINGS = (
         "non-preemptible loop); extra invalidation, not a missing one; the kernel's callers pass "
         "memslot ranges; seen running 6.6.63 and 6.12.19",
         ("kvm_pgtable_stage2_unmap", "kvm_tlb_flush_vmid_range"),
-        lambda step: (step is not None and step.get("op") == "unmap"
+        text="TLB/cache event(s), first ['tlbi_range'",     # the deferred range TLBI, nothing else
+        where=lambda v, step: _only_range_tlbis(v),
+        when=lambda step: (step is not None and step.get("op") == "unmap"
                       and (step.get("ret") != 0 or step["args"]["addr"] + step["args"]["size"]
                            > (1 << 64) - (1 << 16)))),   # the page-aligned end wraps (any granule)
     KernelFinding(
@@ -457,15 +519,18 @@ def _past_the_range_tlbi(violation, step) -> bool:
 
 def finding_for(violation, step, version: tuple):
     """The catalogued finding a violation of this step is, for this kernel version, or None. A
-    contract's "... and N more finding(s)" summary is that finding when every violation it stands
-    for is (spec.stage2.contract_common.Report keeps them in where["dropped"]); one that is not,
-    or a summary that did not keep them all (more than MAX_DROPPED), is none."""
+    contract's "... and N more finding(s)" summary is catalogued when every violation it stands
+    for is a catalogued finding (spec.stage2.contract_common.Report keeps them in
+    where["dropped"]): the first of them is returned (one step can show two, e.g. 5.14's map that
+    stops with -EAGAIN: pages before the stop without the software bits, prot-sw-unknown-map,
+    pages after it left as they were, eagain-abort). One that is not, or a summary that did not
+    keep them all (more than MAX_DROPPED), is none."""
     where = getattr(violation, "where", None) or {}
     if "dropped" in where:
         if where["dropped"] is None:        # more than a Report keeps: not each was judged
             return None
-        found = {finding_for(v, step, version) for v in where["dropped"]}
-        return found.pop() if len(found) == 1 and None not in found else None
+        found = [finding_for(v, step, version) for v in where["dropped"]]
+        return found[0] if found and None not in found else None
     vid = str(violation).split()[0]
     for f in FINDINGS:
         if (f.statement == vid and f.applies_to(version) and f.when(step)

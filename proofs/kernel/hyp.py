@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from ptspec import spec
+from ptspec.spec.arch import geometry as G
 from ptspec.spec.stage2.invariants import _rc_violations
 
 from ptspec.proofs.engines import minimize
@@ -62,18 +63,26 @@ def _functions(tree) -> list[tuple[range, str]]:
     return [(range(a, b + 1), n) for a, b, n in functions_of(str(tree.pgtable_c))]
 
 
-def _table_over_leaf(pre: dict, post: dict) -> bool:
-    """Whether the step replaced a valid block descriptor by a table descriptor in place (a table
-    page of the pre-state whose entry was a block, 0b01, holds a table, 0b11, after it): what
+def _tables_over_leaf(pre: dict, post: dict) -> dict:
+    """{table page: entries of it where the step replaced a valid block descriptor by a table
+    descriptor in place} (a block, 0b01, in the pre-state, a table, 0b11, after): what
     kvm_set_table_pte's WARN_ON reported up to 6.1; 6.2 on install tables with
     kvm_init_table_pte and no WARN, so the state tells it. A 0b01 entry is a block at levels 1-2
     and never written at level 3 (reserved there), so no level is needed."""
     after = post.get("pages", {})
+    out = {}
     for pa, words in pre.get("pages", {}).items():
         new = after.get(pa)
-        if new is not None and any(w & 3 == 1 and n & 3 == 3 for w, n in zip(words, new)):
-            return True
-    return False
+        if new is not None:
+            n = sum(1 for w, m in zip(words, new) if w & 3 == 1 and m & 3 == 3)
+            if n:
+                out[pa] = n
+    return out
+
+
+def _table_over_leaf(pre: dict, post: dict) -> bool:
+    """Whether the step replaced a valid block descriptor by a table descriptor in place."""
+    return bool(_tables_over_leaf(pre, post))
 
 
 def _starts_inside_leaf(raw: dict, addr: int) -> bool:
@@ -273,19 +282,29 @@ class CHypHarness(hyp_lockstep.HypHarness):
             self.violations.extend(found)
         new = self.pgt.warnings[w0:]
         conflict = any(w.startswith("hyp_pte_needs_update") for w in new)
+        over = _tables_over_leaf(pre, self._raw)
+        # hyp-split-ref: each block a table replaced leaves its table page one reference too
+        # many for good; kept per page while the page is allocated (hyp-split-leak after destroy)
+        held = self._raw.get("pages", {})
+        self.excess = {pa: n for pa, n in getattr(self, "excess", {}).items() if pa in held}
+        for pa, n in over.items():
+            self.excess[pa] = self.excess.get(pa, 0) + n
         self.split = getattr(self, "split", False) or any(   # a table over a valid leaf
-            w.startswith("kvm_set_table_pte") for w in new) or _table_over_leaf(pre, self._raw)
+            w.startswith("kvm_set_table_pte") for w in new) or bool(over)
         return ret, self._judge(op, args, found, conflict, op == "unmap" and inside, ret)
 
     def _judge(self, op: str, args: dict, found: list, conflict: bool, inside=False,
                ret=None) -> list:
         """S1-RC by the tree's counting rule; catalogued findings set aside."""
         before = len(self.violations) - len(found)
+        excess = dict(getattr(self, "excess", {}))
         pending = [(v, {"op": op, "args": args, "ret": ret, "hyp": True, "conflict": conflict,
-                        "after_split": self.split, "starts_inside_leaf": inside})
+                        "after_split": self.split, "starts_inside_leaf": inside,
+                        "split_excess": excess})
                    for v in found]
         if self.refcounted:
-            step = {"op": op, "hyp_per_descriptor": True, "after_split": self.split}
+            step = {"op": op, "hyp_per_descriptor": True, "after_split": self.split,
+                    "split_excess": excess}
             pending += [(spec.Violation(v.inv, f"{v.message} (this tree counts hyp references "
                                                "per descriptor: 1 + its descriptors expected)",
                                         v.where), step)
@@ -377,6 +396,25 @@ def make_machine(tree, cls, counter: dict, geometry: str = GEOMETRY):
     return CHypLockstep
 
 
+def table_freeing_programs(page_shift: int, va_bits: int) -> list[tuple]:
+    """Short programs, one per level L from the table's start level to 2, that map a page at VA a
+    and another at a + granule(L) (the two share the tables down to level L), then unmap a: the
+    unmap frees a's tables below level L while the level-L table stays, so the invalidations of
+    the freed table descriptors are what S1-UNMAP-TLBI judges (a parent that goes too would take
+    its own, hint-free, invalidation of a). Run before the random runs in every profile: a random
+    run of the quick profile rarely builds this shape (docs/kernel-mainline.md)."""
+    start = 4 - (va_bits - 4) // (page_shift - 3)          # as CHypPgtable's
+    page = 1 << page_shift
+    a = G.granule_size(2, page_shift)
+    out = []
+    for level in range(max(start, 0), 3):
+        b = a + G.granule_size(level, page_shift)
+        out.append((("map", dict(addr=a, size=page, phys=1 << 32, prot=4)),
+                    ("map", dict(addr=b, size=page, phys=(1 << 32) + page, prot=4)),
+                    ("unmap", dict(addr=a, size=page))))
+    return out
+
+
 def run_all(tree, budget, *, seed: int = 0, expired=None, progress=None,
             geometry: str = GEOMETRY) -> replay.Outcome:
     """The hyp lock-step on the tree's C code at the profile's budget (default 4K / 48-bit VA)."""
@@ -402,6 +440,19 @@ def run_all(tree, budget, *, seed: int = 0, expired=None, progress=None,
             progress()
         base_init(self)
     machine.__init__ = counting_init
+    make = lambda: cls(page_shift, va_bits, arena_pages(page_shift))      # noqa: E731
+    for program in table_freeing_programs(page_shift, va_bits) if has_unmap(tree) else ():
+        h = make()
+        runs["n"] += 1
+        for op, args in program:
+            counter["steps"] += 1
+            h.step(op, **args)
+            if h.violations:
+                exc = StepViolation(h, h.violations, note="a table-freeing program")
+                f = shortest_failure(exc, make, int(budget["shrink_replays"]))
+                fail = replay.Failure("hyp", f.program, f.violations, f.raw_state, f.trace)
+                return replay.Outcome("refuted", counter["steps"], time.perf_counter() - t0,
+                                      f"{geometry}: {f.note}", fail, dict(cls.seen))
     examples = max(1, int(budget["hypothesis_examples"]) // HYP_SHARE[geometry])
     cfg = settings(max_examples=examples, stateful_step_count=int(budget["steps"]),
                    database=None, deadline=None, print_blob=False, report_multiple_bugs=False,
@@ -411,7 +462,6 @@ def run_all(tree, budget, *, seed: int = 0, expired=None, progress=None,
     secs = time.perf_counter() - t0
     unmap = "with kvm_pgtable_hyp_unmap" if has_unmap(tree) else "no kvm_pgtable_hyp_unmap"
     if exc is not None:
-        make = lambda: cls(page_shift, va_bits, arena_pages(page_shift))      # noqa: E731
         f = shortest_failure(exc, make, int(budget["shrink_replays"]))
         fail = replay.Failure("hyp", f.program, f.violations, f.raw_state, f.trace)
         return replay.Outcome("refuted", counter["steps"], secs, f"{geometry}: {f.note}", fail,

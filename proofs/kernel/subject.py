@@ -137,11 +137,12 @@ class CSideHarness(Stage2Harness):
 
     def step(self, op: str, **args):
         before = len(self.violations)
+        pre = self.state                # the spec's reading of the pre-state (findings' where)
         ret, found = super().step(op, **args)
         if not found:
             return ret, found
         step = {"op": op, "ret": ret, "args": args, "cmo": self.params["cmo"],
-                "page_shift": self.params["page_shift"]}
+                "page_shift": self.params["page_shift"], "pre": pre}
         kept = []
         for v in found:
             f = findings.finding_for(v, step, self.version)

@@ -121,7 +121,7 @@ def check_nothing_changed(rep, pre, post, why, allow_log=False):
         rep.add(f"{why}, yet the memcache changed ({len(pre.memcache)} -> {len(post.memcache)} pages)")
     if post.tlb_log and not allow_log:
         rep.add(f"{why}, yet the step logged {len(post.tlb_log)} TLB/cache event(s), first "
-                f"{list(post.tlb_log[0])}")
+                f"{list(post.tlb_log[0])}", {"log_kinds": sorted({ev[0] for ev in post.tlb_log})})
 
 
 def check_ret(rep, step, expected, why=""):

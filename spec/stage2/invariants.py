@@ -266,7 +266,8 @@ def _rc_violations(state, inv, per_descriptor, pages=None):
         rc = state.refcount[pa]
         if rc != 1 + counted:
             out.append(Violation(inv, f"table {pa:#x} at level {level}: refcount {rc}, counted "
-                                      f"descriptors {counted}", {"table": pa, "level": level, "ipa": base}))
+                                      f"descriptors {counted}", {"table": pa, "level": level, "ipa": base,
+                                                                 "refcount": rc, "counted": counted}))
     return out
 
 
