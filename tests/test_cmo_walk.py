@@ -127,7 +127,11 @@ def test_planted_table_tlbi_hint_is_caught_only_by_s2_bbm_walk():
 
 
 def test_the_5_15_hint_is_a_catalogued_finding_for_5_10_to_6_1_105():
-    v = "S2-BBM-WALK unmap: table descriptor at level 2 for [0x0, 0x200000) -> table 0x1000 ..."
+    from ptspec.spec.violation import Violation
+    v = Violation("S2-BBM-WALK", "unmap: table descriptor at level 2 for [0x0, 0x200000) -> table "
+                  "0x1000 was removed ...; the log has tlbi_ipa 0x0 level 3, tlbi_ipa 0x0 level 2, "
+                  "whose level hint names a leaf level and does not cover a table descriptor",
+                  {"ipa": 0, "level": 2, "table": 0x1000})
     un = {"op": "unmap", "ret": 0, "args": {"addr": 0, "size": 0x20_0000}}
     for version in ((5, 14, 2), (5, 15, 100)):
         assert findings.finding_for(v, un, version).id == "table-tlbi-level"

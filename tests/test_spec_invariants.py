@@ -49,7 +49,7 @@ def test_violation_str_and_where():
     r["refcount"][str(pa)] -= 1
     (v,) = spec.check_state(r)
     assert str(v) == f"S2-RC table {pa:#x} at level 3: refcount 6, counted descriptors 6"
-    assert v.where == {"table": pa, "level": 3, "ipa": 4 << 21}
+    assert v.where == {"table": pa, "level": 3, "ipa": 4 << 21, "refcount": 6, "counted": 6}
 
 
 # -- S2-RC -----------------------------------------------------------------------------------------
