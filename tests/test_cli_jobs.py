@@ -211,7 +211,24 @@ def test_cli_jobs_report_matches_a_serial_run(fakes, capsys, tmp_path):
     assert reports[1]["summary"]["wall_seconds"] > 0
 
 
-@pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5"])
+def test_jobs_auto_is_one_worker_per_available_cpu(capsys, tmp_path, monkeypatch):
+    """--jobs auto: as many workers as CPUs this process may use (at most AUTO_JOBS_MAX); the
+    report says how many, and the summary line gives the run's wall time before the checks' sum."""
+    from ptspec.proofs.cli import verify_args
+    parse = verify_args.jobs_arg("--jobs")
+    monkeypatch.setattr(verify_args, "available_cpus", lambda: 3)
+    assert parse("auto") == parse("AUTO") == 3 and parse("5") == 5
+    monkeypatch.setattr(verify_args, "available_cpus", lambda: 64)
+    assert parse("auto") == verify_args.AUTO_JOBS_MAX
+    monkeypatch.setattr(verify_args, "available_cpus", lambda: 2)
+    path = tmp_path / "auto.json"
+    code, out, _ = verify(capsys, "--only", "s2.errorpaths", "--jobs", "auto", "--json", str(path))
+    rep = json.loads(path.read_text())
+    assert code == 0 and rep["jobs"] == 2
+    assert "s of checks in worker processes)" in out
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5", "auto2", ""])
 def test_bad_jobs_is_a_usage_error(capsys, bad):
     assert cli.main(["verify", "--jobs", bad]) == 2
     assert "--jobs" in capsys.readouterr().err

@@ -95,7 +95,7 @@ def test_real_kernel_checks_are_in_area_kernel_and_the_rest_are_not():
     (["--systematic", "--only", "pgtable.pte:nosuch:ret0", "--list"], "no such mutant(s)"),
     (["--systematic", "--sample", "-3", "--list"], "--sample wants a whole number >= 1, not -3"),
     (["--systematic", "--sample", "0", "--list"], "--sample wants a whole number >= 1, not 0"),
-    (["--jobs", "0"], "--jobs wants a whole number >= 1, not 0"),
+    (["--jobs", "0"], "--jobs wants a whole number >= 1 or auto, not '0'"),
     (["--only", "nosuch"], "unknown corpus bug(s): nosuch"),
 ])
 def test_mutants_refusals_are_one_line_exit_2(capsys, args, needle):

@@ -134,7 +134,7 @@ def _verify(args: argparse.Namespace, console: Console) -> int | None:
     wall = time.monotonic() - started
     if results:
         console.print(report.summary_table(results))
-        _print_plain(console, report.summary_line(results))
+        _print_plain(console, report.summary_line(results, wall if args.jobs > 1 else None))
     for line in report.problems(results):
         _print_plain(console, line)
     if left_out:
@@ -252,9 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--ktap", action="store_true",
                    help="print KTAP version 1 (the kernel's KUnit/kselftest format) on stdout; the "
                         "human output goes to stderr")
-    v.add_argument("--jobs", "-j", type=verify_args.count_arg("--jobs"), default=1, metavar="N",
-                   help="run obligations in N worker processes (default 1: in this process); results "
-                        "are reported in registry order")
+    v.add_argument("--jobs", "-j", type=verify_args.jobs_arg("--jobs"), default=1, metavar="N",
+                   help="run obligations in N worker processes, or auto: one per available CPU "
+                        f"(at most {verify_args.AUTO_JOBS_MAX}) (default 1: in this process); "
+                        "verdicts do not depend on it; results are reported in registry order")
     v.add_argument("--skip", action="append", metavar="AREA",
                    help="leave out every obligation of an area (the folder of proofs/ its check "
                         "lives in), e.g. kernel: the checks that need a kernel source tree; "

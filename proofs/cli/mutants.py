@@ -72,8 +72,8 @@ def add_parser(sub) -> None:
     m.add_argument("--escalate", metavar="PROFILE", choices=("default", "deep"),
                    help="(--systematic) run the survivors of --profile again under this profile")
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--jobs", type=verify_args.count_arg("--jobs"), default=1,
-                   help="worker processes, one target each")
+    m.add_argument("--jobs", type=verify_args.jobs_arg("--jobs"), default=1,
+                   help="worker processes, one target each, or auto: one per available CPU")
     m.add_argument("--json", metavar="FILE", help="write every outcome as JSON")
     m.add_argument("--shard", type=_shard_arg, metavar="I/N",
                    help="run only shard I of N (1-based) of the selected targets, split by id as "

@@ -145,6 +145,33 @@ def skipped_line(left_out: list[dict]) -> str:
     return f"skipped {len(left_out)} obligation(s): " + "; ".join(parts) + " -- " + "; ".join(reasons)
 
 
+AUTO_JOBS_MAX = 8       # `--jobs auto`: one worker per available CPU, at most this many
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity where the platform tells it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def jobs_arg(flag: str):
+    """An argparse type for `--jobs`: a whole number >= 1, or `auto` (one worker per available
+    CPU, at most AUTO_JOBS_MAX); anything else is refused in one line (exit 2)."""
+    count = count_arg(flag)
+
+    def parse(text: str) -> int:
+        if text.strip().lower() == "auto":
+            return min(available_cpus(), AUTO_JOBS_MAX)
+        try:
+            return count(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"{flag} wants a whole number >= 1 or auto, not "
+                                             f"{text!r}") from None
+    return parse
+
+
 def count_arg(flag: str):
     """An argparse type for a whole number >= 1 (refused in one line, exit 2): `--jobs` of verify
     and mutants, `--sample` of mutants."""

@@ -156,11 +156,15 @@ def summary_table(results: list[Result]) -> Table:
     return table
 
 
-def summary_line(results: list[Result]) -> str:
+def summary_line(results: list[Result], wall: float | None = None) -> str:
+    """The one-line summary; `seconds` is the sum of the checks' times, and with `wall` (a run in
+    worker processes) the run's own duration comes first."""
     counts = summary_counts(results)
     proved = sum(r.status == "proved" for r in results)
+    took = (f"{counts['seconds']:.2f}s" if wall is None else
+            f"{wall:.2f}s ({counts['seconds']:.2f}s of checks in worker processes)")
     return (f"{counts['passed']} passed ({proved} proved), {counts['refuted']} refuted, "
-            f"{counts['unknown']} unknown, {counts['error']} error in {counts['seconds']:.2f}s")
+            f"{counts['unknown']} unknown, {counts['error']} error in {took}")
 
 
 def problems(results: list[Result]) -> list[str]:
