@@ -159,7 +159,9 @@ def test_reverted_upstream_fix_is_caught_and_the_fixed_tree_is_clean(rid, tmp_pa
     got, _ = PM.run_sequence(rv, PM.scratch_tree(rv, tree, tmp_path / "t"))
     assert {str(v).split()[0] for v in got} & set(rv.expect), [str(v) for v in got]
     clean, h = PM.run_sequence(rv, tree)
-    assert clean == [] and h.findings == {}
+    # 6.12.19's own -EAGAIN invalidation carries the catalogued uninitialised hint
+    known = {"relax-perms-eagain-level": 1} if rid == "relax-perms-retry-untlbied" else {}
+    assert clean == [] and h.findings == known
 
 
 def test_split_double_put_is_unreachable_single_threaded(tmp_path):
@@ -488,3 +490,21 @@ def test_after_a_hyp_split_only_its_own_extra_reference_is_catalogued():
     assert findings.finding_for(Violation("S1-LEAK", "page pool error: double free", {}), hstep, V) is None
     assert h.step("destroy") == (0, [])
     assert {"hyp-split-ref", "hyp-split-leak", "hyp-split-leak-destroy"} <= set(h.seen)
+
+
+def test_a_dropped_retry_invalidation_is_not_taken_for_the_catalogued_hint(tmp_path, monkeypatch):
+    """relax-perms-retry-untlbied (6.12: no invalidation on -EAGAIN) lies inside
+    relax-perms-eagain-level's range and kind of step; the finding now matches the uninitialised
+    hint only, so the plant is refuted; matched by statement and step alone (as before stop 28)
+    it would have been catalogued and check-kernel would have passed."""
+    import dataclasses
+    from ptspec.proofs.kernel import findings
+    rv = PM.BY_ID["relax-perms-retry-untlbied"]
+    scratch = PM.scratch_tree(rv, need_tree("6.12"), tmp_path / "t")
+    got, h = PM.run_sequence(rv, scratch)
+    assert [str(v).split()[0] for v in got] == ["C-RELAX-PERMS"] and h.findings == {}, got
+    loose = tuple(dataclasses.replace(f, text="") if f.id == "relax-perms-eagain-level" else f
+                  for f in findings.FINDINGS)
+    monkeypatch.setattr(findings, "FINDINGS", loose)
+    got, h = PM.run_sequence(rv, scratch)
+    assert got == [] and h.findings == {"relax-perms-eagain-level": 1}

@@ -294,6 +294,17 @@ PLANTS += (
            ("4k-39",), ("S2-BBM-WALK",),
            (("map", dict(addr=0x0, size=0x1000, phys=0x4000000000, prot=6)),
             ("unmap", dict(addr=0x0, size=0x1000))), upstream=False),)
+# The retry path's invalidation dropped (a relax_perms -EAGAIN that invalidates nothing, 6.6's
+# code in a 6.8+ tree): inside relax-perms-eagain-level's range, so a catalogue entry matching
+# any C-RELAX-PERMS violation of a -EAGAIN step (as it did before stop 28) would pass it
+PLANTS += (
+    Revert("relax-perms-retry-untlbied", "kvm_pgtable_stage2_relax_perms invalidates only when "
+           "its walk returned 0: a -EAGAIN (the leaf changed under it) leaves this CPU's stale "
+           "entry, so the vCPU faults again", "6.12",
+           (_e("relax-perms-retry-untlbied", "kvm_pgtable_stage2_relax_perms",
+               "ret == -EAGAIN)", "if (!ret || ret == -EAGAIN)", "if (!ret)"),),
+           ("4k-39",), ("C-RELAX-PERMS",),
+           (("relax_perms", dict(addr=0x200000, prot=6)),), upstream=False),)
 HYP_PLANTS += (Revert("hyp-table-tlbi-zero",
                       "hyp_unmap_walker invalidates a table descriptor it cleared with hint 0 "
                       "(6.6.y's no-hint value), a level-0 hint from 6.8",
