@@ -270,6 +270,10 @@ HYP_PLANTS = tuple(
 # The hyp half of 36e008323926 undone: a table hyp_unmap_walker emptied is invalidated with its
 # own level as the hint again (6.3.8 and 6.8.0 still have that code; catalogued there as
 # hyp-table-tlbi-level), caught by S1-UNMAP-TLBI on the unmap that frees the table.
+# map the page at 0x200000 and one at 0x40000000 (the level-1 table stays), unmap the first: the
+# tables below it are freed while their parent stays
+_HYP_TABLE_FREE = (_HYP_MAP, ("map", dict(addr=0x40000000, size=0x1000, phys=0x100400000, prot=4)),
+                   ("unmap", dict(addr=0x200000, size=0x1000)))
 HYP_PLANTS += (Revert("hyp-table-tlbi-hint",
                       "hyp_unmap_walker invalidates a table descriptor it cleared with the table's "
                       "level as the TLBI hint, so the EL2 walk-cache entry of the freed table "
@@ -279,9 +283,7 @@ HYP_PLANTS += (Revert("hyp-table-tlbi-hint",
                       ("4k-48",), ("S1-UNMAP-TLBI",),
                       # a second mapping keeps the level-1 table, so no TLBI of the level-0
                       # descriptor (no hint before 6.10) covers the freed tables' walk entries
-                      (_HYP_MAP, ("map", dict(addr=0x40000000, size=0x1000, phys=0x100400000,
-                                              prot=4)),
-                       ("unmap", dict(addr=0x200000, size=0x1000)))),)
+                      _HYP_TABLE_FREE),)
 # 6.1.y's and 6.6.y's backports of 36e008323926 pass 0 for a zapped table, which sets no TTL
 # there; from 6.8 __tlbi_level encodes 0 as a level-0 hint (LPA2), so the same 0 in a 6.8+ tree
 # leaves the walk-cache entry on a CPU with FEAT_LPA2: the backport's shape put into 6.12's stage-2
@@ -311,9 +313,7 @@ HYP_PLANTS += (Revert("hyp-table-tlbi-zero",
                       "6.12", (_e("hyp-table-tlbi-zero", "hyp_unmap_walker", "vae2is",
                                   "TLBI_TTL_UNKNOWN);", "0);"),),
                       ("4k-48",), ("S1-UNMAP-TLBI",),
-                      (_HYP_MAP, ("map", dict(addr=0x40000000, size=0x1000, phys=0x100400000,
-                                              prot=4)),
-                       ("unmap", dict(addr=0x200000, size=0x1000))), upstream=False),)
+                      _HYP_TABLE_FREE, upstream=False),)
 BY_ID = {r.id: r for r in REVERTS + PLANTS}
 
 # 7.2's pgtable.c differs from the cached 7.1.5's, as far as the sources read here show
