@@ -126,3 +126,101 @@ def test_a_dropped_retry_invalidation_is_not_taken_for_the_catalogued_hint(tmp_p
     monkeypatch.setattr(findings, "FINDINGS", loose)
     got, h = PM.run_sequence(rv, scratch)
     assert got == [] and h.findings == {"relax-perms-eagain-level": 1}
+
+
+def _conflict_record(h, args, version, warnings):
+    from ptspec import spec
+    return {"op": "map", "args": args, "ret": 0, "hyp": True, "conflict": True,
+            "pre": spec.load_state(h._raw), "warnings": warnings, "version": version}
+
+
+def test_a_conflicting_hyp_map_is_catalogued_only_as_the_kernel_does_it():
+    """hyp-conflict-split / -page-einval (C-HYP-MAP) match a page that holds what the kernel's own
+    conflict behaviour gives it (finding_shapes.hyp_conflict_outcome: a fresh table over the
+    conflicting leaf, its pages below; up to 6.1 one block higher in the output); the -warn ones
+    (C-HYP-WARN) the exact WARN_ONs of that behaviour. Another output, level or WARN is refuted."""
+    from ptspec.proofs.kernel import finding_shapes as FS
+    from ptspec.spec.violation import Violation
+    h = _hyp(need_tree("6.6"))
+    assert h.step("map", addr=0x40000000, size=0x200000, phys=0x140000000, prot=5) == (0, [])
+    args = dict(addr=0x40000000, size=0x200000, phys=0x240000000, prot=4)
+    V = (6, 6, 63)
+    st = _conflict_record(h, args, V, ["hyp_pte_needs_update: WARN_ON at pgtable.c:1"])
+    leaves, stop, warns = FS.hyp_conflict_outcome(st["pre"], args, V)
+    assert stop is None and warns == ["hyp_pte_needs_update"] and len(leaves) == 512
+    level, desc = FS._leaf_at(leaves, 0x40001000, 12)
+    assert level == 3 and desc & 0xfffffffff000 == 0x240001000          # 6.2 on: phys from addr
+    old_leaves = FS.hyp_conflict_outcome(st["pre"], args, (6, 3, 8))[0]
+    assert FS._leaf_at(old_leaves, 0x40001000, 12)[1] & 0xfffffffff000 == 0x240201000   # 6.3: +2M
+
+    def page(found_level, found):
+        return Violation("C-HYP-MAP", f"map: page 0x40001000 should be 0x1 at level 2, found "
+                         f"{found:#x} at level {found_level}",
+                         {"ipa": 0x40001000, "level": 2, "desc": found})
+    assert findings.finding_for(page(3, desc), st, V).id == "hyp-conflict-split"
+    for other in (page(3, desc + 0x1000), page(2, desc), page(3, desc ^ (1 << 54))):
+        assert findings.finding_for(other, st, V) is None, other
+    assert findings.finding_for(page(3, desc), dict(st, pre=None), V) is None
+    warn = Violation("C-HYP-WARN", "map: a WARN from kvm_set_table_pte that is not due", {})
+    extra = dict(st, warnings=st["warnings"] + ["kvm_set_table_pte: WARN_ON at pgtable.c:2"])
+    assert findings.finding_for(warn, extra, (6, 1, 55)) is None          # 6.1 raises that, but
+    old = _conflict_record(h, args, (6, 1, 55), extra["warnings"])      # (hyp-conflict-split-warn)
+    assert findings.finding_for(warn, old, (6, 1, 55)).id == "hyp-conflict-split-warn"
+    assert findings.finding_for(warn, dict(old, warnings=old["warnings"] * 2), (6, 1, 55)) is None
+    # the real step: catalogued as the kernel's conflict behaviour, nothing left over
+    assert h.step("map", **args) == (0, []) and h.seen.get("hyp-conflict-split")
+    # a level-3 conflict: -EINVAL, the pages after it untouched, two WARNs
+    assert h.step("map", addr=0x200000, size=0x1000, phys=0x100200000, prot=4) == (0, [])
+    ret, kept = h.step("map", addr=0x1ff000, size=0x3000, phys=0x1101ff000, prot=4)
+    assert ret == -22 and kept == [], kept
+    assert {"hyp-conflict-page-einval", "hyp-conflict-page-einval-warn"} <= set(h.seen)
+
+
+def test_a_conflicting_hyp_leaf_overwritten_is_refuted_not_catalogued(tmp_path, monkeypatch):
+    """The plant hyp-conflict-overwrite (6.12: the conflict WARNs but the new leaf is stored over
+    the old one) lies in hyp-conflict-split's kind of step; matched by statement and step alone
+    (before stop 29) it was catalogued and check-kernel passed."""
+    import dataclasses
+    rv = PM.HYP_CONFLICT_OVERWRITE
+    scratch = PM.scratch_tree(rv, need_tree("6.12"), tmp_path / "t")
+    got, h = PM.run_hyp_sequence(rv, scratch)
+    assert {str(v).split()[0] for v in got} == {"C-HYP-MAP"}, [str(v) for v in got]
+    assert "hyp-conflict-split" not in h.seen
+    clean, h = PM.run_hyp_sequence(rv, need_tree("6.12"))
+    assert clean == [] and h.seen.get("hyp-conflict-split")
+    loose = tuple(dataclasses.replace(f, where=None) if f.id.startswith("hyp-conflict") else f
+                  for f in findings.FINDINGS)
+    monkeypatch.setattr(findings, "FINDINGS", loose)
+    got, h = PM.run_hyp_sequence(rv, scratch)
+    assert got == [] and h.seen.get("hyp-conflict-split")
+
+
+def test_an_unmap_starting_inside_a_hyp_block_is_catalogued_only_as_the_kernel_walks_it():
+    """hyp-unmap-overreach matches the kernel's own walk (finding_shapes.hyp_unmap_outcome: the
+    first leaf goes whole when the rest of the range is at least its size, counted): another leaf
+    removed, or another count, in such a step is refuted."""
+    from ptspec import spec
+    from ptspec.proofs.kernel import finding_shapes as FS
+    from ptspec.spec.violation import Violation
+    h = _hyp(need_tree("6.6"))
+    assert h.step("map", addr=0x200000, size=0x400000, phys=0x100200000, prot=4) == (0, [])
+    pre = spec.load_state(h._raw)
+    args = dict(addr=0x201000, size=0x200000)
+    assert FS.hyp_unmap_outcome(pre, args) == ({(0x200000, 2)}, 0x200000)
+    st = {"op": "unmap", "args": args, "ret": 0x200000, "hyp": True, "starts_inside_leaf": True,
+          "pre": pre}
+    V = (6, 6, 63)
+
+    def gone(ipa):
+        return Violation("C-HYP-UNMAP", f"unmap: leaf 0x1 at [{ipa:#x}, {ipa + 0x200000:#x}) "
+                         "level 2 must stay (it is not a whole leaf at the start of [0x201000, "
+                         "0x401000)) but was removed", {"ipa": ipa, "level": 2, "desc": 1})
+    ret = Violation("C-HYP-UNMAP", "unmap: returned 0x200000, expected 0x0 (the bytes of the 0 "
+                    "whole leaves at the start of [0x201000, 0x401000))", {})
+    assert findings.finding_for(gone(0x200000), st, V).id == "hyp-unmap-overreach"
+    assert findings.finding_for(ret, st, V).id == "hyp-unmap-overreach"
+    assert findings.finding_for(gone(0x400000), st, V) is None          # the next block stays
+    assert findings.finding_for(ret, dict(st, ret=0x400000), V) is None
+    assert findings.finding_for(gone(0x200000), dict(st, pre=None), V) is None
+    ret_, kept = h.step("unmap", **args)
+    assert ret_ == 0x200000 and kept == [] and h.seen.get("hyp-unmap-overreach")

@@ -128,6 +128,9 @@ class CPgtable:
                  max_owner_id: int = KVM_MAX_OWNER_ID):
         self.defines = tuple(PLANT_DEFINES)
         self.lib = lib = load(page_shift, self.defines, src)
+        # the tree's version (as judged), the state's kernel_version: the spec's version rules
+        # (5.14's prot enum, set_owner, unmap's CMO) read it; None for the default Debian 6.1
+        self.version = src.version if src is not None else None
         self.owner_field = tuple(owner_field)
         self.max_owner_id = max_owner_id
         self.page_shift = page_shift
@@ -396,6 +399,8 @@ class CPgtable:
             "free_pages": self.free_pages(), "pool_errors": list(self.errors),
             "tlb_log": list(self.pending), "warnings": list(self.warnings),
         }
+        if self.version is not None:
+            state["kernel_version"] = self.version
         if drain_log:
             self.pending.clear()
         return state

@@ -67,7 +67,6 @@ class CPgtableMainline(CPgtable):
         super().__init__(page_shift, ia_bits, src=src, **kw)
         self.flags |= as_s1
         self.shape = src.shape.mainline
-        self.version = src.version
         _bind(self.lib)
         if self.lib.kdiff_ml_reset(self.npages, int(self.fwb_cap), int(self.cmo), self.mc_capacity):
             raise MemoryError(f"could not map an arena of {self.npages} pages")
@@ -190,7 +189,6 @@ class CPgtableMainline(CPgtable):
 
     def snapshot(self, drain_log: bool = True) -> dict:
         state = super().snapshot(drain_log)
-        state["kernel_version"] = self.version
         state["as_s1"] = bool(self.flags & SPEC_FLAG_AS_S1)
         if self.xnx:
             state["has_xnx"] = True         # (absent: no FEAT_XNX, as every state before it)

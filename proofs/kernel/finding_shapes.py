@@ -1,8 +1,10 @@
 """The shapes of catalogued kernel findings: predicates on a violation (and its step record) that
 say whether it is the finding's own bug, not merely a violation of the same statement in the same
 kind of step (proofs/kernel/findings.py's ``where``). Each reads the violation's ``where`` dict,
-its message, or the step record's ``pre`` (the spec's reading of the pre-state) and
-``split_excess`` (the hyp harness's count of extra references per table page).
+its message, or the step record's ``pre`` (the spec's reading of the pre-state),
+``split_excess`` (the hyp harness's count of extra references per table page), and for a hyp map
+over a conflicting entry ``warnings`` (the WARN_ONs it raised) and ``version``: such a step is
+re-walked as the kernel of that version walks it (hyp_conflict_outcome) and must match exactly.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import re
 
 from ptspec.spec.arch import descriptor as D
-from ptspec.spec.arch.walk import DESC
+from ptspec.spec.arch.walk import DESC, END, LEVEL, START
 
 
 def _left_as_it_was(violation, step) -> bool:
@@ -72,3 +74,175 @@ def _own_level_hint(violation) -> bool:
     _, _, near = str(violation).partition("; the log has ")
     return level is not None and str(level) in re.findall(r"tlbi_ipa 0x[0-9a-f]+ level (-?\d+)",
                                                           near)
+
+
+# -- a map over a conflicting valid hyp leaf (hyp-conflict-*) --------------------------------------
+CONFLICT, TABLE_OVER_VALID, NO_TABLE_AT_LAST = ("hyp_pte_needs_update", "kvm_set_table_pte",
+                                                "hyp_map_walker")
+# before "Infer the PA offset from IPA" (the 6.4 cycle: 6.3.8 advances, 6.6.9 infers; 6.4 and 6.5
+# not run) hyp_map_walker_try_leaf advances data->phys before its conflict WARN, so every later
+# output is one block higher; from it phys is data->phys + (ctx->addr - ctx->start)
+PHYS_FROM_ADDR_SINCE = (6, 4, 0)
+TABLE_WARN_UNTIL = (6, 2, 0)     # kvm_set_table_pte (and its WARN_ON) left with 6.2's walker rework
+
+
+def hyp_conflict_outcome(pre, args, version):
+    """What a 5.17+ kvm_pgtable_hyp_map of `args` over `pre` does, conflicts included (the
+    behaviour hyp-conflict-* name): (leaves, stop, warnings). leaves maps (level, base) of each
+    leaf the walk installs or keeps in R to its descriptor; stop is the page of a level-3 conflict,
+    where the walk fails with -EINVAL (None: it returns 0); warnings are the WARN_ONs raised, in
+    order.
+
+    The walk as the kernel's: a leaf that fits over a valid entry differing beyond the software
+    bits WARNs (conflict) and fails, and hyp_map_walker then installs a fresh table over it (6.1 and
+    before with kvm_set_table_pte's WARN, 6.2 on without) and maps the block's pages of R below
+    it, before 6.4 (PHYS_FROM_ADDR_SINCE) with every later output one block higher; at level 3 it WARNs again (no table at the last level) and stops. A valid block that
+    cannot hold the leaf is replaced the same way (with that WARN up to 6.1). Returns None when
+    the prot is refused or the range is outside the map's domain."""
+    from ptspec.spec.arch import geometry as G
+    from ptspec.spec.hyp.contracts import SW_MASK, hyp_attrs, _entry
+    from ptspec.spec.stage2.step import walked_range
+    attrs = hyp_attrs(D.known_prot(args["prot"], pre.kernel_version))
+    ps = pre.page_shift
+    A, E = walked_range(args["addr"], args["size"], ps)
+    phys_al = args["phys"] - args["phys"] % (1 << ps)
+    if attrs is None or not pre.roots or not A < E <= 1 << pre.ia_bits:
+        return None
+    old, warn_table = tuple(version) < PHYS_FROM_ADDR_SINCE, tuple(version) < TABLE_WARN_UNTIL
+    leaves, warnings, split, shift, va = {}, [], set(), 0, A
+    while va < E:
+        pa, nxt = pre.roots[0], va + (1 << ps)
+        for level in range(pre.start_level, G.MAX_LEVELS):
+            g = G.granule_size(level, ps)
+            base = va - va % g
+            if (level, base) in split:            # a table this walk installed: go below
+                pa = None
+                continue
+            d = 0 if pa is None else _entry(pre, pa, va, level)
+            if D.is_table(d, level):
+                pa = D.address(d, ps)
+                continue
+            oa = phys_al + (base - A) + shift
+            if G.level_allows_leaf(level, ps) and A <= base and base + g <= E and oa % g == 0:
+                new = D.leaf_descriptor(oa, attrs, level, ps)
+                if not (d & D.VALID and d != new and (d ^ new) & ~SW_MASK):
+                    leaves[(level, base)] = new
+                    nxt = base + g
+                    break
+                warnings.append(CONFLICT)
+                if level == G.LAST_LEVEL:
+                    warnings.append(NO_TABLE_AT_LAST)
+                    return leaves, base, warnings
+                shift += g if old else 0         # data->phys already advanced past the block
+            if d & D.VALID and warn_table:
+                warnings.append(TABLE_OVER_VALID)
+            split.add((level, base))
+            pa = None                             # a fresh (zeroed) table goes here
+        va = nxt
+    return leaves, None, warnings
+
+
+def _leaf_at(leaves, va, page_shift):
+    """(level, descriptor) of the leaf of `leaves` (hyp_conflict_outcome's) holding page va."""
+    from ptspec.spec.arch import geometry as G
+    for level in range(G.MAX_LEVELS):
+        g = G.granule_size(level, page_shift)
+        d = leaves.get((level, va - va % g))
+        if d is not None:
+            return level, d
+    return None
+
+
+def _found(violation):
+    """(level, descriptor) a C-HYP-MAP page violation found ("found nothing": None)."""
+    m = re.search(r"found (0x[0-9a-f]+) at level (\d+)$", str(violation))
+    return (int(m.group(2)), int(m.group(1), 16)) if m else None
+
+
+def _hyp_conflict_page(violation, step) -> bool:
+    """A C-HYP-MAP violation of a map over a conflicting entry that is the kernel's own conflict
+    behaviour (hyp_conflict_outcome): the page holds the leaf that behaviour gives it, or (after a
+    level-3 conflict's -EINVAL) is as it was or empty; the -EINVAL itself when such a conflict
+    stopped the walk. Anything else (another output, attributes or level, a leaf outside R) is
+    not it. Needs the step's pre-state ("pre") and version."""
+    out = _conflict_outcome(step)
+    if out is None:
+        return False
+    leaves, stop, _ = out
+    text = str(violation)
+    if "returned -EINVAL, expected 0 or -ENOMEM" in text:
+        return stop is not None and step.get("ret") == -22
+    va = (getattr(violation, "where", None) or {}).get("ipa")
+    if va is None or not text.startswith("C-HYP-MAP map: page "):
+        return False
+    leaf = _leaf_at(leaves, va, step["pre"].page_shift)
+    if leaf is not None:
+        return _found(violation) == leaf
+    if stop is None or va < stop:
+        return False
+    was = step["pre"].walk().find(va)
+    got = _found(violation)
+    return got is None or (was is not None and (was[LEVEL], was[DESC]) == got)
+
+
+def _hyp_conflict_warns(violation, step) -> bool:
+    """A C-HYP-WARN violation of a map over a conflicting entry whose WARN_ONs are exactly the
+    kernel's conflict behaviour's (hyp_conflict_outcome; a prefix of them on -ENOMEM): one WARN
+    more, fewer, or from elsewhere is not it. Needs the step's raised "warnings"."""
+    out = _conflict_outcome(step)
+    if out is None or "warnings" not in step:
+        return False
+    got = [w.split(":", 1)[0].strip() for w in step["warnings"]]
+    want = out[2]
+    return got == want[:len(got)] if step.get("ret") == -12 else got == want
+
+
+_LAST = [None, None, None]  # (pre, key, outcome) of the last step asked: its violations share it
+
+
+def _conflict_outcome(step):
+    if not step or step.get("pre") is None or step.get("op") != "map" or "version" not in step:
+        return None
+    pre, key = step["pre"], (tuple(sorted(step["args"].items())), tuple(step["version"]))
+    if _LAST[0] is not pre or _LAST[1] != key:
+        _LAST[:] = [pre, key, hyp_conflict_outcome(pre, step["args"], step["version"])]
+    return _LAST[2]
+
+
+# -- an unmap that starts inside a valid hyp block (hyp-unmap-overreach) ---------------------------
+def hyp_unmap_outcome(pre, args):
+    """(leaves, bytes) a 5.17+ kvm_pgtable_hyp_unmap of `args` removes from `pre`: hyp_unmap_walker
+    visits the leaf at the walk's address and removes it whole when the rest of the range from
+    that address is at least the leaf's size, counting its size; it stops at an empty entry or a
+    leaf larger than the rest. Only the first leaf can start before the range (the walk's first
+    address is A, unaligned), which is where the kernel differs from C-HYP-UNMAP's
+    removed_leaves. leaves: {(start, level)}; None outside the VA space or without a root."""
+    from ptspec.spec.stage2.step import walked_range
+    A, E = walked_range(args["addr"], args["size"], pre.page_shift)
+    if A > 1 << pre.ia_bits or E > 1 << pre.ia_bits or not pre.roots:
+        return None
+    walk, gone, total, va = pre.walk(), set(), 0, A
+    while va < E:
+        iv = walk.find(va)
+        if iv is None or not iv[DESC] & D.VALID or E - va < iv[END] - iv[START]:
+            break
+        gone.add((iv[START], iv[LEVEL]))
+        total += iv[END] - iv[START]
+        va = iv[END]
+    return gone, total
+
+
+def _hyp_overreach(violation, step) -> bool:
+    """A C-HYP-UNMAP violation of an unmap starting inside a valid block that is the kernel's own
+    walk (hyp_unmap_outcome): the return value it counts, or a leaf it removes whole that the
+    statement says must stay. Another leaf removed or changed, or another count, is not it."""
+    pre = (step or {}).get("pre")
+    out = hyp_unmap_outcome(pre, step["args"]) if pre is not None else None
+    if out is None:
+        return False
+    gone, total = out
+    text, where = str(violation), getattr(violation, "where", None) or {}
+    if text.startswith("C-HYP-UNMAP unmap: returned "):
+        return step.get("ret") == total
+    return (text.endswith("but was removed") and "ipa" in where
+            and (where["ipa"], where.get("level")) in gone)

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, replace
 
 from ptspec.proofs.kernel.finding_shapes import (
-    _left_as_it_was, _memtype_changed, _only_range_tlbis, _own_level_hint, _split_excess,
+    _hyp_conflict_page, _hyp_conflict_warns, _hyp_overreach, _left_as_it_was, _memtype_changed, _only_range_tlbis, _own_level_hint, _split_excess,
     _split_page)
 
 
@@ -46,16 +46,10 @@ class KernelFinding:
         return "; ".join(one(lo, hi) for lo, hi in self._ranges())
 
 
-_SW_WHY = ("5.14's enum kvm_pgtable_prot has only X, W, R and DEVICE: the KVM_PGTABLE_PROT_SW0-3 "
-           "bits (55-58) the spec's contracts know arrive in 5.15, so 5.14 ignores them; a "
-           "spec-versus-version gap (the argument is outside 5.14's enum), not a kernel bug; run "
-           "on 5.14.2")
-
-
-def _sw_prot(step, op: str) -> bool:
-    """A step of `op` whose prot has bits beyond 5.14's X|W|R|DEVICE (bits 0-3)."""
-    return (step is not None and step.get("op") == op
-            and (step.get("args", {}).get("prot", 0) & ~0xf) != 0)
+# 5.14's differences from 5.15 that are design, not bugs (its prot enum without the software
+# bits, set_owner without force_pte, unmap and flush cleaning without mm_ops) are version rules of
+# the spec (D.known_prot, SET_OWNER_PAGES_SINCE, DCACHE_VIA_MM_OPS_SINCE), not findings: a step is
+# judged by its own version's statement, so nothing of such a step is set aside.
 
 
 def _conflict_einval(step) -> bool:
@@ -149,45 +143,6 @@ FINDINGS = (
         text="was freed with no TLB invalidation",
         also=(((6, 7, 0), (6, 9, 0)),)),
     KernelFinding(
-        "set-owner-blocks", "C-SET-OWNER", (5, 14, 0), (5, 15, 0),
-        "kvm_pgtable_stage2_set_owner walks with the map walker but without forcing pages (5.14 "
-        "has no force_pte; 5.15 sets it for set_owner), so a range covering a whole block is "
-        "annotated by one invalid entry at the block's level, while C-SET-OWNER requires owner "
-        "annotations page by page; every page of the block still reads as owned by the id, so "
-        "this is the older design rather than a safety bug (also on a set_owner that fails with "
-        "-ENOMEM part way, whose done part is annotated the same way); run on 5.14.2",
-        ("kvm_pgtable_stage2_set_owner", "stage2_map_walker_try_leaf"),
-        _op("set_owner")),
-    KernelFinding(
-        "unmap-direct-cmo", "C-CMO", (5, 14, 0), (5, 15, 0),
-        "kvm_pgtable_stage2_unmap and kvm_pgtable_stage2_flush call the kernel's "
-        "dcache_clean_inval_poc directly, not through mm_ops (5.15 moves them to "
-        "mm_ops->dcache_clean_inval_poc), so a table whose mm_ops has no cache-maintenance hooks "
-        "still cleans a cacheable leaf it unmaps or flushes, while C-CMO makes the hooks the only "
-        "way to maintenance; extra maintenance, not a missing one: a spec-versus-version gap "
-        "rather than a bug; run on 5.14.2",
-        ("kvm_pgtable_stage2_unmap", "stage2_unmap_walker", "kvm_pgtable_stage2_flush"),
-        lambda step: (step is not None and step.get("op") in ("unmap", "flush")
-                      and step.get("cmo") is False)),
-    KernelFinding(
-        "flush-direct-cmo", "C-FLUSH", (5, 14, 0), (5, 15, 0),
-        "the same direct dcache_clean_inval_poc as unmap-direct-cmo, seen by C-FLUSH: "
-        "kvm_pgtable_stage2_flush cleans a cacheable leaf on a table whose mm_ops has no "
-        "cache-maintenance hooks, where C-FLUSH expects no maintenance; run on 5.14.2",
-        ("kvm_pgtable_stage2_flush", "stage2_flush_walker"),
-        lambda step: (step is not None and step.get("op") == "flush"
-                      and step.get("cmo") is False)),
-    KernelFinding(
-        "prot-sw-unknown", "C-RELAX-PERMS", (5, 14, 0), (5, 15, 0),
-        _SW_WHY + "; here kvm_pgtable_stage2_relax_perms returns 0 where C-RELAX-PERMS wants "
-        "-EINVAL before the walk",
-        ("kvm_pgtable_stage2_relax_perms",), lambda step: _sw_prot(step, "relax_perms")),
-    KernelFinding(
-        "prot-sw-unknown-map", "C-MAP", (5, 14, 0), (5, 15, 0),
-        _SW_WHY + "; here kvm_pgtable_stage2_map installs the leaf without the software bits "
-        "C-MAP expects in it",
-        ("kvm_pgtable_stage2_map", "stage2_set_prot_attr"), lambda step: _sw_prot(step, "map")),
-    KernelFinding(
         "hyp-refcount", "S1-RC", (5, 17, 0), None,
         "hyp stage-1 tables count a reference per non-zero descriptor, as stage-2 tables do "
         "(hyp_map_walker takes one for each new leaf and table, kvm_pgtable_hyp_unmap drops them "
@@ -208,7 +163,7 @@ FINDINGS = (
         "goes on) expects 0 and the rest of the range mapped; a caller's misuse behind a WARN; "
         "seen running 6.1.176, 6.3.8, 6.6.63 and 6.12.19",
         ("hyp_map_walker_try_leaf", "hyp_map_walker"),
-        _conflict_einval),
+        _conflict_einval, where=_hyp_conflict_page),
     KernelFinding(
         "hyp-conflict-page-einval-warn", "C-HYP-WARN", (5, 17, 0), None,
         "hyp-conflict-page-einval as C-HYP-WARN sees it: the conflict's WARN and "
@@ -216,18 +171,21 @@ FINDINGS = (
         "where C-HYP-WARN expects only the conflict's, from a map returning 0; seen running "
         "6.1.176, 6.3.8, 6.6.63 and 6.12.19",
         ("hyp_map_walker_try_leaf", "hyp_map_walker"),
-        _conflict_einval),
+        _conflict_einval, where=_hyp_conflict_warns),
     KernelFinding(
         "hyp-conflict-split", "C-HYP-MAP", (5, 17, 0), None,
         "a hyp map over a valid leaf it conflicts with (more than software bits differ): "
-        "hyp_map_walker_try_leaf has already advanced data->phys past the leaf when its WARN_ON "
-        "fires and returns false, so hyp_map_walker installs a new table over the valid block "
-        "and the walk maps the range's pages one block-size too high in the output space; 5.15 "
-        "leaves the entry as it was after the WARN, as C-HYP-MAP states; a caller's misuse "
-        "behind a WARN, but the wrong output addresses are real; seen running 6.1.176, 6.3.8, "
-        "6.6.63 and 6.12.19",
+        "hyp_map_walker_try_leaf's WARN_ON fires and it returns false, so hyp_map_walker "
+        "installs a new table over the valid block and maps the range's pages below it, the "
+        "block's other pages unmapped; before 6.4 (6.3.8 does, 6.6.9 no longer) data->phys was "
+        "already advanced past the leaf, so those pages and every later one in the walk map one "
+        "block-size too high in the output space; 5.15 leaves the entry as it was after the WARN, "
+        "as C-HYP-MAP states; a caller's misuse behind a WARN, but the lost and (before 6.4) "
+        "wrong translations are real; matched only where each page is exactly what that walk "
+        "gives it (finding_shapes.hyp_conflict_outcome); seen running 6.1.176, 6.3.8, 6.6.63 and "
+        "6.12.19",
         ("hyp_map_walker_try_leaf", "hyp_map_walker"),
-        lambda step: step is not None and bool(step.get("conflict"))),
+        lambda step: step is not None and bool(step.get("conflict")), where=_hyp_conflict_page),
     KernelFinding(
         "hyp-conflict-split-warn", "C-HYP-WARN", (5, 17, 0), (6, 2, 0),
         "the same conflicting hyp re-map as hyp-conflict-split: the table installed over the "
@@ -235,7 +193,7 @@ FINDINGS = (
         "conflict's; seen running 6.1.176; 6.2's walker rework removed kvm_set_table_pte and its "
         "WARN (hyp-split-silent), so 6.3.8, 6.6.63 and 6.12.19 raise only the conflict's",
         ("kvm_set_table_pte", "hyp_map_walker"),
-        lambda step: step is not None and bool(step.get("conflict"))),
+        lambda step: step is not None and bool(step.get("conflict")), where=_hyp_conflict_warns),
     KernelFinding(
         "hyp-split-ref", "S1-RC", (5, 17, 0), None,
         "when hyp_map_walker installs a table over a valid leaf (a block split by a map inside "
@@ -284,7 +242,8 @@ FINDINGS = (
         "the range; seen running 6.1.176, 6.3.8, 6.6.63 and 6.12.19 (map [0x200000, +4M), "
         "unmap [0x201000, +2M): the block [0x200000, 0x400000) goes, 0x200000 returned)",
         ("kvm_pgtable_hyp_unmap", "hyp_unmap_walker"),
-        lambda step: step is not None and bool(step.get("starts_inside_leaf"))),
+        lambda step: step is not None and bool(step.get("starts_inside_leaf")),
+        where=_hyp_overreach),
     KernelFinding(
         "hyp-table-tlbi-level", "S1-UNMAP-TLBI", (5, 17, 0), (6, 1, 106),
         "hyp_unmap_walker invalidates a hyp table descriptor it cleared (a table the unmap "
@@ -299,12 +258,6 @@ FINDINGS = (
         _op("unmap"),
         text="table descriptor at level",
         also=_ZAPPED_TABLE_RANGES),
-    KernelFinding(
-        "hyp-prot-sw-unknown", "C-HYP-MAP", (5, 14, 0), (5, 15, 0),
-        _SW_WHY + "; here kvm_pgtable_hyp_map installs the hyp leaf without the software bits "
-        "C-HYP-MAP expects in it",
-        ("kvm_pgtable_hyp_map", "hyp_set_prot_attr"),
-        lambda step: bool(step and step.get("hyp")) and _sw_prot(step, "map")),
     # the reworked walker (6.2 on): docs/kernel-mainline.md
     KernelFinding(
         "relax-perms-eagain-level", "C-RELAX-PERMS", (6, 8, 0), (6, 12, 98),
@@ -471,9 +424,8 @@ def finding_for(violation, step, version: tuple):
     """The catalogued finding a violation of this step is, for this kernel version, or None. A
     contract's "... and N more finding(s)" summary is catalogued when every violation it stands
     for is a catalogued finding (spec.stage2.contract_common.Report keeps them in
-    where["dropped"]): the first of them is returned (one step can show two, e.g. 5.14's map that
-    stops with -EAGAIN: pages before the stop without the software bits, prot-sw-unknown-map,
-    pages after it left as they were, eagain-abort). One that is not, or a summary that did not
+    where["dropped"]): the first of them is returned (e.g. the many pages a -EAGAIN map left as
+    they were, each eagain-abort). One that is not, or a summary that did not
     keep them all (more than MAX_DROPPED), is none."""
     where = getattr(violation, "where", None) or {}
     if "dropped" in where:

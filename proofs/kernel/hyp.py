@@ -291,17 +291,22 @@ class CHypHarness(hyp_lockstep.HypHarness):
             self.excess[pa] = self.excess.get(pa, 0) + n
         self.split = getattr(self, "split", False) or any(   # a table over a valid leaf
             w.startswith("kvm_set_table_pte") for w in new) or bool(over)
-        return ret, self._judge(op, args, found, conflict, op == "unmap" and inside, ret)
+        return ret, self._judge(op, args, found, conflict, op == "unmap" and inside, ret,
+                                (pre, new) if conflict or inside else None)
 
     def _judge(self, op: str, args: dict, found: list, conflict: bool, inside=False,
-               ret=None) -> list:
-        """S1-RC by the tree's counting rule; catalogued findings set aside."""
+               ret=None, seen=None) -> list:
+        """S1-RC by the tree's counting rule; catalogued findings set aside. `seen`: the raw
+        pre-state and the WARNs raised, for a conflicting map or an unmap starting inside a leaf
+        (the shapes of hyp-conflict-* and hyp-unmap-overreach)"""
         before = len(self.violations) - len(found)
         excess = dict(getattr(self, "excess", {}))
-        pending = [(v, {"op": op, "args": args, "ret": ret, "hyp": True, "conflict": conflict,
-                        "after_split": self.split, "starts_inside_leaf": inside,
-                        "split_excess": excess})
-                   for v in found]
+        record = {"op": op, "args": args, "ret": ret, "hyp": True, "conflict": conflict,
+                  "after_split": self.split, "starts_inside_leaf": inside, "split_excess": excess}
+        if seen is not None and found:
+            record.update(pre=spec.load_state(seen[0]), warnings=list(seen[1]),
+                          version=self.version)
+        pending = [(v, dict(record)) for v in found]
         if self.refcounted:
             step = {"op": op, "hyp_per_descriptor": True, "after_split": self.split,
                     "split_excess": excess}

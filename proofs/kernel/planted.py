@@ -165,6 +165,9 @@ C_SOURCE_BUGS = {e.id: e for e in (
     CEdit("owner-id-bound", "set_owner accepts one owner id past KVM_MAX_OWNER_ID",
           "kvm_pgtable_stage2_set_owner", "KVM_MAX_OWNER_ID", "KVM_MAX_OWNER_ID",
           "KVM_MAX_OWNER_ID + 1"),
+    CEdit("owner-dropped", "set_owner's annotation drops the owner id: every page it annotates "
+          "reads as owned by the host (0)", "kvm_init_invalid_leaf_owner", "FIELD_PREP",
+          "owner_id)", "0)"),
     # own bugs for the C-side engines (tests/test_kernel_engines.py)
     CEdit("unmap-table-leak", "unmap clears a table descriptor whose table it empties but never "
           "drops the table page's last reference: the page stays allocated, out of the tree",

@@ -314,6 +314,19 @@ HYP_PLANTS += (Revert("hyp-table-tlbi-zero",
                                   "TLBI_TTL_UNKNOWN);", "0);"),),
                       ("4k-48",), ("S1-UNMAP-TLBI",),
                       _HYP_TABLE_FREE, upstream=False),)
+# A conflicting hyp re-map whose WARN_ON no longer stops the store: the conflicting leaf is
+# overwritten (impl's hyp-conflict-overwrite, in 6.12's C). Not in HYP_PLANTS: its clean run shows
+# the catalogued hyp-conflict-split. Refuted by C-HYP-MAP since hyp-conflict-* match the kernel's
+# own conflict behaviour only (finding_shapes.hyp_conflict_outcome); matched by statement and step
+# alone (before stop 29) it was catalogued
+HYP_CONFLICT_OVERWRITE = Revert(
+    "hyp-conflict-overwrite", "hyp_map_walker_try_leaf WARNs on a conflicting valid leaf but stores "
+    "the new one over it anyway", "6.12",
+    (_e("hyp-conflict-overwrite", "hyp_map_walker_try_leaf", "WARN_ON((ctx->old ^ new)",
+        "& ~KVM_PTE_LEAF_ATTR_HI_SW)", "& ~KVM_PTE_LEAF_ATTR_HI_SW) && 0"),),
+    ("4k-48",), ("C-HYP-MAP",),
+    (("map", dict(addr=0x40000000, size=0x200000, phys=0x140000000, prot=5)),
+     ("map", dict(addr=0x40000000, size=0x200000, phys=0x240000000, prot=4))), upstream=False)
 BY_ID = {r.id: r for r in REVERTS + PLANTS}
 
 # 7.2's pgtable.c differs from the cached 7.1.5's, as far as the sources read here show

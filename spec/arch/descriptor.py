@@ -72,6 +72,7 @@ PROT_NORMAL_NC = 1 << 4          # KVM_PGTABLE_PROT_NORMAL_NC: means something f
 PROT_PX = 1 << 5
 PROT_UX = 1 << 6
 PROT_SW = 0xF << SW_SHIFT        # KVM_PGTABLE_PROT_SW0..3: the leaf's software bits 58:55
+PROT_SW_SINCE = (5, 15, 0)        # PROT_SW0..3 come in 5.15: before, X|W|R|DEVICE, the rest ignored
 
 # MemAttr[3:0] values KVM writes (PAGE_S2_MEMATTR), keyed by has_fwb
 MEMATTR_NORMAL = {False: 0xF, True: 0x6}
@@ -256,8 +257,7 @@ ANNOTATE_SINCE = (7, 1, 0)
 
 
 def has_annotate(kernel_version) -> bool:
-    """Whether a kernel version's stage-2 invalid descriptors are typed annotations written by
-    kvm_pgtable_stage2_annotate (a tuple; None: 5.12-6.1): from 7.1 on."""
+    """Whether a version's invalid descriptors are kvm_pgtable_stage2_annotate's (7.1 on; None: no)."""
     return kernel_version is not None and tuple(kernel_version) >= ANNOTATE_SINCE
 
 
@@ -335,6 +335,11 @@ def owner_descriptor(owner_id, owner_field, tag=0):
     hi, lo = owner_field
     d = (owner_id << lo) & field_mask(hi, lo)
     return d | tag if d else d
+
+
+def known_prot(prot, kernel_version):
+    """The prot as a kernel version reads it: before 5.15 (PROT_SW_SINCE) only X|W|R|DEVICE."""
+    return prot & 0xF if kernel_version is not None and tuple(kernel_version) < PROT_SW_SINCE else prot
 
 
 def has_normal_nc(kernel_version) -> bool:

@@ -87,7 +87,7 @@ def hyp_map_wrong_pages_plain(pre, step, post):
     """
     pre, post, step = load_state(pre), load_state(post), load_step(step)
     a = step.args
-    attrs = hyp_attrs(a["prot"])
+    attrs = hyp_attrs(D.known_prot(a["prot"], pre.kernel_version))
     A, E = walked_range(a["addr"], a["size"], pre.page_shift)
     ps = pre.page_shift
     phys_al = a["phys"] - a["phys"] % (1 << ps)
@@ -117,7 +117,7 @@ def contract_hyp_map(pre, step, post):
 
     Statement (R = [A, E) the page-aligned walked range, phys_al = phys aligned down to a page):
     -EINVAL with nothing changed when the prot is refused (not readable, W+X, executable device) or
-    there is no root; -ERANGE with nothing changed when A or E is beyond 2**va_bits; an empty range
+    there is no root (before 5.15 the prot's software bits are ignored: D.known_prot); -ERANGE with nothing changed when A or E is beyond 2**va_bits; an empty range
     returns 0 unchanged. ret 0: every page of R translates through the leaf expected_leaf() gives:
     at the first non-table level on its path where a block fits (aligned, inside R, output aligned,
     level allowed), mapping phys_al + (page - A) with the prot's attributes, except that a
@@ -134,7 +134,7 @@ def contract_hyp_map(pre, step, post):
     pre, post, step = load_state(pre), load_state(post), load_step(step)
     rep = Report("C-HYP-MAP", step)
     a = step.args
-    attrs = hyp_attrs(a["prot"])
+    attrs = hyp_attrs(D.known_prot(a["prot"], pre.kernel_version))
     A, E = walked_range(a["addr"], a["size"], pre.page_shift)
     limit = 1 << pre.ia_bits
     refused = (EINVAL if attrs is None else ERANGE if A > limit or E > limit

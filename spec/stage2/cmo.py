@@ -19,7 +19,7 @@ from ptspec.spec.stage2.contract_common import Report, op_range
 from ptspec.spec.stage2.ranges import covers, union_sized
 from ptspec.spec.stage2.segments import FlatL3, L3Chunk, clip_runs, is_valid, page_runs
 from ptspec.spec.stage2.treediff import diff_chunks, diff_within
-from ptspec.spec.stage2.state import kernel_since
+from ptspec.spec.stage2.state import kernel_before, kernel_since
 from ptspec.spec.stage2.step import walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC
 from ptspec.spec.statements import statement
@@ -64,6 +64,10 @@ def _suspects(new, flag, ranges, starts):
     return out
 
 
+# from 5.15 stage2_unmap_walker and stage2_flush_walker clean through mm_ops->dcache_clean_inval_poc
+DCACHE_VIA_MM_OPS_SINCE = (5, 15, 0)
+
+
 @statement("C-CMO", constrains=(
     "stage2_map_walker_try_leaf", "stage2_unmap_walker", "stage2_flush_dcache",
     "stage2_attr_walker", "icache_inval_pou"))
@@ -80,7 +84,10 @@ def check_cmo(pre, step, post):
     relax_perms: a leaf that becomes executable is covered by icache events.
     By kernel version: from 6.12 a map that changes only a leaf's software bits (58:55) stores
     them in place, and that leaf is not new (seen in 6.12.19).
-    When the table does no cache maintenance (cmo false), no step logs dcache or icache events.
+    When the table does no cache maintenance (cmo false), no step logs dcache or icache events,
+    except that before 5.15 (DCACHE_VIA_MM_OPS_SINCE; seen in 5.14.2) unmap and flush call
+    dcache_clean_inval_poc themselves, not through mm_ops: an unmap without cmo is judged as one
+    with it (its dcache events owed, no icache event allowed).
 
     Why: without FWB the guest may read memory through a non-cacheable alias, so stale or dirty cache
     lines must reach PoC before the guest sees the page (and after it loses it, before the host
@@ -93,12 +100,14 @@ def check_cmo(pre, step, post):
     rep = Report("C-CMO", step)
     if step.op in ("flush", "init", "destroy") or pre.kind != post.kind or pre.ia_bits != post.ia_bits:
         return []
+    direct = step.op == "unmap" and kernel_before(pre, DCACHE_VIA_MM_OPS_SINCE)
     if not pre.cmo:
         for ev in post.tlb_log:
-            if ev[0] in ("dcache", "icache"):
+            if ev[0] == "icache" or ev[0] == "dcache" and not direct:
                 rep.add(f"the table does no cache maintenance (cmo false), yet the step logged "
                         f"[\"{ev[0]}\", {ev[1]:#x}, {ev[2]:#x}]")
-        return rep.result()
+        if not direct:
+            return rep.result()
     if step.op not in ("map", "unmap", "relax_perms"):
         return []
     A, E = op_range(pre, step)

@@ -17,7 +17,8 @@ from ptspec.spec.stage2.contract_common import Report, check_geometry, check_not
 from ptspec.spec.stage2.ranges import complement, level3_parts
 from ptspec.spec.stage2.segments import covering, is_valid, same_translation, sweep
 from ptspec.spec.stage2.treediff import diff_outside
-from ptspec.spec.stage2.state import kernel_since
+from ptspec.spec.stage2.cmo import DCACHE_VIA_MM_OPS_SINCE
+from ptspec.spec.stage2.state import kernel_before, kernel_since
 from ptspec.spec.stage2.step import EAGAIN, EINVAL, walk_error
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, OPAQUE
 from ptspec.spec.statements import statement
@@ -256,7 +257,8 @@ XN_ON_REQUEST_SINCE = (7, 2, 0)
 def contract_relax_perms(pre, step, post):
     """C-RELAX-PERMS: kvm_pgtable_stage2_relax_perms adds permissions to the valid leaf holding addr.
 
-    Statement: -EINVAL with nothing changed if prot has any software bit (55..58); -ERANGE/-EINVAL
+    Statement: -EINVAL with nothing changed if prot has any software bit (55..58; before 5.15 the
+    enum has none and they are ignored: D.known_prot); -ERANGE/-EINVAL
     from the walk with nothing changed. Otherwise ret 0; the valid leaf translating addr's page gets
     S2AP R if prot R, S2AP W if prot W, XN cleared if prot X (nothing is ever removed), nothing else
     changes; and the log holds ["tlbi_ipa", addr, level] with the level of that leaf (0 when there is
@@ -285,7 +287,7 @@ def contract_relax_perms(pre, step, post):
     rep = Report("C-RELAX-PERMS", step)
     if not check_geometry(rep, pre, post):
         return rep.result()
-    prot = step.args["prot"]
+    prot = D.known_prot(step.args["prot"], pre.kernel_version)    # 5.14: no SW bits
     A, E = op_range(pre, step)
     px, ux = D.exec_bits(prot, D.has_px_ux(pre.kernel_version))
     xnx = D.uses_xnx(pre.kernel_version, pre.has_xnx)
@@ -328,7 +330,8 @@ def contract_flush(pre, step, post):
     logs nothing. Otherwise -ERANGE/-EINVAL from the walk with nothing logged; else ret 0 and, when
     the table does cache maintenance (cmo), the log holds exactly one ["dcache", oa, size] per valid
     leaf with cacheable (normal) MemAttr intersecting R (oa its output address, size its size),
-    and no other event; without cmo it logs nothing.
+    and no other event; without cmo it logs nothing, except before 5.15 (DCACHE_VIA_MM_OPS_SINCE:
+    stage2_flush_walker calls dcache_clean_inval_poc itself), where it logs the same as with cmo.
 
     Why: the flush makes guest memory coherent with the point of coherency (e.g. before the host
     reads it uncached); a missed leaf hands the host stale data.
@@ -349,7 +352,7 @@ def contract_flush(pre, step, post):
     check_nothing_changed(rep, pre, post, "flush changes no descriptor", allow_log=True)
     ps = pre.page_shift
     want = []
-    if pre.cmo:
+    if pre.cmo or kernel_before(pre, DCACHE_VIA_MM_OPS_SINCE):     # 5.14 cleans without mm_ops
         for iv in covering(pre, A, E):
             if is_valid(iv) and D.is_cacheable(iv[DESC], pre.has_fwb):
                 want.append(("dcache", D.address(iv[DESC], ps), iv[END] - iv[START]))

@@ -21,7 +21,7 @@ from ptspec.spec.stage2.contract_common import Report, check_geometry, check_ret
 from ptspec.spec.stage2.ranges import complement, level3_parts
 from ptspec.spec.stage2.segments import is_counted_leaf, is_valid, same_translation, sweep
 from ptspec.spec.stage2.treediff import diff_outside
-from ptspec.spec.stage2.state import kernel_since
+from ptspec.spec.stage2.state import kernel_before, kernel_since
 from ptspec.spec.stage2.step import EAGAIN, EINVAL, ENOMEM, ret_name
 from ptspec.spec.arch.walk import START, END, LEVEL, DESC, TABLE, INDEX, OPAQUE
 from ptspec.spec.statements import statement
@@ -229,7 +229,8 @@ def contract_map(pre, step, post):
     re-map differing in the 2-bit XN field only (D.perms_mask) is a permission change; in a table
     initialised with KVM_PGTABLE_S2_AS_S1 (the state's as_s1) every leaf's MemAttr is the AS_S1
     encoding (D.MEMATTR_AS_S1), device and NORMAL_NC prots included, the -EINVAL rules unchanged.
-    ret -ENOMEM: each page of R is done, unchanged, or invalid 0 because its pre-op block was
+    Before 5.15 (D.known_prot: 5.14's enum kvm_pgtable_prot is X|W|R|DEVICE) the prot's software
+    bits are ignored. ret -ENOMEM: each page of R is done, unchanged, or invalid 0 because its pre-op block was
     split. Outside R: unchanged, except pages of a pre-op block intersecting R, which may become
     invalid 0 (the split's collateral). A map whose output range exceeds 2**pa_bits is outside the
     contract's domain: only the outside-R rule is checked then.
@@ -249,7 +250,7 @@ def contract_map(pre, step, post):
     ps = pre.page_shift
     a = step.args
     A, E = op_range(pre, step)
-    attrs = D.prot_attrs(a["prot"], pre.has_fwb, D.has_normal_nc(pre.kernel_version),
+    attrs = D.prot_attrs(D.known_prot(a["prot"], pre.kernel_version), pre.has_fwb, D.has_normal_nc(pre.kernel_version),
                          D.has_px_ux(pre.kernel_version), pre.as_s1,
                          D.uses_xnx(pre.kernel_version, pre.has_xnx))
     refused = attrs is None or (pre.idmap and a["addr"] != a["phys"])
@@ -282,6 +283,9 @@ def contract_map(pre, step, post):
     return rep.result()
 
 
+SET_OWNER_PAGES_SINCE = (5, 15, 0)       # set_owner's map walk sets force_pte from 5.15
+
+
 @statement("C-SET-OWNER", constrains=(
     "kvm_pgtable_stage2_set_owner", "kvm_init_invalid_leaf_owner", "stage2_map_walker_try_leaf",
     "kvm_phys_is_valid", "stage2_map_walk_leaf"))
@@ -295,7 +299,9 @@ def contract_set_owner(pre, step, post):
     (set_owner forces page granularity, as 5.15 does); valid leaves it replaces are broken before
     (S2-BBM). Never -EAGAIN. ret -ENOMEM: each page of R is done, unchanged, or
     invalid 0 as split collateral. Outside R as for map: unchanged or split collateral.
-    From 7.1 (kernel_version) set_owner is kvm_pgtable_stage2_annotate with the ownership type: the
+    Before 5.15 (SET_OWNER_PAGES_SINCE; seen in 5.14.2, which has no force_pte) set_owner writes the
+    annotation in the largest leaf slots the range allows, as map would for an output address that
+    is never misaligned (kvm_block_mapping_supported skips KVM_PHYS_INVALID's alignment). From 7.1 (kernel_version) set_owner is kvm_pgtable_stage2_annotate with the ownership type: the
     annotation also carries KVM_HOST_INVALID_PTE_TYPE_DONATION in bits 63:60 (D.owner_tag).
 
     Why: pKVM reads ownership from these annotations; a page left with the previous owner, or a
@@ -313,7 +319,10 @@ def contract_set_owner(pre, step, post):
         return rep.result()
     check_ret(rep, step, (0, ENOMEM))
     want = D.owner_descriptor(owner, pre.owner_field, pre.owner_tag)
-    _check_inside(rep, pre, post, A, E, [(A, E, 3)], lambda level, ipa: want, step.ret, allow_eagain=False,
+    # before 5.15 nothing forces pages: the largest blocks of R, the output address not checked
+    old = kernel_before(pre, SET_OWNER_PAGES_SINCE)
+    zones = expected_zones(pre, A, E, 0, False) if old else [(A, E, 3)]
+    _check_inside(rep, pre, post, A, E, zones, lambda level, ipa: want, step.ret, allow_eagain=False,
                   page_fn=lambda base, i, j: [want] * (j - i))
     _check_outside(rep, pre, post, A, E, "annotated")
     return rep.result()

@@ -353,3 +353,8 @@ def kernel_since(state, version: tuple) -> bool:
     """Whether the state comes from a kernel at `version` or later (a state without a
     kernel_version is the 5.12-6.1 code the spec was written for)."""
     return state.kernel_version is not None and state.kernel_version >= version
+
+
+def kernel_before(state, version: tuple) -> bool:
+    """Whether the state comes from a kernel older than `version` (no kernel_version: no)."""
+    return state.kernel_version is not None and state.kernel_version < version
