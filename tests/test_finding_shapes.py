@@ -224,3 +224,30 @@ def test_an_unmap_starting_inside_a_hyp_block_is_catalogued_only_as_the_kernel_w
     assert findings.finding_for(gone(0x200000), dict(st, pre=None), V) is None
     ret_, kept = h.step("unmap", **args)
     assert ret_ == 0x200000 and kept == [] and h.seen.get("hyp-unmap-overreach")
+
+
+def test_a_truncated_annotate_type_is_catalogued_only_for_what_the_truncation_stores():
+    """annotate-type-truncated (7.1, a type of 16 or more) matches a step that stored exactly
+    annotation | (type & 0xf) << 60 on each page of R, nothing else: another descriptor, a page
+    left out, or a refusal is refuted."""
+    from ptspec import spec
+    from ptspec.spec.violation import Violation
+    from test_spec_builder import S2
+
+    def load(b):
+        raw = b.raw()
+        raw["kernel_version"] = "7.1.5"
+        return spec.load_state(raw)
+    pre = S2()
+    args = {"addr": 0x200000, "size": 0x2000, "type": 18, "annotation": 2}
+
+    def record(*descs, ret=0):
+        post = pre.copy()
+        for i, d in enumerate(descs):
+            post.set(0x200000 + i * 0x1000, 3, d)
+        return {"op": "annotate", "args": args, "ret": ret, "pre": load(pre), "post": load(post)}
+    v = Violation("C-ANNOTATE", "annotate: returned 0, expected -EINVAL", {})
+    V, ok = (7, 1, 5), 2 | 2 << 60
+    assert findings.finding_for(v, record(ok, ok), V).id == "annotate-type-truncated"
+    for other in (record(ok, 4 | 2 << 60), record(ok), record(ok, ok, ok), record(ok, ok, ret=-22)):
+        assert findings.finding_for(v, other, V) is None

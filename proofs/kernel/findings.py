@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass, replace
 
 from ptspec.proofs.kernel.finding_shapes import (
-    _hyp_conflict_page, _hyp_conflict_warns, _hyp_overreach, _left_as_it_was, _memtype_changed, _only_range_tlbis, _own_level_hint, _split_excess,
+    _annotate_truncated, _hyp_conflict_page, _hyp_conflict_warns, _hyp_overreach,
+    _left_as_it_was, _memtype_changed, _only_range_tlbis, _own_level_hint, _split_excess,
     _split_page)
 
 
@@ -393,7 +394,8 @@ FINDINGS = (
         "later step would be judged broken by; tests/test_annotate.py shows them)",
         ("kvm_pgtable_stage2_annotate",),
         lambda step: (step is not None and step.get("op") == "annotate"
-                      and isinstance(step["args"].get("type"), int) and step["args"]["type"] >= 16)),
+                      and isinstance(step["args"].get("type"), int) and step["args"]["type"] >= 16),
+        where=_annotate_truncated),
 )
 
 # The hyp findings first seen on 6.1.176 reach back to 5.17: the hyp map and unmap walkers of the

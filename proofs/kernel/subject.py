@@ -142,7 +142,7 @@ class CSideHarness(Stage2Harness):
         if not found:
             return ret, found
         step = {"op": op, "ret": ret, "args": args, "cmo": self.params["cmo"],
-                "page_shift": self.params["page_shift"], "pre": pre}
+                "page_shift": self.params["page_shift"], "pre": pre, "post": self.state}
         kept = []
         for v in found:
             f = findings.finding_for(v, step, self.version)
