@@ -251,3 +251,27 @@ def test_a_truncated_annotate_type_is_catalogued_only_for_what_the_truncation_st
     assert findings.finding_for(v, record(ok, ok), V).id == "annotate-type-truncated"
     for other in (record(ok, 4 | 2 << 60), record(ok), record(ok, ok, ok), record(ok, ok, ret=-22)):
         assert findings.finding_for(v, other, V) is None
+
+
+def test_hyp_table_tlbi_level_is_the_own_level_hint_only():
+    """hyp-table-tlbi-level is a removed hyp table descriptor whose log has a vae2is in its range
+    with the descriptor's own level as the hint; no invalidation there at all (a TLBI dropped
+    outright), or another hint, is refuted."""
+    from ptspec.spec.violation import Violation
+    head = ("unmap: table descriptor at level 2 for [0x200000, 0x400000) -> table 0x1000003000 was "
+            "removed with no tlbi_el2 (vae2is) inside the range without a level hint; the log has ")
+    where = {"ipa": 0x200000, "level": 2, "table": 0x1000003000}
+    unmap = {"op": "unmap", "hyp": True}
+    own = Violation("S1-UNMAP-TLBI", head + "tlbi_el2_last 0x200000 level 3, tlbi_el2 0x200000 "
+                    "level 2", where)
+    assert findings.finding_for(own, unmap, (6, 3, 8)).id == "hyp-table-tlbi-level"
+    for tail in ("no EL2 invalidation in it (1 elsewhere)", "tlbi_el2 0x200000 level 1",
+                 "tlbi_el2_last 0x200000 level 2"):
+        assert findings.finding_for(Violation("S1-UNMAP-TLBI", head + tail, where), unmap,
+                                    (6, 3, 8)) is None, tail
+    # the spec's where lists every vae2is hint in the range (its message shows six events only)
+    for hints, want in (([2, 3], "hyp-table-tlbi-level"), ([3], None), ([], None)):
+        v = Violation("S1-UNMAP-TLBI", head + "tlbi_el2_last 0x200000 level 3 and 511 more",
+                      dict(where, el2_hints=hints))
+        got = findings.finding_for(v, unmap, (6, 3, 8))
+        assert (got.id if got else None) == want, hints

@@ -66,14 +66,18 @@ def _only_range_tlbis(violation) -> bool:
     return where.get("log_kinds") == ["tlbi_range"]
 
 
-def _own_level_hint(violation) -> bool:
+def _own_level_hint(violation, kind="tlbi_ipa") -> bool:
     """An S2-BBM-WALK violation whose log has an invalidation inside the removed descriptor's
     range with that descriptor's own level as the hint (table-tlbi-level's shape), not one with
-    no invalidation there, or with another hint (a 6.8+ kernel's 0, say)."""
-    level = (getattr(violation, "where", None) or {}).get("level")
+    no invalidation there, or with another hint (a 6.8+ kernel's 0, say). With kind "tlbi_el2",
+    the same for S1-UNMAP-TLBI's hyp table descriptor (hyp-table-tlbi-level)."""
+    where = getattr(violation, "where", None) or {}
+    level = where.get("level")
+    if kind == "tlbi_el2" and "el2_hints" in where:     # all of them (the message lists six)
+        return level is not None and level in where["el2_hints"]
     _, _, near = str(violation).partition("; the log has ")
-    return level is not None and str(level) in re.findall(r"tlbi_ipa 0x[0-9a-f]+ level (-?\d+)",
-                                                          near)
+    return level is not None and str(level) in re.findall(
+        kind + r" 0x[0-9a-f]+ level (-?\d+)", near)
 
 
 # -- a map over a conflicting valid hyp leaf (hyp-conflict-*) --------------------------------------

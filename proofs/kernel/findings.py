@@ -258,6 +258,7 @@ FINDINGS = (
         ("hyp_unmap_walker", "kvm_pgtable_hyp_unmap", "__tlbi_level"),
         _op("unmap"),
         text="table descriptor at level",
+        where=lambda v, step: _own_level_hint(v, "tlbi_el2"),
         also=_ZAPPED_TABLE_RANGES),
     # the reworked walker (6.2 on): docs/kernel-mainline.md
     KernelFinding(

@@ -86,7 +86,10 @@ def check_hyp_unmap_tlbi(pre, step, post):
                                  f"[{s:#x}, {e:#x}) -> table {table:#x} was removed with no "
                                  f"tlbi_el2 (vae2is) inside the range without a level hint; the "
                                  f"log has {_show(log, s, e)}",
-                                 {"ipa": s, "level": level, "table": table}))
+                                 {"ipa": s, "level": level, "table": table,
+                                  # every vae2is hint in the range (_show lists six events)
+                                  "el2_hints": sorted({ev[2] for ev in log if ev[0] == "tlbi_el2"
+                                                       and s <= ev[1] < e}, key=str)}))
     return out
 
 
