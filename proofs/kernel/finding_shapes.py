@@ -166,7 +166,7 @@ def _found(violation):
 def _hyp_conflict_page(violation, step) -> bool:
     """A C-HYP-MAP violation of a map over a conflicting entry that is the kernel's own conflict
     behaviour (hyp_conflict_outcome): the page holds the leaf that behaviour gives it, or (after a
-    level-3 conflict's -EINVAL) is as it was or empty; the -EINVAL itself when such a conflict
+    level-3 conflict's -EINVAL) is as it was; the -EINVAL itself when such a conflict
     stopped the walk. Anything else (another output, attributes or level, a leaf outside R) is
     not it. Needs the step's pre-state ("pre") and version."""
     out = _conflict_outcome(step)
@@ -184,9 +184,9 @@ def _hyp_conflict_page(violation, step) -> bool:
         return _found(violation) == leaf
     if stop is None or va < stop:
         return False
-    was = step["pre"].walk().find(va)
-    got = _found(violation)
-    return got is None or (was is not None and (was[LEVEL], was[DESC]) == got)
+    was, got = step["pre"].walk().find(va), _found(violation)   # after the stop: as it was
+    was = (was[LEVEL], was[DESC]) if was is not None and was[DESC] else None
+    return was == (got if got is not None and got[1] else None)
 
 
 def _hyp_conflict_warns(violation, step) -> bool:
