@@ -251,6 +251,14 @@ def test_a_truncated_annotate_type_is_catalogued_only_for_what_the_truncation_st
     assert findings.finding_for(v, record(ok, ok), V).id == "annotate-type-truncated"
     for other in (record(ok, 4 | 2 << 60), record(ok), record(ok, ok, ok), record(ok, ok, ret=-22)):
         assert findings.finding_for(v, other, V) is None
+    # -ENOMEM part way (the memcache ran dry): the pages done hold the truncated descriptor
+    assert findings.finding_for(v, record(ok, ret=-12), V).id == "annotate-type-truncated"
+    assert findings.finding_for(v, record(4 | 2 << 60, ret=-12), V) is None
+    # the walk's own refusal (a range past the IPA space): -ERANGE with nothing changed
+    far = dict(args, addr=1 << 40)
+    refused = dict(record(), args=far, ret=-34)
+    assert findings.finding_for(v, refused, V).id == "annotate-type-truncated"
+    assert findings.finding_for(v, dict(record(ok), args=far, ret=-34), V) is None
 
 
 def test_hyp_table_tlbi_level_is_the_own_level_hint_only():

@@ -255,22 +255,24 @@ def _hyp_overreach(violation, step) -> bool:
 # -- kvm_pgtable_stage2_annotate with a type past the 4-bit field (annotate-type-truncated) --------
 def _annotate_truncated(violation, step) -> bool:
     """A C-ANNOTATE violation of an annotate whose type is 16 or more, when the step did exactly
-    what FIELD_PREP's truncation makes of it: ret 0 and every page of R the invalid descriptor
-    annotation | (type & 0xf) << 60 in a level-3 slot, nothing outside R changed (C-ANNOTATE's
-    own page rules with that descriptor). Any other outcome of such a step is not it. Needs the
-    step's "pre" and "post" (the spec's readings of both states)."""
+    what FIELD_PREP's truncation makes of it: an annotate of annotation | (type & 0xf) << 60 by
+    C-ANNOTATE's own rules past its argument check (the walk's -ERANGE/-EINVAL with nothing
+    changed; else ret 0 with every page of R that descriptor in a level-3 slot, or -ENOMEM with
+    each page that, unchanged, or split collateral; nothing outside R changed). Any other outcome
+    of such a step is not it. Needs the step's "pre" and "post" (the spec's readings of both)."""
     from types import SimpleNamespace
-    from ptspec.spec.stage2.contract_common import Report, op_range
+    from ptspec.spec.stage2.contract_common import Report, check_ret, early_exit, op_range
     from ptspec.spec.stage2.contracts_map import _check_inside, _check_outside
     a = (step or {}).get("args", {})
     t, pre, post = a.get("type"), step.get("pre"), step.get("post")
-    if pre is None or post is None or not isinstance(t, int) or t < 16 or step.get("ret") != 0:
+    if pre is None or post is None or not isinstance(t, int) or t < 16:
         return False
     want = a["annotation"] | (t & 0xF) << D.INVALID_TYPE_SHIFT
-    st = SimpleNamespace(op="annotate", args=a)
+    st = SimpleNamespace(op="annotate", args=a, ret=step.get("ret"), out={})
     rep = Report("C-ANNOTATE", st)
     A, E = op_range(pre, st)
-    _check_inside(rep, pre, post, A, E, [(A, E, 3)], lambda level, ipa: want, 0,
-                  allow_eagain=False, page_fn=lambda base, i, j: [want] * (j - i))
-    _check_outside(rep, pre, post, A, E, "annotated")
+    if not early_exit(rep, pre, post, st, A, E) and check_ret(rep, st, (0, -12)):
+        _check_inside(rep, pre, post, A, E, [(A, E, 3)], lambda level, ipa: want, st.ret,
+                      allow_eagain=False, page_fn=lambda base, i, j: [want] * (j - i))
+        _check_outside(rep, pre, post, A, E, "annotated")
     return not rep.items
