@@ -100,9 +100,10 @@ def hyp_conflict_outcome(pre, args, version):
     The walk as the kernel's: a leaf that fits over a valid entry differing beyond the software
     bits WARNs (conflict) and fails, and hyp_map_walker then installs a fresh table over it (6.1 and
     before with kvm_set_table_pte's WARN, 6.2 on without) and maps the block's pages of R below
-    it, before 6.4 (PHYS_FROM_ADDR_SINCE) with every later output one block higher; at level 3 it WARNs again (no table at the last level) and stops. A valid block that
-    cannot hold the leaf is replaced the same way (with that WARN up to 6.1). Returns None when
-    the prot is refused or the range is outside the map's domain."""
+    it, before 6.4 (PHYS_FROM_ADDR_SINCE) with every later output one block higher; at level 3
+    it WARNs again (no table at the last level) and stops. A valid block that cannot hold the
+    leaf is replaced the same way (with that WARN up to 6.1). Returns None when the prot is
+    refused or the range is outside the map's domain."""
     from ptspec.spec.arch import geometry as G
     from ptspec.spec.hyp.contracts import SW_MASK, hyp_attrs, _entry
     from ptspec.spec.stage2.step import walked_range

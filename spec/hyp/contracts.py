@@ -117,8 +117,9 @@ def contract_hyp_map(pre, step, post):
 
     Statement (R = [A, E) the page-aligned walked range, phys_al = phys aligned down to a page):
     -EINVAL with nothing changed when the prot is refused (not readable, W+X, executable device) or
-    there is no root (before 5.15 the prot's software bits are ignored: D.known_prot); -ERANGE with nothing changed when A or E is beyond 2**va_bits; an empty range
-    returns 0 unchanged. ret 0: every page of R translates through the leaf expected_leaf() gives:
+    there is no root (before 5.15 the prot's software bits are ignored: D.known_prot); -ERANGE
+    with nothing changed when A or E is beyond 2**va_bits; an empty range returns 0 unchanged.
+    ret 0: every page of R translates through the leaf expected_leaf() gives:
     at the first non-table level on its path where a block fits (aligned, inside R, output aligned,
     level allowed), mapping phys_al + (page - A) with the prot's attributes, except that a
     different valid leaf already there is kept. ret -ENOMEM: each page of R is as for ret 0, or as

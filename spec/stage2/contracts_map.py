@@ -230,10 +230,10 @@ def contract_map(pre, step, post):
     initialised with KVM_PGTABLE_S2_AS_S1 (the state's as_s1) every leaf's MemAttr is the AS_S1
     encoding (D.MEMATTR_AS_S1), device and NORMAL_NC prots included, the -EINVAL rules unchanged.
     Before 5.15 (D.known_prot: 5.14's enum kvm_pgtable_prot is X|W|R|DEVICE) the prot's software
-    bits are ignored. ret -ENOMEM: each page of R is done, unchanged, or invalid 0 because its pre-op block was
-    split. Outside R: unchanged, except pages of a pre-op block intersecting R, which may become
-    invalid 0 (the split's collateral). A map whose output range exceeds 2**pa_bits is outside the
-    contract's domain: only the outside-R rule is checked then.
+    bits are ignored. ret -ENOMEM: each page of R is done, unchanged, or invalid 0 because its
+    pre-op block was split. Outside R: unchanged, except pages of a pre-op block intersecting R,
+    which may become invalid 0 (the split's collateral). A map whose output range exceeds
+    2**pa_bits is outside the contract's domain: only the outside-R rule is checked then.
 
     Why: a leaf smaller than necessary costs TLB reach (and a mutant that never builds blocks goes
     unnoticed otherwise); a leaf larger than R maps memory the caller did not ask for; a walk that
@@ -250,7 +250,8 @@ def contract_map(pre, step, post):
     ps = pre.page_shift
     a = step.args
     A, E = op_range(pre, step)
-    attrs = D.prot_attrs(D.known_prot(a["prot"], pre.kernel_version), pre.has_fwb, D.has_normal_nc(pre.kernel_version),
+    prot = D.known_prot(a["prot"], pre.kernel_version)        # 5.14: no software bits
+    attrs = D.prot_attrs(prot, pre.has_fwb, D.has_normal_nc(pre.kernel_version),
                          D.has_px_ux(pre.kernel_version), pre.as_s1,
                          D.uses_xnx(pre.kernel_version, pre.has_xnx))
     refused = attrs is None or (pre.idmap and a["addr"] != a["phys"])
@@ -301,7 +302,8 @@ def contract_set_owner(pre, step, post):
     invalid 0 as split collateral. Outside R as for map: unchanged or split collateral.
     Before 5.15 (SET_OWNER_PAGES_SINCE; seen in 5.14.2, which has no force_pte) set_owner writes the
     annotation in the largest leaf slots the range allows, as map would for an output address that
-    is never misaligned (kvm_block_mapping_supported skips KVM_PHYS_INVALID's alignment). From 7.1 (kernel_version) set_owner is kvm_pgtable_stage2_annotate with the ownership type: the
+    is never misaligned (kvm_block_mapping_supported skips KVM_PHYS_INVALID's alignment).
+    From 7.1 (kernel_version) set_owner is kvm_pgtable_stage2_annotate with the ownership type: the
     annotation also carries KVM_HOST_INVALID_PTE_TYPE_DONATION in bits 63:60 (D.owner_tag).
 
     Why: pKVM reads ownership from these annotations; a page left with the previous owner, or a
