@@ -156,7 +156,7 @@ def test_a_conflicting_hyp_map_is_catalogued_only_as_the_kernel_does_it():
     def page(found_level, found):
         return Violation("C-HYP-MAP", f"map: page 0x40001000 should be 0x1 at level 2, found "
                          f"{found:#x} at level {found_level}",
-                         {"ipa": 0x40001000, "level": 2, "desc": found})
+                         {"ipa": 0x40001000, "level": 2, "desc": found, "found_level": found_level})
     assert findings.finding_for(page(3, desc), st, V).id == "hyp-conflict-split"
     for other in (page(3, desc + 0x1000), page(2, desc), page(3, desc ^ (1 << 54))):
         assert findings.finding_for(other, st, V) is None, other
@@ -288,25 +288,22 @@ def test_hyp_table_tlbi_level_is_the_own_level_hint_only():
 def test_after_a_level_3_conflict_only_pages_left_as_they_were_are_catalogued():
     """A level-3 conflict stops the hyp map with -EINVAL: a page after it is hyp-conflict-page-einval
     only if it is as it was; one the step emptied or changed is refuted."""
-    from ptspec import spec
     from ptspec.spec.violation import Violation
     h = _hyp(need_tree("6.6"))
     for va in (0x200000, 0x201000):
         assert h.step("map", addr=va, size=0x1000, phys=0x100000000 + va, prot=4) == (0, [])
-    pre = spec.load_state(h._raw)
-    page = pre.walk().find(0x201000)[3]
-    args = dict(addr=0x1ff000, size=0x3000, phys=0x1101ff000, prot=4)
-    st = {"op": "map", "args": args, "ret": -22, "hyp": True, "conflict": True, "pre": pre,
-          "warnings": ["hyp_pte_needs_update: x", "hyp_map_walker: x"], "version": (6, 6, 63)}
-
-    def found(text, desc):
-        return Violation("C-HYP-MAP", f"map: page 0x201000 should be 0x1 at level 3, found {text}",
-                         {"ipa": 0x201000, "level": 3, "desc": desc})
     V = (6, 6, 63)
-    assert findings.finding_for(found(f"{page:#x} at level 3", page), st, V).id == \
-        "hyp-conflict-page-einval"
-    assert findings.finding_for(found("nothing", 0), st, V) is None
-    assert findings.finding_for(found(f"{page ^ 0x1000:#x} at level 3", page ^ 0x1000), st, V) is None
+    st = dict(_conflict_record(h, dict(addr=0x1ff000, size=0x3000, phys=0x1101ff000, prot=4), V,
+                               ["hyp_pte_needs_update: x", "hyp_map_walker: x"]), ret=-22)
+    page = st["pre"].walk().find(0x201000)[3]
+
+    def found(desc, level=3):
+        text = "nothing" if level is None else f"{desc:#x} at level {level}"
+        return Violation("C-HYP-MAP", f"map: page 0x201000 should be 0x1 at level 3, found {text}",
+                         {"ipa": 0x201000, "level": 3, "desc": desc, "found_level": level})
+    assert findings.finding_for(found(page), st, V).id == "hyp-conflict-page-einval"
+    assert findings.finding_for(found(0, None), st, V) is None
+    assert findings.finding_for(found(page ^ 0x1000), st, V) is None
     warn = Violation("C-HYP-WARN", "map: a WARN from hyp_pte_needs_update that is not due", {})
     assert findings.finding_for(warn, st, V).id == "hyp-conflict-page-einval-warn"
     assert findings.finding_for(warn, dict(st, warnings=st["warnings"][:1]), V) is None

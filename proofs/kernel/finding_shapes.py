@@ -107,7 +107,7 @@ def hyp_conflict_outcome(pre, args, version):
     from ptspec.spec.arch import geometry as G
     from ptspec.spec.hyp.contracts import SW_MASK, hyp_attrs, _entry
     from ptspec.spec.stage2.step import walked_range
-    attrs = hyp_attrs(D.known_prot(args["prot"], pre.kernel_version))
+    attrs = hyp_attrs(args["prot"], pre.kernel_version)
     ps = pre.page_shift
     A, E = walked_range(args["addr"], args["size"], ps)
     phys_al = args["phys"] - args["phys"] % (1 << ps)
@@ -159,9 +159,11 @@ def _leaf_at(leaves, va, page_shift):
 
 
 def _found(violation):
-    """(level, descriptor) a C-HYP-MAP page violation found ("found nothing": None)."""
-    m = re.search(r"found (0x[0-9a-f]+) at level (\d+)$", str(violation))
-    return (int(m.group(2)), int(m.group(1), 16)) if m else None
+    """(level, descriptor) a C-HYP-MAP page violation found (its where's found_level and desc;
+    "found nothing": None)."""
+    where = getattr(violation, "where", None) or {}
+    level = where.get("found_level")
+    return None if level is None else (level, where.get("desc", 0))
 
 
 def _hyp_conflict_page(violation, step) -> bool:

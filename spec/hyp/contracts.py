@@ -35,8 +35,10 @@ AP_RW, AP_RO = 0b01, 0b11
 SW_MASK = D.SW_MASK                 # software bits 58:55, as at stage 2
 
 
-def hyp_attrs(prot):
-    """The stage-1 leaf attribute bits of a hyp mapping, or None when KVM refuses the prot."""
+def hyp_attrs(prot, kernel_version=None):
+    """The stage-1 leaf attribute bits of a hyp mapping, or None when KVM refuses the prot, as
+    the kernel version reads the prot (D.known_prot: before 5.15 no software bits)."""
+    prot = D.known_prot(prot, kernel_version)
     device = bool(prot & D.PROT_DEVICE)
     if not prot & D.PROT_R:
         return None
@@ -87,7 +89,7 @@ def hyp_map_wrong_pages_plain(pre, step, post):
     """
     pre, post, step = load_state(pre), load_state(post), load_step(step)
     a = step.args
-    attrs = hyp_attrs(D.known_prot(a["prot"], pre.kernel_version))
+    attrs = hyp_attrs(a["prot"], pre.kernel_version)
     A, E = walked_range(a["addr"], a["size"], pre.page_shift)
     ps = pre.page_shift
     phys_al = a["phys"] - a["phys"] % (1 << ps)
@@ -135,7 +137,7 @@ def contract_hyp_map(pre, step, post):
     pre, post, step = load_state(pre), load_state(post), load_step(step)
     rep = Report("C-HYP-MAP", step)
     a = step.args
-    attrs = hyp_attrs(D.known_prot(a["prot"], pre.kernel_version))
+    attrs = hyp_attrs(a["prot"], pre.kernel_version)
     A, E = walked_range(a["addr"], a["size"], pre.page_shift)
     limit = 1 << pre.ia_bits
     refused = (EINVAL if attrs is None else ERANGE if A > limit or E > limit
@@ -170,7 +172,7 @@ def contract_hyp_map(pre, step, post):
         if not ok:
             rep.add(f"page {va:#x} should be {want:#x} at level {level}, found "
                     f"{'nothing' if got is None else f'{got:#x} at level {got_level}'}",
-                    {"ipa": va, "level": level, "desc": got or 0})
+                    {"ipa": va, "level": level, "desc": got or 0, "found_level": got_level})
         nxt = va - va % g + g
         if iv is not None and not iv[DESC]:          # a run of empty slots: skip to its end
             nxt = iv[END] if ok else nxt     # ok there: -ENOMEM, where every empty slot is ok

@@ -107,7 +107,7 @@ def contract_hyp_warn(pre, step, post):
     due = []
     if step.op == "map" and step.ret in (0, ENOMEM) and pre.roots:
         a = step.args
-        attrs = hyp_attrs(D.known_prot(a["prot"], pre.kernel_version))
+        attrs = hyp_attrs(a["prot"], pre.kernel_version)
         A, E = walked_range(a["addr"], a["size"], pre.page_shift)
         phys_al = a["phys"] - a["phys"] % (1 << pre.page_shift)
         limit = 1 << pre.ia_bits
