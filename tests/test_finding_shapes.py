@@ -41,7 +41,7 @@ def test_shape_bound_findings_take_their_own_shape_only():
                      "set the level it passes (uninitialised)", {})
     assert findings.finding_for(hint, eagain, (6, 12, 19)).id == "relax-perms-eagain-level"
     for text in ("relax_perms: -EAGAIN: expected exactly one [\"tlbi_ipa_nsh\", 0x0, level], "
-                 "found []", "relax_perms: leaf at 0x0 changed: no valid leaf to relax (6.2 on)"):
+                 "found []", "relax_perms: leaf at 0x0 changed: no valid leaf to relax (6.3 on)"):
         assert findings.finding_for(Violation("C-RELAX-PERMS", text, {}), eagain, (6, 12, 19)) is None
 
 

@@ -102,6 +102,8 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
                 observe(h, path, entry)
             # an injected failure is pending until an allocation consumed it
             now_pending = entry[0] == "fail" or (pending and _unconsumed(h))
+            if h.ended_by is not None:
+                continue        # a catalogued use after free: no kernel state to explore from
             if seen.add(canonical(h.raw_state(), now_pending, h.cache)):
                 frontier.append((path + [entry], now_pending))
     secs = time.perf_counter() - t0

@@ -279,3 +279,92 @@ def _annotate_truncated(violation, step) -> bool:
                       allow_eagain=False, page_fn=lambda base, i, j: [want] * (j - i))
         _check_outside(rep, pre, post, A, E, "annotated")
     return not rep.items
+
+
+# -- 6.2's walker descends into the table its TABLE_PRE callback freed (walk-freed-table) ----------
+def _table_spans(state):
+    """table page -> (level, first IPA, end IPA) of every table reachable from the roots."""
+    from ptspec.spec.arch import geometry as G
+    ps, out = state.page_shift, {}
+    ptrs = 1 << (ps - 3)
+
+    def visit(pa, level, base):
+        if pa in out or pa not in state.pages:
+            return
+        g = G.granule_size(level, ps)
+        out[pa] = (level, base, base + g * ptrs)
+        if level < G.LAST_LEVEL:
+            for i, w in enumerate(state.pages[pa][:ptrs]):
+                if D.is_table(w, level):
+                    visit(D.address(w, ps), level + 1, base + i * g)
+
+    top = G.table_span(state.start_level, ps)
+    for k, root in enumerate(state.roots):
+        visit(root, state.start_level, k * top)
+    return out
+
+
+def freed_table_walk(step) -> set:
+    """The pages a 6.2 map that replaced tables by leaves can touch after freeing them: every
+    table page below (and of) a table the map replaced by a leaf (a table of the pre-state whose
+    whole span lies in the walked range and is one leaf slot of the level above in the
+    post-state: a block, or an invalid descriptor when phys is past the PA range), and every page
+    the step allocated that nothing reaches (a table installed under a freed one). Empty for any
+    other step. Cached in the step record, with the replaced spans (freed_spans)."""
+    if "freed_table_walk" in step:
+        return step["freed_table_walk"]
+    out, spans_freed = set(), []
+    pre, post, a = step.get("pre"), step.get("post"), step.get("args") or {}
+    if step.get("op") == "map" and pre is not None and post is not None and pre.roots:
+        lo, hi = a.get("addr", 0), a.get("addr", 0) + a.get("size", 0)
+        spans = _table_spans(pre)
+        walk = post.walk() if post.roots else None
+        for pa, (level, b, e) in spans.items():
+            leaf = walk.find(b) if walk is not None and lo <= b and e <= hi else None
+            if (leaf is not None and leaf[LEVEL] == level - 1 and leaf[START] == b
+                    and leaf[END] == e):
+                out.update(p for p, (_, b2, e2) in spans.items() if b <= b2 and e2 <= e)
+                spans_freed.append((b, e))
+        if out:
+            live = _table_spans(post)
+            out.update(p for p in post.pages if p not in pre.pages and p not in live)
+    step["freed_table_walk"], step["freed_spans"] = out, sorted(set(spans_freed))
+    return out
+
+
+def _walks_freed_table(violation, step) -> bool:
+    """A violation about a page freed_table_walk names (the violation's where["table"], or the page
+    its message names): what 6.2's walker does after stage2_map_walk_table_pre freed a table."""
+    touched = freed_table_walk(step or {})
+    if not touched:
+        return False
+    page = (getattr(violation, "where", None) or {}).get("table")
+    if page is None:
+        m = re.search(r"\bpage (0x[0-9a-f]+)", str(violation))
+        page = int(m.group(1), 16) if m else None
+    return page in touched
+
+
+def _freed_walk_shift(violation, step) -> bool:
+    """A C-MAP violation of such a map (freed_table_walk) whose found leaf is what the kernel
+    maps once the walk into each freed table has advanced data->phys over that table's span a
+    second time: the leaf C-MAP expects at its level, its output address moved up by the spans of
+    the replaced tables before it. Reads the violation's where (ipa, level, desc)."""
+    from ptspec.spec.arch import geometry as G
+    freed_table_walk(step or {})
+    spans, w = step.get("freed_spans") or [], getattr(violation, "where", None) or {}
+    pre, a = step.get("pre"), step.get("args") or {}
+    if not spans or pre is None or not {"ipa", "level", "desc"} <= w.keys():
+        return False
+    ps, level, lo = pre.page_shift, w["level"], a["addr"]
+    g = G.granule_size(level, ps)
+    start = w["ipa"] // g * g
+    if not lo <= start or start + g > lo + a["size"]:
+        return False
+    shift = sum(e - b for b, e in spans if e <= start)
+    attrs = D.prot_attrs(D.known_prot(a["prot"], pre.kernel_version), pre.has_fwb,
+                         D.has_normal_nc(pre.kernel_version), D.has_px_ux(pre.kernel_version),
+                         pre.as_s1, D.uses_xnx(pre.kernel_version, pre.has_xnx))
+    phys = a["phys"] & ~((1 << ps) - 1)
+    return (shift > 0 and attrs is not None
+            and w["desc"] == D.leaf_descriptor(phys + (start - lo) + shift, attrs, level, ps))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from ptspec.proofs.kernel.finding_shapes import (
     _annotate_truncated, _hyp_conflict_page, _hyp_conflict_warns, _hyp_overreach,
     _left_as_it_was, _memtype_changed, _only_range_tlbis, _own_level_hint, _split_excess,
-    _split_page)
+    _split_page, _freed_walk_shift, _walks_freed_table)
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class KernelFinding:
     text: str = ""              # and the violation's message holds this (empty: any message)
     also: tuple = ()            # more (since, until) ranges: a fix backported to a stable branch
     where: object = None        # (violation, step) -> bool: the violation's place fits it too
+    ends_run: bool = False      # the bug corrupts the subject (a use after free): once it is
+                                # seen, the run's later steps are not run (nothing left to judge)
 
     def _ranges(self):
         return ((self.since, self.until),) + tuple(self.also)
@@ -262,12 +264,44 @@ FINDINGS = (
         also=_ZAPPED_TABLE_RANGES),
     # the reworked walker (6.2 on): docs/kernel-mainline.md
     KernelFinding(
-        "relax-perms-eagain-level", "C-RELAX-PERMS", (6, 8, 0), (6, 12, 98),
+        "walk-freed-table", "S2-LEAK", (6, 2, 0), (6, 3, 7),
+        "6.2's reworked walker reloads the descriptor after a LEAF callback but not after a "
+        "TABLE_PRE one: when stage2_map_walk_table_pre replaces a table by a block and frees the "
+        "table (free_removed_table), __kvm_pgtable_visit still descends into the freed table and "
+        "maps into it: references taken and dropped on freed pages, tables allocated under it "
+        "that nothing reaches (a use after free of hypervisor memory). Fixed by a9f0e3d5a089 "
+        "'KVM: arm64: Reload PTE after invoking walker callback on preorder traversal' (6.4-rc4, "
+        "backported to 6.3.7; 6.2.y had ended); seen running 6.2.12, not 6.3.8 (ptspec's "
+        "pte-reload-table-pre puts the bug back into 6.6). Matched only for pages of a table the "
+        "map replaced by a block and pages the step allocated that nothing reaches "
+        "(finding_shapes.freed_table_walk); the run ends there",
+        ("__kvm_pgtable_visit", "stage2_map_walk_table_pre", "kvm_pgtable_stage2_free_removed"),
+        _op("map"), where=_walks_freed_table, ends_run=True),
+    KernelFinding(
+        "walk-freed-table-phys", "C-MAP", (6, 2, 0), (6, 3, 7),
+        "walk-freed-table as C-MAP sees it: mapping into the freed table advances data->phys over "
+        "its span a second time, so every later leaf of the map points one replaced span (per "
+        "table replaced) too high in the output space: live guest mappings of the wrong memory; "
+        "matched only where the found leaf is exactly the shifted one "
+        "(finding_shapes._freed_walk_shift); seen running 6.2.12",
+        ("__kvm_pgtable_visit", "stage2_map_walk_table_pre", "stage2_map_walker_try_leaf"),
+        _op("map"), where=_freed_walk_shift, ends_run=True),
+    KernelFinding(
+        "walk-freed-table-rcu", "S2-RCU", (6, 2, 0), (6, 3, 7),
+        "walk-freed-table as S2-RCU sees it: a page of the table handed to free_removed_table is "
+        "still allocated after the step (the walk into the freed table took a reference on it); "
+        "seen running 6.2.12",
+        ("__kvm_pgtable_visit", "stage2_map_walk_table_pre", "kvm_pgtable_stage2_free_removed"),
+        _op("map"), where=_walks_freed_table, ends_run=True),
+    KernelFinding(
+        "relax-perms-eagain-level", "C-RELAX-PERMS", (6, 7, 0), (6, 12, 98),
         "kvm_pgtable_stage2_relax_perms invalidates the faulting IPA on this CPU also when the walk "
         "returns -EAGAIN (no valid leaf: another CPU changed it), but passes the TLBI the `level` "
         "that stage2_update_leaf_attrs only writes on success: an uninitialised stack value as "
         "the TTL hint (-2 in the userspace build, which fills uninitialised locals with 0xfe), so the invalidation may miss the stale "
-        "entry it is for and the vCPU can fault again; the invalidation on -EAGAIN came with 6.8 (6.6.63 has none; 6.7 not checked); seen running 6.8.0, 6.12.19, 6.13.7, 6.18.35, 6.19.9 and 7.0.0. Fixed upstream for 7.2 "
+        "entry it is for and the vCPU can fault again; the invalidation on -EAGAIN came with 6.7 "
+        "(6.6.63 has none; 6.7.3 passes a u32 level, 0xfefefefe in that build); seen running "
+        "6.7.3, 6.8.0, 6.9.0, 6.12.19, 6.13.7, 6.18.35, 6.19.9 and 7.0.0. Fixed upstream for 7.2 "
         "by \"KVM: arm64: Fix propagation of TLBI level in kvm_pgtable_stage2_relax_perms()\" "
         "(8d187d4b33c2, a kvmarm fix of the 7.2-rc cycle), which passes TLBI_TTL_UNKNOWN on "
         "-EAGAIN; backported to 7.1.y as ab2afe109266, first in 7.1.5 (7.1.3's source still has "

@@ -11,7 +11,8 @@ that finding, not reported as a violation.
 
 The C table is configured from the tree's detected shape (owner field and largest owner id), not
 from impl. ``force_pte_cb`` can only be none or one that forces pages everywhere (the shim's); a
-tree without one (5.14) runs its geometries without it.
+tree without one (5.14) runs its geometries without it, and a tree whose mm_ops has no
+cache-maintenance hooks (5.13) runs them without CMO.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class CSideHarness(Stage2Harness):
         owner_field = tuple(shape.owner_field)
         if not shape.force_pte_cb:
             force_pte = False       # 5.14: no force_pte_cb to give (the geometry runs without)
+        if not shape.mm_cmo:
+            cmo = False             # 5.13: mm_ops has no CMO hooks (the geometry runs without)
         ml = getattr(shape, "mainline", None)
         xnx = bool(xnx and ml is not None and ml.xnx)   # FEAT_XNX: only a 7.1+ pgtable.c reads it
         extra = {"xnx": True} if xnx else {}            # (absent otherwise: programs as before)
@@ -135,7 +138,13 @@ class CSideHarness(Stage2Harness):
         self.lines.append(f"pgt.fail_at([{k}])")
         self.calls.append((f"h.fail_allocation({k})", self.lines[-1]))    # in the program too
 
+    ended_by = None                 # the id of a finding that ended this run (findings.ends_run)
+
     def step(self, op: str, **args):
+        if self.ended_by is not None:
+            # a catalogued use after free corrupted the table: nothing after it is the kernel's
+            # behaviour to judge (the engines end the run, or do not explore past it)
+            return None, []
         before = len(self.violations)
         pre = self.state                # the spec's reading of the pre-state (findings' where)
         ret, found = super().step(op, **args)
@@ -151,6 +160,8 @@ class CSideHarness(Stage2Harness):
             else:
                 self.findings[f.id] = self.findings.get(f.id, 0) + 1
                 self.seen[f.id] = self.seen.get(f.id, 0) + 1
+                if f.ends_run:
+                    self.ended_by = f.id
         del self.violations[before:]
         self.violations.extend(kept)
         return ret, kept

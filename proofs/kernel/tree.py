@@ -9,15 +9,17 @@
   ``__kvm_pgtable_stage2_init(pgt, mmu, mm_ops, flags, force_pte_cb)`` taking the
   ``struct kvm_s2_mmu``; 5.15 defines the same name and arity but takes the ``struct kvm_arch``
   (``arch->vtcr``, ``pgt->mmu = &arch->mmu``); 5.14 has ``kvm_pgtable_stage2_init_flags(pgt,
-  arch, mm_ops, flags)`` and no ``force_pte_cb``; 5.13 ``kvm_pgtable_stage2_init(pgt, arch,
-  mm_ops)``;
+  arch, mm_ops, flags)`` and no ``force_pte_cb``, as 5.13 has (pKVM's 5.13), whose
+  ``kvm_pgtable_mm_ops`` has no cache-maintenance hooks yet (``mm_cmo``: the fault path in mmu.c
+  cleaned and invalidated; 5.14 moved that into pgtable.c behind the hooks);
 * where owner ids live in invalid descriptors (``KVM_INVALID_PTE_OWNER_MASK``) and the largest id
   (``KVM_MAX_OWNER_ID``);
 * whether ``struct kvm_pgtable`` has a ``force_pte_cb``.
 
 The shim drives ``__kvm_pgtable_stage2_init`` with five parameters, given either the mmu (5.16 on)
 or the kvm_arch (5.15), and 5.14's ``kvm_pgtable_stage2_init_flags``: ``shim_defines`` says which
-to the build (a 5.14 table has no ``force_pte_cb``, so the page-forcing option is not offered).
+to the build (a 5.14 table has no ``force_pte_cb``, so the page-forcing option is not offered;
+a 5.13 table has no CMO hooks, so its tables run without them).
 A tree of another shape is refused with one line naming what the shim lacks (``TreeError``),
 never half-built. Nothing is copied from the tree: the build compiles its files where they are
 (``ptspec.proofs.kernel.build``, cached by content hash outside the repository).
@@ -59,6 +61,7 @@ class Shape:
     max_owner_id: int | None
     force_pte_cb: bool
     mainline: object = None         # tree_mainline.Mainline: the reworked walker (6.2 on), or None
+    mm_cmo: bool = True             # kvm_pgtable_mm_ops has the cache-maintenance hooks (5.14 on)
 
     @property
     def init_takes(self) -> str | None:
@@ -78,8 +81,10 @@ class Shape:
         takes = {"mmu": "struct kvm_s2_mmu", "arch": "struct kvm_arch", "kvm": "struct kvm"}.get(
             self.init_takes, "neither mmu nor kvm_arch")
         ml = f"; {self.mainline.describe()}" if self.mainline is not None else ""
+        cmo = ("" if self.mm_cmo else "; mm_ops without cache-maintenance hooks (the tables run "
+               "without CMO: 5.13's fault path cleans and invalidates itself)")
         return (f"init {self.init}({', '.join(self.init_params)}) takes {takes}; {own}; "
-                f"force_pte_cb {'present' if self.force_pte_cb else 'absent'}{ml}")
+                f"force_pte_cb {'present' if self.force_pte_cb else 'absent'}{cmo}{ml}")
 
 
 @dataclass(frozen=True)
@@ -192,7 +197,8 @@ def detect_shape(pgtable_c: str, header: str) -> Shape:
     if field is None and ml is not None and ml.annotate and ml.donation_type is not None:
         field, top = tree_mainline.ANNOTATE_OWNER_FIELD, tree_mainline.ANNOTATE_MAX_OWNER_ID
     return Shape(m.group(1), params, types, field, top,
-                 re.search(r"\bforce_pte_cb\s*;", header) is not None, ml)
+                 re.search(r"\bforce_pte_cb\s*;", header) is not None, ml,
+                 re.search(r"\(\s*\*\s*dcache_clean_inval_poc\s*\)", header) is not None)
 
 
 def unsupported(shape: Shape) -> str | None:
@@ -224,11 +230,12 @@ def shim_defines(shape: Shape | None) -> tuple:
         return ()
     if shape.mainline is not None:
         return shape.mainline.defines()
+    no_cmo = () if shape.mm_cmo else ("KDIFF_NO_MM_CMO",)       # 5.13: mm_ops has no CMO hooks
     if _is_init_flags(shape):
-        return ("KDIFF_INIT_FLAGS",)
+        return ("KDIFF_INIT_FLAGS",) + no_cmo
     if shape.init_takes == "arch":
-        return ("KDIFF_INIT_ARCH",)
-    return ()
+        return ("KDIFF_INIT_ARCH",) + no_cmo
+    return no_cmo
 
 
 def open_tree(directory, kernel_version: str | None = None) -> Tree:

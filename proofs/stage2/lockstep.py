@@ -153,6 +153,8 @@ def run_program(make, program: Stage2Program, chooser, steps: int, counter: dict
         ret, found = h.step(entry[1], **entry[2])
         if found:
             raise StepViolation(h, found)
+        if getattr(h, "ended_by", None) is not None:
+            break               # a catalogued finding corrupted the subject (a kernel's C only)
         program.returned(entry, ret)
     return h
 

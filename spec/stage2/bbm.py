@@ -41,10 +41,16 @@ def _hint(level, hints=LEAF_HINTS):
     return level if level in hints else TTL_UNKNOWN
 
 
+# The first kernel whose relax_perms invalidates on this CPU only (__kvm_tlb_flush_vmid_ipa_nsh,
+# "KVM: arm64: Use local TLBI on permission relaxation", a12ab1378a88, merged for 6.5): 6.5.0
+# does, 6.4.4 does not.
+LOCAL_RELAX_TLBI_SINCE = (6, 5, 0)
+
+
 def _local_ok(op, state):
-    """6.6 on: relax_perms invalidates only this CPU's TLB (tlbi_ipa_nsh), which S2-BBM accepts
+    """6.5 on: relax_perms invalidates only this CPU's TLB (tlbi_ipa_nsh), which S2-BBM accepts
     for it: what another CPU may still cache has fewer permissions (a spurious fault at worst)."""
-    return op == "relax_perms" and kernel_since(state, (6, 6, 0))
+    return op == "relax_perms" and kernel_since(state, LOCAL_RELAX_TLBI_SINCE)
 
 
 def _invalidates(ev, level, lo, hi, local_ok=False, hints=LEAF_HINTS):
@@ -177,7 +183,7 @@ def check_bbm(pre, step, post):
     leaf (or no level hint: 0 before 6.8, which sets no TTL, or TLBI_TTL_UNKNOWN) and `ipa` inside
     that leaf, or (6.6 on)
     ["tlbi_range", ipa, size] whose range [ipa, ipa + size) overlaps that leaf; for relax_perms
-    from 6.6 on, ["tlbi_ipa_nsh", ipa, level] (this CPU only) is enough: another CPU's stale entry
+    from 6.5 on, ["tlbi_ipa_nsh", ipa, level] (this CPU only) is enough: another CPU's stale entry
     has fewer permissions, a spurious fault at worst; from 6.12 a change of only the software bits
     58:55 needs none (the hardware ignores them; the map walker stores such a change without
     break-before-make). Exempt: clearing S2AP W in wrprotect (the caller,

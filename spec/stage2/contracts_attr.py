@@ -17,6 +17,7 @@ from ptspec.spec.stage2.contract_common import Report, check_geometry, check_not
 from ptspec.spec.stage2.ranges import complement, level3_parts
 from ptspec.spec.stage2.segments import covering, is_valid, same_translation, sweep
 from ptspec.spec.stage2.treediff import diff_outside
+from ptspec.spec.stage2.bbm import LOCAL_RELAX_TLBI_SINCE
 from ptspec.spec.stage2.cmo import DCACHE_VIA_MM_OPS_SINCE
 from ptspec.spec.stage2.state import kernel_before, kernel_since
 from ptspec.spec.stage2.step import EAGAIN, EINVAL, walk_error
@@ -231,13 +232,13 @@ def contract_is_young(pre, step, post):
 
 
 def _check_retry_tlbi(rep, pre, step, post):
-    """6.12 on: relax_perms that returns -EAGAIN still invalidates addr on this CPU (a stale entry
+    """6.7 on (RETRY_TLBI_SINCE): relax_perms that returns -EAGAIN still invalidates addr on this CPU (a stale entry
     would make the fault repeat): one ["tlbi_ipa_nsh", addr, level], level a level of this table
     or TLBI_TTL_UNKNOWN (no hint)."""
     levels = set(range(pre.start_level, G.LAST_LEVEL + 1)) | {0x7FFFFFFF}
     want = [ev for ev in post.tlb_log if ev[0] == "tlbi_ipa_nsh" and ev[1] == step.args["addr"]]
     if len(want) != 1 or len(post.tlb_log) != 1:
-        rep.add(f"-EAGAIN (6.12 on): expected exactly one [\"tlbi_ipa_nsh\", "
+        rep.add(f"-EAGAIN (6.7 on): expected exactly one [\"tlbi_ipa_nsh\", "
                 f"{step.args['addr']:#x}, level], found {[list(ev) for ev in post.tlb_log]}")
     elif want[0][2] not in levels:
         rep.add(f"-EAGAIN: tlbi_ipa_nsh of {step.args['addr']:#x} with level hint {want[0][2]}, "
@@ -245,9 +246,14 @@ def _check_retry_tlbi(rep, pre, step, post):
                 "TLBI_TTL_UNKNOWN: the walk never set the level it passes (uninitialised)")
 
 
-# The first kernel whose relax_perms invalidates also when its walk returns -EAGAIN (6.8.0 does,
-# 6.6.63 does not; 6.7 was not checked).
-RETRY_TLBI_SINCE = (6, 8, 0)
+# The first kernel whose stage2_attr_walker returns -EAGAIN on a page with no valid leaf, so that
+# relax_perms reports it and the fault is retried ("KVM: arm64: Return EAGAIN for invalid PTE in
+# attr walker", 76259cca4795, merged for 6.3: 6.3.8 does; 6.2.12 returns 0, as 6.1 does).
+RELAX_EAGAIN_SINCE = (6, 3, 0)
+# The first kernel whose relax_perms invalidates also when its walk returns -EAGAIN ("KVM: arm64:
+# Always invalidate TLB for stage-2 permission faults", be097997a273, merged for 6.7: 6.7.3 does,
+# with a u32 level; 6.6.63 and 6.6.87 do not).
+RETRY_TLBI_SINCE = (6, 7, 0)
 # The first kernel whose relax_perms leaves XN alone for a prot without X (6.19 to 7.1 set it).
 XN_ON_REQUEST_SINCE = (7, 2, 0)
 
@@ -263,12 +269,13 @@ def contract_relax_perms(pre, step, post):
     S2AP R if prot R, S2AP W if prot W, XN cleared if prot X (nothing is ever removed), nothing else
     changes; and the log holds ["tlbi_ipa", addr, level] with the level of that leaf (0 when there is
     no valid leaf: the kernel invalidates with the level its walk data was initialised with).
-    By kernel version (the state's kernel_version): from 6.2 a page with no valid leaf returns
-    -EAGAIN with nothing changed and nothing logged (the fault is retried; 6.1.176 returns 0, 6.3.8
-    -EAGAIN); from 6.6 the invalidation is this CPU's only, ["tlbi_ipa_nsh", addr, level] (a
-    stale entry elsewhere has fewer permissions: a spurious fault at worst; seen in 6.6.63, not
-    6.3.8); from 6.8 a -EAGAIN also logs exactly one ["tlbi_ipa_nsh", addr, level], level a level
-    of the table or TLBI_TTL_UNKNOWN (seen in 6.8.0 and 6.12.19, not 6.6.63; 6.7 not checked);
+    By kernel version (the state's kernel_version): from 6.3 a page with no valid leaf returns
+    -EAGAIN with nothing changed and nothing logged (the fault is retried; 6.1.176 and 6.2.12
+    return 0, 6.3.8 -EAGAIN); from 6.5 the invalidation is this CPU's only, ["tlbi_ipa_nsh", addr,
+    level] (a stale entry elsewhere has fewer permissions: a spurious fault at worst; seen in 6.5.0
+    and 6.6.63, not 6.4.4); from 6.7 a -EAGAIN also logs exactly one ["tlbi_ipa_nsh", addr,
+    level], level a level of the table or TLBI_TTL_UNKNOWN (seen in 6.7.3, 6.8.0 and 6.12.19, not
+    6.6.63);
     from 6.19 the leaf's XN becomes what prot says: a prot without X sets XN (stage2_set_xn_attr;
     FEAT_XNX), so execute permission is removed (seen in 6.19.9's and 7.1.5's sources, not
     6.18.35's; its kernel-doc still says no permission is removed); a prot with exactly one of PX
@@ -295,10 +302,10 @@ def contract_relax_perms(pre, step, post):
     if early_exit(rep, pre, post, step, A, E, EINVAL if prot & D.PROT_SW or xn is None else None):
         return rep.result()
     leaf = pre.walk().find(A)
-    if kernel_since(pre, (6, 2, 0)) and (leaf is None or not is_valid(leaf)):
-        check_ret(rep, step, EAGAIN, " (6.2 on: no valid leaf, the fault is retried)")
+    if kernel_since(pre, RELAX_EAGAIN_SINCE) and (leaf is None or not is_valid(leaf)):
+        check_ret(rep, step, EAGAIN, " (6.3 on: no valid leaf, the fault is retried)")
         retry_tlbi = kernel_since(pre, RETRY_TLBI_SINCE)
-        check_nothing_changed(rep, pre, post, "no valid leaf to relax (6.2 on)", allow_log=retry_tlbi)
+        check_nothing_changed(rep, pre, post, "no valid leaf to relax (6.3 on)", allow_log=retry_tlbi)
         if retry_tlbi:
             _check_retry_tlbi(rep, pre, step, post)
         return rep.result()
@@ -313,7 +320,7 @@ def contract_relax_perms(pre, step, post):
     check_leafwise(rep, pre, post, A, E,
                    lambda d, level: (d | set_bits) & ~clr_bits if _valid(d, level) else None)
     level = leaf[LEVEL] if leaf is not None and is_valid(leaf) else 0
-    tlbi = "tlbi_ipa_nsh" if kernel_since(pre, (6, 6, 0)) else "tlbi_ipa"
+    tlbi = "tlbi_ipa_nsh" if kernel_since(pre, LOCAL_RELAX_TLBI_SINCE) else "tlbi_ipa"
     want = (tlbi, step.args["addr"], level)
     if want not in post.tlb_log:
         rep.add(f"no [\"{tlbi}\", {step.args['addr']:#x}, {level}] in the log "

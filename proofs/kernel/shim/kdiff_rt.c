@@ -301,12 +301,12 @@ static void mm_free_pages_exact(void *addr, size_t size)
 		mm_put_page((unsigned char *)addr + (k << PAGE_SHIFT));
 }
 
-static void mm_dcache(void *addr, size_t size)
+static __attribute__((unused)) void mm_dcache(void *addr, size_t size)
 {
 	log_event(EV_DCACHE, kdiff_virt_to_phys(addr), size);
 }
 
-static void mm_icache(void *addr, size_t size)
+static __attribute__((unused)) void mm_icache(void *addr, size_t size)
 {
 	log_event(EV_ICACHE, kdiff_virt_to_phys(addr), size);
 }
@@ -368,8 +368,10 @@ int kdiff_reset(u64 n, int fwb, int cmo, u64 mc_capacity)
 	nr_fail = 0;
 	has_fwb = fwb;
 	has_xnx = false;
+#ifndef KDIFF_NO_MM_CMO	/* 5.13's mm_ops has no cache-maintenance hooks */
 	kdiff_mm_ops.dcache_clean_inval_poc = cmo ? mm_dcache : NULL;
 	kdiff_mm_ops.icache_inval_pou = cmo ? mm_icache : NULL;
+#endif
 	memset(&kdiff_pgt, 0, sizeof(kdiff_pgt));
 	kdiff_mmu.pgt = &kdiff_pgt;
 	return 0;
@@ -508,6 +510,12 @@ int kdiff_get_leaf(u64 addr, u64 *pte, u32 *level)
 void dcache_clean_inval_poc(unsigned long start, unsigned long end)
 {
 	log_event(EV_DCACHE, kdiff_virt_to_phys((void *)start), end - start);
+}
+
+/* 5.13's name for the same clean (by address and length) */
+void __flush_dcache_area(void *addr, size_t len)
+{
+	log_event(EV_DCACHE, kdiff_virt_to_phys(addr), len);
 }
 
 /*

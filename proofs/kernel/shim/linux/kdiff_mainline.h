@@ -105,7 +105,9 @@ struct kvm_s2_mmu;
 void __kvm_tlb_flush_vmid_range(struct kvm_s2_mmu *mmu, phys_addr_t start, unsigned long pages);
 void __kvm_tlb_flush_vmid_ipa_nsh(struct kvm_s2_mmu *mmu, phys_addr_t ipa, int level);
 
-/* 7.x's kvm_pgtable is a union with pKVM's mapping tree (unused here) */
+/* from 6.14 kvm_pgtable is a union with pKVM's mapping tree (unused here): an rb_root in 6.14,
+   an rb_root_cached later */
+struct rb_root { void *rb_node; };
 struct rb_root_cached { void *rb_node; void *rb_leftmost; };
 
 #ifdef KDIFF_ML_MEMATTR1

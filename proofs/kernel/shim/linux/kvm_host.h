@@ -152,6 +152,8 @@ struct kvm {
 
 /* data-cache maintenance by VA range (5.14's pgtable.c calls it directly): logged by the shim */
 void dcache_clean_inval_poc(unsigned long start, unsigned long end);
+/* 5.13's name for it: __flush_dcache_area(addr, len) */
+void __flush_dcache_area(void *addr, size_t len);
 
 /* TLB maintenance: logged by the shim */
 void __kvm_tlb_flush_vmid_ipa(struct kvm_s2_mmu *mmu, phys_addr_t ipa, int level);
