@@ -304,67 +304,95 @@ def _table_spans(state):
     return out
 
 
+def _walked(step):
+    """[A, E), the range a map step walks (C-MAP's op_range: page-aligned)."""
+    from types import SimpleNamespace
+    from ptspec.spec.stage2.contract_common import op_range
+    return op_range(step["pre"], SimpleNamespace(args=step.get("args") or {}))
+
+
 def freed_table_walk(step) -> set:
     """The pages a 6.2 map that replaced tables by leaves can touch after freeing them: every
     table page below (and of) a table the map replaced by a leaf (a table of the pre-state whose
     whole span lies in the walked range and is one leaf slot of the level above in the
     post-state: a block, or an invalid descriptor when phys is past the PA range), and every page
-    the step allocated that nothing reaches (a table installed under a freed one). Empty for any
-    other step. Cached in the step record, with the replaced spans (freed_spans)."""
+    the step handed out that nothing reaches after it (tables installed under a freed one, leaked
+    or freed again within the step). Empty for any other step. Cached in the step record, with
+    the replaced spans (freed_spans) and the bound on how far the walks into freed tables can
+    move the output address: the spans of every pre-state table in the range (freed_reach)."""
     if "freed_table_walk" in step:
         return step["freed_table_walk"]
-    out, spans_freed = set(), []
-    pre, post, a = step.get("pre"), step.get("post"), step.get("args") or {}
+    out, spans_freed, reach = set(), [], 0
+    pre, post = step.get("pre"), step.get("post")
     if step.get("op") == "map" and pre is not None and post is not None and pre.roots:
-        lo, hi = a.get("addr", 0), a.get("addr", 0) + a.get("size", 0)
+        lo, hi = _walked(step)
         spans = _table_spans(pre)
         walk = post.walk() if post.roots else None
         for pa, (level, b, e) in spans.items():
-            leaf = walk.find(b) if walk is not None and lo <= b and e <= hi else None
+            if not (lo <= b and e <= hi):
+                continue
+            reach += e - b
+            leaf = walk.find(b) if walk is not None else None
             if (leaf is not None and leaf[LEVEL] == level - 1 and leaf[START] == b
                     and leaf[END] == e):
                 out.update(p for p, (_, b2, e2) in spans.items() if b <= b2 and e2 <= e)
                 spans_freed.append((b, e))
-        if out:
-            live = _table_spans(post)
-            out.update(p for p in post.pages if p not in pre.pages and p not in live)
     step["freed_table_walk"], step["freed_spans"] = out, sorted(set(spans_freed))
+    step["freed_reach"] = reach
     return out
 
 
-def _walks_freed_table(violation, step) -> bool:
-    """A violation about a page freed_table_walk names (the violation's where["table"], or the page
-    its message names): what 6.2's walker does after stage2_map_walk_table_pre freed a table."""
-    touched = freed_table_walk(step or {})
-    if not touched:
-        return False
+def _violation_page(violation):
     page = (getattr(violation, "where", None) or {}).get("table")
     if page is None:
         m = re.search(r"\bpage (0x[0-9a-f]+)", str(violation))
         page = int(m.group(1), 16) if m else None
-    return page in touched
+    return page
+
+
+def _walks_freed_table(violation, step) -> bool:
+    """A violation about a page freed_table_walk names (the violation's where["table"], or the page
+    its message names), or about a page the step handed out that nothing reaches after it: what
+    6.2's walker does after stage2_map_walk_table_pre freed a table."""
+    touched = freed_table_walk(step or {})
+    if not touched:
+        return False
+    page = _violation_page(violation)
+    if page in touched:
+        return True
+    post = step["post"]
+    return (page is not None and page not in step["pre"].pages
+            and page not in _table_spans(post))
 
 
 def _freed_walk_shift(violation, step) -> bool:
-    """A C-MAP violation of such a map (freed_table_walk) whose found leaf is what the kernel
-    maps once the walk into each freed table has advanced data->phys over that table's span a
-    second time: the leaf C-MAP expects at its level, its output address moved up by the spans of
-    the replaced tables before it. Reads the violation's where (ipa, level, desc)."""
+    """A C-MAP violation of such a map (freed_table_walk) that the walks into freed tables
+    explain: a found leaf that is the leaf C-MAP expects at its level but for an output address
+    moved up, by at most the spans of the pre-state's tables in the range (each walk into a freed
+    table maps its span a second time, advancing data->phys past it; nested ones again), or a
+    -EAGAIN with no page kept when a freed table held a leaf of the range (the -EAGAIN of a walk
+    into it). Reads the violation's where (ipa, level, desc)."""
     from ptspec.spec.arch import geometry as G
-    freed_table_walk(step or {})
-    spans, w = step.get("freed_spans") or [], getattr(violation, "where", None) or {}
-    pre, a = step.get("pre"), step.get("args") or {}
-    if not spans or pre is None or not {"ipa", "level", "desc"} <= w.keys():
+    if not freed_table_walk(step or {}):
         return False
-    ps, level, lo = pre.page_shift, w["level"], a["addr"]
+    pre, a = step["pre"], step.get("args") or {}
+    if str(violation).startswith("C-MAP map: returned -EAGAIN, but no page of the range kept"):
+        return step.get("ret") == -11 and any(
+            lf[START] < e and b < lf[END] and D.is_valid_leaf(lf[DESC], lf[LEVEL])
+            for b, e in step["freed_spans"] for lf in pre.walk().overlapping(b, e))
+    w = getattr(violation, "where", None) or {}
+    if not {"ipa", "level", "desc"} <= w.keys():
+        return False
+    ps, level = pre.page_shift, w["level"]
+    lo, hi = _walked(step)
     g = G.granule_size(level, ps)
     start = w["ipa"] // g * g
-    if not lo <= start or start + g > lo + a["size"]:
-        return False
-    shift = sum(e - b for b, e in spans if e <= start)
     attrs = D.prot_attrs(D.known_prot(a["prot"], pre.kernel_version), pre.has_fwb,
                          D.has_normal_nc(pre.kernel_version), D.has_px_ux(pre.kernel_version),
                          pre.as_s1, D.uses_xnx(pre.kernel_version, pre.has_xnx))
-    phys = a["phys"] & ~((1 << ps) - 1)
-    return (shift > 0 and attrs is not None
-            and w["desc"] == D.leaf_descriptor(phys + (start - lo) + shift, attrs, level, ps))
+    if attrs is None or not lo <= start or start + g > hi or not D.is_valid_leaf(w["desc"], level):
+        return False
+    want = D.leaf_descriptor(a["phys"] - (a["phys"] % (1 << ps)) + (start - lo), attrs, level, ps)
+    shift = D.address(w["desc"], ps) - D.address(want, ps)
+    return (0 < shift <= step["freed_reach"]
+            and w["desc"] == D.leaf_descriptor(D.address(want, ps) + shift, attrs, level, ps))

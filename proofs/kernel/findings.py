@@ -111,12 +111,12 @@ FINDINGS = (
         "pass a TLBI level hint when zapping table entries' (2024) and backported to 6.1.y "
         "(reviewed for stable on 15 Aug 2024, taken here as 6.1.106: 6.1.55 shows it, 6.1.158 and "
         "6.1.176 do not) "
-        "and 6.6.y; mainline 6.3.8 still passes the level (the 6.2 range below ends at 6.6.0: "
-        "6.4 and 6.5 were not run, 6.6.63 passes 0, and the first fixed 6.6.y is not pinned down); "
+        "and 6.6.y; mainline 6.3.8, 6.4.4 and 6.5.0 still pass the level (6.6.63 passes 0, and the "
+        "first fixed 6.6.y is not pinned down); "
         "run on 5.15.100, 5.14.2, 5.17-rc5, 5.19.0 and 6.3.8; 6.6.9 and 6.8.0 (before the fix "
         "reached them: the 6.9 cycle, and a 6.6.y after 6.6.9 and at the latest 6.6.63, which "
         "is fixed, as 6.6.87 and 6.12.19 are) pass the level too: their stage2_unmap_put_pte "
-        "treats a table like a leaf (ranges 6.2 to 6.6.63, 6.7-6.8; 6.7 not run)",
+        "treats a table like a leaf (ranges 6.2 to 6.6.63, 6.7-6.8; 6.7.3 shows it too)",
         ("stage2_put_pte", "stage2_unmap_walker"),
         _op("unmap"),
         also=_ZAPPED_TABLE_RANGES, where=lambda v, step: _own_level_hint(v)),
@@ -153,8 +153,8 @@ FINDINGS = (
         "page keeps its single reference; the design that came with kvm_pgtable_hyp_unmap, not "
         "a bug: the C-side hyp check (ptspec.proofs.kernel.hyp) then judges the per-descriptor "
         "rule instead, on trees that have kvm_pgtable_hyp_unmap; seen running 5.17-rc5, 5.19.0, "
-        "6.1.176, 6.3.8, 6.6.63 and 6.12.19, not 5.15.100 (5.16 was not run: the range starts "
-        "at 5.17, the first release run that has kvm_pgtable_hyp_unmap)",
+        "6.1.176, 6.3.8, 6.6.63 and 6.12.19, not 5.15.100 or 5.16.10 (neither has "
+        "kvm_pgtable_hyp_unmap: the range starts at 5.17, the first release that has it)",
         ("hyp_map_walker", "hyp_map_walker_try_leaf", "kvm_pgtable_hyp_unmap"),
         lambda step: step is not None and bool(step.get("hyp"))),
     KernelFinding(
@@ -436,12 +436,12 @@ FINDINGS = (
 # The hyp findings first seen on 6.1.176 reach back to 5.17: the hyp map and unmap walkers of the
 # 5.17-rc5 and 5.19.0 trees are 6.1.176's (the same functions, but for the TLBI level hint of
 # hyp_unmap_walker), and running them shows hyp-refcount and hyp-conflict-split there; 5.15.100
-# has neither (no kvm_pgtable_hyp_unmap), 5.16 was not run.
+# and 5.16.10 have neither (no kvm_pgtable_hyp_unmap; 5.16.10's hyp check passes as 5.15's).
 _HYP_SINCE_5_17 = ("hyp-conflict-page-einval", "hyp-conflict-page-einval-warn", "hyp-conflict-split",
                    "hyp-conflict-split-warn", "hyp-split-ref", "hyp-split-leak",
                    "hyp-split-leak-destroy", "hyp-unmap-overreach")
 FINDINGS = tuple(replace(f, why=f.why + "; from 5.17: 5.17-rc5's and 5.19.0's hyp walkers are "
-                             "6.1.176's (5.16 not run)") if f.id in _HYP_SINCE_5_17 else f
+                             "6.1.176's (5.16.10 has no kvm_pgtable_hyp_unmap and passes)") if f.id in _HYP_SINCE_5_17 else f
                  for f in FINDINGS)
 
 
