@@ -106,7 +106,7 @@ void __kvm_tlb_flush_vmid_range(struct kvm_s2_mmu *mmu, phys_addr_t start, unsig
 void __kvm_tlb_flush_vmid_ipa_nsh(struct kvm_s2_mmu *mmu, phys_addr_t ipa, int level);
 
 /* from 6.14 kvm_pgtable is a union with pKVM's mapping tree (unused here): an rb_root in 6.14,
-   an rb_root_cached later */
+   an rb_root_cached by 6.18 */
 struct rb_root { void *rb_node; };
 struct rb_root_cached { void *rb_node; void *rb_leftmost; };
 
