@@ -352,17 +352,19 @@ def _violation_page(violation):
 
 def _walks_freed_table(violation, step) -> bool:
     """A violation about a page freed_table_walk names (the violation's where["table"], or the page
-    its message names), or about a page the step handed out that nothing reaches after it: what
-    6.2's walker does after stage2_map_walk_table_pre freed a table."""
+    its message names), or about a page the step handed out that nothing reaches after it and
+    that is not in the memcache: what 6.2's walker does after stage2_map_walk_table_pre freed a
+    table."""
     touched = freed_table_walk(step or {})
     if not touched:
         return False
     page = _violation_page(violation)
     if page in touched:
         return True
-    post = step["post"]
-    return (page is not None and page not in step["pre"].pages
-            and page not in _table_spans(post))
+    if "live_tables" not in step:
+        step["live_tables"] = _table_spans(step["post"])
+    return (page is not None and page not in step["pre"].pages and page not in step["live_tables"]
+            and page not in step["post"].memcache)
 
 
 def _freed_walk_shift(violation, step) -> bool:

@@ -273,17 +273,19 @@ FINDINGS = (
         "'KVM: arm64: Reload PTE after invoking walker callback on preorder traversal' (6.4-rc4, "
         "backported to 6.3.7; 6.2.y had ended); seen running 6.2.12, not 6.3.8 (ptspec's "
         "pte-reload-table-pre puts the bug back into 6.6). Matched only for pages of a table the "
-        "map replaced by a block and pages the step allocated that nothing reaches "
-        "(finding_shapes.freed_table_walk); the run ends there",
+        "map replaced by a leaf and pages the step handed out that nothing reaches "
+        "(finding_shapes.freed_table_walk); the run ends there (ends_run)",
         ("__kvm_pgtable_visit", "stage2_map_walk_table_pre", "kvm_pgtable_stage2_free_removed"),
         _op("map"), where=_walks_freed_table, ends_run=True),
     KernelFinding(
         "walk-freed-table-phys", "C-MAP", (6, 2, 0), (6, 3, 7),
         "walk-freed-table as C-MAP sees it: mapping into the freed table advances data->phys over "
-        "its span a second time, so every later leaf of the map points one replaced span (per "
-        "table replaced) too high in the output space: live guest mappings of the wrong memory; "
-        "matched only where the found leaf is exactly the shifted one "
-        "(finding_shapes._freed_walk_shift); seen running 6.2.12",
+        "its span a second time (nested freed tables again), so the later leaves of the map "
+        "point too high in the output space: live guest mappings of the wrong memory; and an old "
+        "leaf inside the freed table can make the map return -EAGAIN. Matched only where the "
+        "found leaf is C-MAP's own but for an output moved up by at most the spans of the "
+        "pre-state's tables in the range, or for a -EAGAIN with no page kept when a replaced "
+        "table held a valid leaf (finding_shapes._freed_walk_shift); seen running 6.2.12",
         ("__kvm_pgtable_visit", "stage2_map_walk_table_pre", "stage2_map_walker_try_leaf"),
         _op("map"), where=_freed_walk_shift, ends_run=True),
     KernelFinding(
@@ -440,8 +442,9 @@ FINDINGS = (
 _HYP_SINCE_5_17 = ("hyp-conflict-page-einval", "hyp-conflict-page-einval-warn", "hyp-conflict-split",
                    "hyp-conflict-split-warn", "hyp-split-ref", "hyp-split-leak",
                    "hyp-split-leak-destroy", "hyp-unmap-overreach")
-FINDINGS = tuple(replace(f, why=f.why + "; from 5.17: 5.17-rc5's and 5.19.0's hyp walkers are "
-                             "6.1.176's (5.16.10 has no kvm_pgtable_hyp_unmap and passes)") if f.id in _HYP_SINCE_5_17 else f
+_HYP_NOTE = ("; from 5.17: 5.17-rc5's and 5.19.0's hyp walkers are 6.1.176's (5.16.10 has no "
+             "kvm_pgtable_hyp_unmap and passes)")
+FINDINGS = tuple(replace(f, why=f.why + _HYP_NOTE) if f.id in _HYP_SINCE_5_17 else f
                  for f in FINDINGS)
 
 
