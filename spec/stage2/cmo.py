@@ -15,6 +15,7 @@ from operator import itemgetter
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
+from ptspec.spec.stage2.bbm import SW_BITS_STORE_SINCE
 from ptspec.spec.stage2.contract_common import Report, op_range
 from ptspec.spec.stage2.ranges import covers, union_sized
 from ptspec.spec.stage2.segments import FlatL3, L3Chunk, clip_runs, is_valid, page_runs
@@ -82,8 +83,9 @@ def check_cmo(pre, step, post):
     covering the leaf's whole output range;
     unmap: without FWB, every removed valid cacheable leaf intersecting R is covered by dcache events;
     relax_perms: a leaf that becomes executable is covered by icache events.
-    By kernel version: from 6.12 a map that changes only a leaf's software bits (58:55) stores
-    them in place, and that leaf is not new (seen in 6.12.19).
+    By kernel version: from 6.10 (SW_BITS_STORE_SINCE) a map that changes only a leaf's software
+    bits (58:55) stores them in place, and that leaf is not new (seen in 6.10.0 and 6.12.19, not
+    6.9.0).
     When the table does no cache maintenance (cmo false), no step logs dcache or icache events,
     except that before 5.15 (DCACHE_VIA_MM_OPS_SINCE; seen in 5.14.2) unmap and flush call
     dcache_clean_inval_poc themselves, not through mm_ops: an unmap without cmo is judged as one
@@ -133,7 +135,7 @@ def check_cmo(pre, step, post):
 
     if step.op == "map":
         seen = set()
-        sw_only = kernel_since(pre, (6, 12, 0))
+        sw_only = kernel_since(pre, SW_BITS_STORE_SINCE)
         # the pages of R whose translation changed (diff_within: what sweep(pre, post, A, E)
         # finds not same_translation, at the cost of the change, not of R's size)
         new = []        # (leaf, output, size, cacheable, executable, run) of each new leaf, in order
@@ -168,7 +170,7 @@ def check_cmo(pre, step, post):
                     continue
                 if (sw_only and is_valid(p) and p[LEVEL] == q[LEVEL]
                         and not (p[DESC] ^ q[DESC]) & ~D.SW_MASK):
-                    continue        # 6.12 on: only the software bits changed, the same leaf stays
+                    continue        # 6.10 on: only the software bits changed, the same leaf stays
                 seen.add(q[START])
                 new.append((q, D.address(q[DESC], ps), q[END] - q[START],
                             D.is_cacheable(q[DESC], fwb), D.is_executable(q[DESC], xnx), None))
