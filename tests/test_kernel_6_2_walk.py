@@ -89,6 +89,16 @@ def test_a_6_2_tree_ends_the_run_at_the_use_after_free(tmp_path):
     assert h.ended_by in h.findings
     n = len(h.trace)
     assert h.step("unmap", addr=0, size=1 << 39) == (None, []) and len(h.trace) == n
+    assert h.unrun == 1                 # counted: an engine's report says a case was cut short
+    from ptspec.proofs.kernel import replay
+    out = replay.judge_cases([("cut", h, [])], type(h), 0.0, expired=None, progress=None,
+                             noun="cases", passed=lambda labels: f"{len(labels)} cases")
+    assert out.status == "passed" and "1 of them stopped at a finding that ends the run" in out.detail
+    # the lock-step counts the runs the finding ended
+    from ptspec.proofs.kernel import check
+    from ptspec.proofs.runner import budgets
+    r = check.check_geometry(tree, "4k-39", budgets.budget("quick"), 0)
+    assert r.status == "passed" and "ended at a finding that ends the run" in r.detail, r.detail
     # the walk into the freed table meets the old page (the same output but for permissions): the
     # map returns -EAGAIN with no live page kept (found by the default profile on 4k-39)
     h = subject.subject_factory(tree)(12, 39, arena_pages=512)

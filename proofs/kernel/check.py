@@ -179,7 +179,8 @@ def check_geometry(tree, name: str, budget, seed: int, harness=None) -> Result:
         return Result.refuted(counterexample(out.failure, tree),
                               detail=f"{name}: {out.failure.violations[0]}{note}",
                               examples=out.steps, **kw)
-    return Result.passed(out.steps, f"{name}: {out.examples} runs, {out.steps} operations, "
+    cut = f" ({out.ended} ended at a finding that ends the run)" if out.ended else ""
+    return Result.passed(out.steps, f"{name}: {out.examples} runs{cut}, {out.steps} operations, "
                                     f"{out.steps / max(out.seconds, 1e-9):.0f} ops/s{note}", **kw)
 
 

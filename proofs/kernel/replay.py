@@ -234,10 +234,12 @@ class Outcome:
 def judge_cases(cases, cls, t0: float, *, expired, progress, noun: str, passed) -> Outcome:
     """The engines' shared loop over (label, harness, violations) cases: the first case that broke
     the spec refutes; an expired hang guard stops with "unknown"; otherwise passed, its detail
-    ``passed(labels)`` (every case's label, in order)."""
-    labels = []
+    ``passed(labels)`` (every case's label, in order), and how many cases a finding that ends the
+    run (findings.ends_run) cut short."""
+    labels, cut = [], 0
     for label, h, found in cases:
         labels.append(label)
+        cut += bool(getattr(h, "unrun", 0))     # a finding that ends the run came before its end
         if progress:
             progress()
         if found:
@@ -246,6 +248,8 @@ def judge_cases(cases, cls, t0: float, *, expired, progress, noun: str, passed) 
         if expired is not None and expired():
             return Outcome("unknown", len(labels), time.perf_counter() - t0,
                            f"stopped after {len(labels)} {noun}", findings=dict(cls.seen))
-    return Outcome("passed", len(labels), time.perf_counter() - t0, passed(labels),
+    note = (f"; {cut} of them stopped at a finding that ends the run, before their last step"
+            if cut else "")
+    return Outcome("passed", len(labels), time.perf_counter() - t0, passed(labels) + note,
                    findings=dict(cls.seen))
 

@@ -139,11 +139,13 @@ class CSideHarness(Stage2Harness):
         self.calls.append((f"h.fail_allocation({k})", self.lines[-1]))    # in the program too
 
     ended_by = None                 # the id of a finding that ended this run (findings.ends_run)
+    unrun = 0                       # the steps asked for after it, not run
 
     def step(self, op: str, **args):
         if self.ended_by is not None:
             # a catalogued use after free corrupted the table: nothing after it is the kernel's
-            # behaviour to judge (the engines end the run, or do not explore past it)
+            # behaviour to judge (the engines end the run, or do not explore past it, and say so)
+            self.unrun += 1
             return None, []
         before = len(self.violations)
         pre = self.state                # the spec's reading of the pre-state (findings' where)

@@ -154,6 +154,7 @@ def run_program(make, program: Stage2Program, chooser, steps: int, counter: dict
         if found:
             raise StepViolation(h, found)
         if getattr(h, "ended_by", None) is not None:
+            counter["ended"] = counter.get("ended", 0) + 1
             break               # a catalogued finding corrupted the subject (a kernel's C only)
         program.returned(entry, ret)
     return h
@@ -212,6 +213,7 @@ class LockstepOutcome:
     steps: int
     seconds: float
     failure: StepViolation | None = None
+    ended: int = 0              # runs a finding that ends the run (a kernel's C) cut short
 
 
 def run_lockstep(name: str, *, examples: int, steps: int, seed: int = 0,
@@ -256,7 +258,8 @@ def _run_lockstep(name, examples, steps, seed, harness_factory, shrink_replays, 
         exc = shortest_failure(exc, make, shrink_replays)
         return LockstepOutcome("refuted", counter["runs"], counter["steps"],
                                time.perf_counter() - t0, exc)
-    return LockstepOutcome("passed", counter["runs"], counter["steps"], time.perf_counter() - t0)
+    return LockstepOutcome("passed", counter["runs"], counter["steps"], time.perf_counter() - t0,
+                           ended=counter.get("ended", 0))
 
 
 def _run_machine(name, examples, steps, seed, harness_factory, geometries, options, counter):
