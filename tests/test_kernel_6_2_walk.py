@@ -55,7 +55,7 @@ def test_only_the_freed_pages_and_the_shifted_leaves_are_set_aside():
     def leak(pa):
         return Violation("S2-LEAK", f"page {pa:#x} is in use but not reached from the roots "
                          "(leaked)", {"table": pa})
-    parent = step["pre"].roots[0]                   # a page of the pre-state outside the freed table
+    parent = step["pre"].roots[0]           # a page of the pre-state outside the freed table
     assert findings.finding_for(leak(parent), step, V62) is None
     # a page the step handed out that nothing reaches (a table allocated under the freed one)
     assert findings.finding_for(leak(table + 0x10_0000), step, V62).id == "walk-freed-table"
@@ -93,7 +93,8 @@ def test_a_6_2_tree_ends_the_run_at_the_use_after_free(tmp_path):
     from ptspec.proofs.kernel import replay
     out = replay.judge_cases([("cut", h, [])], type(h), 0.0, expired=None, progress=None,
                              noun="cases", passed=lambda labels: f"{len(labels)} cases")
-    assert out.status == "passed" and "1 of them stopped at a finding that ends the run" in out.detail
+    assert out.status == "passed"
+    assert "1 of them stopped at a finding that ends the run" in out.detail
     # the lock-step counts the runs the finding ended
     from ptspec.proofs.kernel import check
     from ptspec.proofs.runner import budgets

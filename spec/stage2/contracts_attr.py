@@ -232,9 +232,9 @@ def contract_is_young(pre, step, post):
 
 
 def _check_retry_tlbi(rep, pre, step, post):
-    """6.7 on (RETRY_TLBI_SINCE): relax_perms that returns -EAGAIN still invalidates addr on this CPU (a stale entry
-    would make the fault repeat): one ["tlbi_ipa_nsh", addr, level], level a level of this table
-    or TLBI_TTL_UNKNOWN (no hint)."""
+    """6.7 on (RETRY_TLBI_SINCE): relax_perms that returns -EAGAIN still invalidates addr on this
+    CPU (a stale entry would make the fault repeat): one ["tlbi_ipa_nsh", addr, level], level a
+    level of this table or TLBI_TTL_UNKNOWN (no hint)."""
     levels = set(range(pre.start_level, G.LAST_LEVEL + 1)) | {0x7FFFFFFF}
     want = [ev for ev in post.tlb_log if ev[0] == "tlbi_ipa_nsh" and ev[1] == step.args["addr"]]
     if len(want) != 1 or len(post.tlb_log) != 1:
@@ -305,7 +305,8 @@ def contract_relax_perms(pre, step, post):
     if kernel_since(pre, RELAX_EAGAIN_SINCE) and (leaf is None or not is_valid(leaf)):
         check_ret(rep, step, EAGAIN, " (6.3 on: no valid leaf, the fault is retried)")
         retry_tlbi = kernel_since(pre, RETRY_TLBI_SINCE)
-        check_nothing_changed(rep, pre, post, "no valid leaf to relax (6.3 on)", allow_log=retry_tlbi)
+        check_nothing_changed(rep, pre, post, "no valid leaf to relax (6.3 on)",
+                              allow_log=retry_tlbi)
         if retry_tlbi:
             _check_retry_tlbi(rep, pre, step, post)
         return rep.result()
