@@ -13,6 +13,7 @@ import re
 
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch.walk import DESC, END, LEVEL, START
+from ptspec.spec.stage2.mainline import table_spans
 
 
 def _left_as_it_was(violation, step) -> bool:
@@ -282,28 +283,6 @@ def _annotate_truncated(violation, step) -> bool:
 
 
 # -- 6.2's walker descends into the table its TABLE_PRE callback freed (walk-freed-table) ----------
-def _table_spans(state):
-    """table page -> (level, first IPA, end IPA) of every table reachable from the roots."""
-    from ptspec.spec.arch import geometry as G
-    ps, out = state.page_shift, {}
-    ptrs = 1 << (ps - 3)
-
-    def visit(pa, level, base):
-        if pa in out or pa not in state.pages:
-            return
-        g = G.granule_size(level, ps)
-        out[pa] = (level, base, base + g * ptrs)
-        if level < G.LAST_LEVEL:
-            for i, w in enumerate(state.pages[pa][:ptrs]):
-                if D.is_table(w, level):
-                    visit(D.address(w, ps), level + 1, base + i * g)
-
-    top = G.table_span(state.start_level, ps)
-    for k, root in enumerate(state.roots):
-        visit(root, state.start_level, k * top)
-    return out
-
-
 def _walked(step):
     """[A, E), the range a map step walks (C-MAP's op_range: page-aligned)."""
     from types import SimpleNamespace
@@ -326,7 +305,7 @@ def freed_table_walk(step) -> set:
     pre, post = step.get("pre"), step.get("post")
     if step.get("op") == "map" and pre is not None and post is not None and pre.roots:
         lo, hi = _walked(step)
-        spans = _table_spans(pre)
+        spans = table_spans(pre)
         walk = post.walk() if post.roots else None
         for pa, (level, b, e) in spans.items():
             if not (lo <= b and e <= hi):
@@ -362,7 +341,7 @@ def _walks_freed_table(violation, step) -> bool:
     if page in touched:
         return True
     if "live_tables" not in step:
-        step["live_tables"] = _table_spans(step["post"])
+        step["live_tables"] = table_spans(step["post"])
     return (page is not None and page not in step["pre"].pages and page not in step["live_tables"]
             and page not in step["post"].memcache)
 

@@ -82,6 +82,9 @@ def _op(*names: str):
 # 6.6.63 and mainline in the 6.9 cycle: the ranges after 6.1.y that its stage-2 and hyp findings
 # share (table-tlbi-level, hyp-table-tlbi-level).
 _ZAPPED_TABLE_RANGES = (((6, 2, 0), (6, 6, 63)), ((6, 7, 0), (6, 9, 0)))
+# 6.2's walker walks into the table its TABLE_PRE callback freed until a9f0e3d5a089 (6.4-rc4, 6.3.7):
+# the range the three walk-freed-table findings share (one per statement the bug breaks)
+_FREED_WALK_RANGE = ((6, 2, 0), (6, 3, 7))
 # the kernel functions of xnx-icache-executable, in either statement's view
 _XNX_ICACHE_FUNCTIONS = ("stage2_pte_executable", "stage2_map_walker_try_leaf",
                          "stage2_attr_walker")
@@ -264,7 +267,7 @@ FINDINGS = (
         also=_ZAPPED_TABLE_RANGES),
     # the reworked walker (6.2 on): docs/kernel-mainline.md
     KernelFinding(
-        "walk-freed-table", "S2-LEAK", (6, 2, 0), (6, 3, 7),
+        "walk-freed-table", "S2-LEAK", *_FREED_WALK_RANGE,
         "6.2's reworked walker reloads the descriptor after a LEAF callback but not after a "
         "TABLE_PRE one: when stage2_map_walk_table_pre replaces a table by a block and frees the "
         "table (free_removed_table), __kvm_pgtable_visit still descends into the freed table and "
@@ -278,7 +281,7 @@ FINDINGS = (
         ("__kvm_pgtable_visit", "stage2_map_walk_table_pre", "kvm_pgtable_stage2_free_removed"),
         _op("map"), where=_walks_freed_table, ends_run=True),
     KernelFinding(
-        "walk-freed-table-phys", "C-MAP", (6, 2, 0), (6, 3, 7),
+        "walk-freed-table-phys", "C-MAP", *_FREED_WALK_RANGE,
         "walk-freed-table as C-MAP sees it: mapping into the freed table advances data->phys over "
         "its span a second time (nested freed tables again), so the later leaves of the map "
         "point too high in the output space: live guest mappings of the wrong memory; and an old "
@@ -289,7 +292,7 @@ FINDINGS = (
         ("__kvm_pgtable_visit", "stage2_map_walk_table_pre", "stage2_map_walker_try_leaf"),
         _op("map"), where=_freed_walk_shift, ends_run=True),
     KernelFinding(
-        "walk-freed-table-rcu", "S2-RCU", (6, 2, 0), (6, 3, 7),
+        "walk-freed-table-rcu", "S2-RCU", *_FREED_WALK_RANGE,
         "walk-freed-table as S2-RCU sees it: a page of the table handed to free_removed_table is "
         "still allocated after the step (the walk into the freed table took a reference on it); "
         "seen running 6.2.12",

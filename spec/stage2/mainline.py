@@ -176,7 +176,7 @@ def check_unlinked(pre_raw, post_raw) -> list:
     return out
 
 
-def _table_spans(state):
+def table_spans(state):
     """table page -> (level, first IPA, end IPA) for every table reachable from the roots."""
     out = {}
     ps = state.page_shift
@@ -233,7 +233,7 @@ def check_table_tlbi(pre_raw, step, post_raw) -> list:
     if (step.get("op") if isinstance(step, dict) else step.op) == "destroy":
         return []
     pre = load_state(pre_raw)
-    spans = _table_spans(pre)
+    spans = table_spans(pre)
     roots = set(pre.roots)
     log = post_raw.get("tlb_log", [])
     out = []
