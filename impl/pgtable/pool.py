@@ -192,6 +192,10 @@ class MmOps:
         pool = args.instance("pool", pool, PagePool)
         cmo = args.flag("cmo", cmo)
         self.pool = pool
+        # get_page / put_page: the pool's own, as the kernel's mm_ops point straight at the page
+        # allocator's (bound once here, not wrapped: they run for every counted entry)
+        self.get_page = pool.get_page
+        self.put_page = pool.put_page
         self.log = log if log is not None else []
         self.nr_allocs = 0
         self.fail_at: set[int] = set()
@@ -220,12 +224,6 @@ class MmOps:
         """Drop the allocation reference of each page; a page still referenced stays allocated."""
         for pa in pas:
             self.pool.put_page(pa)
-
-    def get_page(self, pa: int):
-        self.pool.get_page(pa)
-
-    def put_page(self, pa: int):
-        self.pool.put_page(pa)
 
     def page_count(self, pa: int) -> int:
         return self.pool.page_count(pa)

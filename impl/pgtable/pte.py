@@ -85,12 +85,9 @@ MT_NORMAL = 0
 MT_DEVICE_nGnRE = 4
 
 
-_ADDR_MASK = {ps: GENMASK(47, ps) for ps in (12, 14, 16)}
-
-
-def kvm_pte_addr_mask(page_shift: int) -> int:
-    """KVM_PTE_ADDR_MASK: GENMASK(47, PAGE_SHIFT)."""
-    return _ADDR_MASK[page_shift]
+# KVM_PTE_ADDR_MASK, GENMASK(47, PAGE_SHIFT), for each build's page size (a table, not a helper
+# call: it is read for every descriptor a walk follows or writes)
+KVM_PTE_ADDR_MASK = {ps: GENMASK(47, ps) for ps in (12, 14, 16)}
 
 
 def kvm_pte_table(pte: int, level: int) -> bool:
@@ -103,14 +100,14 @@ def kvm_pte_table(pte: int, level: int) -> bool:
 
 
 def kvm_pte_to_phys(pte, page_shift: int):
-    pa = pte & kvm_pte_addr_mask(page_shift)
+    pa = pte & KVM_PTE_ADDR_MASK[page_shift]
     if page_shift == 16:
         pa |= ((pte & KVM_PTE_ADDR_51_48) >> 12) << 48
     return pa
 
 
 def kvm_phys_to_pte(pa, page_shift: int):
-    pte = pa & kvm_pte_addr_mask(page_shift)
+    pte = pa & KVM_PTE_ADDR_MASK[page_shift]
     if page_shift == 16:
         pte |= ((pa >> 48) << 12) & KVM_PTE_ADDR_51_48
     return pte
@@ -198,8 +195,12 @@ def stage2_set_prot_attr(prot: int, has_fwb: bool):
     return 0, attr
 
 
+# PAGE_S2_MEMATTR(NORMAL, has_fwb) for FWB off and on: what stage2_pte_cacheable compares with
+S2_MEMATTR_NORMAL = {False: kvm_s2_memattr(True, False), True: kvm_s2_memattr(True, True)}
+
+
 def stage2_pte_cacheable(pte: int, has_fwb: bool) -> bool:
-    return (pte & KVM_PTE_LEAF_ATTR_LO_S2_MEMATTR) == kvm_s2_memattr(True, has_fwb)
+    return (pte & KVM_PTE_LEAF_ATTR_LO_S2_MEMATTR) == S2_MEMATTR_NORMAL[has_fwb]
 
 
 def stage2_pte_executable(pte: int) -> bool:

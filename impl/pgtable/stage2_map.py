@@ -62,7 +62,7 @@ def stage2_put_pte(pgt, tbl: list, ptp: int, idx: int, addr: int, level: int):
 
 class Stage2MapData:
     __slots__ = ("pgt", "phys", "attr", "owner_id", "anchor", "childp", "memcache", "force_pte",
-                 "ret", "has_fwb", "mm_ops", "gran", "pa_bits")
+                 "ret", "has_fwb", "mm_ops", "gran", "pa_bits", "owner_pte")
 
     def __init__(self, pgt, phys: int, memcache, owner_id: int = 0, force_pte: bool = False):
         self.pgt = pgt
@@ -78,6 +78,9 @@ class Stage2MapData:
         self.mm_ops = pgt.mm_ops          # map_data.mm_ops = pgt->mm_ops
         self.gran = pgt.gran              # the build's granule and PA range (constants)
         self.pa_bits = pgt.pa_bits
+        # the annotation try_leaf installs when phys is KVM_PHYS_INVALID: a function of owner_id
+        # and the build alone, so computed once for the walk rather than for every entry
+        self.owner_pte = kvm_init_invalid_leaf_owner(owner_id, pgt.owner_field)
 
     def walk(self, addr, end, level, tbl, ptp, idx, flag):
         """stage2_map_walker: dispatch on the walk flag (LEAF, the most frequent, first)."""
@@ -111,7 +114,7 @@ def stage2_map_walker_try_leaf(addr, end, level, tbl, ptp, idx, data: Stage2MapD
     if phys_valid:
         new = kvm_init_valid_leaf_pte(phys, data.attr, level, gran.page_shift)
     else:
-        new = kvm_init_invalid_leaf_owner(data.owner_id, pgt.owner_field)
+        new = data.owner_pte
 
     skipped = False
     if stage2_pte_is_counted(old):

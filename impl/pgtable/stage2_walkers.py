@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import errno
+from functools import partial
 
 from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_W, KVM_PGTABLE_PROT_X, KVM_PTE_LEAF_ATTR_HI, KVM_PTE_LEAF_ATTR_HI_S2_XN, KVM_PTE_LEAF_ATTR_HI_SW, KVM_PTE_LEAF_ATTR_LO, KVM_PTE_LEAF_ATTR_LO_S2_AF, KVM_PTE_LEAF_ATTR_LO_S2_S2AP_R, KVM_PTE_LEAF_ATTR_LO_S2_S2AP_W, KVM_PTE_VALID, U64, kvm_pte_table, kvm_pte_to_phys, stage2_pte_cacheable, stage2_pte_executable, stage2_pte_is_counted
 from ptspec.impl.pgtable.stage2_map import kvm_clear_pte, stage2_put_pte
@@ -66,9 +67,8 @@ def stage2_unmap_walker(pgt, addr, end, level, tbl, ptp, idx, flag) -> int:
 
 
 def kvm_pgtable_stage2_unmap(pgt, addr: int, size: int) -> int:
-    def cb(a, e, level, tbl, ptp, idx, flag):
-        return stage2_unmap_walker(pgt, a, e, level, tbl, ptp, idx, flag)
-    walker = KvmPgtableWalker(cb, KVM_PGTABLE_WALK_LEAF | KVM_PGTABLE_WALK_TABLE_POST)
+    walker = KvmPgtableWalker(partial(stage2_unmap_walker, pgt),
+                              KVM_PGTABLE_WALK_LEAF | KVM_PGTABLE_WALK_TABLE_POST)
     return kvm_pgtable_walk(pgt, addr, size, walker)
 
 
@@ -107,9 +107,7 @@ def stage2_update_leaf_attrs(pgt, addr: int, size: int, attr_set: int, attr_clr:
     """Returns (ret, orig_pte, level) of the last valid leaf visited."""
     attr_mask = KVM_PTE_LEAF_ATTR_LO | KVM_PTE_LEAF_ATTR_HI
     data = Stage2AttrData(attr_set & attr_mask, attr_clr & attr_mask)
-
-    def cb(a, e, level, tbl, ptp, idx, flag):
-        return stage2_attr_walker(pgt, data, a, e, level, tbl, ptp, idx, flag)
+    cb = partial(stage2_attr_walker, pgt, data)
     ret = kvm_pgtable_walk(pgt, addr, size, KvmPgtableWalker(cb, KVM_PGTABLE_WALK_LEAF))
     if ret:
         return ret, None, None
@@ -167,10 +165,8 @@ def stage2_flush_walker(pgt, addr, end, level, tbl, ptp, idx, flag) -> int:
 def kvm_pgtable_stage2_flush(pgt, addr: int, size: int) -> int:
     if pgt.has_fwb():
         return 0
-
-    def cb(a, e, level, tbl, ptp, idx, flag):
-        return stage2_flush_walker(pgt, a, e, level, tbl, ptp, idx, flag)
-    return kvm_pgtable_walk(pgt, addr, size, KvmPgtableWalker(cb, KVM_PGTABLE_WALK_LEAF))
+    return kvm_pgtable_walk(pgt, addr, size,
+                            KvmPgtableWalker(partial(stage2_flush_walker, pgt), KVM_PGTABLE_WALK_LEAF))
 
 
 def kvm_pgtable_get_leaf(pgt, addr: int):
@@ -203,10 +199,8 @@ def kvm_pgtable_stage2_destroy(pgt) -> None:
     if pgt.pgd is None:
         raise ValueError("kvm_pgtable_stage2_destroy: the table has no root (never initialised "
                          "or already destroyed)")
-
-    def cb(a, e, level, tbl, ptp, idx, flag):
-        return stage2_free_walker(pgt, a, e, level, tbl, ptp, idx, flag)
-    walker = KvmPgtableWalker(cb, KVM_PGTABLE_WALK_LEAF | KVM_PGTABLE_WALK_TABLE_POST)
+    walker = KvmPgtableWalker(partial(stage2_free_walker, pgt),
+                              KVM_PGTABLE_WALK_LEAF | KVM_PGTABLE_WALK_TABLE_POST)
     if kvm_pgtable_walk(pgt, 0, 1 << pgt.ia_bits, walker):
         pgt.warn("kvm_pgtable_stage2_destroy: walk failed")
     pgt.mm_ops.free_pages_exact(pgt.pgd, pgt.pgd_pages() * pgt.gran.page_size)

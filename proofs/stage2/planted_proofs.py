@@ -59,7 +59,7 @@ def _pgd_idx_mask(orig):
 def _phys_to_pte_no_high(orig):
     """oa-64k-high: kvm_phys_to_pte forgets PA bits 51:48 of the 64K granule."""
     def phys_to_pte(pa, page_shift):
-        return pa & P.kvm_pte_addr_mask(page_shift)
+        return pa & P.KVM_PTE_ADDR_MASK[page_shift]
     return phys_to_pte
 
 
