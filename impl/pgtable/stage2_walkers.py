@@ -165,8 +165,8 @@ def stage2_flush_walker(pgt, addr, end, level, tbl, ptp, idx, flag) -> int:
 def kvm_pgtable_stage2_flush(pgt, addr: int, size: int) -> int:
     if pgt.has_fwb():
         return 0
-    return kvm_pgtable_walk(pgt, addr, size,
-                            KvmPgtableWalker(partial(stage2_flush_walker, pgt), KVM_PGTABLE_WALK_LEAF))
+    walker = KvmPgtableWalker(partial(stage2_flush_walker, pgt), KVM_PGTABLE_WALK_LEAF)
+    return kvm_pgtable_walk(pgt, addr, size, walker)
 
 
 def kvm_pgtable_get_leaf(pgt, addr: int):
