@@ -78,9 +78,9 @@ class Stage2MapData:
         self.mm_ops = pgt.mm_ops          # map_data.mm_ops = pgt->mm_ops
         self.gran = pgt.gran              # the build's granule and PA range (constants)
         self.pa_bits = pgt.pa_bits
-        # the annotation try_leaf installs when phys is KVM_PHYS_INVALID: a function of owner_id
-        # and the build alone, so computed once for the walk rather than for every entry
-        self.owner_pte = kvm_init_invalid_leaf_owner(owner_id, pgt.owner_field)
+        # the annotation try_leaf installs when phys is KVM_PHYS_INVALID: a function of
+        # data->owner_id and the build alone, so computed once for the walk, not for every entry
+        self.owner_pte = kvm_init_invalid_leaf_owner(self.owner_id, pgt.owner_field)
 
     def walk(self, addr, end, level, tbl, ptp, idx, flag):
         """stage2_map_walker: dispatch on the walk flag (LEAF, the most frequent, first)."""

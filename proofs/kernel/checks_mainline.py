@@ -22,7 +22,7 @@ from ptspec.proofs.runner.registry import Obligation, Result, register
 
 INVARIANTS = check.INVARIANTS + check.MAINLINE_INVARIANTS
 VERIFY_SHARE = {"4k-39": 16, "4k-40": 32, "4k-48": 32, "64k-44": 32}   # 4k-40: the fault path; verify runs a share per tree, check-kernel --tree the whole profile
-TREES = ("6.3", "6.6", "6.12", "7.1", "7.2", "7.3")   # 7.2 on: none cached yet (docs/kernel-mainline.md)
+TREES = ("6.2", "6.3", "6.6", "6.12", "7.1", "7.2", "7.3")   # 7.2 on: none cached yet (docs/kernel-mainline.md)
 FUNCTIONS = ["kvm_pgtable_walk", "__kvm_pgtable_visit", "stage2_map_walker_try_leaf",
              "stage2_map_walk_table_pre", "stage2_try_break_pte", "stage2_make_pte",
              "stage2_unmap_put_pte", "stage2_unmap_walker", "kvm_pgtable_stage2_split",

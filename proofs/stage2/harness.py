@@ -256,9 +256,10 @@ class Stage2Harness:
 
     def _step(self, op: str, args: dict):
         pre_raw = pre = pre_full = None
+        kernel = kernel_values(op, args)        # the arguments are kernel values (else C-ARGS)
         if self.check:
             pre_raw, pre = self._last_raw, self.state
-            if not kernel_values(op, args):       # a refusal is due: all of impl's state, first
+            if not kernel:                        # a refusal is due: all of impl's state, first
                 pre_full = self._full_snapshot()
         try:
             with returns.guard(f"pgt.{op}", self.python_subject):
@@ -276,7 +277,7 @@ class Stage2Harness:
                 changed = ["tables"]
             found = [] if not changed else [spec.Violation(
                 "C-ARGS", f"{op} raised ValueError ({exc}) but changed {', '.join(changed)}", {})]
-            if kernel_values(op, args):
+            if kernel:
                 found.append(spec.Violation(
                     "C-ARGS", f"{op} raised ValueError ({exc}) for arguments the kernel takes", {}))
             self._last_raw, self.state = post_raw, self._load(post_raw)
@@ -284,7 +285,7 @@ class Stage2Harness:
             self.violations.extend(found)
             return None, found
         self.steps += 1
-        misuse_accepted = not kernel_values(op, args)
+        misuse_accepted = not kernel
         no_mc = bool(args.get("no_memcache"))
         args = {k: v for k, v in args.items() if k != "no_memcache"}   # not a kernel argument
         if op == "map":
