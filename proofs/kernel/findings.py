@@ -85,6 +85,13 @@ _ZAPPED_TABLE_RANGES = (((6, 2, 0), (6, 6, 63)), ((6, 7, 0), (6, 9, 0)))
 # 6.2's walker walks into the table its TABLE_PRE callback freed until a9f0e3d5a089 (6.4-rc4, 6.3.7):
 # the range the three walk-freed-table findings share (one per statement the bug breaks)
 _FREED_WALK_RANGE = ((6, 2, 0), (6, 3, 7))
+
+
+def _freed_walk(id: str, statement: str, text: str, functions: tuple, where) -> "KernelFinding":
+    """One statement's view of walk-freed-table: a map step of 6.2.0 up to 6.3.7, matched by
+    `where` (finding_shapes), that ends the run."""
+    return KernelFinding(id, statement, *_FREED_WALK_RANGE, text, functions, _op("map"),
+                         where=where, ends_run=True)
 # the kernel functions of xnx-icache-executable, in either statement's view
 _XNX_ICACHE_FUNCTIONS = ("stage2_pte_executable", "stage2_map_walker_try_leaf",
                          "stage2_attr_walker")
@@ -266,8 +273,8 @@ FINDINGS = (
         where=lambda v, step: _own_level_hint(v, "tlbi_el2"),
         also=_ZAPPED_TABLE_RANGES),
     # the reworked walker (6.2 on): docs/kernel-mainline.md
-    KernelFinding(
-        "walk-freed-table", "S2-LEAK", *_FREED_WALK_RANGE,
+    _freed_walk(
+        "walk-freed-table", "S2-LEAK",
         "6.2's reworked walker reloads the descriptor after a LEAF callback but not after a "
         "TABLE_PRE one: when stage2_map_walk_table_pre replaces a table by a block and frees the "
         "table (free_removed_table), __kvm_pgtable_visit still descends into the freed table and "
@@ -279,9 +286,9 @@ FINDINGS = (
         "map replaced by a leaf and pages the step handed out that nothing reaches "
         "(finding_shapes.freed_table_walk); the run ends there (ends_run)",
         ("__kvm_pgtable_visit", "stage2_map_walk_table_pre", "kvm_pgtable_stage2_free_removed"),
-        _op("map"), where=_walks_freed_table, ends_run=True),
-    KernelFinding(
-        "walk-freed-table-phys", "C-MAP", *_FREED_WALK_RANGE,
+        _walks_freed_table),
+    _freed_walk(
+        "walk-freed-table-phys", "C-MAP",
         "walk-freed-table as C-MAP sees it: mapping into the freed table advances data->phys over "
         "its span a second time (nested freed tables again), so the later leaves of the map "
         "point too high in the output space: live guest mappings of the wrong memory; and an old "
@@ -290,14 +297,14 @@ FINDINGS = (
         "pre-state's tables in the range, or for a -EAGAIN with no page kept when a replaced "
         "table held a valid leaf (finding_shapes._freed_walk_shift); seen running 6.2.12",
         ("__kvm_pgtable_visit", "stage2_map_walk_table_pre", "stage2_map_walker_try_leaf"),
-        _op("map"), where=_freed_walk_shift, ends_run=True),
-    KernelFinding(
-        "walk-freed-table-rcu", "S2-RCU", *_FREED_WALK_RANGE,
+        _freed_walk_shift),
+    _freed_walk(
+        "walk-freed-table-rcu", "S2-RCU",
         "walk-freed-table as S2-RCU sees it: a page of the table handed to free_removed_table is "
         "still allocated after the step (the walk into the freed table took a reference on it); "
         "seen running 6.2.12",
         ("__kvm_pgtable_visit", "stage2_map_walk_table_pre", "kvm_pgtable_stage2_free_removed"),
-        _op("map"), where=_walks_freed_table, ends_run=True),
+        _walks_freed_table),
     KernelFinding(
         "relax-perms-eagain-level", "C-RELAX-PERMS", (6, 7, 0), (6, 12, 98),
         "kvm_pgtable_stage2_relax_perms invalidates the faulting IPA on this CPU also when the walk "
