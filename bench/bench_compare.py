@@ -1,0 +1,188 @@
+"""The same checking work under several checkouts, in one run on one machine: before and after.
+
+``bench_throughput.py`` times the lock-step program of the checkout it runs in, so its figures move
+when the program changes (issue 15 replaced the hypothesis state machine by ``Stage2Program``, with
+other operations, sizes and weights). This script holds the work fixed:
+
+* ``record OUT``: run this checkout's stage-2 lock-step program (``s2.lockstep.4k-39``'s: 4K/39,
+  seeded) and write every run's operations, as the harness traced them (``["op", name, args]``,
+  ``["fail", k]``), to OUT (JSON, gzip when OUT ends in .gz);
+* ``lockstep TRACE``: feed those operations through ``Stage2Harness`` (impl, every invariant and
+  contract judged, as the lock-step does; ``--subject c``: the kernel's C of the cached Debian
+  tree in the same harness) and report operations per CPU second and the steps that found
+  violations;
+* ``exhaustive``: the stage-2 exhaustive exploration (depth 3) and lguest's (2-level and PAE,
+  depth 2), transitions per CPU second, with the transition counts (equal counts: the same
+  exploration).
+
+``--python PY`` (repeatable) runs the same measurements under other interpreters too, each the venv
+of another checkout (e.g. a ``git worktree`` of an older commit with ``pip install -e .``),
+alternating fresh processes round by round; the figures are per CPU second of each process.
+
+``bench/data/lockstep-4k39-32b07aa.json.gz`` is the program of the lock-step that issue 15 timed:
+the hypothesis state machine of commit 32b07aa (main when the issue was filed; 200 examples of 30
+steps, seed 0), recorded with ``record --runs 200`` under that checkout: 208 runs, 4,799
+operations.
+
+Run: .venv/bin/python bench/bench_compare.py lockstep bench/data/lockstep-4k39-32b07aa.json.gz \\
+         --python ../old/.venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+
+def _open(path: str, mode: str):
+    return gzip.open(path, mode + "t") if path.endswith(".gz") else open(path, mode)
+
+
+def record(out: str, runs: int, steps: int, seed: int) -> None:
+    from ptspec.proofs.stage2 import harness as H
+    from ptspec.proofs.stage2 import lockstep
+    made = []
+    init = H.Stage2Harness.__init__
+
+    def tracing_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(self)
+    H.Stage2Harness.__init__ = tracing_init
+    try:
+        res = lockstep.run_lockstep("4k-39", examples=runs, steps=steps, seed=seed)
+    finally:
+        H.Stage2Harness.__init__ = init
+    if res.status != "passed":
+        sys.exit(f"record: the lock-step did not pass ({res.status})")
+    traces = [[list(entry) for entry in h.trace] for h in made]
+    with _open(out, "w") as f:
+        json.dump(traces, f, separators=(",", ":"))
+    ops = sum(entry[0] == "op" for t in traces for entry in t)
+    print(f"recorded {len(traces)} runs, {ops} operations -> {out}")
+
+
+def _maker(subject: str):
+    """A fresh 4K/39 harness per run: impl's Stage2Harness, or ("c") the kernel's C pgtable.c of
+    the cached Debian tree under the same harness (CSideHarness), judged by the same spec."""
+    from ptspec.proofs.stage2 import lockstep
+    if subject == "impl":
+        return lockstep.harness_maker("4k-39")
+    from ptspec.proofs.kernel import subject as C
+    from ptspec.proofs.kernel import tree as T
+    tree, why = T.default_tree()
+    if tree is None:
+        sys.exit(f"the kernel's C: {why}")
+    return lockstep.harness_maker("4k-39", C.subject_factory(tree), C.GEOMETRIES, C.OPTIONS)
+
+
+def lockstep_once(path: str, limit: int | None = None, subject: str = "impl") -> dict:
+    """One replay of the runs of the trace file (the first ``limit``) through ``subject``'s
+    harness: operations, CPU seconds, the steps that found violations, and their ids."""
+    with _open(path, "r") as f:
+        traces = json.load(f)[:limit]
+    make = _maker(subject)
+
+    def run():
+        ops, bad, ids = 0, 0, set()
+        for trace in traces:
+            h = make()
+            for entry in trace:
+                if entry[0] == "fail":
+                    h.fail_allocation(entry[1])
+                    continue
+                ops += 1
+                _, found = h.step(entry[1], **entry[2])
+                bad += bool(found)
+                ids.update(v.inv for v in found)
+        return ops, bad, ids
+    run()                               # warm: imports, caches, the allocator
+    c0 = time.process_time()
+    ops, bad, ids = run()
+    return {f"{subject} lock-step 4K/39 (every check on)": {
+        "count": ops, "cpu": time.process_time() - c0, "unit": "ops",
+        "violations": bad, "ids": sorted(ids)}}
+
+
+def exhaustive_once() -> dict:
+    """The stage-2 (depth 3) and lguest (depth 2) exhaustive explorations: transitions, CPU s."""
+    from ptspec.proofs.lguest import exhaustive as lg
+    from ptspec.proofs.stage2 import exhaustive as s2
+    out = {}
+    for label, fn in (("stage-2 exhaustive, depth 3", lambda: s2.explore(3)),
+                      ("lguest 2level exhaustive, depth 2", lambda: lg.explore(2, "2level")),
+                      ("lguest pae exhaustive, depth 2", lambda: lg.explore(2, "pae"))):
+        c0 = time.process_time()
+        res = fn()
+        out[label] = {"count": res.transitions, "cpu": time.process_time() - c0,
+                      "unit": "transitions", "status": res.status}
+    return out
+
+
+def compare(what: list[str], rounds: int, pythons: list[str]) -> None:
+    """Run ``_once *what`` under this interpreter and each of ``pythons``, alternating fresh
+    processes for ``rounds`` rounds; print each figure's median (best) per interpreter."""
+    subjects = [sys.executable] + pythons
+    rates: dict = {}
+    last: dict = {}
+    for r in range(rounds):
+        for py in subjects:
+            out = subprocess.run([py, __file__, "_once", *what], capture_output=True, text=True,
+                                 check=False)
+            if out.returncode != 0:
+                sys.exit(f"{py} failed:\n{out.stderr.strip()}")
+            for label, got in json.loads(out.stdout).items():
+                rate = got["count"] / got["cpu"]
+                rates.setdefault(label, {}).setdefault(py, []).append(rate)
+                last[label, py] = got
+                extra = "".join(f", {k} {got[k]}" for k in ("status", "violations") if k in got)
+                print(f"round {r + 1}: {py}: {label}: {got['count']} {got['unit']} in "
+                      f"{got['cpu']:.2f} CPU s = {rate:.0f}/s{extra}", flush=True)
+    print("\nper CPU second, median (best) of the rounds:")
+    for label, per_py in rates.items():
+        print(f"{label}:")
+        for py, rs in per_py.items():
+            got = last[label, py]
+            print(f"  {statistics.median(rs):7.0f} ({max(rs):.0f}) {got['unit']}/s  "
+                  f"[{got['count']} {got['unit']}]  {py}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    rec = sub.add_parser("record", help="record this checkout's lock-step program")
+    rec.add_argument("out")
+    rec.add_argument("--runs", type=int, default=100)
+    rec.add_argument("--steps", type=int, default=30)
+    rec.add_argument("--seed", type=int, default=0)
+    for name, text in (("lockstep", "replay a recorded lock-step program, every check on"),
+                       ("exhaustive", "the stage-2 and lguest exhaustive explorations")):
+        p = sub.add_parser(name, help=text)
+        if name == "lockstep":
+            p.add_argument("trace")
+            p.add_argument("--subject", choices=("impl", "c"), default="impl",
+                           help="impl, or the kernel's C pgtable.c of the cached Debian tree")
+        p.add_argument("--rounds", type=int, default=3)
+        p.add_argument("--python", action="append", default=[],
+                       help="also run under this interpreter (another checkout's venv)")
+    once = sub.add_parser("_once")
+    once.add_argument("what", nargs="+")
+    args = ap.parse_args(argv)
+    if args.cmd == "record":
+        record(args.out, args.runs, args.steps, args.seed)
+    elif args.cmd == "lockstep":
+        compare(["lockstep", args.trace, args.subject], args.rounds, args.python)
+    elif args.cmd == "exhaustive":
+        compare(["exhaustive"], args.rounds, args.python)
+    elif args.what[0] == "lockstep":
+        print(json.dumps(lockstep_once(args.what[1], subject=args.what[2])))
+    else:
+        print(json.dumps(exhaustive_once()))
+
+
+if __name__ == "__main__":
+    main()
