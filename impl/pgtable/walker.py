@@ -96,6 +96,8 @@ def __kvm_pgtable_walk(data: WalkData, ptp: int, level: int) -> int:
     ptrs = data.ptrs
     idx = (data.addr >> data.shift[level]) & (ptrs - 1)
     end = data.end                  # fixed for the walk; data.addr moves with every visit
+    # the kernel's for loop, as a counter: s2.proof.walk.table, s2.z3.walk-index and
+    # s2.z3.root-index run this code on a symbolic index, which range() cannot take
     while idx < ptrs:
         if data.addr >= end:
             break
