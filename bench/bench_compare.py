@@ -99,6 +99,8 @@ def lockstep_once(path: str, limit: int | None = None, subject: str = "impl") ->
                 _, found = h.step(entry[1], **entry[2])
                 bad += bool(found)
                 ids.update(v.inv for v in found)
+                if getattr(h, "ended_by", None) is not None:
+                    break       # a catalogued finding corrupted the C subject: the run ends
         return ops, bad, ids
     run()                               # warm: imports, caches, the allocator
     c0 = time.process_time()
@@ -147,8 +149,9 @@ def compare(what: list[str], rounds: int, pythons: list[str]) -> None:
         print(f"{label}:")
         for py, rs in per_py.items():
             got = last[label, py]
+            extra = "".join(f", {k} {got[k]}" for k in ("status", "violations") if k in got)
             print(f"  {statistics.median(rs):7.0f} ({max(rs):.0f}) {got['unit']}/s  "
-                  f"[{got['count']} {got['unit']}]  {py}")
+                  f"[{got['count']} {got['unit']}{extra}]  {py}")
 
 
 def main(argv=None) -> None:

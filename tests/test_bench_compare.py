@@ -60,9 +60,7 @@ def test_the_issue_program_is_the_recorded_one():
 def test_the_kernels_c_replays_the_same_operations():
     """--subject c: the same recorded operations through the kernel's C (the cached Debian tree)
     in the same harness, judged by the same spec."""
-    from ptspec.proofs.kernel import tree as T
-    tree, why = T.default_tree()
-    if tree is None:
-        pytest.skip(why)
+    from kdiff_support import need_default_tree
+    need_default_tree()
     (got,) = bench_compare.lockstep_once(ISSUE_PROGRAM, limit=6, subject="c").values()
     assert got["count"] > 0 and got["violations"] == 0
