@@ -15,6 +15,9 @@ the subject's operations, the spec's load, single-state and two-state checks, th
 window, the generator), and the ceiling: the same lock-step with the spec's judgement stubbed out
 (what the subject, its snapshots and the harness cost alone).
 
+These figures are for the checkout's own programs: to compare checkouts on the same work (a
+recorded lock-step program, the same explorations), use bench/bench_compare.py.
+
 Run: .venv/bin/python bench/bench_throughput.py [--runs N] [--profile]
 or as pytest-benchmark runs: .venv/bin/python -m pytest bench/bench_throughput.py
 """
