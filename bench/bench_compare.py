@@ -9,7 +9,7 @@ other operations, sizes and weights). This script holds the work fixed:
   ``["fail", k]``), to OUT (JSON, gzip when OUT ends in .gz);
 * ``lockstep TRACE``: feed those operations through ``Stage2Harness`` (impl, every invariant and
   contract judged, as the lock-step does; ``--subject c``: the kernel's C of the cached Debian
-  tree in the same harness) and report operations per CPU second and the steps that found
+  tree in the same harness) and report operations per CPU second and the runs that found
   violations;
 * ``exhaustive``: the stage-2 exhaustive exploration (depth 3) and lguest's (2-level and PAE,
   depth 2), transitions per CPU second, with the transition counts (equal counts: the same
@@ -82,7 +82,9 @@ def _maker(subject: str):
 
 def lockstep_once(path: str, limit: int | None = None, subject: str = "impl") -> dict:
     """One replay of the runs of the trace file (the first ``limit``) through ``subject``'s
-    harness: operations, CPU seconds, the steps that found violations, and their ids."""
+    harness (``harness.replay``, as the lock-step's minimiser runs a trace): operations, CPU
+    seconds, the runs that found violations, and their ids."""
+    from ptspec.proofs.stage2.harness import replay
     with _open(path, "r") as f:
         traces = json.load(f)[:limit]
     make = _maker(subject)
@@ -90,17 +92,11 @@ def lockstep_once(path: str, limit: int | None = None, subject: str = "impl") ->
     def run():
         ops, bad, ids = 0, 0, set()
         for trace in traces:
-            h = make()
-            for entry in trace:
-                if entry[0] == "fail":
-                    h.fail_allocation(entry[1])
-                    continue
-                ops += 1
-                _, found = h.step(entry[1], **entry[2])
-                bad += bool(found)
-                ids.update(v.inv for v in found)
-                if getattr(h, "ended_by", None) is not None:
-                    break       # a catalogued finding corrupted the C subject: the run ends
+            h, used = replay(trace, make)       # stops at a run's first violation
+            # the steps run; after a finding that ends a run (the C), the rest are not run
+            ops += sum(entry[0] == "op" for entry in trace[:used]) - getattr(h, "unrun", 0)
+            bad += bool(h.violations)
+            ids.update(v.inv for v in h.violations)
         return ops, bad, ids
     run()                               # warm: imports, caches, the allocator
     c0 = time.process_time()
@@ -125,6 +121,11 @@ def exhaustive_once() -> dict:
     return out
 
 
+def _verdict(got: dict) -> str:
+    """", status passed" / ", violations N": what a measurement found, beside its rate."""
+    return "".join(f", {k} {got[k]}" for k in ("status", "violations") if k in got)
+
+
 def compare(what: list[str], rounds: int, pythons: list[str]) -> None:
     """Run ``_once *what`` under this interpreter and each of ``pythons``, alternating fresh
     processes for ``rounds`` rounds; print each figure's median (best) per interpreter."""
@@ -141,17 +142,15 @@ def compare(what: list[str], rounds: int, pythons: list[str]) -> None:
                 rate = got["count"] / got["cpu"]
                 rates.setdefault(label, {}).setdefault(py, []).append(rate)
                 last[label, py] = got
-                extra = "".join(f", {k} {got[k]}" for k in ("status", "violations") if k in got)
                 print(f"round {r + 1}: {py}: {label}: {got['count']} {got['unit']} in "
-                      f"{got['cpu']:.2f} CPU s = {rate:.0f}/s{extra}", flush=True)
+                      f"{got['cpu']:.2f} CPU s = {rate:.0f}/s{_verdict(got)}", flush=True)
     print("\nper CPU second, median (best) of the rounds:")
     for label, per_py in rates.items():
         print(f"{label}:")
         for py, rs in per_py.items():
             got = last[label, py]
-            extra = "".join(f", {k} {got[k]}" for k in ("status", "violations") if k in got)
             print(f"  {statistics.median(rs):7.0f} ({max(rs):.0f}) {got['unit']}/s  "
-                  f"[{got['count']} {got['unit']}{extra}]  {py}")
+                  f"[{got['count']} {got['unit']}{_verdict(got)}]  {py}")
 
 
 def main(argv=None) -> None:
