@@ -80,7 +80,7 @@ def _pool_highest(orig):
     return alloc_page
 
 
-def _mmops_lose_root_ref(orig):
+def _pool_lose_root_ref(orig):
     def get_page(self, pa):
         if pa == self.base_pa:                               # the bug: first page not counted
             return
@@ -100,7 +100,7 @@ BUGS = {b.id: b for b in (
     Bug("pool-highest-first", "the pool hands out its highest free page", "KD-PAGES",
         ((impl_pool.PagePool, "alloc_page", _pool_highest),)),
     Bug("both-lose-root-ref", "impl and the C shim both miss references to the first root page",
-        "S2-RC", ((impl_pool.PagePool, "get_page", _mmops_lose_root_ref),),
+        "S2-RC", ((impl_pool.PagePool, "get_page", _pool_lose_root_ref),),
         c_defines=("KDIFF_PLANT_ROOT_REF",)),
 )}
 
