@@ -92,6 +92,8 @@ def _freed_walk(id: str, statement: str, text: str, functions: tuple, where) -> 
     `where` (finding_shapes), that ends the run."""
     return KernelFinding(id, statement, *_FREED_WALK_RANGE, text, functions, _op("map"),
                          where=where, ends_run=True)
+
+
 # the kernel functions of xnx-icache-executable, in either statement's view
 _XNX_ICACHE_FUNCTIONS = ("stage2_pte_executable", "stage2_map_walker_try_leaf",
                          "stage2_attr_walker")
