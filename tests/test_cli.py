@@ -127,9 +127,10 @@ def test_json_report_keys(reg, capsys, tmp_path):
     assert set(rep) >= {"ptspec", "profile", "seed", "checks", "summary"}
     assert rep["profile"] == "quick" and rep["seed"] == 42 and rep["ptspec"]
     for c in rep["checks"]:
-        assert set(c) >= {"id", "engine", "invariants", "status", "seconds", "detail", "counterexample",
-                          "examples", "rlimit"}
+        assert set(c) >= {"id", "engine", "invariants", "status", "seconds", "cpu_seconds", "detail",
+                          "counterexample", "examples", "rlimit"}
         assert isinstance(c["seconds"], float) and c["invariants"] == ["S2-RC", "S2-TREE"]
+        assert isinstance(c["cpu_seconds"], float) and c["cpu_seconds"] >= 0
     by_id = {c["id"]: c for c in rep["checks"]}
     assert by_id["t.z3"]["status"] == "proved" and by_id["t.z3"]["rlimit"] == 777
     assert by_id["t.a"]["examples"] == 3 and by_id["t.a"]["counterexample"] is None
@@ -137,6 +138,7 @@ def test_json_report_keys(reg, capsys, tmp_path):
     s = rep["summary"]
     assert (s["passed"], s["refuted"], s["unknown"], s["error"]) == (2, 1, 0, 0)  # proved counts as passed
     assert isinstance(s["seconds"], float)
+    assert s["cpu_seconds"] == round(sum(c["cpu_seconds"] for c in rep["checks"]), 3)
 
 
 def test_report_serialises_odd_values():

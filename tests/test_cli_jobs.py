@@ -225,7 +225,7 @@ def test_jobs_auto_is_one_worker_per_available_cpu(capsys, tmp_path, monkeypatch
     code, out, _ = verify(capsys, "--only", "s2.errorpaths", "--jobs", "auto", "--json", str(path))
     rep = json.loads(path.read_text())
     assert code == 0 and rep["jobs"] == 2
-    assert "s of checks in worker processes)" in out
+    assert "s of checks in worker processes, " in out and "s CPU)" in out
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "two", "1.5", "auto2", ""])

@@ -199,6 +199,32 @@ def test_a_late_pass_is_a_pass():
     assert r.status == "passed" and r.seconds >= 0.1
 
 
+def test_cpu_seconds_are_the_checks_own_cpu_time_children_included():
+    """seconds is the wall clock, cpu_seconds what the check itself ran (and the processes it
+    waited for): a sleeping check costs next to no CPU whatever the wall clock says, and one that
+    burns 0.2 s, here or in a child process, reports at least that."""
+    def sleep(ctx):
+        time.sleep(0.2)
+        return Result.passed(1)
+
+    def burn(ctx):
+        c0 = time.process_time()
+        while time.process_time() - c0 < 0.2:
+            pass
+        return Result.passed(1)
+
+    def child(ctx):
+        import subprocess
+        subprocess.run([sys.executable, "-c", "import time\nc = time.process_time()\n"
+                        "while time.process_time() - c < 0.2: pass"], check=True)
+        return Result.passed(1)
+
+    slept = registry.run_obligation(ob(run=sleep), "quick", 0)
+    assert slept.seconds >= 0.2 and slept.cpu_seconds < 0.1
+    assert registry.run_obligation(ob(run=burn), "quick", 0).cpu_seconds >= 0.2
+    assert registry.run_obligation(ob(run=child), "quick", 0).cpu_seconds >= 0.2
+
+
 def test_a_check_that_stops_at_its_hang_guard_is_unknown():
     def run(ctx):
         n = 0

@@ -45,7 +45,7 @@ from ptspec.proofs.kernel import tree as T
 from ptspec.proofs.runner import budgets
 from ptspec.proofs.runner import interrupt
 from ptspec.proofs.runner import parallel
-from ptspec.proofs.runner.registry import Result
+from ptspec.proofs.runner.registry import Result, cpu_time
 from ptspec.proofs.stage2 import lockstep
 from ptspec.proofs.stage2.checks import KERNEL_ENTRY
 from ptspec.proofs.stage2.ptdump import render
@@ -180,8 +180,9 @@ def check_geometry(tree, name: str, budget, seed: int, harness=None) -> Result:
                               detail=f"{name}: {out.failure.violations[0]}{note}",
                               examples=out.steps, **kw)
     cut = f" ({out.ended} ended at a finding that ends the run)" if out.ended else ""
+    rate = out.steps / max(out.cpu_seconds, 1e-9)
     return Result.passed(out.steps, f"{name}: {out.examples} runs{cut}, {out.steps} operations, "
-                                    f"{out.steps / max(out.seconds, 1e-9):.0f} ops/s{note}", **kw)
+                                    f"{rate:.0f} ops per CPU second{note}", **kw)
 
 
 def catalogue_versions(finding_id: str) -> str:
@@ -218,9 +219,11 @@ def _guarded(cid: str, run) -> Result:
     """One check; an exception inside ptspec's own harness becomes an "error" result of one line
     (where it was raised), never a traceback: it is no verdict on the kernel, and the run goes on
     with the other checks (exit 2 unless a check refuted)."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_time()
     try:
-        return run()
+        r = run()
+        r.cpu_seconds = cpu_time() - c0
+        return r
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:         # noqa: BLE001 - reported, with where it came from
@@ -231,7 +234,7 @@ def _guarded(cid: str, run) -> Result:
                  f"({tb.tb_frame.f_code.co_name})") if tb is not None else ""
         return Result("error", f"internal error in ptspec, not a verdict on the kernel: "
                                f"{type(exc).__name__}: {exc}{where}", 0,
-                      seconds=time.perf_counter() - t0, id=cid, engine="")
+                      seconds=time.perf_counter() - t0, id=cid, engine="", cpu_seconds=cpu_time() - c0)
 
 
 def planned(geometries, engines=("lockstep",), checks=None) -> list[str]:

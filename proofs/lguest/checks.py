@@ -34,7 +34,8 @@ def _lockstep(fmt: str, mode: str):
         out = lguest_lockstep.run_lockstep(fmt, mode, examples=examples, steps=ctx.budget["steps"],
                                            seed=ctx.seed,
                                            shrink_replays=ctx.budget["shrink_replays"])
-        detail = f"{out.examples} runs, {out.steps} steps, {out.steps / max(out.seconds, 1e-9):.0f} steps/s"
+        detail = (f"{out.examples} runs, {out.steps} steps, "
+                  f"{out.steps / max(out.cpu_seconds, 1e-9):.0f} steps per CPU second")
         if out.status == "refuted":
             return Result.refuted(out.failure.counterexample, detail=detail, examples=out.steps)
         return Result.passed(out.steps, detail)
@@ -60,7 +61,7 @@ def _exhaustive(fmt: str):
         depth = min(4, max(2, ctx.budget["exhaustive_depth"] - 1))   # quick/default 2, deep 4
         out = lguest_exhaustive.explore(depth, fmt, expired=ctx.expired, progress=ctx.progress)
         detail = (f"depth {out.depth}: {out.states} distinct states, {out.transitions} transitions "
-                  f"({out.transitions / max(out.seconds, 1e-9):.0f}/s)")
+                  f"({out.transitions / max(out.cpu_seconds, 1e-9):.0f} per CPU second)")
         if out.status == "refuted":
             return Result.refuted({"ops": out.program, "violations": out.violations,
                                    "tables": out.tables, "kernel_function": out.kernel_function},

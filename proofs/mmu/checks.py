@@ -43,7 +43,8 @@ def hypothesis_layouts(ctx):
     steps = min(ctx.budget["steps"], 20)
     out = mmu_machine.run_machine(examples=examples, steps=steps, seed=ctx.seed,
                                   shrink_replays=ctx.budget["shrink_replays"])
-    detail = f"{out.examples} runs, {out.steps} steps, {out.steps / max(out.seconds, 1e-9):.0f} steps/s"
+    detail = (f"{out.examples} runs, {out.steps} steps, "
+              f"{out.steps / max(out.cpu_seconds, 1e-9):.0f} steps per CPU second")
     if out.status == "refuted":
         return Result.refuted(out.failure.cx, detail=detail, examples=out.steps)
     return Result.passed(out.steps, detail)
@@ -63,7 +64,7 @@ def exhaustive_layouts(ctx):
     names = DEFAULT_EXHAUSTIVE if depth == 2 else None
     out = mmu_exhaustive.explore(depth, names, expired=ctx.expired, progress=ctx.progress)
     detail = (f"depth {depth}, {len(out.layouts)} layouts: {out.sequences} sequences, "
-              f"{out.steps} steps ({out.steps / max(out.seconds, 1e-9):.0f}/s)")
+              f"{out.steps} steps ({out.steps / max(out.cpu_seconds, 1e-9):.0f} per CPU second)")
     if out.status == "refuted":
         return Result.refuted(out.counterexample, detail=detail, examples=out.steps)
     if out.status == "unknown":

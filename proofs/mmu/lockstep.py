@@ -172,7 +172,7 @@ class MachineOutcome:
     status: str
     examples: int
     steps: int
-    seconds: float
+    cpu_seconds: float    # CPU time of the run (time.process_time)
     failure: MmuViolation | None = None
 
 
@@ -226,12 +226,12 @@ def run_machine(*, examples: int, steps: int, seed: int = 0, layouts=None,
         orig(self, op, **args)
     machine._step = counting
 
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     if layouts is None:            # the random layout pool: first the fixed block-crossing programs
         exc = edge_programs(counter)
         if exc is not None:
             return MachineOutcome("refuted", counter["runs"], counter["steps"],
-                                  time.perf_counter() - t0, shortest_failure(exc, shrink_replays))
+                                  time.process_time() - t0, shortest_failure(exc, shrink_replays))
     edge_runs = counter["runs"]
     # Several short runs with derived seeds rather than one long one: a long run keeps mutating
     # the few layouts it drew first; short ones spread over many layouts.
@@ -249,7 +249,7 @@ def run_machine(*, examples: int, steps: int, seed: int = 0, layouts=None,
         exc = minimize.run_hypothesis(hyp_seed(seed * 7919 + chunk)(machine), cfg, MmuViolation)
         if exc is not None:
             return MachineOutcome("refuted", edge_runs + done + n, counter["steps"],
-                                  time.perf_counter() - t0, shortest_failure(exc, shrink_replays))
+                                  time.process_time() - t0, shortest_failure(exc, shrink_replays))
         done += n
         chunk += 1
-    return MachineOutcome("passed", edge_runs + done, counter["steps"], time.perf_counter() - t0)
+    return MachineOutcome("passed", edge_runs + done, counter["steps"], time.process_time() - t0)

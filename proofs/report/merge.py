@@ -144,7 +144,8 @@ _NUMBER = (int, float)
 _CHECK_FIELDS = {"id": (str,), "status": (str,), "detail": (str, type(None)),
                  "examples": (int, type(None)), "counterexample": (dict, type(None)),
                  "rlimit": (int, type(None)), "seconds": (*_NUMBER, type(None)),
-                 "engine": (str, type(None)), "invariants": (list, type(None))}
+                 "cpu_seconds": (*_NUMBER, type(None)), "engine": (str, type(None)),
+                 "invariants": (list, type(None))}
 _OUTCOME_FIELDS = {"target": (str,), "kind": (str,), "status": (str,), "check": (str, type(None)),
                    "invariants": (list,), "expected": (list,), "expected_hit": (bool, type(None)),
                    "seconds": _NUMBER, "checks_run": (int,), "detail": (str,),
@@ -225,7 +226,8 @@ def result_of(entry: dict[str, Any]) -> Result:
     """A check entry of a JSON report back as a Result."""
     return Result(entry["status"], entry.get("detail") or "", entry.get("examples") or 0,
                   entry.get("counterexample"), entry.get("rlimit"), entry.get("seconds") or 0.0,
-                  entry["id"], entry.get("engine") or "", list(entry.get("invariants") or []))
+                  entry["id"], entry.get("engine") or "", list(entry.get("invariants") or []),
+                  entry.get("cpu_seconds") or 0.0)
 
 
 def merge(reports: list[tuple[str, dict]]) -> tuple[str, dict[str, Any]]:

@@ -3,9 +3,10 @@
 The JSON keys and meanings are those of DESIGN.md ("Report"); other tools and CI read them. Additions
 (kept optional for readers): per check "examples" and "rlimit" (z3 resource use, or null), top-level
 "shard" ("i/n" or null) and "jobs", "summary.total" and "summary.wall_seconds" (the run's wall-clock
-time; "summary.seconds" stays the sum of the checks' times). A "proved" check keeps "proved" as its
-status and counts under "passed" in the summary. JUnit XML and KTAP are in report_junit.py and
-report_ktap.py; docs/reports.md describes all three.
+time; "summary.seconds" stays the sum of the checks' times), per check and in the summary
+"cpu_seconds" (CPU time: what a check costs whatever else the machine runs). A "proved" check
+keeps "proved" as its status and counts under "passed" in the summary. JUnit XML and KTAP are in
+report_junit.py and report_ktap.py; docs/reports.md describes all three.
 """
 
 from __future__ import annotations
@@ -26,14 +27,17 @@ _INVARIANT_ID = re.compile(r"^([A-Z][A-Z0-9]*(?:-[A-Z0-9]+)*)\b")
 
 
 def summary_counts(results: Iterable[Result]) -> dict[str, Any]:
-    """{"passed", "refuted", "unknown", "error", "seconds", "total"}; proved counts as passed."""
+    """{"passed", "refuted", "unknown", "error", "seconds", "cpu_seconds", "total"}; proved counts
+    as passed."""
     counts: dict[str, Any] = {"passed": 0, "refuted": 0, "unknown": 0, "error": 0}
-    seconds, total = 0.0, 0
+    seconds, cpu, total = 0.0, 0.0, 0
     for r in results:
         counts["passed" if r.status in PASSING else r.status] += 1
         seconds += r.seconds
+        cpu += r.cpu_seconds
         total += 1
     counts["seconds"] = round(seconds, 3)
+    counts["cpu_seconds"] = round(cpu, 3)
     counts["total"] = total
     return counts
 
@@ -57,7 +61,8 @@ def _jsonable(value: Any) -> Any:
 
 def check_entry(r: Result) -> dict[str, Any]:
     return {"id": r.id, "engine": r.engine, "invariants": list(r.invariants), "status": r.status,
-            "seconds": round(r.seconds, 3), "detail": r.detail, "counterexample": r.counterexample,
+            "seconds": round(r.seconds, 3), "cpu_seconds": round(r.cpu_seconds, 3), "detail": r.detail,
+            "counterexample": r.counterexample,
             "examples": r.examples, "rlimit": r.rlimit}
 
 
@@ -129,7 +134,8 @@ def status_text(status: str) -> Text:
 def result_line(r: Result, index: int, count: int) -> str:
     """One plain line per finished check (used when output is not a terminal)."""
     width = len(str(count))
-    line = f"[{index + 1:>{width}}/{count}] {r.status:<8} {r.id} ({r.engine}, {r.seconds:.2f}s, {r.examples} checked)"
+    line = (f"[{index + 1:>{width}}/{count}] {r.status:<8} {r.id} ({r.engine}, {r.seconds:.2f}s, "
+            f"{r.cpu_seconds:.2f}s CPU, {r.examples} checked)")
     if r.status not in PASSING and r.detail:
         line += f": {r.detail.splitlines()[0]}"
     return line
@@ -144,25 +150,28 @@ def result_text(r: Result, index: int, count: int) -> Text:
 
 
 def summary_table(results: list[Result]) -> Table:
-    """The rich table: check, engine, status, time, examples/states."""
+    """The rich table: check, engine, status, time, CPU time, examples/states."""
     table = Table(title="ptspec verify")
     table.add_column("check", no_wrap=True)
     table.add_column("engine")
     table.add_column("status")
     table.add_column("time", justify="right")
+    table.add_column("CPU", justify="right")
     table.add_column("examples/states", justify="right")
     for r in results:
-        table.add_row(r.id, r.engine, status_text(r.status), f"{r.seconds:.2f}s", str(r.examples))
+        table.add_row(r.id, r.engine, status_text(r.status), f"{r.seconds:.2f}s", f"{r.cpu_seconds:.2f}s",
+                      str(r.examples))
     return table
 
 
 def summary_line(results: list[Result], wall: float | None = None) -> str:
     """The one-line summary; `seconds` is the sum of the checks' times, and with `wall` (a run in
-    worker processes) the run's own duration comes first."""
+    worker processes) the run's own duration comes first; then the checks' CPU time."""
     counts = summary_counts(results)
     proved = sum(r.status == "proved" for r in results)
-    took = (f"{counts['seconds']:.2f}s" if wall is None else
-            f"{wall:.2f}s ({counts['seconds']:.2f}s of checks in worker processes)")
+    cpu = f"{counts['cpu_seconds']:.2f}s CPU"
+    took = (f"{counts['seconds']:.2f}s ({cpu})" if wall is None else
+            f"{wall:.2f}s ({counts['seconds']:.2f}s of checks in worker processes, {cpu})")
     return (f"{counts['passed']} passed ({proved} proved), {counts['refuted']} refuted, "
             f"{counts['unknown']} unknown, {counts['error']} error in {took}")
 

@@ -52,7 +52,7 @@ from ptspec.proofs.runner.registry import Listener, Obligation, Result
 KILL_MARGIN_SECONDS = 15.0  # after deadline + grace: time a worker gets before it is killed
 PROGRESS_INTERVAL = 0.2  # seconds between progress messages a worker sends for one check
 _RESULT_FIELDS = ("status", "detail", "examples", "counterexample", "rlimit", "seconds", "id", "engine",
-                  "invariants")
+                  "invariants", "cpu_seconds")
 
 
 # ------------------------------------------------------------------------------------------ sharding

@@ -40,6 +40,7 @@ import contextlib
 import dataclasses
 import fnmatch
 import importlib
+import resource
 import signal
 import sys
 import threading
@@ -72,7 +73,8 @@ CHECK_MODULES: list[str] = _discover_check_modules()
 
 @dataclass
 class Result:
-    """What one check found. `seconds`, `id`, `engine` and `invariants` are filled by the runner."""
+    """What one check found. `seconds` (wall clock), `cpu_seconds`, `id`, `engine` and `invariants`
+    are filled by the runner."""
 
     status: str
     detail: str = ""
@@ -83,6 +85,7 @@ class Result:
     id: str = ""
     engine: str = ""
     invariants: list[str] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # CPU time the check took (its process and the children it waited for)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -364,6 +367,13 @@ def _invalid(value: Any) -> str | None:
     return None
 
 
+def cpu_time() -> float:
+    """CPU seconds (user and system) of this process and of the child processes it has waited
+    for: what a check costs whatever else the machine runs (a compiler it ran counts too)."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_obligation(ob: Obligation, profile: str, seed: int,
                    progress: Callable[..., None] = _no_progress, slack: float = 1.0) -> Result:
     """Run one obligation under its budget and apply the honesty rules. `slack` stretches the hang
@@ -380,7 +390,7 @@ def run_obligation(ob: Obligation, profile: str, seed: int,
         except Exception:
             pass  # a display problem must not change a check's result
 
-    start = time.monotonic()
+    start, cpu0 = time.monotonic(), cpu_time()
     ctx = Context(profile=profile, seed=seed, budget=budget, deadline=start + allowed,
                   check_id=ob.id, progress=safe_progress)
     factor = float(budget["hang_guard_factor"])
@@ -399,7 +409,7 @@ def run_obligation(ob: Obligation, profile: str, seed: int,
         raise
     except BaseException as exc:  # SystemExit from a tool's main() is an error too
         result = Result("error", _summarise(exc))
-    elapsed = time.monotonic() - start
+    elapsed, cpu = time.monotonic() - start, cpu_time() - cpu0
     if fired[0] and result is not stopped:  # the check swallowed the stop: whatever it says is moot
         result = dataclasses.replace(stopped, detail=stopped.detail + f"; it then returned '{result.status}'")
 
@@ -410,7 +420,7 @@ def run_obligation(ob: Obligation, profile: str, seed: int,
         result.detail = (result.detail + " " if result.detail else "") + "(the check gave no counterexample)"
     if result.status == "unknown" and not result.detail.strip():
         result.detail = "the check gave no reason"
-    result.seconds = elapsed
+    result.seconds, result.cpu_seconds = elapsed, cpu
     result.id, result.engine, result.invariants = ob.id, ob.engine, list(ob.invariants)
     return result
 

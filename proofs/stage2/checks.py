@@ -72,7 +72,8 @@ def _lockstep_check(name: str):
         examples = lockstep_examples(name, ctx.budget)
         out = lockstep.run_lockstep(name, examples=examples, steps=ctx.budget["steps"],
                                     seed=ctx.seed, shrink_replays=ctx.budget["shrink_replays"])
-        detail = f"{out.examples} runs, {out.steps} steps, {out.steps / out.seconds:.0f} steps/s"
+        detail = (f"{out.examples} runs, {out.steps} steps, "
+                  f"{out.steps / max(out.cpu_seconds, 1e-9):.0f} steps per CPU second")
         if out.status == "refuted":
             f = out.failure
             return Result.refuted(counterexample(f.program, f.violations, f.raw_state, f.note),
@@ -103,7 +104,7 @@ def exhaustive_4k_39(ctx):
     depth = ctx.budget["stage2_exhaustive_depth"]
     out = exhaustive.explore(depth, expired=ctx.expired, progress=ctx.progress)
     detail = (f"depth {out.depth}: {out.states} distinct states, {out.transitions} transitions "
-              f"({out.transitions / max(out.seconds, 1e-9):.0f}/s)")
+              f"({out.transitions / max(out.cpu_seconds, 1e-9):.0f} per CPU second)")
     if out.status == "refuted":
         return Result.refuted(counterexample(out.program, out.violations, out.raw_state),
                               detail=detail, examples=out.transitions)
