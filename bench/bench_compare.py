@@ -13,7 +13,13 @@ other operations, sizes and weights). This script holds the work fixed:
   violations;
 * ``exhaustive``: the stage-2 exhaustive exploration (depth 3) and lguest's (2-level and PAE,
   depth 2), transitions per CPU second, with the transition counts (equal counts: the same
-  exploration).
+  exploration);
+* ``instructions TRACE``: the machine instructions one operation of the replay costs, counted by
+  valgrind (cachegrind's "I refs"): runs ``--span A:B`` of the trace (default 20:80), as the
+  difference of two counted replays (the first A runs, then the first B), so that start-up and
+  imports cancel. A count, not a time: the same on a busy machine or a slow one, and the same on
+  every run (string hashing is seeded, PYTHONHASHSEED=0), so before/after ratios need no rounds
+  (they leave out what an instruction costs: cache misses, branch mispredictions).
 
 ``--python PY`` (repeatable) runs the same measurements under other interpreters too, each the venv
 of another checkout (e.g. a ``git worktree`` of an older commit with ``pip install -e .``),
@@ -33,6 +39,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -153,6 +162,64 @@ def compare(what: list[str], rounds: int, pythons: list[str]) -> None:
                   f"[{got['count']} {got['unit']}{_verdict(got)}]  {py}")
 
 
+def replay_first(path: str, limit: int) -> None:
+    """Replay the first ``limit`` runs of the trace through impl's harness (``_replay``: what
+    ``instructions`` counts; it judges as ``lockstep`` does and exits 1 at a violation)."""
+    from ptspec.proofs.stage2.harness import replay
+    with _open(path, "r") as f:
+        traces = json.load(f)[:limit]
+    make = _maker("impl")
+    for trace in traces:
+        h, _ = replay(trace, make)
+        if h.violations:
+            sys.exit(f"run {traces.index(trace)} found {h.violations[0]}")
+
+
+_IREFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def instruction_count(valgrind_output: str) -> int:
+    """cachegrind's "I refs" total from its summary on stderr."""
+    m = _IREFS.search(valgrind_output)
+    if m is None:
+        raise ValueError("no 'I refs' line in valgrind's output")
+    return int(m.group(1).replace(",", ""))
+
+
+def instructions(path: str, span: tuple[int, int], pythons: list[str]) -> dict[str, float]:
+    """Instructions per operation of runs span[0]..span[1] of the trace, per interpreter."""
+    if shutil.which("valgrind") is None:
+        sys.exit("instructions: needs valgrind (cachegrind) on the PATH")
+    lo, hi = span
+    with _open(path, "r") as f:
+        ops = sum(entry[0] == "op" for t in json.load(f)[lo:hi] for entry in t)
+    out = {}
+    for py in [sys.executable] + pythons:
+        counts = []
+        for n in (lo, hi):
+            run = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no",
+                                  "--cachegrind-out-file=/dev/null", py, __file__, "_replay", path,
+                                  str(n)], capture_output=True, text=True, check=False,
+                                 env=dict(os.environ, PYTHONHASHSEED="0"))   # set order: fixed
+            if run.returncode != 0:
+                sys.exit(f"{py} failed:\n{run.stderr.strip()[-2000:]}")
+            counts.append(instruction_count(run.stderr))
+        out[py] = (counts[1] - counts[0]) / max(ops, 1)
+        print(f"{py}: {out[py]:,.0f} instructions per operation (runs {lo}-{hi}: {ops} operations)",
+              flush=True)
+    first = out[sys.executable]
+    for py, n in out.items():
+        print(f"  {n:13,.0f} per op  x{n / first:.2f} of this checkout's  {py}")
+    return out
+
+
+def _span(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition(":")
+    if not (lo.isdigit() and hi.isdigit() and int(lo) < int(hi)):
+        raise argparse.ArgumentTypeError(f"expected A:B with whole numbers A < B, not {text!r}")
+    return int(lo), int(hi)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -171,8 +238,17 @@ def main(argv=None) -> None:
         p.add_argument("--rounds", type=int, default=3)
         p.add_argument("--python", action="append", default=[],
                        help="also run under this interpreter (another checkout's venv)")
+    ins = sub.add_parser("instructions", help="instructions per operation of a recorded lock-step "
+                                              "program's replay (valgrind), this checkout and others")
+    ins.add_argument("trace")
+    ins.add_argument("--span", type=_span, default=(20, 80), help="runs A:B of the trace (default 20:80)")
+    ins.add_argument("--python", action="append", default=[],
+                     help="also count under this interpreter (another checkout's venv)")
     once = sub.add_parser("_once")
     once.add_argument("what", nargs="+")
+    rep = sub.add_parser("_replay")
+    rep.add_argument("trace")
+    rep.add_argument("limit", type=int)
     args = ap.parse_args(argv)
     if args.cmd == "record":
         record(args.out, args.runs, args.steps, args.seed)
@@ -180,6 +256,10 @@ def main(argv=None) -> None:
         compare(["lockstep", args.trace, args.subject], args.rounds, args.python)
     elif args.cmd == "exhaustive":
         compare(["exhaustive"], args.rounds, args.python)
+    elif args.cmd == "instructions":
+        instructions(args.trace, args.span, args.python)
+    elif args.cmd == "_replay":
+        replay_first(args.trace, args.limit)
     elif args.what[0] == "lockstep":
         print(json.dumps(lockstep_once(args.what[1], subject=args.what[2])))
     else:

@@ -64,3 +64,29 @@ def test_the_kernels_c_replays_the_same_operations():
     need_default_tree()
     (got,) = bench_compare.lockstep_once(ISSUE_PROGRAM, limit=6, subject="c").values()
     assert got["count"] > 0 and got["violations"] == 0
+
+
+def test_instruction_count_reads_cachegrinds_total():
+    text = "==1== Cachegrind, a cache and branch-prediction profiler\n==1== \n==1== I   refs:      1,234,567\n"
+    assert bench_compare.instruction_count(text) == 1234567
+    with pytest.raises(ValueError):
+        bench_compare.instruction_count("==1== no summary")
+
+
+def test_instructions_are_counted_the_same_twice_and_the_replay_judges(recorded, capsys):
+    """``instructions``: a count, equal on two runs; and its replay still judges: under a planted
+    bug it stops at the violation instead of counting."""
+    import shutil
+    import subprocess
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed")
+    first = bench_compare.instructions(recorded, (0, 2), [])
+    again = bench_compare.instructions(recorded, (0, 2), [])
+    assert first == again and first[sys.executable] > 0
+    script = os.path.join(BENCH, "bench_compare.py")
+    code = ("import runpy, sys\nfrom ptspec.proofs.stage2.planted import planted\n"
+            f"sys.argv = [{script!r}, '_replay', {recorded!r}, '2']\n"
+            "with planted('table-upper-bits'):\n"
+            f"    runpy.run_path({script!r}, run_name='__main__')\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 1 and "S2-TREE" in run.stderr
