@@ -70,7 +70,7 @@ def main():
         for mode in ("coop", "hostile"):
             out = lguest_lockstep.run_lockstep(fmt, mode, examples=30, steps=30, seed=0)
             print(f"{fmt:6}  lock-step {mode:8} {out.status:7} {out.steps:6} steps "
-                  f"{rate(out.steps, out.cpu_seconds)}")
+                  f"{rate(out.steps, out.cpu_seconds)} (per CPU second)")
         for depth in (2, 3):
             cpu = time.process_time()
             out = lguest_exhaustive.explore(depth, fmt)
