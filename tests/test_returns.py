@@ -111,3 +111,45 @@ def test_a_nested_block_runs_under_the_outer_budget():
             while True:
                 pass
     assert not returns.within.armed and signal.getitimer(signal.ITIMER_VIRTUAL) == (0.0, 0.0)
+
+
+def _forever(*args, **kwargs):
+    while True:
+        pass
+
+
+def _run(check_id):
+    from ptspec.proofs.runner import registry
+    registry.load_all()
+    return registry.run_obligation(registry.get(check_id), "quick", 0)
+
+
+def test_unit_call_gives_the_value_or_the_statement_that_did_not_hold(short_budget):
+    assert returns.unit_call("C-MMU-RETURNS", "f()", lambda a: a + 1, 1) == (2, None)
+    got, hang = returns.unit_call("C-MMU-RETURNS", "f()", _forever)
+    assert got is None and hang.startswith("C-MMU-RETURNS f() did not return within 0.3 s")
+
+
+@pytest.mark.parametrize("check_id, patch", [
+    ("mmu.units.fault.abort", ("ptspec.proofs.mmu.checks_fault_units", "CASES", "abort")),
+    ("mmu.units.host.memslot", ("ptspec.proofs.mmu.checks_host_units", "check_dirty_log", None)),
+    ("mmu.units.hyp.layout", ("ptspec.proofs.mmu.hyp_va", "check_hyp_units", None)),
+    ("mmu.units.host.mm", ("ptspec.proofs.mmu.host_contract", "run_host", None)),
+])
+def test_a_unit_check_whose_impl_call_loops_is_refuted_by_c_mmu_returns(monkeypatch, short_budget,
+                                                                          check_id, patch):
+    """The mmu unit checks call impl directly: a loop there (mutation testing's
+    HostMM.zap:arith10, KvmMemorySlot.dirty_gfns:drop1, create_hyp_mappings:drop1) is a
+    C-MMU-RETURNS refutation after an operation's CPU budget, not an unknown at the check's
+    wall-clock hang guard."""
+    import importlib
+    module, name, key = patch
+    mod = importlib.import_module(module)
+    if key is None:
+        monkeypatch.setattr(mod, name, _forever)
+    else:
+        monkeypatch.setitem(getattr(mod, name), key, _forever)
+    r = _run(check_id)
+    assert r.status == "refuted", (r.status, r.detail)
+    assert r.counterexample["violations"][0].startswith("C-MMU-RETURNS ")
+    assert "C-MMU-RETURNS" in r.invariants

@@ -1,7 +1,8 @@
 """``mmu.units.fault.*``: one unit obligation per directed case (the 5.13 fault path in
 proofs/mmu/fault_cases.py, the guest and its TLB in proofs/mmu/tlb_cases.py, the notifier glue and
 the VM-wide operations in proofs/mmu/vm_cases.py), with the invariants and kernel functions each
-one judges."""
+one judges. A case runs under one operation's CPU budget: a case that does not come back breaks
+C-MMU-RETURNS (impl looped), as a VM-level operation in the harness does."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from ptspec.proofs.mmu.tlb_cases import case_guest, case_tlb, case_tlb_model
 from ptspec.proofs.mmu.vm_cases import case_io, case_notifier, case_stage2, case_unmap_memslot, case_vmm
 from ptspec.proofs.engines.minimize import unit_program
 from ptspec.proofs.runner.registry import Result, obligation
+from ptspec.proofs.stage2 import returns
 
 CASES = {"routing": case_routing, "huge": case_huge, "abort": case_abort,
          "notifier": case_notifier, "tlb": case_tlb, "tlb-model": case_tlb_model,
@@ -18,10 +20,13 @@ CASES = {"routing": case_routing, "huge": case_huge, "abort": case_abort,
 
 
 def run_case(name):
-    """(number of expectations checked, failures) of one case; an exception is a failure."""
+    """(number of expectations checked, failures) of one case; an exception is a failure, and so
+    is a case still running after an operation's CPU budget (C-MMU-RETURNS: impl looped)."""
     e = Expect(name)
     try:
-        CASES[name](e)
+        _, hang = returns.unit_call("C-MMU-RETURNS", f"run_case({name!r})", CASES[name], e)
+        if hang:
+            e.failed.append(hang)
     except Exception as exc:           # a crash of the impl under these inputs is a finding too
         import traceback
         e.failed.append(f"{name}: raised {type(exc).__name__}: {exc}\n"
@@ -62,8 +67,8 @@ def _register(name):
         return Result.passed(n, f"{n} expectations")
     check.__doc__ = fn.__doc__ or f"Directed cases: {name} (see the module docstring)."
     check.__name__ = f"units_fault_{name}"
-    obligation(f"mmu.units.fault.{name}", engine="unit", invariants=INVARIANTS[name],
-               kernel_functions=FUNCTIONS[name])(check)
+    obligation(f"mmu.units.fault.{name}", engine="unit",
+               invariants=INVARIANTS[name] + ["C-MMU-RETURNS"], kernel_functions=FUNCTIONS[name])(check)
 
 
 for _name in CASES:

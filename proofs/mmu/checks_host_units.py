@@ -15,7 +15,9 @@ environment:
   ``kvm_mmu_init``, ``create_hyp_mappings``, the ioremap side of ``create_hyp_io_mappings``
   (``ptspec.proofs.mmu.hyp_va.check_hyp_units``).
 
-Expected values are worked out by hand from kvm_main.c / mmu.c (5.13), never from impl.
+Expected values are worked out by hand from kvm_main.c / mmu.c (5.13), never from impl. Each
+function that calls impl runs under one operation's CPU budget: one that does not come back breaks
+C-MMU-RETURNS (impl looped).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ptspec.proofs.mmu import host_contract as mmu_host_contract
 from ptspec.proofs.mmu import hyp_va as mmu_hypva
 from ptspec.proofs.engines.minimize import unit_program
 from ptspec.proofs.runner.registry import Result, obligation
+from ptspec.proofs.stage2 import returns
 
 P = 0x1000
 EINVAL, EEXIST, EFAULT, ENOENT = -errno.EINVAL, -errno.EEXIST, -errno.EFAULT, -errno.ENOENT
@@ -345,12 +348,23 @@ def check_gfn_helpers():
 def _result(bad, n, what, fn, program):
     if bad:
         return Result.refuted({"ops": program,
-                               "violations": [f"HOST-MM {b}" for b in bad[:8]], "tables": "",
+                               "violations": [_named("HOST-MM", b) for b in bad[:8]], "tables": "",
                                "kernel_function": fn})
     return Result.passed(n, what)
 
 
-@obligation("mmu.units.host.mm", engine="unit", invariants=["HOST-MM"],
+def _named(statement: str, failure: str) -> str:
+    """A failure as a violation of ``statement``, unless it names C-MMU-RETURNS (impl looped)."""
+    return failure if failure.startswith("C-MMU-RETURNS ") else f"{statement} {failure}"
+
+
+def _returning(fn, *args) -> list[str]:
+    """The failures ``fn(*args)`` lists, or the one saying it did not return (C-MMU-RETURNS)."""
+    got, hang = returns.unit_call("C-MMU-RETURNS", f"{fn.__name__}()", fn, *args)
+    return [hang] if hang else got
+
+
+@obligation("mmu.units.host.mm", engine="unit", invariants=["HOST-MM", "C-MMU-RETURNS"],
             kernel_functions=["get_user_pages", "__split_huge_pmd", "zap_page_range", "ksm",
                               "arch_hugetlb_valid_size"])
 def host_mm(ctx):
@@ -364,8 +378,10 @@ def host_mm(ctx):
             ["from ptspec.proofs.mmu.host_cases import check_sizes"], ["bad = check_sizes()"],
             "assert not bad, bad[:8]"))
     quick = ctx.budget["hypothesis_examples"] < 50
-    n, cx = mmu_host_contract.run_host(1 if quick else 10, 15 if quick else 40, ctx.seed,
-                                       expired=ctx.expired)
+    got, hang = returns.unit_call("C-MMU-RETURNS", "run_host()", lambda: mmu_host_contract.run_host(
+        1 if quick else 10, 15 if quick else 40, ctx.seed, expired=ctx.expired))
+    n, cx = got if got else (0, {"ops": "", "violations": [hang], "tables": "",
+                                 "kernel_function": "HostMM"})
     if cx:
         cx = dict(cx, sequence=cx["ops"], ops="\n".join([
             "from ptspec.proofs.mmu.host_contract import run_host",
@@ -377,7 +393,7 @@ def host_mm(ctx):
     return Result.passed(n, f"{n} host operations checked")
 
 
-@obligation("mmu.units.host.memslot", engine="unit", invariants=["HOST-MM"],
+@obligation("mmu.units.host.memslot", engine="unit", invariants=["HOST-MM", "C-MMU-RETURNS"],
             kernel_functions=["__kvm_set_memory_region", "kvm_get_dirty_log_protect",
                               "kvm_clear_dirty_log_protect", "__gfn_to_pfn_memslot"])
 def host_memslot(ctx):
@@ -385,9 +401,9 @@ def host_memslot(ctx):
     flags-only / delete, the bitmap's life, initially-all-set, nothing changed on failure), the
     dirty-log ioctls word by word against the write-protect hook and the flush, the gfn helpers,
     __gfn_to_pfn_memslot's errors and the raw state."""
-    bad = check_set_memory_region()
-    bad += check_dirty_log(random.Random(ctx.seed))
-    bad += check_gfn_helpers()
+    bad = _returning(check_set_memory_region)
+    bad += _returning(check_dirty_log, random.Random(ctx.seed))
+    bad += _returning(check_gfn_helpers)
     return _result(bad, 3, "check_set_memory_region / check_dirty_log / check_gfn_helpers",
                    "__kvm_set_memory_region", unit_program(
                        ["import random", "from ptspec.proofs.mmu.checks_host_units import "
@@ -397,18 +413,18 @@ def host_memslot(ctx):
                        "assert not bad, bad[:8]"))
 
 
-@obligation("mmu.units.hyp.layout", engine="unit", invariants=["C-HYP-VA"],
+@obligation("mmu.units.hyp.layout", engine="unit", invariants=["C-HYP-VA", "C-MMU-RETURNS"],
             kernel_functions=["kvm_mmu_init", "kern_hyp_va", "kvm_kaddr_to_phys",
                               "create_hyp_mappings", "create_hyp_io_mappings"])
 def hyp_layout(ctx):
     """HypMmu's layout per build, kern_hyp_va, kvm_kaddr_to_phys, kvm_mmu_init (bounds, BUG,
     overlap refusal, executable idmap, allocation failure), create_hyp_mappings page by page,
     create_hyp_io_mappings' ioremap and its undo, against hand-derived values."""
-    bad = mmu_hypva.check_hyp_units()
+    bad = _returning(mmu_hypva.check_hyp_units)
     if bad:
         return Result.refuted({"ops": unit_program(
                                    ["from ptspec.proofs.mmu.hyp_va import check_hyp_units"],
                                    ["bad = check_hyp_units()"], "assert not bad, bad[:8]"),
-                               "violations": [f"C-HYP-VA {b}" for b in bad[:8]], "tables": "",
+                               "violations": [_named("C-HYP-VA", b) for b in bad[:8]], "tables": "",
                                "kernel_function": "kvm_mmu_init / create_hyp_mappings"})
     return Result.passed(1, "hyp layout cases")

@@ -86,3 +86,15 @@ class within:
         if kind is _Overrun:
             raise SubjectFault(overrun(self.what, self.seconds)) from None
         return False
+
+
+def unit_call(statement: str, what: str, fn, *args):
+    """``fn(*args)`` for a unit check that calls impl directly, with no harness to report a step:
+    the whole call under one operation's budget (``within``; an operation the call makes through
+    a harness runs under this outer budget). (fn's value, None), or (None, the failure: the
+    statement's id, e.g. C-MMU-RETURNS, then what did not return) when the budget ran out."""
+    try:
+        with within(what):
+            return fn(*args), None
+    except SubjectFault as exc:
+        return None, f"{statement} {exc}"
