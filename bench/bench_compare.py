@@ -169,10 +169,10 @@ def replay_first(path: str, limit: int) -> None:
     with _open(path, "r") as f:
         traces = json.load(f)[:limit]
     make = _maker("impl")
-    for trace in traces:
+    for i, trace in enumerate(traces):
         h, _ = replay(trace, make)
         if h.violations:
-            sys.exit(f"run {traces.index(trace)} found {h.violations[0]}")
+            sys.exit(f"run {i} found {h.violations[0]}")
 
 
 _IREFS = re.compile(r"I\s+refs:\s+([\d,]+)")
