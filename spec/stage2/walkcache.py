@@ -106,9 +106,12 @@ def check_bbm_walk(pre, step, post):
         return []
     out = []
     hints = leaf_hints(pre)
+    # the events covers_walk_entry can find covering (tlbi_vmid is not in the log): the rest of
+    # the log (cache maintenance, hinted TLBIs, often one per page) is left out of the search
+    candidates = [*post.events("tlbi_range"), *post.events("tlbi_ipa")]
     for ipa, level, table in sorted(gone):
         hi = ipa + G.granule_size(level, pre.page_shift)
-        if any(covers_walk_entry(ev, ipa, hi, hints) for ev in log):
+        if any(covers_walk_entry(ev, ipa, hi, hints) for ev in candidates):
             continue
         near = [f"tlbi_ipa {ev[1]:#x} level {ev[2]}" for ev in log
                 if ev[0] == "tlbi_ipa" and ipa <= ev[1] < hi]
