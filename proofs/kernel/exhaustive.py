@@ -29,6 +29,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from ptspec.proofs.engines.collector import quiet_gc
 from ptspec.proofs.kernel import replay, subject
 from ptspec.proofs.stage2.exhaustive import Explored, alphabet, ghost_key, renumbered_tables
 
@@ -59,6 +60,7 @@ def _alphabet(cls, geometry: str | None) -> list:
     return ops
 
 
+@quiet_gc()      # the older objects set aside from its collections (ptspec.proofs.engines.collector)
 def explore(tree, depth: int = 3, *, expired=None, progress=None,
             geometry: str | None = None, observe=None) -> replay.Outcome:
     """Breadth-first over the alphabet up to ``depth`` operations on the tree's C code, on the

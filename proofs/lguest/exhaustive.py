@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from ptspec.spec.lguest.check import lguest_check_state, lguest_check_step
 from ptspec.spec.lguest.state import load_lguest_state
 
+from ptspec.proofs.engines.collector import quiet_gc
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.lguest import guest as G
 from ptspec.proofs.lguest.harness import OPS, LguestHarness, _fmt
@@ -136,6 +137,7 @@ def _apply(node: Node, op: str, args: dict):
     return lg, {"op": op, "args": args, "ret": ret, "out": pending}, pre_lines + [line], ret
 
 
+@quiet_gc()      # the older objects set aside from its collections (ptspec.proofs.engines.collector)
 def explore(depth: int, fmt: str = "2level", *, variant: str = "corrected", npgdirs: int = 2,
             seed_findings=None, exclude=(), warm=True, expired=lambda: False,
             progress=lambda *a, **k: None) -> ExploreOutcome:

@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, Phase, seed as hyp_seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
+from ptspec.proofs.engines.collector import quiet_gc
 from ptspec.proofs.lguest import guest as G
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.lguest.harness import LguestHarness
@@ -275,6 +276,7 @@ def shortest_failure(exc: LgStepViolation, max_replays: int) -> LgStepViolation:
                                              f"{n} entries after the boot in {cut.replays} replays")
 
 
+@quiet_gc()      # the older objects set aside from its collections (ptspec.proofs.engines.collector)
 def run_lockstep(fmt: str, mode: str = "hostile", *, examples: int, steps: int, seed: int = 0,
                  variant: str = "corrected", npgdirs: int = 4,
                  shrink_replays: int = 200) -> LgOutcome:

@@ -17,6 +17,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
+from ptspec.proofs.engines.collector import quiet_gc
 from ptspec.proofs.mmu.harness import VmHarness, counterexample
 from ptspec.proofs.mmu.layouts import EXHAUSTIVE_LAYOUTS, LOG, make_layout
 
@@ -84,6 +85,7 @@ class ExhaustiveOutcome:
     counterexample: dict | None = None
 
 
+@quiet_gc()      # the older objects set aside from its collections (ptspec.proofs.engines.collector)
 def explore(depth: int, layouts=None, *, expired=lambda: False, progress=None,
             **layout_overrides) -> ExhaustiveOutcome:
     names = layouts or list(EXHAUSTIVE_LAYOUTS)

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, Phase, seed as hyp_seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
+from ptspec.proofs.engines.collector import quiet_gc
 from ptspec.proofs.engines import minimize
 from ptspec.proofs.mmu.harness import VmHarness, counterexample, replay
 from ptspec.proofs.mmu.layouts import EDGE_LAYOUTS, LOG, edge_ipas, interesting_ipas, layout_pool, make_layout
@@ -213,6 +214,7 @@ def edge_programs(counter: dict) -> MmuViolation | None:
     return None
 
 
+@quiet_gc()      # the older objects set aside from its collections (ptspec.proofs.engines.collector)
 def run_machine(*, examples: int, steps: int, seed: int = 0, layouts=None,
                 shrink_replays: int = 200) -> MachineOutcome:
     """``examples`` runs of up to ``steps`` steps, seeded, no database: passed when all ran

@@ -26,6 +26,7 @@ from ptspec.impl.pgtable.pte import KVM_PGTABLE_PROT_R, KVM_PGTABLE_PROT_RW, KVM
 from ptspec.spec.arch import descriptor as D
 from ptspec.spec.arch import geometry as G
 
+from ptspec.proofs.engines.collector import quiet_gc
 from ptspec.proofs.stage2 import lockstep
 from ptspec.proofs.stage2.harness import Stage2Harness
 
@@ -199,6 +200,7 @@ def _program(h) -> str:
 GEOMETRY = "4k-39"
 
 
+@quiet_gc()      # the older objects set aside from its collections (ptspec.proofs.engines.collector)
 def explore(depth: int = 3, *, harness_factory=Stage2Harness, expired=None, progress=None) -> ExploreOutcome:
     page_shift, ia_bits, owner_field = lockstep.GEOMETRIES[GEOMETRY]
     ops = alphabet(page_shift=page_shift)

@@ -20,6 +20,7 @@ import pickle
 
 from ptspec import spec
 from ptspec.proofs.engines import minimize
+from ptspec.proofs.engines.collector import run_gc
 from ptspec.impl.pgtable.pool import KvmMmuMemoryCache, PagePool
 from ptspec.impl.pgtable.pte import OWNER_FIELD_SEED
 from ptspec.impl.pgtable.stage2 import KvmPgtable
@@ -346,7 +347,13 @@ class Stage2Harness:
 def replay(trace: list, make) -> tuple:
     """Run a recorded trace (``("op", name, args)`` / ``("fail", k)``) on ``make()``, stopping at
     the first step with a violation; returns (harness, used) for ``minimize.shortest``. Works
-    for every harness with this trace format (stage 2, hyp stage 1)."""
+    for every harness with this trace format (stage 2, hyp stage 1). The collector is paused for
+    the replay, as for a lock-step run (run_gc)."""
+    with run_gc():
+        return _replay(trace, make)
+
+
+def _replay(trace: list, make) -> tuple:
     h = make()
     if h.violations:
         return h, 0

@@ -14,8 +14,6 @@ to the shortest one that still fails.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import time
 from dataclasses import dataclass
 
@@ -26,6 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, rule
 from ptspec.impl.pgtable.pte import OWNER_FIELD_5_15, OWNER_FIELD_SEED
 
 from ptspec.proofs.engines import minimize
+from ptspec.proofs.engines.collector import quiet_gc, run_gc
 from ptspec.proofs.stage2 import strategies as S
 from ptspec.proofs.stage2.harness import Stage2Harness, replay
 from ptspec.proofs.stage2.program import Stage2Program
@@ -138,25 +137,27 @@ def subject_program(geom, harness_factory) -> Stage2Program:
 
 def run_program(make, program: Stage2Program, chooser, steps: int, counter: dict):
     """One run: a fresh harness, then ``steps`` entries of the program (operations and injected
-    allocation failures); raises StepViolation at the first step the spec rejects."""
-    h = make()
-    counter["runs"] += 1
-    if h.violations:
-        raise StepViolation(h, h.violations)
-    program.begin()
-    for _ in range(steps):
-        entry = program.next(chooser)
-        if entry[0] == "fail":
-            h.fail_allocation(entry[1])
-            continue
-        counter["steps"] += 1
-        ret, found = h.step(entry[1], **entry[2])
-        if found:
-            raise StepViolation(h, found)
-        if getattr(h, "ended_by", None) is not None:
-            counter["ended"] = counter.get("ended", 0) + 1
-            break               # a catalogued finding corrupted the subject (a kernel's C only)
-        program.returned(entry, ret)
+    allocation failures); raises StepViolation at the first step the spec rejects. The run's
+    garbage is collected at its end (run_gc)."""
+    with run_gc():              # the collector paused for the run (ptspec.proofs.engines.collector)
+        h = make()
+        counter["runs"] += 1
+        if h.violations:
+            raise StepViolation(h, h.violations)
+        program.begin()
+        for _ in range(steps):
+            entry = program.next(chooser)
+            if entry[0] == "fail":
+                h.fail_allocation(entry[1])
+                continue
+            counter["steps"] += 1
+            ret, found = h.step(entry[1], **entry[2])
+            if found:
+                raise StepViolation(h, found)
+            if getattr(h, "ended_by", None) is not None:
+                counter["ended"] = counter.get("ended", 0) + 1
+                break               # a catalogued finding corrupted the subject (a kernel's C only)
+            program.returned(entry, ret)
     return h
 
 
@@ -181,29 +182,6 @@ def shortest_failure(exc, make, max_replays: int):
     found = [v for v in h.violations]
     return type(exc)(h, found, note=f"replayed and minimised: {cut.original} -> {len(cut.trace)} "
                                     f"entries in {cut.replays} replays")
-
-
-# The cyclic garbage collector during a run: a step allocates thousands of short-lived containers
-# (snapshot tuples, states, intervals), so collections come every few steps, and each full one
-# also walks every object the process held before the run (modules, the spec's registries, the
-# caller's results), none of which the run can turn into garbage. Those are set aside for the run
-# (gc.freeze) and put back after it: the same objects are freed, the collector walks only what the
-# run made (docs/kernel.md, throughput; CPython's thresholds measured no better raised).
-
-
-@contextlib.contextmanager
-def quiet_gc():
-    """The objects that exist before a run are left out of its garbage collections (gc.freeze),
-    and put back afterwards; nothing is done when some are frozen already (a nested run, or a
-    caller's own tuning) or the collector is off."""
-    if gc.get_freeze_count() or not gc.isenabled():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 @dataclass
