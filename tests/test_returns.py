@@ -153,3 +153,27 @@ def test_a_unit_check_whose_impl_call_loops_is_refuted_by_c_mmu_returns(monkeypa
     assert r.status == "refuted", (r.status, r.detail)
     assert r.counterexample["violations"][0].startswith("C-MMU-RETURNS ")
     assert "C-MMU-RETURNS" in r.invariants
+
+
+@pytest.mark.parametrize("check_id, target, statement", [
+    # hyp_cases maps through HypPgtable.map directly, with no harness step around it
+    ("s2.units.hyp", ("ptspec.impl.pgtable.hyp", "HypPgtable", "map"), "C-RETURNS"),
+    # stage2_cases asks kvm_pgtable_stage2_pte_prot directly for invalid descriptors
+    ("s2.units.stage2", ("ptspec.impl.pgtable.pte", None, "kvm_pgtable_stage2_pte_prot"),
+     "C-RETURNS"),
+    # the lguest model's host group allocates straight from impl's Host
+    ("lg.units.model", ("ptspec.impl.lguest.host", "Host", "get_zeroed_page"), "LG-C-RETURNS"),
+])
+def test_a_stage2_or_lguest_unit_check_whose_direct_impl_call_loops_is_refuted(
+        monkeypatch, short_budget, check_id, target, statement):
+    """s2.units.* and lg.units.model call impl outside any harness step too: a loop there is a
+    refutation by the area's RETURNS statement after an operation's CPU budget, not an unknown at
+    the check's wall-clock hang guard (where the code before stop 34 left it)."""
+    import importlib
+    module, cls, name = target
+    owner = importlib.import_module(module)
+    monkeypatch.setattr(getattr(owner, cls) if cls else owner, name, _forever)
+    r = _run(check_id)
+    assert r.status == "refuted", (r.status, r.detail)
+    assert r.counterexample["violations"][0].startswith(f"{statement} "), r.counterexample
+    assert statement in r.invariants

@@ -26,6 +26,7 @@ from ptspec.proofs.lguest import units_model as M
 from ptspec.proofs.lguest.harness import LguestHarness
 from ptspec.proofs.engines.minimize import unit_program
 from ptspec.proofs.runner.registry import Result, obligation
+from ptspec.proofs.stage2 import returns
 
 P, RW, US, A, D, PSE = 1, 2, 4, 0x20, 0x40, 0x80
 NX = 1 << 63
@@ -222,7 +223,8 @@ def scenarios(ctx):
     return Result.passed(n, f"{n} scenario steps judged by the spec, both formats")
 
 
-@obligation("lg.units.model", engine="unit", invariants=["LG-C-ARGS", "LG-C-INIT", "LG-BND"],
+@obligation("lg.units.model", engine="unit",
+            invariants=["LG-C-ARGS", "LG-C-INIT", "LG-BND", "LG-C-RETURNS"],
             kernel_functions=["init_guest_pagetable", "page_table_guest_data_init", "new_pgdir",
                               "get_user_pages_fast", "lguest_address_ok"])
 def model(ctx):
@@ -236,18 +238,27 @@ def model(ctx):
     n = 0
     for fmt in ("2level", "pae"):
         for part in (M.fresh_and_init, M.data_init, M.host, M.clone_rng, M.ctor_and_api):
+            big = part is M.ctor_and_api and ctx.profile != "quick"
+            call = (f"units_model.{part.__name__}({fmt!r}"
+                    + (f", big={big})" if part is M.ctor_and_api else ")"))
             try:
-                if part is M.ctor_and_api:
-                    part(fmt, big=ctx.profile != "quick")
-                else:
-                    part(fmt)
+                # each group calls impl directly: under one operation's CPU budget (a loop there
+                # is LG-C-RETURNS, not an unknown at the check's hang guard)
+                _, hang = returns.unit_call("LG-C-RETURNS", call, _model_part, part, fmt, big)
+                failure = [hang] if hang else None
             except M.Fail as exc:
+                failure = [str(exc)]
+            if failure:
                 return Result.refuted({"ops": unit_program(
                                            ["from ptspec.proofs.lguest import units_model"],
                                            ["# raises units_model.Fail where the model breaks a rule"],
-                                           f"units_model.{part.__name__}({fmt!r}"
-                                           + (", big=True)" if part is M.ctor_and_api else ")")),
-                                       "violations": [str(exc)], "tables": "",
+                                           call),
+                                       "violations": failure, "tables": "",
                                        "kernel_function": part.__name__}, examples=n)
             n += 1
     return Result.passed(n, f"{n} groups of model rules hold, both formats")
+
+
+def _model_part(part, fmt: str, big: bool):
+    """One group of lguest model rules (units_model); ctor_and_api takes the size knob."""
+    return part(fmt, big=big) if part is M.ctor_and_api else part(fmt)
