@@ -239,7 +239,7 @@ def test_ctrl_c_during_a_z3_query_is_passed_on(ctrl_c):
     s.add(x * y == 0x1234567890ABCDEF1234567890ABCDEF1234567890ABCDEF1234567890ABCDEF1,
           z3.UGT(x, 1), z3.UGT(y, 1))          # hard: factor a 256-bit number
     # the handler this test is about is Python's default one: set it, whatever this (xdist) worker
-    # ran before (a CI run once saw both cases not raise, which a leftover handler explains)
+    # ran before (a CI run once saw both cases not raise; a handler left at the C level could do that)
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
