@@ -24,20 +24,42 @@ def _cycle():
 
 
 def test_a_lockstep_run_pauses_the_collector_and_frees_its_cycles_at_its_end():
-    seen = {}
+    seen = []
     make = lockstep.harness_maker("4k-39")
 
     def factory(*args, **kwargs):
-        seen["enabled"] = gc.isenabled()
-        seen["ref"] = _cycle()
+        if seen:                            # the cycle the run before made is gone already
+            assert seen[-1][1]() is None
+        seen.append((gc.isenabled(), _cycle()))
         return make()
-    program = lockstep.subject_program(lockstep.S.geometry(12, 39), H.Stage2Harness)
-    counter = {"runs": 0, "steps": 0}
-    assert gc.isenabled()
-    lockstep.run_program(factory, program, lockstep.S.RandomChooser(1), 5, counter)
-    assert seen["enabled"] is False and gc.isenabled()
-    assert seen["ref"]() is None            # collected at the run's end, no gc.collect() here
-    assert counter == {"runs": 1, "steps": 5}
+    out = lockstep.run_lockstep("4k-39", examples=3, steps=5, seed=0,
+                                harness_factory=lambda *a, **k: factory())
+    assert out.status == "passed" and out.examples == 3
+    assert [enabled for enabled, _ in seen] == [False] * 3 and gc.isenabled()
+    assert seen[-1][1]() is None            # collected at the run's end, no gc.collect() here
+
+
+def test_the_spec_makes_no_reference_cycle_a_run_leaves_behind():
+    """States, their walks and the cached diffs refer to each other weakly in one direction: a
+    run's only cyclic garbage is its table's mm_ops (bound methods of itself)."""
+    from ptspec.proofs.stage2.program import Stage2Program
+    make = lockstep.harness_maker("4k-39")
+    program = Stage2Program(lockstep.S.geometry(12, 39))
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(4):
+            lockstep.run_program(make, program, lockstep.S.RandomChooser(i), 20,
+                                 {"runs": 0, "steps": 0})
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        kinds = {type(o).__name__ for o in gc.garbage}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert "State" not in kinds and "Walk" not in kinds and "FlatL3" not in kinds, kinds
+    assert "MmOps" in kinds                 # the one cycle left (and so the check can fail)
 
 
 def test_a_replay_pauses_the_collector_too():

@@ -5,8 +5,10 @@ Models nothing of the kernel. A lock-step step allocates thousands of short-live
 thresholds a young-generation collection comes every few hundred allocations, several per step,
 and each walks every young container still alive: work that frees nothing, because the objects a
 step leaves behind are either still in use or freed at once by their reference counts. The only
-cyclic garbage a run makes is its own subject and harness (a table's mm_ops holds bound methods of
-itself), dropped when the run ends.
+cyclic garbage a run makes is its own table's mm_ops (which holds bound methods of itself, and
+with them the page pool), dropped when the run ends: the spec's states and walks refer to each
+other weakly in one direction (spec.arch.walk.Walk.state, spec.stage2.segments.FlatL3.walk), so a
+dropped state is freed by its reference count.
 
 * ``quiet_gc()``, around a whole lock-step: the objects that exist before it (modules, the spec's
   registries, the caller's results) are set aside from its collections (gc.freeze), so no
@@ -15,7 +17,9 @@ itself), dropped when the run ends.
   young generations at its end frees what the run dropped (its subject's cycles included). The
   same objects are freed as with the collector running, at the run's end instead of during it;
   nothing older is walked (gc.collect(1) leaves the oldest generation to the collector's own
-  schedule).
+  schedule). The collection walks what is still alive in the young generations too, so the block
+  is best placed where the run's harness is dropped by its end (the lock-step's loop); a replay,
+  whose caller keeps the harness, pays for walking it once.
 
 Both do nothing when the collector is off (a caller's choice, left alone), and nest: an inner
 ``quiet_gc`` leaves an outer freeze in place, an inner ``run_gc`` leaves the pause and the

@@ -137,27 +137,25 @@ def subject_program(geom, harness_factory) -> Stage2Program:
 
 def run_program(make, program: Stage2Program, chooser, steps: int, counter: dict):
     """One run: a fresh harness, then ``steps`` entries of the program (operations and injected
-    allocation failures); raises StepViolation at the first step the spec rejects. The run's
-    garbage is collected at its end (run_gc)."""
-    with run_gc():              # the collector paused for the run (ptspec.proofs.engines.collector)
-        h = make()
-        counter["runs"] += 1
-        if h.violations:
-            raise StepViolation(h, h.violations)
-        program.begin()
-        for _ in range(steps):
-            entry = program.next(chooser)
-            if entry[0] == "fail":
-                h.fail_allocation(entry[1])
-                continue
-            counter["steps"] += 1
-            ret, found = h.step(entry[1], **entry[2])
-            if found:
-                raise StepViolation(h, found)
-            if getattr(h, "ended_by", None) is not None:
-                counter["ended"] = counter.get("ended", 0) + 1
-                break               # a catalogued finding corrupted the subject (a kernel's C only)
-            program.returned(entry, ret)
+    allocation failures); raises StepViolation at the first step the spec rejects."""
+    h = make()
+    counter["runs"] += 1
+    if h.violations:
+        raise StepViolation(h, h.violations)
+    program.begin()
+    for _ in range(steps):
+        entry = program.next(chooser)
+        if entry[0] == "fail":
+            h.fail_allocation(entry[1])
+            continue
+        counter["steps"] += 1
+        ret, found = h.step(entry[1], **entry[2])
+        if found:
+            raise StepViolation(h, found)
+        if getattr(h, "ended_by", None) is not None:
+            counter["ended"] = counter.get("ended", 0) + 1
+            break               # a catalogued finding corrupted the subject (a kernel's C only)
+        program.returned(entry, ret)
     return h
 
 
@@ -225,7 +223,10 @@ def _run_lockstep(name, examples, steps, seed, harness_factory, shrink_replays, 
         program = subject_program(S.geometry(page_shift, ia_bits), harness_factory)
         for i in range(examples):
             try:
-                run_program(make, program, S.RandomChooser(run_seed(seed, i)), steps, counter)
+                # the collector paused for the run, and one collection once its harness is
+                # dropped (ptspec.proofs.engines.collector)
+                with run_gc():
+                    run_program(make, program, S.RandomChooser(run_seed(seed, i)), steps, counter)
             except StepViolation as found:
                 exc = found
                 break

@@ -105,6 +105,21 @@ def translate(state, ipa):
 
 # -- the same walk for every address at once, as intervals (optimised) -------------------------
 
+class WalkSource:
+    """What a Walk reads of its state: the pages (a State's pages are never changed once loaded),
+    the geometry, the roots and the memcache. A walk keeps these, not the State, which keeps its
+    walk (State.walk): were the walk to keep the State, each state and its walk would be a
+    reference cycle, and every state a run drops would wait for the cyclic collector instead of
+    being freed by its reference count."""
+
+    __slots__ = ("pages", "page_shift", "ia_bits", "start_level", "roots", "entries", "memcache")
+
+    def __init__(self, state):
+        self.pages, self.page_shift, self.ia_bits = state.pages, state.page_shift, state.ia_bits
+        self.start_level, self.roots, self.memcache = state.start_level, state.roots, state.memcache
+        self.entries = 1 << (state.page_shift - 3)
+
+
 class Walk:
     """The tree of one state, walked once from its roots.
 
@@ -117,7 +132,7 @@ class Walk:
     same_as = None       # an earlier walk whose every reached page this one shares (Walk.reuse)
 
     def __init__(self, state):
-        self.state = state
+        self.state = WalkSource(state)       # what the walk reads of the state (no cycle)
         self.tables = {}
         self.problems = []
         self._nonzero = {}
@@ -149,7 +164,7 @@ class Walk:
                 if page is not was[pa] and (level < G.LAST_LEVEL or page is None):
                     return None
         walk = Walk.__new__(Walk)
-        walk.state = new
+        walk.state = WalkSource(new)
         walk.tables = tables               # never changed once walked
         walk.problems = []
         walk._opaque = self._opaque

@@ -200,7 +200,7 @@ class State:
                  "max_owner_id", "has_fwb", "has_xnx", "cmo", "idmap", "as_s1", "roots", "pages",
                  "refcount", "memcache",
                  "free_pages", "pool_errors", "tlb_log", "kernel_version", "_walk", "_events", "_tuples",
-                 "_names")
+                 "_names", "_diff")     # _diff: (pre, the tree diff from pre; spec.stage2.treediff)
 
     @property
     def va_bits(self):
@@ -278,7 +278,7 @@ def load_state(obj, prev=None):
             raise StateError(f"{key}: missing (a {kind} state needs {', '.join(required)})")
 
     s = State()
-    s._walk = s._events = None
+    s._walk = s._events = s._diff = None
     s._tuples = tuples = {}        # pa -> the raw tuple its page was read from (immutable)
     s.kind = kind
     s.page_shift = parse_int(obj["page_shift"], "page_shift")

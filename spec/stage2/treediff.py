@@ -25,13 +25,13 @@ from ptspec.spec.stage2.segments import (FlatL3, L3Chunk, against_one, covering_
 
 def diff_chunks(pre, post):
     """diff() in compact form: segments, L3Chunks and FlatL3s, in input-address order (cached)."""
-    pw = post.walk()
-    cached = getattr(pw, "diff_cache", None)
+    cached = post._diff
     if cached is not None and cached[0] is pre:
         return cached[1]
     # post's walk shares every reached page with pre's (load_state's prev): nothing differs
+    pw = post.walk()
     out = [] if pw.same_as is not None and pw.same_as is pre._walk else _diff(pre, post, None)
-    pw.diff_cache = (pre, out)
+    post._diff = (pre, out)     # on the state, not its walk: the diff's FlatL3s hold walks
     return out
 
 
@@ -92,7 +92,7 @@ def _expand_chunks(chunks, skip):
 
 def diff_outside(pre, post, lo, hi):
     """The parts of diff(pre, post) that lie outside [lo, hi) (slots inside it are not compared)."""
-    cached = getattr(post.walk(), "diff_cache", None)
+    cached = post._diff
     chunks = cached[1] if cached is not None and cached[0] is pre else _diff(pre, post, (lo, hi))
     out = []
     for s, e, p, q in _expand_chunks(chunks, (lo, hi)):
