@@ -91,31 +91,47 @@ def _maker(subject: str):
 
 
 def _as_the_check_runs():
-    """What the checkout's lock-step check puts around its runs, if anything: its
-    ``lockstep.quiet_gc`` (the objects older than the lock-step set aside from the collector's
-    walks; from d635b99 on), else nothing (the code issue 15 timed had none). A replay
-    pauses the collector per run where that checkout's ``harness.replay`` does (run_gc, stop 34)."""
+    """What the checkout's lock-step check puts around the whole lock-step, if anything: its
+    ``quiet_gc`` (the objects older than the lock-step set aside from the collector's walks; from
+    d635b99 on), else nothing (the code issue 15 timed had none)."""
     from ptspec.proofs.stage2 import lockstep
     return getattr(lockstep, "quiet_gc", contextlib.nullcontext)()
 
 
+def _per_run():
+    """What the checkout's lock-step puts around each run, if anything: its ``run_gc`` (the
+    collector paused for the run, one collection once the run's harness is dropped; stop 34),
+    else nothing. (That checkout's own ``replay`` may pause the collector too; an outer run_gc
+    makes that one do nothing, so the collection comes where the check's does.)"""
+    try:
+        from ptspec.proofs.engines.collector import run_gc
+    except ImportError:
+        return contextlib.nullcontext
+    return run_gc
+
+
 def lockstep_once(path: str, limit: int | None = None, subject: str = "impl") -> dict:
     """One replay of the runs of the trace file (the first ``limit``) through ``subject``'s
-    harness (``harness.replay``, as the lock-step's minimiser runs a trace): operations, CPU
-    seconds, the runs that found violations, and their ids."""
+    harness (``harness.replay``, as the lock-step's minimiser runs a trace), with what the
+    checkout's lock-step puts around the lock-step and around each run (_as_the_check_runs,
+    _per_run): operations, CPU seconds, the runs that found violations, and their ids."""
     from ptspec.proofs.stage2.harness import replay
     with _open(path, "r") as f:
         traces = json.load(f)[:limit]
     make = _maker(subject)
 
+    per_run = _per_run()
+
     def run():
         ops, bad, ids = 0, 0, set()
         for trace in traces:
-            h, used = replay(trace, make)       # stops at a run's first violation
-            # the steps run; after a finding that ends a run (the C), the rest are not run
-            ops += sum(entry[0] == "op" for entry in trace[:used]) - getattr(h, "unrun", 0)
-            bad += bool(h.violations)
-            ids.update(v.inv for v in h.violations)
+            with per_run():
+                h, used = replay(trace, make)       # stops at a run's first violation
+                # the steps run; after a finding that ends a run (the C), the rest are not run
+                ops += sum(entry[0] == "op" for entry in trace[:used]) - getattr(h, "unrun", 0)
+                bad += bool(h.violations)
+                ids.update(v.inv for v in h.violations)
+                del h                               # dropped before the run's collection
         return ops, bad, ids
     run()                               # warm: imports, caches, the allocator
     with _as_the_check_runs():
@@ -180,11 +196,14 @@ def replay_first(path: str, limit: int) -> None:
     with _open(path, "r") as f:
         traces = json.load(f)[:limit]
     make = _maker("impl")
+    per_run = _per_run()
     with _as_the_check_runs():
         for i, trace in enumerate(traces):
-            h, _ = replay(trace, make)
-            if h.violations:
-                sys.exit(f"run {i} found {h.violations[0]}")
+            with per_run():
+                h, _ = replay(trace, make)
+                if h.violations:
+                    sys.exit(f"run {i} found {h.violations[0]}")
+                del h                   # dropped before the run's collection, as in the check
 
 
 _IREFS = re.compile(r"I\s+refs:\s+([\d,]+)")
