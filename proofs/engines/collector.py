@@ -6,9 +6,10 @@ thresholds a young-generation collection comes every few hundred allocations, se
 and each walks every young container still alive: work that frees nothing, because the objects a
 step leaves behind are either still in use or freed at once by their reference counts. The only
 cyclic garbage a run makes is its own table's mm_ops (which holds bound methods of itself, and
-with them the page pool), dropped when the run ends: the spec's states and walks refer to each
-other weakly in one direction (spec.arch.walk.Walk.state, spec.stage2.segments.FlatL3.walk), so a
-dropped state is freed by its reference count.
+with them the page pool), dropped when the run ends: a spec walk keeps only what it reads of its
+state (spec.arch.walk.WalkSource), not the state, and the tree diff is cached on the post-state,
+not on its walk (spec.stage2.treediff), so a dropped state is freed by its reference count
+(tests/test_collector.py holds that the spec leaves no cycle).
 
 * ``quiet_gc()``, around a whole lock-step: the objects that exist before it (modules, the spec's
   registries, the caller's results) are set aside from its collections (gc.freeze), so no
