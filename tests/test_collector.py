@@ -40,8 +40,9 @@ def test_a_lockstep_run_pauses_the_collector_and_frees_its_cycles_at_its_end():
 
 
 def test_the_spec_makes_no_reference_cycle_a_run_leaves_behind():
-    """States, their walks and the cached diffs refer to each other weakly in one direction: a
-    run's only cyclic garbage is its table's mm_ops (bound methods of itself)."""
+    """A walk keeps what it reads of its state (WalkSource), not the state, and the tree diff is
+    cached on the post-state: a run's only cyclic garbage is its table's mm_ops (bound methods of
+    itself). On 68976bd each state and its walk were a cycle."""
     from ptspec.proofs.stage2.program import Stage2Program
     make = lockstep.harness_maker("4k-39")
     program = Stage2Program(lockstep.S.geometry(12, 39))
