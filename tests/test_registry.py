@@ -389,3 +389,9 @@ def test_check_modules_follow_the_current_registry():
     assert registry.check_modules() == registry.CHECK_MODULES
     with registry.isolated(["ptspec_a", "ptspec_b"]):
         assert registry.check_modules() == ["ptspec_a", "ptspec_b"]
+
+
+def test_cpu_rate_is_a_whole_number_and_takes_a_zero_time():
+    assert registry.cpu_rate(3000, 1.5) == "2000"
+    assert registry.cpu_rate(7, 2.0) == "4"          # rounded, not cut
+    assert registry.cpu_rate(5, 0.0) == "5000000000"  # a zero time counts as 1 ns

@@ -45,7 +45,7 @@ from ptspec.proofs.kernel import tree as T
 from ptspec.proofs.runner import budgets
 from ptspec.proofs.runner import interrupt
 from ptspec.proofs.runner import parallel
-from ptspec.proofs.runner.registry import Result, cpu_time
+from ptspec.proofs.runner.registry import Result, cpu_rate, cpu_time
 from ptspec.proofs.stage2 import lockstep
 from ptspec.proofs.stage2.checks import KERNEL_ENTRY
 from ptspec.proofs.stage2.ptdump import render
@@ -180,9 +180,9 @@ def check_geometry(tree, name: str, budget, seed: int, harness=None) -> Result:
                               detail=f"{name}: {out.failure.violations[0]}{note}",
                               examples=out.steps, **kw)
     cut = f" ({out.ended} ended at a finding that ends the run)" if out.ended else ""
-    rate = out.steps / max(out.cpu_seconds, 1e-9)
     return Result.passed(out.steps, f"{name}: {out.examples} runs{cut}, {out.steps} operations, "
-                                    f"{rate:.0f} ops per CPU second{note}", **kw)
+                                    f"{cpu_rate(out.steps, out.cpu_seconds)} ops per CPU second{note}",
+                         **kw)
 
 
 def catalogue_versions(finding_id: str) -> str:

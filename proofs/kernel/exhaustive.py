@@ -31,6 +31,7 @@ from collections import deque
 
 from ptspec.proofs.engines.collector import quiet_gc
 from ptspec.proofs.kernel import replay, subject
+from ptspec.proofs.runner.registry import cpu_rate
 from ptspec.proofs.stage2.exhaustive import Explored, alphabet, ghost_key, renumbered_tables
 
 
@@ -111,7 +112,7 @@ def explore(tree, depth: int = 3, *, expired=None, progress=None,
     cpu = time.process_time() - c0
     return replay.Outcome("passed", transitions, time.perf_counter() - t0,
                           f"depth {depth}: {seen.states} distinct states, {transitions} "
-                          f"transitions ({transitions / max(cpu, 1e-9):.0f} per CPU second)",
+                          f"transitions ({cpu_rate(transitions, cpu)} per CPU second)",
                           findings=dict(cls.seen))
 
 

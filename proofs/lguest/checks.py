@@ -14,7 +14,7 @@ from ptspec.impl.lguest import SEED_FINDINGS, Lguest
 from ptspec.proofs.lguest import exhaustive as lguest_exhaustive
 from ptspec.proofs.lguest import findings as lguest_findings
 from ptspec.proofs.lguest import lockstep as lguest_lockstep
-from ptspec.proofs.runner.registry import Obligation, Result, obligation, register
+from ptspec.proofs.runner.registry import Obligation, Result, cpu_rate, obligation, register
 
 LG_INVARIANTS = ["LG-SHADOW", "LG-RC", "LG-SWITCHER", "LG-BND"]
 LG_CONTRACTS = ["LG-C-SET-PTE", "LG-C-SET-PGD", "LG-C-SET-PMD", "LG-C-NEW-PGTABLE", "LG-C-FLUSH",
@@ -35,7 +35,7 @@ def _lockstep(fmt: str, mode: str):
                                            seed=ctx.seed,
                                            shrink_replays=ctx.budget["shrink_replays"])
         detail = (f"{out.examples} runs, {out.steps} steps, "
-                  f"{out.steps / max(out.cpu_seconds, 1e-9):.0f} steps per CPU second")
+                  f"{cpu_rate(out.steps, out.cpu_seconds)} steps per CPU second")
         if out.status == "refuted":
             return Result.refuted(out.failure.counterexample, detail=detail, examples=out.steps)
         return Result.passed(out.steps, detail)
@@ -61,7 +61,7 @@ def _exhaustive(fmt: str):
         depth = min(4, max(2, ctx.budget["exhaustive_depth"] - 1))   # quick/default 2, deep 4
         out = lguest_exhaustive.explore(depth, fmt, expired=ctx.expired, progress=ctx.progress)
         detail = (f"depth {out.depth}: {out.states} distinct states, {out.transitions} transitions "
-                  f"({out.transitions / max(out.cpu_seconds, 1e-9):.0f} per CPU second)")
+                  f"({cpu_rate(out.transitions, out.cpu_seconds)} per CPU second)")
         if out.status == "refuted":
             return Result.refuted({"ops": out.program, "violations": out.violations,
                                    "tables": out.tables, "kernel_function": out.kernel_function},

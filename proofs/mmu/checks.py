@@ -15,7 +15,7 @@ from ptspec.proofs.mmu import lockstep as mmu_machine
 from ptspec.proofs.mmu import scenarios as mmu_scenarios
 from ptspec.proofs.mmu.harness import counterexample
 from ptspec.proofs.mmu.z3_programs import hyp_allocator
-from ptspec.proofs.runner.registry import Result, obligation
+from ptspec.proofs.runner.registry import Result, cpu_rate, obligation
 
 S2 = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "S2-BBM-WALK", "CMO-POC", "CMO-POU"]
 MMU = ["MS", "MS-PERM", "DIRTY", "PROGRESS", "C-MMU-ABORT", "C-MMU-PREPARE", "C-MMU-COMMIT",
@@ -44,7 +44,7 @@ def hypothesis_layouts(ctx):
     out = mmu_machine.run_machine(examples=examples, steps=steps, seed=ctx.seed,
                                   shrink_replays=ctx.budget["shrink_replays"])
     detail = (f"{out.examples} runs, {out.steps} steps, "
-              f"{out.steps / max(out.cpu_seconds, 1e-9):.0f} steps per CPU second")
+              f"{cpu_rate(out.steps, out.cpu_seconds)} steps per CPU second")
     if out.status == "refuted":
         return Result.refuted(out.failure.cx, detail=detail, examples=out.steps)
     return Result.passed(out.steps, detail)
@@ -64,7 +64,7 @@ def exhaustive_layouts(ctx):
     names = DEFAULT_EXHAUSTIVE if depth == 2 else None
     out = mmu_exhaustive.explore(depth, names, expired=ctx.expired, progress=ctx.progress)
     detail = (f"depth {depth}, {len(out.layouts)} layouts: {out.sequences} sequences, "
-              f"{out.steps} steps ({out.steps / max(out.cpu_seconds, 1e-9):.0f} per CPU second)")
+              f"{out.steps} steps ({cpu_rate(out.steps, out.cpu_seconds)} per CPU second)")
     if out.status == "refuted":
         return Result.refuted(out.counterexample, detail=detail, examples=out.steps)
     if out.status == "unknown":

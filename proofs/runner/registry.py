@@ -374,6 +374,12 @@ def cpu_time() -> float:
     return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
+def cpu_rate(count: int, cpu_seconds: float) -> str:
+    """``count`` per CPU second of ``cpu_seconds``, as a whole number (the rates in check details:
+    "... steps per CPU second"); a zero time counts as 1 ns."""
+    return f"{count / max(cpu_seconds, 1e-9):.0f}"
+
+
 def run_obligation(ob: Obligation, profile: str, seed: int,
                    progress: Callable[..., None] = _no_progress, slack: float = 1.0) -> Result:
     """Run one obligation under its budget and apply the honesty rules. `slack` stretches the hang

@@ -16,7 +16,7 @@ from ptspec.proofs.stage2 import errorpaths
 from ptspec.proofs.stage2 import exhaustive
 from ptspec.proofs.stage2 import lockstep
 from ptspec.proofs.stage2.ptdump import render
-from ptspec.proofs.runner.registry import Obligation, Result, obligation, register
+from ptspec.proofs.runner.registry import Obligation, Result, cpu_rate, obligation, register
 
 ALL_S2 = ["S2-RC", "S2-OWN", "S2-BA", "S2-TREE", "S2-LEAK", "S2-BBM", "S2-BBM-WALK"]
 ALL_CONTRACTS = ["C-INIT", "C-MAP", "C-SET-OWNER", "C-UNMAP", "C-WRPROTECT", "C-MKYOUNG",
@@ -73,7 +73,7 @@ def _lockstep_check(name: str):
         out = lockstep.run_lockstep(name, examples=examples, steps=ctx.budget["steps"],
                                     seed=ctx.seed, shrink_replays=ctx.budget["shrink_replays"])
         detail = (f"{out.examples} runs, {out.steps} steps, "
-                  f"{out.steps / max(out.cpu_seconds, 1e-9):.0f} steps per CPU second")
+                  f"{cpu_rate(out.steps, out.cpu_seconds)} steps per CPU second")
         if out.status == "refuted":
             f = out.failure
             return Result.refuted(counterexample(f.program, f.violations, f.raw_state, f.note),
@@ -104,7 +104,7 @@ def exhaustive_4k_39(ctx):
     depth = ctx.budget["stage2_exhaustive_depth"]
     out = exhaustive.explore(depth, expired=ctx.expired, progress=ctx.progress)
     detail = (f"depth {out.depth}: {out.states} distinct states, {out.transitions} transitions "
-              f"({out.transitions / max(out.cpu_seconds, 1e-9):.0f} per CPU second)")
+              f"({cpu_rate(out.transitions, out.cpu_seconds)} per CPU second)")
     if out.status == "refuted":
         return Result.refuted(counterexample(out.program, out.violations, out.raw_state),
                               detail=detail, examples=out.transitions)
